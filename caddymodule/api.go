@@ -1,0 +1,369 @@
+package caddymodule
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
+	"github.com/agentvault/caddy-agent-vault/storebackends"
+)
+
+func init() {
+	caddy.RegisterModule(API{})
+}
+
+// maxBody bounds management API request bodies.
+const maxBody = 1 << 20
+
+// API is the management API: credentials, services and sessions, as
+// JSON under /api/v1/, authenticated with the app's admin token. It is
+// an ordinary Caddy handler, served on its own site (by default
+// 127.0.0.1:14321), not on Caddy's admin endpoint.
+type API struct {
+	app    *App
+	logger *zap.Logger
+	mux    *http.ServeMux
+}
+
+// CaddyModule returns the Caddy module information.
+func (API) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.agent_vault_api",
+		New: func() caddy.Module { return new(API) },
+	}
+}
+
+// Provision finds the app and sets up the routes.
+func (a *API) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	appIface, err := ctx.App("agent_vault")
+	if err != nil {
+		return fmt.Errorf("agent_vault_api needs the agent_vault app: %v", err)
+	}
+	a.app = appIface.(*App)
+	m := http.NewServeMux()
+	m.HandleFunc("GET /healthz", a.health)
+	m.HandleFunc("GET /api/v1/ca.pem", a.caPEM)
+	m.HandleFunc("GET /api/v1/credentials", a.auth(a.listCredentials))
+	m.HandleFunc("PUT /api/v1/credentials/{name}", a.auth(a.putCredential))
+	m.HandleFunc("DELETE /api/v1/credentials/{name}", a.auth(a.deleteCredential))
+	m.HandleFunc("GET /api/v1/services", a.auth(a.listServices))
+	m.HandleFunc("PUT /api/v1/services/{name}", a.auth(a.putService))
+	m.HandleFunc("DELETE /api/v1/services/{name}", a.auth(a.deleteService))
+	m.HandleFunc("GET /api/v1/sessions", a.auth(a.listSessions))
+	m.HandleFunc("POST /api/v1/sessions", a.auth(a.createSession))
+	m.HandleFunc("DELETE /api/v1/sessions/{id}", a.auth(a.revokeSession))
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
+	})
+	a.mux = m
+	return nil
+}
+
+// ServeHTTP serves the management API.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	a.mux.ServeHTTP(w, r)
+	return nil
+}
+
+// auth wraps a handler with the admin-token check.
+func (a *API) auth(h http.HandlerFunc) http.HandlerFunc {
+	want := sha256.Sum256([]byte(a.app.AdminToken))
+	return func(w http.ResponseWriter, r *http.Request) {
+		scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		got := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			a.logger.Info("management API: bad admin token", zap.String("remote", r.RemoteAddr), zap.String("path", r.URL.Path))
+			w.Header().Set("WWW-Authenticate", `Bearer realm="agent-vault"`)
+			writeError(w, http.StatusUnauthorized, "missing or wrong admin token")
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (a *API) health(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+}
+
+func (a *API) caPEM(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	w.Write(a.app.RootPEM())
+}
+
+func (a *API) listCredentials(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"credentials": a.app.Credentials()})
+}
+
+func (a *API) putCredential(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var body struct {
+		Value *string `json:"value"`
+	}
+	if !readJSON(w, r, &body) {
+		return
+	}
+	if body.Value == nil {
+		writeError(w, http.StatusBadRequest, `body must be {"value":"..."}`)
+		return
+	}
+	if err := storebackends.ValidateName(name); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	_, existed := a.app.credential(name)
+	m, err := a.app.PutCredential(name, *body.Value)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	status := http.StatusCreated
+	if existed {
+		status = http.StatusOK
+	}
+	writeJSON(w, status, m)
+}
+
+func (a *API) deleteCredential(w http.ResponseWriter, r *http.Request) {
+	err := a.app.DeleteCredential(r.PathValue("name"))
+	switch {
+	case errors.Is(err, storebackends.ErrNotFound):
+		writeError(w, http.StatusNotFound, "no credential named "+r.PathValue("name"))
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, err.Error())
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func (a *API) listServices(w http.ResponseWriter, _ *http.Request) {
+	svcs := a.app.Services().Services()
+	if svcs == nil {
+		svcs = []services.Service{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"services": svcs})
+}
+
+func (a *API) putService(w http.ResponseWriter, r *http.Request) {
+	var svc services.Service
+	if !readJSON(w, r, &svc) {
+		return
+	}
+	name := r.PathValue("name")
+	if svc.Name != "" && svc.Name != name {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("body names service %q but the URL names %q", svc.Name, name))
+		return
+	}
+	svc.Name = name
+	if err := svc.Validate(); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if err := a.app.PutService(svc); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	a.logger.Info("service stored", zap.String("name", svc.Name), zap.String("host", svc.Host), zap.String("auth", svc.Auth.Type))
+	writeJSON(w, http.StatusOK, svc)
+}
+
+func (a *API) deleteService(w http.ResponseWriter, r *http.Request) {
+	found, err := a.app.DeleteService(r.PathValue("name"))
+	switch {
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, err.Error())
+	case !found:
+		writeError(w, http.StatusNotFound, "no service named "+r.PathValue("name"))
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// sessionView is a session as the API shows it: never its token.
+type sessionView struct {
+	ID           string            `json:"id"`
+	Services     []string          `json:"services"`
+	CreatedAt    time.Time         `json:"created_at"`
+	ExpiresAt    time.Time         `json:"expires_at"`
+	Status       string            `json:"status"`
+	Requests     uint64            `json:"requests"`
+	LastUsed     *time.Time        `json:"last_used,omitempty"`
+	Placeholders map[string]string `json:"placeholders,omitempty"`
+}
+
+func viewSession(s *sessions.Session, now time.Time) sessionView {
+	v := sessionView{ID: s.ID, Services: s.Services, CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt, Status: "active"}
+	if v.Services == nil {
+		v.Services = []string{"*"}
+	}
+	switch {
+	case !now.Before(s.ExpiresAt):
+		v.Status = "expired"
+	case s.Revoked():
+		v.Status = "revoked"
+	}
+	n, last := s.Activity()
+	v.Requests = n
+	if !last.IsZero() {
+		v.LastUsed = &last
+	}
+	return v
+}
+
+func (a *API) listSessions(w http.ResponseWriter, _ *http.Request) {
+	now := time.Now()
+	list := a.app.sessions.List()
+	out := make([]sessionView, 0, len(list))
+	for _, s := range list {
+		out = append(out, viewSession(s, now))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sessions": out})
+}
+
+func (a *API) createSession(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Services []string `json:"services"`
+		TTL      string   `json:"ttl"`
+	}
+	if !readJSON(w, r, &body) {
+		return
+	}
+	sess, token, err := a.app.CreateSession(body.Services, body.TTL)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	a.logger.Info("session created", zap.String("session", sess.ID), zap.Strings("services", sess.Services), zap.Time("expires_at", sess.ExpiresAt))
+	writeJSON(w, http.StatusCreated, map[string]any{
+		"id":           sess.ID,
+		"token":        token,
+		"proxy_url":    a.app.ProxyURL,
+		"ca_pem":       string(a.app.RootPEM()),
+		"expires_at":   sess.ExpiresAt,
+		"services":     viewSession(sess, time.Now()).Services,
+		"placeholders": sess.Placeholders(),
+	})
+}
+
+func (a *API) revokeSession(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !a.app.sessions.Revoke(id) {
+		writeError(w, http.StatusNotFound, "no session "+id)
+		return
+	}
+	a.logger.Info("session revoked", zap.String("session", id))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// CreateSession opens a session for the named services (all when
+// empty) with one placeholder per credential they use.
+func (a *App) CreateSession(names []string, ttlText string) (*sessions.Session, string, error) {
+	ttl := time.Duration(a.DefaultSessionTTL)
+	if ttlText != "" {
+		d, err := caddy.ParseDuration(ttlText)
+		if err != nil {
+			return nil, "", fmt.Errorf("ttl: %v", err)
+		}
+		ttl = d
+	}
+	if ttl <= 0 || ttl > time.Duration(a.MaxSessionTTL) {
+		return nil, "", fmt.Errorf("ttl must be between 1s and %s", time.Duration(a.MaxSessionTTL))
+	}
+	all := a.Services().Services()
+	known := map[string]services.Service{}
+	for _, s := range all {
+		known[s.Name] = s
+	}
+	var scope []services.Service
+	if len(names) == 0 {
+		names = nil
+		scope = all
+	} else {
+		for _, n := range names {
+			s, ok := known[n]
+			if !ok {
+				return nil, "", fmt.Errorf("unknown service %q", n)
+			}
+			scope = append(scope, s)
+		}
+	}
+	var creds []string
+	for _, s := range scope {
+		creds = append(creds, s.Credentials()...)
+	}
+	return a.sessions.Create(names, ttl, creds, services.NewPlaceholder)
+}
+
+// RootPEM returns the CA root certificate agents must trust.
+func (a *App) RootPEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.ca.RootCertificate().Raw})
+}
+
+// readJSON decodes a bounded, strict JSON body, answering 400 itself.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid JSON body: "+jsonErrorText(err))
+		return false
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		writeError(w, http.StatusBadRequest, "invalid JSON body: trailing data")
+		return false
+	}
+	return true
+}
+
+// jsonErrorText describes a decoding error without echoing the input
+// (a malformed credential body may hold the secret).
+func jsonErrorText(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("syntax error at byte %d", syn.Offset)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("field %q has the wrong type", typ.Field)
+	case errors.As(err, &tooBig):
+		return "body too large"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "body is empty or truncated"
+	case strings.HasPrefix(err.Error(), "json: unknown field"):
+		return err.Error()
+	}
+	return "cannot decode"
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*API)(nil)
+	_ caddyhttp.MiddlewareHandler = (*API)(nil)
+)

@@ -1,0 +1,494 @@
+// Package caddymodule holds the agent_vault Caddy app, the proxy and
+// management API HTTP handlers, and their Caddyfile syntax.
+package caddymodule
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddypki"
+	"go.uber.org/zap"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/egress"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/leafcerts"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
+	"github.com/agentvault/caddy-agent-vault/storebackends"
+)
+
+func init() {
+	caddy.RegisterModule(new(App))
+}
+
+// Defaults for the App's optional fields.
+const (
+	DefaultCA         = "agent_vault"
+	DefaultProxyURL   = "http://127.0.0.1:14322"
+	defaultSessionTTL = time.Hour
+	maxSessionTTL     = 24 * time.Hour
+	defaultLeafLife   = 24 * time.Hour
+	sessionKeep       = time.Hour // how long ended sessions stay listed
+)
+
+// App is the agent_vault app: it owns the credential stores, the
+// services (which hosts get which credential), the agent sessions and
+// the certificate minter the proxy uses. The proxy and management API
+// handlers find it with ctx.App("agent_vault").
+type App struct {
+	// Directory for the app's state: services.json, admin.token and the
+	// built-in store's encrypted file. Placeholders such as
+	// {env.AGENT_VAULT_DATA_DIR} are expanded. Default:
+	// $AGENT_VAULT_DATA_DIR, else $XDG_DATA_HOME/agent-vault, else
+	// ~/.local/share/agent-vault. Created with mode 0700.
+	DataDir string `json:"data_dir,omitempty"`
+
+	// Bearer token that authenticates the management API. Placeholders
+	// are expanded, so {env.AGENT_VAULT_ADMIN_TOKEN} keeps the token out
+	// of the JSON config. If empty, the token is read from
+	// <data_dir>/admin.token, which is generated (mode 0600) on first
+	// start. Must be at least 16 characters.
+	AdminToken string `json:"admin_token,omitempty"`
+
+	// Networks (CIDRs or single IPs, placeholders expanded, each entry
+	// may itself be a comma-separated list) that upstreams may resolve
+	// to even though they are private, loopback or link-local. Default
+	// none: only public addresses are reachable through the proxy.
+	AllowPrivateNetworks []string `json:"allow_private_networks,omitempty"`
+
+	// ID of the CA in Caddy's pki app that signs the proxy's leaf
+	// certificates. Default "agent_vault".
+	CA string `json:"ca,omitempty"`
+
+	// Validity of minted leaf certificates; always clamped to the CA
+	// intermediate's expiry. Default 24h.
+	LeafLifetime caddy.Duration `json:"leaf_lifetime,omitempty"`
+
+	// Proxy URL handed to agents in new sessions (av-launch puts it in
+	// HTTPS_PROXY). Placeholders are expanded. Default
+	// http://127.0.0.1:14322.
+	ProxyURL string `json:"proxy_url,omitempty"`
+
+	// Session lifetime when a request does not ask for one. Default 1h.
+	DefaultSessionTTL caddy.Duration `json:"default_session_ttl,omitempty"`
+
+	// Longest session lifetime a request may ask for. Default 24h.
+	MaxSessionTTL caddy.Duration `json:"max_session_ttl,omitempty"`
+
+	// Credential stores, in priority order: when two stores hold the
+	// same name, the earlier one wins. The first writable store receives
+	// credentials written through the management API.
+	StoresRaw []json.RawMessage `json:"stores,omitempty" caddy:"namespace=agent_vault.stores inline_key=backend"`
+
+	stores   []namedStore
+	ca       *caddypki.CA
+	minter   *leafcerts.Minter
+	egress   *egress.Policy
+	sessions *sessions.Registry
+	logger   *zap.Logger
+
+	svcMu    sync.Mutex // serialises service writes and their file
+	svcTable atomic.Pointer[services.Table]
+	creds    atomic.Pointer[credSnapshot]
+	credMu   sync.Mutex // serialises credential writes and snapshot rebuilds
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+type namedStore struct {
+	name  string
+	store storebackends.Store
+}
+
+// credSnapshot is the in-memory view the proxy reads on every request:
+// values by credential name and which store each came from.
+type credSnapshot struct {
+	values map[string]string
+	meta   []storebackends.Meta
+}
+
+// CaddyModule returns the Caddy module information.
+func (*App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "agent_vault",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision sets the app up: expands placeholders, opens the data
+// directory and stores, loads services and finds the CA. Every
+// configuration error surfaces here, at start-up.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+	var err error
+
+	if a.DataDir, err = repl.ReplaceOrErr(a.DataDir, false, true); err != nil {
+		return fmt.Errorf("data_dir: %v", err)
+	}
+	if a.DataDir == "" {
+		a.DataDir = DefaultDataDir()
+	}
+	if a.DataDir, err = filepath.Abs(a.DataDir); err != nil {
+		return fmt.Errorf("data_dir: %v", err)
+	}
+	if err := os.MkdirAll(a.DataDir, 0o700); err != nil {
+		return fmt.Errorf("creating data_dir: %v", err)
+	}
+
+	if a.AdminToken, err = repl.ReplaceOrErr(a.AdminToken, false, true); err != nil {
+		return fmt.Errorf("admin_token: %v", err)
+	}
+	if a.AdminToken == "" {
+		if a.AdminToken, err = loadOrCreateAdminToken(filepath.Join(a.DataDir, "admin.token")); err != nil {
+			return err
+		}
+	}
+	if len(a.AdminToken) < 16 {
+		return errors.New("admin_token must be at least 16 characters")
+	}
+
+	var allow []string
+	for _, entry := range a.AllowPrivateNetworks {
+		v, err := repl.ReplaceOrErr(entry, false, true)
+		if err != nil {
+			return fmt.Errorf("allow_private_networks: %v", err)
+		}
+		allow = append(allow, strings.Split(v, ",")...)
+	}
+	if a.egress, err = egress.ParsePolicy(allow); err != nil {
+		return fmt.Errorf("allow_private_networks: %v", err)
+	}
+
+	if a.ProxyURL, err = repl.ReplaceOrErr(a.ProxyURL, false, true); err != nil {
+		return fmt.Errorf("proxy_url: %v", err)
+	}
+	if a.ProxyURL == "" {
+		a.ProxyURL = DefaultProxyURL
+	}
+	if err := validateProxyURL(a.ProxyURL); err != nil {
+		return err
+	}
+
+	if a.DefaultSessionTTL == 0 {
+		a.DefaultSessionTTL = caddy.Duration(defaultSessionTTL)
+	}
+	if a.MaxSessionTTL == 0 {
+		a.MaxSessionTTL = caddy.Duration(maxSessionTTL)
+	}
+	if a.DefaultSessionTTL < 0 || a.MaxSessionTTL < 0 || a.DefaultSessionTTL > a.MaxSessionTTL {
+		return fmt.Errorf("session lifetimes: need 0 < default_session_ttl (%s) <= max_session_ttl (%s)",
+			time.Duration(a.DefaultSessionTTL), time.Duration(a.MaxSessionTTL))
+	}
+	if a.LeafLifetime == 0 {
+		a.LeafLifetime = caddy.Duration(defaultLeafLife)
+	}
+
+	if err := a.provisionStores(ctx); err != nil {
+		return err
+	}
+	if err := a.loadServices(); err != nil {
+		return err
+	}
+	if err := a.provisionCA(ctx); err != nil {
+		return err
+	}
+	a.sessions = sessions.NewRegistry()
+	return nil
+}
+
+func (a *App) provisionStores(ctx caddy.Context) error {
+	if len(a.StoresRaw) == 0 {
+		return errors.New("no credential store configured: add one, e.g. `store builtin` in the agent_vault global option")
+	}
+	mods, err := ctx.LoadModule(a, "StoresRaw")
+	if err != nil {
+		return fmt.Errorf("loading credential stores: %v", err)
+	}
+	seen := map[string]bool{}
+	for i, m := range mods.([]any) {
+		st, ok := m.(storebackends.Store)
+		if !ok {
+			return fmt.Errorf("store %d (%T) is not a credential store", i, m)
+		}
+		name := string(m.(caddy.Module).CaddyModule().ID.Name())
+		if seen[name] {
+			return fmt.Errorf("store %q configured twice", name)
+		}
+		seen[name] = true
+		if op, ok := st.(storebackends.Opener); ok {
+			if err := op.Open(a.DataDir); err != nil {
+				return fmt.Errorf("store %q: %v", name, err)
+			}
+		}
+		a.stores = append(a.stores, namedStore{name: name, store: st})
+	}
+	a.rebuildCredentials()
+	return nil
+}
+
+func (a *App) provisionCA(ctx caddy.Context) error {
+	if a.CA == "" {
+		a.CA = DefaultCA
+	}
+	pkiApp, err := ctx.App("pki")
+	if err != nil {
+		return fmt.Errorf("loading pki app: %v", err)
+	}
+	a.ca, err = pkiApp.(*caddypki.PKI).GetCA(ctx, a.CA)
+	if err != nil {
+		return fmt.Errorf("CA %q: %v", a.CA, err)
+	}
+	a.minter, err = leafcerts.New(func() ([]*x509.Certificate, crypto.Signer) {
+		return a.ca.IntermediateCertificateChain(), a.ca.IntermediateKey()
+	}, leafcerts.Options{Lifetime: time.Duration(a.LeafLifetime)})
+	return err
+}
+
+// Start runs the session sweeper.
+func (a *App) Start() error {
+	a.stop, a.done = make(chan struct{}), make(chan struct{})
+	go a.sweepSessions()
+	a.logger.Info("agent vault ready",
+		zap.String("data_dir", a.DataDir),
+		zap.Int("stores", len(a.stores)),
+		zap.Int("services", len(a.svcTable.Load().Services())),
+		zap.Stringer("allow_private_networks", a.egress))
+	return nil
+}
+
+// Stop ends every session, which closes their open tunnels.
+func (a *App) Stop() error {
+	if a.stop != nil {
+		close(a.stop)
+		<-a.done
+	}
+	a.sessions.RevokeAll()
+	return nil
+}
+
+func (a *App) sweepSessions() {
+	defer close(a.done)
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-a.stop:
+			return
+		case <-t.C:
+			if n := a.sessions.Sweep(sessionKeep); n > 0 {
+				a.logger.Info("sessions expired", zap.Int("count", n))
+			}
+		}
+	}
+}
+
+// rebuildCredentials refreshes the in-memory snapshot from the stores.
+func (a *App) rebuildCredentials() {
+	a.credMu.Lock()
+	defer a.credMu.Unlock()
+	snap := &credSnapshot{values: map[string]string{}}
+	for _, ns := range a.stores {
+		vals := ns.store.Values()
+		for _, m := range ns.store.List() {
+			if _, dup := snap.values[m.Name]; dup {
+				continue // an earlier store wins
+			}
+			v, ok := vals[m.Name]
+			if !ok {
+				continue
+			}
+			snap.values[m.Name] = v
+			snap.meta = append(snap.meta, m)
+		}
+	}
+	sort.Slice(snap.meta, func(i, j int) bool { return snap.meta[i].Name < snap.meta[j].Name })
+	a.creds.Store(snap)
+}
+
+// credential returns a credential's current value.
+func (a *App) credential(name string) (string, bool) {
+	v, ok := a.creds.Load().values[name]
+	return v, ok
+}
+
+// writableStore returns the store that receives API writes.
+func (a *App) writableStore() (string, storebackends.Writable, error) {
+	for _, ns := range a.stores {
+		if w, ok := ns.store.(storebackends.Writable); ok {
+			return ns.name, w, nil
+		}
+	}
+	return "", nil, errors.New("no writable credential store is configured")
+}
+
+// PutCredential stores a credential in the writable store.
+func (a *App) PutCredential(name, value string) (storebackends.Meta, error) {
+	_, w, err := a.writableStore()
+	if err != nil {
+		return storebackends.Meta{}, err
+	}
+	m, err := w.Put(name, value)
+	if err != nil {
+		return m, err
+	}
+	a.rebuildCredentials()
+	a.logger.Info("credential stored", zap.String("name", name), zap.String("store", m.Store), zap.String("version", m.Version))
+	return m, nil
+}
+
+// DeleteCredential removes a credential from the writable store.
+func (a *App) DeleteCredential(name string) error {
+	_, w, err := a.writableStore()
+	if err != nil {
+		return err
+	}
+	if err := w.Delete(name); err != nil {
+		return err
+	}
+	a.rebuildCredentials()
+	a.logger.Info("credential deleted", zap.String("name", name))
+	return nil
+}
+
+// Credentials lists the metadata of every usable credential.
+func (a *App) Credentials() []storebackends.Meta {
+	return append([]storebackends.Meta(nil), a.creds.Load().meta...)
+}
+
+// servicesPath is where services are persisted. They hold no secrets.
+func (a *App) servicesPath() string { return filepath.Join(a.DataDir, "services.json") }
+
+func (a *App) loadServices() error {
+	var svcs []services.Service
+	data, err := os.ReadFile(a.servicesPath())
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return fmt.Errorf("reading services: %v", err)
+	default:
+		if err := json.Unmarshal(data, &svcs); err != nil {
+			return fmt.Errorf("reading %s: %v", a.servicesPath(), err)
+		}
+	}
+	t, err := services.NewTable(svcs)
+	if err != nil {
+		return fmt.Errorf("%s: %v", a.servicesPath(), err)
+	}
+	a.svcTable.Store(t)
+	return nil
+}
+
+// PutService creates or replaces a service, persisting the new set
+// before it takes effect.
+func (a *App) PutService(svc services.Service) error {
+	a.svcMu.Lock()
+	defer a.svcMu.Unlock()
+	var next []services.Service
+	for _, s := range a.svcTable.Load().Services() {
+		if s.Name != svc.Name {
+			next = append(next, s)
+		}
+	}
+	next = append(next, svc)
+	return a.commitServices(next)
+}
+
+// DeleteService removes a service; it reports whether it existed.
+func (a *App) DeleteService(name string) (bool, error) {
+	a.svcMu.Lock()
+	defer a.svcMu.Unlock()
+	var next []services.Service
+	found := false
+	for _, s := range a.svcTable.Load().Services() {
+		if s.Name == name {
+			found = true
+			continue
+		}
+		next = append(next, s)
+	}
+	if !found {
+		return false, nil
+	}
+	return true, a.commitServices(next)
+}
+
+func (a *App) commitServices(svcs []services.Service) error {
+	sort.Slice(svcs, func(i, j int) bool { return svcs[i].Name < svcs[j].Name })
+	t, err := services.NewTable(svcs)
+	if err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(svcs, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(a.servicesPath(), append(data, '\n'), 0o600); err != nil {
+		return fmt.Errorf("saving services: %v", err)
+	}
+	a.svcTable.Store(t)
+	return nil
+}
+
+// Services returns the current service table.
+func (a *App) Services() *services.Table { return a.svcTable.Load() }
+
+// loadOrCreateAdminToken reads the admin token file, or creates it with
+// a fresh random token on first start.
+func loadOrCreateAdminToken(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err == nil {
+		tok := strings.TrimSpace(string(data))
+		if tok == "" {
+			return "", fmt.Errorf("%s is empty: delete it to generate a new admin token", path)
+		}
+		return tok, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("reading admin token: %v", err)
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	tok := "ava_" + hex.EncodeToString(b)
+	if err := writeFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("writing admin token: %v", err)
+	}
+	return tok, nil
+}
+
+// DefaultDataDir is the per-user data directory used when none is
+// configured: $AGENT_VAULT_DATA_DIR, else $XDG_DATA_HOME/agent-vault,
+// else ~/.local/share/agent-vault. av-launch applies the same rule.
+func DefaultDataDir() string {
+	if d := os.Getenv("AGENT_VAULT_DATA_DIR"); d != "" {
+		return d
+	}
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "agent-vault")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "share", "agent-vault")
+	}
+	return "agent-vault-data"
+}
+
+// Interface guards
+var (
+	_ caddy.App         = (*App)(nil)
+	_ caddy.Provisioner = (*App)(nil)
+)

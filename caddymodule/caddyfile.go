@@ -1,0 +1,192 @@
+package caddymodule
+
+import (
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("agent_vault", parseGlobalOption)
+	httpcaddyfile.RegisterHandlerDirective("agent_vault_proxy", parseProxy)
+	httpcaddyfile.RegisterHandlerDirective("agent_vault_api", parseAPI)
+	// Both are terminal handlers, like reverse_proxy.
+	httpcaddyfile.RegisterDirectiveOrder("agent_vault_proxy", httpcaddyfile.Before, "reverse_proxy")
+	httpcaddyfile.RegisterDirectiveOrder("agent_vault_api", httpcaddyfile.Before, "reverse_proxy")
+}
+
+// parseGlobalOption sets up the agent_vault app from the global option:
+//
+//	agent_vault {
+//		data_dir               <path>
+//		admin_token            <token>
+//		allow_private_networks <cidr...>
+//		ca                     <pki ca id>
+//		leaf_lifetime          <duration>
+//		proxy_url              <http://host:port>
+//		default_session_ttl    <duration>
+//		max_session_ttl        <duration>
+//		store <backend> {
+//			...backend options...
+//		}
+//	}
+//
+// An option given with no value (as an unset {$ENV} leaves it) keeps
+// its default.
+func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
+	app := new(App)
+	if err := app.UnmarshalCaddyfile(d); err != nil {
+		return nil, err
+	}
+	return httpcaddyfile.App{Name: "agent_vault", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// UnmarshalCaddyfile fills the app from its global option block.
+func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the option name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		args := d.RemainingArgs()
+		optional := func(dst *string) error {
+			switch len(args) {
+			case 0:
+			case 1:
+				*dst = args[0]
+			default:
+				return d.ArgErr()
+			}
+			return nil
+		}
+		duration := func(dst *caddy.Duration) error {
+			switch len(args) {
+			case 0:
+				return nil
+			case 1:
+				v, err := caddy.ParseDuration(args[0])
+				if err != nil {
+					return d.Errf("%s: %v", opt, err)
+				}
+				*dst = caddy.Duration(v)
+				return nil
+			}
+			return d.ArgErr()
+		}
+		var err error
+		switch opt {
+		case "data_dir":
+			err = optional(&a.DataDir)
+		case "admin_token":
+			err = optional(&a.AdminToken)
+		case "ca":
+			err = optional(&a.CA)
+		case "proxy_url":
+			err = optional(&a.ProxyURL)
+		case "allow_private_networks":
+			a.AllowPrivateNetworks = append(a.AllowPrivateNetworks, args...)
+		case "leaf_lifetime":
+			err = duration(&a.LeafLifetime)
+		case "default_session_ttl":
+			err = duration(&a.DefaultSessionTTL)
+		case "max_session_ttl":
+			err = duration(&a.MaxSessionTTL)
+		case "store":
+			if len(args) != 1 {
+				return d.Errf("store: want exactly one backend name, e.g. `store builtin`")
+			}
+			backend := args[0]
+			mod, err := caddyfile.UnmarshalModule(d, "agent_vault.stores."+backend)
+			if err != nil {
+				return err
+			}
+			var warnings []caddyconfig.Warning
+			a.StoresRaw = append(a.StoresRaw, caddyconfig.JSONModuleObject(mod, "backend", backend, &warnings))
+		default:
+			return d.Errf("unrecognized agent_vault option %q", opt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parseProxy sets up the proxy handler:
+//
+//	agent_vault_proxy {
+//		unmatched               deny|tunnel
+//		dial_timeout            <duration>
+//		response_header_timeout <duration>
+//		idle_timeout            <duration>
+//	}
+func parseProxy(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	p := new(Proxy)
+	err := p.UnmarshalCaddyfile(h.Dispenser)
+	return p, err
+}
+
+// UnmarshalCaddyfile fills the proxy handler from its directive.
+func (p *Proxy) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		if !d.NextArg() {
+			return d.ArgErr()
+		}
+		val := d.Val()
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		var dst *caddy.Duration
+		switch opt {
+		case "unmatched":
+			p.Unmatched = val
+			continue
+		case "dial_timeout":
+			dst = &p.DialTimeout
+		case "response_header_timeout":
+			dst = &p.ResponseHeaderTimeout
+		case "idle_timeout":
+			dst = &p.IdleTimeout
+		default:
+			return d.Errf("unrecognized agent_vault_proxy option %q", opt)
+		}
+		v, err := caddy.ParseDuration(val)
+		if err != nil {
+			return d.Errf("%s: %v", opt, err)
+		}
+		*dst = caddy.Duration(v)
+	}
+	return nil
+}
+
+// parseAPI sets up the management API handler: `agent_vault_api`
+// takes no options; it serves the app configured in the global option.
+func parseAPI(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	a := new(API)
+	err := a.UnmarshalCaddyfile(h.Dispenser)
+	return a, err
+}
+
+// UnmarshalCaddyfile checks that the directive has no arguments.
+func (a *API) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	if d.NextArg() || d.NextBlock(0) {
+		return d.Err("agent_vault_api takes no options")
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddyfile.Unmarshaler = (*App)(nil)
+	_ caddyfile.Unmarshaler = (*Proxy)(nil)
+	_ caddyfile.Unmarshaler = (*API)(nil)
+)

@@ -1,0 +1,483 @@
+// Package e2etest drives the built binaries (agent-vault, av-launch)
+// with real clients against real HTTPS upstreams on loopback.
+package e2etest
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binDir holds agent-vault and av-launch: $AGENT_VAULT_BIN (make test
+// sets it to ./bin) or a fresh build made by TestMain.
+var binDir string
+
+// repoRoot is the repository root, where Caddyfile.example lives.
+var repoRoot string
+
+func TestMain(m *testing.M) {
+	_, file, _, _ := runtime.Caller(0)
+	repoRoot = filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+	binDir = os.Getenv("AGENT_VAULT_BIN")
+	cleanup := func() {}
+	if binDir == "" {
+		dir, err := os.MkdirTemp("", "agent-vault-e2e-bin-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		cleanup = func() { os.RemoveAll(dir) }
+		for _, pkg := range []string{"./caddymodule/cmd/agent-vault", "./launcher/cmd/av-launch"} {
+			cmd := exec.Command("go", "build", "-o", dir, pkg)
+			cmd.Dir = repoRoot
+			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+			if err := cmd.Run(); err != nil {
+				fmt.Fprintln(os.Stderr, "building binaries:", err)
+				cleanup()
+				os.Exit(1)
+			}
+		}
+		binDir = dir
+	}
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
+}
+
+func bin(name string) string { return filepath.Join(binDir, name) }
+
+// testCA is the CA that signs the upstreams' certificates. The server
+// process trusts it through SSL_CERT_FILE; the agent never sees it.
+type testCA struct {
+	cert    *x509.Certificate
+	key     *ecdsa.PrivateKey
+	pemPath string
+}
+
+func newTestCA(t *testing.T) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "e2e upstream test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	p := filepath.Join(t.TempDir(), "upstream-ca.pem")
+	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{cert: cert, key: key, pemPath: p}
+}
+
+func (ca *testCA) leaf(t *testing.T) tls.Certificate {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "localhost"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// seen is one request as an upstream received it.
+type seen struct {
+	Method, Path, RawQuery, Proto string
+	Header                        http.Header
+}
+
+// upstream is a real HTTPS (or plain HTTP) server on loopback that
+// records what it received.
+type upstream struct {
+	*httptest.Server
+	mu      sync.Mutex
+	reqs    []seen
+	hit     chan seen
+	sseGate chan struct{}
+}
+
+func newUpstream(t *testing.T, ca *testCA, useTLS bool) *upstream {
+	t.Helper()
+	u := &upstream{hit: make(chan seen, 1000), sseGate: make(chan struct{})}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		u.record(r)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"login":"octocat"}`+"\n")
+	})
+	// /echo sends the request's Authorization back: the agent must see
+	// its placeholder, never the secret.
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		u.record(r)
+		w.Header().Set("X-Echo", r.Header.Get("Authorization"))
+		io.WriteString(w, "you sent: "+r.Header.Get("Authorization")+" query: "+r.URL.RawQuery+"\n")
+	})
+	// /sse sends one event, then waits for the test to open sseGate
+	// before the second: the test can only open it after the first event
+	// crossed the proxy, which proves the proxy streams.
+	mux.HandleFunc("/sse", func(w http.ResponseWriter, r *http.Request) {
+		u.record(r)
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: event 1\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-u.sseGate:
+		case <-r.Context().Done():
+			return
+		case <-time.After(30 * time.Second):
+			return
+		}
+		io.WriteString(w, "data: event 2\n\n")
+	})
+	// /ws accepts a WebSocket-style upgrade and echoes raw bytes.
+	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
+		u.record(r)
+		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			http.Error(w, "want upgrade", 400)
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		buf := make([]byte, 64)
+		n, _ := brw.Read(buf)
+		conn.Write(bytes.ToUpper(buf[:n]))
+	})
+	srv := httptest.NewUnstartedServer(mux)
+	srv.Listener.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Listener = ln
+	if useTLS {
+		srv.EnableHTTP2 = true
+		srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.leaf(t)}}
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
+	t.Cleanup(srv.Close)
+	u.Server = srv
+	return u
+}
+
+func (u *upstream) record(r *http.Request) {
+	s := seen{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Proto: r.Proto, Header: r.Header.Clone()}
+	u.mu.Lock()
+	u.reqs = append(u.reqs, s)
+	u.mu.Unlock()
+	u.hit <- s
+}
+
+func (u *upstream) count() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.reqs)
+}
+
+// last returns the last request received; it fails if there was none.
+func (u *upstream) last(t *testing.T) seen {
+	t.Helper()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.reqs) == 0 {
+		t.Fatal("upstream received no request")
+	}
+	return u.reqs[len(u.reqs)-1]
+}
+
+func (u *upstream) hostPort() string { return strings.TrimPrefix(strings.TrimPrefix(u.URL, "https://"), "http://") }
+
+// server is a running bin/agent-vault process.
+type server struct {
+	t         *testing.T
+	cmd       *exec.Cmd
+	dataDir   string
+	apiAddr   string
+	proxyAddr string
+	env       []string
+	config    string
+	logs      *logBuffer
+	exited    chan struct{}
+}
+
+type serverOpts struct {
+	dataDir    string
+	config     string // default: the repository's Caddyfile.example
+	extraEnv   []string
+	noPassword bool
+}
+
+const masterPassword = "correct horse battery staple e2e"
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// serverEnv is the environment the server runs with.
+func serverEnv(t *testing.T, ca *testCA, o serverOpts, apiAddr, proxyAddr string) []string {
+	home := t.TempDir()
+	env := []string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + home,
+		"XDG_CONFIG_HOME=" + filepath.Join(home, ".config"),
+		"XDG_DATA_HOME=" + filepath.Join(home, ".local", "share"),
+		"AGENT_VAULT_API_ADDR=" + apiAddr,
+		"AGENT_VAULT_PROXY_ADDR=" + proxyAddr,
+		"AGENT_VAULT_DATA_DIR=" + o.dataDir,
+		"AGENT_VAULT_ALLOW_PRIVATE_NETWORKS=127.0.0.0/8,::1/128",
+		"SSL_CERT_FILE=" + ca.pemPath,
+	}
+	if !o.noPassword {
+		env = append(env, "AGENT_VAULT_MASTER_PASSWORD="+masterPassword)
+	}
+	return append(env, o.extraEnv...)
+}
+
+// startServer runs agent-vault and waits until Caddy reports that it
+// serves the configuration (or fails the test).
+func startServer(t *testing.T, ca *testCA, o serverOpts) *server {
+	t.Helper()
+	s := launchServer(t, ca, o)
+	if err := s.waitReady(); err != nil {
+		t.Fatalf("server did not start: %v\n%s", err, s.logs.String())
+	}
+	return s
+}
+
+func launchServer(t *testing.T, ca *testCA, o serverOpts) *server {
+	t.Helper()
+	if o.dataDir == "" {
+		o.dataDir = filepath.Join(t.TempDir(), "data")
+	}
+	if o.config == "" {
+		o.config = filepath.Join(repoRoot, "Caddyfile.example")
+	}
+	s := &server{t: t, dataDir: o.dataDir, apiAddr: freePort(t), proxyAddr: freePort(t), config: o.config, logs: newLogBuffer(), exited: make(chan struct{})}
+	s.env = serverEnv(t, ca, o, s.apiAddr, s.proxyAddr)
+	s.cmd = exec.Command(bin("agent-vault"), "run", "--config", o.config)
+	s.cmd.Env = s.env
+	s.cmd.Stdout = s.logs
+	s.cmd.Stderr = s.logs
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.cmd.Wait(); close(s.exited) }()
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *server) waitReady() error {
+	select {
+	case <-s.logs.waitFor("serving initial configuration"):
+		return nil
+	case <-s.exited:
+		return fmt.Errorf("exited: %v", s.cmd.ProcessState)
+	case <-time.After(60 * time.Second):
+		return fmt.Errorf("timed out")
+	}
+}
+
+func (s *server) stop() {
+	select {
+	case <-s.exited:
+		return
+	default:
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(20 * time.Second):
+		s.cmd.Process.Kill()
+		<-s.exited
+	}
+}
+
+func (s *server) adminToken() string {
+	s.t.Helper()
+	b, err := os.ReadFile(filepath.Join(s.dataDir, "admin.token"))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// api calls the management API and decodes a JSON answer into out (if
+// non-nil). It returns the status code.
+func (s *server) api(method, path string, body any, out any) int {
+	s.t.Helper()
+	return s.apiWithToken(s.adminToken(), method, path, body, out)
+}
+
+func (s *server) apiWithToken(token, method, path string, body any, out any) int {
+	s.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, "http://"+s.apiAddr+path, rd)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := directClient.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if out != nil && len(data) > 0 {
+		if err := json.Unmarshal(data, out); err != nil {
+			s.t.Fatalf("%s %s: %d %s: %v", method, path, resp.StatusCode, data, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// mustAPI is api that fails the test on an unexpected status.
+func (s *server) mustAPI(method, path string, body any, want int, out any) {
+	s.t.Helper()
+	var raw json.RawMessage
+	got := s.api(method, path, body, &raw)
+	if got != want {
+		s.t.Fatalf("%s %s = %d %s, want %d", method, path, got, raw, want)
+	}
+	if out != nil {
+		json.Unmarshal(raw, out)
+	}
+}
+
+var directClient = &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: 30 * time.Second}
+
+// launch runs `av-launch [flags] -- argv...` against s and returns its
+// output and exit code.
+func (s *server) launch(flags []string, argv ...string) (stdout, stderr string, code int) {
+	s.t.Helper()
+	args := append([]string{"--addr", "http://" + s.apiAddr}, flags...)
+	args = append(append(args, "--"), argv...)
+	cmd := exec.Command(bin("av-launch"), args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + s.t.TempDir(), "AGENT_VAULT_TOKEN=" + s.adminToken()}
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	code = 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		s.t.Fatal(err)
+	}
+	return o.String(), e.String(), code
+}
+
+// logBuffer collects a process's output and tells when a line shows up.
+type logBuffer struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	waiters []logWaiter
+}
+
+type logWaiter struct {
+	substr string
+	ch     chan struct{}
+}
+
+func newLogBuffer() *logBuffer { return &logBuffer{} }
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf.Write(p)
+	l.check()
+	return len(p), nil
+}
+
+func (l *logBuffer) check() {
+	kept := l.waiters[:0]
+	for _, w := range l.waiters {
+		if bytes.Contains(l.buf.Bytes(), []byte(w.substr)) {
+			close(w.ch)
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	l.waiters = kept
+}
+
+func (l *logBuffer) waitFor(substr string) <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ch := make(chan struct{})
+	l.waiters = append(l.waiters, logWaiter{substr, ch})
+	l.check()
+	return ch
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// lines returns the log lines containing substr.
+func (l *logBuffer) lines(substr string) []string {
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(l.String()))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), substr) {
+			out = append(out, sc.Text())
+		}
+	}
+	return out
+}

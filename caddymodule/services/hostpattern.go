@@ -1,0 +1,530 @@
+package services
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Limits that keep hostile or mistaken input cheap to reject.
+const (
+	maxHostLen        = 253  // DNS limit for a full name
+	maxLabelLen       = 63   // DNS limit for one label
+	maxPatternPathLen = 1024 // generous; keeps Specificity bounded
+	maxHostPortLen    = maxHostLen + 2 + 1 + 5
+)
+
+// HostPattern says which requests a service applies to: a host (exact,
+// wildcard or IP literal), an optional port and an optional path glob.
+// The zero value matches nothing. Build one with [ParseHostPattern].
+type HostPattern struct {
+	host     string   // canonical host, or the base domain of a wildcard
+	wildcard bool     // "*.host": one or more labels in front of host
+	ipv6     bool     // host is an IPv6 literal (needs brackets in String)
+	port     int      // 0: the default port of the scheme in use
+	path     string   // "" matches any path
+	glob     []string // path split at '*'; nil when path is ""
+	spec     int
+}
+
+// ParseHostPattern parses a service host pattern:
+//
+//	api.github.com            exact host, default port of the scheme
+//	*.example.com             one or more labels below example.com (not example.com itself)
+//	api.example.com:8443      explicit port
+//	example.com/api/*         path glob; '*' matches any run of characters, including '/'
+//	127.0.0.1:8443, [::1]:8443 IP literals
+//
+// Hosts are case-insensitive and a trailing dot is ignored. Schemes, user
+// info, queries, fragments and empty labels are rejected.
+func ParseHostPattern(s string) (HostPattern, error) {
+	p, err := parseHostPattern(strings.TrimSpace(s))
+	if err != nil {
+		return HostPattern{}, fmt.Errorf("invalid host pattern %q: %w", s, err)
+	}
+	return p, nil
+}
+
+func parseHostPattern(s string) (HostPattern, error) {
+	if s == "" {
+		return HostPattern{}, errors.New("empty pattern")
+	}
+	if len(s) > maxHostPortLen+maxPatternPathLen {
+		return HostPattern{}, errors.New("pattern too long")
+	}
+	if strings.Contains(s, "://") {
+		return HostPattern{}, errors.New(`a scheme is not allowed; write only the host, e.g. "api.example.com"`)
+	}
+	if err := checkPrintableASCII(s); err != nil {
+		return HostPattern{}, err
+	}
+	if strings.ContainsAny(s, "?#") {
+		return HostPattern{}, errors.New("a query or fragment is not allowed")
+	}
+	hostPort, path := s, ""
+	if i := strings.IndexByte(s, '/'); i >= 0 {
+		hostPort, path = s[:i], s[i:]
+	}
+	if strings.Contains(hostPort, "@") {
+		return HostPattern{}, errors.New("user info is not allowed")
+	}
+	rawHost, bracketed, portStr, hasPort, err := splitHostPort(hostPort)
+	if err != nil {
+		return HostPattern{}, err
+	}
+	var p HostPattern
+	if hasPort {
+		if p.port, err = parsePort(portStr); err != nil {
+			return HostPattern{}, err
+		}
+	}
+	p.host, p.wildcard, err = canonicalHost(rawHost, bracketed, true)
+	if err != nil {
+		return HostPattern{}, err
+	}
+	p.ipv6 = strings.Contains(p.host, ":")
+	if path != "" {
+		if err := checkPatternPath(path); err != nil {
+			return HostPattern{}, err
+		}
+		p.path = path
+		p.glob = strings.Split(path, "*")
+	}
+	p.spec = p.specificity()
+	return p, nil
+}
+
+// checkPatternPath validates the path part of a pattern. Patterns are
+// compared with the escaped request path, so they must be written the
+// same way.
+func checkPatternPath(path string) error {
+	if len(path) > maxPatternPathLen {
+		return fmt.Errorf("path longer than %d characters", maxPatternPathLen)
+	}
+	for i := 0; i < len(path); i++ {
+		switch c := path[i]; {
+		case c == '\\':
+			return errors.New(`'\' is not allowed in the path`)
+		case c == '%':
+			if i+2 >= len(path) || !isHex(path[i+1]) || !isHex(path[i+2]) {
+				return errors.New("malformed percent-encoding in the path")
+			}
+		}
+	}
+	if hasDotSegment(path) {
+		return errors.New(`"." and ".." segments are not allowed in the path`)
+	}
+	return nil
+}
+
+// specificity orders patterns: the host decides first (exact beats any
+// wildcard, a wildcard with more labels beats one with fewer), then an
+// explicit port, then the literal path prefix length (an exact path beats
+// a glob with the same prefix).
+func (p HostPattern) specificity() int {
+	hostRank := 1000 // above any possible label count (at most 127)
+	if p.wildcard {
+		hostRank = strings.Count(p.host, ".") + 1
+	}
+	portRank := 0
+	if p.port != 0 {
+		portRank = 1
+	}
+	pathRank := 0
+	if p.glob != nil {
+		pathRank = 1 + 2*len(p.glob[0])
+		if len(p.glob) == 1 {
+			pathRank++ // no '*' at all
+		}
+	}
+	// pathRank <= 1+2*maxPatternPathLen+1 < 1<<14
+	return hostRank<<15 | portRank<<14 | pathRank
+}
+
+// Specificity ranks patterns for choosing among several that match: the
+// higher, the more specific. An exact host beats a wildcard, a wildcard
+// with more labels beats one with fewer; then an explicit port beats
+// none; then a longer literal path prefix beats a shorter one or no path.
+func (p HostPattern) Specificity() int { return p.spec }
+
+// String returns the canonical form of the pattern; parsing it again
+// yields a pattern that behaves the same.
+func (p HostPattern) String() string {
+	var b strings.Builder
+	if p.wildcard {
+		b.WriteString("*.")
+	}
+	if p.ipv6 {
+		b.WriteString("[" + p.host + "]")
+	} else {
+		b.WriteString(p.host)
+	}
+	if p.port != 0 {
+		b.WriteString(":" + strconv.Itoa(p.port))
+	}
+	b.WriteString(p.path)
+	return b.String()
+}
+
+// MatchHost reports whether host and port are covered by the pattern,
+// whatever the path. host must be normalized as by [NormalizeHost]. A
+// pattern without a port matches only the default port of the scheme:
+// 443 when tls is true, 80 otherwise.
+func (p HostPattern) MatchHost(host string, port int, tls bool) bool {
+	return p.matchPort(port, tls) && p.matchHost(host)
+}
+
+// Match is [HostPattern.MatchHost] plus the path. path is the escaped
+// request path as sent on the wire (url.URL.EscapedPath); "" means "/".
+// A path containing "." or ".." segments (also percent-encoded, or
+// followed by ";params") never matches a pattern that has a path, because
+// the upstream may resolve it to a path outside the pattern.
+func (p HostPattern) Match(host string, port int, tls bool, path string) bool {
+	return p.MatchHost(host, port, tls) && p.matchPath(path)
+}
+
+func (p HostPattern) matchPort(port int, tls bool) bool {
+	if p.port != 0 {
+		return port == p.port
+	}
+	if tls {
+		return port == 443
+	}
+	return port == 80
+}
+
+func (p HostPattern) matchHost(host string) bool {
+	if p.host == "" {
+		return false // zero value
+	}
+	if !p.wildcard {
+		return host == p.host
+	}
+	// host must be "<label>[.<label>...].<base>" with a non-empty label
+	// right in front of the base.
+	n := len(host) - len(p.host)
+	return n >= 2 && host[n-1] == '.' && host[n-2] != '.' && host[0] != '.' && host[n:] == p.host
+}
+
+func (p HostPattern) matchPath(path string) bool {
+	if p.glob == nil {
+		return true
+	}
+	if path == "" {
+		path = "/"
+	}
+	return !hasDotSegment(path) && globMatch(p.glob, path)
+}
+
+// globMatch matches s against a pattern already split at '*'. Taking the
+// leftmost occurrence of every middle part is optimal for '*'-only globs,
+// so this is linear-ish with no backtracking.
+func globMatch(parts []string, s string) bool {
+	if len(parts) == 1 {
+		return s == parts[0]
+	}
+	if !strings.HasPrefix(s, parts[0]) {
+		return false
+	}
+	s = s[len(parts[0]):]
+	last := parts[len(parts)-1]
+	for _, mid := range parts[1 : len(parts)-1] {
+		i := strings.Index(s, mid)
+		if i < 0 {
+			return false
+		}
+		s = s[i+len(mid):]
+	}
+	return strings.HasSuffix(s, last)
+}
+
+// hasDotSegment reports whether an escaped path has a segment that a
+// server could resolve as "." or "..". Segments are split at '/', '\'
+// and their percent-encodings, since some servers decode before
+// normalizing.
+func hasDotSegment(path string) bool {
+	start := 0
+	for i := 0; i <= len(path); {
+		sep := 0
+		if i < len(path) {
+			sep = separatorLen(path, i)
+			if sep == 0 {
+				i++
+				continue
+			}
+		}
+		if isDotSegment(path[start:i]) {
+			return true
+		}
+		if i == len(path) {
+			return false
+		}
+		i += sep
+		start = i
+	}
+	return false
+}
+
+func separatorLen(path string, i int) int {
+	switch path[i] {
+	case '/', '\\':
+		return 1
+	case '%':
+		if i+2 < len(path) {
+			hi, lo := path[i+1], path[i+2]|0x20
+			if (hi == '2' && lo == 'f') || (hi == '5' && lo == 'c') {
+				return 3
+			}
+		}
+	}
+	return 0
+}
+
+// isDotSegment reports whether seg is "." or ".." once ";params" are
+// dropped and "%2e" is decoded.
+func isDotSegment(seg string) bool {
+	for i := 0; i < len(seg); i++ {
+		if seg[i] == ';' {
+			seg = seg[:i]
+			break
+		}
+		if seg[i] == '%' && i+2 < len(seg) && seg[i+1] == '3' && seg[i+2]|0x20 == 'b' {
+			seg = seg[:i]
+			break
+		}
+	}
+	dots := 0
+	for i := 0; i < len(seg); {
+		switch {
+		case seg[i] == '.':
+			i++
+		case i+2 < len(seg) && seg[i] == '%' && seg[i+1] == '2' && seg[i+2]|0x20 == 'e':
+			i += 3
+		default:
+			return false
+		}
+		dots++
+	}
+	return dots == 1 || dots == 2
+}
+
+// NormalizeHost splits a request's "host[:port]" (as in a Host header or
+// a CONNECT target) into a canonical host and a port, using defaultPort
+// when there is none. The host is lower-cased without a trailing dot; IP
+// literals come back in canonical form, IPv6 without brackets and
+// IPv4-mapped IPv6 as plain IPv4. Anything that could reach a different
+// address than it appears to (IPv6 zones, unbracketed IPv6, shortened,
+// octal, hex or single-number IPv4 forms such as "127.1" or "0x7f000001")
+// is rejected.
+func NormalizeHost(hostport string, defaultPort int) (host string, port int, err error) {
+	host, port, err = normalizeHost(hostport, defaultPort)
+	if err != nil {
+		return "", 0, fmt.Errorf("invalid host %q: %w", hostport, err)
+	}
+	return host, port, nil
+}
+
+func normalizeHost(hostport string, defaultPort int) (string, int, error) {
+	if hostport == "" {
+		return "", 0, errors.New("empty host")
+	}
+	if len(hostport) > maxHostPortLen {
+		return "", 0, errors.New("host too long")
+	}
+	if err := checkPrintableASCII(hostport); err != nil {
+		return "", 0, err
+	}
+	rawHost, bracketed, portStr, hasPort, err := splitHostPort(hostport)
+	if err != nil {
+		return "", 0, err
+	}
+	port := defaultPort
+	if hasPort {
+		if port, err = parsePort(portStr); err != nil {
+			return "", 0, err
+		}
+	} else if port < 1 || port > 65535 {
+		return "", 0, fmt.Errorf("no port and invalid default port %d", defaultPort)
+	}
+	host, _, err := canonicalHost(rawHost, bracketed, false)
+	if err != nil {
+		return "", 0, err
+	}
+	return host, port, nil
+}
+
+func checkPrintableASCII(s string) error {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f {
+			return errors.New("whitespace, control and non-ASCII characters are not allowed (write international names in punycode)")
+		}
+	}
+	return nil
+}
+
+// splitHostPort separates "host", "host:port", "[v6]" and "[v6]:port".
+func splitHostPort(s string) (host string, bracketed bool, port string, hasPort bool, err error) {
+	if strings.HasPrefix(s, "[") {
+		end := strings.IndexByte(s, ']')
+		if end < 0 {
+			return "", false, "", false, errors.New("missing ']' after IPv6 address")
+		}
+		host, rest := s[1:end], s[end+1:]
+		switch {
+		case rest == "":
+			return host, true, "", false, nil
+		case rest[0] == ':':
+			return host, true, rest[1:], true, nil
+		default:
+			return "", false, "", false, errors.New("unexpected characters after ']'")
+		}
+	}
+	switch strings.Count(s, ":") {
+	case 0:
+		return s, false, "", false, nil
+	case 1:
+		host, port, _ := strings.Cut(s, ":")
+		return host, false, port, true, nil
+	default:
+		return "", false, "", false, errors.New("IPv6 addresses must be enclosed in brackets, e.g. [::1]:8443")
+	}
+}
+
+// parsePort accepts only canonical decimal ports 1-65535 (no sign, no
+// leading zero) so every port has exactly one spelling.
+func parsePort(s string) (int, error) {
+	if s == "" {
+		return 0, errors.New("empty port")
+	}
+	if len(s) > 5 || s[0] == '0' {
+		return 0, fmt.Errorf("invalid port %q: must be 1-65535", s)
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, fmt.Errorf("invalid port %q: must be 1-65535", s)
+		}
+		n = n*10 + int(s[i]-'0')
+	}
+	if n > 65535 {
+		return 0, fmt.Errorf("invalid port %q: must be 1-65535", s)
+	}
+	return n, nil
+}
+
+// canonicalHost validates a host without port or brackets and returns
+// its canonical form. With allowWildcard, a left-most "*" label is
+// accepted and stripped; wildcard then reports it.
+func canonicalHost(h string, bracketed, allowWildcard bool) (host string, wildcard bool, err error) {
+	if bracketed {
+		if strings.IndexByte(h, '%') >= 0 {
+			return "", false, errors.New("IPv6 zones are not allowed")
+		}
+		addr, err := netip.ParseAddr(h)
+		if err != nil || !addr.Is6() {
+			return "", false, errors.New("invalid IPv6 address in brackets")
+		}
+		return addr.Unmap().String(), false, nil
+	}
+	h = strings.TrimSuffix(strings.ToLower(h), ".")
+	if h == "" {
+		return "", false, errors.New("empty host")
+	}
+	if isDigitsAndDots(h) { // checked first: a failed ParseAddr allocates
+		if _, err := netip.ParseAddr(h); err == nil {
+			// netip accepts only canonical dotted decimal, so h is
+			// already in canonical form.
+			return h, false, nil
+		}
+	}
+	if allowWildcard && strings.HasPrefix(h, "*.") {
+		base := h[2:]
+		if _, err := netip.ParseAddr(base); isDigitsAndDots(base) && err == nil {
+			return "", false, errors.New("a wildcard cannot be applied to an IP address")
+		}
+		if err := checkHostName(base); err != nil {
+			return "", false, err
+		}
+		if strings.IndexByte(base, '.') < 0 {
+			return "", false, errors.New("a wildcard needs a domain of at least two labels, e.g. *.example.com")
+		}
+		return base, true, nil
+	}
+	if err := checkHostName(h); err != nil {
+		return "", false, err
+	}
+	return h, false, nil
+}
+
+// checkHostName validates a lower-case DNS name. A name whose last label
+// is numeric is treated the way URL parsers and inet_aton do, as an IPv4
+// address, and rejected because it was not canonical.
+func checkHostName(h string) error {
+	if len(h) > maxHostLen {
+		return fmt.Errorf("host longer than %d characters", maxHostLen)
+	}
+	lastStart := 0
+	for start := 0; start <= len(h); {
+		end := strings.IndexByte(h[start:], '.')
+		if end < 0 {
+			end = len(h)
+		} else {
+			end += start
+		}
+		label := h[start:end]
+		if label == "" {
+			return errors.New("empty label in host")
+		}
+		if len(label) > maxLabelLen {
+			return fmt.Errorf("label longer than %d characters", maxLabelLen)
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if c == '*' {
+				return errors.New("'*' is only allowed as the whole left-most label of a pattern")
+			}
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return fmt.Errorf("invalid character %q in host", c)
+			}
+		}
+		lastStart = start
+		start = end + 1
+	}
+	if isNumericLabel(h[lastStart:]) {
+		return errors.New("not a canonical IPv4 address (use four decimal numbers without leading zeros, e.g. 127.0.0.1)")
+	}
+	return nil
+}
+
+// isNumericLabel reports whether a label is a decimal or 0x-hex number.
+func isNumericLabel(l string) bool {
+	if len(l) >= 2 && l[0] == '0' && l[1] == 'x' {
+		for i := 2; i < len(l); i++ {
+			if !isHex(l[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	for i := 0; i < len(l); i++ {
+		if l[i] < '0' || l[i] > '9' {
+			return false
+		}
+	}
+	return l != ""
+}
+
+func isDigitsAndDots(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if (s[i] < '0' || s[i] > '9') && s[i] != '.' {
+			return false
+		}
+	}
+	return true
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}

@@ -1,0 +1,336 @@
+package services
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+	"testing/iotest"
+	"time"
+)
+
+// referenceRedact is the obvious offline algorithm: scan left to right
+// and at each position replace the longest secret that starts there.
+func referenceRedact(r *Redactor, s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		best := -1
+		for j, sec := range r.secrets {
+			if strings.HasPrefix(s[i:], sec.value) && (best < 0 || len(sec.value) > len(r.secrets[best].value)) {
+				best = j
+			}
+		}
+		if best < 0 {
+			b.WriteByte(s[i])
+			i++
+			continue
+		}
+		b.WriteString(r.secrets[best].repl)
+		i += len(r.secrets[best].value)
+	}
+	return b.String()
+}
+
+// effective returns secret -> replacement actually used.
+func (r *Redactor) effective() map[string]string {
+	m := map[string]string{}
+	for _, s := range r.secrets {
+		m[s.value] = s.repl
+	}
+	return m
+}
+
+func TestRedactorString(t *testing.T) {
+	tests := []struct {
+		name    string
+		secrets map[string]string
+		in      string
+		want    string
+	}{
+		{"none", map[string]string{"sk-123": "[A]"}, "nothing here", "nothing here"},
+		{"one", map[string]string{"sk-123": "[A]"}, "key=sk-123!", "key=[A]!"},
+		{"repeated", map[string]string{"sk-123": "[A]"}, "sk-123sk-123 sk-123", "[A][A] [A]"},
+		{"partial only", map[string]string{"sk-123": "[A]"}, "sk-12 sk-1234", "sk-12 [A]4"},
+		{"longest wins", map[string]string{"abc": "[S]", "abcdef": "[L]"}, "abcdef abc abcde", "[L] [S] [S]de"},
+		{"substring inside", map[string]string{"xSECRETx": "[L]", "SECRET": "[S]"}, "xSECRETx SECRET", "[L] [S]"},
+		{"leftmost wins", map[string]string{"abcd": "[1]", "cdef": "[2]"}, "abcdef", "[1]ef"},
+		{"overlapping self", map[string]string{"aa": "[A]"}, "aaaaa", "[A][A]a"},
+		{"empty secret ignored", map[string]string{"": "[E]", "k": "[K]"}, "kek", "[K]e[K]"},
+		{"binary", map[string]string{"\x00\xff": "[B]"}, "a\x00\xffb", "a[B]b"},
+		// Unsafe replacements are swapped for a mask.
+		{"replacement would complete secret", map[string]string{"tokena": "agvph_0123"}, "tokentokena", "token********"},
+		{"replacement contains secret", map[string]string{"ph": "agvph_0123"}, "ph", "********"},
+		{"empty replacement", map[string]string{"ab": ""}, "aabb", "a********b"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := NewRedactor(tt.secrets)
+			got := r.String(tt.in)
+			if got != tt.want {
+				t.Errorf("String(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+			if ref := referenceRedact(r, tt.in); ref != got {
+				t.Errorf("reference = %q", ref)
+			}
+			for s := range tt.secrets {
+				if s != "" && strings.Contains(got, s) {
+					t.Errorf("output %q contains secret %q", got, s)
+				}
+			}
+			out, err := io.ReadAll(r.Reader(iotest.OneByteReader(strings.NewReader(tt.in))))
+			if err != nil || string(out) != tt.want {
+				t.Errorf("Reader = %q, %v; want %q", out, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestRedactorKeepsSafeReplacements(t *testing.T) {
+	secrets := map[string]string{
+		"ghp_Z9yXwV8uT7": "agvph_0123456789abcdef0123456789abcdef",
+		"sk-proj-QQQQ":   "agvph_ffffffffffffffffffffffffffffffff",
+	}
+	r := NewRedactor(secrets)
+	if !reflect.DeepEqual(r.effective(), secrets) {
+		t.Errorf("safe replacements changed: %v", r.effective())
+	}
+}
+
+func TestRedactorMatchesReplaceAll(t *testing.T) {
+	const secret = "sk-ant-api03-abcabcab"
+	const repl = "agvph_0123456789abcdef0123456789abcdef"
+	r := NewRedactor(map[string]string{secret: repl})
+	rng := rand.New(rand.NewPCG(1, 2))
+	alphabet := []string{"a", "b", "c", "sk-", "ant-", "api03-", "abcab", secret, secret[:10], "\n", "data: "}
+	for n := 0; n < 300; n++ {
+		var sb strings.Builder
+		for sb.Len() < rng.IntN(400) {
+			sb.WriteString(alphabet[rng.IntN(len(alphabet))])
+		}
+		in := sb.String()
+		want := strings.ReplaceAll(in, secret, repl)
+		if got := r.String(in); got != want {
+			t.Fatalf("String(%q) = %q, want %q", in, got, want)
+		}
+		for _, reader := range []io.Reader{
+			iotest.OneByteReader(strings.NewReader(in)),
+			&chunkReader{data: []byte(in), rng: rand.New(rand.NewPCG(uint64(n), 7))},
+			iotest.DataErrReader(strings.NewReader(in)),
+		} {
+			got, err := io.ReadAll(r.Reader(reader))
+			if err != nil || string(got) != want {
+				t.Fatalf("Reader(%T, %q) = %q, %v; want %q", reader, in, got, err, want)
+			}
+		}
+	}
+}
+
+func TestRedactorStreamMultipleSecrets(t *testing.T) {
+	r := NewRedactor(map[string]string{
+		"abcabd":   "<1>",
+		"cab":      "<2>",
+		"bcabdxyz": "<3>",
+		"zz":       "<4>",
+		"Q":        "<5>",
+	})
+	rng := rand.New(rand.NewPCG(3, 4))
+	for n := 0; n < 500; n++ {
+		b := make([]byte, rng.IntN(200))
+		for i := range b {
+			b[i] = "abcdxyzQ"[rng.IntN(8)]
+		}
+		want := referenceRedact(r, string(b))
+		got, err := io.ReadAll(r.Reader(&chunkReader{data: b, rng: rng}))
+		if err != nil || string(got) != want {
+			t.Fatalf("in %q: got %q, want %q", b, got, want)
+		}
+		for s := range r.effective() {
+			if bytes.Contains(got, []byte(s)) {
+				t.Fatalf("output %q contains %q", got, s)
+			}
+		}
+	}
+}
+
+// chunkReader returns data in random-sized pieces, sometimes empty.
+type chunkReader struct {
+	data []byte
+	rng  *rand.Rand
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, io.EOF
+	}
+	n := min(c.rng.IntN(12), len(p), len(c.data))
+	copy(p, c.data[:n])
+	c.data = c.data[n:]
+	return n, nil
+}
+
+// TestRedactorNoHoldBack checks that bytes which cannot start a secret are
+// delivered while the writer is still open, as Server-Sent Events need.
+func TestRedactorNoHoldBack(t *testing.T) {
+	r := NewRedactor(map[string]string{"sk-secret": "[R]"})
+	pr, pw := io.Pipe()
+	defer pr.Close()
+	rd := r.Reader(pr)
+
+	type result struct {
+		data string
+		err  error
+	}
+	// await fails instead of hanging if the bytes are held back; the
+	// timeout only detects failure, it does not order anything.
+	await := func(ch <-chan result) result {
+		t.Helper()
+		select {
+		case res := <-ch:
+			return res
+		case <-time.After(10 * time.Second):
+			t.Fatal("bytes were held back")
+			return result{}
+		}
+	}
+	read := func(want int) <-chan result {
+		ch := make(chan result, 1)
+		go func() {
+			buf := make([]byte, 64)
+			var got []byte
+			for len(got) < want {
+				n, err := rd.Read(buf)
+				got = append(got, buf[:n]...)
+				if err != nil {
+					ch <- result{string(got), err}
+					return
+				}
+			}
+			ch <- result{string(got), nil}
+		}()
+		return ch
+	}
+
+	// Nothing in "data: x\n\n" can start "sk-secret": all of it must
+	// arrive before the writer does anything else.
+	ch := read(len("data: x\n\n"))
+	if _, err := pw.Write([]byte("data: x\n\n")); err != nil {
+		t.Fatal(err)
+	}
+	if res := await(ch); res.err != nil || res.data != "data: x\n\n" {
+		t.Fatalf("got %q, %v", res.data, res.err)
+	}
+
+	// "data: sk-" may start the secret: "data: " comes through, "sk-"
+	// is held until it is decided.
+	ch = read(len("data: "))
+	if _, err := pw.Write([]byte("data: sk-")); err != nil {
+		t.Fatal(err)
+	}
+	if res := await(ch); res.err != nil || res.data != "data: " {
+		t.Fatalf("got %q, %v", res.data, res.err)
+	}
+	ch = read(len("[R]\n\n"))
+	if _, err := pw.Write([]byte("secret\n\n")); err != nil {
+		t.Fatal(err)
+	}
+	if res := await(ch); res.err != nil || res.data != "[R]\n\n" {
+		t.Fatalf("got %q, %v", res.data, res.err)
+	}
+
+	// A held-back partial is flushed as text at EOF.
+	ch = read(100)
+	if _, err := pw.Write([]byte("sk-sec")); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	if res := await(ch); res.err != io.EOF || res.data != "sk-sec" {
+		t.Fatalf("got %q, %v", res.data, res.err)
+	}
+}
+
+func TestRedactorReaderErrors(t *testing.T) {
+	r := NewRedactor(map[string]string{"secret": "[R]"})
+	boom := errors.New("boom")
+	src := io.MultiReader(strings.NewReader("a secret and sec"), iotest.ErrReader(boom))
+	rd := r.Reader(src)
+	got, err := io.ReadAll(rd)
+	if !errors.Is(err, boom) || string(got) != "a [R] and sec" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	if n, err := rd.Read(make([]byte, 10)); n != 0 || !errors.Is(err, boom) {
+		t.Errorf("error not sticky: %d, %v", n, err)
+	}
+	if n, err := rd.Read(nil); n != 0 || err != nil {
+		t.Errorf("Read(nil) = %d, %v", n, err)
+	}
+
+	// A reader that makes no progress is not spun on forever.
+	if _, err := r.Reader(zeroReader{}).Read(make([]byte, 1)); !errors.Is(err, io.ErrNoProgress) {
+		t.Errorf("zero reader: %v", err)
+	}
+
+	// Without secrets, the source is returned as is.
+	plain := strings.NewReader("x")
+	if NewRedactor(nil).Reader(plain) != io.Reader(plain) {
+		t.Error("empty redactor wraps the reader")
+	}
+	var nilRedactor *Redactor
+	if nilRedactor.String("x") != "x" || nilRedactor.Reader(plain) != io.Reader(plain) {
+		t.Error("nil redactor")
+	}
+	nilRedactor.Header(http.Header{"X": {"y"}})
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read([]byte) (int, error) { return 0, nil }
+
+func TestRedactorHeader(t *testing.T) {
+	r := NewRedactor(map[string]string{"tok-123": "[T]"})
+	h := http.Header{
+		"X-Echo":         {"Bearer tok-123", "plain"},
+		"Set-Cookie":     {"a=tok-123tok-123"},
+		"X-Tok-123-Name": {"v"},
+		"X-tok-123":      {"w"},
+	}
+	r.Header(h)
+	want := http.Header{
+		"X-Echo":         {"Bearer [T]", "plain"},
+		"Set-Cookie":     {"a=[T][T]"},
+		"X-Tok-123-Name": {"v"}, // canonical case differs from the secret
+		"X-[T]":          {"w"},
+	}
+	if !reflect.DeepEqual(h, want) {
+		t.Errorf("Header = %v, want %v", h, want)
+	}
+}
+
+func TestRedactorStringNoAllocWithoutSecret(t *testing.T) {
+	r := NewRedactor(map[string]string{"tok-123": "[T]"})
+	s := strings.Repeat("harmless text ", 20)
+	if allocs := testing.AllocsPerRun(100, func() { _ = r.String(s) }); allocs != 0 {
+		t.Errorf("String allocates %v times", allocs)
+	}
+}
+
+func TestMaskFor(t *testing.T) {
+	// Every printable byte used somewhere, but not at the ends.
+	var all strings.Builder
+	for c := 0; c < 256; c++ {
+		all.WriteByte(byte(c))
+	}
+	secret := "\x00" + all.String() + "\x00"
+	r := NewRedactor(map[string]string{secret: ""})
+	repl := r.secrets[0].repl
+	if repl == "" || !safeReplacement(repl, []string{secret}) {
+		t.Fatalf("mask %q not safe", repl)
+	}
+	in := "\x00" + secret[:10] + secret + secret[5:]
+	if out := r.String(in); strings.Contains(out, secret) {
+		t.Error("output contains secret")
+	}
+}

@@ -1,0 +1,306 @@
+package services
+
+import (
+	"errors"
+	"fmt"
+	"net/textproto"
+	"slices"
+	"strings"
+
+	"github.com/agentvault/caddy-agent-vault/storebackends"
+)
+
+// Auth types.
+const (
+	AuthBearer      = "bearer"
+	AuthBasic       = "basic"
+	AuthAPIKey      = "api-key"
+	AuthCustom      = "custom"
+	AuthQuery       = "query"
+	AuthPassthrough = "passthrough"
+)
+
+// DefaultAPIKeyHeader is the header an api-key auth uses when none is set.
+const DefaultAPIKeyHeader = "X-API-Key"
+
+// Auth says how a service's credential is put into a request. Which
+// fields apply depends on Type; setting a field the type does not use is
+// a configuration error.
+type Auth struct {
+	Type     string            `json:"type"`               // bearer | basic | api-key | custom | query | passthrough
+	Token    string            `json:"token,omitempty"`    // bearer: credential name
+	Username string            `json:"username,omitempty"` // basic: literal username, may contain {{ NAME }} templates
+	Password string            `json:"password,omitempty"` // basic: credential name (optional: empty password allowed)
+	Key      string            `json:"key,omitempty"`      // api-key and query: credential name
+	Header   string            `json:"header,omitempty"`   // api-key: header name (default "X-API-Key")
+	Prefix   string            `json:"prefix,omitempty"`   // api-key: literal prefix before the value, e.g. "Token "
+	Headers  map[string]string `json:"headers,omitempty"`  // custom: header name -> template with {{ NAME }} references
+	Param    string            `json:"param,omitempty"`    // query: query parameter name
+}
+
+// Service is one upstream API the agent may reach, and how to
+// authenticate to it.
+type Service struct {
+	Name           string `json:"name"`
+	Host           string `json:"host"`
+	Auth           Auth   `json:"auth"`
+	AllowCleartext bool   `json:"allow_cleartext,omitempty"` // inject even over plain http:// (off by default)
+}
+
+// Validate checks the whole service definition: name, host pattern and
+// auth (known type, required fields present, unused fields empty, valid
+// credential and header names, well-formed templates).
+func (s Service) Validate() error {
+	_, _, err := s.compile()
+	return err
+}
+
+// Credentials returns the sorted, unique credential names the service's
+// auth references. It returns nil for an invalid auth.
+func (s Service) Credentials() []string {
+	a, err := compileAuth(s.Auth)
+	if err != nil {
+		return nil
+	}
+	return a.creds
+}
+
+// compile validates s and returns its parsed pattern and auth.
+func (s Service) compile() (HostPattern, compiledAuth, error) {
+	if err := validateServiceName(s.Name); err != nil {
+		return HostPattern{}, compiledAuth{}, err
+	}
+	p, err := ParseHostPattern(s.Host)
+	if err != nil {
+		return HostPattern{}, compiledAuth{}, fmt.Errorf("service %q: %w", s.Name, err)
+	}
+	a, err := compileAuth(s.Auth)
+	if err != nil {
+		return HostPattern{}, compiledAuth{}, fmt.Errorf("service %q: auth: %w", s.Name, err)
+	}
+	return p, a, nil
+}
+
+// validateServiceName enforces ^[a-z0-9][a-z0-9_.-]{0,63}$.
+func validateServiceName(name string) error {
+	ok := name != "" && len(name) <= 64
+	for i := 0; ok && i < len(name); i++ {
+		c := name[i]
+		ok = c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || i > 0 && (c == '_' || c == '.' || c == '-')
+	}
+	if !ok {
+		return fmt.Errorf("invalid service name %q: use 1-64 of a-z, 0-9, '_', '.', '-', starting with a letter or digit", name)
+	}
+	return nil
+}
+
+// compiledAuth is an Auth checked and parsed once for the hot path.
+type compiledAuth struct {
+	typ     string
+	creds   []string // sorted, unique
+	header  string   // api-key: canonical header name
+	prefix  string   // api-key
+	token   string   // bearer, api-key, query: the one credential
+	user    template // basic
+	pass    string   // basic: credential name or ""
+	headers []customHeader
+	param   string // query
+}
+
+type customHeader struct {
+	name string // canonical
+	tmpl template
+}
+
+// authFields lists, per type, the fields it uses; the first group is
+// required, the second optional. Everything else must be empty.
+var authFields = map[string]struct{ required, optional []string }{
+	AuthBearer:      {required: []string{"token"}},
+	AuthBasic:       {optional: []string{"username", "password"}},
+	AuthAPIKey:      {required: []string{"key"}, optional: []string{"header", "prefix"}},
+	AuthCustom:      {required: []string{"headers"}},
+	AuthQuery:       {required: []string{"key", "param"}},
+	AuthPassthrough: {},
+}
+
+// setFields returns the JSON names of the non-empty fields besides Type.
+func (a Auth) setFields() []string {
+	var set []string
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{
+		{"token", a.Token != ""},
+		{"username", a.Username != ""},
+		{"password", a.Password != ""},
+		{"key", a.Key != ""},
+		{"header", a.Header != ""},
+		{"prefix", a.Prefix != ""},
+		{"headers", len(a.Headers) > 0},
+		{"param", a.Param != ""},
+	} {
+		if f.set {
+			set = append(set, f.name)
+		}
+	}
+	return set
+}
+
+func compileAuth(a Auth) (compiledAuth, error) {
+	fields, known := authFields[a.Type]
+	if !known {
+		return compiledAuth{}, fmt.Errorf("unknown type %q (want bearer, basic, api-key, custom, query or passthrough)", a.Type)
+	}
+	set := a.setFields()
+	for _, f := range set {
+		if !slices.Contains(fields.required, f) && !slices.Contains(fields.optional, f) {
+			return compiledAuth{}, fmt.Errorf("type %q does not use field %q", a.Type, f)
+		}
+	}
+	for _, f := range fields.required {
+		if !slices.Contains(set, f) {
+			return compiledAuth{}, fmt.Errorf("type %q requires field %q", a.Type, f)
+		}
+	}
+
+	c := compiledAuth{typ: a.Type}
+	switch a.Type {
+	case AuthBearer:
+		if err := checkCredName("token", a.Token); err != nil {
+			return compiledAuth{}, err
+		}
+		c.token = a.Token
+		c.creds = []string{a.Token}
+	case AuthBasic:
+		if a.Username == "" && a.Password == "" {
+			return compiledAuth{}, errors.New(`type "basic" needs "username", "password" or both`)
+		}
+		user, err := parseTemplate(a.Username)
+		if err != nil {
+			return compiledAuth{}, fmt.Errorf("username: %w", err)
+		}
+		for _, lit := range user.literals() {
+			if strings.IndexByte(lit, ':') >= 0 {
+				return compiledAuth{}, errors.New(`username: ':' is not allowed in a basic auth username`)
+			}
+			if !validHeaderValue(lit) {
+				return compiledAuth{}, errors.New("username: control characters are not allowed")
+			}
+		}
+		if a.Password != "" {
+			if err := checkCredName("password", a.Password); err != nil {
+				return compiledAuth{}, err
+			}
+		}
+		c.user, c.pass = user, a.Password
+		c.creds = user.creds(nil)
+		if a.Password != "" {
+			c.creds = append(c.creds, a.Password)
+		}
+	case AuthAPIKey:
+		if err := checkCredName("key", a.Key); err != nil {
+			return compiledAuth{}, err
+		}
+		c.header = textproto.CanonicalMIMEHeaderKey(DefaultAPIKeyHeader)
+		if a.Header != "" {
+			if err := checkHeaderName(a.Header); err != nil {
+				return compiledAuth{}, fmt.Errorf("header: %w", err)
+			}
+			c.header = textproto.CanonicalMIMEHeaderKey(a.Header)
+		}
+		if !validHeaderValue(a.Prefix) {
+			return compiledAuth{}, errors.New("prefix: control characters are not allowed")
+		}
+		c.token, c.prefix = a.Key, a.Prefix
+		c.creds = []string{a.Key}
+	case AuthCustom:
+		for name, value := range a.Headers {
+			if err := checkHeaderName(name); err != nil {
+				return compiledAuth{}, fmt.Errorf("headers: %w", err)
+			}
+			canon := textproto.CanonicalMIMEHeaderKey(name)
+			for _, h := range c.headers {
+				if h.name == canon {
+					return compiledAuth{}, fmt.Errorf("headers: %q is set twice", canon)
+				}
+			}
+			tmpl, err := parseTemplate(value)
+			if err != nil {
+				return compiledAuth{}, fmt.Errorf("headers: %q: %w", name, err)
+			}
+			for _, lit := range tmpl.literals() {
+				if !validHeaderValue(lit) {
+					return compiledAuth{}, fmt.Errorf("headers: %q: control characters are not allowed", name)
+				}
+			}
+			c.headers = append(c.headers, customHeader{name: canon, tmpl: tmpl})
+			c.creds = tmpl.creds(c.creds)
+		}
+		if len(c.creds) == 0 {
+			return compiledAuth{}, errors.New(`headers: no {{ NAME }} credential reference (use type "passthrough" for a service without credentials)`)
+		}
+		// Map order is random; keep injection order deterministic.
+		slices.SortFunc(c.headers, func(x, y customHeader) int { return strings.Compare(x.name, y.name) })
+	case AuthQuery:
+		if err := checkCredName("key", a.Key); err != nil {
+			return compiledAuth{}, err
+		}
+		if len(a.Param) > 256 || strings.ContainsFunc(a.Param, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+			return compiledAuth{}, fmt.Errorf("param: invalid query parameter name %q", a.Param)
+		}
+		c.token, c.param = a.Key, a.Param
+		c.creds = []string{a.Key}
+	case AuthPassthrough:
+	}
+	slices.Sort(c.creds)
+	c.creds = slices.Compact(c.creds)
+	return c, nil
+}
+
+func checkCredName(field, name string) error {
+	if err := storebackends.ValidateName(name); err != nil {
+		return fmt.Errorf("%s: %w", field, err)
+	}
+	return nil
+}
+
+// checkHeaderName accepts RFC 9110 tokens, except headers that belong to
+// the connection or the proxy, or that framing depends on: injecting those
+// would break or smuggle requests.
+func checkHeaderName(name string) error {
+	if name == "" {
+		return errors.New("empty header name")
+	}
+	for i := 0; i < len(name); i++ {
+		if !isTokenChar(name[i]) {
+			return fmt.Errorf("invalid header name %q", name)
+		}
+	}
+	lower := strings.ToLower(name)
+	switch lower {
+	case "connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length":
+		return fmt.Errorf("header %q cannot be set by a service", name)
+	}
+	if strings.HasPrefix(lower, "proxy-") {
+		return fmt.Errorf("header %q cannot be set by a service", name)
+	}
+	return nil
+}
+
+func isTokenChar(c byte) bool {
+	if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
+// validHeaderValue reports whether s may appear in a header value: no
+// control characters except tab (CR and LF would split the header).
+func validHeaderValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}

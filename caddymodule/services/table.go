@@ -1,0 +1,255 @@
+package services
+
+import (
+	"cmp"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+)
+
+// Table is an immutable, compiled set of services, built once per
+// configuration change. It is safe for concurrent use.
+type Table struct {
+	byName   []*Compiled            // sorted by name
+	exact    map[string][]*Compiled // host -> services, most specific first
+	wildcard map[string][]*Compiled // wildcard base domain -> services, most specific first
+}
+
+// Compiled is one validated service with its pattern and auth parsed.
+type Compiled struct {
+	// Service is a copy of the definition; changing it has no effect.
+	Service Service
+	pattern HostPattern
+	auth    compiledAuth
+}
+
+// NewTable validates every service, rejects duplicate names and
+// precompiles patterns and templates.
+func NewTable(svcs []Service) (*Table, error) {
+	t := &Table{
+		exact:    make(map[string][]*Compiled),
+		wildcard: make(map[string][]*Compiled),
+	}
+	seen := make(map[string]bool, len(svcs))
+	for _, s := range svcs {
+		p, a, err := s.compile()
+		if err != nil {
+			return nil, err
+		}
+		if seen[s.Name] {
+			return nil, fmt.Errorf("service %q is defined twice", s.Name)
+		}
+		seen[s.Name] = true
+		c := &Compiled{Service: cloneService(s), pattern: p, auth: a}
+		t.byName = append(t.byName, c)
+		if p.wildcard {
+			t.wildcard[p.host] = append(t.wildcard[p.host], c)
+		} else {
+			t.exact[p.host] = append(t.exact[p.host], c)
+		}
+	}
+	slices.SortFunc(t.byName, func(x, y *Compiled) int { return strings.Compare(x.Service.Name, y.Service.Name) })
+	for _, m := range []map[string][]*Compiled{t.exact, t.wildcard} {
+		for _, list := range m {
+			slices.SortFunc(list, func(x, y *Compiled) int {
+				return cmp.Or(cmp.Compare(y.pattern.spec, x.pattern.spec), strings.Compare(x.Service.Name, y.Service.Name))
+			})
+		}
+	}
+	return t, nil
+}
+
+func cloneService(s Service) Service {
+	s.Auth.Headers = maps.Clone(s.Auth.Headers)
+	return s
+}
+
+// Lookup returns the most specific in-scope service whose pattern matches
+// the request; equally specific services are decided by name. host must
+// be normalized as by [NormalizeHost] and path is the escaped request
+// path. A nil inScope puts every service in scope.
+//
+// Lookup does not look at Service.AllowCleartext: the caller decides
+// whether a match over plain http may be injected.
+func (t *Table) Lookup(host string, port int, tls bool, path string, inScope func(name string) bool) (*Compiled, bool) {
+	return t.find(host, func(c *Compiled) bool {
+		return c.pattern.matchPort(port, tls) && c.pattern.matchPath(path) && (inScope == nil || inScope(c.Service.Name))
+	})
+}
+
+// AllowsHost reports whether any in-scope service covers host and port
+// for some path. The proxy uses it when a CONNECT arrives, before the
+// path is known.
+func (t *Table) AllowsHost(host string, port int, tls bool, inScope func(name string) bool) bool {
+	_, ok := t.find(host, func(c *Compiled) bool {
+		return c.pattern.matchPort(port, tls) && (inScope == nil || inScope(c.Service.Name))
+	})
+	return ok
+}
+
+// find returns the first service, in specificity order, whose host
+// matches and for which ok is true. Exact hosts outrank every wildcard,
+// and a wildcard base with more labels outranks one with fewer, so the
+// candidate lists are visited in that order and the first hit wins.
+func (t *Table) find(host string, ok func(*Compiled) bool) (*Compiled, bool) {
+	if t == nil || host == "" {
+		return nil, false
+	}
+	for _, c := range t.exact[host] {
+		if ok(c) {
+			return c, true
+		}
+	}
+	for i := 0; i < len(host); i++ {
+		if host[i] != '.' {
+			continue
+		}
+		if i == 0 || host[i-1] == '.' {
+			return nil, false // not a normalized host
+		}
+		for _, c := range t.wildcard[host[i+1:]] {
+			if ok(c) {
+				return c, true
+			}
+		}
+	}
+	return nil, false
+}
+
+// Services returns copies of all services, sorted by name.
+func (t *Table) Services() []Service {
+	out := make([]Service, len(t.byName))
+	for i, c := range t.byName {
+		out[i] = cloneService(c.Service)
+	}
+	return out
+}
+
+// Pattern returns the service's parsed host pattern.
+func (c *Compiled) Pattern() HostPattern { return c.pattern }
+
+// Credentials returns the sorted credential names the service uses.
+func (c *Compiled) Credentials() []string { return slices.Clone(c.auth.creds) }
+
+// Uses reports whether the service's auth references cred.
+func (c *Compiled) Uses(cred string) bool {
+	// A service references at most a handful of credentials.
+	for _, n := range c.auth.creds {
+		if n == cred {
+			return true
+		}
+	}
+	return false
+}
+
+// MissingCredentialError says a credential a service needs has no value.
+type MissingCredentialError struct {
+	Name string
+}
+
+func (e *MissingCredentialError) Error() string {
+	return fmt.Sprintf("credential %q is not available", e.Name)
+}
+
+// Inject writes the service's auth into h (headers) or q (query), using
+// value to look up credential values. Injected values replace whatever
+// the client sent. It returns the credential names used and the secret
+// strings it wrote, which the caller should redact from responses: every
+// credential value, plus for basic auth the encoded header value and for
+// query auth the query-escaped value when it differs. If a credential is
+// missing, empty or unusable, nothing is written.
+func (c *Compiled) Inject(h http.Header, q url.Values, value func(cred string) (string, bool)) (injected []string, secrets []string, err error) {
+	a := &c.auth
+	if a.typ == AuthPassthrough {
+		return nil, nil, nil
+	}
+	values := make([]string, len(a.creds))
+	for i, name := range a.creds {
+		v, ok := value(name)
+		if !ok {
+			return nil, nil, &MissingCredentialError{Name: name}
+		}
+		if v == "" {
+			return nil, nil, fmt.Errorf("credential %q has an empty value", name)
+		}
+		if a.typ != AuthQuery && !validHeaderValue(v) {
+			return nil, nil, fmt.Errorf("credential %q contains characters not allowed in an HTTP header", name)
+		}
+		values[i] = v
+	}
+	lookup := func(name string) string {
+		i, _ := slices.BinarySearch(a.creds, name)
+		return values[i]
+	}
+	secrets = slices.Clone(values)
+
+	if a.typ == AuthQuery {
+		if q == nil {
+			return nil, nil, errors.New("query auth needs query values")
+		}
+		v := lookup(a.token)
+		if esc := url.QueryEscape(v); esc != v {
+			secrets = append(secrets, esc)
+		}
+		q.Set(a.param, v)
+		return slices.Clone(a.creds), secrets, nil
+	}
+	if h == nil {
+		return nil, nil, errors.New("header auth needs a header map")
+	}
+
+	switch a.typ {
+	case AuthBearer:
+		replaceHeader(h, "Authorization", "Bearer "+lookup(a.token))
+	case AuthBasic:
+		user := a.user.render(lookup)
+		if strings.IndexByte(user, ':') >= 0 {
+			return nil, nil, errors.New("basic auth username contains ':' after substituting credentials")
+		}
+		pass := ""
+		if a.pass != "" {
+			pass = lookup(a.pass)
+		}
+		enc := base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
+		secrets = append(secrets, enc)
+		replaceHeader(h, "Authorization", "Basic "+enc)
+	case AuthAPIKey:
+		replaceHeader(h, a.header, a.prefix+lookup(a.token))
+	case AuthCustom:
+		rendered := make([]string, len(a.headers))
+		for i, ch := range a.headers {
+			rendered[i] = ch.tmpl.render(lookup)
+		}
+		for i, ch := range a.headers {
+			replaceHeader(h, ch.name, rendered[i])
+		}
+	}
+	return slices.Clone(a.creds), dedupe(secrets), nil
+}
+
+// replaceHeader sets name to value after removing every spelling of name
+// already in h. Header maps filled by hand can hold non-canonical keys,
+// which Set alone would leave in place and the transport would send.
+func replaceHeader(h http.Header, name, value string) {
+	for k := range h {
+		if strings.EqualFold(k, name) {
+			delete(h, k)
+		}
+	}
+	h[name] = []string{value}
+}
+
+func dedupe(s []string) []string {
+	out := s[:0]
+	for _, v := range s {
+		if !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}

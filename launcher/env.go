@@ -1,0 +1,153 @@
+package launcher
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net/url"
+	"slices"
+	"strings"
+)
+
+// Environment variables the launcher manages in the child. Names are
+// case-sensitive on Unix, so both spellings that clients read are listed.
+var (
+	// proxyVars route the child's HTTP(S) traffic through the session proxy.
+	proxyVars = []string{"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"}
+	// noProxyVars exempt the management API from the proxy.
+	noProxyVars = []string{"NO_PROXY", "no_proxy"}
+	// strayProxyVars are removed and not replaced: an inherited ALL_PROXY
+	// could send traffic around our proxy.
+	strayProxyVars = []string{"ALL_PROXY", "all_proxy"}
+	// caBundleVars point clients at the full bundle (system roots + our CA).
+	caBundleVars = []string{"SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "DENO_CERT"}
+	// secretVars must never reach the agent.
+	secretVars = []string{"AGENT_VAULT_TOKEN", "AGENT_VAULT_ADMIN_TOKEN", "AGENT_VAULT_MASTER_PASSWORD", "AGENT_VAULT_MASTER_PASSWORD_FILE"}
+)
+
+const (
+	// nodeCAVar makes Node add our CA to its built-in roots.
+	nodeCAVar = "NODE_EXTRA_CA_CERTS"
+	// nodeProxyVar makes Node (>= 24) honour the proxy variables.
+	nodeProxyVar = "NODE_USE_ENV_PROXY"
+)
+
+// reservedVars are the names the launcher removes or sets; a placeholder
+// may not use one of them.
+var reservedVars = slices.Concat(proxyVars, noProxyVars, strayProxyVars, caBundleVars, secretVars,
+	[]string{nodeCAVar, nodeProxyVar})
+
+// childSettings is what the launcher puts into the child's environment.
+type childSettings struct {
+	proxyURL     string // with the session credentials in its userinfo
+	noProxy      string
+	bundlePath   string
+	nodeCAPath   string
+	placeholders map[string]string
+}
+
+// childEnv derives the child's environment from parent: every variable the
+// launcher manages or a placeholder names is removed (exact, case-sensitive
+// names), then the launcher's values are appended.
+func childEnv(parent []string, s childSettings) []string {
+	drop := make(map[string]bool, len(reservedVars)+len(s.placeholders))
+	for _, name := range reservedVars {
+		drop[name] = true
+	}
+	for name := range s.placeholders {
+		drop[name] = true
+	}
+	env := make([]string, 0, len(parent)+len(reservedVars)+len(s.placeholders))
+	for _, kv := range parent {
+		if !drop[envName(kv)] {
+			env = append(env, kv)
+		}
+	}
+	for _, name := range proxyVars {
+		env = append(env, name+"="+s.proxyURL)
+	}
+	for _, name := range noProxyVars {
+		env = append(env, name+"="+s.noProxy)
+	}
+	env = append(env, nodeProxyVar+"=1")
+	for _, name := range caBundleVars {
+		env = append(env, name+"="+s.bundlePath)
+	}
+	env = append(env, nodeCAVar+"="+s.nodeCAPath)
+	for _, name := range slices.Sorted(maps.Keys(s.placeholders)) {
+		env = append(env, name+"="+s.placeholders[name])
+	}
+	return env
+}
+
+// envName returns the name part of a NAME=value entry. A leading '=' belongs
+// to the name (Windows keeps per-drive entries such as "=C:=C:\").
+func envName(kv string) string {
+	start := 0
+	if strings.HasPrefix(kv, "=") {
+		start = 1
+	}
+	if i := strings.IndexByte(kv[start:], '='); i >= 0 {
+		return kv[:start+i]
+	}
+	return kv
+}
+
+// lookupEnv returns the last value of name in env, as the C library and
+// os/exec do for duplicates.
+func lookupEnv(env []string, name string) string {
+	value := ""
+	for _, kv := range env {
+		if envName(kv) == name && len(kv) > len(name) {
+			value = kv[len(name)+1:]
+		}
+	}
+	return value
+}
+
+// proxyURLWithCredentials parses the session's proxy URL and puts the
+// session token in its userinfo (escaped by net/url).
+func proxyURLWithCredentials(raw, token string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", errors.New("server returned an invalid proxy_url")
+	}
+	if token == "" {
+		return "", errors.New("server returned an empty session token")
+	}
+	u.User = url.UserPassword("av", token)
+	return u.String(), nil
+}
+
+// checkPlaceholders rejects placeholder names that are not plain environment
+// variable names or that would override a variable the launcher manages.
+func checkPlaceholders(placeholders map[string]string) error {
+	for name, value := range placeholders {
+		if !validEnvName(name) {
+			return fmt.Errorf("server returned an invalid placeholder name %q", printable(name, 64))
+		}
+		if slices.Contains(reservedVars, name) {
+			return fmt.Errorf("server returned a placeholder for reserved variable %s", name)
+		}
+		if strings.IndexByte(value, 0) >= 0 {
+			return fmt.Errorf("server returned an invalid placeholder for %s", name)
+		}
+	}
+	return nil
+}
+
+// validEnvName reports whether name matches [A-Za-z_][A-Za-z0-9_]*.
+func validEnvName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i, r := range name {
+		switch {
+		case r == '_', 'a' <= r && r <= 'z', 'A' <= r && r <= 'Z':
+		case i > 0 && '0' <= r && r <= '9':
+		default:
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,280 @@
+package launcher
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestHTTPClientUsesNoProxyAndNoRedirects(t *testing.T) {
+	client := newHTTPClient()
+	if tr, ok := client.Transport.(*http.Transport); !ok || tr.Proxy != nil {
+		t.Error("management client may use a proxy")
+	}
+	if client.Timeout <= 0 {
+		t.Error("management client has no timeout")
+	}
+
+	var redirected bool
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/v1/sessions", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/elsewhere", http.StatusTemporaryRedirect)
+	})
+	mux.HandleFunc("/elsewhere", func(http.ResponseWriter, *http.Request) { redirected = true })
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	base, _ := url.Parse(srv.URL)
+	api := &apiClient{base: base, token: "t", http: client}
+	if _, err := api.createSession(context.Background(), nil, time.Hour); err == nil || !strings.Contains(err.Error(), "307") {
+		t.Errorf("createSession = %v, want a 307 error", err)
+	}
+	if redirected {
+		t.Error("redirect followed")
+	}
+}
+
+func TestRevokeSessionURLAndAuth(t *testing.T) {
+	var gotPath, gotAuth string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotPath, gotAuth = r.Method+" "+r.URL.Path, r.Header.Get("Authorization")
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	base, _ := url.Parse(srv.URL + "/prefix/")
+	api := &apiClient{base: base, token: "tok", http: newHTTPClient()}
+	if err := api.revokeSession(context.Background(), "abc-1"); err != nil {
+		t.Fatal(err)
+	}
+	if gotPath != "DELETE /prefix/api/v1/sessions/abc-1" || gotAuth != "Bearer tok" {
+		t.Errorf("got %q with %q", gotPath, gotAuth)
+	}
+}
+
+func TestFormatTTL(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		time.Hour:                    "1h",
+		90 * time.Minute:             "1h30m",
+		30 * time.Minute:             "30m",
+		90 * time.Second:             "1m30s",
+		time.Hour + time.Second:      "1h0m1s",
+		1500 * time.Millisecond:      "1.5s",
+		24*time.Hour + 5*time.Minute: "24h5m",
+	} {
+		got := formatTTL(d)
+		if got != want {
+			t.Errorf("formatTTL(%v) = %q, want %q", d, got, want)
+		}
+		if back, err := time.ParseDuration(got); err != nil || back != d {
+			t.Errorf("formatTTL(%v) = %q does not parse back", d, got)
+		}
+	}
+}
+
+func TestValidSessionID(t *testing.T) {
+	for _, id := range []string{"abc", "A-b_c.d~9", "0123456789abcdef"} {
+		if !validSessionID(id) {
+			t.Errorf("%q rejected", id)
+		}
+	}
+	for _, id := range []string{"", ".", "..", "a/b", "a%2F", "a b", "é", "a?b", strings.Repeat("a", maxIDLen+1)} {
+		if validSessionID(id) {
+			t.Errorf("%q accepted", id)
+		}
+	}
+}
+
+func TestParseAddrAndHostPort(t *testing.T) {
+	for addr, want := range map[string]string{
+		"http://127.0.0.1:14321":  "127.0.0.1:14321",
+		"http://localhost":        "localhost:80",
+		"https://vault.internal/": "vault.internal:443",
+		"http://[::1]:9/base":     "[::1]:9",
+	} {
+		u, err := parseAddr(addr)
+		if err != nil {
+			t.Errorf("parseAddr(%q): %v", addr, err)
+			continue
+		}
+		if got := hostPort(u); got != want {
+			t.Errorf("hostPort(%q) = %q, want %q", addr, got, want)
+		}
+	}
+	for _, addr := range []string{"", "127.0.0.1:14321", "ftp://h", "http://", "http://u:secret@h", "http://h/?q=1", "http://h/#f", "http://h\x00"} {
+		_, err := parseAddr(addr)
+		if err == nil {
+			t.Errorf("parseAddr(%q) accepted", addr)
+		} else if strings.Contains(err.Error(), "secret") {
+			t.Errorf("parseAddr error leaks the password: %v", err)
+		}
+	}
+}
+
+func TestChildEnv(t *testing.T) {
+	parent := []string{
+		"KEEP=1", "HTTPS_PROXY=outer", "https_proxy=outer", "Https_Proxy=other-case",
+		"ALL_PROXY=outer", "all_proxy=outer", "NO_PROXY=*", "no_proxy=*",
+		"SSL_CERT_FILE=/old", "NODE_EXTRA_CA_CERTS=/old", "NODE_USE_ENV_PROXY=0",
+		"AGENT_VAULT_TOKEN=admin", "API_KEY=real", "API_KEY=real-dup",
+		"=C:=C:\\", "NOEQUALS",
+	}
+	got := childEnv(parent, childSettings{
+		proxyURL:     "http://av:t@127.0.0.1:2",
+		noProxy:      "127.0.0.1:1",
+		bundlePath:   "/tmp/bundle",
+		nodeCAPath:   "/tmp/ca",
+		placeholders: map[string]string{"API_KEY": "ph1", "OTHER": "ph2"},
+	})
+	want := []string{
+		"KEEP=1", "Https_Proxy=other-case", "=C:=C:\\", "NOEQUALS",
+		"HTTPS_PROXY=http://av:t@127.0.0.1:2", "https_proxy=http://av:t@127.0.0.1:2",
+		"HTTP_PROXY=http://av:t@127.0.0.1:2", "http_proxy=http://av:t@127.0.0.1:2",
+		"NO_PROXY=127.0.0.1:1", "no_proxy=127.0.0.1:1", "NODE_USE_ENV_PROXY=1",
+		"SSL_CERT_FILE=/tmp/bundle", "REQUESTS_CA_BUNDLE=/tmp/bundle", "CURL_CA_BUNDLE=/tmp/bundle",
+		"GIT_SSL_CAINFO=/tmp/bundle", "DENO_CERT=/tmp/bundle", "NODE_EXTRA_CA_CERTS=/tmp/ca",
+		"API_KEY=ph1", "OTHER=ph2",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("childEnv =\n%q\nwant\n%q", got, want)
+	}
+}
+
+func TestEnvNameAndLookup(t *testing.T) {
+	for kv, want := range map[string]string{"A=b": "A", "A==b": "A", "A=": "A", "A": "A", "": "", "=C:=x": "=C:", "=": "="} {
+		if got := envName(kv); got != want {
+			t.Errorf("envName(%q) = %q, want %q", kv, got, want)
+		}
+	}
+	env := []string{"PATH=/a", "PATHX=/x", "PATH=/b", "EMPTY=", "BARE"}
+	for name, want := range map[string]string{"PATH": "/b", "EMPTY": "", "BARE": "", "MISSING": "", "PAT": ""} {
+		if got := lookupEnv(env, name); got != want {
+			t.Errorf("lookupEnv(%q) = %q, want %q", name, got, want)
+		}
+	}
+}
+
+func TestProxyURLWithCredentials(t *testing.T) {
+	got, err := proxyURLWithCredentials("http://127.0.0.1:14322", "a/b@c:d%e f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pw, _ := u.User.Password(); pw != "a/b@c:d%e f" || u.User.Username() != "av" || u.Host != "127.0.0.1:14322" {
+		t.Errorf("round trip failed: %q", got)
+	}
+	for _, raw := range []string{"", "127.0.0.1:1", "socks5://h:1", "http://", "http://h\x7f"} {
+		if _, err := proxyURLWithCredentials(raw, "t"); err == nil {
+			t.Errorf("%q accepted", raw)
+		}
+	}
+	if _, err := proxyURLWithCredentials("http://h:1", ""); err == nil {
+		t.Error("empty token accepted")
+	}
+}
+
+func TestCheckPlaceholders(t *testing.T) {
+	if err := checkPlaceholders(map[string]string{"GITHUB_TOKEN": "x", "_a1": "", "lower": "y"}); err != nil {
+		t.Errorf("valid placeholders rejected: %v", err)
+	}
+	for _, bad := range []map[string]string{
+		{"": "x"}, {"1A": "x"}, {"A-B": "x"}, {"A=B": "x"}, {"A B": "x"},
+		{"SSL_CERT_FILE": "x"}, {"no_proxy": "x"}, {"AGENT_VAULT_TOKEN": "x"}, {"NODE_USE_ENV_PROXY": "x"},
+		{"OK": "nul\x00byte"},
+	} {
+		if err := checkPlaceholders(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestParseCACerts(t *testing.T) {
+	a, b := newTestCert(t, "a"), newTestCert(t, "b")
+	got, err := parseCACerts("\n" + a + "\n\n" + b + "  \n")
+	if err != nil || string(got) != a+b {
+		t.Errorf("parseCACerts = %q, %v", got, err)
+	}
+	for name, text := range map[string]string{
+		"empty":        "",
+		"text":         "hello",
+		"trailing":     a + "junk",
+		"key":          a + "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n",
+		"bad der":      "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+		"leading junk": "junk\n" + a,
+	} {
+		if _, err := parseCACerts(text); err == nil {
+			t.Errorf("%s accepted", name)
+		}
+	}
+}
+
+func TestReadSystemRoots(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	explicit, first, second, blank := write("explicit", "E"), write("first", "F"), write("second", "S"), write("blank", " \n")
+	missing := filepath.Join(dir, "missing")
+	for _, tc := range []struct {
+		sslCertFile string
+		candidates  []string
+		want        string
+	}{
+		{explicit, []string{first}, "E"},
+		{missing, []string{missing, blank, dir, first, second}, "F"},
+		{"", []string{second, first}, "S"},
+		{missing, []string{missing}, ""},
+	} {
+		if got := string(readSystemRoots(tc.sslCertFile, tc.candidates)); got != tc.want {
+			t.Errorf("readSystemRoots(%q, %q) = %q, want %q", tc.sslCertFile, tc.candidates, got, tc.want)
+		}
+	}
+}
+
+func TestJoinPEM(t *testing.T) {
+	if got := string(joinPEM([]byte("a"), []byte("b\n"), nil, []byte("c"))); got != "a\nb\nc" {
+		t.Errorf("joinPEM = %q", got)
+	}
+	if got := joinPEM(nil, []byte("x")); string(got) != "x" {
+		t.Errorf("joinPEM(nil, x) = %q", got)
+	}
+}
+
+func TestWritePrivateFile(t *testing.T) {
+	dir := t.TempDir()
+	path, err := writePrivateFile(dir, "x-*.pem", []byte("data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := os.Stat(path)
+	if err != nil || info.Mode().Perm() != 0o600 || filepath.Dir(path) != dir {
+		t.Errorf("file %s: %v, %v", path, info.Mode(), err)
+	}
+	if data, _ := os.ReadFile(path); string(data) != "data" {
+		t.Errorf("content = %q", data)
+	}
+	if _, err := writePrivateFile(filepath.Join(dir, "missing"), "x-*", nil); err == nil {
+		t.Error("write into a missing directory succeeded")
+	}
+}
+
+func TestPrintable(t *testing.T) {
+	if got := printable(" a\x00b\nc\x1b ", 10); got != "abc" {
+		t.Errorf("printable = %q", got)
+	}
+	if got := printable("abcdef", 3); got != "abc..." {
+		t.Errorf("printable = %q", got)
+	}
+}
