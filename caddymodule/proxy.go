@@ -100,7 +100,7 @@ func (p *Proxy) Provision(ctx caddy.Context) error {
 		Proxy:                 nil, // never chain through the environment's proxy
 		DialContext:           p.dialer.DialContext,
 		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
-		ForceAttemptHTTP2:     true,
+		ForceAttemptHTTP2:     false,
 		MaxIdleConns:          512,
 		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       90 * time.Second,
@@ -112,6 +112,7 @@ func (p *Proxy) Provision(ctx caddy.Context) error {
 		Rewrite:        p.rewrite,
 		Transport:      p.transport,
 		FlushInterval:  -1, // stream every write: SSE and chunked bodies arrive as sent
+		BufferPool:     copyBuffers,
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.upstreamError,
 		ErrorLog:       zap.NewStdLog(p.logger.Named("upstream")),
@@ -497,6 +498,15 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	res.ContentLength = -1
 	return nil
 }
+
+// copyBuffers recycles the reverse proxy's copy buffers; allocating
+// 32 KiB per response showed up as a fifth of the proxy's CPU (GC).
+var copyBuffers = &bufferPool{sync.Pool{New: func() any { return new([32 << 10]byte) }}}
+
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte  { return b.p.Get().(*[32 << 10]byte)[:] }
+func (b *bufferPool) Put(x []byte) { b.p.Put((*[32 << 10]byte)(x)) }
 
 type readCloser struct {
 	io.Reader

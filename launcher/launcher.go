@@ -340,7 +340,7 @@ func (r *signalRelay) handle(sig os.Signal) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.proc != nil {
-		// mutated
+		_ = r.proc.Signal(sig) // fails only once the child is gone
 		return
 	}
 	if r.caught == nil {

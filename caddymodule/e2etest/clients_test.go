@@ -25,7 +25,7 @@ type session struct {
 	Placeholders map[string]string `json:"placeholders"`
 }
 
-func (s *server) newSession(t *testing.T, services []string, ttl string) session {
+func (s *server) newSession(t testing.TB, services []string, ttl string) session {
 	t.Helper()
 	body := map[string]any{"ttl": ttl}
 	if services != nil {
@@ -55,7 +55,7 @@ func (s *server) putService(name string, svc map[string]any) {
 
 // agentClient is what a Go agent running under av-launch would build:
 // the proxy with the session token, and the session's CA as trust.
-func (sess session) agentClient(t *testing.T) *http.Client {
+func (sess session) agentClient(t testing.TB) *http.Client {
 	t.Helper()
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM([]byte(sess.CAPEM)) {
@@ -75,7 +75,7 @@ func (sess session) agentClient(t *testing.T) *http.Client {
 
 // rawConnect sends a CONNECT with the given Proxy-Authorization (none
 // if empty) and returns the proxy's answer and the open connection.
-func rawConnect(t *testing.T, proxyAddr, target, proxyAuth string) (*http.Response, net.Conn) {
+func rawConnect(t testing.TB, proxyAddr, target, proxyAuth string) (*http.Response, net.Conn) {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", proxyAddr, 10*time.Second)
 	if err != nil {
@@ -99,7 +99,7 @@ func basicAuth(token string) string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte("av:"+token))
 }
 
-func readBody(t *testing.T, r *http.Response) string {
+func readBody(t testing.TB, r *http.Response) string {
 	t.Helper()
 	defer r.Body.Close()
 	b, err := io.ReadAll(r.Body)
@@ -111,7 +111,7 @@ func readBody(t *testing.T, r *http.Response) string {
 
 // tlsOverTunnel runs TLS inside an accepted CONNECT tunnel, as a client
 // that trusts the session CA would.
-func tlsOverTunnel(t *testing.T, conn net.Conn, sess session, serverName string) (*tls.Conn, error) {
+func tlsOverTunnel(t testing.TB, conn net.Conn, sess session, serverName string) (*tls.Conn, error) {
 	t.Helper()
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM([]byte(sess.CAPEM))
@@ -119,14 +119,14 @@ func tlsOverTunnel(t *testing.T, conn net.Conn, sess session, serverName string)
 	return tc, tc.Handshake()
 }
 
-func mustContain(t *testing.T, what, s, sub string) {
+func mustContain(t testing.TB, what, s, sub string) {
 	t.Helper()
 	if !strings.Contains(s, sub) {
 		t.Fatalf("%s: want it to contain %q, got:\n%s", what, sub, s)
 	}
 }
 
-func mustNotContain(t *testing.T, what, s, sub string) {
+func mustNotContain(t testing.TB, what, s, sub string) {
 	t.Helper()
 	if strings.Contains(s, sub) {
 		t.Fatalf("%s: must not contain %q, got:\n%s", what, sub, s)

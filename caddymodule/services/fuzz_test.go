@@ -197,4 +197,3 @@ func FuzzRedactor(f *testing.F) {
 		}
 	})
 }
-

@@ -20,7 +20,8 @@ const (
 	AuthPassthrough = "passthrough"
 )
 
-// DefaultAPIKeyHeader is the header an api-key auth uses when none is set.
+// DefaultAPIKeyHeader is the header an api-key auth uses when none is set
+// (written in canonical form, X-Api-Key; header names are case-insensitive).
 const DefaultAPIKeyHeader = "X-API-Key"
 
 // Auth says how a service's credential is put into a request. Which
@@ -196,6 +197,9 @@ func compileAuth(a Auth) (compiledAuth, error) {
 		c.creds = user.creds(nil)
 		if a.Password != "" {
 			c.creds = append(c.creds, a.Password)
+		}
+		if len(c.creds) == 0 {
+			return compiledAuth{}, errors.New(`no credential: set "password" or use {{ NAME }} in "username"`)
 		}
 	case AuthAPIKey:
 		if err := checkCredName("key", a.Key); err != nil {

@@ -49,6 +49,7 @@ func TestServiceValidate(t *testing.T) {
 		{ok(Auth{Type: "bearer", Token: "1BAD"}), "invalid credential name"},
 		{ok(Auth{Type: "bearer", Token: "{{ T }}"}), "invalid credential name"},
 		{ok(Auth{Type: "basic"}), "username"},
+		{ok(Auth{Type: "basic", Username: "literal"}), "no credential"},
 		{ok(Auth{Type: "basic", Username: "a:b", Password: "P"}), "':'"},
 		{ok(Auth{Type: "basic", Username: "u\r\nX-Evil", Password: "P"}), "control"},
 		{ok(Auth{Type: "basic", Username: "{{ U", Password: "P"}), `without a matching "}}"`},

@@ -22,7 +22,8 @@ type Table struct {
 
 // Compiled is one validated service with its pattern and auth parsed.
 type Compiled struct {
-	// Service is a copy of the definition; changing it has no effect.
+	// Service is the table's copy of the definition. Treat it as
+	// read-only; injection uses the compiled form, not this field.
 	Service Service
 	pattern HostPattern
 	auth    compiledAuth
@@ -152,6 +153,7 @@ type MissingCredentialError struct {
 	Name string
 }
 
+// Error names the credential; it never includes a value.
 func (e *MissingCredentialError) Error() string {
 	return fmt.Sprintf("credential %q is not available", e.Name)
 }
@@ -197,7 +199,7 @@ func (c *Compiled) Inject(h http.Header, q url.Values, value func(cred string) (
 			secrets = append(secrets, esc)
 		}
 		q.Set(a.param, v)
-		return slices.Clone(a.creds), secrets, nil
+		return slices.Clone(a.creds), dedupe(secrets), nil
 	}
 	if h == nil {
 		return nil, nil, errors.New("header auth needs a header map")

@@ -3,6 +3,8 @@ package services
 import (
 	"encoding/base64"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -335,5 +337,43 @@ func TestInjectNilMaps(t *testing.T) {
 	}
 	if _, _, err := compiled(t, Auth{Type: "bearer", Token: "K"}).Inject(nil, url.Values{}, val); err == nil {
 		t.Error("header auth with nil header succeeded")
+	}
+}
+
+// TestConcurrentUse exercises the shared, immutable values from many
+// goroutines; run with -race.
+func TestConcurrentUse(t *testing.T) {
+	tab := mustTable(t,
+		Service{Name: "a", Host: "*.example.com", Auth: Auth{Type: "bearer", Token: "T"}},
+		Service{Name: "b", Host: "api.example.com/v1/*", Auth: Auth{Type: "custom", Headers: map[string]string{"X-K": "k={{ T }}"}}},
+	)
+	red := NewRedactor(map[string]string{"secret-value": ph1})
+	done := make(chan error)
+	for g := 0; g < 8; g++ {
+		go func() {
+			for i := 0; i < 200; i++ {
+				c, ok := tab.Lookup("api.example.com", 443, true, "/v1/x", nil)
+				if !ok {
+					done <- errors.New("no match")
+					return
+				}
+				h := http.Header{}
+				if _, _, err := c.Inject(h, url.Values{}, func(string) (string, bool) { return "secret-value", true }); err != nil {
+					done <- err
+					return
+				}
+				var out strings.Builder
+				if _, err := io.Copy(&out, red.Reader(strings.NewReader(h.Get("X-K")))); err != nil || out.String() != "k="+ph1 {
+					done <- fmt.Errorf("redacted %q, %v", out.String(), err)
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for g := 0; g < 8; g++ {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
 	}
 }
