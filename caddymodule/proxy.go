@@ -100,7 +100,7 @@ func (p *Proxy) Provision(ctx caddy.Context) error {
 		Proxy:                 nil, // never chain through the environment's proxy
 		DialContext:           p.dialer.DialContext,
 		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
-		ForceAttemptHTTP2:     false,
+		ForceAttemptHTTP2:     false, // HTTP/1.1 upstream: measurably cheaper per request than Go's h2 client here, and upgrades need it
 		MaxIdleConns:          512,
 		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       90 * time.Second,
@@ -109,9 +109,12 @@ func (p *Proxy) Provision(ctx caddy.Context) error {
 		ExpectContinueTimeout: time.Second,
 	}
 	p.rp = &httputil.ReverseProxy{
-		Rewrite:        p.rewrite,
-		Transport:      p.transport,
-		FlushInterval:  -1, // stream every write: SSE and chunked bodies arrive as sent
+		Rewrite:   p.rewrite,
+		Transport: p.transport,
+		// Zero: bodies of known length go out in one piece; streams
+		// (text/event-stream or unknown length) are flushed on every
+		// write by ReverseProxy itself, so SSE arrives as sent.
+		FlushInterval:  0,
 		BufferPool:     copyBuffers,
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.upstreamError,
@@ -493,14 +496,41 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	if ce := res.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
 		return &refusal{http.StatusBadGateway, "upstream sent a " + ce + "-encoded response that cannot be scanned for echoed credentials"}
 	}
+	if noBody(res) {
+		return nil
+	}
+	if res.ContentLength >= 0 && res.ContentLength <= maxBufferedScan {
+		// A short body of known length is scanned whole, so its length
+		// stays known and it leaves in one write.
+		body, err := io.ReadAll(io.LimitReader(res.Body, res.ContentLength))
+		res.Body.Close()
+		if err != nil {
+			return &refusal{http.StatusBadGateway, "reading the upstream response failed"}
+		}
+		out := fw.redactor.String(string(body))
+		res.Body = io.NopCloser(strings.NewReader(out))
+		res.ContentLength = int64(len(out))
+		res.Header.Set("Content-Length", strconv.Itoa(len(out)))
+		return nil
+	}
 	res.Body = readCloser{fw.redactor.Reader(res.Body), res.Body}
 	res.Header.Del("Content-Length") // redaction may change the length
 	res.ContentLength = -1
 	return nil
 }
 
+// maxBufferedScan is the largest known-length response body scanned in
+// one piece; longer or unknown-length bodies are scanned as a stream.
+const maxBufferedScan = 256 << 10
+
+// noBody reports responses that carry no body whatever their headers say.
+func noBody(res *http.Response) bool {
+	return res.Request.Method == http.MethodHead || res.StatusCode == http.StatusNoContent ||
+		res.StatusCode == http.StatusNotModified || (res.StatusCode >= 100 && res.StatusCode < 200)
+}
+
 // copyBuffers recycles the reverse proxy's copy buffers; allocating
-// 32 KiB per response showed up as a fifth of the proxy's CPU (GC).
+// 32 KiB per response showed up in the proxy's CPU profile (GC).
 var copyBuffers = &bufferPool{sync.Pool{New: func() any { return new([32 << 10]byte) }}}
 
 type bufferPool struct{ p sync.Pool }

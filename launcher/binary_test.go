@@ -1,3 +1,5 @@
+//go:build unix
+
 package launcher
 
 import (
@@ -65,11 +67,20 @@ func startBinary(t *testing.T, api *fakeAPI, args ...string) (cmd *exec.Cmd, std
 	cmd = exec.Command(avLaunchBinary(t), args...)
 	cmd.Env = append(baseEnv(), "AGENT_VAULT_TOKEN="+testAdminToken, "AGENT_VAULT_ADDR="+api.srv.URL, "TMPDIR="+tmp)
 	cmd.Stderr = stderr
+	// Its own process group lets cleanup kill a child that outlives
+	// av-launch; WaitDelay stops Wait from hanging on a pipe that child holds.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = time.Second
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill() }) // no-op once it exited
+	t.Cleanup(func() { killGroup(cmd) })
 	return cmd, stderr, tmp
+}
+
+// killGroup kills av-launch and everything it started.
+func killGroup(cmd *exec.Cmd) {
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 }
 
 // waitExit waits for cmd with a deadline and returns its state.
@@ -83,7 +94,7 @@ func waitExit(t *testing.T, cmd *exec.Cmd) *os.ProcessState {
 	select {
 	case <-done:
 	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
+		killGroup(cmd)
 		<-done
 		t.Fatal("av-launch did not exit in time")
 	}

@@ -58,7 +58,7 @@ type Config struct {
 	AdminToken string
 	// Services limits the session to these services; empty means all.
 	Services []string
-	// TTL is the session lifetime; DefaultTTL if zero.
+	// TTL is the session lifetime; DefaultTTL if zero. The server may cap it.
 	TTL time.Duration
 	// Command is the child's argv, passed through unchanged. Command[0] is
 	// looked up in the PATH of Env.
@@ -95,7 +95,7 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 		return ExitSetup, errors.New("no admin token")
 	}
 	if cfg.TTL < 0 {
-		return ExitSetup, errors.New("ttl must be positive")
+		return ExitSetup, errors.New("ttl must not be negative")
 	}
 	base, err := parseAddr(cfg.Addr)
 	if err != nil {
@@ -156,7 +156,8 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 	if cmd.ProcessState == nil {
 		return 1, fmt.Errorf("waiting for %s: %w", cfg.Command[0], waitErr)
 	}
-	if exitErr := (*exec.ExitError)(nil); waitErr != nil && !errors.As(waitErr, &exitErr) {
+	var exitErr *exec.ExitError
+	if waitErr != nil && !errors.As(waitErr, &exitErr) {
 		// The child ran; an I/O error on its streams is worth a warning only.
 		fmt.Fprintf(cfg.Stderr, "%s: warning: %v\n", cfg.ProgName, waitErr)
 	}

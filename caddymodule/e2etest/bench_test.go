@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"strings"
 	"slices"
 	"sync"
 	"testing"
@@ -31,7 +33,7 @@ type benchEnv struct {
 func setupBench(b *testing.B) *benchEnv {
 	ca := newTestCA(b)
 	up := newUpstream(b, ca, true)
-	s := startServer(b, ca, serverOpts{})
+	s := startServer(b, ca, serverOpts{extraEnv: strings.Fields(os.Getenv("BENCH_SERVER_ENV"))})
 	s.putCredential("BENCH_TOKEN", "bench-secret-value-0123456789")
 	s.putService("bench", map[string]any{"host": up.hostPort(), "auth": map[string]any{"type": "bearer", "token": "BENCH_TOKEN"}})
 	sess := s.newSession(b, nil, "1h")

@@ -233,7 +233,9 @@ func (u *upstream) last(t testing.TB) seen {
 	return u.reqs[len(u.reqs)-1]
 }
 
-func (u *upstream) hostPort() string { return strings.TrimPrefix(strings.TrimPrefix(u.URL, "https://"), "http://") }
+func (u *upstream) hostPort() string {
+	return strings.TrimPrefix(strings.TrimPrefix(u.URL, "https://"), "http://")
+}
 
 // server is a running bin/agent-vault process.
 type server struct {
