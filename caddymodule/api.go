@@ -129,7 +129,7 @@ func (a *API) putCredential(w http.ResponseWriter, r *http.Request) {
 	_, existed := a.app.credential(name)
 	m, err := a.app.PutCredential(name, *body.Value)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		writeError(w, storeErrorStatus(err), err.Error())
 		return
 	}
 	status := http.StatusCreated
@@ -140,12 +140,17 @@ func (a *API) putCredential(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) deleteCredential(w http.ResponseWriter, r *http.Request) {
-	err := a.app.DeleteCredential(r.PathValue("name"))
+	name := r.PathValue("name")
+	if err := storebackends.ValidateName(name); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	err := a.app.DeleteCredential(name)
 	switch {
 	case errors.Is(err, storebackends.ErrNotFound):
-		writeError(w, http.StatusNotFound, "no credential named "+r.PathValue("name"))
+		writeError(w, http.StatusNotFound, "no credential named "+name)
 	case err != nil:
-		writeError(w, http.StatusInternalServerError, err.Error())
+		writeError(w, storeErrorStatus(err), err.Error())
 	default:
 		w.WriteHeader(http.StatusNoContent)
 	}
@@ -175,7 +180,7 @@ func (a *API) putService(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := a.app.PutService(svc); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
 	a.logger.Info("service stored", zap.String("name", svc.Name), zap.String("host", svc.Host), zap.String("auth", svc.Auth.Type))
@@ -196,21 +201,17 @@ func (a *API) deleteService(w http.ResponseWriter, r *http.Request) {
 
 // sessionView is a session as the API shows it: never its token.
 type sessionView struct {
-	ID           string            `json:"id"`
-	Services     []string          `json:"services"`
-	CreatedAt    time.Time         `json:"created_at"`
-	ExpiresAt    time.Time         `json:"expires_at"`
-	Status       string            `json:"status"`
-	Requests     uint64            `json:"requests"`
-	LastUsed     *time.Time        `json:"last_used,omitempty"`
-	Placeholders map[string]string `json:"placeholders,omitempty"`
+	ID        string     `json:"id"`
+	Services  []string   `json:"services"`
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt time.Time  `json:"expires_at"`
+	Status    string     `json:"status"`
+	Requests  uint64     `json:"requests"`
+	LastUsed  *time.Time `json:"last_used,omitempty"`
 }
 
 func viewSession(s *sessions.Session, now time.Time) sessionView {
 	v := sessionView{ID: s.ID, Services: s.Services, CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt, Status: "active"}
-	if v.Services == nil {
-		v.Services = []string{"*"}
-	}
 	switch {
 	case !now.Before(s.ExpiresAt):
 		v.Status = "expired"
@@ -270,8 +271,18 @@ func (a *API) revokeSession(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// CreateSession opens a session for the named services (all when
-// empty) with one placeholder per credential they use.
+// storeErrorStatus maps a store error to the API's status code: bad
+// input is the caller's fault, anything else is the server's.
+func storeErrorStatus(err error) int {
+	if errors.Is(err, storebackends.ErrInvalidInput) {
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError
+}
+
+// CreateSession opens a session for the named services (nil means
+// every service defined now; the scope never grows afterwards) with one
+// placeholder per credential they use.
 func (a *App) CreateSession(names []string, ttlText string) (*sessions.Session, string, error) {
 	ttl := time.Duration(a.DefaultSessionTTL)
 	if ttlText != "" {
@@ -290,10 +301,16 @@ func (a *App) CreateSession(names []string, ttlText string) (*sessions.Session, 
 		known[s.Name] = s
 	}
 	var scope []services.Service
-	if len(names) == 0 {
-		names = nil
+	switch {
+	case names == nil:
 		scope = all
-	} else {
+		names = []string{}
+		for _, s := range all {
+			names = append(names, s.Name)
+		}
+	case len(names) == 0:
+		return nil, "", errors.New(`"services" is empty: name at least one service, or omit it for all services`)
+	default:
 		for _, n := range names {
 			s, ok := known[n]
 			if !ok {

@@ -92,17 +92,15 @@ type App struct {
 	// credentials written through the management API.
 	StoresRaw []json.RawMessage `json:"stores,omitempty" caddy:"namespace=agent_vault.stores inline_key=backend"`
 
-	stores   []namedStore
-	ca       *caddypki.CA
-	minter   *leafcerts.Minter
-	egress   *egress.Policy
-	sessions *sessions.Registry
-	logger   *zap.Logger
+	stores  []namedStore
+	ca      *caddypki.CA
+	minter  *leafcerts.Minter
+	egress  *egress.Policy
+	logger  *zap.Logger
+	*shared // sessions and services, kept across config reloads
 
-	svcMu    sync.Mutex // serialises service writes and their file
-	svcTable atomic.Pointer[services.Table]
-	creds    atomic.Pointer[credSnapshot]
-	credMu   sync.Mutex // serialises credential writes and snapshot rebuilds
+	creds  atomic.Pointer[credSnapshot]
+	credMu sync.Mutex // serialises credential writes and snapshot rebuilds
 
 	stop chan struct{}
 	done chan struct{}
@@ -200,13 +198,46 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := a.provisionStores(ctx); err != nil {
 		return err
 	}
-	if err := a.loadServices(); err != nil {
-		return err
-	}
 	if err := a.provisionCA(ctx); err != nil {
 		return err
 	}
-	a.sessions = sessions.NewRegistry()
+	// Sessions and services outlive a config reload: an agent's session
+	// must not end because the operator changed a timeout.
+	val, _, err := sharedStates.LoadOrNew(a.DataDir, func() (caddy.Destructor, error) {
+		sh := &shared{sessions: sessions.NewRegistry(), servicesPath: filepath.Join(a.DataDir, "services.json")}
+		return sh, sh.loadServices()
+	})
+	if err != nil {
+		return err
+	}
+	a.shared = val.(*shared)
+	return nil
+}
+
+// sharedStates holds one *shared per data directory.
+var sharedStates = caddy.NewUsagePool()
+
+// shared is the part of the app's state that survives config reloads.
+type shared struct {
+	sessions     *sessions.Registry
+	servicesPath string
+	svcMu        sync.Mutex // serialises service writes and their file
+	svcTable     atomic.Pointer[services.Table]
+}
+
+// Destruct runs when the last config using this data dir is gone:
+// every session ends and its tunnels close.
+func (sh *shared) Destruct() error {
+	sh.sessions.RevokeAll()
+	return nil
+}
+
+// Cleanup releases the app's hold on the shared state.
+func (a *App) Cleanup() error {
+	if a.shared != nil {
+		_, err := sharedStates.Delete(a.DataDir)
+		return err
+	}
 	return nil
 }
 
@@ -270,13 +301,13 @@ func (a *App) Start() error {
 	return nil
 }
 
-// Stop ends every session, which closes their open tunnels.
+// Stop ends the sweeper. Sessions end when the last config using the
+// data dir is cleaned up (see shared.Destruct), not on a reload.
 func (a *App) Stop() error {
 	if a.stop != nil {
 		close(a.stop)
 		<-a.done
 	}
-	a.sessions.RevokeAll()
 	return nil
 }
 
@@ -342,10 +373,12 @@ func (a *App) PutCredential(name, value string) (storebackends.Meta, error) {
 		return storebackends.Meta{}, err
 	}
 	m, err := w.Put(name, value)
+	// Rebuild even on error: a store may have changed (a write that
+	// reached the disk but not its fsync) and the proxy must agree.
+	a.rebuildCredentials()
 	if err != nil {
 		return m, err
 	}
-	a.rebuildCredentials()
 	a.logger.Info("credential stored", zap.String("name", name), zap.String("store", m.Store), zap.String("version", m.Version))
 	return m, nil
 }
@@ -356,10 +389,11 @@ func (a *App) DeleteCredential(name string) error {
 	if err != nil {
 		return err
 	}
-	if err := w.Delete(name); err != nil {
+	err = w.Delete(name)
+	a.rebuildCredentials()
+	if err != nil {
 		return err
 	}
-	a.rebuildCredentials()
 	a.logger.Info("credential deleted", zap.String("name", name))
 	return nil
 }
@@ -369,51 +403,49 @@ func (a *App) Credentials() []storebackends.Meta {
 	return append([]storebackends.Meta(nil), a.creds.Load().meta...)
 }
 
-// servicesPath is where services are persisted. They hold no secrets.
-func (a *App) servicesPath() string { return filepath.Join(a.DataDir, "services.json") }
-
-func (a *App) loadServices() error {
+// loadServices reads services.json (services hold no secrets).
+func (sh *shared) loadServices() error {
 	var svcs []services.Service
-	data, err := os.ReadFile(a.servicesPath())
+	data, err := os.ReadFile(sh.servicesPath)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:
 		return fmt.Errorf("reading services: %v", err)
 	default:
 		if err := json.Unmarshal(data, &svcs); err != nil {
-			return fmt.Errorf("reading %s: %v", a.servicesPath(), err)
+			return fmt.Errorf("reading %s: %v", sh.servicesPath, err)
 		}
 	}
 	t, err := services.NewTable(svcs)
 	if err != nil {
-		return fmt.Errorf("%s: %v", a.servicesPath(), err)
+		return fmt.Errorf("%s: %v", sh.servicesPath, err)
 	}
-	a.svcTable.Store(t)
+	sh.svcTable.Store(t)
 	return nil
 }
 
 // PutService creates or replaces a service, persisting the new set
 // before it takes effect.
-func (a *App) PutService(svc services.Service) error {
-	a.svcMu.Lock()
-	defer a.svcMu.Unlock()
+func (sh *shared) PutService(svc services.Service) error {
+	sh.svcMu.Lock()
+	defer sh.svcMu.Unlock()
 	var next []services.Service
-	for _, s := range a.svcTable.Load().Services() {
+	for _, s := range sh.svcTable.Load().Services() {
 		if s.Name != svc.Name {
 			next = append(next, s)
 		}
 	}
 	next = append(next, svc)
-	return a.commitServices(next)
+	return sh.commitServices(next)
 }
 
 // DeleteService removes a service; it reports whether it existed.
-func (a *App) DeleteService(name string) (bool, error) {
-	a.svcMu.Lock()
-	defer a.svcMu.Unlock()
+func (sh *shared) DeleteService(name string) (bool, error) {
+	sh.svcMu.Lock()
+	defer sh.svcMu.Unlock()
 	var next []services.Service
 	found := false
-	for _, s := range a.svcTable.Load().Services() {
+	for _, s := range sh.svcTable.Load().Services() {
 		if s.Name == name {
 			found = true
 			continue
@@ -423,10 +455,10 @@ func (a *App) DeleteService(name string) (bool, error) {
 	if !found {
 		return false, nil
 	}
-	return true, a.commitServices(next)
+	return true, sh.commitServices(next)
 }
 
-func (a *App) commitServices(svcs []services.Service) error {
+func (sh *shared) commitServices(svcs []services.Service) error {
 	sort.Slice(svcs, func(i, j int) bool { return svcs[i].Name < svcs[j].Name })
 	t, err := services.NewTable(svcs)
 	if err != nil {
@@ -436,15 +468,15 @@ func (a *App) commitServices(svcs []services.Service) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(a.servicesPath(), append(data, '\n'), 0o600); err != nil {
+	if err := writeFileAtomic(sh.servicesPath, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("saving services: %v", err)
 	}
-	a.svcTable.Store(t)
+	sh.svcTable.Store(t)
 	return nil
 }
 
 // Services returns the current service table.
-func (a *App) Services() *services.Table { return a.svcTable.Load() }
+func (sh *shared) Services() *services.Table { return sh.svcTable.Load() }
 
 // loadOrCreateAdminToken reads the admin token file, or creates it with
 // a fresh random token on first start.
@@ -489,6 +521,7 @@ func DefaultDataDir() string {
 
 // Interface guards
 var (
-	_ caddy.App         = (*App)(nil)
-	_ caddy.Provisioner = (*App)(nil)
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
 )

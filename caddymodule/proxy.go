@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -271,7 +272,7 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, sess *sessi
 	tun.untrack = sess.Track(tlsConn)
 	if !p.innerLn.push(tlsConn) {
 		tlsConn.Close()
-		p.forgetTunnel(tlsConn)
+		p.forgetTunnel(tlsConn, true)
 	}
 }
 
@@ -318,13 +319,19 @@ func (p *Proxy) tunnelContext(ctx context.Context, c net.Conn) context.Context {
 }
 
 func (p *Proxy) tunnelState(c net.Conn, state http.ConnState) {
-	if state == http.StateClosed || state == http.StateHijacked {
-		p.forgetTunnel(c)
+	switch state {
+	case http.StateClosed:
+		p.forgetTunnel(c, true)
+	case http.StateHijacked:
+		// An upgraded connection (WebSocket) lives on outside the
+		// server: keep it tracked so that ending the session still
+		// closes it. The session forgets it when it ends.
+		p.forgetTunnel(c, false)
 	}
 }
 
-func (p *Proxy) forgetTunnel(c net.Conn) {
-	if tun, ok := p.tunnels.LoadAndDelete(c); ok {
+func (p *Proxy) forgetTunnel(c net.Conn, untrack bool) {
+	if tun, ok := p.tunnels.LoadAndDelete(c); ok && untrack {
 		if f := tun.(*tunnel).untrack; f != nil {
 			f()
 		}
@@ -363,6 +370,8 @@ func (e *refusal) Error() string { return e.reason }
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, sess *sessions.Session, tgt target) {
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w}
+	// The path as the agent sent it: after rewriting it may hold a secret.
+	path := r.URL.EscapedPath()
 	var svcName string
 	var credNames []string
 	defer func() {
@@ -373,7 +382,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, sess *sessions.S
 			zap.String("method", r.Method),
 			zap.String("host", tgt.host),
 			zap.Int("port", tgt.port),
-			zap.String("path", r.URL.Path), // never the query: it may carry a credential
+			zap.String("path", path), // never the query: it may carry a credential
 			zap.Int("status", rec.status()),
 			zap.Int64("bytes", rec.bytes),
 			zap.Duration("duration", time.Since(start)),
@@ -385,21 +394,25 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, sess *sessions.S
 		return
 	}
 
-	svc, ok := p.app.Services().Lookup(tgt.host, tgt.port, tgt.tls, r.URL.Path, sess.InScope)
+	svc, ok := p.app.Services().Lookup(tgt.host, tgt.port, tgt.tls, path, sess.InScope)
 	if ok {
 		svcName = svc.Service.Name
 	} else if tgt.tls || p.Unmatched != "tunnel" {
-		refuse(rec, http.StatusForbidden, fmt.Sprintf("no service in this session's scope covers %s%s", tgt, r.URL.Path))
+		refuse(rec, http.StatusForbidden, fmt.Sprintf("no service in this session's scope covers %s%s", tgt, path))
 		return
 	}
+	injects := ok && svc.Service.Auth.Type != services.AuthPassthrough
 	cleartextOK := tgt.tls || (ok && svc.Service.AllowCleartext)
-	if ok && !cleartextOK && svc.Service.Auth.Type != "passthrough" {
+	if injects && !cleartextOK {
 		refuse(rec, http.StatusForbidden, fmt.Sprintf("service %s injects a credential and does not allow cleartext http; use https", svcName))
 		return
 	}
 
-	// secrets maps each secret value sent upstream to what the agent
-	// may see instead, for redacting the response.
+	// One snapshot for the whole request, so the value sent and the
+	// value redacted from the answer are the same even mid-rotation.
+	creds := p.app.creds.Load()
+	// secrets maps every form of a secret sent upstream to what the
+	// agent may see instead, for redacting the response.
 	secrets := map[string]string{}
 	_, err := services.RewriteRequest(r, func(ph string) (string, error) {
 		cred, known := sess.Credential(ph)
@@ -411,11 +424,11 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, sess *sessions.S
 		case !cleartextOK:
 			return "", &refusal{http.StatusForbidden, fmt.Sprintf("credential %s would be sent over cleartext http", cred)}
 		}
-		v, have := p.app.credential(cred)
+		v, have := creds.values[cred]
 		if !have {
 			return "", &refusal{http.StatusServiceUnavailable, fmt.Sprintf("credential %s is not available", cred)}
 		}
-		secrets[v] = ph
+		addSecretForms(secrets, v, ph)
 		credNames = appendUnique(credNames, cred)
 		return v, nil
 	})
@@ -423,11 +436,23 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, sess *sessions.S
 		p.refuseErr(rec, err)
 		return
 	}
-	r.Header.Del("Proxy-Authorization")
+	if len(secrets) > 0 {
+		// A Basic header the agent built from a placeholder was
+		// re-encoded around the secret: that encoding is secret too.
+		if scheme, blob, found := strings.Cut(r.Header.Get("Authorization"), " "); found && strings.EqualFold(scheme, "Basic") {
+			secrets[blob] = redactedMark
+		}
+	}
 
-	if ok && svc.Service.Auth.Type != "passthrough" {
-		q := r.URL.Query()
-		injected, _, err := svc.Inject(r.Header, q, p.app.credential)
+	if injects {
+		var q url.Values
+		if svc.Service.Auth.Type == services.AuthQuery {
+			q = r.URL.Query()
+		}
+		injected, written, err := svc.Inject(r.Header, q, func(name string) (string, bool) {
+			v, have := creds.values[name]
+			return v, have
+		})
 		if err != nil {
 			var missing *services.MissingCredentialError
 			if errors.As(err, &missing) {
@@ -437,30 +462,65 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, sess *sessions.S
 			refuse(rec, http.StatusInternalServerError, "injecting credentials failed")
 			return
 		}
-		if svc.Service.Auth.Type == "query" {
+		if q != nil {
 			r.URL.RawQuery = q.Encode()
 		}
 		for _, name := range injected {
-			v, _ := p.app.credential(name)
-			if ph, has := sess.Placeholder(name); has {
-				secrets[v] = ph
-			} else {
-				secrets[v] = "[agent-vault:" + name + "]"
+			ph, has := sess.Placeholder(name)
+			if !has {
+				ph = redactedMark
 			}
+			addSecretForms(secrets, creds.values[name], ph)
+			credNames = appendUnique(credNames, name)
 		}
-		for _, n := range injected {
-			credNames = appendUnique(credNames, n)
+		for _, form := range written { // exactly what went on the wire (Basic blob, escaped query value)
+			if _, known := secrets[form]; !known {
+				secrets[form] = redactedMark
+			}
 		}
 	}
 
 	fw := &forwarding{target: tgt}
 	if len(secrets) > 0 {
 		fw.redactor = services.NewRedactor(secrets)
+		rec.redactor = fw.redactor
 		// Ask for an identity (or transport-decoded gzip) body so the
-		// response can be scanned for echoed secrets.
+		// response can be scanned, and whole: a Range request would let
+		// the agent read a secret in slices that never match.
 		r.Header.Del("Accept-Encoding")
+		r.Header.Del("Range")
+		r.Header.Del("If-Range")
 	}
 	p.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), forwardingKey{}, fw)))
+}
+
+// redactedMark replaces a secret form that has no placeholder of its own.
+const redactedMark = "[agent-vault:redacted]"
+
+// addSecretForms registers a secret and the encodings it commonly
+// takes when an upstream echoes it (URL path and query escaping, JSON
+// string escaping), all to be replaced by repl.
+func addSecretForms(secrets map[string]string, v, repl string) {
+	if v == "" {
+		return
+	}
+	secrets[v] = repl
+	for _, form := range []string{url.PathEscape(v), url.QueryEscape(v), jsonEscape(v, false), jsonEscape(v, true)} {
+		if _, known := secrets[form]; !known {
+			secrets[form] = repl
+		}
+	}
+}
+
+// jsonEscape is v as it appears inside a JSON string, with or without
+// HTML-safe escaping of <, > and &.
+func jsonEscape(v string, html bool) string {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(html)
+	enc.Encode(v)
+	out := strings.TrimSuffix(b.String(), "\n")
+	return out[1 : len(out)-1]
 }
 
 // forwarding carries per-request state into the reverse proxy hooks.
@@ -493,8 +553,12 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		return nil // the handshake is redacted; upgraded frames are not scanned (documented limit)
 	}
-	if ce := res.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-		return &refusal{http.StatusBadGateway, "upstream sent a " + ce + "-encoded response that cannot be scanned for echoed credentials"}
+	for _, v := range res.Header.Values("Content-Encoding") {
+		for _, ce := range strings.Split(v, ",") {
+			if ce = strings.TrimSpace(ce); ce != "" && !strings.EqualFold(ce, "identity") {
+				return &refusal{http.StatusBadGateway, "upstream sent a " + ce + "-encoded response that cannot be scanned for echoed credentials"}
+			}
+		}
 	}
 	if noBody(res) {
 		return nil
@@ -503,20 +567,36 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		// A short body of known length is scanned whole, so its length
 		// stays known and it leaves in one write.
 		body, err := io.ReadAll(io.LimitReader(res.Body, res.ContentLength))
-		res.Body.Close()
+		res.Body.Close() // populates res.Trailer
 		if err != nil {
 			return &refusal{http.StatusBadGateway, "reading the upstream response failed"}
 		}
+		fw.redactor.Header(res.Trailer)
 		out := fw.redactor.String(string(body))
 		res.Body = io.NopCloser(strings.NewReader(out))
 		res.ContentLength = int64(len(out))
 		res.Header.Set("Content-Length", strconv.Itoa(len(out)))
 		return nil
 	}
-	res.Body = readCloser{fw.redactor.Reader(res.Body), res.Body}
+	res.Body = &redactedBody{Reader: fw.redactor.Reader(res.Body), body: res.Body, res: res, redactor: fw.redactor}
 	res.Header.Del("Content-Length") // redaction may change the length
 	res.ContentLength = -1
 	return nil
+}
+
+// redactedBody streams a scanned body. ReverseProxy copies trailers
+// after closing the body, so Close scans them too.
+type redactedBody struct {
+	io.Reader
+	body     io.Closer
+	res      *http.Response
+	redactor *services.Redactor
+}
+
+func (b *redactedBody) Close() error {
+	err := b.body.Close()
+	b.redactor.Header(b.res.Trailer)
+	return err
 }
 
 // maxBufferedScan is the largest known-length response body scanned in
@@ -537,11 +617,6 @@ type bufferPool struct{ p sync.Pool }
 
 func (b *bufferPool) Get() []byte  { return b.p.Get().(*[32 << 10]byte)[:] }
 func (b *bufferPool) Put(x []byte) { b.p.Put((*[32 << 10]byte)(x)) }
-
-type readCloser struct {
-	io.Reader
-	io.Closer
-}
 
 // upstreamError answers a failed upstream exchange without leaking the
 // request URL (which may hold an injected query credential).
@@ -640,11 +715,20 @@ func (c *prefixConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 // statusRecorder remembers the status and body size for the log line.
 type statusRecorder struct {
 	http.ResponseWriter
-	code  int
-	bytes int64
+	code     int
+	bytes    int64
+	redactor *services.Redactor // set when secrets went upstream
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		// ReverseProxy relays informational responses (103 Early Hints)
+		// straight from the transport, bypassing ModifyResponse; their
+		// headers are scanned here. They are not the final status.
+		s.redactor.Header(s.Header())
+		s.ResponseWriter.WriteHeader(code)
+		return
+	}
 	if s.code == 0 {
 		s.code = code
 	}

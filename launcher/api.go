@@ -130,6 +130,37 @@ func (c *apiClient) createSession(ctx context.Context, services []string, ttl ti
 	return &sess, nil
 }
 
+// credentialNames lists every credential the server knows, so that
+// inherited variables of those names (which may hold real values) can be
+// kept from the child even when they are outside the session's scope.
+func (c *apiClient) credentialNames(ctx context.Context) ([]string, error) {
+	resp, err := c.do(ctx, http.MethodGet, c.base.JoinPath("api", "v1", "credentials"), nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	if err != nil {
+		return nil, fmt.Errorf("reading response: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, c.errorFrom(resp.StatusCode, data)
+	}
+	var list struct {
+		Credentials []struct {
+			Name string `json:"name"`
+		} `json:"credentials"`
+	}
+	if err := json.Unmarshal(data, &list); err != nil {
+		return nil, errors.New("malformed credential list from server")
+	}
+	names := make([]string, 0, len(list.Credentials))
+	for _, c := range list.Credentials {
+		names = append(names, c.Name)
+	}
+	return names, nil
+}
+
 // revokeSession deletes a session. A session the server no longer knows
 // counts as revoked.
 func (c *apiClient) revokeSession(ctx context.Context, id string) error {

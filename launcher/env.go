@@ -44,6 +44,7 @@ type childSettings struct {
 	bundlePath   string
 	nodeCAPath   string
 	placeholders map[string]string
+	dropNames    []string // every credential name the server knows
 }
 
 // childEnv derives the child's environment from parent: every variable the
@@ -57,9 +58,15 @@ func childEnv(parent []string, s childSettings) []string {
 	for name := range s.placeholders {
 		drop[name] = true
 	}
+	for _, name := range s.dropNames {
+		drop[name] = true
+	}
 	env := make([]string, 0, len(parent)+len(reservedVars)+len(s.placeholders))
 	for _, kv := range parent {
-		if !drop[envName(kv)] {
+		name := envName(kv)
+		// AGENT_VAULT_* configure the broker (data dir, tokens); the
+		// agent has no business knowing any of them.
+		if !drop[name] && !strings.HasPrefix(name, "AGENT_VAULT_") {
 			env = append(env, kv)
 		}
 	}

@@ -1,6 +1,7 @@
 package launcher
 
 import (
+	"io"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -89,6 +90,11 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /api/v1/sessions", f.create)
 	mux.HandleFunc("DELETE /api/v1/sessions/{id}", f.delete)
+	// Every credential the server knows, in scope or not.
+	mux.HandleFunc("GET /api/v1/credentials", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"credentials":[{"name":"GITHUB_TOKEN"},{"name":"OUT_OF_SCOPE_TOKEN"}]}`)
+	})
 	f.srv = httptest.NewServer(mux) // listens on 127.0.0.1:0
 	t.Cleanup(f.srv.Close)
 	return f

@@ -135,6 +135,9 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 	if err != nil {
 		return ExitSetup, err
 	}
+	if settings.dropNames, err = api.credentialNames(setupCtx); err != nil {
+		return ExitSetup, fmt.Errorf("listing credentials: %w", err)
+	}
 	cmd := &exec.Cmd{
 		Path:   path,
 		Args:   cfg.Command,

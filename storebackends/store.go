@@ -24,6 +24,10 @@ type Meta struct {
 // ErrNotFound is returned when a credential does not exist.
 var ErrNotFound = errors.New("credential not found")
 
+// ErrInvalidInput marks errors caused by a bad credential name or value
+// (as opposed to a store failure); the management API answers 400.
+var ErrInvalidInput = errors.New("invalid input")
+
 // nameRE is the rule for credential names: they become environment
 // variable names in the agent's process, so they must be valid ones.
 var nameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)

@@ -329,8 +329,8 @@ func TestJourneyAuth(t *testing.T) {
 	sess = s.newSession(t, nil, "1s")
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		resp, _ := rawConnect(t, s.proxyAddr, up.hostPort(), basicAuth(sess.Token))
-		readBody(t, resp)
+		resp, conn := rawConnect(t, s.proxyAddr, up.hostPort(), basicAuth(sess.Token))
+		conn.Close() // a 200 opens a tunnel: do not wait on it
 		if resp.StatusCode == http.StatusProxyAuthRequired {
 			break
 		}
@@ -520,7 +520,9 @@ func TestAdaptGolden(t *testing.T) {
 
 // `agent-vault list-modules` shows our modules.
 func TestListModules(t *testing.T) {
-	out, err := exec.Command(bin("agent-vault"), "list-modules").Output()
+	cmd := exec.Command(bin("agent-vault"), "list-modules")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "AGENT_VAULT_DATA_DIR=" + t.TempDir()}
+	out, err := cmd.Output()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,7 @@ var (
 // after creation; only its activity counters and revocation do.
 type Session struct {
 	ID        string
-	Services  []string // nil means every service
+	Services  []string // the services this session may use, fixed at creation
 	CreatedAt time.Time
 	ExpiresAt time.Time
 
@@ -73,7 +73,7 @@ func (s *Session) Credential(placeholder string) (string, bool) {
 
 // InScope reports whether the session may use the named service.
 func (s *Session) InScope(service string) bool {
-	return s.Services == nil || slices.Contains(s.Services, service)
+	return slices.Contains(s.Services, service)
 }
 
 // Active reports whether the session may still be used at now.
@@ -159,7 +159,7 @@ func (r *Registry) now() time.Time {
 // does not decide the placeholder format.
 type NewPlaceholderFunc func() (string, error)
 
-// Create opens a session for services (nil = all) lasting ttl, with one
+// Create opens a session for the named services lasting ttl, with one
 // fresh placeholder per credential. It returns the session and its
 // bearer token; the token is not kept.
 func (r *Registry) Create(services []string, ttl time.Duration, credentials []string, newPlaceholder NewPlaceholderFunc) (*Session, string, error) {
@@ -184,10 +184,8 @@ func (r *Registry) Create(services []string, ttl time.Duration, credentials []st
 		placeholders:  make(map[string]string, len(credentials)),
 		byPlaceholder: make(map[string]string, len(credentials)),
 	}
-	if services != nil {
-		s.Services = slices.Clone(services)
-		sort.Strings(s.Services)
-	}
+	s.Services = slices.Clone(services)
+	sort.Strings(s.Services)
 	for _, c := range credentials {
 		if _, dup := s.placeholders[c]; dup {
 			continue

@@ -1,9 +1,13 @@
 package builtin
 
 import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -35,6 +39,7 @@ type Module struct {
 	Dir string `json:"dir,omitempty"`
 
 	password []byte
+	dir      string
 	*Store
 }
 
@@ -72,24 +77,80 @@ func (m *Module) Provision(caddy.Context) error {
 		m.password = []byte(pw)
 	}
 	if len(m.password) == 0 {
-		return errors.New("the built-in store needs a master password: set AGENT_VAULT_MASTER_PASSWORD or AGENT_VAULT_MASTER_PASSWORD_FILE")
+		return errors.New("the built-in store needs a master password: set AGENT_VAULT_MASTER_PASSWORD or AGENT_VAULT_MASTER_PASSWORD_FILE (read by Caddyfile.example), or give master_password / master_password_file in the store's config")
 	}
 	return nil
 }
 
-// Open decrypts the store, in dataDir unless Dir is set.
+// Open decrypts the store, in dataDir unless Dir is set. A store that
+// is already open (the config is being reloaded) is shared rather than
+// opened twice, so two instances never write the same file.
 func (m *Module) Open(dataDir string) error {
 	dir := m.Dir
 	if dir == "" {
 		dir = dataDir
 	}
-	st, err := Open(dir, m.password, Options{StoreName: "builtin"})
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	check := passwordCheck(m.password)
+	val, _, err := openStores.LoadOrNew(dir, func() (caddy.Destructor, error) {
+		st, err := Open(dir, m.password, Options{StoreName: "builtin"})
+		if err != nil {
+			return nil, err
+		}
+		return &pooledStore{Store: st, check: check}, nil
+	})
 	clear(m.password) // the derived key lives on inside the store; the password need not
 	if err != nil {
 		return err
 	}
-	m.Store = st
+	ps := val.(*pooledStore)
+	if !hmac.Equal(ps.check[:], check[:]) {
+		openStores.Delete(dir)
+		return fmt.Errorf("%w (the store is open with another password; restart to change it)", ErrWrongPassword)
+	}
+	m.Store, m.dir = ps.Store, dir
 	return nil
+}
+
+// Cleanup releases this config's hold on the open store.
+func (m *Module) Cleanup() error {
+	if m.Store != nil {
+		_, err := openStores.Delete(m.dir)
+		return err
+	}
+	return nil
+}
+
+// openStores shares open stores across config reloads, by directory.
+var openStores = caddy.NewUsagePool()
+
+type pooledStore struct {
+	*Store
+	check [32]byte
+}
+
+func (*pooledStore) Destruct() error { return nil }
+
+// checkKey makes passwordCheck a keyed hash that means nothing outside
+// this process.
+var checkKey = func() []byte {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return b
+}()
+
+// passwordCheck lets a reload confirm it was given the password the
+// shared store was opened with, without keeping the password.
+func passwordCheck(pw []byte) (sum [32]byte) {
+	h := hmac.New(sha256.New, checkKey)
+	h.Write(pw)
+	copy(sum[:], h.Sum(nil))
+	return sum
 }
 
 // UnmarshalCaddyfile reads the store's block:

@@ -82,7 +82,7 @@ var ErrWrongPassword = errors.New("the master password does not open this creden
 // ErrInvalidInput marks errors caused by a bad credential name or value
 // passed to Put or Delete, so callers can tell them from I/O failures
 // (for example to answer 400 rather than 500).
-var ErrInvalidInput = errors.New("invalid input")
+var ErrInvalidInput = storebackends.ErrInvalidInput
 
 // Store is an open built-in credential store. It is safe for concurrent
 // use.

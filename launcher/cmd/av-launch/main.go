@@ -12,5 +12,6 @@ import (
 )
 
 func main() {
+	launcher.HideEnvironment()
 	os.Exit(launcher.Main(os.Args[1:], os.Environ(), os.Stdin, os.Stdout, os.Stderr))
 }
