@@ -30,9 +30,10 @@ stops a server started that way.
 The built-in store needs AGENT_VAULT_MASTER_PASSWORD or
 AGENT_VAULT_MASTER_PASSWORD_FILE.`,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.Flags().StringP("config", "c", "", "Caddyfile to run (default: the embedded Caddyfile.example)")
-			cmd.Flags().Int("port", 0, "management API port")
-			cmd.Flags().Int("proxy-port", 0, "proxy port")
+			// Persistent, so `server stop --config F` finds the same admin endpoint.
+			cmd.PersistentFlags().StringP("config", "c", "", "Caddyfile to run (default: the embedded Caddyfile.example)")
+			cmd.PersistentFlags().Int("port", 0, "management API port")
+			cmd.PersistentFlags().Int("proxy-port", 0, "proxy port")
 			cmd.Flags().BoolP("daemon", "d", false, "run in the background")
 			cmd.Args = cobra.NoArgs
 			cmd.RunE = func(cmd *cobra.Command, _ []string) error { return runServer(cmd, "run") }
@@ -40,7 +41,7 @@ AGENT_VAULT_MASTER_PASSWORD_FILE.`,
 				Use:   "stop",
 				Short: "Stops a server started with 'server -d'",
 				Args:  cobra.NoArgs,
-				RunE:  func(sub *cobra.Command, _ []string) error { return runServer(cmd, "stop") },
+				RunE:  func(sub *cobra.Command, _ []string) error { return runServer(sub, "stop") },
 			})
 		},
 	})
@@ -78,7 +79,7 @@ func runServer(cmd *cobra.Command, verb string) error {
 		}
 	}
 	ApplyEnvDefaults()
-	if daemon, _ := flags.GetBool("daemon"); daemon && verb == "run" {
+	if daemon, err := flags.GetBool("daemon"); err == nil && daemon && verb == "run" {
 		verb = "start"
 	}
 	config, _ := flags.GetString("config")

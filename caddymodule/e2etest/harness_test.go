@@ -150,10 +150,26 @@ func newUpstream(t testing.TB, ca *testCA, useTLS bool) *upstream {
 	})
 	// /echo sends the request's Authorization back: the agent must see
 	// its placeholder, never the secret.
-	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/echo/", func(w http.ResponseWriter, r *http.Request) {
 		u.record(r)
 		w.Header().Set("X-Echo", r.Header.Get("Authorization"))
-		io.WriteString(w, "you sent: "+r.Header.Get("Authorization")+" query: "+r.URL.RawQuery+"\n")
+		io.WriteString(w, "you sent: "+r.Header.Get("Authorization")+" path: "+r.URL.EscapedPath()+" query: "+r.URL.RawQuery+"\n")
+	})
+	// /trailer echoes Authorization in a trailer and in a 103 first.
+	mux.HandleFunc("/trailer", func(w http.ResponseWriter, r *http.Request) {
+		u.record(r)
+		w.Header().Set("Link", "<"+r.Header.Get("Authorization")+">")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		w.Header().Set("Trailer", "X-Echo")
+		io.WriteString(w, "body\n")
+		w.Header().Set("X-Echo", r.Header.Get("Authorization"))
+	})
+	// /stacked claims identity and then gzip: not scannable.
+	mux.HandleFunc("/stacked", func(w http.ResponseWriter, r *http.Request) {
+		u.record(r)
+		w.Header()["Content-Encoding"] = []string{"identity", "gzip"}
+		io.WriteString(w, "pretend-gzip "+r.Header.Get("Authorization"))
 	})
 	// /sse sends one event, then waits for the test to open sseGate
 	// before the second: the test can only open it after the first event

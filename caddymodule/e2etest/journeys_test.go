@@ -82,7 +82,7 @@ func TestJourneyStartRegisterRunRestart(t *testing.T) {
 	mustContain(t, "child env", out, "HTTPS_PROXY=http://av:avs_")
 
 	// An echoing upstream shows the agent its placeholder, not the secret.
-	out, _, code = s.launch(nil, "sh", "-c", `curl -sS -D - -H "Authorization: Bearer $GITHUB_TOKEN" https://`+up.hostPort()+`/echo`)
+	out, _, code = s.launch(nil, "sh", "-c", `curl -sS -D - -H "Authorization: Bearer $GITHUB_TOKEN" https://`+up.hostPort()+`/echo/`)
 	if code != 0 {
 		t.Fatalf("echo: exit %d %s", code, out)
 	}

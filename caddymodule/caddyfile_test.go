@@ -1,0 +1,107 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+func TestAppCaddyfile(t *testing.T) {
+	d := caddyfile.NewTestDispenser(`agent_vault {
+		data_dir /var/lib/av
+		admin_token {env.TOKEN}
+		allow_private_networks 10.0.0.0/8 127.0.0.1
+		proxy_url http://127.0.0.1:9
+		leaf_lifetime 2h
+		default_session_ttl 10m
+		max_session_ttl 2h
+		ca other
+		proxy_url
+	}`)
+	var a App
+	if err := a.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	if a.DataDir != "/var/lib/av" || a.AdminToken != "{env.TOKEN}" || a.CA != "other" ||
+		len(a.AllowPrivateNetworks) != 2 || a.ProxyURL != "http://127.0.0.1:9" ||
+		time.Duration(a.LeafLifetime) != 2*time.Hour || time.Duration(a.DefaultSessionTTL) != 10*time.Minute {
+		t.Fatalf("parsed %+v", a)
+	}
+}
+
+func TestAppCaddyfileErrors(t *testing.T) {
+	for _, in := range []string{
+		`agent_vault extra`,
+		`agent_vault { bogus 1 }`,
+		`agent_vault { data_dir a b }`,
+		`agent_vault { leaf_lifetime forever }`,
+		`agent_vault { store }`,
+		`agent_vault { store nosuchbackend }`,
+	} {
+		var a App
+		if err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser(in)); err == nil {
+			t.Errorf("%q: accepted", in)
+		}
+	}
+}
+
+func TestProxyCaddyfile(t *testing.T) {
+	var p Proxy
+	d := caddyfile.NewTestDispenser(`agent_vault_proxy {
+		unmatched tunnel
+		dial_timeout 3s
+		response_header_timeout 1m
+		idle_timeout 30s
+	}`)
+	if err := p.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	if p.Unmatched != "tunnel" || time.Duration(p.DialTimeout) != 3*time.Second || p.Validate() != nil {
+		t.Fatalf("parsed %+v", p)
+	}
+	b, _ := json.Marshal(p)
+	if !strings.Contains(string(b), `"unmatched":"tunnel"`) {
+		t.Fatalf("json %s", b)
+	}
+	for _, in := range []string{`agent_vault_proxy x`, "agent_vault_proxy {\n unmatched\n}", `agent_vault_proxy { nope 1 }`, `agent_vault_proxy { dial_timeout soon }`} {
+		var p Proxy
+		if err := p.UnmarshalCaddyfile(caddyfile.NewTestDispenser(in)); err == nil {
+			t.Errorf("%q: accepted", in)
+		}
+	}
+	bad := Proxy{Unmatched: "allow"}
+	if bad.Validate() == nil {
+		t.Error("unmatched allow validated")
+	}
+	neg := Proxy{DialTimeout: caddy.Duration(-1)}
+	if neg.Validate() == nil {
+		t.Error("negative timeout validated")
+	}
+}
+
+func TestAPICaddyfile(t *testing.T) {
+	var a API
+	if err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser(`agent_vault_api`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser(`agent_vault_api { x }`)); err == nil {
+		t.Fatal("options accepted")
+	}
+}
+
+func TestValidateProxyURL(t *testing.T) {
+	for _, ok := range []string{"http://127.0.0.1:14322", "http://[::1]:1/"} {
+		if err := validateProxyURL(ok); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"https://127.0.0.1:1", "http://127.0.0.1", "http://u:p@h:1", "127.0.0.1:1", "http://h:1/x"} {
+		if validateProxyURL(bad) == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}
