@@ -5,7 +5,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/agentvault/caddy-agent-vault.Version=$(VERSION)
 
-.PHONY: build run test unit e2e fuzz bench clean
+.PHONY: build run test fuzz bench xcaddy clean
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/agent-vault ./caddymodule/cmd/agent-vault
@@ -20,13 +20,13 @@ run: build
 test: build
 	$(GO) vet ./...
 	$(GO) test -race ./storebackends/... ./caddymodule/services/... ./caddymodule/egress/... ./caddymodule/leafcerts/... ./caddymodule/sessions/... ./launcher/...
-	$(GO) test $$($(GO) list ./... | grep -v /e2etest)
+	$(GO) test . ./caddymodule/ ./internal/...
 	AGENT_VAULT_BIN=$(CURDIR)/bin $(GO) test -count=1 -v ./caddymodule/e2etest/
 
 # Run every fuzz target for FUZZTIME each (corpora live in testdata/fuzz).
 FUZZTIME ?= 30s
 fuzz:
-	@for pkg in $$($(GO) list ./...); do \
+	@for pkg in $$($(GO) list ./... | grep -v /e2etest); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \
@@ -41,6 +41,15 @@ bench: build
 	  END { split("keepalive newconn", m, " "); for (k in m) { d = ""; p = ""; \
 	    for (n in rps) { if (n ~ "direct-" m[k]) d = rps[n]; if (n ~ "proxy-" m[k]) p = rps[n] } \
 	    if (d > 0) printf "%s: proxy %.0f req/s vs direct %.0f req/s = %.2fx\n", m[k], p, d, p / d } }' bench.out
+
+# The same binary built by xcaddy (v0.4.5, run as a Go tool from a
+# scratch module so it is not a dependency of ours).
+xcaddy:
+	mkdir -p .cache/xcaddy
+	cd .cache/xcaddy && ( test -f go.mod || $(GO) mod init xcaddy-tool ) && $(GO) get -tool github.com/caddyserver/xcaddy/cmd/xcaddy@v0.4.5
+	$(GO) -C .cache/xcaddy tool xcaddy build v2.11.9 --output $(CURDIR)/bin/agent-vault-xcaddy \
+	  --with github.com/agentvault/caddy-agent-vault@v0.0.0=$(CURDIR)
+	bin/agent-vault-xcaddy list-modules | grep agent_vault
 
 clean:
 	rm -rf bin

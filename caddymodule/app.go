@@ -26,6 +26,7 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/leafcerts"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
+	"github.com/agentvault/caddy-agent-vault/internal/datadir"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
 
@@ -139,6 +140,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	if a.DataDir == "" {
 		a.DataDir = DefaultDataDir()
+	}
+	if a.DataDir == "" {
+		return errors.New("data_dir: not configured and there is no home directory to default to")
 	}
 	if a.DataDir, err = filepath.Abs(a.DataDir); err != nil {
 		return fmt.Errorf("data_dir: %v", err)
@@ -504,20 +508,8 @@ func loadOrCreateAdminToken(path string) (string, error) {
 }
 
 // DefaultDataDir is the per-user data directory used when none is
-// configured: $AGENT_VAULT_DATA_DIR, else $XDG_DATA_HOME/agent-vault,
-// else ~/.local/share/agent-vault. av-launch applies the same rule.
-func DefaultDataDir() string {
-	if d := os.Getenv("AGENT_VAULT_DATA_DIR"); d != "" {
-		return d
-	}
-	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
-		return filepath.Join(d, "agent-vault")
-	}
-	if home, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(home, ".local", "share", "agent-vault")
-	}
-	return "agent-vault-data"
-}
+// configured (see internal/datadir; av-launch applies the same rule).
+func DefaultDataDir() string { return datadir.Default(os.Getenv) }
 
 // Interface guards
 var (

@@ -29,7 +29,7 @@ func TestAppCaddyfile(t *testing.T) {
 	if a.DataDir != "/var/lib/av" || a.AdminToken != "{env.TOKEN}" || a.CA != "other" ||
 		len(a.AllowPrivateNetworks) != 2 || a.ProxyURL != "http://127.0.0.1:9" ||
 		time.Duration(a.LeafLifetime) != 2*time.Hour || time.Duration(a.DefaultSessionTTL) != 10*time.Minute {
-		t.Fatalf("parsed %+v", a)
+		t.Fatalf("parsed %+v", &a)
 	}
 }
 
@@ -61,9 +61,9 @@ func TestProxyCaddyfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	if p.Unmatched != "tunnel" || time.Duration(p.DialTimeout) != 3*time.Second || p.Validate() != nil {
-		t.Fatalf("parsed %+v", p)
+		t.Fatalf("parsed %+v", &p)
 	}
-	b, _ := json.Marshal(p)
+	b, _ := json.Marshal(&p)
 	if !strings.Contains(string(b), `"unmatched":"tunnel"`) {
 		t.Fatalf("json %s", b)
 	}

@@ -1,6 +1,8 @@
 package launcher
 
 import (
+	"github.com/agentvault/caddy-agent-vault/internal/datadir"
+
 	"context"
 	"errors"
 	"flag"
@@ -134,16 +136,13 @@ func DefaultDataDir() string {
 }
 
 func dataDir(getenv func(string) string, home func() (string, error)) string {
-	if dir := getenv("AGENT_VAULT_DATA_DIR"); dir != "" {
-		return dir
-	}
-	if xdg := getenv("XDG_DATA_HOME"); filepath.IsAbs(xdg) {
-		return filepath.Join(xdg, "agent-vault")
-	}
-	if h, err := home(); err == nil && h != "" {
-		return filepath.Join(h, ".local", "share", "agent-vault")
-	}
-	return ""
+	return datadir.Default(func(name string) string {
+		if name == "HOME" {
+			h, _ := home()
+			return h
+		}
+		return getenv(name)
+	})
 }
 
 // splitServices splits a comma-separated list, dropping blanks.
