@@ -1,7 +1,6 @@
 package launcher
 
 import (
-	"io"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -11,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
