@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,6 +63,7 @@ type Proxy struct {
 	inner     *http.Server
 	innerLn   *connListener
 	tunnels   sync.Map // *tls.Conn -> *tunnel
+	redactors redactorCache
 }
 
 // CaddyModule returns the Caddy module information.
@@ -482,7 +485,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, sess *sessions.S
 
 	fw := &forwarding{target: tgt}
 	if len(secrets) > 0 {
-		fw.redactor = services.NewRedactor(secrets)
+		fw.redactor = p.redactors.get(secrets)
 		rec.redactor = fw.redactor
 		// Ask for an identity (or transport-decoded gzip) body so the
 		// response can be scanned, and whole: a Range request would let
@@ -492,6 +495,47 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, sess *sessions.S
 		r.Header.Del("If-Range")
 	}
 	p.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), forwardingKey{}, fw)))
+}
+
+// redactorCache keeps built redactors: building one checks every
+// replacement against every secret, which showed up as a sixth of the
+// proxy's CPU when done per request; the same few secret sets recur.
+type redactorCache struct {
+	mu sync.Mutex
+	m  map[string]*services.Redactor
+}
+
+// maxCachedRedactors bounds the cache; past it, it starts over.
+const maxCachedRedactors = 1024
+
+func (c *redactorCache) get(secrets map[string]string) *services.Redactor {
+	keys := make([]string, 0, len(secrets))
+	for k := range secrets {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(secrets[k])
+		b.WriteByte(0)
+	}
+	// The key holds secrets, so it is hashed: the cache keeps no copy
+	// of a value beyond what the redactor itself needs.
+	sum := sha256.Sum256([]byte(b.String()))
+	key := string(sum[:])
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r, ok := c.m[key]; ok {
+		return r
+	}
+	if c.m == nil || len(c.m) >= maxCachedRedactors {
+		c.m = make(map[string]*services.Redactor)
+	}
+	r := services.NewRedactor(secrets)
+	c.m[key] = r
+	return r
 }
 
 // redactedMark replaces a secret form that has no placeholder of its own.
