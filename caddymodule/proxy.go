@@ -38,10 +38,12 @@ func init() {
 // verified TLS. Absolute-form http:// requests are forwarded too, but a
 // credential is only sent over cleartext to a service that allows it.
 type Proxy struct {
-	// What to do with a CONNECT to a host that no service in the
+	// What to do with a request for a host that no service in the
 	// session's scope covers: "deny" (the default) answers 403 and never
-	// contacts the host; "tunnel" relays the bytes unchanged, without
-	// TLS interception or injection (the SSRF rules still apply).
+	// contacts the host; "tunnel" relays a CONNECT's bytes unchanged,
+	// without TLS interception or injection, and forwards an absolute-form
+	// http:// request without injection (the SSRF rules still apply, and
+	// a placeholder in such a request is still refused).
 	Unmatched string `json:"unmatched,omitempty"`
 
 	// Timeout for connecting to an upstream. Default 10s.
@@ -152,7 +154,8 @@ func (p *Proxy) Validate() error {
 }
 
 // Cleanup closes intercepted tunnels and idle upstream connections. A
-// config reload therefore drops open tunnels; clients reconnect.
+// config reload therefore drops open tunnels; sessions survive it, so
+// clients reconnect with the same token.
 func (p *Proxy) Cleanup() error {
 	if p.inner != nil {
 		p.inner.Close()

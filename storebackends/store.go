@@ -40,9 +40,9 @@ func ValidateName(name string) error {
 	return nil
 }
 
-// Store is a credential source as the agent_vault app sees it. Values
-// are kept in memory by the store so that the proxy never decrypts or
-// fetches on a request's path.
+// Store is a credential source as the agent_vault app sees it. The app
+// copies Values into its in-memory snapshot after each change, so the
+// proxy never decrypts or fetches on a request's path.
 type Store interface {
 	// List returns the metadata of every credential, sorted by name.
 	List() []Meta

@@ -215,7 +215,29 @@ func (p HostPattern) matchPath(path string) bool {
 	if path == "" {
 		path = "/"
 	}
-	return !hasDotSegment(path) && globMatch(p.glob, path)
+	return !hasDotSegment(path) && !hasAmbiguousBytes(path) && globMatch(p.glob, path)
+}
+
+// hasAmbiguousBytes reports path parameters (';', which some servers
+// strip before routing, so "/admin;.png" reaches "/admin"), encoded
+// slashes and NUL bytes: paths a server may route differently from how
+// the glob reads them. Such a path never matches a pattern with a path.
+func hasAmbiguousBytes(path string) bool {
+	if strings.IndexByte(path, ';') >= 0 {
+		return true
+	}
+	for i := strings.IndexByte(path, '%'); i >= 0 && i+2 < len(path); {
+		switch strings.ToLower(path[i+1 : i+3]) {
+		case "3b", "2f", "00", "5c":
+			return true
+		}
+		j := strings.IndexByte(path[i+1:], '%')
+		if j < 0 {
+			break
+		}
+		i += 1 + j
+	}
+	return false
 }
 
 // globMatch matches s against a pattern already split at '*'. Taking the

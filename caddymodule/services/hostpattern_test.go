@@ -321,3 +321,20 @@ func TestHasDotSegment(t *testing.T) {
 		}
 	}
 }
+
+func TestPathPatternRefusesAmbiguousPaths(t *testing.T) {
+	p, err := ParseHostPattern("example.com/*.png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/admin/delete;.png", "/admin%3bx.png", "/a%2Fb.png", "/a%00.png", "/a%5cb.png"} {
+		if p.Match("example.com", 443, true, path) {
+			t.Errorf("%s matched %s", path, p)
+		}
+	}
+	for _, path := range []string{"/logo.png", "/img/%41.png"} {
+		if !p.Match("example.com", 443, true, path) {
+			t.Errorf("%s did not match %s", path, p)
+		}
+	}
+}

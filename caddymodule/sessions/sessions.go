@@ -260,7 +260,8 @@ func (r *Registry) List() []*Session {
 }
 
 // Sweep ends sessions that expired (closing their open connections) and
-// forgets sessions that ended more than keep ago, so the list shows
+// forgets sessions whose expiry time is more than keep ago (revoked ones
+// included: they stay listed until then), so the list shows
 // recent activity without growing forever. It returns how many sessions
 // it ended.
 func (r *Registry) Sweep(keep time.Duration) int {
