@@ -58,6 +58,7 @@ func (a *API) Provision(ctx caddy.Context) error {
 	m.HandleFunc("GET /healthz", a.health)
 	m.HandleFunc("GET /api/v1/ca.pem", a.caPEM)
 	m.HandleFunc("GET /api/v1/credentials", a.auth(a.listCredentials))
+	m.HandleFunc("GET /api/v1/stores", a.auth(a.listStores))
 	m.HandleFunc("PUT /api/v1/credentials/{name}", a.auth(a.putCredential))
 	m.HandleFunc("DELETE /api/v1/credentials/{name}", a.auth(a.deleteCredential))
 	m.HandleFunc("GET /api/v1/services", a.auth(a.listServices))
@@ -97,8 +98,19 @@ func (a *API) auth(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
+// health answers 200 "ok", or 503 "degraded" while a store is past its
+// staleness bound (requests needing its credentials are refused).
 func (a *API) health(w http.ResponseWriter, _ *http.Request) {
+	if _, stale := a.app.StoreHealth(time.Now()); stale {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "degraded", "reason": "a credential store is past its max_staleness; see GET /api/v1/stores"})
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+}
+
+func (a *API) listStores(w http.ResponseWriter, _ *http.Request) {
+	list, _ := a.app.StoreHealth(time.Now())
+	writeJSON(w, http.StatusOK, map[string]any{"stores": list})
 }
 
 func (a *API) caPEM(w http.ResponseWriter, _ *http.Request) {
@@ -126,7 +138,7 @@ func (a *API) putCredential(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	_, existed := a.app.credential(name)
+	_, existed := a.app.creds.Load().values[name]
 	m, err := a.app.PutCredential(name, *body.Value)
 	if err != nil {
 		writeError(w, storeErrorStatus(err), err.Error())

@@ -108,15 +108,36 @@ type App struct {
 }
 
 type namedStore struct {
-	name  string
-	store storebackends.Store
+	name   string
+	store  storebackends.Store
+	synced storebackends.Synced // nil for stores without a sync engine
 }
 
 // credSnapshot is the in-memory view the proxy reads on every request:
-// values by credential name and which store each came from.
+// values by credential name and, for synced stores, the store each came
+// from, whose freshness decides whether the value may still be used.
 type credSnapshot struct {
 	values map[string]string
+	from   map[string]namedStore
 	meta   []storebackends.Meta
+}
+
+// errUnknownCredential is a credential no store holds.
+var errUnknownCredential = errors.New("credential is not available")
+
+// lookup returns a credential's value, or why it cannot be used now: it
+// does not exist, or its store is past its staleness bound (fail closed).
+func (c *credSnapshot) lookup(name string, now time.Time) (string, error) {
+	v, ok := c.values[name]
+	if !ok {
+		return "", errUnknownCredential
+	}
+	if st := c.from[name].synced; st != nil {
+		if err := st.Fresh(now); err != nil {
+			return "", err
+		}
+	}
+	return v, nil
 }
 
 // CaddyModule returns the Caddy module information.
@@ -260,8 +281,11 @@ func (a *App) provisionStores(ctx caddy.Context) error {
 			return fmt.Errorf("store %d (%T) is not a credential store", i, m)
 		}
 		name := string(m.(caddy.Module).CaddyModule().ID.Name())
+		if n, ok := m.(storebackends.Named); ok && n.StoreName() != "" {
+			name = n.StoreName()
+		}
 		if seen[name] {
-			return fmt.Errorf("store %q configured twice", name)
+			return fmt.Errorf("store %q configured twice: give each store its own name", name)
 		}
 		seen[name] = true
 		if op, ok := st.(storebackends.Opener); ok {
@@ -269,7 +293,12 @@ func (a *App) provisionStores(ctx caddy.Context) error {
 				return fmt.Errorf("store %q: %v", name, err)
 			}
 		}
-		a.stores = append(a.stores, namedStore{name: name, store: st})
+		ns := namedStore{name: name, store: st}
+		if sy, ok := st.(storebackends.Synced); ok {
+			ns.synced = sy
+			sy.SetOnChange(a.rebuildCredentials)
+		}
+		a.stores = append(a.stores, ns)
 	}
 	a.rebuildCredentials()
 	return nil
@@ -293,10 +322,15 @@ func (a *App) provisionCA(ctx caddy.Context) error {
 	return err
 }
 
-// Start runs the session sweeper.
+// Start runs the session sweeper and the stores' sync loops.
 func (a *App) Start() error {
 	a.stop, a.done = make(chan struct{}), make(chan struct{})
 	go a.sweepSessions()
+	for _, ns := range a.stores {
+		if ns.synced != nil {
+			ns.synced.Start()
+		}
+	}
 	a.logger.Info("agent vault ready",
 		zap.String("data_dir", a.DataDir),
 		zap.Int("stores", len(a.stores)),
@@ -311,6 +345,11 @@ func (a *App) Stop() error {
 	if a.stop != nil {
 		close(a.stop)
 		<-a.done
+	}
+	for _, ns := range a.stores {
+		if ns.synced != nil {
+			ns.synced.Stop()
+		}
 	}
 	return nil
 }
@@ -335,7 +374,7 @@ func (a *App) sweepSessions() {
 func (a *App) rebuildCredentials() {
 	a.credMu.Lock()
 	defer a.credMu.Unlock()
-	snap := &credSnapshot{values: map[string]string{}}
+	snap := &credSnapshot{values: map[string]string{}, from: map[string]namedStore{}}
 	for _, ns := range a.stores {
 		vals := ns.store.Values()
 		for _, m := range ns.store.List() {
@@ -347,6 +386,7 @@ func (a *App) rebuildCredentials() {
 				continue
 			}
 			snap.values[m.Name] = v
+			snap.from[m.Name] = ns
 			snap.meta = append(snap.meta, m)
 		}
 	}
@@ -354,10 +394,27 @@ func (a *App) rebuildCredentials() {
 	a.creds.Store(snap)
 }
 
-// credential returns a credential's current value.
-func (a *App) credential(name string) (string, bool) {
-	v, ok := a.creds.Load().values[name]
-	return v, ok
+// StoreHealth describes every store, in priority order, and whether
+// any of them is past its staleness bound.
+func (a *App) StoreHealth(now time.Time) (list []any, stale bool) {
+	for _, ns := range a.stores {
+		if ns.synced == nil {
+			n := 0
+			for _, m := range a.creds.Load().meta {
+				if m.Store == ns.name {
+					n++
+				}
+			}
+			_, writable := ns.store.(storebackends.Writable)
+			list = append(list, map[string]any{"store": ns.name, "status": "ok", "credentials": n, "writable": writable})
+			continue
+		}
+		if ns.synced.Fresh(now) != nil {
+			stale = true
+		}
+		list = append(list, ns.synced.Health(now))
+	}
+	return list, stale
 }
 
 // writableStore returns the store that receives API writes.

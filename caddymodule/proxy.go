@@ -430,9 +430,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, sess *sessions.S
 		case !cleartextOK:
 			return "", &refusal{http.StatusForbidden, fmt.Sprintf("credential %s would be sent over cleartext http", cred)}
 		}
-		v, have := creds.values[cred]
-		if !have {
-			return "", &refusal{http.StatusServiceUnavailable, fmt.Sprintf("credential %s is not available", cred)}
+		v, err := creds.lookup(cred, start)
+		if err != nil {
+			return "", unavailable(cred, err)
 		}
 		addSecretForms(secrets, v, ph)
 		credNames = appendUnique(credNames, cred)
@@ -451,6 +451,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, sess *sessions.S
 	}
 
 	if injects {
+		for _, cred := range svc.Credentials() {
+			if _, err := creds.lookup(cred, start); err != nil {
+				p.refuseErr(rec, unavailable(cred, err))
+				return
+			}
+		}
 		var q url.Values
 		if svc.Service.Auth.Type == services.AuthQuery {
 			q = r.URL.Query()
@@ -539,6 +545,14 @@ func (c *redactorCache) get(secrets map[string]string) *services.Redactor {
 	r := services.NewRedactor(secrets)
 	c.m[key] = r
 	return r
+}
+
+// unavailable is the refusal for a credential that cannot be used now.
+func unavailable(cred string, err error) *refusal {
+	if errors.Is(err, errUnknownCredential) {
+		return &refusal{http.StatusServiceUnavailable, fmt.Sprintf("credential %s is not available", cred)}
+	}
+	return &refusal{http.StatusServiceUnavailable, fmt.Sprintf("credential %s cannot be used: %v", cred, err)}
 }
 
 // redactedMark replaces a secret form that has no placeholder of its own.

@@ -19,6 +19,8 @@ type Meta struct {
 	// Source says where an external store read the value from
 	// (for example a Vault path); empty for the built-in store.
 	Source string `json:"source,omitempty"`
+	// SyncedAt is an external store's last successful sync.
+	SyncedAt *time.Time `json:"synced_at,omitempty"`
 }
 
 // ErrNotFound is returned when a credential does not exist.
@@ -63,4 +65,27 @@ type Writable interface {
 // be used.
 type Opener interface {
 	Open(dataDir string) error
+}
+
+// Named is implemented by store modules that can be configured more
+// than once (two Vault stores, say): StoreName is the configured name.
+type Named interface {
+	StoreName() string
+}
+
+// Synced is a store fed by the sync engine from an external source. The
+// app starts and stops it, rebuilds its merged view when it changes, and
+// refuses (503) requests that need a credential whose store is past its
+// staleness bound.
+type Synced interface {
+	Store
+	Start()
+	Stop()
+	// SetOnChange registers the function called after each change.
+	SetOnChange(func())
+	// Fresh returns nil while the store may serve its last snapshot,
+	// and an error saying why not otherwise.
+	Fresh(now time.Time) error
+	// Health describes the store for GET /api/v1/stores (JSON-encodable).
+	Health(now time.Time) any
 }
