@@ -5,7 +5,8 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/agentvault/caddy-agent-vault.Version=$(VERSION)
 
-.PHONY: build run test fuzz bench xcaddy clean
+.PHONY: build run test demo fuzz bench xcaddy clean
+SHELL := /bin/bash
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/agent-vault ./caddymodule/cmd/agent-vault
@@ -17,7 +18,7 @@ run: build
 # Everything: vet, unit and fuzz-seed tests (race detector on the
 # packages without Caddy, whose race build is slow), then the
 # end-to-end journeys against the built binaries and real curl.
-test: build
+test: build vault-test-server
 	$(GO) vet ./...
 	$(GO) test -race ./storebackends/... ./caddymodule/services/... ./caddymodule/egress/... ./caddymodule/leafcerts/... ./caddymodule/sessions/... ./launcher/...
 	$(GO) test . ./caddymodule/ ./internal/...
@@ -35,6 +36,9 @@ fuzz:
 # Proxy vs direct to the same loopback HTTPS upstream; prints req/s,
 # p50/p99 and the proxy/direct throughput ratios.
 BENCHN ?= 20000x
+demo: build vault-test-server
+	AGENT_VAULT_BIN=$(CURDIR)/bin $(GO) test -count=1 -run '^TestVaultDemo$$' -v ./caddymodule/e2etest/ | grep -v '^{'; test $${PIPESTATUS[0]} -eq 0
+
 bench: build
 	AGENT_VAULT_BIN=$(CURDIR)/bin $(GO) test -run '^$$' -bench BenchmarkProxy -benchtime $(BENCHN) ./caddymodule/e2etest/ | tee bench.out | grep -E '^Benchmark|ok'
 	@awk '/^BenchmarkProxy\// { for (i = 1; i < NF; i++) if ($$(i+1) == "req/s") rps[$$1] = $$i } \
@@ -50,6 +54,13 @@ xcaddy:
 	$(GO) -C .cache/xcaddy tool xcaddy build v2.11.9 --output $(CURDIR)/bin/agent-vault-xcaddy \
 	  --with github.com/agentvault/caddy-agent-vault@v0.0.0=$(CURDIR)
 	bin/agent-vault-xcaddy list-modules | grep agent_vault
+
+# The real Vault server the hashicorp store tests start (see
+# storebackends/hashicorp/vaulttest). Built once into .cache/vault, ~10
+# minutes; tests build it on demand otherwise. Prints the binary's path.
+.PHONY: vault-test-server
+vault-test-server:
+	$(GO) run ./storebackends/hashicorp/vaulttest/cmd/buildvault
 
 clean:
 	rm -rf bin

@@ -9,6 +9,7 @@ import (
 
 	_ "github.com/agentvault/caddy-agent-vault/caddymodule"
 	_ "github.com/agentvault/caddy-agent-vault/storebackends/builtin"
+	_ "github.com/agentvault/caddy-agent-vault/storebackends/hashicorp"
 )
 
 // DefaultCaddyfile is Caddyfile.example, the configuration `agent-vault

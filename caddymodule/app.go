@@ -459,9 +459,19 @@ func (a *App) DeleteCredential(name string) error {
 	return nil
 }
 
-// Credentials lists the metadata of every usable credential.
+// Credentials lists the metadata of every credential, with the last
+// sync time of those that come from synced stores.
 func (a *App) Credentials() []storebackends.Meta {
-	return append([]storebackends.Meta(nil), a.creds.Load().meta...)
+	snap := a.creds.Load()
+	out := append([]storebackends.Meta(nil), snap.meta...)
+	for i := range out {
+		if st := snap.from[out[i].Name].synced; st != nil {
+			if t := st.LastSync(); !t.IsZero() {
+				out[i].SyncedAt = &t
+			}
+		}
+	}
+	return out
 }
 
 // loadServices reads services.json (services hold no secrets).

@@ -88,4 +88,6 @@ type Synced interface {
 	Fresh(now time.Time) error
 	// Health describes the store for GET /api/v1/stores (JSON-encodable).
 	Health(now time.Time) any
+	// LastSync is the start of the last successful sync.
+	LastSync() time.Time
 }
