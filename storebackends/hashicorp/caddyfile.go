@@ -3,7 +3,6 @@ package hashicorp
 import (
 	"strconv"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
@@ -52,11 +51,10 @@ func (m *Module) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			continue
 		}
-		if opt == "allow_empty" {
-			if d.NextArg() {
-				return d.ArgErr()
+		if shared, err := m.SyncConfig.UnmarshalOption(d); shared || err != nil {
+			if err != nil {
+				return err
 			}
-			m.AllowEmpty = true
 			continue
 		}
 		args := d.RemainingArgs()
@@ -67,10 +65,7 @@ func (m *Module) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			continue
 		}
 		val := args[0]
-		var err error
 		switch opt {
-		case "name":
-			m.Name = val
 		case "address":
 			m.Address = val
 		case "namespace":
@@ -92,21 +87,12 @@ func (m *Module) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			m.NamePrefix = val
 		case "name_mapping":
 			m.NameMapping = val
-		case "poll_interval":
-			err = parseDuration(val, &m.PollInterval)
-		case "max_staleness":
-			err = parseDuration(val, &m.MaxStaleness)
-		case "timeout":
-			err = parseDuration(val, &m.Timeout)
 		case "ca_cert":
 			m.CACert = val
 		case "tls_server_name":
 			m.TLSServerName = val
 		default:
 			return d.Errf("unrecognized hashicorp store option %q", opt)
-		}
-		if err != nil {
-			return d.Errf("%s: %v", opt, err)
 		}
 	}
 	return nil
@@ -152,15 +138,6 @@ func (a *Auth) unmarshal(d *caddyfile.Dispenser) error {
 			return d.Errf("unrecognized option %q for auth %s", opt, a.Method)
 		}
 	}
-	return nil
-}
-
-func parseDuration(s string, dst *caddy.Duration) error {
-	v, err := caddy.ParseDuration(s)
-	if err != nil {
-		return err
-	}
-	*dst = caddy.Duration(v)
 	return nil
 }
 

@@ -1,17 +1,12 @@
 package hashicorp
 
 import (
-	"context"
 	"fmt"
-	"os"
-	"strings"
-	"sync/atomic"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/agentvault/caddy-agent-vault/storebackends"
-	"github.com/agentvault/caddy-agent-vault/storebackends/syncengine"
+	"github.com/agentvault/caddy-agent-vault/storebackends/storemodule"
 )
 
 func init() {
@@ -22,9 +17,9 @@ func init() {
 // under a KV (v1 or v2) path and keeps the values fresh through the
 // shared sync engine. Each key of each secret becomes a credential.
 type Module struct {
-	// Name of this store in the API and in logs; needed when more than
-	// one Vault store is configured. Default "hashicorp".
-	Name string `json:"name,omitempty"`
+	// The options every external store has: name (default
+	// "hashicorp"), poll_interval, max_staleness, timeout, allow_empty.
+	storemodule.SyncConfig
 
 	// Vault's address, e.g. https://vault.example.com:8200. Plain http
 	// is accepted only for loopback addresses (a local dev server).
@@ -55,22 +50,6 @@ type Module struct {
 	// (agents/github + token = AGENTS_GITHUB_TOKEN).
 	NameMapping string `json:"name_mapping,omitempty"`
 
-	// How often Vault is read. Default 30s.
-	PollInterval caddy.Duration `json:"poll_interval,omitempty"`
-
-	// How long the last good snapshot may serve while Vault cannot be
-	// read; past it, requests needing this store's credentials get 503.
-	// Default 5m.
-	MaxStaleness caddy.Duration `json:"max_staleness,omitempty"`
-
-	// Timeout of each request to Vault. Default 10s.
-	Timeout caddy.Duration `json:"timeout,omitempty"`
-
-	// Accept a sync that would remove every credential of the store.
-	// Off by default: such a sync is refused and reported, because it
-	// more often means a wrong path or policy than an intended purge.
-	AllowEmpty bool `json:"allow_empty,omitempty"`
-
 	// PEM file with the CA(s) to trust for Vault's TLS. Default: the
 	// system roots. There is no option to skip verification.
 	CACert string `json:"ca_cert,omitempty"`
@@ -79,9 +58,7 @@ type Module struct {
 	// from the address's host.
 	TLSServerName string `json:"tls_server_name,omitempty"`
 
-	fetcher *Fetcher
-	*syncengine.Engine
-	onChange atomic.Pointer[func()]
+	*storemodule.Synced
 }
 
 // Auth is the Vault login. Secret fields expand placeholders, so
@@ -123,29 +100,8 @@ func (m *Module) Provision(ctx caddy.Context) error {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("store %q: "+format, append([]any{m.Name}, args...)...)
 	}
-	// Checked here, not in Validate: Caddy validates after Provision,
-	// which is where the first sync already talks to Vault.
 	if m.KVVersion < 0 || m.KVVersion > 2 {
 		return fail("kv_version must be 1, 2 or 0 (detect)")
-	}
-	repl := caddy.NewReplacer()
-	secret := func(field, inline, file string) (string, error) {
-		f, err := repl.ReplaceOrErr(file, false, true)
-		if err != nil {
-			return "", fmt.Errorf("%s_file: %v", field, err)
-		}
-		if f != "" {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				return "", fmt.Errorf("%s_file: %v", field, err)
-			}
-			return strings.TrimRight(string(b), "\r\n"), nil
-		}
-		v, err := repl.ReplaceOrErr(inline, false, true)
-		if err != nil {
-			return "", fmt.Errorf("%s: %v", field, err)
-		}
-		return v, nil
 	}
 	cfg := Config{
 		Name:          m.Name,
@@ -157,28 +113,28 @@ func (m *Module) Provision(ctx caddy.Context) error {
 		KVVersion:     m.KVVersion,
 		NamePrefix:    m.NamePrefix,
 		NameMapping:   m.NameMapping,
-		Timeout:       time.Duration(m.Timeout),
+		Timeout:       m.RequestTimeout(),
 		CACertFile:    m.CACert,
 		TLSServerName: m.TLSServerName,
 		Logger:        ctx.Logger(),
 	}
 	var err error
-	if cfg.Address, err = repl.ReplaceOrErr(m.Address, false, true); err != nil {
-		return fail("address: %v", err)
+	if cfg.Address, err = storemodule.Secret("address", m.Address, ""); err != nil {
+		return fail("%v", err)
 	}
 	switch m.Auth.Method {
-	case "token":
-		if cfg.Token, err = secret("token", m.Auth.Token, m.Auth.TokenFile); err != nil {
+	case AuthToken:
+		if cfg.Token, err = storemodule.Secret("token", m.Auth.Token, m.Auth.TokenFile); err != nil {
 			return fail("%v", err)
 		}
 		if cfg.Token == "" {
 			return fail("token auth needs token or token_file (for example {env.VAULT_TOKEN})")
 		}
-	case "approle":
-		if cfg.RoleID, err = secret("role_id", m.Auth.RoleID, m.Auth.RoleIDFile); err != nil {
+	case AuthAppRole:
+		if cfg.RoleID, err = storemodule.Secret("role_id", m.Auth.RoleID, m.Auth.RoleIDFile); err != nil {
 			return fail("%v", err)
 		}
-		if cfg.SecretID, err = secret("secret_id", m.Auth.SecretID, m.Auth.SecretIDFile); err != nil {
+		if cfg.SecretID, err = storemodule.Secret("secret_id", m.Auth.SecretID, m.Auth.SecretIDFile); err != nil {
 			return fail("%v", err)
 		}
 		if cfg.RoleID == "" || cfg.SecretID == "" {
@@ -187,65 +143,17 @@ func (m *Module) Provision(ctx caddy.Context) error {
 	default:
 		return fail(`auth method must be "token" or "approle", got %q`, m.Auth.Method)
 	}
-	if m.fetcher, err = New(cfg); err != nil {
+	f, err := New(cfg)
+	if err != nil {
 		return fail("%v", err)
 	}
-	// A whole sync must fit well inside max_staleness; without an
-	// explicit timeout, take the engine's default or half the bound.
-	syncTimeout := time.Duration(m.Timeout)
-	if syncTimeout == 0 {
-		syncTimeout = syncengine.DefaultTimeout
-		if ms := time.Duration(m.MaxStaleness); ms > 0 && syncTimeout >= ms {
-			syncTimeout = ms / 2
-		}
-	}
-	m.Engine, err = syncengine.New(syncengine.Options{
-		Store:        m.Name,
-		Fetcher:      m.fetcher,
-		Interval:     time.Duration(m.PollInterval),
-		MaxStaleness: time.Duration(m.MaxStaleness),
-		Timeout:      syncTimeout,
-		AllowEmpty:   m.AllowEmpty,
-		Logger:       ctx.Logger(),
-		OnChange: func() {
-			if f := m.onChange.Load(); f != nil {
-				(*f)()
-			}
-		},
-	})
-	if err != nil {
-		m.fetcher.Close()
-		return err // names the store already
-	}
-	initCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	if err := m.Engine.Initial(initCtx); err != nil {
-		m.fetcher.Close()
-		return err // already names the store
-	}
-	return nil
+	m.Synced, err = m.SyncConfig.Launch(ctx, f, f.Close)
+	return err // names the store already
 }
-
-// StoreName is the configured name of this store.
-func (m *Module) StoreName() string { return m.Name }
-
-// SetOnChange registers the app's rebuild function.
-func (m *Module) SetOnChange(f func()) { m.onChange.Store(&f) }
-
-// Health describes the store for the management API.
-func (m *Module) Health(now time.Time) any { return m.Engine.Health(now) }
-
-// LastSync is the start of the last successful sync.
-func (m *Module) LastSync() time.Time { return m.Engine.Health(time.Now()).LastSuccess }
 
 // Cleanup stops syncing and releases the Vault client.
 func (m *Module) Cleanup() error {
-	if m.Engine != nil {
-		m.Engine.Stop()
-	}
-	if m.fetcher != nil {
-		m.fetcher.Close()
-	}
+	m.Synced.Cleanup()
 	return nil
 }
 
