@@ -294,3 +294,46 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }`)
 		t.Fatalf("health after re-logins: %v", h)
 	}
 }
+
+// Journey 6: a renewable token outlives its TTL because the store
+// renews it; a non-renewable token nearing expiry is reported loudly.
+// Journey 7, second half: a sync that would remove every credential is
+// refused and reported; the last good value keeps serving.
+func TestVaultTokenLifetimesAndEmptySync(t *testing.T) {
+	v := vaulttest.Start(t)
+	v.PutKV2(t, "secret", "agents/github", map[string]any{"GITHUB_TOKEN": "ghp_lifetime"})
+	renewable := v.CreateToken(t, []string{"root"}, "4s", true)
+
+	ca := newTestCA(t)
+	up := newUpstream(t, ca, true)
+	s := startServer(t, ca, serverOpts{config: vaultCaddyfile(t, tokenStore(v.Addr, "")), extraEnv: []string{"VAULT_TEST_TOKEN=" + renewable}})
+	eventually(t, 20*time.Second, "syncing past the token's 4s TTL", func() bool {
+		return s.storeHealth(t, "vault")["syncs"].(float64) >= 8
+	})
+	if h := s.storeHealth(t, "vault"); h["status"] != "ok" || h["last_error"] != nil {
+		t.Fatalf("renewable token not kept alive: %v", h)
+	}
+
+	// Empty sync refused.
+	v.DestroyKV2(t, "secret", "agents/github", []int{1})
+	eventually(t, 10*time.Second, "empty sync refused and reported", func() bool {
+		return strings.Contains(fmt.Sprint(s.storeHealth(t, "vault")["last_error"]), "would remove all")
+	})
+	s.putService("github", map[string]any{"host": up.hostPort(), "auth": map[string]any{"type": "bearer", "token": "GITHUB_TOKEN"}})
+	out, _, code := s.launch(nil, "curl", "-sS", "--fail-with-body", "https://"+up.hostPort()+"/user")
+	if code != 0 || up.last(t).Header.Get("Authorization") != "Bearer ghp_lifetime" {
+		t.Fatalf("last good value not served after a refused empty sync: %d %s", code, out)
+	}
+	s.stop()
+
+	// A non-renewable token close to expiry: warned about on every poll.
+	fixed := v.CreateToken(t, []string{"root"}, "1h", false)
+	v.PutKV2(t, "secret", "agents/github", map[string]any{"GITHUB_TOKEN": "ghp_lifetime"})
+	s2 := startServer(t, ca, serverOpts{config: vaultCaddyfile(t, tokenStore(v.Addr, "")), extraEnv: []string{"VAULT_TEST_TOKEN=" + fixed}})
+	select {
+	case <-s2.logs.waitFor("not renewable"):
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no warning about a non-renewable token:\n%s", s2.logs.String())
+	}
+	mustNotContain(t, "server log", s2.logs.String(), fixed)
+}
