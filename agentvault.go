@@ -10,6 +10,7 @@ import (
 	_ "github.com/agentvault/caddy-agent-vault/caddymodule"
 	_ "github.com/agentvault/caddy-agent-vault/storebackends/builtin"
 	_ "github.com/agentvault/caddy-agent-vault/storebackends/hashicorp"
+	_ "github.com/agentvault/caddy-agent-vault/storebackends/infisical"
 )
 
 // DefaultCaddyfile is Caddyfile.example, the configuration `agent-vault

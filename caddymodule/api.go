@@ -289,6 +289,9 @@ func storeErrorStatus(err error) int {
 	if errors.Is(err, storebackends.ErrInvalidInput) {
 		return http.StatusBadRequest
 	}
+	if errors.Is(err, ErrShadowed) {
+		return http.StatusConflict
+	}
 	return http.StatusInternalServerError
 }
 

@@ -102,6 +102,11 @@ type App struct {
 
 	creds  atomic.Pointer[credSnapshot]
 	credMu sync.Mutex // serialises credential writes and snapshot rebuilds
+	// claims maps a credential name to the synced store that has listed
+	// it (the highest-priority one). Such a name is never served from
+	// another store, so that a secret deleted or broken in Vault does
+	// not silently fall back to an older copy elsewhere.
+	claims map[string]int // name -> index in stores
 
 	stop chan struct{}
 	done chan struct{}
@@ -374,12 +379,30 @@ func (a *App) sweepSessions() {
 func (a *App) rebuildCredentials() {
 	a.credMu.Lock()
 	defer a.credMu.Unlock()
+	if a.claims == nil {
+		a.claims = map[string]int{}
+	}
+	lists := make([][]storebackends.Meta, len(a.stores))
+	for i, ns := range a.stores {
+		lists[i] = ns.store.List()
+		if ns.synced == nil {
+			continue
+		}
+		for _, m := range lists[i] {
+			if owner, ok := a.claims[m.Name]; !ok || i < owner {
+				a.claims[m.Name] = i
+			}
+		}
+	}
 	snap := &credSnapshot{values: map[string]string{}, from: map[string]namedStore{}}
-	for _, ns := range a.stores {
+	for i, ns := range a.stores {
 		vals := ns.store.Values()
-		for _, m := range ns.store.List() {
+		for _, m := range lists[i] {
 			if _, dup := snap.values[m.Name]; dup {
 				continue // an earlier store wins
+			}
+			if owner, claimed := a.claims[m.Name]; claimed && owner != i {
+				continue // owned by a synced store, even while it lacks a value
 			}
 			v, ok := vals[m.Name]
 			if !ok {
@@ -427,11 +450,21 @@ func (a *App) writableStore() (string, storebackends.Writable, error) {
 	return "", nil, errors.New("no writable credential store is configured")
 }
 
+// ErrShadowed is returned for a write the proxy would never use: the
+// name belongs to another store.
+var ErrShadowed = errors.New("credential name belongs to another store")
+
 // PutCredential stores a credential in the writable store.
 func (a *App) PutCredential(name, value string) (storebackends.Meta, error) {
-	_, w, err := a.writableStore()
+	wname, w, err := a.writableStore()
 	if err != nil {
 		return storebackends.Meta{}, err
+	}
+	a.credMu.Lock()
+	owner, claimed := a.claims[name]
+	a.credMu.Unlock()
+	if claimed && a.stores[owner].name != wname {
+		return storebackends.Meta{}, fmt.Errorf("%w: %s comes from store %q, so a value written to %q would never be used", ErrShadowed, name, a.stores[owner].name, wname)
 	}
 	m, err := w.Put(name, value)
 	// Rebuild even on error: a store may have changed (a write that

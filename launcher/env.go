@@ -64,9 +64,10 @@ func childEnv(parent []string, s childSettings) []string {
 	env := make([]string, 0, len(parent)+len(reservedVars)+len(s.placeholders))
 	for _, kv := range parent {
 		name := envName(kv)
-		// AGENT_VAULT_* configure the broker (data dir, tokens); the
-		// agent has no business knowing any of them.
-		if !drop[name] && !strings.HasPrefix(name, "AGENT_VAULT_") {
+		// AGENT_VAULT_* configure the broker (data dir, tokens), and
+		// VAULT_* / INFISICAL_* are where operators keep the stores' own
+		// tokens: the agent has no business knowing any of them.
+		if !drop[name] && !hasBrokerPrefix(name) {
 			env = append(env, kv)
 		}
 	}
@@ -157,4 +158,17 @@ func validEnvName(name string) bool {
 		}
 	}
 	return true
+}
+
+// brokerPrefixes name variables that configure the broker or its
+// stores; none reaches the agent.
+var brokerPrefixes = []string{"AGENT_VAULT_", "VAULT_", "INFISICAL_"}
+
+func hasBrokerPrefix(name string) bool {
+	for _, p := range brokerPrefixes {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
 }

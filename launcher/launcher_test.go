@@ -42,6 +42,8 @@ func TestRunChildEnvironment(t *testing.T) {
 		"GITHUB_TOKEN=ghp_real_secret_value",
 		"OUT_OF_SCOPE_TOKEN=real-value-of-a-credential-outside-the-scope",
 		"AGENT_VAULT_DATA_DIR=/where/the/admin/token/lives",
+		"VAULT_TOKEN=hvs.the-broker-own-vault-token",
+		"INFISICAL_CLIENT_SECRET=the-broker-own-infisical-secret",
 		"github_token=lowercase-is-another-variable",
 		"AGENT_VAULT_TOKEN="+testAdminToken,
 		"AGENT_VAULT_ADMIN_TOKEN="+testAdminToken,
@@ -100,7 +102,7 @@ func TestRunChildEnvironment(t *testing.T) {
 			t.Errorf("%s = %q, want %q", name, env[name], value)
 		}
 	}
-	for _, name := range append(slices.Clone(secretVars), "ALL_PROXY", "all_proxy", "OUT_OF_SCOPE_TOKEN", "AGENT_VAULT_DATA_DIR") {
+	for _, name := range append(slices.Clone(secretVars), "ALL_PROXY", "all_proxy", "OUT_OF_SCOPE_TOKEN", "AGENT_VAULT_DATA_DIR", "VAULT_TOKEN", "INFISICAL_CLIENT_SECRET") {
 		if _, ok := env[name]; ok {
 			t.Errorf("%s reached the child", name)
 		}

@@ -284,7 +284,7 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }`)
 	v.PutKV1(t, "kv1", "agents/api", map[string]any{"API_KEY": "kv1-value-2"})
 	eventually(t, 15*time.Second, "kv1 rotation by content", func() bool {
 		c := s.credential(t, "API_KEY")
-		return c != nil && strings.HasPrefix(fmt.Sprint(c["version"]), "sha256:") && s.storeHealth(t, "vault")["changes"].(float64) >= 2
+		return c != nil && strings.HasPrefix(fmt.Sprint(c["version"]), "hmac:") && s.storeHealth(t, "vault")["changes"].(float64) >= 2
 	})
 	out, _, code := s.launch(nil, "curl", "-sS", "--fail-with-body", "https://"+up.hostPort()+"/")
 	if code != 0 || up.last(t).Header.Get("X-API-Key") != "kv1-value-2" {
@@ -314,8 +314,11 @@ func TestVaultTokenLifetimesAndEmptySync(t *testing.T) {
 		t.Fatalf("renewable token not kept alive: %v", h)
 	}
 
-	// Empty sync refused.
-	v.DestroyKV2(t, "secret", "agents/github", []int{1})
+	// A sync that finds nothing at all (the secret's metadata is gone,
+	// as after a wrong path or policy) is refused and reported.
+	if _, err := v.Client.Logical().Delete("secret/metadata/agents/github"); err != nil {
+		t.Fatal(err)
+	}
 	eventually(t, 10*time.Second, "empty sync refused and reported", func() bool {
 		return strings.Contains(fmt.Sprint(s.storeHealth(t, "vault")["last_error"]), "would remove all")
 	})
@@ -336,4 +339,42 @@ func TestVaultTokenLifetimesAndEmptySync(t *testing.T) {
 		t.Fatalf("no warning about a non-renewable token:\n%s", s2.logs.String())
 	}
 	mustNotContain(t, "server log", s2.logs.String(), fixed)
+}
+
+// A name a Vault store has listed is never served from another store:
+// when the secret is deleted in Vault (say, after a leak), requests get
+// 503 instead of an older copy from the built-in store; and writing the
+// name to the built-in store is refused (409).
+func TestVaultNoFallbackToLowerStore(t *testing.T) {
+	ca := newTestCA(t)
+	up := newUpstream(t, ca, true)
+	plain := startServer(t, ca, serverOpts{})
+	plain.putCredential("GITHUB_TOKEN", "old-builtin-copy")
+	dataDir := plain.dataDir
+	plain.stop()
+
+	v := vaulttest.Start(t)
+	v.PutKV2(t, "secret", "agents/github", map[string]any{"GITHUB_TOKEN": "from-vault"})
+	v.PutKV2(t, "secret", "agents/keep", map[string]any{"KEEP_TOKEN": "keep"})
+	token := v.CreateToken(t, []string{"root"}, "1h", true)
+	s := startServer(t, ca, serverOpts{dataDir: dataDir, config: vaultCaddyfile(t, tokenStore(v.Addr, "")), extraEnv: []string{"VAULT_TEST_TOKEN=" + token}})
+	if c := s.credential(t, "GITHUB_TOKEN"); c == nil || c["store"] != "vault" {
+		t.Fatalf("GITHUB_TOKEN: %v", c)
+	}
+	var out map[string]any
+	if code := s.api("PUT", "/api/v1/credentials/GITHUB_TOKEN", map[string]string{"value": "x"}, &out); code != http.StatusConflict {
+		t.Fatalf("shadowed write: %d %v", code, out)
+	}
+	s.putService("github", map[string]any{"host": up.hostPort(), "auth": map[string]any{"type": "bearer", "token": "GITHUB_TOKEN"}})
+	v.DestroyKV2(t, "secret", "agents/github", []int{1})
+	eventually(t, 10*time.Second, "deletion applied", func() bool { return s.credential(t, "GITHUB_TOKEN") == nil })
+	sess := s.newSession(t, nil, "10m")
+	hits := up.count()
+	r, err := sess.agentClient(t).Get("https://" + up.hostPort() + "/user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readBody(t, r); r.StatusCode != http.StatusServiceUnavailable || up.count() != hits {
+		t.Fatalf("after deletion in Vault: %d %q, upstream hits %d -> %d", r.StatusCode, body, hits, up.count())
+	}
 }

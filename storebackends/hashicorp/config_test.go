@@ -1,12 +1,8 @@
 package hashicorp
 
 import (
-	"bytes"
-	"errors"
-	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 )
@@ -124,27 +120,6 @@ func TestNewReportsMalformedVaultEnvironment(t *testing.T) {
 	t.Setenv("VAULT_SKIP_VERIFY", "perhaps")
 	_, err := New(Config{Address: "https://vault:8200", AuthMethod: AuthToken, Token: rootToken})
 	wantErr(t, err, "VAULT_* environment variables")
-}
-
-func TestCappedBody(t *testing.T) {
-	read := func(body string, limit int64) (string, error) {
-		b, err := io.ReadAll(&cappedBody{ReadCloser: io.NopCloser(strings.NewReader(body)), left: limit})
-		return string(b), err
-	}
-	if got, err := read("12345", 5); err != nil || got != "12345" {
-		t.Errorf("at the limit: %q, %v", got, err)
-	}
-	if _, err := read("123456", 5); !errors.Is(err, errResponseTooLarge) {
-		t.Errorf("over the limit: %v", err)
-	}
-	// Larger than one read buffer.
-	big := bytes.Repeat([]byte("x"), 100_000)
-	if _, err := read(string(big), 99_999); !errors.Is(err, errResponseTooLarge) {
-		t.Errorf("large body over the limit: %v", err)
-	}
-	if got, err := read(string(big), 100_000); err != nil || len(got) != 100_000 {
-		t.Errorf("large body at the limit: %d bytes, %v", len(got), err)
-	}
 }
 
 func TestEnvName(t *testing.T) {

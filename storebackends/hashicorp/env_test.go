@@ -1,6 +1,8 @@
 package hashicorp
 
 import (
+	"github.com/agentvault/caddy-agent-vault/storebackends/storehttp"
+
 	"context"
 	"encoding/pem"
 	"fmt"
@@ -69,7 +71,7 @@ func TestEnvironmentIsIgnored(t *testing.T) {
 		switch {
 		case addr == "vault.test:8200":
 			addr = vaultAddr
-		case !isLoopback(host):
+		case !storehttp.IsLoopback(host):
 			return nil, fmt.Errorf("test refuses to dial %s", addr)
 		}
 		var d net.Dialer

@@ -21,16 +21,13 @@
 package hashicorp
 
 import (
+	"github.com/agentvault/caddy-agent-vault/storebackends/storehttp"
+
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
-	"net/url"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -131,28 +128,20 @@ func New(cfg Config) (*Fetcher, error) {
 	if err := normalize(&cfg); err != nil {
 		return nil, err
 	}
-	tlsConfig, err := buildTLSConfig(cfg)
+	transport, err := storehttp.NewTransport(storehttp.Options{
+		Service:       "vault",
+		Timeout:       cfg.Timeout,
+		CACertFile:    cfg.CACertFile,
+		TLSServerName: cfg.TLSServerName,
+		DialContext:   cfg.dialContext,
+	})
 	if err != nil {
 		return nil, err
-	}
-	dialer := &net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}
-	transport := &http.Transport{
-		Proxy:                 nil, // never an agent proxy, whatever HTTPS_PROXY says
-		DialContext:           dialer.DialContext,
-		TLSClientConfig:       tlsConfig,
-		TLSHandshakeTimeout:   cfg.Timeout,
-		ResponseHeaderTimeout: cfg.Timeout,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConnsPerHost:   8,
-		IdleConnTimeout:       90 * time.Second,
-	}
-	if cfg.dialContext != nil {
-		transport.DialContext = cfg.dialContext
 	}
 	client, err := api.NewClient(&api.Config{
 		Address: cfg.Address,
 		HttpClient: &http.Client{
-			Transport: guardedTransport{transport},
+			Transport: storehttp.Guard(transport, "vault", 0),
 			Timeout:   cfg.Timeout,
 		},
 		Timeout:          cfg.Timeout,
@@ -207,7 +196,7 @@ var namePrefixRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
 
 // normalize applies defaults and validates cfg in place.
 func normalize(cfg *Config) error {
-	if err := validateAddress(cfg.Address); err != nil {
+	if err := storehttp.ValidateAddress("vault", cfg.Address); err != nil {
 		return err
 	}
 	cfg.Address = strings.TrimSuffix(cfg.Address, "/")
@@ -281,39 +270,6 @@ func normalize(cfg *Config) error {
 	return nil
 }
 
-// validateAddress accepts https URLs, and http URLs of loopback hosts,
-// with no path, credentials, query or fragment.
-func validateAddress(address string) error {
-	if address == "" {
-		return errors.New("vault: address is required (e.g. https://vault.example.com:8200)")
-	}
-	u, err := url.Parse(address)
-	if err != nil {
-		return fmt.Errorf("vault: address %q is not a URL", address)
-	}
-	switch {
-	case u.Scheme != "https" && u.Scheme != "http":
-		return fmt.Errorf("vault: address %q must start with https://", address)
-	case u.Host == "" || u.Hostname() == "":
-		return fmt.Errorf("vault: address %q has no host", address)
-	case u.User != nil:
-		return errors.New("vault: address must not contain credentials")
-	case (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "":
-		return fmt.Errorf("vault: address %q must be scheme://host[:port] only", address)
-	case u.Scheme == "http" && !isLoopback(u.Hostname()):
-		return fmt.Errorf("vault: address %q uses plain http, which is only allowed for a loopback address; use https", address)
-	}
-	return nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
-}
-
 // isTokenLike reports whether s is non-empty printable ASCII without
 // spaces, which every Vault token, role ID and secret ID is; it catches
 // a stray newline from a file before it reaches an HTTP header.
@@ -356,23 +312,4 @@ func checkSegment(seg string) error {
 		}
 	}
 	return nil
-}
-
-// buildTLSConfig verifies Vault's certificate against CACertFile or the
-// system roots. Verification is never skipped.
-func buildTLSConfig(cfg Config) (*tls.Config, error) {
-	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.TLSServerName}
-	if cfg.CACertFile == "" {
-		return tlsConfig, nil
-	}
-	pemBytes, err := os.ReadFile(cfg.CACertFile)
-	if err != nil {
-		return nil, fmt.Errorf("vault: ca_cert_file: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pemBytes) {
-		return nil, fmt.Errorf("vault: ca_cert_file %q contains no PEM certificate", cfg.CACertFile)
-	}
-	tlsConfig.RootCAs = pool
-	return tlsConfig, nil
 }

@@ -36,8 +36,9 @@ type SyncConfig struct {
 	// 503. Default 5m.
 	MaxStaleness caddy.Duration `json:"max_staleness,omitempty"`
 
-	// Timeout of each request to the store (and bound of a whole sync).
-	// Default 10s, or half of max_staleness if that is shorter.
+	// Timeout of each request to the store. Default 10s, or half of
+	// max_staleness if that is shorter. A whole sync (many requests) is
+	// bounded by half of max_staleness.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
 	// Accept a sync that would remove every credential of the store.
@@ -137,12 +138,16 @@ type Synced struct {
 // called on failure here and by Cleanup.
 func (c *SyncConfig) Launch(ctx caddy.Context, f storebackends.Fetcher, close func()) (*Synced, error) {
 	s := &Synced{name: c.Name, close: close}
+	maxStale := time.Duration(c.MaxStaleness)
+	if maxStale == 0 {
+		maxStale = syncengine.DefaultMaxStaleness
+	}
 	eng, err := syncengine.New(syncengine.Options{
 		Store:        c.Name,
 		Fetcher:      f,
 		Interval:     time.Duration(c.PollInterval),
-		MaxStaleness: time.Duration(c.MaxStaleness),
-		Timeout:      c.RequestTimeout(),
+		MaxStaleness: maxStale,
+		Timeout:      maxStale / 2, // the whole sync; each request has RequestTimeout
 		AllowEmpty:   c.AllowEmpty,
 		Logger:       ctx.Logger(),
 		OnChange: func() {
@@ -175,7 +180,7 @@ func (s *Synced) SetOnChange(f func()) { s.onChange.Store(&f) }
 func (s *Synced) Health(now time.Time) any { return s.Engine.Health(now) }
 
 // LastSync is the start of the last successful sync.
-func (s *Synced) LastSync() time.Time { return s.Engine.Health(time.Now()).LastSuccess }
+func (s *Synced) LastSync() time.Time { return s.Engine.LastSuccess() }
 
 // Cleanup stops syncing and releases the fetcher. Safe on a nil or
 // half-built value.

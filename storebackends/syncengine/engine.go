@@ -157,8 +157,11 @@ func New(opts Options) (*Engine, error) {
 	if interval < MinInterval {
 		return nil, fail("interval %v is below the minimum of %v", interval, MinInterval)
 	}
-	if maxStaleness < interval {
-		return nil, fail("max_staleness %v must be at least the interval %v", maxStaleness, interval)
+	// The last success is stamped at a fetch's start and the next poll
+	// starts an interval after the previous one ended: a bound below
+	// two intervals would make a healthy store flap to stale.
+	if maxStaleness < 2*interval {
+		return nil, fail("max_staleness %v must be at least twice the interval %v", maxStaleness, interval)
 	}
 	if timeout >= maxStaleness {
 		return nil, fail("timeout %v must be less than max_staleness %v", timeout, maxStaleness)
@@ -223,7 +226,19 @@ func (e *Engine) Initial(ctx context.Context) error {
 	if err := e.syncSerialised(ctx); err != nil {
 		return fmt.Errorf("store %q: initial sync: %w", e.name, err)
 	}
+	// A first sync that finds nothing is far more often a wrong mount,
+	// path or policy than an empty store: say so at start-up.
+	if len(e.snap.Load().entries) == 0 && !e.allowEmpty {
+		return fmt.Errorf("store %q: the first sync found no credentials (check the mount, path, kv_version and the token's policy; set allow_empty to start anyway)", e.name)
+	}
 	return nil
+}
+
+// LastSuccess is the start of the last successful sync (zero if none).
+func (e *Engine) LastSuccess() time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.state.lastSuccess
 }
 
 // Start runs the polling loop in one background goroutine. Only the

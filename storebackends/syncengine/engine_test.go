@@ -202,7 +202,7 @@ func TestNewValidation(t *testing.T) {
 		{"no fetcher", syncengine.Options{Store: "vault"}, `store "vault": a fetcher is required`},
 		{"negative", syncengine.Options{Store: "vault", Fetcher: f, Timeout: -1}, "must not be negative"},
 		{"interval too short", syncengine.Options{Store: "vault", Fetcher: f, Interval: 50 * time.Millisecond}, "interval 50ms is below the minimum of 100ms"},
-		{"staleness below interval", syncengine.Options{Store: "vault", Fetcher: f, Interval: 10 * time.Minute}, "max_staleness 5m0s must be at least the interval 10m0s"},
+		{"staleness below interval", syncengine.Options{Store: "vault", Fetcher: f, Interval: 10 * time.Minute}, "max_staleness 5m0s must be at least twice the interval 10m0s"},
 		{"timeout too long", syncengine.Options{Store: "vault", Fetcher: f, MaxStaleness: time.Minute, Timeout: time.Minute}, "timeout 1m0s must be less than max_staleness 1m0s"},
 		{"backoff below interval", syncengine.Options{Store: "vault", Fetcher: f, MaxBackoff: time.Second}, "max_backoff 1s must lie between the interval 30s and max_staleness 5m0s"},
 		{"backoff above staleness", syncengine.Options{Store: "vault", Fetcher: f, MaxBackoff: time.Hour}, "max_backoff 1h0m0s must lie between"},
@@ -234,12 +234,12 @@ func TestNewValidation(t *testing.T) {
 		}
 	})
 	t.Run("backoff never below interval", func(t *testing.T) {
-		e, err := syncengine.New(syncengine.Options{Store: "vault", Fetcher: f, Interval: 4 * time.Minute})
+		e, err := syncengine.New(syncengine.Options{Store: "vault", Fetcher: f, Interval: 2 * time.Minute, MaxBackoff: 2 * time.Minute})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d := e.Backoff(100); d < 216*time.Second || d > 264*time.Second {
-			t.Errorf("capped back-off = %v, want the 4m interval ±10%%", d)
+		if d := e.Backoff(100); d < 108*time.Second || d > 132*time.Second {
+			t.Errorf("capped back-off = %v, want the 2m interval ±10%%", d)
 		}
 	})
 }
@@ -278,8 +278,12 @@ func TestInitialSuccess(t *testing.T) {
 	}
 }
 
-func TestInitialEmptyStoreIsFine(t *testing.T) {
+func TestInitialEmptyStoreIsRefusedUnlessAllowed(t *testing.T) {
 	h := newHarness(t, newFetcher(), nil)
+	if err := h.e.Initial(context.Background()); err == nil || !strings.Contains(err.Error(), "found no credentials") {
+		t.Fatalf("empty first sync: %v", err)
+	}
+	h = newHarness(t, newFetcher(), func(o *syncengine.Options) { o.AllowEmpty = true })
 	if err := h.e.Initial(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -375,7 +379,7 @@ func TestRotationContentHash(t *testing.T) {
 	h := newHarness(t, newFetcher(item("TOKEN", "old", "")), nil)
 	h.mustSync(t)
 	v1 := h.e.List()[0].Version
-	if v1 != syncengine.ContentVersionForTest("old") || !strings.HasPrefix(v1, "sha256:") || len(v1) != len("sha256:")+16 {
+	if v1 != syncengine.ContentVersionForTest("old") || !strings.HasPrefix(v1, "hmac:") || len(v1) != len("hmac:")+16 {
 		t.Fatalf("derived version = %q", v1)
 	}
 	h.clock.Advance(time.Minute)
@@ -908,5 +912,25 @@ func TestConcurrentSyncsAndReads(t *testing.T) {
 	h.e.Stop()
 	if h.fetcher.overlap.Load() {
 		t.Fatal("two fetches ran at once")
+	}
+}
+
+// Deleting the last secret in the backend (say, after a leak) removes
+// it at once: the backend explained the removal, so it is not refused
+// as an unexplained empty batch.
+func TestExplainedRemovalOfEverything(t *testing.T) {
+	h := newHarness(t, newFetcher(item("LEAKED", "v", "1")), nil)
+	h.mustSync(t)
+	h.fetcher.setBatch(storebackends.Batch{Problems: []storebackends.Problem{{Name: "LEAKED", Source: "secret/app", Reason: "soft-deleted in Vault"}}})
+	h.mustSync(t)
+	if got := h.e.List(); len(got) != 0 {
+		t.Fatalf("deleted credential still listed: %v", got)
+	}
+	// Unexplained: refused.
+	h2 := newHarness(t, newFetcher(item("KEEP", "v", "1")), nil)
+	h2.mustSync(t)
+	h2.fetcher.setBatch(storebackends.Batch{})
+	if err := h2.e.SyncNow(context.Background()); err == nil || len(h2.e.List()) != 1 {
+		t.Fatalf("unexplained empty batch accepted: %v", err)
 	}
 }

@@ -2,6 +2,8 @@ package syncengine
 
 import (
 	"context"
+	"crypto/hmac"
+	crand "crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -60,7 +62,10 @@ func (e *Engine) sync(ctx context.Context) (changed bool, err error) {
 
 	prev := e.snap.Load()
 	entries, problems := ingest(batch, prev, e.now())
-	if len(entries) == 0 && len(prev.entries) > 0 && !e.allowEmpty {
+	// An empty batch is refused unless the backend explained the
+	// removals (deleted secrets are reported as problems): then removing
+	// them at once is the point, e.g. after a leak.
+	if len(entries) == 0 && len(prev.entries) > 0 && !e.allowEmpty && !explainsRemovals(prev, problems) {
 		err := fmt.Errorf("refused a sync that would remove all %d credentials (allow_empty is off); still serving the last good snapshot", len(prev.entries))
 		e.recordFailure(started, err, true, problems)
 		return false, err
@@ -164,12 +169,23 @@ func newEntry(it storebackends.Item, prev map[string]entry, now time.Time) entry
 	return ent
 }
 
+// versionKey keys contentVersion. It is random per process: versions
+// are only compared within one run, and a plain hash of a short value
+// (a PIN, a password) could be brute-forced from the API or the logs.
+var versionKey = func() []byte {
+	k := make([]byte, 32)
+	if _, err := crand.Read(k); err != nil {
+		panic(err)
+	}
+	return k
+}()
+
 // contentVersion derives a version from a value, so that a rotation in
-// a backend without versions (KV v1) is still seen. 64 bits of a hash
-// tell versions apart without revealing anything useful of the value.
+// a backend without versions (KV v1) is still seen.
 func contentVersion(value string) string {
-	sum := sha256.Sum256([]byte(value))
-	return "sha256:" + hex.EncodeToString(sum[:8])
+	m := hmac.New(sha256.New, versionKey)
+	m.Write([]byte(value))
+	return "hmac:" + hex.EncodeToString(m.Sum(nil)[:8])
 }
 
 // checkValue returns why value cannot be injected, or "".
@@ -319,4 +335,19 @@ func (e *Engine) backoff(failures int) time.Duration {
 // caller holds e.mu.
 func (e *Engine) staleAt(now time.Time) bool {
 	return e.state.lastSuccess.IsZero() || now.Sub(e.state.lastSuccess) > e.maxStaleness
+}
+
+// explainsRemovals reports whether every credential of prev is named in
+// a problem of the new batch (deleted, destroyed, invalid now).
+func explainsRemovals(prev *snapshot, problems []storebackends.Problem) bool {
+	named := make(map[string]bool, len(problems))
+	for _, p := range problems {
+		named[p.Name] = true
+	}
+	for name := range prev.entries {
+		if !named[name] {
+			return false
+		}
+	}
+	return true
 }

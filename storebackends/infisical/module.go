@@ -1,0 +1,154 @@
+package infisical
+
+import (
+	"fmt"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/agentvault/caddy-agent-vault/storebackends"
+	"github.com/agentvault/caddy-agent-vault/storebackends/storemodule"
+)
+
+func init() {
+	caddy.RegisterModule(new(Module))
+}
+
+// Module is the Infisical credential store: it reads every secret of
+// one project environment folder (and its imports) and keeps the values
+// fresh through the shared sync engine. Each secret becomes a
+// credential named by its key.
+type Module struct {
+	// The options every external store has: name (default
+	// "infisical"), poll_interval, max_staleness, timeout, allow_empty.
+	storemodule.SyncConfig
+
+	// Infisical's address. Default https://app.infisical.com. Plain
+	// http is accepted only for loopback addresses.
+	SiteURL string `json:"site_url,omitempty"`
+
+	// How the store authenticates.
+	Auth Auth `json:"auth"`
+
+	// The project (workspace) ID. Required.
+	ProjectID string `json:"project_id,omitempty"`
+
+	// The environment slug, e.g. "prod". Required.
+	Environment string `json:"environment,omitempty"`
+
+	// The folder to read. Default "/".
+	SecretPath string `json:"secret_path,omitempty"`
+
+	// Also read every folder below secret_path.
+	Recursive bool `json:"recursive,omitempty"`
+
+	// Prepended to every credential name.
+	NamePrefix string `json:"name_prefix,omitempty"`
+
+	// PEM file with the CA(s) to trust for Infisical's TLS. Default: the
+	// system roots. There is no option to skip verification.
+	CACert string `json:"ca_cert,omitempty"`
+
+	// Server name to verify Infisical's certificate against, if it
+	// differs from site_url's host.
+	TLSServerName string `json:"tls_server_name,omitempty"`
+
+	*storemodule.Synced
+}
+
+// Auth is the Infisical login. Fields expand placeholders, so
+// {env.INFISICAL_CLIENT_SECRET} keeps secrets out of the JSON config;
+// the *_file variants read a file (trailing newlines ignored) and win
+// over the inline value.
+type Auth struct {
+	// "universal" (a machine identity's client ID and secret) or
+	// "token" (an access token used as given).
+	Method string `json:"method"`
+
+	// Universal auth.
+	ClientID         string `json:"client_id,omitempty"`
+	ClientIDFile     string `json:"client_id_file,omitempty"`
+	ClientSecret     string `json:"client_secret,omitempty"`
+	ClientSecretFile string `json:"client_secret_file,omitempty"`
+
+	// Token auth.
+	Token     string `json:"token,omitempty"`
+	TokenFile string `json:"token_file,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (*Module) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "agent_vault.stores.infisical",
+		New: func() caddy.Module { return new(Module) },
+	}
+}
+
+// Provision builds the fetcher and the sync engine and performs the
+// first sync: a bad client secret, a bad token or an unreachable
+// Infisical stops start-up here, with a message naming the store.
+func (m *Module) Provision(ctx caddy.Context) error {
+	if m.Name == "" {
+		m.Name = "infisical"
+	}
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf("store %q: "+format, append([]any{m.Name}, args...)...)
+	}
+	cfg := Config{
+		Name:          m.Name,
+		AuthMethod:    m.Auth.Method,
+		ProjectID:     m.ProjectID,
+		Environment:   m.Environment,
+		SecretPath:    m.SecretPath,
+		Recursive:     m.Recursive,
+		NamePrefix:    m.NamePrefix,
+		Timeout:       m.RequestTimeout(),
+		CACertFile:    m.CACert,
+		TLSServerName: m.TLSServerName,
+		Logger:        ctx.Logger(),
+	}
+	var err error
+	if cfg.SiteURL, err = storemodule.Secret("site_url", m.SiteURL, ""); err != nil {
+		return fail("%v", err)
+	}
+	switch m.Auth.Method {
+	case AuthUniversal:
+		if cfg.ClientID, err = storemodule.Secret("client_id", m.Auth.ClientID, m.Auth.ClientIDFile); err != nil {
+			return fail("%v", err)
+		}
+		if cfg.ClientSecret, err = storemodule.Secret("client_secret", m.Auth.ClientSecret, m.Auth.ClientSecretFile); err != nil {
+			return fail("%v", err)
+		}
+		if cfg.ClientID == "" || cfg.ClientSecret == "" {
+			return fail("universal auth needs client_id and client_secret (or their _file variants; for example {env.INFISICAL_CLIENT_SECRET})")
+		}
+	case AuthToken:
+		if cfg.Token, err = storemodule.Secret("token", m.Auth.Token, m.Auth.TokenFile); err != nil {
+			return fail("%v", err)
+		}
+		if cfg.Token == "" {
+			return fail("token auth needs token or token_file (for example {env.INFISICAL_TOKEN})")
+		}
+	default:
+		return fail(`auth method must be "universal" or "token", got %q`, m.Auth.Method)
+	}
+	f, err := New(cfg)
+	if err != nil {
+		return fail("%v", err)
+	}
+	m.Synced, err = m.SyncConfig.Launch(ctx, f, f.Close)
+	return err // names the store already
+}
+
+// Cleanup stops syncing and releases the HTTP client.
+func (m *Module) Cleanup() error {
+	m.Synced.Cleanup()
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner    = (*Module)(nil)
+	_ caddy.CleanerUpper   = (*Module)(nil)
+	_ storebackends.Synced = (*Module)(nil)
+	_ storebackends.Named  = (*Module)(nil)
+)
