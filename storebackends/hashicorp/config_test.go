@@ -47,7 +47,7 @@ func TestNewValidation(t *testing.T) {
 		{"name prefix dash", func(c *Config) { c.NamePrefix = "MY-" }, "name_prefix"},
 		{"name mapping", func(c *Config) { c.NameMapping = "flat" }, `unknown name_mapping "flat"`},
 		{"negative timeout", func(c *Config) { c.Timeout = -time.Second }, "timeout must not be negative"},
-		{"missing CA file", func(c *Config) { c.CACertFile = "/nonexistent/ca.pem" }, "ca_cert_file"},
+		{"missing CA file", func(c *Config) { c.CACertFile = "/nonexistent/ca.pem" }, "ca_cert"},
 		{"CA file without certificate", func(c *Config) { c.CACertFile = notPEM }, "contains no PEM certificate"},
 		{"TLS option on http", func(c *Config) { c.Address = "http://127.0.0.1:8200"; c.TLSServerName = "x" }, "need an https address"},
 	}

@@ -196,7 +196,7 @@ var namePrefixRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
 
 // normalize applies defaults and validates cfg in place.
 func normalize(cfg *Config) error {
-	if err := storehttp.ValidateAddress("vault", cfg.Address); err != nil {
+	if err := storehttp.ValidateAddress("vault", "address", cfg.Address); err != nil {
 		return err
 	}
 	cfg.Address = strings.TrimSuffix(cfg.Address, "/")

@@ -1,6 +1,8 @@
 package infisical
 
 import (
+	"github.com/agentvault/caddy-agent-vault/storebackends/storehttp"
+
 	"context"
 	"encoding/pem"
 	"fmt"
@@ -60,7 +62,7 @@ func TestProxyEnvironmentIsIgnored(t *testing.T) {
 		switch {
 		case addr == "infisical.test:443":
 			addr = stubAddr
-		case !isLoopback(host):
+		case !storehttp.IsLoopback(host):
 			return nil, fmt.Errorf("test refuses to dial %s", addr)
 		}
 		var d net.Dialer
@@ -96,7 +98,7 @@ func TestRedirectIsRefused(t *testing.T) {
 			h := newHarness(t, nil, nil)
 			h.stub.Override(endpoint, infisicaltest.Reply{Status: http.StatusTemporaryRedirect,
 				Header: http.Header{"Location": {elsewhere.URL + "/api/v3/secrets/raw"}}})
-			wantErr(t, h.fetchErr(t), "Infisical answered with a redirect, which is not followed", "(HTTP 307)")
+			wantErr(t, h.fetchErr(t), "infisical answered with a redirect (HTTP 307), which is not followed", "(HTTP 307)")
 		})
 	}
 	if n := hits.Load(); n != 0 {

@@ -21,16 +21,13 @@
 package infisical
 
 import (
+	"github.com/agentvault/caddy-agent-vault/storebackends/storehttp"
+
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
-	"net/url"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -125,30 +122,15 @@ func New(cfg Config) (*Fetcher, error) {
 	if err := normalize(&cfg); err != nil {
 		return nil, err
 	}
-	tlsConfig, err := buildTLSConfig(cfg)
+	client, transport, err := storehttp.NewClient(storehttp.Options{
+		Service:       "infisical",
+		Timeout:       cfg.Timeout,
+		CACertFile:    cfg.CACertFile,
+		TLSServerName: cfg.TLSServerName,
+		DialContext:   cfg.dialContext,
+	})
 	if err != nil {
 		return nil, err
-	}
-	dialer := &net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}
-	transport := &http.Transport{
-		Proxy:                 nil, // never an agent's proxy, whatever HTTPS_PROXY says
-		DialContext:           dialer.DialContext,
-		TLSClientConfig:       tlsConfig,
-		TLSHandshakeTimeout:   cfg.Timeout,
-		ResponseHeaderTimeout: cfg.Timeout,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConnsPerHost:   4,
-		IdleConnTimeout:       90 * time.Second,
-	}
-	if cfg.dialContext != nil {
-		transport.DialContext = cfg.dialContext
-	}
-	client := &http.Client{
-		Transport: transport,
-		Timeout:   cfg.Timeout,
-		// A redirect is returned as is and then refused by do: following
-		// it would send the token wherever Location points.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -187,7 +169,7 @@ func normalize(cfg *Config) error {
 	if cfg.SiteURL == "" {
 		cfg.SiteURL = DefaultSiteURL
 	}
-	if err := validateSiteURL(cfg.SiteURL); err != nil {
+	if err := storehttp.ValidateAddress("infisical", "site_url", cfg.SiteURL); err != nil {
 		return err
 	}
 	cfg.SiteURL = strings.TrimSuffix(cfg.SiteURL, "/")
@@ -250,36 +232,6 @@ func normalize(cfg *Config) error {
 	return nil
 }
 
-// validateSiteURL accepts https URLs, and http URLs of loopback hosts,
-// with no path, credentials, query or fragment.
-func validateSiteURL(site string) error {
-	u, err := url.Parse(site)
-	if err != nil {
-		return fmt.Errorf("infisical: site_url %q is not a URL", site)
-	}
-	switch {
-	case u.Scheme != "https" && u.Scheme != "http":
-		return fmt.Errorf("infisical: site_url %q must start with https://", site)
-	case u.Host == "" || u.Hostname() == "":
-		return fmt.Errorf("infisical: site_url %q has no host", site)
-	case u.User != nil:
-		return errors.New("infisical: site_url must not contain credentials")
-	case (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "":
-		return fmt.Errorf("infisical: site_url %q must be scheme://host[:port] only", site)
-	case u.Scheme == "http" && !isLoopback(u.Hostname()):
-		return fmt.Errorf("infisical: site_url %q uses plain http, which is only allowed for a loopback address; use https", site)
-	}
-	return nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
-}
-
 // cleanSecretPath makes p an absolute folder path without a trailing
 // slash ("/" for the root) and rejects empty, "." and ".." segments and
 // control characters, which could select another folder than meant.
@@ -325,25 +277,6 @@ func isPrintable(s string) bool {
 		}
 	}
 	return true
-}
-
-// buildTLSConfig verifies Infisical's certificate against CACertFile or
-// the system roots. Verification is never skipped.
-func buildTLSConfig(cfg Config) (*tls.Config, error) {
-	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.TLSServerName}
-	if cfg.CACertFile == "" {
-		return tlsConfig, nil
-	}
-	pemBytes, err := os.ReadFile(cfg.CACertFile)
-	if err != nil {
-		return nil, fmt.Errorf("infisical: ca_cert: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pemBytes) {
-		return nil, fmt.Errorf("infisical: ca_cert %q contains no PEM certificate", cfg.CACertFile)
-	}
-	tlsConfig.RootCAs = pool
-	return tlsConfig, nil
 }
 
 func (f *Fetcher) storeField() zap.Field { return zap.String("store", f.cfg.Name) }

@@ -43,25 +43,26 @@ type Options struct {
 
 // ValidateAddress accepts https URLs, and http URLs of loopback hosts
 // (a local dev server), with no path, credentials, query or fragment.
-func ValidateAddress(service, address string) error {
+// field is the option's name in messages ("address", "site_url").
+func ValidateAddress(service, field, address string) error {
 	if address == "" {
-		return fmt.Errorf("%s: address is required", service)
+		return fmt.Errorf("%s: %s is required", service, field)
 	}
 	u, err := url.Parse(address)
 	if err != nil {
-		return fmt.Errorf("%s: address %q is not a URL", service, address)
+		return fmt.Errorf("%s: %s %q is not a URL", service, field, address)
 	}
 	switch {
 	case u.Scheme != "https" && u.Scheme != "http":
-		return fmt.Errorf("%s: address %q must start with https://", service, address)
+		return fmt.Errorf("%s: %s %q must start with https://", service, field, address)
 	case u.Host == "" || u.Hostname() == "":
-		return fmt.Errorf("%s: address %q has no host", service, address)
+		return fmt.Errorf("%s: %s %q has no host", service, field, address)
 	case u.User != nil:
-		return fmt.Errorf("%s: address must not contain credentials", service)
+		return fmt.Errorf("%s: %s must not contain credentials", service, field)
 	case (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "":
-		return fmt.Errorf("%s: address %q must be scheme://host[:port] only", service, address)
+		return fmt.Errorf("%s: %s %q must be scheme://host[:port] only", service, field, address)
 	case u.Scheme == "http" && !IsLoopback(u.Hostname()):
-		return fmt.Errorf("%s: address %q uses plain http, which is only allowed for a loopback address; use https", service, address)
+		return fmt.Errorf("%s: %s %q uses plain http, which is only allowed for a loopback address; use https", service, field, address)
 	}
 	return nil
 }
@@ -83,11 +84,11 @@ func NewTransport(o Options) (*http.Transport, error) {
 	if o.CACertFile != "" {
 		pemBytes, err := os.ReadFile(o.CACertFile)
 		if err != nil {
-			return nil, fmt.Errorf("%s: ca_cert_file: %w", o.Service, err)
+			return nil, fmt.Errorf("%s: ca_cert: %w", o.Service, err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pemBytes) {
-			return nil, fmt.Errorf("%s: ca_cert_file %q contains no PEM certificate", o.Service, o.CACertFile)
+			return nil, fmt.Errorf("%s: ca_cert %q contains no PEM certificate", o.Service, o.CACertFile)
 		}
 		tlsConfig.RootCAs = pool
 	}
@@ -169,7 +170,7 @@ func (c *cappedBody) Read(p []byte) (int, error) {
 		var probe [1]byte
 		n, err := c.ReadCloser.Read(probe[:])
 		if n > 0 {
-			return 0, fmt.Errorf("%s %w (%d MiB)", c.service, ErrResponseTooLarge, c.max>>20)
+			return 0, fmt.Errorf("%s %w (over %d bytes)", c.service, ErrResponseTooLarge, c.max)
 		}
 		return 0, err
 	}

@@ -12,12 +12,12 @@ import (
 
 func TestValidateAddress(t *testing.T) {
 	for _, ok := range []string{"https://vault.example:8200", "http://127.0.0.1:8200", "http://localhost:1", "http://[::1]:8200/"} {
-		if err := ValidateAddress("vault", ok); err != nil {
+		if err := ValidateAddress("vault", "address", ok); err != nil {
 			t.Errorf("%s: %v", ok, err)
 		}
 	}
 	for _, bad := range []string{"", "vault:8200", "ftp://x", "https://", "https://u:p@h", "https://h/path", "https://h?q", "http://10.0.0.1:8200", "http://vault.example"} {
-		if err := ValidateAddress("vault", bad); err == nil || !strings.HasPrefix(err.Error(), "vault: ") {
+		if err := ValidateAddress("vault", "address", bad); err == nil || !strings.HasPrefix(err.Error(), "vault: ") {
 			t.Errorf("%q: %v", bad, err)
 		}
 	}
