@@ -124,24 +124,17 @@ func (m *Module) Provision(ctx caddy.Context) error {
 	}
 	switch m.Auth.Method {
 	case AuthToken:
-		if cfg.Token, err = storemodule.Secret("token", m.Auth.Token, m.Auth.TokenFile); err != nil {
-			return fail("%v", err)
-		}
-		if cfg.Token == "" {
-			return fail("token auth needs token or token_file (for example {env.VAULT_TOKEN})")
-		}
+		err = storemodule.ResolveSecrets("token",
+			storemodule.SecretField{Name: "token", Inline: m.Auth.Token, File: m.Auth.TokenFile, Dst: &cfg.Token})
 	case AuthAppRole:
-		if cfg.RoleID, err = storemodule.Secret("role_id", m.Auth.RoleID, m.Auth.RoleIDFile); err != nil {
-			return fail("%v", err)
-		}
-		if cfg.SecretID, err = storemodule.Secret("secret_id", m.Auth.SecretID, m.Auth.SecretIDFile); err != nil {
-			return fail("%v", err)
-		}
-		if cfg.RoleID == "" || cfg.SecretID == "" {
-			return fail("approle auth needs role_id and secret_id (or their _file variants)")
-		}
+		err = storemodule.ResolveSecrets("approle",
+			storemodule.SecretField{Name: "role_id", Inline: m.Auth.RoleID, File: m.Auth.RoleIDFile, Dst: &cfg.RoleID},
+			storemodule.SecretField{Name: "secret_id", Inline: m.Auth.SecretID, File: m.Auth.SecretIDFile, Dst: &cfg.SecretID})
 	default:
-		return fail(`auth method must be "token" or "approle", got %q`, m.Auth.Method)
+		err = fmt.Errorf(`auth method must be "token" or "approle", got %q`, m.Auth.Method)
+	}
+	if err != nil {
+		return fail("%v", err)
 	}
 	f, err := New(cfg)
 	if err != nil {

@@ -112,24 +112,17 @@ func (m *Module) Provision(ctx caddy.Context) error {
 	}
 	switch m.Auth.Method {
 	case AuthUniversal:
-		if cfg.ClientID, err = storemodule.Secret("client_id", m.Auth.ClientID, m.Auth.ClientIDFile); err != nil {
-			return fail("%v", err)
-		}
-		if cfg.ClientSecret, err = storemodule.Secret("client_secret", m.Auth.ClientSecret, m.Auth.ClientSecretFile); err != nil {
-			return fail("%v", err)
-		}
-		if cfg.ClientID == "" || cfg.ClientSecret == "" {
-			return fail("universal auth needs client_id and client_secret (or their _file variants; for example {env.INFISICAL_CLIENT_SECRET})")
-		}
+		err = storemodule.ResolveSecrets("universal",
+			storemodule.SecretField{Name: "client_id", Inline: m.Auth.ClientID, File: m.Auth.ClientIDFile, Dst: &cfg.ClientID},
+			storemodule.SecretField{Name: "client_secret", Inline: m.Auth.ClientSecret, File: m.Auth.ClientSecretFile, Dst: &cfg.ClientSecret})
 	case AuthToken:
-		if cfg.Token, err = storemodule.Secret("token", m.Auth.Token, m.Auth.TokenFile); err != nil {
-			return fail("%v", err)
-		}
-		if cfg.Token == "" {
-			return fail("token auth needs token or token_file (for example {env.INFISICAL_TOKEN})")
-		}
+		err = storemodule.ResolveSecrets("token",
+			storemodule.SecretField{Name: "token", Inline: m.Auth.Token, File: m.Auth.TokenFile, Dst: &cfg.Token})
 	default:
-		return fail(`auth method must be "universal" or "token", got %q`, m.Auth.Method)
+		err = fmt.Errorf(`auth method must be "universal" or "token", got %q`, m.Auth.Method)
+	}
+	if err != nil {
+		return fail("%v", err)
 	}
 	f, err := New(cfg)
 	if err != nil {

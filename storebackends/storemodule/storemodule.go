@@ -202,3 +202,30 @@ var (
 	_ storebackends.Synced = (*Synced)(nil)
 	_ storebackends.Named  = (*Synced)(nil)
 )
+
+// SecretField is one secret option of an auth method: its inline and
+// file forms, and where its resolved value goes.
+type SecretField struct {
+	Name, Inline, File string
+	Dst                *string
+}
+
+// ResolveSecrets resolves every field of an auth method (see Secret)
+// and fails, naming the fields, when any of them ends up empty.
+func ResolveSecrets(method string, fields ...SecretField) error {
+	var missing []string
+	for _, f := range fields {
+		v, err := Secret(f.Name, f.Inline, f.File)
+		if err != nil {
+			return err
+		}
+		if v == "" {
+			missing = append(missing, f.Name)
+		}
+		*f.Dst = v
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%s auth needs %s (inline, from a placeholder such as {env.NAME}, or from the *_file option)", method, strings.Join(missing, " and "))
+	}
+	return nil
+}
