@@ -46,6 +46,9 @@ func (m *Module) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for d.NextBlock(0) {
 		opt := d.Val()
 		if opt == "auth" {
+			if m.Auth.Method != "" {
+				return d.Err("auth is given twice: keep one auth block")
+			}
 			if err := m.Auth.unmarshal(d); err != nil {
 				return err
 			}

@@ -60,3 +60,11 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestAuthGivenTwice(t *testing.T) {
+	var m Module
+	err := m.UnmarshalCaddyfile(caddyfile.NewTestDispenser("hashicorp {\n auth token {\n token a\n }\n auth approle {\n role_id r\n }\n}"))
+	if err == nil {
+		t.Fatal("two auth blocks accepted")
+	}
+}

@@ -1,6 +1,8 @@
 package hashicorp
 
 import (
+	"github.com/agentvault/caddy-agent-vault/storebackends/storehttp"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -35,9 +37,6 @@ func isPermissionDenied(err error) bool {
 	return errors.As(err, &ve) && ve.status == http.StatusForbidden
 }
 
-// maxReasonLen bounds what is kept of Vault's own error text.
-const maxReasonLen = 300
-
 // fail turns an error from vault/api into a vaultError for op.
 //
 // vault/api's own messages may embed the raw response body (for a
@@ -45,7 +44,7 @@ const maxReasonLen = 300
 // then every credential the fetcher holds is masked, in case a server
 // or proxy echoed one.
 func (f *Fetcher) fail(op string, err error) *vaultError {
-	ve := &vaultError{op: f.mask(op), reason: f.mask(describe(err))}
+	ve := &vaultError{op: f.mask(op), reason: storehttp.ClipReason(f.mask(describe(err)))}
 	var re *api.ResponseError
 	if errors.As(err, &re) {
 		ve.status = re.StatusCode
@@ -108,10 +107,7 @@ func vaultMessage(re *api.ResponseError) string {
 		}
 		return r
 	}, msg)
-	if len(msg) > maxReasonLen {
-		msg = strings.ToValidUTF8(msg[:maxReasonLen], "") + "…"
-	}
-	return msg
+	return msg // clipped by the caller, after masking
 }
 
 // mask replaces every credential the fetcher holds with a marker.

@@ -71,7 +71,16 @@ func (f *Fetcher) ensureSession(ctx context.Context) error {
 	}
 	if err := f.renew(ctx, now); err != nil {
 		f.log.Info("renewing the infisical access token failed; logging in again", f.storeField(), zap.String("error", err.Error()))
-		return f.login(ctx)
+		if lerr := f.login(ctx); lerr != nil {
+			// A short outage of the auth endpoints must not fail syncs
+			// while the token in hand is still valid.
+			if f.session.token != "" && now.Before(f.session.expiresAt) {
+				f.log.Warn("infisical login failed; keeping the current access token until it expires", f.storeField(),
+					zap.String("error", lerr.Error()), zap.Duration("expires_in", f.session.expiresAt.Sub(now)))
+				return nil
+			}
+			return lerr
+		}
 	}
 	return nil
 }
@@ -79,7 +88,6 @@ func (f *Fetcher) ensureSession(ctx context.Context) error {
 // login obtains a fresh token with the universal auth credentials.
 func (f *Fetcher) login(ctx context.Context) error {
 	const op = "infisical universal auth login failed"
-	f.session = session{}
 	start := f.now()
 	var out tokenResponse
 	err := f.call(ctx, op, http.MethodPost, "/api/v1/auth/universal-auth/login", nil,
@@ -94,14 +102,16 @@ func (f *Fetcher) login(ctx context.Context) error {
 	if err := checkToken(op, out); err != nil {
 		return err
 	}
-	f.session = session{token: out.AccessToken}
+	// The old session is replaced only now, with a working token.
+	next := session{token: out.AccessToken}
 	if ttl := seconds(out.ExpiresIn); ttl > 0 {
-		f.session.ttl = ttl
-		f.session.expiresAt = start.Add(ttl)
+		next.ttl = ttl
+		next.expiresAt = start.Add(ttl)
 	}
 	if maxTTL := seconds(out.AccessTokenMaxTTL); maxTTL > 0 {
-		f.session.maxAt = start.Add(maxTTL)
+		next.maxAt = start.Add(maxTTL)
 	}
+	f.session = next
 	f.log.Info("infisical universal auth login", f.storeField(),
 		zap.Duration("expires_in", f.session.ttl), zap.Duration("max_ttl", seconds(out.AccessTokenMaxTTL)))
 	return nil
@@ -125,6 +135,9 @@ func (f *Fetcher) renew(ctx context.Context, now time.Time) error {
 	}
 	f.session.token = out.AccessToken
 	f.session.expiresAt = now.Add(granted)
+	if !f.session.maxAt.IsZero() && f.session.expiresAt.After(f.session.maxAt) {
+		f.session.expiresAt = f.session.maxAt // a token never outlives its max TTL
+	}
 	f.log.Info("infisical access token renewed", f.storeField(), zap.Duration("expires_in", granted))
 	return nil
 }

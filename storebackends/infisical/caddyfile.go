@@ -43,6 +43,9 @@ func (m *Module) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		opt := d.Val()
 		switch opt {
 		case "auth":
+			if m.Auth.Method != "" {
+				return d.Err("auth is given twice: keep one auth block")
+			}
 			if err := m.Auth.unmarshal(d); err != nil {
 				return err
 			}

@@ -1,6 +1,8 @@
 package infisical
 
 import (
+	"github.com/agentvault/caddy-agent-vault/storebackends/storehttp"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -39,8 +41,6 @@ const (
 	// maxErrorBodyBytes is how much of an error response is read for
 	// its message.
 	maxErrorBodyBytes = 64 << 10
-	// maxReasonLen bounds what is kept of Infisical's own error text.
-	maxReasonLen = 300
 )
 
 // call sends one request to Infisical and decodes a 200 answer into
@@ -81,12 +81,9 @@ func (f *Fetcher) call(ctx context.Context, op, method, path string, query url.V
 	defer resp.Body.Close()
 
 	switch {
-	case resp.StatusCode >= 300 && resp.StatusCode < 400:
-		return &apiError{op: op, status: resp.StatusCode,
-			reason: "Infisical answered with a redirect, which is not followed: set site_url to the address that serves the API"}
-	case resp.StatusCode != http.StatusOK:
+	case resp.StatusCode != http.StatusOK: // redirects never get here: storehttp.Guard refuses them
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBodyBytes))
-		return &apiError{op: op, status: resp.StatusCode, reason: f.mask(errorMessage(resp.StatusCode, data))}
+		return &apiError{op: op, status: resp.StatusCode, reason: storehttp.ClipReason(f.mask(errorMessage(resp.StatusCode, data)))}
 	}
 	data, err := readCapped(resp.Body, f.cfg.maxResponseBytes)
 	if err != nil {
@@ -158,9 +155,6 @@ func errorMessage(status int, body []byte) string {
 		}
 		return r
 	}, strings.TrimSpace(msg))
-	if len(msg) > maxReasonLen {
-		msg = strings.ToValidUTF8(msg[:maxReasonLen], "") + "…"
-	}
 	if msg == "" {
 		return strings.ToLower(http.StatusText(status))
 	}

@@ -31,9 +31,11 @@ type rawSecret struct {
 
 // rawImport is the content of one folder imported into the listed one.
 type rawImport struct {
-	SecretPath  string      `json:"secretPath"`
-	Environment string      `json:"environment"`
-	Secrets     []rawSecret `json:"secrets"`
+	SecretPath  string `json:"secretPath"`
+	Environment string `json:"environment"`
+	// A pointer, like listResponse.Secrets: a missing list is a
+	// malformed answer, never "this import has no secrets".
+	Secrets *[]rawSecret `json:"secrets"`
 }
 
 // listResponse is the answer of GET /api/v3/secrets/raw. The endpoint
@@ -113,18 +115,26 @@ func (f *Fetcher) list(ctx context.Context, recursive, imports bool, out *listRe
 	if out.Secrets == nil {
 		return &apiError{op: op, status: http.StatusOK, reason: "Infisical's response has no secrets list"}
 	}
+	for _, imp := range out.Imports {
+		if imp.Secrets == nil {
+			return &apiError{op: op, status: http.StatusOK, reason: "an import in Infisical's response has no secrets list"}
+		}
+	}
 	return nil
 }
 
 // toBatch turns a list answer into items and problems.
 //
 // Personal secrets (overrides that belong to a user) are ignored. A key
-// defined directly in the listed folder(s) wins over the same key from
-// an import, as in Infisical itself. Two imports that define the same
-// key with different values are a conflict: Infisical's API does not
-// say which import wins, so neither is used and a problem is reported.
-// Keys defined twice directly (in two folders of a recursive list) are
-// left to the sync engine, which drops every copy and reports it.
+// defined directly in the listed folder wins over the same key from an
+// import, as in Infisical itself. Two imports that define the same key
+// with different values are a conflict: Infisical resolves it by import
+// order, which the API answer does not make explicit enough to trust,
+// so neither is used and a problem is reported. In a recursive list
+// the answer holds the imports of every subfolder without saying which
+// folder imports what, so there a key that is both direct and imported
+// is passed on twice, and the sync engine drops every copy and reports
+// it, as it does for a key defined directly in two folders.
 func (f *Fetcher) toBatch(resp listResponse) storebackends.Batch {
 	var b storebackends.Batch
 	direct := map[string]bool{}
@@ -145,8 +155,17 @@ func (f *Fetcher) toBatch(resp listResponse) storebackends.Batch {
 	imported := map[string]*definition{}
 	var conflicts map[string][]string // key -> sources, in import order
 	for _, imp := range resp.Imports {
-		for _, s := range imp.Secrets {
-			if s.Type == "personal" || direct[s.Key] {
+		if imp.Secrets == nil {
+			continue // list refuses such answers; toBatch stays total for any input
+		}
+		for _, s := range *imp.Secrets {
+			if s.Type == "personal" {
+				continue
+			}
+			if direct[s.Key] {
+				if f.cfg.Recursive {
+					f.add(&b, s, imp.Environment, imp.SecretPath)
+				}
 				continue
 			}
 			first, seen := imported[s.Key]
@@ -176,7 +195,7 @@ func (f *Fetcher) toBatch(resp listResponse) storebackends.Batch {
 		}
 		b.Problems = append(b.Problems, storebackends.Problem{
 			Source: strings.Join(conflicts[key], ", "), Name: clip(f.cfg.NamePrefix+key, 160),
-			Reason: "imported more than once with different values; Infisical does not say which import wins, so none is used",
+			Reason: "imported more than once with different values; rather than guess which import wins, none is used",
 		})
 	}
 	return b
@@ -188,6 +207,8 @@ func (f *Fetcher) add(b *storebackends.Batch, s rawSecret, env, path string) {
 	source := f.source(env, path, s.Key)
 	name := f.cfg.NamePrefix + s.Key
 	switch {
+	case s.Key == "":
+		b.Problems = append(b.Problems, storebackends.Problem{Source: source, Reason: "malformed entry in Infisical's answer: no secret key"})
 	case storebackends.ValidateName(name) != nil:
 		b.Problems = append(b.Problems, storebackends.Problem{Source: source, Name: clip(name, 160),
 			Reason: "invalid credential name: use letters, digits and '_', not starting with a digit, at most 128 characters"})

@@ -30,6 +30,9 @@ func TestMappingFromFixture(t *testing.T) {
 	wantItems := []storebackends.Item{
 		{Name: "GITHUB_TOKEN", Value: "ghp_direct_LEAKMARKER", Version: "3", Source: "prod:/agents/GITHUB_TOKEN", UpdatedAt: at("2025-02-27T09:30:00Z")},
 		{Name: "OPENAI_API_KEY", Value: "sk-sub-folder-LEAKMARKER", Version: "12", Source: "prod:/agents/llm/OPENAI_API_KEY", UpdatedAt: at("2025-02-20T08:00:00Z")},
+		// Recursive: the import of a key also defined directly is passed
+		// on too, so the engine drops both copies as a clash.
+		{Name: "GITHUB_TOKEN", Value: "ghp_imported_shadowed_LEAKMARKER", Version: "7", Source: "prod:/shared/GITHUB_TOKEN", UpdatedAt: at("2025-01-01T00:00:00Z")},
 		{Name: "SLACK_TOKEN", Value: "xoxb-imported-LEAKMARKER", Version: "2", Source: "prod:/shared/SLACK_TOKEN", UpdatedAt: at("2025-01-02T00:00:00Z")},
 		{Name: "REGION", Value: "eu-west-1", Version: "1", Source: "prod:/shared/REGION", UpdatedAt: at("2025-01-04T00:00:00Z")},
 	}
@@ -39,7 +42,7 @@ func TestMappingFromFixture(t *testing.T) {
 	wantProblems := []storebackends.Problem{
 		{Source: "prod:/agents/stripe-key", Name: "stripe-key", Reason: "invalid credential name: use letters, digits and '_', not starting with a digit, at most 128 characters"},
 		{Source: "prod:/agents/HIDDEN_KEY", Name: "HIDDEN_KEY", Reason: "Infisical hides this value from the identity: grant it permission to read secret values"},
-		{Source: "prod:/shared/DB_PASSWORD, staging:/DB_PASSWORD", Name: "DB_PASSWORD", Reason: "imported more than once with different values; Infisical does not say which import wins, so none is used"},
+		{Source: "prod:/shared/DB_PASSWORD, staging:/DB_PASSWORD", Name: "DB_PASSWORD", Reason: "imported more than once with different values; rather than guess which import wins, none is used"},
 	}
 	if !reflect.DeepEqual(b.Problems, wantProblems) {
 		t.Errorf("problems:\n got %+v\nwant %+v", b.Problems, wantProblems)
@@ -78,6 +81,9 @@ func TestRecursiveAndImports(t *testing.T) {
 		want := map[string]string{"GITHUB_TOKEN": "ghp_LEAKMARKER_1", "SLACK_TOKEN": "xoxb-LEAKMARKER"}
 		if recursive {
 			want["OPENAI_API_KEY"] = "sk-LEAKMARKER"
+			// Both copies of GITHUB_TOKEN are passed on (the engine drops
+			// the clash); values() keeps the last one.
+			want["GITHUB_TOKEN"] = "ghp_shadowed_LEAKMARKER"
 		}
 		if got := values(b); !reflect.DeepEqual(got, want) || len(b.Problems) != 0 {
 			t.Errorf("recursive=%v: values %v, problems %+v", recursive, got, b.Problems)

@@ -48,7 +48,9 @@ func FuzzToBatch(f *testing.F) {
 		}
 		var imported []rawSecret
 		for _, imp := range resp.Imports {
-			imported = append(imported, imp.Secrets...)
+			if imp.Secrets != nil {
+				imported = append(imported, *imp.Secrets...)
+			}
 		}
 		served := map[string]int{}
 		for _, it := range b.Items {

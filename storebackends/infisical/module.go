@@ -110,6 +110,12 @@ func (m *Module) Provision(ctx caddy.Context) error {
 	if cfg.SiteURL, err = storemodule.Secret("site_url", m.SiteURL, ""); err != nil {
 		return fail("%v", err)
 	}
+	// Only an absent site_url means Infisical Cloud: one that is set but
+	// expands to nothing (an unset {env.X}) must not send the client
+	// secret to a third party.
+	if m.SiteURL != "" && cfg.SiteURL == "" {
+		return fail("site_url %q expands to nothing; set it (or remove the option to use %s)", m.SiteURL, DefaultSiteURL)
+	}
 	switch m.Auth.Method {
 	case AuthUniversal:
 		err = storemodule.ResolveSecrets("universal",

@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -147,7 +148,7 @@ func (g guarded) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
 		resp.Body.Close()
-		return nil, fmt.Errorf("%s answered with a redirect (HTTP %d), which is not followed: point the address at the server itself (the active node or a load balancer)", g.service, resp.StatusCode)
+		return nil, fmt.Errorf("%s answered with a redirect (HTTP %d), which is not followed: point the configured address at the server that answers the API itself", g.service, resp.StatusCode)
 	}
 	resp.Body = &cappedBody{ReadCloser: resp.Body, left: g.max, service: g.service, max: g.max}
 	return resp, nil
@@ -180,4 +181,17 @@ func (c *cappedBody) Read(p []byte) (int, error) {
 	n, err := c.ReadCloser.Read(p)
 	c.left -= int64(n)
 	return n, err
+}
+
+// MaxReasonLen bounds how much of a server's own error text is kept.
+const MaxReasonLen = 300
+
+// ClipReason shortens a server's error text for messages. Apply it
+// after masking credentials: cutting first could leave the start of an
+// echoed secret just before the cut, where no mask matches it.
+func ClipReason(s string) string {
+	if len(s) > MaxReasonLen {
+		return strings.ToValidUTF8(s[:MaxReasonLen], "") + "…"
+	}
+	return s
 }

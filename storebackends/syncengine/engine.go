@@ -229,7 +229,7 @@ func (e *Engine) Initial(ctx context.Context) error {
 	// A first sync that finds nothing is far more often a wrong mount,
 	// path or policy than an empty store: say so at start-up.
 	if len(e.snap.Load().entries) == 0 && !e.allowEmpty {
-		return fmt.Errorf("store %q: the first sync found no credentials (check the mount, path, kv_version and the token's policy; set allow_empty to start anyway)", e.name)
+		return fmt.Errorf("store %q: the first sync found no credentials (check the configured path or folder and what the store's credentials may read; set allow_empty to start anyway)", e.name)
 	}
 	return nil
 }
