@@ -231,6 +231,16 @@ func (f *Fetcher) readAll(ctx context.Context, version int, secrets []string) ([
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
+			// The engine recovers panics only on its own goroutine: one
+			// odd response must not take the server down from here.
+			defer func() {
+				if p := recover(); p != nil {
+					once.Do(func() {
+						firstErr = &vaultError{op: "reading " + secretPath, reason: fmt.Sprintf("internal error (%T)", p)}
+						cancel()
+					})
+				}
+			}()
 			r, err := f.readSecret(ctx, version, secretPath)
 			if err != nil {
 				once.Do(func() { firstErr = err; cancel() })
