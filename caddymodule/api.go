@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +15,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/catalog"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
@@ -33,9 +34,21 @@ const maxBody = 1 << 20
 // an ordinary Caddy handler, served on its own site (by default
 // 127.0.0.1:14321), not on Caddy's admin endpoint.
 type API struct {
-	app    *App
+	deps   apiDeps
 	logger *zap.Logger
 	mux    *http.ServeMux
+}
+
+// apiDeps is everything the API reads from the rest of the app.
+type apiDeps struct {
+	adminToken string
+	creds      *credentials.Set
+	catalog    *catalog.Catalog
+	sessions   *sessions.Registry
+	rootPEM    func() []byte
+	proxyURL   string
+	defaultTTL time.Duration
+	maxTTL     time.Duration
 }
 
 // CaddyModule returns the Caddy module information.
@@ -53,7 +66,7 @@ func (a *API) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("agent_vault_api needs the agent_vault app: %v", err)
 	}
-	a.app = appIface.(*App)
+	a.deps = appIface.(*App).apiDeps()
 	m := http.NewServeMux()
 	m.HandleFunc("GET /healthz", a.health)
 	m.HandleFunc("GET /api/v1/ca.pem", a.caPEM)
@@ -65,7 +78,7 @@ func (a *API) Provision(ctx caddy.Context) error {
 	m.HandleFunc("PUT /api/v1/services/{name}", a.auth(a.putService))
 	m.HandleFunc("DELETE /api/v1/services/{name}", a.auth(a.deleteService))
 	m.HandleFunc("GET /api/v1/sessions", a.auth(a.listSessions))
-	m.HandleFunc("POST /api/v1/sessions", a.auth(a.createSession))
+	m.HandleFunc("POST /api/v1/sessions", a.auth(a.postSession))
 	m.HandleFunc("DELETE /api/v1/sessions/{id}", a.auth(a.revokeSession))
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
@@ -84,7 +97,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Hand
 
 // auth wraps a handler with the admin-token check.
 func (a *API) auth(h http.HandlerFunc) http.HandlerFunc {
-	want := sha256.Sum256([]byte(a.app.AdminToken))
+	want := sha256.Sum256([]byte(a.deps.adminToken))
 	return func(w http.ResponseWriter, r *http.Request) {
 		scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 		got := sha256.Sum256([]byte(strings.TrimSpace(tok)))
@@ -101,7 +114,7 @@ func (a *API) auth(h http.HandlerFunc) http.HandlerFunc {
 // health answers 200 "ok", or 503 "degraded" while a store is past its
 // staleness bound (requests needing its credentials are refused).
 func (a *API) health(w http.ResponseWriter, _ *http.Request) {
-	if _, stale := a.app.StoreHealth(time.Now()); stale {
+	if _, stale := a.deps.creds.Status(time.Now()); stale {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "degraded", "reason": "a credential store is past its max_staleness; see GET /api/v1/stores"})
 		return
 	}
@@ -109,17 +122,17 @@ func (a *API) health(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (a *API) listStores(w http.ResponseWriter, _ *http.Request) {
-	list, _ := a.app.StoreHealth(time.Now())
+	list, _ := a.deps.creds.Status(time.Now())
 	writeJSON(w, http.StatusOK, map[string]any{"stores": list})
 }
 
 func (a *API) caPEM(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/x-pem-file")
-	w.Write(a.app.RootPEM())
+	w.Write(a.deps.rootPEM())
 }
 
 func (a *API) listCredentials(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"credentials": a.app.Credentials()})
+	writeJSON(w, http.StatusOK, map[string]any{"credentials": a.deps.creds.List()})
 }
 
 func (a *API) putCredential(w http.ResponseWriter, r *http.Request) {
@@ -134,42 +147,35 @@ func (a *API) putCredential(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `body must be {"value":"..."}`)
 		return
 	}
-	if err := storebackends.ValidateName(name); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	_, existed := a.app.creds.Load().values[name]
-	m, err := a.app.PutCredential(name, *body.Value)
+	m, created, err := a.deps.creds.Put(name, *body.Value)
 	if err != nil {
 		writeError(w, storeErrorStatus(err), err.Error())
 		return
 	}
-	status := http.StatusCreated
-	if existed {
-		status = http.StatusOK
+	a.logger.Info("credential stored", zap.String("name", name), zap.String("store", m.Store), zap.String("version", m.Version))
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
 	}
 	writeJSON(w, status, m)
 }
 
 func (a *API) deleteCredential(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	if err := storebackends.ValidateName(name); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	err := a.app.DeleteCredential(name)
+	err := a.deps.creds.Delete(name)
 	switch {
 	case errors.Is(err, storebackends.ErrNotFound):
 		writeError(w, http.StatusNotFound, "no credential named "+name)
 	case err != nil:
 		writeError(w, storeErrorStatus(err), err.Error())
 	default:
+		a.logger.Info("credential deleted", zap.String("name", name))
 		w.WriteHeader(http.StatusNoContent)
 	}
 }
 
 func (a *API) listServices(w http.ResponseWriter, _ *http.Request) {
-	svcs := a.app.Services().Services()
+	svcs := a.deps.catalog.Services().Services()
 	if svcs == nil {
 		svcs = []services.Service{}
 	}
@@ -191,16 +197,23 @@ func (a *API) putService(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if err := a.app.PutService(svc); err != nil {
+	if err := a.deps.catalog.Put(svc); err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	a.logger.Info("service stored", zap.String("name", svc.Name), zap.String("host", svc.Host), zap.String("auth", svc.Auth.Type))
-	writeJSON(w, http.StatusOK, svc)
+	// A credential no store holds yet is not an error (it may be added
+	// next), but requests that need it get 503 until then: say so.
+	var warnings []string
+	for _, name := range a.deps.creds.Missing(svc.Credentials()) {
+		warnings = append(warnings, fmt.Sprintf("credential %s is not in any store yet; requests that need it are refused (503) until it is", name))
+	}
+	a.logger.Info("service stored", zap.String("name", svc.Name), zap.String("host", svc.Host), zap.String("auth", svc.Auth.Type),
+		zap.Strings("warnings", warnings))
+	writeJSON(w, http.StatusOK, servicePutAnswer{Service: svc, Warnings: warnings})
 }
 
 func (a *API) deleteService(w http.ResponseWriter, r *http.Request) {
-	found, err := a.app.DeleteService(r.PathValue("name"))
+	found, err := a.deps.catalog.Delete(r.PathValue("name"))
 	switch {
 	case err != nil:
 		writeError(w, http.StatusInternalServerError, err.Error())
@@ -240,7 +253,7 @@ func viewSession(s *sessions.Session, now time.Time) sessionView {
 
 func (a *API) listSessions(w http.ResponseWriter, _ *http.Request) {
 	now := time.Now()
-	list := a.app.sessions.List()
+	list := a.deps.sessions.List()
 	out := make([]sessionView, 0, len(list))
 	for _, s := range list {
 		out = append(out, viewSession(s, now))
@@ -248,7 +261,7 @@ func (a *API) listSessions(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"sessions": out})
 }
 
-func (a *API) createSession(w http.ResponseWriter, r *http.Request) {
+func (a *API) postSession(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Services []string `json:"services"`
 		TTL      string   `json:"ttl"`
@@ -256,7 +269,7 @@ func (a *API) createSession(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &body) {
 		return
 	}
-	sess, token, err := a.app.CreateSession(body.Services, body.TTL)
+	sess, token, err := a.createSession(body.Services, body.TTL)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
@@ -265,8 +278,8 @@ func (a *API) createSession(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, map[string]any{
 		"id":           sess.ID,
 		"token":        token,
-		"proxy_url":    a.app.ProxyURL,
-		"ca_pem":       string(a.app.RootPEM()),
+		"proxy_url":    a.deps.proxyURL,
+		"ca_pem":       string(a.deps.rootPEM()),
 		"expires_at":   sess.ExpiresAt,
 		"services":     viewSession(sess, time.Now()).Services,
 		"placeholders": sess.Placeholders(),
@@ -275,7 +288,7 @@ func (a *API) createSession(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) revokeSession(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if !a.app.sessions.Revoke(id) {
+	if !a.deps.sessions.Revoke(id) {
 		writeError(w, http.StatusNotFound, "no session "+id)
 		return
 	}
@@ -283,23 +296,30 @@ func (a *API) revokeSession(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// servicePutAnswer is the answer to PUT /api/v1/services/{name}.
+type servicePutAnswer struct {
+	services.Service
+	Warnings []string `json:"warnings,omitempty"`
+}
+
 // storeErrorStatus maps a store error to the API's status code: bad
-// input is the caller's fault, anything else is the server's.
+// input is the caller's fault, a write the proxy would never use is a
+// conflict, anything else is the server's.
 func storeErrorStatus(err error) int {
 	if errors.Is(err, storebackends.ErrInvalidInput) {
 		return http.StatusBadRequest
 	}
-	if errors.Is(err, ErrShadowed) {
+	if errors.Is(err, credentials.ErrShadowed) {
 		return http.StatusConflict
 	}
 	return http.StatusInternalServerError
 }
 
-// CreateSession opens a session for the named services (nil means
-// every service defined now; the scope never grows afterwards) with one
-// placeholder per credential they use.
-func (a *App) CreateSession(names []string, ttlText string) (*sessions.Session, string, error) {
-	ttl := time.Duration(a.DefaultSessionTTL)
+// createSession opens a session for the named services (nil means
+// every service defined now; the scope never grows afterwards; an empty
+// list is an error) with one placeholder per credential they use.
+func (a *API) createSession(names []string, ttlText string) (*sessions.Session, string, error) {
+	ttl := a.deps.defaultTTL
 	if ttlText != "" {
 		d, err := caddy.ParseDuration(ttlText)
 		if err != nil {
@@ -307,10 +327,10 @@ func (a *App) CreateSession(names []string, ttlText string) (*sessions.Session, 
 		}
 		ttl = d
 	}
-	if ttl <= 0 || ttl > time.Duration(a.MaxSessionTTL) {
-		return nil, "", fmt.Errorf("ttl must be between 1s and %s", time.Duration(a.MaxSessionTTL))
+	if ttl <= 0 || ttl > a.deps.maxTTL {
+		return nil, "", fmt.Errorf("ttl must be between 1s and %s", a.deps.maxTTL)
 	}
-	all := a.Services().Services()
+	all := a.deps.catalog.Services().Services()
 	known := map[string]services.Service{}
 	for _, s := range all {
 		known[s.Name] = s
@@ -338,12 +358,7 @@ func (a *App) CreateSession(names []string, ttlText string) (*sessions.Session, 
 	for _, s := range scope {
 		creds = append(creds, s.Credentials()...)
 	}
-	return a.sessions.Create(names, ttl, creds, services.NewPlaceholder)
-}
-
-// RootPEM returns the CA root certificate agents must trust.
-func (a *App) RootPEM() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.ca.RootCertificate().Raw})
+	return a.deps.sessions.Create(names, ttl, creds, services.NewPlaceholder)
 }
 
 // readJSON decodes a bounded, strict JSON body, answering 400 itself.

@@ -66,7 +66,7 @@ func newTestDialer(t *testing.T, policy *Policy) (*Dialer, *dialRecorder) {
 
 func mustPolicy(t *testing.T, allowList string) *Policy {
 	t.Helper()
-	p, err := ParseAllowList(allowList)
+	p, err := parseAllowList(allowList)
 	if err != nil {
 		t.Fatal(err)
 	}

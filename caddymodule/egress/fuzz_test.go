@@ -24,13 +24,13 @@ func FuzzParseAllowList(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, input string) {
-		policy, err := ParseAllowList(input)
+		policy, err := parseAllowList(input)
 		if err != nil {
 			if policy != nil {
-				t.Fatalf("ParseAllowList(%q) returned a policy with error %v", input, err)
+				t.Fatalf("parseAllowList(%q) returned a policy with error %v", input, err)
 			}
 			if err.Error() == "" {
-				t.Fatalf("ParseAllowList(%q) returned an empty error", input)
+				t.Fatalf("parseAllowList(%q) returned an empty error", input)
 			}
 			return
 		}
@@ -40,17 +40,17 @@ func FuzzParseAllowList(f *testing.F) {
 		names := make([]string, len(allowed))
 		for i, prefix := range allowed {
 			if !prefix.IsValid() || prefix.Masked() != prefix || prefix.Addr().Is4In6() || prefix.Addr().Zone() != "" {
-				t.Fatalf("ParseAllowList(%q) kept non-canonical prefix %v", input, prefix)
+				t.Fatalf("parseAllowList(%q) kept non-canonical prefix %v", input, prefix)
 			}
 			// Everything the operator listed is allowed, including the
 			// IPv4-mapped form of IPv4 entries.
 			for _, addr := range []netip.Addr{prefix.Addr(), lastAddr(prefix)} {
 				if err := policy.Check(addr); err != nil {
-					t.Fatalf("ParseAllowList(%q) refuses %s inside its own entry %s: %v", input, addr, prefix, err)
+					t.Fatalf("parseAllowList(%q) refuses %s inside its own entry %s: %v", input, addr, prefix, err)
 				}
 				if addr.Is4() {
 					if err := policy.Check(netip.AddrFrom16(addr.As16())); err != nil {
-						t.Fatalf("ParseAllowList(%q) refuses mapped %s: %v", input, addr, err)
+						t.Fatalf("parseAllowList(%q) refuses mapped %s: %v", input, addr, err)
 					}
 				}
 			}
@@ -58,7 +58,7 @@ func FuzzParseAllowList(f *testing.F) {
 		}
 
 		// The canonical form parses back to the same policy.
-		again, err := ParseAllowList(strings.Join(names, ","))
+		again, err := parseAllowList(strings.Join(names, ","))
 		if err != nil {
 			t.Fatalf("canonical form %q of %q does not parse: %v", names, input, err)
 		}

@@ -14,10 +14,11 @@ import (
 	"strings"
 )
 
-// EnvAllowPrivateNetworks is the environment variable through which the
-// operator lists non-public CIDRs that upstreams may reach, comma-separated.
-// Refusal messages name it so the operator knows how to opt in.
-const EnvAllowPrivateNetworks = "AGENT_VAULT_ALLOW_PRIVATE_NETWORKS"
+// AllowOption is the configuration option (the same in the Caddyfile
+// and the JSON config of the agent_vault app) through which the operator
+// lists non-public networks that upstreams may reach. Refusal messages
+// name it so the operator knows how to opt in, whatever the config form.
+const AllowOption = "allow_private_networks"
 
 // Policy decides which IP addresses upstream connections may reach: public
 // unicast addresses always, special-purpose addresses only when they fall
@@ -49,12 +50,6 @@ func ParsePolicy(allow []string) (*Policy, error) {
 		}
 	}
 	return p, nil
-}
-
-// ParseAllowList is ParsePolicy for the comma-separated form used by
-// EnvAllowPrivateNetworks. An empty string yields the public-only policy.
-func ParseAllowList(commaSeparated string) (*Policy, error) {
-	return ParsePolicy(strings.Split(commaSeparated, ","))
 }
 
 func parseEntry(entry string) (netip.Prefix, error) {
@@ -254,7 +249,7 @@ type RefusedError struct {
 // Error describes the refusal and tells the operator how to allow it. It
 // contains only the host name and address, never request data.
 func (e *RefusedError) Error() string {
-	hint := fmt.Sprintf("refused (allow it with %s)", EnvAllowPrivateNetworks)
+	hint := fmt.Sprintf("refused (allow it with %s in the agent_vault app)", AllowOption)
 	if e.Host == "" || e.Host == e.Addr.String() {
 		return fmt.Sprintf("upstream address %s is %s; %s", e.Addr, e.Reason, hint)
 	}

@@ -125,7 +125,7 @@ func TestCheckRefusesInvalidAddress(t *testing.T) {
 }
 
 func TestCheckAllowListOverrides(t *testing.T) {
-	policy, err := ParseAllowList("127.0.0.0/8, 10.1.0.0/16,fd00::/8, 169.254.169.254, fe80::/10")
+	policy, err := parseAllowList("127.0.0.0/8, 10.1.0.0/16,fd00::/8, 169.254.169.254, fe80::/10")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,15 +188,15 @@ func TestParsePolicyNormalizes(t *testing.T) {
 
 func TestParsePolicyEmpty(t *testing.T) {
 	for _, input := range []string{"", " ", ",", " , ,"} {
-		policy, err := ParseAllowList(input)
+		policy, err := parseAllowList(input)
 		if err != nil {
-			t.Fatalf("ParseAllowList(%q) = %v", input, err)
+			t.Fatalf("parseAllowList(%q) = %v", input, err)
 		}
 		if got := policy.Allowed(); len(got) != 0 {
-			t.Errorf("ParseAllowList(%q).Allowed() = %v, want none", input, got)
+			t.Errorf("parseAllowList(%q).Allowed() = %v, want none", input, got)
 		}
 		if err := policy.Check(netip.MustParseAddr("127.0.0.1")); err == nil {
-			t.Errorf("ParseAllowList(%q) allowed loopback", input)
+			t.Errorf("parseAllowList(%q) allowed loopback", input)
 		}
 	}
 }
@@ -224,22 +224,22 @@ func TestParsePolicyErrors(t *testing.T) {
 		{"*", "*"},
 	}
 	for _, tt := range tests {
-		policy, err := ParseAllowList(tt.input)
+		policy, err := parseAllowList(tt.input)
 		if err == nil {
-			t.Errorf("ParseAllowList(%q) = %v, want error", tt.input, policy)
+			t.Errorf("parseAllowList(%q) = %v, want error", tt.input, policy)
 			continue
 		}
 		if policy != nil {
-			t.Errorf("ParseAllowList(%q) returned a policy alongside its error", tt.input)
+			t.Errorf("parseAllowList(%q) returned a policy alongside its error", tt.input)
 		}
 		if !strings.Contains(err.Error(), `"`+tt.entry+`"`) {
-			t.Errorf("ParseAllowList(%q) error %q does not name entry %q", tt.input, err, tt.entry)
+			t.Errorf("parseAllowList(%q) error %q does not name entry %q", tt.input, err, tt.entry)
 		}
 	}
 }
 
 func TestParsePolicyHostBitsSuggestsFix(t *testing.T) {
-	_, err := ParseAllowList("10.1.2.3/8")
+	_, err := parseAllowList("10.1.2.3/8")
 	if err == nil {
 		t.Fatal("want error")
 	}
@@ -259,12 +259,12 @@ func TestPolicyString(t *testing.T) {
 		{"10.0.0.0/8, ::1", "public addresses plus 10.0.0.0/8, ::1/128"},
 	}
 	for _, tt := range tests {
-		policy, err := ParseAllowList(tt.input)
+		policy, err := parseAllowList(tt.input)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got := policy.String(); got != tt.want {
-			t.Errorf("ParseAllowList(%q).String() = %q, want %q", tt.input, got, tt.want)
+			t.Errorf("parseAllowList(%q).String() = %q, want %q", tt.input, got, tt.want)
 		}
 	}
 	if got := (*Policy)(nil).String(); got != "public addresses only" {
@@ -279,15 +279,15 @@ func TestRefusedErrorMessage(t *testing.T) {
 	}{
 		{
 			RefusedError{Host: "db.internal", Addr: netip.MustParseAddr("10.1.2.3"), Reason: "a private address (RFC 1918)"},
-			`upstream "db.internal" resolves to 10.1.2.3, a private address (RFC 1918); refused (allow it with AGENT_VAULT_ALLOW_PRIVATE_NETWORKS)`,
+			`upstream "db.internal" resolves to 10.1.2.3, a private address (RFC 1918); refused (allow it with allow_private_networks in the agent_vault app)`,
 		},
 		{
 			RefusedError{Host: "127.0.0.1", Addr: netip.MustParseAddr("127.0.0.1"), Reason: "a loopback address"},
-			`upstream address 127.0.0.1 is a loopback address; refused (allow it with AGENT_VAULT_ALLOW_PRIVATE_NETWORKS)`,
+			`upstream address 127.0.0.1 is a loopback address; refused (allow it with allow_private_networks in the agent_vault app)`,
 		},
 		{
 			RefusedError{Addr: netip.MustParseAddr("169.254.169.254"), Reason: "the cloud metadata address (link-local)"},
-			`upstream address 169.254.169.254 is the cloud metadata address (link-local); refused (allow it with AGENT_VAULT_ALLOW_PRIVATE_NETWORKS)`,
+			`upstream address 169.254.169.254 is the cloud metadata address (link-local); refused (allow it with allow_private_networks in the agent_vault app)`,
 		},
 	}
 	for _, tt := range tests {
@@ -296,3 +296,7 @@ func TestRefusedErrorMessage(t *testing.T) {
 		}
 	}
 }
+
+// parseAllowList is ParsePolicy for one comma-separated string, the way
+// the app splits each allow_private_networks entry.
+func parseAllowList(s string) (*Policy, error) { return ParsePolicy(strings.Split(s, ",")) }

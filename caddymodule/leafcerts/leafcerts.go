@@ -32,6 +32,8 @@ const (
 	DefaultLifetime = 24 * time.Hour
 	// DefaultMaxEntries is the cache bound used when Options.MaxEntries is zero.
 	DefaultMaxEntries = 10000
+	// MinLifetime is the shortest Options.Lifetime New accepts.
+	MinLifetime = minValidity
 
 	// clockSkew backdates NotBefore so clients whose clocks run slightly
 	// behind ours still accept a leaf minted a moment ago.

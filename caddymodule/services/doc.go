@@ -4,9 +4,9 @@
 //   - which configured service a request targets ([HostPattern], [Table]),
 //   - how a service injects its credential ([Compiled.Inject]),
 //   - how placeholders the agent holds are swapped for secrets on the way
-//     out ([ReplaceIn], [RewriteRequest]),
+//     out ([RewriteRequest]),
 //   - and how secrets echoed by an upstream are hidden again on the way
-//     back ([Redactor]).
+//     back (package scrub).
 //
 // Nothing here does I/O or logging, and no error message produced by this
 // package ever contains a secret value.

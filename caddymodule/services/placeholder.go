@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 )
 
@@ -28,11 +27,6 @@ func NewPlaceholder() (string, error) {
 		return "", fmt.Errorf("generating placeholder: %w", err)
 	}
 	return PlaceholderPrefix + hex.EncodeToString(b[:]), nil
-}
-
-// IsPlaceholder reports whether s is exactly one placeholder.
-func IsPlaceholder(s string) bool {
-	return len(s) == placeholderLen && strings.HasPrefix(s, PlaceholderPrefix) && isLowerHex(s[len(PlaceholderPrefix):])
 }
 
 // placeholderAt reports whether a placeholder starts at s[i], where s[i:]
@@ -55,19 +49,15 @@ func isLowerHex(s string) bool {
 
 func isLowerHexByte(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' }
 
-// ReplaceIn replaces every placeholder in s with resolve(placeholder).
-// When s does not contain PlaceholderPrefix it returns s without
-// allocating. Text that starts with the prefix but is not followed by 32
-// lower-case hex digits is left alone; anything after the 32 digits is
-// ordinary text. The first error from resolve is returned
+// replacePlaceholders replaces every placeholder in s with
+// resolve(placeholder), encoded by escape for where it lands (escape may
+// be nil), and appends to written each escaped secret that differs from
+// the raw one. When s does not contain PlaceholderPrefix it returns s
+// without allocating. Text that starts with the prefix but is not
+// followed by 32 lower-case hex digits is left alone; anything after the
+// 32 digits is ordinary text. The first error from resolve is returned
 // unchanged, and the caller should refuse the request.
-func ReplaceIn(s string, resolve func(ph string) (string, error)) (out string, changed bool, err error) {
-	return replacePlaceholders(s, resolve, nil, nil)
-}
-
-// replacePlaceholders is ReplaceIn that can encode each secret for where
-// it lands (escape may be nil) and record the placeholders it saw.
-func replacePlaceholders(s string, resolve func(string) (string, error), escape func(string) string, seen *[]string) (string, bool, error) {
+func replacePlaceholders(s string, resolve func(string) (string, error), escape func(string) string, written *[]string) (string, bool, error) {
 	i := strings.Index(s, PlaceholderPrefix)
 	if i < 0 {
 		return s, false, nil
@@ -83,10 +73,10 @@ func replacePlaceholders(s string, resolve func(string) (string, error), escape 
 				return s, false, err
 			}
 			if escape != nil {
-				secret = escape(secret)
-			}
-			if seen != nil && !slices.Contains(*seen, ph) {
-				*seen = append(*seen, ph)
+				if esc := escape(secret); esc != secret {
+					secret = esc
+					*written = append(*written, esc)
+				}
 			}
 			if copied == 0 {
 				b.Grow(len(s) + len(secret))
@@ -116,11 +106,16 @@ func replacePlaceholders(s string, resolve func(string) (string, error), escape 
 // there. Secrets are percent-encoded where they land in the path or
 // query, so they cannot add path segments or query parameters.
 //
-// It returns the sorted placeholders it replaced. A placeholder in a
-// header name, a secret that is not a valid header value, or an error
-// from resolve fails the whole call and leaves r unchanged. A request
-// without placeholders is checked without allocating.
-func RewriteRequest(r *http.Request, resolve func(ph string) (string, error)) (used []string, err error) {
+// resolve returns the secret for a placeholder; the caller learns each
+// raw secret there. RewriteRequest returns the other secret-bearing
+// strings it wrote, exactly as they go on the wire (escaped secrets,
+// re-encoded Basic values, and the Basic value Go's transport derives
+// from rewritten URL user info), for scrubbing the answer. A
+// placeholder in a header name, a secret that is not a valid header
+// value, or an error from resolve fails the whole call and leaves r
+// unchanged. A request without placeholders is checked without
+// allocating.
+func RewriteRequest(r *http.Request, resolve func(ph string) (string, error)) (written []string, err error) {
 	type headerEdit struct {
 		name  string
 		index int
@@ -129,19 +124,19 @@ func RewriteRequest(r *http.Request, resolve func(ph string) (string, error)) (u
 	var edits []headerEdit
 	for name, values := range r.Header {
 		if containsPrefixFold(name) {
-			return nil, fmt.Errorf("header name %q contains a placeholder; placeholders may only appear in values", name)
+			return nil, &RewriteError{fmt.Sprintf("header name %q contains a placeholder; placeholders may only appear in values", name)}
 		}
 		if headerIs(name, "Proxy-Authorization") {
 			continue
 		}
 		isAuth := headerIs(name, "Authorization")
 		for i, v := range values {
-			nv, changed, err := replacePlaceholders(v, resolve, nil, &used)
+			nv, changed, err := replacePlaceholders(v, resolve, nil, &written)
 			if err != nil {
 				return nil, err
 			}
 			if !changed && isAuth {
-				if nv, changed, err = rewriteBasicAuth(v, resolve, &used); err != nil {
+				if nv, changed, err = rewriteBasicAuth(v, resolve, &written); err != nil {
 					return nil, err
 				}
 			}
@@ -149,7 +144,7 @@ func RewriteRequest(r *http.Request, resolve func(ph string) (string, error)) (u
 				continue
 			}
 			if !validHeaderValue(nv) {
-				return nil, fmt.Errorf("header %q: a secret contains characters not allowed in an HTTP header", name)
+				return nil, &RewriteError{fmt.Sprintf("header %q: a secret contains characters not allowed in an HTTP header", name)}
 			}
 			edits = append(edits, headerEdit{name, i, nv})
 		}
@@ -164,13 +159,13 @@ func RewriteRequest(r *http.Request, resolve func(ph string) (string, error)) (u
 	if strings.Contains(u.Path, PlaceholderPrefix) || strings.Contains(u.RawPath, PlaceholderPrefix) {
 		// Work on the escaped form, which is what goes on the wire, and
 		// derive Path from it so the two stay consistent.
-		esc, changed, err := replacePlaceholders(u.EscapedPath(), resolve, url.PathEscape, &used)
+		esc, changed, err := replacePlaceholders(u.EscapedPath(), resolve, url.PathEscape, &written)
 		if err != nil {
 			return nil, err
 		}
 		if changed {
 			if newPath, err = url.PathUnescape(esc); err != nil {
-				return nil, fmt.Errorf("rewriting path: %w", err)
+				return nil, &RewriteError{"rewriting the path failed: " + err.Error()}
 			}
 			if (&url.URL{Path: newPath}).EscapedPath() != esc {
 				newRawPath = esc
@@ -178,11 +173,11 @@ func RewriteRequest(r *http.Request, resolve func(ph string) (string, error)) (u
 			pathChanged = true
 		}
 	}
-	newQuery, queryChanged, err := replacePlaceholders(u.RawQuery, resolve, url.QueryEscape, &used)
+	newQuery, queryChanged, err := replacePlaceholders(u.RawQuery, resolve, url.QueryEscape, &written)
 	if err != nil {
 		return nil, err
 	}
-	newUser, userChanged, err := rewriteUserinfo(u.User, resolve, &used)
+	newUser, userChanged, err := rewriteUserinfo(u.User, resolve, &written)
 	if err != nil {
 		return nil, err
 	}
@@ -199,16 +194,24 @@ func RewriteRequest(r *http.Request, resolve func(ph string) (string, error)) (u
 	}
 	if userChanged {
 		u.User = newUser
+		name := newUser.Username()
+		pass, _ := newUser.Password()
+		written = append(written, base64.StdEncoding.EncodeToString([]byte(name+":"+pass)))
 	}
-	slices.Sort(used)
-	return used, nil
+	return written, nil
 }
+
+// RewriteError is a request whose placeholders cannot be swapped
+// safely. Its text never contains a secret.
+type RewriteError struct{ reason string }
+
+func (e *RewriteError) Error() string { return e.reason }
 
 // rewriteBasicAuth handles "Basic base64(user:pass)" values whose decoded
 // form holds a placeholder. Values that are not valid Basic credentials
 // are left as they are. Decoding happens in stack buffers so that the
 // common case (no placeholder) does not allocate.
-func rewriteBasicAuth(v string, resolve func(string) (string, error), used *[]string) (string, bool, error) {
+func rewriteBasicAuth(v string, resolve func(string) (string, error), written *[]string) (string, bool, error) {
 	const scheme = "basic "
 	if len(v) <= len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) {
 		return v, false, nil
@@ -233,23 +236,25 @@ func rewriteBasicAuth(v string, resolve func(string) (string, error), used *[]st
 	if !bytes.Contains(decoded, []byte(PlaceholderPrefix)) {
 		return v, false, nil
 	}
-	out, changed, err := replacePlaceholders(string(decoded), resolve, nil, used)
+	out, changed, err := replacePlaceholders(string(decoded), resolve, nil, written)
 	if err != nil || !changed {
 		return v, false, err
 	}
-	return "Basic " + base64.StdEncoding.EncodeToString([]byte(out)), true, nil
+	blob := base64.StdEncoding.EncodeToString([]byte(out))
+	*written = append(*written, blob)
+	return "Basic " + blob, true, nil
 }
 
-func rewriteUserinfo(u *url.Userinfo, resolve func(string) (string, error), used *[]string) (*url.Userinfo, bool, error) {
+func rewriteUserinfo(u *url.Userinfo, resolve func(string) (string, error), written *[]string) (*url.Userinfo, bool, error) {
 	if u == nil {
 		return nil, false, nil
 	}
-	name, changedName, err := replacePlaceholders(u.Username(), resolve, nil, used)
+	name, changedName, err := replacePlaceholders(u.Username(), resolve, nil, written)
 	if err != nil {
 		return nil, false, err
 	}
 	pass, hasPass := u.Password()
-	pass, changedPass, err := replacePlaceholders(pass, resolve, nil, used)
+	pass, changedPass, err := replacePlaceholders(pass, resolve, nil, written)
 	if err != nil {
 		return nil, false, err
 	}

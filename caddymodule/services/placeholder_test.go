@@ -36,7 +36,7 @@ func TestNewPlaceholder(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !IsPlaceholder(p) {
+		if !isPlaceholder(p) {
 			t.Fatalf("NewPlaceholder() = %q is not a placeholder", p)
 		}
 		if seen[p] {
@@ -60,8 +60,8 @@ func TestIsPlaceholder(t *testing.T) {
 		"":                                 false,
 	}
 	for in, want := range tests {
-		if got := IsPlaceholder(in); got != want {
-			t.Errorf("IsPlaceholder(%q) = %v, want %v", in, got, want)
+		if got := isPlaceholder(in); got != want {
+			t.Errorf("isPlaceholder(%q) = %v, want %v", in, got, want)
 		}
 	}
 }
@@ -89,18 +89,18 @@ func TestReplaceIn(t *testing.T) {
 		{"0" + ph2, "0SECRET2", true},
 	}
 	for _, tt := range tests {
-		got, changed, err := ReplaceIn(tt.in, resolveTest)
+		got, changed, err := replaceIn(tt.in, resolveTest)
 		if err != nil || got != tt.want || changed != tt.changed {
-			t.Errorf("ReplaceIn(%q) = %q, %v, %v; want %q, %v", tt.in, got, changed, err, tt.want, tt.changed)
+			t.Errorf("replaceIn(%q) = %q, %v, %v; want %q, %v", tt.in, got, changed, err, tt.want, tt.changed)
 		}
 	}
 
-	_, _, err := ReplaceIn("ok "+ph1+" then "+phUnknown, resolveTest)
+	_, _, err := replaceIn("ok "+ph1+" then "+phUnknown, resolveTest)
 	if !errors.Is(err, errUnknown) {
 		t.Errorf("resolve error not propagated: %v", err)
 	}
 	calls := 0
-	_, _, _ = ReplaceIn("agvph_x agvph_", func(string) (string, error) { calls++; return "", nil })
+	_, _, _ = replaceIn("agvph_x agvph_", func(string) (string, error) { calls++; return "", nil })
 	if calls != 0 {
 		t.Error("resolve called for a partial placeholder")
 	}
@@ -109,7 +109,7 @@ func TestReplaceIn(t *testing.T) {
 func TestReplaceInNoPlaceholderNoAlloc(t *testing.T) {
 	s := strings.Repeat("just some ordinary header value, agvp_ ", 10)
 	allocs := testing.AllocsPerRun(100, func() {
-		out, changed, err := ReplaceIn(s, resolveTest)
+		out, changed, err := replaceIn(s, resolveTest)
 		if out != s || changed || err != nil {
 			t.Fatal("changed")
 		}
@@ -139,12 +139,15 @@ func TestRewriteRequest(t *testing.T) {
 	r.Header.Set("Proxy-Authorization", "Basic "+ph1)
 	r.Header.Set("X-Plain", "agvph_notaplaceholder")
 
-	used, err := RewriteRequest(r, resolveTest)
+	written, err := RewriteRequest(r, resolveTest)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{ph1, ph2}; !reflect.DeepEqual(used, want) {
-		t.Errorf("used = %q, want %q", used, want)
+	// Every secret-bearing string written besides the raw secrets:
+	// the escaped path and query forms and the Basic value the
+	// transport derives from the user info.
+	if want := []string{"s3cr%2Fet%20one", "s3cr%2Fet+one", b64("x-access-token:SECRET2")}; !reflect.DeepEqual(written, want) {
+		t.Errorf("written = %q, want %q", written, want)
 	}
 	wantHeader := http.Header{
 		"Authorization":       {"Bearer SECRET2"},
@@ -173,11 +176,15 @@ func TestRewriteRequest(t *testing.T) {
 	// Basic credentials carrying placeholders (git, curl -u).
 	r = newRequest(t, "https://github.com/org/repo.git/info/refs")
 	r.Header.Set("Authorization", "Basic "+b64("x-access-token:"+ph2))
-	if _, err := RewriteRequest(r, resolveTest); err != nil {
+	written, err = RewriteRequest(r, resolveTest)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if got, want := r.Header.Get("Authorization"), "Basic "+b64("x-access-token:SECRET2"); got != want {
 		t.Errorf("basic = %q, want %q", got, want)
+	}
+	if want := []string{b64("x-access-token:SECRET2")}; !reflect.DeepEqual(written, want) {
+		t.Errorf("written = %q, want the re-encoded Basic value %q", written, want)
 	}
 	r.Header.Set("Authorization", "basic   "+b64(ph1+":"+ph2)+" ")
 	if _, err := RewriteRequest(r, resolveTest); err != nil {
@@ -196,8 +203,8 @@ func TestRewriteRequest(t *testing.T) {
 	}
 	for _, v := range []string{"Basic " + b64("user:pass"), "Basic !!notbase64", "Basic ", "Digest " + b64(ph1)} {
 		r.Header.Set("Authorization", v)
-		if used, err := RewriteRequest(r, resolveTest); err != nil || used != nil || r.Header.Get("Authorization") != v {
-			t.Errorf("%q rewritten to %q (%v, %v)", v, r.Header.Get("Authorization"), used, err)
+		if written, err := RewriteRequest(r, resolveTest); err != nil || written != nil || r.Header.Get("Authorization") != v {
+			t.Errorf("%q rewritten to %q (%v, %v)", v, r.Header.Get("Authorization"), written, err)
 		}
 	}
 }
@@ -254,12 +261,12 @@ func TestRewriteRequestErrors(t *testing.T) {
 					return resolveTest(ph)
 				}
 			}
-			used, err := RewriteRequest(r, resolve)
+			written, err := RewriteRequest(r, resolve)
 			if err == nil {
 				t.Fatal("RewriteRequest succeeded")
 			}
-			if used != nil {
-				t.Errorf("used = %q on error", used)
+			if written != nil {
+				t.Errorf("written = %q on error", written)
 			}
 			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
 				t.Errorf("err = %v, want %v", err, tt.wantErr)
@@ -280,9 +287,9 @@ func TestRewriteRequestErrors(t *testing.T) {
 func TestRewriteRequestNoPlaceholderUnchanged(t *testing.T) {
 	r := typicalRequest(t)
 	before := r.Clone(r.Context())
-	used, err := RewriteRequest(r, func(string) (string, error) { t.Fatal("resolve called"); return "", nil })
-	if err != nil || used != nil {
-		t.Fatalf("RewriteRequest = %q, %v", used, err)
+	written, err := RewriteRequest(r, func(string) (string, error) { t.Fatal("resolve called"); return "", nil })
+	if err != nil || written != nil {
+		t.Fatalf("RewriteRequest = %q, %v", written, err)
 	}
 	if !reflect.DeepEqual(r.Header, before.Header) || *r.URL != *before.URL {
 		t.Error("request changed")
@@ -312,4 +319,14 @@ func typicalRequest(t testing.TB) *http.Request {
 	r.Header.Set("X-Request-Id", "6f1c0e4e-2b1f-4d8e-9a63-0d5d3c1f2e7a")
 	r.Header.Set("If-None-Match", `W/"abc123"`)
 	return r
+}
+
+// isPlaceholder and replaceIn are the tests' handles on the scanner
+// RewriteRequest uses.
+func isPlaceholder(s string) bool {
+	return len(s) == placeholderLen && strings.HasPrefix(s, PlaceholderPrefix) && placeholderAt(s, 0)
+}
+
+func replaceIn(s string, resolve func(string) (string, error)) (string, bool, error) {
+	return replacePlaceholders(s, resolve, nil, nil)
 }

@@ -2,12 +2,8 @@ package services
 
 import (
 	"cmp"
-	"encoding/base64"
-	"errors"
 	"fmt"
 	"maps"
-	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 )
@@ -131,9 +127,6 @@ func (t *Table) Services() []Service {
 	return out
 }
 
-// Pattern returns the service's parsed host pattern.
-func (c *Compiled) Pattern() HostPattern { return c.pattern }
-
 // Credentials returns the sorted credential names the service uses.
 func (c *Compiled) Credentials() []string { return slices.Clone(c.auth.creds) }
 
@@ -146,112 +139,4 @@ func (c *Compiled) Uses(cred string) bool {
 		}
 	}
 	return false
-}
-
-// MissingCredentialError says a credential a service needs has no value.
-type MissingCredentialError struct {
-	Name string
-}
-
-// Error names the credential; it never includes a value.
-func (e *MissingCredentialError) Error() string {
-	return fmt.Sprintf("credential %q is not available", e.Name)
-}
-
-// Inject writes the service's auth into h (headers) or q (query), using
-// value to look up credential values. Injected values replace whatever
-// the client sent. It returns the credential names used and the secret
-// strings it wrote, which the caller should redact from responses: every
-// credential value, plus for basic auth the encoded header value and for
-// query auth the query-escaped value when it differs. If a credential is
-// missing, empty or unusable, nothing is written.
-func (c *Compiled) Inject(h http.Header, q url.Values, value func(cred string) (string, bool)) (injected []string, secrets []string, err error) {
-	a := &c.auth
-	if a.typ == AuthPassthrough {
-		return nil, nil, nil
-	}
-	values := make([]string, len(a.creds))
-	for i, name := range a.creds {
-		v, ok := value(name)
-		if !ok {
-			return nil, nil, &MissingCredentialError{Name: name}
-		}
-		if v == "" {
-			return nil, nil, fmt.Errorf("credential %q has an empty value", name)
-		}
-		if a.typ != AuthQuery && !validHeaderValue(v) {
-			return nil, nil, fmt.Errorf("credential %q contains characters not allowed in an HTTP header", name)
-		}
-		values[i] = v
-	}
-	lookup := func(name string) string {
-		i, _ := slices.BinarySearch(a.creds, name)
-		return values[i]
-	}
-	secrets = slices.Clone(values)
-
-	if a.typ == AuthQuery {
-		if q == nil {
-			return nil, nil, errors.New("query auth needs query values")
-		}
-		v := lookup(a.token)
-		if esc := url.QueryEscape(v); esc != v {
-			secrets = append(secrets, esc)
-		}
-		q.Set(a.param, v)
-		return slices.Clone(a.creds), dedupe(secrets), nil
-	}
-	if h == nil {
-		return nil, nil, errors.New("header auth needs a header map")
-	}
-
-	switch a.typ {
-	case AuthBearer:
-		replaceHeader(h, "Authorization", "Bearer "+lookup(a.token))
-	case AuthBasic:
-		user := a.user.render(lookup)
-		if strings.IndexByte(user, ':') >= 0 {
-			return nil, nil, errors.New("basic auth username contains ':' after substituting credentials")
-		}
-		pass := ""
-		if a.pass != "" {
-			pass = lookup(a.pass)
-		}
-		enc := base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
-		secrets = append(secrets, enc)
-		replaceHeader(h, "Authorization", "Basic "+enc)
-	case AuthAPIKey:
-		replaceHeader(h, a.header, a.prefix+lookup(a.token))
-	case AuthCustom:
-		rendered := make([]string, len(a.headers))
-		for i, ch := range a.headers {
-			rendered[i] = ch.tmpl.render(lookup)
-		}
-		for i, ch := range a.headers {
-			replaceHeader(h, ch.name, rendered[i])
-		}
-	}
-	return slices.Clone(a.creds), dedupe(secrets), nil
-}
-
-// replaceHeader sets name to value after removing every spelling of name
-// already in h. Header maps filled by hand can hold non-canonical keys,
-// which Set alone would leave in place and the transport would send.
-func replaceHeader(h http.Header, name, value string) {
-	for k := range h {
-		if strings.EqualFold(k, name) {
-			delete(h, k)
-		}
-	}
-	h[name] = []string{value}
-}
-
-func dedupe(s []string) []string {
-	out := s[:0]
-	for _, v := range s {
-		if !slices.Contains(out, v) {
-			out = append(out, v)
-		}
-	}
-	return out
 }

@@ -221,14 +221,6 @@ func (r *Registry) Authenticate(token string) (*Session, error) {
 	return s, nil
 }
 
-// Get returns the session with the given id, active or not.
-func (r *Registry) Get(id string) (*Session, bool) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	s, ok := r.byID[id]
-	return s, ok
-}
-
 // Revoke ends the session with the given id and closes its open
 // connections. It reports whether the session existed.
 func (r *Registry) Revoke(id string) bool {

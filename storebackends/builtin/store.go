@@ -26,12 +26,12 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/agentvault/caddy-agent-vault/internal/atomicfile"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
 
@@ -364,61 +364,12 @@ func (s *Store) write(records map[string]credentialRecord) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(s.path, data)
+	return atomicfile.Write(s.path, data, 0o600)
 }
 
-// writeFileAtomic writes data to a temporary file (mode 0600) next to
-// path, syncs it, renames it over path and syncs the directory, so the
-// rename itself survives a crash.
-func writeFileAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+FileName+".*.tmp") // CreateTemp uses mode 0600
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			_ = tmp.Close()
-			_ = os.Remove(tmp.Name())
-		}
-	}()
-	if _, err = tmp.Write(data); err != nil {
-		return err
-	}
-	if err = tmp.Sync(); err != nil {
-		return err
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("%w: %w", errNotDurable, err)
-	}
-	return nil
-}
-
-// errNotDurable means the new file is in place (so the change is in
-// effect and the Store keeps it) but syncing the directory failed, so
-// the change might be lost if the machine crashes.
-var errNotDurable = errors.New("the change is saved but may not survive a crash (syncing the directory failed)")
-
-// syncDir flushes a directory's entries to disk. Windows cannot sync a
-// directory handle (and does not need to for a rename to be durable
-// enough), so it is skipped there.
-func syncDir(dir string) error {
-	if runtime.GOOS == "windows" {
-		return nil
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
+// errNotDurable means the file is in place but may not survive a crash
+// (see atomicfile.ErrNotDurable): the Store keeps the change.
+var errNotDurable = atomicfile.ErrNotDurable
 
 // readLimited reads the file at path, failing if it is larger than
 // limit bytes.

@@ -1,0 +1,62 @@
+package credentials
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/agentvault/caddy-agent-vault/storebackends"
+)
+
+// Snapshot is an immutable view of every served credential. The proxy
+// takes one per request, so the value it sends and the value it scrubs
+// from the answer are the same even while a store rotates.
+type Snapshot struct {
+	values map[string]value
+	meta   []storebackends.Meta // sorted by name
+}
+
+type value struct {
+	v      string
+	store  int                  // index of the serving store
+	synced storebackends.Synced // nil: the store has no staleness bound
+}
+
+// UnavailableError says why a credential cannot be used now. Its text
+// names the credential and, for a stale store, the store; never a value.
+type UnavailableError struct {
+	Name string
+	// Err is the store's freshness error, or nil when no store holds
+	// the name.
+	Err error
+}
+
+func (e *UnavailableError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("credential %s is not available", e.Name)
+	}
+	return fmt.Sprintf("credential %s cannot be used: %v", e.Name, e.Err)
+}
+
+func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// Lookup is the only way to read a value: it returns the credential's
+// value, or an *UnavailableError when no store holds it or its store is
+// past its staleness bound at now (fail closed).
+func (s *Snapshot) Lookup(name string, now time.Time) (string, error) {
+	v, ok := s.values[name]
+	if !ok {
+		return "", &UnavailableError{Name: name}
+	}
+	if v.synced != nil {
+		if err := v.synced.Fresh(now); err != nil {
+			return "", &UnavailableError{Name: name, Err: err}
+		}
+	}
+	return v.v, nil
+}
+
+// Has reports whether a store serves name (fresh or not).
+func (s *Snapshot) Has(name string) bool {
+	_, ok := s.values[name]
+	return ok
+}

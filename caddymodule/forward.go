@@ -1,0 +1,217 @@
+package caddymodule
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/scrub"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
+)
+
+// exchange is one proxied request on its way through the pipeline; each
+// step reads what the earlier ones decided.
+type exchange struct {
+	r      *http.Request
+	sess   *sessions.Session
+	target target
+	start  time.Time
+	// path is the escaped path as the agent sent it, for matching and
+	// logs: after rewriting, the request's own path may hold a secret.
+	path string
+
+	svc *services.Compiled // nil: an uncovered host relayed under `unmatched tunnel`
+	// creds is one snapshot for the whole request, so the value sent
+	// and the value scrubbed from the answer are the same even while a
+	// store rotates.
+	creds *credentials.Snapshot
+	// secrets is every form of every secret sent; redactor is built
+	// from it before the request leaves (nil: nothing secret was sent).
+	secrets  scrub.SecretSet
+	redactor *scrub.Redactor
+	resolved []string // names of the credentials the request resolved
+	refusal  string   // why it was refused or failed, for the log line
+}
+
+// forward is the path of one proxied request. Every step before send
+// may refuse it, and then nothing reaches the upstream.
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, sess *sessions.Session, tgt target) {
+	x := &exchange{r: r, sess: sess, target: tgt, start: time.Now(), path: r.URL.EscapedPath()}
+	rec := &statusRecorder{ResponseWriter: w, x: x}
+	defer p.logExchange(x, rec)
+	if err := p.prepare(x); err != nil {
+		p.refuse(rec, x, err)
+		return
+	}
+	p.send(rec, x)
+}
+
+// prepare runs the request side of the pipeline in order.
+func (p *Proxy) prepare(x *exchange) error {
+	if err := authorize(x); err != nil {
+		return err
+	}
+	if err := p.match(x); err != nil {
+		return err
+	}
+	x.creds = p.deps.creds.Snapshot()
+	if err := x.rewritePlaceholders(); err != nil {
+		return err
+	}
+	if err := x.inject(); err != nil {
+		return err
+	}
+	x.redactor = p.redactors.Redactor(&x.secrets)
+	return nil
+}
+
+// authorize refuses a session that ended while its tunnel was open.
+func authorize(x *exchange) error {
+	if !x.sess.Active(x.start) {
+		return refused(http.StatusForbidden, "session revoked or expired")
+	}
+	return nil
+}
+
+// match finds the in-scope service for the request. Only an
+// absolute-form http:// request to an uncovered host under `unmatched
+// tunnel` goes on without one (and then nothing is injected).
+func (p *Proxy) match(x *exchange) error {
+	t := x.target
+	svc, ok := p.deps.services.Services().Lookup(t.host, t.port, t.tls, x.path, x.sess.InScope)
+	switch {
+	case ok:
+		x.svc = svc
+	case t.tls || p.Unmatched != UnmatchedTunnel:
+		return refused(http.StatusForbidden, "no service in this session's scope covers %s%s", t, x.path)
+	}
+	if x.svc != nil && x.svc.Injects() && !x.cleartextOK() {
+		return refused(http.StatusForbidden, "service %s injects a credential and does not allow cleartext http; use https", x.svc.Service.Name)
+	}
+	return nil
+}
+
+// cleartextOK reports whether a secret may travel to this target.
+func (x *exchange) cleartextOK() bool {
+	return x.target.tls || (x.svc != nil && x.svc.Service.AllowCleartext)
+}
+
+// rewritePlaceholders swaps the session's placeholders for their
+// secrets, each only toward a service that uses that credential.
+func (x *exchange) rewritePlaceholders() error {
+	written, err := services.RewriteRequest(x.r, x.resolvePlaceholder)
+	if err != nil {
+		return err
+	}
+	for _, form := range written {
+		x.secrets.AddWritten(form)
+	}
+	return nil
+}
+
+// resolvePlaceholder is the binding rule: a placeholder becomes its
+// secret only if it is this session's, the matched service uses its
+// credential, and the secret would not travel in cleartext.
+func (x *exchange) resolvePlaceholder(ph string) (string, error) {
+	cred, known := x.sess.Credential(ph)
+	switch {
+	case !known:
+		return "", refused(http.StatusForbidden, "the request carries a placeholder that does not belong to this session")
+	case x.svc == nil || !x.svc.Uses(cred):
+		return "", refused(http.StatusForbidden, "credential %s is not bound to %s in this session", cred, x.target)
+	case !x.cleartextOK():
+		return "", refused(http.StatusForbidden, "credential %s would be sent over cleartext http", cred)
+	}
+	return x.secret(cred)
+}
+
+// inject writes the matched service's auth.
+func (x *exchange) inject() error {
+	if x.svc == nil {
+		return nil
+	}
+	written, err := x.svc.Inject(x.r, x.secret)
+	if err != nil {
+		return err
+	}
+	for _, form := range written {
+		x.secrets.AddWritten(form)
+	}
+	return nil
+}
+
+// secret is the one read of a credential on the request path: it
+// applies freshness (a stale store refuses), and registers the value
+// with the stand-in the agent knows (its placeholder) for scrubbing.
+func (x *exchange) secret(cred string) (string, error) {
+	v, err := x.creds.Lookup(cred, x.start)
+	if err != nil {
+		return "", err
+	}
+	standIn, ok := x.sess.Placeholder(cred)
+	if !ok {
+		standIn = scrub.Redacted
+	}
+	x.secrets.Add(v, standIn)
+	if !slices.Contains(x.resolved, cred) {
+		x.resolved = append(x.resolved, cred)
+	}
+	return v, nil
+}
+
+// send forwards the request. When secrets went out, the answer must be
+// scannable, and whole: a Range request would let the agent read a
+// secret in slices that never match.
+func (p *Proxy) send(w http.ResponseWriter, x *exchange) {
+	if x.redactor != nil {
+		x.r.Header.Del("Accept-Encoding") // identity, or gzip the transport decodes
+		x.r.Header.Del("Range")
+		x.r.Header.Del("If-Range")
+	}
+	p.rp.ServeHTTP(w, x.r.WithContext(context.WithValue(x.r.Context(), exchangeKey{}, x)))
+}
+
+type exchangeKey struct{}
+
+// refuse answers the agent for a request the pipeline did not forward,
+// or whose upstream exchange failed.
+func (p *Proxy) refuse(w http.ResponseWriter, x *exchange, err error) {
+	status, reason := errorResponse(err)
+	x.refusal = x.redactor.String(reason)
+	if status == statusClientClosed {
+		w.WriteHeader(status) // nobody reads it; the log line records it
+		return
+	}
+	writeRefusal(w, status, reason, x.redactor)
+}
+
+// logExchange writes the request's one log line (with the reason when
+// it was refused or failed) and counts it for its session.
+func (p *Proxy) logExchange(x *exchange, rec *statusRecorder) {
+	x.sess.Touch(x.start)
+	svc := ""
+	if x.svc != nil {
+		svc = x.svc.Service.Name
+	}
+	why := zap.Skip()
+	if x.refusal != "" {
+		why = zap.String("refused", x.refusal)
+	}
+	p.logger.Info("proxied request",
+		zap.String("session", x.sess.ID),
+		zap.String("service", svc),
+		zap.String("method", x.r.Method),
+		zap.String("host", x.target.host),
+		zap.Int("port", x.target.port),
+		zap.String("path", x.path), // never the query: it may carry a credential
+		zap.Int("status", rec.status()),
+		zap.Int64("bytes", rec.bytes),
+		zap.Duration("duration", time.Since(x.start)),
+		zap.Strings("credentials", x.resolved),
+		why)
+}

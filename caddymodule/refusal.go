@@ -1,0 +1,100 @@
+package caddymodule
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/egress"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/scrub"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
+)
+
+// refusal is a decision of the pipeline not to forward a request, with
+// the status and the reason to give the agent. Reasons never contain
+// secret values.
+type refusal struct {
+	status int
+	reason string
+}
+
+func (e *refusal) Error() string { return e.reason }
+
+func refused(status int, format string, args ...any) *refusal {
+	return &refusal{status: status, reason: fmt.Sprintf(format, args...)}
+}
+
+// upstreamFailure is a failed exchange with the upstream (dial, TLS,
+// reading the answer).
+type upstreamFailure struct {
+	target target
+	err    error
+}
+
+func (e *upstreamFailure) Error() string {
+	return "upstream " + e.target.String() + " failed: " + upstreamErrorText(e.err)
+}
+
+func (e *upstreamFailure) Unwrap() error { return e.err }
+
+// upstreamErrorText drops the *url.Error wrapper, whose text repeats
+// the full URL (and so any query credential).
+func upstreamErrorText(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return err.Error()
+}
+
+// statusClientClosed is logged when the agent went away mid-request;
+// nobody reads the answer.
+const statusClientClosed = 499
+
+// errorResponse is the one place that turns an error of the pipeline
+// into the status and reason the agent sees. Anything it does not know
+// is an internal error: refused, never forwarded.
+func errorResponse(err error) (status int, reason string) {
+	var (
+		ref         *refusal
+		unavailable *credentials.UnavailableError
+		unusable    *services.UnusableCredentialError
+		rewrite     *services.RewriteError
+		denied      *egress.RefusedError
+		upstream    *upstreamFailure
+	)
+	switch {
+	case errors.As(err, &ref):
+		return ref.status, ref.reason
+	case errors.As(err, &unavailable):
+		return http.StatusServiceUnavailable, unavailable.Error()
+	case errors.As(err, &unusable):
+		return http.StatusInternalServerError, unusable.Error()
+	case errors.As(err, &rewrite):
+		return http.StatusForbidden, "request refused: " + rewrite.Error()
+	case errors.As(err, &denied):
+		return http.StatusForbidden, denied.Error()
+	case errors.Is(err, context.Canceled):
+		return statusClientClosed, "the client went away"
+	case errors.As(err, &upstream):
+		return http.StatusBadGateway, upstream.Error()
+	}
+	return http.StatusInternalServerError, "internal error"
+}
+
+// writeRefusal answers the agent with a plain-text reason, scrubbed by
+// red (nil: nothing secret was sent) in case an error text quotes
+// something that came back from the upstream.
+func writeRefusal(w http.ResponseWriter, status int, reason string, red *scrub.Redactor) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Agent-Vault-Refused", "1")
+	h.Del("Content-Length")
+	w.WriteHeader(status)
+	io.WriteString(w, "agent-vault: "+red.String(reason)+"\n")
+}

@@ -1,0 +1,279 @@
+package caddymodule
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
+)
+
+// target is where one request is going, as fixed by the CONNECT line
+// or the absolute-form URL.
+type target struct {
+	host string // normalised: lower case, IPv6 without brackets
+	port int
+	tls  bool
+}
+
+func (t target) String() string {
+	scheme := "http"
+	if t.tls {
+		scheme = "https"
+	}
+	return scheme + "://" + t.hostPort()
+}
+
+func (t target) hostPort() string { return net.JoinHostPort(t.host, strconv.Itoa(t.port)) }
+
+// serveConnect opens a tunnel: intercepted when an in-scope service
+// covers the target, relayed when the operator allows unmatched hosts,
+// refused otherwise.
+func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, sess *sessions.Session) {
+	host, port, err := services.NormalizeHost(r.Host, 443)
+	if err != nil {
+		writeRefusal(w, http.StatusBadRequest, "bad CONNECT target: "+err.Error(), nil)
+		return
+	}
+	tgt := target{host: host, port: port, tls: true}
+	covered := p.deps.services.Services().AllowsHost(host, port, true, sess.InScope)
+	if !covered && p.Unmatched != UnmatchedTunnel {
+		p.logger.Info("egress denied", zap.String("session", sess.ID), zap.String("target", tgt.String()))
+		writeRefusal(w, http.StatusForbidden, fmt.Sprintf("no service in this session's scope covers %s; the proxy denies unknown hosts", tgt.hostPort()), nil)
+		return
+	}
+
+	var upstream net.Conn
+	if !covered {
+		// Dial before answering 200 so a refused or unreachable host
+		// gets a clear status instead of a dropped tunnel.
+		upstream, err = p.dialer.DialContext(r.Context(), "tcp", tgt.hostPort())
+		if err != nil {
+			status, reason := errorResponse(&upstreamFailure{target: tgt, err: err})
+			p.logger.Info("relay refused", zap.String("session", sess.ID), zap.String("target", tgt.String()), zap.String("reason", reason))
+			writeRefusal(w, status, reason, nil)
+			return
+		}
+	}
+
+	conn, err := hijack(w)
+	if err != nil {
+		if upstream != nil {
+			upstream.Close()
+		}
+		p.logger.Error("hijacking CONNECT", zap.Error(err))
+		return
+	}
+	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection Established\r\n\r\n"); err != nil {
+		conn.Close()
+		if upstream != nil {
+			upstream.Close()
+		}
+		return
+	}
+
+	if !covered {
+		p.relay(conn, upstream, sess, tgt)
+		return
+	}
+	p.intercept(conn, sess, tgt)
+}
+
+// intercept terminates the agent's TLS with a leaf for the target and
+// hands the connection to the inner server. The connection stays
+// tracked by the session until it is closed, whoever closes it (the
+// inner server, an upgraded exchange, or the session ending).
+func (p *Proxy) intercept(conn net.Conn, sess *sessions.Session, tgt target) {
+	raw := &trackedConn{Conn: conn}
+	tlsConn := tls.Server(raw, &tls.Config{
+		GetCertificate: p.deps.leaves.GetCertificateFor(tgt.host),
+		NextProtos:     []string{"h2", "http/1.1"},
+		MinVersion:     tls.VersionTLS12,
+	})
+	p.tunnels.add(tlsConn, &tunnel{sess: sess, target: tgt})
+	raw.setUntrack(sess.Track(tlsConn))
+	if !p.innerLn.push(tlsConn) {
+		tlsConn.Close()
+		p.tunnels.remove(tlsConn)
+	}
+}
+
+// relay copies bytes both ways for an unmatched host the operator
+// chose to let through; nothing is inspected or injected.
+func (p *Proxy) relay(client, upstream net.Conn, sess *sessions.Session, tgt target) {
+	untrackC := sess.Track(client)
+	untrackU := sess.Track(upstream)
+	defer untrackC()
+	defer untrackU()
+	start := time.Now()
+	done := make(chan int64, 1)
+	go func() {
+		n, _ := io.Copy(upstream, client)
+		if tc, ok := upstream.(*net.TCPConn); ok {
+			tc.CloseWrite()
+		}
+		done <- n
+	}()
+	down, _ := io.Copy(client, upstream)
+	client.Close()
+	up := <-done
+	upstream.Close()
+	p.logger.Info("tunnel relayed",
+		zap.String("session", sess.ID), zap.String("target", tgt.String()),
+		zap.Int64("bytes_up", up), zap.Int64("bytes_down", down), zap.Duration("duration", time.Since(start)))
+}
+
+// serveInner handles a request that arrived inside an intercepted
+// tunnel.
+func (p *Proxy) serveInner(w http.ResponseWriter, r *http.Request) {
+	tun, ok := r.Context().Value(tunnelKey{}).(*tunnel)
+	if !ok {
+		writeRefusal(w, http.StatusInternalServerError, "tunnel state lost", nil)
+		return
+	}
+	// The CONNECT line fixed the target; SNI was checked against it in
+	// the handshake and the Host header must agree too.
+	host, port, err := services.NormalizeHost(r.Host, 443)
+	if err != nil || host != tun.target.host || port != tun.target.port {
+		writeRefusal(w, http.StatusMisdirectedRequest, fmt.Sprintf("request Host %q does not match the tunnel's target %s", r.Host, tun.target), nil)
+		return
+	}
+	p.forward(w, r, tun.sess, tun.target)
+}
+
+// tunnel is what the inner server knows about an intercepted
+// connection.
+type tunnel struct {
+	sess   *sessions.Session
+	target target
+}
+
+type tunnelKey struct{}
+
+// tunnelTable maps the intercepted connections the inner server holds
+// to their tunnels, so that each request finds its session and target.
+type tunnelTable struct{ m sync.Map } // *tls.Conn -> *tunnel
+
+func (t *tunnelTable) add(c *tls.Conn, tun *tunnel) { t.m.Store(c, tun) }
+func (t *tunnelTable) remove(c net.Conn)            { t.m.Delete(c) }
+
+// context is the inner server's ConnContext.
+func (t *tunnelTable) context(ctx context.Context, c net.Conn) context.Context {
+	if tun, ok := t.m.Load(c); ok {
+		return context.WithValue(ctx, tunnelKey{}, tun.(*tunnel))
+	}
+	return ctx
+}
+
+// state is the inner server's ConnState: a connection leaves the table
+// once the server is done with it, closed or hijacked (an upgraded
+// WebSocket lives on outside the server, still tracked by its session
+// until it closes).
+func (t *tunnelTable) state(c net.Conn, state http.ConnState) {
+	switch state {
+	case http.StateClosed, http.StateHijacked:
+		t.remove(c)
+	}
+}
+
+// trackedConn is an intercepted connection's transport. Closing it, by
+// whatever path, tells the session to forget it.
+type trackedConn struct {
+	net.Conn
+	mu      sync.Mutex
+	closed  bool
+	untrack func()
+}
+
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.mu.Lock()
+	f := c.untrack
+	c.closed, c.untrack = true, nil
+	c.mu.Unlock()
+	if f != nil {
+		f()
+	}
+	return err
+}
+
+// setUntrack records how to forget the connection; if it already
+// closed, it forgets it at once.
+func (c *trackedConn) setUntrack(f func()) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		f()
+		return
+	}
+	c.untrack = f
+	c.mu.Unlock()
+}
+
+// hijack takes the agent's connection over from the HTTP server. Bytes
+// the server already buffered (a pipelined ClientHello) are replayed.
+func hijack(w http.ResponseWriter) (net.Conn, error) {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return nil, err
+	}
+	// Caddy's server timeouts no longer apply to a hijacked connection;
+	// the inner server sets its own.
+	conn.SetDeadline(time.Time{})
+	if brw != nil && brw.Reader.Buffered() > 0 {
+		conn = &prefixConn{Conn: conn, r: io.MultiReader(brw.Reader, conn)}
+	}
+	return conn, nil
+}
+
+type prefixConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *prefixConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+// connListener feeds intercepted TLS connections to the inner server.
+type connListener struct {
+	ch     chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newConnListener() *connListener {
+	return &connListener{ch: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (l *connListener) push(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.closed:
+		return false
+	}
+}
+
+func (l *connListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *connListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *connListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
