@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/egress"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/hostname"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
 )
@@ -196,7 +197,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 	case r.Method == http.MethodConnect:
 		p.serveConnect(w, r, sess)
 	case r.URL.IsAbs() && r.URL.Scheme == "http":
-		host, port, err := services.NormalizeHost(r.URL.Host, 80)
+		host, port, err := hostname.Normalize(r.URL.Host, 80)
 		if err != nil {
 			refuse(w, http.StatusBadRequest, "bad target: "+err.Error())
 			return nil
@@ -223,7 +224,7 @@ func (p *Proxy) authenticate(r *http.Request) (*sessions.Session, error) {
 // covers the target, relayed when the operator allows unmatched hosts,
 // refused otherwise.
 func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, sess *sessions.Session) {
-	host, port, err := services.NormalizeHost(r.Host, 443)
+	host, port, err := hostname.Normalize(r.Host, 443)
 	if err != nil {
 		refuse(w, http.StatusBadRequest, "bad CONNECT target: "+err.Error())
 		return
@@ -354,7 +355,7 @@ func (p *Proxy) serveInner(w http.ResponseWriter, r *http.Request) {
 	}
 	// The CONNECT line fixed the target; SNI was checked against it in
 	// the handshake and the Host header must agree too.
-	host, port, err := services.NormalizeHost(r.Host, 443)
+	host, port, err := hostname.Normalize(r.Host, 443)
 	if err != nil || host != tun.target.host || port != tun.target.port {
 		refuse(w, http.StatusMisdirectedRequest, fmt.Sprintf("request Host %q does not match the tunnel's target %s", r.Host, tun.target))
 		return
