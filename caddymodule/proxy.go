@@ -15,6 +15,7 @@ import (
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/egress"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/hostname"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/scrub"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
@@ -233,7 +234,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 	case r.Method == http.MethodConnect:
 		p.serveConnect(w, r, sess)
 	case r.URL.IsAbs() && r.URL.Scheme == "http":
-		host, port, err := services.NormalizeHost(r.URL.Host, 80)
+		host, port, err := hostname.Normalize(r.URL.Host, 80)
 		if err != nil {
 			writeRefusal(w, http.StatusBadRequest, "bad target: "+err.Error(), nil)
 			return nil

@@ -13,7 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/hostname"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
 )
 
@@ -39,7 +39,7 @@ func (t target) hostPort() string { return net.JoinHostPort(t.host, strconv.Itoa
 // covers the target, relayed when the operator allows unmatched hosts,
 // refused otherwise.
 func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, sess *sessions.Session) {
-	host, port, err := services.NormalizeHost(r.Host, 443)
+	host, port, err := hostname.Normalize(r.Host, 443)
 	if err != nil {
 		writeRefusal(w, http.StatusBadRequest, "bad CONNECT target: "+err.Error(), nil)
 		return
@@ -142,7 +142,7 @@ func (p *Proxy) serveInner(w http.ResponseWriter, r *http.Request) {
 	}
 	// The CONNECT line fixed the target; SNI was checked against it in
 	// the handshake and the Host header must agree too.
-	host, port, err := services.NormalizeHost(r.Host, 443)
+	host, port, err := hostname.Normalize(r.Host, 443)
 	if err != nil || host != tun.target.host || port != tun.target.port {
 		writeRefusal(w, http.StatusMisdirectedRequest, fmt.Sprintf("request Host %q does not match the tunnel's target %s", r.Host, tun.target), nil)
 		return

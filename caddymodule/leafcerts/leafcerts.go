@@ -25,6 +25,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/hostname"
 )
 
 const (
@@ -262,7 +264,7 @@ func lowerASCII(c byte) byte {
 }
 
 func (m *Minter) cached(host string) *entry {
-	if len(host) > maxHostLen {
+	if len(host) > hostname.MaxLen {
 		return nil // not a valid key; skip hashing an oversized string
 	}
 	m.mu.RLock()

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/hostname"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/leafcerts"
 )
 
@@ -183,6 +184,8 @@ func TestInvalidHostsAreRejected(t *testing.T) {
 		"1.2.3.04",
 		"999",
 		"host.123",
+		"host.0x1f", // read as IPv4 by URL parsers, like "host.123"
+		"192.0.2.1.",
 		"héllo.example",
 		"nul\x00.example",
 		strings.Repeat("a", 64) + ".example",
@@ -193,6 +196,14 @@ func TestInvalidHostsAreRejected(t *testing.T) {
 		cert, err := m.Certificate(host)
 		if !errors.Is(err, leafcerts.ErrInvalidHost) || cert != nil {
 			t.Errorf("Certificate(%.40q) = (cert? %v), %v; want ErrInvalidHost", host, cert != nil, err)
+			continue
+		}
+		var he *hostname.Error
+		if !errors.As(err, &he) || !strings.HasSuffix(err.Error(), ": "+he.Reason) {
+			t.Errorf("Certificate(%.40q) error %q does not carry a hostname reason", host, err)
+		}
+		if len(err.Error()) > 300 {
+			t.Errorf("Certificate(%.40q): %d-byte error message", host, len(err.Error()))
 		}
 	}
 	if len(longest) != 253 {

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/hostname"
 )
 
 func FuzzParseHostPattern(f *testing.F) {
@@ -18,6 +20,7 @@ func FuzzParseHostPattern(f *testing.F) {
 	} {
 		f.Add(s)
 	}
+	ca := newThrowawayCA(f)
 	f.Fuzz(func(t *testing.T, s string) {
 		p, err := ParseHostPattern(s)
 		if err != nil {
@@ -33,6 +36,11 @@ func FuzzParseHostPattern(f *testing.F) {
 		if !reflect.DeepEqual(p, again) {
 			t.Fatalf("re-parsed %q differs: %#v vs %#v", p.String(), p, again)
 		}
+		// Defining the service is the last chance to refuse a host that
+		// would fail at the TLS handshake.
+		if err := ca.checkLeaf(certHost(p)); err != nil {
+			t.Fatalf("pattern %q accepted, but no usable leaf: %v", s, err)
+		}
 		// A request to the pattern's own host (normalized the way the
 		// proxy will) must match it on the pattern's port.
 		if p.wildcard {
@@ -42,9 +50,9 @@ func FuzzParseHostPattern(f *testing.F) {
 		if p.ipv6 {
 			hostPort = "[" + hostPort + "]"
 		}
-		host, port, err := NormalizeHost(hostPort, 443)
+		host, port, err := hostname.Normalize(hostPort, 443)
 		if err != nil || host != p.host {
-			t.Fatalf("NormalizeHost(%q) = %q, %v; pattern host %q", hostPort, host, err, p.host)
+			t.Fatalf("Normalize(%q) = %q, %v; pattern host %q", hostPort, host, err, p.host)
 		}
 		if p.port != 0 {
 			port = p.port
@@ -83,7 +91,7 @@ func FuzzNormalizeHost(f *testing.F) {
 		f.Add(s, 443)
 	}
 	f.Fuzz(func(t *testing.T, s string, def int) {
-		host, port, err := NormalizeHost(s, def)
+		host, port, err := hostname.Normalize(s, def)
 		if err != nil {
 			if host != "" || port != 0 {
 				t.Fatalf("error with results %q %d", host, port)
@@ -91,7 +99,7 @@ func FuzzNormalizeHost(f *testing.F) {
 			return
 		}
 		if port < 1 || port > 65535 || host == "" {
-			t.Fatalf("NormalizeHost(%q) = %q, %d", s, host, port)
+			t.Fatalf("Normalize(%q) = %q, %d", s, host, port)
 		}
 		if host != strings.ToLower(host) || strings.HasSuffix(host, ".") {
 			t.Fatalf("host %q not normalized", host)
@@ -110,9 +118,9 @@ func FuzzNormalizeHost(f *testing.F) {
 			hostPort = "[" + host + "]"
 		}
 		hostPort += ":" + strconv.Itoa(port)
-		h2, p2, err := NormalizeHost(hostPort, 1)
+		h2, p2, err := hostname.Normalize(hostPort, 1)
 		if err != nil || h2 != host || p2 != port {
-			t.Fatalf("NormalizeHost(%q) = %q, %d, %v; want %q, %d", hostPort, h2, p2, err, host, port)
+			t.Fatalf("Normalize(%q) = %q, %d, %v; want %q, %d", hostPort, h2, p2, err, host, port)
 		}
 		// An exact pattern for it matches it.
 		p, err := ParseHostPattern(hostPort)

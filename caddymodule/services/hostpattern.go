@@ -3,17 +3,18 @@ package services
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/hostname"
 )
 
 // Limits that keep hostile or mistaken input cheap to reject.
 const (
-	maxHostLen        = 253  // DNS limit for a full name
-	maxLabelLen       = 63   // DNS limit for one label
 	maxPatternPathLen = 1024 // generous; keeps Specificity bounded
-	maxHostPortLen    = maxHostLen + 2 + 1 + 5
+	// maxPatternHostLen is "*." plus the longest host, a trailing dot and
+	// a port; package hostname checks the host part exactly.
+	maxPatternHostLen = len("*.") + hostname.MaxLen + len(".:65535")
 )
 
 // HostPattern says which requests a service applies to: a host (exact,
@@ -37,12 +38,15 @@ type HostPattern struct {
 //	example.com/api/*         path glob; '*' matches any run of characters, including '/'
 //	127.0.0.1:8443, [::1]:8443 IP literals
 //
-// Hosts are case-insensitive and a trailing dot is ignored. Schemes, user
-// info, queries, fragments and empty labels are rejected.
+// The host and port follow the rules of package hostname, which are also
+// those leafcerts mints certificates by, so any host a pattern names (for
+// a wildcard, any valid host below it) can get a leaf. Schemes, user info,
+// queries and fragments are rejected.
 func ParseHostPattern(s string) (HostPattern, error) {
 	p, err := parseHostPattern(strings.TrimSpace(s))
 	if err != nil {
-		return HostPattern{}, fmt.Errorf("invalid host pattern %q: %w", s, err)
+		// Quoted with a bound: patterns reach us from the management API.
+		return HostPattern{}, fmt.Errorf("invalid host pattern %s: %w", hostname.Quote(s), err)
 	}
 	return p, nil
 }
@@ -51,7 +55,7 @@ func parseHostPattern(s string) (HostPattern, error) {
 	if s == "" {
 		return HostPattern{}, errors.New("empty pattern")
 	}
-	if len(s) > maxHostPortLen+maxPatternPathLen {
+	if len(s) > maxPatternHostLen+maxPatternPathLen {
 		return HostPattern{}, errors.New("pattern too long")
 	}
 	if strings.Contains(s, "://") {
@@ -70,18 +74,15 @@ func parseHostPattern(s string) (HostPattern, error) {
 	if strings.Contains(hostPort, "@") {
 		return HostPattern{}, errors.New("user info is not allowed")
 	}
-	rawHost, bracketed, portStr, hasPort, err := splitHostPort(hostPort)
-	if err != nil {
-		return HostPattern{}, err
-	}
 	var p HostPattern
-	if hasPort {
-		if p.port, err = parsePort(portStr); err != nil {
-			return HostPattern{}, err
-		}
-	}
-	p.host, p.wildcard, err = canonicalHost(rawHost, bracketed, true)
+	var err error
+	p.host, p.wildcard, p.port, err = hostname.ParsePattern(hostPort)
 	if err != nil {
+		// Only the reason: ParseHostPattern names the whole pattern.
+		var he *hostname.Error
+		if errors.As(err, &he) {
+			return HostPattern{}, he
+		}
 		return HostPattern{}, err
 	}
 	p.ipv6 = strings.Contains(p.host, ":")
@@ -169,7 +170,7 @@ func (p HostPattern) String() string {
 }
 
 // MatchHost reports whether host and port are covered by the pattern,
-// whatever the path. host must be normalized as by [NormalizeHost]. A
+// whatever the path. host must be normalized as by [hostname.Normalize]. A
 // pattern without a port matches only the default port of the scheme:
 // 443 when tls is true, 80 otherwise.
 func (p HostPattern) MatchHost(host string, port int, tls bool) bool {
@@ -332,51 +333,8 @@ func isDotSegment(seg string) bool {
 	return dots == 1 || dots == 2
 }
 
-// NormalizeHost splits a request's "host[:port]" (as in a Host header or
-// a CONNECT target) into a canonical host and a port, using defaultPort
-// when there is none. The host is lower-cased without a trailing dot; IP
-// literals come back in canonical form, IPv6 without brackets and
-// IPv4-mapped IPv6 as plain IPv4. Anything that could reach a different
-// address than it appears to (IPv6 zones, unbracketed IPv6, shortened,
-// octal, hex or single-number IPv4 forms such as "127.1" or "0x7f000001")
-// is rejected.
-func NormalizeHost(hostport string, defaultPort int) (host string, port int, err error) {
-	host, port, err = normalizeHost(hostport, defaultPort)
-	if err != nil {
-		return "", 0, fmt.Errorf("invalid host %q: %w", hostport, err)
-	}
-	return host, port, nil
-}
-
-func normalizeHost(hostport string, defaultPort int) (string, int, error) {
-	if hostport == "" {
-		return "", 0, errors.New("empty host")
-	}
-	if len(hostport) > maxHostPortLen {
-		return "", 0, errors.New("host too long")
-	}
-	if err := checkPrintableASCII(hostport); err != nil {
-		return "", 0, err
-	}
-	rawHost, bracketed, portStr, hasPort, err := splitHostPort(hostport)
-	if err != nil {
-		return "", 0, err
-	}
-	port := defaultPort
-	if hasPort {
-		if port, err = parsePort(portStr); err != nil {
-			return "", 0, err
-		}
-	} else if port < 1 || port > 65535 {
-		return "", 0, fmt.Errorf("no port and invalid default port %d", defaultPort)
-	}
-	host, _, err := canonicalHost(rawHost, bracketed, false)
-	if err != nil {
-		return "", 0, err
-	}
-	return host, port, nil
-}
-
+// checkPrintableASCII covers the path too, which package hostname never
+// sees.
 func checkPrintableASCII(s string) error {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c <= ' ' || c >= 0x7f {
@@ -386,167 +344,7 @@ func checkPrintableASCII(s string) error {
 	return nil
 }
 
-// splitHostPort separates "host", "host:port", "[v6]" and "[v6]:port".
-func splitHostPort(s string) (host string, bracketed bool, port string, hasPort bool, err error) {
-	if strings.HasPrefix(s, "[") {
-		end := strings.IndexByte(s, ']')
-		if end < 0 {
-			return "", false, "", false, errors.New("missing ']' after IPv6 address")
-		}
-		host, rest := s[1:end], s[end+1:]
-		switch {
-		case rest == "":
-			return host, true, "", false, nil
-		case rest[0] == ':':
-			return host, true, rest[1:], true, nil
-		default:
-			return "", false, "", false, errors.New("unexpected characters after ']'")
-		}
-	}
-	switch strings.Count(s, ":") {
-	case 0:
-		return s, false, "", false, nil
-	case 1:
-		host, port, _ := strings.Cut(s, ":")
-		return host, false, port, true, nil
-	default:
-		return "", false, "", false, errors.New("IPv6 addresses must be enclosed in brackets, e.g. [::1]:8443")
-	}
-}
-
-// parsePort accepts only canonical decimal ports 1-65535 (no sign, no
-// leading zero) so every port has exactly one spelling.
-func parsePort(s string) (int, error) {
-	if s == "" {
-		return 0, errors.New("empty port")
-	}
-	if len(s) > 5 || s[0] == '0' {
-		return 0, fmt.Errorf("invalid port %q: must be 1-65535", s)
-	}
-	n := 0
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return 0, fmt.Errorf("invalid port %q: must be 1-65535", s)
-		}
-		n = n*10 + int(s[i]-'0')
-	}
-	if n > 65535 {
-		return 0, fmt.Errorf("invalid port %q: must be 1-65535", s)
-	}
-	return n, nil
-}
-
-// canonicalHost validates a host without port or brackets and returns
-// its canonical form. With allowWildcard, a left-most "*" label is
-// accepted and stripped; wildcard then reports it.
-func canonicalHost(h string, bracketed, allowWildcard bool) (host string, wildcard bool, err error) {
-	if bracketed {
-		if strings.IndexByte(h, '%') >= 0 {
-			return "", false, errors.New("IPv6 zones are not allowed")
-		}
-		addr, err := netip.ParseAddr(h)
-		if err != nil || !addr.Is6() {
-			return "", false, errors.New("invalid IPv6 address in brackets")
-		}
-		return addr.Unmap().String(), false, nil
-	}
-	h = strings.TrimSuffix(strings.ToLower(h), ".")
-	if h == "" {
-		return "", false, errors.New("empty host")
-	}
-	if isDigitsAndDots(h) { // checked first: a failed ParseAddr allocates
-		if _, err := netip.ParseAddr(h); err == nil {
-			// netip accepts only canonical dotted decimal, so h is
-			// already in canonical form.
-			return h, false, nil
-		}
-	}
-	if allowWildcard && strings.HasPrefix(h, "*.") {
-		base := h[2:]
-		if _, err := netip.ParseAddr(base); isDigitsAndDots(base) && err == nil {
-			return "", false, errors.New("a wildcard cannot be applied to an IP address")
-		}
-		if err := checkHostName(base); err != nil {
-			return "", false, err
-		}
-		if strings.IndexByte(base, '.') < 0 {
-			return "", false, errors.New("a wildcard needs a domain of at least two labels, e.g. *.example.com")
-		}
-		return base, true, nil
-	}
-	if err := checkHostName(h); err != nil {
-		return "", false, err
-	}
-	return h, false, nil
-}
-
-// checkHostName validates a lower-case DNS name. A name whose last label
-// is numeric is treated the way URL parsers and inet_aton do, as an IPv4
-// address, and rejected because it was not canonical.
-func checkHostName(h string) error {
-	if len(h) > maxHostLen {
-		return fmt.Errorf("host longer than %d characters", maxHostLen)
-	}
-	lastStart := 0
-	for start := 0; start <= len(h); {
-		end := strings.IndexByte(h[start:], '.')
-		if end < 0 {
-			end = len(h)
-		} else {
-			end += start
-		}
-		label := h[start:end]
-		if label == "" {
-			return errors.New("empty label in host")
-		}
-		if len(label) > maxLabelLen {
-			return fmt.Errorf("label longer than %d characters", maxLabelLen)
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if c == '*' {
-				return errors.New("'*' is only allowed as the whole left-most label of a pattern")
-			}
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return fmt.Errorf("invalid character %q in host", c)
-			}
-		}
-		lastStart = start
-		start = end + 1
-	}
-	if isNumericLabel(h[lastStart:]) {
-		return errors.New("not a canonical IPv4 address (use four decimal numbers without leading zeros, e.g. 127.0.0.1)")
-	}
-	return nil
-}
-
-// isNumericLabel reports whether a label is a decimal or 0x-hex number.
-func isNumericLabel(l string) bool {
-	if len(l) >= 2 && l[0] == '0' && l[1] == 'x' {
-		for i := 2; i < len(l); i++ {
-			if !isHex(l[i]) {
-				return false
-			}
-		}
-		return true
-	}
-	for i := 0; i < len(l); i++ {
-		if l[i] < '0' || l[i] > '9' {
-			return false
-		}
-	}
-	return l != ""
-}
-
-func isDigitsAndDots(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if (s[i] < '0' || s[i] > '9') && s[i] != '.' {
-			return false
-		}
-	}
-	return true
-}
-
+// isHex is for percent-encoding in paths.
 func isHex(c byte) bool {
 	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
 }

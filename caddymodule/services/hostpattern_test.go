@@ -1,8 +1,22 @@
 package services
 
 import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/netip"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/hostname"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/leafcerts"
 )
 
 func TestParseHostPatternValid(t *testing.T) {
@@ -84,6 +98,10 @@ func TestParseHostPatternInvalid(t *testing.T) {
 		{"example.com/a/%2e%2e/b", `".."`},
 		{"example.com/%zz", "percent"},
 		{"exa$mple.com", "invalid character"},
+		{"-x.example.com", "starts with '-'"},
+		{"*.-x.example.com", "starts with '-'"},
+		{"1.2.3.4.", "canonical IPv4"},
+		{"*." + strings.Repeat("a.", 125) + "bc", "at most 251 bytes"},
 		{strings.Repeat("a", 64) + ".com", "label longer"},
 		{"example.com/" + strings.Repeat("a", 2000), "too long"},
 	}
@@ -226,68 +244,139 @@ func TestSpecificityOrder(t *testing.T) {
 	}
 }
 
-func TestNormalizeHost(t *testing.T) {
-	valid := []struct {
-		in       string
-		defPort  int
-		wantHost string
-		wantPort int
-	}{
-		{"api.github.com", 443, "api.github.com", 443},
-		{"API.GitHub.com.", 443, "api.github.com", 443},
-		{"api.github.com:8443", 443, "api.github.com", 8443},
-		{"Example.COM:80", 443, "example.com", 80},
-		{"127.0.0.1", 80, "127.0.0.1", 80},
-		{"127.0.0.1:8080", 80, "127.0.0.1", 8080},
-		{"[::1]", 443, "::1", 443},
-		{"[::1]:8443", 443, "::1", 8443},
-		{"[0:0::1]:8443", 443, "::1", 8443},
-		{"[2001:DB8::A]", 443, "2001:db8::a", 443},
-		{"[::ffff:127.0.0.1]:443", 443, "127.0.0.1", 443},
-		{"localhost", 443, "localhost", 443},
-		{"1-2-3-4.example.com", 443, "1-2-3-4.example.com", 443},
-		{"1.2.3.example", 443, "1.2.3.example", 443},
+// throwawayCA mints leaves through leafcerts, as the proxy does, under a
+// root made for one test.
+type throwawayCA struct {
+	minter *leafcerts.Minter
+	roots  *x509.CertPool
+}
+
+func newThrowawayCA(t testing.TB) *throwawayCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tt := range valid {
-		h, p, err := NormalizeHost(tt.in, tt.defPort)
-		if err != nil || h != tt.wantHost || p != tt.wantPort {
-			t.Errorf("NormalizeHost(%q, %d) = %q, %d, %v; want %q, %d", tt.in, tt.defPort, h, p, err, tt.wantHost, tt.wantPort)
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "services test root"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(48 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := leafcerts.New(func() ([]*x509.Certificate, crypto.Signer) {
+		return []*x509.Certificate{root}, key
+	}, leafcerts.Options{MaxEntries: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(root)
+	return &throwawayCA{minter: m, roots: roots}
+}
+
+// checkLeaf mints a leaf for host and verifies it as a TLS client would,
+// for every spelling of host a request may use.
+func (ca *throwawayCA) checkLeaf(host string) error {
+	cert, err := ca.minter.Certificate(host)
+	if err != nil {
+		return err
+	}
+	names := []string{host, host + ".", strings.ToUpper(host)}
+	if _, err := netip.ParseAddr(host); err == nil {
+		names = []string{host, "[" + host + "]"}
+	}
+	for _, name := range names {
+		if _, err := cert.Leaf.Verify(x509.VerifyOptions{
+			DNSName:   name,
+			Roots:     ca.roots,
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		}); err != nil {
+			return fmt.Errorf("leaf for %q does not verify as %q: %w", host, name, err)
 		}
 	}
-	invalid := []string{
-		"", ":443", "[]:443", "example.com:", "example.com:0", "example.com:65536", "example.com:0443",
-		"example.com:-1", "*.example.com", "a..b", ".", "..", "example.com..",
-		"127.1", "127.0.1", "0x7f.1", "0x7f000001", "2130706433", "0177.0.0.1", "127.000.0.1",
-		"1.2.3.4.5", "256.1.1.1", "1.2.3.0x4", "0x7f",
-		"::1", "::1:443", "[fe80::1%eth0]", "[fe80::1%25eth0]:443", "[::1]443", "[127.0.0.1]",
-		"user@example.com", "example.com/path", "exa mple.com", "example.com\x00", "bücher.de",
-		strings.Repeat("a.", 200) + "com",
+	return nil
+}
+
+// certHost is a host the pattern covers: its own host, or for a wildcard
+// the shortest name below it.
+func certHost(p HostPattern) string {
+	if p.wildcard {
+		return "a." + p.host
 	}
-	for _, in := range invalid {
-		if h, p, err := NormalizeHost(in, 443); err == nil {
-			t.Errorf("NormalizeHost(%q) = %q, %d; want error", in, h, p)
-		} else if !strings.Contains(err.Error(), "invalid host") {
-			t.Errorf("NormalizeHost(%q) error %q does not name the input", in, err)
+	return p.host
+}
+
+// TestPatternHostsGetLeaves: a host accepted when a service is defined
+// must not fail at the TLS handshake. FuzzParseHostPattern checks the same
+// for arbitrary patterns; these are the edges of the rules.
+func TestPatternHostsGetLeaves(t *testing.T) {
+	label63 := strings.Repeat("a", 63)
+	longest := strings.Join([]string{label63, label63, label63, strings.Repeat("b", 61)}, ".") // 253 bytes
+	ca := newThrowawayCA(t)
+	for _, s := range []string{
+		"api.github.com", "API.Example.COM.:8443/v1/*", "localhost", "my_host.internal",
+		"_x.example", "x-.y-.example", "1-2-3-4.example.com", "xn--bcher-kva.example", "example.0xg",
+		longest, longest + ".", "*." + longest[2:], "*.a-.example", "*._x.example:8443",
+		"127.0.0.1:8443", "[::1]", "[2001:DB8::1]/x", "[::ffff:10.0.0.1]",
+	} {
+		p, err := ParseHostPattern(s)
+		if err != nil {
+			t.Errorf("ParseHostPattern(%.40q): %v", s, err)
+			continue
 		}
-	}
-	if _, _, err := NormalizeHost("example.com", 0); err == nil {
-		t.Error("NormalizeHost with no port and default 0 succeeded")
-	}
-	if _, p, err := NormalizeHost("example.com:8080", 0); err != nil || p != 8080 {
-		t.Errorf("explicit port with default 0: %d, %v", p, err)
+		if err := ca.checkLeaf(certHost(p)); err != nil {
+			t.Errorf("pattern %.40q: %v", s, err)
+		}
 	}
 }
 
-func TestNormalizeHostNoAllocs(t *testing.T) {
-	for _, in := range []string{"api.github.com", "api.github.com:443", "127.0.0.1:8443"} {
-		allocs := testing.AllocsPerRun(100, func() {
-			if _, _, err := NormalizeHost(in, 443); err != nil {
-				t.Fatal(err)
-			}
-		})
-		if allocs != 0 {
-			t.Errorf("NormalizeHost(%q) allocates %v times", in, allocs)
+// TestPatternAndLeafRefuseAlike: hosts that cannot get a leaf are refused
+// when the service is defined, for the reason leafcerts gives.
+func TestPatternAndLeafRefuseAlike(t *testing.T) {
+	ca := newThrowawayCA(t)
+	for _, host := range []string{
+		"-x.example.com", // accepted by services before
+		"x.-y.example.com",
+		"1.2.3.4.",  // accepted by services before, as 1.2.3.4
+		"host.0x1f", // accepted by leafcerts before
+		"a..b", "host.123", "exa$mple.com", strings.Repeat("a", 64) + ".example",
+	} {
+		_, perr := ParseHostPattern(host)
+		_, lerr := ca.minter.Certificate(host)
+		var pe, le *hostname.Error
+		if !errors.As(perr, &pe) || !errors.As(lerr, &le) {
+			t.Errorf("%.40q: pattern error %v, leaf error %v; want both refused by package hostname", host, perr, lerr)
+			continue
 		}
+		if pe.Reason != le.Reason {
+			t.Errorf("%.40q: pattern refused for %q, leaf for %q", host, pe.Reason, le.Reason)
+		}
+		if !errors.Is(lerr, leafcerts.ErrInvalidHost) {
+			t.Errorf("%.40q: leaf error %v is not ErrInvalidHost", host, lerr)
+		}
+	}
+	_, err := ParseHostPattern("-x.example.com")
+	if err == nil || !strings.Contains(err.Error(), `invalid host pattern "-x.example.com": a label starts with '-'`) {
+		t.Errorf("ParseHostPattern(-x.example.com) error %v", err)
+	}
+}
+
+func TestParseHostPatternErrorIsBounded(t *testing.T) {
+	long := "a" + strings.Repeat("$", 5000)
+	_, err := ParseHostPattern(long)
+	if err == nil || len(err.Error()) > 400 {
+		t.Fatalf("error for a 5000-byte pattern: %.100v (%d bytes)", err, len(fmt.Sprint(err)))
 	}
 }
 

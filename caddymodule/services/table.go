@@ -68,7 +68,7 @@ func cloneService(s Service) Service {
 
 // Lookup returns the most specific in-scope service whose pattern matches
 // the request; equally specific services are decided by name. host must
-// be normalized as by [NormalizeHost] and path is the escaped request
+// be normalized as by [hostname.Normalize] and path is the escaped request
 // path. A nil inScope puts every service in scope.
 //
 // Lookup does not look at Service.AllowCleartext: the caller decides
