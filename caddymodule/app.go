@@ -419,7 +419,7 @@ func (a *App) rebuildCredentials() {
 
 // StoreHealth describes every store, in priority order, and whether
 // any of them is past its staleness bound.
-func (a *App) StoreHealth(now time.Time) (list []any, stale bool) {
+func (a *App) StoreHealth(now time.Time) (list []storebackends.StoreStatus, stale bool) {
 	for _, ns := range a.stores {
 		if ns.synced == nil {
 			n := 0
@@ -429,7 +429,7 @@ func (a *App) StoreHealth(now time.Time) (list []any, stale bool) {
 				}
 			}
 			_, writable := ns.store.(storebackends.Writable)
-			list = append(list, map[string]any{"store": ns.name, "status": "ok", "credentials": n, "writable": writable})
+			list = append(list, storebackends.StoreStatus{Store: ns.name, Status: storebackends.StatusOK, Credentials: n, Writable: &writable})
 			continue
 		}
 		if ns.synced.Fresh(now) != nil {
