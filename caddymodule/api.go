@@ -16,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
@@ -102,15 +103,15 @@ func (a *API) auth(h http.HandlerFunc) http.HandlerFunc {
 // staleness bound (requests needing its credentials are refused).
 func (a *API) health(w http.ResponseWriter, _ *http.Request) {
 	if _, stale := a.app.StoreHealth(time.Now()); stale {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "degraded", "reason": "a credential store is past its max_staleness; see GET /api/v1/stores"})
+		writeJSON(w, http.StatusServiceUnavailable, apiwire.Health{Status: apiwire.HealthDegraded, Reason: "a credential store is past its max_staleness; see GET /api/v1/stores"})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+	writeJSON(w, http.StatusOK, apiwire.Health{Status: apiwire.HealthOK})
 }
 
 func (a *API) listStores(w http.ResponseWriter, _ *http.Request) {
 	list, _ := a.app.StoreHealth(time.Now())
-	writeJSON(w, http.StatusOK, map[string]any{"stores": list})
+	writeJSON(w, http.StatusOK, apiwire.StoreList{Stores: list})
 }
 
 func (a *API) caPEM(w http.ResponseWriter, _ *http.Request) {
@@ -119,7 +120,7 @@ func (a *API) caPEM(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (a *API) listCredentials(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"credentials": a.app.Credentials()})
+	writeJSON(w, http.StatusOK, apiwire.CredentialList{Credentials: a.app.Credentials()})
 }
 
 func (a *API) putCredential(w http.ResponseWriter, r *http.Request) {
@@ -173,7 +174,7 @@ func (a *API) listServices(w http.ResponseWriter, _ *http.Request) {
 	if svcs == nil {
 		svcs = []services.Service{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"services": svcs})
+	writeJSON(w, http.StatusOK, apiwire.ServiceList{Services: svcs})
 }
 
 func (a *API) putService(w http.ResponseWriter, r *http.Request) {
@@ -196,7 +197,7 @@ func (a *API) putService(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.logger.Info("service stored", zap.String("name", svc.Name), zap.String("host", svc.Host), zap.String("auth", svc.Auth.Type))
-	writeJSON(w, http.StatusOK, svc)
+	writeJSON(w, http.StatusOK, apiwire.ServicePutResponse{Service: svc})
 }
 
 func (a *API) deleteService(w http.ResponseWriter, r *http.Request) {
@@ -211,24 +212,14 @@ func (a *API) deleteService(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// sessionView is a session as the API shows it: never its token.
-type sessionView struct {
-	ID        string     `json:"id"`
-	Services  []string   `json:"services"`
-	CreatedAt time.Time  `json:"created_at"`
-	ExpiresAt time.Time  `json:"expires_at"`
-	Status    string     `json:"status"`
-	Requests  uint64     `json:"requests"`
-	LastUsed  *time.Time `json:"last_used,omitempty"`
-}
-
-func viewSession(s *sessions.Session, now time.Time) sessionView {
-	v := sessionView{ID: s.ID, Services: s.Services, CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt, Status: "active"}
+// viewSession is a session as the API shows it: never its token.
+func viewSession(s *sessions.Session, now time.Time) apiwire.SessionInfo {
+	v := apiwire.SessionInfo{ID: s.ID, Services: s.Services, CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt, Status: apiwire.SessionActive}
 	switch {
 	case !now.Before(s.ExpiresAt):
-		v.Status = "expired"
+		v.Status = apiwire.SessionExpired
 	case s.Revoked():
-		v.Status = "revoked"
+		v.Status = apiwire.SessionRevoked
 	}
 	n, last := s.Activity()
 	v.Requests = n
@@ -241,11 +232,11 @@ func viewSession(s *sessions.Session, now time.Time) sessionView {
 func (a *API) listSessions(w http.ResponseWriter, _ *http.Request) {
 	now := time.Now()
 	list := a.app.sessions.List()
-	out := make([]sessionView, 0, len(list))
+	out := make([]apiwire.SessionInfo, 0, len(list))
 	for _, s := range list {
 		out = append(out, viewSession(s, now))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"sessions": out})
+	writeJSON(w, http.StatusOK, apiwire.SessionList{Sessions: out})
 }
 
 func (a *API) createSession(w http.ResponseWriter, r *http.Request) {
@@ -262,14 +253,14 @@ func (a *API) createSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.logger.Info("session created", zap.String("session", sess.ID), zap.Strings("services", sess.Services), zap.Time("expires_at", sess.ExpiresAt))
-	writeJSON(w, http.StatusCreated, map[string]any{
-		"id":           sess.ID,
-		"token":        token,
-		"proxy_url":    a.app.ProxyURL,
-		"ca_pem":       string(a.app.RootPEM()),
-		"expires_at":   sess.ExpiresAt,
-		"services":     viewSession(sess, time.Now()).Services,
-		"placeholders": sess.Placeholders(),
+	writeJSON(w, http.StatusCreated, apiwire.Session{
+		ID:           sess.ID,
+		Token:        token,
+		ProxyURL:     a.app.ProxyURL,
+		CAPEM:        string(a.app.RootPEM()),
+		ExpiresAt:    sess.ExpiresAt,
+		Services:     viewSession(sess, time.Now()).Services,
+		Placeholders: sess.Placeholders(),
 	})
 }
 
@@ -391,7 +382,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg})
+	writeJSON(w, status, apiwire.Error{Error: msg})
 }
 
 // Interface guards
