@@ -36,7 +36,7 @@ func MainNamed(progName string, args, env []string, stdin io.Reader, stdout, std
 	flags.SetOutput(stderr)
 	addr := flags.String("addr", "", "management API base `URL` (default $AGENT_VAULT_ADDR or "+DefaultAddr+")")
 	tokenFile := flags.String("token-file", "", "admin token `file`, used when $AGENT_VAULT_TOKEN is unset (default $AGENT_VAULT_DATA_DIR/admin.token)")
-	services := flags.String("services", "", "comma-separated `services` the session may use (default all)")
+	services := flags.String("services", "", "comma-separated `services` the session may use (default all; given but empty is an error)")
 	ttl := flags.Duration("ttl", DefaultTTL, "session lifetime")
 	flags.Usage = func() {
 		fmt.Fprintf(stderr, "usage: %s [--addr URL] [--token-file FILE] [--services a,b] [--ttl 1h] [--] command [args...]\n\n", progName)
@@ -57,11 +57,19 @@ func MainNamed(progName string, args, env []string, stdin io.Reader, stdout, std
 	if *ttl <= 0 {
 		return fail(errors.New("--ttl must be positive"))
 	}
+	// Only an absent flag means all services: --services "$UNSET" must not
+	// quietly widen the session to everything.
+	var serviceList []string
+	if flagGiven(flags, "services") {
+		if serviceList = splitServices(*services); serviceList == nil {
+			return fail(fmt.Errorf("--services %q names no service: name at least one, or omit --services for all services", *services))
+		}
+	}
 
 	cfg := Config{
 		ProgName: progName,
 		Addr:     firstNonEmpty(*addr, getenv("AGENT_VAULT_ADDR"), DefaultAddr),
-		Services: splitServices(*services),
+		Services: serviceList,
 		TTL:      *ttl,
 		Command:  flags.Args(),
 		Env:      env,
@@ -145,7 +153,15 @@ func dataDir(getenv func(string) string, home func() (string, error)) string {
 	})
 }
 
-// splitServices splits a comma-separated list, dropping blanks.
+// flagGiven reports whether the named flag was set on the command line.
+func flagGiven(flags *flag.FlagSet, name string) bool {
+	given := false
+	flags.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
+}
+
+// splitServices splits a comma-separated list, dropping blanks; nil if
+// none remain.
 func splitServices(list string) []string {
 	var out []string
 	for _, s := range strings.Split(list, ",") {

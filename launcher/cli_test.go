@@ -149,6 +149,35 @@ func TestMainUsageErrors(t *testing.T) {
 	}
 }
 
+// An explicitly empty --services (say, from an unset variable) is a usage
+// error; only leaving the flag out means every service.
+func TestMainEmptyServices(t *testing.T) {
+	api := newFakeAPI(t)
+	env := append(baseEnv(), "AGENT_VAULT_TOKEN="+testAdminToken, "AGENT_VAULT_ADDR="+api.srv.URL)
+	marker := filepath.Join(t.TempDir(), "started")
+	for _, flags := range [][]string{
+		{"--services", ""},
+		{"--services="},
+		{"-services", " "},
+		{"--services", ","},
+		{"--services", " , ,\t"},
+		{"--services", "github", "--services", ""}, // the last one counts
+	} {
+		var stderr strings.Builder
+		args := append(flags, "/bin/sh", "-c", `touch "$1"`, "sh", marker)
+		code := Main(args, env, nil, nil, &stderr)
+		if code != ExitSetup || !strings.Contains(stderr.String(), "names no service: name at least one, or omit --services for all services") {
+			t.Errorf("Main(%q) = %d, stderr %q; want %d and the empty --services error", flags, code, stderr.String(), ExitSetup)
+		}
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("child ran with an empty --services")
+	}
+	if creates, _ := api.calls(); len(creates) != 0 {
+		t.Errorf("an empty --services reached the API: %+v", creates)
+	}
+}
+
 func TestMainNamed(t *testing.T) {
 	var stderr strings.Builder
 	env := append(baseEnv(), "AGENT_VAULT_TOKEN=x")

@@ -58,8 +58,10 @@ type Config struct {
 	Addr string
 	// AdminToken authenticates to the management API. Required.
 	AdminToken string
-	// Services limits the session to these services; nil means all (the
-	// server refuses an empty list).
+	// Services limits the session to these services; nil means all. A
+	// non-nil empty list is an error rather than "all", so that a list
+	// that came out empty (say, from an unset variable) cannot widen the
+	// session.
 	Services []string
 	// TTL is the session lifetime; DefaultTTL if zero. The server may cap it.
 	TTL time.Duration
@@ -99,6 +101,9 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 	}
 	if cfg.TTL < 0 {
 		return ExitSetup, errors.New("ttl must not be negative")
+	}
+	if cfg.Services != nil && len(cfg.Services) == 0 {
+		return ExitSetup, errors.New("empty list of services: name at least one, or leave it nil for all services")
 	}
 	base, err := parseAddr(cfg.Addr)
 	if err != nil {

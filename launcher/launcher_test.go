@@ -450,6 +450,7 @@ func TestRunSetupErrors(t *testing.T) {
 		"bad addr":     {Addr: "ftp://127.0.0.1:1", AdminToken: "x", Command: []string{"true"}},
 		"addr userinf": {Addr: "http://u:p@127.0.0.1:1", AdminToken: "x", Command: []string{"true"}},
 		"negative ttl": {Addr: api.srv.URL, AdminToken: "x", TTL: -1, Command: []string{"true"}},
+		"no services":  {Addr: api.srv.URL, AdminToken: "x", Services: []string{}, Command: []string{"true"}},
 	} {
 		if code, err := Run(context.Background(), cfg); code != ExitSetup || err == nil {
 			t.Errorf("%s: Run = %d, %v", name, code, err)
