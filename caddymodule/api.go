@@ -197,7 +197,15 @@ func (a *API) putService(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.logger.Info("service stored", zap.String("name", svc.Name), zap.String("host", svc.Host), zap.String("auth", svc.Auth.Type))
-	writeJSON(w, http.StatusOK, apiwire.ServicePutResponse{Service: svc})
+	// Accepted anyway: the credential may be added (or synced) later.
+	resp := apiwire.ServicePutResponse{Service: svc}
+	held := a.app.creds.Load().values
+	for _, c := range svc.Credentials() {
+		if _, ok := held[c]; !ok {
+			resp.Warnings = append(resp.Warnings, fmt.Sprintf("no store holds credential %s: requests to this service fail until one does", c))
+		}
+	}
+	writeJSON(w, http.StatusOK, resp)
 }
 
 func (a *API) deleteService(w http.ResponseWriter, r *http.Request) {

@@ -73,11 +73,11 @@ func TestAPIWireShapes(t *testing.T) {
 	if put.Name != "github" || put.Auth.Token != "GITHUB_TOKEN" || strings.Contains(string(raw), "warnings") {
 		t.Fatalf("PUT service = %s", raw)
 	}
-	// One whose credential no store holds is stored all the same.
+	// One whose credential no store holds: stored, with a warning.
 	other := map[string]any{"host": "api.example.com", "auth": map[string]any{"type": "api-key", "key": "MISSING_KEY"}}
 	put = apiwire.ServicePutResponse{}
 	s.strictAPI("PUT", "/api/v1/services/other", other, http.StatusOK, &put)
-	if put.Name != "other" {
+	if put.Name != "other" || len(put.Warnings) != 1 || !strings.Contains(put.Warnings[0], "MISSING_KEY") {
 		t.Fatalf("PUT service with a missing credential = %+v", put)
 	}
 	var svcs apiwire.ServiceList
