@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/catalog"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
@@ -115,15 +116,15 @@ func (a *API) auth(h http.HandlerFunc) http.HandlerFunc {
 // staleness bound (requests needing its credentials are refused).
 func (a *API) health(w http.ResponseWriter, _ *http.Request) {
 	if _, stale := a.deps.creds.Status(time.Now()); stale {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "degraded", "reason": "a credential store is past its max_staleness; see GET /api/v1/stores"})
+		writeJSON(w, http.StatusServiceUnavailable, apiwire.Health{Status: apiwire.HealthDegraded, Reason: "a credential store is past its max_staleness; see GET /api/v1/stores"})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+	writeJSON(w, http.StatusOK, apiwire.Health{Status: apiwire.HealthOK})
 }
 
 func (a *API) listStores(w http.ResponseWriter, _ *http.Request) {
 	list, _ := a.deps.creds.Status(time.Now())
-	writeJSON(w, http.StatusOK, map[string]any{"stores": list})
+	writeJSON(w, http.StatusOK, apiwire.StoreList{Stores: list})
 }
 
 func (a *API) caPEM(w http.ResponseWriter, _ *http.Request) {
@@ -132,7 +133,7 @@ func (a *API) caPEM(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (a *API) listCredentials(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"credentials": a.deps.creds.List()})
+	writeJSON(w, http.StatusOK, apiwire.CredentialList{Credentials: a.deps.creds.List()})
 }
 
 func (a *API) putCredential(w http.ResponseWriter, r *http.Request) {
@@ -179,7 +180,7 @@ func (a *API) listServices(w http.ResponseWriter, _ *http.Request) {
 	if svcs == nil {
 		svcs = []services.Service{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"services": svcs})
+	writeJSON(w, http.StatusOK, apiwire.ServiceList{Services: svcs})
 }
 
 func (a *API) putService(w http.ResponseWriter, r *http.Request) {
@@ -209,7 +210,7 @@ func (a *API) putService(w http.ResponseWriter, r *http.Request) {
 	}
 	a.logger.Info("service stored", zap.String("name", svc.Name), zap.String("host", svc.Host), zap.String("auth", svc.Auth.Type),
 		zap.Strings("warnings", warnings))
-	writeJSON(w, http.StatusOK, servicePutAnswer{Service: svc, Warnings: warnings})
+	writeJSON(w, http.StatusOK, apiwire.ServicePutResponse{Service: svc, Warnings: warnings})
 }
 
 func (a *API) deleteService(w http.ResponseWriter, r *http.Request) {
@@ -224,24 +225,14 @@ func (a *API) deleteService(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// sessionView is a session as the API shows it: never its token.
-type sessionView struct {
-	ID        string     `json:"id"`
-	Services  []string   `json:"services"`
-	CreatedAt time.Time  `json:"created_at"`
-	ExpiresAt time.Time  `json:"expires_at"`
-	Status    string     `json:"status"`
-	Requests  uint64     `json:"requests"`
-	LastUsed  *time.Time `json:"last_used,omitempty"`
-}
-
-func viewSession(s *sessions.Session, now time.Time) sessionView {
-	v := sessionView{ID: s.ID, Services: s.Services, CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt, Status: "active"}
+// viewSession is a session as the API shows it: never its token.
+func viewSession(s *sessions.Session, now time.Time) apiwire.SessionInfo {
+	v := apiwire.SessionInfo{ID: s.ID, Services: s.Services, CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt, Status: apiwire.SessionActive}
 	switch {
 	case !now.Before(s.ExpiresAt):
-		v.Status = "expired"
+		v.Status = apiwire.SessionExpired
 	case s.Revoked():
-		v.Status = "revoked"
+		v.Status = apiwire.SessionRevoked
 	}
 	n, last := s.Activity()
 	v.Requests = n
@@ -254,11 +245,11 @@ func viewSession(s *sessions.Session, now time.Time) sessionView {
 func (a *API) listSessions(w http.ResponseWriter, _ *http.Request) {
 	now := time.Now()
 	list := a.deps.sessions.List()
-	out := make([]sessionView, 0, len(list))
+	out := make([]apiwire.SessionInfo, 0, len(list))
 	for _, s := range list {
 		out = append(out, viewSession(s, now))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"sessions": out})
+	writeJSON(w, http.StatusOK, apiwire.SessionList{Sessions: out})
 }
 
 func (a *API) postSession(w http.ResponseWriter, r *http.Request) {
@@ -275,14 +266,14 @@ func (a *API) postSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.logger.Info("session created", zap.String("session", sess.ID), zap.Strings("services", sess.Services), zap.Time("expires_at", sess.ExpiresAt))
-	writeJSON(w, http.StatusCreated, map[string]any{
-		"id":           sess.ID,
-		"token":        token,
-		"proxy_url":    a.deps.proxyURL,
-		"ca_pem":       string(a.deps.rootPEM()),
-		"expires_at":   sess.ExpiresAt,
-		"services":     viewSession(sess, time.Now()).Services,
-		"placeholders": sess.Placeholders(),
+	writeJSON(w, http.StatusCreated, apiwire.Session{
+		ID:           sess.ID,
+		Token:        token,
+		ProxyURL:     a.deps.proxyURL,
+		CAPEM:        string(a.deps.rootPEM()),
+		ExpiresAt:    sess.ExpiresAt,
+		Services:     sess.Services,
+		Placeholders: sess.Placeholders(),
 	})
 }
 
@@ -294,12 +285,6 @@ func (a *API) revokeSession(w http.ResponseWriter, r *http.Request) {
 	}
 	a.logger.Info("session revoked", zap.String("session", id))
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// servicePutAnswer is the answer to PUT /api/v1/services/{name}.
-type servicePutAnswer struct {
-	services.Service
-	Warnings []string `json:"warnings,omitempty"`
 }
 
 // storeErrorStatus maps a store error to the API's status code: bad
@@ -406,7 +391,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg})
+	writeJSON(w, status, apiwire.Error{Error: msg})
 }
 
 // Interface guards

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 )
 
 const (
@@ -76,24 +78,6 @@ func hostPort(u *url.URL) string {
 	return net.JoinHostPort(u.Hostname(), port)
 }
 
-// sessionRequest is the body of POST /api/v1/sessions.
-type sessionRequest struct {
-	Services []string `json:"services,omitempty"`
-	TTL      string   `json:"ttl"`
-}
-
-// sessionResponse is the server's answer to POST /api/v1/sessions. Only the
-// id is validated by createSession; the caller validates the rest after it
-// has arranged revocation, so that a malformed session is still revoked.
-type sessionResponse struct {
-	ID           string            `json:"id"`
-	Token        string            `json:"token"`
-	ProxyURL     string            `json:"proxy_url"`
-	CAPEM        string            `json:"ca_pem"`
-	ExpiresAt    string            `json:"expires_at"`
-	Placeholders map[string]string `json:"placeholders"`
-}
-
 // apiError is an error answer from the management API.
 type apiError struct {
 	status  int
@@ -102,9 +86,13 @@ type apiError struct {
 
 func (e *apiError) Error() string { return fmt.Sprintf("%d %s", e.status, e.message) }
 
-// createSession asks the server for a new agent session.
-func (c *apiClient) createSession(ctx context.Context, services []string, ttl time.Duration) (*sessionResponse, error) {
-	body, err := json.Marshal(sessionRequest{Services: services, TTL: formatTTL(ttl)})
+// createSession asks the server for a new agent session (nil services
+// means all). Only the id is validated here; the caller validates the rest
+// after it has arranged revocation, so that a malformed session is still
+// revoked. For the same reason, an answer with a valid id that does not
+// decode is returned with only its id set, along with the error.
+func (c *apiClient) createSession(ctx context.Context, services []string, ttl time.Duration) (*apiwire.Session, error) {
+	body, err := json.Marshal(apiwire.SessionRequest{Services: services, TTL: formatTTL(ttl)})
 	if err != nil {
 		return nil, err
 	}
@@ -120,12 +108,20 @@ func (c *apiClient) createSession(ctx context.Context, services []string, ttl ti
 	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
 		return nil, c.errorFrom(resp.StatusCode, data)
 	}
-	var sess sessionResponse
-	if err := json.Unmarshal(data, &sess); err != nil {
+	// The id first, on its own: a bad value elsewhere (say an unparsable
+	// expires_at) must not hide the id of a session that now exists.
+	var id struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(data, &id); err != nil {
 		return nil, errors.New("malformed response from server")
 	}
-	if !validSessionID(sess.ID) {
+	if !validSessionID(id.ID) {
 		return nil, errors.New("server returned an invalid session id")
+	}
+	var sess apiwire.Session
+	if err := json.Unmarshal(data, &sess); err != nil {
+		return &apiwire.Session{ID: id.ID}, errors.New("malformed response from server")
 	}
 	return &sess, nil
 }
@@ -146,11 +142,7 @@ func (c *apiClient) credentialNames(ctx context.Context) ([]string, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, c.errorFrom(resp.StatusCode, data)
 	}
-	var list struct {
-		Credentials []struct {
-			Name string `json:"name"`
-		} `json:"credentials"`
-	}
+	var list apiwire.CredentialList
 	if err := json.Unmarshal(data, &list); err != nil {
 		return nil, errors.New("malformed credential list from server")
 	}
@@ -194,9 +186,7 @@ func (c *apiClient) do(ctx context.Context, method string, u *url.URL, body []by
 // print: control characters stripped, length capped and the admin token
 // redacted should the server ever echo it.
 func (c *apiClient) errorFrom(status int, body []byte) error {
-	var e struct {
-		Error string `json:"error"`
-	}
+	var e apiwire.Error
 	_ = json.Unmarshal(body, &e)
 	msg := e.Error
 	if c.token != "" {

@@ -36,7 +36,7 @@ func MainNamed(progName string, args, env []string, stdin io.Reader, stdout, std
 	flags.SetOutput(stderr)
 	addr := flags.String("addr", "", "management API base `URL` (default $AGENT_VAULT_ADDR or "+DefaultAddr+")")
 	tokenFile := flags.String("token-file", "", "admin token `file`, used when $AGENT_VAULT_TOKEN is unset (default $AGENT_VAULT_DATA_DIR/admin.token)")
-	services := flags.String("services", "", "comma-separated `services` the session may use (default all)")
+	services := flags.String("services", "", "comma-separated `services` the session may use (default all; given but empty is an error)")
 	ttl := flags.Duration("ttl", DefaultTTL, "session lifetime")
 	flags.Usage = func() {
 		fmt.Fprintf(stderr, "usage: %s [--addr URL] [--token-file FILE] [--services a,b] [--ttl 1h] [--] command [args...]\n\n", progName)
@@ -57,11 +57,19 @@ func MainNamed(progName string, args, env []string, stdin io.Reader, stdout, std
 	if *ttl <= 0 {
 		return fail(errors.New("--ttl must be positive"))
 	}
+	// Only an absent flag means all services: --services "$UNSET" must not
+	// quietly widen the session to everything.
+	var serviceList []string
+	if flagGiven(flags, "services") {
+		if serviceList = splitServices(*services); serviceList == nil {
+			return fail(fmt.Errorf("--services %q names no service: name at least one, or omit --services for all services", *services))
+		}
+	}
 
 	cfg := Config{
 		ProgName: progName,
 		Addr:     firstNonEmpty(*addr, getenv("AGENT_VAULT_ADDR"), DefaultAddr),
-		Services: splitServices(*services),
+		Services: serviceList,
 		TTL:      *ttl,
 		Command:  flags.Args(),
 		Env:      env,
@@ -126,15 +134,11 @@ func unwrapPathError(err error) error {
 	return err
 }
 
-// DefaultDataDir returns the agent-vault data directory: $AGENT_VAULT_DATA_DIR
-// if set, else $XDG_DATA_HOME/agent-vault (XDG_DATA_HOME is ignored unless
+// dataDir is the agent-vault data directory: $AGENT_VAULT_DATA_DIR if
+// set, else $XDG_DATA_HOME/agent-vault (XDG_DATA_HOME is ignored unless
 // absolute, as the XDG spec says), else ~/.local/share/agent-vault. It
-// returns "" if none applies (no home directory). The server uses the same
-// rule, so both find the same admin.token.
-func DefaultDataDir() string {
-	return dataDir(os.Getenv, os.UserHomeDir)
-}
-
+// returns "" if none applies (no home directory). The server uses the
+// same rule (internal/datadir), so both find the same admin.token.
 func dataDir(getenv func(string) string, home func() (string, error)) string {
 	return datadir.Default(func(name string) string {
 		if name == "HOME" {
@@ -145,7 +149,15 @@ func dataDir(getenv func(string) string, home func() (string, error)) string {
 	})
 }
 
-// splitServices splits a comma-separated list, dropping blanks.
+// flagGiven reports whether the named flag was set on the command line.
+func flagGiven(flags *flag.FlagSet, name string) bool {
+	given := false
+	flags.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
+}
+
+// splitServices splits a comma-separated list, dropping blanks; nil if
+// none remain.
 func splitServices(list string) []string {
 	var out []string
 	for _, s := range strings.Split(list, ",") {

@@ -24,8 +24,8 @@ func TestDefaultDataDir(t *testing.T) {
 	} {
 		t.Setenv("AGENT_VAULT_DATA_DIR", tc.dataDir)
 		t.Setenv("XDG_DATA_HOME", tc.xdg)
-		if got := DefaultDataDir(); got != tc.want {
-			t.Errorf("DefaultDataDir(data=%q xdg=%q) = %q, want %q", tc.dataDir, tc.xdg, got, tc.want)
+		if got := dataDir(os.Getenv, os.UserHomeDir); got != tc.want {
+			t.Errorf("dataDir(data=%q xdg=%q) = %q, want %q", tc.dataDir, tc.xdg, got, tc.want)
 		}
 	}
 	noHome := func() (string, error) { return "", errors.New("no home") }
@@ -146,6 +146,35 @@ func TestMainUsageErrors(t *testing.T) {
 	}
 	if creates, _ := api.calls(); len(creates) != 0 {
 		t.Errorf("usage errors reached the API: %d calls", len(creates))
+	}
+}
+
+// An explicitly empty --services (say, from an unset variable) is a usage
+// error; only leaving the flag out means every service.
+func TestMainEmptyServices(t *testing.T) {
+	api := newFakeAPI(t)
+	env := append(baseEnv(), "AGENT_VAULT_TOKEN="+testAdminToken, "AGENT_VAULT_ADDR="+api.srv.URL)
+	marker := filepath.Join(t.TempDir(), "started")
+	for _, flags := range [][]string{
+		{"--services", ""},
+		{"--services="},
+		{"-services", " "},
+		{"--services", ","},
+		{"--services", " , ,\t"},
+		{"--services", "github", "--services", ""}, // the last one counts
+	} {
+		var stderr strings.Builder
+		args := append(flags, "/bin/sh", "-c", `touch "$1"`, "sh", marker)
+		code := Main(args, env, nil, nil, &stderr)
+		if code != ExitSetup || !strings.Contains(stderr.String(), "names no service: name at least one, or omit --services for all services") {
+			t.Errorf("Main(%q) = %d, stderr %q; want %d and the empty --services error", flags, code, stderr.String(), ExitSetup)
+		}
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("child ran with an empty --services")
+	}
+	if creates, _ := api.calls(); len(creates) != 0 {
+		t.Errorf("an empty --services reached the API: %+v", creates)
 	}
 }
 

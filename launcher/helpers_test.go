@@ -20,6 +20,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 )
 
 const (
@@ -57,7 +59,7 @@ func newTestCert(t *testing.T, cn string) string {
 type createCall struct {
 	auth string
 	raw  map[string]any
-	body sessionRequest
+	body apiwire.SessionRequest
 }
 
 // fakeAPI is a loopback management API that records its calls.
@@ -66,9 +68,10 @@ type fakeAPI struct {
 	caPEM string
 
 	mu           sync.Mutex
-	session      sessionResponse // answer to POST
+	session      apiwire.Session // answer to POST
 	createStatus int             // answer status to POST (default 201)
 	createError  string          // {"error":...} body when createStatus is an error
+	createBody   string          // raw 201 body to send instead of session, if set
 	deleteStatus int             // answer status to DELETE (default 204)
 	creates      []createCall
 	deletes      []string // ids
@@ -79,12 +82,13 @@ type fakeAPI struct {
 func newFakeAPI(t *testing.T) *fakeAPI {
 	t.Helper()
 	f := &fakeAPI{caPEM: newTestCert(t, "agent-vault test CA")}
-	f.session = sessionResponse{
+	f.session = apiwire.Session{
 		ID:           testSessionID,
 		Token:        testSessionToken,
 		ProxyURL:     testProxyURL,
 		CAPEM:        f.caPEM,
-		ExpiresAt:    time.Now().Add(time.Hour).Format(time.RFC3339),
+		ExpiresAt:    time.Now().Add(time.Hour).UTC().Truncate(time.Second),
+		Services:     []string{"github"},
 		Placeholders: map[string]string{"GITHUB_TOKEN": testPlaceholder},
 	}
 	mux := http.NewServeMux()
@@ -109,7 +113,7 @@ func (f *fakeAPI) create(w http.ResponseWriter, r *http.Request) {
 	json.Unmarshal(data.Bytes(), &call.body)
 	f.mu.Lock()
 	f.creates = append(f.creates, call)
-	onCreate, status, errMsg, sess := f.onCreate, f.createStatus, f.createError, f.session
+	onCreate, status, errMsg, sess, rawBody := f.onCreate, f.createStatus, f.createError, f.session, f.createBody
 	f.mu.Unlock()
 	if onCreate != nil {
 		onCreate(r)
@@ -121,7 +125,14 @@ func (f *fakeAPI) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusCreated)
-	json.NewEncoder(w).Encode(sess)
+	if rawBody != "" {
+		io.WriteString(w, rawBody)
+		return
+	}
+	// Encoded as the server's writeJSON does.
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(sess)
 }
 
 func (f *fakeAPI) delete(w http.ResponseWriter, r *http.Request) {

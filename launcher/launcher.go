@@ -24,6 +24,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 )
 
 const (
@@ -56,7 +58,10 @@ type Config struct {
 	Addr string
 	// AdminToken authenticates to the management API. Required.
 	AdminToken string
-	// Services limits the session to these services; empty means all.
+	// Services limits the session to these services; nil means all. A
+	// non-nil empty list is an error rather than "all", so that a list
+	// that came out empty (say, from an unset variable) cannot widen the
+	// session.
 	Services []string
 	// TTL is the session lifetime; DefaultTTL if zero. The server may cap it.
 	TTL time.Duration
@@ -97,6 +102,9 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 	if cfg.TTL < 0 {
 		return ExitSetup, errors.New("ttl must not be negative")
 	}
+	if cfg.Services != nil && len(cfg.Services) == 0 {
+		return ExitSetup, errors.New("empty list of services: name at least one, or leave it nil for all services")
+	}
 	base, err := parseAddr(cfg.Addr)
 	if err != nil {
 		return ExitSetup, err
@@ -115,20 +123,24 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 	defer relay.listen(ctx)()
 
 	sess, err := api.createSession(setupCtx, cfg.Services, cfg.TTL)
+	// A session can come back with an error (a malformed answer): it
+	// exists on the server all the same, so it is revoked too.
+	if sess != nil {
+		defer func() {
+			// Revoke even if ctx is done: the session must not outlive the child.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeTimeout)
+			defer cancel()
+			if err := api.revokeSession(rctx, sess.ID); err != nil {
+				fmt.Fprintf(cfg.Stderr, "%s: warning: revoking session: %v (it stays valid until it expires)\n", cfg.ProgName, err)
+			}
+		}()
+	}
 	if err != nil {
 		if sig := relay.interrupted(); sig != nil {
 			return signalExitCode(sig), fmt.Errorf("interrupted by %v", sig)
 		}
 		return ExitSetup, fmt.Errorf("creating session: %w", err)
 	}
-	defer func() {
-		// Revoke even if ctx is done: the session must not outlive the child.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeTimeout)
-		defer cancel()
-		if err := api.revokeSession(rctx, sess.ID); err != nil {
-			fmt.Fprintf(cfg.Stderr, "%s: warning: revoking session: %v (it stays valid until it expires)\n", cfg.ProgName, err)
-		}
-	}()
 
 	settings, cleanup, err := prepareChild(&cfg, base, sess)
 	defer cleanup()
@@ -193,7 +205,7 @@ func (cfg *Config) setDefaults() {
 
 // prepareChild validates the session and writes the CA files. cleanup
 // removes whatever was written and must be called even on error.
-func prepareChild(cfg *Config, base *url.URL, sess *sessionResponse) (settings childSettings, cleanup func(), err error) {
+func prepareChild(cfg *Config, base *url.URL, sess *apiwire.Session) (settings childSettings, cleanup func(), err error) {
 	var files []string
 	cleanup = func() {
 		for _, f := range files {

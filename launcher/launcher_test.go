@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 )
 
 // caVars are all variables that must point at a file holding our CA.
@@ -311,14 +313,14 @@ func TestRunCommandNotFound(t *testing.T) {
 }
 
 func TestRunInvalidSessionIsRevoked(t *testing.T) {
-	for name, spoil := range map[string]func(*sessionResponse){
-		"CA not PEM":           func(s *sessionResponse) { s.CAPEM = "not a certificate" },
-		"CA with private key":  func(s *sessionResponse) { s.CAPEM += "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n" },
-		"CA garbage cert":      func(s *sessionResponse) { s.CAPEM = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n" },
-		"reserved placeholder": func(s *sessionResponse) { s.Placeholders["HTTPS_PROXY"] = "x" },
-		"bad placeholder name": func(s *sessionResponse) { s.Placeholders["A=B"] = "x" },
-		"bad proxy URL":        func(s *sessionResponse) { s.ProxyURL = "socks5://127.0.0.1:1" },
-		"empty token":          func(s *sessionResponse) { s.Token = "" },
+	for name, spoil := range map[string]func(*apiwire.Session){
+		"CA not PEM":           func(s *apiwire.Session) { s.CAPEM = "not a certificate" },
+		"CA with private key":  func(s *apiwire.Session) { s.CAPEM += "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n" },
+		"CA garbage cert":      func(s *apiwire.Session) { s.CAPEM = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n" },
+		"reserved placeholder": func(s *apiwire.Session) { s.Placeholders["HTTPS_PROXY"] = "x" },
+		"bad placeholder name": func(s *apiwire.Session) { s.Placeholders["A=B"] = "x" },
+		"bad proxy URL":        func(s *apiwire.Session) { s.ProxyURL = "socks5://127.0.0.1:1" },
+		"empty token":          func(s *apiwire.Session) { s.Token = "" },
 	} {
 		t.Run(name, func(t *testing.T) {
 			api := newFakeAPI(t)
@@ -336,6 +338,32 @@ func TestRunInvalidSessionIsRevoked(t *testing.T) {
 				t.Errorf("deletes = %q, want the session revoked", deletes)
 			}
 			assertEmptyDir(t, tmp)
+		})
+	}
+}
+
+// An answer that does not decode still names a session the server made:
+// it must be revoked, and the child must not run.
+func TestRunMalformedSessionIsRevoked(t *testing.T) {
+	for name, body := range map[string]string{
+		"expires_at not a time": `{"id":"` + testSessionID + `","expires_at":"soon"}`,
+		"placeholders a list":   `{"id":"` + testSessionID + `","placeholders":["x"]}`,
+		"token a number":        `{"id":"` + testSessionID + `","token":7}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			api := newFakeAPI(t)
+			api.set(func(f *fakeAPI) { f.createBody = body })
+			marker := filepath.Join(t.TempDir(), "started")
+			code, _, err := launch(t, api, Config{Command: []string{"/bin/sh", "-c", `touch "$1"`, "sh", marker}})
+			if code != ExitSetup || err == nil || !strings.Contains(err.Error(), "malformed response") {
+				t.Fatalf("Run = %d, %v, want %d and a malformed response", code, err, ExitSetup)
+			}
+			if _, err := os.Stat(marker); err == nil {
+				t.Error("child ran with a malformed session")
+			}
+			if _, deletes := api.calls(); !slices.Equal(deletes, []string{testSessionID}) {
+				t.Errorf("deletes = %q, want the session revoked", deletes)
+			}
 		})
 	}
 }
@@ -422,6 +450,7 @@ func TestRunSetupErrors(t *testing.T) {
 		"bad addr":     {Addr: "ftp://127.0.0.1:1", AdminToken: "x", Command: []string{"true"}},
 		"addr userinf": {Addr: "http://u:p@127.0.0.1:1", AdminToken: "x", Command: []string{"true"}},
 		"negative ttl": {Addr: api.srv.URL, AdminToken: "x", TTL: -1, Command: []string{"true"}},
+		"no services":  {Addr: api.srv.URL, AdminToken: "x", Services: []string{}, Command: []string{"true"}},
 	} {
 		if code, err := Run(context.Background(), cfg); code != ExitSetup || err == nil {
 			t.Errorf("%s: Run = %d, %v", name, code, err)

@@ -86,8 +86,9 @@ type Synced interface {
 	// Fresh returns nil while the store may serve its last snapshot,
 	// and an error saying why not otherwise.
 	Fresh(now time.Time) error
-	// Health describes the store for GET /api/v1/stores (JSON-encodable).
-	Health(now time.Time) any
+	// Health describes the store for GET /api/v1/stores; SyncStatus
+	// must be set.
+	Health(now time.Time) StoreStatus
 	// LastSync is the start of the last successful sync.
 	LastSync() time.Time
 }

@@ -241,7 +241,7 @@ func (s *Set) Missing(names []string) []string {
 // Status describes every store, in priority order, and reports whether
 // any of them is past its staleness bound (requests needing its
 // credentials are refused).
-func (s *Set) Status(now time.Time) (list []any, stale bool) {
+func (s *Set) Status(now time.Time) (list []storebackends.StoreStatus, stale bool) {
 	snap := s.snap.Load()
 	for i, e := range s.stores {
 		if e.synced != nil {
@@ -258,7 +258,7 @@ func (s *Set) Status(now time.Time) (list []any, stale bool) {
 			}
 		}
 		_, writable := e.store.(storebackends.Writable)
-		list = append(list, map[string]any{"store": e.name, "status": "ok", "credentials": n, "writable": writable})
+		list = append(list, storebackends.StoreStatus{Store: e.name, Status: storebackends.StatusOK, Credentials: n, Writable: &writable})
 	}
 	return list, stale
 }

@@ -53,7 +53,7 @@ func TestProvision(t *testing.T) {
 	if meta.Store != "infisical" || meta.Version != "1" || meta.Source != "prod:/agents/GITHUB_TOKEN" {
 		t.Errorf("meta %+v", meta)
 	}
-	if h := m.Health(time.Now()).(syncengine.Health); h.Status != syncengine.StatusOK {
+	if h := m.Health(time.Now()); h.Status != syncengine.StatusOK {
 		t.Errorf("health %+v", h)
 	}
 }

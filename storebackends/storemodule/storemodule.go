@@ -177,7 +177,7 @@ func (s *Synced) StoreName() string { return s.name }
 func (s *Synced) SetOnChange(f func()) { s.onChange.Store(&f) }
 
 // Health describes the store for the management API.
-func (s *Synced) Health(now time.Time) any { return s.Engine.Health(now) }
+func (s *Synced) Health(now time.Time) storebackends.StoreStatus { return s.Engine.Health(now) }
 
 // LastSync is the start of the last successful sync.
 func (s *Synced) LastSync() time.Time { return s.Engine.LastSuccess() }

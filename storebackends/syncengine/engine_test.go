@@ -2,6 +2,7 @@ package syncengine_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -753,7 +754,15 @@ func TestNoValueInLogsOrHealth(t *testing.T) {
 			t.Fatalf("log line reveals a value: %s", text)
 		}
 	}
-	if text := fmt.Sprintf("%+v %+v", h.e.Health(h.clock.Now()), h.e.List()); strings.Contains(text, secret) {
+	// The JSON is what the API shows; %+v would not follow SyncStatus.
+	health, err := json.Marshal(h.e.Health(h.clock.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(health), `"last_error":"`) {
+		t.Fatalf("health lacks the sync state: %s", health)
+	}
+	if text := fmt.Sprintf("%s %+v", health, h.e.List()); strings.Contains(text, secret) {
 		t.Fatalf("health or list reveals a value: %s", text)
 	}
 }

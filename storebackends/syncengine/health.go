@@ -9,50 +9,32 @@ import (
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
 
-// Health statuses.
+// Health statuses, as storebackends defines them.
 const (
-	StatusOK          = "ok"           // the last attempt succeeded
-	StatusDegraded    = "degraded"     // the last attempt failed, the snapshot is still within max_staleness
-	StatusStale       = "stale"        // past max_staleness: requests needing the store fail
-	StatusNeverSynced = "never_synced" // no sync has succeeded yet
+	StatusOK          = storebackends.StatusOK
+	StatusDegraded    = storebackends.StatusDegraded
+	StatusStale       = storebackends.StatusStale
+	StatusNeverSynced = storebackends.StatusNeverSynced
 )
 
-// Health is a store's sync state, as the management API reports it. It
+// Health reports the sync state as of now, for the management API. It
 // never carries a credential value.
-type Health struct {
-	Store       string    `json:"store"`
-	Status      string    `json:"status"`
-	LastSuccess time.Time `json:"last_success"`
-	LastAttempt time.Time `json:"last_attempt"`
-	// LastError is why the last attempt failed; empty after a success.
-	LastError string `json:"last_error,omitempty"`
-	// Staleness is the age of the last successful sync as a Go
-	// duration; empty if there was none.
-	Staleness    string `json:"staleness"`
-	MaxStaleness string `json:"max_staleness"`
-	Credentials  int    `json:"credentials"`
-	// Problems are those of the last batch read (kept through failed
-	// fetches, which read none).
-	Problems []storebackends.Problem `json:"problems,omitempty"`
-	Syncs    uint64                  `json:"syncs"`   // successful syncs
-	Changes  uint64                  `json:"changes"` // successful syncs that changed something
-}
-
-// Health reports the sync state as of now.
-func (e *Engine) Health(now time.Time) Health {
+func (e *Engine) Health(now time.Time) storebackends.StoreStatus {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	st := &e.state
-	h := Health{
-		Store:        e.name,
-		LastSuccess:  st.lastSuccess,
-		LastAttempt:  st.lastAttempt,
-		LastError:    st.lastError,
-		MaxStaleness: e.maxStaleness.String(),
-		Credentials:  len(e.snap.Load().entries),
-		Problems:     slices.Clone(st.problems),
-		Syncs:        st.syncs,
-		Changes:      st.changes,
+	h := storebackends.StoreStatus{
+		Store:       e.name,
+		Credentials: len(e.snap.Load().entries),
+		SyncStatus: &storebackends.SyncStatus{
+			LastSuccess:  st.lastSuccess,
+			LastAttempt:  st.lastAttempt,
+			LastError:    st.lastError,
+			MaxStaleness: e.maxStaleness.String(),
+			Problems:     slices.Clone(st.problems),
+			Syncs:        st.syncs,
+			Changes:      st.changes,
+		},
 	}
 	switch {
 	case st.lastSuccess.IsZero():
