@@ -42,8 +42,9 @@ import (
 //
 // With BENCH_CPUPROFILE=file, the new-connection case ends with an
 // extra proxy-only run of BENCH_PROFILE_SECONDS (default 10) while the
-// server's CPU profile is taken from its admin endpoint into file; that
-// run is not part of the figures.
+// server's CPU profile is taken from its admin endpoint into file, and
+// a floor-only run profiling the floor into file-floor.pprof; those runs
+// are not part of the figures.
 
 // benchRoundTime is how long each mode runs in each round.
 func benchRoundTime(b *testing.B) time.Duration { return envDuration(b, "BENCH_ROUND", 2*time.Second) }
@@ -282,24 +283,52 @@ func runCase(b *testing.B, e *benchEnv, bc benchCase) {
 
 	if file := os.Getenv("BENCH_CPUPROFILE"); file != "" && !bc.keepAlive {
 		secs := envInt(b, "BENCH_PROFILE_SECONDS", 10)
-		profileProxy(b, e, clients[2], bc, time.Duration(secs)*time.Second, file)
+		profileModes(b, e, clients, bc, time.Duration(secs)*time.Second, file)
 	}
 }
 
-// profileProxy drives the proxy while its CPU profile is taken.
-func profileProxy(b *testing.B, e *benchEnv, c *http.Client, bc benchCase, d time.Duration, file string) {
-	errc := make(chan error, 1)
-	go func() { errc <- serverCPUProfile(e.srv.adminSocket(), d, file) }()
-	// Run a little longer than the profile on both sides.
-	r, err := drive(c, e.target, bc.workers, d+time.Second, e.modes[2].pid)
-	if err != nil {
-		b.Fatalf("profiled run: %v", err)
+// profileModes takes a CPU profile of the server during a proxy run and
+// one of the floor during a floor run, of d each, for comparison:
+// `go tool pprof -top -cum file` (the floor's is file-floor.pprof).
+func profileModes(b *testing.B, e *benchEnv, clients []*http.Client, bc benchCase, d time.Duration, file string) {
+	floorFile := strings.TrimSuffix(file, ".pprof") + "-floor.pprof"
+	for _, i := range []int{2, 1} {
+		m := e.modes[i]
+		out := file
+		fetch := func() error { return serverCPUProfile(e.srv.adminSocket(), d, file) }
+		if m.name == "floor" {
+			out = floorFile
+			fetch = func() error {
+				url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", m.proxy.Host, int(d.Seconds()))
+				c := &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: d + time.Minute}
+				resp, err := c.Get(url)
+				if err != nil {
+					return err
+				}
+				defer resp.Body.Close()
+				data, err := io.ReadAll(resp.Body)
+				if err != nil {
+					return err
+				}
+				if resp.StatusCode != http.StatusOK {
+					return fmt.Errorf("floor profile: %d %s", resp.StatusCode, data)
+				}
+				return os.WriteFile(floorFile, data, 0o644)
+			}
+		}
+		errc := make(chan error, 1)
+		go func() { errc <- fetch() }()
+		// Run a little longer than the profile on both sides.
+		r, err := drive(clients[i], e.target, bc.workers, d+time.Second, m.pid)
+		if err != nil {
+			b.Fatalf("profiled %s run: %v", m.name, err)
+		}
+		if err := <-errc; err != nil {
+			b.Fatalf("%s CPU profile: %v", m.name, err)
+		}
+		fmt.Printf("bench: CPU profile of the %s process during %s %s (%d req, %.0f req/s, %.0f µs CPU/req while profiled): %s\n",
+			map[string]string{"proxy": "server", "floor": "floor"}[m.name], m.name, bc.name, r.n, r.rps(), float64(r.cpuPerReq().Nanoseconds())/1000, out)
 	}
-	if err := <-errc; err != nil {
-		b.Fatalf("CPU profile: %v", err)
-	}
-	fmt.Printf("bench: CPU profile of the server during proxy %s (%d req, %.0f req/s while profiled) written to %s\n",
-		bc.name, r.n, r.rps(), file)
 }
 
 // stat is the median and range of one figure over rounds.

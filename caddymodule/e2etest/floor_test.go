@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/http/pprof"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -96,6 +97,12 @@ func floorMain() {
 
 	outer := &http.Server{ErrorLog: quiet, ReadHeaderTimeout: 30 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodConnect {
+			// Not on the measured path: lets the benchmark profile the
+			// floor as it profiles the server.
+			if r.Method == http.MethodGet && r.URL.Path == "/debug/pprof/profile" {
+				pprof.Profile(w, r)
+				return
+			}
 			http.Error(w, "floor: CONNECT only", http.StatusMethodNotAllowed)
 			return
 		}
