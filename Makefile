@@ -60,13 +60,16 @@ bench: build
 # LOADAGENTS agents with distinct sessions through the proxy for
 # LOADTIME (requests, errors, p50/p99), then LOADTUNNELS idle
 # intercepted tunnels (server RSS, fds and goroutines per tunnel, and
-# back to baseline once they close).
+# back to baseline once they close). LOADPROFILE=file: a CPU profile of
+# the server during the agents' run.
 LOADTIME ?= 60s
 LOADAGENTS ?= 1000
 LOADTUNNELS ?= 10000
+LOADPROFILE ?=
 .PHONY: load
 load: build
 	set -o pipefail; AGENT_VAULT_BIN=$(CURDIR)/bin LOADTIME=$(LOADTIME) LOAD_AGENTS=$(LOADAGENTS) LOAD_TUNNELS=$(LOADTUNNELS) \
+	  LOAD_CPUPROFILE=$(LOADPROFILE) \
 	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench '^BenchmarkLoad' -benchtime 1x \
 	  ./caddymodule/e2etest/ | tee load.out
 

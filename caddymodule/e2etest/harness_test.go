@@ -150,6 +150,7 @@ type upstream struct {
 	hit     chan seen
 	sseGate chan struct{}
 	conns   atomic.Int64 // client connections open now
+	opened  atomic.Int64 // client connections accepted so far
 }
 
 func newUpstream(t testing.TB, ca *testCA, useTLS bool) *upstream {
@@ -237,6 +238,7 @@ func newUpstreamNamed(t testing.TB, ca *testCA, useTLS bool, names ...string) *u
 		switch st {
 		case http.StateNew:
 			u.conns.Add(1)
+			u.opened.Add(1)
 		case http.StateClosed, http.StateHijacked:
 			u.conns.Add(-1)
 		}

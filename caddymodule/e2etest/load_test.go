@@ -27,7 +27,8 @@ import (
 // BenchmarkLoadAgents: LOAD_AGENTS (default 1000) agents, each with its
 // own session and keep-alive client, send requests back to back through
 // the proxy for LOADTIME (default 60s). It reports requests, errors
-// (which fail it) and latency.
+// (which fail it) and latency. With LOAD_CPUPROFILE=file, the server's
+// CPU profile over the middle half of the run is written to file.
 //
 // BenchmarkLoadIdleTunnels: LOAD_TUNNELS (default 10000) intercepted
 // tunnels (CONNECT, TLS handshake, one request each, LOAD_OPENERS at a
@@ -98,8 +99,9 @@ func (e *loadEnv) agentMode(b *testing.B, sess session) benchMode {
 func BenchmarkLoadAgents(b *testing.B) {
 	agents := envInt(b, "LOAD_AGENTS", 1000)
 	d := envDuration(b, "LOADTIME", 60*time.Second)
-	if _, err := raiseNofile(uint64(4*agents + 4096)); err != nil {
-		b.Logf("raising RLIMIT_NOFILE: %v", err)
+	lim, err := raiseNofile(uint64(4*agents + 4096))
+	if err != nil || lim < uint64(2*agents+1024) {
+		b.Fatalf("RLIMIT_NOFILE is %d (%v); %d agents need more", lim, err, agents)
 	}
 	e := setupLoad(b, "")
 	clients := make([]*http.Client, agents)
@@ -111,12 +113,23 @@ func BenchmarkLoadAgents(b *testing.B) {
 	for b.Loop() {
 		pid := e.srv.pid()
 		cpu0, _ := procCPU(pid)
+		opened0 := e.up.opened.Load()
 		lat := make([][]time.Duration, agents)
 		var errCount atomic.Int64
 		var firstErrs sync.Map // message -> count of one kind, for the report
 		var wg sync.WaitGroup
 		start := time.Now()
 		deadline := start.Add(d)
+		profErr := make(chan error, 1)
+		if file := os.Getenv("LOAD_CPUPROFILE"); file != "" {
+			// The middle half of the run: past the start-up burst.
+			go func() {
+				time.Sleep(d / 4)
+				profErr <- serverCPUProfile(e.srv.adminSocket(), d/2, file)
+			}()
+		} else {
+			profErr <- nil
+		}
 		for i, c := range clients {
 			wg.Add(1)
 			go func() {
@@ -146,6 +159,11 @@ func BenchmarkLoadAgents(b *testing.B) {
 		wg.Wait()
 		elapsed := time.Since(start)
 		cpu1, _ := procCPU(pid)
+		if err := <-profErr; err != nil {
+			b.Errorf("CPU profile: %v", err)
+		} else if file := os.Getenv("LOAD_CPUPROFILE"); file != "" {
+			fmt.Printf("load: CPU profile of the server over the middle %s of the run: %s\n", d/2, file)
+		}
 		rss, _ := procRSSKiB(pid)
 		fds, _ := procFDs(pid)
 		all := slices.Concat(lat...)
@@ -158,13 +176,17 @@ func BenchmarkLoadAgents(b *testing.B) {
 		fmt.Printf("\n== load: %d concurrent agents (distinct sessions, keep-alive, back to back) through the proxy for %s\n", agents, elapsed.Round(time.Millisecond))
 		fmt.Printf("   requests %d (%.0f req/s), errors %d\n", n, float64(n)/elapsed.Seconds(), errCount.Load())
 		fmt.Printf("   latency p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms\n", ms(all[n/2]), ms(all[n*90/100]), ms(all[n*99/100]), ms(all[n-1]))
-		fmt.Printf("   server CPU %.0f µs/req; at the end RSS %.1f MiB, %d fds; upstream connections open %d\n",
-			float64((cpu1-cpu0).Microseconds())/float64(n), float64(rss)/1024, fds, e.up.conns.Load())
+		opened := e.up.opened.Load() - opened0
+		fmt.Printf("   server CPU %.0f µs/req; at the end VmRSS %.1f MiB, %d fds\n",
+			float64((cpu1-cpu0).Microseconds())/float64(n), float64(rss)/1024, fds)
+		fmt.Printf("   upstream connections the proxy opened during the run: %d (%.2f per request); open at the end: %d\n",
+			opened, float64(opened)/float64(n), e.up.conns.Load())
 		b.ReportMetric(float64(n), "requests")
 		b.ReportMetric(float64(errCount.Load()), "errors")
 		b.ReportMetric(float64(n)/elapsed.Seconds(), "req/s")
 		b.ReportMetric(ms(all[n/2]), "p50-ms")
 		b.ReportMetric(ms(all[n*99/100]), "p99-ms")
+		b.ReportMetric(float64(opened)/float64(n), "upstream-dials/req")
 		if errCount.Load() > 0 {
 			var kinds []string
 			firstErrs.Range(func(k, _ any) bool { kinds = append(kinds, k.(string)); return len(kinds) < 10 })
@@ -311,6 +333,8 @@ func BenchmarkLoadIdleTunnels(b *testing.B) {
 	idle := envDuration(b, "LOAD_IDLE_TIMEOUT", 15*time.Minute)
 	lim, err := raiseNofile(uint64(2*n + 4096))
 	if err != nil || lim < uint64(n+1024) {
+		// The test holds n client ends (plus the upstream's few); the
+		// server n tunnels plus its pool.
 		b.Fatalf("RLIMIT_NOFILE is %d (%v); %d tunnels need more", lim, err, n)
 	}
 	e := setupLoad(b, idle.String())
@@ -413,7 +437,7 @@ func BenchmarkLoadIdleTunnels(b *testing.B) {
 		if !ok0 || !ok1 {
 			note = " (VmRSS was still shrinking when read)"
 		}
-		fmt.Printf("\n== idle tunnels: %d intercepted tunnels (CONNECT + TLS + 1 request each, %d at a time), held idle %s; proxy idle_timeout %s, server RLIMIT_NOFILE %s\n", n, openers, hold, idle, nofile)
+		fmt.Printf("\n== idle tunnels: %d intercepted tunnels (CONNECT + TLS + 1 request each, %d at a time), held idle %s; proxy idle_timeout %s; RLIMIT_NOFILE server %s, test %d\n", n, openers, hold, idle, nofile, lim)
 		fmt.Printf("   opened in %s (%.0f tunnels/s)\n", openTime.Round(time.Millisecond), float64(n)/openTime.Seconds())
 		fmt.Printf("   server VmRSS (after a forced GC, once steady) before %.1f MiB, with the tunnels idle %.1f MiB: %.1f KiB per idle tunnel%s\n", kib(rss0), kib(rss1), perTunnelRSS, note)
 		fmt.Printf("   of which Go heap in use %.1f -> %.1f MiB (%.1f KiB per tunnel), goroutine stacks %.1f -> %.1f MiB (%.1f KiB per tunnel)\n",
