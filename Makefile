@@ -33,18 +33,45 @@ fuzz:
 	  done; \
 	done
 
-# Proxy vs direct to the same loopback HTTPS upstream; prints req/s,
-# p50/p99 and the proxy/direct throughput ratios.
-BENCHN ?= 20000x
 demo: build vault-test-server
 	AGENT_VAULT_BIN=$(CURDIR)/bin $(GO) test -count=1 -run '^TestVaultDemo$$' -v ./caddymodule/e2etest/ | grep -v '^{'; test $${PIPESTATUS[0]} -eq 0
 
+# BenchmarkProxy (caddymodule/e2etest/bench_test.go): direct vs the
+# floor (a bare Go MITM in its own process) vs the proxy, against one
+# loopback HTTPS upstream reached by a DNS name (private mount
+# namespace), keep-alive with 16 and 4 clients and a new connection per
+# request with 4. Prints req/s, p50/p99, CPU per request of the floor
+# and the server, and the median over interleaved rounds of the ratios
+# proxy/direct, proxy/floor and CPU proxy/floor. BENCHN rounds (as
+# -benchtime Nx) of BENCHROUND per mode; ~BENCHN x BENCHROUND x 9 plus
+# set-up. BENCHPROFILE (empty: none) receives a CPU profile of the
+# server during an extra BENCHPROFILESECS proxy new-connection run.
+BENCHN ?= 5x
+BENCHROUND ?= 2s
+BENCHPROFILE ?= $(CURDIR)/bench-cpu.pprof
+BENCHPROFILESECS ?= 10
 bench: build
-	AGENT_VAULT_BIN=$(CURDIR)/bin $(GO) test -run '^$$' -bench BenchmarkProxy -benchtime $(BENCHN) ./caddymodule/e2etest/ | tee bench.out | grep -E '^Benchmark|ok'
-	@awk '/^BenchmarkProxy\// { for (i = 1; i < NF; i++) if ($$(i+1) == "req/s") rps[$$1] = $$i } \
-	  END { split("keepalive newconn", m, " "); for (k in m) { d = ""; p = ""; \
-	    for (n in rps) { if (n ~ "direct-" m[k]) d = rps[n]; if (n ~ "proxy-" m[k]) p = rps[n] } \
-	    if (d > 0) printf "%s: proxy %.0f req/s vs direct %.0f req/s = %.2fx\n", m[k], p, d, p / d } }' bench.out
+	set -o pipefail; AGENT_VAULT_BIN=$(CURDIR)/bin BENCH_ROUND=$(BENCHROUND) \
+	  BENCH_CPUPROFILE=$(BENCHPROFILE) BENCH_PROFILE_SECONDS=$(BENCHPROFILESECS) \
+	  $(GO) test -count=1 -timeout 30m -run '^$$' -bench '^BenchmarkProxy$$' -benchtime $(BENCHN) \
+	  ./caddymodule/e2etest/ | tee bench.out
+
+# Load and soak (caddymodule/e2etest/load_test.go), not part of test:
+# LOADAGENTS agents with distinct sessions through the proxy for
+# LOADTIME (requests, errors, p50/p99), then LOADTUNNELS idle
+# intercepted tunnels (server RSS, fds and goroutines per tunnel, and
+# back to baseline once they close). LOADPROFILE=file: a CPU profile of
+# the server during the agents' run.
+LOADTIME ?= 60s
+LOADAGENTS ?= 1000
+LOADTUNNELS ?= 10000
+LOADPROFILE ?=
+.PHONY: load
+load: build
+	set -o pipefail; AGENT_VAULT_BIN=$(CURDIR)/bin LOADTIME=$(LOADTIME) LOAD_AGENTS=$(LOADAGENTS) LOAD_TUNNELS=$(LOADTUNNELS) \
+	  LOAD_CPUPROFILE=$(LOADPROFILE) \
+	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench '^BenchmarkLoad' -benchtime 1x \
+	  ./caddymodule/e2etest/ | tee load.out
 
 # The same binary built by xcaddy (v0.4.5, run as a Go tool from a
 # scratch module so it is not a dependency of ours).

@@ -3,127 +3,404 @@ package e2etest
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 )
 
-// The benchmarks compare requests through the proxy (with credential
-// injection) against requests straight to the same loopback HTTPS
-// upstream, with keep-alive and with a new connection per request.
-// `make bench` runs them and prints the throughput ratios.
+// BenchmarkProxy compares, against one loopback HTTPS upstream:
 //
-// Each reports req/s and p50/p99 latency in milliseconds. A fixed
-// number of workers share b.N requests.
+//   - direct: requests straight to the upstream;
+//   - floor: through the bare Go MITM of floor_test.go (the cost of the
+//     job itself);
+//   - proxy: through agent-vault (the built binary) with bearer
+//     injection.
+//
+// for keep-alive with 16 and with 4 concurrent clients, and for a new
+// connection per request with 4 clients. Every client is the same Go
+// code; only the transport's proxy and trust differ.
+//
+// Machines running this are noisy (the spread between runs is about
+// ±0.1 on the ratios), so each case runs in rounds: in each round every
+// mode runs for BENCH_ROUND (default 2s), in the order direct, floor,
+// proxy on even rounds and the reverse on odd ones, and what is
+// reported is the median over rounds of each figure and of each
+// per-round ratio. -benchtime Nx sets the number of rounds (make bench
+// passes BENCHN, default 5x).
+//
+// CPU per request is the utime+stime the floor or server process spent
+// during its round (from /proc/<pid>/stat) divided by the requests
+// served. cpu proxy/floor is the median of the per-round quotients.
+//
+// With BENCH_CPUPROFILE=file, the new-connection case ends with an
+// extra proxy-only run of BENCH_PROFILE_SECONDS (default 10) while the
+// server's CPU profile is taken from its admin endpoint into file, and
+// a floor-only run profiling the floor into file-floor.pprof; those runs
+// are not part of the figures.
 
-const benchWorkers = 4
+// benchRoundTime is how long each mode runs in each round.
+func benchRoundTime(b *testing.B) time.Duration { return envDuration(b, "BENCH_ROUND", 2*time.Second) }
+
+func envDuration(b testing.TB, name string, def time.Duration) time.Duration {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		b.Fatalf("%s=%q: %v", name, v, err)
+	}
+	return d
+}
+
+func envInt(b testing.TB, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		b.Fatalf("%s=%q: want a positive integer", name, v)
+	}
+	return n
+}
+
+// benchSecret is the credential the proxy injects and the floor sets.
+const benchSecret = "bench-secret-value-0123456789"
+
+// benchMode is one way of reaching the upstream.
+type benchMode struct {
+	name  string
+	proxy *url.URL       // nil: direct
+	roots *x509.CertPool // what the client trusts for the upstream's name
+	pid   int            // process whose CPU is counted; 0 for none
+}
 
 type benchEnv struct {
-	up      *upstream
-	session session
-	caPool  *x509.CertPool // upstream's CA, for direct requests
+	up     *upstream
+	srv    *server
+	target string // the upstream URL requests go to
+	modes  []benchMode
 }
 
 func setupBench(b *testing.B) *benchEnv {
 	ca := newTestCA(b)
-	up := newUpstream(b, ca, true)
-	s := startServer(b, ca, serverOpts{extraEnv: strings.Fields(os.Getenv("BENCH_SERVER_ENV"))})
-	s.putCredential("BENCH_TOKEN", "bench-secret-value-0123456789")
-	s.putService("bench", map[string]any{"host": up.hostPort(), "auth": map[string]any{"type": "bearer", "token": "BENCH_TOKEN"}})
+	up := newUpstreamNamed(b, ca, true, benchName)
+	s := startServer(b, ca, serverOpts{logCap: 1 << 20, extraEnv: strings.Fields(os.Getenv("BENCH_SERVER_ENV"))})
+	_, port, _ := strings.Cut(up.hostPort(), ":")
+	hostPort := benchHost + ":" + port
+	s.putCredential("BENCH_TOKEN", benchSecret)
+	s.putService("bench", map[string]any{"host": hostPort, "auth": map[string]any{"type": "bearer", "token": "BENCH_TOKEN"}})
 	sess := s.newSession(b, nil, "1h")
-	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
-	return &benchEnv{up: up, session: sess, caPool: pool}
+	fl := startFloor(b, ca, "Bearer "+benchSecret, benchName)
+
+	direct := x509.NewCertPool()
+	direct.AddCert(ca.cert)
+	proxyRoots := x509.NewCertPool()
+	proxyRoots.AppendCertsFromPEM([]byte(sess.CAPEM))
+	proxyURL, _ := url.Parse(sess.ProxyURL)
+	proxyURL.User = url.UserPassword("av", sess.Token)
+	// The floor ignores Proxy-Authorization; the client sends the same
+	// bytes to both.
+	floorURL := &url.URL{Scheme: "http", Host: fl.addr, User: url.UserPassword("av", sess.Token)}
+	return &benchEnv{
+		up:     up,
+		srv:    s,
+		target: "https://" + hostPort + "/bench/user",
+		modes: []benchMode{
+			{name: "direct", roots: direct},
+			{name: "floor", proxy: floorURL, roots: fl.roots, pid: fl.pid},
+			{name: "proxy", proxy: proxyURL, roots: proxyRoots, pid: s.pid()},
+		},
+	}
 }
 
-func (e *benchEnv) client(viaProxy, keepAlive bool) *http.Client {
+// benchClient is the one client all modes use.
+func benchClient(m benchMode, keepAlive bool, workers int) *http.Client {
 	tr := &http.Transport{
 		DisableKeepAlives:   !keepAlive,
-		MaxIdleConnsPerHost: benchWorkers,
-		TLSClientConfig:     &tls.Config{RootCAs: e.caPool},
+		MaxIdleConns:        workers,
+		MaxIdleConnsPerHost: workers,
+		TLSClientConfig:     &tls.Config{RootCAs: m.roots},
 	}
-	if viaProxy {
-		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM([]byte(e.session.CAPEM))
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool}
-		u, _ := url.Parse(e.session.ProxyURL)
-		u.User = url.UserPassword("av", e.session.Token)
-		tr.Proxy = http.ProxyURL(u)
+	if m.proxy != nil {
+		tr.Proxy = http.ProxyURL(m.proxy)
 	}
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }
 
-func runBench(b *testing.B, e *benchEnv, viaProxy, keepAlive bool) {
-	c := e.client(viaProxy, keepAlive)
-	target := e.up.URL + "/user"
-	// Drain the upstream's hit channel so it never blocks.
-	stop := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-e.up.hit:
-			case <-stop:
-				return
-			}
-		}
-	}()
-	defer close(stop)
+// roundResult is one mode's run in one round.
+type roundResult struct {
+	n       int
+	elapsed time.Duration
+	p50     time.Duration
+	p99     time.Duration
+	cpu     time.Duration // of the mode's process; 0 if none
+}
 
-	lat := make([][]time.Duration, benchWorkers)
-	var wg sync.WaitGroup
-	b.ResetTimer()
-	start := time.Now()
-	for w := 0; w < benchWorkers; w++ {
-		n := b.N / benchWorkers
-		if w < b.N%benchWorkers {
-			n++
+func (r roundResult) rps() float64 { return float64(r.n) / r.elapsed.Seconds() }
+
+func (r roundResult) cpuPerReq() time.Duration {
+	if r.n == 0 {
+		return 0
+	}
+	return r.cpu / time.Duration(r.n)
+}
+
+// drive sends requests from workers concurrent clients sharing c for d
+// and measures them.
+func drive(c *http.Client, target string, workers int, d time.Duration, pid int) (roundResult, error) {
+	var cpu0 time.Duration
+	if pid != 0 {
+		var err error
+		if cpu0, err = procCPU(pid); err != nil {
+			return roundResult{}, err
 		}
+	}
+	lat := make([][]time.Duration, workers)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(d)
+	for w := range workers {
 		wg.Add(1)
-		go func(w, n int) {
+		go func() {
 			defer wg.Done()
-			for i := 0; i < n; i++ {
+			l := make([]time.Duration, 0, 8192)
+			for time.Now().Before(deadline) {
 				t0 := time.Now()
 				resp, err := c.Get(target)
 				if err != nil {
-					b.Error(err)
-					return
+					errs[w] = err
+					break
 				}
-				io.Copy(io.Discard, resp.Body)
+				_, err = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					b.Errorf("status %d", resp.StatusCode)
-					return
+				if err == nil && resp.StatusCode != http.StatusOK {
+					err = fmt.Errorf("status %d", resp.StatusCode)
 				}
-				lat[w] = append(lat[w], time.Since(t0))
+				if err != nil {
+					errs[w] = err
+					break
+				}
+				l = append(l, time.Since(t0))
 			}
-		}(w, n)
+			lat[w] = l
+		}()
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	b.StopTimer()
+	res := roundResult{elapsed: elapsed}
+	if pid != 0 {
+		cpu1, err := procCPU(pid)
+		if err != nil {
+			return res, err
+		}
+		res.cpu = cpu1 - cpu0
+	}
+	for _, err := range errs {
+		if err != nil {
+			return res, err
+		}
+	}
 	all := slices.Concat(lat...)
 	slices.Sort(all)
-	if len(all) == 0 {
-		return
+	res.n = len(all)
+	if res.n > 0 {
+		res.p50 = all[res.n/2]
+		res.p99 = all[res.n*99/100]
 	}
-	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "req/s")
-	b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
-	c.CloseIdleConnections()
+	return res, nil
 }
 
-// BenchmarkProxy starts one server and upstream and runs the four
-// cases against them.
+// benchCase is one client shape.
+type benchCase struct {
+	name      string
+	keepAlive bool
+	workers   int
+}
+
+var benchCases = []benchCase{
+	{"keepalive-c16", true, 16},
+	{"keepalive-c4", true, 4},
+	{"newconn-c4", false, 4},
+}
+
+// BenchmarkProxy starts one upstream, one server and one floor and runs
+// every case against them.
 func BenchmarkProxy(b *testing.B) {
 	e := setupBench(b)
-	b.Run("direct-keepalive", func(b *testing.B) { runBench(b, e, false, true) })
-	b.Run("proxy-keepalive", func(b *testing.B) { runBench(b, e, true, true) })
-	b.Run("direct-newconn", func(b *testing.B) { runBench(b, e, false, false) })
-	b.Run("proxy-newconn", func(b *testing.B) { runBench(b, e, true, false) })
+	fmt.Printf("bench: %s; %s per mode per round\n", benchHostNote, benchRoundTime(b))
+	for _, bc := range benchCases {
+		b.Run(bc.name, func(b *testing.B) { runCase(b, e, bc) })
+	}
+}
+
+func runCase(b *testing.B, e *benchEnv, bc benchCase) {
+	d := benchRoundTime(b)
+	clients := make([]*http.Client, len(e.modes))
+	for i, m := range e.modes {
+		clients[i] = benchClient(m, bc.keepAlive, bc.workers)
+		defer clients[i].CloseIdleConnections()
+		// Warm up: pools, minted leaf, resolver, the runtime's heap.
+		if _, err := drive(clients[i], e.target, bc.workers, d/4, 0); err != nil {
+			b.Fatalf("%s warm-up: %v", m.name, err)
+		}
+	}
+	var rounds [][]roundResult // [round][mode]
+	for b.Loop() {
+		res := make([]roundResult, len(e.modes))
+		order := []int{0, 1, 2}
+		if len(rounds)%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, i := range order {
+			r, err := drive(clients[i], e.target, bc.workers, d, e.modes[i].pid)
+			if err != nil {
+				b.Fatalf("%s: %v", e.modes[i].name, err)
+			}
+			res[i] = r
+		}
+		rounds = append(rounds, res)
+	}
+	b.StopTimer()
+	sum := summarise(rounds)
+	fmt.Print(sum.table(bc, len(rounds), d))
+	b.ReportMetric(sum.rps[0].med, "direct-req/s")
+	b.ReportMetric(sum.rps[1].med, "floor-req/s")
+	b.ReportMetric(sum.rps[2].med, "proxy-req/s")
+	b.ReportMetric(sum.ratioDirect.med, "proxy/direct")
+	b.ReportMetric(sum.ratioFloor.med, "proxy/floor")
+	b.ReportMetric(sum.cpuRatio.med, "cpu-proxy/floor")
+
+	if file := os.Getenv("BENCH_CPUPROFILE"); file != "" && !bc.keepAlive {
+		secs := envInt(b, "BENCH_PROFILE_SECONDS", 10)
+		profileModes(b, e, clients, bc, time.Duration(secs)*time.Second, file)
+	}
+}
+
+// profileModes takes a CPU profile of the server during a proxy run and
+// one of the floor during a floor run, of d each, for comparison:
+// `go tool pprof -top -cum file` (the floor's is file-floor.pprof).
+func profileModes(b *testing.B, e *benchEnv, clients []*http.Client, bc benchCase, d time.Duration, file string) {
+	floorFile := strings.TrimSuffix(file, ".pprof") + "-floor.pprof"
+	for _, i := range []int{2, 1} {
+		m := e.modes[i]
+		out := file
+		fetch := func() error { return serverCPUProfile(e.srv.adminSocket(), d, file) }
+		if m.name == "floor" {
+			out = floorFile
+			fetch = func() error {
+				url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", m.proxy.Host, int(d.Seconds()))
+				c := &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: d + time.Minute}
+				resp, err := c.Get(url)
+				if err != nil {
+					return err
+				}
+				defer resp.Body.Close()
+				data, err := io.ReadAll(resp.Body)
+				if err != nil {
+					return err
+				}
+				if resp.StatusCode != http.StatusOK {
+					return fmt.Errorf("floor profile: %d %s", resp.StatusCode, data)
+				}
+				return os.WriteFile(floorFile, data, 0o644)
+			}
+		}
+		errc := make(chan error, 1)
+		go func() { errc <- fetch() }()
+		// Run a little longer than the profile on both sides.
+		r, err := drive(clients[i], e.target, bc.workers, d+time.Second, m.pid)
+		if err != nil {
+			b.Fatalf("profiled %s run: %v", m.name, err)
+		}
+		if err := <-errc; err != nil {
+			b.Fatalf("%s CPU profile: %v", m.name, err)
+		}
+		fmt.Printf("bench: CPU profile of the %s process during %s %s (%d req, %.0f req/s, %.0f µs CPU/req while profiled): %s\n",
+			map[string]string{"proxy": "server", "floor": "floor"}[m.name], m.name, bc.name, r.n, r.rps(), float64(r.cpuPerReq().Nanoseconds())/1000, out)
+	}
+}
+
+// stat is the median and range of one figure over rounds.
+type stat struct{ med, lo, hi float64 }
+
+func statOf(v []float64) stat {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	n := len(s)
+	med := s[n/2]
+	if n%2 == 0 {
+		med = (s[n/2-1] + s[n/2]) / 2
+	}
+	return stat{med: med, lo: s[0], hi: s[n-1]}
+}
+
+type summary struct {
+	rps, p50, p99, cpu                []stat // per mode; p50/p99 in ms, cpu in µs per request
+	ratioDirect, ratioFloor, cpuRatio stat
+}
+
+func summarise(rounds [][]roundResult) summary {
+	var s summary
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	for i := range rounds[0] {
+		var rps, p50, p99, cpu []float64
+		for _, r := range rounds {
+			rps = append(rps, r[i].rps())
+			p50 = append(p50, ms(r[i].p50))
+			p99 = append(p99, ms(r[i].p99))
+			cpu = append(cpu, float64(r[i].cpuPerReq().Nanoseconds())/1000)
+		}
+		s.rps = append(s.rps, statOf(rps))
+		s.p50 = append(s.p50, statOf(p50))
+		s.p99 = append(s.p99, statOf(p99))
+		s.cpu = append(s.cpu, statOf(cpu))
+	}
+	var rd, rf, rc []float64
+	for _, r := range rounds {
+		rd = append(rd, r[2].rps()/r[0].rps())
+		rf = append(rf, r[2].rps()/r[1].rps())
+		if fc := r[1].cpuPerReq(); fc > 0 {
+			rc = append(rc, float64(r[2].cpuPerReq())/float64(fc))
+		}
+	}
+	s.ratioDirect, s.ratioFloor = statOf(rd), statOf(rf)
+	if len(rc) > 0 {
+		s.cpuRatio = statOf(rc)
+	}
+	return s
+}
+
+func (s summary) table(bc benchCase, rounds int, d time.Duration) string {
+	var w strings.Builder
+	conn := "keep-alive"
+	if !bc.keepAlive {
+		conn = "new connection per request"
+	}
+	fmt.Fprintf(&w, "\n== %s: %s, %d concurrent clients; median of %d rounds of %s per mode [min-max]\n", bc.name, conn, bc.workers, rounds, d)
+	fmt.Fprintf(&w, "   %-7s %24s %22s %22s %26s\n", "", "req/s", "p50 ms", "p99 ms", "server CPU µs/req")
+	for i, name := range []string{"direct", "floor", "proxy"} {
+		cpu := fmt.Sprintf("%26s", "-")
+		if i > 0 {
+			cpu = fmt.Sprintf("%8.0f [%6.0f-%6.0f]", s.cpu[i].med, s.cpu[i].lo, s.cpu[i].hi)
+			cpu = fmt.Sprintf("%26s", cpu)
+		}
+		fmt.Fprintf(&w, "   %-7s %7.0f [%6.0f-%6.0f]  %6.2f [%5.2f-%5.2f]  %6.2f [%5.2f-%5.2f] %s\n", name,
+			s.rps[i].med, s.rps[i].lo, s.rps[i].hi, s.p50[i].med, s.p50[i].lo, s.p50[i].hi,
+			s.p99[i].med, s.p99[i].lo, s.p99[i].hi, cpu)
+	}
+	fmt.Fprintf(&w, "   throughput proxy/direct %.2f [%.2f-%.2f]   proxy/floor %.2f [%.2f-%.2f]   CPU per request proxy/floor %.2f [%.2f-%.2f]\n",
+		s.ratioDirect.med, s.ratioDirect.lo, s.ratioDirect.hi, s.ratioFloor.med, s.ratioFloor.lo, s.ratioFloor.hi,
+		s.cpuRatio.med, s.cpuRatio.lo, s.cpuRatio.hi)
+	return w.String()
 }

@@ -25,6 +25,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -38,6 +39,15 @@ var binDir string
 var repoRoot string
 
 func TestMain(m *testing.M) {
+	// A child the benchmarks started: the floor MITM runs instead of
+	// the tests and never returns.
+	if os.Getenv(floorEnv) != "" {
+		floorMain()
+	}
+	// Benchmarks run in a private mount namespace where the bench
+	// names resolve to loopback; this re-executes the binary there (and
+	// exits) unless it already is the namespaced child.
+	benchNamespace()
 	_, file, _, _ := runtime.Caller(0)
 	repoRoot = filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 	binDir = os.Getenv("AGENT_VAULT_BIN")
@@ -103,7 +113,9 @@ func newTestCA(t testing.TB) *testCA {
 	return &testCA{cert: cert, key: key, pemPath: p}
 }
 
-func (ca *testCA) leaf(t testing.TB) tls.Certificate {
+// leaf is an ECDSA server certificate for localhost, the loopback
+// addresses and any extra DNS names.
+func (ca *testCA) leaf(t testing.TB, names ...string) tls.Certificate {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{
@@ -111,7 +123,7 @@ func (ca *testCA) leaf(t testing.TB) tls.Certificate {
 		Subject:      pkix.Name{CommonName: "localhost"},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
-		DNSNames:     []string{"localhost"},
+		DNSNames:     append([]string{"localhost"}, names...),
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
@@ -137,14 +149,30 @@ type upstream struct {
 	reqs    []seen
 	hit     chan seen
 	sseGate chan struct{}
+	conns   atomic.Int64 // client connections open now
+	opened  atomic.Int64 // client connections accepted so far
 }
 
 func newUpstream(t testing.TB, ca *testCA, useTLS bool) *upstream {
+	t.Helper()
+	return newUpstreamNamed(t, ca, useTLS)
+}
+
+// newUpstreamNamed is newUpstream with a certificate that is also valid
+// for the given DNS names.
+func newUpstreamNamed(t testing.TB, ca *testCA, useTLS bool, names ...string) *upstream {
 	t.Helper()
 	u := &upstream{hit: make(chan seen, 1000), sseGate: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		u.record(r)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"login":"octocat"}`+"\n")
+	})
+	// /bench/ answers like / without recording anything, so that
+	// benchmarks and load runs neither grow memory nor need a reader of
+	// the hit channel.
+	mux.HandleFunc("/bench/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"login":"octocat"}`+"\n")
 	})
@@ -206,6 +234,15 @@ func newUpstream(t testing.TB, ca *testCA, useTLS bool) *upstream {
 		conn.Write(bytes.ToUpper(buf[:n]))
 	})
 	srv := httptest.NewUnstartedServer(mux)
+	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
+			u.conns.Add(1)
+			u.opened.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			u.conns.Add(-1)
+		}
+	}
 	srv.Listener.Close()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -214,7 +251,7 @@ func newUpstream(t testing.TB, ca *testCA, useTLS bool) *upstream {
 	srv.Listener = ln
 	if useTLS {
 		srv.EnableHTTP2 = true
-		srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.leaf(t)}}
+		srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.leaf(t, names...)}}
 		srv.StartTLS()
 	} else {
 		srv.Start()
@@ -271,6 +308,9 @@ type serverOpts struct {
 	config     string // default: the repository's Caddyfile.example
 	extraEnv   []string
 	noPassword bool
+	// logCap, when positive, keeps only the first logCap bytes of the
+	// server's output (benchmarks log a line per request).
+	logCap int
 }
 
 const masterPassword = "correct horse battery staple e2e"
@@ -325,6 +365,7 @@ func launchServer(t testing.TB, ca *testCA, o serverOpts) *server {
 		o.config = filepath.Join(repoRoot, "Caddyfile.example")
 	}
 	s := &server{t: t, dataDir: o.dataDir, apiAddr: freePort(t), proxyAddr: freePort(t), config: o.config, logs: newLogBuffer(), exited: make(chan struct{})}
+	s.logs.limit = o.logCap
 	s.env = serverEnv(t, ca, o, s.apiAddr, s.proxyAddr)
 	s.cmd = exec.Command(bin("agent-vault"), "run", "--config", o.config)
 	s.cmd.Env = s.env
@@ -363,6 +404,13 @@ func (s *server) stop() {
 		<-s.exited
 	}
 }
+
+// pid is the server process's id, for reading its /proc entries.
+func (s *server) pid() int { return s.cmd.Process.Pid }
+
+// adminSocket is where Caddy's own admin endpoint listens with the
+// repository's Caddyfile.example (a unix socket in the data dir).
+func (s *server) adminSocket() string { return filepath.Join(s.dataDir, "caddy-admin.sock") }
 
 func (s *server) adminToken() string {
 	s.t.Helper()
@@ -443,6 +491,8 @@ type logBuffer struct {
 	mu      sync.Mutex
 	buf     bytes.Buffer
 	waiters []logWaiter
+	limit   int   // if positive, output past this many bytes is dropped
+	dropped int64 // bytes dropped past limit
 }
 
 type logWaiter struct {
@@ -455,6 +505,10 @@ func newLogBuffer() *logBuffer { return &logBuffer{} }
 func (l *logBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.limit > 0 && l.buf.Len() >= l.limit {
+		l.dropped += int64(len(p))
+		return len(p), nil
+	}
 	l.buf.Write(p)
 	if len(l.waiters) > 0 {
 		l.check()
