@@ -15,14 +15,16 @@ build:
 run: build
 	bin/agent-vault run --config Caddyfile.example
 
-# Everything: vet, unit and fuzz-seed tests (race detector on the
-# packages without Caddy, whose race build is slow), then the
-# end-to-end journeys against the built binaries and real curl.
+# Everything: vet, every unit, in-process and fuzz-seed test under the
+# race detector, then the end-to-end journeys against race-built
+# binaries (bin/race) and real clients; a data race reported by the
+# server fails the test that started it.
 test: build vault-test-server
 	$(GO) vet ./...
-	$(GO) test -race ./storebackends/... ./caddymodule/services/... ./caddymodule/egress/... ./caddymodule/leafcerts/... ./caddymodule/sessions/... ./launcher/...
-	$(GO) test . ./caddymodule/ ./internal/...
-	AGENT_VAULT_BIN=$(CURDIR)/bin $(GO) test -count=1 -v ./caddymodule/e2etest/
+	$(GO) test -race $$($(GO) list ./... | grep -v /e2etest)
+	$(GO) build -race -ldflags '$(LDFLAGS)' -o bin/race/agent-vault ./caddymodule/cmd/agent-vault
+	$(GO) build -race -ldflags '$(LDFLAGS)' -o bin/race/av-launch ./launcher/cmd/av-launch
+	AGENT_VAULT_BIN=$(CURDIR)/bin/race $(GO) test -count=1 -timeout 30m -v ./caddymodule/e2etest/
 
 # Run every fuzz target for FUZZTIME each (corpora live in testdata/fuzz).
 FUZZTIME ?= 30s

@@ -391,6 +391,7 @@ func (s *server) waitReady() error {
 }
 
 func (s *server) stop() {
+	defer s.checkRaces()
 	select {
 	case <-s.exited:
 		return
@@ -402,6 +403,15 @@ func (s *server) stop() {
 	case <-time.After(20 * time.Second):
 		s.cmd.Process.Kill()
 		<-s.exited
+	}
+}
+
+// checkRaces fails the test if a race-built server (make test builds
+// one) reported a data race.
+func (s *server) checkRaces() {
+	if logs := s.logs.String(); strings.Contains(logs, "WARNING: DATA RACE") {
+		i := strings.Index(logs, "WARNING: DATA RACE")
+		s.t.Errorf("the server reported a data race:\n%s", logs[i:min(len(logs), i+4000)])
 	}
 }
 
