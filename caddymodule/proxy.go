@@ -169,12 +169,15 @@ func (p *Proxy) start(logger *zap.Logger, deps proxyDeps) {
 	// of this process is honoured); there is deliberately no option to
 	// skip verification.
 	p.transport = &http.Transport{
-		Proxy:                 nil, // never chain through the environment's proxy
-		DialContext:           p.dialer.DialContext,
-		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
-		ForceAttemptHTTP2:     false, // HTTP/1.1 upstream: measurably cheaper per request than Go's h2 client here, and upgrades need it
-		MaxIdleConns:          512,
-		MaxIdleConnsPerHost:   64,
+		Proxy:             nil, // never chain through the environment's proxy
+		DialContext:       p.dialer.DialContext,
+		TLSClientConfig:   &tls.Config{MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2: false, // HTTP/1.1 upstream: measurably cheaper per request than Go's h2 client here, and upgrades need it
+		// Many agents calling one API each hold an upstream connection
+		// (HTTP/1.1): a small per-host pool made most requests of 1000
+		// concurrent agents pay a fresh upstream TLS handshake.
+		MaxIdleConns:          4096,
+		MaxIdleConnsPerHost:   1024,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: time.Duration(p.ResponseHeaderTimeout),
