@@ -1,11 +1,15 @@
 package caddymodule
 
 import (
+	"time"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/leafcerts"
 )
 
 func init() {
@@ -71,6 +75,9 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				if err != nil {
 					return d.Errf("%s: %v", opt, err)
 				}
+				if v < 0 {
+					return d.Errf("%s: must not be negative", opt)
+				}
 				*dst = caddy.Duration(v)
 				return nil
 			}
@@ -89,7 +96,9 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "allow_private_networks":
 			a.AllowPrivateNetworks = append(a.AllowPrivateNetworks, args...)
 		case "leaf_lifetime":
-			err = duration(&a.LeafLifetime)
+			if err = duration(&a.LeafLifetime); err == nil && a.LeafLifetime > 0 && time.Duration(a.LeafLifetime) < leafcerts.MinLifetime {
+				err = d.Errf("leaf_lifetime: must be at least %s", leafcerts.MinLifetime)
+			}
 		case "default_session_ttl":
 			err = duration(&a.DefaultSessionTTL)
 		case "max_session_ttl":
@@ -147,6 +156,9 @@ func (p *Proxy) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		var dst *caddy.Duration
 		switch opt {
 		case "unmatched":
+			if val != UnmatchedDeny && val != UnmatchedTunnel {
+				return d.Errf("unmatched: want %q or %q, got %q", UnmatchedDeny, UnmatchedTunnel, val)
+			}
 			p.Unmatched = val
 			continue
 		case "dial_timeout":
@@ -161,6 +173,9 @@ func (p *Proxy) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		v, err := caddy.ParseDuration(val)
 		if err != nil {
 			return d.Errf("%s: %v", opt, err)
+		}
+		if v < 0 {
+			return d.Errf("%s: must not be negative", opt)
 		}
 		*dst = caddy.Duration(v)
 	}

@@ -39,6 +39,8 @@ func TestAppCaddyfileErrors(t *testing.T) {
 		`agent_vault { bogus 1 }`,
 		`agent_vault { data_dir a b }`,
 		`agent_vault { leaf_lifetime forever }`,
+		`agent_vault { leaf_lifetime 30s }`,
+		`agent_vault { default_session_ttl -1h }`,
 		`agent_vault { store }`,
 		`agent_vault { store nosuchbackend }`,
 	} {
@@ -67,7 +69,8 @@ func TestProxyCaddyfile(t *testing.T) {
 	if !strings.Contains(string(b), `"unmatched":"tunnel"`) {
 		t.Fatalf("json %s", b)
 	}
-	for _, in := range []string{`agent_vault_proxy x`, "agent_vault_proxy {\n unmatched\n}", `agent_vault_proxy { nope 1 }`, `agent_vault_proxy { dial_timeout soon }`} {
+	for _, in := range []string{`agent_vault_proxy x`, "agent_vault_proxy {\n unmatched\n}", `agent_vault_proxy { nope 1 }`, `agent_vault_proxy { dial_timeout soon }`,
+		`agent_vault_proxy { unmatched allow }`, `agent_vault_proxy { idle_timeout -1s }`} {
 		var p Proxy
 		if err := p.UnmarshalCaddyfile(caddyfile.NewTestDispenser(in)); err == nil {
 			t.Errorf("%q: accepted", in)

@@ -1,0 +1,59 @@
+package caddymodule
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// A configuration that is wrong anyway must fail before the app
+// touches the disk or opens a store: no data dir, no admin.token.
+func TestProvisionValidatesBeforeIO(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		app  App
+		want string
+	}{
+		{"short leaf lifetime", App{LeafLifetime: caddy.Duration(1e9)}, "leaf_lifetime"},
+		{"bad network", App{AllowPrivateNetworks: []string{"10.1.2.3/8"}}, "allow_private_networks"},
+		{"bad proxy url", App{ProxyURL: "https://x"}, "proxy_url"},
+		{"ttls", App{DefaultSessionTTL: caddy.Duration(2e9), MaxSessionTTL: caddy.Duration(1e9)}, "session lifetimes"},
+		{"short admin token", App{AdminToken: "short"}, "admin_token"},
+		{"no store", App{}, "no credential store"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			a := tc.app
+			a.DataDir = dir
+			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+			defer cancel()
+			err := a.Provision(ctx)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Provision = %v, want an error about %s", err, tc.want)
+			}
+			if _, err := os.Stat(dir); !os.IsNotExist(err) {
+				t.Errorf("data dir was created (%v) for a configuration refused anyway", err)
+			}
+		})
+	}
+}
+
+// A store configured with a bad option fails before the data dir is
+// created too: store modules are provisioned before any file is made.
+func TestProvisionStoreConfigBeforeFiles(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	a := App{DataDir: dir, StoresRaw: []json.RawMessage{json.RawMessage(`{"backend":"nosuchstore"}`)}}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if err := a.Provision(ctx); err == nil {
+		t.Fatal("unknown store backend accepted")
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("data dir was created (%v) before the store configuration was checked", err)
+	}
+}

@@ -1,0 +1,59 @@
+package scrub
+
+import (
+	"strings"
+	"testing"
+)
+
+const ph = "agvph_0123456789abcdef0123456789abcdef"
+
+// Every registered form of a secret is replaced in what the agent sees.
+func TestSecretSetForms(t *testing.T) {
+	var s SecretSet
+	if !s.Empty() || (&Cache{}).Redactor(&s) != nil {
+		t.Fatal("an empty set builds a redactor")
+	}
+	secret := `p@ss/w<rd>&"x`
+	s.Add(secret, ph)
+	s.AddWritten("YmxvYg==") // a Basic blob the proxy wrote
+	s.AddWritten(secret)     // already known: keeps its placeholder
+	red := (&Cache{}).Redactor(&s)
+	for _, form := range []string{
+		secret,
+		"p%40ss%2Fw%3Crd%3E&%22x",       // url.PathEscape
+		"p%40ss%2Fw%3Crd%3E%26%22x",     // url.QueryEscape
+		`p@ss/w<rd>&\"x`,                // JSON
+		`p@ss/w\u003crd\u003e\u0026\"x`, // JSON, HTML-safe
+	} {
+		if got := red.String("echo " + form + " end"); got != "echo "+ph+" end" {
+			t.Errorf("form %q became %q", form, got)
+		}
+	}
+	if got := red.String("Basic YmxvYg=="); got != "Basic "+Redacted {
+		t.Errorf("written form became %q", got)
+	}
+}
+
+func TestCacheReusesAndSeparatesSets(t *testing.T) {
+	var c Cache
+	var a1, a2, b SecretSet
+	a1.Add("secret-one", ph)
+	a2.Add("secret-one", ph)
+	b.Add("secret-two", ph)
+	if c.Redactor(&a1) != c.Redactor(&a2) {
+		t.Error("equal sets built two redactors")
+	}
+	rb := c.Redactor(&b)
+	if strings.Contains(rb.String("secret-two"), "secret-two") || rb.String("secret-one") != "secret-one" {
+		t.Error("a cached redactor of another set was returned")
+	}
+	// Same bytes split differently between forms and stand-ins must
+	// not share a cache entry.
+	var x, y SecretSet
+	x.AddWritten("ab")
+	y.AddWritten("a")
+	y.AddWritten("b")
+	if c.Redactor(&x) == c.Redactor(&y) {
+		t.Error("different sets share a redactor")
+	}
+}
