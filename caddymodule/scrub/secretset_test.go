@@ -20,7 +20,7 @@ func TestSecretSetForms(t *testing.T) {
 	red := (&Cache{}).Redactor(&s)
 	for _, form := range []string{
 		secret,
-		"p%40ss%2Fw%3Crd%3E&%22x",       // url.PathEscape
+		"p@ss%2Fw%3Crd%3E&%22x",         // url.PathEscape
 		"p%40ss%2Fw%3Crd%3E%26%22x",     // url.QueryEscape
 		`p@ss/w<rd>&\"x`,                // JSON
 		`p@ss/w\u003crd\u003e\u0026\"x`, // JSON, HTML-safe
