@@ -125,7 +125,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if len(a.StoresRaw) == 0 {
-		return errors.New("no credential store configured: add one, e.g. `store builtin` in the agent_vault global option")
+		return errors.New(`no credential store configured: add one, e.g. "store builtin" in the Caddyfile's agent_vault global option, or "stores": [{"backend": "builtin"}] in the app's JSON`)
 	}
 	mods, err := ctx.LoadModule(a, "StoresRaw")
 	if err != nil {
@@ -234,7 +234,7 @@ func (a *App) checkConfig() error {
 const minAdminTokenLen = 16
 
 // openStores opens the provisioned store modules, in priority order,
-// and merges them.
+// and merges them. Names are checked before any store is opened.
 func (a *App) openStores(mods []any) error {
 	var list []credentials.Store
 	for i, m := range mods {
@@ -246,17 +246,23 @@ func (a *App) openStores(mods []any) error {
 		if n, ok := m.(storebackends.Named); ok && n.StoreName() != "" {
 			name = n.StoreName()
 		}
-		for _, prev := range list {
-			if prev.Name == name {
-				return fmt.Errorf("store %q configured twice: give each store its own name", name)
-			}
-		}
-		if op, ok := st.(storebackends.Opener); ok {
-			if err := op.Open(a.DataDir); err != nil {
-				return fmt.Errorf("store %q: %v", name, err)
-			}
-		}
 		list = append(list, credentials.Store{Name: name, Store: st})
+	}
+	if err := credentials.CheckNames(list); err != nil {
+		return err
+	}
+	for _, st := range list {
+		op, ok := st.Store.(storebackends.Opener)
+		if !ok {
+			continue
+		}
+		if err := op.Open(a.DataDir); err != nil {
+			// Synced stores name themselves in their errors already.
+			if tag := fmt.Sprintf("store %q", st.Name); !strings.Contains(err.Error(), tag) {
+				err = fmt.Errorf("%s: %v", tag, err)
+			}
+			return err
+		}
 	}
 	var err error
 	a.creds, err = credentials.New(list)

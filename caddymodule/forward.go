@@ -79,8 +79,9 @@ func authorize(x *exchange) error {
 }
 
 // match finds the in-scope service for the request. Only an
-// absolute-form http:// request to an uncovered host under `unmatched
-// tunnel` goes on without one (and then nothing is injected).
+// absolute-form http:// request that no in-scope service matches, under
+// `unmatched tunnel`, goes on without one (and then nothing is injected
+// and every placeholder is refused).
 func (p *Proxy) match(x *exchange) error {
 	t := x.target
 	svc, ok := p.deps.services.Services().Lookup(t.host, t.port, t.tls, x.path, x.sess.InScope)
@@ -105,13 +106,8 @@ func (x *exchange) cleartextOK() bool {
 // secrets, each only toward a service that uses that credential.
 func (x *exchange) rewritePlaceholders() error {
 	written, err := services.RewriteRequest(x.r, x.resolvePlaceholder)
-	if err != nil {
-		return err
-	}
-	for _, form := range written {
-		x.secrets.AddWritten(form)
-	}
-	return nil
+	x.secrets.AddWritten(written...)
+	return err
 }
 
 // resolvePlaceholder is the binding rule: a placeholder becomes its
@@ -136,13 +132,8 @@ func (x *exchange) inject() error {
 		return nil
 	}
 	written, err := x.svc.Inject(x.r, x.secret)
-	if err != nil {
-		return err
-	}
-	for _, form := range written {
-		x.secrets.AddWritten(form)
-	}
-	return nil
+	x.secrets.AddWritten(written...)
+	return err
 }
 
 // secret is the one read of a credential on the request path: it

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httputil"
@@ -26,6 +27,7 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	}
 	pr.Out.URL.Host = x.target.hostPort()
 	pr.Out.Host = pr.In.Host
+	pr.Out.URL.User = nil // never on the wire; clients send credentials in headers
 	pr.Out.Header.Del("Proxy-Authorization")
 }
 
@@ -101,7 +103,8 @@ func noBody(res *http.Response) bool {
 // hold an injected query credential).
 func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	x := exchangeOf(r)
-	if _, ok := err.(*refusal); !ok {
+	var ref *refusal
+	if !errors.As(err, &ref) {
 		err = &upstreamFailure{target: x.target, err: err}
 	}
 	p.refuse(w, x, err)

@@ -57,16 +57,11 @@ type entry struct {
 // snapshot. Synced stores report their changes to it; they are not
 // started (see Start).
 func New(stores []Store) (*Set, error) {
+	if err := CheckNames(stores); err != nil {
+		return nil, err
+	}
 	s := &Set{claims: map[string]int{}}
-	seen := map[string]bool{}
 	for _, st := range stores {
-		if st.Name == "" || st.Store == nil {
-			return nil, errors.New("credentials: every store needs a name and an implementation")
-		}
-		if seen[st.Name] {
-			return nil, fmt.Errorf("store %q configured twice: give each store its own name", st.Name)
-		}
-		seen[st.Name] = true
 		e := entry{name: st.Name, store: st.Store}
 		if sy, ok := st.Store.(storebackends.Synced); ok {
 			e.synced = sy
@@ -80,6 +75,23 @@ func New(stores []Store) (*Set, error) {
 	}
 	s.Rebuild()
 	return s, nil
+}
+
+// CheckNames checks that every store has a name and an implementation
+// and that no name is used twice. The app calls it before opening any
+// store; New calls it too.
+func CheckNames(stores []Store) error {
+	seen := map[string]bool{}
+	for _, st := range stores {
+		if st.Name == "" || st.Store == nil {
+			return errors.New("credentials: every store needs a name and an implementation")
+		}
+		if seen[st.Name] {
+			return fmt.Errorf("store %q configured twice: give each store its own name", st.Name)
+		}
+		seen[st.Name] = true
+	}
+	return nil
 }
 
 // Start starts the synced stores' sync loops.

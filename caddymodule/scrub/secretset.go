@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"net/textproto"
 	"net/url"
 	"sort"
 	"strings"
@@ -16,9 +17,11 @@ import (
 const Redacted = "[agent-vault:redacted]"
 
 // SecretSet is every form of every secret one request sent upstream,
-// each with the stand-in the agent sees instead. It is the one place
-// that decides what counts as secret in the answer. The zero value is
-// empty and ready to use; a SecretSet is not safe for concurrent use.
+// each with the stand-in the agent sees instead: the raw values and the
+// encodings an upstream may echo them in (added here), and the exact
+// strings the request writers report (AddWritten). The redactor of the
+// answer is built from it and nothing else. The zero value is empty and
+// ready to use; a SecretSet is not safe for concurrent use.
 type SecretSet struct {
 	forms map[string]string // form -> stand-in
 }
@@ -28,6 +31,9 @@ type SecretSet struct {
 // and without HTML-safe escapes), all to be replaced by standIn: the
 // agent's placeholder for it, or Redacted. The raw value's stand-in is
 // always standIn; an encoding already registered keeps its stand-in.
+// A value with spaces or tabs at either end is also registered trimmed,
+// because that is how HTTP sends it in a header (Go's transport trims
+// header values).
 func (s *SecretSet) Add(secret, standIn string) {
 	if secret == "" {
 		return
@@ -36,6 +42,16 @@ func (s *SecretSet) Add(secret, standIn string) {
 		s.forms = make(map[string]string)
 	}
 	s.forms[secret] = standIn
+	s.addEncodings(secret, standIn)
+	if trimmed := textproto.TrimString(secret); trimmed != secret && trimmed != "" {
+		if _, known := s.forms[trimmed]; !known {
+			s.forms[trimmed] = standIn
+		}
+		s.addEncodings(trimmed, standIn)
+	}
+}
+
+func (s *SecretSet) addEncodings(secret, standIn string) {
 	for _, form := range [...]string{url.PathEscape(secret), url.QueryEscape(secret), jsonEscape(secret, false), jsonEscape(secret, true)} {
 		if _, known := s.forms[form]; !known {
 			s.forms[form] = standIn
@@ -45,17 +61,20 @@ func (s *SecretSet) Add(secret, standIn string) {
 
 // AddWritten registers bytes the proxy itself wrote that embed a secret
 // (an encoded Basic header, an escaped query value): exactly what went
-// on the wire. They are replaced by Redacted unless Add registered the
+// on the wire, as the writer (services.Inject, services.RewriteRequest)
+// reports it. They are replaced by Redacted unless Add registered the
 // same string with a stand-in of its own.
-func (s *SecretSet) AddWritten(form string) {
-	if form == "" {
-		return
-	}
-	if s.forms == nil {
-		s.forms = make(map[string]string)
-	}
-	if _, known := s.forms[form]; !known {
-		s.forms[form] = Redacted
+func (s *SecretSet) AddWritten(forms ...string) {
+	for _, form := range forms {
+		if form == "" {
+			continue
+		}
+		if s.forms == nil {
+			s.forms = make(map[string]string)
+		}
+		if _, known := s.forms[form]; !known {
+			s.forms[form] = Redacted
+		}
 	}
 }
 

@@ -108,9 +108,10 @@ func replacePlaceholders(s string, resolve func(string) (string, error), escape 
 //
 // resolve returns the secret for a placeholder; the caller learns each
 // raw secret there. RewriteRequest returns the other secret-bearing
-// strings it wrote, exactly as they go on the wire (escaped secrets,
-// re-encoded Basic values, and the Basic value Go's transport derives
-// from rewritten URL user info), for scrubbing the answer. A
+// strings it wrote, exactly as they go on the wire (escaped secrets and
+// re-encoded Basic values), for scrubbing the answer. URL user info is
+// rewritten under the same rules, but the proxy never sends it (see
+// Proxy.rewrite). A
 // placeholder in a header name, a secret that is not a valid header
 // value, or an error from resolve fails the whole call and leaves r
 // unchanged. A request without placeholders is checked without
@@ -194,9 +195,6 @@ func RewriteRequest(r *http.Request, resolve func(ph string) (string, error)) (w
 	}
 	if userChanged {
 		u.User = newUser
-		name := newUser.Username()
-		pass, _ := newUser.Password()
-		written = append(written, base64.StdEncoding.EncodeToString([]byte(name+":"+pass)))
 	}
 	return written, nil
 }

@@ -90,9 +90,9 @@ func (*Module) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision builds the fetcher and the sync engine and performs the
-// first sync: a bad token, a bad secret_id or an unreachable Vault stops
-// start-up here, with a message naming the store.
+// Provision checks the configuration, resolves the secret options and
+// builds the fetcher, without contacting the store; Open logs in and
+// performs the first sync.
 func (m *Module) Provision(ctx caddy.Context) error {
 	if m.Name == "" {
 		m.Name = "hashicorp"
@@ -140,13 +140,23 @@ func (m *Module) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fail("%v", err)
 	}
-	m.Synced, err = m.SyncConfig.Launch(ctx, f, f.Close)
+	m.SyncConfig.Prepare(ctx, f, f.Close)
+	return nil
+}
+
+// Open logs in and performs the first sync. The app calls it after its
+// own configuration and files are checked, so a configuration that is
+// wrong anyway fails before any request reaches the store.
+func (m *Module) Open(string) error {
+	var err error
+	m.Synced, err = m.SyncConfig.Launch()
 	return err // names the store already
 }
 
 // Cleanup stops syncing and releases the Vault client.
 func (m *Module) Cleanup() error {
 	m.Synced.Cleanup()
+	m.SyncConfig.Release()
 	return nil
 }
 
@@ -156,4 +166,5 @@ var (
 	_ caddy.CleanerUpper   = (*Module)(nil)
 	_ storebackends.Synced = (*Module)(nil)
 	_ storebackends.Named  = (*Module)(nil)
+	_ storebackends.Opener = (*Module)(nil)
 )

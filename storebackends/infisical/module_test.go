@@ -17,14 +17,14 @@ func provision(t *testing.T, m *Module) error {
 	t.Helper()
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	t.Cleanup(cancel)
-	err := m.Provision(ctx)
-	if err == nil {
-		t.Cleanup(func() { m.Cleanup() })
+	t.Cleanup(func() { m.Cleanup() })
+	if err := m.Provision(ctx); err != nil {
+		return err
 	}
-	return err
+	return m.Open(t.TempDir())
 }
 
-// Provision resolves the secrets, logs in and performs the first sync;
+// Provision resolves the secrets, Open logs in and performs the first sync;
 // the module then serves the values as a named, synced store.
 func TestProvision(t *testing.T) {
 	stub := newStub(t)

@@ -45,6 +45,35 @@ type SyncConfig struct {
 	// Off by default: such a sync is refused and reported, because it
 	// more often means a wrong path or permission than a purge.
 	AllowEmpty bool `json:"allow_empty,omitempty"`
+
+	pending *pendingLaunch // set by Prepare, taken by Launch
+}
+
+// pendingLaunch is a fetcher built at Provision and not yet synced.
+type pendingLaunch struct {
+	ctx   caddy.Context
+	f     storebackends.Fetcher
+	close func()
+}
+
+// Prepare records the fetcher a module's Provision built (from its
+// configuration alone, no I/O), to be launched by Launch when the app
+// opens the store: the app checks its own configuration and files
+// before any store logs in or syncs. close (may be nil) releases the
+// fetcher.
+func (c *SyncConfig) Prepare(ctx caddy.Context, f storebackends.Fetcher, close func()) {
+	c.pending = &pendingLaunch{ctx: ctx, f: f, close: close}
+}
+
+// Release closes a prepared fetcher that was never launched (start-up
+// failed before the app opened the store). Safe to call always.
+func (c *SyncConfig) Release() {
+	if p := c.pending; p != nil {
+		c.pending = nil
+		if p.close != nil {
+			p.close()
+		}
+	}
 }
 
 // UnmarshalOption parses one of the shared options at the dispenser's
@@ -132,12 +161,18 @@ type Synced struct {
 	close    func()
 }
 
-// Launch builds the engine for f and performs the first sync, so that a
-// bad login or an unreachable store stops start-up with a message that
-// names the store. close (may be nil) releases the fetcher; it is
-// called on failure here and by Cleanup.
-func (c *SyncConfig) Launch(ctx caddy.Context, f storebackends.Fetcher, close func()) (*Synced, error) {
-	s := &Synced{name: c.Name, close: close}
+// Launch builds the engine for the prepared fetcher and performs the
+// first sync, so that a bad login or an unreachable store stops start-up
+// with a message that names the store. The fetcher is released on
+// failure here, and otherwise by the Synced's Cleanup.
+func (c *SyncConfig) Launch() (*Synced, error) {
+	p := c.pending
+	if p == nil {
+		return nil, fmt.Errorf("store %q: opened before it was provisioned", c.Name)
+	}
+	c.pending = nil
+	ctx, f := p.ctx, p.f
+	s := &Synced{name: c.Name, close: p.close}
 	maxStale := time.Duration(c.MaxStaleness)
 	if maxStale == 0 {
 		maxStale = syncengine.DefaultMaxStaleness
