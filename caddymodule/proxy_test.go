@@ -119,8 +119,8 @@ func TestPipelineProxyAuth(t *testing.T) {
 			if a.status != http.StatusOK {
 				t.Fatalf("CONNECT: %d %q", a.status, a.body)
 			}
-			tc := tls.Client(conn, &tls.Config{ServerName: "127.0.0.1", RootCAs: pl.agentRoots})
-			c := &tunnelClient{t: t, conn: tc, br: bufio.NewReader(tc)}
+			tlsConn := tls.Client(conn, &tls.Config{ServerName: "127.0.0.1", RootCAs: pl.agentRoots})
+			c := &tunnelClient{t: t, conn: tlsConn, br: bufio.NewReader(tlsConn), host: up.hostPort}
 			wantStatus(t, c.get("/user", up.hostPort), http.StatusOK)
 			if got := up.last(t).header.Get("Authorization"); got != "Bearer "+bearerSecret {
 				t.Fatalf("upstream got Authorization %q", got)
@@ -159,6 +159,25 @@ func TestPipelineConnectScope(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("an out-of-scope service on an in-scope host is not used", func(t *testing.T) {
+		pl := newPipeline(t, pipelineConfig{
+			services: []services.Service{bearer("wide", upA.hostPort, "A_TOKEN"), bearer("admin", upA.hostPort+"/admin/*", "B_TOKEN")},
+			stores:   []storebackends.Store{builtin("A_TOKEN", bearerSecret, "B_TOKEN", otherSecret)},
+		})
+		for _, tc := range []struct {
+			scope []string
+			want  string
+		}{
+			{[]string{"wide"}, "Bearer " + bearerSecret},
+			{nil, "Bearer " + otherSecret}, // all services: the narrower one wins
+		} {
+			wantStatus(t, get(t, pl.agent(pl.session(tc.scope...), false), upA.https("/admin/users")), http.StatusOK)
+			if got := upA.last(t).header.Get("Authorization"); got != tc.want {
+				t.Errorf("scope %v: upstream got Authorization %q, want %q", tc.scope, got, tc.want)
+			}
+		}
+	})
 
 	pl := newPipeline(t, pipelineConfig{
 		services: []services.Service{bearer("a", upA.hostPort, "A_TOKEN")},
@@ -256,8 +275,8 @@ func TestPipelineTunnelIntegrity(t *testing.T) {
 		for _, sni := range []string{"evil.example", "localhost"} {
 			_, conn := pl.connect(up.hostPort, basicAuth(s.token))
 			// The agent skips verification, so only the proxy can fail it.
-			tc := tls.Client(conn, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
-			if err := tc.Handshake(); err == nil {
+			tlsConn := tls.Client(conn, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
+			if err := tlsConn.Handshake(); err == nil {
 				t.Fatalf("SNI %q accepted in a tunnel to %s", sni, up.hostPort)
 			}
 		}
@@ -280,11 +299,11 @@ func TestPipelineTunnelIntegrity(t *testing.T) {
 			{[]string{"http/1.1"}, "http/1.1"},
 		} {
 			_, conn := pl.connect(up.hostPort, basicAuth(s.token))
-			tc2 := tls.Client(conn, &tls.Config{ServerName: "127.0.0.1", RootCAs: pl.agentRoots, NextProtos: tc.offer})
-			if err := tc2.Handshake(); err != nil {
+			tlsConn := tls.Client(conn, &tls.Config{ServerName: "127.0.0.1", RootCAs: pl.agentRoots, NextProtos: tc.offer})
+			if err := tlsConn.Handshake(); err != nil {
 				t.Fatal(err)
 			}
-			if got := tc2.ConnectionState().NegotiatedProtocol; got != tc.want {
+			if got := tlsConn.ConnectionState().NegotiatedProtocol; got != tc.want {
 				t.Errorf("offered %v, negotiated %q, want %q", tc.offer, got, tc.want)
 			}
 		}
@@ -844,6 +863,9 @@ func TestPipelineCleartext(t *testing.T) {
 		"service tls-only injects a credential and does not allow cleartext http; use https")
 	wantRefusal(t, get(t, agent, up.http("/elsewhere")), http.StatusForbidden,
 		"no service in this session's scope covers http://"+up.hostPort+"/elsewhere")
+	// No CONNECT checks scope here: the request itself must.
+	wantRefusal(t, get(t, pl.agent(pl.session("open"), false), up.http("/clear/x")), http.StatusForbidden,
+		"no service in this session's scope covers http://"+up.hostPort+"/clear/x")
 	if len(up.requests()) != before {
 		t.Fatal("a refused request reached the upstream")
 	}
@@ -888,10 +910,10 @@ func TestPipelineSessionEnd(t *testing.T) {
 		if a.status != http.StatusOK {
 			t.Fatalf("CONNECT: %d %q", a.status, a.body)
 		}
-		tc := tls.Client(conn, &tls.Config{ServerName: "127.0.0.1", RootCAs: pl.agentRoots})
-		tun := &tunnelClient{t: t, conn: tc, br: bufio.NewReader(tc), host: stray.hostPort}
+		tlsConn := tls.Client(conn, &tls.Config{ServerName: "127.0.0.1", RootCAs: pl.agentRoots})
+		tun := &tunnelClient{t: t, conn: tlsConn, br: bufio.NewReader(tlsConn), host: stray.hostPort}
 		wantStatus(t, tun.get("/before", stray.hostPort), http.StatusOK)
-		if !tc.ConnectionState().PeerCertificates[0].Equal(stray.cert) {
+		if !tlsConn.ConnectionState().PeerCertificates[0].Equal(stray.cert) {
 			t.Fatal("uncovered host was intercepted, not relayed")
 		}
 		pl.revoke(s)

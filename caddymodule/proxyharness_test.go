@@ -18,6 +18,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -85,10 +86,17 @@ func newPipeline(t *testing.T, cfg pipelineConfig) *pipeline {
 	pl := &pipeline{t: t, logs: &lockedBuffer{}}
 	logger := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(pl.logs), zap.DebugLevel))
 
-	// Registered first so it runs last, once the proxy has stopped.
+	// Registered first so it runs last, once the proxy has stopped. The
+	// log is JSON and a URL holds secrets escaped: look for those forms too.
 	var secrets []string
 	for _, st := range cfg.stores {
-		secrets = slices.AppendSeq(secrets, maps.Values(st.Values()))
+		for v := range maps.Values(st.Values()) {
+			var js strings.Builder
+			enc := json.NewEncoder(&js)
+			enc.SetEscapeHTML(false)
+			enc.Encode(v)
+			secrets = append(secrets, v, url.QueryEscape(v), url.PathEscape(v), strings.Trim(strings.TrimSpace(js.String()), `"`))
+		}
 	}
 	t.Cleanup(func() {
 		logs := pl.logs.String()
