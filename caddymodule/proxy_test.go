@@ -66,9 +66,9 @@ func TestPipelineProxyAuth(t *testing.T) {
 		services: []services.Service{bearer("api", up.hostPort, "API_TOKEN")},
 		stores:   []storebackends.Store{builtin("API_TOKEN", bearerSecret)},
 	})
-	valid := pl.session()
-	revoked := pl.session()
-	pl.revoke(revoked)
+	valid := pl.session(t)
+	revoked := pl.session(t)
+	pl.revoke(t, revoked)
 
 	wantProxyAuthRequired := func(t *testing.T, a answer, reason string) {
 		t.Helper()
@@ -86,23 +86,23 @@ func TestPipelineProxyAuth(t *testing.T) {
 		{"revoked session", basicAuth(revoked.token), "session revoked"},
 	} {
 		t.Run("CONNECT/"+tc.name, func(t *testing.T) {
-			a, _ := pl.connect(up.hostPort, tc.auth)
+			a, _ := pl.connect(t, up.hostPort, tc.auth)
 			wantProxyAuthRequired(t, a, tc.reason)
 		})
 	}
 	t.Run("CONNECT/expired session", func(t *testing.T) {
-		s := pl.sessionFor("1m")
+		s := pl.sessionFor(t, "1m")
 		pl.setSessionClock(2 * time.Minute)
 		defer pl.setSessionClock(0)
-		a, _ := pl.connect(up.hostPort, basicAuth(s.token))
+		a, _ := pl.connect(t, up.hostPort, basicAuth(s.token))
 		wantProxyAuthRequired(t, a, "session expired")
 	})
 	t.Run("authentication comes before the target is looked at", func(t *testing.T) {
-		a, _ := pl.connect("bad..host:443", "")
+		a, _ := pl.connect(t, "bad..host:443", "")
 		wantProxyAuthRequired(t, a, "no Proxy-Authorization header")
 	})
 	t.Run("absolute-form http:// without a token", func(t *testing.T) {
-		a, _ := pl.raw(http.MethodGet, "GET "+up.http("/")+" HTTP/1.1\r\nHost: "+up.hostPort+"\r\n\r\n")
+		a, _ := pl.raw(t, http.MethodGet, "GET "+up.http("/")+" HTTP/1.1\r\nHost: "+up.hostPort+"\r\n\r\n")
 		wantProxyAuthRequired(t, a, "no Proxy-Authorization header")
 	})
 	if n := up.dials.Load(); n != 0 {
@@ -115,7 +115,7 @@ func TestPipelineProxyAuth(t *testing.T) {
 		{"Bearer", "Bearer " + valid.token},
 	} {
 		t.Run("accepted/"+tc.name, func(t *testing.T) {
-			a, conn := pl.connect(up.hostPort, tc.auth)
+			a, conn := pl.connect(t, up.hostPort, tc.auth)
 			if a.status != http.StatusOK {
 				t.Fatalf("CONNECT: %d %q", a.status, a.body)
 			}
@@ -141,18 +141,18 @@ func TestPipelineConnectScope(t *testing.T) {
 				stores:    []storebackends.Store{builtin("A_TOKEN", bearerSecret, "B_TOKEN", otherSecret)},
 				unmatched: mode,
 			})
-			onlyA := pl.session("a")
+			onlyA := pl.session(t, "a")
 			dialsB, dialsStray := upB.dials.Load(), stray.dials.Load()
 
-			a, _ := pl.connect(stray.hostPort, basicAuth(onlyA.token))
+			a, _ := pl.connect(t, stray.hostPort, basicAuth(onlyA.token))
 			wantRefusal(t, a, http.StatusForbidden, "no service in this session's scope covers "+stray.hostPort+"; the proxy denies unknown hosts")
-			a, _ = pl.connect(upB.hostPort, basicAuth(onlyA.token))
+			a, _ = pl.connect(t, upB.hostPort, basicAuth(onlyA.token))
 			wantRefusal(t, a, http.StatusForbidden, "no service in this session's scope covers "+upB.hostPort)
 			if upB.dials.Load() != dialsB || stray.dials.Load() != dialsStray {
 				t.Fatal("a refused CONNECT dialled its target")
 			}
 
-			a = get(t, pl.agent(onlyA, false), upA.https("/in-scope"))
+			a = get(t, pl.agent(t, onlyA, false), upA.https("/in-scope"))
 			wantStatus(t, a, http.StatusOK)
 			if got := upA.last(t).header.Get("Authorization"); got != "Bearer "+bearerSecret {
 				t.Fatalf("service a got Authorization %q", got)
@@ -172,7 +172,7 @@ func TestPipelineConnectScope(t *testing.T) {
 			{[]string{"wide"}, "Bearer " + bearerSecret},
 			{nil, "Bearer " + otherSecret}, // all services: the narrower one wins
 		} {
-			wantStatus(t, get(t, pl.agent(pl.session(tc.scope...), false), upA.https("/admin/users")), http.StatusOK)
+			wantStatus(t, get(t, pl.agent(t, pl.session(t, tc.scope...), false), upA.https("/admin/users")), http.StatusOK)
 			if got := upA.last(t).header.Get("Authorization"); got != tc.want {
 				t.Errorf("scope %v: upstream got Authorization %q, want %q", tc.scope, got, tc.want)
 			}
@@ -183,7 +183,7 @@ func TestPipelineConnectScope(t *testing.T) {
 		services: []services.Service{bearer("a", upA.hostPort, "A_TOKEN")},
 		stores:   []storebackends.Store{builtin("A_TOKEN", bearerSecret)},
 	})
-	s := pl.session()
+	s := pl.session(t)
 	auth := "Proxy-Authorization: " + basicAuth(s.token) + "\r\n"
 	for _, tc := range []struct{ name, method, text, reason string }{
 		{"CONNECT port out of range", http.MethodConnect,
@@ -198,7 +198,7 @@ func TestPipelineConnectScope(t *testing.T) {
 			"GET / HTTP/1.1\r\nHost: " + pl.addr + "\r\n" + auth + "\r\n", "send CONNECT or absolute-form http:// requests"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a, _ := pl.raw(tc.method, tc.text)
+			a, _ := pl.raw(t, tc.method, tc.text)
 			wantRefusal(t, a, http.StatusBadRequest, tc.reason)
 		})
 	}
@@ -215,8 +215,8 @@ func TestPipelineUnmatchedTunnel(t *testing.T) {
 		stores:    []storebackends.Store{builtin("API_TOKEN", bearerSecret)},
 		unmatched: "tunnel",
 	})
-	s := pl.session()
-	agent := pl.agent(s, false)
+	s := pl.session(t)
+	agent := pl.agent(t, s, false)
 	ph := s.ph(t, "API_TOKEN")
 
 	t.Run("CONNECT to an uncovered host is relayed", func(t *testing.T) {
@@ -268,12 +268,12 @@ func TestPipelineTunnelIntegrity(t *testing.T) {
 		services: []services.Service{bearer("api", up.hostPort, "API_TOKEN")},
 		stores:   []storebackends.Store{builtin("API_TOKEN", bearerSecret)},
 	})
-	s := pl.session()
+	s := pl.session(t)
 	_, port, _ := net.SplitHostPort(up.hostPort)
 
 	t.Run("SNI other than the CONNECT target fails the handshake", func(t *testing.T) {
 		for _, sni := range []string{"evil.example", "localhost"} {
-			_, conn := pl.connect(up.hostPort, basicAuth(s.token))
+			_, conn := pl.connect(t, up.hostPort, basicAuth(s.token))
 			// The agent skips verification, so only the proxy can fail it.
 			tlsConn := tls.Client(conn, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
 			if err := tlsConn.Handshake(); err == nil {
@@ -282,7 +282,7 @@ func TestPipelineTunnelIntegrity(t *testing.T) {
 		}
 	})
 	t.Run("Host header other than the target is misdirected", func(t *testing.T) {
-		tun := pl.openTunnel(s, up.hostPort)
+		tun := pl.openTunnel(t, s, up.hostPort)
 		for _, host := range []string{"127.0.0.1:1", "localhost:" + port, "127.0.0.1"} {
 			wantRefusal(t, tun.get("/", host), http.StatusMisdirectedRequest,
 				fmt.Sprintf("request Host %q does not match the tunnel's target https://%s", host, up.hostPort))
@@ -298,7 +298,7 @@ func TestPipelineTunnelIntegrity(t *testing.T) {
 			{[]string{"h2", "http/1.1"}, "h2"},
 			{[]string{"http/1.1"}, "http/1.1"},
 		} {
-			_, conn := pl.connect(up.hostPort, basicAuth(s.token))
+			_, conn := pl.connect(t, up.hostPort, basicAuth(s.token))
 			tlsConn := tls.Client(conn, &tls.Config{ServerName: "127.0.0.1", RootCAs: pl.agentRoots, NextProtos: tc.offer})
 			if err := tlsConn.Handshake(); err != nil {
 				t.Fatal(err)
@@ -311,7 +311,7 @@ func TestPipelineTunnelIntegrity(t *testing.T) {
 			h2    bool
 			proto string
 		}{{true, "HTTP/2.0"}, {false, "HTTP/1.1"}} {
-			a := get(t, pl.agent(s, tc.h2), up.https("/alpn"))
+			a := get(t, pl.agent(t, s, tc.h2), up.https("/alpn"))
 			wantStatus(t, a, http.StatusOK)
 			if a.proto != tc.proto || a.body != "upstream ok" {
 				t.Errorf("agent got %s %q, want %s", a.proto, a.body, tc.proto)
@@ -334,7 +334,7 @@ func TestPipelinePathPatterns(t *testing.T) {
 		stores: []storebackends.Store{builtin("API_TOKEN", bearerSecret)},
 	}
 	pl := newPipeline(t, cfg)
-	s := pl.session()
+	s := pl.session(t)
 	for _, tc := range []struct {
 		path string
 		ok   bool
@@ -356,7 +356,7 @@ func TestPipelinePathPatterns(t *testing.T) {
 	} {
 		t.Run(tc.path, func(t *testing.T) {
 			before := len(up.requests())
-			a := pl.openTunnel(s, up.hostPort).get(tc.path, up.hostPort)
+			a := pl.openTunnel(t, s, up.hostPort).get(tc.path, up.hostPort)
 			if !tc.ok {
 				wantRefusal(t, a, http.StatusForbidden, "no service in this session's scope covers https://"+up.hostPort+tc.path)
 				if len(up.requests()) != before {
@@ -374,9 +374,9 @@ func TestPipelinePathPatterns(t *testing.T) {
 	t.Run("unmatched tunnel does not forward an intercepted request no service matches", func(t *testing.T) {
 		cfg.unmatched = "tunnel"
 		pl := newPipeline(t, cfg)
-		s := pl.session()
+		s := pl.session(t)
 		before := len(up.requests())
-		a := pl.openTunnel(s, up.hostPort).get("/admin", up.hostPort)
+		a := pl.openTunnel(t, s, up.hostPort).get("/admin", up.hostPort)
 		wantRefusal(t, a, http.StatusForbidden, "no service in this session's scope covers https://"+up.hostPort+"/admin")
 		if len(up.requests()) != before {
 			t.Fatal("the refused request reached the upstream")
@@ -399,8 +399,8 @@ func TestPipelinePlaceholders(t *testing.T) {
 		},
 		stores: []storebackends.Store{builtin("API_KEY", apiKeySecret, "OTHER_TOKEN", otherSecret)},
 	})
-	s := pl.session()
-	agent := pl.agent(s, false)
+	s := pl.session(t)
+	agent := pl.agent(t, s, false)
 	ph := s.ph(t, "API_KEY")
 
 	for _, tc := range []struct {
@@ -429,7 +429,7 @@ func TestPipelinePlaceholders(t *testing.T) {
 		})
 	}
 
-	stranger := pl.session()
+	stranger := pl.session(t)
 	unknown, err := services.NewPlaceholder()
 	if err != nil {
 		t.Fatal(err)
@@ -509,7 +509,7 @@ func TestPipelineInjection(t *testing.T) {
 			})
 			// A Proxy-Authorization inside the tunnel must not get through either.
 			sent := append([]string{"Proxy-Authorization", basicAuth("avs_insideTheTunnel")}, tc.sent...)
-			wantStatus(t, get(t, pl.agent(pl.session(), false), up.https("/inject"+tc.query), sent...), http.StatusOK)
+			wantStatus(t, get(t, pl.agent(t, pl.session(t), false), up.https("/inject"+tc.query), sent...), http.StatusOK)
 			got := up.last(t)
 			for _, h := range watched {
 				values := got.header.Values(h)
@@ -536,7 +536,7 @@ func TestPipelineInjection(t *testing.T) {
 			services: []services.Service{{Name: "svc", Host: plain.hostPort, AllowCleartext: true, Auth: services.Auth{Type: services.AuthBearer, Token: "TOKEN"}}},
 			stores:   stores,
 		})
-		wantStatus(t, get(t, pl.agent(pl.session(), false), plain.http("/inject")), http.StatusOK)
+		wantStatus(t, get(t, pl.agent(t, pl.session(t), false), plain.http("/inject")), http.StatusOK)
 		got := plain.last(t)
 		if got.header.Get("Proxy-Authorization") != "" || got.header.Get("Authorization") != "Bearer "+bearerSecret {
 			t.Fatalf("upstream got Proxy-Authorization %q, Authorization %q", got.header.Get("Proxy-Authorization"), got.header.Get("Authorization"))
@@ -571,8 +571,8 @@ func TestPipelineFreshness(t *testing.T) {
 		},
 		stores: []storebackends.Store{vault},
 	})
-	s := pl.session()
-	agent := pl.agent(s, false)
+	s := pl.session(t)
+	agent := pl.agent(t, s, false)
 	wantNotForwarded := func(t *testing.T, a answer, before int, fragment string) {
 		t.Helper()
 		wantRefusal(t, a, http.StatusServiceUnavailable, fragment)
@@ -680,8 +680,8 @@ func TestPipelineRedaction(t *testing.T) {
 		},
 		stores: []storebackends.Store{builtin("ECHO_TOKEN", echoSecret, "PASS", passSecret)},
 	})
-	s := pl.session()
-	agent := pl.agent(s, false)
+	s := pl.session(t)
+	agent := pl.agent(t, s, false)
 	ph := s.ph(t, "ECHO_TOKEN")
 	noSecret := func(t *testing.T, a answer) {
 		t.Helper()
@@ -789,7 +789,7 @@ func TestPipelineUpstreamErrors(t *testing.T) {
 			services: []services.Service{{Name: "down", Host: down, Auth: query, AllowCleartext: true}},
 			stores:   stores,
 		})
-		agent := pl.agent(pl.session(), false)
+		agent := pl.agent(t, pl.session(t), false)
 		for _, scheme := range []string{"https", "http"} {
 			a := get(t, agent, scheme+"://"+down+"/v1?x=1")
 			wantRefusal(t, a, http.StatusBadGateway, "upstream "+scheme+"://"+down+" failed: ", "connection refused")
@@ -809,7 +809,7 @@ func TestPipelineUpstreamErrors(t *testing.T) {
 			stores:     stores,
 			publicOnly: true,
 		})
-		wantRefusal(t, get(t, pl.agent(pl.session(), false), up.https("/v1")), http.StatusForbidden, loopbackRefused)
+		wantRefusal(t, get(t, pl.agent(t, pl.session(t), false), up.https("/v1")), http.StatusForbidden, loopbackRefused)
 		if n := up.dials.Load(); n != 0 {
 			t.Fatalf("the refused upstream was dialled %d times", n)
 		}
@@ -826,7 +826,7 @@ func TestPipelineUpstreamErrors(t *testing.T) {
 			{"unreachable", false, down, http.StatusBadGateway, "cannot reach https://" + down + ": "},
 		} {
 			pl := newPipeline(t, pipelineConfig{stores: stores, unmatched: "tunnel", publicOnly: tc.publicOnly})
-			a, _ := pl.connect(tc.target, basicAuth(pl.session().token))
+			a, _ := pl.connect(t, tc.target, basicAuth(pl.session(t).token))
 			wantRefusal(t, a, tc.status, tc.fragment)
 		}
 		if n := up.dials.Load(); n != 0 {
@@ -847,7 +847,7 @@ func TestPipelineCleartext(t *testing.T) {
 		},
 		stores: []storebackends.Store{builtin("API_TOKEN", bearerSecret)},
 	})
-	agent := pl.agent(pl.session(), false)
+	agent := pl.agent(t, pl.session(t), false)
 
 	wantStatus(t, get(t, agent, up.http("/clear/x")), http.StatusOK)
 	if got := up.last(t).header.Get("Authorization"); got != "Bearer "+bearerSecret {
@@ -864,7 +864,7 @@ func TestPipelineCleartext(t *testing.T) {
 	wantRefusal(t, get(t, agent, up.http("/elsewhere")), http.StatusForbidden,
 		"no service in this session's scope covers http://"+up.hostPort+"/elsewhere")
 	// No CONNECT checks scope here: the request itself must.
-	wantRefusal(t, get(t, pl.agent(pl.session("open"), false), up.http("/clear/x")), http.StatusForbidden,
+	wantRefusal(t, get(t, pl.agent(t, pl.session(t, "open"), false), up.http("/clear/x")), http.StatusForbidden,
 		"no service in this session's scope covers http://"+up.hostPort+"/clear/x")
 	if len(up.requests()) != before {
 		t.Fatal("a refused request reached the upstream")
@@ -894,19 +894,19 @@ func TestPipelineSessionEnd(t *testing.T) {
 	}
 
 	t.Run("revoking closes an intercepted tunnel", func(t *testing.T) {
-		s := pl.session()
-		tun := pl.openTunnel(s, up.hostPort)
+		s := pl.session(t)
+		tun := pl.openTunnel(t, s, up.hostPort)
 		wantStatus(t, tun.get("/before", up.hostPort), http.StatusOK)
 		before := len(up.requests())
-		pl.revoke(s)
+		pl.revoke(t, s)
 		wantClosed(t, tun)
 		if len(up.requests()) != before {
 			t.Fatal("a request after revocation reached the upstream")
 		}
 	})
 	t.Run("revoking closes a relayed tunnel", func(t *testing.T) {
-		s := pl.session()
-		a, conn := pl.connect(stray.hostPort, basicAuth(s.token))
+		s := pl.session(t)
+		a, conn := pl.connect(t, stray.hostPort, basicAuth(s.token))
 		if a.status != http.StatusOK {
 			t.Fatalf("CONNECT: %d %q", a.status, a.body)
 		}
@@ -916,7 +916,7 @@ func TestPipelineSessionEnd(t *testing.T) {
 		if !tlsConn.ConnectionState().PeerCertificates[0].Equal(stray.cert) {
 			t.Fatal("uncovered host was intercepted, not relayed")
 		}
-		pl.revoke(s)
+		pl.revoke(t, s)
 		wantClosed(t, tun)
 	})
 	t.Run("a session that expired while its tunnel was open", func(t *testing.T) {
@@ -925,8 +925,8 @@ func TestPipelineSessionEnd(t *testing.T) {
 		// ago, as when a session expires with its tunnel open.
 		pl.setSessionClock(-2 * time.Hour)
 		defer pl.setSessionClock(0)
-		s := pl.sessionFor("1h")
-		tun := pl.openTunnel(s, up.hostPort)
+		s := pl.sessionFor(t, "1h")
+		tun := pl.openTunnel(t, s, up.hostPort)
 		before := len(up.requests())
 		wantRefusal(t, tun.get("/late", up.hostPort), http.StatusForbidden, "session revoked or expired")
 		if len(up.requests()) != before {
