@@ -1,0 +1,769 @@
+package caddymodule
+
+// An in-process agent_vault proxy for the TestPipeline tests. Only
+// newPipeline knows how the Proxy and its App are put together; the rest
+// of this file and the tests speak in product terms (services, stores,
+// sessions, agents, upstreams), so a refactor of the proxy's internals
+// rewrites newPipeline and nothing else.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/egress"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/leafcerts"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
+	"github.com/agentvault/caddy-agent-vault/storebackends"
+)
+
+// pipelineConfig is what an operator configures, in product terms.
+type pipelineConfig struct {
+	services []services.Service
+	// stores are the credential stores in priority order: memStore
+	// values and *syncedStore for stores fed by a sync engine.
+	stores []storebackends.Store
+	// unmatched is the proxy's unmatched mode: "" (deny), "deny" or "tunnel".
+	unmatched string
+	// publicOnly refuses upstreams on private addresses, loopback
+	// included, as a deployment without allow_private_networks does.
+	// Otherwise 127.0.0.0/8 and ::1 are allowed so the test upstreams
+	// are reachable.
+	publicOnly bool
+}
+
+// pipeline is a running proxy plus what a test needs around it.
+type pipeline struct {
+	addr       string            // the proxy's listener
+	agentRoots *x509.CertPool    // what agents trust: the proxy's root and the upstreams' root
+	leafIssuer *x509.Certificate // signs the proxy's intercepting leaves
+	logs       *lockedBuffer     // the proxy's log
+
+	// Set by newPipeline: the only ways into the proxy's internals.
+	openSession     func(scope []string, ttl string) (agentSession, error)
+	revokeSession   func(id string) bool
+	setSessionClock func(offset time.Duration) // shifts the session registry's clock only
+}
+
+// newPipeline starts a proxy configured by cfg behind a plain-HTTP
+// listener on 127.0.0.1, as an agent reaches it. Everything stops when
+// the test ends.
+func newPipeline(t *testing.T, cfg pipelineConfig) *pipeline {
+	t.Helper()
+	pl := &pipeline{logs: &lockedBuffer{}}
+	logger := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(pl.logs), zap.DebugLevel))
+
+	// Registered first so it runs last, once the proxy has stopped. The
+	// log is JSON and a URL holds secrets escaped: look for those forms too.
+	var secrets []string
+	for _, st := range cfg.stores {
+		for v := range maps.Values(st.Values()) {
+			if len(v) < 8 {
+				continue // too likely to occur by chance
+			}
+			var js strings.Builder
+			enc := json.NewEncoder(&js)
+			enc.SetEscapeHTML(false)
+			enc.Encode(v)
+			secrets = append(secrets, v, url.QueryEscape(v), url.PathEscape(v), strings.Trim(strings.TrimSpace(js.String()), `"`))
+		}
+	}
+	t.Cleanup(func() {
+		logs := pl.logs.String()
+		for _, s := range secrets {
+			if strings.Contains(logs, s) {
+				t.Errorf("the proxy's log holds the secret %q:\n%s", s, logs)
+			}
+		}
+	})
+
+	// The app as Provision leaves it, without a data directory or the
+	// pki app: a throwaway root and intermediate issue the leaves.
+	allow := []string{"127.0.0.0/8", "::1/128"}
+	if cfg.publicOnly {
+		allow = nil
+	}
+	policy, err := egress.ParsePolicy(allow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxyRoot := newRootCA(t, "pipeline agent_vault root")
+	issuer := proxyRoot.intermediate(t)
+	minter, err := leafcerts.New(func() ([]*x509.Certificate, crypto.Signer) {
+		return []*x509.Certificate{issuer.cert}, issuer.key
+	}, leafcerts.Options{Lifetime: defaultLeafLife})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clockOffset atomic.Int64
+	registry := sessions.NewRegistry()
+	registry.Now = func() time.Time { return time.Now().Add(time.Duration(clockOffset.Load())) }
+	app := &App{
+		DefaultSessionTTL: caddy.Duration(defaultSessionTTL),
+		MaxSessionTTL:     caddy.Duration(maxSessionTTL),
+		LeafLifetime:      caddy.Duration(defaultLeafLife),
+		minter:            minter,
+		egress:            policy,
+		logger:            logger.Named("app"),
+		shared:            &shared{sessions: registry},
+	}
+	table, err := services.NewTable(cfg.services)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app.svcTable.Store(table)
+	for i, st := range cfg.stores { // as provisionStores
+		ns := namedStore{name: "store" + strconv.Itoa(i), store: st}
+		if n, ok := st.(storebackends.Named); ok && n.StoreName() != "" {
+			ns.name = n.StoreName()
+		}
+		if sy, ok := st.(storebackends.Synced); ok {
+			ns.synced = sy
+			sy.SetOnChange(app.rebuildCredentials)
+		}
+		app.stores = append(app.stores, ns)
+	}
+	app.rebuildCredentials()
+
+	// The handler as Provision builds it (Provision itself needs a
+	// caddy.Context holding the app, which only a caddy.Load makes).
+	// Two deliberate differences: the upstream transport trusts the
+	// test upstreams' root instead of the system roots, and names
+	// resolve from /etc/hosts only, so no DNS query leaves the machine.
+	p := &Proxy{Unmatched: cfg.unmatched}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	p.logger = logger
+	p.app = app
+	p.DialTimeout = caddy.Duration(10 * time.Second)
+	p.ResponseHeaderTimeout = caddy.Duration(5 * time.Minute)
+	p.IdleTimeout = caddy.Duration(2 * time.Minute)
+	p.dialer = &egress.Dialer{
+		Policy: app.egress,
+		Resolver: &net.Resolver{PreferGo: true, Dial: func(context.Context, string, string) (net.Conn, error) {
+			return nil, errors.New("no DNS in tests")
+		}},
+		Dialer: net.Dialer{Timeout: time.Duration(p.DialTimeout), KeepAlive: 30 * time.Second},
+	}
+	p.transport = &http.Transport{
+		Proxy:                 nil,
+		DialContext:           p.dialer.DialContext,
+		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: upstreamRoot(t).pool()},
+		ForceAttemptHTTP2:     false,
+		MaxIdleConns:          512,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: time.Duration(p.ResponseHeaderTimeout),
+		ExpectContinueTimeout: time.Second,
+	}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:        p.rewrite,
+		Transport:      p.transport,
+		FlushInterval:  0,
+		BufferPool:     copyBuffers,
+		ModifyResponse: p.modifyResponse,
+		ErrorHandler:   p.upstreamError,
+		ErrorLog:       zap.NewStdLog(p.logger.Named("upstream")),
+	}
+	p.innerLn = newConnListener()
+	p.inner = &http.Server{
+		Handler:           http.HandlerFunc(p.serveInner),
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       time.Duration(p.IdleTimeout),
+		ConnContext:       p.tunnelContext,
+		ConnState:         p.tunnelState,
+		ErrorLog:          zap.NewStdLog(p.logger.Named("tunnel")),
+	}
+	requireAllSet(t, p)
+	go p.inner.Serve(p.innerLn) //nolint:errcheck // returns when Cleanup closes the listener
+	t.Cleanup(func() { p.Cleanup() })
+
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.ServeHTTP(w, r, nil)
+	}))
+	t.Cleanup(srv.Close)
+	pl.addr = srv.Listener.Addr().String()
+
+	pl.agentRoots = x509.NewCertPool()
+	pl.agentRoots.AddCert(proxyRoot.cert)
+	pl.agentRoots.AddCert(upstreamRoot(t).cert)
+	pl.leafIssuer = issuer.cert
+	pl.openSession = func(scope []string, ttl string) (agentSession, error) {
+		s, token, err := app.CreateSession(scope, ttl)
+		if err != nil {
+			return agentSession{}, err
+		}
+		return agentSession{id: s.ID, token: token, placeholders: s.Placeholders()}, nil
+	}
+	pl.revokeSession = app.sessions.Revoke
+	pl.setSessionClock = func(d time.Duration) { clockOffset.Store(int64(d)) }
+	return pl
+}
+
+// requireAllSet fails when a pointer-like field of the Proxy is unset:
+// if Provision starts setting up something new, newPipeline must too.
+func requireAllSet(t *testing.T, p *Proxy) {
+	t.Helper()
+	v := reflect.ValueOf(p).Elem()
+	for i := 0; i < v.NumField(); i++ {
+		switch f := v.Field(i); f.Kind() {
+		case reflect.Pointer, reflect.Func, reflect.Map, reflect.Chan, reflect.Interface:
+			if f.IsNil() {
+				t.Fatalf("newPipeline left Proxy.%s unset: mirror what Provision does", v.Type().Field(i).Name)
+			}
+		}
+	}
+}
+
+// memStore is a credential store without a sync engine: always fresh.
+type memStore struct {
+	name   string
+	values map[string]string
+}
+
+func (s memStore) StoreName() string { return s.name }
+
+func (s memStore) List() []storebackends.Meta {
+	var out []storebackends.Meta
+	for _, name := range slices.Sorted(maps.Keys(s.values)) {
+		out = append(out, storebackends.Meta{Name: name, Store: s.name, Version: "1"})
+	}
+	return out
+}
+
+func (s memStore) Values() map[string]string { return maps.Clone(s.values) }
+
+// syncedStore is a store fed by a sync engine; the test decides whether
+// it is past its max_staleness.
+type syncedStore struct {
+	memStore
+	mu    sync.Mutex
+	stale error
+}
+
+func newSyncedStore(name string, values map[string]string) *syncedStore {
+	return &syncedStore{memStore: memStore{name: name, values: values}}
+}
+
+// setStale makes Fresh return err (nil: fresh again).
+func (s *syncedStore) setStale(err error) {
+	s.mu.Lock()
+	s.stale = err
+	s.mu.Unlock()
+}
+
+func (s *syncedStore) Fresh(time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stale
+}
+
+func (s *syncedStore) Start()               {}
+func (s *syncedStore) Stop()                {}
+func (s *syncedStore) SetOnChange(func())   {}
+func (s *syncedStore) Health(time.Time) any { return map[string]any{"store": s.name} }
+func (s *syncedStore) LastSync() time.Time  { return time.Time{} }
+
+// agentSession is what av-launch hands an agent.
+type agentSession struct {
+	id           string
+	token        string
+	placeholders map[string]string // credential -> placeholder
+}
+
+// ph returns the session's placeholder for a credential.
+func (s agentSession) ph(t *testing.T, cred string) string {
+	t.Helper()
+	ph, ok := s.placeholders[cred]
+	if !ok {
+		t.Fatalf("session has no placeholder for %s (it has %v)", cred, s.placeholders)
+	}
+	return ph
+}
+
+// session opens a ten-minute session for the named services (none: all).
+func (pl *pipeline) session(t *testing.T, scope ...string) agentSession {
+	t.Helper()
+	return pl.sessionFor(t, "10m", scope...)
+}
+
+// sessionFor opens a session lasting ttl (a Caddy duration).
+func (pl *pipeline) sessionFor(t *testing.T, ttl string, scope ...string) agentSession {
+	t.Helper()
+	s, err := pl.openSession(scope, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// revoke ends a session as DELETE /api/v1/sessions/{id} does.
+func (pl *pipeline) revoke(t *testing.T, s agentSession) {
+	t.Helper()
+	if !pl.revokeSession(s.id) {
+		t.Fatalf("no session %s to revoke", s.id)
+	}
+}
+
+// agent returns an HTTP client configured the way av-launch configures
+// an agent: the proxy with the session token as its password, and the
+// proxy's CA trusted (the upstreams' root too, so a relayed tunnel is
+// verifiable). h2 offers HTTP/2 inside tunnels.
+func (pl *pipeline) agent(t *testing.T, s agentSession, h2 bool) *http.Client {
+	proxyURL := &url.URL{Scheme: "http", Host: pl.addr, User: url.UserPassword("av", s.token)}
+	tr := &http.Transport{
+		Proxy:             http.ProxyURL(proxyURL),
+		TLSClientConfig:   &tls.Config{RootCAs: pl.agentRoots},
+		ForceAttemptHTTP2: h2,
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{
+		Transport:     tr,
+		Timeout:       30 * time.Second, // a bound on a broken test, not a wait
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// basicAuth is the Proxy-Authorization an agent sends for a token.
+func basicAuth(token string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte("av:"+token))
+}
+
+// raw sends request text to the proxy on a new connection and reads the
+// answer. The connection stays open: after a 200 to a CONNECT it is the
+// tunnel.
+func (pl *pipeline) raw(t *testing.T, method, text string) (answer, net.Conn) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", pl.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(30 * time.Second)) // a bound on a broken test, not a wait
+	if _, err := io.WriteString(conn, text); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("%s to the proxy: %v", method, err)
+	}
+	if method == http.MethodConnect && resp.StatusCode == http.StatusOK {
+		if br.Buffered() > 0 {
+			t.Fatal("CONNECT: bytes after the 200")
+		}
+		return answer{status: resp.StatusCode, header: resp.Header}, conn
+	}
+	return readAnswer(t, resp), conn
+}
+
+// connect sends a raw CONNECT for target with the given
+// Proxy-Authorization ("" sends none).
+func (pl *pipeline) connect(t *testing.T, target, proxyAuth string) (answer, net.Conn) {
+	t.Helper()
+	text := fmt.Sprintf("CONNECT %s HTTP/1.1\r\nHost: %s\r\n", target, target)
+	if proxyAuth != "" {
+		text += "Proxy-Authorization: " + proxyAuth + "\r\n"
+	}
+	return pl.raw(t, http.MethodConnect, text+"\r\n")
+}
+
+// openTunnel opens an intercepted tunnel to an IP target (so no SNI) and
+// starts TLS in it, trusting the proxy's CA.
+func (pl *pipeline) openTunnel(t *testing.T, s agentSession, target string) *tunnelClient {
+	t.Helper()
+	a, conn := pl.connect(t, target, basicAuth(s.token))
+	if a.status != http.StatusOK {
+		t.Fatalf("CONNECT %s: %d %s", target, a.status, a.body)
+	}
+	host, _, _ := net.SplitHostPort(target)
+	tc := tls.Client(conn, &tls.Config{ServerName: host, RootCAs: pl.agentRoots})
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("TLS in the tunnel to %s: %v", target, err)
+	}
+	return &tunnelClient{t: t, conn: tc, br: bufio.NewReader(tc), host: target}
+}
+
+// tunnelClient speaks HTTP/1.1 by hand inside a tunnel, so a test
+// controls the request line and Host header exactly.
+type tunnelClient struct {
+	t    *testing.T
+	conn net.Conn
+	br   *bufio.Reader
+	host string // the CONNECT target
+}
+
+// send writes one request (request target and Host as given, extra
+// header lines "Name: value") and reads the answer.
+func (c *tunnelClient) send(method, requestTarget, host string, headers ...string) (answer, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: %s\r\n", method, requestTarget, host)
+	for _, h := range headers {
+		b.WriteString(h + "\r\n")
+	}
+	b.WriteString("\r\n")
+	if _, err := io.WriteString(c.conn, b.String()); err != nil {
+		return answer{}, err
+	}
+	resp, err := http.ReadResponse(c.br, &http.Request{Method: method})
+	if err != nil {
+		return answer{}, err
+	}
+	return readAnswer(c.t, resp), nil
+}
+
+// get is send for a GET that must get an answer.
+func (c *tunnelClient) get(requestTarget, host string, headers ...string) answer {
+	c.t.Helper()
+	a, err := c.send(http.MethodGet, requestTarget, host, headers...)
+	if err != nil {
+		c.t.Fatalf("GET %s in the tunnel: %v", requestTarget, err)
+	}
+	return a
+}
+
+// answer is what the agent received.
+type answer struct {
+	status  int
+	header  http.Header
+	trailer http.Header
+	body    string
+	length  int64 // Content-Length as received; -1 when unknown (chunked)
+	proto   string
+	tls     *tls.ConnectionState
+}
+
+func readAnswer(t *testing.T, resp *http.Response) answer {
+	t.Helper()
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	return answer{status: resp.StatusCode, header: resp.Header, trailer: resp.Trailer, body: string(body),
+		length: resp.ContentLength, proto: resp.Proto, tls: resp.TLS}
+}
+
+// do sends req with an agent's client and reads the answer.
+func do(t *testing.T, c *http.Client, req *http.Request) answer {
+	t.Helper()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	return readAnswer(t, resp)
+}
+
+// newRequest builds a GET with extra headers given as name, value pairs.
+func newRequest(t *testing.T, rawURL string, header ...string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, rawURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	return req
+}
+
+// get is do for a plain GET.
+func get(t *testing.T, c *http.Client, rawURL string, header ...string) answer {
+	t.Helper()
+	return do(t, c, newRequest(t, rawURL, header...))
+}
+
+// wantRefusal checks an answer is the proxy's own refusal with the given
+// status and reason fragments.
+func wantRefusal(t *testing.T, a answer, status int, fragments ...string) {
+	t.Helper()
+	if a.status != status {
+		t.Fatalf("status %d, want %d; body %q", a.status, status, a.body)
+	}
+	if a.header.Get("X-Agent-Vault-Refused") != "1" || !strings.HasPrefix(a.body, "agent-vault: ") {
+		t.Fatalf("not a proxy refusal: header %v, body %q", a.header, a.body)
+	}
+	for _, f := range fragments {
+		if !strings.Contains(a.body, f) {
+			t.Errorf("refusal %q does not say %q", a.body, f)
+		}
+	}
+}
+
+// wantStatus checks an answer that is not a refusal.
+func wantStatus(t *testing.T, a answer, status int) {
+	t.Helper()
+	if a.status != status || a.header.Get("X-Agent-Vault-Refused") != "" {
+		t.Fatalf("status %d (refused=%q), want %d from the upstream; body %q", a.status, a.header.Get("X-Agent-Vault-Refused"), status, a.body)
+	}
+}
+
+// upstream is a test server the proxy forwards to; it records what it
+// received.
+type upstream struct {
+	hostPort string            // 127.0.0.1:port
+	cert     *x509.Certificate // its leaf; nil for cleartext
+	dials    atomic.Int64      // connections accepted
+
+	mu   sync.Mutex
+	reqs []seenRequest
+}
+
+// seenRequest is one request as the upstream received it.
+type seenRequest struct {
+	method, host, path, rawQuery string // path is the escaped path
+	header                       http.Header
+	body                         string
+}
+
+// upstreamTLS starts an HTTPS upstream whose certificate every
+// pipeline's proxy trusts. h answers after the request is recorded; nil
+// answers "upstream ok".
+func upstreamTLS(t *testing.T, h http.HandlerFunc) *upstream {
+	t.Helper()
+	u := &upstream{}
+	srv := httptest.NewUnstartedServer(u.handler(h))
+	leaf := upstreamRoot(t).serverCert(t, "127.0.0.1", "::1", "localhost")
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{leaf}}
+	u.start(t, srv, true)
+	u.cert = leaf.Leaf
+	return u
+}
+
+// upstreamHTTP starts a cleartext upstream.
+func upstreamHTTP(t *testing.T, h http.HandlerFunc) *upstream {
+	t.Helper()
+	u := &upstream{}
+	u.start(t, httptest.NewUnstartedServer(u.handler(h)), false)
+	return u
+}
+
+var (
+	upstreamCAOnce sync.Once
+	upstreamCA     *testCA
+)
+
+// upstreamRoot is the root of the upstreams' certificates, standing in
+// for the public CAs a real upstream uses.
+func upstreamRoot(t *testing.T) *testCA {
+	upstreamCAOnce.Do(func() { upstreamCA = newRootCA(t, "pipeline upstream root") })
+	return upstreamCA
+}
+
+func (u *upstream) start(t *testing.T, srv *httptest.Server, useTLS bool) {
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			u.dials.Add(1)
+		}
+	}
+	srv.Config.ErrorLog = nil
+	if useTLS {
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
+	t.Cleanup(srv.Close)
+	u.hostPort = srv.Listener.Addr().String()
+}
+
+func (u *upstream) handler(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		u.mu.Lock()
+		u.reqs = append(u.reqs, seenRequest{method: r.Method, host: r.Host, path: r.URL.EscapedPath(),
+			rawQuery: r.URL.RawQuery, header: r.Header.Clone(), body: string(body)})
+		u.mu.Unlock()
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if h == nil {
+			io.WriteString(w, "upstream ok")
+			return
+		}
+		h(w, r)
+	}
+}
+
+// requests returns what the upstream has received so far.
+func (u *upstream) requests() []seenRequest {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.reqs)
+}
+
+// last returns the latest request, failing if there was none.
+func (u *upstream) last(t *testing.T) seenRequest {
+	t.Helper()
+	reqs := u.requests()
+	if len(reqs) == 0 {
+		t.Fatalf("upstream %s received nothing", u.hostPort)
+	}
+	return reqs[len(reqs)-1]
+}
+
+// wantNothing fails if the upstream received any request.
+func (u *upstream) wantNothing(t *testing.T) {
+	t.Helper()
+	if reqs := u.requests(); len(reqs) > 0 {
+		t.Fatalf("upstream %s received %d request(s), want none; first: %s %s %v", u.hostPort, len(reqs), reqs[0].method, reqs[0].path, reqs[0].header)
+	}
+}
+
+func (u *upstream) https(path string) string { return "https://" + u.hostPort + path }
+func (u *upstream) http(path string) string  { return "http://" + u.hostPort + path }
+
+// closedAddr returns a loopback address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// testCA is a throwaway certificate authority.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+func newRootCA(t *testing.T, name string) *testCA {
+	t.Helper()
+	key := newECKey(t)
+	tmpl := caTemplate(t, name)
+	return &testCA{cert: signCert(t, tmpl, tmpl, &key.PublicKey, key), key: key}
+}
+
+// intermediate issues a CA under ca, as Caddy's pki app keeps one.
+func (ca *testCA) intermediate(t *testing.T) *testCA {
+	t.Helper()
+	key := newECKey(t)
+	tmpl := caTemplate(t, ca.cert.Subject.CommonName+" intermediate")
+	tmpl.MaxPathLenZero = true
+	return &testCA{cert: signCert(t, tmpl, ca.cert, &key.PublicKey, ca.key), key: key}
+}
+
+func (ca *testCA) pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.cert)
+	return p
+}
+
+// serverCert issues a TLS server certificate for the given names and IPs.
+func (ca *testCA) serverCert(t *testing.T, hosts ...string) tls.Certificate {
+	t.Helper()
+	key := newECKey(t)
+	tmpl := &x509.Certificate{
+		SerialNumber: randomSerialNumber(t),
+		Subject:      pkix.Name{CommonName: hosts[0]},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	leaf := signCert(t, tmpl, ca.cert, &key.PublicKey, ca.key)
+	return tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}
+}
+
+func caTemplate(t *testing.T, name string) *x509.Certificate {
+	return &x509.Certificate{
+		SerialNumber:          randomSerialNumber(t),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+}
+
+func signCert(t *testing.T, tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer) *x509.Certificate {
+	t.Helper()
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func newECKey(t *testing.T) *ecdsa.PrivateKey {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+func randomSerialNumber(t *testing.T) *big.Int {
+	t.Helper()
+	n, err := rand.Int(rand.Reader, big.NewInt(1<<62))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// lockedBuffer collects log output from many goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
