@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/scrub"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
@@ -741,7 +742,7 @@ func TestPipelineRedaction(t *testing.T) {
 			a := get(t, agent, tc.url)
 			wantStatus(t, a, http.StatusOK)
 			noSecret(t, a)
-			if a.body != "you sent: Basic "+redactedMark {
+			if a.body != "you sent: Basic "+scrub.Redacted {
 				t.Errorf("%s: agent saw %q", tc.name, a.body)
 			}
 		}
@@ -802,7 +803,7 @@ func TestPipelineUpstreamErrors(t *testing.T) {
 	})
 
 	up := upstreamTLS(t, nil)
-	loopbackRefused := "upstream address 127.0.0.1 is a loopback address; refused (allow it with AGENT_VAULT_ALLOW_PRIVATE_NETWORKS)"
+	loopbackRefused := "upstream address 127.0.0.1 is a loopback address; refused (allow it with allow_private_networks in the agent_vault app)"
 	t.Run("private address not allowed", func(t *testing.T) {
 		pl := newPipeline(t, pipelineConfig{
 			services:   []services.Service{bearer("api", up.hostPort, "API_TOKEN")},
@@ -823,7 +824,7 @@ func TestPipelineUpstreamErrors(t *testing.T) {
 			fragment   string
 		}{
 			{"private address not allowed", true, up.hostPort, http.StatusForbidden, loopbackRefused},
-			{"unreachable", false, down, http.StatusBadGateway, "cannot reach https://" + down + ": "},
+			{"unreachable", false, down, http.StatusBadGateway, "upstream https://" + down + " failed: "},
 		} {
 			pl := newPipeline(t, pipelineConfig{stores: stores, unmatched: "tunnel", publicOnly: tc.publicOnly})
 			a, _ := pl.connect(t, tc.target, basicAuth(pl.session(t).token))

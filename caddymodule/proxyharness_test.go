@@ -27,8 +27,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -38,10 +38,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/catalog"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/egress"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/leafcerts"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
@@ -123,94 +124,54 @@ func newPipeline(t *testing.T, cfg pipelineConfig) *pipeline {
 	issuer := proxyRoot.intermediate(t)
 	minter, err := leafcerts.New(func() ([]*x509.Certificate, crypto.Signer) {
 		return []*x509.Certificate{issuer.cert}, issuer.key
-	}, leafcerts.Options{Lifetime: defaultLeafLife})
+	}, leafcerts.Options{Lifetime: leafcerts.DefaultLifetime})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var clockOffset atomic.Int64
 	registry := sessions.NewRegistry()
 	registry.Now = func() time.Time { return time.Now().Add(time.Duration(clockOffset.Load())) }
-	app := &App{
-		DefaultSessionTTL: caddy.Duration(defaultSessionTTL),
-		MaxSessionTTL:     caddy.Duration(maxSessionTTL),
-		LeafLifetime:      caddy.Duration(defaultLeafLife),
-		minter:            minter,
-		egress:            policy,
-		logger:            logger.Named("app"),
-		shared:            &shared{sessions: registry},
-	}
-	table, err := services.NewTable(cfg.services)
+	cat, err := catalog.Open(filepath.Join(t.TempDir(), "services.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	app.svcTable.Store(table)
-	for i, st := range cfg.stores { // as provisionStores
-		ns := namedStore{name: "store" + strconv.Itoa(i), store: st}
-		if n, ok := st.(storebackends.Named); ok && n.StoreName() != "" {
-			ns.name = n.StoreName()
+	for _, svc := range cfg.services {
+		if err := cat.Put(svc); err != nil {
+			t.Fatal(err)
 		}
-		if sy, ok := st.(storebackends.Synced); ok {
-			ns.synced = sy
-			sy.SetOnChange(app.rebuildCredentials)
-		}
-		app.stores = append(app.stores, ns)
 	}
-	app.rebuildCredentials()
+	var stores []credentials.Store
+	for i, st := range cfg.stores { // named as App.openStores names them
+		name := "store" + strconv.Itoa(i)
+		if n, ok := st.(storebackends.Named); ok && n.StoreName() != "" {
+			name = n.StoreName()
+		}
+		stores = append(stores, credentials.Store{Name: name, Store: st})
+	}
+	creds, err := credentials.New(stores)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := &API{logger: logger.Named("api"), deps: apiDeps{
+		creds: creds, catalog: cat, sessions: registry,
+		defaultTTL: defaultSessionTTL, maxTTL: defaultMaxSessionTTL,
+	}}
 
-	// The handler as Provision builds it (Provision itself needs a
-	// caddy.Context holding the app, which only a caddy.Load makes).
-	// Two deliberate differences: the upstream transport trusts the
-	// test upstreams' root instead of the system roots, and names
-	// resolve from /etc/hosts only, so no DNS query leaves the machine.
+	// The handler as Provision builds it, around these parts. Two
+	// deliberate differences: the upstream transport trusts the test
+	// upstreams' root instead of the system roots, and names resolve
+	// from /etc/hosts only, so no DNS query leaves the machine.
 	p := &Proxy{Unmatched: cfg.unmatched}
 	if err := p.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	p.logger = logger
-	p.app = app
-	p.DialTimeout = caddy.Duration(10 * time.Second)
-	p.ResponseHeaderTimeout = caddy.Duration(5 * time.Minute)
-	p.IdleTimeout = caddy.Duration(2 * time.Minute)
-	p.dialer = &egress.Dialer{
-		Policy: app.egress,
-		Resolver: &net.Resolver{PreferGo: true, Dial: func(context.Context, string, string) (net.Conn, error) {
-			return nil, errors.New("no DNS in tests")
-		}},
-		Dialer: net.Dialer{Timeout: time.Duration(p.DialTimeout), KeepAlive: 30 * time.Second},
-	}
-	p.transport = &http.Transport{
-		Proxy:                 nil,
-		DialContext:           p.dialer.DialContext,
-		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: upstreamRoot(t).pool()},
-		ForceAttemptHTTP2:     false,
-		MaxIdleConns:          512,
-		MaxIdleConnsPerHost:   64,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: time.Duration(p.ResponseHeaderTimeout),
-		ExpectContinueTimeout: time.Second,
-	}
-	p.rp = &httputil.ReverseProxy{
-		Rewrite:        p.rewrite,
-		Transport:      p.transport,
-		FlushInterval:  0,
-		BufferPool:     copyBuffers,
-		ModifyResponse: p.modifyResponse,
-		ErrorHandler:   p.upstreamError,
-		ErrorLog:       zap.NewStdLog(p.logger.Named("upstream")),
-	}
-	p.innerLn = newConnListener()
-	p.inner = &http.Server{
-		Handler:           http.HandlerFunc(p.serveInner),
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       time.Duration(p.IdleTimeout),
-		ConnContext:       p.tunnelContext,
-		ConnState:         p.tunnelState,
-		ErrorLog:          zap.NewStdLog(p.logger.Named("tunnel")),
-	}
-	requireAllSet(t, p)
-	go p.inner.Serve(p.innerLn) //nolint:errcheck // returns when Cleanup closes the listener
+	p.start(logger, proxyDeps{sessions: registry, services: cat, creds: creds, leaves: minter, egress: policy})
 	t.Cleanup(func() { p.Cleanup() })
+	p.transport.TLSClientConfig.RootCAs = upstreamRoot(t).pool()
+	p.dialer.Resolver = &net.Resolver{PreferGo: true, Dial: func(context.Context, string, string) (net.Conn, error) {
+		return nil, errors.New("no DNS in tests")
+	}}
+	requireAllSet(t, p)
 
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.ServeHTTP(w, r, nil)
@@ -223,13 +184,13 @@ func newPipeline(t *testing.T, cfg pipelineConfig) *pipeline {
 	pl.agentRoots.AddCert(upstreamRoot(t).cert)
 	pl.leafIssuer = issuer.cert
 	pl.openSession = func(scope []string, ttl string) (agentSession, error) {
-		s, token, err := app.CreateSession(scope, ttl)
+		s, token, err := api.createSession(scope, ttl)
 		if err != nil {
 			return agentSession{}, err
 		}
 		return agentSession{id: s.ID, token: token, placeholders: s.Placeholders()}, nil
 	}
-	pl.revokeSession = app.sessions.Revoke
+	pl.revokeSession = registry.Revoke
 	pl.setSessionClock = func(d time.Duration) { clockOffset.Store(int64(d)) }
 	return pl
 }
@@ -292,11 +253,13 @@ func (s *syncedStore) Fresh(time.Time) error {
 	return s.stale
 }
 
-func (s *syncedStore) Start()               {}
-func (s *syncedStore) Stop()                {}
-func (s *syncedStore) SetOnChange(func())   {}
-func (s *syncedStore) Health(time.Time) any { return map[string]any{"store": s.name} }
-func (s *syncedStore) LastSync() time.Time  { return time.Time{} }
+func (s *syncedStore) Start()             {}
+func (s *syncedStore) Stop()              {}
+func (s *syncedStore) SetOnChange(func()) {}
+func (s *syncedStore) Health(time.Time) storebackends.StoreStatus {
+	return storebackends.StoreStatus{Store: s.name}
+}
+func (s *syncedStore) LastSync() time.Time { return time.Time{} }
 
 // agentSession is what av-launch hands an agent.
 type agentSession struct {
