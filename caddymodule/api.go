@@ -138,9 +138,7 @@ func (a *API) listCredentials(w http.ResponseWriter, _ *http.Request) {
 
 func (a *API) putCredential(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	var body struct {
-		Value *string `json:"value"`
-	}
+	var body apiwire.CredentialPutRequest
 	if !readJSON(w, r, &body) {
 		return
 	}
@@ -198,13 +196,15 @@ func (a *API) putService(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if err := a.deps.catalog.Put(svc); err != nil {
+	var warnings []string
+	if err := a.deps.catalog.Put(svc); errors.Is(err, catalog.ErrNotDurable) {
+		warnings = append(warnings, "the service is in effect, but "+err.Error())
+	} else if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
 	// A credential no store holds yet is not an error (it may be added
 	// next), but requests that need it get 503 until then: say so.
-	var warnings []string
 	for _, name := range a.deps.creds.Missing(svc.Credentials()) {
 		warnings = append(warnings, fmt.Sprintf("credential %s is not in any store yet; requests that need it are refused (503) until it is", name))
 	}
@@ -216,6 +216,9 @@ func (a *API) putService(w http.ResponseWriter, r *http.Request) {
 func (a *API) deleteService(w http.ResponseWriter, r *http.Request) {
 	found, err := a.deps.catalog.Delete(r.PathValue("name"))
 	switch {
+	case errors.Is(err, catalog.ErrNotDurable):
+		a.logger.Warn("service deleted, but not durably", zap.String("name", r.PathValue("name")), zap.Error(err))
+		w.WriteHeader(http.StatusNoContent)
 	case err != nil:
 		writeError(w, http.StatusInternalServerError, err.Error())
 	case !found:
@@ -253,10 +256,7 @@ func (a *API) listSessions(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (a *API) postSession(w http.ResponseWriter, r *http.Request) {
-	var body struct {
-		Services []string `json:"services"`
-		TTL      string   `json:"ttl"`
-	}
+	var body apiwire.SessionRequest
 	if !readJSON(w, r, &body) {
 		return
 	}

@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -221,11 +222,29 @@ func (a *App) checkConfig() error {
 	if a.LeafLifetime == 0 {
 		a.LeafLifetime = caddy.Duration(leafcerts.DefaultLifetime)
 	}
-	if time.Duration(a.LeafLifetime) < leafcerts.MinLifetime {
-		return fmt.Errorf("leaf_lifetime %s: must be at least %s", time.Duration(a.LeafLifetime), leafcerts.MinLifetime)
+	if err := checkLeafLifetime(a.LeafLifetime); err != nil {
+		return err
 	}
 	if a.CA == "" {
 		a.CA = DefaultCA
+	}
+	return nil
+}
+
+// validateProxyURL checks the URL handed to agents: plain http to a
+// host and port, nothing else (the agent speaks CONNECT to it).
+func validateProxyURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "http" || u.Host == "" || u.Port() == "" || u.User != nil || (u.Path != "" && u.Path != "/") {
+		return fmt.Errorf("proxy_url %q: want http://host:port", s)
+	}
+	return nil
+}
+
+// checkLeafLifetime is the one rule for App.LeafLifetime.
+func checkLeafLifetime(d caddy.Duration) error {
+	if time.Duration(d) < leafcerts.MinLifetime {
+		return fmt.Errorf("leaf_lifetime %s: must be at least %s", time.Duration(d), leafcerts.MinLifetime)
 	}
 	return nil
 }

@@ -1,15 +1,11 @@
 package caddymodule
 
 import (
-	"time"
-
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-
-	"github.com/agentvault/caddy-agent-vault/caddymodule/leafcerts"
 )
 
 func init() {
@@ -96,8 +92,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "allow_private_networks":
 			a.AllowPrivateNetworks = append(a.AllowPrivateNetworks, args...)
 		case "leaf_lifetime":
-			if err = duration(&a.LeafLifetime); err == nil && a.LeafLifetime > 0 && time.Duration(a.LeafLifetime) < leafcerts.MinLifetime {
-				err = d.Errf("leaf_lifetime: must be at least %s", leafcerts.MinLifetime)
+			if err = duration(&a.LeafLifetime); err == nil && a.LeafLifetime > 0 {
+				if lerr := checkLeafLifetime(a.LeafLifetime); lerr != nil {
+					err = d.Err(lerr.Error())
+				}
 			}
 		case "default_session_ttl":
 			err = duration(&a.DefaultSessionTTL)
@@ -156,10 +154,10 @@ func (p *Proxy) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		var dst *caddy.Duration
 		switch opt {
 		case "unmatched":
-			if val != UnmatchedDeny && val != UnmatchedTunnel {
-				return d.Errf("unmatched: want %q or %q, got %q", UnmatchedDeny, UnmatchedTunnel, val)
+			p.Unmatched = UnmatchedPolicy(val)
+			if err := checkUnmatched(p.Unmatched); err != nil {
+				return d.Err(err.Error())
 			}
-			p.Unmatched = val
 			continue
 		case "dial_timeout":
 			dst = &p.DialTimeout
@@ -174,8 +172,8 @@ func (p *Proxy) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		if err != nil {
 			return d.Errf("%s: %v", opt, err)
 		}
-		if v < 0 {
-			return d.Errf("%s: must not be negative", opt)
+		if err := checkTimeout(opt, caddy.Duration(v)); err != nil {
+			return d.Err(err.Error())
 		}
 		*dst = caddy.Duration(v)
 	}

@@ -174,6 +174,11 @@ type exchangeKey struct{}
 func (p *Proxy) refuse(w http.ResponseWriter, x *exchange, err error) {
 	status, reason := errorResponse(err)
 	x.refusal = x.redactor.String(reason)
+	if status >= http.StatusInternalServerError && status != statusClientClosed {
+		// The agent gets the mapped reason; the operator gets the error.
+		p.logger.Warn("request failed", zap.String("session", x.sess.ID), zap.String("target", x.target.String()),
+			zap.Int("status", status), zap.String("error", x.redactor.String(err.Error())))
+	}
 	if status == statusClientClosed {
 		w.WriteHeader(status) // nobody reads it; the log line records it
 		return

@@ -25,12 +25,32 @@ func init() {
 	caddy.RegisterModule(new(Proxy))
 }
 
-// What the proxy does with a host no service in the session's scope
-// covers (Proxy.Unmatched).
+// UnmatchedPolicy is what the proxy does with a host no service in the
+// session's scope covers (Proxy.Unmatched).
+type UnmatchedPolicy string
+
+// The unmatched policies.
 const (
-	UnmatchedDeny   = "deny"
-	UnmatchedTunnel = "tunnel"
+	UnmatchedDeny   UnmatchedPolicy = "deny"
+	UnmatchedTunnel UnmatchedPolicy = "tunnel"
 )
+
+// checkUnmatched is the one rule for Proxy.Unmatched ("" is the default).
+func checkUnmatched(v UnmatchedPolicy) error {
+	switch v {
+	case "", UnmatchedDeny, UnmatchedTunnel:
+		return nil
+	}
+	return fmt.Errorf("unmatched: want %q or %q, got %q", UnmatchedDeny, UnmatchedTunnel, v)
+}
+
+// checkTimeout is the one rule for the proxy's timeouts.
+func checkTimeout(name string, d caddy.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("%s: must not be negative", name)
+	}
+	return nil
+}
 
 // Proxy is the agents' HTTP proxy. It authenticates the session, takes
 // CONNECT tunnels apart with a leaf certificate from the agent_vault
@@ -51,7 +71,7 @@ type Proxy struct {
 	// without TLS interception or injection, and forwards an absolute-form
 	// http:// request without injection (the SSRF rules still apply, and
 	// a placeholder in such a request is still refused).
-	Unmatched string `json:"unmatched,omitempty"`
+	Unmatched UnmatchedPolicy `json:"unmatched,omitempty"`
 
 	// Timeout for connecting to an upstream. Default 10s.
 	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
@@ -134,15 +154,10 @@ func (p *Proxy) Provision(ctx caddy.Context) error {
 // Validate checks the handler's configuration. It does no I/O, so
 // Provision runs it first.
 func (p *Proxy) Validate() error {
-	switch p.Unmatched {
-	case "", UnmatchedDeny, UnmatchedTunnel:
-	default:
-		return fmt.Errorf("unmatched: want %q or %q, got %q", UnmatchedDeny, UnmatchedTunnel, p.Unmatched)
-	}
-	if p.DialTimeout < 0 || p.ResponseHeaderTimeout < 0 || p.IdleTimeout < 0 {
-		return errors.New("timeouts must not be negative")
-	}
-	return nil
+	return errors.Join(checkUnmatched(p.Unmatched),
+		checkTimeout("dial_timeout", p.DialTimeout),
+		checkTimeout("response_header_timeout", p.ResponseHeaderTimeout),
+		checkTimeout("idle_timeout", p.IdleTimeout))
 }
 
 // start fills in defaults and builds the proxy's parts around deps.
@@ -230,7 +245,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 		p.logger.Info("proxy authentication failed", zap.String("reason", err.Error()),
 			zap.String("method", r.Method), zap.String("remote", r.RemoteAddr))
 		w.Header().Set("Proxy-Authenticate", `Basic realm="agent-vault"`)
-		writeRefusal(w, http.StatusProxyAuthRequired, "proxy authentication required: "+err.Error(), nil)
+		refuseEarly(w, &refusal{http.StatusProxyAuthRequired, "proxy authentication required: " + err.Error()})
 		return nil
 	}
 	switch {
@@ -239,14 +254,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 	case r.URL.IsAbs() && r.URL.Scheme == "http":
 		host, port, err := hostname.Normalize(r.URL.Host, 80)
 		if err != nil {
-			writeRefusal(w, http.StatusBadRequest, "bad target: "+err.Error(), nil)
+			refuseEarly(w, &refusal{http.StatusBadRequest, "bad target: " + err.Error()})
 			return nil
 		}
 		p.forward(w, r, sess, target{host: host, port: port, tls: false})
 	case r.URL.IsAbs():
-		writeRefusal(w, http.StatusBadRequest, "use CONNECT for "+r.URL.Scheme+" targets", nil)
+		refuseEarly(w, &refusal{http.StatusBadRequest, "use CONNECT for " + r.URL.Scheme + " targets"})
 	default:
-		writeRefusal(w, http.StatusBadRequest, "this is the agent-vault proxy: send CONNECT or absolute-form http:// requests", nil)
+		refuseEarly(w, &refusal{http.StatusBadRequest, "this is the agent-vault proxy: send CONNECT or absolute-form http:// requests"})
 	}
 	return nil
 }

@@ -161,7 +161,7 @@ func newPipeline(t *testing.T, cfg pipelineConfig) *pipeline {
 	// deliberate differences: the upstream transport trusts the test
 	// upstreams' root instead of the system roots, and names resolve
 	// from /etc/hosts only, so no DNS query leaves the machine.
-	p := &Proxy{Unmatched: cfg.unmatched}
+	p := &Proxy{Unmatched: UnmatchedPolicy(cfg.unmatched)}
 	if err := p.Validate(); err != nil {
 		t.Fatal(err)
 	}

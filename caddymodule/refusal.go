@@ -86,6 +86,13 @@ func errorResponse(err error) (status int, reason string) {
 	return http.StatusInternalServerError, "internal error"
 }
 
+// refuseEarly answers a request refused before any secret was involved
+// (authentication, the CONNECT target, the tunnel's Host).
+func refuseEarly(w http.ResponseWriter, err error) {
+	status, reason := errorResponse(err)
+	writeRefusal(w, status, reason, nil)
+}
+
 // writeRefusal answers the agent with a plain-text reason, scrubbed by
 // red (nil: nothing secret was sent) in case an error text quotes
 // something that came back from the upstream.

@@ -41,14 +41,14 @@ func (t target) hostPort() string { return net.JoinHostPort(t.host, strconv.Itoa
 func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, sess *sessions.Session) {
 	host, port, err := hostname.Normalize(r.Host, 443)
 	if err != nil {
-		writeRefusal(w, http.StatusBadRequest, "bad CONNECT target: "+err.Error(), nil)
+		refuseEarly(w, &refusal{http.StatusBadRequest, "bad CONNECT target: " + err.Error()})
 		return
 	}
 	tgt := target{host: host, port: port, tls: true}
 	covered := p.deps.services.Services().AllowsHost(host, port, true, sess.InScope)
 	if !covered && p.Unmatched != UnmatchedTunnel {
 		p.logger.Info("egress denied", zap.String("session", sess.ID), zap.String("target", tgt.String()))
-		writeRefusal(w, http.StatusForbidden, fmt.Sprintf("no service in this session's scope covers %s; the proxy denies unknown hosts", tgt.hostPort()), nil)
+		refuseEarly(w, &refusal{http.StatusForbidden, fmt.Sprintf("no service in this session's scope covers %s; the proxy denies unknown hosts", tgt.hostPort())})
 		return
 	}
 
@@ -58,9 +58,9 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, sess *sessi
 		// gets a clear status instead of a dropped tunnel.
 		upstream, err = p.dialer.DialContext(r.Context(), "tcp", tgt.hostPort())
 		if err != nil {
-			status, reason := errorResponse(&upstreamFailure{target: tgt, err: err})
-			p.logger.Info("relay refused", zap.String("session", sess.ID), zap.String("target", tgt.String()), zap.String("reason", reason))
-			writeRefusal(w, status, reason, nil)
+			err = &upstreamFailure{target: tgt, err: err}
+			p.logger.Info("relay refused", zap.String("session", sess.ID), zap.String("target", tgt.String()), zap.Error(err))
+			refuseEarly(w, err)
 			return
 		}
 	}
@@ -137,14 +137,14 @@ func (p *Proxy) relay(client, upstream net.Conn, sess *sessions.Session, tgt tar
 func (p *Proxy) serveInner(w http.ResponseWriter, r *http.Request) {
 	tun, ok := r.Context().Value(tunnelKey{}).(*tunnel)
 	if !ok {
-		writeRefusal(w, http.StatusInternalServerError, "tunnel state lost", nil)
+		refuseEarly(w, &refusal{http.StatusInternalServerError, "tunnel state lost"})
 		return
 	}
 	// The CONNECT line fixed the target; SNI was checked against it in
 	// the handshake and the Host header must agree too.
 	host, port, err := hostname.Normalize(r.Host, 443)
 	if err != nil || host != tun.target.host || port != tun.target.port {
-		writeRefusal(w, http.StatusMisdirectedRequest, fmt.Sprintf("request Host %q does not match the tunnel's target %s", r.Host, tun.target), nil)
+		refuseEarly(w, &refusal{http.StatusMisdirectedRequest, fmt.Sprintf("request Host %q does not match the tunnel's target %s", r.Host, tun.target)})
 		return
 	}
 	p.forward(w, r, tun.sess, tun.target)

@@ -50,7 +50,8 @@ func Open(path string) (*Catalog, error) {
 // Services returns the current table.
 func (c *Catalog) Services() *services.Table { return c.table.Load() }
 
-// Put creates or replaces a service.
+// Put creates or replaces a service. An error matching ErrNotDurable
+// means the change is in effect.
 func (c *Catalog) Put(svc services.Service) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -63,7 +64,8 @@ func (c *Catalog) Put(svc services.Service) error {
 	return c.commit(append(next, svc))
 }
 
-// Delete removes a service; it reports whether it existed.
+// Delete removes a service; it reports whether it existed. An error
+// matching ErrNotDurable means the change is in effect.
 func (c *Catalog) Delete(name string) (bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -95,9 +97,14 @@ func (c *Catalog) commit(svcs []services.Service) error {
 	if err != nil {
 		return err
 	}
-	if err := atomicfile.Write(c.path, append(data, '\n'), 0o600); err != nil && !errors.Is(err, atomicfile.ErrNotDurable) {
+	err = atomicfile.Write(c.path, append(data, '\n'), 0o600)
+	if err != nil && !errors.Is(err, ErrNotDurable) {
 		return fmt.Errorf("saving services: %v", err)
 	}
 	c.table.Store(t)
-	return nil
+	return err // nil, or in effect but perhaps not durable
 }
+
+// ErrNotDurable is returned by a change that is in effect and saved,
+// but whose file may not survive a crash (syncing the directory failed).
+var ErrNotDurable = atomicfile.ErrNotDurable

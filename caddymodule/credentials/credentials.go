@@ -40,7 +40,8 @@ type Store struct {
 type Set struct {
 	stores []entry
 
-	mu sync.Mutex // serialises writes and snapshot rebuilds
+	writeMu sync.Mutex // serialises API writes (held across store I/O)
+	mu      sync.Mutex // guards claims and snapshot rebuilds (never held across a write)
 	// claims maps a credential name to the index of the synced store
 	// that owns it (see the package doc). Claims are never dropped.
 	claims map[string]int
@@ -161,6 +162,12 @@ func (s *Set) rebuildLocked() {
 	s.snap.Store(snap)
 }
 
+// invalidInput is a caller's mistake: its text is the reason alone, and
+// it matches storebackends.ErrInvalidInput (the API answers 400).
+type invalidInput struct{ error }
+
+func (e invalidInput) Unwrap() []error { return []error{e.error, storebackends.ErrInvalidInput} }
+
 // Errors of the write path.
 var (
 	// ErrShadowed is a write the proxy would never use: the name
@@ -184,23 +191,26 @@ func (s *Set) writable() (int, storebackends.Writable, error) {
 // whether the name was not served before.
 func (s *Set) Put(name, value string) (m storebackends.Meta, created bool, err error) {
 	if err := storebackends.ValidateName(name); err != nil {
-		return storebackends.Meta{}, false, fmt.Errorf("%w: %v", storebackends.ErrInvalidInput, err)
+		return storebackends.Meta{}, false, invalidInput{err}
 	}
 	i, w, err := s.writable()
 	if err != nil {
 		return storebackends.Meta{}, false, err
 	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if owner, claimed := s.claims[name]; claimed && owner != i {
+	owner, claimed := s.claims[name]
+	s.mu.Unlock()
+	if claimed && owner != i {
 		return storebackends.Meta{}, false, fmt.Errorf("%w: %s comes from store %q, so a value written to %q would never be used",
 			ErrShadowed, name, s.stores[owner].name, s.stores[i].name)
 	}
-	_, existed := s.snap.Load().values[name]
+	existed := s.snap.Load().Has(name)
 	m, err = w.Put(name, value)
 	// Rebuild even on error: a store may have changed (a write that
 	// reached the disk but not its fsync) and the proxy must agree.
-	s.rebuildLocked()
+	s.Rebuild()
 	return m, !existed, err
 }
 
@@ -208,16 +218,16 @@ func (s *Set) Put(name, value string) (m storebackends.Meta, created bool, err e
 // storebackends.ErrNotFound when the store does not hold it.
 func (s *Set) Delete(name string) error {
 	if err := storebackends.ValidateName(name); err != nil {
-		return fmt.Errorf("%w: %v", storebackends.ErrInvalidInput, err)
+		return invalidInput{err}
 	}
 	_, w, err := s.writable()
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	err = w.Delete(name)
-	s.rebuildLocked()
+	s.Rebuild()
 	return err
 }
 
