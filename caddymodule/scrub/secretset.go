@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"net/textproto"
 	"net/url"
-	"sort"
 	"strings"
 	"sync"
 )
@@ -18,13 +17,20 @@ const Redacted = "[agent-vault:redacted]"
 
 // SecretSet is every form of every secret one request sent upstream,
 // each with the stand-in the agent sees instead: the raw values and the
-// encodings an upstream may echo them in (added here), and the exact
+// encodings an upstream may echo them in (derived here), and the exact
 // strings the request writers report (AddWritten). The redactor of the
 // answer is built from it and nothing else. The zero value is empty and
 // ready to use; a SecretSet is not safe for concurrent use.
+//
+// Adding only records; the forms are derived when a Cache builds a
+// redactor it does not have yet, so the hot path (a cached set) does no
+// escaping at all.
 type SecretSet struct {
-	forms map[string]string // form -> stand-in
+	added   []addedSecret
+	written []string
 }
+
+type addedSecret struct{ secret, standIn string }
 
 // Add registers a secret value and the encodings an upstream commonly
 // echoes it in (URL path and query escaping, JSON string escaping with
@@ -35,27 +41,8 @@ type SecretSet struct {
 // because that is how HTTP sends it in a header (Go's transport trims
 // header values).
 func (s *SecretSet) Add(secret, standIn string) {
-	if secret == "" {
-		return
-	}
-	if s.forms == nil {
-		s.forms = make(map[string]string)
-	}
-	s.forms[secret] = standIn
-	s.addEncodings(secret, standIn)
-	if trimmed := textproto.TrimString(secret); trimmed != secret && trimmed != "" {
-		if _, known := s.forms[trimmed]; !known {
-			s.forms[trimmed] = standIn
-		}
-		s.addEncodings(trimmed, standIn)
-	}
-}
-
-func (s *SecretSet) addEncodings(secret, standIn string) {
-	for _, form := range [...]string{url.PathEscape(secret), url.QueryEscape(secret), jsonEscape(secret, false), jsonEscape(secret, true)} {
-		if _, known := s.forms[form]; !known {
-			s.forms[form] = standIn
-		}
+	if secret != "" {
+		s.added = append(s.added, addedSecret{secret, standIn})
 	}
 }
 
@@ -66,20 +53,66 @@ func (s *SecretSet) addEncodings(secret, standIn string) {
 // same string with a stand-in of its own.
 func (s *SecretSet) AddWritten(forms ...string) {
 	for _, form := range forms {
-		if form == "" {
-			continue
-		}
-		if s.forms == nil {
-			s.forms = make(map[string]string)
-		}
-		if _, known := s.forms[form]; !known {
-			s.forms[form] = Redacted
+		if form != "" {
+			s.written = append(s.written, form)
 		}
 	}
 }
 
 // Empty reports whether no secret was registered.
-func (s *SecretSet) Empty() bool { return len(s.forms) == 0 }
+func (s *SecretSet) Empty() bool { return len(s.added) == 0 && len(s.written) == 0 }
+
+// forms derives every form with its stand-in, applying the precedence
+// rules above in the order things were added.
+func (s *SecretSet) forms() map[string]string {
+	forms := make(map[string]string)
+	keep := func(form, standIn string) {
+		if _, known := forms[form]; !known {
+			forms[form] = standIn
+		}
+	}
+	encodings := func(v, standIn string) {
+		for _, form := range [...]string{url.PathEscape(v), url.QueryEscape(v), jsonEscape(v, false), jsonEscape(v, true)} {
+			keep(form, standIn)
+		}
+	}
+	for _, a := range s.added {
+		forms[a.secret] = a.standIn
+		encodings(a.secret, a.standIn)
+		if trimmed := textproto.TrimString(a.secret); trimmed != a.secret && trimmed != "" {
+			keep(trimmed, a.standIn)
+			encodings(trimmed, a.standIn)
+		}
+	}
+	for _, w := range s.written {
+		keep(w, Redacted)
+	}
+	return forms
+}
+
+// key identifies the set for the cache. It hashes what was added, in
+// order, length-prefixed and tagged, so no two different sets share a
+// key; the hash keeps no copy of a secret in the cache's keys.
+func (s *SecretSet) key() [sha256.Size]byte {
+	h := sha256.New()
+	var n [9]byte
+	part := func(tag byte, v string) {
+		n[0] = tag
+		binary.BigEndian.PutUint64(n[1:], uint64(len(v)))
+		h.Write(n[:])
+		h.Write([]byte(v))
+	}
+	for _, a := range s.added {
+		part('s', a.secret)
+		part('p', a.standIn)
+	}
+	for _, w := range s.written {
+		part('w', w)
+	}
+	var key [sha256.Size]byte
+	h.Sum(key[:0])
+	return key
+}
 
 // jsonEscape is v as it appears inside a JSON string, with or without
 // HTML-safe escaping of <, > and &.
@@ -109,34 +142,19 @@ func (c *Cache) Redactor(s *SecretSet) *Redactor {
 	if s.Empty() {
 		return nil
 	}
-	keys := make([]string, 0, len(s.forms))
-	for k := range s.forms {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	h := sha256.New()
-	var n [8]byte
-	for _, k := range keys {
-		for _, part := range [2]string{k, s.forms[k]} {
-			// Length-prefixed, so that no two sets share an encoding.
-			binary.BigEndian.PutUint64(n[:], uint64(len(part)))
-			h.Write(n[:])
-			h.Write([]byte(part))
-		}
-	}
-	// The key holds secrets, so it is hashed: the cache keeps no copy
-	// of a value beyond what the redactor itself needs.
-	var key [sha256.Size]byte
-	h.Sum(key[:0])
+	key := s.key()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if r, ok := c.m[key]; ok {
+		c.mu.Unlock()
 		return r
 	}
+	c.mu.Unlock()
+	r := NewRedactor(s.forms()) // built outside the lock: it is the slow part
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= maxCachedRedactors {
 		c.m = make(map[[sha256.Size]byte]*Redactor)
 	}
-	r := NewRedactor(s.forms)
 	c.m[key] = r
 	return r
 }

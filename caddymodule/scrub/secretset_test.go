@@ -56,3 +56,30 @@ func TestCacheReusesAndSeparatesSets(t *testing.T) {
 		t.Error("different sets share a redactor")
 	}
 }
+
+// HTTP trims header values, so a value with blanks at its ends is
+// echoed trimmed: that form is secret too.
+func TestSecretSetTrimmedForm(t *testing.T) {
+	var s SecretSet
+	s.Add(" sk-live-ABC\t", ph)
+	red := (&Cache{}).Redactor(&s)
+	if got := red.String(`you sent "sk-live-ABC"`); got != `you sent "`+ph+`"` {
+		t.Errorf("trimmed form became %q", got)
+	}
+}
+
+// A cached set costs no escaping: adding is only recording.
+func TestCachedSetDoesNotEscape(t *testing.T) {
+	var c Cache
+	build := func() *SecretSet {
+		var s SecretSet
+		s.Add("secret-value-0123", ph)
+		s.AddWritten("c2VjcmV0")
+		return &s
+	}
+	c.Redactor(build())
+	allocs := testing.AllocsPerRun(100, func() { c.Redactor(build()) })
+	if allocs > 4 {
+		t.Errorf("a cached set allocates %v times per request", allocs)
+	}
+}
