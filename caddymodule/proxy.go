@@ -61,7 +61,9 @@ func checkTimeout(name string, d caddy.Duration) error {
 //
 // The request path, in execution order: ServeHTTP (authenticate) →
 // tunnel.go (CONNECT, TLS, the inner server) → forward.go (the
-// pipeline: authorize, match, resolve, rewrite, inject) → response.go
+// pipeline: authorize, match, take one credential snapshot, rewrite
+// placeholders, inject; every credential read goes through
+// exchange.secret, the one lookup, which applies freshness) → response.go
 // (forward and scrub the answer); refusal.go maps every error to what
 // the agent sees.
 type Proxy struct {
