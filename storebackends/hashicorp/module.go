@@ -153,6 +153,9 @@ func (m *Module) Open(string) error {
 	return err // names the store already
 }
 
+// StoreName is the configured name (the app asks before Open).
+func (m *Module) StoreName() string { return m.Name }
+
 // Cleanup stops syncing and releases the Vault client.
 func (m *Module) Cleanup() error {
 	m.Synced.Cleanup()

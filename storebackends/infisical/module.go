@@ -147,6 +147,9 @@ func (m *Module) Open(string) error {
 	return err // names the store already
 }
 
+// StoreName is the configured name (the app asks before Open).
+func (m *Module) StoreName() string { return m.Name }
+
 // Cleanup stops syncing and releases the HTTP client.
 func (m *Module) Cleanup() error {
 	m.Synced.Cleanup()
