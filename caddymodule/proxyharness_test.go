@@ -81,7 +81,7 @@ type pipeline struct {
 // newPipeline starts a proxy configured by cfg behind a plain-HTTP
 // listener on 127.0.0.1, as an agent reaches it. Everything stops when
 // the test ends.
-func newPipeline(t *testing.T, cfg pipelineConfig) *pipeline {
+func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	t.Helper()
 	pl := &pipeline{logs: &lockedBuffer{}}
 	logger := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(pl.logs), zap.DebugLevel))
@@ -197,7 +197,7 @@ func newPipeline(t *testing.T, cfg pipelineConfig) *pipeline {
 
 // requireAllSet fails when a pointer-like field of the Proxy is unset:
 // if Provision starts setting up something new, newPipeline must too.
-func requireAllSet(t *testing.T, p *Proxy) {
+func requireAllSet(t testing.TB, p *Proxy) {
 	t.Helper()
 	v := reflect.ValueOf(p).Elem()
 	for i := 0; i < v.NumField(); i++ {
@@ -269,7 +269,7 @@ type agentSession struct {
 }
 
 // ph returns the session's placeholder for a credential.
-func (s agentSession) ph(t *testing.T, cred string) string {
+func (s agentSession) ph(t testing.TB, cred string) string {
 	t.Helper()
 	ph, ok := s.placeholders[cred]
 	if !ok {
@@ -279,13 +279,13 @@ func (s agentSession) ph(t *testing.T, cred string) string {
 }
 
 // session opens a ten-minute session for the named services (none: all).
-func (pl *pipeline) session(t *testing.T, scope ...string) agentSession {
+func (pl *pipeline) session(t testing.TB, scope ...string) agentSession {
 	t.Helper()
 	return pl.sessionFor(t, "10m", scope...)
 }
 
 // sessionFor opens a session lasting ttl (a Caddy duration).
-func (pl *pipeline) sessionFor(t *testing.T, ttl string, scope ...string) agentSession {
+func (pl *pipeline) sessionFor(t testing.TB, ttl string, scope ...string) agentSession {
 	t.Helper()
 	s, err := pl.openSession(scope, ttl)
 	if err != nil {
@@ -295,7 +295,7 @@ func (pl *pipeline) sessionFor(t *testing.T, ttl string, scope ...string) agentS
 }
 
 // revoke ends a session as DELETE /api/v1/sessions/{id} does.
-func (pl *pipeline) revoke(t *testing.T, s agentSession) {
+func (pl *pipeline) revoke(t testing.TB, s agentSession) {
 	t.Helper()
 	if !pl.revokeSession(s.id) {
 		t.Fatalf("no session %s to revoke", s.id)
@@ -306,7 +306,7 @@ func (pl *pipeline) revoke(t *testing.T, s agentSession) {
 // an agent: the proxy with the session token as its password, and the
 // proxy's CA trusted (the upstreams' root too, so a relayed tunnel is
 // verifiable). h2 offers HTTP/2 inside tunnels.
-func (pl *pipeline) agent(t *testing.T, s agentSession, h2 bool) *http.Client {
+func (pl *pipeline) agent(t testing.TB, s agentSession, h2 bool) *http.Client {
 	proxyURL := &url.URL{Scheme: "http", Host: pl.addr, User: url.UserPassword("av", s.token)}
 	tr := &http.Transport{
 		Proxy:             http.ProxyURL(proxyURL),
@@ -329,7 +329,7 @@ func basicAuth(token string) string {
 // raw sends request text to the proxy on a new connection and reads the
 // answer. The connection stays open: after a 200 to a CONNECT it is the
 // tunnel.
-func (pl *pipeline) raw(t *testing.T, method, text string) (answer, net.Conn) {
+func (pl *pipeline) raw(t testing.TB, method, text string) (answer, net.Conn) {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", pl.addr, 5*time.Second)
 	if err != nil {
@@ -356,7 +356,7 @@ func (pl *pipeline) raw(t *testing.T, method, text string) (answer, net.Conn) {
 
 // connect sends a raw CONNECT for target with the given
 // Proxy-Authorization ("" sends none).
-func (pl *pipeline) connect(t *testing.T, target, proxyAuth string) (answer, net.Conn) {
+func (pl *pipeline) connect(t testing.TB, target, proxyAuth string) (answer, net.Conn) {
 	t.Helper()
 	text := fmt.Sprintf("CONNECT %s HTTP/1.1\r\nHost: %s\r\n", target, target)
 	if proxyAuth != "" {
@@ -367,7 +367,7 @@ func (pl *pipeline) connect(t *testing.T, target, proxyAuth string) (answer, net
 
 // openTunnel opens an intercepted tunnel to an IP target (so no SNI) and
 // starts TLS in it, trusting the proxy's CA.
-func (pl *pipeline) openTunnel(t *testing.T, s agentSession, target string) *tunnelClient {
+func (pl *pipeline) openTunnel(t testing.TB, s agentSession, target string) *tunnelClient {
 	t.Helper()
 	a, conn := pl.connect(t, target, basicAuth(s.token))
 	if a.status != http.StatusOK {
@@ -384,7 +384,7 @@ func (pl *pipeline) openTunnel(t *testing.T, s agentSession, target string) *tun
 // tunnelClient speaks HTTP/1.1 by hand inside a tunnel, so a test
 // controls the request line and Host header exactly.
 type tunnelClient struct {
-	t    *testing.T
+	t    testing.TB
 	conn net.Conn
 	br   *bufio.Reader
 	host string // the CONNECT target
@@ -430,7 +430,7 @@ type answer struct {
 	tls     *tls.ConnectionState
 }
 
-func readAnswer(t *testing.T, resp *http.Response) answer {
+func readAnswer(t testing.TB, resp *http.Response) answer {
 	t.Helper()
 	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
@@ -442,7 +442,7 @@ func readAnswer(t *testing.T, resp *http.Response) answer {
 }
 
 // do sends req with an agent's client and reads the answer.
-func do(t *testing.T, c *http.Client, req *http.Request) answer {
+func do(t testing.TB, c *http.Client, req *http.Request) answer {
 	t.Helper()
 	resp, err := c.Do(req)
 	if err != nil {
@@ -452,7 +452,7 @@ func do(t *testing.T, c *http.Client, req *http.Request) answer {
 }
 
 // newRequest builds a GET with extra headers given as name, value pairs.
-func newRequest(t *testing.T, rawURL string, header ...string) *http.Request {
+func newRequest(t testing.TB, rawURL string, header ...string) *http.Request {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, rawURL, nil)
 	if err != nil {
@@ -465,14 +465,14 @@ func newRequest(t *testing.T, rawURL string, header ...string) *http.Request {
 }
 
 // get is do for a plain GET.
-func get(t *testing.T, c *http.Client, rawURL string, header ...string) answer {
+func get(t testing.TB, c *http.Client, rawURL string, header ...string) answer {
 	t.Helper()
 	return do(t, c, newRequest(t, rawURL, header...))
 }
 
 // wantRefusal checks an answer is the proxy's own refusal with the given
 // status and reason fragments.
-func wantRefusal(t *testing.T, a answer, status int, fragments ...string) {
+func wantRefusal(t testing.TB, a answer, status int, fragments ...string) {
 	t.Helper()
 	if a.status != status {
 		t.Fatalf("status %d, want %d; body %q", a.status, status, a.body)
@@ -488,7 +488,7 @@ func wantRefusal(t *testing.T, a answer, status int, fragments ...string) {
 }
 
 // wantStatus checks an answer that is not a refusal.
-func wantStatus(t *testing.T, a answer, status int) {
+func wantStatus(t testing.TB, a answer, status int) {
 	t.Helper()
 	if a.status != status || a.header.Get("X-Agent-Vault-Refused") != "" {
 		t.Fatalf("status %d (refused=%q), want %d from the upstream; body %q", a.status, a.header.Get("X-Agent-Vault-Refused"), status, a.body)
@@ -516,7 +516,7 @@ type seenRequest struct {
 // upstreamTLS starts an HTTPS upstream whose certificate every
 // pipeline's proxy trusts. h answers after the request is recorded; nil
 // answers "upstream ok".
-func upstreamTLS(t *testing.T, h http.HandlerFunc) *upstream {
+func upstreamTLS(t testing.TB, h http.HandlerFunc) *upstream {
 	t.Helper()
 	u := &upstream{}
 	srv := httptest.NewUnstartedServer(u.handler(h))
@@ -528,7 +528,7 @@ func upstreamTLS(t *testing.T, h http.HandlerFunc) *upstream {
 }
 
 // upstreamHTTP starts a cleartext upstream.
-func upstreamHTTP(t *testing.T, h http.HandlerFunc) *upstream {
+func upstreamHTTP(t testing.TB, h http.HandlerFunc) *upstream {
 	t.Helper()
 	u := &upstream{}
 	u.start(t, httptest.NewUnstartedServer(u.handler(h)), false)
@@ -542,12 +542,12 @@ var (
 
 // upstreamRoot is the root of the upstreams' certificates, standing in
 // for the public CAs a real upstream uses.
-func upstreamRoot(t *testing.T) *testCA {
+func upstreamRoot(t testing.TB) *testCA {
 	upstreamCAOnce.Do(func() { upstreamCA = newRootCA(t, "pipeline upstream root") })
 	return upstreamCA
 }
 
-func (u *upstream) start(t *testing.T, srv *httptest.Server, useTLS bool) {
+func (u *upstream) start(t testing.TB, srv *httptest.Server, useTLS bool) {
 	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
 		if s == http.StateNew {
 			u.dials.Add(1)
@@ -587,7 +587,7 @@ func (u *upstream) requests() []seenRequest {
 }
 
 // last returns the latest request, failing if there was none.
-func (u *upstream) last(t *testing.T) seenRequest {
+func (u *upstream) last(t testing.TB) seenRequest {
 	t.Helper()
 	reqs := u.requests()
 	if len(reqs) == 0 {
@@ -597,7 +597,7 @@ func (u *upstream) last(t *testing.T) seenRequest {
 }
 
 // wantNothing fails if the upstream received any request.
-func (u *upstream) wantNothing(t *testing.T) {
+func (u *upstream) wantNothing(t testing.TB) {
 	t.Helper()
 	if reqs := u.requests(); len(reqs) > 0 {
 		t.Fatalf("upstream %s received %d request(s), want none; first: %s %s %v", u.hostPort, len(reqs), reqs[0].method, reqs[0].path, reqs[0].header)
@@ -608,7 +608,7 @@ func (u *upstream) https(path string) string { return "https://" + u.hostPort + 
 func (u *upstream) http(path string) string  { return "http://" + u.hostPort + path }
 
 // closedAddr returns a loopback address nothing listens on.
-func closedAddr(t *testing.T) string {
+func closedAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -625,7 +625,7 @@ type testCA struct {
 	key  *ecdsa.PrivateKey
 }
 
-func newRootCA(t *testing.T, name string) *testCA {
+func newRootCA(t testing.TB, name string) *testCA {
 	t.Helper()
 	key := newECKey(t)
 	tmpl := caTemplate(t, name)
@@ -633,7 +633,7 @@ func newRootCA(t *testing.T, name string) *testCA {
 }
 
 // intermediate issues a CA under ca, as Caddy's pki app keeps one.
-func (ca *testCA) intermediate(t *testing.T) *testCA {
+func (ca *testCA) intermediate(t testing.TB) *testCA {
 	t.Helper()
 	key := newECKey(t)
 	tmpl := caTemplate(t, ca.cert.Subject.CommonName+" intermediate")
@@ -648,7 +648,7 @@ func (ca *testCA) pool() *x509.CertPool {
 }
 
 // serverCert issues a TLS server certificate for the given names and IPs.
-func (ca *testCA) serverCert(t *testing.T, hosts ...string) tls.Certificate {
+func (ca *testCA) serverCert(t testing.TB, hosts ...string) tls.Certificate {
 	t.Helper()
 	key := newECKey(t)
 	tmpl := &x509.Certificate{
@@ -670,7 +670,7 @@ func (ca *testCA) serverCert(t *testing.T, hosts ...string) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}
 }
 
-func caTemplate(t *testing.T, name string) *x509.Certificate {
+func caTemplate(t testing.TB, name string) *x509.Certificate {
 	return &x509.Certificate{
 		SerialNumber:          randomSerialNumber(t),
 		Subject:               pkix.Name{CommonName: name},
@@ -682,7 +682,7 @@ func caTemplate(t *testing.T, name string) *x509.Certificate {
 	}
 }
 
-func signCert(t *testing.T, tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer) *x509.Certificate {
+func signCert(t testing.TB, tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer) *x509.Certificate {
 	t.Helper()
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
 	if err != nil {
@@ -695,7 +695,7 @@ func signCert(t *testing.T, tmpl, parent *x509.Certificate, pub crypto.PublicKey
 	return c
 }
 
-func newECKey(t *testing.T) *ecdsa.PrivateKey {
+func newECKey(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -704,7 +704,7 @@ func newECKey(t *testing.T) *ecdsa.PrivateKey {
 	return key
 }
 
-func randomSerialNumber(t *testing.T) *big.Int {
+func randomSerialNumber(t testing.TB) *big.Int {
 	t.Helper()
 	n, err := rand.Int(rand.Reader, big.NewInt(1<<62))
 	if err != nil {
