@@ -12,6 +12,7 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
+	"github.com/agentvault/caddy-agent-vault/internal/procguard"
 	"github.com/agentvault/caddy-agent-vault/launcher"
 )
 
@@ -55,7 +56,7 @@ AGENT_VAULT_MASTER_PASSWORD_FILE.`,
 				Short:              "Runs a command in a new session: proxy, CA and placeholders set, secrets never",
 				DisableFlagParsing: true, // av-launch parses its own flags and passes the rest to the child
 				RunE: func(_ *cobra.Command, args []string) error {
-					launcher.HideEnvironment()
+					procguard.NonDumpable()
 					os.Exit(launcher.MainNamed("agent-vault vault run", args, os.Environ(), os.Stdin, os.Stdout, os.Stderr))
 					return nil
 				},

@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule"
+	"github.com/agentvault/caddy-agent-vault/internal/procguard"
 )
 
 // Defaults of the environment variables Caddyfile.example reads.
@@ -15,6 +16,10 @@ const (
 )
 
 func init() {
+	// First of all: this process will hold the master password and the
+	// admin token (in its environment, then in memory); no same-user
+	// process may read them from /proc or attach a debugger.
+	procguard.NonDumpable()
 	ApplyEnvDefaults()
 }
 

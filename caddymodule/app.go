@@ -28,6 +28,7 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
 	"github.com/agentvault/caddy-agent-vault/internal/atomicfile"
 	"github.com/agentvault/caddy-agent-vault/internal/datadir"
+	"github.com/agentvault/caddy-agent-vault/internal/procguard"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
 
@@ -121,6 +122,9 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 // then files (data directory, admin token), then opening the stores
 // (a password derivation, a Vault login, a first sync), then the CA.
 func (a *App) Provision(ctx caddy.Context) error {
+	// The app holds secrets: whatever binary embeds it, no same-user
+	// process may read its memory or environment.
+	procguard.NonDumpable()
 	a.logger = ctx.Logger()
 	if err := a.checkConfig(); err != nil {
 		return err

@@ -8,10 +8,11 @@ package main
 import (
 	"os"
 
+	"github.com/agentvault/caddy-agent-vault/internal/procguard"
 	"github.com/agentvault/caddy-agent-vault/launcher"
 )
 
 func main() {
-	launcher.HideEnvironment()
+	procguard.NonDumpable() // the agent is our child and the same user
 	os.Exit(launcher.Main(os.Args[1:], os.Environ(), os.Stdin, os.Stdout, os.Stderr))
 }
