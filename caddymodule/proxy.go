@@ -7,12 +7,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strconv"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/authguard"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/egress"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/hostname"
@@ -95,6 +97,7 @@ type Proxy struct {
 	innerLn   *connListener
 	tunnels   tunnelTable
 	redactors scrub.Cache
+	authFails authguard.Guard
 }
 
 // proxyDeps is everything the proxy reads from the rest of the app, as
@@ -244,10 +247,7 @@ func (p *Proxy) Cleanup() error {
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	sess, err := p.authenticate(r)
 	if err != nil {
-		p.logger.Info("proxy authentication failed", zap.String("reason", err.Error()),
-			zap.String("method", r.Method), zap.String("remote", r.RemoteAddr))
-		w.Header().Set("Proxy-Authenticate", `Basic realm="agent-vault"`)
-		refuseEarly(w, &refusal{http.StatusProxyAuthRequired, "proxy authentication required: " + err.Error()})
+		p.authFailed(w, r, err)
 		return nil
 	}
 	switch {
@@ -266,6 +266,29 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 		refuseEarly(w, &refusal{http.StatusBadRequest, "this is the agent-vault proxy: send CONNECT or absolute-form http:// requests"})
 	}
 	return nil
+}
+
+// authFailed answers 407. Past an address's budget of failures it adds
+// Retry-After and logs one summary line per interval instead of one per
+// failure (see package authguard).
+func (p *Proxy) authFailed(w http.ResponseWriter, r *http.Request, err error) {
+	host, _, splitErr := net.SplitHostPort(r.RemoteAddr)
+	if splitErr != nil {
+		host = r.RemoteAddr
+	}
+	v := p.authFails.Fail(host)
+	if v.Log {
+		fields := []zap.Field{zap.String("reason", err.Error()), zap.String("method", r.Method), zap.String("remote", r.RemoteAddr)}
+		if v.Limited {
+			fields = append(fields, zap.Int("failures_since_last_line", v.Suppressed), zap.Bool("limited", true))
+		}
+		p.logger.Info("proxy authentication failed", fields...)
+	}
+	w.Header().Set("Proxy-Authenticate", `Basic realm="agent-vault"`)
+	if v.Limited {
+		w.Header().Set("Retry-After", strconv.Itoa(int(v.RetryAfter.Round(time.Second)/time.Second)))
+	}
+	refuseEarly(w, &refusal{http.StatusProxyAuthRequired, "proxy authentication required: " + err.Error()})
 }
 
 // authenticate returns the session named by Proxy-Authorization.

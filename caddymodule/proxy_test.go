@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/authguard"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/scrub"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
@@ -934,4 +935,39 @@ func TestPipelineSessionEnd(t *testing.T) {
 			t.Fatal("the expired session's request reached the upstream")
 		}
 	})
+}
+
+// A stream of bad tokens from one address: past the budget the answers
+// carry Retry-After and the log gets one summary line instead of one
+// per failure, while a valid session from the same address still works.
+func TestPipelineAuthFailuresLimited(t *testing.T) {
+	up := upstreamTLS(t, nil)
+	pl := newPipeline(t, pipelineConfig{
+		services: []services.Service{bearer("api", up.hostPort, "API_TOKEN")},
+		stores:   []storebackends.Store{builtin("API_TOKEN", bearerSecret)},
+	})
+	valid := pl.session(t)
+	const attempts = authguard.DefaultBurst + 30
+	limited := 0
+	for i := 0; i < attempts; i++ {
+		a, conn := pl.connect(t, up.hostPort, basicAuth("avs_notARealSessionToken"))
+		conn.Close()
+		if a.status != http.StatusProxyAuthRequired {
+			t.Fatalf("attempt %d: status %d", i, a.status)
+		}
+		if a.header.Get("Retry-After") != "" {
+			limited++
+		}
+	}
+	if limited < attempts-authguard.DefaultBurst-5 {
+		t.Errorf("%d of %d answers past the budget carried Retry-After", limited, attempts-authguard.DefaultBurst)
+	}
+	a, conn := pl.connect(t, up.hostPort, basicAuth(valid.token))
+	conn.Close()
+	if a.status != http.StatusOK {
+		t.Fatalf("a valid session from the limited address: %d %s", a.status, a.body)
+	}
+	if n := strings.Count(pl.logs.String(), "proxy authentication failed"); n > authguard.DefaultBurst+2 {
+		t.Errorf("%d log lines for %d failures: not sampled", n, attempts)
+	}
 }
