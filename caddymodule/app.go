@@ -359,7 +359,9 @@ func (a *App) Stop() error {
 
 func (a *App) sweepSessions() {
 	defer close(a.done)
-	t := time.NewTicker(5 * time.Second)
+	// Every second: an expired session's open tunnels and streams end
+	// within a second of its expiry.
+	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
 		select {

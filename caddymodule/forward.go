@@ -41,6 +41,15 @@ type exchange struct {
 // forward is the path of one proxied request. Every step before send
 // may refuse it, and then nothing reaches the upstream.
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, sess *sessions.Session, tgt target) {
+	if !tgt.tls {
+		// An absolute-form request is not inside a tracked tunnel: the
+		// session tracks the request itself, so that ending the session
+		// ends a stream or an upgraded connection it carries too.
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		defer sess.Track(&requestCloser{cancel})()
+		r = r.WithContext(ctx)
+	}
 	x := &exchange{r: r, sess: sess, target: tgt, start: time.Now(), path: r.URL.EscapedPath()}
 	rec := &statusRecorder{ResponseWriter: w, x: x}
 	defer p.logExchange(x, rec)
@@ -50,6 +59,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, sess *sessions.S
 	}
 	p.send(rec, x)
 }
+
+// requestCloser lets a session end a request by cancelling its context
+// (a pointer: sessions keep what they track in a map).
+type requestCloser struct{ cancel context.CancelFunc }
+
+func (c *requestCloser) Close() error { c.cancel(); return nil }
 
 // prepare runs the request side of the pipeline in order.
 func (p *Proxy) prepare(x *exchange) error {

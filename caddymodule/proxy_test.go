@@ -971,3 +971,38 @@ func TestPipelineAuthFailuresLimited(t *testing.T) {
 		t.Errorf("%d log lines for %d failures: not sampled", n, attempts)
 	}
 }
+
+// An absolute-form http:// request is not inside a tunnel: the session
+// tracks the request itself, so revoking it ends a stream it carries.
+func TestPipelineRevokeEndsAbsoluteFormStream(t *testing.T) {
+	up := upstreamHTTP(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: 1\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // streams until the proxy lets go
+	})
+	svc := bearer("events", up.hostPort, "API_TOKEN")
+	svc.AllowCleartext = true
+	pl := newPipeline(t, pipelineConfig{
+		services: []services.Service{svc},
+		stores:   []storebackends.Store{builtin("API_TOKEN", bearerSecret)},
+	})
+	s := pl.session(t)
+	resp, err := pl.agent(t, s, false).Get("http://" + up.hostPort + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	if line, err := br.ReadString('\n'); err != nil || line != "data: 1\n" {
+		t.Fatalf("first event %q, %v", line, err)
+	}
+	pl.revoke(t, s)
+	// The client's 30 s timeout only bounds a broken test: the stream
+	// must end because the session did, not because the client gave up.
+	_, err = io.Copy(io.Discard, br)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() || strings.Contains(fmt.Sprint(err), "Client.Timeout") {
+		t.Fatalf("the stream outlived its session: %v", err)
+	}
+}
