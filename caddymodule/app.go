@@ -100,6 +100,8 @@ type App struct {
 	ca      *caddypki.CA
 	minter  *leafcerts.Minter
 	egress  *egress.Policy
+	self    *egress.Listeners // the broker's own listen addresses, set in Start
+	ctx     caddy.Context
 	logger  *zap.Logger
 	*shared // sessions and services, kept across config reloads
 
@@ -126,6 +128,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 	// process may read its memory or environment.
 	procguard.NonDumpable()
 	a.logger = ctx.Logger()
+	a.ctx = ctx
+	a.self = new(egress.Listeners) // refuses every upstream until Start fills it in
 	if err := a.checkConfig(); err != nil {
 		return err
 	}
@@ -332,8 +336,13 @@ func (a *App) Cleanup() error {
 	return nil
 }
 
-// Start runs the session sweeper and the stores' sync loops.
+// Start finds the broker's own listen addresses, which the proxy never
+// connects to (see selflisteners.go), and runs the session sweeper and
+// the stores' sync loops.
 func (a *App) Start() error {
+	if err := a.discoverListeners(); err != nil {
+		return err
+	}
 	a.stop, a.done = make(chan struct{}), make(chan struct{})
 	go a.sweepSessions()
 	a.creds.Start()
@@ -377,7 +386,7 @@ func (a *App) sweepSessions() {
 
 // proxyDeps is what the proxy handler uses of the app.
 func (a *App) proxyDeps() proxyDeps {
-	return proxyDeps{sessions: a.sessions, services: a.catalog, creds: a.creds, leaves: a.minter, egress: a.egress}
+	return proxyDeps{sessions: a.sessions, services: a.catalog, creds: a.creds, leaves: a.minter, egress: a.egress, self: a.self}
 }
 
 // apiDeps is what the management API handler uses of the app.

@@ -108,6 +108,7 @@ type proxyDeps struct {
 	creds    credentialSnapshots
 	leaves   leafSource
 	egress   *egress.Policy
+	self     *egress.Listeners // the broker's own listen addresses; never dialed
 }
 
 type sessionAuthenticator interface {
@@ -181,8 +182,14 @@ func (p *Proxy) start(logger *zap.Logger, deps proxyDeps) {
 		p.IdleTimeout = caddy.Duration(defaultIdleTimeout)
 	}
 
+	if deps.self == nil {
+		// Fail closed: a Listeners never Set refuses every upstream.
+		deps.self = new(egress.Listeners)
+		p.deps.self = deps.self
+	}
 	p.dialer = &egress.Dialer{
 		Policy: deps.egress,
+		Self:   deps.self,
 		Dialer: net.Dialer{Timeout: time.Duration(p.DialTimeout), KeepAlive: 30 * time.Second},
 	}
 	// Upstream TLS is verified against the system roots (SSL_CERT_FILE

@@ -261,6 +261,36 @@ func TestPipelineUnmatchedTunnel(t *testing.T) {
 	})
 }
 
+// 3b. The proxy never reaches the broker itself: even with loopback
+// allowed and unmatched: tunnel, a CONNECT to the proxy's own listener
+// (a nested CONNECT), under any local name, and an absolute-form
+// request to it are refused, and a service pointed at it too.
+func TestPipelineSelfEgress(t *testing.T) {
+	other := upstreamHTTP(t, nil)
+	pl := newPipeline(t, pipelineConfig{unmatched: "tunnel"})
+	_, port, _ := net.SplitHostPort(pl.addr)
+	s := pl.session(t)
+	agent := pl.agent(t, s, false)
+
+	for _, target := range []string{pl.addr, "localhost:" + port, "127.0.0.2:" + port, "[::1]:" + port, "0.0.0.0:" + port} {
+		t.Run("CONNECT "+target, func(t *testing.T) {
+			a, _ := pl.connect(t, target, basicAuth(s.token))
+			wantRefusal(t, a, http.StatusForbidden, "the broker's own listener", "never connects to the broker itself")
+			if strings.Contains(a.body, "allow_private_networks") {
+				t.Errorf("refusal %q suggests an allow-list entry, which cannot open it", a.body)
+			}
+		})
+	}
+	t.Run("absolute-form http:// to the proxy", func(t *testing.T) {
+		a := get(t, agent, "http://"+pl.addr+"/")
+		wantRefusal(t, a, http.StatusForbidden, "the broker's own listener")
+	})
+	t.Run("another loopback port still tunnels", func(t *testing.T) {
+		a := get(t, agent, other.http("/ok"))
+		wantStatus(t, a, http.StatusOK)
+	})
+}
+
 // 4. An intercepted tunnel goes only where its CONNECT said: the TLS
 // server name and the Host header of every request must name the same
 // host. Inside, the agent may speak h2 or HTTP/1.1.

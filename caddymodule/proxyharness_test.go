@@ -165,7 +165,10 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	if err := p.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	p.start(logger, proxyDeps{sessions: registry, services: cat, creds: creds, leaves: minter, egress: policy})
+	// The broker's own listeners, as App.Start installs them: the
+	// proxy's listener below.
+	self := new(egress.Listeners)
+	p.start(logger, proxyDeps{sessions: registry, services: cat, creds: creds, leaves: minter, egress: policy, self: self})
 	t.Cleanup(func() { p.Cleanup() })
 	p.transport.TLSClientConfig.RootCAs = upstreamRoot(t).pool()
 	p.dialer.Resolver = &net.Resolver{PreferGo: true, Dial: func(context.Context, string, string) (net.Conn, error) {
@@ -178,6 +181,8 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	}))
 	t.Cleanup(srv.Close)
 	pl.addr = srv.Listener.Addr().String()
+	proxyPort := uint16(srv.Listener.Addr().(*net.TCPAddr).Port)
+	self.Set([]egress.Listener{{Host: "127.0.0.1", FirstPort: proxyPort, LastPort: proxyPort}})
 
 	pl.agentRoots = x509.NewCertPool()
 	pl.agentRoots.AddCert(proxyRoot.cert)

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -270,6 +272,58 @@ func TestUnmatchedTunnel(t *testing.T) {
 	}
 	if other.count() != 1 {
 		t.Fatal("upstream not reached through the tunnel")
+	}
+}
+
+// The broker never reaches itself: with loopback allowed and unmatched
+// tunnel, a CONNECT or an absolute-form request through the proxy to the
+// management API or to the proxy's own port is refused, while another
+// loopback upstream is still tunnelled.
+func TestSelfEgress(t *testing.T) {
+	ca := newTestCA(t)
+	other := newUpstream(t, ca, true)
+	cfg, err := os.ReadFile(filepath.Join(repoRoot, "Caddyfile.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "Caddyfile")
+	os.WriteFile(path, []byte(strings.Replace(string(cfg), "unmatched deny", "unmatched tunnel", 1)), 0o600)
+	s := startServer(t, ca, serverOpts{config: path})
+	sess := s.newSession(t, nil, "10m")
+	auth := basicAuth(sess.Token)
+
+	for what, target := range map[string]string{"the management API": s.apiAddr, "the proxy": s.proxyAddr} {
+		resp, _ := rawConnect(t, s.proxyAddr, target, auth)
+		if resp.StatusCode != http.StatusForbidden {
+			// A 200 is an open tunnel: its body would never end.
+			t.Fatalf("CONNECT to %s (%s): %d, want 403", what, target, resp.StatusCode)
+		}
+		body := readBody(t, resp)
+		if !strings.Contains(body, "the broker's own listener") {
+			t.Errorf("CONNECT to %s (%s): %d %q, want 403 naming the broker's own listener", what, target, resp.StatusCode, body)
+		}
+
+		conn, err := net.DialTimeout("tcp", s.proxyAddr, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(30 * time.Second)) // a bound on a broken test, not a wait
+		fmt.Fprintf(conn, "GET http://%s/healthz HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: %s\r\n\r\n", target, target, auth)
+		resp, err = http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body = readBody(t, resp)
+		conn.Close()
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "the broker's own listener") {
+			t.Errorf("GET http://%s/ (%s): %d %q, want 403 naming the broker's own listener", target, what, resp.StatusCode, body)
+		}
+	}
+
+	// Not everything is refused: another loopback upstream still tunnels.
+	resp, _ := rawConnect(t, s.proxyAddr, other.hostPort(), auth)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT to another loopback upstream: %d %q", resp.StatusCode, readBody(t, resp))
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 )
 
 // Dialer opens upstream TCP connections that the Policy allows. Its
@@ -13,6 +14,10 @@ import (
 type Dialer struct {
 	// Policy decides which addresses may be dialed; nil means public only.
 	Policy *Policy
+	// Self holds the broker's own listen addresses, refused whatever
+	// Policy allows; nil refuses none (a Listeners that was never Set
+	// refuses everything).
+	Self *Listeners
 	// Resolver resolves upstream host names; nil means net.DefaultResolver.
 	Resolver *net.Resolver
 	// Dialer makes the actual connections (Timeout, KeepAlive, Control...).
@@ -32,7 +37,8 @@ var lookupNetworks = map[string]string{
 // DialContext connects to address ("host:port") over network ("tcp", "tcp4"
 // or "tcp6"). A host name is resolved exactly once; every answer is checked
 // against the Policy and only then are the checked addresses dialed, in
-// order, until one connects.
+// order, until one connects. Before the Policy, every answer is checked
+// against Self, with the port: the broker never connects to itself.
 //
 // If any answer is refused the whole dial is refused, even when other answers
 // are public: a name that mixes public and private addresses is a classic
@@ -53,6 +59,12 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 		// net.Dialer would treat an empty host as the local system.
 		return nil, fmt.Errorf("egress: upstream address %q has no host", address)
 	}
+	// A numeric port only: net.Dialer would look a service name up,
+	// and the Self check must judge the port actually dialed.
+	portNum, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || portNum == 0 {
+		return nil, fmt.Errorf("egress: upstream address %q: want a port number from 1 to 65535", address)
+	}
 
 	addrs, err := d.resolve(ctx, lookupNetwork, host)
 	if err != nil {
@@ -60,6 +72,10 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 	}
 	for _, addr := range addrs {
 		checked := normalize(addr)
+		// The broker's own listeners first: no allow-list entry opens them.
+		if reason := d.Self.refusal(checked, uint16(portNum)); reason != "" {
+			return nil, &RefusedError{Host: host, Addr: checked, Port: uint16(portNum), Self: true, Reason: reason}
+		}
 		if reason := d.Policy.refusal(checked); reason != "" {
 			return nil, &RefusedError{Host: host, Addr: checked, Reason: reason}
 		}

@@ -244,11 +244,24 @@ type RefusedError struct {
 	Addr netip.Addr
 	// Reason names the category of address, e.g. "a private address (RFC 1918)".
 	Reason string
+	// Self is set when Addr and Port are (or may be) one of the broker's
+	// own listeners (Dialer.Self), which no allow-list entry opens.
+	Self bool
+	// Port is the refused port when Self is set, else 0.
+	Port uint16
 }
 
 // Error describes the refusal and tells the operator how to allow it. It
 // contains only the host name and address, never request data.
 func (e *RefusedError) Error() string {
+	if e.Self {
+		where := netip.AddrPortFrom(e.Addr, e.Port).String()
+		const hint = "refused: the proxy never connects to the broker itself"
+		if e.Host == "" || e.Host == e.Addr.String() {
+			return fmt.Sprintf("upstream address %s is %s; %s", where, e.Reason, hint)
+		}
+		return fmt.Sprintf("upstream %q resolves to %s, %s; %s", e.Host, where, e.Reason, hint)
+	}
 	hint := fmt.Sprintf("refused (allow it with %s in the agent_vault app)", AllowOption)
 	if e.Host == "" || e.Host == e.Addr.String() {
 		return fmt.Sprintf("upstream address %s is %s; %s", e.Addr, e.Reason, hint)
