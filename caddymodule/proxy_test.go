@@ -779,165 +779,6 @@ func TestPipelineRedaction(t *testing.T) {
 	})
 }
 
-// 10. Upstream failures are told to the agent without the request's
-// secrets; an upstream on a private address the operator did not allow
-// is refused before it is dialled.
-func TestPipelineUpstreamErrors(t *testing.T) {
-	down := closedAddr(t)
-	query := services.Auth{Type: services.AuthQuery, Key: "Q", Param: "key"}
-	stores := []storebackends.Store{builtin("Q", querySecret, "API_TOKEN", bearerSecret)}
-
-	t.Run("unreachable upstream", func(t *testing.T) {
-		pl := newPipeline(t, pipelineConfig{
-			services: []services.Service{{Name: "down", Host: down, Auth: query, AllowCleartext: true}},
-			stores:   stores,
-		})
-		agent := pl.agent(t, pl.session(t), false)
-		for _, scheme := range []string{"https", "http"} {
-			a := get(t, agent, scheme+"://"+down+"/v1?x=1")
-			wantRefusal(t, a, http.StatusBadGateway, "upstream "+scheme+"://"+down+" failed: ", "connection refused")
-			for _, form := range []string{querySecret, url.QueryEscape(querySecret)} {
-				if strings.Contains(a.body, form) {
-					t.Fatalf("the error shows the query secret: %q", a.body)
-				}
-			}
-		}
-	})
-
-	up := upstreamTLS(t, nil)
-	loopbackRefused := "upstream address 127.0.0.1 is a loopback address; refused (allow it with allow_private_networks in the agent_vault app)"
-	t.Run("private address not allowed", func(t *testing.T) {
-		pl := newPipeline(t, pipelineConfig{
-			services:   []services.Service{bearer("api", up.hostPort, "API_TOKEN")},
-			stores:     stores,
-			publicOnly: true,
-		})
-		wantRefusal(t, get(t, pl.agent(t, pl.session(t), false), up.https("/v1")), http.StatusForbidden, loopbackRefused)
-		if n := up.dials.Load(); n != 0 {
-			t.Fatalf("the refused upstream was dialled %d times", n)
-		}
-	})
-	t.Run("unmatched tunnel", func(t *testing.T) {
-		for _, tc := range []struct {
-			name       string
-			publicOnly bool
-			target     string
-			status     int
-			fragment   string
-		}{
-			{"private address not allowed", true, up.hostPort, http.StatusForbidden, loopbackRefused},
-			{"unreachable", false, down, http.StatusBadGateway, "upstream https://" + down + " failed: "},
-		} {
-			pl := newPipeline(t, pipelineConfig{stores: stores, unmatched: "tunnel", publicOnly: tc.publicOnly})
-			a, _ := pl.connect(t, tc.target, basicAuth(pl.session(t).token))
-			wantRefusal(t, a, tc.status, tc.fragment)
-		}
-		if n := up.dials.Load(); n != 0 {
-			t.Fatalf("the refused upstream was dialled %d times", n)
-		}
-	})
-}
-
-// 11. Over cleartext http:// a credential goes only to a service that
-// allows it; a service that injects nothing is forwarded either way.
-func TestPipelineCleartext(t *testing.T) {
-	up := upstreamHTTP(t, nil)
-	pl := newPipeline(t, pipelineConfig{
-		services: []services.Service{
-			{Name: "clear", Host: up.hostPort + "/clear/*", AllowCleartext: true, Auth: services.Auth{Type: services.AuthBearer, Token: "API_TOKEN"}},
-			bearer("tls-only", up.hostPort+"/tls-only/*", "API_TOKEN"),
-			{Name: "open", Host: up.hostPort + "/open/*", Auth: services.Auth{Type: services.AuthPassthrough}},
-		},
-		stores: []storebackends.Store{builtin("API_TOKEN", bearerSecret)},
-	})
-	agent := pl.agent(t, pl.session(t), false)
-
-	wantStatus(t, get(t, agent, up.http("/clear/x")), http.StatusOK)
-	if got := up.last(t).header.Get("Authorization"); got != "Bearer "+bearerSecret {
-		t.Fatalf("allow_cleartext service got Authorization %q", got)
-	}
-	wantStatus(t, get(t, agent, up.http("/open/x"), "Authorization", "Bearer agents-own"), http.StatusOK)
-	if got := up.last(t).header.Get("Authorization"); got != "Bearer agents-own" {
-		t.Fatalf("passthrough service got Authorization %q", got)
-	}
-
-	before := len(up.requests())
-	wantRefusal(t, get(t, agent, up.http("/tls-only/x")), http.StatusForbidden,
-		"service tls-only injects a credential and does not allow cleartext http; use https")
-	wantRefusal(t, get(t, agent, up.http("/elsewhere")), http.StatusForbidden,
-		"no service in this session's scope covers http://"+up.hostPort+"/elsewhere")
-	// No CONNECT checks scope here: the request itself must.
-	wantRefusal(t, get(t, pl.agent(t, pl.session(t, "open"), false), up.http("/clear/x")), http.StatusForbidden,
-		"no service in this session's scope covers http://"+up.hostPort+"/clear/x")
-	if len(up.requests()) != before {
-		t.Fatal("a refused request reached the upstream")
-	}
-}
-
-// 12. Ending a session closes its open tunnels, intercepted or relayed,
-// and a session that has ended gets nothing through a tunnel it opened.
-func TestPipelineSessionEnd(t *testing.T) {
-	up, stray := upstreamTLS(t, nil), upstreamTLS(t, nil)
-	pl := newPipeline(t, pipelineConfig{
-		services:  []services.Service{bearer("api", up.hostPort, "API_TOKEN")},
-		stores:    []storebackends.Store{builtin("API_TOKEN", bearerSecret)},
-		unmatched: "tunnel",
-	})
-	// wantClosed reads until the proxy closes the connection; the
-	// deadline set by pl.connect only bounds a broken test.
-	wantClosed := func(t *testing.T, c *tunnelClient) {
-		t.Helper()
-		_, err := c.br.ReadByte()
-		if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Fatalf("tunnel still open after revocation: %v", err)
-		}
-		if _, err := c.send(http.MethodGet, "/after", c.host); err == nil {
-			t.Fatal("a request after revocation got an answer")
-		}
-	}
-
-	t.Run("revoking closes an intercepted tunnel", func(t *testing.T) {
-		s := pl.session(t)
-		tun := pl.openTunnel(t, s, up.hostPort)
-		wantStatus(t, tun.get("/before", up.hostPort), http.StatusOK)
-		before := len(up.requests())
-		pl.revoke(t, s)
-		wantClosed(t, tun)
-		if len(up.requests()) != before {
-			t.Fatal("a request after revocation reached the upstream")
-		}
-	})
-	t.Run("revoking closes a relayed tunnel", func(t *testing.T) {
-		s := pl.session(t)
-		a, conn := pl.connect(t, stray.hostPort, basicAuth(s.token))
-		if a.status != http.StatusOK {
-			t.Fatalf("CONNECT: %d %q", a.status, a.body)
-		}
-		tlsConn := tls.Client(conn, &tls.Config{ServerName: "127.0.0.1", RootCAs: pl.agentRoots})
-		tun := &tunnelClient{t: t, conn: tlsConn, br: bufio.NewReader(tlsConn), host: stray.hostPort}
-		wantStatus(t, tun.get("/before", stray.hostPort), http.StatusOK)
-		if !tlsConn.ConnectionState().PeerCertificates[0].Equal(stray.cert) {
-			t.Fatal("uncovered host was intercepted, not relayed")
-		}
-		pl.revoke(t, s)
-		wantClosed(t, tun)
-	})
-	t.Run("a session that expired while its tunnel was open", func(t *testing.T) {
-		// The registry's clock lags two hours: it accepts the token at
-		// CONNECT, while by the proxy's clock the session ended an hour
-		// ago, as when a session expires with its tunnel open.
-		pl.setSessionClock(-2 * time.Hour)
-		defer pl.setSessionClock(0)
-		s := pl.sessionFor(t, "1h")
-		tun := pl.openTunnel(t, s, up.hostPort)
-		before := len(up.requests())
-		wantRefusal(t, tun.get("/late", up.hostPort), http.StatusForbidden, "session revoked or expired")
-		if len(up.requests()) != before {
-			t.Fatal("the expired session's request reached the upstream")
-		}
-	})
-}
-
 // gzipped is s gzip-compressed; name goes in the gzip header's own
 // file name field, which is not part of the decoded body.
 func gzipped(s, name string) []byte {
@@ -1144,4 +985,163 @@ func TestPipelineContentEncoding(t *testing.T) {
 			})
 		})
 	}
+}
+
+// 10. Upstream failures are told to the agent without the request's
+// secrets; an upstream on a private address the operator did not allow
+// is refused before it is dialled.
+func TestPipelineUpstreamErrors(t *testing.T) {
+	down := closedAddr(t)
+	query := services.Auth{Type: services.AuthQuery, Key: "Q", Param: "key"}
+	stores := []storebackends.Store{builtin("Q", querySecret, "API_TOKEN", bearerSecret)}
+
+	t.Run("unreachable upstream", func(t *testing.T) {
+		pl := newPipeline(t, pipelineConfig{
+			services: []services.Service{{Name: "down", Host: down, Auth: query, AllowCleartext: true}},
+			stores:   stores,
+		})
+		agent := pl.agent(t, pl.session(t), false)
+		for _, scheme := range []string{"https", "http"} {
+			a := get(t, agent, scheme+"://"+down+"/v1?x=1")
+			wantRefusal(t, a, http.StatusBadGateway, "upstream "+scheme+"://"+down+" failed: ", "connection refused")
+			for _, form := range []string{querySecret, url.QueryEscape(querySecret)} {
+				if strings.Contains(a.body, form) {
+					t.Fatalf("the error shows the query secret: %q", a.body)
+				}
+			}
+		}
+	})
+
+	up := upstreamTLS(t, nil)
+	loopbackRefused := "upstream address 127.0.0.1 is a loopback address; refused (allow it with allow_private_networks in the agent_vault app)"
+	t.Run("private address not allowed", func(t *testing.T) {
+		pl := newPipeline(t, pipelineConfig{
+			services:   []services.Service{bearer("api", up.hostPort, "API_TOKEN")},
+			stores:     stores,
+			publicOnly: true,
+		})
+		wantRefusal(t, get(t, pl.agent(t, pl.session(t), false), up.https("/v1")), http.StatusForbidden, loopbackRefused)
+		if n := up.dials.Load(); n != 0 {
+			t.Fatalf("the refused upstream was dialled %d times", n)
+		}
+	})
+	t.Run("unmatched tunnel", func(t *testing.T) {
+		for _, tc := range []struct {
+			name       string
+			publicOnly bool
+			target     string
+			status     int
+			fragment   string
+		}{
+			{"private address not allowed", true, up.hostPort, http.StatusForbidden, loopbackRefused},
+			{"unreachable", false, down, http.StatusBadGateway, "upstream https://" + down + " failed: "},
+		} {
+			pl := newPipeline(t, pipelineConfig{stores: stores, unmatched: "tunnel", publicOnly: tc.publicOnly})
+			a, _ := pl.connect(t, tc.target, basicAuth(pl.session(t).token))
+			wantRefusal(t, a, tc.status, tc.fragment)
+		}
+		if n := up.dials.Load(); n != 0 {
+			t.Fatalf("the refused upstream was dialled %d times", n)
+		}
+	})
+}
+
+// 11. Over cleartext http:// a credential goes only to a service that
+// allows it; a service that injects nothing is forwarded either way.
+func TestPipelineCleartext(t *testing.T) {
+	up := upstreamHTTP(t, nil)
+	pl := newPipeline(t, pipelineConfig{
+		services: []services.Service{
+			{Name: "clear", Host: up.hostPort + "/clear/*", AllowCleartext: true, Auth: services.Auth{Type: services.AuthBearer, Token: "API_TOKEN"}},
+			bearer("tls-only", up.hostPort+"/tls-only/*", "API_TOKEN"),
+			{Name: "open", Host: up.hostPort + "/open/*", Auth: services.Auth{Type: services.AuthPassthrough}},
+		},
+		stores: []storebackends.Store{builtin("API_TOKEN", bearerSecret)},
+	})
+	agent := pl.agent(t, pl.session(t), false)
+
+	wantStatus(t, get(t, agent, up.http("/clear/x")), http.StatusOK)
+	if got := up.last(t).header.Get("Authorization"); got != "Bearer "+bearerSecret {
+		t.Fatalf("allow_cleartext service got Authorization %q", got)
+	}
+	wantStatus(t, get(t, agent, up.http("/open/x"), "Authorization", "Bearer agents-own"), http.StatusOK)
+	if got := up.last(t).header.Get("Authorization"); got != "Bearer agents-own" {
+		t.Fatalf("passthrough service got Authorization %q", got)
+	}
+
+	before := len(up.requests())
+	wantRefusal(t, get(t, agent, up.http("/tls-only/x")), http.StatusForbidden,
+		"service tls-only injects a credential and does not allow cleartext http; use https")
+	wantRefusal(t, get(t, agent, up.http("/elsewhere")), http.StatusForbidden,
+		"no service in this session's scope covers http://"+up.hostPort+"/elsewhere")
+	// No CONNECT checks scope here: the request itself must.
+	wantRefusal(t, get(t, pl.agent(t, pl.session(t, "open"), false), up.http("/clear/x")), http.StatusForbidden,
+		"no service in this session's scope covers http://"+up.hostPort+"/clear/x")
+	if len(up.requests()) != before {
+		t.Fatal("a refused request reached the upstream")
+	}
+}
+
+// 12. Ending a session closes its open tunnels, intercepted or relayed,
+// and a session that has ended gets nothing through a tunnel it opened.
+func TestPipelineSessionEnd(t *testing.T) {
+	up, stray := upstreamTLS(t, nil), upstreamTLS(t, nil)
+	pl := newPipeline(t, pipelineConfig{
+		services:  []services.Service{bearer("api", up.hostPort, "API_TOKEN")},
+		stores:    []storebackends.Store{builtin("API_TOKEN", bearerSecret)},
+		unmatched: "tunnel",
+	})
+	// wantClosed reads until the proxy closes the connection; the
+	// deadline set by pl.connect only bounds a broken test.
+	wantClosed := func(t *testing.T, c *tunnelClient) {
+		t.Helper()
+		_, err := c.br.ReadByte()
+		if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("tunnel still open after revocation: %v", err)
+		}
+		if _, err := c.send(http.MethodGet, "/after", c.host); err == nil {
+			t.Fatal("a request after revocation got an answer")
+		}
+	}
+
+	t.Run("revoking closes an intercepted tunnel", func(t *testing.T) {
+		s := pl.session(t)
+		tun := pl.openTunnel(t, s, up.hostPort)
+		wantStatus(t, tun.get("/before", up.hostPort), http.StatusOK)
+		before := len(up.requests())
+		pl.revoke(t, s)
+		wantClosed(t, tun)
+		if len(up.requests()) != before {
+			t.Fatal("a request after revocation reached the upstream")
+		}
+	})
+	t.Run("revoking closes a relayed tunnel", func(t *testing.T) {
+		s := pl.session(t)
+		a, conn := pl.connect(t, stray.hostPort, basicAuth(s.token))
+		if a.status != http.StatusOK {
+			t.Fatalf("CONNECT: %d %q", a.status, a.body)
+		}
+		tlsConn := tls.Client(conn, &tls.Config{ServerName: "127.0.0.1", RootCAs: pl.agentRoots})
+		tun := &tunnelClient{t: t, conn: tlsConn, br: bufio.NewReader(tlsConn), host: stray.hostPort}
+		wantStatus(t, tun.get("/before", stray.hostPort), http.StatusOK)
+		if !tlsConn.ConnectionState().PeerCertificates[0].Equal(stray.cert) {
+			t.Fatal("uncovered host was intercepted, not relayed")
+		}
+		pl.revoke(t, s)
+		wantClosed(t, tun)
+	})
+	t.Run("a session that expired while its tunnel was open", func(t *testing.T) {
+		// The registry's clock lags two hours: it accepts the token at
+		// CONNECT, while by the proxy's clock the session ended an hour
+		// ago, as when a session expires with its tunnel open.
+		pl.setSessionClock(-2 * time.Hour)
+		defer pl.setSessionClock(0)
+		s := pl.sessionFor(t, "1h")
+		tun := pl.openTunnel(t, s, up.hostPort)
+		before := len(up.requests())
+		wantRefusal(t, tun.get("/late", up.hostPort), http.StatusForbidden, "session revoked or expired")
+		if len(up.requests()) != before {
+			t.Fatal("the expired session's request reached the upstream")
+		}
+	})
 }
