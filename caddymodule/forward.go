@@ -175,7 +175,8 @@ func (x *exchange) secret(cred string) (string, error) {
 // secret in slices that never match.
 func (p *Proxy) send(w http.ResponseWriter, x *exchange) {
 	if x.redactor != nil {
-		x.r.Header.Del("Accept-Encoding") // identity, or gzip the transport decodes
+		// Only what scrubResponse can decode and scan; the agent gets identity.
+		x.r.Header.Set("Accept-Encoding", "identity, gzip")
 		x.r.Header.Del("Range")
 		x.r.Header.Del("If-Range")
 	}

@@ -7,6 +7,8 @@ package caddymodule
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -781,12 +783,12 @@ func TestPipelineRedaction(t *testing.T) {
 			t.Fatalf("agent's Basic header reached the upstream as %q", got)
 		}
 	})
-	t.Run("Accept-Encoding and Range are dropped when a secret was sent", func(t *testing.T) {
+	t.Run("Accept-Encoding is replaced and Range dropped when a secret was sent", func(t *testing.T) {
 		sent := []string{"Accept-Encoding", "br", "Range", "bytes=0-3", "If-Range", `"v1"`}
 		wantStatus(t, get(t, agent, echo.https("/body"), sent...), http.StatusOK)
 		got := echo.last(t)
-		// The transport asks for gzip itself and decodes it, so the body can still be scanned.
-		if got.header.Get("Accept-Encoding") != "gzip" || got.header.Get("Range") != "" || got.header.Get("If-Range") != "" {
+		// Only what the proxy can decode and scan: identity or one gzip.
+		if got.header.Get("Accept-Encoding") != "identity, gzip" || got.header.Get("Range") != "" || got.header.Get("If-Range") != "" {
 			t.Fatalf("upstream got Accept-Encoding %q Range %q If-Range %q",
 				got.header.Get("Accept-Encoding"), got.header.Get("Range"), got.header.Get("If-Range"))
 		}
@@ -806,6 +808,214 @@ func TestPipelineRedaction(t *testing.T) {
 			t.Fatalf("without secrets, Content-Encoding %q", a.header.Get("Content-Encoding"))
 		}
 	})
+}
+
+// gzipped is s gzip-compressed; name goes in the gzip header's own
+// file name field, which is not part of the decoded body.
+func gzipped(s, name string) []byte {
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	zw.Name = name
+	io.WriteString(zw, s)
+	zw.Close()
+	return b.Bytes()
+}
+
+// encodingHandler echoes the Authorization it received inside
+// compressed bodies, under the Content-Encoding lines its path names.
+func encodingHandler(w http.ResponseWriter, r *http.Request) {
+	auth := r.Header.Get("Authorization")
+	tok := strings.TrimPrefix(auth, "Bearer ")
+	echo := "you sent: " + auth
+	send := func(body []byte, lines ...string) {
+		w.Header()["Content-Encoding"] = lines
+		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+		w.Write(body)
+	}
+	switch r.URL.Path {
+	case "/gzip":
+		send(gzipped(echo, tok), "gzip")
+	case "/gzip-identity": // identity is no coding: one gzip
+		send(gzipped(echo, ""), "gzip", "identity")
+	case "/gzip-two-lines": // really compressed twice
+		send(gzipped(string(gzipped(echo, "")), ""), "gzip", "gzip")
+	case "/gzip-br-two-lines":
+		send(gzipped(echo, ""), "gzip", "br")
+	case "/gzip-gzip-one-line":
+		send(gzipped(string(gzipped(echo, "")), ""), "gzip, gzip")
+	case "/zstd":
+		send(gzipped(echo, ""), "zstd")
+	case "/gzip-long": // short compressed, over the buffered bound decoded
+		send(gzipped(longBody(tok), ""), "gzip")
+	case "/gzip-long-stream": // unknown length, the compressed stream split across flushes
+		z := gzipped(longBody(tok), "")
+		w.Header().Set("Content-Encoding", "gzip")
+		for i := 0; i < len(z); i += 1000 {
+			w.Write(z[i:min(i+1000, len(z))])
+			http.NewResponseController(w).Flush()
+		}
+	case "/gzip-bad-header":
+		send([]byte("not gzip: "+echo), "gzip")
+	case "/gzip-corrupt": // a valid header, then a damaged deflate stream
+		z := gzipped(echo, "")
+		for i := 10; i < len(z)-8; i++ {
+			z[i] ^= 0x55
+		}
+		send(z, "gzip")
+	case "/gzip-corrupt-stream": // decodes for a while, then fails its checksum
+		z := gzipped(longBody(tok), "")
+		z[len(z)-8] ^= 0xff
+		w.Header().Set("Content-Encoding", "gzip")
+		w.Write(z[:len(z)/2])
+		http.NewResponseController(w).Flush()
+		w.Write(z[len(z)/2:])
+	case "/gzip-truncated-stream":
+		z := gzipped(longBody(tok), "")
+		w.Header().Set("Content-Encoding", "gzip")
+		w.Write(z[:len(z)-20])
+	case "/gzip-no-body":
+		w.Header().Set("Content-Encoding", "gzip")
+		w.Header().Set("Content-Length", "123")
+		status := http.StatusOK
+		if r.Header.Get("X-Status") != "" {
+			fmt.Sscan(r.Header.Get("X-Status"), &status)
+		}
+		w.WriteHeader(status)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// 9b. An upstream that received a secret may answer in one gzip
+// coding, over any number of Content-Encoding lines (identity counts
+// for nothing): the proxy decodes it, scans it and gives the agent
+// identity. Any other coding or stack of codings is refused with 502,
+// and a corrupt gzip stream never reaches the agent as a whole answer.
+// Without a secret the upstream's answer passes untouched.
+func TestPipelineContentEncoding(t *testing.T) {
+	up, open := upstreamTLS(t, encodingHandler), upstreamTLS(t, encodingHandler)
+	pl := newPipeline(t, pipelineConfig{
+		services: []services.Service{
+			bearer("echo", up.hostPort, "ECHO_TOKEN"),
+			{Name: "open", Host: open.hostPort, Auth: services.Auth{Type: services.AuthPassthrough}},
+		},
+		stores: []storebackends.Store{builtin("ECHO_TOKEN", echoSecret)},
+	})
+	s := pl.session(t)
+	ph := s.ph(t, "ECHO_TOKEN")
+	// The agent names the codings it takes itself, so its own transport
+	// decodes nothing: what it reads is what the proxy sent.
+	acceptGzip := []string{"Accept-Encoding", "gzip, br"}
+
+	for _, h2 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("h2=%v", h2), func(t *testing.T) {
+			agent := pl.agent(t, s, h2)
+			for _, tc := range []struct {
+				path   string
+				body   string // decoded body the agent reads; "" for a refusal
+				length int64
+				reason string // refusal fragment
+			}{
+				{"/gzip", "you sent: Bearer " + ph, int64(len("you sent: Bearer " + ph)), ""},
+				// Decided: identity on its own line adds no coding, so this is one gzip.
+				{"/gzip-identity", "you sent: Bearer " + ph, int64(len("you sent: Bearer " + ph)), ""},
+				{"/gzip-long", longBody(ph), -1, ""},
+				{"/gzip-long-stream", longBody(ph), -1, ""},
+				{"/gzip-two-lines", "", 0, "upstream sent a gzip+gzip-encoded response that cannot be scanned"},
+				{"/gzip-br-two-lines", "", 0, "upstream sent a gzip+br-encoded response that cannot be scanned"},
+				{"/gzip-gzip-one-line", "", 0, "upstream sent a gzip+gzip-encoded response that cannot be scanned"},
+				{"/zstd", "", 0, "upstream sent a zstd-encoded response that cannot be scanned"},
+				{"/gzip-bad-header", "", 0, "upstream sent a gzip-encoded response that is not valid gzip"},
+				{"/gzip-corrupt", "", 0, "reading the upstream response failed"},
+			} {
+				t.Run(tc.path, func(t *testing.T) {
+					a := get(t, agent, up.https(tc.path), acceptGzip...)
+					if got := up.last(t).header.Get("Accept-Encoding"); got != "identity, gzip" {
+						t.Errorf("upstream got Accept-Encoding %q", got)
+					}
+					if strings.Contains(fmt.Sprint(a.header, a.body), echoSecret) || strings.Contains(a.body, "\x1f\x8b") {
+						t.Fatalf("the agent saw the secret or gzip bytes: status %d, Content-Encoding %q", a.status, a.header.Values("Content-Encoding"))
+					}
+					if tc.body == "" {
+						wantRefusal(t, a, http.StatusBadGateway, tc.reason)
+						return
+					}
+					wantStatus(t, a, http.StatusOK)
+					if a.header.Values("Content-Encoding") != nil || a.body != tc.body {
+						t.Fatalf("agent saw Content-Encoding %q, body %.200q", a.header.Values("Content-Encoding"), a.body)
+					}
+					if a.length != tc.length {
+						t.Errorf("Content-Length %d, want %d", a.length, tc.length)
+					}
+				})
+			}
+
+			for _, path := range []string{"/gzip-corrupt-stream", "/gzip-truncated-stream"} {
+				t.Run(path, func(t *testing.T) {
+					// The answer is under way when the stream breaks: the
+					// agent must see the relay fail, not an answer that
+					// looks whole.
+					resp, err := agent.Do(newRequest(t, up.https(path), acceptGzip...))
+					if err != nil {
+						t.Logf("failed before the status, nothing relayed: %v", err)
+						return
+					}
+					body, err := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if strings.Contains(string(body), echoSecret) || bytes.Contains(body, []byte{0x1f, 0x8b}) {
+						t.Fatalf("the agent saw the secret or gzip bytes")
+					}
+					if err == nil && resp.StatusCode != http.StatusBadGateway {
+						t.Fatalf("status %d and a body of %d bytes read without error", resp.StatusCode, len(body))
+					}
+				})
+			}
+
+			t.Run("no body", func(t *testing.T) {
+				for _, tc := range []struct {
+					method string
+					status string
+				}{{http.MethodHead, ""}, {http.MethodGet, "204"}, {http.MethodGet, "304"}} {
+					req := newRequest(t, up.https("/gzip-no-body"), append(acceptGzip, "X-Status", tc.status)...)
+					req.Method = tc.method
+					a := do(t, agent, req)
+					want := map[string]int{"": 200, "204": 204, "304": 304}[tc.status]
+					wantStatus(t, a, want)
+					// As the same GET would be: decoded, of unknown length.
+					if a.header.Values("Content-Encoding") != nil || a.header.Get("Content-Length") != "" {
+						t.Errorf("%s %s: agent saw Content-Encoding %q Content-Length %q", tc.method, tc.status,
+							a.header.Values("Content-Encoding"), a.header.Get("Content-Length"))
+					}
+				}
+			})
+
+			t.Run("no secret: passed untouched", func(t *testing.T) {
+				plain := pl.agent(t, pl.session(t, "open"), h2)
+				a := get(t, plain, open.https("/gzip"), acceptGzip...)
+				wantStatus(t, a, http.StatusOK)
+				if got := open.last(t).header.Get("Accept-Encoding"); got != "gzip, br" {
+					t.Fatalf("upstream got Accept-Encoding %q", got)
+				}
+				want := string(gzipped("you sent: ", ""))
+				if !slices.Equal(a.header.Values("Content-Encoding"), []string{"gzip"}) || a.body != want || a.length != int64(len(want)) {
+					t.Fatalf("agent saw Content-Encoding %q Content-Length %d body %q", a.header.Values("Content-Encoding"), a.length, a.body)
+				}
+				a = get(t, plain, open.https("/gzip-two-lines"), acceptGzip...)
+				wantStatus(t, a, http.StatusOK)
+				if !slices.Equal(a.header.Values("Content-Encoding"), []string{"gzip", "gzip"}) {
+					t.Fatalf("agent saw Content-Encoding %q", a.header.Values("Content-Encoding"))
+				}
+				// An agent that asks for no coding is not given one by the proxy.
+				tr := plain.Transport.(*http.Transport).Clone()
+				tr.DisableCompression = true
+				t.Cleanup(tr.CloseIdleConnections)
+				get(t, &http.Client{Transport: tr}, open.https("/gzip"))
+				if got := open.last(t).header.Values("Accept-Encoding"); got != nil {
+					t.Fatalf("upstream got Accept-Encoding %q from an agent that sent none", got)
+				}
+			})
+		})
+	}
 }
 
 // 10. Upstream failures are told to the agent without the request's

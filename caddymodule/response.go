@@ -1,6 +1,8 @@
 package caddymodule
 
 import (
+	"bytes"
+	"compress/gzip"
 	"errors"
 	"io"
 	"net/http"
@@ -42,35 +44,79 @@ func (p *Proxy) scrubResponse(res *http.Response) error {
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		return nil // the handshake is redacted; upgraded frames are not scanned (documented limit)
 	}
-	for _, v := range res.Header.Values("Content-Encoding") {
-		for _, ce := range strings.Split(v, ",") {
-			if ce = strings.TrimSpace(ce); ce != "" && !strings.EqualFold(ce, "identity") {
-				return refused(http.StatusBadGateway, "upstream sent a %s-encoded response that cannot be scanned for echoed credentials", ce)
-			}
-		}
+	codings := contentCodings(res.Header)
+	gzipped := len(codings) == 1 && strings.EqualFold(codings[0], "gzip")
+	if gzipped {
+		// The agent gets the body decoded, so its length is unknown
+		// until it is: whatever the upstream said describes the
+		// compressed bytes.
+		res.Header.Del("Content-Encoding")
+		res.Header.Del("Content-Length")
 	}
 	if noBody(res) {
-		return nil
+		return nil // nothing to decode or scan, whatever the coding
 	}
-	if res.ContentLength >= 0 && res.ContentLength <= maxBufferedScan {
+	if len(codings) > 0 && !gzipped {
+		return refused(http.StatusBadGateway, "upstream sent a %s-encoded response that cannot be scanned for echoed credentials",
+			strings.Join(codings, "+"))
+	}
+	src := io.Reader(res.Body)
+	buffered := res.ContentLength >= 0 && res.ContentLength <= maxBufferedScan
+	if gzipped {
+		zr, err := gzip.NewReader(res.Body)
+		switch {
+		case err == io.EOF:
+			src = strings.NewReader("") // an empty body claiming gzip (as Go's own transport reads it)
+		case err != nil:
+			res.Body.Close()
+			return refused(http.StatusBadGateway, "upstream sent a gzip-encoded response that is not valid gzip")
+		default:
+			src = zr
+		}
+	}
+	if buffered {
 		// A short body of known length is scanned whole, so its length
-		// stays known and it leaves in one write.
-		body, err := io.ReadAll(io.LimitReader(res.Body, res.ContentLength))
-		res.Body.Close() // populates res.Trailer
+		// stays known and it leaves in one write. Decoded, it is read
+		// only up to the same bound, so a small gzip body that inflates
+		// beyond it (a gzip bomb) is streamed instead of held.
+		body, err := io.ReadAll(io.LimitReader(src, maxBufferedScan+1))
 		if err != nil {
+			res.Body.Close()
 			return refused(http.StatusBadGateway, "reading the upstream response failed")
 		}
-		red.Header(res.Trailer)
-		out := red.String(string(body))
-		res.Body = io.NopCloser(strings.NewReader(out))
-		res.ContentLength = int64(len(out))
-		res.Header.Set("Content-Length", strconv.Itoa(len(out)))
-		return nil
+		if len(body) <= maxBufferedScan {
+			res.Body.Close() // populates res.Trailer
+			red.Header(res.Trailer)
+			out := red.String(string(body))
+			res.Body = io.NopCloser(strings.NewReader(out))
+			res.ContentLength = int64(len(out))
+			res.Header.Set("Content-Length", strconv.Itoa(len(out)))
+			return nil
+		}
+		src = io.MultiReader(bytes.NewReader(body), src) // only a decoded body gets here
 	}
-	res.Body = &redactedBody{Reader: red.Reader(res.Body), body: res.Body, res: res, redactor: red}
+	// A read error (a truncated or corrupt gzip stream among them) ends
+	// the relay: ReverseProxy aborts the agent's response rather than
+	// finishing it as if it were whole.
+	res.Body = &redactedBody{Reader: red.Reader(src), body: res.Body, res: res, redactor: red}
 	res.Header.Del("Content-Length") // redaction may change the length
 	res.ContentLength = -1
 	return nil
+}
+
+// contentCodings lists the codings applied to a body, over every
+// Content-Encoding line in order; identity, which is no coding, is left
+// out.
+func contentCodings(h http.Header) []string {
+	var codings []string
+	for _, v := range h.Values("Content-Encoding") {
+		for ce := range strings.SplitSeq(v, ",") {
+			if ce = strings.TrimSpace(ce); ce != "" && !strings.EqualFold(ce, "identity") {
+				codings = append(codings, ce)
+			}
+		}
+	}
+	return codings
 }
 
 // maxBufferedScan is the largest known-length response body scanned in

@@ -5,6 +5,7 @@ package e2etest
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -193,11 +194,19 @@ func newUpstreamNamed(t testing.TB, ca *testCA, useTLS bool, names ...string) *u
 		io.WriteString(w, "body\n")
 		w.Header().Set("X-Echo", r.Header.Get("Authorization"))
 	})
-	// /stacked claims identity and then gzip: not scannable.
+	// /stacked is gzip twice, one Content-Encoding line per layer: not
+	// scannable (Go's transport would have decoded one layer and dropped
+	// both lines).
 	mux.HandleFunc("/stacked", func(w http.ResponseWriter, r *http.Request) {
 		u.record(r)
-		w.Header()["Content-Encoding"] = []string{"identity", "gzip"}
-		io.WriteString(w, "pretend-gzip "+r.Header.Get("Authorization"))
+		w.Header()["Content-Encoding"] = []string{"gzip", "gzip"}
+		w.Write(gzipBytes(gzipBytes([]byte("you sent: " + r.Header.Get("Authorization")))))
+	})
+	// /gzip echoes Authorization in a gzip body: the proxy decodes it.
+	mux.HandleFunc("/gzip", func(w http.ResponseWriter, r *http.Request) {
+		u.record(r)
+		w.Header().Set("Content-Encoding", "gzip")
+		w.Write(gzipBytes([]byte("you sent: " + r.Header.Get("Authorization"))))
 	})
 	// /sse sends one event, then waits for the test to open sseGate
 	// before the second: the test can only open it after the first event
@@ -564,4 +573,13 @@ func (l *logBuffer) lines(substr string) []string {
 		}
 	}
 	return out
+}
+
+// gzipBytes is b gzip-compressed.
+func gzipBytes(b []byte) []byte {
+	var out bytes.Buffer
+	zw := gzip.NewWriter(&out)
+	zw.Write(b)
+	zw.Close()
+	return out.Bytes()
 }

@@ -61,9 +61,9 @@ func TestRedactionOfEncodedForms(t *testing.T) {
 	mustContain(t, "agent's view", out, "you sent:")
 }
 
-// Trailers and 103 Early Hints are scanned too; a stacked
-// Content-Encoding the proxy cannot scan is refused; Range is dropped
-// when a secret is injected.
+// Trailers and 103 Early Hints are scanned too; one gzip coding is
+// decoded and scanned, a stacked Content-Encoding the proxy cannot scan
+// is refused; Range is dropped when a secret is injected.
 func TestRedactionTrailersEarlyHintsEncodings(t *testing.T) {
 	ca := newTestCA(t)
 	up := newUpstream(t, ca, true)
@@ -94,15 +94,35 @@ func TestRedactionTrailersEarlyHintsEncodings(t *testing.T) {
 	mustNotContain(t, "trailer", resp.Trailer.Get("X-Echo"), githubSecret)
 	mustContain(t, "trailer", resp.Trailer.Get("X-Echo"), "agvph_")
 
-	resp, err = client.Get("https://" + up.hostPort() + "/stacked")
+	// The agent names the codings it takes, so its transport decodes
+	// nothing and the test reads what the proxy sent.
+	req, _ = http.NewRequest("GET", "https://"+up.hostPort()+"/stacked", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	resp, err = client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	body = readBody(t, resp)
-	if resp.StatusCode != http.StatusBadGateway {
+	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("X-Agent-Vault-Refused") != "1" {
 		t.Fatalf("stacked encoding: %d %q", resp.StatusCode, body)
 	}
 	mustNotContain(t, "refusal", body, githubSecret)
+
+	req, _ = http.NewRequest("GET", "https://"+up.hostPort()+"/gzip", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	resp, err = client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body = readBody(t, resp)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Encoding") != "" {
+		t.Fatalf("gzip: %d Content-Encoding %q", resp.StatusCode, resp.Header.Get("Content-Encoding"))
+	}
+	mustNotContain(t, "decoded gzip body", body, githubSecret)
+	mustContain(t, "decoded gzip body", body, "you sent: Bearer agvph_")
+	if ae := up.last(t).Header.Get("Accept-Encoding"); ae != "identity, gzip" {
+		t.Fatalf("upstream got Accept-Encoding %q", ae)
+	}
 
 	req, _ = http.NewRequest("GET", "https://"+up.hostPort()+"/echo/range", nil)
 	req.Header.Set("Range", "bytes=0-7")
