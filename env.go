@@ -16,9 +16,9 @@ const (
 )
 
 func init() {
-	// First of all: this process will hold the master password and the
-	// admin token (in its environment, then in memory); no same-user
-	// process may read them from /proc or attach a debugger.
+	// This process will hold the master password and the admin token (in
+	// its environment, then in memory); importing procguard already made
+	// it non-dumpable in that package's early init; this says so here.
 	procguard.NonDumpable()
 	ApplyEnvDefaults()
 }

@@ -1,6 +1,10 @@
 //go:build linux
 
-// Package procguard hardens a process that holds secrets.
+// Package procguard hardens a process that holds secrets. Importing it
+// makes the process non-dumpable in the package's init: it imports only
+// syscall, so it is initialised among the very first packages, long
+// before the rest of a large binary (Caddy's dependencies take tens of
+// milliseconds) has run its own init.
 package procguard
 
 import "syscall"
@@ -19,6 +23,8 @@ const (
 func NonDumpable() {
 	syscall.RawSyscall(syscall.SYS_PRCTL, prSetDumpable, 0, 0)
 }
+
+func init() { NonDumpable() }
 
 // Dumpable reports whether this process is dumpable (for tests).
 func Dumpable() bool {
