@@ -167,8 +167,9 @@ func (r *Redactor) Header(h http.Header) {
 // Reader returns a reader that yields src with every secret replaced. It
 // holds back only the shortest tail that could still become a secret,
 // so streams such as Server-Sent Events are not delayed when no secret is
-// in progress. The held-back bytes are returned before src's error
-// (io.EOF or any other), after which the error is returned on every call.
+// in progress. At io.EOF the held-back bytes are returned before it; on
+// any other error of src they are dropped (they could be the start of a
+// secret). The error is then returned on every call.
 func (r *Redactor) Reader(src io.Reader) io.Reader {
 	if r == nil || len(r.secrets) == 0 {
 		return src
@@ -315,7 +316,10 @@ func (rr *redactReader) Read(p []byte) (int, error) {
 		if err != nil {
 			rr.err = err
 		}
-		rr.out = st.advance(from, err != nil, rr.out)
+		// At EOF the held-back tail is released; on any other error it
+		// is dropped: it may be the start of a secret the stream broke
+		// off in, and the reader ends in an error anyway.
+		rr.out = st.advance(from, err == io.EOF, rr.out)
 		if n == 0 && err == nil {
 			if empty++; empty >= 100 {
 				return 0, io.ErrNoProgress

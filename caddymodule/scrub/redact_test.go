@@ -258,7 +258,9 @@ func TestRedactorReaderErrors(t *testing.T) {
 	src := io.MultiReader(strings.NewReader("a secret and sec"), iotest.ErrReader(boom))
 	rd := r.Reader(src)
 	got, err := io.ReadAll(rd)
-	if !errors.Is(err, boom) || string(got) != "a [R] and sec" {
+	// "sec" could be the start of the secret the stream broke off in:
+	// on an error (not EOF) it is dropped, never released.
+	if !errors.Is(err, boom) || string(got) != "a [R] and " {
 		t.Fatalf("got %q, %v", got, err)
 	}
 	if n, err := rd.Read(make([]byte, 10)); n != 0 || !errors.Is(err, boom) {
