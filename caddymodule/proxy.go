@@ -289,7 +289,7 @@ func (p *Proxy) authFailed(w http.ResponseWriter, r *http.Request, err error) {
 	if splitErr != nil {
 		host = r.RemoteAddr
 	}
-	v := p.authFails.Fail(host)
+	v := p.authFails.Fail(authguard.Key(host))
 	if v.Log {
 		fields := []zap.Field{zap.String("reason", err.Error()), zap.String("method", r.Method), zap.String("remote", r.RemoteAddr)}
 		if v.Limited {

@@ -12,6 +12,7 @@
 package authguard
 
 import (
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -53,7 +54,23 @@ type Verdict struct {
 	Suppressed int
 }
 
-// Fail records a failed authentication from addr (a client IP).
+// Key is the address failures are counted under: an IPv4 address (also
+// when written IPv4-mapped), or the /64 an IPv6 address belongs to, since
+// one host usually holds a whole /64. Anything else counts as itself.
+func Key(ip string) string {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	addr = addr.Unmap().WithZone("")
+	if addr.Is4() {
+		return addr.String()
+	}
+	p, _ := addr.Prefix(64)
+	return p.String()
+}
+
+// Fail records a failed authentication from addr (a Key).
 func (g *Guard) Fail(addr string) Verdict {
 	rate, burst, every := g.Rate, float64(g.Burst), g.LogEvery
 	if rate <= 0 {

@@ -60,3 +60,18 @@ func TestAddressesStayBounded(t *testing.T) {
 		t.Fatalf("%d addresses tracked, bound is %d", len(g.m), maxAddresses)
 	}
 }
+
+func TestKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1":            "127.0.0.1",
+		"::ffff:127.0.0.1":     "127.0.0.1",
+		"2001:db8:1:2:3:4:5:6": "2001:db8:1:2::/64",
+		"2001:db8:1:2:ffff::1": "2001:db8:1:2::/64",
+		"fe80::1%eth0":         "fe80::/64",
+		"not-an-ip":            "not-an-ip",
+	} {
+		if got := Key(in); got != want {
+			t.Errorf("Key(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
