@@ -251,11 +251,10 @@ func TestJourneyEgress(t *testing.T) {
 	mustContain(t, "scoped curl", errOut, "403")
 }
 
-// Journey 4, the opt-in: `unmatched tunnel` relays uncovered hosts
-// without interception (the agent then sees the real certificate).
-func TestUnmatchedTunnel(t *testing.T) {
-	ca := newTestCA(t)
-	other := newUpstream(t, ca, true)
+// startTunnelServer starts the server on Caddyfile.example with
+// `unmatched tunnel`.
+func startTunnelServer(t *testing.T, ca *testCA) *server {
+	t.Helper()
 	cfg, err := os.ReadFile(filepath.Join(repoRoot, "Caddyfile.example"))
 	if err != nil {
 		t.Fatal(err)
@@ -263,6 +262,15 @@ func TestUnmatchedTunnel(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "Caddyfile")
 	os.WriteFile(path, []byte(strings.Replace(string(cfg), "unmatched deny", "unmatched tunnel", 1)), 0o600)
 	s := startServer(t, ca, serverOpts{config: path})
+	return s
+}
+
+// Journey 4, the opt-in: `unmatched tunnel` relays uncovered hosts
+// without interception (the agent then sees the real certificate).
+func TestUnmatchedTunnel(t *testing.T) {
+	ca := newTestCA(t)
+	other := newUpstream(t, ca, true)
+	s := startTunnelServer(t, ca)
 	// curl trusts the bundle av-launch builds; the upstream's own test
 	// CA is not in it, so trust it explicitly to prove the certificate
 	// is the upstream's and not ours.
@@ -282,13 +290,7 @@ func TestUnmatchedTunnel(t *testing.T) {
 func TestSelfEgress(t *testing.T) {
 	ca := newTestCA(t)
 	other := newUpstream(t, ca, true)
-	cfg, err := os.ReadFile(filepath.Join(repoRoot, "Caddyfile.example"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "Caddyfile")
-	os.WriteFile(path, []byte(strings.Replace(string(cfg), "unmatched deny", "unmatched tunnel", 1)), 0o600)
-	s := startServer(t, ca, serverOpts{config: path})
+	s := startTunnelServer(t, ca)
 	sess := s.newSession(t, nil, "10m")
 	auth := basicAuth(sess.Token)
 
