@@ -30,8 +30,9 @@ type exchange struct {
 	// and the value scrubbed from the answer are the same even while a
 	// store rotates.
 	creds *credentials.Snapshot
-	// secrets is every form of every secret sent; redactor is built
-	// from it before the request leaves (nil: nothing secret was sent).
+	// secrets is every form of every secret sent and of every other
+	// credential in the session's scope; redactor is built from it
+	// before the request leaves (nil: the session can reach no secret).
 	secrets  scrub.SecretSet
 	redactor *scrub.Redactor
 	resolved []string // names of the credentials the request resolved
@@ -81,6 +82,10 @@ func (p *Proxy) prepare(x *exchange) error {
 	if err := x.inject(); err != nil {
 		return err
 	}
+	if err := x.checkUpgrade(); err != nil {
+		return err
+	}
+	x.scrubScope()
 	x.redactor = p.redactors.Redactor(&x.secrets)
 	return nil
 }
@@ -149,6 +154,36 @@ func (x *exchange) inject() error {
 	written, err := x.svc.Inject(x.r, x.secret)
 	x.secrets.AddWritten(written...)
 	return err
+}
+
+// checkUpgrade refuses a switch to a protocol whose stream the proxy
+// cannot scan, on a request that carried a secret: the upstream that
+// just received it could echo it back over the raw connection.
+func (x *exchange) checkUpgrade() error {
+	if len(x.resolved) == 0 {
+		return nil
+	}
+	for _, proto := range services.Upgrades(x.r.Header) {
+		if !x.svc.AllowsUpgrade(proto) {
+			return refused(http.StatusForbidden, "service %s does not allow switching to %q after injecting a credential (the proxy cannot scan that stream); list it in the service's allow_upgrades to permit it",
+				x.svc.Service.Name, proto)
+		}
+	}
+	return nil
+}
+
+// scrubScope registers every credential in the session's scope for
+// scrubbing, not only those this request sent: an upstream may store a
+// secret from one request and return it in the answer to another
+// (through a passthrough service, or a request that carried nothing).
+// Stale values count too; they are recognised, never sent.
+func (x *exchange) scrubScope() {
+	for cred := range x.sess.Credentials() {
+		if v, ok := x.creds.ForScrubbing(cred); ok {
+			standIn, _ := x.sess.Placeholder(cred)
+			x.secrets.Add(v, standIn)
+		}
+	}
 }
 
 // secret is the one read of a credential on the request path: it

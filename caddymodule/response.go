@@ -41,8 +41,17 @@ func (p *Proxy) scrubResponse(res *http.Response) error {
 		return nil
 	}
 	red.Header(res.Header)
+	// The trailer names the upstream announced: ReverseProxy writes
+	// them in the agent's Trailer header before the body, from these
+	// keys. The values arrive with the end of the body and are scrubbed
+	// in Close, which also drops a secret-named trailer the transport
+	// adds back then.
+	red.Header(res.Trailer)
 	if res.StatusCode == http.StatusSwitchingProtocols {
-		return nil // the handshake is redacted; upgraded frames are not scanned (documented limit)
+		// The handshake is scrubbed; the stream after it is not (only
+		// WebSocket, or a protocol the service lists in allow_upgrades,
+		// gets here after a secret was sent: checkUpgrade).
+		return nil
 	}
 	codings := contentCodings(res.Header)
 	gzipped := len(codings) == 1 && strings.EqualFold(codings[0], "gzip")

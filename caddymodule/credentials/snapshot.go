@@ -55,6 +55,15 @@ func (s *Snapshot) Lookup(name string, now time.Time) (string, error) {
 	return v.v, nil
 }
 
+// ForScrubbing returns a credential's value whatever its store's
+// freshness, for one use only: recognising it in what comes back to an
+// agent (a stale value may still be the one an upstream stored). It
+// must never be sent; Lookup is for that.
+func (s *Snapshot) ForScrubbing(name string) (string, bool) {
+	v, ok := s.values[name]
+	return v.v, ok
+}
+
 // Has reports whether a store serves name (fresh or not).
 func (s *Snapshot) Has(name string) bool {
 	_, ok := s.values[name]

@@ -46,6 +46,13 @@ type Service struct {
 	Host           string `json:"host"`
 	Auth           Auth   `json:"auth"`
 	AllowCleartext bool   `json:"allow_cleartext,omitempty"` // inject even over plain http:// (off by default)
+	// AllowUpgrades lists the protocols (Upgrade header tokens, such as
+	// "h2c" or "tcp", compared case-insensitively) a request that
+	// carried a secret may switch to. The proxy cannot scan what an
+	// upgraded connection sends back, so any protocol not listed is
+	// refused with 403 before anything goes upstream. WebSocket is
+	// always allowed. Default: none.
+	AllowUpgrades []string `json:"allow_upgrades,omitempty"`
 }
 
 // Validate checks the whole service definition: name, host pattern and
@@ -78,6 +85,11 @@ func (s Service) compile() (HostPattern, compiledAuth, error) {
 	a, err := compileAuth(s.Auth)
 	if err != nil {
 		return HostPattern{}, compiledAuth{}, fmt.Errorf("service %q: auth: %w", s.Name, err)
+	}
+	for _, proto := range s.AllowUpgrades {
+		if !validUpgradeToken(proto) {
+			return HostPattern{}, compiledAuth{}, fmt.Errorf("service %q: allow_upgrades: %q is not a protocol name (an HTTP token such as \"h2c\", optionally /version)", s.Name, proto)
+		}
 	}
 	return p, a, nil
 }

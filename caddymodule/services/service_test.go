@@ -1,6 +1,7 @@
 package services
 
 import (
+	"net/http"
 	"reflect"
 	"strings"
 	"testing"
@@ -22,6 +23,7 @@ func TestServiceValidate(t *testing.T) {
 		{Name: "a", Host: "*.example.com/v1/*", Auth: Auth{Type: "passthrough"}},
 		{Name: "0abc_d.e-f", Host: "[::1]:8443", Auth: Auth{Type: "passthrough"}, AllowCleartext: true},
 		{Name: strings.Repeat("a", 64), Host: "x.io", Auth: Auth{Type: "passthrough"}},
+		{Name: "up", Host: "x.io", Auth: Auth{Type: "passthrough"}, AllowUpgrades: []string{"h2c", "tcp/1.0", "WebSocket"}},
 	}
 	for _, s := range valid {
 		if err := s.Validate(); err != nil {
@@ -40,6 +42,9 @@ func TestServiceValidate(t *testing.T) {
 		{Service{Name: strings.Repeat("a", 65), Host: "x.io", Auth: Auth{Type: "passthrough"}}, "service name"},
 		{Service{Name: "s", Host: "https://x.io", Auth: Auth{Type: "passthrough"}}, "scheme"},
 		{Service{Name: "s", Host: "", Auth: Auth{Type: "passthrough"}}, "empty"},
+		{Service{Name: "s", Host: "x.io", Auth: Auth{Type: "passthrough"}, AllowUpgrades: []string{""}}, "allow_upgrades"},
+		{Service{Name: "s", Host: "x.io", Auth: Auth{Type: "passthrough"}, AllowUpgrades: []string{"tcp echo"}}, "allow_upgrades"},
+		{Service{Name: "s", Host: "x.io", Auth: Auth{Type: "passthrough"}, AllowUpgrades: []string{"tcp/"}}, "allow_upgrades"},
 		{ok(Auth{Type: ""}), "unknown type"},
 		{ok(Auth{Type: "Bearer", Token: "T"}), "unknown type"},
 		{ok(Auth{Type: "oauth"}), "unknown type"},
@@ -144,5 +149,24 @@ func TestParseTemplate(t *testing.T) {
 	tmpl, _ := parseTemplate("x {{ A }} y {{B}}")
 	if got := tmpl.render(func(c string) string { return "<" + c + ">" }); got != "x <A> y <B>" {
 		t.Errorf("render = %q", got)
+	}
+}
+
+func TestUpgrades(t *testing.T) {
+	h := http.Header{"Connection": {"keep-alive, Upgrade"}, "Upgrade": {"h2c, WebSocket/13", " tcp "}}
+	if got := Upgrades(h); !reflect.DeepEqual(got, []string{"h2c", "WebSocket/13", "tcp"}) {
+		t.Fatalf("Upgrades = %q", got)
+	}
+	if got := Upgrades(http.Header{"Upgrade": {"h2c"}}); got != nil {
+		t.Fatalf("Upgrade without Connection: upgrade = %q, want none (not an upgrade request)", got)
+	}
+	c := &Compiled{Service: Service{AllowUpgrades: []string{"TCP", "h2c/2"}}}
+	for proto, want := range map[string]bool{"websocket": true, "WebSocket/13": true, "tcp": true, "tcp/1": true, "h2c/2": true, "h2c": false, "h2c/3": false, "irc": false} {
+		if got := c.AllowsUpgrade(proto); got != want {
+			t.Errorf("AllowsUpgrade(%q) = %v, want %v", proto, got, want)
+		}
+	}
+	if (*Compiled)(nil).AllowsUpgrade("tcp") || !(*Compiled)(nil).AllowsUpgrade("websocket") {
+		t.Error("no service: only WebSocket")
 	}
 }

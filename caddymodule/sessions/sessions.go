@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"iter"
 	"slices"
 	"sort"
 	"sync"
@@ -39,6 +40,7 @@ type Session struct {
 
 	tokenHash     [32]byte
 	placeholders  map[string]string // credential -> placeholder
+	credentials   []string          // the placeholders' keys, sorted
 	byPlaceholder map[string]string // placeholder -> credential
 
 	revoked  atomic.Bool
@@ -63,6 +65,10 @@ func (s *Session) Placeholder(credential string) (string, bool) {
 	ph, ok := s.placeholders[credential]
 	return ph, ok
 }
+
+// Credentials returns the names of the credentials in the session's
+// scope (those it holds placeholders for), sorted.
+func (s *Session) Credentials() iter.Seq[string] { return slices.Values(s.credentials) }
 
 // Credential returns the credential name a placeholder stands for in
 // this session.
@@ -196,7 +202,9 @@ func (r *Registry) Create(services []string, ttl time.Duration, credentials []st
 		}
 		s.placeholders[c] = ph
 		s.byPlaceholder[ph] = c
+		s.credentials = append(s.credentials, c)
 	}
+	sort.Strings(s.credentials)
 	r.mu.Lock()
 	r.byHash[s.tokenHash] = s
 	r.byID[s.ID] = s
