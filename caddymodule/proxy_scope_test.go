@@ -175,3 +175,29 @@ func TestPipelineSecretNamedHeaders(t *testing.T) {
 		})
 	}
 }
+
+// A CONNECT inside an intercepted tunnel (HTTP/1.1, or HTTP/2's
+// extended CONNECT) would open a raw channel nothing scans: refused.
+func TestPipelineConnectInsideTunnel(t *testing.T) {
+	up := upstreamTLS(t, nil)
+	pl := newPipeline(t, pipelineConfig{
+		services: []services.Service{bearer("up", up.hostPort, "TOKEN")},
+		stores:   []storebackends.Store{builtin("TOKEN", echoSecret)},
+	})
+	s := pl.session(t)
+	c := pl.openTunnel(t, s, up.hostPort)
+	a, err := c.send(http.MethodConnect, up.hostPort, up.hostPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRefusal(t, a, http.StatusMethodNotAllowed, "CONNECT inside an intercepted tunnel is not supported")
+
+	req, err := http.NewRequest(http.MethodConnect, up.https("/"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = up.hostPort
+	a = do(t, pl.agent(t, s, true), req)
+	wantRefusal(t, a, http.StatusMethodNotAllowed, "CONNECT inside")
+	up.wantNothing(t)
+}

@@ -140,6 +140,12 @@ func (p *Proxy) serveInner(w http.ResponseWriter, r *http.Request) {
 		refuseEarly(w, &refusal{http.StatusInternalServerError, "tunnel state lost"})
 		return
 	}
+	if r.Method == http.MethodConnect {
+		// A tunnel inside the tunnel (or HTTP/2's extended CONNECT)
+		// would be a raw channel nothing scans, in both directions.
+		refuseEarly(w, &refusal{http.StatusMethodNotAllowed, "CONNECT inside an intercepted tunnel is not supported"})
+		return
+	}
 	// The CONNECT line fixed the target; SNI was checked against it in
 	// the handshake and the Host header must agree too.
 	host, port, err := hostname.Normalize(r.Host, 443)
