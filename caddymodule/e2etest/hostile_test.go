@@ -219,7 +219,7 @@ func checkNoSecret(t *testing.T, finding, where, text, secret string) {
 }
 
 // checkLogClean fails the test if the server log holds secret in any
-// form formsOf derives.
+// form leakForms derives (in any ASCII case).
 func checkLogClean(t *testing.T, finding string, s *server, secret string) {
 	t.Helper()
 	log := s.logs.String()
@@ -237,12 +237,13 @@ func checkLogClean(t *testing.T, finding string, s *server, secret string) {
 // normalising it.
 
 type rawUpstream struct {
-	ln   net.Listener
-	addr string
-	mu   sync.Mutex
-	reqs []seen
-	wg   sync.WaitGroup
-	live map[net.Conn]struct{}
+	ln     net.Listener
+	addr   string
+	mu     sync.Mutex
+	reqs   []seen
+	wg     sync.WaitGroup
+	live   map[net.Conn]struct{}
+	closed bool
 }
 
 // rawHandler answers one request on bw (flushed after it returns, unless
@@ -269,6 +270,11 @@ func newRawUpstream(t testing.TB, ca *testCA, useTLS bool, h rawHandler) *rawUps
 				return
 			}
 			u.mu.Lock()
+			if u.closed {
+				u.mu.Unlock()
+				c.Close()
+				return
+			}
 			u.live[c] = struct{}{}
 			u.mu.Unlock()
 			u.wg.Add(1)
@@ -296,6 +302,7 @@ func newRawUpstream(t testing.TB, ca *testCA, useTLS bool, h rawHandler) *rawUps
 	t.Cleanup(func() {
 		ln.Close()
 		u.mu.Lock()
+		u.closed = true
 		for c := range u.live {
 			c.Close()
 		}
@@ -304,8 +311,6 @@ func newRawUpstream(t testing.TB, ca *testCA, useTLS bool, h rawHandler) *rawUps
 	})
 	return u
 }
-
-func (u *rawUpstream) port() string { return u.addr[strings.LastIndex(u.addr, ":")+1:] }
 
 // requests returns the requests received so far whose path has prefix.
 func (u *rawUpstream) requests(prefix string) []seen {
@@ -402,6 +407,9 @@ func TestHostileHeaderNames(t *testing.T) {
 	s.putService("names-tls", map[string]any{"host": tlsUp.addr, "auth": map[string]any{"type": "bearer", "token": "NAME_TOKEN"}})
 	s.putService("names-plain", map[string]any{"host": plainUp.addr, "allow_cleartext": true, "auth": map[string]any{"type": "bearer", "token": "NAME_TOKEN"}})
 
+	// The proxy speaks HTTP/1.1 to upstreams, so this raw HTTP/1.1
+	// upstream is what any upstream looks like to it; towards an h2
+	// agent the proxy sends the trailers as real HTTP/2 trailers.
 	run := func(t *testing.T, proto, base string) {
 		views, _ := s.agentCurls(t, nil, proto, []curlReq{
 			{"names", []string{base + "/names"}},
@@ -1000,10 +1008,14 @@ func TestHostileUpgrade(t *testing.T) {
 	sess := s.newSession(t, nil, "10m")
 
 	t.Run("refused/h1", func(t *testing.T) {
-		resp, _, _ := upgradeOverTunnel(t, s, sess, refusing.addr, "tcp-echo")
+		resp, _, br := upgradeOverTunnel(t, s, sess, refusing.addr, "tcp-echo")
 		var body string
 		if resp.StatusCode != http.StatusSwitchingProtocols {
 			body = readBody(t, resp)
+		} else {
+			// Relayed: what the upstream sent first, raw and unscanned.
+			body, _ = br.ReadString('\n')
+			body = "relayed after 101: " + body
 		}
 		checkNoSecret(t, "5 (upgrade)", "answer to the tcp-echo upgrade", fmt.Sprint(resp.Header)+body, upgradeSecret)
 		if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "tcp-echo") {
