@@ -320,6 +320,10 @@ type serverOpts struct {
 	// logCap, when positive, keeps only the first logCap bytes of the
 	// server's output (benchmarks log a line per request).
 	logCap int
+	// exe, if set, is the agent-vault binary to run instead of bin's.
+	exe string
+	// cred, if set, runs the server as that uid/gid.
+	cred *syscall.Credential
 }
 
 const masterPassword = "correct horse battery staple e2e"
@@ -376,7 +380,14 @@ func launchServer(t testing.TB, ca *testCA, o serverOpts) *server {
 	s := &server{t: t, dataDir: o.dataDir, apiAddr: freePort(t), proxyAddr: freePort(t), config: o.config, logs: newLogBuffer(), exited: make(chan struct{})}
 	s.logs.limit = o.logCap
 	s.env = serverEnv(t, ca, o, s.apiAddr, s.proxyAddr)
-	s.cmd = exec.Command(bin("agent-vault"), "run", "--config", o.config)
+	exe := bin("agent-vault")
+	if o.exe != "" {
+		exe = o.exe
+	}
+	s.cmd = exec.Command(exe, "run", "--config", o.config)
+	if o.cred != nil {
+		s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: o.cred}
+	}
 	s.cmd.Env = s.env
 	s.cmd.Stdout = s.logs
 	s.cmd.Stderr = s.logs
