@@ -39,6 +39,12 @@ func (t target) hostPort() string { return net.JoinHostPort(t.host, strconv.Itoa
 // covers the target, relayed when the operator allows unmatched hosts,
 // refused otherwise.
 func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, sess *sessions.Session) {
+	if r.ProtoMajor != 1 {
+		// The tunnel takes over the connection, which HTTP/2 (h2c on
+		// the proxy's port) cannot hand over: refuse before dialling.
+		refuseEarly(w, &refusal{http.StatusHTTPVersionNotSupported, "CONNECT to the proxy must use HTTP/1.1"})
+		return
+	}
 	host, port, err := hostname.Normalize(r.Host, 443)
 	if err != nil {
 		refuseEarly(w, &refusal{http.StatusBadRequest, "bad CONNECT target: " + err.Error()})

@@ -1299,7 +1299,9 @@ func TestHostileSelfReach(t *testing.T) {
 		}
 	})
 	// The proxy's cleartext listener also speaks HTTP/2 with prior
-	// knowledge (h2c): the same CONNECTs as HTTP/2 streams.
+	// knowledge (h2c): the same CONNECTs as HTTP/2 streams are refused
+	// before anything is dialled (a tunnel needs the connection, which
+	// HTTP/2 cannot hand over).
 	for _, target := range []struct{ name, hostPort string }{
 		{"api", s.apiAddr},
 		{"api-by-name", "localhost:" + apiPort},
@@ -1307,8 +1309,8 @@ func TestHostileSelfReach(t *testing.T) {
 	} {
 		t.Run(target.name+"/h2", func(t *testing.T) {
 			status, _, body := h2cConnect(t, s.proxyAddr, target.hostPort, auth)
-			if status != http.StatusForbidden {
-				t.Errorf("finding 7: HTTP/2 (h2c) CONNECT %s (%s): %d %q, want 403", target.hostPort, target.name, status, body)
+			if status != http.StatusHTTPVersionNotSupported || !strings.Contains(body, "CONNECT to the proxy must use HTTP/1.1") {
+				t.Errorf("finding 7: HTTP/2 (h2c) CONNECT %s (%s): %d %q, want 505 saying to use HTTP/1.1", target.hostPort, target.name, status, body)
 			}
 			if strings.Contains(body, `"status"`) {
 				t.Errorf("finding 7: HTTP/2 (h2c) CONNECT %s: the management API answered: %q", target.hostPort, body)
