@@ -10,15 +10,12 @@
 //     so Caddy's {env.NAME} placeholders at every config reload) still
 //     reads them (see forgetSecrets).
 //
-// It imports only syscall and unsafe, so it is initialised among the
+// It imports only syscall, so it is initialised among the
 // very first packages, long before the rest of a large binary (Caddy's
 // dependencies take tens of milliseconds) has run its own init.
 package procguard
 
-import (
-	"syscall"
-	"unsafe"
-)
+import "syscall"
 
 // Linux prctl options.
 const (
@@ -123,9 +120,8 @@ func forgetSecrets() {
 		if v == "" {
 			continue
 		}
-		heap := make([]byte, len(v))
-		copy(heap, v)
-		if err := syscall.Setenv(name, unsafe.String(&heap[0], len(heap))); err != nil {
+		// A copy made here, whatever v points to.
+		if err := syscall.Setenv(name, string([]byte(v))); err != nil {
 			return
 		}
 	}
