@@ -120,8 +120,10 @@ func forgetSecrets() {
 		if v == "" {
 			continue
 		}
-		// A copy made here, whatever v points to.
-		if err := syscall.Setenv(name, string([]byte(v))); err != nil {
+		// Setenv stores a new "NAME=value" string (and C's setenv its
+		// own copy), so what Go and C read from now on is not in the
+		// block, whatever v points to.
+		if err := syscall.Setenv(name, v); err != nil {
 			return
 		}
 	}
