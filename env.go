@@ -18,7 +18,8 @@ const (
 func init() {
 	// This process will hold the master password and the admin token (in
 	// its environment, then in memory); importing procguard already made
-	// it non-dumpable in that package's early init; this says so here.
+	// it non-dumpable and took them out of /proc/self/environ in that
+	// package's early init; this says so here.
 	procguard.NonDumpable()
 	ApplyEnvDefaults()
 }

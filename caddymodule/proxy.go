@@ -182,6 +182,10 @@ func (p *Proxy) start(logger *zap.Logger, deps proxyDeps) {
 		p.IdleTimeout = caddy.Duration(defaultIdleTimeout)
 	}
 
+	p.authFails.Summary = func(n int) {
+		logger.Info("proxy authentication failed", zap.Int("failures_not_logged", n),
+			zap.String("reason", "too many failed authentications from all addresses together to log each"))
+	}
 	if deps.self == nil {
 		// Fail closed: a Listeners never Set refuses every upstream.
 		deps.self = new(egress.Listeners)
@@ -283,7 +287,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 
 // authFailed answers 407. Past an address's budget of failures it adds
 // Retry-After and logs one summary line per interval instead of one per
-// failure (see package authguard).
+// failure; past the budget of log lines of all addresses together, the
+// lines dropped are counted in a periodic summary (see package authguard).
 func (p *Proxy) authFailed(w http.ResponseWriter, r *http.Request, err error) {
 	host, _, splitErr := net.SplitHostPort(r.RemoteAddr)
 	if splitErr != nil {

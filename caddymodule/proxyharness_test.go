@@ -63,6 +63,10 @@ type pipelineConfig struct {
 	// Otherwise 127.0.0.0/8 and ::1 are allowed so the test upstreams
 	// are reachable.
 	publicOnly bool
+	// wildcard makes the proxy listen on every address (":0", as a
+	// Caddyfile site without bind does) instead of 127.0.0.1; agents
+	// still reach it at 127.0.0.1.
+	wildcard bool
 }
 
 // pipeline is a running proxy plus what a test needs around it.
@@ -176,13 +180,23 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	}}
 	requireAllSet(t, p)
 
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.ServeHTTP(w, r, nil)
 	}))
+	selfHost := "127.0.0.1"
+	if cfg.wildcard {
+		ln, err := net.Listen("tcp", ":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.Listener.Close()
+		srv.Listener, selfHost = ln, "" // as ownListeners lists ":port"
+	}
+	srv.Start()
 	t.Cleanup(srv.Close)
-	pl.addr = srv.Listener.Addr().String()
 	proxyPort := uint16(srv.Listener.Addr().(*net.TCPAddr).Port)
-	self.Set([]egress.Listener{{Host: "127.0.0.1", FirstPort: proxyPort, LastPort: proxyPort}})
+	pl.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(int(proxyPort)))
+	self.Set([]egress.Listener{{Host: selfHost, FirstPort: proxyPort, LastPort: proxyPort}})
 
 	pl.agentRoots = x509.NewCertPool()
 	pl.agentRoots.AddCert(proxyRoot.cert)

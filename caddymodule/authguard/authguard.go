@@ -9,6 +9,15 @@
 // LogEvery, with the number of failures it stands for. Session tokens
 // carry 256 random bits, so the point is the log and the CPU an
 // unlimited stream of bad tokens costs, not guessing.
+//
+// Lines are also bounded across all addresses, since an attacker with
+// many addresses (an IPv6 /48 holds 65 536 /64s, each its own budget)
+// would otherwise still flood the log: a second token bucket, LogRate
+// lines per second with a burst of LogBurst, decides whether a line an
+// address may write is written. A line it drops is counted instead, and
+// Summary receives the count at most once per LogEvery, from a timer
+// armed by the first dropped line. That bound only touches logging: the
+// answers (407, Retry-After) stay per address.
 package authguard
 
 import (
@@ -21,19 +30,36 @@ import (
 const (
 	DefaultRate     = 10               // failures per second an address may make
 	DefaultBurst    = 50               // ...and in one burst
-	DefaultLogEvery = 10 * time.Second // one summary line per limited address
+	DefaultLogEvery = 10 * time.Second // one summary line per limited address, and for the global bound
+	DefaultLogRate  = 5                // log lines per second, all addresses together
+	DefaultLogBurst = 50               // ...and in one burst
 	maxAddresses    = 10000            // addresses tracked at once
 )
 
 // Guard is safe for concurrent use. The zero value uses the defaults.
 type Guard struct {
-	Rate     float64
-	Burst    int
+	Rate     float64 // per address
+	Burst    int     // per address
 	LogEvery time.Duration
-	Now      func() time.Time // nil: time.Now
+	LogRate  float64 // log lines, all addresses together
+	LogBurst int     // log lines, all addresses together
+
+	// Summary, if set, is called with the number of failures whose log
+	// line the global bound dropped, at most once per LogEvery and
+	// LogEvery after the first of them (on its own goroutine, without
+	// the Guard's lock). Nil: the counts are not reported.
+	Summary func(dropped int)
+
+	Now       func() time.Time                // nil: time.Now
+	AfterFunc func(d time.Duration, f func()) // nil: time.AfterFunc; for tests
 
 	mu sync.Mutex
 	m  map[string]*bucket
+
+	lines      float64   // the global bucket's tokens (log lines)
+	linesLast  time.Time // of its last refill; zero: never used
+	dropped    int       // failures of dropped lines not yet summarised
+	summaryDue bool      // a Summary call is scheduled
 }
 
 type bucket struct {
@@ -52,6 +78,9 @@ type Verdict struct {
 	// the same address, since the last line) are summarised in it.
 	Log        bool
 	Suppressed int
+	// Dropped: the address could have logged this failure, but the
+	// global bound dropped the line; it is counted for Summary.
+	Dropped bool
 }
 
 // Key is the address failures are counted under: an IPv4 address (also
@@ -70,24 +99,15 @@ func Key(ip string) string {
 	return p.String()
 }
 
-// Fail records a failed authentication from addr (a Key).
-func (g *Guard) Fail(addr string) Verdict {
-	rate, burst, every := g.Rate, float64(g.Burst), g.LogEvery
+// failAddress applies addr's own budget; g.mu is held.
+func (g *Guard) failAddress(addr string, now time.Time) Verdict {
+	rate, burst, every := g.Rate, float64(g.Burst), g.every()
 	if rate <= 0 {
 		rate = DefaultRate
 	}
 	if burst <= 0 {
 		burst = DefaultBurst
 	}
-	if every <= 0 {
-		every = DefaultLogEvery
-	}
-	now := time.Now()
-	if g.Now != nil {
-		now = g.Now()
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	if g.m == nil {
 		g.m = make(map[string]*bucket)
 	}
@@ -115,6 +135,75 @@ func (g *Guard) Fail(addr string) Verdict {
 		b.suppressed, b.loggedAt = 0, now
 	}
 	return v
+}
+
+// Fail records a failed authentication from addr (a Key).
+func (g *Guard) Fail(addr string) Verdict {
+	now := time.Now()
+	if g.Now != nil {
+		now = g.Now()
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	v := g.failAddress(addr, now)
+	if v.Log && !g.takeLine(now) {
+		// The failures the line stood for go into the global count.
+		n := 1
+		if v.Limited {
+			n = v.Suppressed
+		}
+		v.Log, v.Suppressed, v.Dropped = false, 0, true
+		g.dropped += n
+		if !g.summaryDue && g.Summary != nil {
+			g.summaryDue = true
+			after := g.AfterFunc
+			if after == nil {
+				after = func(d time.Duration, f func()) { time.AfterFunc(d, f) }
+			}
+			after(g.every(), g.summarise)
+		}
+	}
+	return v
+}
+
+// takeLine takes a token from the global bucket of log lines.
+func (g *Guard) takeLine(now time.Time) bool {
+	rate, burst := g.LogRate, float64(g.LogBurst)
+	if rate <= 0 {
+		rate = DefaultLogRate
+	}
+	if burst <= 0 {
+		burst = DefaultLogBurst
+	}
+	if g.linesLast.IsZero() {
+		g.lines = burst
+	} else if elapsed := now.Sub(g.linesLast).Seconds(); elapsed > 0 {
+		g.lines = min(burst, g.lines+elapsed*rate)
+	}
+	g.linesLast = now
+	if g.lines >= 1 {
+		g.lines--
+		return true
+	}
+	return false
+}
+
+// summarise hands the count of dropped lines' failures to Summary.
+func (g *Guard) summarise() {
+	g.mu.Lock()
+	n := g.dropped
+	g.dropped, g.summaryDue = 0, false
+	g.mu.Unlock()
+	if n > 0 {
+		g.Summary(n)
+	}
+}
+
+func (g *Guard) every() time.Duration {
+	if g.LogEvery <= 0 {
+		return DefaultLogEvery
+	}
+	return g.LogEvery
 }
 
 // sweep forgets addresses whose bucket has refilled (they are back to

@@ -1,6 +1,10 @@
 package authguard
 
 import (
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -73,5 +77,212 @@ func TestKey(t *testing.T) {
 		if got := Key(in); got != want {
 			t.Errorf("Key(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// fakeTimers stands in for time.AfterFunc: fire runs what is due.
+type fakeTimers struct {
+	c     *clock
+	mu    sync.Mutex
+	armed []fakeTimer
+}
+
+type fakeTimer struct {
+	at time.Time
+	f  func()
+}
+
+func (ft *fakeTimers) afterFunc(d time.Duration, f func()) {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	ft.armed = append(ft.armed, fakeTimer{ft.c.t.Add(d), f})
+}
+
+// fire runs the timers due by now, in order.
+func (ft *fakeTimers) fire() {
+	ft.mu.Lock()
+	var due []func()
+	kept := ft.armed[:0]
+	for _, tm := range ft.armed {
+		if !tm.at.After(ft.c.t) {
+			due = append(due, tm.f)
+		} else {
+			kept = append(kept, tm)
+		}
+	}
+	ft.armed = kept
+	ft.mu.Unlock()
+	for _, f := range due {
+		f()
+	}
+}
+
+func (ft *fakeTimers) pending() int {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	return len(ft.armed)
+}
+
+func newGlobalGuard(c *clock) (*Guard, *fakeTimers, *[]int) {
+	ft := &fakeTimers{c: c}
+	var summaries []int
+	g := &Guard{Rate: 1, Burst: 2, LogEvery: 10 * time.Second, LogRate: 2, LogBurst: 5, Now: c.now, AfterFunc: ft.afterFunc}
+	g.Summary = func(n int) { summaries = append(summaries, n) }
+	return g, ft, &summaries
+}
+
+// Many addresses, each within its own budget: past the global burst,
+// lines are dropped, and one summary line counts them.
+func TestGlobalBoundManyAddresses(t *testing.T) {
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	g, ft, summaries := newGlobalGuard(c)
+	logged, dropped := 0, 0
+	for i := range 100 {
+		v := g.Fail(Key(fmt.Sprintf("2001:db8:0:%x::1", i))) // 100 distinct /64s
+		if v.Limited {
+			t.Fatalf("address %d limited on its first failure: %+v", i, v)
+		}
+		switch {
+		case v.Log && v.Dropped, !v.Log && !v.Dropped:
+			t.Fatalf("failure %d: %+v, want exactly one of Log and Dropped", i, v)
+		case v.Log:
+			logged++
+		default:
+			dropped++
+		}
+	}
+	if logged != 5 || dropped != 95 {
+		t.Fatalf("logged %d, dropped %d; want the burst of 5 logged and 95 dropped", logged, dropped)
+	}
+	if ft.pending() != 1 {
+		t.Fatalf("%d summary timers armed, want 1", ft.pending())
+	}
+	ft.fire() // not due yet
+	if len(*summaries) != 0 {
+		t.Fatalf("summary before LogEvery: %v", *summaries)
+	}
+
+	// The bucket refills at LogRate: 2 lines a second.
+	c.advance(time.Second)
+	logged = 0
+	for i := range 10 {
+		if v := g.Fail(Key(fmt.Sprintf("2001:db8:1:%x::1", i))); v.Log {
+			logged++
+		}
+	}
+	if logged != 2 {
+		t.Errorf("%d lines one second later, want 2", logged)
+	}
+	c.advance(9 * time.Second)
+	ft.fire()
+	if want := []int{95 + 8}; !slices.Equal(*summaries, want) {
+		t.Fatalf("summaries %v, want %v", *summaries, want)
+	}
+
+	// Quiet: no further summary; the next drop arms a new one.
+	c.advance(time.Minute)
+	ft.fire()
+	if len(*summaries) != 1 || ft.pending() != 0 {
+		t.Fatalf("summaries %v and %d timers after a quiet minute", *summaries, ft.pending())
+	}
+	for i := range 6 {
+		g.Fail(Key(fmt.Sprintf("10.1.0.%d", i)))
+	}
+	c.advance(10 * time.Second)
+	ft.fire()
+	if want := []int{103, 1}; !slices.Equal(*summaries, want) {
+		t.Fatalf("summaries %v, want %v", *summaries, want)
+	}
+}
+
+// The global bound changes only logging: 407 and Retry-After stay per
+// address, and a limited address's summary line that the global bound
+// drops is folded, with the failures it stood for, into the count.
+func TestGlobalBoundKeepsPerAddressAnswers(t *testing.T) {
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	g, ft, summaries := newGlobalGuard(c)
+	// Other addresses spend the global burst first.
+	for i := range 5 {
+		if v := g.Fail(fmt.Sprintf("192.0.2.%d", i)); !v.Log {
+			t.Fatalf("line %d of the global burst dropped: %+v", i, v)
+		}
+	}
+	var verdicts []Verdict
+	for range 6 {
+		verdicts = append(verdicts, g.Fail("198.51.100.7"))
+	}
+	// Per address: two within budget, then limited.
+	for i, v := range verdicts {
+		if wantLimited := i >= 2; v.Limited != wantLimited {
+			t.Errorf("failure %d: Limited = %v, want %v", i, v.Limited, wantLimited)
+		}
+		if v.Limited && v.RetryAfter < time.Second {
+			t.Errorf("failure %d: RetryAfter %v", i, v.RetryAfter)
+		}
+		if v.Log {
+			t.Errorf("failure %d logged over the global bound: %+v", i, v)
+		}
+	}
+	// Same answers as a Guard without the global bound would give.
+	ref := &Guard{Rate: 1, Burst: 2, LogEvery: 10 * time.Second, LogBurst: 1 << 30, Now: c.now}
+	for i := range 6 {
+		v := ref.Fail("198.51.100.7")
+		if v.Limited != verdicts[i].Limited || v.RetryAfter != verdicts[i].RetryAfter {
+			t.Errorf("failure %d: %+v, without the global bound %+v", i, verdicts[i], v)
+		}
+	}
+	c.advance(10 * time.Second)
+	ft.fire()
+	// The address's lines dropped: 2 ordinary, 1 per-address summary of
+	// 1 failure; its 3 later failures wait, per address, for its next
+	// line.
+	if want := []int{3}; !slices.Equal(*summaries, want) {
+		t.Fatalf("summaries %v, want %v", *summaries, want)
+	}
+}
+
+// Without Summary the count is kept but no timer is armed.
+func TestGlobalBoundWithoutSummary(t *testing.T) {
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	armed := 0
+	g := &Guard{LogBurst: 1, LogRate: 1, Now: c.now, AfterFunc: func(time.Duration, func()) { armed++ }}
+	g.Fail("10.0.0.1")
+	if v := g.Fail("10.0.0.2"); v.Log || !v.Dropped {
+		t.Fatalf("second line: %+v, want dropped", v)
+	}
+	if armed != 0 {
+		t.Fatalf("%d timers armed without a Summary", armed)
+	}
+}
+
+// Real timers, concurrent failures: run with -race.
+func TestGlobalBoundConcurrent(t *testing.T) {
+	got := make(chan int, 1)
+	g := &Guard{LogBurst: 1, LogRate: 0.001, LogEvery: time.Millisecond}
+	g.Summary = func(n int) { got <- n }
+	var wg sync.WaitGroup
+	var dropped atomic.Int64
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 50 {
+				if g.Fail(fmt.Sprintf("10.%d.%d.1", i, j)).Dropped {
+					dropped.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	const want = 8*50 - 1 // all but the burst's one line
+	if n := dropped.Load(); n != want {
+		t.Fatalf("%d lines dropped, want %d", n, want)
+	}
+	total := 0
+	for total < want {
+		total += <-got // the summary timer fires on its own; later drops re-arm it
+	}
+	if total != want {
+		t.Fatalf("summaries counted %d failures, want %d", total, want)
 	}
 }

@@ -31,13 +31,19 @@ type Listener struct {
 // The rule is deliberately wider than the exact listen addresses: on
 // each listener port, every local address is refused (loopback
 // 127.0.0.0/8 and ::1, the unspecified addresses 0.0.0.0 and ::, which
-// connect to the local host, and every address of a local interface,
-// listed at dial time so a changed interface is seen). A listener on
-// 0.0.0.0 or :: accepts on all of them; one on 127.0.0.1 is still the
-// broker when reached as 127.0.0.2 on systems that route the whole
-// loopback block to it; and refusing another local service that happens
-// to share a port with the broker costs little. Addresses are judged
-// with IPv4-mapped forms unwrapped and zones removed.
+// connect to the local host, every address of a local interface, and,
+// on Linux, every address the kernel routes to the host itself, asked
+// per dial as `ip route get` does: that also covers ranges routed
+// locally without being on any interface, and broadcast, anycast and
+// multicast routes; interfaces and routes are looked up at dial time so
+// a change is seen). A listener on 0.0.0.0 or :: (or with no host)
+// accepts on all of them; one on 127.0.0.1 is still the broker when
+// reached as 127.0.0.2 on systems that route the whole loopback block
+// to it; and refusing another local service that happens to share a
+// port with the broker costs little. Addresses are judged with
+// IPv4-mapped forms unwrapped and zones removed; a host name is judged
+// by every address it resolves to (Dialer resolves it once and dials
+// only the addresses judged).
 //
 // The zero value knows no listeners yet and refuses every address:
 // listeners are known only once Caddy has provisioned its HTTP app, and
@@ -49,6 +55,9 @@ type Listeners struct {
 	// localAddrs lists the local interface addresses; nil means
 	// net.InterfaceAddrs. Set only by tests, before use.
 	localAddrs func() ([]net.Addr, error)
+	// routedLocal reports whether the kernel routes an address to the
+	// host itself; nil means kernelLocal. Set only by tests, before use.
+	routedLocal func(netip.Addr) (bool, error)
 }
 
 type listenerSet struct {
@@ -106,6 +115,16 @@ func (l *Listeners) refusal(addr netip.Addr, port uint16) string {
 	if err != nil {
 		// Cannot tell: fail closed.
 		return fmt.Sprintf("possibly the broker's own listener (listing the local addresses failed: %v)", err)
+	}
+	if local {
+		return reasonSelf
+	}
+	routed := l.routedLocal
+	if routed == nil {
+		routed = kernelLocal
+	}
+	if local, err = routed(addr); err != nil {
+		return fmt.Sprintf("possibly the broker's own listener (%v)", err)
 	}
 	if local {
 		return reasonSelf

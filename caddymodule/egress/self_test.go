@@ -5,13 +5,16 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 )
 
-// fakeInterfaces makes l see addrs as the local interface addresses.
+// fakeInterfaces makes l see addrs as the local interface addresses,
+// and the kernel route nothing else to the host.
 func fakeInterfaces(l *Listeners, addrs ...string) {
+	l.routedLocal = func(netip.Addr) (bool, error) { return false, nil }
 	l.localAddrs = func() ([]net.Addr, error) {
 		var out []net.Addr
 		for _, a := range addrs {
@@ -298,4 +301,140 @@ func TestDialRefusesNamedPort(t *testing.T) {
 	if got := rec.dialed(); len(got) != 0 {
 		t.Errorf("underlying dialer was called for %v", got)
 	}
+}
+
+// An address the kernel routes to the host without it being on an
+// interface (Linux "ip route add local 10.9.0.0/16 dev lo") is the
+// broker too behind a wildcard listener; a failed route lookup fails
+// closed.
+func TestListenersRoutedLocal(t *testing.T) {
+	anyIP := netip.MustParsePrefix("10.9.0.0/16")
+	var l Listeners
+	fakeInterfaces(&l, "127.0.0.1/8", "192.168.7.9/24")
+	l.routedLocal = func(a netip.Addr) (bool, error) { return anyIP.Contains(a), nil }
+	l.Set([]Listener{{Host: "", FirstPort: 14322, LastPort: 14322}})
+	for _, p := range []struct {
+		addr    string
+		port    uint16
+		refused bool
+	}{
+		{"10.9.1.2", 14322, true},
+		{"10.9.255.255", 14322, true},
+		{"10.10.0.1", 14322, false},
+		{"10.9.1.2", 14323, false},
+	} {
+		reason := l.refusal(netip.MustParseAddr(p.addr), p.port)
+		if got := reason != ""; got != p.refused || (got && reason != reasonSelf) {
+			t.Errorf("%s port %d: reason %q, want refused %v", p.addr, p.port, reason, p.refused)
+		}
+	}
+	l.routedLocal = func(netip.Addr) (bool, error) { return false, errors.New("rtnetlink broke") }
+	if got := l.refusal(netip.MustParseAddr("203.0.113.9"), 14322); !strings.Contains(got, "broker's own listener") || !strings.Contains(got, "rtnetlink broke") {
+		t.Errorf("reason %q, want a refusal naming the failure", got)
+	}
+	if got := l.refusal(netip.MustParseAddr("203.0.113.9"), 443); got != "" {
+		t.Errorf("port 443 refused: %q", got)
+	}
+}
+
+// localTestAddrs are local addresses of this machine a wildcard
+// listener accepts on: loopback ones, one on no interface (127.0.0.5
+// is routed locally as part of 127.0.0.0/8), and every interface
+// address.
+func localTestAddrs(t *testing.T) []netip.Addr {
+	addrs := []netip.Addr{
+		netip.MustParseAddr("127.0.0.1"),
+		netip.MustParseAddr("127.0.0.5"),
+		netip.MustParseAddr("127.255.255.254"),
+		netip.MustParseAddr("::1"),
+	}
+	ifAddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatalf("listing the interface addresses: %v", err)
+	}
+	for _, a := range ifAddrs {
+		if ipnet, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(ipnet.IP); ok && !slices.Contains(addrs, normalize(ip)) {
+				addrs = append(addrs, normalize(ip))
+			}
+		}
+	}
+	return addrs
+}
+
+// A wildcard listener, really bound: dials to every local address of
+// this machine on its port are refused before connecting, as literals
+// and under a name that resolves to them, whatever the Policy allows;
+// another port on the same addresses is not the broker's.
+func TestDialWildcardListenerRefusesLocalAddresses(t *testing.T) {
+	for _, listenAddr := range []string{":0", "0.0.0.0:0", "[::]:0"} {
+		t.Run(listenAddr, func(t *testing.T) {
+			network := "tcp"
+			if listenAddr == "0.0.0.0:0" {
+				network = "tcp4"
+			}
+			own := listen(t, network, listenAddr)
+			port := uint16(own.Addr().(*net.TCPAddr).Port)
+			// What ownListeners makes of these Caddy addresses.
+			host, _, _ := net.SplitHostPort(listenAddr)
+			var l Listeners
+			l.Set([]Listener{{Host: host, FirstPort: port, LastPort: port}})
+
+			for _, addr := range localTestAddrs(t) {
+				d, rec := newTestDialer(t, mustPolicy(t, "0.0.0.0/0, ::/0"))
+				d.Self = &l
+				target := net.JoinHostPort(addr.String(), itoa(int(port)))
+				if addr.Is6() && addr.IsLinkLocalUnicast() {
+					if zone := linkLocalZone(t, addr); zone != "" {
+						target = net.JoinHostPort(addr.String()+"%"+zone, itoa(int(port)))
+					}
+				}
+				_, err := d.DialContext(context.Background(), "tcp", target)
+				h, _, _ := net.SplitHostPort(target)
+				if refused := requireRefused(t, err, h); !refused.Self || refused.Reason != reasonSelf {
+					t.Errorf("%s: %+v, want the broker's own listener", target, refused)
+				}
+				// Under a name.
+				d.Resolver = startFakeDNS(t, addr.String()).resolver()
+				_, err = d.DialContext(context.Background(), "tcp", net.JoinHostPort("self.test", itoa(int(port))))
+				if refused := requireRefused(t, err, "self.test"); !refused.Self || refused.Addr != addr {
+					t.Errorf("self.test -> %s: %+v, want the broker's own listener at %s", addr, refused, addr)
+				}
+				if got := rec.dialed(); len(got) != 0 {
+					t.Errorf("%s: the underlying dialer was called for %v", addr, got)
+				}
+			}
+			assertNoConnection(t, own)
+
+			// The same loopback address on another port is reached.
+			other := listen(t, "tcp4", "127.0.0.5:0")
+			d, _ := newTestDialer(t, mustPolicy(t, "127.0.0.0/8"))
+			d.Self = &l
+			conn, err := d.DialContext(context.Background(), "tcp", other.Addr().String())
+			if err != nil {
+				t.Fatalf("dial to another port: %v", err)
+			}
+			conn.Close()
+			acceptOne(t, other)
+		})
+	}
+}
+
+// linkLocalZone names the interface that holds the link-local addr.
+func linkLocalZone(t *testing.T, addr netip.Addr) string {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ifc := range ifaces {
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			if ipnet, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(ipnet.IP); ok && normalize(ip) == addr {
+					return ifc.Name
+				}
+			}
+		}
+	}
+	return ""
 }
