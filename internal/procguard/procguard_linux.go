@@ -33,8 +33,12 @@ func NonDumpable() {
 }
 
 func init() {
-	NonDumpable()
+	// The wipe writes through /proc/self/mem, which a non-dumpable
+	// process that is not root may no longer open (the kernel hands
+	// the file to root), so it goes first; the two run microseconds
+	// apart.
 	forgetSecrets()
+	NonDumpable()
 }
 
 // Dumpable reports whether this process is dumpable (for tests).
