@@ -48,6 +48,22 @@ var htmlEntities = map[string]string{
 	"Hat": "^", "grave": "`", "tilde": "\u02dc",
 }
 
+// entityValue looks name up in htmlEntities; a switch on the bytes
+// costs no hashing on the hot path of HTML-escaped text.
+func entityValue(name []byte) string {
+	switch string(name) {
+	case "amp", "AMP":
+		return "&"
+	case "lt", "LT":
+		return "<"
+	case "gt", "GT":
+		return ">"
+	case "quot", "QUOT":
+		return `"`
+	}
+	return htmlEntities[string(name)]
+}
+
 // maxEntityName is the longest name in htmlEntities.
 const maxEntityName = 6
 
@@ -123,9 +139,9 @@ func parseEscape(b []byte) (n int, dec [4]byte, dn int) {
 		if b[1] == '#' {
 			return parseNumericRef(b)
 		}
-		for i := 1; i < len(b) && i <= maxEntityName+1; i++ {
+		for i := 2; i < len(b) && i <= maxEntityName+1; i++ {
 			if b[i] == ';' {
-				if v, ok := htmlEntities[string(b[1:i])]; ok {
+				if v := entityValue(b[1:i]); v != "" {
 					return i + 1, dec, copy(dec[:], v)
 				}
 				break
@@ -308,6 +324,9 @@ type view struct {
 // between escapes copied, each escape replaced by its decoding.
 func (v *view) build(in []byte) {
 	dec := v.dec[:0]
+	if cap(dec) < len(in) {
+		dec = make([]byte, 0, len(in)) // decoding never lengthens
+	}
 	i := 0
 	for _, e := range v.esc {
 		dec = append(dec, in[i:e.in]...)

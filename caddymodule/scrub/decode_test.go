@@ -43,6 +43,9 @@ var refEntityNames = strings.Fields(`amp lt gt quot apos sol plus equals excl nu
 // refEscapeAt returns the length and value of the escape at the start
 // of t, or 0.
 func refEscapeAt(t string) (int, string) {
+	if t == "" || !strings.ContainsRune(`%\&`, rune(t[0])) {
+		return 0, "" // (only to save the regular expressions the time)
+	}
 	num := func(s string, base int) int64 {
 		v, err := strconv.ParseInt(s, base, 64)
 		if err != nil {

@@ -60,9 +60,11 @@ type matcher struct {
 	cands   []gramAt
 	// For partial matches at the end of a view: by first byte, and a
 	// filter of the first two.
-	byFirst [257]int32 // pattern indices byFirstIdx[byFirst[c]:byFirst[c+1]] start with c
+	byFirst [257]int32 // firstIx[byFirst[c]:byFirst[c+1]] are the patterns starting with c
 	firstIx []int32
 	pairs   [1 << 16 / 64]uint64
+	// used marks the bytes that occur in some pattern.
+	used [256]bool
 }
 
 // gramAt is a pattern with the gram at off in it.
@@ -114,6 +116,9 @@ func newMatcher(pats []string) *matcher {
 		mt.byFirst[c] = int32(i)
 	}
 	for _, p := range pats {
+		for i := range len(p) {
+			mt.used[p[i]] = true
+		}
 		if len(p) >= 2 {
 			k := uint16(p[0])<<8 | uint16(p[1])
 			mt.pairs[k>>6] |= 1 << (k & 63)
@@ -197,4 +202,19 @@ func (mt *matcher) partial(v []byte) int {
 		}
 	}
 	return n
+}
+
+// relevant reports whether some escape decodes to a byte that occurs in
+// a pattern (folded): only then can the decoding view hold a match the
+// raw view does not.
+func (mt *matcher) relevant(esc []escape) bool {
+	for i := range esc {
+		e := &esc[i]
+		for _, c := range e.dec[:e.dn] {
+			if mt.used[foldTab[c]] {
+				return true
+			}
+		}
+	}
+	return false
 }
