@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"net/textproto"
+	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -13,7 +14,9 @@ import (
 // escapings need no form of their own: the decoding view undoes them
 // (in any mix, upper or lower hex). What remains are the encodings that
 // change every byte: base64 (std and URL alphabets, padded or not, and
-// inside a larger blob), hex, and UTF-16.
+// inside a larger blob), hex, and UTF-16; and, for a secret that holds
+// escape-like text itself, what the decoding view shows of it JSON- or
+// HTML-escaped.
 
 // minEncodedLen is the shortest secret that gets encoded forms, and the
 // shortest encoded form kept: a short secret's encodings (the base64 of
@@ -70,6 +73,9 @@ func encodedForms(v string) []string {
 		}
 	}
 	add(hex.EncodeToString([]byte(v))) // lower case; matching folds case
+	for _, f := range viewForms(v) {
+		add(f)
+	}
 	if utf8.ValidString(v) {
 		units := utf16.Encode([]rune(v))
 		le := make([]byte, 0, 2*len(units))
@@ -95,4 +101,34 @@ func base64Core(enc *base64.Encoding, v string, prefix int) string {
 	first := (8*prefix + 5) / 6
 	last := (8*prefix + 8*len(v)) / 6
 	return e[first:last]
+}
+
+// Outer escapings that leave a secret's own escape-like text alone: a
+// JSON string escapes only the backslash of "\u0041" and not "%41" or
+// "&amp;"; HTML escapes the "&" of "&amp;" only. Any JSON or HTML
+// escaper's other escapes decode back to the character, so these
+// minimal ones give the same view.
+var (
+	jsonOuter = strings.NewReplacer(`\`, `\\`, `"`, `\"`)
+	htmlOuter = strings.NewReplacer("&", "&amp;")
+)
+
+// viewForms returns what the decoding view shows of v escaped for JSON
+// and for HTML, where that is not v: for a secret like "p%41ss" echoed
+// in a JSON string the view decodes the %41 too.
+func viewForms(v string) []string {
+	if !strings.ContainsAny(v, `%\&`) {
+		return nil
+	}
+	var forms []string
+	for _, outer := range []*strings.Replacer{jsonOuter, htmlOuter} {
+		escaped := []byte(outer.Replace(v))
+		var vw view
+		vw.esc, _ = parseEscapes(escaped, true, nil)
+		vw.build(escaped)
+		if f := string(vw.dec); f != v {
+			forms = append(forms, f)
+		}
+	}
+	return forms
 }

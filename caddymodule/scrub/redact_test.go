@@ -169,7 +169,19 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 // TestRedactorNoHoldBack checks that bytes which cannot start a secret are
 // delivered while the writer is still open, as Server-Sent Events need.
 func TestRedactorNoHoldBack(t *testing.T) {
-	r := NewRedactor(map[string]string{"sk-secret": "[R]"})
+	// The same with the derived forms of the secret (base64, hex, ...),
+	// which must not hold anything back here either.
+	var set SecretSet
+	set.Add("sk-secret", "[R]")
+	for name, r := range map[string]*Redactor{
+		"raw":     NewRedactor(map[string]string{"sk-secret": "[R]"}),
+		"derived": (&Cache{}).Redactor(&set),
+	} {
+		t.Run(name, func(t *testing.T) { testNoHoldBack(t, r) })
+	}
+}
+
+func testNoHoldBack(t *testing.T, r *Redactor) {
 	pr, pw := io.Pipe()
 	defer pr.Close()
 	rd := r.Reader(pr)
