@@ -68,9 +68,14 @@ func referenceRedact(r *Redactor, s string) string {
 		// The stand-in must not join its neighbours: an escape running
 		// into it, a pattern overlapping it on the left (in the output so
 		// far) or on the right (in the kept text after it).
+		// And one that a pattern could overlap on the right is only used
+		// for a span of at most maxEscape bytes per byte of the longest
+		// pattern (a stream would otherwise wait for the end of a run of
+		// overlapping matches without bound).
 		if before := out.String(); r.mask != "" && repl != r.mask &&
 			(refStraddles(before, repl) || refOverlaps(r.m.pats, before+repl, len(before), len(before)+len(repl)) ||
-				refOverlaps(r.m.pats, repl+s[end:next], 0, len(repl))) {
+				refOverlaps(r.m.pats, repl+s[end:next], 0, len(repl)) ||
+				refRightRisk(r.m.pats, repl) && end-first[0] > maxEscape*slices.Max(refLens(r.m.pats))) {
 			repl = r.mask
 		}
 		out.WriteString(repl)
@@ -78,6 +83,28 @@ func referenceRedact(r *Redactor, s string) string {
 	}
 	out.WriteString(s[pos:])
 	return out.String()
+}
+
+// refRightRisk reports whether a pattern could begin inside standIn and
+// go on past it.
+func refRightRisk(pats []string, standIn string) bool {
+	f := refFold(standIn)
+	for _, p := range pats {
+		for k := 1; k <= len(p) && k <= len(f); k++ {
+			if strings.HasPrefix(p, f[len(f)-k:]) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func refLens(pats []string) []int {
+	var n []int
+	for _, p := range pats {
+		n = append(n, len(p))
+	}
+	return n
 }
 
 // refStraddles reports whether an escape beginning in the text before a

@@ -174,6 +174,11 @@ func (r *Redactor) standIn(b []byte, h int, final bool, i int, sc *scratch, cur 
 	for ; j < len(spans) && spans[j].start < end; j++ {
 		end = max(end, spans[j].end)
 	}
+	if end-spans[i].start > r.spanLimit {
+		// Only a run of overlapping matches is this long; waiting for
+		// its end would buffer without bound.
+		return r.mask, true
+	}
 	if end > h {
 		return "", false // a match yet to come may extend the span
 	}

@@ -41,6 +41,10 @@ type Redactor struct {
 	// before it, and a decoded byte takes at most maxEscape input
 	// bytes; without a left risk, only an escape's length.
 	ctxLen int
+	// spanLimit is the longest merged span whose stand-in may wait for
+	// its right neighbour (longer ones get the mask): a single match
+	// spans at most maxEscape input bytes per pattern byte.
+	spanLimit int
 }
 
 // NewRedactor builds a Redactor from pattern -> stand-in (usually a
@@ -82,6 +86,7 @@ func NewRedactor(secrets map[string]string) *Redactor {
 	r.mask = maskFor(pats)
 	r.leftRisk, r.rightRisk = make([]bool, len(pats)), make([]bool, len(pats))
 	r.ctxLen = maxEscape - 1 // for straddles
+	r.spanLimit = maxEscape * r.m.longest
 	type risk struct{ left, right bool }
 	risks := map[string]risk{}
 	for i, s := range r.repl {
@@ -192,8 +197,10 @@ func (r *Redactor) Header(h http.Header) {
 // holds back only the shortest tail that could still become a match (a
 // partial match at the end of either view, an escape not yet complete),
 // so streams such as Server-Sent Events are not delayed when no secret is
-// in progress; a match's stand-in is written as soon as it is decided,
-// and text its span goes on to cover is swallowed. At io.EOF the
+// in progress. A match's stand-in is written as soon as it is decided,
+// and text its span goes on to cover is swallowed; a stand-in that some
+// pattern could overlap on its right waits until the text after it
+// rules that out (usually its first byte). At io.EOF the
 // held-back bytes are returned before it; on any other error of src they
 // are dropped (they could be the start of a secret). The error is then
 // returned on every call.

@@ -356,3 +356,46 @@ func TestMaskFor(t *testing.T) {
 		t.Error("output contains secret")
 	}
 }
+
+// A run of overlapping matches is one span however long it grows, and
+// a stream of it is not buffered: the stand-in is written once, the rest
+// swallowed, also when the stand-in waits for its right neighbour.
+func TestRedactorLongRunIsNotBuffered(t *testing.T) {
+	for name, secrets := range map[string]map[string]string{
+		"plain":      {"aaaaaaaa": ph},
+		"right risk": {"aaaaaaaa": ph, "fxyzxyzxyz": "[F]"}, // ph ends in f
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := NewRedactor(secrets)
+			src := io.LimitReader(repeatReader('a'), 512<<10)
+			rd := r.Reader(src).(*redactReader)
+			var out []byte
+			buf := make([]byte, 1024)
+			for {
+				n, err := rd.Read(buf)
+				out = append(out, buf[:n]...)
+				if len(rd.buf) > 64<<10 {
+					t.Fatalf("holding %d bytes", len(rd.buf))
+				}
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if want := r.String(strings.Repeat("a", 512<<10)); string(out) != want || len(out) > 100 {
+				t.Errorf("got %q, want %q", out, want)
+			}
+		})
+	}
+}
+
+type repeatReader byte
+
+func (c repeatReader) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(c)
+	}
+	return len(p), nil
+}
