@@ -2,6 +2,7 @@ package scrub
 
 import (
 	"bytes"
+	"slices"
 	"unicode/utf8"
 )
 
@@ -297,7 +298,11 @@ func parseEscapes(b []byte, final bool, esc []escape) ([]escape, int) {
 			continue
 		}
 		out += at - run
-		esc = append(esc, escape{in: at, out: out, n: uint8(n), dn: uint8(dn), dec: dec})
+		if len(esc) == cap(esc) {
+			esc = slices.Grow(esc, max(64, len(b)>>8))
+		}
+		esc = esc[:len(esc)+1]
+		esc[len(esc)-1] = escape{in: at, out: out, n: uint8(n), dn: uint8(dn), dec: dec}
 		out += dn
 		i = at + n
 		run = i
@@ -323,17 +328,19 @@ type view struct {
 // build fills v.dec from in (the decided prefix) and v.esc: the runs
 // between escapes copied, each escape replaced by its decoding.
 func (v *view) build(in []byte) {
-	dec := v.dec[:0]
-	if cap(dec) < len(in) {
-		dec = make([]byte, 0, len(in)) // decoding never lengthens
+	dec := v.dec[:cap(v.dec)]
+	if len(dec) < len(in) {
+		dec = make([]byte, len(in)) // decoding never lengthens
 	}
-	i := 0
-	for _, e := range v.esc {
-		dec = append(dec, in[i:e.in]...)
-		dec = append(dec, e.dec[:e.dn]...)
+	i, o := 0, 0
+	for k := range v.esc {
+		e := &v.esc[k]
+		o += copy(dec[o:], in[i:e.in])
+		o += copy(dec[o:], e.dec[:e.dn])
 		i = e.in + int(e.n)
 	}
-	v.dec = append(dec, in[i:]...)
+	o += copy(dec[o:], in[i:])
+	v.dec = dec[:o]
 }
 
 // escapeAtOut returns the index of the last escape whose decoding
@@ -454,10 +461,21 @@ func digitValue(c byte, base int) (int, bool) {
 }
 
 func hexByte(a, b byte) (byte, bool) {
-	x, ok1 := digitValue(a, 16)
-	y, ok2 := digitValue(b, 16)
-	return byte(x<<4 | y), ok1 && ok2
+	x, y := hexTab[a], hexTab[b]
+	return x<<4 | y&15, x|y < 16
 }
+
+// hexTab is the value of a hex digit, or 0xFF.
+var hexTab = func() (t [256]byte) {
+	for i := range t {
+		v, ok := digitValue(byte(i), 16)
+		t[i] = byte(v)
+		if !ok {
+			t[i] = 0xFF
+		}
+	}
+	return t
+}()
 
 func hex4(b []byte) (rune, bool) {
 	if len(b) < 4 {
