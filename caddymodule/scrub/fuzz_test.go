@@ -176,6 +176,10 @@ func FuzzRedactor(f *testing.F) {
 	f.Add("%41bcdefg", `\u0041bcdefg`, "&amp;bcdefg", "[X]", []byte(`%2541bcdefg \\u0041bcdefg &amp;amp;bcdefg %41bcdefg`), uint64(7))
 	f.Add("abcdefgh", "ABCDEFGH", "efghijkl", "agvph_", []byte("xABCDEFGHIJKLx abcdefghijkl %61%62cdefgh"), uint64(8))
 	f.Add("\U0001F600secret!", "x", "y", "[E]", []byte(`\uD83D\uDE00secret! &#x1F600;secret! &#128512;SECRET! \uD83D`), uint64(9))
+	// Stand-ins next to text they would join (ph starts with a, ends with f).
+	f.Add("fxyzxyzxyz", "Zk3+secret", "qwertyuiopa", "[F]",
+		[]byte("qwertyuiopZk3+secret Zk3+secretxyzxyzxyz %4Zk3+secret qwertyuio%70zk3+SECRET!"), uint64(10))
+	f.Add("aaaaaaaa", "fxyzxyzxyz", "xyz", ph, []byte("aaaaaaaaaaaaaaaaaaaaaaaaaxyzxyzxyzaaaaaaaaaaaa%61aaaaaaa"), uint64(11))
 	f.Fuzz(func(t *testing.T, a, b, c, replA string, data []byte, seed uint64) {
 		limit := func(s string) string { return s[:min(len(s), 24)] }
 		a, b, c = limit(a), limit(b), limit(c)

@@ -24,11 +24,16 @@ import (
 // the stand-in of its leftmost match (the longest of those, then the
 // longer pattern). Text outside the spans is unchanged.
 //
-// The output never contains a pattern in either view: a stand-in that
-// could spell one together with its neighbours (for example pattern
-// "tokena" and stand-in "agvph_..." after the text "token") is swapped
-// for a mask such as "********" that shares no byte with any pattern;
-// so is one that would complete an escape begun just before it.
+// The output never contains a pattern in either view. A stand-in that
+// holds an escape starter (% \ &), contains a pattern or lies inside
+// one is never used; an occurrence of a stand-in that would spell a
+// pattern together with its actual neighbours (for example pattern
+// "tokena" and stand-in "agvph_..." after the text "token"), or
+// complete an escape begun just before it ("%4" then "agvph_..."), gets
+// a mask such as "********" that shares no byte with any pattern (see
+// standin.go). So does a run of overlapping matches longer than
+// maxEscape bytes per byte of the longest pattern when its stand-in
+// would have to wait for the text after the run.
 type Redactor struct {
 	m    *matcher // nil: no patterns
 	repl []string // per pattern
