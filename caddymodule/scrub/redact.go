@@ -92,17 +92,19 @@ func NewRedactor(secrets map[string]string) *Redactor {
 	r.leftRisk, r.rightRisk = make([]bool, len(pats)), make([]bool, len(pats))
 	r.ctxLen = maxEscape - 1 // for straddles
 	r.spanLimit = maxEscape * r.m.longest
-	type risk struct{ left, right bool }
-	risks := map[string]risk{}
+	type risk struct{ usable, left, right bool }
+	risks := map[string]risk{} // per distinct stand-in: a set has few
 	for i, s := range r.repl {
-		if !usableStandIn(s, pats) && r.mask != "" {
-			r.repl[i] = r.mask
-			continue
-		}
 		rk, ok := risks[s]
 		if !ok {
-			rk.left, rk.right = overlapRisk(fold(s), pats)
+			if rk.usable = usableStandIn(s, pats); rk.usable {
+				rk.left, rk.right = overlapRisk(fold(s), pats)
+			}
 			risks[s] = rk
+		}
+		if !rk.usable && r.mask != "" {
+			r.repl[i] = r.mask
+			continue
 		}
 		r.leftRisk[i], r.rightRisk[i] = rk.left, rk.right
 		if rk.left {

@@ -59,10 +59,11 @@ type matcher struct {
 	keys    []uint16             // gram hashes, sorted, parallel to cands
 	cands   []gramAt
 	// For partial matches at the end of a view: by first byte, and a
-	// filter of the first two.
+	// filter of the first two (hashed to 4 Kbit: it is consulted a few
+	// hundred times a pass, and every cached redactor carries it).
 	byFirst [257]int32 // firstIx[byFirst[c]:byFirst[c+1]] are the patterns starting with c
 	firstIx []int32
-	pairs   [1 << 16 / 64]uint64
+	pairs   [1 << 12 / 64]uint64
 	// used marks the bytes that occur in some pattern.
 	used [256]bool
 }
@@ -85,22 +86,23 @@ func newMatcher(pats []string) *matcher {
 	}
 	mt.w = min(4, mt.m)
 	mt.s = mt.m - mt.w + 1
-	type entry struct {
-		key uint16
-		gramAt
-	}
-	var entries []entry
+	// Candidates sorted by gram hash: packed as hash, pattern, offset
+	// in one word so a plain sort orders them (pattern counts and
+	// offsets stay far below 2^24).
+	var entries []uint64
 	for j, p := range pats {
 		for off := 0; off+mt.w <= mt.m; off++ {
 			k := gramHash(gram(p[off:], mt.w))
 			mt.filter[k>>6] |= 1 << (k & 63)
-			entries = append(entries, entry{k, gramAt{int32(j), int32(off)}})
+			entries = append(entries, uint64(k)<<48|uint64(j)<<24|uint64(off))
 		}
 	}
-	slices.SortStableFunc(entries, func(a, b entry) int { return int(a.key) - int(b.key) })
-	for _, e := range entries {
-		mt.keys = append(mt.keys, e.key)
-		mt.cands = append(mt.cands, e.gramAt)
+	slices.Sort(entries)
+	mt.keys = make([]uint16, len(entries))
+	mt.cands = make([]gramAt, len(entries))
+	for i, e := range entries {
+		mt.keys[i] = uint16(e >> 48)
+		mt.cands[i] = gramAt{int32(e >> 24 & (1<<24 - 1)), int32(e & (1<<24 - 1))}
 	}
 
 	order := make([]int32, len(pats))
@@ -120,7 +122,7 @@ func newMatcher(pats []string) *matcher {
 			mt.used[p[i]] = true
 		}
 		if len(p) >= 2 {
-			k := uint16(p[0])<<8 | uint16(p[1])
+			k := pairHash(p[0], p[1])
 			mt.pairs[k>>6] |= 1 << (k & 63)
 		}
 	}
@@ -137,6 +139,8 @@ func gram(s string, w int) uint32 {
 }
 
 func gramHash(x uint32) uint16 { return uint16((x * 0x9E3779B1) >> 16) }
+
+func pairHash(a, b byte) uint16 { return uint16((uint32(a)<<8 | uint32(b)) * 0x9E3779B1 >> 20) }
 
 // find appends every occurrence in v (overlapping ones included), in no
 // particular order.
@@ -190,8 +194,7 @@ func (mt *matcher) partial(v []byte) int {
 	for q := max(0, n-mt.longest+1); q < n; q++ {
 		c := foldTab[v[q]]
 		if q+1 < n {
-			k := uint16(c)<<8 | uint16(foldTab[v[q+1]])
-			if mt.pairs[k>>6]&(1<<(k&63)) == 0 {
+			if k := pairHash(c, foldTab[v[q+1]]); mt.pairs[k>>6]&(1<<(k&63)) == 0 {
 				continue
 			}
 		}

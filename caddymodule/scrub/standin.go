@@ -69,7 +69,7 @@ func overlapRisk(fs string, pats []string) (left, right bool) {
 // overlaps reports whether a non-empty suffix of a is a prefix of b.
 func overlaps(a, b string) bool {
 	for k := 1; k <= len(a) && k <= len(b); k++ {
-		if a[len(a)-k:] == b[:k] {
+		if a[len(a)-k] == b[0] && a[len(a)-k:] == b[:k] {
 			return true
 		}
 	}
