@@ -399,3 +399,35 @@ func (c repeatReader) Read(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// A stand-in that a pattern could overlap on its right (ph ends in "f",
+// a pattern starts with "f") waits for the byte after its match, and no
+// longer.
+func TestRedactorRightNeighbourWait(t *testing.T) {
+	r := NewRedactor(map[string]string{"sk-secret-1": ph, "fxyzxyzxyz": "[F]"})
+	pr, pw := io.Pipe()
+	defer pr.Close()
+	rd := r.Reader(pr)
+	got := make(chan string, 1)
+	read := func() {
+		buf := make([]byte, 100)
+		n, _ := rd.Read(buf)
+		got <- string(buf[:n])
+	}
+	go read()
+	pw.Write([]byte("data: sk-secret-1"))
+	if s := <-got; s != "data: " {
+		t.Fatalf("got %q", s)
+	}
+	go read()
+	pw.Write([]byte("\n")) // cannot continue "f" into "fxyzxyzxyz"
+	select {
+	case s := <-got:
+		if s != ph+"\n" {
+			t.Fatalf("got %q", s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stand-in was held back")
+	}
+	pw.Close()
+}
