@@ -1,6 +1,15 @@
 // Package scrub keeps secrets that went upstream from coming back to
 // the agent: a [SecretSet] collects every form of every secret one
 // request sent, and the [Redactor] it builds replaces them in headers,
-// trailers and streamed bodies. Nothing here does I/O, and no error or
-// log text produced here contains a secret.
+// trailers and streamed bodies. The Redactor decides by content: each
+// form is searched case-insensitively both in the bytes as sent and
+// with one level of URL, JSON/JS and HTML escapes decoded, so an echo
+// in any mix of those is caught without a pattern per framework.
+// Nothing here does I/O, and no error or log text produced here
+// contains a secret.
+//
+// Files: patterns.go derives the forms, decode.go is the decoding view,
+// scan.go the matcher, pass.go one scan of a buffer (spans, hold-back,
+// output), standin.go what may replace a match, redact.go the Redactor
+// and its Reader, secretset.go the set and the cache.
 package scrub

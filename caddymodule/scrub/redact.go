@@ -1,279 +1,233 @@
 package scrub
 
 import (
-	"bytes"
+	"cmp"
 	"io"
 	"net/http"
 	"slices"
-	"strings"
+	"sync"
+	"unsafe"
 )
 
 // Redactor replaces secrets with stand-ins in text the agent will see. It
 // is immutable and safe for concurrent use; a nil *Redactor redacts
 // nothing.
 //
-// At each position the longest matching secret is replaced, scanning left
-// to right (like strings.ReplaceAll with several secrets). The output
-// never contains a secret: a replacement that could spell one together
-// with its neighbours (for example secret "tokena" and replacement
-// "agvph_..." after the text "token") is swapped for a mask such as
-// "********" that shares no characters with any secret.
+// Each pattern (a form of a secret: see [SecretSet]) is searched
+// case-insensitively, with '+' and ' ' the same byte, in two views of
+// the text: the bytes as sent, and the bytes with one level of URL,
+// JSON/JS and HTML escapes decoded (see decode.go), so that an echo in
+// any mix of those escapings is found. A match in the decoding view
+// stands for the input that produced it, and every match is widened to
+// whole escape sequences. The output is the text with the union of all
+// matches replaced: overlapping matches merge into one span, replaced by
+// the stand-in of its leftmost match (the longest of those, then the
+// longer pattern). Text outside the spans is unchanged.
+//
+// The output never contains a pattern in either view. A stand-in that
+// holds an escape starter (% \ &), contains a pattern or lies inside
+// one is never used; an occurrence of a stand-in that would spell a
+// pattern together with its actual neighbours (for example pattern
+// "tokena" and stand-in "agvph_..." after the text "token"), or
+// complete an escape begun just before it ("%4" then "agvph_..."), gets
+// a mask such as "********" that shares no byte with any pattern (see
+// standin.go). So does a run of overlapping matches longer than
+// maxEscape bytes per byte of the longest pattern when its stand-in
+// would have to wait for the text after the run.
 type Redactor struct {
-	secrets []redactSecret // longest first
+	m    *matcher // nil: no patterns
+	repl []string // per pattern
+	mask string   // "" only if no safe mask exists (see maskFor)
+	// Per pattern: whether some pattern could overlap its stand-in on
+	// the left or right, so occurrences must look at their neighbours.
+	leftRisk, rightRisk []bool
+	// ctxLen is how much output before a stand-in its checks need: a
+	// pattern overlapping it starts at most longest-1 view bytes
+	// before it, and a decoded byte takes at most maxEscape input
+	// bytes; without a left risk, only an escape's length.
+	ctxLen int
+	// spanLimit is the longest merged span whose stand-in may wait for
+	// its right neighbour (longer ones get the mask): a single match
+	// spans at most maxEscape input bytes per pattern byte.
+	spanLimit int
 }
 
-type redactSecret struct {
-	value  string
-	repl   string
-	border []int // KMP: border[i] is the longest proper border of value[:i+1]
-}
-
-// NewRedactor builds a Redactor from secret value -> replacement
-// (usually the secret's placeholder). Empty secrets are ignored.
+// NewRedactor builds a Redactor from pattern -> stand-in (usually a
+// secret's placeholder). Empty patterns are ignored. Patterns equal
+// under folding are one pattern, with the stand-in of the byte-wise
+// smallest of them.
 func NewRedactor(secrets map[string]string) *Redactor {
-	r := &Redactor{}
+	type entry struct{ folded, orig, repl string }
+	byFold := make(map[string]entry, len(secrets))
 	for v, repl := range secrets {
-		if v != "" {
-			r.secrets = append(r.secrets, redactSecret{value: v, repl: repl, border: borders(v)})
+		if v == "" {
+			continue
+		}
+		f := fold(v)
+		if old, ok := byFold[f]; !ok || v < old.orig {
+			byFold[f] = entry{f, v, repl}
 		}
 	}
-	slices.SortFunc(r.secrets, func(a, b redactSecret) int {
-		if len(a.value) != len(b.value) {
-			return len(b.value) - len(a.value)
-		}
-		return strings.Compare(a.value, b.value)
+	r := &Redactor{}
+	if len(byFold) == 0 {
+		return r
+	}
+	entries := make([]entry, 0, len(byFold))
+	for _, e := range byFold {
+		entries = append(entries, e)
+	}
+	// Rank: longer first, so of two matches with the same extent the
+	// longer pattern's stand-in is used; then byte order, to be
+	// deterministic.
+	slices.SortFunc(entries, func(a, b entry) int {
+		return cmp.Or(len(b.folded)-len(a.folded), cmp.Compare(a.folded, b.folded))
 	})
-	values := make([]string, len(r.secrets))
-	for i, s := range r.secrets {
-		values[i] = s.value
+	pats := make([]string, len(entries))
+	r.repl = make([]string, len(entries))
+	for i, e := range entries {
+		pats[i], r.repl[i] = e.folded, e.repl
 	}
-	var mask string
-	for i := range r.secrets {
-		if !safeReplacement(r.secrets[i].repl, values) {
-			if mask == "" {
-				mask = maskFor(values)
+	r.m = newMatcher(pats)
+	r.mask = maskFor(pats)
+	r.leftRisk, r.rightRisk = make([]bool, len(pats)), make([]bool, len(pats))
+	r.ctxLen = maxEscape - 1 // for straddles
+	r.spanLimit = maxEscape * r.m.longest
+	type risk struct{ usable, left, right bool }
+	risks := map[string]risk{} // per distinct stand-in: a set has few
+	for i, s := range r.repl {
+		rk, ok := risks[s]
+		if !ok {
+			if rk.usable = usableStandIn(s, pats); rk.usable {
+				rk.left, rk.right = overlapRisk(fold(s), pats)
 			}
-			if mask != "" {
-				r.secrets[i].repl = mask
-			}
+			risks[s] = rk
+		}
+		if !rk.usable && r.mask != "" {
+			r.repl[i] = r.mask
+			continue
+		}
+		r.leftRisk[i], r.rightRisk[i] = rk.left, rk.right
+		if rk.left {
+			r.ctxLen = maxEscape * r.m.longest
 		}
 	}
 	return r
 }
 
-// borders computes the KMP failure function of s.
-func borders(s string) []int {
-	b := make([]int, len(s))
-	k := 0
-	for i := 1; i < len(s); i++ {
-		for k > 0 && s[i] != s[k] {
-			k = b[k-1]
-		}
-		if s[i] == s[k] {
-			k++
-		}
-		b[i] = k
-	}
-	return b
-}
+// bytesOf is a read-only view of s; the scan never writes its input.
+func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
-// safeReplacement reports whether repl can never form a secret together
-// with surrounding output: it must not contain or be contained in a
-// secret, nor overlap one at either end. Text between replacements never
-// contains a whole secret (it would have been replaced), so these are
-// the only ways a secret could reappear.
-func safeReplacement(repl string, secrets []string) bool {
-	if repl == "" {
-		return false // the text on both sides would join up
-	}
-	for _, s := range secrets {
-		if strings.Contains(repl, s) || strings.Contains(s, repl) || overlaps(repl, s) || overlaps(s, repl) {
-			return false
-		}
-	}
-	return true
-}
+// scratches recycles pass memory: the escape records and decoding view
+// of a window would otherwise be allocated per call.
+var scratches = sync.Pool{New: func() any { return new(scratch) }}
 
-// overlaps reports whether a non-empty suffix of a is a prefix of b.
-func overlaps(a, b string) bool {
-	for k := 1; k <= len(a) && k <= len(b); k++ {
-		if a[len(a)-k:] == b[:k] {
-			return true
-		}
-	}
-	return false
-}
+// scanWindow is how much of a string one pass looks at: passes over
+// windows bound the memory of a long string's views, like a Reader's.
+const scanWindow = redactMaxRead
 
-// maskFor returns a run of one byte that cannot combine with any secret:
-// preferably a byte no secret contains, else one no secret starts or
-// ends with, repeated beyond the longest secret. It returns "" only if
-// every byte value starts or ends some secret (128+ secrets).
-func maskFor(secrets []string) string {
-	candidates := "*#~x"
-	for c := 0; c < 256; c++ {
-		candidates += string([]byte{byte(c)})
-	}
-	for i := 0; i < len(candidates); i++ {
-		c := candidates[i : i+1]
-		if !slices.ContainsFunc(secrets, func(s string) bool { return strings.Contains(s, c) }) {
-			return strings.Repeat(c, 8)
-		}
-	}
-	longest := 0
-	for _, s := range secrets {
-		longest = max(longest, len(s))
-	}
-	for i := 0; i < len(candidates); i++ {
-		c := candidates[i]
-		if !slices.ContainsFunc(secrets, func(s string) bool { return s[0] == c || s[len(s)-1] == c }) {
-			return strings.Repeat(candidates[i:i+1], longest+1)
-		}
-	}
-	return ""
-}
-
-// String returns s with every secret replaced.
+// String returns s with every match replaced. It does not allocate when
+// there is none.
 func (r *Redactor) String(s string) string {
-	if r == nil || !slices.ContainsFunc(r.secrets, func(sec redactSecret) bool { return strings.Contains(s, sec.value) }) {
+	if r == nil || r.m == nil {
 		return s
 	}
-	st := r.newState()
-	st.buf = append(st.buf, s...)
-	return string(st.advance(0, true, make([]byte, 0, len(s))))
+	sc := scratches.Get().(*scratch)
+	defer scratches.Put(sc)
+	// The output is only built once a stand-in is written: until then it
+	// is s[:cur.kept].
+	cur := cursor{lazy: true, src: s, before: sc.before[:0]}
+	out, _ := r.passes(bytesOf(s), sc, &cur, false)
+	sc.before = cur.before
+	if cur.lazy {
+		return s
+	}
+	return string(out)
 }
 
-// Header redacts all header values, and names, in place.
+// Contains reports whether s holds a match in either view.
+func (r *Redactor) Contains(s string) bool {
+	if r == nil || r.m == nil {
+		return false
+	}
+	sc := scratches.Get().(*scratch)
+	defer scratches.Put(sc)
+	_, found := r.passes(bytesOf(s), sc, nil, true)
+	return found
+}
+
+// passes redacts in as a stream of it would be, one window at a time,
+// with output state cur; with only (and cur nil) it just reports
+// whether there is a match.
+func (r *Redactor) passes(in []byte, sc *scratch, cur *cursor, only bool) (out []byte, found bool) {
+	for base, size := 0, scanWindow; ; {
+		end := min(len(in), base+size)
+		final := end == len(in)
+		b := in[base:end]
+		h := r.analyze(b, final, sc)
+		done := h
+		if only {
+			if len(sc.spans) > 0 {
+				return nil, true
+			}
+		} else {
+			out, done = r.emit(b, h, final, sc, cur, out)
+		}
+		if final {
+			return out, false
+		}
+		if done == 0 {
+			size *= 2 // all of it held back: look further
+		}
+		base += done
+	}
+}
+
+// Header redacts all header values in place, and drops every header
+// whose name contains a match: a name cannot carry a stand-in (the
+// result might not be a valid name, or might collide with another).
 func (r *Redactor) Header(h http.Header) {
-	if r == nil {
+	if r == nil || r.m == nil {
 		return
 	}
-	var renames []string
 	for name, values := range h {
+		if r.Contains(name) {
+			delete(h, name)
+			continue
+		}
 		for i, v := range values {
 			values[i] = r.String(v)
 		}
-		if r.String(name) != name {
-			renames = append(renames, name)
-		}
-	}
-	for _, name := range renames {
-		values := h[name]
-		delete(h, name)
-		redacted := r.String(name)
-		h[redacted] = append(h[redacted], values...)
 	}
 }
 
-// Reader returns a reader that yields src with every secret replaced. It
-// holds back only the shortest tail that could still become a secret,
+// Reader returns a reader that yields src redacted as String would. It
+// holds back only the shortest tail that could still become a match (a
+// partial match at the end of either view, an escape not yet complete),
 // so streams such as Server-Sent Events are not delayed when no secret is
-// in progress. At io.EOF the held-back bytes are returned before it; on
-// any other error of src they are dropped (they could be the start of a
-// secret). The error is then returned on every call.
+// in progress. A match's stand-in is written as soon as it is decided,
+// and text its span goes on to cover is swallowed; a stand-in that some
+// pattern could overlap on its right waits until the text after it
+// rules that out (usually its first byte). At io.EOF the
+// held-back bytes are returned before it; on any other error of src they
+// are dropped (they could be the start of a secret). The error is then
+// returned on every call.
 func (r *Redactor) Reader(src io.Reader) io.Reader {
-	if r == nil || len(r.secrets) == 0 {
+	if r == nil || r.m == nil {
 		return src
 	}
-	return &redactReader{src: src, st: r.newState()}
+	return &redactReader{r: r, src: src}
 }
 
-// redactState is the incremental matcher shared by String and Reader.
-type redactState struct {
-	r   *Redactor
-	buf []byte  // input not yet decided: the held-back tail, then new data
-	q   []int   // per secret: KMP state, the length of the partial match at the end of buf
-	occ [][]int // per secret: start offsets in buf of complete occurrences, ascending
-}
-
-func (r *Redactor) newState() *redactState {
-	return &redactState{r: r, q: make([]int, len(r.secrets)), occ: make([][]int, len(r.secrets))}
-}
-
-// advance scans buf[from:] (new input), appends to out everything that
-// can be decided and keeps the rest in buf. With final, nothing more will
-// come, so partial matches are just text.
-func (st *redactState) advance(from int, final bool, out []byte) []byte {
-	hold := 0
-	for j := range st.r.secrets {
-		st.q[j], st.occ[j] = st.r.secrets[j].scan(st.buf, from, st.q[j], st.occ[j])
-		hold = max(hold, st.q[j])
-	}
-	if final {
-		hold = 0
-	}
-	// Any occurrence starting before limit is complete: one still in
-	// progress would be a partial match longer than hold.
-	limit := len(st.buf) - hold
-	i := 0
-	for i < limit {
-		next, best := -1, -1
-		for j := range st.occ {
-			o := st.occ[j]
-			for len(o) > 0 && o[0] < i {
-				o = o[1:]
-			}
-			st.occ[j] = o
-			// Secrets are sorted longest first, so strict < keeps the
-			// longest of several starting at the same offset.
-			if len(o) > 0 && (next < 0 || o[0] < next) {
-				next, best = o[0], j
-			}
-		}
-		if next < 0 || next >= limit {
-			out = append(out, st.buf[i:limit]...)
-			i = limit
-			break
-		}
-		out = append(out, st.buf[i:next]...)
-		out = append(out, st.r.secrets[best].repl...)
-		i = next + len(st.r.secrets[best].value)
-	}
-	// Drop the decided prefix; a match may have run past limit.
-	st.buf = st.buf[:copy(st.buf, st.buf[i:])]
-	for j, o := range st.occ {
-		for k := range o {
-			o[k] -= i // negative offsets fell inside a replacement; skipped later
-		}
-		st.occ[j] = o
-	}
-	return out
-}
-
-// scan runs KMP over buf[from:], starting in state q, and appends the
-// start of each complete occurrence (overlapping ones included) to occ.
-// While no partial match is open it skips ahead with IndexByte.
-func (s *redactSecret) scan(buf []byte, from, q int, occ []int) (int, []int) {
-	v := s.value
-	for i := from; i < len(buf); i++ {
-		if q == 0 {
-			k := bytes.IndexByte(buf[i:], v[0])
-			if k < 0 {
-				return 0, occ
-			}
-			i += k
-		}
-		c := buf[i]
-		for q > 0 && v[q] != c {
-			q = s.border[q-1]
-		}
-		if v[q] == c {
-			q++
-		}
-		if q == len(v) {
-			occ = append(occ, i+1-len(v))
-			q = s.border[q-1]
-		}
-	}
-	return q, occ
-}
-
-// redactReader streams src through a redactState.
+// redactReader streams src through passes.
 type redactReader struct {
+	r   *Redactor
 	src io.Reader
-	st  *redactState
-	out []byte // decided output not yet returned
-	off int    // out[:off] has been returned
-	err error  // sticky error from src, returned once out is drained
+	buf []byte // the held-back tail, then new data
+	cur cursor
+	sc  *scratch // from scratches until the last pass
+	out []byte   // decided output not yet returned
+	off int      // out[:off] has been returned
+	err error    // sticky error from src, returned once out is drained
 	// size is the next read's size: it starts small and doubles while
 	// reads fill it, so a short API response does not pay for a large
 	// buffer (that allocation dominated the proxy's CPU profile).
@@ -300,26 +254,38 @@ func (rr *redactReader) Read(p []byte) (int, error) {
 		}
 		rr.out, rr.off = rr.out[:0], 0
 
-		st := rr.st
-		from := len(st.buf)
+		from := len(rr.buf)
 		if rr.size == 0 {
 			rr.size = redactMinRead
 		}
-		if cap(st.buf)-from < rr.size {
-			st.buf = slices.Grow(st.buf, rr.size)
+		if cap(rr.buf)-from < rr.size {
+			rr.buf = slices.Grow(rr.buf, rr.size)
 		}
-		n, err := rr.src.Read(st.buf[from : from+rr.size])
+		n, err := rr.src.Read(rr.buf[from : from+rr.size])
 		if n == rr.size && rr.size < redactMaxRead {
 			rr.size *= 2
 		}
-		st.buf = st.buf[:from+n]
+		rr.buf = rr.buf[:from+n]
 		if err != nil {
 			rr.err = err
 		}
 		// At EOF the held-back tail is released; on any other error it
 		// is dropped: it may be the start of a secret the stream broke
 		// off in, and the reader ends in an error anyway.
-		rr.out = st.advance(from, err == io.EOF, rr.out)
+		if n > 0 || err != nil {
+			if rr.sc == nil {
+				rr.sc = scratches.Get().(*scratch)
+			}
+			final := err == io.EOF
+			h := rr.r.analyze(rr.buf, final, rr.sc)
+			var done int
+			rr.out, done = rr.r.emit(rr.buf, h, final, rr.sc, &rr.cur, rr.out)
+			rr.buf = rr.buf[:copy(rr.buf, rr.buf[done:])]
+			if err != nil { // the last pass
+				scratches.Put(rr.sc)
+				rr.sc, rr.buf = nil, nil
+			}
+		}
 		if n == 0 && err == nil {
 			if empty++; empty >= 100 {
 				return 0, io.ErrNoProgress

@@ -1,7 +1,6 @@
 package scrub
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -13,33 +12,13 @@ import (
 	"time"
 )
 
-// referenceRedact is the obvious offline algorithm: scan left to right
-// and at each position replace the longest secret that starts there.
-func referenceRedact(r *Redactor, s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		best := -1
-		for j, sec := range r.secrets {
-			if strings.HasPrefix(s[i:], sec.value) && (best < 0 || len(sec.value) > len(r.secrets[best].value)) {
-				best = j
-			}
-		}
-		if best < 0 {
-			b.WriteByte(s[i])
-			i++
-			continue
-		}
-		b.WriteString(r.secrets[best].repl)
-		i += len(r.secrets[best].value)
-	}
-	return b.String()
-}
-
-// effective returns secret -> replacement actually used.
+// effective returns folded pattern -> stand-in actually used.
 func (r *Redactor) effective() map[string]string {
 	m := map[string]string{}
-	for _, s := range r.secrets {
-		m[s.value] = s.repl
+	if r.m != nil {
+		for i, p := range r.m.pats {
+			m[p] = r.repl[i]
+		}
 	}
 	return m
 }
@@ -55,16 +34,31 @@ func TestRedactorString(t *testing.T) {
 		{"one", map[string]string{"sk-123": "[A]"}, "key=sk-123!", "key=[A]!"},
 		{"repeated", map[string]string{"sk-123": "[A]"}, "sk-123sk-123 sk-123", "[A][A] [A]"},
 		{"partial only", map[string]string{"sk-123": "[A]"}, "sk-12 sk-1234", "sk-12 [A]4"},
+		{"any case", map[string]string{"sk-abc": "[A]"}, "SK-ABC Sk-aBc sk-abc", "[A] [A] [A]"},
+		{"plus is space", map[string]string{"a+b c": "[P]"}, "a b+c|a+b+c|a b c|a_b c", "[P]|[P]|[P]|a_b c"},
 		{"longest wins", map[string]string{"abc": "[S]", "abcdef": "[L]"}, "abcdef abc abcde", "[L] [S] [S]de"},
 		{"substring inside", map[string]string{"xSECRETx": "[L]", "SECRET": "[S]"}, "xSECRETx SECRET", "[L] [S]"},
-		{"leftmost wins", map[string]string{"abcd": "[1]", "cdef": "[2]"}, "abcdef", "[1]ef"},
-		{"overlapping self", map[string]string{"aa": "[A]"}, "aaaaa", "[A][A]a"},
-		{"empty secret ignored", map[string]string{"": "[E]", "k": "[K]"}, "kek", "[K]e[K]"},
+		// Overlapping matches are one span, with the leftmost's stand-in.
+		{"overlap merges", map[string]string{"abcd": "[1]", "cdef": "[2]"}, "abcdef cdef", "[1] [2]"},
+		{"overlapping self", map[string]string{"aa": "[A]"}, "aaaaa b aa", "[A] b [A]"},
+		{"empty secret ignored", map[string]string{"": "[E]", "k": "<1>"}, "kEK", "<1>E<1>"},
 		{"binary", map[string]string{"\x00\xff": "[B]"}, "a\x00\xffb", "a[B]b"},
+		// The decoding view.
+		{"percent escape", map[string]string{"secret": "[R]"}, "s%65cret s%2565cret", "[R] s%2565cret"},
+		{"escape widened", map[string]string{"ab": "[R]"}, `x\u0061\u0062\u0063`, `x[R]\u0063`},
+		{"json escapes", map[string]string{`a"b/c`: "[R]"}, `{"k":"a\"b\/c"}`, `{"k":"[R]"}`},
+		{"html entities", map[string]string{"<a&b>": "[R]"}, "&lt;a&amp;b&gt; &LT;A&#38;B&#x3E;", "[R] [R]"},
+		{"mixed escapes", map[string]string{"a/b=c": "[R]"}, `a%2F\x62&equals;\u0063`, "[R]"},
+		// A raw match inside an escape takes the whole escape.
+		{"percent before raw", map[string]string{"1bcdefgh": "[S]"}, "x%41bcdefgh", "x[S]"},
 		// Unsafe replacements are swapped for a mask.
 		{"replacement would complete secret", map[string]string{"tokena": "agvph_0123"}, "tokentokena", "token********"},
 		{"replacement contains secret", map[string]string{"ph": "agvph_0123"}, "ph", "********"},
+		{"replacement contains secret in any case", map[string]string{"PH_0": "[ph_0]"}, "ph_0", "********"},
 		{"empty replacement", map[string]string{"ab": ""}, "aabb", "a********b"},
+		{"replacement with an escape", map[string]string{"sk-1": "[%41]"}, "sk-1", "********"},
+		// A stand-in must not complete an escape begun before it.
+		{"stand-in completes escape", map[string]string{"Qbcdefgh": ph}, "%4Qbcdefgh Qbcdefgh", "%4******** " + ph},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -76,10 +70,8 @@ func TestRedactorString(t *testing.T) {
 			if ref := referenceRedact(r, tt.in); ref != got {
 				t.Errorf("reference = %q", ref)
 			}
-			for s := range tt.secrets {
-				if s != "" && strings.Contains(got, s) {
-					t.Errorf("output %q contains secret %q", got, s)
-				}
+			if p := refLeaks(r.m.pats, got); p != "" {
+				t.Errorf("output %q contains pattern %q", got, p)
 			}
 			out, err := io.ReadAll(r.Reader(iotest.OneByteReader(strings.NewReader(tt.in))))
 			if err != nil || string(out) != tt.want {
@@ -95,7 +87,11 @@ func TestRedactorKeepsSafeReplacements(t *testing.T) {
 		"sk-proj-QQQQ":   "agvph_ffffffffffffffffffffffffffffffff",
 	}
 	r := NewRedactor(secrets)
-	if !reflect.DeepEqual(r.effective(), secrets) {
+	want := map[string]string{}
+	for p, s := range secrets {
+		want[fold(p)] = s
+	}
+	if !reflect.DeepEqual(r.effective(), want) {
 		t.Errorf("safe replacements changed: %v", r.effective())
 	}
 }
@@ -148,10 +144,8 @@ func TestRedactorStreamMultipleSecrets(t *testing.T) {
 		if err != nil || string(got) != want {
 			t.Fatalf("in %q: got %q, want %q", b, got, want)
 		}
-		for s := range r.effective() {
-			if bytes.Contains(got, []byte(s)) {
-				t.Fatalf("output %q contains %q", got, s)
-			}
+		if p := refLeaks(r.m.pats, string(got)); p != "" {
+			t.Fatalf("output %q contains %q", got, p)
 		}
 	}
 }
@@ -175,7 +169,19 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 // TestRedactorNoHoldBack checks that bytes which cannot start a secret are
 // delivered while the writer is still open, as Server-Sent Events need.
 func TestRedactorNoHoldBack(t *testing.T) {
-	r := NewRedactor(map[string]string{"sk-secret": "[R]"})
+	// The same with the derived forms of the secret (base64, hex, ...),
+	// which must not hold anything back here either.
+	var set SecretSet
+	set.Add("sk-secret", "[R]")
+	for name, r := range map[string]*Redactor{
+		"raw":     NewRedactor(map[string]string{"sk-secret": "[R]"}),
+		"derived": (&Cache{}).Redactor(&set),
+	} {
+		t.Run(name, func(t *testing.T) { testNoHoldBack(t, r) })
+	}
+}
+
+func testNoHoldBack(t *testing.T, r *Redactor) {
 	pr, pw := io.Pipe()
 	defer pr.Close()
 	rd := r.Reader(pr)
@@ -296,18 +302,32 @@ func TestRedactorHeader(t *testing.T) {
 	h := http.Header{
 		"X-Echo":         {"Bearer tok-123", "plain"},
 		"Set-Cookie":     {"a=tok-123tok-123"},
-		"X-Tok-123-Name": {"v"},
+		"X-Upper":        {"TOK-123", "tok%2D123"},
+		"X-Tok-123-Name": {"v"}, // names match in any case, and are dropped
 		"X-tok-123":      {"w"},
+		"X-Tok%2d123":    {"x"}, // or escaped
 	}
 	r.Header(h)
 	want := http.Header{
-		"X-Echo":         {"Bearer [T]", "plain"},
-		"Set-Cookie":     {"a=[T][T]"},
-		"X-Tok-123-Name": {"v"}, // canonical case differs from the secret
-		"X-[T]":          {"w"},
+		"X-Echo":     {"Bearer [T]", "plain"},
+		"Set-Cookie": {"a=[T][T]"},
+		"X-Upper":    {"[T]", "[T]"},
 	}
 	if !reflect.DeepEqual(h, want) {
 		t.Errorf("Header = %v, want %v", h, want)
+	}
+}
+
+func TestRedactorContains(t *testing.T) {
+	r := NewRedactor(map[string]string{"tok-123": "[T]"})
+	for s, want := range map[string]bool{"x tok-123": true, "TOK%2d123": true, "&#116;ok-123": true, "tok-12": false, "": false} {
+		if got := r.Contains(s); got != want {
+			t.Errorf("Contains(%q) = %v", s, got)
+		}
+	}
+	var nilRedactor *Redactor
+	if nilRedactor.Contains("tok-123") || NewRedactor(nil).Contains("x") {
+		t.Error("an empty redactor contains something")
 	}
 }
 
@@ -320,19 +340,94 @@ func TestRedactorStringNoAllocWithoutSecret(t *testing.T) {
 }
 
 func TestMaskFor(t *testing.T) {
-	// Every printable byte used somewhere, but not at the ends.
+	// Every byte used somewhere, but not at the ends.
 	var all strings.Builder
 	for c := 0; c < 256; c++ {
 		all.WriteByte(byte(c))
 	}
 	secret := "\x00" + all.String() + "\x00"
 	r := NewRedactor(map[string]string{secret: ""})
-	repl := r.secrets[0].repl
-	if repl == "" || !safeReplacement(repl, []string{secret}) {
+	repl := r.repl[0]
+	if repl == "" || !usableStandIn(repl, r.m.pats) {
 		t.Fatalf("mask %q not safe", repl)
 	}
 	in := "\x00" + secret[:10] + secret + secret[5:]
-	if out := r.String(in); strings.Contains(out, secret) {
+	if out := r.String(in); refLeaks(r.m.pats, out) != "" {
 		t.Error("output contains secret")
 	}
+}
+
+// A run of overlapping matches is one span however long it grows, and
+// a stream of it is not buffered: the stand-in is written once, the rest
+// swallowed, also when the stand-in waits for its right neighbour.
+func TestRedactorLongRunIsNotBuffered(t *testing.T) {
+	for name, secrets := range map[string]map[string]string{
+		"plain":      {"aaaaaaaa": ph},
+		"right risk": {"aaaaaaaa": ph, "fxyzxyzxyz": "[F]"}, // ph ends in f
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := NewRedactor(secrets)
+			src := io.LimitReader(repeatReader('a'), 512<<10)
+			rd := r.Reader(src).(*redactReader)
+			var out []byte
+			buf := make([]byte, 1024)
+			for {
+				n, err := rd.Read(buf)
+				out = append(out, buf[:n]...)
+				if len(rd.buf) > 64<<10 {
+					t.Fatalf("holding %d bytes", len(rd.buf))
+				}
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if want := r.String(strings.Repeat("a", 512<<10)); string(out) != want || len(out) > 100 {
+				t.Errorf("got %q, want %q", out, want)
+			}
+		})
+	}
+}
+
+type repeatReader byte
+
+func (c repeatReader) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(c)
+	}
+	return len(p), nil
+}
+
+// A stand-in that a pattern could overlap on its right (ph ends in "f",
+// a pattern starts with "f") waits for the byte after its match, and no
+// longer.
+func TestRedactorRightNeighbourWait(t *testing.T) {
+	r := NewRedactor(map[string]string{"sk-secret-1": ph, "fxyzxyzxyz": "[F]"})
+	pr, pw := io.Pipe()
+	defer pr.Close()
+	rd := r.Reader(pr)
+	got := make(chan string, 1)
+	read := func() {
+		buf := make([]byte, 100)
+		n, _ := rd.Read(buf)
+		got <- string(buf[:n])
+	}
+	go read()
+	pw.Write([]byte("data: sk-secret-1"))
+	if s := <-got; s != "data: " {
+		t.Fatalf("got %q", s)
+	}
+	go read()
+	pw.Write([]byte("\n")) // cannot continue "f" into "fxyzxyzxyz"
+	select {
+	case s := <-got:
+		if s != ph+"\n" {
+			t.Fatalf("got %q", s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stand-in was held back")
+	}
+	pw.Close()
 }

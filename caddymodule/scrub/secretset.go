@@ -3,10 +3,6 @@ package scrub
 import (
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/json"
-	"net/textproto"
-	"net/url"
-	"strings"
 	"sync"
 )
 
@@ -32,14 +28,17 @@ type SecretSet struct {
 
 type addedSecret struct{ secret, standIn string }
 
-// Add registers a secret value and the encodings an upstream commonly
-// echoes it in (URL path and query escaping, JSON string escaping with
-// and without HTML-safe escapes), all to be replaced by standIn: the
-// agent's placeholder for it, or Redacted. The raw value's stand-in is
-// always standIn; an encoding already registered keeps its stand-in.
-// A value with spaces or tabs at either end is also registered trimmed,
-// because that is how HTTP sends it in a header (Go's transport trims
-// header values).
+// Add registers a secret value and the encodings an upstream may echo
+// it in, all to be replaced by standIn: the agent's placeholder for it,
+// or Redacted. The encodings, for a value of at least 8 bytes, are its
+// base64 (std and URL alphabets, padded and not, and the part that
+// shows inside a larger base64 blob at any offset), its hex and its
+// UTF-16 (both byte orders); URL, JSON and HTML escapes of the value
+// are found by the Redactor's decoding view, and case does not matter.
+// The raw value's stand-in is always standIn; an encoding already
+// registered keeps its stand-in. A value with spaces or tabs at either
+// end is also registered trimmed, because that is how HTTP sends it in
+// a header (Go's transport trims header values).
 func (s *SecretSet) Add(secret, standIn string) {
 	if secret != "" {
 		s.added = append(s.added, addedSecret{secret, standIn})
@@ -49,8 +48,9 @@ func (s *SecretSet) Add(secret, standIn string) {
 // AddWritten registers bytes the proxy itself wrote that embed a secret
 // (an encoded Basic header, an escaped query value): exactly what went
 // on the wire, as the writer (services.Inject, services.RewriteRequest)
-// reports it. They are replaced by Redacted unless Add registered the
-// same string with a stand-in of its own.
+// reports it. They are matched as they are (case-insensitively, in both
+// views) and replaced by Redacted unless Add registered the same string
+// with a stand-in of its own.
 func (s *SecretSet) AddWritten(forms ...string) {
 	for _, form := range forms {
 		if form != "" {
@@ -61,34 +61,6 @@ func (s *SecretSet) AddWritten(forms ...string) {
 
 // Empty reports whether no secret was registered.
 func (s *SecretSet) Empty() bool { return len(s.added) == 0 && len(s.written) == 0 }
-
-// forms derives every form with its stand-in, applying the precedence
-// rules above in the order things were added.
-func (s *SecretSet) forms() map[string]string {
-	forms := make(map[string]string)
-	keep := func(form, standIn string) {
-		if _, known := forms[form]; !known {
-			forms[form] = standIn
-		}
-	}
-	encodings := func(v, standIn string) {
-		for _, form := range [...]string{url.PathEscape(v), url.QueryEscape(v), jsonEscape(v, false), jsonEscape(v, true)} {
-			keep(form, standIn)
-		}
-	}
-	for _, a := range s.added {
-		forms[a.secret] = a.standIn
-		encodings(a.secret, a.standIn)
-		if trimmed := textproto.TrimString(a.secret); trimmed != a.secret && trimmed != "" {
-			keep(trimmed, a.standIn)
-			encodings(trimmed, a.standIn)
-		}
-	}
-	for _, w := range s.written {
-		keep(w, Redacted)
-	}
-	return forms
-}
 
 // key identifies the set for the cache. It hashes what was added, in
 // order, length-prefixed and tagged, so no two different sets share a
@@ -112,17 +84,6 @@ func (s *SecretSet) key() [sha256.Size]byte {
 	var key [sha256.Size]byte
 	h.Sum(key[:0])
 	return key
-}
-
-// jsonEscape is v as it appears inside a JSON string, with or without
-// HTML-safe escaping of <, > and &.
-func jsonEscape(v string, html bool) string {
-	var b strings.Builder
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(html)
-	enc.Encode(v) //nolint:errcheck // a string always encodes
-	out := strings.TrimSuffix(b.String(), "\n")
-	return out[1 : len(out)-1]
 }
 
 // Cache keeps built redactors: building one checks every stand-in

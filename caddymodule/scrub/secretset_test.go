@@ -83,3 +83,43 @@ func TestCachedSetDoesNotEscape(t *testing.T) {
 		t.Errorf("a cached set allocates %v times per request", allocs)
 	}
 }
+
+// The derived forms: encodings for a secret of 8 bytes or more, none
+// for a shorter one (its encodings are short enough to occur by
+// chance), and the view of a JSON or HTML escaping for a secret that
+// looks escaped itself.
+func TestSecretSetDerivedForms(t *testing.T) {
+	var s SecretSet
+	s.Add("sk-live-\xff", ph)      // 9 bytes, not UTF-8: no UTF-16 forms
+	s.Add("short", ph)             // raw only
+	s.Add("é-secret", "[E]")       // UTF-16 forms
+	s.Add("p%41ss&amp;", "[P]")    // looks escaped
+	s.AddWritten("Basic c2hvcnQ=") // exact
+	forms := s.forms()
+	want := map[string]string{
+		"sk-live-\xff": ph, "c2stbGl2ZS3/": ph, "c2stbGl2ZS3_": ph, "736b2d6c6976652dff": ph,
+		// the cores after one and two bytes of a larger blob
+		"NrLWxpdmUt/": ph, "NrLWxpdmUt_": ph, "zay1saXZlLf": ph, "c2stbGl2ZS3": "",
+		"short":    ph,
+		"é-secret": "[E]", "\xe9\x00-\x00s\x00e\x00c\x00r\x00e\x00t\x00": "[E]", "\x00\xe9\x00-\x00s\x00e\x00c\x00r\x00e\x00t": "[E]",
+		"p%41ss&amp;": "[P]", "pAss&amp;": "[P]", "pAss&": "", // JSON keeps &amp; intact; HTML its &amp;amp; decodes to &amp;
+		"Basic c2hvcnQ=": Redacted,
+	}
+	for form, standIn := range want {
+		got, ok := forms[form]
+		switch {
+		case standIn == "" && ok:
+			t.Errorf("unexpected form %q", form)
+		case standIn != "" && got != standIn:
+			t.Errorf("form %q: %q, %v; want %q", form, got, ok, standIn)
+		}
+	}
+	for form := range forms {
+		if len(form) < minEncodedLen && form != "short" {
+			t.Errorf("short derived form %q", form)
+		}
+		if form == "c2hvcnQ=" || form == "73686f7274" {
+			t.Errorf("encoded form %q of a short secret", form)
+		}
+	}
+}

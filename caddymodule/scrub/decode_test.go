@@ -1,0 +1,250 @@
+package scrub
+
+import (
+	"encoding/json"
+	"html"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"unicode/utf16"
+)
+
+// The reference parse: the decoding view's contract written the obvious
+// way, independently of decode.go. It matches each kind of escape with a
+// regular expression, takes the values of JSON escapes from
+// encoding/json and of entities from package html, and keeps the unit
+// of every byte.
+
+// refUnit is one unit of the reference parse: input [start, end)
+// decodes to dec.
+type refUnit struct {
+	start, end int
+	dec        string
+}
+
+var (
+	refPercent   = regexp.MustCompile(`^%([0-9A-Fa-f]{2})`)
+	refPair      = regexp.MustCompile(`^\\u([0-9A-Fa-f]{4})\\u([0-9A-Fa-f]{4})`)
+	refUnicode   = regexp.MustCompile(`^\\u([0-9A-Fa-f]{4})`)
+	refHexByte   = regexp.MustCompile(`^\\x([0-9A-Fa-f]{2})`)
+	refSimple    = regexp.MustCompile(`^\\["\\/bfnrt]`)
+	refDecimal   = regexp.MustCompile(`^&#([0-9]{1,8});`)
+	refHexEntity = regexp.MustCompile(`^&#[xX]([0-9A-Fa-f]{1,8});`)
+	refNamed     = regexp.MustCompile(`^&([A-Za-z]+);`)
+)
+
+// refEntityNames are the named references the contract lists (the
+// values come from package html).
+var refEntityNames = strings.Fields(`amp lt gt quot apos sol plus equals excl num dollar percnt colon semi
+	comma period lpar rpar ast commat lowbar quest lsqb rsqb lbrace rbrace verbar Hat grave tilde AMP LT GT QUOT`)
+
+// refEscapeAt returns the length and value of the escape at the start
+// of t, or 0.
+func refEscapeAt(t string) (int, string) {
+	if t == "" || !strings.ContainsRune(`%\&`, rune(t[0])) {
+		return 0, "" // (only to save the regular expressions the time)
+	}
+	num := func(s string, base int) int64 {
+		v, err := strconv.ParseInt(s, base, 64)
+		if err != nil {
+			panic(err)
+		}
+		return v
+	}
+	if m := refPercent.FindStringSubmatch(t); m != nil {
+		return len(m[0]), string([]byte{byte(num(m[1], 16))})
+	}
+	if m := refPair.FindStringSubmatch(t); m != nil {
+		if r := utf16.DecodeRune(rune(num(m[1], 16)), rune(num(m[2], 16))); r != '\uFFFD' {
+			return len(m[0]), string(r)
+		}
+	}
+	if m := refUnicode.FindStringSubmatch(t); m != nil {
+		if v := num(m[1], 16); !utf16.IsSurrogate(rune(v)) {
+			return len(m[0]), string(rune(v))
+		}
+	}
+	if m := refHexByte.FindStringSubmatch(t); m != nil {
+		return len(m[0]), string([]byte{byte(num(m[1], 16))})
+	}
+	if m := refSimple.FindString(t); m != "" {
+		var v string
+		if err := json.Unmarshal([]byte(`"`+m+`"`), &v); err != nil {
+			panic(err)
+		}
+		return 2, v
+	}
+	for _, re := range []*regexp.Regexp{refDecimal, refHexEntity} {
+		if m := re.FindStringSubmatch(t); m != nil {
+			base := 10
+			if re == refHexEntity {
+				base = 16
+			}
+			if v := num(m[1], base); v <= 0x10FFFF && !utf16.IsSurrogate(rune(v)) {
+				return len(m[0]), string(rune(v))
+			}
+		}
+	}
+	if m := refNamed.FindStringSubmatch(t); m != nil && slices.Contains(refEntityNames, m[1]) {
+		return len(m[0]), html.UnescapeString(m[0])
+	}
+	return 0, ""
+}
+
+// refParse is the greedy parse of s.
+func refParse(s string) []refUnit {
+	var units []refUnit
+	for i := 0; i < len(s); {
+		if n, dec := refEscapeAt(s[i:]); n > 0 {
+			units = append(units, refUnit{i, i + n, dec})
+			i += n
+			continue
+		}
+		units = append(units, refUnit{i, i + 1, s[i : i+1]})
+		i++
+	}
+	return units
+}
+
+// refViews returns both views of s, each with the unit of every byte.
+func refViews(s string) (units []refUnit, raw, dec string, rawUnit, decUnit []int) {
+	units = refParse(s)
+	var b strings.Builder
+	for k, u := range units {
+		for range u.end - u.start {
+			rawUnit = append(rawUnit, k)
+		}
+		for range len(u.dec) {
+			decUnit = append(decUnit, k)
+		}
+		b.WriteString(u.dec)
+	}
+	return units, s, b.String(), rawUnit, decUnit
+}
+
+func refFold(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 32
+		} else if c == ' ' {
+			b[i] = '+'
+		}
+	}
+	return string(b)
+}
+
+func TestParseEscapes(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"plain", "plain"},
+		{"%41%4a%4A %4 %4g %", "AJJ %4 %4g %"},
+		{"%2541", "%41"}, // one level only
+		{`\u0041\u00e9\uD83D\uDE00`, "A\u00e9\U0001F600"},
+		{`\uD83D \uDE00 \uD83D\u0041`, `\uD83D \uDE00 \uD83DA`}, // lone surrogates are literal
+		{`\x41\x4 \"\\\/\b\f\n\r\t \q \'`, "A\\x4 \"\\/\b\f\n\r\t \\q \\'"},
+		{`\\u0041`, `\u0041`}, // an escaped backslash, then text
+		{"&#65;&#x41;&#X41;&#0000065; &#65 &#; &#x;", "AAAA &#65 &#; &#x;"},
+		{"&#1114111;&#1114112;&#xD800;&#x000000041;", "\U0010FFFF&#1114112;&#xD800;&#x000000041;"},
+		{"&amp;&AMP;&lt;&gt;&quot;&apos;&Hat;&hat;&tilde;&amp", "&&<>\"'^&hat;\u02dc&amp"},
+		{"&sol;&plus;&equals;&excl;&num;&dollar;&percnt;&colon;&semi;&comma;&period;", "/+=!#$%:;,."},
+		{"&lpar;&rpar;&ast;&commat;&lowbar;&quest;&lsqb;&rsqb;&lbrace;&rbrace;&verbar;&grave;", "()*@_?[]{}|`"},
+		{"&&amp;%%41\\\\", "&&%A\\"},
+	} {
+		var v view
+		v.esc, _ = parseEscapes([]byte(tc.in), true, nil)
+		v.build([]byte(tc.in))
+		if string(v.dec) != tc.want {
+			t.Errorf("view of %q = %q, want %q", tc.in, v.dec, tc.want)
+		}
+		if _, _, dec, _, _ := refViews(tc.in); dec != tc.want {
+			t.Errorf("reference view of %q = %q, want %q", tc.in, dec, tc.want)
+		}
+	}
+}
+
+// A parse that more input may continue stops at an escape it could
+// complete, and nowhere else.
+func TestParseEscapesUndecided(t *testing.T) {
+	for in, want := range map[string]int{
+		"ab%": 2, "ab%4": 2, "ab%4g": 5, `x\`: 1, `x\u00`: 1, `x\uD83D`: 1, `x\uD83D\uDC`: 1,
+		`x\uD83D\u0`: 7, `x\uDC00`: 7, `x\x4`: 1, "x&": 1, "x&#12": 1, "x&#x10FFFF": 1, "x&#x110000": 10,
+		"x&am": 1, "x&amp": 1, "x&ampx": 6, "x&Ha": 1, "x&ha": 4, "x&#00000065": 1, "x&#000000065": 12,
+	} {
+		if _, p := parseEscapes([]byte(in), false, nil); p != want {
+			t.Errorf("parse of %q decided %d, want %d", in, p, want)
+		}
+	}
+}
+
+// FuzzDecode checks the decoding view against the reference parse, and
+// that a parse stopped early (more input to come) decided only what the
+// whole input decides the same way.
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{
+		`%41%4g%4`, `\u0041\uD83D\uDE00\uD83D\u0041\uDE00`, `\x41\x4\"\\\/\b\f\n\r\t\q`,
+		`&#65;&#x41;&#X41;&#xD800;&#1114112;&#000000065;&#0000000065;`, `&amp;&AMP;&Hat;&hat;&tilde;&lbrace&lbrace;`,
+		`%%41\\u0041&&amp;`, "plain text",
+	} {
+		f.Add(s, 3)
+	}
+	f.Fuzz(func(t *testing.T, s string, cut int) {
+		units, _, dec, _, decUnit := refViews(s)
+		var v view
+		var p int
+		v.esc, p = parseEscapes([]byte(s), true, nil)
+		if p != len(s) {
+			t.Fatalf("final parse decided %d of %d", p, len(s))
+		}
+		v.build([]byte(s))
+		if string(v.dec) != dec {
+			t.Fatalf("view of %q = %q, want %q", s, v.dec, dec)
+		}
+		for d := range len(dec) {
+			u := units[decUnit[d]]
+			if v.inStart(d) != u.start || v.inEnd(d+1) != u.end {
+				t.Fatalf("%q: view byte %d maps to [%d,%d), want [%d,%d)", s, d, v.inStart(d), v.inEnd(d+1), u.start, u.end)
+			}
+		}
+		for _, u := range units {
+			for i := u.start; i < u.end; i++ {
+				if v.unitStart(i) != u.start || v.unitEnd(i+1) != u.end {
+					t.Fatalf("%q: input byte %d in unit [%d,%d), want [%d,%d)", s, i, v.unitStart(i), v.unitEnd(i+1), u.start, u.end)
+				}
+			}
+		}
+
+		// A prefix parsed as if more were to come.
+		if len(s) == 0 {
+			return
+		}
+		k := int(uint(cut) % uint(len(s)+1))
+		esc, p := parseEscapes([]byte(s[:k]), false, nil)
+		if p < k-(maxEscape-1) {
+			t.Fatalf("%q[:%d]: decided only %d", s, k, p)
+		}
+		// Up to p the units are those of the whole input, and p starts one.
+		n := 0
+		for _, u := range units {
+			if u.start >= p {
+				if u.start != p {
+					t.Fatalf("%q[:%d]: decided %d, inside a unit", s, k, p)
+				}
+				break
+			}
+			if u.end > p {
+				t.Fatalf("%q[:%d]: decided %d, inside unit %v", s, k, p, u)
+			}
+			if u.end-u.start > 1 {
+				if n >= len(esc) || esc[n].in != u.start || int(esc[n].n) != u.end-u.start {
+					t.Fatalf("%q[:%d]: escape %d differs from unit %v", s, k, n, u)
+				}
+				n++
+			}
+		}
+		if n != len(esc) {
+			t.Fatalf("%q[:%d]: %d escapes, want %d", s, k, len(esc), n)
+		}
+	})
+}
