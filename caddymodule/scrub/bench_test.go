@@ -102,3 +102,22 @@ func BenchmarkScanWithMatches(b *testing.B) {
 	}
 	benchReader(b, r, body)
 }
+
+// BenchmarkCacheNewSession is the first response of a new session: the
+// same secrets as other sessions, its own placeholders.
+func BenchmarkCacheNewSession(b *testing.B) {
+	var c Cache
+	secrets := []string{"sk-proj-0123456789abcdef+/XYZ0123456789", "ghp_0123456789abcdefABCDEF0123456789ab", "xoxb-1234-5678-abcdefABCDEF0123456789"}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		var s SecretSet
+		for j, v := range secrets {
+			s.Add(v, fmt.Sprintf("agvph_%032x", i*8+j))
+		}
+		if c.Redactor(&s) == nil {
+			b.Fatal("no redactor")
+		}
+	}
+}

@@ -57,6 +57,14 @@ type Redactor struct {
 // under folding are one pattern, with the stand-in of the byte-wise
 // smallest of them.
 func NewRedactor(secrets map[string]string) *Redactor {
+	return newRedactor(secrets, newMatcher)
+}
+
+// newRedactor is NewRedactor with the matcher for the ranked, folded
+// patterns made by newM (a Cache shares matchers between redactors that
+// differ only in their stand-ins: every session has its own
+// placeholders for the same secrets).
+func newRedactor(secrets map[string]string, newM func(pats []string) *matcher) *Redactor {
 	type entry struct{ folded, orig, repl string }
 	byFold := make(map[string]entry, len(secrets))
 	for v, repl := range secrets {
@@ -87,7 +95,7 @@ func NewRedactor(secrets map[string]string) *Redactor {
 	for i, e := range entries {
 		pats[i], r.repl[i] = e.folded, e.repl
 	}
-	r.m = newMatcher(pats)
+	r.m = newM(pats)
 	r.mask = maskFor(pats)
 	r.leftRisk, r.rightRisk = make([]bool, len(pats)), make([]bool, len(pats))
 	r.ctxLen = maxEscape - 1 // for straddles

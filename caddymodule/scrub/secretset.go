@@ -93,6 +93,10 @@ func (s *SecretSet) key() [sha256.Size]byte {
 type Cache struct {
 	mu sync.Mutex
 	m  map[[sha256.Size]byte]*Redactor
+	// matchers are shared by redactors with the same patterns and
+	// different stand-ins (each session has its own placeholders): the
+	// matcher is most of a redactor's memory and build time.
+	matchers map[[sha256.Size]byte]*matcher
 }
 
 // maxCachedRedactors bounds the cache; past it, it starts over.
@@ -110,7 +114,7 @@ func (c *Cache) Redactor(s *SecretSet) *Redactor {
 		return r
 	}
 	c.mu.Unlock()
-	r := NewRedactor(s.forms()) // built outside the lock: it is the slow part
+	r := newRedactor(s.forms(), c.matcher) // built outside the lock: it is the slow part
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= maxCachedRedactors {
@@ -118,4 +122,32 @@ func (c *Cache) Redactor(s *SecretSet) *Redactor {
 	}
 	c.m[key] = r
 	return r
+}
+
+// matcher returns the shared matcher for pats (folded, in rank order),
+// building it outside the lock when it is new.
+func (c *Cache) matcher(pats []string) *matcher {
+	h := sha256.New()
+	var n [8]byte
+	for _, p := range pats {
+		binary.BigEndian.PutUint64(n[:], uint64(len(p)))
+		h.Write(n[:])
+		h.Write([]byte(p))
+	}
+	var key [sha256.Size]byte
+	h.Sum(key[:0])
+	c.mu.Lock()
+	m, ok := c.matchers[key]
+	c.mu.Unlock()
+	if ok {
+		return m
+	}
+	m = newMatcher(pats)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.matchers == nil || len(c.matchers) >= maxCachedRedactors {
+		c.matchers = make(map[[sha256.Size]byte]*matcher)
+	}
+	c.matchers[key] = m
+	return m
 }

@@ -123,3 +123,23 @@ func TestSecretSetDerivedForms(t *testing.T) {
 		}
 	}
 }
+
+// Sessions with the same secrets and their own placeholders share the
+// matcher, and each still gets its own stand-ins.
+func TestCacheSharesMatchers(t *testing.T) {
+	var c Cache
+	const secret = "shared-secret-0123456789abcdef"
+	var a, b SecretSet
+	a.Add(secret, "agvph_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")
+	b.Add(secret, "agvph_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")
+	ra, rb := c.Redactor(&a), c.Redactor(&b)
+	if ra == rb || ra.m != rb.m {
+		t.Fatalf("want two redactors sharing one matcher: %p %p, matchers %p %p", ra, rb, ra.m, rb.m)
+	}
+	if got := ra.String("x " + secret); got != "x agvph_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+		t.Fatalf("a: %q", got)
+	}
+	if got := rb.String("x " + secret); got != "x agvph_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb" {
+		t.Fatalf("b: %q", got)
+	}
+}
