@@ -27,11 +27,51 @@ var routeSeq atomic.Uint32
 // request with the error connect(2) would get, never with a route of
 // that type (blackhole: EINVAL, prohibit: EACCES, unreachable:
 // EHOSTUNREACH, throw or no route: ENETUNREACH, no IPv6: EAFNOSUPPORT).
-// EINVAL is also what a malformed request would get; the request is
-// fixed and TestKernelLocal would see local addresses judged not local.
-// Any other error, or an answer it cannot read, is returned: callers
-// fail closed.
+// EINVAL is also what a request the kernel does not understand gets:
+// it counts only once the same request for the loopback address of the
+// family has been answered with a local route (requestUnderstood). Any
+// other error, or an answer it cannot read, is returned: callers fail
+// closed.
 func kernelLocal(addr netip.Addr) (bool, error) {
+	local, err := askRoute(addr)
+	if err != errBlackhole {
+		return local, err
+	}
+	if !requestUnderstood(addr.Is6()) {
+		return false, fmt.Errorf("the kernel would not say how it routes the address: %w (and refuses to route the loopback address too)", syscall.EINVAL)
+	}
+	return false, nil
+}
+
+// understood records, per family (IPv4, IPv6), that the kernel answered
+// a route request for the loopback address with a local route.
+var understood [2]atomic.Bool
+
+// requestUnderstood reports whether the kernel understands our route
+// requests of addr's family, asking it once for 127.0.0.1 or ::1 until
+// it has answered that with a local route.
+func requestUnderstood(ipv6 bool) bool {
+	i, probe := 0, netip.MustParseAddr("127.0.0.1")
+	if ipv6 {
+		i, probe = 1, netip.IPv6Loopback()
+	}
+	if understood[i].Load() {
+		return true
+	}
+	if local, err := askRoute(probe); err == nil && local {
+		understood[i].Store(true)
+		return true
+	}
+	return false
+}
+
+// errBlackhole is routeIsLocal's answer to EINVAL: a blackhole route, or
+// a request the kernel does not understand.
+var errBlackhole = errors.New("EINVAL: a blackhole route, or a request the kernel does not understand")
+
+// askRoute sends routeRequest for addr and judges the answer
+// (routeIsLocal).
+func askRoute(addr netip.Addr) (bool, error) {
 	family := syscall.AF_INET
 	if addr.Is6() {
 		family = syscall.AF_INET6
@@ -110,8 +150,9 @@ func routeIsLocal(m syscall.NetlinkMessage) (bool, error) {
 		}
 		errno := syscall.Errno(-int32(binary.NativeEndian.Uint32(m.Data)))
 		switch errno {
-		case syscall.EINVAL, // blackhole
-			syscall.EACCES,       // prohibit
+		case syscall.EINVAL:
+			return false, errBlackhole // see kernelLocal
+		case syscall.EACCES, // prohibit
 			syscall.EHOSTUNREACH, // unreachable
 			syscall.ENETUNREACH,  // throw, or no route
 			syscall.EAFNOSUPPORT: // no IPv6 at all

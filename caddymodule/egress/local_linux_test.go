@@ -73,7 +73,7 @@ func TestRouteIsLocalAnswers(t *testing.T) {
 		// Never sent for a lookup; should one come, fail closed.
 		{"blackhole route", route(syscall.RTN_BLACKHOLE), true, ""},
 		{"unknown type", route(200), true, ""},
-		{"blackhole", errMsg(syscall.EINVAL), false, ""},
+		{"blackhole", errMsg(syscall.EINVAL), false, errBlackhole.Error()},
 		{"prohibit", errMsg(syscall.EACCES), false, ""},
 		{"unreachable", errMsg(syscall.EHOSTUNREACH), false, ""},
 		{"throw or no route", errMsg(syscall.ENETUNREACH), false, ""},
@@ -96,7 +96,7 @@ func TestRouteIsLocalAnswers(t *testing.T) {
 // namespace of its own (so it needs the privilege to make one, and ip):
 // not local, and no error, for IPv4 and IPv6.
 func TestKernelLocalUnroutable(t *testing.T) {
-	ipTool := enterNetns(t)
+	ipTool := enterNetns(t, true)
 	routes := [][]string{
 		{"route", "add", "blackhole", "10.1.0.0/16"},
 		{"route", "add", "prohibit", "10.2.0.0/16"},
@@ -134,11 +134,51 @@ func TestKernelLocalUnroutable(t *testing.T) {
 	}
 }
 
+// EINVAL, the blackhole answer, is also what a request the kernel does
+// not understand would get: it counts as "not local" only once the
+// kernel has answered the same request for the loopback address with a
+// local route. Here the loopback interface has not come up yet, so
+// nothing is routed locally, the probe fails and the address is
+// refused; once it is up, the answer counts.
+func TestKernelLocalBlackholeNeedsProbe(t *testing.T) {
+	ipTool := enterNetns(t, false)
+	for _, args := range [][]string{
+		{"route", "add", "blackhole", "10.1.0.0/16"},
+		{"-6", "route", "add", "blackhole", "2001:db8:1::/48"},
+	} {
+		if out, err := exec.Command(ipTool, args...).CombinedOutput(); err != nil {
+			t.Skipf("ip %v: %v\n%s", args, err, out)
+		}
+	}
+	forget := func() { understood[0].Store(false); understood[1].Store(false) }
+	forget()
+	t.Cleanup(forget) // probed in this namespace: ask again outside
+	for _, a := range []string{"10.1.2.3", "2001:db8:1::3"} {
+		if local, err := kernelLocal(netip.MustParseAddr(a)); err == nil || local || !strings.Contains(err.Error(), "loopback") {
+			t.Errorf("lo down: kernelLocal(%s) = %v, %v; want an error", a, local, err)
+		}
+	}
+	if understood[0].Load() || understood[1].Load() {
+		t.Fatal("a failed probe was recorded as understood")
+	}
+	if out, err := exec.Command(ipTool, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("ip link set lo up: %v\n%s", err, out)
+	}
+	for _, a := range []string{"10.1.2.3", "2001:db8:1::3"} {
+		if local, err := kernelLocal(netip.MustParseAddr(a)); err != nil || local {
+			t.Errorf("lo up: kernelLocal(%s) = %v, %v; want not local", a, local, err)
+		}
+	}
+	if !understood[0].Load() || !understood[1].Load() {
+		t.Error("the successful probes were not recorded")
+	}
+}
+
 // enterNetns moves the test's goroutine, locked to its thread for good
-// (the thread ends with the test), into a new network namespace with lo
-// up, and returns the path of ip. Sockets made on the thread, and ip run
-// from it, live there.
-func enterNetns(t *testing.T) string {
+// (the thread ends with the test), into a new network namespace, with
+// lo up if loUp, and returns the path of ip. Sockets made on the thread,
+// and ip run from it, live there.
+func enterNetns(t *testing.T, loUp bool) string {
 	t.Helper()
 	ipTool, err := exec.LookPath("ip")
 	if err != nil {
@@ -147,6 +187,9 @@ func enterNetns(t *testing.T) string {
 	runtime.LockOSThread()
 	if err := syscall.Unshare(syscall.CLONE_NEWNET); err != nil {
 		t.Skipf("cannot make a network namespace: %v", err)
+	}
+	if !loUp {
+		return ipTool
 	}
 	if out, err := exec.Command(ipTool, "link", "set", "lo", "up").CombinedOutput(); err != nil {
 		t.Skipf("ip link set lo up: %v\n%s", err, out)
@@ -159,7 +202,7 @@ func enterNetns(t *testing.T) string {
 // wildcard listener, and the dialer refuses it. It runs in a network
 // namespace of its own, so it needs the privilege to make one, and ip.
 func TestDialRefusesLocallyRoutedRange(t *testing.T) {
-	ipTool := enterNetns(t)
+	ipTool := enterNetns(t, true)
 	if out, err := exec.Command(ipTool, "route", "add", "local", "10.9.0.0/16", "dev", "lo").CombinedOutput(); err != nil {
 		t.Skipf("ip route add local: %v\n%s", err, out)
 	}
