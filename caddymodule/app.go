@@ -128,6 +128,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	// process may read its memory or environment.
 	procguard.NonDumpable()
 	a.logger = ctx.Logger()
+	warnSecretsInEnviron(a.logger, procguard.WipeResult)
 	a.ctx = ctx
 	a.self = new(egress.Listeners) // refuses every upstream until Start fills it in
 	if err := a.checkConfig(); err != nil {
@@ -168,6 +169,15 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.shared = val.(*shared)
 	return nil
+}
+
+// warnSecretsInEnviron logs the secret variables procguard could not
+// remove from the environment other processes read (see
+// procguard.WipeResult): failing open must not be silent.
+func warnSecretsInEnviron(logger *zap.Logger, result func() ([]string, error)) {
+	if _, err := result(); err != nil {
+		logger.Warn("secret environment variables remain readable in this process's environment; prefer AGENT_VAULT_MASTER_PASSWORD_FILE", zap.Error(err))
+	}
 }
 
 // checkConfig expands placeholders, fills in defaults and checks every

@@ -9,6 +9,10 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/agentvault/caddy-agent-vault/internal/procguard"
 )
 
 // A configuration that is wrong anyway must fail before the app
@@ -55,5 +59,28 @@ func TestProvisionStoreConfigBeforeFiles(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("data dir was created (%v) before the store configuration was checked", err)
+	}
+}
+
+// When procguard could not remove a secret variable from the
+// environment others read, Provision's log says which, in one line;
+// when it could, nothing is logged.
+func TestWarnSecretsInEnviron(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	logger := zap.New(core)
+	warnSecretsInEnviron(logger, func() ([]string, error) {
+		return []string{"AGENT_VAULT_ADMIN_TOKEN"}, &procguard.WipeError{Vars: []string{"AGENT_VAULT_MASTER_PASSWORD", "VAULT_TOKEN"}, Reason: "test"}
+	})
+	entries := logs.TakeAll()
+	if len(entries) != 1 || entries[0].Level != zap.WarnLevel {
+		t.Fatalf("log %v, want one warning", entries)
+	}
+	msg := entries[0].ContextMap()["error"]
+	if s, _ := msg.(string); !strings.Contains(s, "AGENT_VAULT_MASTER_PASSWORD, VAULT_TOKEN") || strings.Contains(s, "ADMIN") {
+		t.Errorf("warning %q %v, want the variables left named and no others", entries[0].Message, entries[0].ContextMap())
+	}
+	warnSecretsInEnviron(logger, func() ([]string, error) { return []string{"AGENT_VAULT_MASTER_PASSWORD"}, nil })
+	if n := logs.Len(); n != 0 {
+		t.Errorf("%d lines logged after a complete wipe", n)
 	}
 }

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -39,6 +40,29 @@ func TestPipelineAuthFailuresManyAddresses(t *testing.T) {
 	}
 	if lines < authguard.DefaultLogBurst {
 		t.Errorf("%d log lines, want at least the burst of %d", lines, authguard.DefaultLogBurst)
+	}
+
+	// Caddy cleans the proxy up on a config reload: the failures not
+	// logged yet are summarised then, by the time Cleanup returns, not
+	// by a timer up to 10 s later through this configuration's logger.
+	pl.cleanupProxy()
+	logged, notLogged := 0, 0
+	for line := range strings.Lines(pl.logs.String()) {
+		var entry struct {
+			Msg       string `json:"msg"`
+			NotLogged int    `json:"failures_not_logged"`
+		}
+		if json.Unmarshal([]byte(line), &entry) != nil || entry.Msg != "proxy authentication failed" {
+			continue
+		}
+		if entry.NotLogged > 0 {
+			notLogged += entry.NotLogged
+		} else {
+			logged++
+		}
+	}
+	if logged+notLogged != addresses*perAddress || notLogged == 0 {
+		t.Errorf("after Cleanup: %d failures logged and %d summarised, want all %d accounted for, some summarised", logged, notLogged, addresses*perAddress)
 	}
 }
 

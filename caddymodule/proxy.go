@@ -247,8 +247,11 @@ func (p *Proxy) start(logger *zap.Logger, deps proxyDeps) {
 
 // Cleanup closes intercepted tunnels and idle upstream connections. A
 // config reload therefore drops open tunnels; sessions survive it, so
-// clients reconnect with the same token.
+// clients reconnect with the same token. The count of authentication
+// failures not logged yet is logged now, not by a timer through this
+// configuration's logger after the next one has taken over.
 func (p *Proxy) Cleanup() error {
+	p.authFails.Close()
 	if p.inner != nil {
 		p.inner.Close()
 	}

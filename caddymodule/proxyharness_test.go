@@ -80,6 +80,7 @@ type pipeline struct {
 	openSession     func(scope []string, ttl string) (agentSession, error)
 	revokeSession   func(id string) bool
 	setSessionClock func(offset time.Duration) // shifts the session registry's clock only
+	cleanupProxy    func()                     // Proxy.Cleanup, as Caddy calls it on a reload
 }
 
 // newPipeline starts a proxy configured by cfg behind a plain-HTTP
@@ -211,6 +212,7 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	}
 	pl.revokeSession = registry.Revoke
 	pl.setSessionClock = func(d time.Duration) { clockOffset.Store(int64(d)) }
+	pl.cleanupProxy = func() { p.Cleanup() }
 	return pl
 }
 

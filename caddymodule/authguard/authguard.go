@@ -17,7 +17,9 @@
 // address may write is written. A line it drops is counted instead, and
 // Summary receives the count at most once per LogEvery, from a timer
 // armed by the first dropped line. That bound only touches logging: the
-// answers (407, Retry-After) stay per address.
+// answers (407, Retry-After) stay per address. Close stops the timer and
+// reports what is pending at once, so a Guard that is done with (the
+// proxy of a configuration Caddy has replaced) logs nothing later.
 package authguard
 
 import (
@@ -47,19 +49,30 @@ type Guard struct {
 	// Summary, if set, is called with the number of failures whose log
 	// line the global bound dropped, at most once per LogEvery and
 	// LogEvery after the first of them (on its own goroutine, without
-	// the Guard's lock). Nil: the counts are not reported.
+	// the Guard's lock), and by Close with what is still pending. Nil:
+	// the counts are not reported.
 	Summary func(dropped int)
 
-	Now       func() time.Time                // nil: time.Now
-	AfterFunc func(d time.Duration, f func()) // nil: time.AfterFunc; for tests
+	Now       func() time.Time                      // nil: time.Now
+	AfterFunc func(d time.Duration, f func()) Timer // nil: time.AfterFunc; for tests
+
+	// reportMu is held while Summary runs, so Close returns only once
+	// no call is under way.
+	reportMu sync.Mutex
 
 	mu sync.Mutex
 	m  map[string]*bucket
 
-	lines      float64   // the global bucket's tokens (log lines)
-	linesLast  time.Time // of its last refill; zero: never used
-	dropped    int       // failures of dropped lines not yet summarised
-	summaryDue bool      // a Summary call is scheduled
+	lines     float64   // the global bucket's tokens (log lines)
+	linesLast time.Time // of its last refill; zero: never used
+	dropped   int       // failures of dropped lines not yet summarised
+	timer     Timer     // the scheduled Summary call, if any
+	closed    bool      // set by Close: nothing more is counted or scheduled
+}
+
+// Timer is what AfterFunc returns: a *time.Timer, or a test's stand-in.
+type Timer interface {
+	Stop() bool
 }
 
 type bucket struct {
@@ -153,14 +166,16 @@ func (g *Guard) Fail(addr string) Verdict {
 			n = v.Suppressed
 		}
 		v.Log, v.Suppressed, v.Dropped = false, 0, true
+		if g.closed {
+			return v // see Close
+		}
 		g.dropped += n
-		if !g.summaryDue && g.Summary != nil {
-			g.summaryDue = true
+		if g.timer == nil && g.Summary != nil {
 			after := g.AfterFunc
 			if after == nil {
-				after = func(d time.Duration, f func()) { time.AfterFunc(d, f) }
+				after = func(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
 			}
-			after(g.every(), g.summarise)
+			g.timer = after(g.every(), g.summarise)
 		}
 	}
 	return v
@@ -188,13 +203,43 @@ func (g *Guard) takeLine(now time.Time) bool {
 	return false
 }
 
-// summarise hands the count of dropped lines' failures to Summary.
+// summarise hands the count of dropped lines' failures to Summary; the
+// timer calls it.
 func (g *Guard) summarise() {
+	g.reportMu.Lock()
+	defer g.reportMu.Unlock()
 	g.mu.Lock()
+	if g.closed {
+		// Close stopped the timer too late and reported the count.
+		g.mu.Unlock()
+		return
+	}
 	n := g.dropped
-	g.dropped, g.summaryDue = 0, false
+	g.dropped, g.timer = 0, nil
 	g.mu.Unlock()
 	if n > 0 {
+		g.Summary(n)
+	}
+}
+
+// Close stops the summary timer and hands Summary, before it returns,
+// the failures whose lines were dropped since the last summary; no
+// Summary call is under way or to come once it has. Fail still answers
+// afterwards, but the lines it drops are no longer summarised. Safe to
+// call more than once.
+func (g *Guard) Close() {
+	g.reportMu.Lock()
+	defer g.reportMu.Unlock()
+	g.mu.Lock()
+	g.closed = true
+	if g.timer != nil {
+		g.timer.Stop()
+		g.timer = nil
+	}
+	n := g.dropped
+	g.dropped = 0
+	g.mu.Unlock()
+	if n > 0 && g.Summary != nil {
 		g.Summary(n)
 	}
 }

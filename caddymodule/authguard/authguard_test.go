@@ -84,7 +84,7 @@ func TestKey(t *testing.T) {
 type fakeTimers struct {
 	c     *clock
 	mu    sync.Mutex
-	armed []fakeTimer
+	armed []*fakeTimer
 }
 
 type fakeTimer struct {
@@ -92,10 +92,30 @@ type fakeTimer struct {
 	f  func()
 }
 
-func (ft *fakeTimers) afterFunc(d time.Duration, f func()) {
+func (ft *fakeTimers) afterFunc(d time.Duration, f func()) Timer {
 	ft.mu.Lock()
 	defer ft.mu.Unlock()
-	ft.armed = append(ft.armed, fakeTimer{ft.c.t.Add(d), f})
+	tm := &fakeTimer{ft.c.t.Add(d), f}
+	ft.armed = append(ft.armed, tm)
+	return stopper{ft, tm}
+}
+
+// stopper is a fake timer's Stop.
+type stopper struct {
+	ft *fakeTimers
+	tm *fakeTimer
+}
+
+func (s stopper) Stop() bool {
+	s.ft.mu.Lock()
+	defer s.ft.mu.Unlock()
+	for i, tm := range s.ft.armed {
+		if tm == s.tm {
+			s.ft.armed = slices.Delete(s.ft.armed, i, i+1)
+			return true
+		}
+	}
+	return false
 }
 
 // fire runs the timers due by now, in order.
@@ -245,7 +265,7 @@ func TestGlobalBoundKeepsPerAddressAnswers(t *testing.T) {
 func TestGlobalBoundWithoutSummary(t *testing.T) {
 	c := &clock{t: time.Unix(1_700_000_000, 0)}
 	armed := 0
-	g := &Guard{LogBurst: 1, LogRate: 1, Now: c.now, AfterFunc: func(time.Duration, func()) { armed++ }}
+	g := &Guard{LogBurst: 1, LogRate: 1, Now: c.now, AfterFunc: func(time.Duration, func()) Timer { armed++; return nil }}
 	g.Fail("10.0.0.1")
 	if v := g.Fail("10.0.0.2"); v.Log || !v.Dropped {
 		t.Fatalf("second line: %+v, want dropped", v)
@@ -284,5 +304,82 @@ func TestGlobalBoundConcurrent(t *testing.T) {
 	}
 	if total != want {
 		t.Fatalf("summaries counted %d failures, want %d", total, want)
+	}
+}
+
+// Close reports the pending count at once and stops the timer: nothing
+// reaches Summary later, whatever the clock does, and later drops arm
+// no timer. (A config reload's old proxy must not log through its old
+// logger 10 s after the new one took over.)
+func TestCloseReportsPendingAndStopsTimer(t *testing.T) {
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	g, ft, summaries := newGlobalGuard(c)
+	for i := range 12 { // the global burst is 5: 7 lines dropped
+		g.Fail(fmt.Sprintf("10.2.0.%d", i))
+	}
+	if ft.pending() != 1 {
+		t.Fatalf("%d summary timers armed, want 1", ft.pending())
+	}
+	c.advance(3 * time.Second)
+	g.Close()
+	if want := []int{7}; !slices.Equal(*summaries, want) {
+		t.Fatalf("summaries after Close %v, want %v at once", *summaries, want)
+	}
+	if ft.pending() != 0 {
+		t.Fatalf("%d timers still armed after Close", ft.pending())
+	}
+	dropped := 0
+	for i := range 20 { // the bucket holds 5 again
+		if g.Fail(fmt.Sprintf("10.3.0.%d", i)).Dropped {
+			dropped++
+		}
+	}
+	if dropped != 15 || ft.pending() != 0 {
+		t.Fatalf("after Close: %d lines dropped, %d timers armed; want 15 and none", dropped, ft.pending())
+	}
+	c.advance(time.Minute)
+	ft.fire()
+	g.Close()
+	if ft.pending() != 0 || len(*summaries) != 1 {
+		t.Fatalf("after Close: %d timers, summaries %v", ft.pending(), *summaries)
+	}
+}
+
+// A timer that fired while Close ran (Stop too late) reports nothing:
+// Close has already handed the count over.
+func TestCloseBeatsFiringTimer(t *testing.T) {
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	g, ft, summaries := newGlobalGuard(c)
+	for i := range 6 {
+		g.Fail(fmt.Sprintf("10.4.0.%d", i))
+	}
+	ft.mu.Lock()
+	fired := ft.armed[0].f // as if it had fired and now waited for the lock
+	ft.mu.Unlock()
+	g.Close()
+	fired()
+	if want := []int{1}; !slices.Equal(*summaries, want) {
+		t.Fatalf("summaries %v, want %v", *summaries, want)
+	}
+}
+
+// With the real time.AfterFunc: Close reports before it returns, and
+// lets go of the timer.
+func TestCloseRealTimer(t *testing.T) {
+	got := make(chan int, 1)
+	g := &Guard{LogBurst: 1, LogRate: 0.001, LogEvery: time.Hour}
+	g.Summary = func(n int) { got <- n }
+	for i := range 4 {
+		g.Fail(fmt.Sprintf("10.5.0.%d", i))
+	}
+	g.Close()
+	close(got)
+	if n := <-got; n != 3 {
+		t.Fatalf("Close reported %d, want 3", n)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.timer != nil {
+		t.Error("timer kept after Close")
 	}
 }

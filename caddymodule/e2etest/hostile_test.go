@@ -1376,11 +1376,20 @@ func readEnvironAs(t *testing.T, uid, pid int) (out []byte, errOut string, ok bo
 	return out, e.String(), err == nil
 }
 
+// The server as an ordinary user (uid 65534), started plainly and, as a
+// Caddy that binds :443 without root is, from a binary with file
+// capabilities (non-dumpable from exec, its /proc files root's from the
+// start).
 func TestHostileServerProcess(t *testing.T) {
 	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("starting the server as another uid needs root (this test switches to uid 65534 with SysProcAttr.Credential)")
 	}
+	t.Run("plain", func(t *testing.T) { t.Parallel(); hostileServerProcess(t, false) })
+	t.Run("file-capabilities", func(t *testing.T) { t.Parallel(); hostileServerProcess(t, true) })
+}
+
+func hostileServerProcess(t *testing.T, fileCaps bool) {
 	ca := newTestCA(t)
 	// Everything the server reads or writes, in a directory uid 65534
 	// owns: the binary itself (AGENT_VAULT_BIN may sit in a root-only
@@ -1412,6 +1421,15 @@ func TestHostileServerProcess(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if fileCaps { // after the chown, which clears them
+		setcap, err := exec.LookPath("setcap")
+		if err != nil {
+			t.Skip("no setcap tool (libcap2-bin) to give the server binary file capabilities")
+		}
+		if out, err := exec.Command(setcap, "cap_net_bind_service=+ep", exe).CombinedOutput(); err != nil {
+			t.Skipf("setcap cap_net_bind_service=+ep: %v\n%s", err, out)
+		}
 	}
 	home := filepath.Join(root, "home")
 	s := launchServer(t, ca, serverOpts{
@@ -1478,7 +1496,24 @@ func TestHostileServerProcess(t *testing.T) {
 		if bytes.Contains(b, []byte(masterPassword)) {
 			t.Errorf("finding 8: /proc/%d/environ still holds AGENT_VAULT_MASTER_PASSWORD's value after start-up", s.pid())
 		}
+		if logs := s.logs.String(); strings.Contains(logs, "remain readable") {
+			t.Errorf("the server warns that secret variables remain in its environment:\n%s", logs)
+		}
 	})
+	if fileCaps {
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.pid()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		const capNetBindService = 10
+		for line := range strings.Lines(string(status)) {
+			if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+				if eff, _ := strconv.ParseUint(strings.TrimSpace(v), 16, 64); eff&(1<<capNetBindService) == 0 {
+					t.Errorf("the server did not get CAP_NET_BIND_SERVICE (CapEff %s): the case proves nothing", strings.TrimSpace(v))
+				}
+			}
+		}
+	}
 }
 
 // ---------------------------------------------------------------------

@@ -21,11 +21,57 @@ var routeSeq atomic.Uint32
 // route out of the host: local (every interface address, 127.0.0.0/8,
 // and any range routed to the host itself, such as an "ip route add
 // local 10.9.0.0/16 dev lo" that puts addresses on no interface),
-// broadcast, anycast, multicast, or a type it does not know. A route
-// the dial would fail on (unreachable, prohibit, blackhole, throw, or no
-// route at all) is not local. An error means the kernel could not be
-// asked: callers fail closed.
+// broadcast, anycast, multicast, or a type it does not know.
+//
+// A route a dial would fail on is not local: the kernel answers the
+// request with the error connect(2) would get, never with a route of
+// that type (blackhole: EINVAL, prohibit: EACCES, unreachable:
+// EHOSTUNREACH, throw or no route: ENETUNREACH, no IPv6: EAFNOSUPPORT).
+// EINVAL is also what a request the kernel does not understand gets:
+// it counts only once the same request for the loopback address of the
+// family has been answered with a local route (requestUnderstood). Any
+// other error, or an answer it cannot read, is returned: callers fail
+// closed.
 func kernelLocal(addr netip.Addr) (bool, error) {
+	local, err := askRoute(addr)
+	if err != errBlackhole {
+		return local, err
+	}
+	if !requestUnderstood(addr.Is6()) {
+		return false, fmt.Errorf("the kernel would not say how it routes the address: %w (and refuses to route the loopback address too)", syscall.EINVAL)
+	}
+	return false, nil
+}
+
+// understood records, per family (IPv4, IPv6), that the kernel answered
+// a route request for the loopback address with a local route.
+var understood [2]atomic.Bool
+
+// requestUnderstood reports whether the kernel understands our route
+// requests of addr's family, asking it once for 127.0.0.1 or ::1 until
+// it has answered that with a local route.
+func requestUnderstood(ipv6 bool) bool {
+	i, probe := 0, netip.MustParseAddr("127.0.0.1")
+	if ipv6 {
+		i, probe = 1, netip.IPv6Loopback()
+	}
+	if understood[i].Load() {
+		return true
+	}
+	if local, err := askRoute(probe); err == nil && local {
+		understood[i].Store(true)
+		return true
+	}
+	return false
+}
+
+// errBlackhole is routeIsLocal's answer to EINVAL: a blackhole route, or
+// a request the kernel does not understand.
+var errBlackhole = errors.New("EINVAL: a blackhole route, or a request the kernel does not understand")
+
+// askRoute sends routeRequest for addr and judges the answer
+// (routeIsLocal).
+func askRoute(addr netip.Addr) (bool, error) {
 	family := syscall.AF_INET
 	if addr.Is6() {
 		family = syscall.AF_INET6
@@ -48,7 +94,7 @@ func kernelLocal(addr netip.Addr) (bool, error) {
 	if err := syscall.Sendto(fd, routeRequest(addr, family, seq), 0, &syscall.SockaddrNetlink{Family: syscall.AF_NETLINK}); err != nil {
 		return false, fmt.Errorf("asking the kernel for the route: %w", err)
 	}
-	buf := make([]byte, 1<<16)
+	buf := make([]byte, 4096) // one route, or an error quoting the request
 	for {
 		n, from, err := syscall.Recvfrom(fd, buf, 0)
 		if err == syscall.EINTR {
@@ -102,28 +148,33 @@ func routeIsLocal(m syscall.NetlinkMessage) (bool, error) {
 		if len(m.Data) < 4 {
 			return false, errors.New("reading the kernel's route: short error message")
 		}
-		errno := -int32(binary.NativeEndian.Uint32(m.Data))
-		switch syscall.Errno(errno) {
-		case syscall.ENETUNREACH, syscall.EHOSTUNREACH, syscall.EAFNOSUPPORT:
-			// No route (or no IPv6 at all): a dial cannot connect, to
-			// the host itself neither.
+		errno := syscall.Errno(-int32(binary.NativeEndian.Uint32(m.Data)))
+		switch errno {
+		case syscall.EINVAL:
+			return false, errBlackhole // see kernelLocal
+		case syscall.EACCES, // prohibit
+			syscall.EHOSTUNREACH, // unreachable
+			syscall.ENETUNREACH,  // throw, or no route
+			syscall.EAFNOSUPPORT: // no IPv6 at all
+			// A dial fails the same way, and cannot reach the host
+			// itself either.
 			return false, nil
 		case 0:
 			return false, errors.New("reading the kernel's route: an acknowledgement instead of a route")
 		default:
-			return false, fmt.Errorf("asking the kernel for the route: %w", syscall.Errno(errno))
+			return false, fmt.Errorf("the kernel would not say how it routes the address: %w", errno)
 		}
 	case syscall.RTM_NEWROUTE:
 		if len(m.Data) < syscall.SizeofRtMsg {
 			return false, errors.New("reading the kernel's route: short route message")
 		}
-		switch typ := m.Data[7]; typ { // rtmsg.rtm_type
-		case syscall.RTN_UNICAST,
-			syscall.RTN_UNREACHABLE, syscall.RTN_PROHIBIT, syscall.RTN_BLACKHOLE, syscall.RTN_THROW:
+		if m.Data[7] == syscall.RTN_UNICAST { // rtmsg.rtm_type
 			return false, nil
-		default: // local, broadcast, anycast, multicast, nat, unknown
-			return true, nil
 		}
+		// Local, broadcast, anycast, multicast, or a type a route
+		// lookup does not give (blackhole and the like come as errors):
+		// refused.
+		return true, nil
 	default:
 		return false, fmt.Errorf("reading the kernel's route: unexpected message type %d", m.Header.Type)
 	}

@@ -10,9 +10,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"unsafe"
 )
 
 // The check runs in a fresh child: importing procguard alone must have
@@ -133,6 +136,11 @@ func checkChildEnviron(t *testing.T) {
 		}
 	}
 
+	// Both values were removed, the empty VAULT_TOKEN counts as neither.
+	if wiped, err := WipeResult(); !slices.Equal(wiped, []string{"AGENT_VAULT_MASTER_PASSWORD", "AGENT_VAULT_ADMIN_TOKEN"}) || err != nil {
+		t.Errorf("WipeResult() = %q, %v", wiped, err)
+	}
+
 	// Go still reads the values, the first of duplicates as always.
 	if got := os.Getenv("AGENT_VAULT_MASTER_PASSWORD"); got != password {
 		t.Errorf("os.Getenv(AGENT_VAULT_MASTER_PASSWORD) = %q, want %q", got, password)
@@ -174,6 +182,9 @@ func TestNoSecretsNoChange(t *testing.T) {
 		if string(environ) != want {
 			t.Errorf("/proc/self/environ = %q, want %q", environ, want)
 		}
+		if wiped, err := WipeResult(); wiped != nil || err != nil {
+			t.Errorf("WipeResult() = %q, %v; want nothing", wiped, err)
+		}
 		return
 	}
 	out, err := runChild(t, "TestNoSecretsNoChange", []string{"PROCGUARD_CHILD=plain", "A=1", "B=two"})
@@ -185,9 +196,9 @@ func TestNoSecretsNoChange(t *testing.T) {
 // The bounds read from /proc/self/stat are those of the block the
 // kernel shows as /proc/self/environ.
 func TestEnvBlockBounds(t *testing.T) {
-	start, end, ok := envBlock()
-	if !ok {
-		t.Fatal("no env_start/env_end in /proc/self/stat")
+	start, end, err := envBlock()
+	if err != nil {
+		t.Fatal(err)
 	}
 	mem, err := os.Open("/proc/self/mem")
 	if err != nil {
@@ -242,5 +253,57 @@ func TestParseUint(t *testing.T) {
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("parseUint(%q, %d) = %d, %v; want %d, %v", tc.in, tc.base, got, ok, tc.want, tc.ok)
 		}
+	}
+}
+
+// Both ways of writing our own memory work, and the fallback is used
+// when process_vm_* fail; when both fail the error names both.
+func TestSelfMemory(t *testing.T) {
+	buf := make([]byte, 32) // on the heap, which does not move
+	copy(buf, "0123456789abcdef0123456789abcdef")
+	addr := uintptr(unsafe.Pointer(&buf[8]))
+
+	if err := vmTransfer(os.Getpid(), true, addr, []byte("VMVM")); err != nil {
+		t.Fatalf("process_vm_writev: %v", err)
+	}
+	got := make([]byte, 4)
+	if err := vmTransfer(os.Getpid(), false, addr, got); err != nil || string(got) != "VMVM" {
+		t.Fatalf("process_vm_readv: %q, %v", got, err)
+	}
+
+	m := newSelfMemory()
+	defer m.close()
+	m.vmErr = syscall.ENOSYS // as under a seccomp policy without them
+	if err := m.write(addr+4, []byte("MEM!")); err != nil {
+		t.Fatalf("write through /proc/self/mem: %v", err)
+	}
+	if err := m.read(addr, got); err != nil || string(got) != "VMVM" {
+		t.Fatalf("read through /proc/self/mem: %q, %v", got, err)
+	}
+	if m.memFd < 0 {
+		t.Error("/proc/self/mem was not used")
+	}
+	if want := "01234567VMVMMEM!0123456789abcdef"; string(buf[:len(want)]) != want {
+		t.Errorf("memory = %q, want %q", buf, want)
+	}
+	runtime.KeepAlive(buf)
+
+	failing := &selfMemory{pid: os.Getpid(), memFd: -1, vmErr: syscall.ENOSYS, memErr: syscall.EACCES}
+	err := failing.write(addr, []byte("x"))
+	if err == nil || !strings.Contains(err.Error(), "process_vm_writev: "+syscall.ENOSYS.Error()) || !strings.Contains(err.Error(), "/proc/self/mem: "+syscall.EACCES.Error()) {
+		t.Errorf("both failing: %v", err)
+	}
+	if buf[8] != 'V' {
+		t.Error("a failed write changed memory")
+	}
+}
+
+func TestWipeError(t *testing.T) {
+	err := wipeFailure([]string{"A", "B"}, "why")
+	if got, want := err.Error(), "still in /proc/<pid>/environ: A, B (why)"; got != want {
+		t.Errorf("%q, want %q", got, want)
+	}
+	if wipeFailure(nil, "why") != nil {
+		t.Error("an error for no variables")
 	}
 }

@@ -1,0 +1,7 @@
+package procguard
+
+// The syscall package lacks these on 386.
+const (
+	sysProcessVMReadv  = 347
+	sysProcessVMWritev = 348
+)

@@ -1,0 +1,7 @@
+package procguard
+
+// The syscall package lacks these on amd64.
+const (
+	sysProcessVMReadv  = 310
+	sysProcessVMWritev = 311
+)
