@@ -34,8 +34,11 @@ const (
 	DefaultBurst    = 50               // ...and in one burst
 	DefaultLogEvery = 10 * time.Second // one summary line per limited address, and for the global bound
 	DefaultLogRate  = 5                // log lines per second, all addresses together
-	DefaultLogBurst = 50               // ...and in one burst
-	maxAddresses    = 10000            // addresses tracked at once
+	// DefaultLogBurst is twice one address's burst, so that a single
+	// noisy address (on a laptop every agent is 127.0.0.1) is logged in
+	// full: its burst of lines, then its summary.
+	DefaultLogBurst = 2 * DefaultBurst
+	maxAddresses    = 10000 // addresses tracked at once
 )
 
 // Guard is safe for concurrent use. The zero value uses the defaults.
