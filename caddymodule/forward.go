@@ -214,9 +214,9 @@ func (x *exchange) secret(cred string) (string, error) {
 	return v, nil
 }
 
-// send forwards the request. When secrets went out, the answer must be
-// scannable, and whole: a Range request would let the agent read a
-// secret in slices that never match.
+// send forwards the request. When the session can reach a secret, the
+// answer must be scannable, and whole: a Range request would let the
+// agent read a secret in slices that never match.
 func (p *Proxy) send(w http.ResponseWriter, x *exchange) {
 	if x.redactor != nil {
 		// Only what scrubResponse can decode and scan; the agent gets identity.

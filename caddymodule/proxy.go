@@ -213,11 +213,12 @@ func (p *Proxy) start(logger *zap.Logger, deps proxyDeps) {
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: time.Duration(p.ResponseHeaderTimeout),
 		ExpectContinueTimeout: time.Second,
-		// The transport neither asks for gzip nor decodes it: with a
-		// secret sent, send asks for identity or gzip and scrubResponse
-		// decodes it (over every Content-Encoding line, which the
-		// transport does not look at); without one, the agent's
-		// Accept-Encoding and the upstream's answer pass untouched.
+		// The transport neither asks for gzip nor decodes it: when the
+		// session can reach a secret, send asks for identity or gzip
+		// and scrubResponse decodes it (over every Content-Encoding
+		// line, which the transport does not look at); in a session
+		// without credentials, the agent's Accept-Encoding and the
+		// upstream's answer pass untouched.
 		DisableCompression: true,
 	}
 	p.rp = &httputil.ReverseProxy{
