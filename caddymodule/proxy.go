@@ -231,7 +231,7 @@ func (p *Proxy) start(logger *zap.Logger, deps proxyDeps) {
 		BufferPool:     copyBuffers,
 		ModifyResponse: p.scrubResponse,
 		ErrorHandler:   p.upstreamError,
-		ErrorLog:       zap.NewStdLog(p.logger.Named("upstream")),
+		ErrorLog:       p.scrubbedLog("upstream"),
 	}
 
 	p.innerLn = newConnListener()
@@ -241,7 +241,7 @@ func (p *Proxy) start(logger *zap.Logger, deps proxyDeps) {
 		IdleTimeout:       time.Duration(p.IdleTimeout),
 		ConnContext:       p.tunnels.context,
 		ConnState:         p.tunnels.state,
-		ErrorLog:          zap.NewStdLog(p.logger.Named("tunnel")),
+		ErrorLog:          p.scrubbedLog("tunnel"),
 	}
 	go p.inner.Serve(p.innerLn) //nolint:errcheck // returns when Cleanup closes the listener
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/scrub"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
@@ -210,4 +211,37 @@ func TestPipelineConnectInsideTunnel(t *testing.T) {
 	a = do(t, pl.agent(t, s, true), req)
 	wantRefusal(t, a, http.StatusMethodNotAllowed, "CONNECT inside")
 	up.wantNothing(t)
+}
+
+// An upstream whose malformed trailer line is the secret makes the
+// reverse proxy log that line: the log gets it scrubbed (the harness
+// fails the test if its log holds a secret).
+func TestPipelineErrorLogScrubbed(t *testing.T) {
+	up := upstreamTLS(t, func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		fmt.Fprintf(brw, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n%s\r\n\r\n", echoSecret)
+		brw.Flush()
+	})
+	pl := newPipeline(t, pipelineConfig{
+		services: []services.Service{bearer("up", up.hostPort, "TOKEN")},
+		stores:   []storebackends.Store{builtin("TOKEN", echoSecret)},
+	})
+	resp, err := pl.agent(t, pl.session(t), false).Get(up.https("/"))
+	if err == nil {
+		io.Copy(io.Discard, resp.Body) // the relay breaks off: the answer was not whole
+		resp.Body.Close()
+	}
+	// ReverseProxy logs the failure before it aborts the answer, so the
+	// line is there once the agent's read has ended.
+	if !strings.Contains(pl.logs.String(), "malformed MIME header") {
+		t.Fatalf("the reverse proxy logged no error:\n%s", pl.logs.String())
+	}
+	if !strings.Contains(pl.logs.String(), scrub.Redacted) {
+		t.Fatalf("the error line does not show the redaction:\n%s", pl.logs.String())
+	}
 }
