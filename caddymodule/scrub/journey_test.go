@@ -272,7 +272,7 @@ func TestSecretSplitAcrossReads(t *testing.T) {
 
 // Secrets that are prefixes, suffixes or overlaps of each other.
 func TestOverlappingSecrets(t *testing.T) {
-	r := NewRedactor(map[string]string{
+	r := redactorOf(map[string]string{
 		"abcdefgh12": "[LONG]",
 		"abcdefgh":   "[PREFIX]",
 		"efgh12":     "[SUFFIX]",
