@@ -1,6 +1,7 @@
 package scrub
 
 import (
+	"encoding/base64"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -73,10 +74,7 @@ func TestRedactorString(t *testing.T) {
 			if p := refLeaks(r.m.pats, got); p != "" {
 				t.Errorf("output %q contains pattern %q", got, p)
 			}
-			out, err := io.ReadAll(r.Reader(iotest.OneByteReader(strings.NewReader(tt.in))))
-			if err != nil || string(out) != tt.want {
-				t.Errorf("Reader = %q, %v; want %q", out, err, tt.want)
-			}
+			checkReader(t, r, tt.in, tt.want, 1)
 		})
 	}
 }
@@ -112,16 +110,7 @@ func TestRedactorMatchesReplaceAll(t *testing.T) {
 		if got := r.String(in); got != want {
 			t.Fatalf("String(%q) = %q, want %q", in, got, want)
 		}
-		for _, reader := range []io.Reader{
-			iotest.OneByteReader(strings.NewReader(in)),
-			&chunkReader{data: []byte(in), rng: rand.New(rand.NewPCG(uint64(n), 7))},
-			iotest.DataErrReader(strings.NewReader(in)),
-		} {
-			got, err := io.ReadAll(r.Reader(reader))
-			if err != nil || string(got) != want {
-				t.Fatalf("Reader(%T, %q) = %q, %v; want %q", reader, in, got, err, want)
-			}
-		}
+		checkReader(t, r, in, want, uint64(n))
 	}
 }
 
@@ -146,6 +135,22 @@ func TestRedactorStreamMultipleSecrets(t *testing.T) {
 		}
 		if p := refLeaks(r.m.pats, string(got)); p != "" {
 			t.Fatalf("output %q contains %q", got, p)
+		}
+	}
+}
+
+// checkReader asserts that r's Reader turns in into want however in is
+// cut into reads: a byte at a time, in random pieces (from seed), and
+// with io.EOF along with the last bytes.
+func checkReader(t *testing.T, r *Redactor, in, want string, seed uint64) {
+	t.Helper()
+	for _, src := range []io.Reader{
+		iotest.OneByteReader(strings.NewReader(in)),
+		&chunkReader{data: []byte(in), rng: rand.New(rand.NewPCG(seed, 7))},
+		iotest.DataErrReader(strings.NewReader(in)),
+	} {
+		if got, err := io.ReadAll(r.Reader(src)); err != nil || string(got) != want {
+			t.Fatalf("Reader(%T, %q) = %q, %v; want %q", src, in, got, err, want)
 		}
 	}
 }
@@ -435,3 +440,67 @@ func TestRedactorRightNeighbourWait(t *testing.T) {
 // redactorOf is the Redactor for pattern -> stand-in, with a matcher of
 // its own.
 func redactorOf(secrets map[string]string) *Redactor { return newRedactor(secrets, newMatcher) }
+
+// String and contains go through a long input one scanWindow at a time
+// (the fuzz targets stop well short of one): a secret raw, escaped or
+// in base64, or all but the last byte of that, at every offset around
+// the end of the first window, comes out as the reference has it, also
+// as a stream cut there.
+func TestRedactorWindowBoundary(t *testing.T) {
+	const secret = "sk-live-0123456789abcdef+/XYZ"
+	var set SecretSet
+	set.Add(secret, ph)
+	r := (&Cache{}).Redactor(&set)
+	line := `{"id":"chatcmpl-9x8Y7z","object":"chat.completion.chunk","choices":[{"delta":{"content":"caf\u00e9 &amp; a\n"}}]}` + "\n"
+	filler := strings.Repeat(line, (scanWindow+4096)/len(line))
+	// The reference is quadratic, so it gets the input from a line
+	// start well before the window's end: the whole lines before it are
+	// whole units with no pattern near, so they come out unchanged and
+	// cannot reach into what the reference decides after them.
+	from := strings.LastIndexByte(filler[:scanWindow-1024], '\n') + 1
+	for name, form := range map[string]string{
+		"raw":     secret,
+		"percent": allPercent(secret),
+		"json":    jsonAllUnicode(secret),
+		"base64":  base64.StdEncoding.EncodeToString([]byte(secret)),
+	} {
+		for _, form := range []string{form, form[:len(form)-1]} {
+			// The window ends in the form's first 40 bytes, or just
+			// before it, or around the form's end.
+			var offs []int
+			for off := scanWindow - 40; off <= scanWindow+5; off++ {
+				offs = append(offs, off)
+			}
+			for off := scanWindow - len(form) - 5; off <= scanWindow-len(form)+5; off++ {
+				if off < scanWindow-40 {
+					offs = append(offs, off)
+				}
+			}
+			for _, off := range offs {
+				in := filler[:off] + form + filler[off:off+100]
+				want := in[:from] + referenceRedact(r, in[from:])
+				if got := r.String(in); got != want {
+					t.Fatalf("%s (%d bytes) at %d: String differs from the reference after %d bytes", name, len(form), off, commonPrefix(got, want))
+				}
+				if got, want := r.contains(in), len(refSpans(r.m.pats, in[from:])) > 0; got != want {
+					t.Fatalf("%s (%d bytes) at %d: contains = %v", name, len(form), off, got)
+				}
+				// As a stream: in growing reads, and with a read ending
+				// where String's window does.
+				for _, src := range []io.Reader{strings.NewReader(in), io.MultiReader(strings.NewReader(in[:scanWindow]), strings.NewReader(in[scanWindow:]))} {
+					if got, err := io.ReadAll(r.Reader(src)); err != nil || string(got) != want {
+						t.Fatalf("%s (%d bytes) at %d: Reader(%T) differs from the reference after %d bytes, %v", name, len(form), off, src, commonPrefix(string(got), want), err)
+					}
+				}
+			}
+		}
+	}
+}
+
+func commonPrefix(a, b string) int {
+	i := 0
+	for i < len(a) && i < len(b) && a[i] == b[i] {
+		i++
+	}
+	return i
+}
