@@ -47,8 +47,11 @@ func (c *Cache) Redactor(s *SecretSet) *Redactor {
 // matcher returns the shared matcher for pats (folded, in rank order),
 // building it outside the lock when it is new.
 func (c *Cache) matcher(pats []string) *matcher {
-	var buf [4 << 10]byte
-	b := buf[:0]
+	n := 0
+	for _, p := range pats {
+		n += 9 + len(p)
+	}
+	b := make([]byte, 0, n)
 	for _, p := range pats {
 		b = appendPart(b, 'm', p)
 	}
