@@ -15,7 +15,7 @@ import (
 // measured with: 1 MiB of JSON-ish text, one raw echo in the middle.
 func BenchmarkRedactorReader(b *testing.B) {
 	const secret = "sk-proj-0123456789abcdefXYZ"
-	r := NewRedactor(map[string]string{secret: "agvph_0123456789abcdef0123456789abcdef"})
+	r := redactorOf(map[string]string{secret: "agvph_0123456789abcdef0123456789abcdef"})
 	// 1 MiB of JSON-ish text with the secret echoed once in the middle.
 	line := `{"id":"chatcmpl-123","object":"chat.completion.chunk","choices":[{"delta":{"content":"sk- is a prefix"}}]}` + "\n"
 	body := []byte(strings.Repeat(line, (1<<20)/len(line)+1)[:1<<20])

@@ -3,6 +3,7 @@ package scrub
 import (
 	"bytes"
 	"slices"
+	"sort"
 	"unicode/utf8"
 )
 
@@ -38,31 +39,17 @@ const maxEntityDigits = 8
 // htmlEntities are the named character references decoded: the ones
 // that stand for ASCII punctuation (what an HTML escaper writes for the
 // characters of a token), plus HTML's legacy upper-case aliases of the
-// common four. &tilde; is U+02DC SMALL TILDE in HTML, not '~'.
-var htmlEntities = map[string]string{
-	"amp": "&", "AMP": "&", "lt": "<", "LT": "<", "gt": ">", "GT": ">",
-	"quot": `"`, "QUOT": `"`, "apos": "'", "sol": "/", "plus": "+",
-	"equals": "=", "excl": "!", "num": "#", "dollar": "$", "percnt": "%",
-	"colon": ":", "semi": ";", "comma": ",", "period": ".", "lpar": "(",
-	"rpar": ")", "ast": "*", "commat": "@", "lowbar": "_", "quest": "?",
-	"lsqb": "[", "rsqb": "]", "lbrace": "{", "rbrace": "}", "verbar": "|",
-	"Hat": "^", "grave": "`", "tilde": "\u02dc",
-}
-
-// entityValue looks name up in htmlEntities; a switch on the bytes
-// costs no hashing on the hot path of HTML-escaped text.
-func entityValue(name []byte) string {
-	switch string(name) {
-	case "amp", "AMP":
-		return "&"
-	case "lt", "LT":
-		return "<"
-	case "gt", "GT":
-		return ">"
-	case "quot", "QUOT":
-		return `"`
-	}
-	return htmlEntities[string(name)]
+// common four. &tilde; is U+02DC SMALL TILDE in HTML, not '~'. Lookups
+// scan it, so the common ones come first.
+var htmlEntities = []struct{ name, value string }{
+	{"amp", "&"}, {"lt", "<"}, {"gt", ">"}, {"quot", `"`}, {"apos", "'"},
+	{"AMP", "&"}, {"LT", "<"}, {"GT", ">"}, {"QUOT", `"`},
+	{"sol", "/"}, {"plus", "+"}, {"equals", "="}, {"excl", "!"}, {"num", "#"},
+	{"dollar", "$"}, {"percnt", "%"}, {"colon", ":"}, {"semi", ";"},
+	{"comma", ","}, {"period", "."}, {"lpar", "("}, {"rpar", ")"},
+	{"ast", "*"}, {"commat", "@"}, {"lowbar", "_"}, {"quest", "?"},
+	{"lsqb", "["}, {"rsqb", "]"}, {"lbrace", "{"}, {"rbrace", "}"},
+	{"verbar", "|"}, {"Hat", "^"}, {"grave", "`"}, {"tilde", "\u02dc"},
 }
 
 // maxEntityName is the longest name in htmlEntities.
@@ -79,152 +66,80 @@ type escape struct {
 	dec     [4]byte
 }
 
-// parseEscape decodes the escape sequence at the start of b, which is
-// all the input there is from that point. It returns n == 0 if b does
-// not start with one.
-func parseEscape(b []byte) (n int, dec [4]byte, dn int) {
+// parseEscape parses the unit at the start of b, the input from a
+// starter on; final means nothing follows b. If b starts with an escape
+// sequence, n is its length and dec[:dn] its decoding. Otherwise n is 0
+// and more reports whether the unit is undecided: b ends where more
+// input could still complete an escape (never when final). The answer
+// for a prefix of b is the answer for b, or more.
+func parseEscape(b []byte, final bool, dec *[4]byte) (n, dn int, more bool) {
 	if len(b) < 2 {
-		return 0, dec, 0
+		return 0, 0, !final && len(b) == 1 && isStarter(b[0])
 	}
 	switch b[0] {
 	case '%':
-		if len(b) >= 3 {
-			if v, ok := hexByte(b[1], b[2]); ok {
-				dec[0] = v
-				return 3, dec, 1
-			}
-		}
+		return parseByteEscape(b, 1, final, dec)
 	case '\\':
 		switch c := b[1]; c {
 		case 'u':
-			cp, ok := hex4(b[2:])
-			switch {
-			case !ok || isLowSurrogate(cp):
-			case isHighSurrogate(cp):
-				if len(b) >= 12 && b[6] == '\\' && b[7] == 'u' {
-					if lo, ok := hex4(b[8:]); ok && isLowSurrogate(lo) {
-						r := 0x10000 + (cp-0xD800)<<10 + (lo - 0xDC00)
-						return 12, dec, utf8.EncodeRune(dec[:], r)
-					}
-				}
-			default:
-				return 6, dec, utf8.EncodeRune(dec[:], cp)
-			}
+			return parseUnicode(b, final, dec)
 		case 'x':
-			if len(b) >= 4 {
-				if v, ok := hexByte(b[2], b[3]); ok {
-					dec[0] = v
-					return 4, dec, 1
-				}
+			return parseByteEscape(b, 2, final, dec)
+		default:
+			if v := simpleEscapes[c]; v != 0 {
+				dec[0] = v
+				return 2, 1, false
 			}
-		case '"', '\\', '/':
-			dec[0] = c
-			return 2, dec, 1
-		case 'b':
-			dec[0] = '\b'
-			return 2, dec, 1
-		case 'f':
-			dec[0] = '\f'
-			return 2, dec, 1
-		case 'n':
-			dec[0] = '\n'
-			return 2, dec, 1
-		case 'r':
-			dec[0] = '\r'
-			return 2, dec, 1
-		case 't':
-			dec[0] = '\t'
-			return 2, dec, 1
 		}
 	case '&':
 		if b[1] == '#' {
-			return parseNumericRef(b)
+			return parseNumericRef(b, final, dec)
 		}
-		for i := 2; i < len(b) && i <= maxEntityName+1; i++ {
-			if b[i] == ';' {
-				if v := entityValue(b[1:i]); v != "" {
-					return i + 1, dec, copy(dec[:], v)
-				}
-				break
-			}
-		}
+		return parseNamedRef(b, final, dec)
 	}
-	return 0, dec, 0
+	return 0, 0, false
 }
 
-// parseNumericRef decodes &#DDD; or &#xHHH; at the start of b.
-func parseNumericRef(b []byte) (n int, dec [4]byte, dn int) {
-	i, base := 2, 10
-	if len(b) > 2 && (b[2] == 'x' || b[2] == 'X') {
-		i, base = 3, 16
+// simpleEscapes are the JSON/JS escapes of one letter, by that letter.
+var simpleEscapes = [256]byte{'"': '"', '\\': '\\', '/': '/', 'b': '\b', 'f': '\f', 'n': '\n', 'r': '\r', 't': '\t'}
+
+// parseByteEscape is parseEscape for %HH (i == 1) and \xHH (i == 2).
+func parseByteEscape(b []byte, i int, final bool, dec *[4]byte) (n, dn int, more bool) {
+	if len(b) < i+2 {
+		return 0, 0, !final && allHex(b[i:])
 	}
-	start := i
-	v := 0 // an int: eight hex digits overflow a rune
-	for ; i < len(b) && i-start < maxEntityDigits; i++ {
-		d, ok := digitValue(b[i], base)
-		if !ok {
-			break
-		}
-		v = v*base + d
+	v, ok := hexByte(b[i], b[i+1])
+	if !ok {
+		return 0, 0, false
 	}
-	if i == start || i >= len(b) || b[i] != ';' || v > utf8.MaxRune || isSurrogate(rune(v)) {
-		return 0, dec, 0
-	}
-	return i + 1, dec, utf8.EncodeRune(dec[:], rune(v))
+	dec[0] = v
+	return i + 2, 1, false
 }
 
-// escapePrefix reports whether b, the rest of the input so far from a
-// starter that did not parse as an escape, could still become one when
-// more input arrives: the parse of that unit is undecided.
-func escapePrefix(b []byte) bool {
-	if len(b) >= maxEscape {
-		return false
+// parseUnicode is parseEscape for b starting with \u: \uHHHH, not a
+// surrogate, or a high surrogate and then \u and a low one.
+func parseUnicode(b []byte, final bool, dec *[4]byte) (n, dn int, more bool) {
+	cp, ok, short := hex4(b[2:])
+	if !ok {
+		// Digits to come may complete it, unless those there are of a
+		// low surrogate (\uDC.. to \uDF..) already.
+		lowSoFar := len(b) >= 4 && b[2]|0x20 == 'd' && isHighNibbleLow(b[3])
+		return 0, 0, !final && short && !lowSoFar
 	}
-	if len(b) == 1 {
-		return true
+	switch {
+	case isLowSurrogate(cp):
+		return 0, 0, false
+	case !isHighSurrogate(cp):
+		return 6, utf8.EncodeRune(dec[:], cp), false
 	}
-	switch b[0] {
-	case '%':
-		return len(b) == 2 && isHex(b[1])
-	case '\\':
-		switch b[1] {
-		case 'x':
-			return len(b) <= 3 && allHex(b[2:])
-		case 'u':
-			return unicodePrefix(b)
-		}
-	case '&':
-		if b[1] == '#' {
-			return numericRefPrefix(b)
-		}
-		for name := range htmlEntities {
-			if len(b)-1 <= len(name) && string(b[1:]) == name[:len(b)-1] {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// unicodePrefix is escapePrefix for b starting with \u.
-func unicodePrefix(b []byte) bool {
-	digits := b[2:min(len(b), 6)]
-	if !allHex(digits) {
-		return false
-	}
-	if len(digits) >= 2 && (digits[0]|0x20) == 'd' && isHighNibbleLow(digits[1]) {
-		return false // \uDC.. to \uDF..: a low surrogate whatever follows
-	}
-	if len(digits) < 4 {
-		return true
-	}
-	cp, _ := hex4(digits)
-	if !isHighSurrogate(cp) {
-		return false // complete (it would have parsed) or a lone low surrogate
-	}
-	// A high surrogate waits for \uDC00-\uDFFF.
+	// A high surrogate is an escape only as the first of a pair: the
+	// rest must read \uDC00 to \uDFFF.
 	rest := b[6:]
-	for i, c := range rest {
+	for i := range 6 {
+		if i == len(rest) {
+			return 0, 0, !final
+		}
+		c := rest[i]
 		var ok bool
 		switch i {
 		case 0:
@@ -239,39 +154,90 @@ func unicodePrefix(b []byte) bool {
 			ok = isHex(c)
 		}
 		if !ok {
-			return false
+			return 0, 0, false
 		}
 	}
-	return true
+	lo, _, _ := hex4(rest[2:])
+	r := 0x10000 + (cp-0xD800)<<10 + (lo - 0xDC00)
+	return 12, utf8.EncodeRune(dec[:], r), false
 }
 
-// numericRefPrefix is escapePrefix for b starting with &#.
-func numericRefPrefix(b []byte) bool {
+// parseNumericRef is parseEscape for b starting with &#: &#DDD; or
+// &#xHHH;, at most maxEntityDigits digits, at most U+10FFFF, not a
+// surrogate.
+func parseNumericRef(b []byte, final bool, dec *[4]byte) (n, dn int, more bool) {
 	i, base := 2, 10
 	if len(b) > 2 && (b[2] == 'x' || b[2] == 'X') {
 		i, base = 3, 16
 	}
-	digits := b[i:]
-	if len(digits) > maxEntityDigits {
-		return false
-	}
-	v := 0
-	for _, c := range digits {
-		d, ok := digitValue(c, base)
+	start := i
+	v := 0 // an int: eight hex digits overflow a rune
+	for ; i < len(b) && i-start < maxEntityDigits; i++ {
+		d, ok := digitValue(b[i], base)
 		if !ok {
-			return false // a ';' here would have parsed, or been out of range
+			break
 		}
 		v = v*base + d
 	}
-	// More digits only make it larger; at the limit only ';' may follow.
-	return v <= utf8.MaxRune && (len(digits) < maxEntityDigits || !isSurrogate(rune(v)))
+	if i == len(b) {
+		// Digits or the ';' to come may complete it. More digits only
+		// make the value larger (or keep it 0); after the last one
+		// allowed only the ';' may come.
+		return 0, 0, !final && v <= utf8.MaxRune && (i-start < maxEntityDigits || !isSurrogate(rune(v)))
+	}
+	if i == start || b[i] != ';' || v > utf8.MaxRune || isSurrogate(rune(v)) {
+		return 0, 0, false
+	}
+	return i + 1, utf8.EncodeRune(dec[:], rune(v)), false
 }
 
-// parseEscapes parses b greedily and appends its escapes to esc. It
-// returns the length of the decided prefix: all of b if final (nothing
-// follows it), else up to the start of an escape that more input could
-// still complete.
-func parseEscapes(b []byte, final bool, esc []escape) ([]escape, int) {
+// parseNamedRef is parseEscape for &name; with a name of htmlEntities.
+func parseNamedRef(b []byte, final bool, dec *[4]byte) (n, dn int, more bool) {
+	for i := 2; i < len(b) && i <= maxEntityName+1; i++ {
+		if b[i] == ';' {
+			if v, ok := entity(b[1:i]); ok {
+				return i + 1, copy(dec[:], v), false
+			}
+			return 0, 0, false
+		}
+	}
+	// No ';' yet: a name to come may complete it.
+	return 0, 0, !final && entityPrefix(b[1:])
+}
+
+// entity returns the value of the named reference name.
+func entity(name []byte) (string, bool) {
+	for _, e := range htmlEntities {
+		if string(name) == e.name {
+			return e.value, true
+		}
+	}
+	return "", false
+}
+
+// entityPrefix reports whether some entity's name begins with p.
+func entityPrefix(p []byte) bool {
+	for _, e := range htmlEntities {
+		if len(p) <= len(e.name) && string(p) == e.name[:len(p)] {
+			return true
+		}
+	}
+	return false
+}
+
+// view is the decoding view of a prefix of the input, with the escapes
+// it decoded, to map positions back to the input.
+type view struct {
+	esc []escape
+	dec []byte
+}
+
+// parse parses b, the input from a unit boundary on, greedily into
+// v.esc; final means nothing follows b. It returns the length of the
+// decided prefix: all of b if final, else up to the start of a unit
+// that more input could still make an escape.
+func (v *view) parse(b []byte, final bool) int {
+	esc := v.esc[:0]
 	// Three IndexByte cursors (SIMD) instead of a byte loop: text
 	// without starters costs three fast passes. A cursor at len(b)
 	// means none left.
@@ -289,10 +255,12 @@ func parseEscapes(b []byte, final bool, esc []escape) ([]escape, int) {
 		if at == len(b) {
 			break
 		}
-		n, dec, dn := parseEscape(b[at:])
+		var dec [4]byte
+		n, dn, more := parseEscape(b[at:], final, &dec)
 		if n == 0 {
-			if !final && escapePrefix(b[at:]) {
-				return esc, at
+			if more {
+				v.esc = esc
+				return at
 			}
 			i = at + 1
 			continue
@@ -307,7 +275,8 @@ func parseEscapes(b []byte, final bool, esc []escape) ([]escape, int) {
 		i = at + n
 		run = i
 	}
-	return esc, len(b)
+	v.esc = esc
+	return len(b)
 }
 
 // indexFrom is the index of c in b at or after i, or len(b).
@@ -316,13 +285,6 @@ func indexFrom(b []byte, i int, c byte) int {
 		return i + k
 	}
 	return len(b)
-}
-
-// view is the decoding view of a prefix of the input, with the escapes
-// it decoded, to map positions back to the input.
-type view struct {
-	esc []escape
-	dec []byte
 }
 
 // build fills v.dec from in (the decided prefix) and v.esc: the runs
@@ -337,46 +299,47 @@ func (v *view) build(in []byte) {
 		e := &v.esc[k]
 		o += copy(dec[o:], in[i:e.in])
 		o += copy(dec[o:], e.dec[:e.dn])
-		i = e.in + int(e.n)
+		i = e.end()
 	}
 	o += copy(dec[o:], in[i:])
 	v.dec = dec[:o]
 }
 
-// escapeAtOut returns the index of the last escape whose decoding
-// starts at or before view position d, or -1.
-func (v *view) escapeAtOut(d int) int {
-	lo, hi := 0, len(v.esc)
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		if v.esc[m].out <= d {
-			lo = m + 1
-		} else {
-			hi = m
-		}
+// of parses all of b (nothing follows it) and returns its decoding
+// view: b itself if it holds no escape, else v.dec.
+func (v *view) of(b []byte) []byte {
+	if v.parse(b, true); len(v.esc) == 0 {
+		return b
 	}
-	return lo - 1
+	v.build(b)
+	return v.dec
 }
 
-// escapeAtIn returns the index of the last escape starting at or
-// before input position i, or -1.
-func (v *view) escapeAtIn(i int) int {
-	lo, hi := 0, len(v.esc)
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		if v.esc[m].in <= i {
-			lo = m + 1
-		} else {
-			hi = m
-		}
+// end is the input position just past e.
+func (e *escape) end() int { return e.in + int(e.n) }
+
+// escIn and escOut are where an escape is in the input and in the view.
+func escIn(e *escape) int  { return e.in }
+func escOut(e *escape) int { return e.out }
+
+// last returns the index of the last escape e with pos(e) <= x, or -1;
+// pos is escIn or escOut (both increase along v.esc).
+func (v *view) last(x int, pos func(*escape) int) int {
+	return sort.Search(len(v.esc), func(k int) bool { return pos(&v.esc[k]) > x }) - 1
+}
+
+// holding returns the escape whose input holds byte i, or nil.
+func (v *view) holding(i int) *escape {
+	if k := v.last(i, escIn); k >= 0 && i < v.esc[k].end() {
+		return &v.esc[k]
 	}
-	return lo - 1
+	return nil
 }
 
 // inStart maps view position d to the input position of the start of
 // the unit that produced it.
 func (v *view) inStart(d int) int {
-	k := v.escapeAtOut(d)
+	k := v.last(d, escOut)
 	if k < 0 {
 		return d
 	}
@@ -384,7 +347,7 @@ func (v *view) inStart(d int) int {
 	if d < e.out+int(e.dn) {
 		return e.in
 	}
-	return e.in + int(e.n) + d - (e.out + int(e.dn))
+	return e.end() + d - (e.out + int(e.dn))
 }
 
 // inEnd maps the exclusive view end d (> 0) to the input position just
@@ -395,18 +358,18 @@ func (v *view) inEnd(d int) int {
 
 // outPos maps input position i, a unit boundary, to the view.
 func (v *view) outPos(i int) int {
-	k := v.escapeAtIn(i - 1)
+	k := v.last(i-1, escIn)
 	if k < 0 {
 		return i
 	}
 	e := &v.esc[k]
-	return e.out + int(e.dn) + i - (e.in + int(e.n))
+	return e.out + int(e.dn) + i - e.end()
 }
 
 // boundaryFrom moves input position i forward to a unit boundary.
 func (v *view) boundaryFrom(i int) int {
-	if k := v.escapeAtIn(i); k >= 0 && i > v.esc[k].in && i < v.esc[k].in+int(v.esc[k].n) {
-		return v.esc[k].in + int(v.esc[k].n)
+	if e := v.holding(i); e != nil && i > e.in {
+		return e.end()
 	}
 	return i
 }
@@ -414,8 +377,8 @@ func (v *view) boundaryFrom(i int) int {
 // unitStart moves input position i back to the start of the unit
 // containing it.
 func (v *view) unitStart(i int) int {
-	if k := v.escapeAtIn(i); k >= 0 && i < v.esc[k].in+int(v.esc[k].n) {
-		return v.esc[k].in
+	if e := v.holding(i); e != nil {
+		return e.in
 	}
 	return i
 }
@@ -423,8 +386,8 @@ func (v *view) unitStart(i int) int {
 // unitEnd moves the exclusive input end e forward to the end of the
 // unit containing byte e-1.
 func (v *view) unitEnd(e int) int {
-	if k := v.escapeAtIn(e - 1); k >= 0 && e-1 < v.esc[k].in+int(v.esc[k].n) {
-		return v.esc[k].in + int(v.esc[k].n)
+	if x := v.holding(e - 1); x != nil {
+		return x.end()
 	}
 	return e
 }
@@ -477,13 +440,15 @@ var hexTab = func() (t [256]byte) {
 	return t
 }()
 
-func hex4(b []byte) (rune, bool) {
+// hex4 reads the four hex digits at the start of b; short reports that
+// b ends before them, all hex so far.
+func hex4(b []byte) (r rune, ok, short bool) {
 	if len(b) < 4 {
-		return 0, false
+		return 0, false, allHex(b)
 	}
 	hi, ok1 := hexByte(b[0], b[1])
 	lo, ok2 := hexByte(b[2], b[3])
-	return rune(hi)<<8 | rune(lo), ok1 && ok2
+	return rune(hi)<<8 | rune(lo), ok1 && ok2, false
 }
 
 func isHighSurrogate(r rune) bool { return r >= 0xD800 && r < 0xDC00 }

@@ -153,10 +153,8 @@ func TestParseEscapes(t *testing.T) {
 		{"&&amp;%%41\\\\", "&&%A\\"},
 	} {
 		var v view
-		v.esc, _ = parseEscapes([]byte(tc.in), true, nil)
-		v.build([]byte(tc.in))
-		if string(v.dec) != tc.want {
-			t.Errorf("view of %q = %q, want %q", tc.in, v.dec, tc.want)
+		if dec := v.of([]byte(tc.in)); string(dec) != tc.want {
+			t.Errorf("view of %q = %q, want %q", tc.in, dec, tc.want)
 		}
 		if _, _, dec, _, _ := refViews(tc.in); dec != tc.want {
 			t.Errorf("reference view of %q = %q, want %q", tc.in, dec, tc.want)
@@ -171,8 +169,12 @@ func TestParseEscapesUndecided(t *testing.T) {
 		"ab%": 2, "ab%4": 2, "ab%4g": 5, `x\`: 1, `x\u00`: 1, `x\uD83D`: 1, `x\uD83D\uDC`: 1,
 		`x\uD83D\u0`: 7, `x\uDC00`: 7, `x\x4`: 1, "x&": 1, "x&#12": 1, "x&#x10FFFF": 1, "x&#x110000": 10,
 		"x&am": 1, "x&amp": 1, "x&ampx": 6, "x&Ha": 1, "x&ha": 4, "x&#00000065": 1, "x&#000000065": 12,
+		`x\uDC`: 5, `x\uD`: 1, `x\uD83D\uD8`: 7, `x\uD83D\`: 1, `x\uD83D\x`: 7, "x&#xD800": 1, "x&#xD800;": 9,
+		"x&#x0000D800": 12, "x&#x0000D7FF": 1, "x&#": 1, "x&#x": 1, "x&#;": 4, "x&;": 3, "x&equals": 1, "x&equalsx": 9,
+		"x%": 1, "x%g": 3, `x\q`: 3,
 	} {
-		if _, p := parseEscapes([]byte(in), false, nil); p != want {
+		var v view
+		if p := v.parse([]byte(in), false); p != want {
 			t.Errorf("parse of %q decided %d, want %d", in, p, want)
 		}
 	}
@@ -192,14 +194,11 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string, cut int) {
 		units, _, dec, _, decUnit := refViews(s)
 		var v view
-		var p int
-		v.esc, p = parseEscapes([]byte(s), true, nil)
-		if p != len(s) {
+		if p := v.parse([]byte(s), true); p != len(s) {
 			t.Fatalf("final parse decided %d of %d", p, len(s))
 		}
-		v.build([]byte(s))
-		if string(v.dec) != dec {
-			t.Fatalf("view of %q = %q, want %q", s, v.dec, dec)
+		if got := v.of([]byte(s)); string(got) != dec {
+			t.Fatalf("view of %q = %q, want %q", s, got, dec)
 		}
 		for d := range len(dec) {
 			u := units[decUnit[d]]
@@ -215,12 +214,33 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 
+		// parseEscape of a prefix of the input from any byte on answers
+		// as for all of it, or that more is needed; and within
+		// maxEscape bytes it has decided.
+		for i := range len(s) {
+			var dec, pdec [4]byte
+			n, dn, _ := parseEscape([]byte(s[i:]), true, &dec)
+			for j := i + 1; j <= len(s) && j <= i+maxEscape; j++ {
+				pn, pdn, more := parseEscape([]byte(s[i:j]), false, &pdec)
+				switch {
+				case more && (pn != 0 || n > 0 && j-i >= n || j-i == maxEscape):
+					t.Fatalf("%q: parseEscape(%q) wants more, all of it gives %d", s, s[i:j], n)
+				case !more && j-i < n:
+					t.Fatalf("%q: parseEscape(%q) decided %d, all of it gives %d", s, s[i:j], pn, n)
+				case !more && (pn != n || string(pdec[:pdn]) != string(dec[:dn])):
+					t.Fatalf("%q: parseEscape(%q) = %d %q, all of it %d %q", s, s[i:j], pn, pdec[:pdn], n, dec[:dn])
+				}
+			}
+		}
+
 		// A prefix parsed as if more were to come.
 		if len(s) == 0 {
 			return
 		}
 		k := int(uint(cut) % uint(len(s)+1))
-		esc, p := parseEscapes([]byte(s[:k]), false, nil)
+		var pv view
+		p := pv.parse([]byte(s[:k]), false)
+		esc := pv.esc
 		if p < k-(maxEscape-1) {
 			t.Fatalf("%q[:%d]: decided only %d", s, k, p)
 		}

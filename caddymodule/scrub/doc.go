@@ -11,5 +11,6 @@
 // Files: patterns.go derives the forms, decode.go is the decoding view,
 // scan.go the matcher, pass.go one scan of a buffer (spans, hold-back,
 // output), standin.go what may replace a match, redact.go the Redactor
-// and its Reader, secretset.go the set and the cache.
+// and its Reader, secretset.go the set, cache.go the cache of built
+// redactors and the matchers they share.
 package scrub

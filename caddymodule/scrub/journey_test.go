@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -162,14 +161,7 @@ func checkJourney(t *testing.T, r *Redactor, in, want string) {
 		t.Errorf("String(%q)\n = %q\nwant %q", in, got, want)
 		return
 	}
-	for _, src := range []io.Reader{
-		iotest.OneByteReader(strings.NewReader(in)),
-		&chunkReader{data: []byte(in), rng: rand.New(rand.NewPCG(uint64(len(in)), 1))},
-	} {
-		if got, err := io.ReadAll(r.Reader(src)); err != nil || string(got) != want {
-			t.Errorf("Reader(%q) = %q, %v; want %q", in, got, err, want)
-		}
-	}
+	checkReader(t, r, in, want, uint64(len(in)))
 }
 
 func TestJourneys(t *testing.T) {
@@ -272,7 +264,7 @@ func TestSecretSplitAcrossReads(t *testing.T) {
 
 // Secrets that are prefixes, suffixes or overlaps of each other.
 func TestOverlappingSecrets(t *testing.T) {
-	r := NewRedactor(map[string]string{
+	r := redactorOf(map[string]string{
 		"abcdefgh12": "[LONG]",
 		"abcdefgh":   "[PREFIX]",
 		"efgh12":     "[SUFFIX]",

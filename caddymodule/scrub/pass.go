@@ -58,8 +58,7 @@ type cursor struct {
 // With final, nothing follows b and h is len(b).
 func (r *Redactor) analyze(b []byte, final bool, sc *scratch) int {
 	mt, v := r.m, &sc.view
-	var p int // the parse is decided up to p
-	v.esc, p = parseEscapes(b, final, v.esc[:0])
+	p := v.parse(b, final) // the parse is decided up to p
 	h := p
 	sc.spans = sc.spans[:0]
 
@@ -86,7 +85,7 @@ func (r *Redactor) analyze(b []byte, final bool, sc *scratch) int {
 	// bytes no pattern has cannot be in a match. So with no other
 	// escape, the view adds only a partial match running into the
 	// undecided escape.
-	if !r.m.relevant(v.esc) {
+	if !mt.relevant(v.esc) {
 		if !final && p < len(b) {
 			h = min(h, mt.partial(b[:p]))
 		}
@@ -225,7 +224,7 @@ func (r *Redactor) trim(cur *cursor, sc *scratch) {
 		return
 	}
 	v := &sc.ctx
-	v.esc, _ = parseEscapes(cur.before, true, v.esc[:0])
+	v.parse(cur.before, true)
 	cut := v.boundaryFrom(len(cur.before) - r.ctxLen)
 	cur.before = cur.before[:copy(cur.before, cur.before[cut:])]
 }

@@ -124,9 +124,7 @@ func viewForms(v string) []string {
 	for _, outer := range []*strings.Replacer{jsonOuter, htmlOuter} {
 		escaped := []byte(outer.Replace(v))
 		var vw view
-		vw.esc, _ = parseEscapes(escaped, true, nil)
-		vw.build(escaped)
-		if f := string(vw.dec); f != v {
+		if f := string(vw.of(escaped)); f != v {
 			forms = append(forms, f)
 		}
 	}

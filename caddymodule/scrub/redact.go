@@ -52,18 +52,13 @@ type Redactor struct {
 	spanLimit int
 }
 
-// NewRedactor builds a Redactor from pattern -> stand-in (usually a
-// secret's placeholder). Empty patterns are ignored. Patterns equal
-// under folding are one pattern, with the stand-in of the byte-wise
-// smallest of them.
-func NewRedactor(secrets map[string]string) *Redactor {
-	return newRedactor(secrets, newMatcher)
-}
-
-// newRedactor is NewRedactor with the matcher for the ranked, folded
+// newRedactor builds a Redactor from pattern -> stand-in (usually a
+// secret's placeholder), with the matcher for its ranked, folded
 // patterns made by newM (a Cache shares matchers between redactors that
 // differ only in their stand-ins: every session has its own
-// placeholders for the same secrets).
+// placeholders for the same secrets). Empty patterns are ignored.
+// Patterns equal under folding are one pattern, with the stand-in of
+// the byte-wise smallest of them.
 func newRedactor(secrets map[string]string, newM func(pats []string) *matcher) *Redactor {
 	type entry struct{ folded, orig, repl string }
 	byFold := make(map[string]entry, len(secrets))
@@ -144,7 +139,22 @@ func (r *Redactor) String(s string) string {
 	// The output is only built once a stand-in is written: until then it
 	// is s[:cur.kept].
 	cur := cursor{lazy: true, src: s, before: sc.before[:0]}
-	out, _ := r.passes(bytesOf(s), sc, &cur, false)
+	var out []byte
+	// One window at a time, as a stream of s would be redacted.
+	in := bytesOf(s)
+	for base, size := 0, scanWindow; ; {
+		end := min(len(in), base+size)
+		b, final := in[base:end], end == len(in)
+		var done int
+		out, done = r.emit(b, r.analyze(b, final, sc), final, sc, &cur, out)
+		if final {
+			break
+		}
+		if done == 0 {
+			size *= 2 // all of it held back: look further
+		}
+		base += done
+	}
 	sc.before = cur.before
 	if cur.lazy {
 		return s
@@ -152,41 +162,28 @@ func (r *Redactor) String(s string) string {
 	return string(out)
 }
 
-// Contains reports whether s holds a match in either view.
-func (r *Redactor) Contains(s string) bool {
+// contains reports whether s holds a match in either view.
+func (r *Redactor) contains(s string) bool {
 	if r == nil || r.m == nil {
 		return false
 	}
 	sc := scratches.Get().(*scratch)
 	defer scratches.Put(sc)
-	_, found := r.passes(bytesOf(s), sc, nil, true)
-	return found
-}
-
-// passes redacts in as a stream of it would be, one window at a time,
-// with output state cur; with only (and cur nil) it just reports
-// whether there is a match.
-func (r *Redactor) passes(in []byte, sc *scratch, cur *cursor, only bool) (out []byte, found bool) {
+	// The windows of String, without the output: a window's matches are
+	// final, and it goes on from where a match may still be completed.
+	in := bytesOf(s)
 	for base, size := 0, scanWindow; ; {
 		end := min(len(in), base+size)
-		final := end == len(in)
-		b := in[base:end]
-		h := r.analyze(b, final, sc)
-		done := h
-		if only {
-			if len(sc.spans) > 0 {
-				return nil, true
-			}
-		} else {
-			out, done = r.emit(b, h, final, sc, cur, out)
+		h := r.analyze(in[base:end], end == len(in), sc)
+		switch {
+		case len(sc.spans) > 0:
+			return true
+		case end == len(in):
+			return false
+		case h == 0:
+			size *= 2
 		}
-		if final {
-			return out, false
-		}
-		if done == 0 {
-			size *= 2 // all of it held back: look further
-		}
-		base += done
+		base += h
 	}
 }
 
@@ -198,7 +195,7 @@ func (r *Redactor) Header(h http.Header) {
 		return
 	}
 	for name, values := range h {
-		if r.Contains(name) {
+		if r.contains(name) {
 			delete(h, name)
 			continue
 		}
@@ -226,7 +223,7 @@ func (r *Redactor) Reader(src io.Reader) io.Reader {
 	return &redactReader{r: r, src: src}
 }
 
-// redactReader streams src through passes.
+// redactReader streams src through one pass per read.
 type redactReader struct {
 	r   *Redactor
 	src io.Reader

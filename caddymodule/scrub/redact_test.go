@@ -1,6 +1,7 @@
 package scrub
 
 import (
+	"encoding/base64"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -62,7 +63,7 @@ func TestRedactorString(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := NewRedactor(tt.secrets)
+			r := redactorOf(tt.secrets)
 			got := r.String(tt.in)
 			if got != tt.want {
 				t.Errorf("String(%q) = %q, want %q", tt.in, got, tt.want)
@@ -73,10 +74,7 @@ func TestRedactorString(t *testing.T) {
 			if p := refLeaks(r.m.pats, got); p != "" {
 				t.Errorf("output %q contains pattern %q", got, p)
 			}
-			out, err := io.ReadAll(r.Reader(iotest.OneByteReader(strings.NewReader(tt.in))))
-			if err != nil || string(out) != tt.want {
-				t.Errorf("Reader = %q, %v; want %q", out, err, tt.want)
-			}
+			checkReader(t, r, tt.in, tt.want, 1)
 		})
 	}
 }
@@ -86,7 +84,7 @@ func TestRedactorKeepsSafeReplacements(t *testing.T) {
 		"ghp_Z9yXwV8uT7": "agvph_0123456789abcdef0123456789abcdef",
 		"sk-proj-QQQQ":   "agvph_ffffffffffffffffffffffffffffffff",
 	}
-	r := NewRedactor(secrets)
+	r := redactorOf(secrets)
 	want := map[string]string{}
 	for p, s := range secrets {
 		want[fold(p)] = s
@@ -99,7 +97,7 @@ func TestRedactorKeepsSafeReplacements(t *testing.T) {
 func TestRedactorMatchesReplaceAll(t *testing.T) {
 	const secret = "sk-ant-api03-abcabcab"
 	const repl = "agvph_0123456789abcdef0123456789abcdef"
-	r := NewRedactor(map[string]string{secret: repl})
+	r := redactorOf(map[string]string{secret: repl})
 	rng := rand.New(rand.NewPCG(1, 2))
 	alphabet := []string{"a", "b", "c", "sk-", "ant-", "api03-", "abcab", secret, secret[:10], "\n", "data: "}
 	for n := 0; n < 300; n++ {
@@ -112,21 +110,12 @@ func TestRedactorMatchesReplaceAll(t *testing.T) {
 		if got := r.String(in); got != want {
 			t.Fatalf("String(%q) = %q, want %q", in, got, want)
 		}
-		for _, reader := range []io.Reader{
-			iotest.OneByteReader(strings.NewReader(in)),
-			&chunkReader{data: []byte(in), rng: rand.New(rand.NewPCG(uint64(n), 7))},
-			iotest.DataErrReader(strings.NewReader(in)),
-		} {
-			got, err := io.ReadAll(r.Reader(reader))
-			if err != nil || string(got) != want {
-				t.Fatalf("Reader(%T, %q) = %q, %v; want %q", reader, in, got, err, want)
-			}
-		}
+		checkReader(t, r, in, want, uint64(n))
 	}
 }
 
 func TestRedactorStreamMultipleSecrets(t *testing.T) {
-	r := NewRedactor(map[string]string{
+	r := redactorOf(map[string]string{
 		"abcabd":   "<1>",
 		"cab":      "<2>",
 		"bcabdxyz": "<3>",
@@ -146,6 +135,22 @@ func TestRedactorStreamMultipleSecrets(t *testing.T) {
 		}
 		if p := refLeaks(r.m.pats, string(got)); p != "" {
 			t.Fatalf("output %q contains %q", got, p)
+		}
+	}
+}
+
+// checkReader asserts that r's Reader turns in into want however in is
+// cut into reads: a byte at a time, in random pieces (from seed), and
+// with io.EOF along with the last bytes.
+func checkReader(t *testing.T, r *Redactor, in, want string, seed uint64) {
+	t.Helper()
+	for _, src := range []io.Reader{
+		iotest.OneByteReader(strings.NewReader(in)),
+		&chunkReader{data: []byte(in), rng: rand.New(rand.NewPCG(seed, 7))},
+		iotest.DataErrReader(strings.NewReader(in)),
+	} {
+		if got, err := io.ReadAll(r.Reader(src)); err != nil || string(got) != want {
+			t.Fatalf("Reader(%T, %q) = %q, %v; want %q", src, in, got, err, want)
 		}
 	}
 }
@@ -174,7 +179,7 @@ func TestRedactorNoHoldBack(t *testing.T) {
 	var set SecretSet
 	set.Add("sk-secret", "[R]")
 	for name, r := range map[string]*Redactor{
-		"raw":     NewRedactor(map[string]string{"sk-secret": "[R]"}),
+		"raw":     redactorOf(map[string]string{"sk-secret": "[R]"}),
 		"derived": (&Cache{}).Redactor(&set),
 	} {
 		t.Run(name, func(t *testing.T) { testNoHoldBack(t, r) })
@@ -259,7 +264,7 @@ func testNoHoldBack(t *testing.T, r *Redactor) {
 }
 
 func TestRedactorReaderErrors(t *testing.T) {
-	r := NewRedactor(map[string]string{"secret": "[R]"})
+	r := redactorOf(map[string]string{"secret": "[R]"})
 	boom := errors.New("boom")
 	src := io.MultiReader(strings.NewReader("a secret and sec"), iotest.ErrReader(boom))
 	rd := r.Reader(src)
@@ -283,7 +288,7 @@ func TestRedactorReaderErrors(t *testing.T) {
 
 	// Without secrets, the source is returned as is.
 	plain := strings.NewReader("x")
-	if NewRedactor(nil).Reader(plain) != io.Reader(plain) {
+	if redactorOf(nil).Reader(plain) != io.Reader(plain) {
 		t.Error("empty redactor wraps the reader")
 	}
 	var nilRedactor *Redactor
@@ -298,7 +303,7 @@ type zeroReader struct{}
 func (zeroReader) Read([]byte) (int, error) { return 0, nil }
 
 func TestRedactorHeader(t *testing.T) {
-	r := NewRedactor(map[string]string{"tok-123": "[T]"})
+	r := redactorOf(map[string]string{"tok-123": "[T]"})
 	h := http.Header{
 		"X-Echo":         {"Bearer tok-123", "plain"},
 		"Set-Cookie":     {"a=tok-123tok-123"},
@@ -319,20 +324,20 @@ func TestRedactorHeader(t *testing.T) {
 }
 
 func TestRedactorContains(t *testing.T) {
-	r := NewRedactor(map[string]string{"tok-123": "[T]"})
+	r := redactorOf(map[string]string{"tok-123": "[T]"})
 	for s, want := range map[string]bool{"x tok-123": true, "TOK%2d123": true, "&#116;ok-123": true, "tok-12": false, "": false} {
-		if got := r.Contains(s); got != want {
-			t.Errorf("Contains(%q) = %v", s, got)
+		if got := r.contains(s); got != want {
+			t.Errorf("contains(%q) = %v", s, got)
 		}
 	}
 	var nilRedactor *Redactor
-	if nilRedactor.Contains("tok-123") || NewRedactor(nil).Contains("x") {
+	if nilRedactor.contains("tok-123") || redactorOf(nil).contains("x") {
 		t.Error("an empty redactor contains something")
 	}
 }
 
 func TestRedactorStringNoAllocWithoutSecret(t *testing.T) {
-	r := NewRedactor(map[string]string{"tok-123": "[T]"})
+	r := redactorOf(map[string]string{"tok-123": "[T]"})
 	s := strings.Repeat("harmless text ", 20)
 	if allocs := testing.AllocsPerRun(100, func() { _ = r.String(s) }); allocs != 0 {
 		t.Errorf("String allocates %v times", allocs)
@@ -346,7 +351,7 @@ func TestMaskFor(t *testing.T) {
 		all.WriteByte(byte(c))
 	}
 	secret := "\x00" + all.String() + "\x00"
-	r := NewRedactor(map[string]string{secret: ""})
+	r := redactorOf(map[string]string{secret: ""})
 	repl := r.repl[0]
 	if repl == "" || !usableStandIn(repl, r.m.pats) {
 		t.Fatalf("mask %q not safe", repl)
@@ -366,7 +371,7 @@ func TestRedactorLongRunIsNotBuffered(t *testing.T) {
 		"right risk": {"aaaaaaaa": ph, "fxyzxyzxyz": "[F]"}, // ph ends in f
 	} {
 		t.Run(name, func(t *testing.T) {
-			r := NewRedactor(secrets)
+			r := redactorOf(secrets)
 			src := io.LimitReader(repeatReader('a'), 512<<10)
 			rd := r.Reader(src).(*redactReader)
 			var out []byte
@@ -404,7 +409,7 @@ func (c repeatReader) Read(p []byte) (int, error) {
 // a pattern starts with "f") waits for the byte after its match, and no
 // longer.
 func TestRedactorRightNeighbourWait(t *testing.T) {
-	r := NewRedactor(map[string]string{"sk-secret-1": ph, "fxyzxyzxyz": "[F]"})
+	r := redactorOf(map[string]string{"sk-secret-1": ph, "fxyzxyzxyz": "[F]"})
 	pr, pw := io.Pipe()
 	defer pr.Close()
 	rd := r.Reader(pr)
@@ -430,4 +435,72 @@ func TestRedactorRightNeighbourWait(t *testing.T) {
 		t.Fatal("the stand-in was held back")
 	}
 	pw.Close()
+}
+
+// redactorOf is the Redactor for pattern -> stand-in, with a matcher of
+// its own.
+func redactorOf(secrets map[string]string) *Redactor { return newRedactor(secrets, newMatcher) }
+
+// String and contains go through a long input one scanWindow at a time
+// (the fuzz targets stop well short of one): a secret raw, escaped or
+// in base64, or all but the last byte of that, at every offset around
+// the end of the first window, comes out as the reference has it, also
+// as a stream cut there.
+func TestRedactorWindowBoundary(t *testing.T) {
+	const secret = "sk-live-0123456789abcdef+/XYZ"
+	var set SecretSet
+	set.Add(secret, ph)
+	r := (&Cache{}).Redactor(&set)
+	line := `{"id":"chatcmpl-9x8Y7z","object":"chat.completion.chunk","choices":[{"delta":{"content":"caf\u00e9 &amp; a\n"}}]}` + "\n"
+	filler := strings.Repeat(line, (scanWindow+4096)/len(line))
+	// The reference is quadratic, so it gets the input from a line
+	// start well before the window's end: the whole lines before it are
+	// whole units with no pattern near, so they come out unchanged and
+	// cannot reach into what the reference decides after them.
+	from := strings.LastIndexByte(filler[:scanWindow-1024], '\n') + 1
+	for name, form := range map[string]string{
+		"raw":     secret,
+		"percent": allPercent(secret),
+		"json":    jsonAllUnicode(secret),
+		"base64":  base64.StdEncoding.EncodeToString([]byte(secret)),
+	} {
+		for _, form := range []string{form, form[:len(form)-1]} {
+			// The window ends in the form's first 40 bytes, or just
+			// before it, or around the form's end.
+			var offs []int
+			for off := scanWindow - 40; off <= scanWindow+5; off++ {
+				offs = append(offs, off)
+			}
+			for off := scanWindow - len(form) - 5; off <= scanWindow-len(form)+5; off++ {
+				if off < scanWindow-40 {
+					offs = append(offs, off)
+				}
+			}
+			for _, off := range offs {
+				in := filler[:off] + form + filler[off:off+100]
+				want := in[:from] + referenceRedact(r, in[from:])
+				if got := r.String(in); got != want {
+					t.Fatalf("%s (%d bytes) at %d: String differs from the reference after %d bytes", name, len(form), off, commonPrefix(got, want))
+				}
+				if got, want := r.contains(in), len(refSpans(r.m.pats, in[from:])) > 0; got != want {
+					t.Fatalf("%s (%d bytes) at %d: contains = %v", name, len(form), off, got)
+				}
+				// As a stream: in growing reads, and with a read ending
+				// where String's window does.
+				for _, src := range []io.Reader{strings.NewReader(in), io.MultiReader(strings.NewReader(in[:scanWindow]), strings.NewReader(in[scanWindow:]))} {
+					if got, err := io.ReadAll(r.Reader(src)); err != nil || string(got) != want {
+						t.Fatalf("%s (%d bytes) at %d: Reader(%T) differs from the reference after %d bytes, %v", name, len(form), off, src, commonPrefix(string(got), want), err)
+					}
+				}
+			}
+		}
+	}
+}
+
+func commonPrefix(a, b string) int {
+	i := 0
+	for i < len(a) && i < len(b) && a[i] == b[i] {
+		i++
+	}
+	return i
 }

@@ -60,7 +60,9 @@ type matcher struct {
 	cands   []gramAt
 	// For partial matches at the end of a view: by first byte, and a
 	// filter of the first two (hashed to 4 Kbit: it is consulted a few
-	// hundred times a pass, and every cached redactor carries it).
+	// hundred times a pass, and a Cache keeps a matcher for every set
+	// of patterns it has seen, shared by the redactors that differ
+	// only in stand-ins).
 	byFirst [257]int32 // firstIx[byFirst[c]:byFirst[c+1]] are the patterns starting with c
 	firstIx []int32
 	pairs   [1 << 12 / 64]uint64

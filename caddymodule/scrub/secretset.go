@@ -3,7 +3,7 @@ package scrub
 import (
 	"crypto/sha256"
 	"encoding/binary"
-	"sync"
+	"slices"
 )
 
 // Redacted stands in for a secret form that has no placeholder of its
@@ -35,13 +35,19 @@ type addedSecret struct{ secret, standIn string }
 // shows inside a larger base64 blob at any offset), its hex and its
 // UTF-16 (both byte orders); URL, JSON and HTML escapes of the value
 // are found by the Redactor's decoding view, and case does not matter.
-// The raw value's stand-in is always standIn; an encoding already
-// registered keeps its stand-in. A value with spaces or tabs at either
-// end is also registered trimmed, because that is how HTTP sends it in
-// a header (Go's transport trims header values).
+// The raw value's stand-in is that of the last pair added for it; an
+// encoding already registered keeps its stand-in. A value with spaces
+// or tabs at either end is also registered trimmed, because that is how
+// HTTP sends it in a header (Go's transport trims header values).
+//
+// A (secret, standIn) pair the set already holds is ignored, so a
+// credential registered twice (sent, and in the session's scope) does
+// not make the set, and its cache entry, differ from one where it was
+// registered once. The order of different pairs still counts.
 func (s *SecretSet) Add(secret, standIn string) {
-	if secret != "" {
-		s.added = append(s.added, addedSecret{secret, standIn})
+	a := addedSecret{secret, standIn}
+	if secret != "" && !slices.Contains(s.added, a) {
+		s.added = append(s.added, a)
 	}
 }
 
@@ -62,92 +68,25 @@ func (s *SecretSet) AddWritten(forms ...string) {
 // Empty reports whether no secret was registered.
 func (s *SecretSet) Empty() bool { return len(s.added) == 0 && len(s.written) == 0 }
 
-// key identifies the set for the cache. It hashes what was added, in
-// order, length-prefixed and tagged, so no two different sets share a
-// key; the hash keeps no copy of a secret in the cache's keys.
+// key identifies the set for the cache: what was added, in order.
 func (s *SecretSet) key() [sha256.Size]byte {
-	h := sha256.New()
-	var n [9]byte
-	part := func(tag byte, v string) {
-		n[0] = tag
-		binary.BigEndian.PutUint64(n[1:], uint64(len(v)))
-		h.Write(n[:])
-		h.Write([]byte(v))
-	}
+	var buf [1 << 10]byte // enough for most sets: no allocation
+	b := buf[:0]
 	for _, a := range s.added {
-		part('s', a.secret)
-		part('p', a.standIn)
+		b = appendPart(appendPart(b, 's', a.secret), 'p', a.standIn)
 	}
 	for _, w := range s.written {
-		part('w', w)
+		b = appendPart(b, 'w', w)
 	}
-	var key [sha256.Size]byte
-	h.Sum(key[:0])
-	return key
+	return sha256.Sum256(b)
 }
 
-// Cache keeps built redactors: building one checks every stand-in
-// against every secret, which showed up as a sixth of the proxy's CPU
-// when done per request, and the same few secret sets recur. The zero
-// value is ready; it is safe for concurrent use.
-type Cache struct {
-	mu sync.Mutex
-	m  map[[sha256.Size]byte]*Redactor
-	// matchers are shared by redactors with the same patterns and
-	// different stand-ins (each session has its own placeholders): the
-	// matcher is most of a redactor's memory and build time.
-	matchers map[[sha256.Size]byte]*matcher
-}
-
-// maxCachedRedactors bounds the cache; past it, it starts over.
-const maxCachedRedactors = 1024
-
-// Redactor returns the redactor for s, or nil when s is empty.
-func (c *Cache) Redactor(s *SecretSet) *Redactor {
-	if s.Empty() {
-		return nil
-	}
-	key := s.key()
-	c.mu.Lock()
-	if r, ok := c.m[key]; ok {
-		c.mu.Unlock()
-		return r
-	}
-	c.mu.Unlock()
-	r := newRedactor(s.forms(), c.matcher) // built outside the lock: it is the slow part
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= maxCachedRedactors {
-		c.m = make(map[[sha256.Size]byte]*Redactor)
-	}
-	c.m[key] = r
-	return r
-}
-
-// matcher returns the shared matcher for pats (folded, in rank order),
-// building it outside the lock when it is new.
-func (c *Cache) matcher(pats []string) *matcher {
-	h := sha256.New()
-	var n [8]byte
-	for _, p := range pats {
-		binary.BigEndian.PutUint64(n[:], uint64(len(p)))
-		h.Write(n[:])
-		h.Write([]byte(p))
-	}
-	var key [sha256.Size]byte
-	h.Sum(key[:0])
-	c.mu.Lock()
-	m, ok := c.matchers[key]
-	c.mu.Unlock()
-	if ok {
-		return m
-	}
-	m = newMatcher(pats)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.matchers == nil || len(c.matchers) >= maxCachedRedactors {
-		c.matchers = make(map[[sha256.Size]byte]*matcher)
-	}
-	c.matchers[key] = m
-	return m
+// appendPart appends a part of a cache key to b: its tag, its length
+// and its bytes, so that no two different sequences of parts make the
+// same key. The cache keys by their SHA-256, which keeps no copy of a
+// secret.
+func appendPart(b []byte, tag byte, v string) []byte {
+	b = append(b, tag)
+	b = binary.BigEndian.AppendUint64(b, uint64(len(v)))
+	return append(b, v...)
 }

@@ -1,6 +1,7 @@
 package scrub
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -141,5 +142,80 @@ func TestCacheSharesMatchers(t *testing.T) {
 	}
 	if got := rb.String("x " + secret); got != "x agvph_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb" {
 		t.Fatalf("b: %q", got)
+	}
+}
+
+// Adding a pair the set already holds changes nothing: the set keys
+// (and caches) as the one without the repeat. Different pairs still
+// count, in order.
+func TestSecretSetIgnoresRepeatedPairs(t *testing.T) {
+	const a, b = "secret-one", "secret-two"
+	const phB = "agvph_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	set := func(pairs ...[2]string) *SecretSet {
+		var s SecretSet
+		for _, p := range pairs {
+			s.Add(p[0], p[1])
+		}
+		return &s
+	}
+	var c Cache
+	for _, tc := range []struct {
+		name       string
+		x, y       *SecretSet
+		sameKey    bool
+		sameResult bool
+	}{
+		{"twice", set([2]string{a, ph}, [2]string{a, ph}), set([2]string{a, ph}), true, true},
+		{"again later", set([2]string{a, ph}, [2]string{b, phB}, [2]string{a, ph}), set([2]string{a, ph}, [2]string{b, phB}), true, true},
+		{"other stand-in", set([2]string{a, ph}, [2]string{a, phB}), set([2]string{a, ph}), false, false},
+		{"other order", set([2]string{b, phB}, [2]string{a, ph}), set([2]string{a, ph}, [2]string{b, phB}), false, true},
+	} {
+		if got := tc.x.key() == tc.y.key(); got != tc.sameKey {
+			t.Errorf("%s: same key %v, want %v", tc.name, got, tc.sameKey)
+		}
+		if got := c.Redactor(tc.x) == c.Redactor(tc.y); got != tc.sameKey {
+			t.Errorf("%s: same redactor %v, want %v", tc.name, got, tc.sameKey)
+		}
+		in := "x " + a + " " + b
+		if got := c.Redactor(tc.x).String(in) == c.Redactor(tc.y).String(in); got != tc.sameResult {
+			t.Errorf("%s: same output %v, want %v", tc.name, got, tc.sameResult)
+		}
+	}
+}
+
+// Each of the cache's maps starts over past its bound, and what it
+// returns stays right through the restarts.
+func TestCacheBounded(t *testing.T) {
+	var c Cache
+	// Short secrets (no derived forms) keep the builds cheap; every set
+	// has its own patterns, so its own matcher, and every other one
+	// shares its patterns with the one before under another stand-in.
+	secret := func(i int) string { return fmt.Sprintf("s%06d", i) }
+	standIn := func(i int) string { return fmt.Sprintf("[stand-in %d]", i) }
+	const n = 2*maxCachedRedactors + 10
+	restarted := false
+	for i := range n {
+		var s SecretSet
+		s.Add(secret(i/2), standIn(i))
+		r := c.Redactor(&s)
+		if got, want := r.String("x "+secret(i/2)+" "+secret(i/2+1)), "x "+standIn(i)+" "+secret(i/2+1); got != want {
+			t.Fatalf("set %d: %q, want %q", i, got, want)
+		}
+		if c.Redactor(&s) != r {
+			t.Fatalf("set %d: not cached", i)
+		}
+		if len(c.m) > maxCachedRedactors || len(c.matchers) > maxCachedRedactors {
+			t.Fatalf("after %d sets: %d redactors, %d matchers cached", i+1, len(c.m), len(c.matchers))
+		}
+		restarted = restarted || len(c.m) < i+1
+	}
+	if !restarted || len(c.matchers) >= n/2 {
+		t.Fatalf("the cache never started over: %d redactors, %d matchers", len(c.m), len(c.matchers))
+	}
+	// After the restarts: an early set is built anew, right.
+	var s SecretSet
+	s.Add(secret(0), standIn(0))
+	if got := c.Redactor(&s).String(secret(0)); got != standIn(0) {
+		t.Fatalf("rebuilt: %q", got)
 	}
 }

@@ -107,18 +107,21 @@ func maskFor(pats []string) string {
 
 // straddles reports whether an escape starting in the output before a
 // stand-in s (its last maxEscape-1 bytes are enough) would run into s.
+// Only a unit that before leaves undecided can; s, when it matters, is
+// at least maxEscape bytes (usableStandIn), enough to decide it.
 func straddles(before []byte, s string) bool {
 	if s == "" || !continuesEscape(s[0]) {
 		return false
 	}
 	before = before[max(0, len(before)-(maxEscape-1)):]
 	var buf [2 * maxEscape]byte
-	for i, c := range before {
-		if !isStarter(c) {
+	var dec [4]byte
+	for i := range before {
+		if _, _, more := parseEscape(before[i:], false, &dec); !more {
 			continue
 		}
 		b := append(append(buf[:0], before[i:]...), s[:min(len(s), maxEscape)]...)
-		if n, _, _ := parseEscape(b); n > len(before)-i {
+		if n, _, _ := parseEscape(b, true, &dec); n > len(before)-i {
 			return true
 		}
 	}
@@ -129,21 +132,18 @@ func straddles(before []byte, s string) bool {
 // overlapping w[lo:hi], a stand-in (literal in both views) that starts
 // on a unit boundary of w's parse.
 func (r *Redactor) overlapsIn(w []byte, lo, hi int, sc *scratch) bool {
-	mt := r.m
-	sc.hits = mt.find(w, sc.hits[:0])
-	for _, m := range sc.hits {
-		if m.start < hi && m.start+len(mt.pats[m.pat]) > lo {
-			return true
-		}
+	if r.occursOver(w, lo, hi, sc) {
+		return true
 	}
 	v := &sc.ctx
-	v.esc, _ = parseEscapes(w, true, v.esc[:0])
-	if len(v.esc) == 0 {
-		return false
-	}
-	v.build(w)
-	lo, hi = v.outPos(lo), v.outPos(hi)
-	sc.hits = mt.find(v.dec, sc.hits[:0])
+	dec := v.of(w)
+	return len(v.esc) > 0 && r.occursOver(dec, v.outPos(lo), v.outPos(hi), sc)
+}
+
+// occursOver reports whether a pattern occurs in b overlapping b[lo:hi].
+func (r *Redactor) occursOver(b []byte, lo, hi int, sc *scratch) bool {
+	mt := r.m
+	sc.hits = mt.find(b, sc.hits[:0])
 	for _, m := range sc.hits {
 		if m.start < hi && m.start+len(mt.pats[m.pat]) > lo {
 			return true
@@ -160,10 +160,6 @@ func (r *Redactor) partialFrom(w []byte, hi int, sc *scratch) bool {
 		return true
 	}
 	v := &sc.ctx
-	v.esc, _ = parseEscapes(w, true, v.esc[:0])
-	if len(v.esc) == 0 {
-		return false
-	}
-	v.build(w)
-	return r.m.partial(v.dec) < v.outPos(hi)
+	dec := v.of(w)
+	return len(v.esc) > 0 && r.m.partial(dec) < v.outPos(hi)
 }
