@@ -53,23 +53,6 @@ func Dumpable() bool {
 	return r != 0
 }
 
-// secretVars are the environment variables whose values forgetSecrets
-// removes from /proc/self/environ: the ones agent-vault reads itself
-// (the server's master password and admin token, the launcher's token)
-// and the ones its documentation suggests for the external stores'
-// credentials ({env.VAULT_TOKEN} and so on). A secret given under
-// another name stays visible there to whoever may read the file (root,
-// once the process is non-dumpable).
-var secretVars = []string{
-	"AGENT_VAULT_MASTER_PASSWORD",
-	"AGENT_VAULT_ADMIN_TOKEN",
-	"AGENT_VAULT_TOKEN",
-	"VAULT_TOKEN",
-	"VAULT_SECRET_ID",
-	"INFISICAL_CLIENT_SECRET",
-	"INFISICAL_TOKEN",
-}
-
 // forgetSecrets keeps each of secretVars readable by Go code but gone
 // from /proc/self/environ, and records what it did for WipeResult.
 //
@@ -186,24 +169,6 @@ var (
 // value. Variables that are unset or empty appear in neither.
 func WipeResult() (wiped []string, err error) {
 	return append([]string(nil), wipedVars...), wipeErr
-}
-
-// WipeError names the secret variables whose values are still in
-// /proc/<pid>/environ, and why.
-type WipeError struct {
-	Vars   []string
-	Reason string
-}
-
-func (e *WipeError) Error() string {
-	names := ""
-	for i, n := range e.Vars {
-		if i > 0 {
-			names += ", "
-		}
-		names += n
-	}
-	return "still in /proc/<pid>/environ: " + names + " (" + e.Reason + ")"
 }
 
 // wipeFailure is the error for vars left in place; none (say, every one

@@ -14,18 +14,6 @@ func NonDumpable() {}
 // Dumpable reports true: there is nothing to turn off here.
 func Dumpable() bool { return true }
 
-// secretVars are the variables the Linux build removes from its
-// environment block.
-var secretVars = []string{
-	"AGENT_VAULT_MASTER_PASSWORD",
-	"AGENT_VAULT_ADMIN_TOKEN",
-	"AGENT_VAULT_TOKEN",
-	"VAULT_TOKEN",
-	"VAULT_SECRET_ID",
-	"INFISICAL_CLIENT_SECRET",
-	"INFISICAL_TOKEN",
-}
-
 // WipeResult reports nothing wiped and, if any of secretVars has a
 // value, a *WipeError naming them: outside Linux other processes may
 // read this environment for the process's whole life.
@@ -40,22 +28,4 @@ func WipeResult() (wiped []string, err error) {
 		return nil, nil
 	}
 	return nil, &WipeError{Vars: left, Reason: "only Linux builds remove them; use AGENT_VAULT_MASTER_PASSWORD_FILE"}
-}
-
-// WipeError names the secret variables whose values are still in the
-// process's environment as others see it, and why.
-type WipeError struct {
-	Vars   []string
-	Reason string
-}
-
-func (e *WipeError) Error() string {
-	names := ""
-	for i, n := range e.Vars {
-		if i > 0 {
-			names += ", "
-		}
-		names += n
-	}
-	return "still in the environment other processes can read: " + names + " (" + e.Reason + ")"
 }

@@ -304,7 +304,7 @@ func TestSelfMemory(t *testing.T) {
 
 func TestWipeError(t *testing.T) {
 	err := wipeFailure([]string{"A", "B"}, "why")
-	if got, want := err.Error(), "still in /proc/<pid>/environ: A, B (why)"; got != want {
+	if got, want := err.Error(), "still in the environment other processes can read: A, B (why)"; got != want {
 		t.Errorf("%q, want %q", got, want)
 	}
 	if wipeFailure(nil, "why") != nil {
