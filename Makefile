@@ -19,12 +19,30 @@ run: build
 # race detector, then the end-to-end journeys against race-built
 # binaries (bin/race) and real clients; a data race reported by the
 # server fails the test that started it.
-test: build vault-test-server
+#
+# Run as root (CI, a fresh container) the run is strict: `deps` has
+# installed every tool, so a test that would skip for a missing tool,
+# namespace or root fails instead (internal/testenv).
+STRICT ?= $(shell [ "$$(id -u)" = 0 ] && echo 1 || echo 0)
+test: deps build vault-test-server
 	$(GO) vet ./...
-	$(GO) test -race $$($(GO) list ./... | grep -v /e2etest)
+	AGENT_VAULT_STRICT_TESTS=$(STRICT) $(GO) test -race $$($(GO) list ./... | grep -v /e2etest)
 	$(GO) build -race -ldflags '$(LDFLAGS)' -o bin/race/agent-vault ./caddymodule/cmd/agent-vault
 	$(GO) build -race -ldflags '$(LDFLAGS)' -o bin/race/av-launch ./launcher/cmd/av-launch
-	AGENT_VAULT_BIN=$(CURDIR)/bin/race $(GO) test -count=1 -timeout 30m -v ./caddymodule/e2etest/
+	AGENT_VAULT_STRICT_TESTS=$(STRICT) AGENT_VAULT_BIN=$(CURDIR)/bin/race $(GO) test -count=1 -timeout 30m -v ./caddymodule/e2etest/
+
+# What the tests run besides Go: the real clients (curl, git, wget,
+# python3, node and npm) and, for the security tests, setcap, ip and
+# unshare. Installed from Debian when missing and running as root with
+# apt-get; otherwise the missing packages are named and the run stops.
+DEPS := curl:curl git:git wget:wget python3:python3 node:nodejs npm:npm setcap:libcap2-bin ip:iproute2 unshare:util-linux
+.PHONY: deps
+deps:
+	@missing=""; for dep in $(DEPS); do command -v $${dep%%:*} >/dev/null || missing="$$missing $${dep#*:}"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "make deps: installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else echo "make deps: the tests need these Debian packages:$$missing"; exit 1; fi
 
 # Run every fuzz target for FUZZTIME each (corpora live in testdata/fuzz).
 FUZZTIME ?= 30s

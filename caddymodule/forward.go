@@ -76,16 +76,16 @@ func (p *Proxy) prepare(x *exchange) error {
 		return err
 	}
 	x.creds = p.deps.creds.Snapshot()
+	x.scrubScope()
+	if err := x.checkUpgrade(); err != nil {
+		return err
+	}
 	if err := x.rewritePlaceholders(); err != nil {
 		return err
 	}
 	if err := x.inject(); err != nil {
 		return err
 	}
-	if err := x.checkUpgrade(); err != nil {
-		return err
-	}
-	x.scrubScope()
 	x.redactor = p.redactors.Redactor(&x.secrets)
 	return nil
 }
@@ -157,15 +157,22 @@ func (x *exchange) inject() error {
 }
 
 // checkUpgrade refuses a switch to a protocol whose stream the proxy
-// cannot scan, on a request that carried a secret: the upstream that
-// just received it could echo it back over the raw connection.
+// cannot scan, when the answer must be scanned (the session can reach a
+// secret: one this request is about to send, or one an upstream stored
+// earlier and could return over the raw connection). WebSocket, and
+// what the matched service lists in allow_upgrades, go on.
 func (x *exchange) checkUpgrade() error {
-	if len(x.resolved) == 0 {
+	if x.secrets.Empty() {
 		return nil
 	}
 	for _, proto := range services.Upgrades(x.r.Header) {
-		if !x.svc.AllowsUpgrade(proto) {
-			return refused(http.StatusForbidden, "service %s does not allow switching to %q after injecting a credential (the proxy cannot scan that stream); list it in the service's allow_upgrades to permit it",
+		switch {
+		case x.svc.AllowsUpgrade(proto):
+		case x.svc == nil:
+			return refused(http.StatusForbidden, "switching to %q is refused: no service covers %s, this session can reach credentials, and the proxy cannot scan that stream",
+				proto, x.target)
+		default:
+			return refused(http.StatusForbidden, "service %s does not allow switching to %q: this session can reach credentials and the proxy cannot scan that stream; list it in the service's allow_upgrades to permit it",
 				x.svc.Service.Name, proto)
 		}
 	}
@@ -173,7 +180,9 @@ func (x *exchange) checkUpgrade() error {
 }
 
 // scrubScope registers every credential in the session's scope for
-// scrubbing, not only those this request sent: an upstream may store a
+// scrubbing, not only those this request sends (and first, so that a
+// session's requests share one set whichever credentials they resolve,
+// and so one cached redactor): an upstream may store a
 // secret from one request and return it in the answer to another
 // (through a passthrough service, or a request that carried nothing).
 // Stale values count too; they are recognised, never sent.
@@ -205,9 +214,9 @@ func (x *exchange) secret(cred string) (string, error) {
 	return v, nil
 }
 
-// send forwards the request. When secrets went out, the answer must be
-// scannable, and whole: a Range request would let the agent read a
-// secret in slices that never match.
+// send forwards the request. When the session can reach a secret, the
+// answer must be scannable, and whole: a Range request would let the
+// agent read a secret in slices that never match.
 func (p *Proxy) send(w http.ResponseWriter, x *exchange) {
 	if x.redactor != nil {
 		// Only what scrubResponse can decode and scan; the agent gets identity.

@@ -213,11 +213,12 @@ func (p *Proxy) start(logger *zap.Logger, deps proxyDeps) {
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: time.Duration(p.ResponseHeaderTimeout),
 		ExpectContinueTimeout: time.Second,
-		// The transport neither asks for gzip nor decodes it: with a
-		// secret sent, send asks for identity or gzip and scrubResponse
-		// decodes it (over every Content-Encoding line, which the
-		// transport does not look at); without one, the agent's
-		// Accept-Encoding and the upstream's answer pass untouched.
+		// The transport neither asks for gzip nor decodes it: when the
+		// session can reach a secret, send asks for identity or gzip
+		// and scrubResponse decodes it (over every Content-Encoding
+		// line, which the transport does not look at); in a session
+		// without credentials, the agent's Accept-Encoding and the
+		// upstream's answer pass untouched.
 		DisableCompression: true,
 	}
 	p.rp = &httputil.ReverseProxy{
@@ -230,7 +231,7 @@ func (p *Proxy) start(logger *zap.Logger, deps proxyDeps) {
 		BufferPool:     copyBuffers,
 		ModifyResponse: p.scrubResponse,
 		ErrorHandler:   p.upstreamError,
-		ErrorLog:       zap.NewStdLog(p.logger.Named("upstream")),
+		ErrorLog:       p.scrubbedLog("upstream"),
 	}
 
 	p.innerLn = newConnListener()
@@ -240,7 +241,7 @@ func (p *Proxy) start(logger *zap.Logger, deps proxyDeps) {
 		IdleTimeout:       time.Duration(p.IdleTimeout),
 		ConnContext:       p.tunnels.context,
 		ConnState:         p.tunnels.state,
-		ErrorLog:          zap.NewStdLog(p.logger.Named("tunnel")),
+		ErrorLog:          p.scrubbedLog("tunnel"),
 	}
 	go p.inner.Serve(p.innerLn) //nolint:errcheck // returns when Cleanup closes the listener
 }

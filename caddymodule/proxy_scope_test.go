@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/scrub"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
@@ -73,9 +74,10 @@ func TestPipelineScopeWideScrubbing(t *testing.T) {
 	}
 }
 
-// An upgrade to a protocol the proxy cannot scan is refused on a
-// request that carried a secret, before anything goes upstream, unless
-// the service lists it; WebSocket and requests without a secret go on.
+// An upgrade to a protocol the proxy cannot scan is refused, before
+// anything goes upstream, in a session that can reach a secret, unless
+// the service lists it; WebSocket, and sessions without credentials, go
+// on.
 func TestPipelineUpgradeAfterInjection(t *testing.T) {
 	echoUpgrade := func(w http.ResponseWriter, r *http.Request) {
 		proto := r.Header.Get("Upgrade")
@@ -102,7 +104,7 @@ func TestPipelineUpgradeAfterInjection(t *testing.T) {
 		stores: []storebackends.Store{builtin("TOKEN", echoSecret)},
 	})
 	s := pl.session(t)
-	upgrade := func(t *testing.T, target, proto string) (answer, string) {
+	upgrade := func(t *testing.T, s agentSession, target, proto string) (answer, string) {
 		t.Helper()
 		c := pl.openTunnel(t, s, target)
 		a := c.get("/", target, "Connection: Upgrade", "Upgrade: "+proto)
@@ -113,20 +115,29 @@ func TestPipelineUpgradeAfterInjection(t *testing.T) {
 		return a, line
 	}
 
-	a, _ := upgrade(t, locked.hostPort, "tcp-echo")
+	a, _ := upgrade(t, s, locked.hostPort, "tcp-echo")
 	wantRefusal(t, a, http.StatusForbidden, `service locked does not allow switching to "tcp-echo"`, "allow_upgrades")
-	locked.wantNothing(t)
-	a, _ = upgrade(t, locked.hostPort, "websocket, tcp-echo")
+	a, _ = upgrade(t, s, locked.hostPort, "websocket, tcp-echo")
 	wantRefusal(t, a, http.StatusForbidden, `"tcp-echo"`)
 	locked.wantNothing(t)
+	// A request that sends nothing, in a session that can reach a
+	// secret: an upstream could return a stored one over the stream.
+	a, _ = upgrade(t, s, open.hostPort, "tcp-echo")
+	wantRefusal(t, a, http.StatusForbidden, `service open does not allow switching to "tcp-echo"`)
+	open.wantNothing(t)
 
-	for _, tc := range []struct{ name, target, proto string }{
-		{"websocket", locked.hostPort, "websocket"},
-		{"listed in allow_upgrades", allowed.hostPort, "tcp-echo"},
-		{"no secret sent", open.hostPort, "tcp-echo"},
+	for _, tc := range []struct {
+		name   string
+		sess   agentSession
+		target string
+		proto  string
+	}{
+		{"websocket", s, locked.hostPort, "websocket"},
+		{"listed in allow_upgrades", s, allowed.hostPort, "tcp-echo"},
+		{"session without credentials", pl.session(t, "open"), open.hostPort, "tcp-echo"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a, line := upgrade(t, tc.target, tc.proto)
+			a, line := upgrade(t, tc.sess, tc.target, tc.proto)
 			wantStatus(t, a, http.StatusSwitchingProtocols)
 			if !strings.HasPrefix(line, "hello ") {
 				t.Fatalf("upgraded stream: %q", line)
@@ -200,4 +211,37 @@ func TestPipelineConnectInsideTunnel(t *testing.T) {
 	a = do(t, pl.agent(t, s, true), req)
 	wantRefusal(t, a, http.StatusMethodNotAllowed, "CONNECT inside")
 	up.wantNothing(t)
+}
+
+// An upstream whose malformed trailer line is the secret makes the
+// reverse proxy log that line: the log gets it scrubbed (the harness
+// fails the test if its log holds a secret).
+func TestPipelineErrorLogScrubbed(t *testing.T) {
+	up := upstreamTLS(t, func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		fmt.Fprintf(brw, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n%s\r\n\r\n", echoSecret)
+		brw.Flush()
+	})
+	pl := newPipeline(t, pipelineConfig{
+		services: []services.Service{bearer("up", up.hostPort, "TOKEN")},
+		stores:   []storebackends.Store{builtin("TOKEN", echoSecret)},
+	})
+	resp, err := pl.agent(t, pl.session(t), false).Get(up.https("/"))
+	if err == nil {
+		io.Copy(io.Discard, resp.Body) // the relay breaks off: the answer was not whole
+		resp.Body.Close()
+	}
+	// ReverseProxy logs the failure before it aborts the answer, so the
+	// line is there once the agent's read has ended.
+	if !strings.Contains(pl.logs.String(), "malformed MIME header") {
+		t.Fatalf("the reverse proxy logged no error:\n%s", pl.logs.String())
+	}
+	if !strings.Contains(pl.logs.String(), scrub.Redacted) {
+		t.Fatalf("the error line does not show the redaction:\n%s", pl.logs.String())
+	}
 }

@@ -2,6 +2,7 @@ package credentials
 
 import (
 	"fmt"
+	"iter"
 	"time"
 
 	"github.com/agentvault/caddy-agent-vault/storebackends"
@@ -62,6 +63,19 @@ func (s *Snapshot) Lookup(name string, now time.Time) (string, error) {
 func (s *Snapshot) ForScrubbing(name string) (string, bool) {
 	v, ok := s.values[name]
 	return v.v, ok
+}
+
+// AllForScrubbing yields every served value, fresh or not, in name
+// order, for one use only: keeping them out of text that is not tied to
+// one session (the log lines of the standard library's HTTP code).
+func (s *Snapshot) AllForScrubbing() iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for _, m := range s.meta {
+			if v, ok := s.values[m.Name]; ok && !yield(v.v) {
+				return
+			}
+		}
+	}
 }
 
 // Has reports whether a store serves name (fresh or not).

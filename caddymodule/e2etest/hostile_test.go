@@ -41,6 +41,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf16"
+
+	"github.com/agentvault/caddy-agent-vault/internal/testenv"
 )
 
 // redactedMark is what the agent sees where a secret with no placeholder
@@ -776,7 +778,7 @@ func pythonUpstream(t *testing.T, ca *testCA, ports int) []string {
 	t.Helper()
 	py, err := exec.LookPath("python3")
 	if err != nil {
-		t.Skip("python3 not found: the Python upstream cannot run")
+		testenv.Unavailable(t, "python3 not found: the Python upstream cannot run")
 	}
 	dir := t.TempDir()
 	cert := ca.leaf(t)
@@ -1383,7 +1385,7 @@ func readEnvironAs(t *testing.T, uid, pid int) (out []byte, errOut string, ok bo
 func TestHostileServerProcess(t *testing.T) {
 	t.Parallel()
 	if os.Geteuid() != 0 {
-		t.Skip("starting the server as another uid needs root (this test switches to uid 65534 with SysProcAttr.Credential)")
+		testenv.Unavailable(t, "starting the server as another uid needs root (this test switches to uid 65534 with SysProcAttr.Credential)")
 	}
 	t.Run("plain", func(t *testing.T) { t.Parallel(); hostileServerProcess(t, false) })
 	t.Run("file-capabilities", func(t *testing.T) { t.Parallel(); hostileServerProcess(t, true) })
@@ -1425,10 +1427,10 @@ func hostileServerProcess(t *testing.T, fileCaps bool) {
 	if fileCaps { // after the chown, which clears them
 		setcap, err := exec.LookPath("setcap")
 		if err != nil {
-			t.Skip("no setcap tool (libcap2-bin) to give the server binary file capabilities")
+			testenv.Unavailable(t, "no setcap tool (libcap2-bin) to give the server binary file capabilities")
 		}
 		if out, err := exec.Command(setcap, "cap_net_bind_service=+ep", exe).CombinedOutput(); err != nil {
-			t.Skipf("setcap cap_net_bind_service=+ep: %v\n%s", err, out)
+			testenv.Unavailable(t, "setcap cap_net_bind_service=+ep: %v\n%s", err, out)
 		}
 	}
 	home := filepath.Join(root, "home")
@@ -1491,7 +1493,7 @@ func hostileServerProcess(t *testing.T, fileCaps bool) {
 		// initial environment block no longer holds the password.
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", s.pid()))
 		if err != nil {
-			t.Skipf("root cannot read /proc/%d/environ here: %v", s.pid(), err)
+			testenv.Unavailable(t, "root cannot read /proc/%d/environ here: %v", s.pid(), err)
 		}
 		if bytes.Contains(b, []byte(masterPassword)) {
 			t.Errorf("finding 8: /proc/%d/environ still holds AGENT_VAULT_MASTER_PASSWORD's value after start-up", s.pid())

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/agentvault/caddy-agent-vault/internal/testenv"
 )
 
 // The kernel's own answer: every address it routes to the host is
@@ -109,7 +111,7 @@ func TestKernelLocalUnroutable(t *testing.T) {
 	}
 	for _, args := range routes {
 		if out, err := exec.Command(ipTool, args...).CombinedOutput(); err != nil {
-			t.Skipf("ip %v: %v\n%s", args, err, out)
+			testenv.Unavailable(t, "ip %v: %v\n%s", args, err, out)
 		}
 	}
 	for _, a := range []string{
@@ -147,7 +149,7 @@ func TestKernelLocalBlackholeNeedsProbe(t *testing.T) {
 		{"-6", "route", "add", "blackhole", "2001:db8:1::/48"},
 	} {
 		if out, err := exec.Command(ipTool, args...).CombinedOutput(); err != nil {
-			t.Skipf("ip %v: %v\n%s", args, err, out)
+			testenv.Unavailable(t, "ip %v: %v\n%s", args, err, out)
 		}
 	}
 	forget := func() { understood[0].Store(false); understood[1].Store(false) }
@@ -182,17 +184,17 @@ func enterNetns(t *testing.T, loUp bool) string {
 	t.Helper()
 	ipTool, err := exec.LookPath("ip")
 	if err != nil {
-		t.Skip("no ip command")
+		testenv.Unavailable(t, "no ip command")
 	}
 	runtime.LockOSThread()
 	if err := syscall.Unshare(syscall.CLONE_NEWNET); err != nil {
-		t.Skipf("cannot make a network namespace: %v", err)
+		testenv.Unavailable(t, "cannot make a network namespace: %v", err)
 	}
 	if !loUp {
 		return ipTool
 	}
 	if out, err := exec.Command(ipTool, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Skipf("ip link set lo up: %v\n%s", err, out)
+		testenv.Unavailable(t, "ip link set lo up: %v\n%s", err, out)
 	}
 	return ipTool
 }
@@ -204,7 +206,7 @@ func enterNetns(t *testing.T, loUp bool) string {
 func TestDialRefusesLocallyRoutedRange(t *testing.T) {
 	ipTool := enterNetns(t, true)
 	if out, err := exec.Command(ipTool, "route", "add", "local", "10.9.0.0/16", "dev", "lo").CombinedOutput(); err != nil {
-		t.Skipf("ip route add local: %v\n%s", err, out)
+		testenv.Unavailable(t, "ip route add local: %v\n%s", err, out)
 	}
 	own := listen(t, "tcp", ":0")
 	port := own.Addr().(*net.TCPAddr).Port

@@ -57,6 +57,12 @@ func isLowerHexByte(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c 
 // followed by 32 lower-case hex digits is left alone; anything after the
 // 32 digits is ordinary text. The first error from resolve is returned
 // unchanged, and the caller should refuse the request.
+// afterUnfinishedEscape reports whether s[:i] ends with "%" or "%H".
+func afterUnfinishedEscape(s string, i int) bool {
+	return i >= 1 && s[i-1] == '%' || i >= 2 && s[i-2] == '%' && isHex(s[i-1])
+}
+
+
 func replacePlaceholders(s string, resolve func(string) (string, error), escape func(string) string, written *[]string) (string, bool, error) {
 	i := strings.Index(s, PlaceholderPrefix)
 	if i < 0 {
@@ -67,6 +73,12 @@ func replacePlaceholders(s string, resolve func(string) (string, error), escape 
 	for i >= 0 {
 		next := i + len(PlaceholderPrefix)
 		if placeholderAt(s, i) {
+			if escape != nil && afterUnfinishedEscape(s, i) {
+				// "%2" + placeholder: the escape would take the secret's
+				// first byte, and its error (or its absence) would tell
+				// the agent what that byte is.
+				return s, false, &RewriteError{"a placeholder follows an unfinished %-escape"}
+			}
 			ph := s[i : i+placeholderLen]
 			secret, err := resolve(ph)
 			if err != nil {
@@ -166,7 +178,9 @@ func RewriteRequest(r *http.Request, resolve func(ph string) (string, error)) (w
 		}
 		if changed {
 			if newPath, err = url.PathUnescape(esc); err != nil {
-				return nil, &RewriteError{"rewriting the path failed: " + err.Error()}
+				// Not err's text: it quotes the bytes around the fault,
+				// which may be the secret's.
+				return nil, &RewriteError{"rewriting the path failed: the result is not a valid escaped path"}
 			}
 			if (&url.URL{Path: newPath}).EscapedPath() != esc {
 				newRawPath = esc

@@ -244,6 +244,10 @@ func TestRewriteRequestErrors(t *testing.T) {
 		{"placeholder in header name", func(r *http.Request) { r.Header.Set("X-"+ph1, "v") }, nil, "header name"},
 		{"canonicalized placeholder in name", func(r *http.Request) { r.Header.Set(ph1, "v") }, nil, "header name"},
 		{"secret with CRLF", func(r *http.Request) { r.Header.Set("X-K", ph2) }, nil, "not allowed"},
+		// The escape would take the secret's first byte, and its error
+		// would name it.
+		{"path: % before a placeholder", func(r *http.Request) { r.URL.RawPath = "/x%2" + ph1; r.URL.Path = "/x*" + ph1[1:] }, nil, "unfinished %-escape"},
+		{"query: %H before a placeholder", func(r *http.Request) { r.URL.RawQuery = "q=%2" + ph1 }, nil, "unfinished %-escape"},
 	}
 	for _, tt := range setup {
 		t.Run(tt.name, func(t *testing.T) {

@@ -24,11 +24,12 @@ func Upgrades(h http.Header) []string {
 	return protos
 }
 
-// AllowsUpgrade reports whether a request to the service that carried
-// a secret may switch to proto ("name" or "name/version"): WebSocket
-// always (its frames are the data plane's to handle), anything else
-// only when listed in AllowUpgrades. A nil service (no service matched)
-// allows only WebSocket.
+// AllowsUpgrade reports whether a request to the service, in a session
+// whose answers must be scanned, may switch to proto ("name" or
+// "name/version"): WebSocket always (its frames are the data plane's to
+// handle), anything else only when listed in AllowUpgrades. A nil
+// service (an absolute-form request no service covers) allows only
+// WebSocket.
 func (c *Compiled) AllowsUpgrade(proto string) bool {
 	name, _, _ := strings.Cut(proto, "/")
 	if strings.EqualFold(name, "websocket") {

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/agentvault/caddy-agent-vault/internal/testenv"
 )
 
 // The wipe from outside: a child that holds a secret variable is
@@ -47,11 +49,11 @@ func TestSecretsLeaveEnvironOfHeldChild(t *testing.T) {
 		requireRoot(t)
 		setcap, err := exec.LookPath("setcap")
 		if err != nil {
-			t.Skip("no setcap tool (libcap2-bin) to give the test binary file capabilities")
+			testenv.Unavailable(t, "no setcap tool (libcap2-bin) to give the test binary file capabilities")
 		}
 		bin := copyTestBinary(t)
 		if out, err := exec.Command(setcap, "cap_net_bind_service=+ep", bin).CombinedOutput(); err != nil {
-			t.Skipf("setcap cap_net_bind_service=+ep: %v\n%s", err, out)
+			testenv.Unavailable(t, "setcap cap_net_bind_service=+ep: %v\n%s", err, out)
 		}
 		h := runHeld(t, bin, nobody(), "")
 		// The premise: the capability was granted at exec, so the kernel
@@ -59,7 +61,7 @@ func TestSecretsLeaveEnvironOfHeldChild(t *testing.T) {
 		// its /proc files belong to root.
 		const capNetBindService = 10
 		if h.capEff&(1<<capNetBindService) == 0 {
-			t.Skipf("the child did not get CAP_NET_BIND_SERVICE (CapEff %#x): no_new_privs or a nosuid mount?", h.capEff)
+			testenv.Unavailable(t, "the child did not get CAP_NET_BIND_SERVICE (CapEff %#x): no_new_privs or a nosuid mount?", h.capEff)
 		}
 		h.wantWiped(t)
 	})
@@ -88,7 +90,7 @@ func TestSecretsLeaveEnvironOfHeldChild(t *testing.T) {
 func requireRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: to start the child as another user, or in a mount namespace of its own, and to read its /proc files")
+		testenv.Unavailable(t, "needs root: to start the child as another user, or in a mount namespace of its own, and to read its /proc files")
 	}
 }
 

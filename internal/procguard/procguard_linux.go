@@ -5,7 +5,7 @@
 //
 //   - makes the process non-dumpable (NonDumpable);
 //   - removes the values of a few secret environment variables
-//     (SecretVars) from the process's initial environment block, which
+//     (secretVars) from the process's initial environment block, which
 //     is what /proc/<pid>/environ shows, while Go code (os.Getenv, and
 //     so Caddy's {env.NAME} placeholders at every config reload) still
 //     reads them (see forgetSecrets).
@@ -53,14 +53,14 @@ func Dumpable() bool {
 	return r != 0
 }
 
-// SecretVars are the environment variables whose values forgetSecrets
+// secretVars are the environment variables whose values forgetSecrets
 // removes from /proc/self/environ: the ones agent-vault reads itself
 // (the server's master password and admin token, the launcher's token)
 // and the ones its documentation suggests for the external stores'
 // credentials ({env.VAULT_TOKEN} and so on). A secret given under
 // another name stays visible there to whoever may read the file (root,
 // once the process is non-dumpable).
-var SecretVars = []string{
+var secretVars = []string{
 	"AGENT_VAULT_MASTER_PASSWORD",
 	"AGENT_VAULT_ADMIN_TOKEN",
 	"AGENT_VAULT_TOKEN",
@@ -70,7 +70,7 @@ var SecretVars = []string{
 	"INFISICAL_TOKEN",
 }
 
-// forgetSecrets keeps each of SecretVars readable by Go code but gone
+// forgetSecrets keeps each of secretVars readable by Go code but gone
 // from /proc/self/environ, and records what it did for WipeResult.
 //
 // The kernel serves /proc/<pid>/environ from the process's memory: the
@@ -110,7 +110,7 @@ var SecretVars = []string{
 // (AGENT_VAULT_MASTER_PASSWORD_FILE) avoids both.
 func forgetSecrets() (wiped []string, err error) {
 	var names, valued []string // set; set with a value (as Go reads it)
-	for _, name := range SecretVars {
+	for _, name := range secretVars {
 		if v, ok := syscall.Getenv(name); ok {
 			names = append(names, name)
 			if v != "" {
@@ -180,7 +180,7 @@ var (
 )
 
 // WipeResult reports what this package's init did to the secret
-// variables (SecretVars) of the initial environment block: the names of
+// variables (secretVars) of the initial environment block: the names of
 // those whose values it removed from /proc/<pid>/environ, and, if it
 // could not remove some, a *WipeError naming them. It never holds a
 // value. Variables that are unset or empty appear in neither.
@@ -382,7 +382,7 @@ func envBlock() (start, end uintptr, err error) {
 		field++
 		switch field {
 		case 50, 51:
-			v, ok := parseUint(f, 10)
+			v, ok := parseUint(f)
 			if !ok {
 				return 0, 0, errorString("/proc/self/stat: field " + itoa(field) + " is not a number")
 			}
@@ -443,27 +443,18 @@ func splitSpace(b []byte) [][]byte {
 	return out
 }
 
-// parseUint parses a non-empty unsigned number in base 10 or 16.
-func parseUint(b []byte, base uint64) (uint64, bool) {
-	maxDigits := 19 // below 2^64 in decimal
-	if base == 16 {
-		maxDigits = 16
-	}
-	if len(b) == 0 || len(b) > maxDigits {
+// parseUint parses a non-empty decimal number below 2^64 (strconv is
+// not imported: see the package comment).
+func parseUint(b []byte) (uint64, bool) {
+	if len(b) == 0 || len(b) > 19 {
 		return 0, false
 	}
 	var v uint64
 	for _, c := range b {
-		var d uint64
-		switch {
-		case '0' <= c && c <= '9':
-			d = uint64(c - '0')
-		case base == 16 && 'a' <= c && c <= 'f':
-			d = uint64(c-'a') + 10
-		default:
+		if c < '0' || c > '9' {
 			return 0, false
 		}
-		v = v*base + d
+		v = v*10 + uint64(c-'0')
 	}
 	return v, true
 }

@@ -14,9 +14,9 @@ func NonDumpable() {}
 // Dumpable reports true: there is nothing to turn off here.
 func Dumpable() bool { return true }
 
-// SecretVars are the variables the Linux build removes from its
+// secretVars are the variables the Linux build removes from its
 // environment block.
-var SecretVars = []string{
+var secretVars = []string{
 	"AGENT_VAULT_MASTER_PASSWORD",
 	"AGENT_VAULT_ADMIN_TOKEN",
 	"AGENT_VAULT_TOKEN",
@@ -26,12 +26,12 @@ var SecretVars = []string{
 	"INFISICAL_TOKEN",
 }
 
-// WipeResult reports nothing wiped and, if any of SecretVars has a
+// WipeResult reports nothing wiped and, if any of secretVars has a
 // value, a *WipeError naming them: outside Linux other processes may
 // read this environment for the process's whole life.
 func WipeResult() (wiped []string, err error) {
 	var left []string
-	for _, name := range SecretVars {
+	for _, name := range secretVars {
 		if v, ok := syscall.Getenv(name); ok && v != "" {
 			left = append(left, name)
 		}
