@@ -137,7 +137,19 @@ func (r *Redactor) overlapsIn(w []byte, lo, hi int, sc *scratch) bool {
 	}
 	v := &sc.ctx
 	dec := v.of(w)
-	return len(v.esc) > 0 && r.occursOver(dec, v.outPos(lo), v.outPos(hi), sc)
+	if len(v.esc) == 0 {
+		return false
+	}
+	if r.occursOver(dec, v.outPos(lo), v.outPos(hi), sc) {
+		return true
+	}
+	sc.ctxSpans = r.m.edgeSpans(w, v, sc.ctxSpans[:0])
+	for _, sp := range sc.ctxSpans {
+		if sp.start < hi && sp.end > lo {
+			return true
+		}
+	}
+	return false
 }
 
 // occursOver reports whether a pattern occurs in b overlapping b[lo:hi].
@@ -161,5 +173,11 @@ func (r *Redactor) partialFrom(w []byte, hi int, sc *scratch) bool {
 	}
 	v := &sc.ctx
 	dec := v.of(w)
-	return len(v.esc) > 0 && r.m.partial(dec) < v.outPos(hi)
+	if len(v.esc) == 0 {
+		return false
+	}
+	if r.m.partial(dec) < v.outPos(hi) {
+		return true
+	}
+	return r.m.edgePartial(w, v) < hi
 }
