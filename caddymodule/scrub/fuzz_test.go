@@ -160,19 +160,25 @@ func refMatches(pats []string, s string) [][2]int {
 			unitOf[i] = u
 		}
 	}
+	// The escape at every byte, and the folded input.
+	in := refInput{s: s, fs: refFold(s), n: make([]int, len(s)), dec: make([]string, len(s))}
+	for i := range len(s) {
+		n, dec := refEscapeAt(s[i:])
+		in.n[i], in.dec[i] = n, refFold(dec)
+	}
 	var out [][2]int
 	for _, p := range pats {
 		for i := range len(s) {
 			pos, k := i, 0
 			if u := unitOf[i]; u.start < i {
 				// Inside an escape: its rest is text.
-				for ; pos < u.end && k < len(p) && refFold(s[pos:pos+1])[0] == p[k]; pos, k = pos+1, k+1 {
+				for ; pos < u.end && k < len(p) && in.fs[pos] == p[k]; pos, k = pos+1, k+1 {
 				}
 				if k < len(p) && pos < u.end {
 					continue
 				}
 			}
-			for _, e := range refPaths(p, s, pos, k) {
+			for _, e := range refPaths(p, &in, pos, k) {
 				out = append(out, [2]int{i, e})
 			}
 		}
@@ -180,25 +186,33 @@ func refMatches(pats []string, s string) [][2]int {
 	return out
 }
 
+// refInput is the input of refMatches: s, folded, and the escape at
+// each byte (length and folded value).
+type refInput struct {
+	s, fs string
+	n     []int
+	dec   []string
+}
+
 // refPaths returns the input ends of the paths that consume p[k:] from
 // input position pos.
-func refPaths(p, s string, pos, k int) []int {
+func refPaths(p string, in *refInput, pos, k int) []int {
 	if k == len(p) {
 		return []int{pos}
 	}
-	if pos == len(s) {
+	if pos == len(in.s) {
 		return nil
 	}
 	var ends []int
-	n, dec := refEscapeAt(s[pos:])
-	if n > 0 && strings.HasPrefix(p[k:], refFold(dec)) && dec != "" {
-		ends = append(ends, refPaths(p, s, pos+n, k+len(dec))...)
+	n, dec := in.n[pos], in.dec[pos]
+	if n > 0 && strings.HasPrefix(p[k:], dec) && dec != "" {
+		ends = append(ends, refPaths(p, in, pos+n, k+len(dec))...)
 	}
-	if refFold(s[pos:pos+1])[0] == p[k] {
+	if in.fs[pos] == p[k] {
 		switch rest := len(p) - k; {
 		case n == 0:
-			ends = append(ends, refPaths(p, s, pos+1, k+1)...)
-		case rest < n && refFold(s[pos:pos+rest]) == p[k:]:
+			ends = append(ends, refPaths(p, in, pos+1, k+1)...)
+		case rest < n && in.fs[pos:pos+rest] == p[k:]:
 			ends = append(ends, pos+rest) // ends inside the escape
 		}
 	}
