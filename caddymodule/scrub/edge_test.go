@@ -1,7 +1,9 @@
 package scrub
 
 import (
+	"cmp"
 	"io"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -58,6 +60,41 @@ func checkEveryCut(t *testing.T, r *Redactor, in, want string) {
 			if got, err := io.ReadAll(r.Reader(src)); err != nil || string(got) != want {
 				t.Fatalf("Reader(%q cut at %d) = %q, %v; want %q", in, k, got, err, want)
 			}
+		}
+	}
+}
+
+// The escapes decoders accept beyond JSON's, URL's and HTML's usual
+// ones: each form of a secret is replaced.
+func TestMoreEscapes(t *testing.T) {
+	const secret = `sk_live{0123}|x\y'z`
+	var set SecretSet
+	set.Add(secret, ph)
+	r := (&Cache{}).Redactor(&set)
+	every := func(f func(c byte) string) string {
+		var b strings.Builder
+		for i := range len(secret) {
+			b.WriteString(f(secret[i]))
+		}
+		return b.String()
+	}
+	named := map[byte]string{'_': "&UnderBar;", '{': "&lcub;", '}': "&rcub;", '|': "&VerticalLine;", '\\': "&bsol;", '\'': "&apos;"}
+	for name, form := range map[string]string{
+		"python repr":    strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(secret),
+		"numeric, no ;":  every(func(c byte) string { return "&#" + strconv.Itoa(int(c)) }),
+		"numeric, zeros": every(func(c byte) string { return "&#x" + strings.Repeat("0", 20) + strconv.FormatInt(int64(c), 16) + ";" }),
+		"escape()": every(func(c byte) string {
+			return "%u00" + strconv.FormatInt(int64(c)>>4, 16) + strconv.FormatInt(int64(c)&15, 16)
+		}),
+		"python \\U": every(func(c byte) string {
+			return `\U000000` + strconv.FormatInt(int64(c)>>4, 16) + strconv.FormatInt(int64(c)&15, 16)
+		}),
+		"ES6 \\u{}":   every(func(c byte) string { return `\u{` + strconv.FormatInt(int64(c), 16) + "}" }),
+		"HTML5 named": every(func(c byte) string { return cmp.Or(named[c], string(c)) }),
+	} {
+		in := "<" + form + ">"
+		if got := r.String(in); got != "<"+ph+">" {
+			t.Errorf("%s: String(%q) = %q", name, in, got)
 		}
 	}
 }

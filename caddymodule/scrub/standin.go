@@ -31,11 +31,11 @@ import (
 // them, or none starts or ends with its byte and it is longer than all).
 
 // continuesEscape reports the bytes that can follow some proper prefix
-// of an escape: hex and decimal digits, the letters of \u \x, the JSON
-// escapes and entity names, and " \ / # ;.
+// of an escape: hex and decimal digits, the letters of \u \U \x %u, the
+// JSON escapes and entity names, and " ' \ / # ; { }.
 func continuesEscape(c byte) bool {
 	return c >= '0' && c <= '9' || c|0x20 >= 'a' && c|0x20 <= 'z' ||
-		c == '"' || c == '\\' || c == '/' || c == '#' || c == ';'
+		c == '"' || c == '\'' || c == '\\' || c == '/' || c == '#' || c == ';' || c == '{' || c == '}'
 }
 
 // usableStandIn reports whether s may replace matches of the folded
