@@ -29,9 +29,7 @@ type edgeAt struct{ pat, j int32 }
 // inEscape reports the bytes an escape can hold after its starter, and
 // endsEscape those it can end with.
 func inEscape(c byte) bool { return continuesEscape(c) }
-func endsEscape(c byte) bool {
-	return isHex(c) || c == ';' || c == '}' || simpleEscapes[c] != 0 || c|0x20 >= 'a' && c|0x20 <= 'z'
-}
+func endsEscape(c byte) bool { return isHex(c) || c == ';' || c == '}' || simpleEscapes[c] != 0 }
 
 // buildEdges fills mt.byTail, mt.tails and mt.heads.
 func (mt *matcher) buildEdges() {
@@ -80,14 +78,21 @@ func (mt *matcher) edgeSpans(in []byte, v *view, spans []span) []span {
 	if len(mt.tails) > 0 {
 		for k := range v.esc {
 			u := &v.esc[k]
+			d := u.out + int(u.dn)
+			// The view byte after u, or an escape right after it: most
+			// candidates fail on it.
+			next, adjacent := -1, k+1 < len(v.esc) && v.esc[k+1].out == d
+			if d < len(v.dec) {
+				next = int(foldTab[v.dec[d]])
+			}
 			for _, t := range mt.tailsOf(in, u) {
 				j := int(t.j)
 				if j >= int(u.n) {
 					break
 				}
 				p := mt.pats[t.pat]
-				if equalFold(in[u.end()-j:u.end()], p[:j]) {
-					spans = mt.forward(in, v, k+1, u.out+int(u.dn), p[j:], span{start: u.in, pat: int(t.pat)}, spans)
+				if (int(p[j]) == next || adjacent) && equalFold(in[u.end()-j:u.end()], p[:j]) {
+					spans = mt.forward(in, v, k+1, d, p[j:], span{start: u.in, pat: int(t.pat)}, spans)
 				}
 			}
 		}
