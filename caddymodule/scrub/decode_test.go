@@ -52,6 +52,9 @@ func refEscapeAt(t string) (int, string) {
 		return 0, "" // (only to save the regular expressions the time)
 	}
 	num := func(s string, base int) int64 {
+		if len(strings.TrimLeft(s, "0")) > 8 {
+			return 1 << 40 // beyond any code point
+		}
 		v, err := strconv.ParseInt(s, base, 64)
 		if err != nil {
 			panic(err)

@@ -28,7 +28,7 @@ type edgeAt struct{ pat, j int32 }
 
 // inEscape reports the bytes an escape can hold after its starter, and
 // endsEscape those it can end with.
-func inEscape(c byte) bool { return continuesEscape(c) }
+func inEscape(c byte) bool   { return continuesEscape(c) }
 func endsEscape(c byte) bool { return isHex(c) || c == ';' || c == '}' || simpleEscapes[c] != 0 }
 
 // buildEdges fills mt.byTail, mt.tails and mt.heads.
