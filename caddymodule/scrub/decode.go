@@ -15,45 +15,56 @@ import (
 // sequence, or a single literal byte. The escapes are
 //
 //	%HH                 the byte HH (either hex case)
-//	\uHHHH              the code point, as UTF-8; \uD8xx\uDCxx (a valid
-//	                    surrogate pair) is one code point; a lone
+//	\uHHHH %uHHHH       the code point, as UTF-8 (%u is JavaScript's
+//	                    escape()); \uD8xx\uDCxx (a valid surrogate pair,
+//	                    %uD8xx%uDCxx) is one code point; a lone
 //	                    surrogate is no escape
+//	\UHHHHHHHH          (Python) the code point, at most U+10FFFF, not
+//	                    a surrogate
+//	\u{H...}            (ES6) 1 to 6 digits, the same code points
 //	\xHH                the byte HH
-//	\" \\ \/ \b \f \n \r \t    the JSON/JS byte
+//	\" \' \\ \/ \b \f \n \r \t    the JSON/JS/Python byte
 //	&#DDD; &#xHHH;      the code point (x either case, at most
-//	                    maxEntityDigits digits, at most U+10FFFF, not a
-//	                    surrogate), as UTF-8
+//	                    maxEntityDigits digits with leading zeros, at
+//	                    most U+10FFFF, not a surrogate), as UTF-8; the
+//	                    ";" may be left out (&#65&#66, as browsers and
+//	                    Python's html.unescape read it), then the
+//	                    digits end at the first non-digit
 //	&name;              one of htmlEntities, case as HTML spells it
 //
 // Anything else is literal. Only one level is decoded: %2541 is "%41".
 
-// maxEscape is the longest escape sequence (\uD83D\uDE00, or &#x + 8
-// digits + ;): whether a unit is an escape is decided within that many
+// maxEscape is the longest escape sequence (&#x, maxEntityDigits
+// digits, ;): whether a unit is an escape is decided within that many
 // bytes from its start.
-const maxEscape = 12
+const maxEscape = 3 + maxEntityDigits + 1
 
 // maxEntityDigits bounds the digits of a numeric character reference,
-// leading zeros included, so that deciding one needs bounded look-ahead.
-const maxEntityDigits = 8
+// leading zeros included, so that deciding one needs bounded look-ahead:
+// a reference with more is text.
+const maxEntityDigits = 32
 
-// htmlEntities are the named character references decoded: the ones
-// that stand for ASCII punctuation (what an HTML escaper writes for the
-// characters of a token), plus HTML's legacy upper-case aliases of the
-// common four. &tilde; is U+02DC SMALL TILDE in HTML, not '~'. Lookups
-// scan it, so the common ones come first.
+// htmlEntities are the named character references decoded (with the
+// ";"): every HTML5 one whose value is a single ASCII character (what an
+// HTML escaper may write for the characters of a token), and &tilde;,
+// which is U+02DC SMALL TILDE in HTML, not '~'. Lookups scan it, so the
+// common ones come first.
 var htmlEntities = []struct{ name, value string }{
 	{"amp", "&"}, {"lt", "<"}, {"gt", ">"}, {"quot", `"`}, {"apos", "'"},
 	{"AMP", "&"}, {"LT", "<"}, {"GT", ">"}, {"QUOT", `"`},
 	{"sol", "/"}, {"plus", "+"}, {"equals", "="}, {"excl", "!"}, {"num", "#"},
 	{"dollar", "$"}, {"percnt", "%"}, {"colon", ":"}, {"semi", ";"},
 	{"comma", ","}, {"period", "."}, {"lpar", "("}, {"rpar", ")"},
-	{"ast", "*"}, {"commat", "@"}, {"lowbar", "_"}, {"quest", "?"},
-	{"lsqb", "["}, {"rsqb", "]"}, {"lbrace", "{"}, {"rbrace", "}"},
-	{"verbar", "|"}, {"Hat", "^"}, {"grave", "`"}, {"tilde", "\u02dc"},
+	{"ast", "*"}, {"midast", "*"}, {"commat", "@"}, {"lowbar", "_"}, {"UnderBar", "_"},
+	{"quest", "?"}, {"lsqb", "["}, {"lbrack", "["}, {"rsqb", "]"}, {"rbrack", "]"},
+	{"lbrace", "{"}, {"lcub", "{"}, {"rbrace", "}"}, {"rcub", "}"},
+	{"verbar", "|"}, {"vert", "|"}, {"VerticalLine", "|"}, {"bsol", `\`},
+	{"Hat", "^"}, {"grave", "`"}, {"DiacriticalGrave", "`"},
+	{"Tab", "\t"}, {"NewLine", "\n"}, {"tilde", "\u02dc"},
 }
 
-// maxEntityName is the longest name in htmlEntities.
-const maxEntityName = 6
+// maxEntityName is the longest name in htmlEntities (DiacriticalGrave).
+const maxEntityName = 16
 
 // isStarter reports the bytes an escape starts with.
 func isStarter(c byte) bool { return c == '%' || c == '\\' || c == '&' }
@@ -78,11 +89,19 @@ func parseEscape(b []byte, final bool, dec *[4]byte) (n, dn int, more bool) {
 	}
 	switch b[0] {
 	case '%':
+		if b[1] == 'u' {
+			return parseUnicode(b, final, dec)
+		}
 		return parseByteEscape(b, 1, final, dec)
 	case '\\':
 		switch c := b[1]; c {
 		case 'u':
+			if len(b) > 2 && b[2] == '{' {
+				return parseBraced(b, final, dec)
+			}
 			return parseUnicode(b, final, dec)
+		case 'U':
+			return parseLongUnicode(b, final, dec)
 		case 'x':
 			return parseByteEscape(b, 2, final, dec)
 		default:
@@ -101,7 +120,7 @@ func parseEscape(b []byte, final bool, dec *[4]byte) (n, dn int, more bool) {
 }
 
 // simpleEscapes are the JSON/JS escapes of one letter, by that letter.
-var simpleEscapes = [256]byte{'"': '"', '\\': '\\', '/': '/', 'b': '\b', 'f': '\f', 'n': '\n', 'r': '\r', 't': '\t'}
+var simpleEscapes = [256]byte{'"': '"', '\'': '\'', '\\': '\\', '/': '/', 'b': '\b', 'f': '\f', 'n': '\n', 'r': '\r', 't': '\t'}
 
 // parseByteEscape is parseEscape for %HH (i == 1) and \xHH (i == 2).
 func parseByteEscape(b []byte, i int, final bool, dec *[4]byte) (n, dn int, more bool) {
@@ -116,8 +135,9 @@ func parseByteEscape(b []byte, i int, final bool, dec *[4]byte) (n, dn int, more
 	return i + 2, 1, false
 }
 
-// parseUnicode is parseEscape for b starting with \u: \uHHHH, not a
-// surrogate, or a high surrogate and then \u and a low one.
+// parseUnicode is parseEscape for b starting with \u or %u: \uHHHH,
+// not a surrogate, or a high surrogate and then \u and a low one (%u
+// alike).
 func parseUnicode(b []byte, final bool, dec *[4]byte) (n, dn int, more bool) {
 	cp, ok, short := hex4(b[2:])
 	if !ok {
@@ -143,7 +163,7 @@ func parseUnicode(b []byte, final bool, dec *[4]byte) (n, dn int, more bool) {
 		var ok bool
 		switch i {
 		case 0:
-			ok = c == '\\'
+			ok = c == b[0]
 		case 1:
 			ok = c == 'u'
 		case 2:
@@ -162,33 +182,90 @@ func parseUnicode(b []byte, final bool, dec *[4]byte) (n, dn int, more bool) {
 	return 12, utf8.EncodeRune(dec[:], r), false
 }
 
-// parseNumericRef is parseEscape for b starting with &#: &#DDD; or
-// &#xHHH;, at most maxEntityDigits digits, at most U+10FFFF, not a
-// surrogate.
+// parseNumericRef is parseEscape for b starting with &#: &#DDD or
+// &#xHHH, at most maxEntityDigits digits, at most U+10FFFF, not a
+// surrogate, and then ';' or anything but a digit.
 func parseNumericRef(b []byte, final bool, dec *[4]byte) (n, dn int, more bool) {
 	i, base := 2, 10
 	if len(b) > 2 && (b[2] == 'x' || b[2] == 'X') {
 		i, base = 3, 16
 	}
 	start := i
-	v := 0 // an int: eight hex digits overflow a rune
-	for ; i < len(b) && i-start < maxEntityDigits; i++ {
+	v := 0 // an int, and kept from overflowing: past utf8.MaxRune it only grows
+	for ; i < len(b) && i-start <= maxEntityDigits; i++ {
 		d, ok := digitValue(b[i], base)
 		if !ok {
 			break
 		}
-		v = v*base + d
+		if v <= utf8.MaxRune {
+			v = v*base + d
+		}
 	}
+	digits := i - start
+	valid := digits > 0 && digits <= maxEntityDigits && v <= utf8.MaxRune && !isSurrogate(rune(v))
+	switch {
+	case digits > maxEntityDigits:
+		return 0, 0, false
+	case i == len(b) && !final:
+		// Digits, a ';' or another byte to come decide it. More digits
+		// only make the value larger (or keep it 0); after the last one
+		// allowed none may come.
+		return 0, 0, v <= utf8.MaxRune && (digits < maxEntityDigits || !isSurrogate(rune(v)))
+	case !valid:
+		return 0, 0, false
+	case i < len(b) && b[i] == ';':
+		i++
+	}
+	return i, utf8.EncodeRune(dec[:], rune(v)), false
+}
+
+// parseLongUnicode is parseEscape for b starting with \U: eight hex
+// digits, at most U+10FFFF, not a surrogate.
+func parseLongUnicode(b []byte, final bool, dec *[4]byte) (n, dn int, more bool) {
+	v, k := 0, 0
+	for ; k < 8 && 2+k < len(b); k++ {
+		d, ok := digitValue(b[2+k], 16)
+		if !ok {
+			return 0, 0, false
+		}
+		v = v<<4 | d
+	}
+	if k < 8 {
+		return 0, 0, !final && canReach(v, 8-k)
+	}
+	if v > utf8.MaxRune || isSurrogate(rune(v)) {
+		return 0, 0, false
+	}
+	return 10, utf8.EncodeRune(dec[:], rune(v)), false
+}
+
+// parseBraced is parseEscape for b starting with \u{: one to six hex
+// digits and '}', at most U+10FFFF, not a surrogate.
+func parseBraced(b []byte, final bool, dec *[4]byte) (n, dn int, more bool) {
+	v, i := 0, 3
+	for ; i < len(b) && i-3 < 6; i++ {
+		d, ok := digitValue(b[i], 16)
+		if !ok {
+			break
+		}
+		v = v<<4 | d
+	}
+	digits := i - 3
 	if i == len(b) {
-		// Digits or the ';' to come may complete it. More digits only
-		// make the value larger (or keep it 0); after the last one
-		// allowed only the ';' may come.
-		return 0, 0, !final && v <= utf8.MaxRune && (i-start < maxEntityDigits || !isSurrogate(rune(v)))
+		// Digits or the '}' to come may complete it.
+		return 0, 0, !final && (digits == 0 || v <= utf8.MaxRune && (!isSurrogate(rune(v)) || digits < 6 && v<<4 <= utf8.MaxRune))
 	}
-	if i == start || b[i] != ';' || v > utf8.MaxRune || isSurrogate(rune(v)) {
+	if digits == 0 || b[i] != '}' || v > utf8.MaxRune || isSurrogate(rune(v)) {
 		return 0, 0, false
 	}
 	return i + 1, utf8.EncodeRune(dec[:], rune(v)), false
+}
+
+// canReach reports whether r more hex digits after the value v can make
+// a code point that is no surrogate.
+func canReach(v, r int) bool {
+	lo, hi := v<<(4*r), v<<(4*r)|(1<<(4*r)-1)
+	return lo <= utf8.MaxRune && !(lo >= 0xD800 && hi <= 0xDFFF)
 }
 
 // parseNamedRef is parseEscape for &name; with a name of htmlEntities.

@@ -31,6 +31,8 @@ type scratch struct {
 	hits  []hit
 	spans []span
 	win   []byte
+	// ctxSpans are the edge matches of a stand-in's neighbourhood.
+	ctxSpans []span
 	// before backs a String's cursor.before between uses.
 	before []byte
 }
@@ -81,13 +83,14 @@ func (r *Redactor) analyze(b []byte, final bool, sc *scratch) int {
 	}
 
 	// The decoding view of the decided prefix. A match in it that holds
-	// no decoded escape is a raw match too; and an escape decoding to
+	// no decoded escape is a raw match too (also one beginning or ending
+	// inside an escape: those bytes are raw); and an escape decoding to
 	// bytes no pattern has cannot be in a match. So with no other
 	// escape, the view adds only a partial match running into the
 	// undecided escape.
 	if !mt.relevant(v.esc) {
 		if !final && p < len(b) {
-			h = min(h, mt.partial(b[:p]))
+			h = min(h, v.unitStart(mt.partial(b[:p])))
 		}
 	} else {
 		v.build(b[:p])
@@ -95,10 +98,13 @@ func (r *Redactor) analyze(b []byte, final bool, sc *scratch) int {
 		for _, m := range sc.hits {
 			sc.spans = append(sc.spans, span{v.inStart(m.start), v.inEnd(m.start + len(mt.pats[m.pat])), m.pat})
 		}
+		// And those that begin or end inside an escape (edge.go).
+		sc.spans = mt.edgeSpans(b[:p], v, sc.spans)
 		if !final {
 			if q := mt.partial(v.dec); q < len(v.dec) {
 				h = min(h, v.inStart(q))
 			}
+			h = min(h, mt.edgePartial(b[:p], v))
 		}
 	}
 	if len(sc.spans) > 1 {

@@ -68,6 +68,11 @@ type matcher struct {
 	pairs   [1 << 12 / 64]uint64
 	// used marks the bytes that occur in some pattern.
 	used [256]bool
+	// Patterns that may begin or end inside an escape (see edge.go):
+	// tails[byTail[c]:byTail[c+1]] are those whose j-th byte is c.
+	byTail [257]int32
+	tails  []edgeAt
+	heads  []edgeAt
 }
 
 // gramAt is a pattern with the gram at off in it.
@@ -128,6 +133,7 @@ func newMatcher(pats []string) *matcher {
 			mt.pairs[k>>6] |= 1 << (k & 63)
 		}
 	}
+	mt.buildEdges()
 	return mt
 }
 

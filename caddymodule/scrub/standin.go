@@ -31,11 +31,11 @@ import (
 // them, or none starts or ends with its byte and it is longer than all).
 
 // continuesEscape reports the bytes that can follow some proper prefix
-// of an escape: hex and decimal digits, the letters of \u \x, the JSON
-// escapes and entity names, and " \ / # ;.
+// of an escape: hex and decimal digits, the letters of \u \U \x %u, the
+// JSON escapes and entity names, and " ' \ / # ; { }.
 func continuesEscape(c byte) bool {
 	return c >= '0' && c <= '9' || c|0x20 >= 'a' && c|0x20 <= 'z' ||
-		c == '"' || c == '\\' || c == '/' || c == '#' || c == ';'
+		c == '"' || c == '\'' || c == '\\' || c == '/' || c == '#' || c == ';' || c == '{' || c == '}'
 }
 
 // usableStandIn reports whether s may replace matches of the folded
@@ -137,7 +137,19 @@ func (r *Redactor) overlapsIn(w []byte, lo, hi int, sc *scratch) bool {
 	}
 	v := &sc.ctx
 	dec := v.of(w)
-	return len(v.esc) > 0 && r.occursOver(dec, v.outPos(lo), v.outPos(hi), sc)
+	if len(v.esc) == 0 {
+		return false
+	}
+	if r.occursOver(dec, v.outPos(lo), v.outPos(hi), sc) {
+		return true
+	}
+	sc.ctxSpans = r.m.edgeSpans(w, v, sc.ctxSpans[:0])
+	for _, sp := range sc.ctxSpans {
+		if sp.start < hi && sp.end > lo {
+			return true
+		}
+	}
+	return false
 }
 
 // occursOver reports whether a pattern occurs in b overlapping b[lo:hi].
@@ -161,5 +173,11 @@ func (r *Redactor) partialFrom(w []byte, hi int, sc *scratch) bool {
 	}
 	v := &sc.ctx
 	dec := v.of(w)
-	return len(v.esc) > 0 && r.m.partial(dec) < v.outPos(hi)
+	if len(v.esc) == 0 {
+		return false
+	}
+	if r.m.partial(dec) < v.outPos(hi) {
+		return true
+	}
+	return r.m.edgePartial(w, v) < hi
 }
