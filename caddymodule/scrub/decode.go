@@ -79,10 +79,10 @@ type escape struct {
 
 // parseEscape parses the unit at the start of b, the input from a
 // starter on; final means nothing follows b. If b starts with an escape
-// sequence, n is its length and dec[:dn] its decoding. Otherwise n is 0
-// and more reports whether the unit is undecided: b ends where more
-// input could still complete an escape (never when final). The answer
-// for a prefix of b is the answer for b, or more.
+// sequence, n is its length and its decoding is written to dec[:dn].
+// Otherwise n is 0 and more reports whether the unit is undecided: b
+// ends where more input could still complete an escape (never when
+// final). The answer for a prefix of b is the answer for b, or more.
 func parseEscape(b []byte, final bool, dec *[4]byte) (n, dn int, more bool) {
 	if len(b) < 2 {
 		return 0, 0, !final && len(b) == 1 && isStarter(b[0])

@@ -194,6 +194,26 @@ func TestParseEscapes(t *testing.T) {
 	}
 }
 
+// The entity table has each name once, decoded as package html does,
+// and maxEntityName is its longest.
+func TestEntityTable(t *testing.T) {
+	longest := 0
+	seen := map[string]bool{}
+	for _, e := range htmlEntities {
+		if seen[e.name] {
+			t.Errorf("&%s; twice", e.name)
+		}
+		seen[e.name] = true
+		if v := html.UnescapeString("&" + e.name + ";"); v != e.value {
+			t.Errorf("&%s; is %q, html has %q", e.name, e.value, v)
+		}
+		longest = max(longest, len(e.name))
+	}
+	if longest != maxEntityName {
+		t.Errorf("longest name %d, maxEntityName %d", longest, maxEntityName)
+	}
+}
+
 // A parse that more input may continue stops at an escape it could
 // complete, and nowhere else.
 func TestParseEscapesUndecided(t *testing.T) {
