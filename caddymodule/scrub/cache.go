@@ -27,25 +27,10 @@ func (c *Cache) Redactor(s *SecretSet) *Redactor {
 	if s.Empty() {
 		return nil
 	}
-	key := s.key()
-	c.mu.Lock()
-	if r, ok := c.m[key]; ok {
-		c.mu.Unlock()
-		return r
-	}
-	c.mu.Unlock()
-	r := newRedactor(s.forms(), c.matcher) // built outside the lock: it is the slow part
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= maxCachedRedactors {
-		c.m = make(map[[sha256.Size]byte]*Redactor)
-	}
-	c.m[key] = r
-	return r
+	return cached(&c.mu, &c.m, s.key(), func() *Redactor { return newRedactor(s.forms(), c.matcher) })
 }
 
-// matcher returns the shared matcher for pats (folded, in rank order),
-// building it outside the lock when it is new.
+// matcher returns the shared matcher for pats (folded, in rank order).
 func (c *Cache) matcher(pats []string) *matcher {
 	n := 0
 	for _, p := range pats {
@@ -55,19 +40,26 @@ func (c *Cache) matcher(pats []string) *matcher {
 	for _, p := range pats {
 		b = appendPart(b, 'm', p)
 	}
-	key := sha256.Sum256(b)
-	c.mu.Lock()
-	m, ok := c.matchers[key]
-	c.mu.Unlock()
+	return cached(&c.mu, &c.matchers, sha256.Sum256(b), func() *matcher { return newMatcher(pats) })
+}
+
+// cached returns (*m)[key], or else build's result, stored under key.
+// It builds outside the lock (building is the slow part; two callers
+// may both build, and either result is right); past maxCachedRedactors
+// entries the map starts over.
+func cached[V any](mu *sync.Mutex, m *map[[sha256.Size]byte]V, key [sha256.Size]byte, build func() V) V {
+	mu.Lock()
+	v, ok := (*m)[key]
+	mu.Unlock()
 	if ok {
-		return m
+		return v
 	}
-	m = newMatcher(pats)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.matchers == nil || len(c.matchers) >= maxCachedRedactors {
-		c.matchers = make(map[[sha256.Size]byte]*matcher)
+	v = build()
+	mu.Lock()
+	defer mu.Unlock()
+	if *m == nil || len(*m) >= maxCachedRedactors {
+		*m = make(map[[sha256.Size]byte]V)
 	}
-	c.matchers[key] = m
-	return m
+	(*m)[key] = v
+	return v
 }
