@@ -62,7 +62,6 @@ func afterUnfinishedEscape(s string, i int) bool {
 	return i >= 1 && s[i-1] == '%' || i >= 2 && s[i-2] == '%' && isHex(s[i-1])
 }
 
-
 func replacePlaceholders(s string, resolve func(string) (string, error), escape func(string) string, written *[]string) (string, bool, error) {
 	i := strings.Index(s, PlaceholderPrefix)
 	if i < 0 {
