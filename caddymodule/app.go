@@ -101,15 +101,16 @@ type App struct {
 	minter  *leafcerts.Minter
 	egress  *egress.Policy
 	self    *egress.Listeners // the broker's own listen addresses, set in Start
-	// instanceKey names the data dir lock this config holds a reference
-	// on (instancelock.go); empty if none.
-	instanceKey string
 	ctx     caddy.Context
 	logger  *zap.Logger
 	*shared // sessions and services, kept across config reloads
 
 	stop chan struct{}
 	done chan struct{}
+
+	// instanceKey names the data dir lock this config holds a reference
+	// on (instancelock.go); empty if none.
+	instanceKey string
 }
 
 // CaddyModule returns the Caddy module information.
