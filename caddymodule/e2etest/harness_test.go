@@ -324,6 +324,9 @@ type serverOpts struct {
 	exe string
 	// cred, if set, runs the server as that uid/gid.
 	cred *syscall.Credential
+	// apiAddr and proxyAddr, if set, are the listen addresses instead of
+	// free ports.
+	apiAddr, proxyAddr string
 }
 
 const masterPassword = "correct horse battery staple e2e"
@@ -377,7 +380,13 @@ func launchServer(t testing.TB, ca *testCA, o serverOpts) *server {
 	if o.config == "" {
 		o.config = filepath.Join(repoRoot, "Caddyfile.example")
 	}
-	s := &server{t: t, dataDir: o.dataDir, apiAddr: freePort(t), proxyAddr: freePort(t), config: o.config, logs: newLogBuffer(), exited: make(chan struct{})}
+	s := &server{t: t, dataDir: o.dataDir, apiAddr: o.apiAddr, proxyAddr: o.proxyAddr, config: o.config, logs: newLogBuffer(), exited: make(chan struct{})}
+	if s.apiAddr == "" {
+		s.apiAddr = freePort(t)
+	}
+	if s.proxyAddr == "" {
+		s.proxyAddr = freePort(t)
+	}
 	s.logs.limit = o.logCap
 	s.env = serverEnv(t, ca, o, s.apiAddr, s.proxyAddr)
 	exe := bin("agent-vault")
