@@ -331,15 +331,27 @@ type serverOpts struct {
 
 const masterPassword = "correct horse battery staple e2e"
 
+// freePort returns a loopback address with a port free right now, and
+// never the same one twice in this process: parallel tests asking at the
+// same moment could otherwise be handed one port, and the second server
+// would then refuse it as in use by another instance.
 func freePort(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		if _, taken := handedOut.LoadOrStore(addr, true); !taken {
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
+
+// handedOut holds the addresses freePort returned.
+var handedOut sync.Map
 
 // serverEnv is the environment the server runs with.
 func serverEnv(t testing.TB, ca *testCA, o serverOpts, apiAddr, proxyAddr string) []string {
