@@ -5,12 +5,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // One instance per data dir and listen address (caddymodule's
@@ -170,4 +175,41 @@ func TestInstanceStopOnlyItsOwn(t *testing.T) {
 	}
 	b.stillServing("after the stops pointed at the stopped server")
 	b.stopWithConfig()
+}
+
+// A config reload inside the running server keeps its own lock and its
+// own ports (neither is "another instance"), and a reload that adds a
+// port another process holds is refused while the old config keeps
+// serving. After the reloads the data dir is still held: a second
+// server is still refused.
+func TestInstanceReload(t *testing.T) {
+	ca := newTestCA(t)
+	a := startServer(t, ca, serverOpts{})
+	if out, code := agentVaultCmd(t, a.env, "reload", "--force", "--config", a.config); code != 0 {
+		t.Fatalf("reload of the running config = exit %d:\n%s", code, out)
+	}
+	a.stillServing("after a reload")
+
+	// Move the API to a port another process could share with Caddy:
+	// held WITH SO_REUSEPORT, so only the check stops the reload.
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) })
+	}}
+	held, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	env := append(slices.Clone(a.env), "AGENT_VAULT_API_ADDR="+held.Addr().String())
+	out, code := agentVaultCmd(t, env, "reload", "--config", a.config)
+	if want := fmt.Sprintf("listen address %s is already in use", held.Addr()); code == 0 || !strings.Contains(out, want) {
+		t.Errorf("reload onto a held port = exit %d, want non-zero with %q:\n%s", code, want, out)
+	}
+	a.stillServing("after the refused reload")
+
+	b := launchServer(t, ca, serverOpts{dataDir: a.dataDir})
+	if code := b.waitExit(); code == 0 || !strings.Contains(b.logs.String(), fmt.Sprintf("(pid %d)", a.pid())) {
+		t.Fatalf("second server after the reloads = exit %d:\n%s", code, b.logs.String())
+	}
+	a.stopWithConfig()
 }
