@@ -143,8 +143,8 @@ const (
 )
 
 // Provision checks the configuration, refuses a listen address another
-// process holds, finds the app and builds the upstream transport and the server that handles requests inside
-// intercepted tunnels.
+// process holds, finds the app and builds the upstream transport and the
+// server that handles requests inside intercepted tunnels.
 func (p *Proxy) Provision(ctx caddy.Context) error {
 	if err := p.Validate(); err != nil {
 		return err
