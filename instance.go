@@ -107,7 +107,7 @@ func (f *cobraFlags) boolean(name string) bool {
 	return v
 }
 
-func (f *cobraFlags) strings(name string) []string {
+func (f *cobraFlags) list(name string) []string {
 	if f == nil || f.cmd.Flags().Lookup(name) == nil {
 		return nil
 	}
@@ -127,7 +127,7 @@ type instanceConfig struct {
 
 // claimInstance is the check of `run`.
 func claimInstance(fl *cobraFlags) error {
-	if fl == nil || len(fl.strings("envfile")) > 0 {
+	if fl == nil || len(fl.list("envfile")) > 0 {
 		return nil
 	}
 	var raw []byte

@@ -23,8 +23,8 @@ func TestVerbFlags(t *testing.T) {
 	if fl == nil {
 		t.Fatal("run flags did not parse")
 	}
-	if fl.str("config") != "cfg" || fl.str("adapter") != "caddyfile" || !fl.boolean("resume") || strings.Join(fl.strings("envfile"), ",") != "a,b" {
-		t.Errorf("run flags read as config=%q adapter=%q resume=%v envfile=%v", fl.str("config"), fl.str("adapter"), fl.boolean("resume"), fl.strings("envfile"))
+	if fl.str("config") != "cfg" || fl.str("adapter") != "caddyfile" || !fl.boolean("resume") || strings.Join(fl.list("envfile"), ",") != "a,b" {
+		t.Errorf("run flags read as config=%q adapter=%q resume=%v envfile=%v", fl.str("config"), fl.str("adapter"), fl.boolean("resume"), fl.list("envfile"))
 	}
 	if fl.str("address") != "" {
 		t.Error("a flag run does not define reads as set")
@@ -36,7 +36,7 @@ func TestVerbFlags(t *testing.T) {
 		t.Error("an unknown verb or flag parsed")
 	}
 	var none *cobraFlags
-	if none.str("config") != "" || none.boolean("resume") || none.strings("envfile") != nil {
+	if none.str("config") != "" || none.boolean("resume") || none.list("envfile") != nil {
 		t.Error("nil flags read as set")
 	}
 }
