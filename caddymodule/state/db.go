@@ -60,10 +60,16 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	ctx, cancel := context.WithTimeout(ctx, openTimeout)
 	defer cancel()
 	if db.pg {
-		db.sql = stdlib.OpenDB(*s.pg.Copy())
+		// Every pooled connection is pinged before reuse (the driver's
+		// default skips connections idle for less than a second): after
+		// a server restart or failover an idle connection holds only the
+		// server's farewell, and the query sent on it would fail. A
+		// failed ping makes database/sql take another connection. The
+		// round trip is cheap next to how rarely the broker queries:
+		// its hot path is in memory.
+		db.sql = stdlib.OpenDB(*s.pg.Copy(), stdlib.OptionShouldPing(func(context.Context, stdlib.ShouldPingParams) bool { return true }))
 		// A few connections: the API's writes, the flusher and the feed's
-		// reloads. Idle ones are pinged by the driver before reuse, so a
-		// restarted server costs no failed query.
+		// reloads.
 		db.sql.SetMaxOpenConns(8)
 		db.sql.SetMaxIdleConns(4)
 		db.sql.SetConnMaxIdleTime(5 * time.Minute)
