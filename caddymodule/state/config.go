@@ -95,6 +95,10 @@ func (c Config) settings() (*settings, error) {
 			*d.v = d.def
 		}
 	}
+	if s.MaxStale <= s.PingInterval {
+		// Healthy would fail between two successful pings.
+		return nil, fmt.Errorf("%s: max_stale (%v) must be longer than the ping interval (%v)", prefix, s.MaxStale, s.PingInterval)
+	}
 	if s.Logger == nil {
 		s.Logger = zap.NewNop()
 	}

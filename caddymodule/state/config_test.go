@@ -31,6 +31,8 @@ func TestValidate(t *testing.T) {
 		{Config{Backend: "postgres"}, "state postgres: no DSN"},
 		{Config{Backend: "sqlite", DSN: "x", MaxStale: -time.Second}, "state sqlite: max_stale must not be negative"},
 		{Config{Backend: "postgres", DSN: "postgres://h/db", ReloadInterval: -1}, "state postgres: reload_interval must not be negative"},
+		{Config{Backend: "sqlite", DSN: "x", MaxStale: time.Second}, "state sqlite: max_stale (1s) must be longer than the ping interval (1s)"},
+		{Config{Backend: "sqlite", DSN: "x", MaxStale: 30 * time.Millisecond, PingInterval: 10 * time.Millisecond}, ""},
 		{Config{Backend: "postgres", DSN: "postgres://u:" + secret + "@host:notaport/db"}, "state postgres: the DSN does not parse: invalid port"},
 		{Config{Backend: "postgres", DSN: "postgres://u:" + secret + "@ho st/db"}, "state postgres: the DSN does not parse: failed to parse as URL"},
 		{Config{Backend: "postgres", DSN: "postgres://u:Sup3r@S3cretPw@host/db?sslmode=bogus"}, "state postgres: the DSN does not parse: failed to configure TLS"},

@@ -89,7 +89,7 @@ func template(bin string, cred *account) (dir, password string, err error) {
 		return "", "", nil
 	}
 	process.tmplOnce.Do(func() {
-		root, err := os.MkdirTemp(tempBase(), "pgtest-template-")
+		root, err := makeDir("template")
 		if err != nil {
 			process.tmplErr = err
 			return

@@ -204,7 +204,7 @@ func newServer(shared bool) (s *Server, err error) {
 	}
 	// Not t.TempDir: under root the postgres user could not traverse
 	// it. The base is traversable and the directory itself is 0700.
-	root, err := os.MkdirTemp(tempBase(), "pgtest-")
+	root, err := makeDir("cluster")
 	if err != nil {
 		return nil, err
 	}
@@ -329,6 +329,9 @@ func (s *Server) startOnce(deadline time.Time) error {
 		"-c", "fsync=off",
 		"-c", "full_page_writes=off",
 		"-c", "shared_buffers=16MB",
+		// Dynamic shared memory in the data directory rather than
+		// /dev/shm, so a killed cluster leaves nothing outside it.
+		"-c", "dynamic_shared_memory_type=mmap",
 		"-c", "max_connections=200",
 	)
 	cmd.Stdout = logf
@@ -526,17 +529,49 @@ func runAs() (*account, error) {
 // account is the user the cluster's processes run as.
 type account struct{ uid, gid int }
 
-// tempBase is where clusters live: $TMPDIR when set, else /dev/shm when
-// it is a usable tmpfs, else the system temp dir. A cluster is ~1000
-// files; on a busy disk creating them takes seconds, in memory a tenth.
-func tempBase() string {
-	if os.Getenv("TMPDIR") != "" {
-		return os.TempDir()
+// makeDir creates a cluster's directory: under $TMPDIR when set, else
+// in /dev/shm when that is usable, else in the system temp dir. A
+// cluster is ~1000 files; on a busy disk creating them takes seconds, in
+// memory a fraction of that. The name carries our pid so that a later
+// run can remove what a killed test binary left behind (sweepStale).
+func makeDir(kind string) (string, error) {
+	sweepStale()
+	pattern := fmt.Sprintf("pgtest-%d-%s-", os.Getpid(), kind)
+	if os.Getenv("TMPDIR") == "" {
+		if d, err := os.MkdirTemp("/dev/shm", pattern); err == nil {
+			return d, nil
+		}
 	}
-	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() && st.Mode().Perm()&0o1777 == 0o1777 {
-		return "/dev/shm"
+	return os.MkdirTemp("", pattern)
+}
+
+var sweepOnce sync.Once
+
+// staleName matches the directories makeDir creates.
+var staleName = regexp.MustCompile(`^pgtest-([0-9]+)-`)
+
+// sweepStale removes cluster directories whose test binary is gone (it
+// was killed before its cleanup ran; Pdeathsig has already ended its
+// postmaster). A directory whose pid is alive, reused or not, stays.
+func sweepStale() {
+	sweepOnce.Do(func() { sweep("/dev/shm", os.TempDir()) })
+}
+
+func sweep(bases ...string) {
+	for _, base := range bases {
+		entries, _ := os.ReadDir(base)
+		for _, e := range entries {
+			m := staleName.FindStringSubmatch(e.Name())
+			if m == nil || !e.IsDir() {
+				continue
+			}
+			pid, err := strconv.Atoi(m[1])
+			if err != nil || pid == os.Getpid() || processAlive(pid) {
+				continue
+			}
+			_ = os.RemoveAll(filepath.Join(base, e.Name()))
+		}
 	}
-	return os.TempDir()
 }
 
 // freePort asks the kernel for a free loopback port. Another process may

@@ -2,8 +2,11 @@ package pgtest
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -182,6 +185,33 @@ type fatalRecorder struct {
 func (r *fatalRecorder) Helper()               {}
 func (r *fatalRecorder) Fatalf(string, ...any) { r.failed = true }
 func (r *fatalRecorder) Skipf(string, ...any)  { r.skipped = true }
+
+func TestSweepRemovesOnlyDeadOwnersDirs(t *testing.T) {
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	base := t.TempDir()
+	names := map[string]bool{ // name -> should survive
+		fmt.Sprintf("pgtest-%d-cluster-1", dead.Process.Pid): false,
+		fmt.Sprintf("pgtest-%d-cluster-2", os.Getpid()):      true,
+		fmt.Sprintf("pgtest-%d-template-3", os.Getppid()):    true,
+		"pgtest-notapid-x": true,
+		"other":            true,
+	}
+	for n := range names {
+		if err := os.Mkdir(filepath.Join(base, n), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sweep(base)
+	for n, survive := range names {
+		_, err := os.Stat(filepath.Join(base, n))
+		if got := err == nil; got != survive {
+			t.Errorf("%s: exists %v, want %v", n, got, survive)
+		}
+	}
+}
 
 func TestUniqueName(t *testing.T) {
 	long := strings.Repeat("Abc/", 40)

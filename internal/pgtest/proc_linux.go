@@ -21,6 +21,13 @@ func sysProcAttr(a *account) *syscall.SysProcAttr {
 	return attr
 }
 
+// processAlive reports whether pid exists (EPERM: it does, as another
+// user's).
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || err == syscall.EPERM
+}
+
 var spawner struct {
 	once sync.Once
 	reqs chan spawnReq

@@ -18,3 +18,6 @@ func sysProcAttr(*account) *syscall.SysProcAttr { return nil }
 
 // startProcess starts cmd.
 func startProcess(cmd *exec.Cmd) error { return cmd.Start() }
+
+// processAlive reports true: without a portable check, nothing is swept.
+func processAlive(int) bool { return true }
