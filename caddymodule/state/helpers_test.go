@@ -160,3 +160,13 @@ func fullReload() []Change {
 	}
 	return out
 }
+
+// contextUntil is a context that ends when done is closed.
+func contextUntil(done <-chan struct{}) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-done
+		cancel()
+	}()
+	return ctx
+}

@@ -1,9 +1,6 @@
 package state
 
-import (
-	"context"
-	"testing"
-)
+import "testing"
 
 func TestRebind(t *testing.T) {
 	for in, want := range map[string]string{
@@ -22,13 +19,4 @@ func TestRebind(t *testing.T) {
 			t.Errorf("rebind(%q) = %q, want %q", in, got, want)
 		}
 	}
-}
-
-func contextUntil(done <-chan struct{}) context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		<-done
-		cancel()
-	}()
-	return ctx
 }
