@@ -30,6 +30,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agentvault/caddy-agent-vault/internal/pgtest"
 )
 
 // binDir holds agent-vault and av-launch: $AGENT_VAULT_BIN (make test
@@ -72,7 +74,10 @@ func TestMain(m *testing.M) {
 		}
 		binDir = dir
 	}
-	code := m.Run()
+	// pgtest.Run: the state database tests share one initdb'd template
+	// (each cluster of theirs is a copy, much faster than initdb) that
+	// it removes when the tests are done.
+	code := pgtest.Run(m)
 	cleanup()
 	os.Exit(code)
 }

@@ -29,10 +29,12 @@ var process struct {
 // runs, Start copies a cluster initialised once instead of running
 // initdb each time, which is most of a cluster's start-up cost.
 func Main(m *testing.M) {
-	os.Exit(run(m))
+	os.Exit(Run(m))
 }
 
-func run(m *testing.M) int {
+// Run is Main without the exit: it returns the tests' exit code, for a
+// TestMain that has its own clean-up to do before exiting.
+func Run(m *testing.M) int {
 	process.mu.Lock()
 	process.active = true
 	process.mu.Unlock()
