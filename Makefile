@@ -5,7 +5,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/agentvault/caddy-agent-vault.Version=$(VERSION)
 
-.PHONY: build run test demo fuzz bench bench-scan xcaddy clean
+.PHONY: build run test demo fuzz bench bench-scan bench-state xcaddy clean
 SHELL := /bin/bash
 
 build:
@@ -78,12 +78,33 @@ BENCHROUND ?= 2s
 BENCHPROFILE ?= $(CURDIR)/bench-cpu.pprof
 BENCHPROFILESECS ?= 10
 # The response scanner's own benchmarks (caddymodule/scrub/bench_test.go,
-# MB/s with 1 and 10 secrets, no match and with matches) run first;
-# both go to bench.out.
+# MB/s with 1 and 10 secrets, no match and with matches) run first, the
+# state database's (bench-state) last; all go to bench.out.
 bench: build bench-scan
 	set -o pipefail; AGENT_VAULT_BIN=$(CURDIR)/bin BENCH_ROUND=$(BENCHROUND) \
 	  BENCH_CPUPROFILE=$(BENCHPROFILE) BENCH_PROFILE_SECONDS=$(BENCHPROFILESECS) \
 	  $(GO) test -count=1 -timeout 30m -run '^$$' -bench '^BenchmarkProxy$$' -benchtime $(BENCHN) \
+	  ./caddymodule/e2etest/ | tee -a bench.out
+	$(MAKE) bench-state
+
+# The state database (caddymodule/e2etest/cluster_bench_test.go), on a
+# private PostgreSQL (internal/pgtest) and SQLite, appended to bench.out:
+# BenchmarkClusterRevocation, two brokers on one database, BENCHREVOKES
+# sessions revoked on one, each timed until the other's proxy refuses it
+# (p50/p99/max); BenchmarkStartup, a database holding
+# BENCHSTARTUPSERVICES services and BENCHSTARTUPSESSIONS live sessions,
+# the broker's start until "serving initial configuration" and until the
+# first proxied request succeeds (median of BENCHSTARTUPROUNDS starts),
+# on SQLite and on PostgreSQL.
+BENCHREVOKES ?= 100
+BENCHSTARTUPSERVICES ?= 10000
+BENCHSTARTUPSESSIONS ?= 10000
+BENCHSTARTUPROUNDS ?= 3
+bench-state: build deps
+	set -o pipefail; AGENT_VAULT_BIN=$(CURDIR)/bin AGENT_VAULT_STRICT_TESTS=$(STRICT) BENCH_REVOCATIONS=$(BENCHREVOKES) \
+	  BENCH_STARTUP_SERVICES=$(BENCHSTARTUPSERVICES) BENCH_STARTUP_SESSIONS=$(BENCHSTARTUPSESSIONS) \
+	  BENCH_STARTUP_ROUNDS=$(BENCHSTARTUPROUNDS) \
+	  $(GO) test -count=1 -timeout 30m -run '^$$' -bench '^Benchmark(ClusterRevocation|Startup)$$' -benchtime 1x \
 	  ./caddymodule/e2etest/ | tee -a bench.out
 
 bench-scan:
