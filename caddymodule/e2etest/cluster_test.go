@@ -447,9 +447,8 @@ func TestClusterKillUnderLoad(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	target := up.URL + "/bench/load"
-	worker := func(s *server, tl *tally, keepAlive, quitOnError bool) {
+	worker := func(cl *http.Client, tl *tally, quitOnError bool) {
 		defer wg.Done()
-		cl := viaProxy(t, s.proxyAddr, sess.Token, sess.CAPEM, keepAlive)
 		for {
 			select {
 			case <-stop:
@@ -474,11 +473,12 @@ func TestClusterKillUnderLoad(t *testing.T) {
 	}
 	for i := range 6 {
 		wg.Add(1)
-		go worker(b, &onB, i%2 == 0, false) // half kept alive, half a new tunnel per request
+		// Half kept alive, half a new tunnel (and TLS handshake) per request.
+		go worker(viaProxy(t, b.proxyAddr, sess.Token, sess.CAPEM, i%2 == 0), &onB, false)
 	}
 	for range 2 {
 		wg.Add(1)
-		go worker(a, &onA, true, true)
+		go worker(viaProxy(t, a.proxyAddr, sess.Token, sess.CAPEM, true), &onA, true)
 	}
 	wg.Add(1)
 	go func() {
