@@ -33,8 +33,9 @@ const errPrefix = "agent_vault_state storage: "
 // adPrefix starts the additional data of every sealed value; the key
 // follows it. Binding the key (and this format's name and version)
 // means a sealed value copied to another key, or one made for another
-// purpose under the same master password, never opens.
-const adPrefix = "agent-vault/caddy-storage/v1/"
+// purpose under the same master password (the password check record
+// is sealed under "agent-vault/caddy-storage/v1/check"), never opens.
+const adPrefix = "agent-vault/caddy-storage/v1/value/"
 
 // Backend is the part of the state database this storage needs. The
 // methods match the state API's storage methods one for one, so the
