@@ -55,6 +55,11 @@ type fakeBackend struct {
 	fail     error          // when set, every call fails with it
 	failFor  string         // lock calls of owners with this prefix fail with failLock
 	failLock error
+
+	// Hooks run outside the mutex, after StorageGet reads and after
+	// TryLock decides; set them before the backend is shared.
+	afterGet     func(key string)
+	afterTryLock func(name string, ok bool)
 }
 
 func newFakeBackend(c *clock) *fakeBackend {
@@ -76,6 +81,9 @@ func (f *fakeBackend) StoragePut(ctx context.Context, key string, value []byte, 
 }
 
 func (f *fakeBackend) StorageGet(ctx context.Context, key string) ([]byte, time.Time, bool, error) {
+	if f.afterGet != nil {
+		defer f.afterGet(key)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.fail != nil {
@@ -117,7 +125,10 @@ func (f *fakeBackend) StorageList(ctx context.Context, prefix string) ([]Entry, 
 	return out, nil
 }
 
-func (f *fakeBackend) TryLock(ctx context.Context, name, owner string, expires time.Time) (bool, error) {
+func (f *fakeBackend) TryLock(ctx context.Context, name, owner string, expires time.Time) (ok bool, err error) {
+	if f.afterTryLock != nil {
+		defer func() { f.afterTryLock(name, ok) }()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.attempts[name]++

@@ -90,6 +90,10 @@ type Options struct {
 	// that finds the lock taken; the wait doubles from PollMin up to
 	// PollMax. Defaults: 50ms and 1s.
 	PollMin, PollMax time.Duration
+	// PairLease bounds how long the lock on a CA certificate and key
+	// pair is held for one unit of work (see pairs.go); generating a CA
+	// key and storing both halves takes milliseconds. Default: 30s.
+	PairLease time.Duration
 	// Logger receives lock keep-alive problems. Default: no logging.
 	Logger *zap.Logger
 }
@@ -104,7 +108,8 @@ type Storage struct {
 	owners  ownerSource
 
 	mu   sync.Mutex
-	held map[string]*heldLock // locks taken through this Storage, by name
+	held   map[string]*heldLock  // locks taken through this Storage, by name
+	leases map[string]*pairLease // CA pair locks held for a unit of work (pairs.go)
 }
 
 // New returns a Storage over backend whose values are sealed by sealer.
@@ -124,6 +129,9 @@ func New(backend Backend, sealer Sealer, opts Options) *Storage {
 	if opts.PollMax < opts.PollMin {
 		opts.PollMax = max(time.Second, opts.PollMin)
 	}
+	if opts.PairLease <= 0 {
+		opts.PairLease = 30 * time.Second
+	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
@@ -133,6 +141,7 @@ func New(backend Backend, sealer Sealer, opts Options) *Storage {
 		opts:    opts,
 		owners:  newOwnerSource(),
 		held:    make(map[string]*heldLock),
+		leases:  make(map[string]*pairLease),
 	}
 }
 
@@ -162,8 +171,18 @@ func (s *Storage) Store(ctx context.Context, key string, value []byte) error {
 	if k == "" {
 		return errors.New(errPrefix + "cannot store a value at an empty key")
 	}
+	lock, isCert, pair := caPair(k)
+	if pair && isCert {
+		if err := s.beginPair(ctx, lock); err != nil {
+			return err
+		}
+	}
 	sealed := s.sealer.Seal(value, additionalData(k))
-	if err := s.backend.StoragePut(ctx, k, sealed, s.opts.Now()); err != nil {
+	err := s.backend.StoragePut(ctx, k, sealed, s.opts.Now())
+	if pair && (!isCert || err != nil) {
+		s.endPair(lock, nil) // the key completes the pair; a failure ends the unit
+	}
+	if err != nil {
 		return fmt.Errorf(errPrefix+"storing %q: %w", k, err)
 	}
 	return nil
@@ -175,7 +194,22 @@ func (s *Storage) Store(ctx context.Context, key string, value []byte) error {
 // generate and store a new CA over the damaged one.
 func (s *Storage) Load(ctx context.Context, key string) ([]byte, error) {
 	k := cleanKey(key)
+	lock, isCert, pair := caPair(k)
+	if !pair {
+		value, _, err := s.load(ctx, k)
+		return value, err
+	}
+	if isCert {
+		if err := s.beginPair(ctx, lock); err != nil {
+			return nil, err
+		}
+	}
 	value, _, err := s.load(ctx, k)
+	// A certificate found is followed by a Load of its key, a missing
+	// one by the Store of a new pair: either completes the unit.
+	if !isCert || (err != nil && !errors.Is(err, fs.ErrNotExist)) {
+		s.endPair(lock, nil)
+	}
 	return value, err
 }
 
