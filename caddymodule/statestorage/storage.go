@@ -107,7 +107,7 @@ type Storage struct {
 	opts    Options
 	owners  ownerSource
 
-	mu   sync.Mutex
+	mu     sync.Mutex
 	held   map[string]*heldLock  // locks taken through this Storage, by name
 	leases map[string]*pairLease // CA pair locks held for a unit of work (pairs.go)
 }
