@@ -24,6 +24,8 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
 )
 
 // errPrefix starts every error, so a start-up or renewal failure says
@@ -61,12 +63,9 @@ type Backend interface {
 	Unlock(ctx context.Context, name, owner string) error
 }
 
-// Entry describes one stored value as the backend lists it.
-type Entry struct {
-	Key      string
-	Modified time.Time
-	Size     int64
-}
+// Entry describes one stored value as the backend lists it. It is the
+// state database's own type, so *state.DB is a Backend as it is.
+type Entry = state.StorageEntry
 
 // Sealer encrypts and authenticates values. Open must fail for any
 // sealed value that was altered or sealed with other additional data.
