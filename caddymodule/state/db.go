@@ -94,6 +94,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		return fail("migrate", err)
 	}
 	db.health.contact(s.Now())
+	db.health.answering = make(chan struct{}, 1)
 	db.feed = newFeed(s.Logger)
 	var listener *pgx.Conn
 	if db.pg {

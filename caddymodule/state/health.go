@@ -10,12 +10,32 @@ import (
 )
 
 // health is what the pinger learnt: when the database last answered and,
-// if it has since failed, why.
+// if it has since failed, why. On PostgreSQL it also holds what the
+// LISTEN loop learnt: since when this instance has not been hearing
+// other instances' changes.
 type health struct {
 	last    atomic.Int64 // unix nanoseconds (Config.Now) of the last answer
 	lastErr atomic.Pointer[string]
 	closed  atomic.Bool
+
+	deafSince atomic.Int64 // unix nanoseconds (Config.Now) the LISTEN connection was lost; 0 while it is up
+	deafErr   atomic.Pointer[string]
+	// answering wakes the LISTEN loop from its backoff when the pinger
+	// finds the database answering again, so that the instance hears
+	// changes (and is healthy) again within a ping of the database's
+	// return rather than after a backoff of up to listenMaxBackoff.
+	answering chan struct{}
 }
+
+// deaf records that the LISTEN connection is down, keeping the first
+// moment of an outage.
+func (h *health) deaf(now time.Time, err string) {
+	h.deafErr.Store(&err)
+	h.deafSince.CompareAndSwap(0, now.UnixNano())
+}
+
+// hearing records that the LISTEN connection is up.
+func (h *health) hearing() { h.deafSince.Store(0) }
 
 func (h *health) contact(now time.Time) {
 	h.last.Store(now.UnixNano())
@@ -28,20 +48,37 @@ func (h *health) contact(now time.Time) {
 // so Healthy itself does no I/O and is cheap enough for every request;
 // it also fails when the pinger is stuck on a hung connection, since
 // the last answer then grows old.
+//
+// On PostgreSQL it also fails once the LISTEN connection has been down
+// for more than MaxStale, even while pings succeed: until it is back,
+// this instance does not hear other instances' revocations, so what it
+// serves could be older than MaxStale. (The first moments after the
+// connection comes back are covered by the full reload it triggers.)
 func (db *DB) Healthy() error {
 	if db.health.closed.Load() {
 		return fmt.Errorf("state %s: the database is closed", db.backend)
 	}
-	since := db.s.Now().Sub(time.Unix(0, db.health.last.Load()))
-	if since <= db.s.MaxStale {
-		return nil
+	now := db.s.Now()
+	since := now.Sub(time.Unix(0, db.health.last.Load()))
+	if since > db.s.MaxStale {
+		reason := "no answer"
+		if p := db.health.lastErr.Load(); p != nil {
+			reason = *p
+		}
+		return fmt.Errorf("state %s: database unreachable for %v (more than %v): %s",
+			db.backend, since.Round(time.Second), db.s.MaxStale, reason)
 	}
-	reason := "no answer"
-	if p := db.health.lastErr.Load(); p != nil {
-		reason = *p
+	if d := db.health.deafSince.Load(); d != 0 {
+		if deaf := now.Sub(time.Unix(0, d)); deaf > db.s.MaxStale {
+			reason := "no connection"
+			if p := db.health.deafErr.Load(); p != nil {
+				reason = *p
+			}
+			return fmt.Errorf("state %s: not receiving other instances' changes for %v (more than %v): %s",
+				db.backend, deaf.Round(time.Second), db.s.MaxStale, reason)
+		}
 	}
-	return fmt.Errorf("state %s: database unreachable for %v (more than %v): %s",
-		db.backend, since.Round(time.Second), db.s.MaxStale, reason)
+	return nil
 }
 
 // pingLoop pings the database every PingInterval until ctx ends,
@@ -67,6 +104,10 @@ func (db *DB) pingLoop(ctx context.Context) {
 			if failing {
 				db.s.Logger.Info("state: the database answers again", zap.String("backend", db.backend))
 				failing = false
+				select {
+				case db.health.answering <- struct{}{}:
+				default:
+				}
 			}
 		default:
 			msg := db.wrap("ping", err).Error()

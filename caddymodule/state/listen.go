@@ -53,6 +53,10 @@ func (db *DB) listenLoop(ctx context.Context, conn *pgx.Conn) {
 			return false
 		case <-t.C:
 			return true
+		case <-db.health.answering:
+			// The pinger got an answer: the server is back, retry now.
+			backoff = listenMinBackoff
+			return true
 		}
 	}
 	defer func() {
@@ -67,7 +71,9 @@ func (db *DB) listenLoop(ctx context.Context, conn *pgx.Conn) {
 				if ctx.Err() != nil {
 					return
 				}
-				log.Warn("state postgres: LISTEN connection failed; retrying", zap.Error(db.wrap("listen", err)), zap.Duration("backoff", backoff))
+				werr := db.wrap("listen", err)
+				db.health.deaf(db.s.Now(), werr.Error())
+				log.Warn("state postgres: LISTEN connection failed; retrying", zap.Error(werr), zap.Duration("backoff", backoff))
 				if !wait() {
 					return
 				}
@@ -76,6 +82,7 @@ func (db *DB) listenLoop(ctx context.Context, conn *pgx.Conn) {
 			conn, connectedAt = c, time.Now()
 			log.Info("state postgres: LISTEN connection restored; reloading all state")
 			db.feed.publishReload()
+			db.health.hearing()
 		}
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
@@ -84,7 +91,9 @@ func (db *DB) listenLoop(ctx context.Context, conn *pgx.Conn) {
 			if ctx.Err() != nil {
 				return
 			}
-			log.Warn("state postgres: LISTEN connection lost; reconnecting", zap.Error(db.wrap("listen", err)))
+			werr := db.wrap("listen", err)
+			db.health.deaf(db.s.Now(), werr.Error())
+			log.Warn("state postgres: LISTEN connection lost; reconnecting", zap.Error(werr))
 			// A connection that lasted resets the backoff; one that
 			// fails at once (a server going up and down) keeps growing it.
 			if time.Since(connectedAt) > listenMaxBackoff {

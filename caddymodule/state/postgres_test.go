@@ -1,9 +1,13 @@
 package state
 
 import (
+	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/agentvault/caddy-agent-vault/internal/pgtest"
 )
@@ -107,4 +111,56 @@ func TestPostgresOutage(t *testing.T) {
 	if list, err := other.ListServices(ctx); err != nil || len(list) != 2 {
 		t.Fatalf("after the crash: %v %v", list, err)
 	}
+}
+
+// An instance whose LISTEN connection is down does not hear other
+// instances' revocations, even while its pings succeed: past MaxStale
+// it is unhealthy (so the app fails closed) until the connection is
+// back. Here new connections to the database are refused and the
+// listener's backend is terminated; the pool's open connections keep
+// answering pings.
+func TestHealthyFailsWhileNotListening(t *testing.T) {
+	dsn := pgtest.Shared(t).NewDatabase(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbname := strings.TrimPrefix(u.Path, "/")
+	db := open(t, Config{Backend: BackendPostgres, DSN: dsn, PingInterval: 20 * time.Millisecond, MaxStale: 300 * time.Millisecond, ReloadInterval: time.Hour})
+	r := subscribe(t, db)
+	// A database cannot close itself to connections: the statements run
+	// from the maintenance database.
+	maint := *u
+	maint.Path = "/postgres"
+	admin, err := pgx.Connect(ctx, maint.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := admin.Exec(ctx, sql, args...); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	allow := func(yes bool) string {
+		return fmt.Sprintf("ALTER DATABASE %s ALLOW_CONNECTIONS %t", pgx.Identifier{dbname}.Sanitize(), yes)
+	}
+	exec(allow(false))
+	t.Cleanup(func() { _, _ = admin.Exec(ctx, allow(true)) })
+	exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN %'", dbname)
+
+	eventually(t, 10*time.Second, "Healthy nil with the LISTEN connection down", func() bool { return db.Healthy() != nil })
+	msg := db.Healthy().Error()
+	if !strings.HasPrefix(msg, "state postgres: not receiving other instances' changes for ") {
+		t.Fatalf("Healthy = %q", msg)
+	}
+	if _, err := db.ListServices(ctx); err != nil {
+		t.Fatalf("the pool no longer answers, so this proves nothing: %v", err)
+	}
+
+	r.reset()
+	exec(allow(true))
+	eventually(t, 15*time.Second, "Healthy not nil again once the LISTEN connection is back", func() bool { return db.Healthy() == nil })
+	r.waitFor(t, 15*time.Second, fullReload()...)
 }
