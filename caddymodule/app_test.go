@@ -29,6 +29,10 @@ func TestProvisionValidatesBeforeIO(t *testing.T) {
 		{"ttls", App{DefaultSessionTTL: caddy.Duration(2e9), MaxSessionTTL: caddy.Duration(1e9)}, "session lifetimes"},
 		{"short admin token", App{AdminToken: "short"}, "admin_token"},
 		{"no store", App{}, "no credential store"},
+		{"state backend", App{State: &StateConfig{Backend: "mysql"}}, "want sqlite or postgres"},
+		{"postgres without dsn", App{State: &StateConfig{Backend: "postgres"}}, "needs a DSN"},
+		{"sqlite with dsn", App{State: &StateConfig{Backend: "sqlite", DSN: "x"}}, "not a \"dsn\""},
+		{"unset dsn placeholder", App{State: &StateConfig{Backend: "postgres", DSN: "{env.AGENT_VAULT_TEST_UNSET_DSN}"}}, "needs a DSN"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "data")
