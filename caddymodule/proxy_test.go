@@ -133,6 +133,42 @@ func TestPipelineProxyAuth(t *testing.T) {
 	}
 }
 
+// While the state database is unreachable past max_stale the proxy
+// forwards nothing (it may have missed a revocation): new tunnels and
+// requests inside open ones get 503 with the reason; once it is back,
+// the same session works again.
+func TestPipelineStateDatabaseDown(t *testing.T) {
+	up := upstreamTLS(t, nil)
+	pl := newPipeline(t, pipelineConfig{
+		services: []services.Service{bearer("api", up.hostPort, "API_TOKEN")},
+		stores:   []storebackends.Store{builtin("API_TOKEN", bearerSecret)},
+	})
+	s := pl.session(t)
+	a, conn := pl.connect(t, up.hostPort, basicAuth(s.token))
+	if a.status != http.StatusOK {
+		t.Fatalf("CONNECT: %d %q", a.status, a.body)
+	}
+	tlsConn := tls.Client(conn, &tls.Config{ServerName: "127.0.0.1", RootCAs: pl.agentRoots})
+	open := &tunnelClient{t: t, conn: tlsConn, br: bufio.NewReader(tlsConn), host: up.hostPort}
+	wantStatus(t, open.get("/user", up.hostPort), http.StatusOK)
+	hits := len(up.requests())
+
+	pl.setStateDown(errors.New("state postgres: no contact with the database for 1m2s"))
+	const reason = "the state database is unreachable, so agent-vault refuses requests until it is back: state postgres: no contact with the database for 1m2s"
+	a, _ = pl.connect(t, up.hostPort, basicAuth(s.token))
+	wantRefusal(t, a, http.StatusServiceUnavailable, reason)
+	wantRefusal(t, open.get("/user", up.hostPort), http.StatusServiceUnavailable, reason)
+	if len(up.requests()) != hits {
+		t.Fatal("a request reached the upstream while the state database was down")
+	}
+
+	pl.setStateDown(nil)
+	a, _ = pl.connect(t, up.hostPort, basicAuth(s.token))
+	if a.status != http.StatusOK {
+		t.Fatalf("CONNECT after recovery: %d %q", a.status, a.body)
+	}
+}
+
 // 2. In deny mode (the default) a CONNECT is accepted only for a host an
 // in-scope service covers; anything else is refused before any upstream
 // is dialled.

@@ -81,6 +81,7 @@ type pipeline struct {
 	openSession     func(scope []string, ttl string) (agentSession, error)
 	revokeSession   func(id string) bool
 	setSessionClock func(offset time.Duration) // shifts the session registry's clock only
+	setStateDown    func(err error)            // the state database's health: nil is healthy
 	cleanupProxy    func()                     // Proxy.Cleanup, as Caddy calls it on a reload
 }
 
@@ -137,6 +138,7 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	// Services and sessions live in a real SQLite state database, as
 	// with the default configuration.
 	db := openTestStateDB(t, logger)
+	health := &switchableHealth{db: db}
 	var clockOffset atomic.Int64
 	registry := sessions.NewRegistry(sessionStore{db})
 	registry.Now = func() time.Time { return time.Now().Add(time.Duration(clockOffset.Load())) }
@@ -163,7 +165,7 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	}
 	api := &API{logger: logger.Named("api"), deps: apiDeps{
 		creds: creds, catalog: cat, sessions: registry,
-		defaultTTL: defaultSessionTTL, maxTTL: defaultMaxSessionTTL, state: db,
+		defaultTTL: defaultSessionTTL, maxTTL: defaultMaxSessionTTL, state: health,
 	}}
 
 	// The handler as Provision builds it, around these parts. Two
@@ -177,7 +179,7 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	// The broker's own listeners, as App.Start installs them: the
 	// proxy's listener below.
 	self := new(egress.Listeners)
-	p.start(logger, proxyDeps{sessions: registry, services: cat, creds: creds, leaves: minter, egress: policy, self: self, state: db})
+	p.start(logger, proxyDeps{sessions: registry, services: cat, creds: creds, leaves: minter, egress: policy, self: self, state: health})
 	t.Cleanup(func() { p.Cleanup() })
 	p.transport.TLSClientConfig.RootCAs = upstreamRoot(t).pool()
 	p.dialer.Resolver = &net.Resolver{PreferGo: true, Dial: func(context.Context, string, string) (net.Conn, error) {
@@ -223,7 +225,22 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	}
 	pl.setSessionClock = func(d time.Duration) { clockOffset.Store(int64(d)) }
 	pl.cleanupProxy = func() { p.Cleanup() }
+	pl.setStateDown = func(err error) { health.down.Store(&err) }
 	return pl
+}
+
+// switchableHealth is the state database's health, or a failure the
+// test sets.
+type switchableHealth struct {
+	db   *state.DB
+	down atomic.Pointer[error]
+}
+
+func (h *switchableHealth) Healthy() error {
+	if err := h.down.Load(); err != nil && *err != nil {
+		return *err
+	}
+	return h.db.Healthy()
 }
 
 // openTestStateDB opens a SQLite state database in a temporary
