@@ -32,13 +32,20 @@ test: deps build vault-test-server
 	AGENT_VAULT_STRICT_TESTS=$(STRICT) AGENT_VAULT_BIN=$(CURDIR)/bin/race $(GO) test -count=1 -timeout 30m -v ./caddymodule/e2etest/
 
 # What the tests run besides Go: the real clients (curl, git, wget,
-# python3, node and npm) and, for the security tests, setcap, ip and
-# unshare. Installed from Debian when missing and running as root with
-# apt-get; otherwise the missing packages are named and the run stops.
-DEPS := curl:curl git:git wget:wget python3:python3 node:nodejs npm:npm setcap:libcap2-bin ip:iproute2 unshare:util-linux
+# python3, node and npm), for the security tests setcap, ip and
+# unshare, and PostgreSQL for the state database tests
+# (internal/pgtest). Installed from Debian when missing and running as
+# root with apt-get; otherwise the missing packages are named and the
+# run stops. Debian keeps the PostgreSQL server binaries off PATH, in
+# /usr/lib/postgresql/<version>/bin: that "postgres" entry is a file check.
+DEPS := curl:curl git:git wget:wget python3:python3 node:nodejs npm:npm setcap:libcap2-bin ip:iproute2 unshare:util-linux postgres:postgresql
 .PHONY: deps
 deps:
-	@missing=""; for dep in $(DEPS); do command -v $${dep%%:*} >/dev/null || missing="$$missing $${dep#*:}"; done; \
+	@missing=""; for dep in $(DEPS); do \
+	  case $${dep%%:*} in \
+	  postgres) ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 ;; \
+	  *) command -v $${dep%%:*} >/dev/null ;; \
+	  esac || missing="$$missing $${dep#*:}"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "make deps: installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

@@ -63,9 +63,13 @@ func (API) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision finds the app and sets up the routes.
+// Provision refuses a listen address another process holds, finds the
+// app and sets up the routes.
 func (a *API) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	if err := checkServerAddrs(ctx); err != nil { // bindcheck.go
+		return err
+	}
 	appIface, err := ctx.App("agent_vault")
 	if err != nil {
 		return fmt.Errorf("agent_vault_api needs the agent_vault app: %v", err)

@@ -118,6 +118,10 @@ type App struct {
 	// reloaders are the stores that re-read the state database when
 	// the change feed names them (the built-in store).
 	reloaders []namedReloader
+
+	// instanceKey names the data dir lock this config holds a reference
+	// on (instancelock.go); empty if none.
+	instanceKey string
 }
 
 // CaddyModule returns the Caddy module information.
@@ -155,6 +159,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := os.MkdirAll(a.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data_dir: %v", err)
 	}
+	// One process per data dir: before anything in it is read or written.
+	if err := a.lockInstance(); err != nil {
+		return err
+	}
 	if a.AdminToken == "" {
 		if a.AdminToken, err = loadOrCreateAdminToken(filepath.Join(a.DataDir, "admin.token")); err != nil {
 			return err
@@ -190,17 +198,8 @@ func warnSecretsInEnviron(logger *zap.Logger, result func() ([]string, error)) {
 func (a *App) checkConfig() error {
 	repl := caddy.NewReplacer()
 	var err error
-	if a.DataDir, err = repl.ReplaceOrErr(a.DataDir, false, true); err != nil {
-		return fmt.Errorf("data_dir: %v", err)
-	}
-	if a.DataDir == "" {
-		a.DataDir = DefaultDataDir()
-	}
-	if a.DataDir == "" {
-		return errors.New("data_dir: not configured and there is no home directory to default to")
-	}
-	if a.DataDir, err = filepath.Abs(a.DataDir); err != nil {
-		return fmt.Errorf("data_dir: %v", err)
+	if a.DataDir, err = ResolveDataDir(a.DataDir); err != nil {
+		return err
 	}
 
 	if a.AdminToken, err = repl.ReplaceOrErr(a.AdminToken, false, true); err != nil {
@@ -334,8 +333,10 @@ func (a *App) provisionCA(ctx caddy.Context) error {
 	return err
 }
 
-// Cleanup releases the app's hold on the shared state.
+// Cleanup releases the app's hold on the shared state, then on the data
+// dir's instance lock.
 func (a *App) Cleanup() error {
+	defer a.unlockInstance()
 	if a.shared != nil {
 		_, err := sharedStates.Delete(a.sharedKey())
 		return err

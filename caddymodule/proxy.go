@@ -143,11 +143,14 @@ const (
 	defaultIdleTimeout           = 2 * time.Minute
 )
 
-// Provision checks the configuration, finds the app and builds the
-// upstream transport and the server that handles requests inside
-// intercepted tunnels.
+// Provision checks the configuration, refuses a listen address another
+// process holds, finds the app and builds the upstream transport and the
+// server that handles requests inside intercepted tunnels.
 func (p *Proxy) Provision(ctx caddy.Context) error {
 	if err := p.Validate(); err != nil {
+		return err
+	}
+	if err := checkServerAddrs(ctx); err != nil { // bindcheck.go
 		return err
 	}
 	appIface, err := ctx.App("agent_vault")

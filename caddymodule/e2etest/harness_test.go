@@ -324,19 +324,34 @@ type serverOpts struct {
 	exe string
 	// cred, if set, runs the server as that uid/gid.
 	cred *syscall.Credential
+	// apiAddr and proxyAddr, if set, are the listen addresses instead of
+	// free ports.
+	apiAddr, proxyAddr string
 }
 
 const masterPassword = "correct horse battery staple e2e"
 
+// freePort returns a loopback address with a port free right now, and
+// never the same one twice in this process: parallel tests asking at the
+// same moment could otherwise be handed one port, and the second server
+// would then refuse it as in use by another instance.
 func freePort(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		if _, taken := handedOut.LoadOrStore(addr, true); !taken {
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
+
+// handedOut holds the addresses freePort returned.
+var handedOut sync.Map
 
 // serverEnv is the environment the server runs with.
 func serverEnv(t testing.TB, ca *testCA, o serverOpts, apiAddr, proxyAddr string) []string {
@@ -377,7 +392,13 @@ func launchServer(t testing.TB, ca *testCA, o serverOpts) *server {
 	if o.config == "" {
 		o.config = filepath.Join(repoRoot, "Caddyfile.example")
 	}
-	s := &server{t: t, dataDir: o.dataDir, apiAddr: freePort(t), proxyAddr: freePort(t), config: o.config, logs: newLogBuffer(), exited: make(chan struct{})}
+	s := &server{t: t, dataDir: o.dataDir, apiAddr: o.apiAddr, proxyAddr: o.proxyAddr, config: o.config, logs: newLogBuffer(), exited: make(chan struct{})}
+	if s.apiAddr == "" {
+		s.apiAddr = freePort(t)
+	}
+	if s.proxyAddr == "" {
+		s.proxyAddr = freePort(t)
+	}
 	s.logs.limit = o.logCap
 	s.env = serverEnv(t, ca, o, s.apiAddr, s.proxyAddr)
 	exe := bin("agent-vault")

@@ -1,0 +1,302 @@
+package state
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// ErrConflict means a write lost a race: a built-in store record's
+// version is not the stored one plus one, or a row with the new
+// session's id or token hash exists already. Re-read and retry.
+var ErrConflict = errors.New("conflict: the stored row changed or already exists")
+
+// ErrNotEmpty means ImportBuiltin found the store already has a header
+// or records: something imported or created it first.
+var ErrNotEmpty = errors.New("the built-in store already has data")
+
+// openTimeout bounds connecting, pinging and migrating in Open when the
+// caller's context has no earlier deadline, so a blackholed database
+// fails the start instead of hanging it.
+const openTimeout = 15 * time.Second
+
+// DB is the state database. Its methods are safe for concurrent use.
+type DB struct {
+	s       *settings
+	backend string
+	pg      bool
+	sql     *sql.DB
+
+	feed   *feed
+	health health
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open validates cfg (no I/O for a bad one), opens the database, checks
+// that it answers and brings its schema up to date. It refuses a
+// database whose schema is newer than this binary's. The returned DB's
+// background work (pinger, change feed, LISTEN on PostgreSQL) runs until
+// Close.
+func Open(ctx context.Context, cfg Config) (*DB, error) {
+	s, err := cfg.settings()
+	if err != nil {
+		return nil, err
+	}
+	db := &DB{s: s, backend: cfg.Backend, pg: cfg.Backend == BackendPostgres}
+	ctx, cancel := context.WithTimeout(ctx, openTimeout)
+	defer cancel()
+	if db.pg {
+		// Every pooled connection is pinged before reuse (the driver's
+		// default skips connections idle for less than a second): after
+		// a server restart or failover an idle connection holds only the
+		// server's farewell, and the query sent on it would fail. A
+		// failed ping makes database/sql take another connection. The
+		// round trip is cheap next to how rarely the broker queries:
+		// its hot path is in memory.
+		db.sql = stdlib.OpenDB(*s.pg.Copy(), stdlib.OptionShouldPing(func(context.Context, stdlib.ShouldPingParams) bool { return true }))
+		// A few connections: the API's writes, the flusher and the feed's
+		// reloads.
+		db.sql.SetMaxOpenConns(8)
+		db.sql.SetMaxIdleConns(4)
+		db.sql.SetConnMaxIdleTime(5 * time.Minute)
+	} else {
+		if db.sql, err = openSQLite(s.path); err != nil {
+			return nil, db.wrap("open", err)
+		}
+	}
+	fail := func(op string, err error) (*DB, error) {
+		_ = db.sql.Close()
+		return nil, db.wrap(op, err)
+	}
+	if err := db.sql.PingContext(ctx); err != nil {
+		return fail("connect", err)
+	}
+	if err := db.migrate(ctx); err != nil {
+		var newer *newerSchemaError
+		if errors.As(err, &newer) {
+			_ = db.sql.Close()
+			return nil, fmt.Errorf("state %s: %w", db.backend, err)
+		}
+		return fail("migrate", err)
+	}
+	db.health.contact(s.Now())
+	db.feed = newFeed(s.Logger)
+	var listener *pgx.Conn
+	if db.pg {
+		// The first LISTEN connection is made here, before Open returns:
+		// a caller that loads its state after Open then misses nothing.
+		if listener, err = db.listenConn(ctx); err != nil {
+			return fail("listen", err)
+		}
+	}
+	bg, stop := context.WithCancel(context.Background())
+	db.cancel = stop
+	db.start(func() { db.feed.run(bg) })
+	db.start(func() { db.reloadLoop(bg) })
+	db.start(func() { db.pingLoop(bg) })
+	if db.pg {
+		db.start(func() { db.listenLoop(bg, listener) })
+	}
+	return db, nil
+}
+
+func (db *DB) start(f func()) {
+	db.wg.Add(1)
+	go func() {
+		defer db.wg.Done()
+		f()
+	}()
+}
+
+// Close stops the background work and closes the database. Subscribers
+// get nothing more.
+func (db *DB) Close() error {
+	db.closeOnce.Do(func() {
+		db.health.closed.Store(true)
+		db.cancel()
+		db.wg.Wait()
+		if err := db.sql.Close(); err != nil {
+			db.closeErr = db.wrap("close", err)
+		}
+	})
+	return db.closeErr
+}
+
+// Backend returns BackendSQLite or BackendPostgres.
+func (db *DB) Backend() string { return db.backend }
+
+// wrap names the backend and the operation and removes anything that
+// may be the DSN's password (a driver error can quote connection
+// settings). It keeps err in the chain for errors.Is (ErrConflict).
+func (db *DB) wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &stateError{backend: db.backend, op: op, err: err, secrets: db.s.secrets}
+}
+
+type stateError struct {
+	backend, op string
+	err         error
+	secrets     []string
+}
+
+func (e *stateError) Error() string {
+	return scrub(fmt.Sprintf("state %s: %s: %v", e.backend, e.op, e.err), e.secrets)
+}
+
+func (e *stateError) Unwrap() error { return e.err }
+
+// openSQLite opens the database file, creating it 0600 in a 0700
+// directory when missing: it holds session token hashes and sealed
+// credentials. SQLite gives its -wal and -shm files the database file's
+// mode.
+//
+// One connection serves everything: SQLite allows one writer at a time
+// and a second connection in this process would meet SQLITE_BUSY (or a
+// deadlocked upgrade from reader to writer); database/sql queues callers
+// for the one connection instead. busy_timeout covers other processes
+// (an operator's sqlite3 shell), _txlock=immediate takes the write lock
+// when a transaction begins so it never has to upgrade.
+func openSQLite(path string) (*sql.DB, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	q := url.Values{}
+	q.Set("_txlock", "immediate")
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)")
+	// A file: URI so that '?' or '#' in the path are escaped, not
+	// mistaken for the parameters.
+	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+	return db, nil
+}
+
+// q adapts a query written with $N placeholders to the backend.
+func (db *DB) q(query string) string {
+	if db.pg {
+		return query
+	}
+	return rebind(query)
+}
+
+func (db *DB) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return db.sql.ExecContext(ctx, db.q(query), args...)
+}
+
+func (db *DB) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return db.sql.QueryContext(ctx, db.q(query), args...)
+}
+
+func (db *DB) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	return db.sql.QueryRowContext(ctx, db.q(query), args...)
+}
+
+// txn is a write transaction that collects the changes it makes.
+type txn struct {
+	db      *DB
+	tx      *sql.Tx
+	changes []Change
+}
+
+func (t *txn) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return t.tx.ExecContext(ctx, t.db.q(query), args...)
+}
+
+func (t *txn) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return t.tx.QueryContext(ctx, t.db.q(query), args...)
+}
+
+func (t *txn) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	return t.tx.QueryRowContext(ctx, t.db.q(query), args...)
+}
+
+// publish records a change to announce once the transaction commits.
+func (t *txn) publish(c Change) { t.changes = append(t.changes, c) }
+
+// write runs fn in a transaction and announces the changes it
+// published: on PostgreSQL with pg_notify inside the transaction (so
+// other instances hear of it exactly when it commits), and to this
+// process's subscribers after the commit. fn's error (ErrConflict, say)
+// rolls back and is returned wrapped with op.
+func (db *DB) write(ctx context.Context, op string, fn func(*txn) error) error {
+	tx, err := db.sql.BeginTx(ctx, nil)
+	if err != nil {
+		return db.wrap(op, err)
+	}
+	t := &txn{db: db, tx: tx}
+	if err := fn(t); err != nil {
+		_ = tx.Rollback()
+		return db.wrap(op, err)
+	}
+	if db.pg {
+		for _, c := range t.changes {
+			if _, err := tx.ExecContext(ctx, "SELECT pg_notify($1, $2)", notifyChannel, c.payload()); err != nil {
+				_ = tx.Rollback()
+				return db.wrap(op, err)
+			}
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return db.wrap(op, err)
+	}
+	db.feed.publish(t.changes...)
+	return nil
+}
+
+// affected returns a statement's row count.
+func affected(r sql.Result) (int64, error) {
+	return r.RowsAffected()
+}
+
+// nanos and fromNanos are the stored form of times: BIGINT unix
+// nanoseconds, which both backends compare and order natively.
+func nanos(t time.Time) int64 { return t.UnixNano() }
+
+func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
+
+func nullNanos(t *time.Time) sql.NullInt64 {
+	if t == nil {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.UnixNano(), Valid: true}
+}
+
+func fromNullNanos(n sql.NullInt64) *time.Time {
+	if !n.Valid {
+		return nil
+	}
+	t := fromNanos(n.Int64)
+	return &t
+}

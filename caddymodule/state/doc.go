@@ -1,0 +1,19 @@
+// Package state is agent-vault's state database: the catalog of
+// services, agent sessions, the built-in store's sealed records, and
+// Caddy's storage for a cluster. One schema and one set of queries serve
+// two backends: SQLite (a file, one broker) and PostgreSQL (shared by a
+// cluster of brokers).
+//
+// Callers keep their in-memory copies and persist through DB. A write
+// announces a Change after it commits; on PostgreSQL the announcement
+// travels with the transaction (pg_notify) to every broker, so each one
+// re-reads what changed within about a second. A full reload every
+// ReloadInterval heals whatever a broker missed.
+//
+// Times are stored as BIGINT unix nanoseconds and bytes as base64 TEXT,
+// so that the same migrations run unchanged on both backends. Queries
+// are written once, with PostgreSQL's $N placeholders.
+//
+// Errors name the backend ("state sqlite: ...", "state postgres: ...")
+// and never contain the DSN's password.
+package state

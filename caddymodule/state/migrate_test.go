@@ -1,0 +1,152 @@
+package state
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+)
+
+func TestEmbeddedMigrationsAreNumberedWell(t *testing.T) {
+	migs, err := loadMigrations(migrationFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range migs {
+		if m.version != i+1 || m.sql == "" {
+			t.Fatalf("migration %d: %+v", i, m)
+		}
+	}
+}
+
+func TestLoadMigrationsRefusesBadSets(t *testing.T) {
+	file := func(names ...string) fstest.MapFS {
+		fs := fstest.MapFS{}
+		for _, n := range names {
+			fs["migrations/"+n] = &fstest.MapFile{Data: []byte("CREATE TABLE x (y TEXT);")}
+		}
+		return fs
+	}
+	for _, tc := range []struct {
+		fs   fstest.MapFS
+		want string
+	}{
+		{file("0001_a.sql", "0001_b.sql"), "have the same number"},
+		{file("0001_a.sql", "0003_c.sql"), "expected number 0002"},
+		{file("0002_b.sql"), "expected number 0001"},
+		{file("0001_a.sql", "1_b.sql"), "must be NNNN_name.sql"},
+		{file("0001_a.sql", "0002-b.sql"), "must be NNNN_name.sql"},
+		{file("0001_Init.sql"), "must be NNNN_name.sql"},
+		{file("0001_a.sql", "README.md"), "must be NNNN_name.sql"},
+		{file("0001_a.sql", "00002_b.sql"), "must be NNNN_name.sql"},
+		{fstest.MapFS{"migrations/.keep": {}}, "must be NNNN_name.sql"},
+		{fstest.MapFS{"other/0001_a.sql": {}}, "migrations"},
+	} {
+		if _, err := loadMigrations(tc.fs); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want %q", keys(tc.fs), err, tc.want)
+		}
+	}
+	if migs, err := loadMigrations(file("0002_b.sql", "0001_a.sql", "0003_c_d9.sql")); err != nil || len(migs) != 3 || migs[2].name != "c_d9" {
+		t.Fatalf("good set: %+v %v", migs, err)
+	}
+}
+
+func keys(fs fstest.MapFS) []string {
+	var out []string
+	for k := range fs {
+		out = append(out, k)
+	}
+	return out
+}
+
+// appliedMigrations reads schema_migrations.
+func appliedMigrations(t *testing.T, db *DB) []int {
+	t.Helper()
+	rows, err := db.query(context.Background(), "SELECT version FROM schema_migrations ORDER BY version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []int
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+func latestMigration(t *testing.T) int {
+	migs, err := loadMigrations(migrationFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return migs[len(migs)-1].version
+}
+
+func TestMigrationsApplyOnce(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		cfg := b.config(t)
+		db := open(t, cfg)
+		if got := appliedMigrations(t, db); len(got) != latestMigration(t) {
+			t.Fatalf("applied %v", got)
+		}
+		must(t, db.PutService(ctx, "kept", []byte(`{}`)))
+		must(t, db.Close())
+		db = open(t, cfg) // opening again changes nothing
+		if got := appliedMigrations(t, db); len(got) != latestMigration(t) {
+			t.Fatalf("applied after reopening %v", got)
+		}
+		if list, _ := db.ListServices(ctx); len(list) != 1 {
+			t.Fatalf("services after reopening: %v", list)
+		}
+	})
+}
+
+func TestNewerSchemaIsRefused(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		cfg := b.config(t)
+		db := open(t, cfg)
+		newer := latestMigration(t) + 6
+		if _, err := db.exec(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, 'future', 'x')", newer); err != nil {
+			t.Fatal(err)
+		}
+		must(t, db.Close())
+		_, err := Open(context.Background(), cfg)
+		want := fmt.Sprintf("state %s: the database schema is version %d, newer than this binary's %d: upgrade agent-vault", b.name, newer, latestMigration(t))
+		if err == nil || err.Error() != want {
+			t.Fatalf("Open = %v, want %q", err, want)
+		}
+	})
+}
+
+func TestOpensRaceOnAFreshDatabase(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		cfg := b.config(t)
+		const n = 6
+		dbs := make([]*DB, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				dbs[i], errs[i] = Open(context.Background(), cfg)
+			}()
+		}
+		wg.Wait()
+		for i := range n {
+			if errs[i] != nil {
+				t.Fatalf("Open %d: %v", i, errs[i])
+			}
+			t.Cleanup(func() { _ = dbs[i].Close() })
+		}
+		if got := appliedMigrations(t, dbs[0]); len(got) != latestMigration(t) {
+			t.Fatalf("applied %v", got)
+		}
+	})
+}
