@@ -35,8 +35,8 @@ const (
 	defaultStateFile = "state.db"
 	// defaultReloadInterval and defaultMaxStale are the state
 	// package's defaults, repeated so the config documents them.
-	defaultReloadInterval = 30 * time.Second
-	defaultMaxStale       = time.Minute
+	defaultReloadInterval = state.DefaultReloadInterval
+	defaultMaxStale       = state.DefaultMaxStale
 	// stateOpenTimeout bounds connecting and migrating at start-up.
 	stateOpenTimeout = time.Minute
 )
@@ -118,7 +118,22 @@ func (a *App) checkState(repl *caddy.Replacer) error {
 	if st.MaxStale == 0 {
 		st.MaxStale = caddy.Duration(defaultMaxStale)
 	}
-	return nil
+	// The state package's own checks (a DSN that does not parse, a
+	// max_stale below its ping interval), still without I/O, so a bad
+	// config fails before anything is opened. Its errors name the
+	// backend and never the DSN's password.
+	return st.config(nil).Validate()
+}
+
+// config is the state.Config for st, logging to logger.
+func (st *StateConfig) config(logger *zap.Logger) state.Config {
+	return state.Config{
+		Backend:        st.Backend,
+		DSN:            st.stateDSN(),
+		Logger:         logger,
+		ReloadInterval: time.Duration(st.ReloadInterval),
+		MaxStale:       time.Duration(st.MaxStale),
+	}
 }
 
 // stateDSN is what state.Config.DSN gets: the file or the DSN.
@@ -168,13 +183,7 @@ type namedReloader struct {
 func (a *App) openShared() (*shared, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), stateOpenTimeout)
 	defer cancel()
-	db, err := state.Open(ctx, state.Config{
-		Backend:        a.State.Backend,
-		DSN:            a.State.stateDSN(),
-		Logger:         a.logger.Named("state"),
-		ReloadInterval: time.Duration(a.State.ReloadInterval),
-		MaxStale:       time.Duration(a.State.MaxStale),
-	})
+	db, err := state.Open(ctx, a.State.config(a.logger.Named("state")))
 	if err != nil {
 		return nil, err
 	}
@@ -196,10 +205,8 @@ func (a *App) loadShared(ctx context.Context, db *state.DB) (*shared, error) {
 	if err != nil {
 		return nil, err
 	}
-	if empty {
-		if err := a.importServices(ctx, db, cat); err != nil {
-			return nil, err
-		}
+	if err := a.importServices(ctx, db, cat, empty); err != nil {
+		return nil, err
 	}
 	reg := sessions.NewRegistry(sessionStore{db})
 	reg.Keep = sessionKeep
@@ -209,15 +216,55 @@ func (a *App) loadShared(ctx context.Context, db *state.DB) (*shared, error) {
 	return &shared{db: db, sessions: reg, catalog: cat, logger: a.logger}, nil
 }
 
+// Meta keys of the services import.
+const (
+	// metaImportedDataDir names the data dir whose files were (or are
+	// being) imported: the claim that makes one broker the importer.
+	metaImportedDataDir = "imported_data_dir"
+	// metaServicesImported is set once every service is in.
+	metaServicesImported = "services_imported_at"
+)
+
 // importServices copies <data_dir>/services.json of an older release
-// into the empty database, then renames it so it is not imported again
+// into a new database, then renames it so it is not imported again
 // (nor mistaken for the live services).
-func (a *App) importServices(ctx context.Context, db *state.DB, cat *catalog.Catalog) error {
+//
+// Empty is not atomic: two brokers starting together on a new
+// PostgreSQL database both see it empty. So the importer first claims
+// the database for its data dir (first writer wins); a broker that lost
+// the claim leaves its file alone. The claim also lets the same data
+// dir finish an import that stopped half way (the puts are upserts of
+// the same documents), until the import is marked done.
+func (a *App) importServices(ctx context.Context, db *state.DB, cat *catalog.Catalog, empty bool) error {
 	path := filepath.Join(a.DataDir, "services.json")
-	svcs, err := catalog.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
+	skip := func(why string) error {
+		a.logger.Warn("not importing the old services file: "+why, zap.String("file", path))
+		return nil
+	}
+	owner, claimed, err := db.Meta(ctx, metaImportedDataDir)
+	if err != nil {
+		return err
+	}
+	if !claimed {
+		if !empty {
+			return skip("the state database is in use already")
+		}
+		if owner, err = db.ClaimMeta(ctx, metaImportedDataDir, a.DataDir); err != nil {
+			return err
+		}
+	}
+	if owner != a.DataDir {
+		return skip("the state database holds another data dir's import")
+	}
+	if _, done, err := db.Meta(ctx, metaServicesImported); err != nil {
+		return err
+	} else if done {
+		return skip("it was imported before")
+	}
+	svcs, err := catalog.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("importing services: %v", err)
 	}
@@ -226,10 +273,11 @@ func (a *App) importServices(ctx context.Context, db *state.DB, cat *catalog.Cat
 			return fmt.Errorf("importing services from %s: %v", path, err)
 		}
 	}
-	if err := db.SetMeta(ctx, "imported_data_dir", a.DataDir); err != nil {
+	now := time.Now()
+	if err := db.SetMeta(ctx, metaServicesImported, strconv.FormatInt(now.Unix(), 10)); err != nil {
 		return err
 	}
-	renamed := path + ".imported-" + strconv.FormatInt(time.Now().Unix(), 10)
+	renamed := path + ".imported-" + strconv.FormatInt(now.Unix(), 10)
 	if err := os.Rename(path, renamed); err != nil {
 		return fmt.Errorf("imported %s, but renaming it failed (rename it yourself so it is not imported again): %v", path, err)
 	}

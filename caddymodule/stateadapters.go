@@ -71,11 +71,20 @@ func toSessionRecord(r state.SessionRow) sessions.Record {
 	}
 }
 
+// Insert saves a new session. Every failure, a conflict included, is a
+// stateError (503, retry): a session's id and token are fresh random
+// values, so an existing row means a retried write already landed, and
+// minting a new session is the way out; it is never the built-in
+// store's version conflict.
 func (s sessionStore) Insert(ctx context.Context, r sessions.Record) error {
-	return fromState(s.db.InsertSession(ctx, state.SessionRow{
+	err := s.db.InsertSession(ctx, state.SessionRow{
 		ID: r.ID, TokenHash: r.TokenHash, Services: r.Services, Placeholders: r.Placeholders, Agent: r.Agent,
 		CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt, RevokedAt: r.RevokedAt, LastUsed: r.LastUsed, Requests: r.Requests,
-	}))
+	})
+	if err != nil {
+		return &stateError{err}
+	}
+	return nil
 }
 
 func (s sessionStore) Revoke(ctx context.Context, id string, at time.Time) (bool, error) {
