@@ -68,6 +68,9 @@ type pipelineConfig struct {
 	// Caddyfile site without bind does) instead of 127.0.0.1; agents
 	// still reach it at 127.0.0.1.
 	wildcard bool
+	// postgresDSN, if set, keeps services and sessions in that
+	// PostgreSQL database (with max_stale 2s) instead of SQLite.
+	postgresDSN string
 }
 
 // pipeline is a running proxy plus what a test needs around it.
@@ -138,6 +141,9 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	// Services and sessions live in a real SQLite state database, as
 	// with the default configuration.
 	db := openTestStateDB(t, logger)
+	if cfg.postgresDSN != "" {
+		db = openTestPostgresDB(t, logger, cfg.postgresDSN)
+	}
 	health := &switchableHealth{db: db}
 	var clockOffset atomic.Int64
 	registry := sessions.NewRegistry(sessionStore{db})
@@ -248,6 +254,22 @@ func (h *switchableHealth) Healthy() error {
 func openTestStateDB(t testing.TB, logger *zap.Logger) *state.DB {
 	t.Helper()
 	db, err := state.Open(context.Background(), state.Config{Backend: StateSQLite, DSN: filepath.Join(t.TempDir(), "state.db"), Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// stalePostgres is the max_stale of openTestPostgresDB: short, so a
+// test sees the database go unhealthy soon after it stops.
+const stalePostgres = 2 * time.Second
+
+// openTestPostgresDB opens the PostgreSQL state database at dsn, closed
+// when the test ends.
+func openTestPostgresDB(t testing.TB, logger *zap.Logger, dsn string) *state.DB {
+	t.Helper()
+	db, err := state.Open(context.Background(), state.Config{Backend: StatePostgres, DSN: dsn, Logger: logger, MaxStale: stalePostgres})
 	if err != nil {
 		t.Fatal(err)
 	}
