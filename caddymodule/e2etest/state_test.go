@@ -71,7 +71,13 @@ func TestStateSurvivesRestart(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(s.dataDir, "state.db")); err != nil {
 		t.Fatalf("no SQLite state database in the data dir: %v", err)
 	}
-	// While it runs, the WAL holds recent writes: it must be sealed too.
+	// While it runs, the WAL holds recent writes: it must be sealed too,
+	// and the grep below must actually have read it.
+	for _, f := range []string{"state.db-wal", "state.db-shm"} {
+		if _, err := os.Stat(filepath.Join(s.dataDir, f)); err != nil {
+			t.Fatalf("the running broker's SQLite %s is missing, so the grep would not cover it: %v", f, err)
+		}
+	}
 	grepDataDir(t, s.dataDir, githubSecret, masterPassword, kept.Token, revoked.Token)
 	s.stop()
 
