@@ -38,9 +38,26 @@ func ApplyEnvDefaults() {
 	setDefault("AGENT_VAULT_DATA_DIR", caddymodule.DefaultDataDir())
 	splitAddr("AGENT_VAULT_API")
 	splitAddr("AGENT_VAULT_PROXY")
+	stateDefaults()
 	// Best effort: if this fails, Caddy's error opening the admin socket
 	// names the directory.
 	_ = os.MkdirAll(os.Getenv("AGENT_VAULT_DATA_DIR"), 0o700)
+}
+
+// stateDefaults chooses the state database Caddyfile.example's
+// `state {$AGENT_VAULT_STATE_BACKEND} {$AGENT_VAULT_STATE_DSN}` names:
+// PostgreSQL when AGENT_VAULT_DATABASE_URL is set, SQLite in the data
+// directory otherwise. The DSN is the literal runtime placeholder
+// {env.AGENT_VAULT_DATABASE_URL}, not the URL, so its password never
+// enters the adapted JSON config. Either variable set by the operator
+// wins.
+func stateDefaults() {
+	if os.Getenv("AGENT_VAULT_DATABASE_URL") != "" {
+		setDefault("AGENT_VAULT_STATE_BACKEND", "postgres")
+		setDefault("AGENT_VAULT_STATE_DSN", "{env.AGENT_VAULT_DATABASE_URL}")
+		return
+	}
+	setDefault("AGENT_VAULT_STATE_BACKEND", "sqlite")
 }
 
 func setDefault(name, value string) {

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -50,6 +51,8 @@ type apiDeps struct {
 	proxyURL   string
 	defaultTTL time.Duration
 	maxTTL     time.Duration
+	// state reports the state database's health (nil: always healthy).
+	state stateHealth
 }
 
 // CaddyModule returns the Caddy module information.
@@ -116,9 +119,15 @@ func (a *API) auth(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// health answers 200 "ok", or 503 "degraded" while a store is past its
-// staleness bound (requests needing its credentials are refused).
+// health answers 200 "ok", or 503 "degraded" while the state database
+// is unreachable past max_stale (the proxy refuses every request) or a
+// store is past its staleness bound (requests needing its credentials
+// are refused).
 func (a *API) health(w http.ResponseWriter, _ *http.Request) {
+	if err := stateHealthy(a.deps.state); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, apiwire.Health{Status: apiwire.HealthDegraded, Reason: err.Error()})
+		return
+	}
 	if _, stale := a.deps.creds.Status(time.Now()); stale {
 		writeJSON(w, http.StatusServiceUnavailable, apiwire.Health{Status: apiwire.HealthDegraded, Reason: "a credential store is past its max_staleness; see GET /api/v1/stores"})
 		return
@@ -201,10 +210,8 @@ func (a *API) putService(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var warnings []string
-	if err := a.deps.catalog.Put(svc); errors.Is(err, catalog.ErrNotDurable) {
-		warnings = append(warnings, "the service is in effect, but "+err.Error())
-	} else if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
+	if err := a.deps.catalog.Put(r.Context(), svc); err != nil {
+		writeError(w, apiErrorStatus(err, http.StatusInternalServerError), err.Error())
 		return
 	}
 	// A credential no store holds yet is not an error (it may be added
@@ -218,13 +225,10 @@ func (a *API) putService(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) deleteService(w http.ResponseWriter, r *http.Request) {
-	found, err := a.deps.catalog.Delete(r.PathValue("name"))
+	found, err := a.deps.catalog.Delete(r.Context(), r.PathValue("name"))
 	switch {
-	case errors.Is(err, catalog.ErrNotDurable):
-		a.logger.Warn("service deleted, but not durably", zap.String("name", r.PathValue("name")), zap.Error(err))
-		w.WriteHeader(http.StatusNoContent)
 	case err != nil:
-		writeError(w, http.StatusInternalServerError, err.Error())
+		writeError(w, apiErrorStatus(err, http.StatusInternalServerError), err.Error())
 	case !found:
 		writeError(w, http.StatusNotFound, "no service named "+r.PathValue("name"))
 	default:
@@ -264,9 +268,9 @@ func (a *API) postSession(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &body) {
 		return
 	}
-	sess, token, err := a.createSession(body.Services, body.TTL)
+	sess, token, err := a.createSession(r.Context(), body.Services, body.TTL)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		writeError(w, apiErrorStatus(err, http.StatusBadRequest), err.Error())
 		return
 	}
 	a.logger.Info("session created", zap.String("session", sess.ID), zap.Strings("services", sess.Services), zap.Time("expires_at", sess.ExpiresAt))
@@ -283,7 +287,18 @@ func (a *API) postSession(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) revokeSession(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if !a.deps.sessions.Revoke(id) {
+	found, err := a.deps.sessions.Revoke(r.Context(), id)
+	switch {
+	case err != nil && found:
+		// Ended here (its tunnels are closed), but other brokers may
+		// not know: say so, so the operator retries.
+		a.logger.Warn("session revoked on this broker only", zap.String("session", id), zap.Error(err))
+		writeError(w, http.StatusServiceUnavailable, "session "+id+" is revoked on this broker, but the revocation was not recorded cluster-wide ("+err.Error()+"); retry")
+		return
+	case err != nil:
+		writeError(w, apiErrorStatus(err, http.StatusInternalServerError), err.Error())
+		return
+	case !found:
 		writeError(w, http.StatusNotFound, "no session "+id)
 		return
 	}
@@ -292,22 +307,33 @@ func (a *API) revokeSession(w http.ResponseWriter, r *http.Request) {
 }
 
 // storeErrorStatus maps a store error to the API's status code: bad
-// input is the caller's fault, a write the proxy would never use is a
-// conflict, anything else is the server's.
+// input is the caller's fault, a write the proxy would never use or a
+// write another broker beat is a conflict, an unreachable state
+// database is 503, anything else is the server's.
 func storeErrorStatus(err error) int {
 	if errors.Is(err, storebackends.ErrInvalidInput) {
 		return http.StatusBadRequest
 	}
-	if errors.Is(err, credentials.ErrShadowed) {
+	if errors.Is(err, credentials.ErrShadowed) || errors.Is(err, storebackends.ErrConflict) {
 		return http.StatusConflict
 	}
-	return http.StatusInternalServerError
+	return apiErrorStatus(err, http.StatusInternalServerError)
+}
+
+// apiErrorStatus is 503 for a failure of the state database (the
+// request may succeed once it is back) and otherwise status.
+func apiErrorStatus(err error, status int) int {
+	var se *stateError
+	if errors.As(err, &se) {
+		return http.StatusServiceUnavailable
+	}
+	return status
 }
 
 // createSession opens a session for the named services (nil means
 // every service defined now; the scope never grows afterwards; an empty
 // list is an error) with one placeholder per credential they use.
-func (a *API) createSession(names []string, ttlText string) (*sessions.Session, string, error) {
+func (a *API) createSession(ctx context.Context, names []string, ttlText string) (*sessions.Session, string, error) {
 	ttl := a.deps.defaultTTL
 	if ttlText != "" {
 		d, err := caddy.ParseDuration(ttlText)
@@ -347,7 +373,7 @@ func (a *API) createSession(names []string, ttlText string) (*sessions.Session, 
 	for _, s := range scope {
 		creds = append(creds, s.Credentials()...)
 	}
-	return a.deps.sessions.Create(names, ttl, creds, services.NewPlaceholder)
+	return a.deps.sessions.Create(ctx, names, ttl, creds, services.NewPlaceholder)
 }
 
 // readJSON decodes a bounded, strict JSON body, answering 400 itself.

@@ -3,6 +3,7 @@
 package caddymodule
 
 import (
+	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/x509"
@@ -21,7 +22,6 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddypki"
 	"go.uber.org/zap"
 
-	"github.com/agentvault/caddy-agent-vault/caddymodule/catalog"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/egress"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/leafcerts"
@@ -43,7 +43,7 @@ const (
 	defaultSessionTTL = time.Hour
 	// defaultMaxSessionTTL is MaxSessionTTL's default.
 	defaultMaxSessionTTL = 24 * time.Hour
-	sessionKeep          = time.Hour // how long ended sessions stay listed
+	sessionKeep          = sessions.DefaultKeep // how long ended sessions stay listed
 )
 
 // App is the agent_vault app. It holds the configuration and wires the
@@ -52,8 +52,10 @@ const (
 // minter. The proxy and management API handlers find it with
 // ctx.App("agent_vault") and take only the parts they use.
 type App struct {
-	// Directory for the app's state: services.json, admin.token and the
-	// built-in store's encrypted file. Placeholders such as
+	// Directory for the app's files: admin.token and, with the default
+	// state backend, the SQLite state database (state.db). An older
+	// release's services.json and credentials.json found here are
+	// imported on first start. Placeholders such as
 	// {env.AGENT_VAULT_DATA_DIR} are expanded. Default:
 	// $AGENT_VAULT_DATA_DIR, else $XDG_DATA_HOME/agent-vault, else
 	// ~/.local/share/agent-vault. Created with mode 0700.
@@ -96,6 +98,11 @@ type App struct {
 	// credentials written through the management API.
 	StoresRaw []json.RawMessage `json:"stores,omitempty" caddy:"namespace=agent_vault.stores inline_key=backend"`
 
+	// Where services, sessions and the built-in store's sealed
+	// credentials are kept (see StateConfig). Default: SQLite at
+	// <data_dir>/state.db.
+	State *StateConfig `json:"state,omitempty"`
+
 	creds   *credentials.Set
 	ca      *caddypki.CA
 	minter  *leafcerts.Minter
@@ -103,10 +110,14 @@ type App struct {
 	self    *egress.Listeners // the broker's own listen addresses, set in Start
 	ctx     caddy.Context
 	logger  *zap.Logger
-	*shared // sessions and services, kept across config reloads
+	*shared // the state database, sessions and services, kept across config reloads
 
 	stop chan struct{}
 	done chan struct{}
+
+	// reloaders are the stores that re-read the state database when
+	// the change feed names them (the built-in store).
+	reloaders []namedReloader
 
 	// instanceKey names the data dir lock this config holds a reference
 	// on (instancelock.go); empty if none.
@@ -157,26 +168,20 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return err
 		}
 	}
-	if err := a.openStores(mods.([]any)); err != nil {
-		return err
-	}
-	if err := a.provisionCA(ctx); err != nil {
-		return err
-	}
-	// Sessions and services outlive a config reload: an agent's session
-	// must not end because the operator changed a timeout.
-	val, _, err := sharedStates.LoadOrNew(a.DataDir, func() (caddy.Destructor, error) {
-		cat, err := catalog.Open(filepath.Join(a.DataDir, "services.json"))
-		if err != nil {
-			return nil, err
-		}
-		return &shared{sessions: sessions.NewRegistry(), catalog: cat}, nil
+	// The database, sessions and services outlive a config reload: an
+	// agent's session must not end because the operator changed a
+	// timeout. Opened before the stores, which keep their records in it.
+	val, _, err := sharedStates.LoadOrNew(a.sharedKey(), func() (caddy.Destructor, error) {
+		return a.openShared()
 	})
 	if err != nil {
 		return err
 	}
 	a.shared = val.(*shared)
-	return nil
+	if err := a.openStores(mods.([]any)); err != nil {
+		return err
+	}
+	return a.provisionCA(ctx)
 }
 
 // warnSecretsInEnviron logs the secret variables procguard could not
@@ -245,7 +250,7 @@ func (a *App) checkConfig() error {
 	if a.CA == "" {
 		a.CA = DefaultCA
 	}
-	return nil
+	return a.checkState(repl)
 }
 
 // validateProxyURL checks the URL handed to agents: plain http to a
@@ -288,11 +293,19 @@ func (a *App) openStores(mods []any) error {
 		return err
 	}
 	for _, st := range list {
-		op, ok := st.Store.(storebackends.Opener)
-		if !ok {
+		var err error
+		switch op := st.Store.(type) {
+		case storebackends.RecordsOpener:
+			err = op.OpenRecords(builtinRecords{db: a.db, store: st.Name}, a.DataDir)
+		case storebackends.Opener:
+			err = op.Open(a.DataDir)
+		default:
 			continue
 		}
-		if err := op.Open(a.DataDir); err != nil {
+		if r, ok := st.Store.(storebackends.Reloader); ok && err == nil {
+			a.reloaders = append(a.reloaders, namedReloader{name: st.Name, Reloader: r})
+		}
+		if err != nil {
 			// Synced stores name themselves in their errors already.
 			if tag := fmt.Sprintf("store %q", st.Name); !strings.Contains(err.Error(), tag) {
 				err = fmt.Errorf("%s: %v", tag, err)
@@ -320,28 +333,12 @@ func (a *App) provisionCA(ctx caddy.Context) error {
 	return err
 }
 
-// sharedStates holds one *shared per data directory.
-var sharedStates = caddy.NewUsagePool()
-
-// shared is the part of the app's state that survives config reloads.
-type shared struct {
-	sessions *sessions.Registry
-	catalog  *catalog.Catalog
-}
-
-// Destruct runs when the last config using this data dir is gone:
-// every session ends and its tunnels close.
-func (sh *shared) Destruct() error {
-	sh.sessions.RevokeAll()
-	return nil
-}
-
 // Cleanup releases the app's hold on the shared state, then on the data
 // dir's instance lock.
 func (a *App) Cleanup() error {
 	defer a.unlockInstance()
 	if a.shared != nil {
-		_, err := sharedStates.Delete(a.DataDir)
+		_, err := sharedStates.Delete(a.sharedKey())
 		return err
 	}
 	return nil
@@ -355,6 +352,7 @@ func (a *App) Start() error {
 		return err
 	}
 	a.stop, a.done = make(chan struct{}), make(chan struct{})
+	a.shared.setStores(a, a.reloaders)
 	go a.sweepSessions()
 	a.creds.Start()
 	a.logger.Info("agent vault ready",
@@ -374,22 +372,39 @@ func (a *App) Stop() error {
 		<-a.done
 	}
 	a.creds.Stop()
+	if a.shared != nil {
+		a.shared.dropStores(a)
+	}
 	return nil
 }
 
 func (a *App) sweepSessions() {
 	defer close(a.done)
 	// Every second: an expired session's open tunnels and streams end
-	// within a second of its expiry.
+	// within a second of its expiry, and the requests counted since the
+	// last tick are saved in one batch.
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	var lastErr string // logged once per distinct failure, not every second
 	for {
 		select {
 		case <-a.stop:
 			return
 		case <-t.C:
-			if n := a.sessions.Sweep(sessionKeep); n > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			n, err := a.sessions.Sweep(ctx)
+			if n > 0 {
 				a.logger.Info("sessions expired", zap.Int("count", n))
+			}
+			err = errors.Join(err, a.sessions.FlushActivity(ctx))
+			cancel()
+			switch {
+			case err != nil && err.Error() != lastErr:
+				a.logger.Warn("saving session activity failed; it is kept for the next try", zap.Error(err))
+				lastErr = err.Error()
+			case err == nil && lastErr != "":
+				a.logger.Info("session activity saved again")
+				lastErr = ""
 			}
 		}
 	}
@@ -397,7 +412,7 @@ func (a *App) sweepSessions() {
 
 // proxyDeps is what the proxy handler uses of the app.
 func (a *App) proxyDeps() proxyDeps {
-	return proxyDeps{sessions: a.sessions, services: a.catalog, creds: a.creds, leaves: a.minter, egress: a.egress, self: a.self}
+	return proxyDeps{sessions: a.sessions, services: a.catalog, creds: a.creds, leaves: a.minter, egress: a.egress, self: a.self, state: a.db}
 }
 
 // apiDeps is what the management API handler uses of the app.
@@ -411,6 +426,7 @@ func (a *App) apiDeps() apiDeps {
 		proxyURL:   a.ProxyURL,
 		defaultTTL: time.Duration(a.DefaultSessionTTL),
 		maxTTL:     time.Duration(a.MaxSessionTTL),
+		state:      a.db,
 	}
 }
 

@@ -29,6 +29,12 @@ func TestProvisionValidatesBeforeIO(t *testing.T) {
 		{"ttls", App{DefaultSessionTTL: caddy.Duration(2e9), MaxSessionTTL: caddy.Duration(1e9)}, "session lifetimes"},
 		{"short admin token", App{AdminToken: "short"}, "admin_token"},
 		{"no store", App{}, "no credential store"},
+		{"state backend", App{State: &StateConfig{Backend: "mysql"}}, "want sqlite or postgres"},
+		{"postgres without dsn", App{State: &StateConfig{Backend: "postgres"}}, "needs a DSN"},
+		{"sqlite with dsn", App{State: &StateConfig{Backend: "sqlite", DSN: "x"}}, "not a \"dsn\""},
+		{"unset dsn placeholder", App{State: &StateConfig{Backend: "postgres", DSN: "{env.AGENT_VAULT_TEST_UNSET_DSN}"}}, "needs a DSN"},
+		{"dsn that does not parse", App{State: &StateConfig{Backend: "postgres", DSN: "postgres://u:pw-not-shown@127.0.0.1:xx/db"}}, "state postgres: the DSN does not parse"},
+		{"max_stale below the ping interval", App{State: &StateConfig{MaxStale: caddy.Duration(5e8)}}, "state sqlite: max_stale"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "data")
@@ -39,6 +45,9 @@ func TestProvisionValidatesBeforeIO(t *testing.T) {
 			err := a.Provision(ctx)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Provision = %v, want an error about %s", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "pw-not-shown") {
+				t.Fatalf("the DSN password is in the error: %v", err)
 			}
 			if _, err := os.Stat(dir); !os.IsNotExist(err) {
 				t.Errorf("data dir was created (%v) for a configuration refused anyway", err)

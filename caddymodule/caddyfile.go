@@ -31,6 +31,10 @@ func init() {
 //		store <backend> {
 //			...backend options...
 //		}
+//		state sqlite [<path>] | postgres <dsn> {
+//			reload_interval <duration>
+//			max_stale       <duration>
+//		}
 //	}
 //
 // An option given with no value (as an unset {$ENV} leaves it) keeps
@@ -101,6 +105,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = duration(&a.DefaultSessionTTL)
 		case "max_session_ttl":
 			err = duration(&a.MaxSessionTTL)
+		case "state":
+			err = a.unmarshalState(d, args)
 		case "store":
 			if len(args) != 1 {
 				return d.Errf("store: want exactly one backend name, e.g. `store builtin`")
@@ -118,6 +124,61 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		if err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// unmarshalState reads `state <backend> [<path or dsn>] { ... }`. A
+// backend or argument left empty (an unset {$ENV}) keeps its default,
+// so `state {$AGENT_VAULT_STATE_BACKEND} {$AGENT_VAULT_STATE_DSN}`
+// works with neither set.
+func (a *App) unmarshalState(d *caddyfile.Dispenser, args []string) error {
+	if a.State == nil {
+		a.State = new(StateConfig)
+	}
+	st := a.State
+	var nonEmpty []string
+	for _, arg := range args {
+		if arg != "" {
+			nonEmpty = append(nonEmpty, arg)
+		}
+	}
+	if len(nonEmpty) > 2 {
+		return d.Errf("state: want `state sqlite [<path>]` or `state postgres <dsn>`")
+	}
+	if len(nonEmpty) > 0 {
+		st.Backend = nonEmpty[0]
+	}
+	if len(nonEmpty) == 2 {
+		switch st.Backend {
+		case StateSQLite:
+			st.Path = nonEmpty[1]
+		case StatePostgres:
+			st.DSN = nonEmpty[1]
+		default:
+			return d.Errf("state backend %q: want sqlite or postgres", st.Backend)
+		}
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		var dst *caddy.Duration
+		switch opt {
+		case "reload_interval":
+			dst = &st.ReloadInterval
+		case "max_stale":
+			dst = &st.MaxStale
+		default:
+			return d.Errf("unrecognized state option %q", opt)
+		}
+		vals := d.RemainingArgs()
+		if len(vals) != 1 {
+			return d.ArgErr()
+		}
+		v, err := caddy.ParseDuration(vals[0])
+		if err != nil || v <= 0 {
+			return d.Errf("state %s: want a positive duration", opt)
+		}
+		*dst = caddy.Duration(v)
 	}
 	return nil
 }

@@ -33,6 +33,26 @@ func TestAppCaddyfile(t *testing.T) {
 	}
 }
 
+func TestStateCaddyfile(t *testing.T) {
+	for in, want := range map[string]StateConfig{
+		"agent_vault {\n state\n }":                                         {},
+		"agent_vault {\n state sqlite\n }":                                  {Backend: "sqlite"},
+		"agent_vault {\n state sqlite /x/state.db\n }":                      {Backend: "sqlite", Path: "/x/state.db"},
+		"agent_vault {\n state postgres {env.AGENT_VAULT_DATABASE_URL}\n }": {Backend: "postgres", DSN: "{env.AGENT_VAULT_DATABASE_URL}"},
+		"agent_vault {\n state postgres postgres://u@h/db {\n reload_interval 10s\n max_stale 2m\n }\n admin_token {env.T}\n }": {
+			Backend: "postgres", DSN: "postgres://u@h/db", ReloadInterval: caddy.Duration(10 * time.Second), MaxStale: caddy.Duration(2 * time.Minute),
+		},
+	} {
+		var a App
+		if err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser(in)); err != nil {
+			t.Fatalf("%q: %v", in, err)
+		}
+		if a.State == nil || *a.State != want {
+			t.Errorf("%q: parsed %+v, want %+v", in, a.State, want)
+		}
+	}
+}
+
 func TestAppCaddyfileErrors(t *testing.T) {
 	for _, in := range []string{
 		`agent_vault extra`,
@@ -43,6 +63,10 @@ func TestAppCaddyfileErrors(t *testing.T) {
 		`agent_vault { default_session_ttl -1h }`,
 		`agent_vault { store }`,
 		`agent_vault { store nosuchbackend }`,
+		"agent_vault {\n state mysql dsn\n }",
+		"agent_vault {\n state sqlite a b\n }",
+		"agent_vault {\n state sqlite {\n max_stale soon\n }\n }",
+		"agent_vault {\n state sqlite {\n bogus 1s\n }\n }",
 	} {
 		var a App
 		if err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser(in)); err == nil {

@@ -109,6 +109,7 @@ type proxyDeps struct {
 	leaves   leafSource
 	egress   *egress.Policy
 	self     *egress.Listeners // the broker's own listen addresses; never dialed
+	state    stateHealth       // nil: no state database to wait for
 }
 
 type sessionAuthenticator interface {
@@ -269,6 +270,10 @@ func (p *Proxy) Cleanup() error {
 // authenticates the session, then opens a tunnel (CONNECT) or forwards
 // an absolute-form http:// request.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if err := stateHealthy(p.deps.state); err != nil {
+		refuseEarly(w, err)
+		return nil
+	}
 	sess, err := p.authenticate(r)
 	if err != nil {
 		p.authFailed(w, r, err)

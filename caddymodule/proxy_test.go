@@ -30,6 +30,7 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/authguard"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/scrub"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
+	"github.com/agentvault/caddy-agent-vault/internal/pgtest"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
 
@@ -130,6 +131,91 @@ func TestPipelineProxyAuth(t *testing.T) {
 				t.Fatalf("upstream got Authorization %q", got)
 			}
 		})
+	}
+}
+
+// While the state database is unreachable past max_stale the proxy
+// forwards nothing (it may have missed a revocation): new tunnels and
+// requests inside open ones get 503 with the reason; once it is back,
+// the same session works again.
+func TestPipelineStateDatabaseDown(t *testing.T) {
+	up := upstreamTLS(t, nil)
+	pl := newPipeline(t, pipelineConfig{
+		services: []services.Service{bearer("api", up.hostPort, "API_TOKEN")},
+		stores:   []storebackends.Store{builtin("API_TOKEN", bearerSecret)},
+	})
+	s := pl.session(t)
+	a, conn := pl.connect(t, up.hostPort, basicAuth(s.token))
+	if a.status != http.StatusOK {
+		t.Fatalf("CONNECT: %d %q", a.status, a.body)
+	}
+	tlsConn := tls.Client(conn, &tls.Config{ServerName: "127.0.0.1", RootCAs: pl.agentRoots})
+	open := &tunnelClient{t: t, conn: tlsConn, br: bufio.NewReader(tlsConn), host: up.hostPort}
+	wantStatus(t, open.get("/user", up.hostPort), http.StatusOK)
+	hits := len(up.requests())
+
+	pl.setStateDown(errors.New("state postgres: no contact with the database for 1m2s"))
+	const reason = "the state database is unreachable, so agent-vault refuses requests until it is back: state postgres: no contact with the database for 1m2s"
+	a, _ = pl.connect(t, up.hostPort, basicAuth(s.token))
+	wantRefusal(t, a, http.StatusServiceUnavailable, reason)
+	wantRefusal(t, open.get("/user", up.hostPort), http.StatusServiceUnavailable, reason)
+	if len(up.requests()) != hits {
+		t.Fatal("a request reached the upstream while the state database was down")
+	}
+
+	pl.setStateDown(nil)
+	a, _ = pl.connect(t, up.hostPort, basicAuth(s.token))
+	if a.status != http.StatusOK {
+		t.Fatalf("CONNECT after recovery: %d %q", a.status, a.body)
+	}
+}
+
+// The same against a real PostgreSQL that stops: once max_stale has
+// passed without contact the proxy refuses with 503 naming the backend,
+// and when the server is back the same session works again, with
+// nothing restarted.
+func TestPipelineStateDatabaseStops(t *testing.T) {
+	pg := pgtest.Start(t)
+	up := upstreamTLS(t, nil)
+	pl := newPipeline(t, pipelineConfig{
+		services:    []services.Service{bearer("api", up.hostPort, "API_TOKEN")},
+		stores:      []storebackends.Store{builtin("API_TOKEN", bearerSecret)},
+		postgresDSN: pg.DSN(),
+	})
+	s := pl.session(t)
+	connectStatus := func() (int, string) {
+		a, conn := pl.connect(t, up.hostPort, basicAuth(s.token))
+		if conn != nil {
+			conn.Close()
+		}
+		return a.status, a.body
+	}
+	if status, body := connectStatus(); status != http.StatusOK {
+		t.Fatalf("CONNECT: %d %q", status, body)
+	}
+	pg.Stop(t)
+	waitForConnect(t, connectStatus, http.StatusServiceUnavailable, "the state database is unreachable, so agent-vault refuses requests until it is back: state postgres: ")
+	if strings.Contains(pl.logs.String(), pg.Password()) {
+		t.Fatal("the DSN password is in the log")
+	}
+	pg.Start(t)
+	waitForConnect(t, connectStatus, http.StatusOK, "")
+}
+
+// waitForConnect polls connect until it answers status with a body
+// containing want, or fails the test after 30s.
+func waitForConnect(t *testing.T, connect func() (int, string), status int, want string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, body := connect()
+		if got == status && strings.Contains(body, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("CONNECT kept answering %d %q, want %d with %q", got, body, status, want)
+		}
+		time.Sleep(100 * time.Millisecond) // the poll's pace, not a synchronisation
 	}
 }
 

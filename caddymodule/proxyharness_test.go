@@ -47,6 +47,7 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/leafcerts"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
 
@@ -67,6 +68,9 @@ type pipelineConfig struct {
 	// Caddyfile site without bind does) instead of 127.0.0.1; agents
 	// still reach it at 127.0.0.1.
 	wildcard bool
+	// postgresDSN, if set, keeps services and sessions in that
+	// PostgreSQL database (with max_stale 2s) instead of SQLite.
+	postgresDSN string
 }
 
 // pipeline is a running proxy plus what a test needs around it.
@@ -80,6 +84,7 @@ type pipeline struct {
 	openSession     func(scope []string, ttl string) (agentSession, error)
 	revokeSession   func(id string) bool
 	setSessionClock func(offset time.Duration) // shifts the session registry's clock only
+	setStateDown    func(err error)            // the state database's health: nil is healthy
 	cleanupProxy    func()                     // Proxy.Cleanup, as Caddy calls it on a reload
 }
 
@@ -133,15 +138,22 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Services and sessions live in a real SQLite state database, as
+	// with the default configuration.
+	db := openTestStateDB(t, logger)
+	if cfg.postgresDSN != "" {
+		db = openTestPostgresDB(t, logger, cfg.postgresDSN)
+	}
+	health := &switchableHealth{db: db}
 	var clockOffset atomic.Int64
-	registry := sessions.NewRegistry()
+	registry := sessions.NewRegistry(sessionStore{db})
 	registry.Now = func() time.Time { return time.Now().Add(time.Duration(clockOffset.Load())) }
-	cat, err := catalog.Open(filepath.Join(t.TempDir(), "services.json"))
+	cat, err := catalog.Open(context.Background(), catalogStore{db})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, svc := range cfg.services {
-		if err := cat.Put(svc); err != nil {
+		if err := cat.Put(context.Background(), svc); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -159,7 +171,7 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	}
 	api := &API{logger: logger.Named("api"), deps: apiDeps{
 		creds: creds, catalog: cat, sessions: registry,
-		defaultTTL: defaultSessionTTL, maxTTL: defaultMaxSessionTTL,
+		defaultTTL: defaultSessionTTL, maxTTL: defaultMaxSessionTTL, state: health,
 	}}
 
 	// The handler as Provision builds it, around these parts. Two
@@ -173,7 +185,7 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	// The broker's own listeners, as App.Start installs them: the
 	// proxy's listener below.
 	self := new(egress.Listeners)
-	p.start(logger, proxyDeps{sessions: registry, services: cat, creds: creds, leaves: minter, egress: policy, self: self})
+	p.start(logger, proxyDeps{sessions: registry, services: cat, creds: creds, leaves: minter, egress: policy, self: self, state: health})
 	t.Cleanup(func() { p.Cleanup() })
 	p.transport.TLSClientConfig.RootCAs = upstreamRoot(t).pool()
 	p.dialer.Resolver = &net.Resolver{PreferGo: true, Dial: func(context.Context, string, string) (net.Conn, error) {
@@ -204,16 +216,65 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	pl.agentRoots.AddCert(upstreamRoot(t).cert)
 	pl.leafIssuer = issuer.cert
 	pl.openSession = func(scope []string, ttl string) (agentSession, error) {
-		s, token, err := api.createSession(scope, ttl)
+		s, token, err := api.createSession(context.Background(), scope, ttl)
 		if err != nil {
 			return agentSession{}, err
 		}
 		return agentSession{id: s.ID, token: token, placeholders: s.Placeholders()}, nil
 	}
-	pl.revokeSession = registry.Revoke
+	pl.revokeSession = func(id string) bool {
+		found, err := registry.Revoke(context.Background(), id)
+		if err != nil {
+			t.Errorf("revoking %s: %v", id, err)
+		}
+		return found
+	}
 	pl.setSessionClock = func(d time.Duration) { clockOffset.Store(int64(d)) }
 	pl.cleanupProxy = func() { p.Cleanup() }
+	pl.setStateDown = func(err error) { health.down.Store(&err) }
 	return pl
+}
+
+// switchableHealth is the state database's health, or a failure the
+// test sets.
+type switchableHealth struct {
+	db   *state.DB
+	down atomic.Pointer[error]
+}
+
+func (h *switchableHealth) Healthy() error {
+	if err := h.down.Load(); err != nil && *err != nil {
+		return *err
+	}
+	return h.db.Healthy()
+}
+
+// openTestStateDB opens a SQLite state database in a temporary
+// directory, closed when the test ends.
+func openTestStateDB(t testing.TB, logger *zap.Logger) *state.DB {
+	t.Helper()
+	db, err := state.Open(context.Background(), state.Config{Backend: StateSQLite, DSN: filepath.Join(t.TempDir(), "state.db"), Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// stalePostgres is the max_stale of openTestPostgresDB: short, so a
+// test sees the database go unhealthy soon after it stops.
+const stalePostgres = 2 * time.Second
+
+// openTestPostgresDB opens the PostgreSQL state database at dsn, closed
+// when the test ends.
+func openTestPostgresDB(t testing.TB, logger *zap.Logger, dsn string) *state.DB {
+	t.Helper()
+	db, err := state.Open(context.Background(), state.Config{Backend: StatePostgres, DSN: dsn, Logger: logger, MaxStale: stalePostgres})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }
 
 // requireAllSet fails when a pointer-like field of the Proxy is unset:

@@ -51,6 +51,35 @@ func upstreamErrorText(err error) string {
 	return err.Error()
 }
 
+// stateUnavailable refuses every request while the state database has
+// been unreachable past max_stale: this broker may have missed a
+// revocation or a changed service, so it forwards nothing until the
+// database is back (it recovers by itself).
+type stateUnavailable struct{ err error }
+
+func (e *stateUnavailable) Error() string {
+	return "the state database is unreachable, so agent-vault refuses requests until it is back: " + e.err.Error()
+}
+
+func (e *stateUnavailable) Unwrap() error { return e.err }
+
+// stateHealth is what the proxy and the API ask the state database.
+type stateHealth interface {
+	Healthy() error
+}
+
+// stateHealthy is nil while h (nil: no database) is healthy, and a
+// *stateUnavailable otherwise.
+func stateHealthy(h stateHealth) error {
+	if h == nil {
+		return nil
+	}
+	if err := h.Healthy(); err != nil {
+		return &stateUnavailable{err}
+	}
+	return nil
+}
+
 // statusClientClosed is logged when the agent went away mid-request;
 // nobody reads the answer.
 const statusClientClosed = 499
@@ -60,6 +89,8 @@ const statusClientClosed = 499
 // is an internal error: refused, never forwarded.
 func errorResponse(err error) (status int, reason string) {
 	var (
+		down        *stateUnavailable
+		stateErr    *stateError
 		ref         *refusal
 		unavailable *credentials.UnavailableError
 		unusable    *services.UnusableCredentialError
@@ -68,6 +99,10 @@ func errorResponse(err error) (status int, reason string) {
 		upstream    *upstreamFailure
 	)
 	switch {
+	case errors.As(err, &down):
+		return http.StatusServiceUnavailable, down.Error()
+	case errors.As(err, &stateErr):
+		return http.StatusServiceUnavailable, "state database error: " + stateErr.Error()
 	case errors.As(err, &ref):
 		return ref.status, ref.reason
 	case errors.As(err, &unavailable):

@@ -35,6 +35,8 @@ func TestErrorResponse(t *testing.T) {
 		{"client gone", &upstreamFailure{target: tgt, err: context.Canceled}, statusClientClosed, ""},
 		{"upstream", &upstreamFailure{target: tgt, err: errors.New("connection reset")}, 502, "upstream https://api.example.com:443 failed: connection reset"},
 		{"unknown", errors.New("something odd"), 500, "internal error"},
+		{"state down", &stateUnavailable{errors.New("state postgres: no contact for 1m5s")}, 503, "the state database is unreachable, so agent-vault refuses requests until it is back: state postgres: no contact for 1m5s"},
+		{"state error", fmt.Errorf("saving: %w", &stateError{errors.New("state sqlite: disk I/O error")}), 503, "state database error: state sqlite: disk I/O error"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			status, reason := errorResponse(tc.err)
@@ -42,5 +44,28 @@ func TestErrorResponse(t *testing.T) {
 				t.Errorf("errorResponse = %d %q, want %d containing %q", status, reason, tc.status, tc.reason)
 			}
 		})
+	}
+}
+
+// fakeHealth is a state database whose health the test sets.
+type fakeHealth struct{ err error }
+
+func (f *fakeHealth) Healthy() error { return f.err }
+
+func TestStateHealthy(t *testing.T) {
+	if err := stateHealthy(nil); err != nil {
+		t.Fatalf("no database: %v", err)
+	}
+	h := &fakeHealth{}
+	if err := stateHealthy(h); err != nil {
+		t.Fatalf("healthy database: %v", err)
+	}
+	h.err = errors.New("state sqlite: no contact for 2m")
+	var down *stateUnavailable
+	if err := stateHealthy(h); !errors.As(err, &down) {
+		t.Fatalf("unhealthy database: %v", err)
+	}
+	if apiErrorStatus(fmt.Errorf("x: %w", &stateError{h.err}), 500) != 503 || apiErrorStatus(errors.New("other"), 400) != 400 {
+		t.Fatal("apiErrorStatus maps state errors to 503 and nothing else")
 	}
 }

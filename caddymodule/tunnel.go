@@ -152,6 +152,12 @@ func (p *Proxy) serveInner(w http.ResponseWriter, r *http.Request) {
 		refuseEarly(w, &refusal{http.StatusMethodNotAllowed, "CONNECT inside an intercepted tunnel is not supported"})
 		return
 	}
+	// An open tunnel is refused too while the state database is down:
+	// its session may have been revoked elsewhere.
+	if err := stateHealthy(p.deps.state); err != nil {
+		refuseEarly(w, err)
+		return
+	}
 	// The CONNECT line fixed the target; SNI was checked against it in
 	// the handshake and the Host header must agree too.
 	host, port, err := hostname.Normalize(r.Host, 443)

@@ -3,6 +3,7 @@
 package storebackends
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"regexp"
@@ -67,6 +68,75 @@ type Opener interface {
 	Open(dataDir string) error
 }
 
+// RecordsOpener is implemented by store modules that persist their
+// records in the app's state database (the built-in store). The app
+// calls OpenRecords once, after provisioning the module, with the
+// records of this store and the app's data directory (where files of
+// an older release may wait to be imported); the store must fail here,
+// at start-up, if it cannot be used.
+type RecordsOpener interface {
+	OpenRecords(r Records, dataDir string) error
+}
+
+// Record is one credential as the built-in store persists it: the
+// name, version and update time in clear (the API lists them), the
+// value only sealed. The seal's additional data binds it to the name,
+// version and update time, so a record cannot be moved or edited.
+type Record struct {
+	Name       string
+	Version    uint64
+	UpdatedAt  time.Time
+	Nonce      []byte
+	Ciphertext []byte
+}
+
+// ErrConflict is returned by Records.Put when the record changed since
+// the caller read it (another broker wrote it first). The management
+// API answers 409.
+var ErrConflict = errors.New("the credential was changed concurrently")
+
+// Records is where a built-in store keeps its header (key derivation
+// parameters, salt and password check) and its sealed records. It is
+// implemented over the state database by the app, and by fakes in
+// tests; the store never sees SQL.
+type Records interface {
+	// Header returns the stored header document; ok is false when the
+	// store has none yet (it is new).
+	Header(ctx context.Context) (doc []byte, ok bool, err error)
+	// CreateHeader stores doc unless a header exists, and returns the
+	// header that is stored: the first writer wins, so two brokers
+	// starting together on an empty database end up with one salt.
+	CreateHeader(ctx context.Context, doc []byte) ([]byte, error)
+	// List returns every record.
+	List(ctx context.Context) ([]Record, error)
+	// Put writes a record whose Version is one more than the stored
+	// one's (or 1 for a new name); otherwise it fails with ErrConflict.
+	Put(ctx context.Context, r Record) error
+	// Delete removes a record; it reports whether there was one.
+	Delete(ctx context.Context, name string) (bool, error)
+}
+
+// RecordsImporter is implemented by Records that can take a whole
+// store at once, in one transaction and only while the store is empty:
+// the import of an older release's credentials.json.
+type RecordsImporter interface {
+	Import(ctx context.Context, header []byte, records []Record) error
+}
+
+// Notifier is a store whose contents can change without a write
+// through the Set (a sync engine, or another broker writing the shared
+// state database): it calls the registered function after each such
+// change, so the app rebuilds its merged view.
+type Notifier interface {
+	SetOnChange(func())
+}
+
+// Reloader is a store that re-reads its persisted records when the
+// state database's change feed says they changed.
+type Reloader interface {
+	Reload(ctx context.Context) error
+}
+
 // Named is implemented by store modules that can be configured more
 // than once (two Vault stores, say): StoreName is the configured name.
 type Named interface {
@@ -81,8 +151,9 @@ type Synced interface {
 	Store
 	Start()
 	Stop()
-	// SetOnChange registers the function called after each change.
-	SetOnChange(func())
+	// Notifier: SetOnChange registers the function called after each
+	// change.
+	Notifier
 	// Fresh returns nil while the store may serve its last snapshot,
 	// and an error saying why not otherwise.
 	Fresh(now time.Time) error

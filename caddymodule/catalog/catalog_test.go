@@ -1,75 +1,201 @@
 package catalog
 
 import (
+	"context"
+	"errors"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
 )
+
+// memStore is an in-memory Store; fail makes every call fail.
+type memStore struct {
+	mu   sync.Mutex
+	docs map[string][]byte
+	fail error
+}
+
+func newMemStore() *memStore { return &memStore{docs: map[string][]byte{}} }
+
+func (m *memStore) ListServices(context.Context) ([]Record, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return nil, m.fail
+	}
+	var out []Record
+	for _, name := range slices.Sorted(maps.Keys(m.docs)) {
+		out = append(out, Record{Name: name, Doc: m.docs[name], UpdatedAt: time.Unix(1, 0)})
+	}
+	return out, nil
+}
+
+func (m *memStore) PutService(_ context.Context, name string, doc []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return m.fail
+	}
+	m.docs[name] = doc
+	return nil
+}
+
+func (m *memStore) DeleteService(_ context.Context, name string) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return false, m.fail
+	}
+	_, ok := m.docs[name]
+	delete(m.docs, name)
+	return ok, nil
+}
 
 func svc(name, host string) services.Service {
 	return services.Service{Name: name, Host: host, Auth: services.Auth{Type: "bearer", Token: "T"}}
 }
 
-func TestPutDeleteSurviveReopen(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "services.json")
-	c, err := Open(path)
+var ctx = context.Background()
+
+func mustOpen(t *testing.T, st Store) *Catalog {
+	t.Helper()
+	c, err := Open(ctx, st)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Put(svc("b", "b.example.com")); err != nil {
-		t.Fatal(err)
+	return c
+}
+
+func names(c *Catalog) []string {
+	var out []string
+	for _, s := range c.Services().Services() {
+		out = append(out, s.Name+"="+s.Host)
 	}
-	if err := c.Put(svc("a", "a.example.com")); err != nil {
-		t.Fatal(err)
+	return out
+}
+
+func TestPutDeleteSurviveReopen(t *testing.T) {
+	st := newMemStore()
+	c := mustOpen(t, st)
+	for _, s := range []services.Service{svc("b", "b.example.com"), svc("a", "a.example.com"), svc("a", "a2.example.com")} {
+		if err := c.Put(ctx, s); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := c.Put(svc("a", "a2.example.com")); err != nil { // replace
-		t.Fatal(err)
-	}
-	if found, err := c.Delete("b"); !found || err != nil {
+	if found, err := c.Delete(ctx, "b"); !found || err != nil {
 		t.Fatalf("delete = %v, %v", found, err)
 	}
-	if found, _ := c.Delete("b"); found {
+	if found, _ := c.Delete(ctx, "b"); found {
 		t.Error("deleted twice")
 	}
-	again, err := Open(path)
-	if err != nil {
+	if got := names(mustOpen(t, st)); !slices.Equal(got, []string{"a=a2.example.com"}) {
+		t.Fatalf("reopened catalog = %v", got)
+	}
+}
+
+func TestStoreErrorLeavesTableUnchanged(t *testing.T) {
+	st := newMemStore()
+	c := mustOpen(t, st)
+	if err := c.Put(ctx, svc("ok", "ok.example.com")); err != nil {
 		t.Fatal(err)
 	}
-	got := again.Services().Services()
-	if len(got) != 1 || got[0].Name != "a" || got[0].Host != "a2.example.com" {
-		t.Fatalf("reopened catalog = %+v", got)
+	down := errors.New("state postgres: connection refused")
+	st.fail = down
+	if err := c.Put(ctx, svc("new", "new.example.com")); !errors.Is(err, down) {
+		t.Fatalf("Put = %v, want the store's error", err)
 	}
-	if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
-		t.Errorf("file mode %v", st.Mode().Perm())
+	if found, err := c.Delete(ctx, "ok"); !errors.Is(err, down) || found {
+		t.Fatalf("Delete = %v, %v, want the store's error", found, err)
+	}
+	if err := c.Reload(ctx); !errors.Is(err, down) {
+		t.Fatalf("Reload = %v", err)
+	}
+	if got := names(c); !slices.Equal(got, []string{"ok=ok.example.com"}) {
+		t.Fatalf("after failures the table is %v", got)
+	}
+	if _, err := Open(ctx, st); !errors.Is(err, down) {
+		t.Fatalf("Open = %v", err)
 	}
 }
 
 func TestInvalidServiceChangesNothing(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "services.json")
-	c, _ := Open(path)
-	if err := c.Put(svc("ok", "ok.example.com")); err != nil {
+	st := newMemStore()
+	c := mustOpen(t, st)
+	if err := c.Put(ctx, svc("ok", "ok.example.com")); err != nil {
 		t.Fatal(err)
 	}
-	before, _ := os.ReadFile(path)
-	if err := c.Put(svc("bad", "https://x.example.com")); err == nil {
+	if err := c.Put(ctx, svc("bad", "https://x.example.com")); err == nil {
 		t.Fatal("invalid service accepted")
 	}
-	after, _ := os.ReadFile(path)
-	if string(before) != string(after) || len(c.Services().Services()) != 1 {
+	if len(st.docs) != 1 || len(c.Services().Services()) != 1 {
 		t.Error("a refused service changed the catalog")
 	}
 }
 
-func TestOpenRefusesBadFile(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "services.json")
-	os.WriteFile(path, []byte(`[{"name":"x","host":"a..b","auth":{"type":"passthrough"}}]`), 0o600)
-	if _, err := Open(path); err == nil {
-		t.Fatal("invalid saved service accepted")
+func TestReloadSeesAnotherBroker(t *testing.T) {
+	st := newMemStore()
+	a, b := mustOpen(t, st), mustOpen(t, st)
+	if err := a.Put(ctx, svc("x", "x.example.com")); err != nil {
+		t.Fatal(err)
 	}
-	os.WriteFile(path, []byte(`{`), 0o600)
-	if _, err := Open(path); err == nil {
-		t.Fatal("malformed file accepted")
+	if len(b.Services().Services()) != 0 {
+		t.Fatal("b changed without a reload")
+	}
+	if err := b.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(b); !slices.Equal(got, []string{"x=x.example.com"}) {
+		t.Fatalf("b after reload = %v", got)
+	}
+	if _, err := a.Delete(ctx, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Reload(ctx); err != nil || len(b.Services().Services()) != 0 {
+		t.Fatalf("b after a's delete = %v, %v", names(b), err)
+	}
+}
+
+func TestBadStoredServiceIsRefused(t *testing.T) {
+	for label, doc := range map[string]string{
+		"invalid host":  `{"name":"x","host":"a..b","auth":{"type":"passthrough"}}`,
+		"malformed":     `{`,
+		"unknown field": `{"name":"x","host":"x.example.com","auth":{"type":"passthrough"},"later":1}`,
+		"other name":    `{"name":"y","host":"x.example.com","auth":{"type":"passthrough"}}`,
+	} {
+		st := newMemStore()
+		st.docs["x"] = []byte(doc)
+		if _, err := Open(ctx, st); err == nil {
+			t.Errorf("%s: a bad stored service was accepted", label)
+		}
+	}
+	st := newMemStore()
+	c := mustOpen(t, st)
+	c.Put(ctx, svc("ok", "ok.example.com"))
+	st.docs["x"] = []byte(`{`)
+	if err := c.Reload(ctx); err == nil || len(c.Services().Services()) != 1 {
+		t.Error("a bad stored service changed the table on reload")
+	}
+}
+
+func TestReadFileOfAnEarlierRelease(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "services.json")
+	os.WriteFile(path, []byte(`[{"name":"gh","host":"api.github.com","auth":{"type":"bearer","token":"GH"}}]`), 0o600)
+	svcs, err := ReadFile(path)
+	if err != nil || len(svcs) != 1 || svcs[0].Name != "gh" {
+		t.Fatalf("ReadFile = %+v, %v", svcs, err)
+	}
+	os.WriteFile(path, []byte(`[{"name":"x","host":"a..b","auth":{"type":"passthrough"}}]`), 0o600)
+	if _, err := ReadFile(path); err == nil || !strings.Contains(err.Error(), path) {
+		t.Fatalf("invalid file: %v", err)
+	}
+	if _, err := ReadFile(filepath.Join(t.TempDir(), "none")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing file: %v", err)
 	}
 }

@@ -55,7 +55,8 @@ type entry struct {
 }
 
 // New builds a Set over stores, in priority order, and takes the first
-// snapshot. Synced stores report their changes to it; they are not
+// snapshot. Stores that implement storebackends.Notifier (synced stores,
+// the built-in store) report their changes to it; synced stores are not
 // started (see Start).
 func New(stores []Store) (*Set, error) {
 	if err := CheckNames(stores); err != nil {
@@ -69,9 +70,11 @@ func New(stores []Store) (*Set, error) {
 		}
 		s.stores = append(s.stores, e)
 	}
+	// Every store that can change by itself (a synced store, or the
+	// built-in store reloading what another broker wrote) tells the Set.
 	for _, e := range s.stores {
-		if e.synced != nil {
-			e.synced.SetOnChange(s.Rebuild)
+		if n, ok := e.store.(storebackends.Notifier); ok {
+			n.SetOnChange(s.Rebuild)
 		}
 	}
 	s.Rebuild()

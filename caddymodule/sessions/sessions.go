@@ -1,14 +1,23 @@
 // Package sessions keeps the proxy's short-lived agent sessions: who may
 // use the proxy, which services they may reach, and which placeholders
 // stand for which credentials. Only token hashes are kept.
+//
+// The registry is in memory, so authenticating a request never waits
+// on I/O. With a Store (the app's state database) sessions are also
+// persisted: they survive a restart and are usable on every broker
+// sharing the database. Creation is saved before the token is handed
+// out; revocation takes effect here first (fail closed) and is then
+// saved; other brokers' changes arrive through Apply and Reload.
 package sessions
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"iter"
 	"slices"
@@ -37,15 +46,25 @@ type Session struct {
 	Services  []string // the services this session may use, fixed at creation
 	CreatedAt time.Time
 	ExpiresAt time.Time
+	// Agent names the agent the session was made for; empty until
+	// agents are identified.
+	Agent string
 
 	tokenHash     [32]byte
 	placeholders  map[string]string // credential -> placeholder
 	credentials   []string          // the placeholders' keys, sorted
 	byPlaceholder map[string]string // placeholder -> credential
 
-	revoked  atomic.Bool
-	requests atomic.Uint64
+	revoked atomic.Bool
+	// stored is the request count last read from the store (every
+	// broker's flushed requests); pending counts this broker's requests
+	// not yet flushed. Without a store everything stays pending.
+	stored   atomic.Uint64
+	pending  atomic.Uint64
 	lastUsed atomic.Int64 // unix nanoseconds
+	// seq orders the session's arrival in the registry, so Reload can
+	// tell a session added after its read from one missing in the store.
+	seq uint64
 
 	mu    sync.Mutex
 	conns map[io.Closer]struct{}
@@ -90,20 +109,32 @@ func (s *Session) Active(now time.Time) bool {
 // Revoked reports whether the session was revoked.
 func (s *Session) Revoked() bool { return s.revoked.Load() }
 
-// Touch records one proxied request.
+// Touch records one proxied request. It never does I/O: the count is
+// flushed to the store by FlushActivity.
 func (s *Session) Touch(now time.Time) {
-	s.requests.Add(1)
-	s.lastUsed.Store(now.UnixNano())
+	s.pending.Add(1)
+	s.seeUse(now.UnixNano())
 }
 
-// Activity returns the number of proxied requests and the time of the
-// last one (zero if none).
+// seeUse moves lastUsed forward to n (never back).
+func (s *Session) seeUse(n int64) {
+	for {
+		old := s.lastUsed.Load()
+		if n <= old || s.lastUsed.CompareAndSwap(old, n) {
+			return
+		}
+	}
+}
+
+// Activity returns the number of proxied requests (on every broker, as
+// far as this one knows: the stored count plus its unflushed requests)
+// and the time of the last one (zero if none).
 func (s *Session) Activity() (requests uint64, lastUsed time.Time) {
 	n := s.lastUsed.Load()
 	if n != 0 {
 		lastUsed = time.Unix(0, n).UTC()
 	}
-	return s.requests.Load(), lastUsed
+	return s.stored.Load() + s.pending.Load(), lastUsed
 }
 
 // Track registers an open connection of this session so that revoking
@@ -140,18 +171,81 @@ func (s *Session) end() {
 	}
 }
 
+// Record is a session as the Store keeps it: never the token, only its
+// hash.
+type Record struct {
+	ID           string
+	TokenHash    [32]byte
+	Services     []string
+	Placeholders map[string]string // credential -> placeholder
+	Agent        string
+	CreatedAt    time.Time
+	ExpiresAt    time.Time
+	RevokedAt    *time.Time // nil while not revoked
+	LastUsed     *time.Time // nil before the first request
+	Requests     uint64
+}
+
+// Activity is one session's requests since the last flush.
+type Activity struct {
+	ID       string
+	Requests uint64 // a delta, added to the stored count
+	LastUsed time.Time
+}
+
+// Store persists sessions (the app implements it over the state
+// database). The registry never calls it on a request's path.
+type Store interface {
+	// Insert saves a new session.
+	Insert(ctx context.Context, r Record) error
+	// Revoke marks a session revoked at at (keeping an earlier
+	// revocation time); it reports whether the session exists.
+	Revoke(ctx context.Context, id string, at time.Time) (bool, error)
+	// Get returns one session.
+	Get(ctx context.Context, id string) (Record, bool, error)
+	// All returns every session that expires after expiredAfter.
+	All(ctx context.Context, expiredAfter time.Time) ([]Record, error)
+	// AddActivity adds request deltas and moves last-used times
+	// forward, all in one transaction.
+	AddActivity(ctx context.Context, batch []Activity) error
+	// DeleteExpiredBefore deletes sessions that expired before t.
+	DeleteExpiredBefore(ctx context.Context, t time.Time) (int, error)
+}
+
+// DefaultKeep is how long an ended session stays listed (and stored)
+// after its expiry when Registry.Keep is zero.
+const DefaultKeep = time.Hour
+
+// purgeEvery is how often Sweep deletes long-expired sessions from the
+// store: often enough to keep the table small, rarely enough not to
+// write every second.
+const purgeEvery = time.Minute
+
 // Registry holds the live sessions. It is safe for concurrent use.
 type Registry struct {
 	Now func() time.Time // for tests; nil means time.Now
+	// Keep is how long an ended session stays listed after its expiry,
+	// and in the store; zero means DefaultKeep.
+	Keep time.Duration
 
-	mu     sync.RWMutex
-	byHash map[[32]byte]*Session
-	byID   map[string]*Session
+	store Store // nil: sessions live in memory only
+
+	// syncMu serialises the store's reads and activity flushes
+	// (Apply, Reload, FlushActivity), so a flushed delta is never
+	// counted twice by a read that raced it.
+	syncMu    sync.Mutex
+	lastPurge time.Time // guarded by syncMu
+
+	mu      sync.RWMutex
+	byHash  map[[32]byte]*Session
+	byID    map[string]*Session
+	nextSeq uint64 // guarded by mu
 }
 
-// NewRegistry returns an empty registry.
-func NewRegistry() *Registry {
-	return &Registry{byHash: map[[32]byte]*Session{}, byID: map[string]*Session{}}
+// NewRegistry returns an empty registry that persists its sessions in
+// store; nil keeps them in memory only (they end with the process).
+func NewRegistry(store Store) *Registry {
+	return &Registry{store: store, byHash: map[[32]byte]*Session{}, byID: map[string]*Session{}}
 }
 
 func (r *Registry) now() time.Time {
@@ -161,14 +255,22 @@ func (r *Registry) now() time.Time {
 	return time.Now()
 }
 
+func (r *Registry) keep() time.Duration {
+	if r.Keep > 0 {
+		return r.Keep
+	}
+	return DefaultKeep
+}
+
 // NewPlaceholderFunc makes one placeholder; injected so this package
 // does not decide the placeholder format.
 type NewPlaceholderFunc func() (string, error)
 
 // Create opens a session for the named services lasting ttl, with one
 // fresh placeholder per credential. It returns the session and its
-// bearer token; the token is not kept.
-func (r *Registry) Create(services []string, ttl time.Duration, credentials []string, newPlaceholder NewPlaceholderFunc) (*Session, string, error) {
+// bearer token; the token is not kept. With a store, the session is
+// saved first: if saving fails there is no session.
+func (r *Registry) Create(ctx context.Context, services []string, ttl time.Duration, credentials []string, newPlaceholder NewPlaceholderFunc) (*Session, string, error) {
 	if ttl <= 0 {
 		return nil, "", errors.New("session ttl must be positive")
 	}
@@ -182,37 +284,86 @@ func (r *Registry) Create(services []string, ttl time.Duration, credentials []st
 		return nil, "", err
 	}
 	now := r.now().UTC()
-	s := &Session{
-		ID:            "ses_" + hex.EncodeToString(idBytes),
-		CreatedAt:     now,
-		ExpiresAt:     now.Add(ttl),
-		tokenHash:     sha256.Sum256([]byte(token)),
-		placeholders:  make(map[string]string, len(credentials)),
-		byPlaceholder: make(map[string]string, len(credentials)),
-	}
-	s.Services = slices.Clone(services)
-	sort.Strings(s.Services)
+	placeholders := make(map[string]string, len(credentials))
 	for _, c := range credentials {
-		if _, dup := s.placeholders[c]; dup {
+		if _, dup := placeholders[c]; dup {
 			continue
 		}
 		ph, err := newPlaceholder()
 		if err != nil {
 			return nil, "", err
 		}
+		placeholders[c] = ph
+	}
+	rec := Record{
+		ID:           "ses_" + hex.EncodeToString(idBytes),
+		TokenHash:    sha256.Sum256([]byte(token)),
+		Services:     slices.Clone(services),
+		Placeholders: placeholders,
+		CreatedAt:    now,
+		ExpiresAt:    now.Add(ttl),
+	}
+	sort.Strings(rec.Services)
+	if r.store != nil {
+		if err := r.store.Insert(ctx, rec); err != nil {
+			return nil, "", fmt.Errorf("saving the session: %w", err)
+		}
+	}
+	// The change feed may have added it already (Apply): keep that one.
+	return r.add(newSession(rec)), token, nil
+}
+
+// newSession builds the in-memory session for a record.
+func newSession(rec Record) *Session {
+	s := &Session{
+		ID:            rec.ID,
+		Services:      slices.Clone(rec.Services),
+		CreatedAt:     rec.CreatedAt,
+		ExpiresAt:     rec.ExpiresAt,
+		Agent:         rec.Agent,
+		tokenHash:     rec.TokenHash,
+		placeholders:  make(map[string]string, len(rec.Placeholders)),
+		byPlaceholder: make(map[string]string, len(rec.Placeholders)),
+	}
+	sort.Strings(s.Services)
+	for c, ph := range rec.Placeholders {
 		s.placeholders[c] = ph
 		s.byPlaceholder[ph] = c
 		s.credentials = append(s.credentials, c)
 	}
 	sort.Strings(s.credentials)
-	r.mu.Lock()
-	r.byHash[s.tokenHash] = s
-	r.byID[s.ID] = s
-	r.mu.Unlock()
-	return s, token, nil
+	s.applyStored(rec)
+	return s
 }
 
-// Authenticate returns the active session for token.
+// applyStored takes the stored activity and revocation of rec.
+// Revocation only ever goes one way.
+func (s *Session) applyStored(rec Record) {
+	s.stored.Store(rec.Requests)
+	if rec.LastUsed != nil {
+		s.seeUse(rec.LastUsed.UnixNano())
+	}
+	if rec.RevokedAt != nil {
+		s.end()
+	}
+}
+
+// add puts s in the registry unless a session with its id is there
+// already, and returns the one that is.
+func (r *Registry) add(s *Session) *Session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if old, ok := r.byID[s.ID]; ok {
+		return old
+	}
+	r.nextSeq++
+	s.seq = r.nextSeq
+	r.byHash[s.tokenHash] = s
+	r.byID[s.ID] = s
+	return s
+}
+
+// Authenticate returns the active session for token. It never does I/O.
 func (r *Registry) Authenticate(token string) (*Session, error) {
 	h := sha256.Sum256([]byte(token))
 	r.mu.RLock()
@@ -230,16 +381,132 @@ func (r *Registry) Authenticate(token string) (*Session, error) {
 }
 
 // Revoke ends the session with the given id and closes its open
-// connections. It reports whether the session existed.
-func (r *Registry) Revoke(id string) bool {
+// connections, then records the revocation in the store. It reports
+// whether the session existed (here or in the store). The session has
+// ended here even when an error is returned: the error means other
+// brokers may not know yet, and revoking again is safe.
+func (r *Registry) Revoke(ctx context.Context, id string) (bool, error) {
 	r.mu.RLock()
 	s, ok := r.byID[id]
 	r.mu.RUnlock()
-	if !ok {
-		return false
+	if ok {
+		s.end()
 	}
-	s.end()
-	return true
+	if r.store == nil {
+		return ok, nil
+	}
+	stored, err := r.store.Revoke(ctx, id, r.now().UTC())
+	if err != nil {
+		return ok, fmt.Errorf("recording the revocation: %w", err)
+	}
+	return ok || stored, nil
+}
+
+// Apply brings one session in line with the store (the change feed
+// names it): a session created elsewhere is added, a revoked one ends,
+// and one the store no longer holds ends too (fail closed).
+func (r *Registry) Apply(ctx context.Context, id string) error {
+	if r.store == nil {
+		return nil
+	}
+	r.syncMu.Lock()
+	defer r.syncMu.Unlock()
+	rec, ok, err := r.store.Get(ctx, id)
+	if err != nil {
+		return fmt.Errorf("reading session %s: %w", id, err)
+	}
+	r.mu.RLock()
+	s, have := r.byID[id]
+	r.mu.RUnlock()
+	switch {
+	case !ok && have:
+		s.end()
+	case ok && have:
+		s.applyStored(rec)
+	case ok && r.now().Before(rec.ExpiresAt.Add(r.keep())):
+		r.add(newSession(rec)).applyStored(rec)
+	}
+	return nil
+}
+
+// Reload brings every session in line with the store (the change
+// feed's periodic safety net, and after a reconnect): it adds sessions
+// created elsewhere, ends revoked ones, and ends sessions the store no
+// longer holds (fail closed). Nothing is ever un-revoked.
+func (r *Registry) Reload(ctx context.Context) error {
+	if r.store == nil {
+		return nil
+	}
+	r.syncMu.Lock()
+	defer r.syncMu.Unlock()
+	// Sessions added after this point were saved after the read began,
+	// so their absence from it means nothing.
+	r.mu.RLock()
+	seen := r.nextSeq
+	r.mu.RUnlock()
+	since := r.now().Add(-r.keep())
+	recs, err := r.store.All(ctx, since)
+	if err != nil {
+		return fmt.Errorf("reading sessions: %w", err)
+	}
+	inStore := make(map[string]bool, len(recs))
+	for _, rec := range recs {
+		inStore[rec.ID] = true
+		r.add(newSession(rec)).applyStored(rec)
+	}
+	var gone []*Session
+	r.mu.RLock()
+	for id, s := range r.byID {
+		if !inStore[id] && s.seq <= seen && s.ExpiresAt.After(since) {
+			gone = append(gone, s)
+		}
+	}
+	r.mu.RUnlock()
+	for _, s := range gone {
+		s.end()
+	}
+	return nil
+}
+
+// FlushActivity writes every session's requests since the last flush
+// to the store in one batch (the app calls it every second). If the
+// write fails the requests are kept and go out with the next flush.
+func (r *Registry) FlushActivity(ctx context.Context) error {
+	if r.store == nil {
+		return nil
+	}
+	r.syncMu.Lock()
+	defer r.syncMu.Unlock()
+	type taken struct {
+		s *Session
+		n uint64
+	}
+	var batch []Activity
+	var took []taken
+	r.mu.RLock()
+	for _, s := range r.byID {
+		n := s.pending.Swap(0)
+		if n == 0 {
+			continue
+		}
+		took = append(took, taken{s, n})
+		_, last := s.Activity()
+		batch = append(batch, Activity{ID: s.ID, Requests: n, LastUsed: last})
+	}
+	r.mu.RUnlock()
+	if len(batch) == 0 {
+		return nil
+	}
+	if err := r.store.AddActivity(ctx, batch); err != nil {
+		for _, t := range took {
+			t.s.pending.Add(t.n)
+		}
+		return fmt.Errorf("saving session activity: %w", err)
+	}
+	for _, t := range took {
+		t.s.stored.Add(t.n)
+	}
+	return nil
 }
 
 // List returns all known sessions, newest first.
@@ -260,19 +527,21 @@ func (r *Registry) List() []*Session {
 }
 
 // Sweep ends sessions that expired (closing their open connections) and
-// forgets sessions whose expiry time is more than keep ago (revoked ones
-// included: they stay listed until then), so the list shows
-// recent activity without growing forever. It returns how many sessions
-// it ended.
-func (r *Registry) Sweep(keep time.Duration) int {
+// forgets sessions whose expiry time is more than Keep ago (revoked
+// ones included: they stay listed until then), so the list shows
+// recent activity without growing forever. With a store it also
+// deletes such sessions from the store, at most once a minute. It
+// returns how many sessions it ended; an error is the store's.
+func (r *Registry) Sweep(ctx context.Context) (int, error) {
 	now := r.now()
+	horizon := now.Add(-r.keep())
 	var ended []*Session
 	r.mu.Lock()
 	for id, s := range r.byID {
 		if !now.Before(s.ExpiresAt) && !s.revoked.Load() {
 			ended = append(ended, s)
 		}
-		if !now.Before(s.ExpiresAt.Add(keep)) {
+		if !s.ExpiresAt.After(horizon) {
 			delete(r.byID, id)
 			delete(r.byHash, s.tokenHash)
 		}
@@ -281,10 +550,26 @@ func (r *Registry) Sweep(keep time.Duration) int {
 	for _, s := range ended {
 		s.end()
 	}
-	return len(ended)
+	if r.store == nil {
+		return len(ended), nil
+	}
+	r.syncMu.Lock()
+	due := now.Sub(r.lastPurge) >= purgeEvery
+	if due {
+		r.lastPurge = now
+	}
+	r.syncMu.Unlock()
+	if due {
+		if _, err := r.store.DeleteExpiredBefore(ctx, horizon); err != nil {
+			return len(ended), fmt.Errorf("deleting expired sessions: %w", err)
+		}
+	}
+	return len(ended), nil
 }
 
-// RevokeAll ends every session; used when the app stops.
+// RevokeAll ends every session in this process, closing their
+// connections; used when the app stops. The store is not told: the
+// sessions live on for the next start and the other brokers.
 func (r *Registry) RevokeAll() {
 	r.mu.RLock()
 	all := make([]*Session, 0, len(r.byID))

@@ -31,6 +31,7 @@ var behaviours = []struct {
 	{"storage list and delete by prefix", testStoragePrefix},
 	{"locks", testLocks},
 	{"meta", testMeta},
+	{"meta claim first writer wins", testMetaClaim},
 	{"empty", testEmpty},
 	{"writes announce changes", testLocalFeed},
 	{"subscribers run one at a time in order", testFeedSerial},
@@ -435,6 +436,28 @@ func testMeta(t *testing.T, db *DB, clk *clock) {
 	must(t, db.SetMeta(ctx, "imported_data_dir", "/b"))
 	if v, ok, err := db.Meta(ctx, "imported_data_dir"); err != nil || !ok || v != "/b" {
 		t.Fatalf("meta = %q %v %v", v, ok, err)
+	}
+}
+
+func testMetaClaim(t *testing.T, db *DB, clk *clock) {
+	if v, err := db.ClaimMeta(ctx, "claim", "/a"); err != nil || v != "/a" {
+		t.Fatalf("first claim = %q %v", v, err)
+	}
+	if v, err := db.ClaimMeta(ctx, "claim", "/b"); err != nil || v != "/a" {
+		t.Fatalf("second claim = %q %v, want the first writer's", v, err)
+	}
+	// Claims race on one key: every claimer learns the same winner.
+	var wg sync.WaitGroup
+	got := make([]string, 8)
+	errs := make([]error, 8)
+	for i := range got {
+		wg.Go(func() { got[i], errs[i] = db.ClaimMeta(ctx, "race", fmt.Sprint(i)) })
+	}
+	wg.Wait()
+	for i := range got {
+		if errs[i] != nil || got[i] != got[0] {
+			t.Fatalf("racing claims: %q %v", got, errs)
+		}
 	}
 }
 

@@ -42,3 +42,21 @@ func (db *DB) Empty(ctx context.Context) (bool, error) {
 	}
 	return true, nil
 }
+
+// ClaimMeta sets key to value unless it is set already, and returns the
+// value stored: the first writer wins. Two brokers starting together on
+// a new database both see it Empty; claiming a key before importing
+// their files lets exactly one of them import.
+func (db *DB) ClaimMeta(ctx context.Context, key, value string) (string, error) {
+	var stored string
+	err := db.write(ctx, "claim meta "+key, func(t *txn) error {
+		if _, err := t.exec(ctx, "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", key, value); err != nil {
+			return err
+		}
+		return t.queryRow(ctx, "SELECT value FROM meta WHERE key = $1", key).Scan(&stored)
+	})
+	if err != nil {
+		return "", err
+	}
+	return stored, nil
+}

@@ -1,17 +1,19 @@
 package builtin
 
 import (
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
+	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
 
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
@@ -20,8 +22,12 @@ func init() {
 	caddy.RegisterModule(Module{})
 }
 
+// openTimeout bounds OpenRecords' database work (header, import, first
+// read), so a hung database fails the start instead of hanging it.
+const openTimeout = time.Minute
+
 // Module is the built-in encrypted credential store: values are kept
-// AES-256-GCM encrypted in <dir>/credentials.json under a key derived
+// AES-256-GCM encrypted in the app's state database under a key derived
 // with argon2id from the master password. It is the default store and
 // the one the management API writes to.
 type Module struct {
@@ -35,11 +41,16 @@ type Module struct {
 	// master_password.
 	MasterPasswordFile string `json:"master_password_file,omitempty"`
 
-	// Directory of the encrypted file. Default: the app's data_dir.
+	// Directory where an older release kept credentials.json. On the
+	// first start with a store that the state database does not hold
+	// yet, that file is imported (it must open with the master
+	// password) and renamed credentials.json.imported-<unix seconds>.
+	// Placeholders are expanded. Default: the app's data_dir.
 	Dir string `json:"dir,omitempty"`
 
 	password []byte
-	dir      string
+	logger   *zap.Logger
+	now      func() time.Time
 	*Store
 }
 
@@ -52,7 +63,8 @@ func (Module) CaddyModule() caddy.ModuleInfo {
 }
 
 // Provision resolves the master password; it fails when there is none.
-func (m *Module) Provision(caddy.Context) error {
+func (m *Module) Provision(ctx caddy.Context) error {
+	m.logger = ctx.Logger()
 	repl := caddy.NewReplacer()
 	file, err := repl.ReplaceOrErr(m.MasterPasswordFile, false, true)
 	if err != nil {
@@ -82,10 +94,16 @@ func (m *Module) Provision(caddy.Context) error {
 	return nil
 }
 
-// Open decrypts the store, in dataDir unless Dir is set. A store that
-// is already open (the config is being reloaded) is shared rather than
-// opened twice, so two instances never write the same file.
-func (m *Module) Open(dataDir string) error {
+// OpenRecords opens the store kept in r. If r holds no store yet and
+// the store directory (Dir, default dataDir) has an older release's
+// credentials.json, that file is imported first and then renamed, so
+// the credentials carry over and the file is not imported twice. Each
+// config load opens its own Store over the shared records (a reload
+// derives the key again); the records, not the Store, are shared.
+func (m *Module) OpenRecords(r storebackends.Records, dataDir string) error {
+	defer clear(m.password) // the derived key lives on inside the store; the password need not
+	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
+	defer cancel()
 	dir := m.Dir
 	if dir == "" {
 		dir = dataDir
@@ -94,63 +112,75 @@ func (m *Module) Open(dataDir string) error {
 	if err != nil {
 		return err
 	}
-	check := passwordCheck(m.password)
-	val, _, err := openStores.LoadOrNew(dir, func() (caddy.Destructor, error) {
-		st, err := Open(dir, m.password, Options{StoreName: "builtin"})
-		if err != nil {
-			return nil, err
-		}
-		return &pooledStore{Store: st, check: check}, nil
-	})
-	clear(m.password) // the derived key lives on inside the store; the password need not
+	if err := m.importFile(ctx, r, filepath.Join(dir, FileName)); err != nil {
+		return err
+	}
+	st, err := Open(ctx, r, m.password, Options{StoreName: "builtin", Now: m.clock()})
 	if err != nil {
 		return err
 	}
-	ps := val.(*pooledStore)
-	if !hmac.Equal(ps.check[:], check[:]) {
-		openStores.Delete(dir)
-		return fmt.Errorf("%w (the store is open with another password; restart to change it)", ErrWrongPassword)
-	}
-	m.Store, m.dir = ps.Store, dir
+	m.Store = st
 	return nil
 }
 
-// Cleanup releases this config's hold on the open store.
-func (m *Module) Cleanup() error {
-	if m.Store != nil {
-		_, err := openStores.Delete(m.dir)
-		return err
+// log returns the module's logger, or a no-op one when the module was
+// not provisioned by Caddy (tests).
+func (m *Module) log() *zap.Logger {
+	if m.logger == nil {
+		return zap.NewNop()
 	}
+	return m.logger
+}
+
+// clock returns the module's clock, time.Now unless a test set one.
+func (m *Module) clock() func() time.Time {
+	if m.now == nil {
+		return time.Now
+	}
+	return m.now
+}
+
+// importFile imports path into r when r holds no store yet, then
+// renames the file. A file that does not open with the password stops
+// the start: silently starting empty would lose the credentials.
+func (m *Module) importFile(ctx context.Context, r storebackends.Records, path string) error {
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	_, exists, err := r.Header(ctx)
+	if err != nil {
+		return fmt.Errorf("builtin store: reading the header: %w", err)
+	}
+	if exists {
+		m.log().Warn("not importing an old credential file: the state database already holds the built-in store",
+			zap.String("file", path))
+		return nil
+	}
+	imp, ok := r.(storebackends.RecordsImporter)
+	if !ok {
+		return fmt.Errorf("builtin store: %s cannot be imported: the state backend does not support importing", path)
+	}
+	header, records, err := ReadFile(path, m.password)
+	if err != nil {
+		return fmt.Errorf("importing %s: %w", path, err)
+	}
+	if err := imp.Import(ctx, header, records); err != nil {
+		// Another broker may have created the store meanwhile: then
+		// its store is the one to open, and this file stays.
+		if _, exists, herr := r.Header(ctx); herr == nil && exists {
+			m.log().Warn("not importing an old credential file: another broker created the built-in store first",
+				zap.String("file", path))
+			return nil
+		}
+		return fmt.Errorf("importing %s: %w", path, err)
+	}
+	renamed := path + ".imported-" + strconv.FormatInt(m.clock()().Unix(), 10)
+	if err := os.Rename(path, renamed); err != nil {
+		return fmt.Errorf("imported %s, but renaming it failed (rename it yourself so it is not imported again): %w", path, err)
+	}
+	m.log().Info("imported the built-in store's old credential file into the state database",
+		zap.String("file", path), zap.String("renamed_to", renamed), zap.Int("credentials", len(records)))
 	return nil
-}
-
-// openStores shares open stores across config reloads, by directory.
-var openStores = caddy.NewUsagePool()
-
-type pooledStore struct {
-	*Store
-	check [32]byte
-}
-
-func (*pooledStore) Destruct() error { return nil }
-
-// checkKey makes passwordCheck a keyed hash that means nothing outside
-// this process.
-var checkKey = func() []byte {
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return b
-}()
-
-// passwordCheck lets a reload confirm it was given the password the
-// shared store was opened with, without keeping the password.
-func passwordCheck(pw []byte) (sum [32]byte) {
-	h := hmac.New(sha256.New, checkKey)
-	h.Write(pw)
-	copy(sum[:], h.Sum(nil))
-	return sum
 }
 
 // UnmarshalCaddyfile reads the store's block:
@@ -194,8 +224,10 @@ func (m *Module) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // Interface guards
 var (
-	_ caddy.Provisioner      = (*Module)(nil)
-	_ caddyfile.Unmarshaler  = (*Module)(nil)
-	_ storebackends.Writable = (*Module)(nil)
-	_ storebackends.Opener   = (*Module)(nil)
+	_ caddy.Provisioner           = (*Module)(nil)
+	_ caddyfile.Unmarshaler       = (*Module)(nil)
+	_ storebackends.Writable      = (*Module)(nil)
+	_ storebackends.RecordsOpener = (*Module)(nil)
+	_ storebackends.Notifier      = (*Module)(nil)
+	_ storebackends.Reloader      = (*Module)(nil)
 )

@@ -1,58 +1,63 @@
 // Package builtin is the credential store that ships with agent-vault:
-// a single file, credentials.json, whose values are encrypted with
-// AES-256-GCM under a key derived from a master password with argon2id.
+// its values are encrypted with AES-256-GCM under a key derived from a
+// master password with argon2id, and kept in the app's state database
+// (through storebackends.Records), so every broker sharing the database
+// serves the same credentials.
 //
 // Names, versions and update times are stored in clear (they are not
 // secret, and the management API lists them); values only ever exist
-// encrypted on disk. Every ciphertext is bound to its credential's name,
-// version and update time, so moving or editing records in the file is
-// detected when the store is opened.
+// sealed outside this process. Every ciphertext is bound to its
+// credential's name, version and update time, so moving or editing
+// records in the database is detected when they are read.
 //
 // Open decrypts all values once and keeps them in memory, so reads never
-// touch the disk or the cipher. A Store assumes it is the only writer of
-// its file: two Stores (or processes) writing the same file overwrite
-// each other's changes. The format does not protect against rollback:
-// someone able to write the file can replace it with an older copy made
-// with the same password.
+// touch the database or the cipher; Reload (driven by the database's
+// change feed) decrypts what another broker changed. Writes use
+// optimistic concurrency on the record's version. The format does not
+// protect against rollback: someone able to write the database can put
+// back an older record made with the same password.
+//
+// The single-file format of earlier releases (credentials.json) is read
+// only to import it (ReadFile).
 package builtin
 
 import (
-	"crypto/cipher"
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"maps"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/agentvault/caddy-agent-vault/internal/atomicfile"
+	"github.com/agentvault/caddy-agent-vault/internal/sealbox"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
 
-// FileName is the name of the store file inside the store directory.
+// FileName is the name of an older release's store file inside the
+// store directory; it is imported on first start.
 const FileName = "credentials.json"
 
 const (
 	// maxValueLen bounds a credential value; values go into HTTP
 	// headers, where anything larger is a mistake.
 	maxValueLen = 64 << 10
-	// maxFileSize bounds how much Open reads, so a huge file fails
+	// maxFileSize bounds how much ReadFile reads, so a huge file fails
 	// cleanly instead of exhausting memory.
 	maxFileSize = 64 << 20
+	// writeTimeout bounds one write to the database, so a hung
+	// database fails the API request instead of holding it forever.
+	writeTimeout = 30 * time.Second
 )
 
-// KDFParams are the argon2id parameters; they are recorded in the file.
-type KDFParams struct {
-	Time      uint32 `json:"time"`
-	MemoryKiB uint32 `json:"memory_kib"`
-	Threads   uint8  `json:"threads"`
-}
+// KDFParams are the argon2id parameters; they are recorded in the
+// header.
+type KDFParams = sealbox.KDFParams
 
 // DefaultKDF is used for new stores when Options.KDF is left zero. It
 // follows the RFC 9106 recommendation for memory-constrained settings.
@@ -62,17 +67,17 @@ var DefaultKDF = KDFParams{Time: 3, MemoryKiB: 64 * 1024, Threads: 2}
 type Options struct {
 	// StoreName goes into Meta.Store; default "builtin".
 	StoreName string
-	// KDF is used only when Open creates a new file; an existing file
-	// keeps the parameters recorded in it. Zero means DefaultKDF.
+	// KDF is used only when Open creates a new header; an existing
+	// store keeps the parameters recorded in it. Zero means DefaultKDF.
 	KDF KDFParams
 	// Now is the clock for UpdatedAt, replaceable in tests; default
 	// time.Now.
 	Now func() time.Time
 
 	// limits bounds the KDF parameters Open accepts; zero means
-	// defaultKDFLimits. Tests (the fuzzer) lower it so that a mutated
-	// file cannot make each run allocate gigabytes.
-	limits kdfLimits
+	// sealbox.DefaultLimits. Tests (the fuzzer) lower it so that
+	// mutated input cannot make each run allocate gigabytes.
+	limits sealbox.Limits
 }
 
 // ErrWrongPassword means the master password does not open the store.
@@ -87,37 +92,38 @@ var ErrInvalidInput = storebackends.ErrInvalidInput
 // Store is an open built-in credential store. It is safe for concurrent
 // use.
 type Store struct {
-	path      string
+	records   storebackends.Records
 	storeName string
 	now       func() time.Time
-	aead      cipher.AEAD
-	// header holds the parts of the file that never change after Open:
-	// format version, KDF record and password check record.
-	header storeFile
+	box       *sealbox.Box
 
-	// writeMu serializes writers across the slow disk I/O, so that mu
-	// is held only briefly and readers are not blocked by fsync.
-	writeMu sync.Mutex
-	mu      sync.RWMutex
-	creds   map[string]credential // guarded by mu; replaced entries only under writeMu
+	// writeMu serialises writers and reloads across the database I/O,
+	// so that mu is held only briefly and readers never wait on it, and
+	// a reload cannot put back what a concurrent write replaced.
+	writeMu  sync.Mutex
+	mu       sync.RWMutex
+	creds    map[string]credential // guarded by mu; replaced only under writeMu
+	onChange atomic.Pointer[func()]
 }
 
-// credential is one decrypted credential together with its on-disk
-// record, which is written back unchanged when other credentials change.
+// credential is one decrypted credential together with its stored
+// record, so a reload can tell whether it changed.
 type credential struct {
 	value  string
 	record credentialRecord
 }
 
-// Open opens the store in dir, creating dir (mode 0700) and a new empty
-// store file (mode 0600) if there is none yet. A new file is written
-// immediately, so the first password used is the one the store keeps.
+// Open opens the store kept in records, creating its header (a fresh
+// salt and a password check) if there is none yet: the first password
+// used is the one the store keeps. When two brokers create the header
+// at once, the one stored first wins and the other checks its password
+// against it. Every record must decrypt, or Open fails.
 //
 // The caller may clear password after Open returns; the Store keeps
 // only the derived cipher.
-func Open(dir string, password []byte, opts Options) (*Store, error) {
-	if dir == "" {
-		return nil, errors.New("builtin store: the store directory must be set")
+func Open(ctx context.Context, records storebackends.Records, password []byte, opts Options) (*Store, error) {
+	if records == nil {
+		return nil, errors.New("builtin store: no records to keep the store in")
 	}
 	if len(password) == 0 {
 		return nil, errors.New("builtin store: the master password must not be empty")
@@ -131,97 +137,142 @@ func Open(dir string, password []byte, opts Options) (*Store, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.limits == (kdfLimits{}) {
-		opts.limits = defaultKDFLimits
+	if opts.limits == (sealbox.Limits{}) {
+		opts.limits = sealbox.DefaultLimits
 	}
-	// Checked even when the file exists, so a bad setting is noticed
+	// Checked even when the header exists, so a bad setting is noticed
 	// before it is first needed.
-	if err := opts.KDF.validate(opts.limits); err != nil {
+	if err := opts.KDF.Validate(opts.limits); err != nil {
 		return nil, fmt.Errorf("builtin store: invalid KDF options: %w", err)
 	}
+	fail := func(err error) (*Store, error) { return nil, fmt.Errorf("builtin store %q: %w", opts.StoreName, err) }
 
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("builtin store: creating directory: %w", err)
-	}
-	s := &Store{
-		path:      filepath.Join(dir, FileName),
-		storeName: opts.StoreName,
-		now:       opts.Now,
-		creds:     map[string]credential{},
-	}
-	data, err := readLimited(s.path, maxFileSize)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		err = s.create(password, opts.KDF)
-	case err != nil:
-		err = fmt.Errorf("builtin store: reading %s: %w", s.path, err)
-	default:
-		err = s.load(data, password, opts.limits)
-	}
+	s := &Store{records: records, storeName: opts.StoreName, now: opts.Now, creds: map[string]credential{}}
+	doc, ok, err := records.Header(ctx)
 	if err != nil {
-		return nil, err
+		return fail(fmt.Errorf("reading the header: %w", err))
+	}
+	if !ok {
+		h, box, err := newHeader(password, opts.KDF, opts.limits)
+		if err != nil {
+			return fail(err)
+		}
+		mine, err := json.Marshal(h)
+		if err != nil {
+			return fail(err)
+		}
+		if doc, err = records.CreateHeader(ctx, mine); err != nil {
+			return fail(fmt.Errorf("creating the header: %w", err))
+		}
+		if bytes.Equal(doc, mine) {
+			s.box = box
+		}
+		// Otherwise another broker created the header first: fall
+		// through and open the store it made.
+	}
+	if s.box == nil {
+		var h header
+		if err := decodeStrict(doc, &h, "store header"); err != nil {
+			return fail(err)
+		}
+		if err := h.checkStructure(opts.limits); err != nil {
+			return fail(err)
+		}
+		if s.box, err = h.unlock(password, opts.limits); err != nil {
+			return fail(err)
+		}
+	}
+	if _, _, err := s.reloadLocked(ctx, true); err != nil {
+		return fail(err)
 	}
 	return s, nil
 }
 
-// create sets up a new store with a fresh salt and writes it out.
-func (s *Store) create(password []byte, params KDFParams) error {
-	s.header = storeFile{
-		FormatVersion: formatVersion,
-		KDF:           kdfRecord{Algorithm: kdfAlgorithm, Params: params, Salt: randomBytes(saltLen)},
+// Reload re-reads the records, decrypts those that are new or changed
+// and forgets those that are gone; the function set with SetOnChange
+// runs if anything changed. A record that does not decrypt is not
+// served (fail closed) and named in the error; the others are.
+func (s *Store) Reload(ctx context.Context) error {
+	s.writeMu.Lock()
+	changed, bad, err := s.reloadLocked(ctx, false)
+	s.writeMu.Unlock()
+	if changed {
+		if f := s.onChange.Load(); f != nil {
+			(*f)()
+		}
 	}
-	aead, err := deriveAEAD(password, s.header.KDF)
-	if err != nil {
-		return fmt.Errorf("builtin store %s: %w", s.path, err)
-	}
-	s.aead = aead
-	s.header.Check = seal(aead, []byte(checkPlaintext), []byte(checkAD))
-	if err := s.write(map[string]credentialRecord{}); err != nil {
-		return fmt.Errorf("builtin store: creating %s: %w", s.path, err)
+	if err = errors.Join(err, bad); err != nil {
+		return fmt.Errorf("builtin store %q: %w", s.storeName, err)
 	}
 	return nil
 }
 
-// load parses, checks and decrypts an existing store file.
-func (s *Store) load(data []byte, password []byte, limits kdfLimits) error {
-	fail := func(err error) error { return fmt.Errorf("builtin store %s: %w", s.path, err) }
-	if len(data) == 0 {
-		return fail(errors.New("the file is empty"))
-	}
-	f, err := decodeStoreFile(data)
+// SetOnChange registers the function Reload calls after a change (the
+// app's rebuild of its merged view). Writes through Put and Delete do
+// not call it: their caller rebuilds.
+func (s *Store) SetOnChange(f func()) { s.onChange.Store(&f) }
+
+// reloadLocked replaces the in-memory credentials with the stored ones;
+// writeMu must be held. err is a failure to read (nothing changed).
+// strict refuses the whole set if one record is bad (Open) and returns
+// that as err; otherwise bad records are left out and reported in bad.
+// The map is replaced, never changed in place, so a reader holding the
+// old one needs no lock.
+func (s *Store) reloadLocked(ctx context.Context, strict bool) (changed bool, bad, err error) {
+	list, err := s.records.List(ctx)
 	if err != nil {
-		return fail(err)
+		return false, nil, fmt.Errorf("reading the records: %w", err)
 	}
-	if err := f.checkStructure(limits); err != nil {
-		return fail(err)
-	}
-	aead, err := deriveAEAD(password, f.KDF)
-	if err != nil {
-		return fail(err)
-	}
-	if _, err := f.Check.open(aead, []byte(checkAD)); err != nil {
-		return fail(ErrWrongPassword)
-	}
-	for _, name := range sortedKeys(f.Credentials) {
-		rec := f.Credentials[name]
-		plain, err := rec.open(aead, credentialAD(name, rec))
+	s.mu.RLock()
+	current := s.creds
+	s.mu.RUnlock()
+	next := make(map[string]credential, len(list))
+	var badNames []string
+	var errs []error
+	for _, r := range list {
+		rec := fromRecord(r)
+		if _, dup := next[r.Name]; dup {
+			return false, nil, fmt.Errorf("credential %q is stored twice", r.Name)
+		}
+		if old, ok := current[r.Name]; ok && old.record.same(rec) {
+			next[r.Name] = old
+			continue
+		}
+		value, err := s.open(r.Name, rec)
 		if err != nil {
-			return fail(fmt.Errorf("credential %q does not decrypt: the file was modified or damaged", name))
+			if strict {
+				return false, nil, err
+			}
+			badNames = append(badNames, r.Name)
+			errs = append(errs, err)
+			continue
 		}
-		value := string(plain)
-		if err := validateValue(name, value); err != nil {
-			return fail(err)
-		}
-		s.creds[name] = credential{value: value, record: rec}
+		next[r.Name] = credential{value: value, record: rec}
+		changed = true
 	}
-	s.aead = aead
-	f.Credentials = nil
-	s.header = f
-	return nil
+	for name := range current {
+		if _, ok := next[name]; !ok {
+			changed = true
+		}
+	}
+	if changed {
+		s.mu.Lock()
+		s.creds = next
+		s.mu.Unlock()
+	}
+	if len(badNames) > 0 {
+		bad = fmt.Errorf("not serving %s: %w", strings.Join(badNames, ", "), errors.Join(errs...))
+	}
+	return changed, bad, nil
 }
 
-// Path returns the path of the store file.
-func (s *Store) Path() string { return s.path }
+// open checks and decrypts one stored record.
+func (s *Store) open(name string, rec credentialRecord) (string, error) {
+	if err := checkRecord(name, rec); err != nil {
+		return "", err
+	}
+	return decrypt(s.box, name, rec)
+}
 
 // Get returns the value and metadata of the named credential; ok is
 // false if there is none.
@@ -258,13 +309,14 @@ func (s *Store) Values() map[string]string {
 	return values
 }
 
-// Put sets the named credential to value and saves the store. The
-// version starts at "1" and grows by one on every Put, even when the
-// value is unchanged: a Put is an explicit operator action and the
-// version records it. A credential deleted and put again starts over at
-// "1". If saving fails, the store is left as it was; the one exception
-// is a failure to sync the directory after the new file is in place,
-// where the change is kept and Put returns both the Meta and an error.
+// Put sets the named credential to value and saves it. The version
+// starts at "1" and grows by one on every Put, even when the value is
+// unchanged: a Put is an explicit operator action and the version
+// records it. A credential deleted and put again starts over at "1".
+// If another broker changed the credential since this one read it, Put
+// re-reads the records and tries once more; a second conflict is an
+// error matching storebackends.ErrConflict. If saving fails, the store
+// is left as it was.
 func (s *Store) Put(name, value string) (storebackends.Meta, error) {
 	if err := validateName(name); err != nil {
 		return storebackends.Meta{}, err
@@ -272,62 +324,71 @@ func (s *Store) Put(name, value string) (storebackends.Meta, error) {
 	if err := validateValue(name, value); err != nil {
 		return storebackends.Meta{}, err
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+	defer cancel()
 
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-
-	records := s.records()
-	version := uint64(1)
-	if old, ok := records[name]; ok {
-		version = old.Version + 1
-		if version == 0 {
-			return storebackends.Meta{}, fmt.Errorf("credential %q: version counter is exhausted", name)
+	for attempt := 0; ; attempt++ {
+		version := uint64(1)
+		s.mu.RLock()
+		old, ok := s.creds[name]
+		s.mu.RUnlock()
+		if ok {
+			version = old.record.Version + 1
+			if version == 0 {
+				return storebackends.Meta{}, fmt.Errorf("credential %q: version counter is exhausted", name)
+			}
 		}
+		rec := credentialRecord{Version: version, UpdatedAt: s.now().UTC()}
+		rec.sealedRecord = seal(s.box, []byte(value), credentialAD(name, rec))
+		err := s.records.Put(ctx, toRecord(name, rec))
+		if errors.Is(err, storebackends.ErrConflict) && attempt == 0 {
+			// Someone else wrote first: learn their version and retry.
+			// A record that does not decrypt is simply replaced, so a
+			// bad record is no reason to stop.
+			if _, _, rerr := s.reloadLocked(ctx, false); rerr != nil {
+				return storebackends.Meta{}, fmt.Errorf("saving credential %q: %w", name, errors.Join(err, rerr))
+			}
+			continue
+		}
+		if err != nil {
+			return storebackends.Meta{}, fmt.Errorf("saving credential %q: %w", name, err)
+		}
+		s.mu.Lock()
+		s.creds = maps.Clone(s.creds)
+		s.creds[name] = credential{value: value, record: rec}
+		s.mu.Unlock()
+		return s.meta(name, rec), nil
 	}
-	rec := credentialRecord{Version: version, UpdatedAt: s.now().UTC()}
-	rec.sealedRecord = seal(s.aead, []byte(value), credentialAD(name, rec))
-	records[name] = rec
-
-	err := s.write(records)
-	if err != nil && !errors.Is(err, errNotDurable) {
-		return storebackends.Meta{}, fmt.Errorf("saving credential %q: %w", name, err)
-	}
-	s.mu.Lock()
-	s.creds[name] = credential{value: value, record: rec}
-	s.mu.Unlock()
-	if err != nil {
-		return s.meta(name, rec), fmt.Errorf("saving credential %q: %w", name, err)
-	}
-	return s.meta(name, rec), nil
 }
 
-// Delete removes the named credential and saves the store. It returns
-// an error wrapping storebackends.ErrNotFound if there is none. If
-// saving fails, the store is left as it was (with the same exception
-// as Put).
+// Delete removes the named credential. It returns an error wrapping
+// storebackends.ErrNotFound if there is none. If deleting fails, the
+// store is left as it was.
 func (s *Store) Delete(name string) error {
 	if err := validateName(name); err != nil {
 		return err
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+	defer cancel()
 
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-
-	records := s.records()
-	if _, ok := records[name]; !ok {
-		return fmt.Errorf("credential %q: %w", name, storebackends.ErrNotFound)
-	}
-	delete(records, name)
-
-	err := s.write(records)
-	if err != nil && !errors.Is(err, errNotDurable) {
-		return fmt.Errorf("deleting credential %q: %w", name, err)
-	}
-	s.mu.Lock()
-	delete(s.creds, name)
-	s.mu.Unlock()
+	found, err := s.records.Delete(ctx, name)
 	if err != nil {
 		return fmt.Errorf("deleting credential %q: %w", name, err)
+	}
+	// Gone from the database either way: if another broker deleted it
+	// first, this one stops serving it too.
+	s.mu.Lock()
+	if _, ok := s.creds[name]; ok {
+		s.creds = maps.Clone(s.creds)
+		delete(s.creds, name)
+	}
+	s.mu.Unlock()
+	if !found {
+		return fmt.Errorf("credential %q: %w", name, storebackends.ErrNotFound)
 	}
 	return nil
 }
@@ -340,53 +401,6 @@ func (s *Store) meta(name string, rec credentialRecord) storebackends.Meta {
 		Version:   strconv.FormatUint(rec.Version, 10),
 		UpdatedAt: rec.UpdatedAt,
 	}
-}
-
-// records returns a copy of the on-disk records of all credentials, for
-// a writer to change and save.
-func (s *Store) records() map[string]credentialRecord {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	records := make(map[string]credentialRecord, len(s.creds))
-	for name, c := range s.creds {
-		records[name] = c.record
-	}
-	return records
-}
-
-// write saves the store with the given credential records, replacing the
-// file atomically: a crash leaves either the old or the new file, never
-// a mix.
-func (s *Store) write(records map[string]credentialRecord) error {
-	f := s.header
-	f.Credentials = records
-	data, err := json.MarshalIndent(f, "", "  ")
-	if err != nil {
-		return err
-	}
-	return atomicfile.Write(s.path, data, 0o600)
-}
-
-// errNotDurable means the file is in place but may not survive a crash
-// (see atomicfile.ErrNotDurable): the Store keeps the change.
-var errNotDurable = atomicfile.ErrNotDurable
-
-// readLimited reads the file at path, failing if it is larger than
-// limit bytes.
-func readLimited(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("the file is larger than %d bytes", limit)
-	}
-	return data, nil
 }
 
 // validateName checks a credential name and marks a failure as

@@ -1,0 +1,324 @@
+package caddymodule
+
+// The app's state database: its configuration, the state shared across
+// config reloads (the database, the services, the sessions), and the
+// import of an older release's files on first start.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/catalog"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
+	"github.com/agentvault/caddy-agent-vault/storebackends"
+)
+
+// State backends.
+const (
+	StateSQLite   = "sqlite"
+	StatePostgres = "postgres"
+)
+
+// Defaults of StateConfig.
+const (
+	// defaultStateFile is the SQLite database's name in data_dir.
+	defaultStateFile = "state.db"
+	// defaultReloadInterval and defaultMaxStale are the state
+	// package's defaults, repeated so the config documents them.
+	defaultReloadInterval = state.DefaultReloadInterval
+	defaultMaxStale       = state.DefaultMaxStale
+	// stateOpenTimeout bounds connecting and migrating at start-up.
+	stateOpenTimeout = time.Minute
+)
+
+// StateConfig says where the app keeps its state: services, sessions
+// and the built-in store's sealed credentials. Brokers sharing one
+// PostgreSQL database serve the same state; SQLite is for one broker.
+type StateConfig struct {
+	// "sqlite" or "postgres". Default "sqlite".
+	Backend string `json:"backend,omitempty"`
+
+	// The SQLite database file. Placeholders are expanded. Default
+	// <data_dir>/state.db. Only for sqlite.
+	Path string `json:"path,omitempty"`
+
+	// The PostgreSQL connection string or URL. Placeholders are
+	// expanded, so {env.AGENT_VAULT_DATABASE_URL} keeps its password
+	// out of the config. Required for postgres; no default.
+	DSN string `json:"dsn,omitempty"`
+
+	// How often every cached part is reloaded in full from the
+	// database, healing any missed change notification. Default 30s.
+	ReloadInterval caddy.Duration `json:"reload_interval,omitempty"`
+
+	// How long the database may be unreachable before the proxy
+	// refuses every request (503) and /healthz says degraded: past it,
+	// this broker may have missed a revocation. Default 1m.
+	MaxStale caddy.Duration `json:"max_stale,omitempty"`
+}
+
+// checkState expands placeholders in the state config and fills in
+// its defaults; it does no I/O.
+func (a *App) checkState(repl *caddy.Replacer) error {
+	if a.State == nil {
+		a.State = new(StateConfig)
+	}
+	st := a.State
+	var err error
+	if st.Backend, err = repl.ReplaceOrErr(st.Backend, false, true); err != nil {
+		return fmt.Errorf("state backend: %v", err)
+	}
+	if st.Backend == "" {
+		st.Backend = StateSQLite
+	}
+	switch st.Backend {
+	case StateSQLite:
+		if st.DSN != "" {
+			return errors.New(`state sqlite takes a file path ("path"), not a "dsn"`)
+		}
+		if st.Path, err = repl.ReplaceOrErr(st.Path, false, true); err != nil {
+			return fmt.Errorf("state path: %v", err)
+		}
+		if st.Path == "" {
+			st.Path = filepath.Join(a.DataDir, defaultStateFile)
+		}
+		if st.Path, err = filepath.Abs(st.Path); err != nil {
+			return fmt.Errorf("state path: %v", err)
+		}
+	case StatePostgres:
+		if st.Path != "" {
+			return errors.New(`state postgres takes a "dsn", not a "path"`)
+		}
+		// The error never echoes the DSN: it may hold a password.
+		if st.DSN, err = repl.ReplaceOrErr(st.DSN, false, true); err != nil {
+			return errors.New("state dsn: a placeholder in it cannot be expanded")
+		}
+		if st.DSN == "" {
+			return errors.New("state postgres needs a DSN, e.g. `state postgres {env.AGENT_VAULT_DATABASE_URL}` with AGENT_VAULT_DATABASE_URL set")
+		}
+	default:
+		return fmt.Errorf("state backend %q: want sqlite or postgres", st.Backend)
+	}
+	if st.ReloadInterval < 0 || st.MaxStale < 0 {
+		return errors.New("state reload_interval and max_stale must not be negative")
+	}
+	if st.ReloadInterval == 0 {
+		st.ReloadInterval = caddy.Duration(defaultReloadInterval)
+	}
+	if st.MaxStale == 0 {
+		st.MaxStale = caddy.Duration(defaultMaxStale)
+	}
+	// The state package's own checks (a DSN that does not parse, a
+	// max_stale below its ping interval), still without I/O, so a bad
+	// config fails before anything is opened. Its errors name the
+	// backend and never the DSN's password.
+	return st.config(nil).Validate()
+}
+
+// config is the state.Config for st, logging to logger.
+func (st *StateConfig) config(logger *zap.Logger) state.Config {
+	return state.Config{
+		Backend:        st.Backend,
+		DSN:            st.stateDSN(),
+		Logger:         logger,
+		ReloadInterval: time.Duration(st.ReloadInterval),
+		MaxStale:       time.Duration(st.MaxStale),
+	}
+}
+
+// stateDSN is what state.Config.DSN gets: the file or the DSN.
+func (st *StateConfig) stateDSN() string {
+	if st.Backend == StateSQLite {
+		return st.Path
+	}
+	return st.DSN
+}
+
+// sharedStates holds one *shared per data directory and database.
+var sharedStates = caddy.NewUsagePool()
+
+// sharedKey identifies the shared state: a reload that points at
+// another database gets a fresh one.
+func (a *App) sharedKey() string {
+	return a.DataDir + "\x00" + a.State.Backend + "\x00" + a.State.stateDSN()
+}
+
+// shared is the part of the app's state that survives config reloads:
+// the database and what is cached from it. Sessions must not end
+// because the operator changed a timeout.
+type shared struct {
+	db       *state.DB
+	sessions *sessions.Registry
+	catalog  *catalog.Catalog
+	logger   *zap.Logger
+
+	cancelFeed func()
+
+	// stores are the running config's credential stores that reload
+	// from the database (set by App.Start; see statefeed.go).
+	mu     sync.Mutex
+	owner  *App
+	stores []namedReloader
+}
+
+// namedReloader is a store that reloads when the feed names it.
+type namedReloader struct {
+	name string
+	storebackends.Reloader
+}
+
+// openShared opens the database, imports an older release's
+// services.json on first start, loads the services and sessions, and
+// subscribes to the change feed.
+func (a *App) openShared() (*shared, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), stateOpenTimeout)
+	defer cancel()
+	db, err := state.Open(ctx, a.State.config(a.logger.Named("state")))
+	if err != nil {
+		return nil, err
+	}
+	sh, err := a.loadShared(ctx, db)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	sh.cancelFeed = db.Subscribe(sh.dispatch)
+	return sh, nil
+}
+
+func (a *App) loadShared(ctx context.Context, db *state.DB) (*shared, error) {
+	empty, err := db.Empty(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cat, err := catalog.Open(ctx, catalogStore{db})
+	if err != nil {
+		return nil, err
+	}
+	if err := a.importServices(ctx, db, cat, empty); err != nil {
+		return nil, err
+	}
+	reg := sessions.NewRegistry(sessionStore{db})
+	reg.Keep = sessionKeep
+	if err := reg.Reload(ctx); err != nil {
+		return nil, err
+	}
+	return &shared{db: db, sessions: reg, catalog: cat, logger: a.logger}, nil
+}
+
+// Meta keys of the services import.
+const (
+	// metaImportedDataDir names the data dir whose files were (or are
+	// being) imported: the claim that makes one broker the importer.
+	metaImportedDataDir = "imported_data_dir"
+	// metaServicesImported is set once every service is in.
+	metaServicesImported = "services_imported_at"
+)
+
+// importServices copies <data_dir>/services.json of an older release
+// into a new database, then renames it so it is not imported again
+// (nor mistaken for the live services).
+//
+// Empty is not atomic: two brokers starting together on a new
+// PostgreSQL database both see it empty. So the importer first claims
+// the database for its data dir (first writer wins); a broker that lost
+// the claim leaves its file alone. The claim also lets the same data
+// dir finish an import that stopped half way (the puts are upserts of
+// the same documents), until the import is marked done.
+func (a *App) importServices(ctx context.Context, db *state.DB, cat *catalog.Catalog, empty bool) error {
+	path := filepath.Join(a.DataDir, "services.json")
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	skip := func(why string) error {
+		a.logger.Warn("not importing the old services file: "+why, zap.String("file", path))
+		return nil
+	}
+	owner, claimed, err := db.Meta(ctx, metaImportedDataDir)
+	if err != nil {
+		return err
+	}
+	if !claimed {
+		if !empty {
+			return skip("the state database is in use already")
+		}
+		if owner, err = db.ClaimMeta(ctx, metaImportedDataDir, a.DataDir); err != nil {
+			return err
+		}
+	}
+	if owner != a.DataDir {
+		return skip("the state database holds another data dir's import")
+	}
+	if _, done, err := db.Meta(ctx, metaServicesImported); err != nil {
+		return err
+	} else if done {
+		return skip("it was imported before")
+	}
+	svcs, err := catalog.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("importing services: %v", err)
+	}
+	for _, svc := range svcs {
+		if err := cat.Put(ctx, svc); err != nil {
+			return fmt.Errorf("importing services from %s: %v", path, err)
+		}
+	}
+	now := time.Now()
+	if err := db.SetMeta(ctx, metaServicesImported, strconv.FormatInt(now.Unix(), 10)); err != nil {
+		return err
+	}
+	renamed := path + ".imported-" + strconv.FormatInt(now.Unix(), 10)
+	if err := os.Rename(path, renamed); err != nil {
+		return fmt.Errorf("imported %s, but renaming it failed (rename it yourself so it is not imported again): %v", path, err)
+	}
+	a.logger.Info("imported the old services file into the state database",
+		zap.String("file", path), zap.String("renamed_to", renamed), zap.Int("services", len(svcs)))
+	return nil
+}
+
+// Destruct runs when the last config using this state is gone: unsaved
+// activity is flushed, every session ends here (its tunnels close; the
+// database keeps it for the next start) and the database is closed.
+func (sh *shared) Destruct() error {
+	sh.cancelFeed()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := sh.sessions.FlushActivity(ctx); err != nil {
+		sh.logger.Warn("session activity not saved at shutdown", zap.Error(err))
+	}
+	sh.sessions.RevokeAll()
+	return sh.db.Close()
+}
+
+// setStores makes a's reloading stores the ones the feed reloads.
+func (sh *shared) setStores(a *App, stores []namedReloader) {
+	sh.mu.Lock()
+	sh.owner, sh.stores = a, stores
+	sh.mu.Unlock()
+}
+
+// dropStores forgets a's stores unless a newer config replaced them.
+func (sh *shared) dropStores(a *App) {
+	sh.mu.Lock()
+	if sh.owner == a {
+		sh.owner, sh.stores = nil, nil
+	}
+	sh.mu.Unlock()
+}
+
+// reloaders returns the stores the feed reloads now.
+func (sh *shared) reloaders() []namedReloader {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.stores
+}

@@ -1,0 +1,172 @@
+package caddymodule
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"go.uber.org/zap"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/catalog"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
+)
+
+// oldDataDir makes a data dir holding an older release's services.json
+// with the named services.
+func oldDataDir(t *testing.T, names ...string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var svcs []services.Service
+	for _, n := range names {
+		svcs = append(svcs, bearer(n, n+".example.com", "TOKEN"))
+	}
+	data, err := json.Marshal(svcs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "services.json"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// importInto runs the services import of the app on dataDir into db,
+// as loadShared does, with empty as Empty reported.
+func importInto(t *testing.T, db *state.DB, dataDir string, empty bool) *catalog.Catalog {
+	t.Helper()
+	ctx := context.Background()
+	cat, err := catalog.Open(ctx, catalogStore{db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &App{DataDir: dataDir, logger: zap.NewNop()}
+	if err := a.importServices(ctx, db, cat, empty); err != nil {
+		t.Fatalf("import from %s: %v", dataDir, err)
+	}
+	return cat
+}
+
+// imported reports whether dataDir's services.json was imported (and
+// so renamed).
+func imported(t *testing.T, dataDir string) bool {
+	t.Helper()
+	_, err := os.Stat(filepath.Join(dataDir, "services.json"))
+	renamed, _ := filepath.Glob(filepath.Join(dataDir, "services.json.imported-*"))
+	switch {
+	case os.IsNotExist(err) && len(renamed) == 1:
+		return true
+	case err == nil && len(renamed) == 0:
+		return false
+	}
+	t.Fatalf("services.json: %v, renamed copies %v", err, renamed)
+	return false
+}
+
+func serviceNames(cat *catalog.Catalog) []string {
+	var out []string
+	for _, s := range cat.Services().Services() {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
+// A new database takes the services of the first data dir that claims
+// it; a second broker that also saw it empty (Empty is not atomic)
+// leaves its own file alone instead of mixing its services in.
+func TestImportServicesFirstClaimWins(t *testing.T) {
+	db := openTestStateDB(t, zap.NewNop())
+	a, b := oldDataDir(t, "alpha"), oldDataDir(t, "beta")
+	importInto(t, db, a, true)
+	cat := importInto(t, db, b, true)
+	if got := serviceNames(cat); len(got) != 1 || got[0] != "alpha" {
+		t.Fatalf("services = %v, want only the first data dir's", got)
+	}
+	if !imported(t, a) || imported(t, b) {
+		t.Fatal("want the first file renamed and the second left in place")
+	}
+	// Restarted on the same data dir with a services.json put back:
+	// imported before, so not again.
+	again := oldDataDir(t, "gamma")
+	if err := os.Rename(filepath.Join(again, "services.json"), filepath.Join(a, "services.json")); err != nil {
+		t.Fatal(err)
+	}
+	if got := serviceNames(importInto(t, db, a, false)); len(got) != 1 || got[0] != "alpha" {
+		t.Fatalf("a second import happened: %v", got)
+	}
+}
+
+// Brokers racing on one new database: exactly one imports.
+func TestImportServicesRace(t *testing.T) {
+	db := openTestStateDB(t, zap.NewNop())
+	dirs := []string{oldDataDir(t, "one"), oldDataDir(t, "two"), oldDataDir(t, "three")}
+	var wg sync.WaitGroup
+	for _, d := range dirs {
+		wg.Go(func() {
+			cat, err := catalog.Open(context.Background(), catalogStore{db})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			a := &App{DataDir: d, logger: zap.NewNop()}
+			if err := a.importServices(context.Background(), db, cat, true); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	n := 0
+	for _, d := range dirs {
+		if imported(t, d) {
+			n++
+		}
+	}
+	cat := importInto(t, db, t.TempDir(), false)
+	if n != 1 || len(serviceNames(cat)) != 1 {
+		t.Fatalf("%d imports, services %v: want exactly one", n, serviceNames(cat))
+	}
+}
+
+// A database in use (it has services, no import claim) imports
+// nothing; an import this data dir claimed but did not finish (a crash
+// half way) is finished on the next start.
+func TestImportServicesInUseAndResumed(t *testing.T) {
+	ctx := context.Background()
+	db := openTestStateDB(t, zap.NewNop())
+	if err := db.PutService(ctx, "live", mustJSON(t, bearer("live", "live.example.com", "TOKEN"))); err != nil {
+		t.Fatal(err)
+	}
+	dir := oldDataDir(t, "old")
+	importInto(t, db, dir, false)
+	if imported(t, dir) {
+		t.Fatal("imported into a database in use")
+	}
+
+	db2 := openTestStateDB(t, zap.NewNop())
+	dir2 := oldDataDir(t, "first", "second")
+	if _, err := db2.ClaimMeta(ctx, metaImportedDataDir, dir2); err != nil {
+		t.Fatal(err)
+	}
+	if err := db2.PutService(ctx, "first", mustJSON(t, bearer("first", "first.example.com", "TOKEN"))); err != nil {
+		t.Fatal(err)
+	}
+	cat := importInto(t, db2, dir2, false)
+	if got := serviceNames(cat); len(got) != 2 || !imported(t, dir2) {
+		t.Fatalf("resumed import: services %v", got)
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

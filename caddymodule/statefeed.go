@@ -1,0 +1,52 @@
+package caddymodule
+
+// The state database's change feed, dispatched to the parts that cache
+// what it holds: every broker sharing the database learns of every
+// change, its own included (the handlers are idempotent). The feed
+// delivers changes one at a time, in order.
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
+)
+
+// feedTimeout bounds one change's reload, so a hung database cannot
+// stall the feed forever.
+const feedTimeout = 30 * time.Second
+
+// dispatch handles one change: services reload the catalog, a session
+// (or all of them, Key "") updates the registry, a built-in store's
+// credentials reload that store.
+func (sh *shared) dispatch(ch state.Change) {
+	ctx, cancel := context.WithTimeout(context.Background(), feedTimeout)
+	defer cancel()
+	var err error
+	switch ch.Topic {
+	case state.TopicServices:
+		err = sh.catalog.Reload(ctx)
+	case state.TopicSessions:
+		if ch.Key == "" {
+			err = sh.sessions.Reload(ctx)
+		} else {
+			err = sh.sessions.Apply(ctx, ch.Key)
+		}
+	case state.TopicCredentials:
+		for _, st := range sh.reloaders() {
+			if ch.Key == "" || ch.Key == st.name {
+				if rerr := st.Reload(ctx); rerr != nil {
+					err = rerr
+				}
+			}
+		}
+	default:
+		return
+	}
+	if err != nil {
+		sh.logger.Warn("applying a change from the state database failed; the next full reload retries",
+			zap.String("topic", string(ch.Topic)), zap.String("key", ch.Key), zap.Error(err))
+	}
+}

@@ -1,0 +1,48 @@
+package statestorage
+
+import (
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+// UnmarshalCaddyfile reads the global storage option:
+//
+//	storage agent_vault_state {
+//		dsn                  <postgresql dsn or url>
+//		master_password      <password>
+//		master_password_file <path>
+//	}
+//
+// An option given with no value (as an unset {$ENV} leaves it) is
+// ignored, as in the built-in store's block, so one Caddyfile can
+// offer both password options and let the environment pick one.
+func (m *Module) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the module name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		args := d.RemainingArgs()
+		if len(args) > 1 {
+			return d.ArgErr()
+		}
+		val := ""
+		if len(args) == 1 {
+			val = args[0]
+		}
+		switch opt {
+		case "dsn":
+			m.DSN = val
+		case "master_password":
+			m.MasterPassword = val
+		case "master_password_file":
+			m.MasterPasswordFile = val
+		default:
+			return d.Errf("unrecognized agent_vault_state storage option %q", opt)
+		}
+	}
+	return nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Module)(nil)

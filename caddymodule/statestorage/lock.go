@@ -1,0 +1,169 @@
+package statestorage
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	mrand "math/rand/v2"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// unlockTimeout bounds the release of a lock, which runs even when the
+// caller's context is done: a lock left behind would block the other
+// brokers until it expires.
+const unlockTimeout = 10 * time.Second
+
+// ownerSource names lock holders. Every acquisition gets its own owner
+// name, not one per Storage: the database lets an owner re-take its own
+// lock, and two goroutines of one broker asking for the same lock must
+// still exclude each other.
+type ownerSource struct {
+	prefix string
+	next   atomic.Uint64
+}
+
+// newOwnerSource makes owner names that say which host and process
+// holds a lock (for whoever looks at the lock table) and stay unique
+// across restarts and across Storages of one process.
+func newOwnerSource() ownerSource {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown-host"
+	}
+	b := make([]byte, 8)
+	_, _ = rand.Read(b) // never fails since Go 1.24
+	return ownerSource{prefix: host + "/" + strconv.Itoa(os.Getpid()) + "/" + hex.EncodeToString(b) + "/"}
+}
+
+func (o *ownerSource) newOwner() string {
+	return o.prefix + strconv.FormatUint(o.next.Add(1), 10)
+}
+
+// heldLock is a lock this Storage holds, with its keep-alive.
+type heldLock struct {
+	owner string
+	stop  chan struct{} // closed to stop the refresher
+	done  chan struct{} // closed when the refresher has returned
+}
+
+// Lock takes the named lock, waiting (polling with a growing pause)
+// while another holder has it, until ctx is done. While held, the lock
+// is refreshed in the background, so it lasts as long as this process
+// does and frees itself LockTTL after a crash.
+func (s *Storage) Lock(ctx context.Context, name string) error {
+	wait := s.opts.PollMin
+	for {
+		ok, err := s.TryLock(ctx, name)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		// Jitter keeps brokers that started waiting together from
+		// polling in step.
+		t := time.NewTimer(wait/2 + mrand.N(wait/2+1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf(errPrefix+"waiting for lock %q: %w", name, context.Cause(ctx))
+		case <-t.C:
+		}
+		wait = min(2*wait, s.opts.PollMax)
+	}
+}
+
+// TryLock takes the named lock if nobody holds it (or its holder's
+// lease ran out), without waiting; it reports whether it did.
+func (s *Storage) TryLock(ctx context.Context, name string) (bool, error) {
+	owner := s.owners.newOwner()
+	ok, err := s.backend.TryLock(ctx, name, owner, s.opts.Now().Add(s.opts.LockTTL))
+	if err != nil {
+		// The database may have taken the lock before the error (a
+		// cancelled context, a lost reply): release it rather than
+		// leave it to block the cluster until it expires.
+		s.release(ctx, name, owner)
+		return false, fmt.Errorf(errPrefix+"taking lock %q: %w", name, err)
+	}
+	if !ok {
+		return false, nil
+	}
+	h := &heldLock{owner: owner, stop: make(chan struct{}), done: make(chan struct{})}
+	s.mu.Lock()
+	stale := s.held[name]
+	s.held[name] = h
+	s.mu.Unlock()
+	if stale != nil {
+		// Only possible when a lock this Storage held expired (its
+		// refreshes failed) and was taken again: the old keep-alive
+		// has nothing left to keep.
+		stale.halt()
+	}
+	go s.keepAlive(name, h)
+	return true, nil
+}
+
+// Unlock releases the named lock, which this Storage must hold. It
+// runs even if ctx is already done (certmagic unlocks after a failed
+// or cancelled operation).
+func (s *Storage) Unlock(ctx context.Context, name string) error {
+	s.mu.Lock()
+	h := s.held[name]
+	delete(s.held, name)
+	s.mu.Unlock()
+	if h == nil {
+		return fmt.Errorf(errPrefix+"unlock %q: the lock is not held here", name)
+	}
+	h.halt()
+	if err := s.release(ctx, name, h.owner); err != nil {
+		return fmt.Errorf(errPrefix+"unlock %q: %w", name, err)
+	}
+	return nil
+}
+
+// release unlocks owner's lock with a context that outlives ctx's
+// cancellation but not unlockTimeout.
+func (s *Storage) release(ctx context.Context, name, owner string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unlockTimeout)
+	defer cancel()
+	return s.backend.Unlock(ctx, name, owner)
+}
+
+// halt stops the keep-alive and waits for it, so no refresh can land
+// after the lock has been released.
+func (h *heldLock) halt() {
+	close(h.stop)
+	<-h.done
+}
+
+// keepAlive refreshes h every RefreshInterval until halted or the lock
+// turns out lost. A failed refresh is retried at the next tick: the
+// lock stays valid until LockTTL after the last success.
+func (s *Storage) keepAlive(name string, h *heldLock) {
+	defer close(h.done)
+	tick := time.NewTicker(s.opts.RefreshInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-tick.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.RefreshInterval)
+		ok, err := s.backend.RefreshLock(ctx, name, h.owner, s.opts.Now().Add(s.opts.LockTTL))
+		cancel()
+		switch {
+		case err != nil:
+			s.opts.Logger.Warn("refreshing a storage lock failed; retrying", zap.String("lock", name), zap.Error(err))
+		case !ok:
+			s.opts.Logger.Error("a storage lock expired while held; another broker may now hold it", zap.String("lock", name))
+			return
+		}
+	}
+}
