@@ -55,54 +55,36 @@ const clusterMaxStale = 3 * time.Second
 const databaseURLVar = "AGENT_VAULT_DATABASE_URL"
 
 // clusterCaddyfile is the configuration the brokers of a cluster run:
-// Caddyfile.example itself (AGENT_VAULT_DATABASE_URL, set by the
-// cluster, selects PostgreSQL) when it already shares Caddy's storage
-// through the state database and maxStale is zero. Otherwise it is a
-// copy that differs from the example only in the lines that have to:
-// Caddy's storage in agent_vault_state if the example does not do that
-// itself, and max_stale in the state block. Deriving the copy, rather
-// than keeping one in testdata, means it can never drift from the
-// shipped file; a missing line fails the test instead.
+// Caddyfile.example itself, where AGENT_VAULT_DATABASE_URL (set by the
+// cluster) puts the state and Caddy's storage in PostgreSQL; with
+// maxStale set, a copy that differs only in max_stale in the state
+// block. Deriving the copy, rather than keeping one in testdata, means
+// it can never drift from the shipped file; a missing line fails the
+// test instead.
 func clusterCaddyfile(t testing.TB, maxStale time.Duration) string {
 	t.Helper()
 	example := filepath.Join(repoRoot, "Caddyfile.example")
+	if maxStale == 0 {
+		return example
+	}
 	b, err := os.ReadFile(example)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := string(b)
-	var changes []string
-	if !strings.Contains(cfg, "agent_vault_state") {
-		const fileStorage = "\tstorage file_system \"{$AGENT_VAULT_DATA_DIR}/caddy\"\n"
-		if !strings.Contains(cfg, fileStorage) {
-			t.Fatalf("Caddyfile.example has neither agent_vault_state storage nor the line %q to replace", fileStorage)
-		}
-		cfg = strings.Replace(cfg, fileStorage, "\tstorage agent_vault_state {\n"+
-			"\t\tdsn {env."+databaseURLVar+"}\n"+
-			"\t\tmaster_password {env.AGENT_VAULT_MASTER_PASSWORD}\n"+
-			"\t\tmaster_password_file {env.AGENT_VAULT_MASTER_PASSWORD_FILE}\n"+
-			"\t}\n", 1)
-		changes = append(changes, "Caddy's storage in agent_vault_state")
+	// The state line, with or without a block of its own.
+	re := regexp.MustCompile(`(?m)^(\t\tstate\s[^\n]*?)[ \t]*(\{?)$`)
+	m := re.FindStringSubmatch(cfg)
+	if m == nil {
+		t.Fatal("Caddyfile.example has no `state ...` line in its agent_vault block")
 	}
-	if maxStale > 0 {
-		// The state line, with or without a block of its own.
-		re := regexp.MustCompile(`(?m)^(\t\tstate\s[^\n]*?)[ \t]*(\{?)$`)
-		m := re.FindStringSubmatch(cfg)
-		if m == nil {
-			t.Fatal("Caddyfile.example has no `state ...` line in its agent_vault block")
-		}
-		option := "\t\t\tmax_stale " + maxStale.String() + "\n"
-		if m[2] == "{" {
-			cfg = strings.Replace(cfg, m[0]+"\n", m[0]+"\n"+option, 1)
-		} else {
-			cfg = strings.Replace(cfg, m[0]+"\n", m[1]+" {\n"+option+"\t\t}\n", 1)
-		}
-		changes = append(changes, "max_stale "+maxStale.String())
+	option := "\t\t\tmax_stale " + maxStale.String() + "\n"
+	if m[2] == "{" {
+		cfg = strings.Replace(cfg, m[0]+"\n", m[0]+"\n"+option, 1)
+	} else {
+		cfg = strings.Replace(cfg, m[0]+"\n", m[1]+" {\n"+option+"\t\t}\n", 1)
 	}
-	if len(changes) == 0 {
-		return example
-	}
-	t.Logf("brokers run Caddyfile.example with %s", strings.Join(changes, " and "))
+	t.Logf("brokers run Caddyfile.example with max_stale %v", maxStale)
 	path := filepath.Join(t.TempDir(), "Caddyfile")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -868,4 +850,42 @@ func TestStateMigrations(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAdaptClusterExample: with AGENT_VAULT_DATABASE_URL set,
+// Caddyfile.example puts the state and Caddy's storage (the CA) in
+// PostgreSQL, and the adapted JSON names the URL only as a runtime
+// placeholder: its password is not in the config Caddy keeps and serves
+// on its admin endpoint.
+func TestAdaptClusterExample(t *testing.T) {
+	const password = "pw-only-in-the-url"
+	cmd := exec.Command(bin("agent-vault"), "adapt", "--config", filepath.Join(repoRoot, "Caddyfile.example"))
+	cmd.Env = []string{
+		"PATH=" + os.Getenv("PATH"), "HOME=/nonexistent",
+		"AGENT_VAULT_DATA_DIR=" + t.TempDir(),
+		databaseURLVar + "=postgres://av:" + password + "@db.example:5432/agentvault",
+	}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("adapt: %v", err)
+	}
+	var cfg struct {
+		Storage map[string]string `json:"storage"`
+		Apps    struct {
+			AgentVault struct {
+				State map[string]string `json:"state"`
+			} `json:"agent_vault"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		t.Fatalf("adapted JSON: %v\n%s", err, out)
+	}
+	const dsn = "{env." + databaseURLVar + "}"
+	if cfg.Storage["module"] != "agent_vault_state" || cfg.Storage["dsn"] != dsn {
+		t.Fatalf("storage: %v, want agent_vault_state with dsn %s", cfg.Storage, dsn)
+	}
+	if st := cfg.Apps.AgentVault.State; st["backend"] != "postgres" || st["dsn"] != dsn {
+		t.Fatalf("state: %v, want postgres with dsn %s", st, dsn)
+	}
+	mustNotContain(t, "adapted JSON", string(out), password)
 }
