@@ -395,37 +395,102 @@ func sameSet(a, b []string) bool {
 }
 
 func testLocks(t *testing.T, db *DB, clk *clock) {
-	exp := clk.Now().Add(time.Minute)
 	take := func(owner string, want bool) {
 		t.Helper()
-		if ok, err := db.TryLock(ctx, "issue", owner, exp); err != nil || ok != want {
+		if ok, err := db.TryLock(ctx, "issue", owner, time.Minute); err != nil || ok != want {
 			t.Fatalf("TryLock(%s) = %v %v, want %v", owner, ok, err, want)
 		}
 	}
 	take("A", true)
 	take("B", false)
 	take("A", true) // the owner's again: extended
-	if ok, err := db.RefreshLock(ctx, "issue", "B", exp); err != nil || ok {
+	if ok, err := db.RefreshLock(ctx, "issue", "B", time.Minute); err != nil || ok {
 		t.Fatalf("refresh by B: %v %v", ok, err)
 	}
-	clk.Add(time.Minute) // expires <= now: expired
-	exp = clk.Now().Add(time.Minute)
-	take("B", true) // stolen
-	if ok, err := db.RefreshLock(ctx, "issue", "A", exp); err != nil || ok {
+	clk.Add(time.Hour) // the config clock does not expire locks
+	take("B", false)
+	ageLock(t, db, "issue", time.Minute) // expires <= the database's now: expired
+	take("B", true)                      // stolen
+	if ok, err := db.RefreshLock(ctx, "issue", "A", time.Minute); err != nil || ok {
 		t.Fatalf("refresh by A after the steal: %v %v", ok, err)
 	}
-	if ok, err := db.RefreshLock(ctx, "issue", "B", exp.Add(time.Hour)); err != nil || !ok {
+	if ok, err := db.RefreshLock(ctx, "issue", "B", 2*time.Hour); err != nil || !ok {
 		t.Fatalf("refresh by B: %v %v", ok, err)
 	}
-	clk.Add(time.Hour) // B's refreshed expiry has not passed
+	ageLock(t, db, "issue", time.Hour) // B's refreshed expiry has not passed
 	take("A", false)
 	must(t, db.Unlock(ctx, "issue", "A")) // not A's: stays
 	take("A", false)
 	must(t, db.Unlock(ctx, "issue", "B"))
 	take("A", true)
-	if ok, err := db.TryLock(ctx, "other", "B", exp); err != nil || !ok {
+	if ok, err := db.TryLock(ctx, "other", "B", time.Minute); err != nil || !ok {
 		t.Fatalf("a second lock: %v %v", ok, err)
 	}
+	for _, ttl := range []time.Duration{0, -time.Second, MaxLockTTL + 1} {
+		if _, err := db.TryLock(ctx, "ttl", "A", ttl); err == nil {
+			t.Errorf("TryLock with ttl %v succeeded", ttl)
+		}
+		if _, err := db.RefreshLock(ctx, "other", "B", ttl); err == nil {
+			t.Errorf("RefreshLock with ttl %v succeeded", ttl)
+		}
+	}
+}
+
+// ageLock moves a lock's expiry d into the past, as if d had passed on
+// the database's clock.
+func ageLock(t *testing.T, db *DB, name string, d time.Duration) {
+	t.Helper()
+	r, err := db.exec(ctx, "UPDATE caddy_locks SET expires = expires - $2 WHERE name = $1", name, int64(d))
+	must(t, err)
+	if n, _ := r.RowsAffected(); n != 1 {
+		t.Fatalf("no lock %q to age", name)
+	}
+}
+
+// lockExpiry is how far the stored expiry of a lock lies ahead of the
+// database's clock.
+func lockExpiry(t *testing.T, db *DB, name string) time.Duration {
+	t.Helper()
+	var left int64
+	must(t, db.queryRow(ctx, "SELECT expires - $now FROM caddy_locks WHERE name = $1", name).Scan(&left))
+	return time.Duration(left)
+}
+
+// TestLockExpiryIsTheDatabases: two brokers on one database whose
+// clocks are 90s apart, more than a lock's TTL. The one running ahead
+// must not take the other's live lock (it would, if each broker
+// computed and compared expiries with its own clock), and the holder
+// keeps refreshing it.
+func TestLockExpiryIsTheDatabases(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		cfg := b.config(t)
+		behind := cfg
+		behind.Now = time.Now
+		ahead := cfg
+		ahead.Now = func() time.Time { return time.Now().Add(90 * time.Second) }
+		a, fast := open(t, behind), open(t, ahead)
+		if ok, err := a.TryLock(ctx, "ca", "A", time.Minute); err != nil || !ok {
+			t.Fatalf("A takes: %v %v", ok, err)
+		}
+		if ok, err := fast.TryLock(ctx, "ca", "B", time.Minute); err != nil || ok {
+			t.Fatalf("the broker 90s ahead took A's live lock: %v %v", ok, err)
+		}
+		if ok, err := a.RefreshLock(ctx, "ca", "A", time.Minute); err != nil || !ok {
+			t.Fatalf("A's refresh: %v %v", ok, err)
+		}
+		// The expiry is the database's now plus the TTL, whichever
+		// broker's clock says what.
+		if left := lockExpiry(t, a, "ca"); left <= 50*time.Second || left > time.Minute {
+			t.Fatalf("A's lock expires %v after the database's now, want about 1m", left)
+		}
+		ageLock(t, a, "ca", time.Minute)
+		if ok, err := fast.TryLock(ctx, "ca", "B", time.Minute); err != nil || !ok {
+			t.Fatalf("B takes the expired lock: %v %v", ok, err)
+		}
+		if ok, err := a.RefreshLock(ctx, "ca", "A", time.Minute); err != nil || ok {
+			t.Fatalf("A refreshes a lock B took: %v %v", ok, err)
+		}
+	})
 }
 
 func testMeta(t *testing.T, db *DB, clk *clock) {

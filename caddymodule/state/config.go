@@ -38,8 +38,9 @@ type Config struct {
 	// Logger receives what goes wrong in the background (the LISTEN
 	// connection, the pinger, a panicking subscriber). Default: discard.
 	Logger *zap.Logger
-	// Now is the clock for stored times (updated_at, lock expiry) and
-	// for health. Default time.Now.
+	// Now is the clock for stored times (updated_at, the migrations'
+	// applied_at) and for health. Default time.Now. Lock expiry does not
+	// use it: it is decided by the database's clock (see TryLock).
 	Now func() time.Time
 	// ReloadInterval is how often every subscriber is told to reload
 	// each topic in full, the safety net for a lost notification.

@@ -35,6 +35,7 @@ type DB struct {
 	s       *settings
 	backend string
 	pg      bool
+	dialect dialect
 	sql     *sql.DB
 
 	feed   *feed
@@ -56,7 +57,10 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	db := &DB{s: s, backend: cfg.Backend, pg: cfg.Backend == BackendPostgres}
+	db := &DB{s: s, backend: cfg.Backend, pg: cfg.Backend == BackendPostgres, dialect: sqliteDialect}
+	if db.pg {
+		db.dialect = postgresDialect
+	}
 	ctx, cancel := context.WithTimeout(ctx, openTimeout)
 	defer cancel()
 	if db.pg {
@@ -204,13 +208,9 @@ func openSQLite(path string) (*sql.DB, error) {
 	return db, nil
 }
 
-// q adapts a query written with $N placeholders to the backend.
-func (db *DB) q(query string) string {
-	if db.pg {
-		return query
-	}
-	return rebind(query)
-}
+// q adapts a query written with $N placeholders and $now to the
+// backend (see dialect).
+func (db *DB) q(query string) string { return db.dialect.sql(query) }
 
 func (db *DB) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	return db.sql.ExecContext(ctx, db.q(query), args...)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"time"
 	"unicode/utf8"
 )
@@ -99,14 +100,29 @@ func (db *DB) StorageList(ctx context.Context, prefix string) ([]StorageEntry, e
 	return out, nil
 }
 
-// TryLock takes the lock name for owner until expires, if it is free,
-// expired (by Config.Now) or already owner's (then it is extended), in
-// one statement so that two instances cannot both take it.
-func (db *DB) TryLock(ctx context.Context, name, owner string, expires time.Time) (bool, error) {
-	r, err := db.exec(ctx, `INSERT INTO caddy_locks (name, owner, expires) VALUES ($1, $2, $3)
+// MaxLockTTL is the longest lock lease TryLock and RefreshLock grant: a
+// lock whose holder died blocks everyone else until it expires, and a
+// bound keeps expiry plus the database's clock far from overflowing
+// its nanoseconds.
+const MaxLockTTL = 24 * time.Hour
+
+// TryLock takes the lock name for owner for ttl, if it is free, expired
+// or already owner's (then it is extended), in one statement so that
+// two instances cannot both take it.
+//
+// Expiry is decided by the database's clock alone: the statement
+// computes the new expiry as the database's now plus ttl and compares
+// the stored one with the same now. Brokers whose own clocks disagree
+// therefore agree on whether a lock is live; with expiries computed by
+// each holder's clock, a broker running ahead would take live locks.
+func (db *DB) TryLock(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
+	if err := checkTTL(ttl); err != nil {
+		return false, db.wrap("lock "+name, err)
+	}
+	r, err := db.exec(ctx, `INSERT INTO caddy_locks (name, owner, expires) VALUES ($1, $2, $now + $3)
 ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires = excluded.expires
-WHERE caddy_locks.expires <= $4 OR caddy_locks.owner = excluded.owner`,
-		name, owner, nanos(expires), nanos(db.s.Now()))
+WHERE caddy_locks.expires <= $now OR caddy_locks.owner = excluded.owner`,
+		name, owner, int64(ttl))
 	if err != nil {
 		return false, db.wrap("lock "+name, err)
 	}
@@ -114,16 +130,27 @@ WHERE caddy_locks.expires <= $4 OR caddy_locks.owner = excluded.owner`,
 	return n > 0, db.wrap("lock "+name, err)
 }
 
-// RefreshLock moves the expiry of owner's lock; false means owner does
-// not hold it (any more): it expired and someone else took it, or it was
-// unlocked.
-func (db *DB) RefreshLock(ctx context.Context, name, owner string, expires time.Time) (bool, error) {
-	r, err := db.exec(ctx, "UPDATE caddy_locks SET expires = $3 WHERE name = $1 AND owner = $2", name, owner, nanos(expires))
+// RefreshLock moves the expiry of owner's lock to the database's now
+// plus ttl; false means owner does not hold it (any more): it expired
+// and someone else took it, or it was unlocked. A lock that expired
+// but was not taken is still owner's, and nobody else acted under it.
+func (db *DB) RefreshLock(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
+	if err := checkTTL(ttl); err != nil {
+		return false, db.wrap("refresh lock "+name, err)
+	}
+	r, err := db.exec(ctx, "UPDATE caddy_locks SET expires = $now + $3 WHERE name = $1 AND owner = $2", name, owner, int64(ttl))
 	if err != nil {
 		return false, db.wrap("refresh lock "+name, err)
 	}
 	n, err := affected(r)
 	return n > 0, db.wrap("refresh lock "+name, err)
+}
+
+func checkTTL(ttl time.Duration) error {
+	if ttl <= 0 || ttl > MaxLockTTL {
+		return fmt.Errorf("lock ttl %v is outside (0, %v]", ttl, MaxLockTTL)
+	}
+	return nil
 }
 
 // Unlock releases owner's lock; a lock held by someone else stays.

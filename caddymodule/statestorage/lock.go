@@ -83,7 +83,7 @@ func (s *Storage) Lock(ctx context.Context, name string) error {
 // lease ran out), without waiting; it reports whether it did.
 func (s *Storage) TryLock(ctx context.Context, name string) (bool, error) {
 	owner := s.owners.newOwner()
-	ok, err := s.backend.TryLock(ctx, name, owner, s.opts.Now().Add(s.opts.LockTTL))
+	ok, err := s.backend.TryLock(ctx, name, owner, s.opts.LockTTL)
 	if err != nil {
 		// The database may have taken the lock before the error (a
 		// cancelled context, a lost reply): release it rather than
@@ -156,7 +156,7 @@ func (s *Storage) keepAlive(name string, h *heldLock) {
 		case <-tick.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.opts.RefreshInterval)
-		ok, err := s.backend.RefreshLock(ctx, name, h.owner, s.opts.Now().Add(s.opts.LockTTL))
+		ok, err := s.backend.RefreshLock(ctx, name, h.owner, s.opts.LockTTL)
 		cancel()
 		switch {
 		case err != nil:

@@ -190,9 +190,9 @@ type countingBackend struct {
 	tries atomic.Int64
 }
 
-func (c *countingBackend) TryLock(ctx context.Context, name, owner string, expires time.Time) (bool, error) {
+func (c *countingBackend) TryLock(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
 	c.tries.Add(1)
-	return c.Backend.TryLock(ctx, name, owner, expires)
+	return c.Backend.TryLock(ctx, name, owner, ttl)
 }
 
 func TestLocksAcrossBrokers(t *testing.T) {
@@ -229,7 +229,7 @@ func TestLocksAcrossBrokers(t *testing.T) {
 
 	// A broker that died holding a lock: B takes it once it expires.
 	raw := openState(t, brokerDSN(dsn, "crashed"))
-	if ok, err := raw.TryLock(ctx, "pki", "crashed-broker", time.Now().Add(300*time.Millisecond)); !ok || err != nil {
+	if ok, err := raw.TryLock(ctx, "pki", "crashed-broker", 300*time.Millisecond); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
 	if ok, err := b.TryLock(ctx, "pki"); ok || err != nil {
@@ -264,6 +264,39 @@ func TestLocksAcrossBrokers(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestLockWithSkewedClocks: broker B's clock runs 90s ahead of A's,
+// more than the lock TTL. B must not take the pair lock A holds: both
+// brokers' expiries are the database's.
+func TestLockWithSkewedClocks(t *testing.T) {
+	dsn := pgtest.Shared(t).NewDatabase(t)
+	ahead := func() time.Time { return time.Now().Add(90 * time.Second) }
+	dbB, err := state.Open(context.Background(), state.Config{Backend: "postgres", DSN: brokerDSN(dsn, "b"), Now: ahead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dbB.Close() })
+	sealer := newGCMSealer()
+	a := New(openState(t, brokerDSN(dsn, "a")), sealer, Options{})
+	b := New(dbB, sealer, Options{Now: ahead})
+	ctx := context.Background()
+	const lock = "agent_vault_state/ca_pair/local/root"
+	if err := a.Lock(ctx, lock); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := b.TryLock(ctx, lock); ok || err != nil {
+		t.Fatalf("the broker 90s ahead took the live lock: %v, %v", ok, err)
+	}
+	if err := a.Unlock(ctx, lock); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := b.TryLock(ctx, lock); !ok || err != nil {
+		t.Fatalf("TryLock after Unlock = %v, %v", ok, err)
+	}
+	if err := b.Unlock(ctx, lock); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestBrokersStartingTogetherOnPostgres(t *testing.T) {

@@ -42,8 +42,10 @@ const adPrefix = "agent-vault/caddy-storage/v1/value/"
 // Backend is the part of the state database this storage needs. The
 // methods match the state API's storage methods one for one, so the
 // state database is used as is; values are opaque bytes (already
-// sealed), lock expiry is decided by the database's own comparison of
-// the given times.
+// sealed). Locks are given a TTL, not an expiry time: the backend
+// computes the expiry and compares it with its own clock, the one
+// clock all brokers share, so a broker whose clock runs ahead cannot
+// take a lock another still holds.
 type Backend interface {
 	// StoragePut creates or replaces the value at key.
 	StoragePut(ctx context.Context, key string, value []byte, modified time.Time) error
@@ -54,11 +56,12 @@ type Backend interface {
 	// StorageList returns the keys equal to prefix or under prefix+"/"
 	// (every key for prefix "").
 	StorageList(ctx context.Context, prefix string) ([]Entry, error)
-	// TryLock takes the named lock for owner until expires if it is
-	// free, expired or already owner's.
-	TryLock(ctx context.Context, name, owner string, expires time.Time) (bool, error)
-	// RefreshLock moves owner's lock expiry; false if owner lost it.
-	RefreshLock(ctx context.Context, name, owner string, expires time.Time) (bool, error)
+	// TryLock takes the named lock for owner for ttl (by the
+	// backend's clock) if it is free, expired or already owner's.
+	TryLock(ctx context.Context, name, owner string, ttl time.Duration) (bool, error)
+	// RefreshLock moves owner's lock expiry to ttl from the backend's
+	// now; false if owner lost it.
+	RefreshLock(ctx context.Context, name, owner string, ttl time.Duration) (bool, error)
 	// Unlock releases owner's lock, if owner still has it.
 	Unlock(ctx context.Context, name, owner string) error
 }
@@ -76,8 +79,8 @@ type Sealer interface {
 
 // Options tune a Storage; the zero value gives the defaults.
 type Options struct {
-	// Now is the clock for modification times and lock expiry.
-	// Default: time.Now.
+	// Now is the clock for modification times. Default: time.Now.
+	// Lock expiry is the backend's (see Backend).
 	Now func() time.Time
 	// LockTTL is how long a lock outlives its holder's last refresh, so
 	// a crashed broker's lock frees itself. Default: 1 minute.
