@@ -29,6 +29,7 @@ var behaviours = []struct {
 	{"import builtin", testImportBuiltin},
 	{"storage put get", testStoragePutGet},
 	{"storage list and delete by prefix", testStoragePrefix},
+	{"storage create is first writer wins", testStorageCreate},
 	{"locks", testLocks},
 	{"meta", testMeta},
 	{"meta claim first writer wins", testMetaClaim},
@@ -392,6 +393,40 @@ func sameSet(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+func testStorageCreate(t *testing.T, db *DB, clk *clock) {
+	const key = "pki/authorities/local/root.crt"
+	if ok, err := db.StorageCreate(ctx, key, []byte("first"), clk.Now()); err != nil || !ok {
+		t.Fatalf("first create = %v %v", ok, err)
+	}
+	if ok, err := db.StorageCreate(ctx, key, []byte("second"), clk.Now()); err != nil || ok {
+		t.Fatalf("second create = %v %v", ok, err)
+	}
+	if v, _, ok, err := db.StorageGet(ctx, key); err != nil || !ok || string(v) != "first" {
+		t.Fatalf("stored %q %v %v, want the first writer's", v, ok, err)
+	}
+	var wg sync.WaitGroup
+	won := make([]bool, 8)
+	for i := range won {
+		wg.Go(func() {
+			ok, err := db.StorageCreate(ctx, "race", []byte(fmt.Sprint(i)), clk.Now())
+			if err != nil {
+				t.Error(err)
+			}
+			won[i] = ok
+		})
+	}
+	wg.Wait()
+	winners := 0
+	for _, w := range won {
+		if w {
+			winners++
+		}
+	}
+	if winners != 1 {
+		t.Fatalf("%d racing creates won, want 1", winners)
+	}
 }
 
 func testLocks(t *testing.T, db *DB, clk *clock) {

@@ -30,6 +30,20 @@ ON CONFLICT (key) DO UPDATE SET value = excluded.value, modified = excluded.modi
 	return db.wrap("storage put", err)
 }
 
+// StorageCreate puts value at key unless key has a value already, and
+// reports whether it did: the first writer wins, atomically on both
+// backends. It is for values that must never be replaced once made,
+// such as a CA root another broker may be creating at the same moment.
+func (db *DB) StorageCreate(ctx context.Context, key string, value []byte, modified time.Time) (bool, error) {
+	r, err := db.exec(ctx, "INSERT INTO caddy_storage (key, value, modified) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING",
+		key, storageEncoding.EncodeToString(value), nanos(modified))
+	if err != nil {
+		return false, db.wrap("storage create", err)
+	}
+	n, err := affected(r)
+	return n > 0, db.wrap("storage create", err)
+}
+
 // StorageGet returns key's value; ok is false when there is none.
 func (db *DB) StorageGet(ctx context.Context, key string) (value []byte, modified time.Time, ok bool, err error) {
 	var v string

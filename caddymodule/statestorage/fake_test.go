@@ -81,6 +81,19 @@ func (f *fakeBackend) StoragePut(ctx context.Context, key string, value []byte, 
 	return nil
 }
 
+func (f *fakeBackend) StorageCreate(ctx context.Context, key string, value []byte, modified time.Time) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return false, f.fail
+	}
+	if _, ok := f.values[key]; ok {
+		return false, nil
+	}
+	f.values[key] = fakeValue{value: bytes.Clone(value), modified: modified}
+	return true, nil
+}
+
 func (f *fakeBackend) StorageGet(ctx context.Context, key string) ([]byte, time.Time, bool, error) {
 	if f.afterGet != nil {
 		defer f.afterGet(key)

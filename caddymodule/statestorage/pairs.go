@@ -55,6 +55,10 @@ func caPair(k string) (lock string, isCert, ok bool) {
 	return "agent_vault_state/ca_pair/" + id + "/" + base, isCert, true
 }
 
+// isRootPair reports whether a pair lock (from caPair) is a CA's root,
+// whose halves are created once and never replaced.
+func isRootPair(lock string) bool { return strings.HasSuffix(lock, "/root") }
+
 // pairLease is a pair lock held by this Storage for one unit of work.
 type pairLease struct {
 	timer *time.Timer

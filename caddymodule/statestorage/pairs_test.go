@@ -5,9 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
 )
 
 func TestCAPair(t *testing.T) {
@@ -176,4 +180,70 @@ func TestPairLeaseEndsByItself(t *testing.T) {
 		_, held := f.lock("agent_vault_state/ca_pair/local/root")
 		return !held
 	})
+}
+
+// TestRootIsNeverReplaced: a CA root already stored (by another broker
+// that got there while this one's pair lock was lost) is not
+// overwritten, neither its certificate nor its key; the same value
+// stored again (a retry) is fine, and the intermediate is still
+// renewed in place.
+func TestRootIsNeverReplaced(t *testing.T) {
+	for _, backend := range []struct {
+		name string
+		new  func(t *testing.T) (a, b *Storage)
+	}{
+		{"fake", func(t *testing.T) (a, b *Storage) {
+			a, b, _, _ = newFakePair(t)
+			return a, b
+		}},
+		{"sqlite", func(t *testing.T) (a, b *Storage) {
+			path := filepath.Join(t.TempDir(), "state.db")
+			sealer := newGCMSealer()
+			return New(openSQLite(t, path), sealer, Options{}), New(openSQLite(t, path), sealer, Options{})
+		}},
+	} {
+		t.Run(backend.name, func(t *testing.T) {
+			a, b := backend.new(t)
+			ctx := context.Background()
+			const crt, key = "pki/authorities/local/root.crt", "pki/authorities/local/root.key"
+			mustStore(t, a, crt, "A")
+			mustStore(t, a, key, "A")
+			for _, k := range []string{crt, key} {
+				if err := b.Store(ctx, k, []byte("B")); err == nil || !strings.Contains(err.Error(), "never replaced") {
+					t.Fatalf("replacing %s: %v", k, err)
+				}
+			}
+			if c, k := mustLoad(t, b, crt), mustLoad(t, b, key); c != "A" || k != "A" {
+				t.Fatalf("the root is now %q / %q", c, k)
+			}
+			mustStore(t, b, crt, "A") // a retry of the same root
+			mustStore(t, b, key, "A")
+			for _, v := range []string{"A", "B"} {
+				mustStore(t, a, "pki/authorities/local/intermediate.crt", v)
+				mustStore(t, a, "pki/authorities/local/intermediate.key", v)
+			}
+			if v := mustLoad(t, b, "pki/authorities/local/intermediate.key"); v != "B" {
+				t.Fatalf("intermediate key %q", v)
+			}
+			for _, name := range []string{"agent_vault_state/ca_pair/local/root", "agent_vault_state/ca_pair/local/intermediate"} {
+				if ok, err := b.TryLock(ctx, name); !ok || err != nil {
+					t.Fatalf("%s left held: %v %v", name, ok, err)
+				}
+				if err := b.Unlock(ctx, name); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// openSQLite opens a state database file, one broker's handle on it.
+func openSQLite(t *testing.T, path string) *state.DB {
+	t.Helper()
+	db, err := state.Open(context.Background(), state.Config{Backend: state.BackendSQLite, DSN: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
 }

@@ -12,6 +12,7 @@
 package statestorage
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -49,6 +50,9 @@ const adPrefix = "agent-vault/caddy-storage/v1/value/"
 type Backend interface {
 	// StoragePut creates or replaces the value at key.
 	StoragePut(ctx context.Context, key string, value []byte, modified time.Time) error
+	// StorageCreate puts the value at key only if there is none, and
+	// reports whether it did (first writer wins).
+	StorageCreate(ctx context.Context, key string, value []byte, modified time.Time) (bool, error)
 	// StorageGet returns the value at key; ok is false when there is none.
 	StorageGet(ctx context.Context, key string) (value []byte, modified time.Time, ok bool, err error)
 	// StorageDelete deletes key and every key under key+"/".
@@ -167,7 +171,8 @@ func notExist(key string) error {
 	return fmt.Errorf(errPrefix+"%q: %w", key, fs.ErrNotExist)
 }
 
-// Store seals value and puts it at key, replacing any value there.
+// Store seals value and puts it at key, replacing any value there,
+// except for a CA root (see storeRoot).
 func (s *Storage) Store(ctx context.Context, key string, value []byte) error {
 	k := cleanKey(key)
 	if k == "" {
@@ -180,12 +185,42 @@ func (s *Storage) Store(ctx context.Context, key string, value []byte) error {
 		}
 	}
 	sealed := s.sealer.Seal(value, additionalData(k))
-	err := s.backend.StoragePut(ctx, k, sealed, s.opts.Now())
+	var err error
+	if pair && isRootPair(lock) {
+		err = s.storeRoot(ctx, k, value, sealed)
+	} else {
+		err = s.backend.StoragePut(ctx, k, sealed, s.opts.Now())
+	}
 	if pair && (!isCert || err != nil) {
 		s.endPair(lock, nil) // the key completes the pair; a failure ends the unit
 	}
 	if err != nil {
 		return fmt.Errorf(errPrefix+"storing %q: %w", k, err)
+	}
+	return nil
+}
+
+// errRootExists refuses to replace a CA root. Caddy's PKI app stores a
+// root only when it found none, so one already there was made by
+// another broker in the meantime (the pair lock normally prevents it),
+// and replacing it would split the cluster between two CAs.
+var errRootExists = errors.New("a different CA root is stored there already (another broker created it) and a root is never replaced: restart to use the stored one, or delete the CA's pki/authorities/<id> keys to make a new CA")
+
+// storeRoot puts a CA root certificate or key only where there is none:
+// the pair lock already makes brokers take turns, and this is the
+// defence should the lock ever fail (a lock lost while held). Storing
+// the same value again, a retried Store, succeeds.
+func (s *Storage) storeRoot(ctx context.Context, k string, value, sealed []byte) error {
+	created, err := s.backend.StorageCreate(ctx, k, sealed, s.opts.Now())
+	if err != nil || created {
+		return err
+	}
+	stored, _, err := s.load(ctx, k)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(stored, value) {
+		return errRootExists
 	}
 	return nil
 }
