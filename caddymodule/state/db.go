@@ -8,12 +8,14 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	"modernc.org/sqlite" // also registers the "sqlite" database/sql driver
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // ErrConflict means a write lost a race: a built-in store record's
@@ -88,6 +90,11 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	}
 	if err := db.sql.PingContext(ctx); err != nil {
 		return fail("connect", err)
+	}
+	if !db.pg {
+		if err := db.walMode(ctx); err != nil {
+			return fail("connect", err)
+		}
 	}
 	if err := db.migrate(ctx); err != nil {
 		var newer *newerSchemaError
@@ -192,7 +199,6 @@ func openSQLite(path string) (*sql.DB, error) {
 	q.Set("_txlock", "immediate")
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "foreign_keys(1)")
-	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
 	// A file: URI so that '?' or '#' in the path are escaped, not
 	// mistaken for the parameters.
@@ -206,6 +212,46 @@ func openSQLite(path string) (*sql.DB, error) {
 	db.SetConnMaxLifetime(0)
 	db.SetConnMaxIdleTime(0)
 	return db, nil
+}
+
+// walMode puts the database file in WAL mode (readers and the writer do
+// not block each other, and a commit is one append), which the file
+// then keeps for every later connection.
+//
+// It is done here, once, rather than as a pragma of every connection:
+// when several handles open a brand-new file at the same moment (two
+// brokers, or an old and a new app instance), all but one of the
+// conversions to WAL fail with SQLITE_BUSY at once, without waiting
+// for busy_timeout (SQLite's deadlock avoidance). So a BUSY is retried
+// here until the conversion is done or ctx ends.
+func (db *DB) walMode(ctx context.Context) error {
+	wait := time.Millisecond
+	for {
+		var mode string
+		err := db.sql.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode)
+		switch {
+		case err == nil && strings.EqualFold(mode, "wal"):
+			return nil
+		case err == nil:
+			return fmt.Errorf("the database stays in journal mode %q, not WAL", mode)
+		case !isBusy(err):
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("setting WAL mode: %w (gave up: %w)", err, context.Cause(ctx))
+		case <-t.C:
+		}
+		wait = min(2*wait, 100*time.Millisecond)
+	}
+}
+
+// isBusy reports SQLITE_BUSY, or one of its extended codes.
+func isBusy(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY
 }
 
 // q adapts a query written with $N placeholders and $now to the

@@ -93,3 +93,35 @@ func TestSQLiteUnopenable(t *testing.T) {
 		t.Fatalf("Open = %v", err)
 	}
 }
+
+// TestSQLiteOpensRaceOnFreshFiles opens many handles on brand-new
+// files at the same moment, round after round: converting a new file
+// to WAL mode fails with SQLITE_BUSY at once (no busy_timeout) for
+// every handle but the first, which Open must ride out.
+func TestSQLiteOpensRaceOnFreshFiles(t *testing.T) {
+	dir := t.TempDir()
+	for round := range 20 {
+		path := filepath.Join(dir, fmt.Sprint(round, ".db"))
+		const n = 8
+		start := make(chan struct{})
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				db, err := Open(context.Background(), Config{Backend: BackendSQLite, DSN: path})
+				if err == nil {
+					err = db.Close()
+				}
+				errs[i] = err
+			})
+		}
+		close(start)
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d, Open %d: %v", round, i, err)
+			}
+		}
+	}
+}
