@@ -45,11 +45,22 @@ func (o *ownerSource) newOwner() string {
 	return o.prefix + strconv.FormatUint(o.next.Add(1), 10)
 }
 
-// heldLock is a lock this Storage holds, with its keep-alive.
+// heldLock is a lock this Storage holds (or is taking), with its
+// keep-alive.
+//
+// A Storage holds each name at most once at a time: certmagic's Unlock
+// names only the lock, not the acquisition, so with two acquisitions
+// of one name in this process (one whose lock expired while held, and
+// one that took it again) the first holder's Unlock would release the
+// second's lock. So while the name has an entry in Storage.held, even
+// one whose lock was lost, another TryLock of it through this Storage
+// answers false without asking the database, and the entry goes only
+// with its holder's Unlock.
 type heldLock struct {
-	owner string
-	stop  chan struct{} // closed to stop the refresher
-	done  chan struct{} // closed when the refresher has returned
+	owner    string
+	acquired bool          // the database granted it; guarded by Storage.mu
+	stop     chan struct{} // closed to stop the refresher
+	done     chan struct{} // closed when the refresher has returned
 }
 
 // Lock takes the named lock, waiting (polling with a growing pause)
@@ -66,6 +77,7 @@ func (s *Storage) Lock(ctx context.Context, name string) error {
 		if ok {
 			return nil
 		}
+		s.waits.Add(1)
 		// Jitter keeps brokers that started waiting together from
 		// polling in step.
 		t := time.NewTimer(wait/2 + mrand.N(wait/2+1))
@@ -80,48 +92,60 @@ func (s *Storage) Lock(ctx context.Context, name string) error {
 }
 
 // TryLock takes the named lock if nobody holds it (or its holder's
-// lease ran out), without waiting; it reports whether it did.
+// lease ran out), without waiting; it reports whether it did. A name
+// this Storage holds already is not free (see heldLock).
 func (s *Storage) TryLock(ctx context.Context, name string) (bool, error) {
-	owner := s.owners.newOwner()
-	ok, err := s.backend.TryLock(ctx, name, owner, s.opts.LockTTL)
-	if err != nil {
-		// The database may have taken the lock before the error (a
-		// cancelled context, a lost reply): release it rather than
-		// leave it to block the cluster until it expires.
-		s.release(ctx, name, owner)
-		return false, fmt.Errorf(errPrefix+"taking lock %q: %w", name, err)
-	}
-	if !ok {
+	h := &heldLock{owner: s.owners.newOwner(), stop: make(chan struct{}), done: make(chan struct{})}
+	s.mu.Lock()
+	if _, busy := s.held[name]; busy {
+		s.mu.Unlock()
 		return false, nil
 	}
-	h := &heldLock{owner: owner, stop: make(chan struct{}), done: make(chan struct{})}
-	s.mu.Lock()
-	stale := s.held[name]
-	s.held[name] = h
+	s.held[name] = h // reserves the name while the database decides
 	s.mu.Unlock()
-	if stale != nil {
-		// Only possible when a lock this Storage held expired (its
-		// refreshes failed) and was taken again: the old keep-alive
-		// has nothing left to keep.
-		stale.halt()
+	ok, err := s.backend.TryLock(ctx, name, h.owner, s.opts.LockTTL)
+	if err != nil || !ok {
+		if err != nil {
+			// The database may have taken the lock before the error (a
+			// cancelled context, a lost reply): release it rather than
+			// leave it to block the cluster until it expires.
+			s.release(ctx, name, h.owner)
+			err = fmt.Errorf(errPrefix+"taking lock %q: %w", name, err)
+		}
+		s.mu.Lock()
+		delete(s.held, name)
+		s.mu.Unlock()
+		return false, err
 	}
+	s.mu.Lock()
+	h.acquired = true
+	s.mu.Unlock()
 	go s.keepAlive(name, h)
 	return true, nil
 }
 
 // Unlock releases the named lock, which this Storage must hold. It
 // runs even if ctx is already done (certmagic unlocks after a failed
-// or cancelled operation).
+// or cancelled operation). A lock that was lost while held releases
+// nothing in the database: the release is by owner, and the lock is
+// now someone else's or nobody's.
 func (s *Storage) Unlock(ctx context.Context, name string) error {
 	s.mu.Lock()
 	h := s.held[name]
-	delete(s.held, name)
-	s.mu.Unlock()
-	if h == nil {
+	if h == nil || !h.acquired {
+		s.mu.Unlock()
 		return fmt.Errorf(errPrefix+"unlock %q: the lock is not held here", name)
 	}
+	h.acquired = false // a second Unlock is refused
+	s.mu.Unlock()
 	h.halt()
-	if err := s.release(ctx, name, h.owner); err != nil {
+	err := s.release(ctx, name, h.owner)
+	// The name is free here only once the database has it free too,
+	// so that the next acquisition here does not poll for nothing.
+	s.mu.Lock()
+	delete(s.held, name)
+	s.mu.Unlock()
+	if err != nil {
 		return fmt.Errorf(errPrefix+"unlock %q: %w", name, err)
 	}
 	return nil

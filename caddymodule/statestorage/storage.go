@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -116,6 +117,8 @@ type Storage struct {
 	mu     sync.Mutex
 	held   map[string]*heldLock  // locks taken through this Storage, by name
 	leases map[string]*pairLease // CA pair locks held for a unit of work (pairs.go)
+
+	waits atomic.Int64 // how many times a Lock has started to wait (for tests)
 }
 
 // New returns a Storage over backend whose values are sealed by sealer.
@@ -179,8 +182,10 @@ func (s *Storage) Store(ctx context.Context, key string, value []byte) error {
 		return errors.New(errPrefix + "cannot store a value at an empty key")
 	}
 	lock, isCert, pair := caPair(k)
+	var lease *pairLease
 	if pair && isCert {
-		if err := s.beginPair(ctx, lock); err != nil {
+		var err error
+		if lease, err = s.beginPair(ctx, lock, true); err != nil {
 			return err
 		}
 	}
@@ -191,8 +196,14 @@ func (s *Storage) Store(ctx context.Context, key string, value []byte) error {
 	} else {
 		err = s.backend.StoragePut(ctx, k, sealed, s.opts.Now())
 	}
-	if pair && (!isCert || err != nil) {
-		s.endPair(lock, nil) // the key completes the pair; a failure ends the unit
+	switch {
+	case !pair:
+	case !isCert:
+		s.completePair(lock, awaitKeyStore) // stored or not, the key ends the unit
+	case err != nil:
+		s.endPair(lock, lease) // a failure ends the unit
+	default:
+		s.awaitPair(lock, lease, awaitKeyStore)
 	}
 	if err != nil {
 		return fmt.Errorf(errPrefix+"storing %q: %w", k, err)
@@ -236,16 +247,25 @@ func (s *Storage) Load(ctx context.Context, key string) ([]byte, error) {
 		value, _, err := s.load(ctx, k)
 		return value, err
 	}
-	if isCert {
-		if err := s.beginPair(ctx, lock); err != nil {
-			return nil, err
-		}
+	if !isCert {
+		value, _, err := s.load(ctx, k)
+		s.completePair(lock, awaitKeyLoad) // found or not, the key ends the unit
+		return value, err
+	}
+	lease, err := s.beginPair(ctx, lock, false)
+	if err != nil {
+		return nil, err
 	}
 	value, _, err := s.load(ctx, k)
 	// A certificate found is followed by a Load of its key, a missing
-	// one by the Store of a new pair: either completes the unit.
-	if !isCert || (err != nil && !errors.Is(err, fs.ErrNotExist)) {
-		s.endPair(lock, nil)
+	// one by the Store of a new pair.
+	switch {
+	case err == nil:
+		s.awaitPair(lock, lease, awaitKeyLoad)
+	case errors.Is(err, fs.ErrNotExist):
+		s.awaitPair(lock, lease, awaitCertStore)
+	default:
+		s.endPair(lock, lease)
 	}
 	return value, err
 }
