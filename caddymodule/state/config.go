@@ -31,7 +31,8 @@ type Config struct {
 	// app's configuration picks the default.
 	Backend string
 	// DSN is, for sqlite, the database file's path (created 0600, its
-	// directory 0700, when missing); for postgres, a connection URL or
+	// directory 0700, when missing; an existing file and its -wal and
+	// -shm files are made 0600 when opened); for postgres, a connection URL or
 	// keyword/value string, already placeholder-expanded by the caller.
 	// Required. It is never repeated in an error message.
 	DSN string

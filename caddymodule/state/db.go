@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -175,7 +176,10 @@ func (e *stateError) Unwrap() error { return e.err }
 
 // openSQLite opens the database file, creating it 0600 in a 0700
 // directory when missing: it holds session token hashes and sealed
-// credentials. SQLite gives its -wal and -shm files the database file's
+// credentials. An existing file, and its -wal and -shm files if there
+// are any, is made 0600 too: one left readable by others (copied in,
+// made by an older build or by hand) would stay readable otherwise.
+// SQLite gives the -wal and -shm files it creates the database file's
 // mode.
 //
 // One connection serves everything: SQLite allows one writer at a time
@@ -192,8 +196,13 @@ func openSQLite(path string) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := f.Close(); err != nil {
+	if err := errors.Join(f.Chmod(0o600), f.Close()); err != nil {
 		return nil, err
+	}
+	for _, side := range []string{path + "-wal", path + "-shm"} {
+		if err := os.Chmod(side, 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
 	}
 	q := url.Values{}
 	q.Set("_txlock", "immediate")

@@ -36,6 +36,31 @@ func TestSQLiteFileIsPrivate(t *testing.T) {
 	}
 }
 
+// TestSQLiteLooseExistingFileIsTightened: a database file and its WAL
+// files left readable by others (an older build, a copy, a hand-made
+// file) are made 0600 when opened, not kept as they were.
+func TestSQLiteLooseExistingFileIsTightened(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	db := open(t, Config{Backend: BackendSQLite, DSN: path})
+	must(t, db.PutService(ctx, "s", []byte(`{}`)))
+	must(t, db.Close())
+	// Closing the last connection checkpoints and deletes the WAL
+	// files; loose leftovers of a crashed process are made by hand.
+	for _, f := range []string{path, path + "-wal", path + "-shm"} {
+		if _, err := os.Stat(f); err != nil {
+			must(t, os.WriteFile(f, nil, 0o644))
+		}
+		must(t, os.Chmod(f, 0o644))
+	}
+	db = open(t, Config{Backend: BackendSQLite, DSN: path})
+	must(t, db.PutService(ctx, "t", []byte(`{}`)))
+	for _, f := range []string{path, path + "-wal", path + "-shm"} {
+		if st, err := os.Stat(f); err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v %v, want 0600", filepath.Base(f), st.Mode(), err)
+		}
+	}
+}
+
 func TestSQLiteTwoHandlesOnOneFile(t *testing.T) {
 	// Two DBs on one file (a second process, or an old and a new app
 	// instance during a config reload): busy_timeout and immediate
