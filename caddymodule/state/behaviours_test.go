@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -31,6 +32,7 @@ var behaviours = []struct {
 	{"storage list and delete by prefix", testStoragePrefix},
 	{"storage create is first writer wins", testStorageCreate},
 	{"locks", testLocks},
+	{"times outside the stored range", testTimeRange},
 	{"meta", testMeta},
 	{"meta claim first writer wins", testMetaClaim},
 	{"empty", testEmpty},
@@ -426,6 +428,64 @@ func testStorageCreate(t *testing.T, db *DB, clk *clock) {
 	}
 	if winners != 1 {
 		t.Fatalf("%d racing creates won, want 1", winners)
+	}
+}
+
+func testTimeRange(t *testing.T, db *DB, clk *clock) {
+	far := time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)   // past 2262: UnixNano would wrap to 1715
+	early := time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC) // before 1677
+	refused := func(what string, err error) {
+		t.Helper()
+		if err == nil || !strings.HasPrefix(err.Error(), "state "+db.Backend()+": ") {
+			t.Errorf("%s: %v, want a refusal", what, err)
+		}
+	}
+	now := clk.Now()
+	s := session("far", 1, now)
+	s.ExpiresAt = far
+	refused("a session expiring in 2300", db.InsertSession(ctx, s))
+	s = session("zero", 2, now)
+	s.CreatedAt = time.Time{}
+	refused("a session created at the zero time", db.InsertSession(ctx, s))
+	s = session("zero-revoked", 3, now)
+	s.RevokedAt = &time.Time{}
+	refused("a session revoked at the zero time", db.InsertSession(ctx, s))
+	for _, id := range []string{"far", "zero", "zero-revoked"} {
+		if _, ok, err := db.Session(ctx, id); err != nil || ok {
+			t.Errorf("refused session %s stored: %v %v", id, ok, err)
+		}
+	}
+	must(t, db.InsertSession(ctx, session("s1", 4, now)))
+	_, err := db.RevokeSession(ctx, "s1", time.Time{})
+	refused("a revocation at the zero time", err)
+	if got, _, _ := db.Session(ctx, "s1"); got.RevokedAt != nil {
+		t.Errorf("revoked at %v", got.RevokedAt)
+	}
+	refused("activity in 2300", db.AddSessionActivity(ctx, []SessionActivity{{ID: "s1", Requests: 1, LastUsed: far}}))
+	refused("a storage value modified in 1600", db.StoragePut(ctx, "k", []byte("v"), early))
+	_, err = db.StorageCreate(ctx, "k", []byte("v"), far)
+	refused("a storage value created in 2300", err)
+	if _, err := db.CreateBuiltinHeader(ctx, "st", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	refused("a credential updated at the zero time", db.PutCredential(ctx, "st", cred("K", 1, time.Time{})))
+
+	// Query bounds outside the range compare as the times would.
+	if list, err := db.ListSessions(ctx, time.Time{}); err != nil || len(list) != 1 {
+		t.Errorf("sessions expiring after the zero time: %d %v", len(list), err)
+	}
+	if list, err := db.ListSessions(ctx, far); err != nil || len(list) != 0 {
+		t.Errorf("sessions expiring after 2300: %d %v", len(list), err)
+	}
+	if n, err := db.DeleteSessionsExpiredBefore(ctx, early); err != nil || n != 0 {
+		t.Errorf("deleted before 1600: %d %v", n, err)
+	}
+	// The edges of the range are storable and come back exactly.
+	for _, edge := range []time.Time{minStored, maxStored} {
+		must(t, db.StoragePut(ctx, "edge", nil, edge))
+		if _, mod, _, err := db.StorageGet(ctx, "edge"); err != nil || !mod.Equal(edge) {
+			t.Errorf("edge %v came back as %v %v", edge, mod, err)
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -336,17 +337,56 @@ func affected(r sql.Result) (int64, error) {
 	return r.RowsAffected()
 }
 
-// nanos and fromNanos are the stored form of times: BIGINT unix
-// nanoseconds, which both backends compare and order natively.
-func nanos(t time.Time) int64 { return t.UnixNano() }
+// Times are stored as BIGINT unix nanoseconds, which both backends
+// compare and order natively. An int64 of nanoseconds spans 1677-09-21
+// to 2262-04-11; time.UnixNano wraps silently outside it (a session
+// expiring in 2300 would read back as expired in 1715, a lock expiring
+// far ahead as long expired). So:
+//
+//   - a time that is written (storedNanos) must lie inside the range,
+//     and must not be the zero time, which is outside it and almost
+//     always a caller's mistake (an unset CreatedAt, say): both are
+//     refused with an error rather than stored wrong;
+//   - a time that only bounds a query (boundNanos) is clamped to the
+//     range, which compares exactly as the time itself would: every
+//     stored time lies inside.
+var (
+	minStored = time.Unix(0, math.MinInt64)
+	maxStored = time.Unix(0, math.MaxInt64)
+)
+
+// storedNanos is the stored form of a time written to column.
+func storedNanos(column string, t time.Time) (int64, error) {
+	switch {
+	case t.IsZero():
+		return 0, fmt.Errorf("%s: the zero time is not a storable time", column)
+	case t.Before(minStored) || t.After(maxStored):
+		return 0, fmt.Errorf("%s: %s is outside the storable range (%s to %s)", column,
+			t.UTC().Format(time.RFC3339), minStored.UTC().Format(time.RFC3339), maxStored.UTC().Format(time.RFC3339))
+	}
+	return t.UnixNano(), nil
+}
+
+// boundNanos is the stored form of a time a query compares with.
+func boundNanos(t time.Time) int64 {
+	switch {
+	case t.Before(minStored):
+		return math.MinInt64
+	case t.After(maxStored):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
 
 func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
 
-func nullNanos(t *time.Time) sql.NullInt64 {
+// storedNullNanos is storedNanos for a nullable column: nil is NULL.
+func storedNullNanos(column string, t *time.Time) (sql.NullInt64, error) {
 	if t == nil {
-		return sql.NullInt64{}
+		return sql.NullInt64{}, nil
 	}
-	return sql.NullInt64{Int64: t.UnixNano(), Valid: true}
+	n, err := storedNanos(column, *t)
+	return sql.NullInt64{Int64: n, Valid: err == nil}, err
 }
 
 func fromNullNanos(n sql.NullInt64) *time.Time {

@@ -24,9 +24,13 @@ var storageEncoding = base64.RawStdEncoding
 // StoragePut creates or replaces key's value (opaque bytes, sealed by
 // the caller).
 func (db *DB) StoragePut(ctx context.Context, key string, value []byte, modified time.Time) error {
-	_, err := db.exec(ctx, `INSERT INTO caddy_storage (key, value, modified) VALUES ($1, $2, $3)
+	mod, err := storedNanos("modified", modified)
+	if err != nil {
+		return db.wrap("storage put", err)
+	}
+	_, err = db.exec(ctx, `INSERT INTO caddy_storage (key, value, modified) VALUES ($1, $2, $3)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value, modified = excluded.modified`,
-		key, storageEncoding.EncodeToString(value), nanos(modified))
+		key, storageEncoding.EncodeToString(value), mod)
 	return db.wrap("storage put", err)
 }
 
@@ -35,8 +39,12 @@ ON CONFLICT (key) DO UPDATE SET value = excluded.value, modified = excluded.modi
 // backends. It is for values that must never be replaced once made,
 // such as a CA root another broker may be creating at the same moment.
 func (db *DB) StorageCreate(ctx context.Context, key string, value []byte, modified time.Time) (bool, error) {
+	mod, err := storedNanos("modified", modified)
+	if err != nil {
+		return false, db.wrap("storage create", err)
+	}
 	r, err := db.exec(ctx, "INSERT INTO caddy_storage (key, value, modified) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING",
-		key, storageEncoding.EncodeToString(value), nanos(modified))
+		key, storageEncoding.EncodeToString(value), mod)
 	if err != nil {
 		return false, db.wrap("storage create", err)
 	}
