@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"os"
@@ -97,6 +98,10 @@ func (s *Storage) Lock(ctx context.Context, name string) error {
 func (s *Storage) TryLock(ctx context.Context, name string) (bool, error) {
 	h := &heldLock{owner: s.owners.newOwner(), stop: make(chan struct{}), done: make(chan struct{})}
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false, errClosed(name)
+	}
 	if _, busy := s.held[name]; busy {
 		s.mu.Unlock()
 		return false, nil
@@ -118,10 +123,63 @@ func (s *Storage) TryLock(ctx context.Context, name string) (bool, error) {
 		return false, err
 	}
 	s.mu.Lock()
+	if s.closed {
+		// Close ran while the database decided: it did not see this
+		// lock, so give it back here rather than start a keep-alive
+		// that nothing would stop.
+		delete(s.held, name)
+		s.mu.Unlock()
+		s.release(ctx, name, h.owner)
+		return false, errClosed(name)
+	}
 	h.acquired = true
-	s.mu.Unlock()
 	go s.keepAlive(name, h)
+	s.mu.Unlock()
 	return true, nil
+}
+
+func errClosed(name string) error {
+	return fmt.Errorf(errPrefix+"taking lock %q: the storage is closed", name)
+}
+
+// Close ends what the Storage runs in the background, for when its
+// database is about to close (the last config using it is cleaned up):
+// the keep-alives of its locks stop and the locks are released, and
+// the CA pair leases' timers are stopped, so that nothing is left
+// refreshing, or logging failures against, a closed database. Locks
+// cannot be taken after Close; holders' later Unlocks report the lock
+// not held. Close is idempotent.
+func (s *Storage) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	leases := s.leases
+	s.leases = make(map[string]*pairLease)
+	held := make(map[string]*heldLock)
+	for name, h := range s.held {
+		if h.acquired {
+			h.acquired = false // Close releases it, not a later Unlock
+			held[name] = h
+		}
+	}
+	s.mu.Unlock()
+	for _, l := range leases {
+		l.timer.Stop()
+	}
+	var errs []error
+	for name, h := range held {
+		h.halt()
+		if err := s.release(context.Background(), name, h.owner); err != nil {
+			errs = append(errs, fmt.Errorf(errPrefix+"releasing %q: %w", name, err))
+		}
+		s.mu.Lock()
+		delete(s.held, name)
+		s.mu.Unlock()
+	}
+	return errors.Join(errs...)
 }
 
 // Unlock releases the named lock, which this Storage must hold. It

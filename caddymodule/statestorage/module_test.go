@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -429,4 +430,64 @@ func TestStartUpErrors(t *testing.T) {
 	if err := bad.Cleanup(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestCleanupStopsTheStoragesBackgroundWork: when the last config lets
+// go of the shared database, the storage's lock keep-alives and CA pair
+// timers stop and its locks are released before the database closes,
+// and no goroutine of it is left behind.
+func TestCleanupStopsTheStoragesBackgroundWork(t *testing.T) {
+	dsn := pgtest.Shared(t).NewDatabase(t)
+	other := openState(t, brokerDSN(dsn, "other"))
+	before := runtime.NumGoroutine()
+
+	m := &Module{DSN: brokerDSN(dsn, "cleanup"), MasterPassword: "pw"}
+	if err := m.Provision(newCaddyContext(t)); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := m.CertMagicStorage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cs.(*Storage)
+	ctx := context.Background()
+	if err := s.Lock(ctx, "issue_cert_example.com"); err != nil {
+		t.Fatal(err)
+	}
+	mustStore(t, s, "pki/authorities/local/intermediate.crt", "half a renewal") // opens a pair unit
+	s.mu.Lock()
+	var keepAlives []*heldLock
+	for _, h := range s.held {
+		keepAlives = append(keepAlives, h)
+	}
+	s.mu.Unlock()
+	if len(keepAlives) != 2 {
+		t.Fatalf("%d locks held, want 2", len(keepAlives))
+	}
+
+	if err := m.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range keepAlives {
+		select {
+		case <-h.done:
+		default:
+			t.Fatal("a lock keep-alive still runs after Cleanup")
+		}
+	}
+	s.mu.Lock()
+	leases, held := len(s.leases), len(s.held)
+	s.mu.Unlock()
+	if leases != 0 || held != 0 {
+		t.Fatalf("after Cleanup: %d pair leases, %d locks", leases, held)
+	}
+	for _, name := range []string{"issue_cert_example.com", "agent_vault_state/ca_pair/local/intermediate"} {
+		if ok, err := other.TryLock(ctx, name, "other", time.Minute); !ok || err != nil {
+			t.Errorf("%s is still locked after Cleanup: %v %v", name, ok, err)
+		}
+	}
+	if _, err := s.TryLock(ctx, "late"); err == nil {
+		t.Error("a lock was taken through a closed storage")
+	}
+	waitFor(t, "the storage's goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
 }

@@ -103,6 +103,12 @@ func (s *Storage) beginPair(ctx context.Context, lock string, storeCert bool) (*
 	}
 	l := &pairLease{}
 	s.mu.Lock()
+	if s.closed {
+		// Close has run since Lock: it released the lock and will not
+		// stop a timer started now.
+		s.mu.Unlock()
+		return nil, errClosed(lock)
+	}
 	s.leases[lock] = l
 	l.timer = time.AfterFunc(s.opts.PairLease, func() { s.endPair(lock, l) })
 	s.mu.Unlock()

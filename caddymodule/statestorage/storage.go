@@ -118,6 +118,8 @@ type Storage struct {
 	held   map[string]*heldLock  // locks taken through this Storage, by name
 	leases map[string]*pairLease // CA pair locks held for a unit of work (pairs.go)
 
+	closed bool // by Close; guarded by mu
+
 	waits atomic.Int64 // how many times a Lock has started to wait (for tests)
 }
 
