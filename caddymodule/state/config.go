@@ -25,6 +25,16 @@ const (
 	DefaultPingInterval   = time.Second
 )
 
+// Lower bounds of the Config durations. A full reload re-reads every
+// topic for every subscriber and a ping is a round trip to the
+// database: far more often than these is no safety net but load (a
+// reload interval of a nanosecond would be a busy loop), most likely
+// a unit mistake ("30" read as nanoseconds).
+const (
+	MinReloadInterval = time.Second
+	MinPingInterval   = 10 * time.Millisecond
+)
+
 // Config says which database to open and how to watch it.
 type Config struct {
 	// Backend is BackendSQLite or BackendPostgres. Required: the
@@ -45,13 +55,14 @@ type Config struct {
 	Now func() time.Time
 	// ReloadInterval is how often every subscriber is told to reload
 	// each topic in full, the safety net for a lost notification.
-	// Default 30s.
+	// Default 30s; at least MinReloadInterval (1s).
 	ReloadInterval time.Duration
 	// MaxStale is how long the database may be unreachable before
 	// Healthy fails. Default 1m.
 	MaxStale time.Duration
 	// PingInterval is how often the pinger contacts the database so
-	// that Healthy knows when it last answered. Default 1s.
+	// that Healthy knows when it last answered. Default 1s; at least
+	// MinPingInterval (10ms).
 	PingInterval time.Duration
 }
 
@@ -82,19 +93,21 @@ func (c Config) settings() (*settings, error) {
 	}
 	prefix := "state " + c.Backend
 	for _, d := range []struct {
-		name string
-		v    *time.Duration
-		def  time.Duration
+		name     string
+		v        *time.Duration
+		def, min time.Duration
 	}{
-		{"reload_interval", &s.ReloadInterval, DefaultReloadInterval},
-		{"max_stale", &s.MaxStale, DefaultMaxStale},
-		{"ping interval", &s.PingInterval, DefaultPingInterval},
+		{"reload_interval", &s.ReloadInterval, DefaultReloadInterval, MinReloadInterval},
+		{"max_stale", &s.MaxStale, DefaultMaxStale, 0},
+		{"ping interval", &s.PingInterval, DefaultPingInterval, MinPingInterval},
 	} {
 		switch {
 		case *d.v < 0:
 			return nil, fmt.Errorf("%s: %s must not be negative, got %v", prefix, d.name, *d.v)
 		case *d.v == 0:
 			*d.v = d.def
+		case *d.v < d.min:
+			return nil, fmt.Errorf("%s: %s must be at least %v, got %v", prefix, d.name, d.min, *d.v)
 		}
 	}
 	if s.MaxStale <= s.PingInterval {
