@@ -171,6 +171,33 @@ func TestInstanceLockSharedWithinProcess(t *testing.T) {
 	}
 }
 
+// A symbolic link in place of instance.lock is refused, not followed:
+// the file it points to keeps its content and mode.
+func TestInstanceLockRefusesASymlink(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(t.TempDir(), "precious")
+	if err := os.WriteFile(target, []byte("keep me\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, filepath.Join(dir, instanceLockName)); err != nil {
+		t.Fatal(err)
+	}
+	if key, err := acquireInstance(dir); err == nil {
+		instanceLocks.Delete(key)
+		t.Fatal("locked through a symbolic link")
+	} else if !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("error %q does not say why", err)
+	}
+	if _, _, err := RunningInstance(dir); err == nil {
+		t.Error("RunningInstance followed the symbolic link")
+	}
+	b, _ := os.ReadFile(target)
+	st, _ := os.Stat(target)
+	if string(b) != "keep me\n" || st.Mode().Perm() != 0o644 {
+		t.Fatalf("the link's target was changed: %q %v", b, st.Mode().Perm())
+	}
+}
+
 // RunningInstance on a data dir without a lock file says "not running"
 // and creates nothing.
 func TestRunningInstanceNoLockFile(t *testing.T) {

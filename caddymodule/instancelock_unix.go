@@ -24,9 +24,15 @@ func (h *heldLock) Destruct() error { return h.f.Close() }
 // lockFile opens <dataDir>/instance.lock (mode 0600), locks it without
 // waiting and writes this process's pid into it. A lock held elsewhere
 // is an *InstanceInUseError naming the holder's pid.
+//
+// The file is opened with O_NOFOLLOW: a symbolic link planted in its
+// place (the data dir may be shared with, or writable by, someone
+// else) is refused rather than followed, so the chmod and the pid
+// written below land on no other file. Nothing is truncated before the
+// lock is held: the holder's pid stays readable for the refusal.
 func lockFile(dataDir string) (*heldLock, error) {
 	path := filepath.Join(dataDir, instanceLockName)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := openLockFile(path, os.O_RDWR|os.O_CREATE)
 	if err != nil {
 		return nil, fmt.Errorf("data_dir %s: opening the instance lock: %v", dataDir, err)
 	}
@@ -55,7 +61,7 @@ func lockFile(dataDir string) (*heldLock, error) {
 // it finds the file free it holds it for an instant, which a process
 // starting at that very instant would take for a running instance.
 func probeLockFile(dataDir string) (pid int, running bool, err error) {
-	f, err := os.Open(filepath.Join(dataDir, instanceLockName))
+	f, err := openLockFile(filepath.Join(dataDir, instanceLockName), os.O_RDONLY)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, false, nil
 	}
@@ -71,6 +77,16 @@ func probeLockFile(dataDir string) (pid int, running bool, err error) {
 	default:
 		return 0, false, err
 	}
+}
+
+// openLockFile opens the lock file without following a symbolic link
+// in its place, which it names in the error.
+func openLockFile(path string, flag int) (*os.File, error) {
+	f, err := os.OpenFile(path, flag|unix.O_NOFOLLOW, 0o600)
+	if errors.Is(err, unix.ELOOP) {
+		return nil, fmt.Errorf("%s is a symbolic link; refusing to follow it (remove it)", path)
+	}
+	return f, err
 }
 
 // flock applies how to f's open file description.

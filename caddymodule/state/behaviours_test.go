@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -29,7 +30,9 @@ var behaviours = []struct {
 	{"import builtin", testImportBuiltin},
 	{"storage put get", testStoragePutGet},
 	{"storage list and delete by prefix", testStoragePrefix},
+	{"storage create is first writer wins", testStorageCreate},
 	{"locks", testLocks},
+	{"times outside the stored range", testTimeRange},
 	{"meta", testMeta},
 	{"meta claim first writer wins", testMetaClaim},
 	{"empty", testEmpty},
@@ -394,38 +397,195 @@ func sameSet(a, b []string) bool {
 	return true
 }
 
+func testStorageCreate(t *testing.T, db *DB, clk *clock) {
+	const key = "pki/authorities/local/root.crt"
+	if ok, err := db.StorageCreate(ctx, key, []byte("first"), clk.Now()); err != nil || !ok {
+		t.Fatalf("first create = %v %v", ok, err)
+	}
+	if ok, err := db.StorageCreate(ctx, key, []byte("second"), clk.Now()); err != nil || ok {
+		t.Fatalf("second create = %v %v", ok, err)
+	}
+	if v, _, ok, err := db.StorageGet(ctx, key); err != nil || !ok || string(v) != "first" {
+		t.Fatalf("stored %q %v %v, want the first writer's", v, ok, err)
+	}
+	var wg sync.WaitGroup
+	won := make([]bool, 8)
+	for i := range won {
+		wg.Go(func() {
+			ok, err := db.StorageCreate(ctx, "race", []byte(fmt.Sprint(i)), clk.Now())
+			if err != nil {
+				t.Error(err)
+			}
+			won[i] = ok
+		})
+	}
+	wg.Wait()
+	winners := 0
+	for _, w := range won {
+		if w {
+			winners++
+		}
+	}
+	if winners != 1 {
+		t.Fatalf("%d racing creates won, want 1", winners)
+	}
+}
+
+func testTimeRange(t *testing.T, db *DB, clk *clock) {
+	far := time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)   // past 2262: UnixNano would wrap to 1715
+	early := time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC) // before 1677
+	refused := func(what string, err error) {
+		t.Helper()
+		if err == nil || !strings.HasPrefix(err.Error(), "state "+db.Backend()+": ") {
+			t.Errorf("%s: %v, want a refusal", what, err)
+		}
+	}
+	now := clk.Now()
+	s := session("far", 1, now)
+	s.ExpiresAt = far
+	refused("a session expiring in 2300", db.InsertSession(ctx, s))
+	s = session("zero", 2, now)
+	s.CreatedAt = time.Time{}
+	refused("a session created at the zero time", db.InsertSession(ctx, s))
+	s = session("zero-revoked", 3, now)
+	s.RevokedAt = &time.Time{}
+	refused("a session revoked at the zero time", db.InsertSession(ctx, s))
+	for _, id := range []string{"far", "zero", "zero-revoked"} {
+		if _, ok, err := db.Session(ctx, id); err != nil || ok {
+			t.Errorf("refused session %s stored: %v %v", id, ok, err)
+		}
+	}
+	must(t, db.InsertSession(ctx, session("s1", 4, now)))
+	_, err := db.RevokeSession(ctx, "s1", time.Time{})
+	refused("a revocation at the zero time", err)
+	if got, _, _ := db.Session(ctx, "s1"); got.RevokedAt != nil {
+		t.Errorf("revoked at %v", got.RevokedAt)
+	}
+	refused("activity in 2300", db.AddSessionActivity(ctx, []SessionActivity{{ID: "s1", Requests: 1, LastUsed: far}}))
+	refused("a storage value modified in 1600", db.StoragePut(ctx, "k", []byte("v"), early))
+	_, err = db.StorageCreate(ctx, "k", []byte("v"), far)
+	refused("a storage value created in 2300", err)
+	if _, err := db.CreateBuiltinHeader(ctx, "st", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	refused("a credential updated at the zero time", db.PutCredential(ctx, "st", cred("K", 1, time.Time{})))
+
+	// Query bounds outside the range compare as the times would.
+	if list, err := db.ListSessions(ctx, time.Time{}); err != nil || len(list) != 1 {
+		t.Errorf("sessions expiring after the zero time: %d %v", len(list), err)
+	}
+	if list, err := db.ListSessions(ctx, far); err != nil || len(list) != 0 {
+		t.Errorf("sessions expiring after 2300: %d %v", len(list), err)
+	}
+	if n, err := db.DeleteSessionsExpiredBefore(ctx, early); err != nil || n != 0 {
+		t.Errorf("deleted before 1600: %d %v", n, err)
+	}
+	// The edges of the range are storable and come back exactly.
+	for _, edge := range []time.Time{minStored, maxStored} {
+		must(t, db.StoragePut(ctx, "edge", nil, edge))
+		if _, mod, _, err := db.StorageGet(ctx, "edge"); err != nil || !mod.Equal(edge) {
+			t.Errorf("edge %v came back as %v %v", edge, mod, err)
+		}
+	}
+}
+
 func testLocks(t *testing.T, db *DB, clk *clock) {
-	exp := clk.Now().Add(time.Minute)
 	take := func(owner string, want bool) {
 		t.Helper()
-		if ok, err := db.TryLock(ctx, "issue", owner, exp); err != nil || ok != want {
+		if ok, err := db.TryLock(ctx, "issue", owner, time.Minute); err != nil || ok != want {
 			t.Fatalf("TryLock(%s) = %v %v, want %v", owner, ok, err, want)
 		}
 	}
 	take("A", true)
 	take("B", false)
 	take("A", true) // the owner's again: extended
-	if ok, err := db.RefreshLock(ctx, "issue", "B", exp); err != nil || ok {
+	if ok, err := db.RefreshLock(ctx, "issue", "B", time.Minute); err != nil || ok {
 		t.Fatalf("refresh by B: %v %v", ok, err)
 	}
-	clk.Add(time.Minute) // expires <= now: expired
-	exp = clk.Now().Add(time.Minute)
-	take("B", true) // stolen
-	if ok, err := db.RefreshLock(ctx, "issue", "A", exp); err != nil || ok {
+	clk.Add(time.Hour) // the config clock does not expire locks
+	take("B", false)
+	ageLock(t, db, "issue", time.Minute) // expires <= the database's now: expired
+	take("B", true)                      // stolen
+	if ok, err := db.RefreshLock(ctx, "issue", "A", time.Minute); err != nil || ok {
 		t.Fatalf("refresh by A after the steal: %v %v", ok, err)
 	}
-	if ok, err := db.RefreshLock(ctx, "issue", "B", exp.Add(time.Hour)); err != nil || !ok {
+	if ok, err := db.RefreshLock(ctx, "issue", "B", 2*time.Hour); err != nil || !ok {
 		t.Fatalf("refresh by B: %v %v", ok, err)
 	}
-	clk.Add(time.Hour) // B's refreshed expiry has not passed
+	ageLock(t, db, "issue", time.Hour) // B's refreshed expiry has not passed
 	take("A", false)
 	must(t, db.Unlock(ctx, "issue", "A")) // not A's: stays
 	take("A", false)
 	must(t, db.Unlock(ctx, "issue", "B"))
 	take("A", true)
-	if ok, err := db.TryLock(ctx, "other", "B", exp); err != nil || !ok {
+	if ok, err := db.TryLock(ctx, "other", "B", time.Minute); err != nil || !ok {
 		t.Fatalf("a second lock: %v %v", ok, err)
 	}
+	for _, ttl := range []time.Duration{0, -time.Second, MaxLockTTL + 1} {
+		if _, err := db.TryLock(ctx, "ttl", "A", ttl); err == nil {
+			t.Errorf("TryLock with ttl %v succeeded", ttl)
+		}
+		if _, err := db.RefreshLock(ctx, "other", "B", ttl); err == nil {
+			t.Errorf("RefreshLock with ttl %v succeeded", ttl)
+		}
+	}
+}
+
+// ageLock moves a lock's expiry d into the past, as if d had passed on
+// the database's clock.
+func ageLock(t *testing.T, db *DB, name string, d time.Duration) {
+	t.Helper()
+	r, err := db.exec(ctx, "UPDATE caddy_locks SET expires = expires - $2 WHERE name = $1", name, int64(d))
+	must(t, err)
+	if n, _ := r.RowsAffected(); n != 1 {
+		t.Fatalf("no lock %q to age", name)
+	}
+}
+
+// lockExpiry is how far the stored expiry of a lock lies ahead of the
+// database's clock.
+func lockExpiry(t *testing.T, db *DB, name string) time.Duration {
+	t.Helper()
+	var left int64
+	must(t, db.queryRow(ctx, "SELECT expires - $now FROM caddy_locks WHERE name = $1", name).Scan(&left))
+	return time.Duration(left)
+}
+
+// TestLockExpiryIsTheDatabases: two brokers on one database whose
+// clocks are 90s apart, more than a lock's TTL. The one running ahead
+// must not take the other's live lock (it would, if each broker
+// computed and compared expiries with its own clock), and the holder
+// keeps refreshing it.
+func TestLockExpiryIsTheDatabases(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		cfg := b.config(t)
+		behind := cfg
+		behind.Now = time.Now
+		ahead := cfg
+		ahead.Now = func() time.Time { return time.Now().Add(90 * time.Second) }
+		a, fast := open(t, behind), open(t, ahead)
+		if ok, err := a.TryLock(ctx, "ca", "A", time.Minute); err != nil || !ok {
+			t.Fatalf("A takes: %v %v", ok, err)
+		}
+		if ok, err := fast.TryLock(ctx, "ca", "B", time.Minute); err != nil || ok {
+			t.Fatalf("the broker 90s ahead took A's live lock: %v %v", ok, err)
+		}
+		if ok, err := a.RefreshLock(ctx, "ca", "A", time.Minute); err != nil || !ok {
+			t.Fatalf("A's refresh: %v %v", ok, err)
+		}
+		// The expiry is the database's now plus the TTL, whichever
+		// broker's clock says what.
+		if left := lockExpiry(t, a, "ca"); left <= 50*time.Second || left > time.Minute {
+			t.Fatalf("A's lock expires %v after the database's now, want about 1m", left)
+		}
+		ageLock(t, a, "ca", time.Minute)
+		if ok, err := fast.TryLock(ctx, "ca", "B", time.Minute); err != nil || !ok {
+			t.Fatalf("B takes the expired lock: %v %v", ok, err)
+		}
+		if ok, err := a.RefreshLock(ctx, "ca", "A", time.Minute); err != nil || ok {
+			t.Fatalf("A refreshes a lock B took: %v %v", ok, err)
+		}
+	})
 }
 
 func testMeta(t *testing.T, db *DB, clk *clock) {

@@ -100,6 +100,10 @@ func (db *DB) PutCredential(ctx context.Context, store string, row CredentialRow
 	if row.Version == 0 || row.Version > uint64(1<<63-1) {
 		return db.wrap("put credential "+row.Name, fmt.Errorf("version %d out of range", row.Version))
 	}
+	updated, err := storedNanos("updated_at", row.UpdatedAt)
+	if err != nil {
+		return db.wrap("put credential "+row.Name, err)
+	}
 	return db.write(ctx, "put credential "+row.Name, func(t *txn) error {
 		var r sql.Result
 		var err error
@@ -107,11 +111,11 @@ func (db *DB) PutCredential(ctx context.Context, store string, row CredentialRow
 		if row.Version == 1 {
 			r, err = t.exec(ctx, `INSERT INTO builtin_credentials (store, name, version, updated_at, nonce, ciphertext)
 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (store, name) DO NOTHING`,
-				store, row.Name, int64(row.Version), nanos(row.UpdatedAt), nonce, ct)
+				store, row.Name, int64(row.Version), updated, nonce, ct)
 		} else {
 			r, err = t.exec(ctx, `UPDATE builtin_credentials SET version = $3, updated_at = $4, nonce = $5, ciphertext = $6
 WHERE store = $1 AND name = $2 AND version = $7`,
-				store, row.Name, int64(row.Version), nanos(row.UpdatedAt), nonce, ct, int64(row.Version-1))
+				store, row.Name, int64(row.Version), updated, nonce, ct, int64(row.Version-1))
 		}
 		if err != nil {
 			return err
@@ -168,9 +172,13 @@ func (db *DB) ImportBuiltin(ctx context.Context, store string, header []byte, ro
 			if row.Version == 0 || row.Version > uint64(1<<63-1) {
 				return fmt.Errorf("%s: version %d out of range", row.Name, row.Version)
 			}
+			updated, err := storedNanos(row.Name+": updated_at", row.UpdatedAt)
+			if err != nil {
+				return err
+			}
 			if _, err := t.exec(ctx, `INSERT INTO builtin_credentials (store, name, version, updated_at, nonce, ciphertext)
 VALUES ($1, $2, $3, $4, $5, $6)`,
-				store, row.Name, int64(row.Version), nanos(row.UpdatedAt),
+				store, row.Name, int64(row.Version), updated,
 				base64.StdEncoding.EncodeToString(row.Nonce), base64.StdEncoding.EncodeToString(row.Ciphertext)); err != nil {
 				return err
 			}

@@ -25,31 +25,44 @@ const (
 	DefaultPingInterval   = time.Second
 )
 
+// Lower bounds of the Config durations. A full reload re-reads every
+// topic for every subscriber and a ping is a round trip to the
+// database: far more often than these is no safety net but load (a
+// reload interval of a nanosecond would be a busy loop), most likely
+// a unit mistake ("30" read as nanoseconds).
+const (
+	MinReloadInterval = time.Second
+	MinPingInterval   = 10 * time.Millisecond
+)
+
 // Config says which database to open and how to watch it.
 type Config struct {
 	// Backend is BackendSQLite or BackendPostgres. Required: the
 	// app's configuration picks the default.
 	Backend string
 	// DSN is, for sqlite, the database file's path (created 0600, its
-	// directory 0700, when missing); for postgres, a connection URL or
+	// directory 0700, when missing; an existing file and its -wal and
+	// -shm files are made 0600 when opened); for postgres, a connection URL or
 	// keyword/value string, already placeholder-expanded by the caller.
 	// Required. It is never repeated in an error message.
 	DSN string
 	// Logger receives what goes wrong in the background (the LISTEN
 	// connection, the pinger, a panicking subscriber). Default: discard.
 	Logger *zap.Logger
-	// Now is the clock for stored times (updated_at, lock expiry) and
-	// for health. Default time.Now.
+	// Now is the clock for stored times (updated_at, the migrations'
+	// applied_at) and for health. Default time.Now. Lock expiry does not
+	// use it: it is decided by the database's clock (see TryLock).
 	Now func() time.Time
 	// ReloadInterval is how often every subscriber is told to reload
 	// each topic in full, the safety net for a lost notification.
-	// Default 30s.
+	// Default 30s; at least MinReloadInterval (1s).
 	ReloadInterval time.Duration
 	// MaxStale is how long the database may be unreachable before
 	// Healthy fails. Default 1m.
 	MaxStale time.Duration
 	// PingInterval is how often the pinger contacts the database so
-	// that Healthy knows when it last answered. Default 1s.
+	// that Healthy knows when it last answered. Default 1s; at least
+	// MinPingInterval (10ms).
 	PingInterval time.Duration
 }
 
@@ -80,19 +93,21 @@ func (c Config) settings() (*settings, error) {
 	}
 	prefix := "state " + c.Backend
 	for _, d := range []struct {
-		name string
-		v    *time.Duration
-		def  time.Duration
+		name     string
+		v        *time.Duration
+		def, min time.Duration
 	}{
-		{"reload_interval", &s.ReloadInterval, DefaultReloadInterval},
-		{"max_stale", &s.MaxStale, DefaultMaxStale},
-		{"ping interval", &s.PingInterval, DefaultPingInterval},
+		{"reload_interval", &s.ReloadInterval, DefaultReloadInterval, MinReloadInterval},
+		{"max_stale", &s.MaxStale, DefaultMaxStale, 0},
+		{"ping interval", &s.PingInterval, DefaultPingInterval, MinPingInterval},
 	} {
 		switch {
 		case *d.v < 0:
 			return nil, fmt.Errorf("%s: %s must not be negative, got %v", prefix, d.name, *d.v)
 		case *d.v == 0:
 			*d.v = d.def
+		case *d.v < d.min:
+			return nil, fmt.Errorf("%s: %s must be at least %v, got %v", prefix, d.name, d.min, *d.v)
 		}
 	}
 	if s.MaxStale <= s.PingInterval {

@@ -5,15 +5,19 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	"modernc.org/sqlite" // also registers the "sqlite" database/sql driver
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // ErrConflict means a write lost a race: a built-in store record's
@@ -35,6 +39,7 @@ type DB struct {
 	s       *settings
 	backend string
 	pg      bool
+	dialect dialect
 	sql     *sql.DB
 
 	feed   *feed
@@ -56,7 +61,10 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	db := &DB{s: s, backend: cfg.Backend, pg: cfg.Backend == BackendPostgres}
+	db := &DB{s: s, backend: cfg.Backend, pg: cfg.Backend == BackendPostgres, dialect: sqliteDialect}
+	if db.pg {
+		db.dialect = postgresDialect
+	}
 	ctx, cancel := context.WithTimeout(ctx, openTimeout)
 	defer cancel()
 	if db.pg {
@@ -84,6 +92,11 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	}
 	if err := db.sql.PingContext(ctx); err != nil {
 		return fail("connect", err)
+	}
+	if !db.pg {
+		if err := db.walMode(ctx); err != nil {
+			return fail("connect", err)
+		}
 	}
 	if err := db.migrate(ctx); err != nil {
 		var newer *newerSchemaError
@@ -164,7 +177,10 @@ func (e *stateError) Unwrap() error { return e.err }
 
 // openSQLite opens the database file, creating it 0600 in a 0700
 // directory when missing: it holds session token hashes and sealed
-// credentials. SQLite gives its -wal and -shm files the database file's
+// credentials. An existing file, and its -wal and -shm files if there
+// are any, is made 0600 too: one left readable by others (copied in,
+// made by an older build or by hand) would stay readable otherwise.
+// SQLite gives the -wal and -shm files it creates the database file's
 // mode.
 //
 // One connection serves everything: SQLite allows one writer at a time
@@ -181,14 +197,18 @@ func openSQLite(path string) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := f.Close(); err != nil {
+	if err := errors.Join(f.Chmod(0o600), f.Close()); err != nil {
 		return nil, err
+	}
+	for _, side := range []string{path + "-wal", path + "-shm"} {
+		if err := os.Chmod(side, 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
 	}
 	q := url.Values{}
 	q.Set("_txlock", "immediate")
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "foreign_keys(1)")
-	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
 	// A file: URI so that '?' or '#' in the path are escaped, not
 	// mistaken for the parameters.
@@ -204,13 +224,49 @@ func openSQLite(path string) (*sql.DB, error) {
 	return db, nil
 }
 
-// q adapts a query written with $N placeholders to the backend.
-func (db *DB) q(query string) string {
-	if db.pg {
-		return query
+// walMode puts the database file in WAL mode (readers and the writer do
+// not block each other, and a commit is one append), which the file
+// then keeps for every later connection.
+//
+// It is done here, once, rather than as a pragma of every connection:
+// when several handles open a brand-new file at the same moment (two
+// brokers, or an old and a new app instance), all but one of the
+// conversions to WAL fail with SQLITE_BUSY at once, without waiting
+// for busy_timeout (SQLite's deadlock avoidance). So a BUSY is retried
+// here until the conversion is done or ctx ends.
+func (db *DB) walMode(ctx context.Context) error {
+	wait := time.Millisecond
+	for {
+		var mode string
+		err := db.sql.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode)
+		switch {
+		case err == nil && strings.EqualFold(mode, "wal"):
+			return nil
+		case err == nil:
+			return fmt.Errorf("the database stays in journal mode %q, not WAL", mode)
+		case !isBusy(err):
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("setting WAL mode: %w (gave up: %w)", err, context.Cause(ctx))
+		case <-t.C:
+		}
+		wait = min(2*wait, 100*time.Millisecond)
 	}
-	return rebind(query)
 }
+
+// isBusy reports SQLITE_BUSY, or one of its extended codes.
+func isBusy(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY
+}
+
+// q adapts a query written with $N placeholders and $now to the
+// backend (see dialect).
+func (db *DB) q(query string) string { return db.dialect.sql(query) }
 
 func (db *DB) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	return db.sql.ExecContext(ctx, db.q(query), args...)
@@ -281,17 +337,56 @@ func affected(r sql.Result) (int64, error) {
 	return r.RowsAffected()
 }
 
-// nanos and fromNanos are the stored form of times: BIGINT unix
-// nanoseconds, which both backends compare and order natively.
-func nanos(t time.Time) int64 { return t.UnixNano() }
+// Times are stored as BIGINT unix nanoseconds, which both backends
+// compare and order natively. An int64 of nanoseconds spans 1677-09-21
+// to 2262-04-11; time.UnixNano wraps silently outside it (a session
+// expiring in 2300 would read back as expired in 1715, a lock expiring
+// far ahead as long expired). So:
+//
+//   - a time that is written (storedNanos) must lie inside the range,
+//     and must not be the zero time, which is outside it and almost
+//     always a caller's mistake (an unset CreatedAt, say): both are
+//     refused with an error rather than stored wrong;
+//   - a time that only bounds a query (boundNanos) is clamped to the
+//     range, which compares exactly as the time itself would: every
+//     stored time lies inside.
+var (
+	minStored = time.Unix(0, math.MinInt64)
+	maxStored = time.Unix(0, math.MaxInt64)
+)
+
+// storedNanos is the stored form of a time written to column.
+func storedNanos(column string, t time.Time) (int64, error) {
+	switch {
+	case t.IsZero():
+		return 0, fmt.Errorf("%s: the zero time is not a storable time", column)
+	case t.Before(minStored) || t.After(maxStored):
+		return 0, fmt.Errorf("%s: %s is outside the storable range (%s to %s)", column,
+			t.UTC().Format(time.RFC3339), minStored.UTC().Format(time.RFC3339), maxStored.UTC().Format(time.RFC3339))
+	}
+	return t.UnixNano(), nil
+}
+
+// boundNanos is the stored form of a time a query compares with.
+func boundNanos(t time.Time) int64 {
+	switch {
+	case t.Before(minStored):
+		return math.MinInt64
+	case t.After(maxStored):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
 
 func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
 
-func nullNanos(t *time.Time) sql.NullInt64 {
+// storedNullNanos is storedNanos for a nullable column: nil is NULL.
+func storedNullNanos(column string, t *time.Time) (sql.NullInt64, error) {
 	if t == nil {
-		return sql.NullInt64{}
+		return sql.NullInt64{}, nil
 	}
-	return sql.NullInt64{Int64: t.UnixNano(), Valid: true}
+	n, err := storedNanos(column, *t)
+	return sql.NullInt64{Int64: n, Valid: err == nil}, err
 }
 
 func fromNullNanos(n sql.NullInt64) *time.Time {

@@ -11,8 +11,10 @@
 // ReloadInterval heals whatever a broker missed.
 //
 // Times are stored as BIGINT unix nanoseconds and bytes as base64 TEXT,
-// so that the same migrations run unchanged on both backends. Queries
-// are written once, with PostgreSQL's $N placeholders.
+// so that the same migrations run unchanged on both backends; a time
+// written must lie between 1677 and 2262 and not be the zero time, or
+// the write is refused. Queries are written once, with PostgreSQL's $N
+// placeholders and $now for the database's clock (see dialect.go).
 //
 // Errors name the backend ("state sqlite: ...", "state postgres: ...")
 // and never contain the DSN's password.

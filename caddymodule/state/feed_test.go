@@ -11,7 +11,7 @@ import (
 func TestReloadInterval(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		cfg := b.config(t)
-		cfg.ReloadInterval = 20 * time.Millisecond
+		cfg.ReloadInterval = MinReloadInterval
 		db := open(t, cfg)
 		r := subscribe(t, db)
 		r.waitFor(t, 5*time.Second, fullReload()...)

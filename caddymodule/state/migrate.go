@@ -64,6 +64,13 @@ func loadMigrations(fsys fs.FS) ([]migration, error) {
 	return out, nil
 }
 
+// schemaTable records the migrations applied. Its name is our own: a
+// PostgreSQL database may be shared with other software, and the common
+// name schema_migrations (golang-migrate's, Rails') would have its
+// versions read as ours, refusing the database as "newer than this
+// binary" or skipping our migrations.
+const schemaTable = "agent_vault_schema"
+
 // migrationLockKey is the pg_advisory_xact_lock key under which brokers
 // migrate one database; the advisory lock space is per database.
 const migrationLockKey int64 = 0x61765f7374617465 // "av_state"
@@ -97,7 +104,7 @@ func (db *DB) migrate(ctx context.Context) error {
 			return err
 		}
 	}
-	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+schemaTable+` (
     version    INTEGER NOT NULL PRIMARY KEY,
     name       TEXT NOT NULL,
     applied_at TEXT NOT NULL
@@ -105,7 +112,7 @@ func (db *DB) migrate(ctx context.Context) error {
 		return err
 	}
 	var current sql.NullInt64
-	if err := tx.QueryRowContext(ctx, "SELECT MAX(version) FROM schema_migrations").Scan(&current); err != nil {
+	if err := tx.QueryRowContext(ctx, "SELECT MAX(version) FROM "+schemaTable).Scan(&current); err != nil {
 		return err
 	}
 	if int(current.Int64) > latest {
@@ -116,7 +123,7 @@ func (db *DB) migrate(ctx context.Context) error {
 		if _, err := tx.ExecContext(ctx, m.sql); err != nil {
 			return fmt.Errorf("%04d_%s: %w", m.version, m.name, err)
 		}
-		if _, err := tx.ExecContext(ctx, db.q("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)"),
+		if _, err := tx.ExecContext(ctx, db.q("INSERT INTO "+schemaTable+" (version, name, applied_at) VALUES ($1, $2, $3)"),
 			m.version, m.name, applied); err != nil {
 			return err
 		}

@@ -2,7 +2,10 @@ package state
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -61,10 +64,10 @@ func keys(fs fstest.MapFS) []string {
 	return out
 }
 
-// appliedMigrations reads schema_migrations.
+// appliedMigrations reads the schema table.
 func appliedMigrations(t *testing.T, db *DB) []int {
 	t.Helper()
-	rows, err := db.query(context.Background(), "SELECT version FROM schema_migrations ORDER BY version")
+	rows, err := db.query(context.Background(), "SELECT version FROM "+schemaTable+" ORDER BY version")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,12 +110,45 @@ func TestMigrationsApplyOnce(t *testing.T) {
 	})
 }
 
+// TestAnotherToolsSchemaMigrationsIsNotOurs: a database shared with
+// software whose migration tool keeps a schema_migrations table (here
+// golang-migrate's layout, at a date-stamped version) opens as a new
+// agent-vault database, and the other table is left as it was.
+func TestAnotherToolsSchemaMigrationsIsNotOurs(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		cfg := b.config(t)
+		driver, dsn := "pgx", cfg.DSN
+		if b.name == BackendSQLite {
+			must(t, os.MkdirAll(filepath.Dir(cfg.DSN), 0o700))
+			driver = "sqlite"
+		}
+		raw, err := sql.Open(driver, dsn)
+		must(t, err)
+		defer raw.Close()
+		_, err = raw.Exec("CREATE TABLE schema_migrations (version BIGINT NOT NULL PRIMARY KEY, dirty BOOLEAN NOT NULL)")
+		must(t, err)
+		_, err = raw.Exec("INSERT INTO schema_migrations (version, dirty) VALUES (20240101120000, false)")
+		must(t, err)
+		db := open(t, cfg)
+		if got := appliedMigrations(t, db); len(got) != latestMigration(t) {
+			t.Fatalf("applied %v", got)
+		}
+		must(t, db.PutService(ctx, "s", []byte(`{}`)))
+		var n int
+		var v int64
+		must(t, raw.QueryRow("SELECT count(*), max(version) FROM schema_migrations").Scan(&n, &v))
+		if n != 1 || v != 20240101120000 {
+			t.Fatalf("the other tool's table changed: %d rows, version %d", n, v)
+		}
+	})
+}
+
 func TestNewerSchemaIsRefused(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		cfg := b.config(t)
 		db := open(t, cfg)
 		newer := latestMigration(t) + 6
-		if _, err := db.exec(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, 'future', 'x')", newer); err != nil {
+		if _, err := db.exec(ctx, "INSERT INTO "+schemaTable+" (version, name, applied_at) VALUES ($1, 'future', 'x')", newer); err != nil {
 			t.Fatal(err)
 		}
 		must(t, db.Close())

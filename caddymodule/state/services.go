@@ -40,9 +40,13 @@ func (db *DB) ListServices(ctx context.Context) ([]ServiceRow, error) {
 // Change{TopicServices, name}.
 func (db *DB) PutService(ctx context.Context, name string, doc []byte) error {
 	return db.write(ctx, "put service "+name, func(t *txn) error {
+		updated, err := storedNanos("updated_at", db.s.Now())
+		if err != nil {
+			return err
+		}
 		if _, err := t.exec(ctx, `INSERT INTO services (name, doc, updated_at) VALUES ($1, $2, $3)
 ON CONFLICT (name) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at`,
-			name, string(doc), nanos(db.s.Now())); err != nil {
+			name, string(doc), updated); err != nil {
 			return err
 		}
 		t.publish(Change{Topic: TopicServices, Key: name})

@@ -56,11 +56,27 @@ func (db *DB) InsertSession(ctx context.Context, s SessionRow) error {
 	if err != nil {
 		return db.wrap("insert session", err)
 	}
+	created, err := storedNanos("created_at", s.CreatedAt)
+	if err != nil {
+		return db.wrap("insert session "+s.ID, err)
+	}
+	expires, err := storedNanos("expires_at", s.ExpiresAt)
+	if err != nil {
+		return db.wrap("insert session "+s.ID, err)
+	}
+	revoked, err := storedNullNanos("revoked_at", s.RevokedAt)
+	if err != nil {
+		return db.wrap("insert session "+s.ID, err)
+	}
+	lastUsed, err := storedNullNanos("last_used", s.LastUsed)
+	if err != nil {
+		return db.wrap("insert session "+s.ID, err)
+	}
 	return db.write(ctx, "insert session "+s.ID, func(t *txn) error {
 		r, err := t.exec(ctx, `INSERT INTO sessions (`+sessionColumns+`)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING`,
 			s.ID, hex.EncodeToString(s.TokenHash[:]), string(svc), string(ph), s.Agent,
-			nanos(s.CreatedAt), nanos(s.ExpiresAt), nullNanos(s.RevokedAt), nullNanos(s.LastUsed), clampInt64(s.Requests))
+			created, expires, revoked, lastUsed, clampInt64(s.Requests))
 		if err != nil {
 			return err
 		}
@@ -79,9 +95,13 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING`,
 // revoked_at (and still reports true). A found session's change is
 // announced every time, so a retry also repeats a lost notification.
 func (db *DB) RevokeSession(ctx context.Context, id string, at time.Time) (bool, error) {
+	revoked, err := storedNanos("revoked_at", at)
+	if err != nil {
+		return false, db.wrap("revoke session "+id, err)
+	}
 	var found bool
-	err := db.write(ctx, "revoke session "+id, func(t *txn) error {
-		r, err := t.exec(ctx, "UPDATE sessions SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1", id, nanos(at))
+	err = db.write(ctx, "revoke session "+id, func(t *txn) error {
+		r, err := t.exec(ctx, "UPDATE sessions SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1", id, revoked)
 		if err != nil {
 			return err
 		}
@@ -112,7 +132,7 @@ func (db *DB) Session(ctx context.Context, id string) (SessionRow, bool, error) 
 // ListSessions returns the sessions that expire after expiredAfter
 // (revoked ones included), oldest first.
 func (db *DB) ListSessions(ctx context.Context, expiredAfter time.Time) ([]SessionRow, error) {
-	rows, err := db.query(ctx, "SELECT "+sessionColumns+" FROM sessions WHERE expires_at > $1 ORDER BY created_at, id", nanos(expiredAfter))
+	rows, err := db.query(ctx, "SELECT "+sessionColumns+" FROM sessions WHERE expires_at > $1 ORDER BY created_at, id", boundNanos(expiredAfter))
 	if err != nil {
 		return nil, db.wrap("list sessions", err)
 	}
@@ -142,7 +162,10 @@ func (db *DB) AddSessionActivity(ctx context.Context, activity []SessionActivity
 	}
 	return db.write(ctx, "add session activity", func(t *txn) error {
 		for _, a := range activity {
-			last := nanos(a.LastUsed)
+			last, err := storedNanos("last_used of "+a.ID, a.LastUsed)
+			if err != nil {
+				return err
+			}
 			if _, err := t.exec(ctx, `UPDATE sessions SET requests = requests + $2,
 last_used = CASE WHEN last_used IS NULL OR last_used < $3 THEN $3 ELSE last_used END
 WHERE id = $1`, a.ID, clampInt64(a.Requests), last); err != nil {
@@ -159,7 +182,7 @@ WHERE id = $1`, a.ID, clampInt64(a.Requests), last); err != nil {
 func (db *DB) DeleteSessionsExpiredBefore(ctx context.Context, t time.Time) (int, error) {
 	var n int64
 	err := db.write(ctx, "delete expired sessions", func(tx *txn) error {
-		r, err := tx.exec(ctx, "DELETE FROM sessions WHERE expires_at < $1", nanos(t))
+		r, err := tx.exec(ctx, "DELETE FROM sessions WHERE expires_at < $1", boundNanos(t))
 		if err != nil {
 			return err
 		}

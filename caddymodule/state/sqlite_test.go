@@ -36,6 +36,31 @@ func TestSQLiteFileIsPrivate(t *testing.T) {
 	}
 }
 
+// TestSQLiteLooseExistingFileIsTightened: a database file and its WAL
+// files left readable by others (an older build, a copy, a hand-made
+// file) are made 0600 when opened, not kept as they were.
+func TestSQLiteLooseExistingFileIsTightened(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	db := open(t, Config{Backend: BackendSQLite, DSN: path})
+	must(t, db.PutService(ctx, "s", []byte(`{}`)))
+	must(t, db.Close())
+	// Closing the last connection checkpoints and deletes the WAL
+	// files; loose leftovers of a crashed process are made by hand.
+	for _, f := range []string{path, path + "-wal", path + "-shm"} {
+		if _, err := os.Stat(f); err != nil {
+			must(t, os.WriteFile(f, nil, 0o644))
+		}
+		must(t, os.Chmod(f, 0o644))
+	}
+	db = open(t, Config{Backend: BackendSQLite, DSN: path})
+	must(t, db.PutService(ctx, "t", []byte(`{}`)))
+	for _, f := range []string{path, path + "-wal", path + "-shm"} {
+		if st, err := os.Stat(f); err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v %v, want 0600", filepath.Base(f), st.Mode(), err)
+		}
+	}
+}
+
 func TestSQLiteTwoHandlesOnOneFile(t *testing.T) {
 	// Two DBs on one file (a second process, or an old and a new app
 	// instance during a config reload): busy_timeout and immediate
@@ -91,5 +116,37 @@ func TestSQLiteUnopenable(t *testing.T) {
 	_, err := Open(context.Background(), Config{Backend: BackendSQLite, DSN: filepath.Join(file, "state.db")})
 	if err == nil || !strings.HasPrefix(err.Error(), "state sqlite: open: ") {
 		t.Fatalf("Open = %v", err)
+	}
+}
+
+// TestSQLiteOpensRaceOnFreshFiles opens many handles on brand-new
+// files at the same moment, round after round: converting a new file
+// to WAL mode fails with SQLITE_BUSY at once (no busy_timeout) for
+// every handle but the first, which Open must ride out.
+func TestSQLiteOpensRaceOnFreshFiles(t *testing.T) {
+	dir := t.TempDir()
+	for round := range 20 {
+		path := filepath.Join(dir, fmt.Sprint(round, ".db"))
+		const n = 8
+		start := make(chan struct{})
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				db, err := Open(context.Background(), Config{Backend: BackendSQLite, DSN: path})
+				if err == nil {
+					err = db.Close()
+				}
+				errs[i] = err
+			})
+		}
+		close(start)
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d, Open %d: %v", round, i, err)
+			}
+		}
 	}
 }

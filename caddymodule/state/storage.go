@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"time"
 	"unicode/utf8"
 )
@@ -23,10 +24,32 @@ var storageEncoding = base64.RawStdEncoding
 // StoragePut creates or replaces key's value (opaque bytes, sealed by
 // the caller).
 func (db *DB) StoragePut(ctx context.Context, key string, value []byte, modified time.Time) error {
-	_, err := db.exec(ctx, `INSERT INTO caddy_storage (key, value, modified) VALUES ($1, $2, $3)
+	mod, err := storedNanos("modified", modified)
+	if err != nil {
+		return db.wrap("storage put", err)
+	}
+	_, err = db.exec(ctx, `INSERT INTO caddy_storage (key, value, modified) VALUES ($1, $2, $3)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value, modified = excluded.modified`,
-		key, storageEncoding.EncodeToString(value), nanos(modified))
+		key, storageEncoding.EncodeToString(value), mod)
 	return db.wrap("storage put", err)
+}
+
+// StorageCreate puts value at key unless key has a value already, and
+// reports whether it did: the first writer wins, atomically on both
+// backends. It is for values that must never be replaced once made,
+// such as a CA root another broker may be creating at the same moment.
+func (db *DB) StorageCreate(ctx context.Context, key string, value []byte, modified time.Time) (bool, error) {
+	mod, err := storedNanos("modified", modified)
+	if err != nil {
+		return false, db.wrap("storage create", err)
+	}
+	r, err := db.exec(ctx, "INSERT INTO caddy_storage (key, value, modified) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING",
+		key, storageEncoding.EncodeToString(value), mod)
+	if err != nil {
+		return false, db.wrap("storage create", err)
+	}
+	n, err := affected(r)
+	return n > 0, db.wrap("storage create", err)
 }
 
 // StorageGet returns key's value; ok is false when there is none.
@@ -99,14 +122,29 @@ func (db *DB) StorageList(ctx context.Context, prefix string) ([]StorageEntry, e
 	return out, nil
 }
 
-// TryLock takes the lock name for owner until expires, if it is free,
-// expired (by Config.Now) or already owner's (then it is extended), in
-// one statement so that two instances cannot both take it.
-func (db *DB) TryLock(ctx context.Context, name, owner string, expires time.Time) (bool, error) {
-	r, err := db.exec(ctx, `INSERT INTO caddy_locks (name, owner, expires) VALUES ($1, $2, $3)
+// MaxLockTTL is the longest lock lease TryLock and RefreshLock grant: a
+// lock whose holder died blocks everyone else until it expires, and a
+// bound keeps expiry plus the database's clock far from overflowing
+// its nanoseconds.
+const MaxLockTTL = 24 * time.Hour
+
+// TryLock takes the lock name for owner for ttl, if it is free, expired
+// or already owner's (then it is extended), in one statement so that
+// two instances cannot both take it.
+//
+// Expiry is decided by the database's clock alone: the statement
+// computes the new expiry as the database's now plus ttl and compares
+// the stored one with the same now. Brokers whose own clocks disagree
+// therefore agree on whether a lock is live; with expiries computed by
+// each holder's clock, a broker running ahead would take live locks.
+func (db *DB) TryLock(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
+	if err := checkTTL(ttl); err != nil {
+		return false, db.wrap("lock "+name, err)
+	}
+	r, err := db.exec(ctx, `INSERT INTO caddy_locks (name, owner, expires) VALUES ($1, $2, $now + $3)
 ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires = excluded.expires
-WHERE caddy_locks.expires <= $4 OR caddy_locks.owner = excluded.owner`,
-		name, owner, nanos(expires), nanos(db.s.Now()))
+WHERE caddy_locks.expires <= $now OR caddy_locks.owner = excluded.owner`,
+		name, owner, int64(ttl))
 	if err != nil {
 		return false, db.wrap("lock "+name, err)
 	}
@@ -114,16 +152,27 @@ WHERE caddy_locks.expires <= $4 OR caddy_locks.owner = excluded.owner`,
 	return n > 0, db.wrap("lock "+name, err)
 }
 
-// RefreshLock moves the expiry of owner's lock; false means owner does
-// not hold it (any more): it expired and someone else took it, or it was
-// unlocked.
-func (db *DB) RefreshLock(ctx context.Context, name, owner string, expires time.Time) (bool, error) {
-	r, err := db.exec(ctx, "UPDATE caddy_locks SET expires = $3 WHERE name = $1 AND owner = $2", name, owner, nanos(expires))
+// RefreshLock moves the expiry of owner's lock to the database's now
+// plus ttl; false means owner does not hold it (any more): it expired
+// and someone else took it, or it was unlocked. A lock that expired
+// but was not taken is still owner's, and nobody else acted under it.
+func (db *DB) RefreshLock(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
+	if err := checkTTL(ttl); err != nil {
+		return false, db.wrap("refresh lock "+name, err)
+	}
+	r, err := db.exec(ctx, "UPDATE caddy_locks SET expires = $now + $3 WHERE name = $1 AND owner = $2", name, owner, int64(ttl))
 	if err != nil {
 		return false, db.wrap("refresh lock "+name, err)
 	}
 	n, err := affected(r)
 	return n > 0, db.wrap("refresh lock "+name, err)
+}
+
+func checkTTL(ttl time.Duration) error {
+	if ttl <= 0 || ttl > MaxLockTTL {
+		return fmt.Errorf("lock ttl %v is outside (0, %v]", ttl, MaxLockTTL)
+	}
+	return nil
 }
 
 // Unlock releases owner's lock; a lock held by someone else stays.

@@ -13,8 +13,9 @@ import (
 	"time"
 )
 
-// clock is a settable time source shared by a fake backend and the
-// Storages over it, so lock expiry can be driven without waiting.
+// clock is a settable time source shared by a fake backend (it is the
+// fake database's clock, which decides lock expiry) and the Storages
+// over it, so lock expiry can be driven without waiting.
 type clock struct {
 	mu  sync.Mutex
 	now time.Time
@@ -80,6 +81,19 @@ func (f *fakeBackend) StoragePut(ctx context.Context, key string, value []byte, 
 	return nil
 }
 
+func (f *fakeBackend) StorageCreate(ctx context.Context, key string, value []byte, modified time.Time) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return false, f.fail
+	}
+	if _, ok := f.values[key]; ok {
+		return false, nil
+	}
+	f.values[key] = fakeValue{value: bytes.Clone(value), modified: modified}
+	return true, nil
+}
+
 func (f *fakeBackend) StorageGet(ctx context.Context, key string) ([]byte, time.Time, bool, error) {
 	if f.afterGet != nil {
 		defer f.afterGet(key)
@@ -125,7 +139,7 @@ func (f *fakeBackend) StorageList(ctx context.Context, prefix string) ([]Entry, 
 	return out, nil
 }
 
-func (f *fakeBackend) TryLock(ctx context.Context, name, owner string, expires time.Time) (ok bool, err error) {
+func (f *fakeBackend) TryLock(ctx context.Context, name, owner string, ttl time.Duration) (ok bool, err error) {
 	if f.afterTryLock != nil {
 		defer func() { f.afterTryLock(name, ok) }()
 	}
@@ -145,11 +159,11 @@ func (f *fakeBackend) TryLock(ctx context.Context, name, owner string, expires t
 	if held && l.owner != owner && l.expires.After(f.clock.Now()) {
 		return false, nil
 	}
-	f.locks[name] = fakeLock{owner: owner, expires: expires}
+	f.locks[name] = fakeLock{owner: owner, expires: f.clock.Now().Add(ttl)}
 	return true, nil
 }
 
-func (f *fakeBackend) RefreshLock(ctx context.Context, name, owner string, expires time.Time) (bool, error) {
+func (f *fakeBackend) RefreshLock(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.ownerFails(owner); err != nil {
@@ -162,7 +176,7 @@ func (f *fakeBackend) RefreshLock(ctx context.Context, name, owner string, expir
 	if !held || l.owner != owner {
 		return false, nil
 	}
-	f.locks[name] = fakeLock{owner: owner, expires: expires}
+	f.locks[name] = fakeLock{owner: owner, expires: f.clock.Now().Add(ttl)}
 	return true, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"os"
@@ -45,11 +46,22 @@ func (o *ownerSource) newOwner() string {
 	return o.prefix + strconv.FormatUint(o.next.Add(1), 10)
 }
 
-// heldLock is a lock this Storage holds, with its keep-alive.
+// heldLock is a lock this Storage holds (or is taking), with its
+// keep-alive.
+//
+// A Storage holds each name at most once at a time: certmagic's Unlock
+// names only the lock, not the acquisition, so with two acquisitions
+// of one name in this process (one whose lock expired while held, and
+// one that took it again) the first holder's Unlock would release the
+// second's lock. So while the name has an entry in Storage.held, even
+// one whose lock was lost, another TryLock of it through this Storage
+// answers false without asking the database, and the entry goes only
+// with its holder's Unlock.
 type heldLock struct {
-	owner string
-	stop  chan struct{} // closed to stop the refresher
-	done  chan struct{} // closed when the refresher has returned
+	owner    string
+	acquired bool          // the database granted it; guarded by Storage.mu
+	stop     chan struct{} // closed to stop the refresher
+	done     chan struct{} // closed when the refresher has returned
 }
 
 // Lock takes the named lock, waiting (polling with a growing pause)
@@ -66,6 +78,7 @@ func (s *Storage) Lock(ctx context.Context, name string) error {
 		if ok {
 			return nil
 		}
+		s.waits.Add(1)
 		// Jitter keeps brokers that started waiting together from
 		// polling in step.
 		t := time.NewTimer(wait/2 + mrand.N(wait/2+1))
@@ -80,48 +93,117 @@ func (s *Storage) Lock(ctx context.Context, name string) error {
 }
 
 // TryLock takes the named lock if nobody holds it (or its holder's
-// lease ran out), without waiting; it reports whether it did.
+// lease ran out), without waiting; it reports whether it did. A name
+// this Storage holds already is not free (see heldLock).
 func (s *Storage) TryLock(ctx context.Context, name string) (bool, error) {
-	owner := s.owners.newOwner()
-	ok, err := s.backend.TryLock(ctx, name, owner, s.opts.Now().Add(s.opts.LockTTL))
-	if err != nil {
-		// The database may have taken the lock before the error (a
-		// cancelled context, a lost reply): release it rather than
-		// leave it to block the cluster until it expires.
-		s.release(ctx, name, owner)
-		return false, fmt.Errorf(errPrefix+"taking lock %q: %w", name, err)
+	h := &heldLock{owner: s.owners.newOwner(), stop: make(chan struct{}), done: make(chan struct{})}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false, errClosed(name)
 	}
-	if !ok {
+	if _, busy := s.held[name]; busy {
+		s.mu.Unlock()
 		return false, nil
 	}
-	h := &heldLock{owner: owner, stop: make(chan struct{}), done: make(chan struct{})}
-	s.mu.Lock()
-	stale := s.held[name]
-	s.held[name] = h
+	s.held[name] = h // reserves the name while the database decides
 	s.mu.Unlock()
-	if stale != nil {
-		// Only possible when a lock this Storage held expired (its
-		// refreshes failed) and was taken again: the old keep-alive
-		// has nothing left to keep.
-		stale.halt()
+	ok, err := s.backend.TryLock(ctx, name, h.owner, s.opts.LockTTL)
+	if err != nil || !ok {
+		if err != nil {
+			// The database may have taken the lock before the error (a
+			// cancelled context, a lost reply): release it rather than
+			// leave it to block the cluster until it expires.
+			s.release(ctx, name, h.owner)
+			err = fmt.Errorf(errPrefix+"taking lock %q: %w", name, err)
+		}
+		s.mu.Lock()
+		delete(s.held, name)
+		s.mu.Unlock()
+		return false, err
 	}
+	s.mu.Lock()
+	if s.closed {
+		// Close ran while the database decided: it did not see this
+		// lock, so give it back here rather than start a keep-alive
+		// that nothing would stop.
+		delete(s.held, name)
+		s.mu.Unlock()
+		s.release(ctx, name, h.owner)
+		return false, errClosed(name)
+	}
+	h.acquired = true
 	go s.keepAlive(name, h)
+	s.mu.Unlock()
 	return true, nil
+}
+
+func errClosed(name string) error {
+	return fmt.Errorf(errPrefix+"taking lock %q: the storage is closed", name)
+}
+
+// Close ends what the Storage runs in the background, for when its
+// database is about to close (the last config using it is cleaned up):
+// the keep-alives of its locks stop and the locks are released, and
+// the CA pair leases' timers are stopped, so that nothing is left
+// refreshing, or logging failures against, a closed database. Locks
+// cannot be taken after Close; holders' later Unlocks report the lock
+// not held. Close is idempotent.
+func (s *Storage) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	leases := s.leases
+	s.leases = make(map[string]*pairLease)
+	held := make(map[string]*heldLock)
+	for name, h := range s.held {
+		if h.acquired {
+			h.acquired = false // Close releases it, not a later Unlock
+			held[name] = h
+		}
+	}
+	s.mu.Unlock()
+	for _, l := range leases {
+		l.timer.Stop()
+	}
+	var errs []error
+	for name, h := range held {
+		h.halt()
+		if err := s.release(context.Background(), name, h.owner); err != nil {
+			errs = append(errs, fmt.Errorf(errPrefix+"releasing %q: %w", name, err))
+		}
+		s.mu.Lock()
+		delete(s.held, name)
+		s.mu.Unlock()
+	}
+	return errors.Join(errs...)
 }
 
 // Unlock releases the named lock, which this Storage must hold. It
 // runs even if ctx is already done (certmagic unlocks after a failed
-// or cancelled operation).
+// or cancelled operation). A lock that was lost while held releases
+// nothing in the database: the release is by owner, and the lock is
+// now someone else's or nobody's.
 func (s *Storage) Unlock(ctx context.Context, name string) error {
 	s.mu.Lock()
 	h := s.held[name]
-	delete(s.held, name)
-	s.mu.Unlock()
-	if h == nil {
+	if h == nil || !h.acquired {
+		s.mu.Unlock()
 		return fmt.Errorf(errPrefix+"unlock %q: the lock is not held here", name)
 	}
+	h.acquired = false // a second Unlock is refused
+	s.mu.Unlock()
 	h.halt()
-	if err := s.release(ctx, name, h.owner); err != nil {
+	err := s.release(ctx, name, h.owner)
+	// The name is free here only once the database has it free too,
+	// so that the next acquisition here does not poll for nothing.
+	s.mu.Lock()
+	delete(s.held, name)
+	s.mu.Unlock()
+	if err != nil {
 		return fmt.Errorf(errPrefix+"unlock %q: %w", name, err)
 	}
 	return nil
@@ -156,7 +238,7 @@ func (s *Storage) keepAlive(name string, h *heldLock) {
 		case <-tick.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.opts.RefreshInterval)
-		ok, err := s.backend.RefreshLock(ctx, name, h.owner, s.opts.Now().Add(s.opts.LockTTL))
+		ok, err := s.backend.RefreshLock(ctx, name, h.owner, s.opts.LockTTL)
 		cancel()
 		switch {
 		case err != nil:

@@ -154,12 +154,25 @@ type pooledDB struct {
 	db *state.DB
 
 	mu    sync.Mutex
-	check [32]byte // passwordCheck of the password st was made with
-	st    *Storage
+	check [32]byte   // passwordCheck of the password st was made with
+	st    *Storage   // the current storage
+	all   []*Storage // every storage made over db, st included: an older config may still use one
 }
 
-// Destruct closes the database when the last config lets go of it.
-func (p *pooledDB) Destruct() error { return p.db.Close() }
+// Destruct closes the database when the last config lets go of it,
+// after stopping every storage's lock keep-alives and pair timers, so
+// that no goroutine or timer outlives it.
+func (p *pooledDB) Destruct() error {
+	p.mu.Lock()
+	all := p.all
+	p.all, p.st = nil, nil
+	p.mu.Unlock()
+	var errs []error
+	for _, st := range all {
+		errs = append(errs, st.Close())
+	}
+	return errors.Join(append(errs, p.db.Close())...)
+}
 
 // storage returns the Storage for password: the one already made, when
 // a reload brings the same password, else a new one (whose password
@@ -173,10 +186,12 @@ func (p *pooledDB) storage(ctx context.Context, password []byte, logger *zap.Log
 	}
 	locker := New(p.db, nil, Options{Logger: logger}) // only for its lock
 	sealer, err := openSealer(ctx, p.db, locker, password)
+	_ = locker.Close() // it holds nothing once openSealer returns
 	if err != nil {
 		return nil, err
 	}
 	p.st, p.check = New(p.db, sealer, Options{Logger: logger}), sum
+	p.all = append(p.all, p.st)
 	return p.st, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -190,9 +191,9 @@ type countingBackend struct {
 	tries atomic.Int64
 }
 
-func (c *countingBackend) TryLock(ctx context.Context, name, owner string, expires time.Time) (bool, error) {
+func (c *countingBackend) TryLock(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
 	c.tries.Add(1)
-	return c.Backend.TryLock(ctx, name, owner, expires)
+	return c.Backend.TryLock(ctx, name, owner, ttl)
 }
 
 func TestLocksAcrossBrokers(t *testing.T) {
@@ -229,7 +230,7 @@ func TestLocksAcrossBrokers(t *testing.T) {
 
 	// A broker that died holding a lock: B takes it once it expires.
 	raw := openState(t, brokerDSN(dsn, "crashed"))
-	if ok, err := raw.TryLock(ctx, "pki", "crashed-broker", time.Now().Add(300*time.Millisecond)); !ok || err != nil {
+	if ok, err := raw.TryLock(ctx, "pki", "crashed-broker", 300*time.Millisecond); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
 	if ok, err := b.TryLock(ctx, "pki"); ok || err != nil {
@@ -264,6 +265,39 @@ func TestLocksAcrossBrokers(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestLockWithSkewedClocks: broker B's clock runs 90s ahead of A's,
+// more than the lock TTL. B must not take the pair lock A holds: both
+// brokers' expiries are the database's.
+func TestLockWithSkewedClocks(t *testing.T) {
+	dsn := pgtest.Shared(t).NewDatabase(t)
+	ahead := func() time.Time { return time.Now().Add(90 * time.Second) }
+	dbB, err := state.Open(context.Background(), state.Config{Backend: "postgres", DSN: brokerDSN(dsn, "b"), Now: ahead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dbB.Close() })
+	sealer := newGCMSealer()
+	a := New(openState(t, brokerDSN(dsn, "a")), sealer, Options{})
+	b := New(dbB, sealer, Options{Now: ahead})
+	ctx := context.Background()
+	const lock = "agent_vault_state/ca_pair/local/root"
+	if err := a.Lock(ctx, lock); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := b.TryLock(ctx, lock); ok || err != nil {
+		t.Fatalf("the broker 90s ahead took the live lock: %v, %v", ok, err)
+	}
+	if err := a.Unlock(ctx, lock); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := b.TryLock(ctx, lock); !ok || err != nil {
+		t.Fatalf("TryLock after Unlock = %v, %v", ok, err)
+	}
+	if err := b.Unlock(ctx, lock); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestBrokersStartingTogetherOnPostgres(t *testing.T) {
@@ -396,4 +430,64 @@ func TestStartUpErrors(t *testing.T) {
 	if err := bad.Cleanup(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestCleanupStopsTheStoragesBackgroundWork: when the last config lets
+// go of the shared database, the storage's lock keep-alives and CA pair
+// timers stop and its locks are released before the database closes,
+// and no goroutine of it is left behind.
+func TestCleanupStopsTheStoragesBackgroundWork(t *testing.T) {
+	dsn := pgtest.Shared(t).NewDatabase(t)
+	other := openState(t, brokerDSN(dsn, "other"))
+	before := runtime.NumGoroutine()
+
+	m := &Module{DSN: brokerDSN(dsn, "cleanup"), MasterPassword: "pw"}
+	if err := m.Provision(newCaddyContext(t)); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := m.CertMagicStorage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cs.(*Storage)
+	ctx := context.Background()
+	if err := s.Lock(ctx, "issue_cert_example.com"); err != nil {
+		t.Fatal(err)
+	}
+	mustStore(t, s, "pki/authorities/local/intermediate.crt", "half a renewal") // opens a pair unit
+	s.mu.Lock()
+	var keepAlives []*heldLock
+	for _, h := range s.held {
+		keepAlives = append(keepAlives, h)
+	}
+	s.mu.Unlock()
+	if len(keepAlives) != 2 {
+		t.Fatalf("%d locks held, want 2", len(keepAlives))
+	}
+
+	if err := m.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range keepAlives {
+		select {
+		case <-h.done:
+		default:
+			t.Fatal("a lock keep-alive still runs after Cleanup")
+		}
+	}
+	s.mu.Lock()
+	leases, held := len(s.leases), len(s.held)
+	s.mu.Unlock()
+	if leases != 0 || held != 0 {
+		t.Fatalf("after Cleanup: %d pair leases, %d locks", leases, held)
+	}
+	for _, name := range []string{"issue_cert_example.com", "agent_vault_state/ca_pair/local/intermediate"} {
+		if ok, err := other.TryLock(ctx, name, "other", time.Minute); !ok || err != nil {
+			t.Errorf("%s is still locked after Cleanup: %v %v", name, ok, err)
+		}
+	}
+	if _, err := s.TryLock(ctx, "late"); err == nil {
+		t.Error("a lock was taken through a closed storage")
+	}
+	waitFor(t, "the storage's goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
 }

@@ -5,9 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
 )
 
 func TestCAPair(t *testing.T) {
@@ -133,8 +137,11 @@ func TestPairWritesDoNotInterleave(t *testing.T) {
 		got <- b.Store(ctx, key, []byte("B"))
 	}()
 	assertWaiting(t, f, "agent_vault_state/ca_pair/local/intermediate", got)
-	if v := mustLoad(t, a, crt); v != "A" {
-		t.Fatalf("B's certificate landed while A's pair was half written: %q", v)
+	// Read past the storage: a Load through A would itself wait for
+	// A's open unit.
+	raw, _ := f.raw(crt)
+	if v, err := a.sealer.Open(raw, additionalData(crt)); err != nil || string(v) != "A" {
+		t.Fatalf("B's certificate landed while A's pair was half written: %q %v", v, err)
 	}
 	mustStore(t, a, key, "A")
 	if err := receive(t, "B's pair", got); err != nil {
@@ -174,6 +181,127 @@ func TestPairLeaseEndsByItself(t *testing.T) {
 	}
 	waitFor(t, "the pair lock to be free", func() bool {
 		_, held := f.lock("agent_vault_state/ca_pair/local/root")
+		return !held
+	})
+}
+
+// TestRootIsNeverReplaced: a CA root already stored (by another broker
+// that got there while this one's pair lock was lost) is not
+// overwritten, neither its certificate nor its key; the same value
+// stored again (a retry) is fine, and the intermediate is still
+// renewed in place.
+func TestRootIsNeverReplaced(t *testing.T) {
+	for _, backend := range []struct {
+		name string
+		new  func(t *testing.T) (a, b *Storage)
+	}{
+		{"fake", func(t *testing.T) (a, b *Storage) {
+			a, b, _, _ = newFakePair(t)
+			return a, b
+		}},
+		{"sqlite", func(t *testing.T) (a, b *Storage) {
+			path := filepath.Join(t.TempDir(), "state.db")
+			sealer := newGCMSealer()
+			return New(openSQLite(t, path), sealer, Options{}), New(openSQLite(t, path), sealer, Options{})
+		}},
+	} {
+		t.Run(backend.name, func(t *testing.T) {
+			a, b := backend.new(t)
+			ctx := context.Background()
+			const crt, key = "pki/authorities/local/root.crt", "pki/authorities/local/root.key"
+			mustStore(t, a, crt, "A")
+			mustStore(t, a, key, "A")
+			for _, k := range []string{crt, key} {
+				if err := b.Store(ctx, k, []byte("B")); err == nil || !strings.Contains(err.Error(), "never replaced") {
+					t.Fatalf("replacing %s: %v", k, err)
+				}
+			}
+			if c, k := mustLoad(t, b, crt), mustLoad(t, b, key); c != "A" || k != "A" {
+				t.Fatalf("the root is now %q / %q", c, k)
+			}
+			mustStore(t, b, crt, "A") // a retry of the same root
+			mustStore(t, b, key, "A")
+			for _, v := range []string{"A", "B"} {
+				mustStore(t, a, "pki/authorities/local/intermediate.crt", v)
+				mustStore(t, a, "pki/authorities/local/intermediate.key", v)
+			}
+			if v := mustLoad(t, b, "pki/authorities/local/intermediate.key"); v != "B" {
+				t.Fatalf("intermediate key %q", v)
+			}
+			for _, name := range []string{"agent_vault_state/ca_pair/local/root", "agent_vault_state/ca_pair/local/intermediate"} {
+				if ok, err := b.TryLock(ctx, name); !ok || err != nil {
+					t.Fatalf("%s left held: %v %v", name, ok, err)
+				}
+				if err := b.Unlock(ctx, name); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// openSQLite opens a state database file, one broker's handle on it.
+func openSQLite(t *testing.T, path string) *state.DB {
+	t.Helper()
+	db, err := state.Open(context.Background(), state.Config{Backend: state.BackendSQLite, DSN: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// TestPairUnitsOfOneStorageDoNotMix: one Storage serves every goroutine
+// of a process. While one goroutine renews the intermediate (Store of
+// the certificate, then of the key), another's Load of the pair (a
+// config reload provisioning the PKI app) must wait for the renewal to
+// end rather than read the new certificate with the old key, and must
+// not end the renewal's unit, which would free the cluster's pair lock
+// before the new key is stored.
+func TestPairUnitsOfOneStorageDoNotMix(t *testing.T) {
+	s, other, f, _ := newFakePair(t)
+	ctx := context.Background()
+	const crt, key = "pki/authorities/local/intermediate.crt", "pki/authorities/local/intermediate.key"
+	const lock = "agent_vault_state/ca_pair/local/intermediate"
+	mustStore(t, s, crt, "OLD")
+	mustStore(t, s, key, "OLD")
+
+	mustStore(t, s, crt, "NEW") // the renewal's unit begins
+	type pair struct {
+		crt, key string
+		err      error
+	}
+	loaded := make(chan pair, 1)
+	waitsBefore := s.waits.Load()
+	go func() {
+		c, err := s.Load(ctx, crt)
+		if err != nil {
+			loaded <- pair{err: err}
+			return
+		}
+		k, err := s.Load(ctx, key)
+		loaded <- pair{string(c), string(k), err}
+	}()
+	waitFor(t, "the second Load to wait or return", func() bool { return s.waits.Load() > waitsBefore || len(loaded) > 0 })
+	select {
+	case p := <-loaded:
+		t.Fatalf("the Load did not wait for the open unit: it read %+v", p)
+	default:
+	}
+	if ok, err := other.TryLock(ctx, lock); ok || err != nil {
+		t.Fatalf("the pair lock is free again in the middle of the renewal: %v %v", ok, err)
+	}
+	mustStore(t, s, key, "NEW") // the renewal's unit ends
+	select {
+	case p := <-loaded:
+		if p != (pair{"NEW", "NEW", nil}) {
+			t.Fatalf("loaded %+v, want the renewed pair", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the Load still waits after the renewal ended")
+	}
+	waitFor(t, "the pair lock to be free", func() bool {
+		_, held := f.lock(lock)
 		return !held
 	})
 }

@@ -22,7 +22,10 @@ const (
 	// kdfMetaKey is the meta row of the record.
 	kdfMetaKey = "caddy_storage_kdf"
 	// kdfLockName serialises the creation of the record, so brokers
-	// starting together on an empty database agree on one salt.
+	// starting together on an empty database derive the expensive key
+	// once each rather than race; agreement on one salt comes from
+	// ClaimMeta, which never replaces a record, even should the lock
+	// fail.
 	kdfLockName = "agent_vault_state/caddy_storage_kdf"
 	// kdfFormatVersion is the record's format.
 	kdfFormatVersion = 1
@@ -40,8 +43,11 @@ var defaultKDF = sealbox.KDFParams{Time: 3, MemoryKiB: 64 * 1024, Threads: 2}
 // MetaStore is the part of the state database that keeps the record.
 // The methods match the state API's.
 type MetaStore interface {
+	// Meta returns the row at key; ok is false when there is none.
 	Meta(ctx context.Context, key string) (string, bool, error)
-	SetMeta(ctx context.Context, key, value string) error
+	// ClaimMeta writes value at key unless a row is there already and
+	// returns the row stored: the first writer wins.
+	ClaimMeta(ctx context.Context, key, value string) (string, error)
 }
 
 // kdfRecord is the meta row's JSON document.
@@ -77,16 +83,10 @@ func openSealer(ctx context.Context, meta MetaStore, locker *Storage, password [
 	}
 	var created *recordSealer
 	if !ok {
-		if created, err = createRecord(ctx, meta, locker, password); err != nil {
+		// doc is what the database kept: the record every broker uses,
+		// whoever wrote it.
+		if created, doc, err = createRecord(ctx, meta, locker, password); err != nil {
 			return nil, err
-		}
-		// Read back what the database kept: it is the record every
-		// broker uses, whoever wrote it.
-		if doc, ok, err = meta.Meta(ctx, kdfMetaKey); err != nil {
-			return nil, fmt.Errorf(errPrefix+"reading the key derivation record: %w", err)
-		}
-		if !ok {
-			return nil, errors.New(errPrefix + "the key derivation record vanished right after it was written")
 		}
 	}
 	rec, err := decodeRecord(doc)
@@ -112,19 +112,20 @@ type recordSealer struct {
 	doc string
 }
 
-// createRecord writes a new record under the creation lock, unless
-// another broker wrote one first. It returns the sealer of the record
-// it wrote, or nil.
-func createRecord(ctx context.Context, meta MetaStore, locker *Storage, password []byte) (*recordSealer, error) {
+// createRecord claims the record under the creation lock, unless
+// another broker wrote one first, and returns the record stored. The
+// sealer is the one of the record this broker made, or nil when it
+// made none; it is the stored record's only if doc equals its doc.
+func createRecord(ctx context.Context, meta MetaStore, locker *Storage, password []byte) (*recordSealer, string, error) {
 	if err := locker.Lock(ctx, kdfLockName); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer func() { _ = locker.Unlock(ctx, kdfLockName) }()
-	if _, ok, err := meta.Meta(ctx, kdfMetaKey); err != nil || ok {
+	if doc, ok, err := meta.Meta(ctx, kdfMetaKey); err != nil || ok {
 		if err != nil {
-			return nil, fmt.Errorf(errPrefix+"reading the key derivation record: %w", err)
+			return nil, "", fmt.Errorf(errPrefix+"reading the key derivation record: %w", err)
 		}
-		return nil, nil // another broker was first
+		return nil, doc, nil // another broker was first
 	}
 	var rec kdfRecord
 	rec.FormatVersion = kdfFormatVersion
@@ -133,17 +134,22 @@ func createRecord(ctx context.Context, meta MetaStore, locker *Storage, password
 	rec.KDF.Salt = sealbox.Random(sealbox.SaltLen)
 	box, err := sealbox.Derive(password, rec.KDF.Salt, rec.KDF.Params, sealbox.DefaultLimits)
 	if err != nil {
-		return nil, fmt.Errorf(errPrefix+"deriving the sealing key: %w", err)
+		return nil, "", fmt.Errorf(errPrefix+"deriving the sealing key: %w", err)
 	}
 	rec.Check = box.SealJoined([]byte(checkPlaintext), []byte(checkAD))
 	doc, err := json.Marshal(rec)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	if err := meta.SetMeta(ctx, kdfMetaKey, string(doc)); err != nil {
-		return nil, fmt.Errorf(errPrefix+"writing the key derivation record: %w", err)
+	// Insert-if-absent: a record another broker wrote in the meantime
+	// (its lock and ours overlapped, say during the slow derivation
+	// above) is kept, and its key is the one to use: that broker may
+	// already have sealed values with it.
+	stored, err := meta.ClaimMeta(ctx, kdfMetaKey, string(doc))
+	if err != nil {
+		return nil, "", fmt.Errorf(errPrefix+"writing the key derivation record: %w", err)
 	}
-	return &recordSealer{boxSealer{box}, string(doc)}, nil
+	return &recordSealer{boxSealer{box}, string(doc)}, stored, nil
 }
 
 // decodeRecord parses a record strictly and checks everything that can

@@ -17,9 +17,8 @@ func init() {
 	defaultKDF = sealbox.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
 }
 
-// fakeMeta is an in-memory MetaStore whose SetMeta overwrites, the
-// least helpful semantics a database could offer: agreement on one
-// record must come from the creation lock.
+// fakeMeta is an in-memory MetaStore with the state database's
+// semantics: ClaimMeta inserts only where there is no row.
 type fakeMeta struct {
 	mu        sync.Mutex
 	rows      map[string]string
@@ -38,11 +37,47 @@ func (m *fakeMeta) Meta(ctx context.Context, key string) (string, bool, error) {
 	return v, ok, nil
 }
 
-func (m *fakeMeta) SetMeta(ctx context.Context, key, value string) error {
+func (m *fakeMeta) ClaimMeta(ctx context.Context, key, value string) (string, error) {
 	m.mu.Lock()
+	defer m.mu.Unlock()
+	if v, ok := m.rows[key]; ok {
+		return v, nil
+	}
 	m.rows[key] = value
-	m.mu.Unlock()
-	return nil
+	return value, nil
+}
+
+// TestRecordIsNeverOverwritten: broker Y holds the creation lock and
+// has found no record, but broker X writes one all the same (X's lock
+// was on a backend that failed to exclude Y: a stolen or expired
+// lock). Y must keep X's record, not replace it with its own salt, and
+// seal with X's key: X has already read its record back and seals CA
+// values with it.
+func TestRecordIsNeverOverwritten(t *testing.T) {
+	ctx := context.Background()
+	y, _, _, _ := newFakePair(t)
+	x, _, _, _ := newFakePair(t) // another backend: its lock does not exclude y's
+	meta := newFakeMeta()
+	var sealerX Sealer
+	var errX error
+	yMisses := 0
+	var once sync.Once
+	meta.afterRead = func(key string, found bool) {
+		if found {
+			return
+		}
+		if yMisses++; yMisses == 2 { // y's check under the lock
+			once.Do(func() { sealerX, errX = openSealer(ctx, meta, x, []byte("pw")) })
+		}
+	}
+	sealerY, err := openSealer(ctx, meta, y, []byte("pw"))
+	if err != nil || errX != nil || sealerX == nil {
+		t.Fatal(err, errX)
+	}
+	sealed := sealerX.Seal([]byte("CA key"), []byte("ad"))
+	if v, err := sealerY.Open(sealed, []byte("ad")); err != nil || string(v) != "CA key" {
+		t.Fatalf("broker Y cannot open what broker X sealed: the record was replaced (%v)", err)
+	}
 }
 
 // TestBrokersStartingTogetherAgreeOnTheKey starts two brokers on an

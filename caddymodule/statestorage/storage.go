@@ -12,6 +12,7 @@
 package statestorage
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -42,11 +44,16 @@ const adPrefix = "agent-vault/caddy-storage/v1/value/"
 // Backend is the part of the state database this storage needs. The
 // methods match the state API's storage methods one for one, so the
 // state database is used as is; values are opaque bytes (already
-// sealed), lock expiry is decided by the database's own comparison of
-// the given times.
+// sealed). Locks are given a TTL, not an expiry time: the backend
+// computes the expiry and compares it with its own clock, the one
+// clock all brokers share, so a broker whose clock runs ahead cannot
+// take a lock another still holds.
 type Backend interface {
 	// StoragePut creates or replaces the value at key.
 	StoragePut(ctx context.Context, key string, value []byte, modified time.Time) error
+	// StorageCreate puts the value at key only if there is none, and
+	// reports whether it did (first writer wins).
+	StorageCreate(ctx context.Context, key string, value []byte, modified time.Time) (bool, error)
 	// StorageGet returns the value at key; ok is false when there is none.
 	StorageGet(ctx context.Context, key string) (value []byte, modified time.Time, ok bool, err error)
 	// StorageDelete deletes key and every key under key+"/".
@@ -54,11 +61,12 @@ type Backend interface {
 	// StorageList returns the keys equal to prefix or under prefix+"/"
 	// (every key for prefix "").
 	StorageList(ctx context.Context, prefix string) ([]Entry, error)
-	// TryLock takes the named lock for owner until expires if it is
-	// free, expired or already owner's.
-	TryLock(ctx context.Context, name, owner string, expires time.Time) (bool, error)
-	// RefreshLock moves owner's lock expiry; false if owner lost it.
-	RefreshLock(ctx context.Context, name, owner string, expires time.Time) (bool, error)
+	// TryLock takes the named lock for owner for ttl (by the
+	// backend's clock) if it is free, expired or already owner's.
+	TryLock(ctx context.Context, name, owner string, ttl time.Duration) (bool, error)
+	// RefreshLock moves owner's lock expiry to ttl from the backend's
+	// now; false if owner lost it.
+	RefreshLock(ctx context.Context, name, owner string, ttl time.Duration) (bool, error)
 	// Unlock releases owner's lock, if owner still has it.
 	Unlock(ctx context.Context, name, owner string) error
 }
@@ -76,8 +84,8 @@ type Sealer interface {
 
 // Options tune a Storage; the zero value gives the defaults.
 type Options struct {
-	// Now is the clock for modification times and lock expiry.
-	// Default: time.Now.
+	// Now is the clock for modification times. Default: time.Now.
+	// Lock expiry is the backend's (see Backend).
 	Now func() time.Time
 	// LockTTL is how long a lock outlives its holder's last refresh, so
 	// a crashed broker's lock frees itself. Default: 1 minute.
@@ -109,6 +117,10 @@ type Storage struct {
 	mu     sync.Mutex
 	held   map[string]*heldLock  // locks taken through this Storage, by name
 	leases map[string]*pairLease // CA pair locks held for a unit of work (pairs.go)
+
+	closed bool // by Close; guarded by mu
+
+	waits atomic.Int64 // how many times a Lock has started to wait (for tests)
 }
 
 // New returns a Storage over backend whose values are sealed by sealer.
@@ -164,25 +176,64 @@ func notExist(key string) error {
 	return fmt.Errorf(errPrefix+"%q: %w", key, fs.ErrNotExist)
 }
 
-// Store seals value and puts it at key, replacing any value there.
+// Store seals value and puts it at key, replacing any value there,
+// except for a CA root (see storeRoot).
 func (s *Storage) Store(ctx context.Context, key string, value []byte) error {
 	k := cleanKey(key)
 	if k == "" {
 		return errors.New(errPrefix + "cannot store a value at an empty key")
 	}
 	lock, isCert, pair := caPair(k)
+	var lease *pairLease
 	if pair && isCert {
-		if err := s.beginPair(ctx, lock); err != nil {
+		var err error
+		if lease, err = s.beginPair(ctx, lock, true); err != nil {
 			return err
 		}
 	}
 	sealed := s.sealer.Seal(value, additionalData(k))
-	err := s.backend.StoragePut(ctx, k, sealed, s.opts.Now())
-	if pair && (!isCert || err != nil) {
-		s.endPair(lock, nil) // the key completes the pair; a failure ends the unit
+	var err error
+	if pair && isRootPair(lock) {
+		err = s.storeRoot(ctx, k, value, sealed)
+	} else {
+		err = s.backend.StoragePut(ctx, k, sealed, s.opts.Now())
+	}
+	switch {
+	case !pair:
+	case !isCert:
+		s.completePair(lock, awaitKeyStore) // stored or not, the key ends the unit
+	case err != nil:
+		s.endPair(lock, lease) // a failure ends the unit
+	default:
+		s.awaitPair(lock, lease, awaitKeyStore)
 	}
 	if err != nil {
 		return fmt.Errorf(errPrefix+"storing %q: %w", k, err)
+	}
+	return nil
+}
+
+// errRootExists refuses to replace a CA root. Caddy's PKI app stores a
+// root only when it found none, so one already there was made by
+// another broker in the meantime (the pair lock normally prevents it),
+// and replacing it would split the cluster between two CAs.
+var errRootExists = errors.New("a different CA root is stored there already (another broker created it) and a root is never replaced: restart to use the stored one, or delete the CA's pki/authorities/<id> keys to make a new CA")
+
+// storeRoot puts a CA root certificate or key only where there is none:
+// the pair lock already makes brokers take turns, and this is the
+// defence should the lock ever fail (a lock lost while held). Storing
+// the same value again, a retried Store, succeeds.
+func (s *Storage) storeRoot(ctx context.Context, k string, value, sealed []byte) error {
+	created, err := s.backend.StorageCreate(ctx, k, sealed, s.opts.Now())
+	if err != nil || created {
+		return err
+	}
+	stored, _, err := s.load(ctx, k)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(stored, value) {
+		return errRootExists
 	}
 	return nil
 }
@@ -198,16 +249,25 @@ func (s *Storage) Load(ctx context.Context, key string) ([]byte, error) {
 		value, _, err := s.load(ctx, k)
 		return value, err
 	}
-	if isCert {
-		if err := s.beginPair(ctx, lock); err != nil {
-			return nil, err
-		}
+	if !isCert {
+		value, _, err := s.load(ctx, k)
+		s.completePair(lock, awaitKeyLoad) // found or not, the key ends the unit
+		return value, err
+	}
+	lease, err := s.beginPair(ctx, lock, false)
+	if err != nil {
+		return nil, err
 	}
 	value, _, err := s.load(ctx, k)
 	// A certificate found is followed by a Load of its key, a missing
-	// one by the Store of a new pair: either completes the unit.
-	if !isCert || (err != nil && !errors.Is(err, fs.ErrNotExist)) {
-		s.endPair(lock, nil)
+	// one by the Store of a new pair.
+	switch {
+	case err == nil:
+		s.awaitPair(lock, lease, awaitKeyLoad)
+	case errors.Is(err, fs.ErrNotExist):
+		s.awaitPair(lock, lease, awaitCertStore)
+	default:
+		s.endPair(lock, lease)
 	}
 	return value, err
 }

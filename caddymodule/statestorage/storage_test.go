@@ -139,7 +139,7 @@ func TestLockOfACrashedBrokerExpires(t *testing.T) {
 	_, b, f, c := newFakePair(t)
 	ctx := context.Background()
 	// A broker took the lock and died: nothing refreshes it any more.
-	if ok, err := f.TryLock(ctx, "pki", "crashed-broker", c.Now().Add(time.Minute)); !ok || err != nil {
+	if ok, err := f.TryLock(ctx, "pki", "crashed-broker", time.Minute); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
 	got := lockInBackground(ctx, b, "pki")
@@ -311,5 +311,47 @@ func TestTryLockErrorReleasesWhatItMayHaveTaken(t *testing.T) {
 	}
 	if _, held := f.lock("pki"); held {
 		t.Fatal("a failed TryLock left a lock behind")
+	}
+}
+
+// TestUnlockOfALostLockKeepsTheNextHolders: A's lock expires while held
+// (its refreshes fail) and B takes and frees it. Another goroutine of A
+// asking for it must not get a second hold on the name: certmagic's
+// Unlock names only the lock, so the first holder's Unlock would
+// release the second's, and B could then take a lock A still holds.
+func TestUnlockOfALostLockKeepsTheNextHolders(t *testing.T) {
+	a, b, f, c := newFakePair(t)
+	ctx := context.Background()
+	if err := a.Lock(ctx, "pki"); err != nil { // A's first goroutine
+		t.Fatal(err)
+	}
+	f.failOwners(a.owners.prefix, errors.New("network down"))
+	c.Advance(2 * time.Minute)
+	if ok, err := b.TryLock(ctx, "pki"); !ok || err != nil {
+		t.Fatalf("TryLock of the expired lock = %v, %v", ok, err)
+	}
+	f.failOwners("", nil)
+	if err := b.Unlock(ctx, "pki"); err != nil {
+		t.Fatal(err)
+	}
+	second, err := a.TryLock(ctx, "pki") // A's second goroutine
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = a.Unlock(ctx, "pki") // the first goroutine is done
+	if !second {
+		// The name was still the first holder's here; it is free now.
+		if second, err = a.TryLock(ctx, "pki"); !second || err != nil {
+			t.Fatalf("TryLock after the first holder's Unlock = %v, %v", second, err)
+		}
+	}
+	if ok, err := b.TryLock(ctx, "pki"); ok || err != nil {
+		t.Fatalf("B took the lock A's second goroutine holds: %v, %v", ok, err)
+	}
+	if err := a.Unlock(ctx, "pki"); err != nil {
+		t.Fatal(err)
+	}
+	if _, held := f.lock("pki"); held {
+		t.Fatal("the lock is left behind")
 	}
 }

@@ -20,3 +20,21 @@ func TestRebind(t *testing.T) {
 		}
 	}
 }
+
+func TestDialectNow(t *testing.T) {
+	sqlite, pg := sqliteDialect.now, postgresDialect.now
+	for _, c := range []struct{ in, sqlite, pg string }{
+		{"SELECT 1", "SELECT 1", "SELECT 1"},
+		{"SET e = $now + $3 WHERE e <= $now", "SET e = " + sqlite + " + ?3 WHERE e <= " + sqlite, "SET e = " + pg + " + $3 WHERE e <= " + pg},
+		{"SELECT '$now', $nowhere, $now_x -- $now\n", "SELECT '$now', $nowhere, $now_x -- $now\n", "SELECT '$now', $nowhere, $now_x -- $now\n"},
+		{"SELECT $now", "SELECT " + sqlite, "SELECT " + pg},
+		{"SELECT $1", "SELECT ?1", "SELECT $1"},
+	} {
+		if got := sqliteDialect.sql(c.in); got != c.sqlite {
+			t.Errorf("sqlite %q = %q, want %q", c.in, got, c.sqlite)
+		}
+		if got := postgresDialect.sql(c.in); got != c.pg {
+			t.Errorf("postgres %q = %q, want %q", c.in, got, c.pg)
+		}
+	}
+}
