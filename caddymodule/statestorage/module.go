@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
+	"github.com/agentvault/caddy-agent-vault/internal/masterpassword"
 )
 
 func init() {
@@ -76,26 +76,10 @@ func (m *Module) Provision(ctx caddy.Context) error {
 		return errors.New(errPrefix + "dsn is required: the PostgreSQL DSN or URL of the state database, e.g. {env.AGENT_VAULT_DATABASE_URL}")
 	}
 	m.dsn = dsn
-	file, err := repl.ReplaceOrErr(m.MasterPasswordFile, false, true)
-	if err != nil {
-		return fmt.Errorf(errPrefix+"master_password_file: %v", err)
-	}
-	if file != "" {
-		data, err := os.ReadFile(file)
-		if err != nil {
-			return fmt.Errorf(errPrefix+"reading master_password_file: %v", err)
-		}
-		m.password = []byte(strings.TrimRight(string(data), "\r\n"))
-		clear(data)
-	} else {
-		pw, err := repl.ReplaceOrErr(m.MasterPassword, false, true)
-		if err != nil {
-			return fmt.Errorf(errPrefix+"master_password: %v", err)
-		}
-		m.password = []byte(pw)
-	}
-	if len(m.password) == 0 {
+	if m.password, err = masterpassword.Resolve(repl, m.MasterPassword, m.MasterPasswordFile); errors.Is(err, masterpassword.ErrMissing) {
 		return errors.New(errPrefix + "needs the master password: set AGENT_VAULT_MASTER_PASSWORD or AGENT_VAULT_MASTER_PASSWORD_FILE (read by Caddyfile.example), or give master_password / master_password_file in the storage's config")
+	} else if err != nil {
+		return errors.New(errPrefix + err.Error())
 	}
 	return nil
 }

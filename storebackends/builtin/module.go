@@ -8,13 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 
+	"github.com/agentvault/caddy-agent-vault/internal/masterpassword"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
 
@@ -66,30 +66,15 @@ func (Module) CaddyModule() caddy.ModuleInfo {
 func (m *Module) Provision(ctx caddy.Context) error {
 	m.logger = ctx.Logger()
 	repl := caddy.NewReplacer()
-	file, err := repl.ReplaceOrErr(m.MasterPasswordFile, false, true)
-	if err != nil {
-		return fmt.Errorf("master_password_file: %v", err)
-	}
 	dir, err := repl.ReplaceOrErr(m.Dir, false, true)
 	if err != nil {
 		return fmt.Errorf("dir: %v", err)
 	}
 	m.Dir = dir
-	if file != "" {
-		data, err := os.ReadFile(file)
-		if err != nil {
-			return fmt.Errorf("reading master_password_file: %v", err)
-		}
-		m.password = []byte(strings.TrimRight(string(data), "\r\n"))
-	} else {
-		pw, err := repl.ReplaceOrErr(m.MasterPassword, false, true)
-		if err != nil {
-			return fmt.Errorf("master_password: %v", err)
-		}
-		m.password = []byte(pw)
-	}
-	if len(m.password) == 0 {
+	if m.password, err = masterpassword.Resolve(repl, m.MasterPassword, m.MasterPasswordFile); errors.Is(err, masterpassword.ErrMissing) {
 		return errors.New("the built-in store needs a master password: set AGENT_VAULT_MASTER_PASSWORD or AGENT_VAULT_MASTER_PASSWORD_FILE (read by Caddyfile.example), or give master_password / master_password_file in the store's config")
+	} else if err != nil {
+		return err
 	}
 	return nil
 }
