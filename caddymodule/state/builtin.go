@@ -134,19 +134,9 @@ WHERE store = $1 AND name = $2 AND version = $7`,
 // and announces the change when there was.
 func (db *DB) DeleteCredential(ctx context.Context, store, name string) (bool, error) {
 	var found bool
-	err := db.write(ctx, "delete credential "+name, func(t *txn) error {
-		r, err := t.exec(ctx, "DELETE FROM builtin_credentials WHERE store = $1 AND name = $2", store, name)
-		if err != nil {
-			return err
-		}
-		n, err := affected(r)
-		if err != nil {
-			return err
-		}
-		if found = n > 0; found {
-			t.publish(Change{Topic: TopicCredentials, Key: store})
-		}
-		return nil
+	err := db.write(ctx, "delete credential "+name, func(t *txn) (err error) {
+		found, err = t.execAnnounced(ctx, Change{Topic: TopicCredentials, Key: store}, "DELETE FROM builtin_credentials WHERE store = $1 AND name = $2", store, name)
+		return err
 	})
 	return found, err
 }

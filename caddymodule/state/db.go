@@ -302,6 +302,21 @@ func (t *txn) queryRow(ctx context.Context, query string, args ...any) *sql.Row 
 // publish records a change to announce once the transaction commits.
 func (t *txn) publish(c Change) { t.changes = append(t.changes, c) }
 
+// execAnnounced runs a statement and, when it changed a row, announces
+// c: a delete or revoke of nothing announces nothing.
+func (t *txn) execAnnounced(ctx context.Context, c Change, query string, args ...any) (bool, error) {
+	r, err := t.exec(ctx, query, args...)
+	if err != nil {
+		return false, err
+	}
+	n, err := affected(r)
+	if err != nil || n == 0 {
+		return false, err
+	}
+	t.publish(c)
+	return true, nil
+}
+
 // write runs fn in a transaction and announces the changes it
 // published: on PostgreSQL with pg_notify inside the transaction (so
 // other instances hear of it exactly when it commits), and to this

@@ -58,19 +58,9 @@ ON CONFLICT (name) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updat
 // announces the change when there was.
 func (db *DB) DeleteService(ctx context.Context, name string) (bool, error) {
 	var found bool
-	err := db.write(ctx, "delete service "+name, func(t *txn) error {
-		r, err := t.exec(ctx, "DELETE FROM services WHERE name = $1", name)
-		if err != nil {
-			return err
-		}
-		n, err := affected(r)
-		if err != nil {
-			return err
-		}
-		if found = n > 0; found {
-			t.publish(Change{Topic: TopicServices, Key: name})
-		}
-		return nil
+	err := db.write(ctx, "delete service "+name, func(t *txn) (err error) {
+		found, err = t.execAnnounced(ctx, Change{Topic: TopicServices, Key: name}, "DELETE FROM services WHERE name = $1", name)
+		return err
 	})
 	return found, err
 }

@@ -100,19 +100,9 @@ func (db *DB) RevokeSession(ctx context.Context, id string, at time.Time) (bool,
 		return false, db.wrap("revoke session "+id, err)
 	}
 	var found bool
-	err = db.write(ctx, "revoke session "+id, func(t *txn) error {
-		r, err := t.exec(ctx, "UPDATE sessions SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1", id, revoked)
-		if err != nil {
-			return err
-		}
-		n, err := affected(r)
-		if err != nil {
-			return err
-		}
-		if found = n > 0; found {
-			t.publish(Change{Topic: TopicSessions, Key: id})
-		}
-		return nil
+	err = db.write(ctx, "revoke session "+id, func(t *txn) (err error) {
+		found, err = t.execAnnounced(ctx, Change{Topic: TopicSessions, Key: id}, "UPDATE sessions SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1", id, revoked)
+		return err
 	})
 	return found, err
 }
