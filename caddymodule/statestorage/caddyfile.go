@@ -2,6 +2,8 @@ package statestorage
 
 import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/agentvault/caddy-agent-vault/internal/blockopts"
 )
 
 // UnmarshalCaddyfile reads the global storage option:
@@ -16,20 +18,7 @@ import (
 // ignored, as in the built-in store's block, so one Caddyfile can
 // offer both password options and let the environment pick one.
 func (m *Module) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // the module name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for d.NextBlock(0) {
-		opt := d.Val()
-		args := d.RemainingArgs()
-		if len(args) > 1 {
-			return d.ArgErr()
-		}
-		val := ""
-		if len(args) == 1 {
-			val = args[0]
-		}
+	return blockopts.Parse(d, func(opt, val string) error {
 		switch opt {
 		case "dsn":
 			m.DSN = val
@@ -40,8 +29,8 @@ func (m *Module) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("unrecognized agent_vault_state storage option %q", opt)
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // Interface guard

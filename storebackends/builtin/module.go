@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 
+	"github.com/agentvault/caddy-agent-vault/internal/blockopts"
 	"github.com/agentvault/caddy-agent-vault/internal/masterpassword"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
@@ -179,20 +180,7 @@ func (m *Module) importFile(ctx context.Context, r storebackends.Records, path s
 // An option given with no value (as an unset {$ENV} leaves it) is
 // ignored.
 func (m *Module) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // backend name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for d.NextBlock(0) {
-		opt := d.Val()
-		args := d.RemainingArgs()
-		if len(args) > 1 {
-			return d.ArgErr()
-		}
-		val := ""
-		if len(args) == 1 {
-			val = args[0]
-		}
+	return blockopts.Parse(d, func(opt, val string) error {
 		switch opt {
 		case "master_password":
 			m.MasterPassword = val
@@ -203,8 +191,8 @@ func (m *Module) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("unrecognized builtin store option %q", opt)
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // Interface guards
