@@ -51,13 +51,18 @@ func ApplyEnvDefaults() {
 // {env.AGENT_VAULT_DATABASE_URL}, not the URL, so its password never
 // enters the adapted JSON config. Either variable set by the operator
 // wins.
+//
+// The DSN default follows the backend actually chosen: an operator who
+// sets AGENT_VAULT_STATE_BACKEND=sqlite beside a database URL gets the
+// SQLite file in the data dir, never a file named after the URL.
 func stateDefaults() {
 	if os.Getenv("AGENT_VAULT_DATABASE_URL") != "" {
 		setDefault("AGENT_VAULT_STATE_BACKEND", "postgres")
-		setDefault("AGENT_VAULT_STATE_DSN", "{env.AGENT_VAULT_DATABASE_URL}")
-		return
 	}
 	setDefault("AGENT_VAULT_STATE_BACKEND", "sqlite")
+	if os.Getenv("AGENT_VAULT_STATE_BACKEND") == "postgres" && os.Getenv("AGENT_VAULT_DATABASE_URL") != "" {
+		setDefault("AGENT_VAULT_STATE_DSN", "{env.AGENT_VAULT_DATABASE_URL}")
+	}
 }
 
 func setDefault(name, value string) {

@@ -107,7 +107,7 @@ func (a *App) checkState(repl *caddy.Replacer) error {
 			return errors.New("state postgres needs a DSN, e.g. `state postgres {env.AGENT_VAULT_DATABASE_URL}` with AGENT_VAULT_DATABASE_URL set")
 		}
 	default:
-		return fmt.Errorf("state backend %q: want sqlite or postgres", st.Backend)
+		return errors.New("state backend: want sqlite or postgres (the value given is not shown: it may be a DSN)")
 	}
 	if st.ReloadInterval < 0 || st.MaxStale < 0 {
 		return errors.New("state reload_interval and max_stale must not be negative")

@@ -156,7 +156,7 @@ func (a *App) unmarshalState(d *caddyfile.Dispenser, args []string) error {
 		case StatePostgres:
 			st.DSN = nonEmpty[1]
 		default:
-			return d.Errf("state backend %q: want sqlite or postgres", st.Backend)
+			return d.Errf("state backend: want sqlite or postgres (the value given is not shown: it may be a DSN)")
 		}
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
