@@ -698,7 +698,7 @@ const seededAt = "applied by TestStateMigrations"
 
 // schemaAt brings an empty database to version k (0: untouched) the way
 // a broker of that version left it: the first k migrations and their
-// rows in schema_migrations. From version 1 on it also stores a service,
+// rows in agent_vault_schema. From version 1 on it also stores a service,
 // in the 0001 columns, that the broker must still serve afterwards.
 // newer, if set, adds a row for a version this binary does not know.
 func schemaAt(t *testing.T, driver, dsn string, migs []stateMigration, k int, service []byte, newer bool) {
@@ -721,8 +721,8 @@ func schemaAt(t *testing.T, driver, dsn string, migs []stateMigration, k int, se
 			t.Fatalf("%.60s: %v", query, err)
 		}
 	}
-	run(`CREATE TABLE schema_migrations (version INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)`)
-	record := "INSERT INTO schema_migrations (version, name, applied_at) VALUES (" + ph(1) + ", " + ph(2) + ", " + ph(3) + ")"
+	run(`CREATE TABLE agent_vault_schema (version INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)`)
+	record := "INSERT INTO agent_vault_schema (version, name, applied_at) VALUES (" + ph(1) + ", " + ph(2) + ", " + ph(3) + ")"
 	for _, m := range migs[:k] {
 		run(m.sql)
 		run(record, m.version, m.name, seededAt)
@@ -733,7 +733,7 @@ func schemaAt(t *testing.T, driver, dsn string, migs []stateMigration, k int, se
 	}
 }
 
-// appliedVersions reads schema_migrations: version -> applied_at.
+// appliedVersions reads agent_vault_schema: version -> applied_at.
 func appliedVersions(t *testing.T, driver, dsn string) map[int]string {
 	t.Helper()
 	db, err := sql.Open(driver, dsn)
@@ -741,7 +741,7 @@ func appliedVersions(t *testing.T, driver, dsn string) map[int]string {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	rows, err := db.Query("SELECT version, applied_at FROM schema_migrations")
+	rows, err := db.Query("SELECT version, applied_at FROM agent_vault_schema")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -799,7 +799,7 @@ func TestStateMigrations(t *testing.T) {
 				s := startServer(t, ca, serverOpts{dataDir: dataDir, extraEnv: env})
 				applied := appliedVersions(t, driver, dsn)
 				if len(applied) != latest {
-					t.Fatalf("schema_migrations after start: %v, want versions 1..%d", applied, latest)
+					t.Fatalf("agent_vault_schema after start: %v, want versions 1..%d", applied, latest)
 				}
 				for v := 1; v <= latest; v++ {
 					at, ok := applied[v]

@@ -73,7 +73,7 @@ func execSQL(t *testing.T, driver, dsn string, stmts ...string) {
 }
 
 // futureMigration is the row a much newer binary would have written.
-const futureMigration = "INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, 'from_the_future', '2099-01-01T00:00:00Z')"
+const futureMigration = "INSERT INTO agent_vault_schema (version, name, applied_at) VALUES (9999, 'from_the_future', '2099-01-01T00:00:00Z')"
 
 // TestStateOpenFailureStopsStartup: a state database that cannot be
 // used — a DSN that does not parse, PostgreSQL not listening, a SQLite
@@ -121,7 +121,7 @@ func TestStateOpenFailureStopsStartup(t *testing.T) {
 	t.Run("postgres schema newer than the binary", func(t *testing.T) {
 		pg := pgtest.Start(t)
 		execSQL(t, "pgx", pg.DSN(),
-			"CREATE TABLE schema_migrations (version INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+			"CREATE TABLE agent_vault_schema (version INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
 			futureMigration)
 		code, stderr := runToExit(t, ca, filepath.Join(t.TempDir(), "data"), "AGENT_VAULT_DATABASE_URL="+pg.DSN())
 		checkStateFailure(t, code, stderr, "state postgres", pg.Password())
