@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/egress"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/leafcerts"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
 	"github.com/agentvault/caddy-agent-vault/internal/atomicfile"
 	"github.com/agentvault/caddy-agent-vault/internal/datadir"
 	"github.com/agentvault/caddy-agent-vault/internal/procguard"
@@ -103,21 +105,22 @@ type App struct {
 	// <data_dir>/state.db.
 	State *StateConfig `json:"state,omitempty"`
 
-	creds   *credentials.Set
-	ca      *caddypki.CA
-	minter  *leafcerts.Minter
-	egress  *egress.Policy
-	self    *egress.Listeners // the broker's own listen addresses, set in Start
-	ctx     caddy.Context
-	logger  *zap.Logger
-	*shared // the state database, sessions and services, kept across config reloads
+	creds  *credentials.Set
+	ca     *caddypki.CA
+	minter *leafcerts.Minter
+	egress *egress.Policy
+	self   *egress.Listeners // the broker's own listen addresses, set in Start
+	ctx    caddy.Context
+	logger *zap.Logger
+	// state is the state database, sessions and services, kept across
+	// config reloads; owned by sharedStates, not by this config.
+	state *sharedState
+	// cancelStoreFeed ends this config's own subscription of its
+	// stores to the change feed (subscribeStores); nil if none.
+	cancelStoreFeed func()
 
 	stop chan struct{}
 	done chan struct{}
-
-	// reloaders are the stores that re-read the state database when
-	// the change feed names them (the built-in store).
-	reloaders []namedReloader
 
 	// instanceKey names the data dir lock this config holds a reference
 	// on (instancelock.go); empty if none.
@@ -177,7 +180,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	a.shared = val.(*shared)
+	a.state = val.(*sharedState)
 	if err := a.openStores(mods.([]any)); err != nil {
 		return err
 	}
@@ -292,18 +295,20 @@ func (a *App) openStores(mods []any) error {
 	if err := credentials.CheckNames(list); err != nil {
 		return err
 	}
+	var reloaders []namedReloader
 	for _, st := range list {
 		var err error
 		switch op := st.Store.(type) {
 		case storebackends.RecordsOpener:
-			err = op.OpenRecords(builtinRecords{db: a.db, store: st.Name}, a.DataDir)
+			err = op.OpenRecords(builtinRecords{db: a.state.db, store: st.Name}, a.DataDir)
 		case storebackends.Opener:
 			err = op.Open(a.DataDir)
 		default:
 			continue
 		}
 		if r, ok := st.Store.(storebackends.Reloader); ok && err == nil {
-			a.reloaders = append(a.reloaders, namedReloader{name: st.Name, Reloader: r})
+			reloaders = append(reloaders, namedReloader{name: st.Name, Reloader: r})
+			a.subscribeStores(reloaders)
 		}
 		if err != nil {
 			// Synced stores name themselves in their errors already.
@@ -333,11 +338,30 @@ func (a *App) provisionCA(ctx caddy.Context) error {
 	return err
 }
 
-// Cleanup releases the app's hold on the shared state, then on the data
-// dir's instance lock.
+// subscribeStores makes the change feed reload stores, this config's
+// stores that keep their records in the state database, replacing the
+// subscription of an earlier call. It runs as each store is opened, so
+// a change saved after a store read its records reaches it. The
+// subscription is this config's own: Cleanup ends it, whether the
+// config ran or failed to start, and no other config can end it.
+func (a *App) subscribeStores(stores []namedReloader) {
+	if a.cancelStoreFeed != nil {
+		a.cancelStoreFeed()
+	}
+	stores = slices.Clone(stores)
+	log := a.logger
+	a.cancelStoreFeed = a.state.db.Subscribe(func(ch state.Change) { reloadStores(stores, log, ch) })
+}
+
+// Cleanup ends this config's subscription to the change feed and
+// releases its hold on the shared state, then on the data dir's
+// instance lock.
 func (a *App) Cleanup() error {
 	defer a.unlockInstance()
-	if a.shared != nil {
+	if a.cancelStoreFeed != nil {
+		a.cancelStoreFeed()
+	}
+	if a.state != nil {
 		_, err := sharedStates.Delete(a.sharedKey())
 		return err
 	}
@@ -352,29 +376,25 @@ func (a *App) Start() error {
 		return err
 	}
 	a.stop, a.done = make(chan struct{}), make(chan struct{})
-	a.shared.setStores(a, a.reloaders)
 	go a.sweepSessions()
 	a.creds.Start()
 	a.logger.Info("agent vault ready",
 		zap.String("data_dir", a.DataDir),
 		zap.Int("stores", a.creds.Len()),
-		zap.Int("services", len(a.catalog.Services().Services())),
+		zap.Int("services", len(a.state.catalog.Services().Services())),
 		zap.Stringer("allow_private_networks", a.egress))
 	return nil
 }
 
 // Stop ends the sweeper and the stores' sync loops. Sessions end when
-// the last config using the data dir is cleaned up (see
-// shared.Destruct), not on a reload.
+// the last config using the same state database is cleaned up (see
+// sharedState.Destruct), not on a reload.
 func (a *App) Stop() error {
 	if a.stop != nil {
 		close(a.stop)
 		<-a.done
 	}
 	a.creds.Stop()
-	if a.shared != nil {
-		a.shared.dropStores(a)
-	}
 	return nil
 }
 
@@ -392,11 +412,11 @@ func (a *App) sweepSessions() {
 			return
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			n, err := a.sessions.Sweep(ctx)
+			n, err := a.state.sessions.Sweep(ctx)
 			if n > 0 {
 				a.logger.Info("sessions expired", zap.Int("count", n))
 			}
-			err = errors.Join(err, a.sessions.FlushActivity(ctx))
+			err = errors.Join(err, a.state.sessions.FlushActivity(ctx))
 			cancel()
 			switch {
 			case err != nil && err.Error() != lastErr:
@@ -412,7 +432,7 @@ func (a *App) sweepSessions() {
 
 // proxyDeps is what the proxy handler uses of the app.
 func (a *App) proxyDeps() proxyDeps {
-	return proxyDeps{sessions: a.sessions, services: a.catalog, creds: a.creds, leaves: a.minter, egress: a.egress, self: a.self, state: a.db}
+	return proxyDeps{sessions: a.state.sessions, services: a.state.catalog, creds: a.creds, leaves: a.minter, egress: a.egress, self: a.self, state: a.state.db}
 }
 
 // apiDeps is what the management API handler uses of the app.
@@ -420,13 +440,13 @@ func (a *App) apiDeps() apiDeps {
 	return apiDeps{
 		adminToken: a.AdminToken,
 		creds:      a.creds,
-		catalog:    a.catalog,
-		sessions:   a.sessions,
+		catalog:    a.state.catalog,
+		sessions:   a.state.sessions,
 		rootPEM:    a.rootPEM,
 		proxyURL:   a.ProxyURL,
 		defaultTTL: time.Duration(a.DefaultSessionTTL),
 		maxTTL:     time.Duration(a.MaxSessionTTL),
-		state:      a.db,
+		state:      a.state.db,
 	}
 }
 

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -144,7 +143,7 @@ func (st *StateConfig) stateDSN() string {
 	return st.DSN
 }
 
-// sharedStates holds one *shared per data directory and database.
+// sharedStates holds one *sharedState per data directory and database.
 var sharedStates = caddy.NewUsagePool()
 
 // sharedKey identifies the shared state: a reload that points at
@@ -153,22 +152,24 @@ func (a *App) sharedKey() string {
 	return a.DataDir + "\x00" + a.State.Backend + "\x00" + a.State.stateDSN()
 }
 
-// shared is the part of the app's state that survives config reloads:
-// the database and what is cached from it. Sessions must not end
-// because the operator changed a timeout.
-type shared struct {
+// sharedState is the part of the app's state that survives config
+// reloads: the database and what is cached from it (sessions must not
+// end because the operator changed a timeout). It is one owned value
+// per database, kept in sharedStates: the first config that uses the
+// database creates it, the last one to let go destroys it. A config
+// reaches it through App.state and never changes it: what belongs to
+// one config (its credential stores and their subscription to the
+// feed) lives in that config's App, so another config's failure or
+// shutdown cannot take it away.
+type sharedState struct {
 	db       *state.DB
 	sessions *sessions.Registry
 	catalog  *catalog.Catalog
-	logger   *zap.Logger
+	// log is not any config's logger: the state outlives the config
+	// that opened it, and that config's log writer may be closed.
+	log *zap.Logger
 
 	cancelFeed func()
-
-	// stores are the running config's credential stores that reload
-	// from the database (set by App.Start; see statefeed.go).
-	mu     sync.Mutex
-	owner  *App
-	stores []namedReloader
 }
 
 // namedReloader is a store that reloads when the feed names it.
@@ -177,17 +178,22 @@ type namedReloader struct {
 	storebackends.Reloader
 }
 
+// stateLogger is the logger of the shared state and the database:
+// Caddy's default logger, which no config reload closes.
+func stateLogger() *zap.Logger { return caddy.Log().Named("agent_vault.state") }
+
 // openShared opens the database, imports an older release's
 // services.json on first start, loads the services and sessions, and
 // subscribes to the change feed.
-func (a *App) openShared() (*shared, error) {
+func (a *App) openShared() (*sharedState, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), stateOpenTimeout)
 	defer cancel()
-	db, err := state.Open(ctx, a.State.config(a.logger.Named("state")))
+	log := stateLogger()
+	db, err := state.Open(ctx, a.State.config(log))
 	if err != nil {
 		return nil, err
 	}
-	sh, err := a.loadShared(ctx, db)
+	sh, err := a.loadShared(ctx, db, log)
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -196,7 +202,7 @@ func (a *App) openShared() (*shared, error) {
 	return sh, nil
 }
 
-func (a *App) loadShared(ctx context.Context, db *state.DB) (*shared, error) {
+func (a *App) loadShared(ctx context.Context, db *state.DB, log *zap.Logger) (*sharedState, error) {
 	empty, err := db.Empty(ctx)
 	if err != nil {
 		return nil, err
@@ -213,7 +219,7 @@ func (a *App) loadShared(ctx context.Context, db *state.DB) (*shared, error) {
 	if err := reg.Reload(ctx); err != nil {
 		return nil, err
 	}
-	return &shared{db: db, sessions: reg, catalog: cat, logger: a.logger}, nil
+	return &sharedState{db: db, sessions: reg, catalog: cat, log: log}, nil
 }
 
 // Meta keys of the services import.
@@ -289,36 +295,13 @@ func (a *App) importServices(ctx context.Context, db *state.DB, cat *catalog.Cat
 // Destruct runs when the last config using this state is gone: unsaved
 // activity is flushed, every session ends here (its tunnels close; the
 // database keeps it for the next start) and the database is closed.
-func (sh *shared) Destruct() error {
+func (sh *sharedState) Destruct() error {
 	sh.cancelFeed()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := sh.sessions.FlushActivity(ctx); err != nil {
-		sh.logger.Warn("session activity not saved at shutdown", zap.Error(err))
+		sh.log.Warn("session activity not saved at shutdown", zap.Error(err))
 	}
 	sh.sessions.RevokeAll()
 	return sh.db.Close()
-}
-
-// setStores makes a's reloading stores the ones the feed reloads.
-func (sh *shared) setStores(a *App, stores []namedReloader) {
-	sh.mu.Lock()
-	sh.owner, sh.stores = a, stores
-	sh.mu.Unlock()
-}
-
-// dropStores forgets a's stores unless a newer config replaced them.
-func (sh *shared) dropStores(a *App) {
-	sh.mu.Lock()
-	if sh.owner == a {
-		sh.owner, sh.stores = nil, nil
-	}
-	sh.mu.Unlock()
-}
-
-// reloaders returns the stores the feed reloads now.
-func (sh *shared) reloaders() []namedReloader {
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	return sh.stores
 }

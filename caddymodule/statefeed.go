@@ -18,10 +18,11 @@ import (
 // stall the feed forever.
 const feedTimeout = 30 * time.Second
 
-// dispatch handles one change: services reload the catalog, a session
-// (or all of them, Key "") updates the registry, a built-in store's
-// credentials reload that store.
-func (sh *shared) dispatch(ch state.Change) {
+// dispatch handles one change of the shared caches: services reload
+// the catalog, a session (or all of them, Key "") updates the registry.
+// Credentials are not shared: each config's stores subscribe
+// themselves (App.subscribeStores).
+func (sh *sharedState) dispatch(ch state.Change) {
 	ctx, cancel := context.WithTimeout(context.Background(), feedTimeout)
 	defer cancel()
 	var err error
@@ -34,19 +35,36 @@ func (sh *shared) dispatch(ch state.Change) {
 		} else {
 			err = sh.sessions.Apply(ctx, ch.Key)
 		}
-	case state.TopicCredentials:
-		for _, st := range sh.reloaders() {
-			if ch.Key == "" || ch.Key == st.name {
-				if rerr := st.Reload(ctx); rerr != nil {
-					err = rerr
-				}
-			}
-		}
 	default:
 		return
 	}
+	logFeedError(sh.log, ch, err)
+}
+
+// reloadStores handles a credentials change for this config's stores:
+// the store it names (all of them, Key "") re-reads the database.
+func reloadStores(stores []namedReloader, log *zap.Logger, ch state.Change) {
+	if ch.Topic != state.TopicCredentials {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), feedTimeout)
+	defer cancel()
+	var err error
+	for _, st := range stores {
+		if ch.Key == "" || ch.Key == st.name {
+			if rerr := st.Reload(ctx); rerr != nil {
+				err = rerr
+			}
+		}
+	}
+	logFeedError(log, ch, err)
+}
+
+// logFeedError logs a change that could not be applied; the next full
+// reload retries it.
+func logFeedError(log *zap.Logger, ch state.Change, err error) {
 	if err != nil {
-		sh.logger.Warn("applying a change from the state database failed; the next full reload retries",
+		log.Warn("applying a change from the state database failed; the next full reload retries",
 			zap.String("topic", string(ch.Topic)), zap.String("key", ch.Key), zap.Error(err))
 	}
 }
