@@ -15,7 +15,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -115,8 +114,10 @@ type App struct {
 	// state is the state database, sessions and services, kept across
 	// config reloads; owned by sharedStates, not by this config.
 	state *sharedState
-	// cancelStoreFeed ends this config's own subscription of its
-	// stores to the change feed (subscribeStores); nil if none.
+	// storeFeed applies credential changes to this config's stores;
+	// cancelStoreFeed ends its subscription to the change feed (see
+	// openStores). Both nil until then.
+	storeFeed       *changeWorker
 	cancelStoreFeed func()
 
 	stop chan struct{}
@@ -295,7 +296,13 @@ func (a *App) openStores(mods []any) error {
 	if err := credentials.CheckNames(list); err != nil {
 		return err
 	}
+	// Subscribed before any store reads its records, so a change saved
+	// while they open waits in the queue; applied once all are open.
 	var reloaders []namedReloader
+	a.storeFeed = newChangeWorker(a.logger, func(ctx context.Context, ch state.Change) error {
+		return reloadStores(ctx, reloaders, ch)
+	})
+	a.cancelStoreFeed = a.state.db.Subscribe(a.storeFeed.push)
 	for _, st := range list {
 		var err error
 		switch op := st.Store.(type) {
@@ -308,7 +315,6 @@ func (a *App) openStores(mods []any) error {
 		}
 		if r, ok := st.Store.(storebackends.Reloader); ok && err == nil {
 			reloaders = append(reloaders, namedReloader{name: st.Name, Reloader: r})
-			a.subscribeStores(reloaders)
 		}
 		if err != nil {
 			// Synced stores name themselves in their errors already.
@@ -318,6 +324,7 @@ func (a *App) openStores(mods []any) error {
 			return err
 		}
 	}
+	a.storeFeed.start()
 	var err error
 	a.creds, err = credentials.New(list)
 	return err
@@ -338,28 +345,15 @@ func (a *App) provisionCA(ctx caddy.Context) error {
 	return err
 }
 
-// subscribeStores makes the change feed reload stores, this config's
-// stores that keep their records in the state database, replacing the
-// subscription of an earlier call. It runs as each store is opened, so
-// a change saved after a store read its records reaches it. The
-// subscription is this config's own: Cleanup ends it, whether the
-// config ran or failed to start, and no other config can end it.
-func (a *App) subscribeStores(stores []namedReloader) {
-	if a.cancelStoreFeed != nil {
-		a.cancelStoreFeed()
-	}
-	stores = slices.Clone(stores)
-	log := a.logger
-	a.cancelStoreFeed = a.state.db.Subscribe(func(ch state.Change) { reloadStores(stores, log, ch) })
-}
-
-// Cleanup ends this config's subscription to the change feed and
+// Cleanup ends this config's own subscription to the change feed (so
+// a config that failed to start leaves the running one's alone) and
 // releases its hold on the shared state, then on the data dir's
 // instance lock.
 func (a *App) Cleanup() error {
 	defer a.unlockInstance()
 	if a.cancelStoreFeed != nil {
 		a.cancelStoreFeed()
+		a.storeFeed.stop()
 	}
 	if a.state != nil {
 		_, err := sharedStates.Delete(a.sharedKey())

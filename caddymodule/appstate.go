@@ -169,6 +169,7 @@ type sharedState struct {
 	// that opened it, and that config's log writer may be closed.
 	log *zap.Logger
 
+	feed       *changeWorker // applies the feed's services and sessions changes
 	cancelFeed func()
 }
 
@@ -183,8 +184,7 @@ type namedReloader struct {
 func stateLogger() *zap.Logger { return caddy.Log().Named("agent_vault.state") }
 
 // openShared opens the database, imports an older release's
-// services.json on first start, loads the services and sessions, and
-// subscribes to the change feed.
+// services.json on first start and loads the services and sessions.
 func (a *App) openShared() (*sharedState, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), stateOpenTimeout)
 	defer cancel()
@@ -193,33 +193,51 @@ func (a *App) openShared() (*sharedState, error) {
 	if err != nil {
 		return nil, err
 	}
-	sh, err := a.loadShared(ctx, db, log)
+	sh, err := a.loadShared(ctx, db, sharedStores{catalog: catalogStore{db}, sessions: sessionStore{db}}, log)
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
-	sh.cancelFeed = db.Subscribe(sh.dispatch)
 	return sh, nil
 }
 
-func (a *App) loadShared(ctx context.Context, db *state.DB, log *zap.Logger) (*sharedState, error) {
+// sharedStores are where the shared caches load from (the database's
+// adapters; tests wrap them).
+type sharedStores struct {
+	catalog  catalog.Store
+	sessions sessions.Store
+}
+
+// loadShared builds the shared state over db. It subscribes to the
+// change feed before it reads anything: a change another broker makes
+// during the load waits in the worker's queue and is applied right
+// after it, instead of being missed until the next full reload.
+func (a *App) loadShared(ctx context.Context, db *state.DB, stores sharedStores, log *zap.Logger) (*sharedState, error) {
+	sh := &sharedState{db: db, log: log}
+	sh.feed = newChangeWorker(log, sh.apply)
+	sh.cancelFeed = db.Subscribe(sh.feed.push)
+	fail := func(err error) (*sharedState, error) {
+		sh.cancelFeed()
+		sh.feed.stop()
+		return nil, err
+	}
 	empty, err := db.Empty(ctx)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
-	cat, err := catalog.Open(ctx, catalogStore{db})
-	if err != nil {
-		return nil, err
+	if sh.catalog, err = catalog.Open(ctx, stores.catalog); err != nil {
+		return fail(err)
 	}
-	if err := a.importServices(ctx, db, cat, empty); err != nil {
-		return nil, err
+	if err := a.importServices(ctx, db, sh.catalog, empty); err != nil {
+		return fail(err)
 	}
-	reg := sessions.NewRegistry(sessionStore{db})
-	reg.Keep = sessionKeep
-	if err := reg.Reload(ctx); err != nil {
-		return nil, err
+	sh.sessions = sessions.NewRegistry(stores.sessions)
+	sh.sessions.Keep = sessionKeep
+	if err := sh.sessions.Reload(ctx); err != nil {
+		return fail(err)
 	}
-	return &sharedState{db: db, sessions: reg, catalog: cat, log: log}, nil
+	sh.feed.start()
+	return sh, nil
 }
 
 // Meta keys of the services import.
@@ -297,6 +315,7 @@ func (a *App) importServices(ctx context.Context, db *state.DB, cat *catalog.Cat
 // database keeps it for the next start) and the database is closed.
 func (sh *sharedState) Destruct() error {
 	sh.cancelFeed()
+	sh.feed.stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := sh.sessions.FlushActivity(ctx); err != nil {
