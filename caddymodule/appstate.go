@@ -169,8 +169,10 @@ type sharedState struct {
 	// that opened it, and that config's log writer may be closed.
 	log *zap.Logger
 
-	feed       *changeWorker // applies the feed's services and sessions changes
-	cancelFeed func()
+	// One worker per topic: a services reload waiting on the database
+	// never holds up a session's revocation.
+	servicesFeed, sessionsFeed *changeWorker
+	cancelFeed                 func()
 }
 
 // namedReloader is a store that reloads when the feed names it.
@@ -214,11 +216,11 @@ type sharedStores struct {
 // after it, instead of being missed until the next full reload.
 func (a *App) loadShared(ctx context.Context, db *state.DB, stores sharedStores, log *zap.Logger) (*sharedState, error) {
 	sh := &sharedState{db: db, log: log}
-	sh.feed = newChangeWorker(log, sh.apply)
-	sh.cancelFeed = db.Subscribe(sh.feed.push)
+	sh.servicesFeed = newChangeWorker(log, sh.apply)
+	sh.sessionsFeed = newChangeWorker(log, sh.apply)
+	sh.cancelFeed = db.Subscribe(sh.route)
 	fail := func(err error) (*sharedState, error) {
-		sh.cancelFeed()
-		sh.feed.stop()
+		sh.stopFeed()
 		return nil, err
 	}
 	empty, err := db.Empty(ctx)
@@ -236,7 +238,8 @@ func (a *App) loadShared(ctx context.Context, db *state.DB, stores sharedStores,
 	if err := sh.sessions.Reload(ctx); err != nil {
 		return fail(err)
 	}
-	sh.feed.start()
+	sh.servicesFeed.start()
+	sh.sessionsFeed.start()
 	return sh, nil
 }
 
@@ -314,8 +317,7 @@ func (a *App) importServices(ctx context.Context, db *state.DB, cat *catalog.Cat
 // activity is flushed, every session ends here (its tunnels close; the
 // database keeps it for the next start) and the database is closed.
 func (sh *sharedState) Destruct() error {
-	sh.cancelFeed()
-	sh.feed.stop()
+	sh.stopFeed()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := sh.sessions.FlushActivity(ctx); err != nil {

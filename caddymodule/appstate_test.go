@@ -219,7 +219,7 @@ func TestStartupLoadMissesNoChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { sh.cancelFeed(); sh.feed.stop() })
+	t.Cleanup(sh.stopFeed)
 	eventually(t, 5*time.Second, "the revocation made during the load applies", func() bool {
 		_, err := sh.sessions.Authenticate(token)
 		return errors.Is(err, sessions.ErrRevoked)

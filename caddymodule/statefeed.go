@@ -101,6 +101,24 @@ func (w *changeWorker) run() {
 	}
 }
 
+// route queues a change for its topic's worker; it is the shared
+// state's feed callback and never blocks.
+func (sh *sharedState) route(ch state.Change) {
+	switch ch.Topic {
+	case state.TopicServices:
+		sh.servicesFeed.push(ch)
+	case state.TopicSessions:
+		sh.sessionsFeed.push(ch)
+	}
+}
+
+// stopFeed ends the shared state's subscription and its workers.
+func (sh *sharedState) stopFeed() {
+	sh.cancelFeed()
+	sh.servicesFeed.stop()
+	sh.sessionsFeed.stop()
+}
+
 // apply handles one change of the shared caches: services reload the
 // catalog, a session (or all of them, Key "") updates the registry.
 // Credentials are not shared: each config's stores subscribe

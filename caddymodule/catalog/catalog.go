@@ -41,11 +41,24 @@ type Store interface {
 
 // Catalog is the persisted set of services. It is safe for concurrent
 // use.
+//
+// No lock is held across the store's I/O: a write waiting on the
+// database (a row lock held by another broker) must not hold up a
+// Reload, which the change feed runs. Only swapping the table is
+// serialised; each swap recomputes from the table current then.
 type Catalog struct {
 	store Store
-	mu    sync.Mutex // serialises writes and reloads with their store I/O
+	mu    sync.Mutex // guards swapping table and gen, never held during I/O
+	// gen counts the local writes swapped in, so a Reload can tell that
+	// one landed while it was reading.
+	gen   uint64
 	table atomic.Pointer[services.Table]
 }
+
+// reloadTries bounds how often Reload reads again because a local write
+// landed during its read; past it, the read is taken as it is (the
+// write's own change notification reloads once more).
+const reloadTries = 3
 
 // Open loads the services kept in store (services hold no secrets). A
 // stored service that does not validate fails Open: a broker must not
@@ -66,15 +79,27 @@ func Open(ctx context.Context, store Store) (*Catalog, error) {
 // Reload rebuilds the table from the store (the change feed calls it
 // when another broker, or this one, changed a service). On any error
 // the table is left unchanged.
+//
+// A local Put or Delete that lands during the read may or may not be in
+// it, so the read is then done again: storing it could take back, for a
+// moment, a change this broker just acknowledged.
 func (c *Catalog) Reload(ctx context.Context) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t, err := c.load(ctx)
-	if err != nil {
-		return err
+	for try := 1; ; try++ {
+		c.mu.Lock()
+		gen := c.gen
+		c.mu.Unlock()
+		t, err := c.load(ctx)
+		if err != nil {
+			return err
+		}
+		c.mu.Lock()
+		if c.gen == gen || try == reloadTries {
+			c.table.Store(t)
+			c.mu.Unlock()
+			return nil
+		}
+		c.mu.Unlock()
 	}
-	c.table.Store(t)
-	return nil
 }
 
 // load reads and compiles every stored service.
@@ -109,17 +134,12 @@ func (c *Catalog) Services() *services.Table { return c.table.Load() }
 // (an invalid service changes nothing), then saved, then swapped in: if
 // the store fails, the table is unchanged and the store's error is
 // returned (wrapped).
+//
+// The table swapped in is built from the table current at that moment
+// (not the one Put started from), so concurrent writes and reloads do
+// not undo one another.
 func (c *Catalog) Put(ctx context.Context, svc services.Service) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var next []services.Service
-	for _, s := range c.table.Load().Services() {
-		if s.Name != svc.Name {
-			next = append(next, s)
-		}
-	}
-	t, err := compile(append(next, svc))
-	if err != nil {
+	if _, err := c.with(svc.Name, &svc); err != nil {
 		return err
 	}
 	doc, err := json.Marshal(svc)
@@ -129,6 +149,35 @@ func (c *Catalog) Put(ctx context.Context, svc services.Service) error {
 	if err := c.store.PutService(ctx, svc.Name, doc); err != nil {
 		return fmt.Errorf("saving service %q: %w", svc.Name, err)
 	}
+	return c.swap(svc.Name, &svc)
+}
+
+// with builds the table current now with the service named name
+// replaced by svc (removed when svc is nil).
+func (c *Catalog) with(name string, svc *services.Service) (*services.Table, error) {
+	var next []services.Service
+	for _, s := range c.table.Load().Services() {
+		if s.Name != name {
+			next = append(next, s)
+		}
+	}
+	if svc != nil {
+		next = append(next, *svc)
+	}
+	return compile(next)
+}
+
+// swap applies a saved write to the table current now.
+func (c *Catalog) swap(name string, svc *services.Service) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, err := c.with(name, svc)
+	if err != nil {
+		// Cannot happen: svc compiled alone before it was saved, and
+		// the others compiled before. The feed's reload reads it back.
+		return fmt.Errorf("service %q saved, but not applied here: %v", name, err)
+	}
+	c.gen++
 	c.table.Store(t)
 	return nil
 }
@@ -136,26 +185,13 @@ func (c *Catalog) Put(ctx context.Context, svc services.Service) error {
 // Delete removes a service; it reports whether it existed. If the
 // store fails, the table is unchanged.
 func (c *Catalog) Delete(ctx context.Context, name string) (bool, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var next []services.Service
-	for _, s := range c.table.Load().Services() {
-		if s.Name != name {
-			next = append(next, s)
-		}
-	}
-	t, err := compile(next)
-	if err != nil {
-		return false, err
-	}
 	found, err := c.store.DeleteService(ctx, name)
 	if err != nil {
 		return false, fmt.Errorf("deleting service %q: %w", name, err)
 	}
 	// Even when this broker's table had it and the store did not
 	// (another broker deleted it first), it is gone now.
-	c.table.Store(t)
-	return found, nil
+	return found, c.swap(name, nil)
 }
 
 // compile sorts svcs and builds their table.

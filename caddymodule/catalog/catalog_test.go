@@ -199,3 +199,38 @@ func TestReadFileOfAnEarlierRelease(t *testing.T) {
 		t.Fatalf("missing file: %v", err)
 	}
 }
+
+// readHook is a store that runs hook once, after a ListServices has read
+// and before it returns.
+type readHook struct {
+	*memStore
+	once sync.Once
+	hook func()
+}
+
+func (r *readHook) ListServices(ctx context.Context) ([]Record, error) {
+	recs, err := r.memStore.ListServices(ctx)
+	if r.hook != nil {
+		r.once.Do(r.hook)
+	}
+	return recs, err
+}
+
+// A Put that lands while a Reload is reading is not taken back by the
+// Reload's older read, and a Reload does not wait for a Put's store
+// I/O.
+func TestReloadKeepsConcurrentPut(t *testing.T) {
+	st := &readHook{memStore: newMemStore()}
+	c := mustOpen(t, st)
+	st.hook = func() {
+		if err := c.Put(ctx, svc("new", "new.example.com")); err != nil {
+			t.Error(err)
+		}
+	}
+	if err := c.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(c); !slices.Equal(got, []string{"new=new.example.com"}) {
+		t.Fatalf("after a Put during a Reload the table is %v", got)
+	}
+}
