@@ -119,6 +119,7 @@ type App struct {
 	// openStores). Both nil until then.
 	storeFeed       *changeWorker
 	cancelStoreFeed func()
+	storesFed       bool // some store reloads from the feed, so its freshness counts for health
 
 	stop chan struct{}
 	done chan struct{}
@@ -299,7 +300,7 @@ func (a *App) openStores(mods []any) error {
 	// Subscribed before any store reads its records, so a change saved
 	// while they open waits in the queue; applied once all are open.
 	var reloaders []namedReloader
-	a.storeFeed = newChangeWorker(a.logger, func(ctx context.Context, ch state.Change) error {
+	a.storeFeed = newChangeWorker("credentials", a.logger, func(ctx context.Context, ch state.Change) error {
 		return reloadStores(ctx, reloaders, ch)
 	})
 	a.cancelStoreFeed = a.state.db.Subscribe(a.storeFeed.push)
@@ -325,6 +326,7 @@ func (a *App) openStores(mods []any) error {
 		}
 	}
 	a.storeFeed.start()
+	a.storesFed = len(reloaders) > 0
 	var err error
 	a.creds, err = credentials.New(list)
 	return err
@@ -424,9 +426,23 @@ func (a *App) sweepSessions() {
 	}
 }
 
+// Healthy is the state health the proxy's gate and /healthz use: nil
+// while the state database answers and every cache this config serves
+// from (services, sessions, its stores' credentials) has refreshed from
+// it recently enough (see sharedState.staleAfter).
+func (a *App) Healthy() error {
+	if err := a.state.healthy(); err != nil {
+		return err
+	}
+	if a.storeFeed != nil && a.storesFed {
+		return a.storeFeed.stale(a.state.staleAfter)
+	}
+	return nil
+}
+
 // proxyDeps is what the proxy handler uses of the app.
 func (a *App) proxyDeps() proxyDeps {
-	return proxyDeps{sessions: a.state.sessions, services: a.state.catalog, creds: a.creds, leaves: a.minter, egress: a.egress, self: a.self, state: a.state.db}
+	return proxyDeps{sessions: a.state.sessions, services: a.state.catalog, creds: a.creds, leaves: a.minter, egress: a.egress, self: a.self, state: a}
 }
 
 // apiDeps is what the management API handler uses of the app.
@@ -440,7 +456,7 @@ func (a *App) apiDeps() apiDeps {
 		proxyURL:   a.ProxyURL,
 		defaultTTL: time.Duration(a.DefaultSessionTTL),
 		maxTTL:     time.Duration(a.MaxSessionTTL),
-		state:      a.state.db,
+		state:      a,
 	}
 }
 

@@ -173,6 +173,29 @@ type sharedState struct {
 	// never holds up a session's revocation.
 	servicesFeed, sessionsFeed *changeWorker
 	cancelFeed                 func()
+	// staleAfter is how long a cache may go without a successful full
+	// reload before health fails: a reload is due every
+	// reload_interval, and may then fail for max_stale, as the
+	// database may be unreachable for that long.
+	staleAfter time.Duration
+	// skipped are the stored services the first load could not read.
+	skipped *catalog.SkippedError
+}
+
+// logSkipped reports the services the first load left out.
+func (sh *sharedState) logSkipped() {
+	if sh.skipped != nil {
+		sh.log.Warn("stored services this broker cannot read are not served", zap.Strings("services", sh.skipped.Names), zap.Error(sh.skipped))
+	}
+}
+
+// healthy is nil while the database is healthy and every shared cache
+// has refreshed within staleAfter.
+func (sh *sharedState) healthy() error {
+	if err := sh.db.Healthy(); err != nil {
+		return err
+	}
+	return errors.Join(sh.servicesFeed.stale(sh.staleAfter), sh.sessionsFeed.stale(sh.staleAfter))
 }
 
 // namedReloader is a store that reloads when the feed names it.
@@ -196,6 +219,9 @@ func (a *App) openShared() (*sharedState, error) {
 		return nil, err
 	}
 	sh, err := a.loadShared(ctx, db, sharedStores{catalog: catalogStore{db}, sessions: sessionStore{db}}, log)
+	if err == nil {
+		sh.logSkipped()
+	}
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -208,6 +234,7 @@ func (a *App) openShared() (*sharedState, error) {
 type sharedStores struct {
 	catalog  catalog.Store
 	sessions sessions.Store
+	now      func() time.Time // the caches' freshness clock; nil is time.Now
 }
 
 // loadShared builds the shared state over db. It subscribes to the
@@ -216,8 +243,15 @@ type sharedStores struct {
 // after it, instead of being missed until the next full reload.
 func (a *App) loadShared(ctx context.Context, db *state.DB, stores sharedStores, log *zap.Logger) (*sharedState, error) {
 	sh := &sharedState{db: db, log: log}
-	sh.servicesFeed = newChangeWorker(log, sh.apply)
-	sh.sessionsFeed = newChangeWorker(log, sh.apply)
+	sh.staleAfter = defaultReloadInterval + defaultMaxStale
+	if a.State != nil {
+		sh.staleAfter = time.Duration(a.State.ReloadInterval + a.State.MaxStale)
+	}
+	sh.servicesFeed = newChangeWorker("services", log, sh.apply)
+	sh.sessionsFeed = newChangeWorker("sessions", log, sh.apply)
+	if stores.now != nil {
+		sh.servicesFeed.now, sh.sessionsFeed.now = stores.now, stores.now
+	}
 	sh.cancelFeed = db.Subscribe(sh.route)
 	fail := func(err error) (*sharedState, error) {
 		sh.stopFeed()
@@ -227,7 +261,7 @@ func (a *App) loadShared(ctx context.Context, db *state.DB, stores sharedStores,
 	if err != nil {
 		return fail(err)
 	}
-	if sh.catalog, err = catalog.Open(ctx, stores.catalog); err != nil {
+	if sh.catalog, err = catalog.Open(ctx, stores.catalog); err != nil && !errors.As(err, &sh.skipped) {
 		return fail(err)
 	}
 	if err := a.importServices(ctx, db, sh.catalog, empty); err != nil {

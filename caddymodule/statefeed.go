@@ -12,11 +12,15 @@ package caddymodule
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/catalog"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
 )
 
@@ -29,9 +33,18 @@ const feedTimeout = 15 * time.Second
 // change already waiting covers an identical one (the handler reads
 // what the database holds when it runs), so the queue never holds more
 // than the distinct keys.
+//
+// It also records when the last full reload (a Change with Key "", or
+// any services change: the catalog always reloads in full) succeeded:
+// a cache that cannot refresh stays stale silently otherwise, and
+// health must say so (stale).
 type changeWorker struct {
 	apply func(ctx context.Context, ch state.Change) error
 	log   *zap.Logger
+	name  string           // what it caches, for health: "services", "sessions", "credentials"
+	now   func() time.Time // time.Now; tests replace it before start
+
+	lastFull atomic.Int64 // unix nanoseconds of the last successful full reload
 
 	mu      sync.Mutex
 	pending []state.Change
@@ -44,9 +57,10 @@ type changeWorker struct {
 // newChangeWorker returns a worker that will apply changes with apply
 // and log its failures to log. It queues from now on and applies once
 // started.
-func newChangeWorker(log *zap.Logger, apply func(ctx context.Context, ch state.Change) error) *changeWorker {
+func newChangeWorker(name string, log *zap.Logger, apply func(ctx context.Context, ch state.Change) error) *changeWorker {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &changeWorker{apply: apply, log: log, queued: map[state.Change]bool{}, wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
+	return &changeWorker{apply: apply, log: log, name: name, now: time.Now,
+		queued: map[state.Change]bool{}, wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
 }
 
 // push queues ch; it is the feed subscription's callback.
@@ -63,8 +77,38 @@ func (w *changeWorker) push(ch state.Change) {
 	}
 }
 
-// start begins applying, the changes queued so far first.
-func (w *changeWorker) start() { go w.run() }
+// start begins applying, the changes queued so far first. The load
+// that came before counts as a full reload.
+func (w *changeWorker) start() {
+	w.lastFull.Store(w.now().UnixNano())
+	go w.run()
+}
+
+// full reports whether applying ch re-reads the whole topic.
+func full(ch state.Change) bool { return ch.Key == "" || ch.Topic == state.TopicServices }
+
+// stale is nil while the last full reload succeeded within bound, and
+// an error saying for how long the cache has not been refreshed
+// otherwise (a reload failing every time, or one hung on the database).
+func (w *changeWorker) stale(bound time.Duration) error {
+	since := w.now().Sub(time.Unix(0, w.lastFull.Load()))
+	if since <= bound {
+		return nil
+	}
+	return &cacheStale{what: w.name, since: since, bound: bound}
+}
+
+// cacheStale is a cache whose full reload has not succeeded within the
+// bound.
+type cacheStale struct {
+	what         string
+	since, bound time.Duration
+}
+
+func (e *cacheStale) Error() string {
+	return fmt.Sprintf("the cached %s have not been refreshed from the database for %v (more than %v)",
+		e.what, e.since.Round(time.Second), e.bound)
+}
 
 // stop ends the worker; a change being applied sees its context end.
 func (w *changeWorker) stop() { w.cancel() }
@@ -94,6 +138,9 @@ func (w *changeWorker) run() {
 		ctx, cancel := context.WithTimeout(w.ctx, feedTimeout)
 		err := w.apply(ctx, ch)
 		cancel()
+		if err == nil && full(ch) {
+			w.lastFull.Store(w.now().UnixNano())
+		}
 		if err != nil && w.ctx.Err() == nil {
 			w.log.Warn("applying a change from the state database failed; the next full reload retries",
 				zap.String("topic", string(ch.Topic)), zap.String("key", ch.Key), zap.Error(err))
@@ -126,7 +173,15 @@ func (sh *sharedState) stopFeed() {
 func (sh *sharedState) apply(ctx context.Context, ch state.Change) error {
 	switch ch.Topic {
 	case state.TopicServices:
-		return sh.catalog.Reload(ctx)
+		// Rows that do not decode are left out (fail closed) and
+		// named; the rest of the table is current.
+		err := sh.catalog.Reload(ctx)
+		var skipped *catalog.SkippedError
+		if errors.As(err, &skipped) {
+			sh.log.Warn("stored services this broker cannot read are not served", zap.Strings("services", skipped.Names), zap.Error(err))
+			return nil
+		}
+		return err
 	case state.TopicSessions:
 		if ch.Key == "" {
 			return sh.sessions.Reload(ctx)

@@ -60,25 +60,46 @@ type Catalog struct {
 // write's own change notification reloads once more).
 const reloadTries = 3
 
-// Open loads the services kept in store (services hold no secrets). A
-// stored service that does not validate fails Open: a broker must not
-// start with part of its services silently missing.
+// SkippedError names the stored services a load left out because they
+// do not decode or validate: they are not served (fail closed), while
+// the others are. Open and Reload return it together with a table that
+// was swapped in.
+type SkippedError struct {
+	Names []string
+	Errs  []error
+}
+
+func (e *SkippedError) Error() string {
+	return fmt.Sprintf("%d stored service(s) not served: %v", len(e.Names), errors.Join(e.Errs...))
+}
+
+// Open loads the services kept in store (services hold no secrets). It
+// fails when the store cannot be read. A stored service that does not
+// decode or validate is left out, not served, and reported in a
+// *SkippedError returned together with the usable Catalog: one bad row
+// (say, from a newer broker) must neither stop the start nor freeze the
+// table.
 func Open(ctx context.Context, store Store) (*Catalog, error) {
 	if store == nil {
 		return nil, errors.New("catalog: no store")
 	}
 	c := &Catalog{store: store}
-	t, err := c.load(ctx)
+	t, skipped, err := c.load(ctx)
 	if err != nil {
 		return nil, err
 	}
 	c.table.Store(t)
+	if skipped != nil {
+		return c, skipped
+	}
 	return c, nil
 }
 
 // Reload rebuilds the table from the store (the change feed calls it
-// when another broker, or this one, changed a service). On any error
-// the table is left unchanged.
+// when another broker, or this one, changed a service). If the store
+// cannot be read the table is left unchanged; services that do not
+// decode are left out and reported in a *SkippedError, the table
+// being swapped in all the same.
 //
 // A local Put or Delete that lands during the read may or may not be in
 // it, so the read is then done again: storing it could take back, for a
@@ -88,7 +109,7 @@ func (c *Catalog) Reload(ctx context.Context) error {
 		c.mu.Lock()
 		gen := c.gen
 		c.mu.Unlock()
-		t, err := c.load(ctx)
+		t, skipped, err := c.load(ctx)
 		if err != nil {
 			return err
 		}
@@ -96,35 +117,65 @@ func (c *Catalog) Reload(ctx context.Context) error {
 		if c.gen == gen || try == reloadTries {
 			c.table.Store(t)
 			c.mu.Unlock()
+			if skipped != nil {
+				return skipped
+			}
 			return nil
 		}
 		c.mu.Unlock()
 	}
 }
 
-// load reads and compiles every stored service.
-func (c *Catalog) load(ctx context.Context) (*services.Table, error) {
+// load reads and compiles every stored service, leaving out (and
+// reporting in skipped) those that do not decode or validate.
+func (c *Catalog) load(ctx context.Context) (t *services.Table, skipped *SkippedError, err error) {
 	recs, err := c.store.ListServices(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("reading services: %w", err)
+		return nil, nil, fmt.Errorf("reading services: %w", err)
 	}
 	svcs := make([]services.Service, 0, len(recs))
+	seen := make(map[string]bool, len(recs))
 	for _, r := range recs {
-		var svc services.Service
-		if err := decodeStrict(r.Doc, &svc); err != nil {
-			return nil, fmt.Errorf("stored service %q: %v", r.Name, err)
+		svc, err := decodeStored(r)
+		if err == nil && seen[svc.Name] {
+			err = errors.New("stored twice")
 		}
-		if svc.Name != r.Name {
-			return nil, fmt.Errorf("stored service %q names itself %q", r.Name, svc.Name)
+		if err != nil {
+			// The error names the row, never quotes its document.
+			if skipped == nil {
+				skipped = new(SkippedError)
+			}
+			skipped.Names = append(skipped.Names, r.Name)
+			skipped.Errs = append(skipped.Errs, fmt.Errorf("stored service %q: %v", r.Name, err))
+			continue
 		}
+		seen[svc.Name] = true
 		svcs = append(svcs, svc)
 	}
 	sort.Slice(svcs, func(i, j int) bool { return svcs[i].Name < svcs[j].Name })
-	t, err := services.NewTable(svcs)
-	if err != nil {
-		return nil, fmt.Errorf("stored services: %v", err)
+	if t, err = services.NewTable(svcs); err != nil {
+		return nil, nil, fmt.Errorf("stored services: %v", err)
 	}
-	return t, nil
+	return t, skipped, nil
+}
+
+// decodeStored decodes and validates one stored service. Unknown
+// fields are ignored: during a rolling upgrade a newer broker may store
+// a field this one does not know, and refusing the row would take the
+// service away from every older broker (the API, which writes, stays
+// strict).
+func decodeStored(r Record) (services.Service, error) {
+	var svc services.Service
+	if err := decodeJSON(r.Doc, &svc, false); err != nil {
+		return svc, err
+	}
+	if svc.Name != r.Name {
+		return svc, fmt.Errorf("names itself %q", svc.Name)
+	}
+	if _, err := services.NewTable([]services.Service{svc}); err != nil {
+		return svc, err
+	}
+	return svc, nil
 }
 
 // Services returns the current table.
@@ -218,11 +269,13 @@ func ReadFile(path string) ([]services.Service, error) {
 	return svcs, nil
 }
 
-// decodeStrict decodes one JSON document, refusing unknown fields and
-// trailing data: a document this code does not understand is refused.
-func decodeStrict(data []byte, v any) error {
+// decodeJSON decodes one JSON document, refusing trailing data and, if
+// strict, unknown fields.
+func decodeJSON(data []byte, v any, strict bool) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
+	if strict {
+		dec.DisallowUnknownFields()
+	}
 	if err := dec.Decode(v); err != nil {
 		return err
 	}
