@@ -397,16 +397,19 @@ func (a *App) Stop() error {
 func (a *App) sweepSessions() {
 	defer close(a.done)
 	// Every second: an expired session's open tunnels and streams end
-	// within a second of its expiry, and the requests counted since the
-	// last tick are saved in one batch.
+	// within a second of its expiry, every open connection ends within a
+	// second of the state turning unhealthy, and the requests counted
+	// since the last tick are saved in one batch.
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	guard := &healthGuard{health: a, conns: a.state.sessions, log: a.logger}
 	var lastErr string // logged once per distinct failure, not every second
 	for {
 		select {
 		case <-a.stop:
 			return
 		case <-t.C:
+			guard.check()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			n, err := a.state.sessions.Sweep(ctx)
 			if n > 0 {

@@ -232,6 +232,24 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	pl.setSessionClock = func(d time.Duration) { clockOffset.Store(int64(d)) }
 	pl.cleanupProxy = func() { p.Cleanup() }
 	pl.setStateDown = func(err error) { health.down.Store(&err) }
+	// The app's sweeper checks health every second; here more often.
+	guard := &healthGuard{health: health, conns: registry, log: logger}
+	stopGuard := make(chan struct{})
+	guardDone := make(chan struct{})
+	go func() {
+		defer close(guardDone)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopGuard:
+				return
+			case <-tick.C:
+				guard.check()
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stopGuard); <-guardDone })
 	return pl
 }
 

@@ -171,6 +171,19 @@ func (s *Session) end() {
 	}
 }
 
+// closeConns closes the session's open connections and forgets them,
+// leaving the session usable; it returns how many there were.
+func (s *Session) closeConns() int {
+	s.mu.Lock()
+	conns := s.conns
+	s.conns = nil
+	s.mu.Unlock()
+	for c := range conns {
+		c.Close()
+	}
+	return len(conns)
+}
+
 // Record is a session as the Store keeps it: never the token, only its
 // hash.
 type Record struct {
@@ -565,6 +578,26 @@ func (r *Registry) Sweep(ctx context.Context) (int, error) {
 		}
 	}
 	return len(ended), nil
+}
+
+// CloseConnections closes every session's open connections (tunnels,
+// relays, streaming requests) without ending any session: when this
+// broker can no longer trust its copy of the sessions (the state
+// database is unreachable), a stream opened before must not go on, but
+// the agents may reconnect, and are served again once it is back. It
+// returns how many connections it closed.
+func (r *Registry) CloseConnections() int {
+	r.mu.RLock()
+	all := make([]*Session, 0, len(r.byID))
+	for _, s := range r.byID {
+		all = append(all, s)
+	}
+	r.mu.RUnlock()
+	n := 0
+	for _, s := range all {
+		n += s.closeConns()
+	}
+	return n
 }
 
 // RevokeAll ends every session in this process, closing their
