@@ -184,3 +184,28 @@ func TestReloadWindowCredentialChange(t *testing.T) {
 		return !a.creds.Snapshot().Has("TOKEN")
 	})
 }
+
+// A reload that changes max_stale or reload_interval applies it (the
+// database is reopened with it), and sessions carry over.
+func TestReloadAppliesStateSettings(t *testing.T) {
+	cfg := brokerConfig{dir: t.TempDir(), api: freeAddr(t), proxy: freeAddr(t), ttl: 60,
+		state: `{"reload_interval": "1h", "max_stale": "1m"}`}
+	runBroker(t, cfg)
+	before := activeApp(t)
+	sess, token, err := before.state.sessions.Create(context.Background(), []string{}, time.Hour, nil, func() (string, error) { return "ph", nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := cfg
+	next.state = `{"reload_interval": "1h", "max_stale": "2m"}`
+	if err := caddy.Load(next.json(), true); err != nil {
+		t.Fatal(err)
+	}
+	after := activeApp(t)
+	if after.state == before.state || after.state.staleAfter != time.Hour+2*time.Minute {
+		t.Fatalf("max_stale not applied: same state %v, staleness bound %v", after.state == before.state, after.state.staleAfter)
+	}
+	if got, err := after.state.sessions.Authenticate(token); err != nil || got.ID != sess.ID {
+		t.Fatalf("the session after the reload: %v", err)
+	}
+}

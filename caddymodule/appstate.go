@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -58,6 +59,8 @@ type StateConfig struct {
 
 	// How often every cached part is reloaded in full from the
 	// database, healing any missed change notification. Default 30s.
+	// A config reload that changes it (or max_stale) reopens the
+	// database; sessions and services carry over, as they are in it.
 	ReloadInterval caddy.Duration `json:"reload_interval,omitempty"`
 
 	// How long the database may be unreachable before the proxy
@@ -147,9 +150,13 @@ func (st *StateConfig) stateDSN() string {
 var sharedStates = caddy.NewUsagePool()
 
 // sharedKey identifies the shared state: a reload that points at
-// another database gets a fresh one.
+// another database, or changes how it is watched (reload_interval,
+// max_stale, which the open database cannot change), gets a fresh one.
+// Sessions and services are in the database, so they carry over; the
+// old state is closed once the old config is cleaned up.
 func (a *App) sharedKey() string {
-	return a.DataDir + "\x00" + a.State.Backend + "\x00" + a.State.stateDSN()
+	return strings.Join([]string{a.DataDir, a.State.Backend, a.State.stateDSN(),
+		time.Duration(a.State.ReloadInterval).String(), time.Duration(a.State.MaxStale).String()}, "\x00")
 }
 
 // sharedState is the part of the app's state that survives config
