@@ -91,6 +91,10 @@ func (a *App) checkState(repl *caddy.Replacer) error {
 		if st.Path, err = repl.ReplaceOrErr(st.Path, false, true); err != nil {
 			return fmt.Errorf("state path: %v", err)
 		}
+		if strings.Contains(st.Path, "://") {
+			// Not quoted: it is likely a connection URL with a password.
+			return errors.New("state sqlite: the path is a URL; for PostgreSQL write `state postgres <dsn>`")
+		}
 		if st.Path == "" {
 			st.Path = filepath.Join(a.DataDir, defaultStateFile)
 		}
@@ -109,7 +113,9 @@ func (a *App) checkState(repl *caddy.Replacer) error {
 			return errors.New("state postgres needs a DSN, e.g. `state postgres {env.AGENT_VAULT_DATABASE_URL}` with AGENT_VAULT_DATABASE_URL set")
 		}
 	default:
-		return fmt.Errorf("state backend %q: want sqlite or postgres", st.Backend)
+		// Not quoted: arguments shifted by an empty one put a DSN,
+		// password included, where the backend goes.
+		return errors.New("state backend: want sqlite or postgres (the value given is not repeated, as it may be a connection string)")
 	}
 	if st.ReloadInterval < 0 || st.MaxStale < 0 {
 		return errors.New("state reload_interval and max_stale must not be negative")
