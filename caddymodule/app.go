@@ -438,7 +438,7 @@ func (a *App) Healthy() error {
 		return err
 	}
 	if a.storeFeed != nil && a.storesFed {
-		return a.storeFeed.stale(a.state.staleAfter)
+		return a.state.cacheHealth(a.storeFeed.stale(a.state.staleAfter))
 	}
 	return nil
 }

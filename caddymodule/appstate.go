@@ -191,6 +191,7 @@ type sharedState struct {
 	// reload_interval, and may then fail for max_stale, as the
 	// database may be unreachable for that long.
 	staleAfter time.Duration
+	health     *dbHealth // the database's health, as clients may see it
 	// skipped are the stored services the first load could not read.
 	skipped *catalog.SkippedError
 }
@@ -205,10 +206,19 @@ func (sh *sharedState) logSkipped() {
 // healthy is nil while the database is healthy and every shared cache
 // has refreshed within staleAfter.
 func (sh *sharedState) healthy() error {
-	if err := sh.db.Healthy(); err != nil {
+	if err := sh.health.Healthy(); err != nil {
 		return err
 	}
-	return errors.Join(sh.servicesFeed.stale(sh.staleAfter), sh.sessionsFeed.stale(sh.staleAfter))
+	return sh.cacheHealth(sh.servicesFeed.stale(sh.staleAfter), sh.sessionsFeed.stale(sh.staleAfter))
+}
+
+// cacheHealth turns stale caches into the stateDown clients see (it
+// holds no database detail, only what and for how long).
+func (sh *sharedState) cacheHealth(errs ...error) error {
+	if err := errors.Join(errs...); err != nil {
+		return &stateDown{public: "state " + sh.db.Backend() + ": " + err.Error(), detail: err}
+	}
+	return nil
 }
 
 // namedReloader is a store that reloads when the feed names it.
@@ -256,10 +266,12 @@ type sharedStores struct {
 // after it, instead of being missed until the next full reload.
 func (a *App) loadShared(ctx context.Context, db *state.DB, stores sharedStores, log *zap.Logger) (*sharedState, error) {
 	sh := &sharedState{db: db, log: log}
-	sh.staleAfter = defaultReloadInterval + defaultMaxStale
+	maxStale, reload := defaultMaxStale, defaultReloadInterval
 	if a.State != nil {
-		sh.staleAfter = time.Duration(a.State.ReloadInterval + a.State.MaxStale)
+		maxStale, reload = time.Duration(a.State.MaxStale), time.Duration(a.State.ReloadInterval)
 	}
+	sh.staleAfter = reload + maxStale
+	sh.health = &dbHealth{db: db, backend: db.Backend(), maxStale: maxStale, now: time.Now}
 	sh.servicesFeed = newChangeWorker("services", log, sh.apply)
 	sh.sessionsFeed = newChangeWorker("sessions", log, sh.apply)
 	if stores.now != nil {

@@ -36,7 +36,7 @@ func (g *healthGuard) check() {
 		n := g.conns.CloseConnections()
 		if !g.down {
 			g.log.Warn("the state is unhealthy: open connections are closed and requests refused until it is back",
-				zap.Int("connections_closed", n), zap.Error(err))
+				zap.Int("connections_closed", n), zap.String("reason", err.Error()), zap.String("detail", stateDetail(err)))
 		}
 		g.down = true
 	case g.down:
