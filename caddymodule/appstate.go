@@ -6,6 +6,8 @@ package caddymodule
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -20,6 +22,7 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/catalog"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
+	"github.com/agentvault/caddy-agent-vault/internal/atomicfile"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
 
@@ -304,9 +307,11 @@ func (a *App) loadShared(ctx context.Context, db *state.DB, stores sharedStores,
 
 // Meta keys of the services import.
 const (
-	// metaImportedDataDir names the data dir whose files were (or are
-	// being) imported: the claim that makes one broker the importer.
-	metaImportedDataDir = "imported_data_dir"
+	// metaImportClaim holds the instance id (instanceID) of the data
+	// dir whose files were (or are being) imported: the claim that
+	// makes one broker the importer. Not the data dir's path: brokers
+	// of a cluster often all use the same one (/data in a container).
+	metaImportClaim = "services_import_claim"
 	// metaServicesImported is set once every service is in.
 	metaServicesImported = "services_imported_at"
 )
@@ -317,10 +322,10 @@ const (
 //
 // Empty is not atomic: two brokers starting together on a new
 // PostgreSQL database both see it empty. So the importer first claims
-// the database for its data dir (first writer wins); a broker that lost
-// the claim leaves its file alone. The claim also lets the same data
-// dir finish an import that stopped half way (the puts are upserts of
-// the same documents), until the import is marked done.
+// the database for its data dir's instance id (first writer wins); a
+// broker that lost the claim leaves its file alone. The claim also lets
+// the same data dir finish an import that stopped half way (the puts
+// are upserts of the same documents), until the import is marked done.
 func (a *App) importServices(ctx context.Context, db *state.DB, cat *catalog.Catalog, empty bool) error {
 	path := filepath.Join(a.DataDir, "services.json")
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
@@ -330,7 +335,11 @@ func (a *App) importServices(ctx context.Context, db *state.DB, cat *catalog.Cat
 		a.logger.Warn("not importing the old services file: "+why, zap.String("file", path))
 		return nil
 	}
-	owner, claimed, err := db.Meta(ctx, metaImportedDataDir)
+	id, err := instanceID(a.DataDir)
+	if err != nil {
+		return err
+	}
+	owner, claimed, err := db.Meta(ctx, metaImportClaim)
 	if err != nil {
 		return err
 	}
@@ -338,12 +347,12 @@ func (a *App) importServices(ctx context.Context, db *state.DB, cat *catalog.Cat
 		if !empty {
 			return skip("the state database is in use already")
 		}
-		if owner, err = db.ClaimMeta(ctx, metaImportedDataDir, a.DataDir); err != nil {
+		if owner, err = db.ClaimMeta(ctx, metaImportClaim, id); err != nil {
 			return err
 		}
 	}
-	if owner != a.DataDir {
-		return skip("the state database holds another data dir's import")
+	if owner != id {
+		return skip("the state database holds another broker's import")
 	}
 	if _, done, err := db.Meta(ctx, metaServicesImported); err != nil {
 		return err
@@ -370,6 +379,37 @@ func (a *App) importServices(ctx context.Context, db *state.DB, cat *catalog.Cat
 	a.logger.Info("imported the old services file into the state database",
 		zap.String("file", path), zap.String("renamed_to", renamed), zap.Int("services", len(svcs)))
 	return nil
+}
+
+// instanceIDFile, in the data dir, names this data dir for good: a
+// random id made on first use.
+const instanceIDFile = "instance.id"
+
+// instanceID returns the data dir's id, creating it on first use. Two
+// brokers have different ids even when their data dirs have the same
+// path (on different hosts or volumes); one data dir keeps its id
+// across restarts.
+func instanceID(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, instanceIDFile)
+	data, err := os.ReadFile(path)
+	if err == nil {
+		if id := strings.TrimSpace(string(data)); len(id) >= 16 {
+			return id, nil
+		}
+		return "", fmt.Errorf("%s holds no instance id: delete it to make a new one", path)
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("reading the instance id: %v", err)
+	}
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	id := hex.EncodeToString(b)
+	if err := atomicfile.Write(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("writing the instance id: %v", err)
+	}
+	return id, nil
 }
 
 // Destruct runs when the last config using this state is gone: unsaved

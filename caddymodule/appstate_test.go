@@ -153,7 +153,11 @@ func TestImportServicesInUseAndResumed(t *testing.T) {
 
 	db2 := openTestStateDB(t, zap.NewNop())
 	dir2 := oldDataDir(t, "first", "second")
-	if _, err := db2.ClaimMeta(ctx, metaImportedDataDir, dir2); err != nil {
+	id2, err := instanceID(dir2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db2.ClaimMeta(ctx, metaImportClaim, id2); err != nil {
 		t.Fatal(err)
 	}
 	if err := db2.PutService(ctx, "first", mustJSON(t, bearer("first", "first.example.com", "TOKEN"))); err != nil {
@@ -162,6 +166,32 @@ func TestImportServicesInUseAndResumed(t *testing.T) {
 	cat := importInto(t, db2, dir2, false)
 	if got := serviceNames(cat); len(got) != 2 || !imported(t, dir2) {
 		t.Fatalf("resumed import: services %v", got)
+	}
+}
+
+// Brokers of a cluster whose data dirs have the same path (/data on
+// each host) are still different importers: an import claimed by one
+// is not taken over by another.
+func TestImportServicesClaimIsPerInstance(t *testing.T) {
+	ctx := context.Background()
+	db := openTestStateDB(t, zap.NewNop())
+	dir := oldDataDir(t, "mine")
+	// Another broker, its data dir at the same path, claimed the import
+	// and has not finished it yet.
+	if _, err := db.ClaimMeta(ctx, metaImportClaim, "0123456789abcdef-another-host"); err != nil {
+		t.Fatal(err)
+	}
+	cat := importInto(t, db, dir, true)
+	if imported(t, dir) || len(serviceNames(cat)) != 0 {
+		t.Fatalf("a second broker imported too: %v", serviceNames(cat))
+	}
+	// The id is the data dir's own and stays.
+	a, err := instanceID(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := instanceID(dir); err != nil || a != b {
+		t.Fatalf("instance id %q then %q (%v)", a, b, err)
 	}
 }
 
