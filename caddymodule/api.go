@@ -311,8 +311,8 @@ func (a *API) revokeSession(w http.ResponseWriter, r *http.Request) {
 	case err != nil && found:
 		// Ended here (its tunnels are closed), but other brokers may
 		// not know: say so, so the operator retries.
-		a.logger.Warn("session revoked on this broker only", zap.String("session", id), zap.Error(err))
-		writeError(w, http.StatusServiceUnavailable, "session "+id+" is revoked on this broker, but the revocation was not recorded cluster-wide ("+err.Error()+"); retry")
+		a.logger.Warn("session revoked on this broker only; recording it is retried", zap.String("session", id), zap.Error(err))
+		writeError(w, http.StatusServiceUnavailable, "session "+id+" is revoked on this broker, but the revocation was not recorded cluster-wide yet ("+err.Error()+"); this broker retries until it is, and revoking again is safe")
 		return
 	case err != nil:
 		writeError(w, apiErrorStatus(err, http.StatusInternalServerError), err.Error())

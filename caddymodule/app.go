@@ -415,7 +415,7 @@ func (a *App) sweepSessions() {
 			if n > 0 {
 				a.logger.Info("sessions expired", zap.Int("count", n))
 			}
-			err = errors.Join(err, a.state.sessions.FlushActivity(ctx))
+			err = errors.Join(err, a.state.sessions.FlushActivity(ctx), a.state.sessions.RetryRevocations(ctx))
 			cancel()
 			switch {
 			case err != nil && err.Error() != lastErr:

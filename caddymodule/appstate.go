@@ -422,6 +422,9 @@ func (sh *sharedState) Destruct() error {
 	if err := sh.sessions.FlushActivity(ctx); err != nil {
 		sh.log.Warn("session activity not saved at shutdown", zap.Error(err))
 	}
+	if err := sh.sessions.RetryRevocations(ctx); err != nil {
+		sh.log.Error("revocations not recorded in the state database at shutdown: other brokers still accept these sessions, and so will this one after a restart; revoke them again", zap.Error(err))
+	}
 	sh.sessions.RevokeAll()
 	return sh.db.Close()
 }

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -253,6 +254,13 @@ type Registry struct {
 	byHash  map[[32]byte]*Session
 	byID    map[string]*Session
 	nextSeq uint64 // guarded by mu
+
+	// unrecorded are revocations the store failed to record, by id,
+	// with their time: RetryRevocations writes them until they land,
+	// so other brokers (and this one after a restart) learn of them
+	// without the operator having to retry. Kept in memory only.
+	revMu      sync.Mutex
+	unrecorded map[string]time.Time
 }
 
 // NewRegistry returns an empty registry that persists its sessions in
@@ -408,11 +416,59 @@ func (r *Registry) Revoke(ctx context.Context, id string) (bool, error) {
 	if r.store == nil {
 		return ok, nil
 	}
-	stored, err := r.store.Revoke(ctx, id, r.now().UTC())
+	at := r.now().UTC()
+	stored, err := r.store.Revoke(ctx, id, at)
 	if err != nil {
+		if ok {
+			// Known here, so it must become known everywhere: retried
+			// until it lands. (An id unknown here and to the store
+			// may be a typo; the caller sees the error.)
+			r.revMu.Lock()
+			if r.unrecorded == nil {
+				r.unrecorded = map[string]time.Time{}
+			}
+			if _, dup := r.unrecorded[id]; !dup {
+				r.unrecorded[id] = at
+			}
+			r.revMu.Unlock()
+		}
 		return ok, fmt.Errorf("recording the revocation: %w", err)
 	}
+	r.revMu.Lock()
+	delete(r.unrecorded, id)
+	r.revMu.Unlock()
 	return ok || stored, nil
+}
+
+// RetryRevocations records in the store the revocations Revoke could
+// not (the app's sweeper calls it every second). Those that fail again
+// stay for the next call; the error is the store's.
+func (r *Registry) RetryRevocations(ctx context.Context) error {
+	if r.store == nil {
+		return nil
+	}
+	r.revMu.Lock()
+	todo := maps.Clone(r.unrecorded)
+	r.revMu.Unlock()
+	var errs []error
+	for id, at := range todo {
+		if _, err := r.store.Revoke(ctx, id, at); err != nil {
+			errs = append(errs, fmt.Errorf("recording the revocation of %s: %w", id, err))
+			continue
+		}
+		r.revMu.Lock()
+		delete(r.unrecorded, id)
+		r.revMu.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
+// Unrecorded returns how many revocations wait to be recorded in the
+// store.
+func (r *Registry) Unrecorded() int {
+	r.revMu.Lock()
+	defer r.revMu.Unlock()
+	return len(r.unrecorded)
 }
 
 // Apply brings one session in line with the store (the change feed
