@@ -396,35 +396,68 @@ func (a *App) Stop() error {
 
 func (a *App) sweepSessions() {
 	defer close(a.done)
+	// Health is watched on its own, so database calls of the sweep that
+	// wait for their deadline never delay closing connections.
+	watched := make(chan struct{})
+	go a.watchHealth(watched)
+	defer func() { <-watched }()
 	// Every second: an expired session's open tunnels and streams end
-	// within a second of its expiry, every open connection ends within a
-	// second of the state turning unhealthy, and the requests counted
-	// since the last tick are saved in one batch.
+	// within a second of its expiry, and the requests counted since the
+	// last tick are saved in one batch.
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var lastErr string // logged once per distinct failure, not every second
+	// Each database call has a deadline of its own: a slow purge must
+	// not starve the activity flush of its time.
+	call := func(f func(ctx context.Context) error) error {
+		ctx, cancel := context.WithTimeout(context.Background(), sweepCallTimeout)
+		defer cancel()
+		return f(ctx)
+	}
+	for {
+		select {
+		case <-a.stop:
+			return
+		case <-t.C:
+			reg := a.state.sessions
+			err := errors.Join(
+				call(func(ctx context.Context) error {
+					n, err := reg.Sweep(ctx)
+					if n > 0 {
+						a.logger.Info("sessions expired", zap.Int("count", n))
+					}
+					return err
+				}),
+				call(reg.FlushActivity),
+				call(reg.RetryRevocations))
+			switch {
+			case err != nil && err.Error() != lastErr:
+				a.logger.Warn("saving session activity or revocations failed; kept for the next try", zap.Error(err))
+				lastErr = err.Error()
+			case err == nil && lastErr != "":
+				a.logger.Info("session activity and revocations saved again")
+				lastErr = ""
+			}
+		}
+	}
+}
+
+// sweepCallTimeout bounds each database call of the sweeper.
+const sweepCallTimeout = 3 * time.Second
+
+// watchHealth closes every open connection within a second of the
+// state turning unhealthy (see healthGuard), until Stop.
+func (a *App) watchHealth(done chan<- struct{}) {
+	defer close(done)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	guard := &healthGuard{health: a, conns: a.state.sessions, log: a.logger}
-	var lastErr string // logged once per distinct failure, not every second
 	for {
 		select {
 		case <-a.stop:
 			return
 		case <-t.C:
 			guard.check()
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			n, err := a.state.sessions.Sweep(ctx)
-			if n > 0 {
-				a.logger.Info("sessions expired", zap.Int("count", n))
-			}
-			err = errors.Join(err, a.state.sessions.FlushActivity(ctx), a.state.sessions.RetryRevocations(ctx))
-			cancel()
-			switch {
-			case err != nil && err.Error() != lastErr:
-				a.logger.Warn("saving session activity failed; it is kept for the next try", zap.Error(err))
-				lastErr = err.Error()
-			case err == nil && lastErr != "":
-				a.logger.Info("session activity saved again")
-				lastErr = ""
-			}
 		}
 	}
 }

@@ -539,7 +539,12 @@ func (r *Registry) Reload(ctx context.Context) error {
 
 // FlushActivity writes every session's requests since the last flush
 // to the store in one batch (the app calls it every second). If the
-// write fails the requests are kept and go out with the next flush.
+// write fails the requests are kept and go out with the next flush,
+// except when ctx ended during it: then the batch may have been
+// committed just as the deadline passed, and sending it again could
+// count those requests twice, so they are dropped. Counts are for
+// display; losing a second's worth now and then is better than
+// inflating them.
 func (r *Registry) FlushActivity(ctx context.Context) error {
 	if r.store == nil {
 		return nil
@@ -567,6 +572,9 @@ func (r *Registry) FlushActivity(ctx context.Context) error {
 		return nil
 	}
 	if err := r.store.AddActivity(ctx, batch); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("saving session activity: %w (the batch may have been saved; its requests are not sent again)", err)
+		}
 		for _, t := range took {
 			t.s.pending.Add(t.n)
 		}

@@ -537,3 +537,42 @@ func TestUnrecordedRevocationIsRetried(t *testing.T) {
 		t.Fatalf("stored revocation %v, want %v", rec.RevokedAt, revokedAt)
 	}
 }
+
+// lateCommit is a store whose AddActivity commits, then reports the
+// context's end: a commit that landed just as the deadline passed.
+type lateCommit struct {
+	*memStore
+}
+
+func (l lateCommit) AddActivity(ctx context.Context, batch []Activity) error {
+	if err := l.memStore.AddActivity(ctx, batch); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// A flush whose outcome is unknown (its context ended during the
+// write) is not sent again: requests are never counted twice.
+func TestFlushAmbiguousFailureNotCountedTwice(t *testing.T) {
+	st := newMemStore()
+	r := NewRegistry(lateCommit{st})
+	s, _, err := r.Create(context.Background(), []string{"x"}, time.Hour, nil, counter())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Touch(time.Now())
+	s.Touch(time.Now())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	if err := r.FlushActivity(ctx); err == nil {
+		t.Fatal("want the deadline's error")
+	}
+	r.store = st // the next flush succeeds plainly
+	if err := r.FlushActivity(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if rec, _, _ := st.Get(context.Background(), s.ID); rec.Requests != 2 {
+		t.Fatalf("stored requests = %d, want 2", rec.Requests)
+	}
+}
