@@ -47,20 +47,18 @@ func ApplyEnvDefaults() {
 // stateDefaults chooses the state database Caddyfile.example's
 // `state {$AGENT_VAULT_STATE_BACKEND} {$AGENT_VAULT_STATE_DSN}` names:
 // PostgreSQL when AGENT_VAULT_DATABASE_URL is set, SQLite in the data
-// directory otherwise. The DSN is the literal runtime placeholder
-// {env.AGENT_VAULT_DATABASE_URL}, not the URL, so its password never
-// enters the adapted JSON config. Either variable set by the operator
-// wins.
-//
-// The DSN default follows the backend actually chosen: an operator who
-// sets AGENT_VAULT_STATE_BACKEND=sqlite beside a database URL gets the
-// SQLite file in the data dir, never a file named after the URL.
+// directory otherwise. Only for PostgreSQL is the DSN defaulted, to the
+// literal runtime placeholder {env.AGENT_VAULT_DATABASE_URL}, not the
+// URL, so its password never enters the adapted JSON config; for SQLite
+// the DSN is the database file, and the URL must never become one (a
+// broker outside its cluster, the password in a file name). Either
+// variable set by the operator wins.
 func stateDefaults() {
 	if os.Getenv("AGENT_VAULT_DATABASE_URL") != "" {
 		setDefault("AGENT_VAULT_STATE_BACKEND", "postgres")
 	}
 	setDefault("AGENT_VAULT_STATE_BACKEND", "sqlite")
-	if os.Getenv("AGENT_VAULT_STATE_BACKEND") == "postgres" && os.Getenv("AGENT_VAULT_DATABASE_URL") != "" {
+	if os.Getenv("AGENT_VAULT_STATE_BACKEND") == "postgres" {
 		setDefault("AGENT_VAULT_STATE_DSN", "{env.AGENT_VAULT_DATABASE_URL}")
 	}
 }

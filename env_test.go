@@ -5,32 +5,27 @@ import (
 	"testing"
 )
 
-// TestStateDefaults: the state line of Caddyfile.example follows the
-// environment, and a DSN default only ever comes with the postgres
-// backend (an explicit sqlite beside a database URL must not become a
-// SQLite file named after the URL).
+// The state variables Caddyfile.example reads, for each way an operator
+// sets them: the DSN is defaulted to the URL's placeholder only for
+// PostgreSQL, never for SQLite, whose DSN is a file path.
 func TestStateDefaults(t *testing.T) {
-	for _, tc := range []struct {
-		name                 string
-		url, backend         string
+	for _, c := range []struct {
+		url, backend, dsn    string // as set by the operator
 		wantBackend, wantDSN string
 	}{
-		{name: "nothing set", wantBackend: "sqlite"},
-		{name: "database url", url: "postgres://u:pw@db/av", wantBackend: "postgres", wantDSN: "{env.AGENT_VAULT_DATABASE_URL}"},
-		{name: "sqlite beside a url", url: "postgres://u:pw@db/av", backend: "sqlite", wantBackend: "sqlite"},
-		{name: "postgres without url", backend: "postgres", wantBackend: "postgres"},
+		{"", "", "", "sqlite", ""},
+		{"postgres://u:pw@db/av", "", "", "postgres", "{env.AGENT_VAULT_DATABASE_URL}"},
+		{"postgres://u:pw@db/av", "sqlite", "", "sqlite", ""},
+		{"postgres://u:pw@db/av", "sqlite", "/d/state.db", "sqlite", "/d/state.db"},
+		{"", "postgres", "", "postgres", "{env.AGENT_VAULT_DATABASE_URL}"},
+		{"postgres://u:pw@db/av", "postgres", "{env.OTHER}", "postgres", "{env.OTHER}"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Setenv("AGENT_VAULT_DATABASE_URL", tc.url)
-			t.Setenv("AGENT_VAULT_STATE_BACKEND", tc.backend)
-			t.Setenv("AGENT_VAULT_STATE_DSN", "")
-			stateDefaults()
-			if got := os.Getenv("AGENT_VAULT_STATE_BACKEND"); got != tc.wantBackend {
-				t.Errorf("backend %q, want %q", got, tc.wantBackend)
-			}
-			if got := os.Getenv("AGENT_VAULT_STATE_DSN"); got != tc.wantDSN {
-				t.Errorf("dsn %q, want %q", got, tc.wantDSN)
-			}
-		})
+		t.Setenv("AGENT_VAULT_DATABASE_URL", c.url)
+		t.Setenv("AGENT_VAULT_STATE_BACKEND", c.backend)
+		t.Setenv("AGENT_VAULT_STATE_DSN", c.dsn)
+		stateDefaults()
+		if b, d := os.Getenv("AGENT_VAULT_STATE_BACKEND"), os.Getenv("AGENT_VAULT_STATE_DSN"); b != c.wantBackend || d != c.wantDSN {
+			t.Errorf("url %q backend %q dsn %q: got backend %q dsn %q, want %q %q", c.url, c.backend, c.dsn, b, d, c.wantBackend, c.wantDSN)
+		}
 	}
 }

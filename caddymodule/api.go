@@ -31,6 +31,17 @@ func init() {
 // maxBody bounds management API request bodies.
 const maxBody = 1 << 20
 
+// apiWriteTimeout bounds a write of the API to the state database: a
+// database that hangs (a row lock another broker holds, a partitioned
+// connection) fails the request with 503 instead of holding it, and
+// its connection, for as long as TCP takes to notice.
+const apiWriteTimeout = 10 * time.Second
+
+// writeContext is the context of one API request's database write.
+func writeContext(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), apiWriteTimeout)
+}
+
 // API is the management API: credentials, services and sessions, as
 // JSON under /api/v1/, authenticated with the app's admin token. It is
 // an ordinary Caddy handler, served on its own site (by default
@@ -210,7 +221,9 @@ func (a *API) putService(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var warnings []string
-	if err := a.deps.catalog.Put(r.Context(), svc); err != nil {
+	ctx, cancel := writeContext(r)
+	defer cancel()
+	if err := a.deps.catalog.Put(ctx, svc); err != nil {
 		writeError(w, apiErrorStatus(err, http.StatusInternalServerError), err.Error())
 		return
 	}
@@ -225,7 +238,9 @@ func (a *API) putService(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) deleteService(w http.ResponseWriter, r *http.Request) {
-	found, err := a.deps.catalog.Delete(r.Context(), r.PathValue("name"))
+	ctx, cancel := writeContext(r)
+	defer cancel()
+	found, err := a.deps.catalog.Delete(ctx, r.PathValue("name"))
 	switch {
 	case err != nil:
 		writeError(w, apiErrorStatus(err, http.StatusInternalServerError), err.Error())
@@ -268,7 +283,9 @@ func (a *API) postSession(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &body) {
 		return
 	}
-	sess, token, err := a.createSession(r.Context(), body.Services, body.TTL)
+	ctx, cancel := writeContext(r)
+	defer cancel()
+	sess, token, err := a.createSession(ctx, body.Services, body.TTL)
 	if err != nil {
 		writeError(w, apiErrorStatus(err, http.StatusBadRequest), err.Error())
 		return
@@ -287,13 +304,15 @@ func (a *API) postSession(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) revokeSession(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	found, err := a.deps.sessions.Revoke(r.Context(), id)
+	ctx, cancel := writeContext(r)
+	defer cancel()
+	found, err := a.deps.sessions.Revoke(ctx, id)
 	switch {
 	case err != nil && found:
 		// Ended here (its tunnels are closed), but other brokers may
 		// not know: say so, so the operator retries.
-		a.logger.Warn("session revoked on this broker only", zap.String("session", id), zap.Error(err))
-		writeError(w, http.StatusServiceUnavailable, "session "+id+" is revoked on this broker, but the revocation was not recorded cluster-wide ("+err.Error()+"); retry")
+		a.logger.Warn("session revoked on this broker only; recording it is retried", zap.String("session", id), zap.Error(err))
+		writeError(w, http.StatusServiceUnavailable, "session "+id+" is revoked on this broker, but the revocation was not recorded cluster-wide yet ("+err.Error()+"); this broker retries until it is, and revoking again is safe")
 		return
 	case err != nil:
 		writeError(w, apiErrorStatus(err, http.StatusInternalServerError), err.Error())

@@ -26,6 +26,7 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/egress"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/leafcerts"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
 	"github.com/agentvault/caddy-agent-vault/internal/atomicfile"
 	"github.com/agentvault/caddy-agent-vault/internal/datadir"
 	"github.com/agentvault/caddy-agent-vault/internal/procguard"
@@ -103,21 +104,25 @@ type App struct {
 	// <data_dir>/state.db.
 	State *StateConfig `json:"state,omitempty"`
 
-	creds   *credentials.Set
-	ca      *caddypki.CA
-	minter  *leafcerts.Minter
-	egress  *egress.Policy
-	self    *egress.Listeners // the broker's own listen addresses, set in Start
-	ctx     caddy.Context
-	logger  *zap.Logger
-	*shared // the state database, sessions and services, kept across config reloads
+	creds  *credentials.Set
+	ca     *caddypki.CA
+	minter *leafcerts.Minter
+	egress *egress.Policy
+	self   *egress.Listeners // the broker's own listen addresses, set in Start
+	ctx    caddy.Context
+	logger *zap.Logger
+	// state is the state database, sessions and services, kept across
+	// config reloads; owned by sharedStates, not by this config.
+	state *sharedState
+	// storeFeed applies credential changes to this config's stores;
+	// cancelStoreFeed ends its subscription to the change feed (see
+	// openStores). Both nil until then.
+	storeFeed       *changeWorker
+	cancelStoreFeed func()
+	storesFed       bool // some store reloads from the feed, so its freshness counts for health
 
 	stop chan struct{}
 	done chan struct{}
-
-	// reloaders are the stores that re-read the state database when
-	// the change feed names them (the built-in store).
-	reloaders []namedReloader
 
 	// instanceKey names the data dir lock this config holds a reference
 	// on (instancelock.go); empty if none.
@@ -177,7 +182,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	a.shared = val.(*shared)
+	a.state = val.(*sharedState)
 	if err := a.openStores(mods.([]any)); err != nil {
 		return err
 	}
@@ -292,18 +297,25 @@ func (a *App) openStores(mods []any) error {
 	if err := credentials.CheckNames(list); err != nil {
 		return err
 	}
+	// Subscribed before any store reads its records, so a change saved
+	// while they open waits in the queue; applied once all are open.
+	var reloaders []namedReloader
+	a.storeFeed = newChangeWorker("credentials", a.logger, func(ctx context.Context, ch state.Change) error {
+		return reloadStores(ctx, reloaders, ch)
+	})
+	a.cancelStoreFeed = a.state.db.Subscribe(a.storeFeed.push)
 	for _, st := range list {
 		var err error
 		switch op := st.Store.(type) {
 		case storebackends.RecordsOpener:
-			err = op.OpenRecords(builtinRecords{db: a.db, store: st.Name}, a.DataDir)
+			err = op.OpenRecords(builtinRecords{db: a.state.db, store: st.Name}, a.DataDir)
 		case storebackends.Opener:
 			err = op.Open(a.DataDir)
 		default:
 			continue
 		}
 		if r, ok := st.Store.(storebackends.Reloader); ok && err == nil {
-			a.reloaders = append(a.reloaders, namedReloader{name: st.Name, Reloader: r})
+			reloaders = append(reloaders, namedReloader{name: st.Name, Reloader: r})
 		}
 		if err != nil {
 			// Synced stores name themselves in their errors already.
@@ -313,6 +325,8 @@ func (a *App) openStores(mods []any) error {
 			return err
 		}
 	}
+	a.storeFeed.start()
+	a.storesFed = len(reloaders) > 0
 	var err error
 	a.creds, err = credentials.New(list)
 	return err
@@ -333,11 +347,17 @@ func (a *App) provisionCA(ctx caddy.Context) error {
 	return err
 }
 
-// Cleanup releases the app's hold on the shared state, then on the data
-// dir's instance lock.
+// Cleanup ends this config's own subscription to the change feed (so
+// a config that failed to start leaves the running one's alone) and
+// releases its hold on the shared state, then on the data dir's
+// instance lock.
 func (a *App) Cleanup() error {
 	defer a.unlockInstance()
-	if a.shared != nil {
+	if a.cancelStoreFeed != nil {
+		a.cancelStoreFeed()
+		a.storeFeed.stop()
+	}
+	if a.state != nil {
 		_, err := sharedStates.Delete(a.sharedKey())
 		return err
 	}
@@ -352,67 +372,113 @@ func (a *App) Start() error {
 		return err
 	}
 	a.stop, a.done = make(chan struct{}), make(chan struct{})
-	a.shared.setStores(a, a.reloaders)
 	go a.sweepSessions()
 	a.creds.Start()
 	a.logger.Info("agent vault ready",
 		zap.String("data_dir", a.DataDir),
 		zap.Int("stores", a.creds.Len()),
-		zap.Int("services", len(a.catalog.Services().Services())),
+		zap.Int("services", len(a.state.catalog.Services().Services())),
 		zap.Stringer("allow_private_networks", a.egress))
 	return nil
 }
 
 // Stop ends the sweeper and the stores' sync loops. Sessions end when
-// the last config using the data dir is cleaned up (see
-// shared.Destruct), not on a reload.
+// the last config using the same state database is cleaned up (see
+// sharedState.Destruct), not on a reload.
 func (a *App) Stop() error {
 	if a.stop != nil {
 		close(a.stop)
 		<-a.done
 	}
 	a.creds.Stop()
-	if a.shared != nil {
-		a.shared.dropStores(a)
-	}
 	return nil
 }
 
 func (a *App) sweepSessions() {
 	defer close(a.done)
+	// Health is watched on its own, so database calls of the sweep that
+	// wait for their deadline never delay closing connections.
+	watched := make(chan struct{})
+	go a.watchHealth(watched)
+	defer func() { <-watched }()
 	// Every second: an expired session's open tunnels and streams end
 	// within a second of its expiry, and the requests counted since the
 	// last tick are saved in one batch.
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	var lastErr string // logged once per distinct failure, not every second
+	// Each database call has a deadline of its own: a slow purge must
+	// not starve the activity flush of its time.
+	call := func(f func(ctx context.Context) error) error {
+		ctx, cancel := context.WithTimeout(context.Background(), sweepCallTimeout)
+		defer cancel()
+		return f(ctx)
+	}
 	for {
 		select {
 		case <-a.stop:
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			n, err := a.sessions.Sweep(ctx)
-			if n > 0 {
-				a.logger.Info("sessions expired", zap.Int("count", n))
-			}
-			err = errors.Join(err, a.sessions.FlushActivity(ctx))
-			cancel()
+			reg := a.state.sessions
+			err := errors.Join(
+				call(func(ctx context.Context) error {
+					n, err := reg.Sweep(ctx)
+					if n > 0 {
+						a.logger.Info("sessions expired", zap.Int("count", n))
+					}
+					return err
+				}),
+				call(reg.FlushActivity),
+				call(reg.RetryRevocations))
 			switch {
 			case err != nil && err.Error() != lastErr:
-				a.logger.Warn("saving session activity failed; it is kept for the next try", zap.Error(err))
+				a.logger.Warn("saving session activity or revocations failed; kept for the next try", zap.Error(err))
 				lastErr = err.Error()
 			case err == nil && lastErr != "":
-				a.logger.Info("session activity saved again")
+				a.logger.Info("session activity and revocations saved again")
 				lastErr = ""
 			}
 		}
 	}
 }
 
+// sweepCallTimeout bounds each database call of the sweeper.
+const sweepCallTimeout = 3 * time.Second
+
+// watchHealth closes every open connection within a second of the
+// state turning unhealthy (see healthGuard), until Stop.
+func (a *App) watchHealth(done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	guard := &healthGuard{health: a, conns: a.state.sessions, log: a.logger}
+	for {
+		select {
+		case <-a.stop:
+			return
+		case <-t.C:
+			guard.check()
+		}
+	}
+}
+
+// Healthy is the state health the proxy's gate and /healthz use: nil
+// while the state database answers and every cache this config serves
+// from (services, sessions, its stores' credentials) has refreshed from
+// it recently enough (see sharedState.staleAfter).
+func (a *App) Healthy() error {
+	if err := a.state.healthy(); err != nil {
+		return err
+	}
+	if a.storeFeed != nil && a.storesFed {
+		return a.state.cacheHealth(a.storeFeed.stale(a.state.staleAfter))
+	}
+	return nil
+}
+
 // proxyDeps is what the proxy handler uses of the app.
 func (a *App) proxyDeps() proxyDeps {
-	return proxyDeps{sessions: a.sessions, services: a.catalog, creds: a.creds, leaves: a.minter, egress: a.egress, self: a.self, state: a.db}
+	return proxyDeps{sessions: a.state.sessions, services: a.state.catalog, creds: a.creds, leaves: a.minter, egress: a.egress, self: a.self, state: a}
 }
 
 // apiDeps is what the management API handler uses of the app.
@@ -420,13 +486,13 @@ func (a *App) apiDeps() apiDeps {
 	return apiDeps{
 		adminToken: a.AdminToken,
 		creds:      a.creds,
-		catalog:    a.catalog,
-		sessions:   a.sessions,
+		catalog:    a.state.catalog,
+		sessions:   a.state.sessions,
 		rootPEM:    a.rootPEM,
 		proxyURL:   a.ProxyURL,
 		defaultTTL: time.Duration(a.DefaultSessionTTL),
 		maxTTL:     time.Duration(a.MaxSessionTTL),
-		state:      a.db,
+		state:      a,
 	}
 }
 

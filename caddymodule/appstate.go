@@ -6,12 +6,14 @@ package caddymodule
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -20,6 +22,7 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/catalog"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
+	"github.com/agentvault/caddy-agent-vault/internal/atomicfile"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
 
@@ -59,6 +62,8 @@ type StateConfig struct {
 
 	// How often every cached part is reloaded in full from the
 	// database, healing any missed change notification. Default 30s.
+	// A config reload that changes it (or max_stale) reopens the
+	// database; sessions and services carry over, as they are in it.
 	ReloadInterval caddy.Duration `json:"reload_interval,omitempty"`
 
 	// How long the database may be unreachable before the proxy
@@ -89,6 +94,10 @@ func (a *App) checkState(repl *caddy.Replacer) error {
 		if st.Path, err = repl.ReplaceOrErr(st.Path, false, true); err != nil {
 			return fmt.Errorf("state path: %v", err)
 		}
+		if strings.Contains(st.Path, "://") {
+			// Not quoted: it is likely a connection URL with a password.
+			return errors.New("state sqlite: the path is a URL; for PostgreSQL write `state postgres <dsn>`")
+		}
 		if st.Path == "" {
 			st.Path = filepath.Join(a.DataDir, defaultStateFile)
 		}
@@ -107,7 +116,9 @@ func (a *App) checkState(repl *caddy.Replacer) error {
 			return errors.New("state postgres needs a DSN, e.g. `state postgres {env.AGENT_VAULT_DATABASE_URL}` with AGENT_VAULT_DATABASE_URL set")
 		}
 	default:
-		return errors.New("state backend: want sqlite or postgres (the value given is not shown: it may be a DSN)")
+		// Not quoted: arguments shifted by an empty one put a DSN,
+		// password included, where the backend goes.
+		return errors.New("state backend: want sqlite or postgres (the value given is not repeated, as it may be a connection string)")
 	}
 	if st.ReloadInterval < 0 || st.MaxStale < 0 {
 		return errors.New("state reload_interval and max_stale must not be negative")
@@ -144,31 +155,73 @@ func (st *StateConfig) stateDSN() string {
 	return st.DSN
 }
 
-// sharedStates holds one *shared per data directory and database.
+// sharedStates holds one *sharedState per data directory and database.
 var sharedStates = caddy.NewUsagePool()
 
 // sharedKey identifies the shared state: a reload that points at
-// another database gets a fresh one.
+// another database, or changes how it is watched (reload_interval,
+// max_stale, which the open database cannot change), gets a fresh one.
+// Sessions and services are in the database, so they carry over; the
+// old state is closed once the old config is cleaned up.
 func (a *App) sharedKey() string {
-	return a.DataDir + "\x00" + a.State.Backend + "\x00" + a.State.stateDSN()
+	return strings.Join([]string{a.DataDir, a.State.Backend, a.State.stateDSN(),
+		time.Duration(a.State.ReloadInterval).String(), time.Duration(a.State.MaxStale).String()}, "\x00")
 }
 
-// shared is the part of the app's state that survives config reloads:
-// the database and what is cached from it. Sessions must not end
-// because the operator changed a timeout.
-type shared struct {
+// sharedState is the part of the app's state that survives config
+// reloads: the database and what is cached from it (sessions must not
+// end because the operator changed a timeout). It is one owned value
+// per database, kept in sharedStates: the first config that uses the
+// database creates it, the last one to let go destroys it. A config
+// reaches it through App.state and never changes it: what belongs to
+// one config (its credential stores and their subscription to the
+// feed) lives in that config's App, so another config's failure or
+// shutdown cannot take it away.
+type sharedState struct {
 	db       *state.DB
 	sessions *sessions.Registry
 	catalog  *catalog.Catalog
-	logger   *zap.Logger
+	// log is not any config's logger: the state outlives the config
+	// that opened it, and that config's log writer may be closed.
+	log *zap.Logger
 
-	cancelFeed func()
+	// One worker per topic: a services reload waiting on the database
+	// never holds up a session's revocation.
+	servicesFeed, sessionsFeed *changeWorker
+	cancelFeed                 func()
+	// staleAfter is how long a cache may go without a successful full
+	// reload before health fails: a reload is due every
+	// reload_interval, and may then fail for max_stale, as the
+	// database may be unreachable for that long.
+	staleAfter time.Duration
+	health     *dbHealth // the database's health, as clients may see it
+	// skipped are the stored services the first load could not read.
+	skipped *catalog.SkippedError
+}
 
-	// stores are the running config's credential stores that reload
-	// from the database (set by App.Start; see statefeed.go).
-	mu     sync.Mutex
-	owner  *App
-	stores []namedReloader
+// logSkipped reports the services the first load left out.
+func (sh *sharedState) logSkipped() {
+	if sh.skipped != nil {
+		sh.log.Warn("stored services this broker cannot read are not served", zap.Strings("services", sh.skipped.Names), zap.Error(sh.skipped))
+	}
+}
+
+// healthy is nil while the database is healthy and every shared cache
+// has refreshed within staleAfter.
+func (sh *sharedState) healthy() error {
+	if err := sh.health.Healthy(); err != nil {
+		return err
+	}
+	return sh.cacheHealth(sh.servicesFeed.stale(sh.staleAfter), sh.sessionsFeed.stale(sh.staleAfter))
+}
+
+// cacheHealth turns stale caches into the stateDown clients see (it
+// holds no database detail, only what and for how long).
+func (sh *sharedState) cacheHealth(errs ...error) error {
+	if err := errors.Join(errs...); err != nil {
+		return &stateDown{public: "state " + sh.db.Backend() + ": " + err.Error(), detail: err}
+	}
+	return nil
 }
 
 // namedReloader is a store that reloads when the feed names it.
@@ -177,50 +230,88 @@ type namedReloader struct {
 	storebackends.Reloader
 }
 
+// stateLogger is the logger of the shared state and the database:
+// Caddy's default logger, which no config reload closes.
+func stateLogger() *zap.Logger { return caddy.Log().Named("agent_vault.state") }
+
 // openShared opens the database, imports an older release's
-// services.json on first start, loads the services and sessions, and
-// subscribes to the change feed.
-func (a *App) openShared() (*shared, error) {
+// services.json on first start and loads the services and sessions.
+func (a *App) openShared() (*sharedState, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), stateOpenTimeout)
 	defer cancel()
-	db, err := state.Open(ctx, a.State.config(a.logger.Named("state")))
+	log := stateLogger()
+	db, err := state.Open(ctx, a.State.config(log))
 	if err != nil {
 		return nil, err
 	}
-	sh, err := a.loadShared(ctx, db)
+	sh, err := a.loadShared(ctx, db, sharedStores{catalog: catalogStore{db}, sessions: sessionStore{db}}, log)
+	if err == nil {
+		sh.logSkipped()
+	}
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
-	sh.cancelFeed = db.Subscribe(sh.dispatch)
 	return sh, nil
 }
 
-func (a *App) loadShared(ctx context.Context, db *state.DB) (*shared, error) {
+// sharedStores are where the shared caches load from (the database's
+// adapters; tests wrap them).
+type sharedStores struct {
+	catalog  catalog.Store
+	sessions sessions.Store
+	now      func() time.Time // the caches' freshness clock; nil is time.Now
+}
+
+// loadShared builds the shared state over db. It subscribes to the
+// change feed before it reads anything: a change another broker makes
+// during the load waits in the worker's queue and is applied right
+// after it, instead of being missed until the next full reload.
+func (a *App) loadShared(ctx context.Context, db *state.DB, stores sharedStores, log *zap.Logger) (*sharedState, error) {
+	sh := &sharedState{db: db, log: log}
+	maxStale, reload := defaultMaxStale, defaultReloadInterval
+	if a.State != nil {
+		maxStale, reload = time.Duration(a.State.MaxStale), time.Duration(a.State.ReloadInterval)
+	}
+	sh.staleAfter = reload + maxStale
+	sh.health = &dbHealth{db: db, backend: db.Backend(), maxStale: maxStale, now: time.Now}
+	sh.servicesFeed = newChangeWorker("services", log, sh.apply)
+	sh.sessionsFeed = newChangeWorker("sessions", log, sh.apply)
+	if stores.now != nil {
+		sh.servicesFeed.now, sh.sessionsFeed.now = stores.now, stores.now
+	}
+	sh.cancelFeed = db.Subscribe(sh.route)
+	fail := func(err error) (*sharedState, error) {
+		sh.stopFeed()
+		return nil, err
+	}
 	empty, err := db.Empty(ctx)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
-	cat, err := catalog.Open(ctx, catalogStore{db})
-	if err != nil {
-		return nil, err
+	if sh.catalog, err = catalog.Open(ctx, stores.catalog); err != nil && !errors.As(err, &sh.skipped) {
+		return fail(err)
 	}
-	if err := a.importServices(ctx, db, cat, empty); err != nil {
-		return nil, err
+	if err := a.importServices(ctx, db, sh.catalog, empty); err != nil {
+		return fail(err)
 	}
-	reg := sessions.NewRegistry(sessionStore{db})
-	reg.Keep = sessionKeep
-	if err := reg.Reload(ctx); err != nil {
-		return nil, err
+	sh.sessions = sessions.NewRegistry(stores.sessions)
+	sh.sessions.Keep = sessionKeep
+	if err := sh.sessions.Reload(ctx); err != nil {
+		return fail(err)
 	}
-	return &shared{db: db, sessions: reg, catalog: cat, logger: a.logger}, nil
+	sh.servicesFeed.start()
+	sh.sessionsFeed.start()
+	return sh, nil
 }
 
 // Meta keys of the services import.
 const (
-	// metaImportedDataDir names the data dir whose files were (or are
-	// being) imported: the claim that makes one broker the importer.
-	metaImportedDataDir = "imported_data_dir"
+	// metaImportClaim holds the instance id (instanceID) of the data
+	// dir whose files were (or are being) imported: the claim that
+	// makes one broker the importer. Not the data dir's path: brokers
+	// of a cluster often all use the same one (/data in a container).
+	metaImportClaim = "services_import_claim"
 	// metaServicesImported is set once every service is in.
 	metaServicesImported = "services_imported_at"
 )
@@ -231,10 +322,10 @@ const (
 //
 // Empty is not atomic: two brokers starting together on a new
 // PostgreSQL database both see it empty. So the importer first claims
-// the database for its data dir (first writer wins); a broker that lost
-// the claim leaves its file alone. The claim also lets the same data
-// dir finish an import that stopped half way (the puts are upserts of
-// the same documents), until the import is marked done.
+// the database for its data dir's instance id (first writer wins); a
+// broker that lost the claim leaves its file alone. The claim also lets
+// the same data dir finish an import that stopped half way (the puts
+// are upserts of the same documents), until the import is marked done.
 func (a *App) importServices(ctx context.Context, db *state.DB, cat *catalog.Catalog, empty bool) error {
 	path := filepath.Join(a.DataDir, "services.json")
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
@@ -244,7 +335,11 @@ func (a *App) importServices(ctx context.Context, db *state.DB, cat *catalog.Cat
 		a.logger.Warn("not importing the old services file: "+why, zap.String("file", path))
 		return nil
 	}
-	owner, claimed, err := db.Meta(ctx, metaImportedDataDir)
+	id, err := instanceID(a.DataDir)
+	if err != nil {
+		return err
+	}
+	owner, claimed, err := db.Meta(ctx, metaImportClaim)
 	if err != nil {
 		return err
 	}
@@ -252,12 +347,12 @@ func (a *App) importServices(ctx context.Context, db *state.DB, cat *catalog.Cat
 		if !empty {
 			return skip("the state database is in use already")
 		}
-		if owner, err = db.ClaimMeta(ctx, metaImportedDataDir, a.DataDir); err != nil {
+		if owner, err = db.ClaimMeta(ctx, metaImportClaim, id); err != nil {
 			return err
 		}
 	}
-	if owner != a.DataDir {
-		return skip("the state database holds another data dir's import")
+	if owner != id {
+		return skip("the state database holds another broker's import")
 	}
 	if _, done, err := db.Meta(ctx, metaServicesImported); err != nil {
 		return err
@@ -286,39 +381,50 @@ func (a *App) importServices(ctx context.Context, db *state.DB, cat *catalog.Cat
 	return nil
 }
 
+// instanceIDFile, in the data dir, names this data dir for good: a
+// random id made on first use.
+const instanceIDFile = "instance.id"
+
+// instanceID returns the data dir's id, creating it on first use. Two
+// brokers have different ids even when their data dirs have the same
+// path (on different hosts or volumes); one data dir keeps its id
+// across restarts.
+func instanceID(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, instanceIDFile)
+	data, err := os.ReadFile(path)
+	if err == nil {
+		if id := strings.TrimSpace(string(data)); len(id) >= 16 {
+			return id, nil
+		}
+		return "", fmt.Errorf("%s holds no instance id: delete it to make a new one", path)
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("reading the instance id: %v", err)
+	}
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	id := hex.EncodeToString(b)
+	if err := atomicfile.Write(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("writing the instance id: %v", err)
+	}
+	return id, nil
+}
+
 // Destruct runs when the last config using this state is gone: unsaved
 // activity is flushed, every session ends here (its tunnels close; the
 // database keeps it for the next start) and the database is closed.
-func (sh *shared) Destruct() error {
-	sh.cancelFeed()
+func (sh *sharedState) Destruct() error {
+	sh.stopFeed()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := sh.sessions.FlushActivity(ctx); err != nil {
-		sh.logger.Warn("session activity not saved at shutdown", zap.Error(err))
+		sh.log.Warn("session activity not saved at shutdown", zap.Error(err))
+	}
+	if err := sh.sessions.RetryRevocations(ctx); err != nil {
+		sh.log.Error("revocations not recorded in the state database at shutdown: other brokers still accept these sessions, and so will this one after a restart; revoke them again", zap.Error(err))
 	}
 	sh.sessions.RevokeAll()
 	return sh.db.Close()
-}
-
-// setStores makes a's reloading stores the ones the feed reloads.
-func (sh *shared) setStores(a *App, stores []namedReloader) {
-	sh.mu.Lock()
-	sh.owner, sh.stores = a, stores
-	sh.mu.Unlock()
-}
-
-// dropStores forgets a's stores unless a newer config replaced them.
-func (sh *shared) dropStores(a *App) {
-	sh.mu.Lock()
-	if sh.owner == a {
-		sh.owner, sh.stores = nil, nil
-	}
-	sh.mu.Unlock()
-}
-
-// reloaders returns the stores the feed reloads now.
-func (sh *shared) reloaders() []namedReloader {
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	return sh.stores
 }

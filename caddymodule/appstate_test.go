@@ -3,15 +3,18 @@ package caddymodule
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/catalog"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
 )
 
@@ -150,7 +153,11 @@ func TestImportServicesInUseAndResumed(t *testing.T) {
 
 	db2 := openTestStateDB(t, zap.NewNop())
 	dir2 := oldDataDir(t, "first", "second")
-	if _, err := db2.ClaimMeta(ctx, metaImportedDataDir, dir2); err != nil {
+	id2, err := instanceID(dir2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db2.ClaimMeta(ctx, metaImportClaim, id2); err != nil {
 		t.Fatal(err)
 	}
 	if err := db2.PutService(ctx, "first", mustJSON(t, bearer("first", "first.example.com", "TOKEN"))); err != nil {
@@ -162,6 +169,32 @@ func TestImportServicesInUseAndResumed(t *testing.T) {
 	}
 }
 
+// Brokers of a cluster whose data dirs have the same path (/data on
+// each host) are still different importers: an import claimed by one
+// is not taken over by another.
+func TestImportServicesClaimIsPerInstance(t *testing.T) {
+	ctx := context.Background()
+	db := openTestStateDB(t, zap.NewNop())
+	dir := oldDataDir(t, "mine")
+	// Another broker, its data dir at the same path, claimed the import
+	// and has not finished it yet.
+	if _, err := db.ClaimMeta(ctx, metaImportClaim, "0123456789abcdef-another-host"); err != nil {
+		t.Fatal(err)
+	}
+	cat := importInto(t, db, dir, true)
+	if imported(t, dir) || len(serviceNames(cat)) != 0 {
+		t.Fatalf("a second broker imported too: %v", serviceNames(cat))
+	}
+	// The id is the data dir's own and stays.
+	a, err := instanceID(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := instanceID(dir); err != nil || a != b {
+		t.Fatalf("instance id %q then %q (%v)", a, b, err)
+	}
+}
+
 func mustJSON(t *testing.T, v any) []byte {
 	t.Helper()
 	b, err := json.Marshal(v)
@@ -169,4 +202,56 @@ func mustJSON(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// hookedSessions runs after once, after the first All has read the
+// sessions and before it returns them: what another broker does at that
+// moment of a start-up.
+type hookedSessions struct {
+	sessions.Store
+	once  sync.Once
+	after func()
+}
+
+func (h *hookedSessions) All(ctx context.Context, expiredAfter time.Time) ([]sessions.Record, error) {
+	recs, err := h.Store.All(ctx, expiredAfter)
+	h.once.Do(h.after)
+	return recs, err
+}
+
+// A session another broker revokes while this one loads its sessions at
+// start-up is revoked here too, at once, not at the next full reload.
+func TestStartupLoadMissesNoChange(t *testing.T) {
+	ctx := context.Background()
+	db := openTestStateDB(t, zap.NewNop())
+	other := sessions.NewRegistry(sessionStore{db})
+	sess, token, err := other.Create(ctx, []string{"x"}, time.Hour, nil, func() (string, error) { return "ph", nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The feed has delivered the revocation once this subscriber, there
+	// before the load began, has seen it.
+	delivered := make(chan struct{})
+	var seen sync.Once
+	defer db.Subscribe(func(ch state.Change) {
+		if ch == (state.Change{Topic: state.TopicSessions, Key: sess.ID}) {
+			seen.Do(func() { close(delivered) })
+		}
+	})()
+	hook := &hookedSessions{Store: sessionStore{db}, after: func() {
+		if _, err := other.Revoke(ctx, sess.ID); err != nil {
+			t.Error(err)
+		}
+		<-delivered
+	}}
+	a := &App{DataDir: t.TempDir(), logger: zap.NewNop()}
+	sh, err := a.loadShared(ctx, db, sharedStores{catalog: catalogStore{db}, sessions: hook}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sh.stopFeed)
+	eventually(t, 5*time.Second, "the revocation made during the load applies", func() bool {
+		_, err := sh.sessions.Authenticate(token)
+		return errors.Is(err, sessions.ErrRevoked)
+	})
 }

@@ -156,7 +156,8 @@ func (a *App) unmarshalState(d *caddyfile.Dispenser, args []string) error {
 		case StatePostgres:
 			st.DSN = nonEmpty[1]
 		default:
-			return d.Errf("state backend: want sqlite or postgres (the value given is not shown: it may be a DSN)")
+			// Not quoted: it may be a DSN shifted into its place.
+			return d.Err("state backend: want sqlite or postgres (the value given is not repeated, as it may be a connection string)")
 		}
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {

@@ -132,3 +132,21 @@ func TestValidateProxyURL(t *testing.T) {
 		}
 	}
 }
+
+// A DSN where the backend or a sqlite path goes (arguments shifted by
+// an unset variable) is refused without being repeated.
+func TestStateErrorsNeverQuoteADSN(t *testing.T) {
+	const dsn = "postgres://u:secretpw@db.internal:5432/av"
+	var a App
+	err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser("agent_vault {\n state " + dsn + " other\n }"))
+	if err == nil || strings.Contains(err.Error(), "secretpw") {
+		t.Errorf("Caddyfile: %v", err)
+	}
+	for _, st := range []StateConfig{{Backend: dsn}, {Backend: StateSQLite, Path: dsn}} {
+		a := App{DataDir: t.TempDir(), State: &st}
+		err := a.checkState(caddy.NewReplacer())
+		if err == nil || strings.Contains(err.Error(), "secretpw") {
+			t.Errorf("%+v: %v", st, err)
+		}
+	}
+}

@@ -136,8 +136,8 @@ func TestPipelineProxyAuth(t *testing.T) {
 
 // While the state database is unreachable past max_stale the proxy
 // forwards nothing (it may have missed a revocation): new tunnels and
-// requests inside open ones get 503 with the reason; once it is back,
-// the same session works again.
+// requests inside open ones get 503 with the reason (or the open ones
+// are closed); once it is back, the same session works again.
 func TestPipelineStateDatabaseDown(t *testing.T) {
 	up := upstreamTLS(t, nil)
 	pl := newPipeline(t, pipelineConfig{
@@ -154,11 +154,35 @@ func TestPipelineStateDatabaseDown(t *testing.T) {
 	wantStatus(t, open.get("/user", up.hostPort), http.StatusOK)
 	hits := len(up.requests())
 
-	pl.setStateDown(errors.New("state postgres: no contact with the database for 1m2s"))
-	const reason = "the state database is unreachable, so agent-vault refuses requests until it is back: state postgres: no contact with the database for 1m2s"
+	// The database's own error names its user, database, host and
+	// port: for the log, not for clients, which may not even be
+	// authenticated.
+	const detail = "state postgres: ping: failed to connect to `user=pgtest database=test`: 127.0.0.1:41451"
+	pl.setStateDown(errors.New(detail))
+	const reason = "the state database is unreachable, so agent-vault refuses requests until it is back: state sqlite: database unreachable for more than 1m"
 	a, _ = pl.connect(t, up.hostPort, basicAuth(s.token))
 	wantRefusal(t, a, http.StatusServiceUnavailable, reason)
-	wantRefusal(t, open.get("/user", up.hostPort), http.StatusServiceUnavailable, reason)
+	a, _ = pl.connect(t, up.hostPort, "") // no credentials at all
+	wantRefusal(t, a, http.StatusServiceUnavailable, reason)
+	// The open tunnel answers 503 too, unless the health guard has
+	// closed it already (it closes open connections once unhealthy).
+	if a, err := open.send(http.MethodGet, "/user", up.hostPort); err == nil {
+		wantRefusal(t, a, http.StatusServiceUnavailable, reason)
+	} else if !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("a request in the open tunnel: %v", err)
+	}
+	status, body := pl.healthz()
+	for _, leak := range []string{"pgtest", "database=test", "41451", "127.0.0.1"} {
+		if strings.Contains(a.body, leak) || strings.Contains(body, leak) {
+			t.Fatalf("a client sees the database's detail %q: proxy %q, /healthz %d %q", leak, a.body, status, body)
+		}
+	}
+	if status != http.StatusServiceUnavailable || !strings.Contains(body, "state sqlite: database unreachable") {
+		t.Fatalf("/healthz: %d %q", status, body)
+	}
+	eventually(t, 5*time.Second, "the log has the database's detail", func() bool {
+		return strings.Contains(pl.logs.String(), "41451")
+	})
 	if len(up.requests()) != hits {
 		t.Fatal("a request reached the upstream while the state database was down")
 	}

@@ -85,6 +85,7 @@ type pipeline struct {
 	revokeSession   func(id string) bool
 	setSessionClock func(offset time.Duration) // shifts the session registry's clock only
 	setStateDown    func(err error)            // the state database's health: nil is healthy
+	healthz         func() (int, string)       // the API's GET /healthz
 	cleanupProxy    func()                     // Proxy.Cleanup, as Caddy calls it on a reload
 }
 
@@ -144,7 +145,13 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	if cfg.postgresDSN != "" {
 		db = openTestPostgresDB(t, logger, cfg.postgresDSN)
 	}
-	health := &switchableHealth{db: db}
+	// The health clients see, as sharedState builds it.
+	switched := &switchableHealth{db: db}
+	maxStale := state.DefaultMaxStale
+	if cfg.postgresDSN != "" {
+		maxStale = stalePostgres
+	}
+	health := &dbHealth{db: switched, backend: db.Backend(), maxStale: maxStale, now: time.Now}
 	var clockOffset atomic.Int64
 	registry := sessions.NewRegistry(sessionStore{db})
 	registry.Now = func() time.Time { return time.Now().Add(time.Duration(clockOffset.Load())) }
@@ -231,7 +238,30 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	}
 	pl.setSessionClock = func(d time.Duration) { clockOffset.Store(int64(d)) }
 	pl.cleanupProxy = func() { p.Cleanup() }
-	pl.setStateDown = func(err error) { health.down.Store(&err) }
+	pl.setStateDown = func(err error) { switched.down.Store(&err) }
+	pl.healthz = func() (int, string) {
+		rec := httptest.NewRecorder()
+		api.health(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+		return rec.Code, rec.Body.String()
+	}
+	// The app's sweeper checks health every second; here more often.
+	guard := &healthGuard{health: health, conns: registry, log: logger}
+	stopGuard := make(chan struct{})
+	guardDone := make(chan struct{})
+	go func() {
+		defer close(guardDone)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopGuard:
+				return
+			case <-tick.C:
+				guard.check()
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stopGuard); <-guardDone })
 	return pl
 }
 

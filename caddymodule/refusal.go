@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"sync/atomic"
+	"time"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/egress"
@@ -51,14 +53,21 @@ func upstreamErrorText(err error) string {
 	return err.Error()
 }
 
-// stateUnavailable refuses every request while the state database has
-// been unreachable past max_stale: this broker may have missed a
-// revocation or a changed service, so it forwards nothing until the
-// database is back (it recovers by itself).
-type stateUnavailable struct{ err error }
+// stateUnavailable refuses every request while the state is unhealthy
+// (the database unreachable past max_stale, or a cache that could not
+// refresh from it): this broker may have missed a revocation or a
+// changed service, so it forwards nothing until the state is back (it
+// recovers by itself). Its text is for anyone, unauthenticated clients
+// included: it names the backend and how long, never the database's
+// own error (user, database, host and port), which is in err for the
+// log.
+type stateUnavailable struct {
+	public string
+	err    error
+}
 
 func (e *stateUnavailable) Error() string {
-	return "the state database is unreachable, so agent-vault refuses requests until it is back: " + e.err.Error()
+	return "the state database is unreachable, so agent-vault refuses requests until it is back: " + e.public
 }
 
 func (e *stateUnavailable) Unwrap() error { return e.err }
@@ -75,9 +84,63 @@ func stateHealthy(h stateHealth) error {
 		return nil
 	}
 	if err := h.Healthy(); err != nil {
-		return &stateUnavailable{err}
+		return &stateUnavailable{public: publicStateReason(err), err: err}
 	}
 	return nil
+}
+
+// stateDown is an unhealthy state: public says what and for how long,
+// fit for any client; detail is the database's own error, for the log.
+type stateDown struct {
+	public string
+	detail error
+}
+
+func (e *stateDown) Error() string { return e.public }
+func (e *stateDown) Unwrap() error { return e.detail }
+
+// publicStateReason is the text clients get for an unhealthy state:
+// a stateDown's public text, or a fixed one for any other error.
+func publicStateReason(err error) string {
+	var down *stateDown
+	if errors.As(err, &down) {
+		return down.public
+	}
+	return "state database unreachable"
+}
+
+// stateDetail is the whole story of an unhealthy state, for the log.
+func stateDetail(err error) string {
+	var down *stateDown
+	if errors.As(err, &down) && down.detail != nil {
+		return down.detail.Error()
+	}
+	return err.Error()
+}
+
+// dbHealth is the state database's health as clients may see it: it
+// wraps the database's error (which names its user, database, host
+// and port) in a stateDown saying only the backend and for how long.
+type dbHealth struct {
+	db       stateHealth
+	backend  string
+	maxStale time.Duration
+	now      func() time.Time
+	badSince atomic.Int64 // unix nanoseconds of the first failure seen; 0 while healthy
+}
+
+// Healthy is the database's health; the duration is max_stale plus the
+// time since this broker first saw it fail.
+func (h *dbHealth) Healthy() error {
+	err := h.db.Healthy()
+	if err == nil {
+		h.badSince.Store(0)
+		return nil
+	}
+	now := h.now().UnixNano()
+	h.badSince.CompareAndSwap(0, now)
+	down := h.maxStale + time.Duration(now-h.badSince.Load())
+	return &stateDown{public: fmt.Sprintf("state %s: database unreachable for more than %v", h.backend, down.Round(time.Second)), detail: err}
 }
 
 // statusClientClosed is logged when the agent went away mid-request;

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/egress"
@@ -35,7 +36,8 @@ func TestErrorResponse(t *testing.T) {
 		{"client gone", &upstreamFailure{target: tgt, err: context.Canceled}, statusClientClosed, ""},
 		{"upstream", &upstreamFailure{target: tgt, err: errors.New("connection reset")}, 502, "upstream https://api.example.com:443 failed: connection reset"},
 		{"unknown", errors.New("something odd"), 500, "internal error"},
-		{"state down", &stateUnavailable{errors.New("state postgres: no contact for 1m5s")}, 503, "the state database is unreachable, so agent-vault refuses requests until it is back: state postgres: no contact for 1m5s"},
+		{"state down", stateHealthy(&dbHealth{db: downHealth{errors.New("state postgres: ping: failed to connect to `user=pgtest database=test`: 127.0.0.1:41451")}, backend: "postgres", maxStale: time.Minute, now: time.Now}), 503, "the state database is unreachable, so agent-vault refuses requests until it is back: state postgres: database unreachable for more than 1m0s"},
+		{"state down, any error", stateHealthy(downHealth{errors.New("user=pgtest")}), 503, "the state database is unreachable, so agent-vault refuses requests until it is back: state database unreachable"},
 		{"state error", fmt.Errorf("saving: %w", &stateError{errors.New("state sqlite: disk I/O error")}), 503, "state database error: state sqlite: disk I/O error"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -69,3 +71,8 @@ func TestStateHealthy(t *testing.T) {
 		t.Fatal("apiErrorStatus maps state errors to 503 and nothing else")
 	}
 }
+
+// downHealth is a state health that fails with err.
+type downHealth struct{ err error }
+
+func (h downHealth) Healthy() error { return h.err }

@@ -162,25 +162,41 @@ func TestReloadSeesAnotherBroker(t *testing.T) {
 	}
 }
 
-func TestBadStoredServiceIsRefused(t *testing.T) {
+// A stored service this broker cannot read is left out (fail closed:
+// its host is no longer served) and named, while the rest of the table
+// opens and keeps following the store: one bad row neither stops a
+// start nor freezes the table. A field a newer broker added is ignored.
+func TestBadStoredServiceIsSkipped(t *testing.T) {
 	for label, doc := range map[string]string{
-		"invalid host":  `{"name":"x","host":"a..b","auth":{"type":"passthrough"}}`,
-		"malformed":     `{`,
-		"unknown field": `{"name":"x","host":"x.example.com","auth":{"type":"passthrough"},"later":1}`,
-		"other name":    `{"name":"y","host":"x.example.com","auth":{"type":"passthrough"}}`,
+		"invalid host": `{"name":"x","host":"a..b","auth":{"type":"passthrough"}}`,
+		"malformed":    `{`,
+		"other name":   `{"name":"y","host":"x.example.com","auth":{"type":"passthrough"}}`,
 	} {
 		st := newMemStore()
+		st.docs["ok"] = []byte(`{"name":"ok","host":"ok.example.com","auth":{"type":"passthrough"}}`)
 		st.docs["x"] = []byte(doc)
-		if _, err := Open(ctx, st); err == nil {
-			t.Errorf("%s: a bad stored service was accepted", label)
+		c, err := Open(ctx, st)
+		var skipped *SkippedError
+		if !errors.As(err, &skipped) || !slices.Equal(skipped.Names, []string{"x"}) || c == nil {
+			t.Fatalf("%s: Open = %v", label, err)
+		}
+		if got := names(c); !slices.Equal(got, []string{"ok=ok.example.com"}) {
+			t.Errorf("%s: table %v", label, got)
 		}
 	}
 	st := newMemStore()
 	c := mustOpen(t, st)
 	c.Put(ctx, svc("ok", "ok.example.com"))
+	c.Put(ctx, svc("old", "old.example.com"))
 	st.docs["x"] = []byte(`{`)
-	if err := c.Reload(ctx); err == nil || len(c.Services().Services()) != 1 {
-		t.Error("a bad stored service changed the table on reload")
+	st.docs["newer"] = []byte(`{"name":"newer","host":"n.example.com","auth":{"type":"passthrough"},"future":1}`)
+	delete(st.docs, "old") // another broker deletes a service
+	var skipped *SkippedError
+	if err := c.Reload(ctx); !errors.As(err, &skipped) || !slices.Equal(skipped.Names, []string{"x"}) {
+		t.Fatalf("Reload = %v", err)
+	}
+	if got := names(c); !slices.Equal(got, []string{"newer=n.example.com", "ok=ok.example.com"}) {
+		t.Fatalf("after a reload with a bad row the table is %v", got)
 	}
 }
 
@@ -197,5 +213,40 @@ func TestReadFileOfAnEarlierRelease(t *testing.T) {
 	}
 	if _, err := ReadFile(filepath.Join(t.TempDir(), "none")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing file: %v", err)
+	}
+}
+
+// readHook is a store that runs hook once, after a ListServices has read
+// and before it returns.
+type readHook struct {
+	*memStore
+	once sync.Once
+	hook func()
+}
+
+func (r *readHook) ListServices(ctx context.Context) ([]Record, error) {
+	recs, err := r.memStore.ListServices(ctx)
+	if r.hook != nil {
+		r.once.Do(r.hook)
+	}
+	return recs, err
+}
+
+// A Put that lands while a Reload is reading is not taken back by the
+// Reload's older read, and a Reload does not wait for a Put's store
+// I/O.
+func TestReloadKeepsConcurrentPut(t *testing.T) {
+	st := &readHook{memStore: newMemStore()}
+	c := mustOpen(t, st)
+	st.hook = func() {
+		if err := c.Put(ctx, svc("new", "new.example.com")); err != nil {
+			t.Error(err)
+		}
+	}
+	if err := c.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(c); !slices.Equal(got, []string{"new=new.example.com"}) {
+		t.Fatalf("after a Put during a Reload the table is %v", got)
 	}
 }

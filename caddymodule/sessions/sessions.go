@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -171,6 +172,19 @@ func (s *Session) end() {
 	}
 }
 
+// closeConns closes the session's open connections and forgets them,
+// leaving the session usable; it returns how many there were.
+func (s *Session) closeConns() int {
+	s.mu.Lock()
+	conns := s.conns
+	s.conns = nil
+	s.mu.Unlock()
+	for c := range conns {
+		c.Close()
+	}
+	return len(conns)
+}
+
 // Record is a session as the Store keeps it: never the token, only its
 // hash.
 type Record struct {
@@ -240,6 +254,13 @@ type Registry struct {
 	byHash  map[[32]byte]*Session
 	byID    map[string]*Session
 	nextSeq uint64 // guarded by mu
+
+	// unrecorded are revocations the store failed to record, by id,
+	// with their time: RetryRevocations writes them until they land,
+	// so other brokers (and this one after a restart) learn of them
+	// without the operator having to retry. Kept in memory only.
+	revMu      sync.Mutex
+	unrecorded map[string]time.Time
 }
 
 // NewRegistry returns an empty registry that persists its sessions in
@@ -395,11 +416,59 @@ func (r *Registry) Revoke(ctx context.Context, id string) (bool, error) {
 	if r.store == nil {
 		return ok, nil
 	}
-	stored, err := r.store.Revoke(ctx, id, r.now().UTC())
+	at := r.now().UTC()
+	stored, err := r.store.Revoke(ctx, id, at)
 	if err != nil {
+		if ok {
+			// Known here, so it must become known everywhere: retried
+			// until it lands. (An id unknown here and to the store
+			// may be a typo; the caller sees the error.)
+			r.revMu.Lock()
+			if r.unrecorded == nil {
+				r.unrecorded = map[string]time.Time{}
+			}
+			if _, dup := r.unrecorded[id]; !dup {
+				r.unrecorded[id] = at
+			}
+			r.revMu.Unlock()
+		}
 		return ok, fmt.Errorf("recording the revocation: %w", err)
 	}
+	r.revMu.Lock()
+	delete(r.unrecorded, id)
+	r.revMu.Unlock()
 	return ok || stored, nil
+}
+
+// RetryRevocations records in the store the revocations Revoke could
+// not (the app's sweeper calls it every second). Those that fail again
+// stay for the next call; the error is the store's.
+func (r *Registry) RetryRevocations(ctx context.Context) error {
+	if r.store == nil {
+		return nil
+	}
+	r.revMu.Lock()
+	todo := maps.Clone(r.unrecorded)
+	r.revMu.Unlock()
+	var errs []error
+	for id, at := range todo {
+		if _, err := r.store.Revoke(ctx, id, at); err != nil {
+			errs = append(errs, fmt.Errorf("recording the revocation of %s: %w", id, err))
+			continue
+		}
+		r.revMu.Lock()
+		delete(r.unrecorded, id)
+		r.revMu.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
+// Unrecorded returns how many revocations wait to be recorded in the
+// store.
+func (r *Registry) Unrecorded() int {
+	r.revMu.Lock()
+	defer r.revMu.Unlock()
+	return len(r.unrecorded)
 }
 
 // Apply brings one session in line with the store (the change feed
@@ -470,7 +539,12 @@ func (r *Registry) Reload(ctx context.Context) error {
 
 // FlushActivity writes every session's requests since the last flush
 // to the store in one batch (the app calls it every second). If the
-// write fails the requests are kept and go out with the next flush.
+// write fails the requests are kept and go out with the next flush,
+// except when ctx ended during it: then the batch may have been
+// committed just as the deadline passed, and sending it again could
+// count those requests twice, so they are dropped. Counts are for
+// display; losing a second's worth now and then is better than
+// inflating them.
 func (r *Registry) FlushActivity(ctx context.Context) error {
 	if r.store == nil {
 		return nil
@@ -498,6 +572,9 @@ func (r *Registry) FlushActivity(ctx context.Context) error {
 		return nil
 	}
 	if err := r.store.AddActivity(ctx, batch); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("saving session activity: %w (the batch may have been saved; its requests are not sent again)", err)
+		}
 		for _, t := range took {
 			t.s.pending.Add(t.n)
 		}
@@ -565,6 +642,26 @@ func (r *Registry) Sweep(ctx context.Context) (int, error) {
 		}
 	}
 	return len(ended), nil
+}
+
+// CloseConnections closes every session's open connections (tunnels,
+// relays, streaming requests) without ending any session: when this
+// broker can no longer trust its copy of the sessions (the state
+// database is unreachable), a stream opened before must not go on, but
+// the agents may reconnect, and are served again once it is back. It
+// returns how many connections it closed.
+func (r *Registry) CloseConnections() int {
+	r.mu.RLock()
+	all := make([]*Session, 0, len(r.byID))
+	for _, s := range r.byID {
+		all = append(all, s)
+	}
+	r.mu.RUnlock()
+	n := 0
+	for _, s := range all {
+		n += s.closeConns()
+	}
+	return n
 }
 
 // RevokeAll ends every session in this process, closing their

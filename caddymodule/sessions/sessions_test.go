@@ -506,3 +506,73 @@ func TestConcurrentCreateAndReload(t *testing.T) {
 		}
 	}
 }
+
+// A revocation the store could not record is recorded by a later
+// RetryRevocations, with its original time, without anyone revoking
+// again.
+func TestUnrecordedRevocationIsRetried(t *testing.T) {
+	st := newMemStore()
+	c := newClock()
+	r := NewRegistry(st)
+	r.Now = c.now
+	s, _, err := r.Create(context.Background(), []string{"x"}, time.Hour, nil, counter())
+	if err != nil {
+		t.Fatal(err)
+	}
+	revokedAt := c.now()
+	st.setFail(errors.New("state postgres: unreachable"))
+	if found, err := r.Revoke(context.Background(), s.ID); !found || err == nil {
+		t.Fatalf("Revoke = %v, %v; want found with the store's error", found, err)
+	}
+	if err := r.RetryRevocations(context.Background()); err == nil || r.Unrecorded() != 1 {
+		t.Fatalf("retry while the store fails: %v, %d waiting", err, r.Unrecorded())
+	}
+	st.setFail(nil)
+	c.add(time.Minute)
+	if err := r.RetryRevocations(context.Background()); err != nil || r.Unrecorded() != 0 {
+		t.Fatalf("retry: %v, %d waiting", err, r.Unrecorded())
+	}
+	rec, _, _ := st.Get(context.Background(), s.ID)
+	if rec.RevokedAt == nil || !rec.RevokedAt.Equal(revokedAt) {
+		t.Fatalf("stored revocation %v, want %v", rec.RevokedAt, revokedAt)
+	}
+}
+
+// lateCommit is a store whose AddActivity commits, then reports the
+// context's end: a commit that landed just as the deadline passed.
+type lateCommit struct {
+	*memStore
+}
+
+func (l lateCommit) AddActivity(ctx context.Context, batch []Activity) error {
+	if err := l.memStore.AddActivity(ctx, batch); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// A flush whose outcome is unknown (its context ended during the
+// write) is not sent again: requests are never counted twice.
+func TestFlushAmbiguousFailureNotCountedTwice(t *testing.T) {
+	st := newMemStore()
+	r := NewRegistry(lateCommit{st})
+	s, _, err := r.Create(context.Background(), []string{"x"}, time.Hour, nil, counter())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Touch(time.Now())
+	s.Touch(time.Now())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	if err := r.FlushActivity(ctx); err == nil {
+		t.Fatal("want the deadline's error")
+	}
+	r.store = st // the next flush succeeds plainly
+	if err := r.FlushActivity(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if rec, _, _ := st.Get(context.Background(), s.ID); rec.Requests != 2 {
+		t.Fatalf("stored requests = %d, want 2", rec.Requests)
+	}
+}

@@ -51,8 +51,9 @@ const (
 	// cleanly instead of exhausting memory.
 	maxFileSize = 64 << 20
 	// writeTimeout bounds one write to the database, so a hung
-	// database fails the API request instead of holding it forever.
-	writeTimeout = 30 * time.Second
+	// database fails the API request instead of holding it (and the
+	// reloads the change feed runs, which wait for writeMu) for long.
+	writeTimeout = 10 * time.Second
 )
 
 // KDFParams are the argon2id parameters; they are recorded in the
