@@ -60,7 +60,7 @@ CREATE TABLE caddy_locks (
     expires BIGINT NOT NULL
 );
 
--- Small facts about the database itself (imported_data_dir, the
+-- Small facts about the database itself (services_import_claim, the
 -- storage module's salt).
 CREATE TABLE meta (
     key   TEXT NOT NULL PRIMARY KEY,
