@@ -165,7 +165,8 @@ func errorResponse(err error) (status int, reason string) {
 	case errors.As(err, &down):
 		return http.StatusServiceUnavailable, down.Error()
 	case errors.As(err, &stateErr):
-		return http.StatusServiceUnavailable, "state database error: " + stateErr.Error()
+		// The database's own error (user, host, database) is for the log.
+		return http.StatusServiceUnavailable, "state database error; the broker's log has the details"
 	case errors.As(err, &ref):
 		return ref.status, ref.reason
 	case errors.As(err, &unavailable):

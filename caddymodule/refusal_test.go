@@ -38,7 +38,7 @@ func TestErrorResponse(t *testing.T) {
 		{"unknown", errors.New("something odd"), 500, "internal error"},
 		{"state down", stateHealthy(&dbHealth{db: downHealth{errors.New("state postgres: ping: failed to connect to `user=pgtest database=test`: 127.0.0.1:41451")}, backend: "postgres", maxStale: time.Minute, now: time.Now}), 503, "the state database is unreachable, so agent-vault refuses requests until it is back: state postgres: database unreachable for more than 1m0s"},
 		{"state down, any error", stateHealthy(downHealth{errors.New("user=pgtest")}), 503, "the state database is unreachable, so agent-vault refuses requests until it is back: state database unreachable"},
-		{"state error", fmt.Errorf("saving: %w", &stateError{errors.New("state sqlite: disk I/O error")}), 503, "state database error: state sqlite: disk I/O error"},
+		{"state error", fmt.Errorf("saving: %w", &stateError{errors.New("state sqlite: disk I/O error")}), 503, "state database error; the broker's log has the details"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			status, reason := errorResponse(tc.err)
