@@ -26,6 +26,11 @@ type SessionRequest struct {
 	// TTL is the session lifetime as a Go duration ("1h"); empty for
 	// the server's default. The server refuses one above its maximum.
 	TTL string `json:"ttl"`
+	// Lease asks for a leased session: it ends when it is not renewed
+	// (POST /api/v1/sessions/{id}/renew) within the server's
+	// session_lease_timeout, as well as at its expiry. av-launch asks
+	// for one and renews it while its command runs.
+	Lease bool `json:"lease,omitempty"`
 }
 
 // Session is the answer to POST /api/v1/sessions (201). It is the only
@@ -48,6 +53,15 @@ type Session struct {
 	// Placeholders maps each credential name the session's services
 	// use to the placeholder the agent sends instead of its value.
 	Placeholders map[string]string `json:"placeholders"`
+	// Agent names the agent the session belongs to; absent for a
+	// session minted with the admin token or an operator's login.
+	Agent string `json:"agent,omitempty"`
+	// LeaseTimeout, for a leased session, is how long it lives without
+	// a renewal (a Go duration); renew well within it. Absent otherwise.
+	LeaseTimeout string `json:"lease_timeout,omitempty"`
+	// LeaseExpiresAt, for a leased session, is when it ends unless
+	// renewed.
+	LeaseExpiresAt *time.Time `json:"lease_expires_at,omitempty"`
 }
 
 // Session statuses, as SessionInfo reports them.
@@ -74,6 +88,11 @@ type SessionInfo struct {
 	Requests uint64 `json:"requests"`
 	// LastUsed is the time of the last such request; absent if none.
 	LastUsed *time.Time `json:"last_used,omitempty"`
+	// Agent names the agent the session belongs to; absent if none.
+	Agent string `json:"agent,omitempty"`
+	// LeaseExpiresAt, for a leased session, is when it ends unless
+	// renewed; absent for a session without a lease.
+	LeaseExpiresAt *time.Time `json:"lease_expires_at,omitempty"`
 }
 
 // SessionList is the answer to GET /api/v1/sessions.
