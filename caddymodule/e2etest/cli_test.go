@@ -80,13 +80,22 @@ func TestCLIHelpAndVersion(t *testing.T) {
 	if !strings.Contains(first, "agent-vault") || strings.Contains(strings.ToLower(first), "caddy is") {
 		t.Errorf("agent-vault --help starts with %q, want agent-vault's own purpose", first)
 	}
-	mustContain(t, "--help", strings.ToLower(out), "credential")
-	ours, caddys := strings.Index(out, "credential"), strings.Index(out, "reverse-proxy")
+	// Commands are listed one a line, indented: "  credential   Manages ...".
+	listed := func(verb string) int {
+		loc := regexp.MustCompile(`(?m)^\s+` + regexp.QuoteMeta(verb) + `\s`).FindStringIndex(out)
+		if loc == nil {
+			return -1
+		}
+		return loc[0]
+	}
+	ours, caddys := listed("credential"), listed("reverse-proxy")
 	if ours < 0 || caddys >= 0 && caddys < ours {
 		t.Errorf("agent-vault --help lists Caddy's verbs (reverse-proxy at %d) before its own (credential at %d):\n%s", caddys, ours, out)
 	}
 	for _, verb := range []string{"credential", "service", "agent", "session", "request", "operator"} {
-		mustContain(t, "--help", out, verb)
+		if listed(verb) < 0 {
+			t.Errorf("agent-vault --help does not list the command %s", verb)
+		}
 	}
 
 	v := runCLI(t, nil, "", "version")
