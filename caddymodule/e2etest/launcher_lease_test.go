@@ -7,9 +7,11 @@ package e2etest
 // leased session that ends when av-launch is SIGKILLed.
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -236,6 +238,9 @@ func TestLaunchPreMintedSession(t *testing.T) {
 				t.Errorf("the pre-minted session is %+v after av-launch exited, want active", se)
 			}
 			auditAfter, _ := s.auditAll(url.Values{})
+			if len(auditAfter) < len(auditBefore) {
+				t.Fatalf("the audit trail shrank: %d -> %d entries", len(auditBefore), len(auditAfter))
+			}
 			for _, e := range auditAfter[:len(auditAfter)-len(auditBefore)] {
 				if strings.HasPrefix(e.Action, "session.") {
 					t.Errorf("av-launch with a pre-minted session caused %s %s", e.Action, e.Target)
@@ -344,8 +349,9 @@ func TestLeaseEndsWhenLauncherKilled(t *testing.T) {
 	if len(stale) == 0 {
 		t.Fatal("av-launch wrote no CA file into TMPDIR; the stale-file check would prove nothing")
 	}
-	// A tunnel of the session, open when the lease lapses.
-	st := sseTunnel(t, session{ID: se.ID, Token: token, CAPEM: getCA(t, s), ProxyURL: "http://" + s.proxyAddr}, "h1", w.up.hostPort())
+	// A tunnel of the session (an idle upgraded connection: it ends only
+	// when someone closes it), open when the lease lapses.
+	st := idleTunnel(t, s, session{ID: se.ID, Token: token, CAPEM: getCA(t, s)}, w.up.hostPort(), 2*time.Minute)
 
 	killed := time.Now()
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -364,7 +370,10 @@ func TestLeaseEndsWhenLauncherKilled(t *testing.T) {
 		t.Errorf("the lapsed session at the proxy: %d %q, want 407", code, body)
 	}
 	select {
-	case <-st.ended:
+	case at := <-st.ended:
+		if d := at.Sub(killed); d < 15*time.Second {
+			t.Errorf("the session's tunnel ended %v after the kill, before its lease could lapse (a test fault?)", d)
+		}
 	case <-time.After(5 * time.Second):
 		t.Error("the session's open tunnel stayed open after its lease lapsed")
 	}
@@ -410,4 +419,27 @@ func TestUnleasedSessionKeepsTTL(t *testing.T) {
 	if code, _, _ := connectStatus(s.proxyAddr, w.up.hostPort(), plain.Token); code != http.StatusOK {
 		t.Errorf("an unleased session 35s after it was minted: CONNECT %d, want 200", code)
 	}
+}
+
+// idleTunnel opens an intercepted tunnel with sess's token, upgrades a
+// request to /ws (the upstream then waits for bytes that never come)
+// and watches for its end; hold bounds the test, not the tunnel.
+func idleTunnel(t *testing.T, s *server, sess session, target string, hold time.Duration) stream {
+	t.Helper()
+	resp, conn := rawConnect(t, s.proxyAddr, target, basicAuth(sess.Token))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT %s: %d", target, resp.StatusCode)
+	}
+	conn.SetDeadline(time.Now().Add(hold))
+	tc, err := tlsOverTunnel(t, conn, sess, target[:strings.LastIndex(target, ":")])
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(tc, "GET /ws HTTP/1.1\r\nHost: "+target+"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	br := bufio.NewReader(tc)
+	r, err := http.ReadResponse(br, nil)
+	if err != nil || r.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade in a tunnel: %v %v", r, err)
+	}
+	return watchEnd("idle upgraded connection in a CONNECT tunnel", br)
 }
