@@ -392,7 +392,7 @@ func (a *API) createSession(ctx context.Context, names []string, ttlText string)
 	for _, s := range scope {
 		creds = append(creds, s.Credentials()...)
 	}
-	return a.deps.sessions.Create(ctx, names, ttl, creds, services.NewPlaceholder)
+	return a.deps.sessions.Create(ctx, sessions.Spec{Services: names, TTL: ttl, Credentials: creds, NewPlaceholder: services.NewPlaceholder})
 }
 
 // readJSON decodes a bounded, strict JSON body, answering 400 itself.

@@ -422,9 +422,9 @@ func (a *App) sweepSessions() {
 			reg := a.state.sessions
 			err := errors.Join(
 				call(func(ctx context.Context) error {
-					n, err := reg.Sweep(ctx)
-					if n > 0 {
-						a.logger.Info("sessions expired", zap.Int("count", n))
+					res, err := reg.Sweep(ctx)
+					if res.Expired > 0 {
+						a.logger.Info("sessions expired", zap.Int("count", res.Expired))
 					}
 					return err
 				}),
