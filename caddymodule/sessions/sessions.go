@@ -509,6 +509,20 @@ func (r *Registry) Get(id string) (*Session, bool) {
 	return s, ok
 }
 
+// Lookup returns the session with the given id: this registry's, or
+// with a store, the store's (a session made on another broker that the
+// change feed has not brought yet). An error is the store's.
+func (r *Registry) Lookup(ctx context.Context, id string) (*Session, bool, error) {
+	if s, ok := r.Get(id); ok || r.store == nil {
+		return s, ok, nil
+	}
+	if err := r.Apply(ctx, id); err != nil {
+		return nil, false, err
+	}
+	s, ok := r.Get(id)
+	return s, ok, nil
+}
+
 // Renew extends a leased session's lease to now + its LeaseTimeout and
 // returns the new end. The store is written first (so every broker,
 // and this one after a restart, sees it), then the session here. It
@@ -517,13 +531,9 @@ func (r *Registry) Get(id string) (*Session, bool) {
 // revoked, expired or whose lease lapsed: a lapsed lease is never
 // revived, even before the sweeper has ended it.
 func (r *Registry) Renew(ctx context.Context, id string) (time.Time, error) {
-	s, ok := r.Get(id)
-	if !ok && r.store != nil {
-		// Made on another broker, and the feed has not told us yet.
-		if err := r.Apply(ctx, id); err != nil {
-			return time.Time{}, err
-		}
-		s, ok = r.Get(id)
+	s, ok, err := r.Lookup(ctx, id)
+	if err != nil {
+		return time.Time{}, err
 	}
 	if !ok {
 		return time.Time{}, ErrUnknown
