@@ -138,8 +138,8 @@ func (a *API) routes() {
 	route("GET /api/v1/session", identity.ReadOwnSession, a.ownSession)
 	route("GET /api/v1/sessions", identity.ListSessions, a.listSessions)
 	route("POST /api/v1/sessions", identity.MintSession, a.postSession)
-	route("DELETE /api/v1/sessions/{id}", identity.OwnSessions, a.revokeSession)
-	route("POST /api/v1/sessions/{id}/renew", identity.OwnSessions, a.renewSession)
+	route("DELETE /api/v1/sessions/{id}", identity.ManageSessions, a.revokeSession)
+	route("POST /api/v1/sessions/{id}/renew", identity.ManageSessions, a.renewSession)
 
 	route("GET /api/v1/agents", identity.ReadAll, a.listAgents)
 	route("POST /api/v1/agents", identity.ManageAgents, a.createAgent)
@@ -154,7 +154,7 @@ func (a *API) routes() {
 	route("DELETE /api/v1/operators/{name}", identity.ManageOperators, a.deleteOperator)
 
 	route("POST /api/v1/requests", identity.AskAccess, a.createRequest)
-	route("GET /api/v1/requests", identity.ListOwnRequests, a.listRequests)
+	route("GET /api/v1/requests", identity.ListRequests, a.listRequests)
 	route("POST /api/v1/requests/{id}/approve", identity.DecideRequests, a.approveRequest)
 	route("POST /api/v1/requests/{id}/deny", identity.DecideRequests, a.denyRequest)
 

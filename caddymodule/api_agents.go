@@ -46,47 +46,29 @@ func viewAgent(row state.AgentRow, token string) apiwire.Agent {
 }
 
 // checkAgentServices validates an agent's services: not empty, each an
-// existing service, or "*" alone. It does no I/O.
+// existing service, or "*" alone (identity.NormalizeAgentServices).
 func (a *API) checkAgentServices(list []string) ([]string, error) {
-	if len(list) == 0 {
-		return nil, fail(http.StatusBadRequest, `"services" is required and not empty: service names, or ["*"] for every service`)
-	}
-	if slices.Contains(list, apiwire.AllServices) {
-		if len(list) > 1 {
-			return nil, fail(http.StatusBadRequest, `"services": %q must be the only entry (it means every service)`, apiwire.AllServices)
-		}
-		return []string{apiwire.AllServices}, nil
-	}
 	known := map[string]bool{}
 	for _, s := range a.deps.catalog.Services().Services() {
 		known[s.Name] = true
 	}
-	out := slices.Clone(list)
-	slices.Sort(out)
-	out = slices.Compact(out)
-	for _, n := range out {
-		if !known[n] {
-			return nil, fail(http.StatusBadRequest, "unknown service %q", n)
-		}
-	}
-	return out, nil
+	return identity.NormalizeAgentServices(list, func(n string) bool { return known[n] })
 }
 
 // parseAgentTTL reads an agent's max_session_ttl: 1s up to the app's
 // max_session_ttl; empty is the app's.
 func (a *API) parseAgentTTL(text string) (time.Duration, error) {
-	if text == "" {
-		return a.deps.maxTTL, nil
+	var d time.Duration
+	if text != "" {
+		var err error
+		if d, err = caddy.ParseDuration(text); err != nil {
+			return 0, fail(http.StatusBadRequest, "max_session_ttl: %v", err)
+		}
+		if d <= 0 {
+			return 0, fail(http.StatusBadRequest, "max_session_ttl must be at least 1s")
+		}
 	}
-	d, err := caddy.ParseDuration(text)
-	if err != nil {
-		return 0, fail(http.StatusBadRequest, "max_session_ttl: %v", err)
-	}
-	if d < time.Second || d > a.deps.maxTTL {
-		return 0, fail(http.StatusBadRequest, "max_session_ttl %s: must be between 1s and the server's max_session_ttl %s",
-			apiwire.FormatDuration(d), apiwire.FormatDuration(a.deps.maxTTL))
-	}
-	return d, nil
+	return identity.AgentMaxTTL(d, a.deps.maxTTL)
 }
 
 func (a *API) listAgents(w http.ResponseWriter, r *http.Request) {
@@ -245,15 +227,14 @@ func (a *API) revokeBeyondLimits(ctx context.Context, row state.AgentRow) ([]str
 		if !s.Active(now) {
 			continue
 		}
-		why := beyondLimits(row, s, now)
-		if why == "" {
+		if !beyondLimits(row, s, now) {
 			continue
 		}
 		revoked = append(revoked, s.ID)
 		if _, err := reg.Revoke(ctx, s.ID); err != nil {
 			errs = append(errs, err)
 		}
-		a.logger.Info("session revoked: beyond its agent's new limits", zap.String("session", s.ID), zap.String("agent", row.Name), zap.String("why", why))
+		a.logger.Info("session revoked: beyond its agent's new limits", zap.String("session", s.ID), zap.String("agent", row.Name))
 	}
 	return revoked, errors.Join(errs...)
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/audit"
-	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
 )
 
@@ -30,36 +29,16 @@ type identityStore interface {
 	auditLister
 }
 
-// actorOf is how the audit trail names a principal: its name and kind.
-// A session is named by its agent (or, without one, by its id).
-func actorOf(p identity.Principal) (actor, kind string) {
-	switch p.Kind {
-	case identity.PrincipalAdminToken:
-		return p.Name, apiwire.ActorAdminToken
-	case identity.PrincipalOperator:
-		return p.Name, apiwire.ActorOperator
-	case identity.PrincipalAgent:
-		return p.Name, apiwire.ActorAgent
-	case identity.PrincipalSession:
-		if p.Agent != "" {
-			return p.Agent, apiwire.ActorSession
-		}
-		return p.SessionID, apiwire.ActorSession
-	}
-	return p.Name, "unknown"
-}
-
 // record audits a change the caller of r made, once it succeeded. A
 // failure to write it is the Recorder's to log and retry: the change
 // stands and the caller is not told otherwise.
 func (a *API) record(r *http.Request, action audit.Action, target, detail string) {
 	c := callerOf(r)
-	actor, kind := actorOf(c.Principal)
 	// Not the request's context: an entry for a change that happened is
 	// written even if the client has gone.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), apiWriteTimeout)
 	defer cancel()
-	a.recordAs(ctx, audit.Entry{Actor: actor, ActorKind: kind, Action: action, Target: target, Client: c.client, Detail: detail})
+	a.recordAs(ctx, audit.Entry{Actor: c.Actor(), ActorKind: c.ActorKind(), Action: action, Target: target, Client: c.client, Detail: detail})
 }
 
 // recordAs audits an entry whose actor is set already (a login, where

@@ -175,7 +175,8 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	client := clientAddr(r)
-	if err := a.deps.logins.Allow(client, body.Name); err != nil {
+	attempt, err := a.deps.logins.Begin(client, body.Name)
+	if err != nil {
 		var limited *identity.RateLimitError
 		if errors.As(err, &limited) {
 			w.Header().Set("Retry-After", limited.RetryAfterSeconds())
@@ -184,18 +185,28 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		writeFailure(w, err, http.StatusTooManyRequests)
 		return
 	}
+	// An attempt never ended counts as failed; Abort below is for the
+	// server's own failures, which the client did not cause.
+	defer attempt.Fail()
 	ctx, cancel := writeContext(r)
 	defer cancel()
 	var op state.OperatorRow
 	var found bool
 	if identity.ValidName(identity.OperatorName, body.Name) == nil {
-		var err error
 		if op, found, err = a.deps.ids.Operator(ctx, body.Name); err != nil {
+			attempt.Abort()
 			writeFailure(w, err, http.StatusInternalServerError)
 			return
 		}
 	}
-	ok := identity.VerifyLogin(op.PasswordHash, found, body.Password)
+	ok := false
+	if found {
+		// A hash this server cannot read is a failed login, never a
+		// way in (CheckPassword does the dummy work for it).
+		ok, _ = identity.CheckPassword(op.PasswordHash, body.Password)
+	} else {
+		identity.DummyCheckPassword(body.Password)
+	}
 	role, rerr := identity.ParseRole(op.Role)
 	if !ok || rerr != nil {
 		a.loginFailed(r, body.Name, client)
@@ -204,6 +215,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	}
 	token, hash, err := identity.NewToken(identity.KindOperator)
 	if err != nil {
+		attempt.Abort()
 		writeFailure(w, err, http.StatusInternalServerError)
 		return
 	}
@@ -218,10 +230,11 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
+		attempt.Abort()
 		writeFailure(w, err, http.StatusInternalServerError)
 		return
 	}
-	a.deps.logins.Succeeded(body.Name)
+	attempt.Succeed()
 	a.logger.Info("operator logged in", zap.String("operator", op.Name), zap.String("remote", r.RemoteAddr))
 	a.recordAs(ctx, audit.Entry{Actor: op.Name, ActorKind: apiwire.ActorOperator, Action: audit.Login, Target: op.Name, Client: client,
 		Detail: "role " + role.String()})
@@ -229,11 +242,11 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, apiwire.Login{Token: token, ExpiresAt: expires, Role: role.String()})
 }
 
-// loginFailed counts and audits a failed login. The name given is the
-// audit's actor and target only when it is a valid name (anything else
-// could be a password typed into the wrong field).
+// loginFailed audits a failed login (the limiter counted it when the
+// attempt began). The name given is the audit's actor and target only
+// when it is a valid name (anything else could be a password typed
+// into the wrong field).
 func (a *API) loginFailed(r *http.Request, name, client string) {
-	a.deps.logins.Failed(client, name)
 	if identity.ValidName(identity.OperatorName, name) != nil {
 		name = ""
 	}

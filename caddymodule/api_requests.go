@@ -125,7 +125,7 @@ func (a *API) createRequest(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown service %q: to ask for a host no service covers, send {\"host\":\"...\"}", body.Service))
 			return
 		}
-		if allowsAll(agent.Services) || slices.Contains(agent.Services, body.Service) {
+		if identity.Covers(agent.Services, body.Service) {
 			writeError(w, http.StatusConflict, fmt.Sprintf("agent %s is already allowed service %s: mint a session that names it", agent.Name, body.Service))
 			return
 		}
@@ -330,7 +330,7 @@ func (a *API) approveRequest(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if !allowsAll(agent.Services) {
+	if !slices.Contains(agent.Services, identity.AllServices) {
 		found, err := a.deps.ids.GrantAgentService(ctx, agent.Name, grant, a.now().UTC())
 		if err == nil && !found {
 			err = fmt.Errorf("agent %s no longer exists", agent.Name)

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -139,7 +138,7 @@ func (a *API) recheckAgentSession(ctx context.Context, sess *sessions.Session) e
 		refusal = err
 	case !ok:
 		refusal = fail(http.StatusForbidden, "agent %s was deleted while the session was being created", sess.Agent)
-	case beyondLimits(row, sess, a.now()) != "":
+	case beyondLimits(row, sess, a.now()):
 		refusal = fail(http.StatusForbidden, "agent %s's limits changed while the session was being created; ask again", sess.Agent)
 	default:
 		return nil
@@ -150,100 +149,89 @@ func (a *API) recheckAgentSession(ctx context.Context, sess *sessions.Session) e
 	return refusal
 }
 
-// beyondLimits says how s exceeds its agent's limits (a service the
-// agent is no longer allowed, or more time left than its
-// max_session_ttl), or "" if it does not.
-func beyondLimits(agent state.AgentRow, s *sessions.Session, now time.Time) string {
-	if !allowsAll(agent.Services) {
-		for _, svc := range s.Services {
-			if !slices.Contains(agent.Services, svc) {
-				return "service " + svc + " is no longer allowed"
-			}
-		}
-	}
-	if left := s.ExpiresAt.Sub(now); left > agent.MaxSessionTTL {
-		return fmt.Sprintf("%s left exceeds max_session_ttl %s", apiwire.FormatDuration(left.Round(time.Second)), apiwire.FormatDuration(agent.MaxSessionTTL))
-	}
-	return ""
-}
-
-// allowsAll reports whether an agent's services are ["*"].
-func allowsAll(agentServices []string) bool {
-	return len(agentServices) == 1 && agentServices[0] == apiwire.AllServices
+// beyondLimits reports whether s exceeds its agent's limits as they
+// are now (identity.OutOfLimits).
+func beyondLimits(agent state.AgentRow, s *sessions.Session, now time.Time) bool {
+	return identity.OutOfLimits(s.Services, s.ExpiresAt.Sub(now), agent.Services, agent.MaxSessionTTL)
 }
 
 // sessionSpec turns a request into the session to create, checking it
-// against the caller: an agent gets a subset of its services (all it
+// against the caller. An agent gets a subset of its services (all it
 // may use that exist now, when it names none) for at most its
-// max_session_ttl; others any services for at most max_session_ttl.
-// An empty list is refused, so an unset variable cannot widen a
-// session to everything. It does no I/O.
+// max_session_ttl (identity.SessionServices and SessionTTL say how and
+// with which refusals); others any services. The server's
+// max_session_ttl bounds everyone. An empty list is refused, so an
+// unset variable cannot widen a session to everything. It does no I/O.
 func (a *API) sessionSpec(c *caller, body apiwire.SessionRequest) (sessions.Spec, error) {
-	agent := c.Kind == identity.PrincipalAgent
-	maxTTL := a.deps.maxTTL
-	ttl := a.deps.defaultTTL
-	if agent {
-		ttl = min(ttl, c.agent.MaxSessionTTL)
-	}
+	var requested time.Duration
 	if body.TTL != "" {
 		d, err := caddy.ParseDuration(body.TTL)
 		if err != nil {
 			return sessions.Spec{}, fail(http.StatusBadRequest, "ttl: %v", err)
 		}
-		ttl = d
+		if d <= 0 {
+			return sessions.Spec{}, fail(http.StatusBadRequest, "ttl must be between 1s and %s", apiwire.FormatDuration(a.deps.maxTTL))
+		}
+		requested = d
 	}
-	if ttl <= 0 || ttl > maxTTL {
-		return sessions.Spec{}, fail(http.StatusBadRequest, "ttl must be between 1s and %s", apiwire.FormatDuration(maxTTL))
-	}
-	if agent && ttl > c.agent.MaxSessionTTL {
-		return sessions.Spec{}, fail(http.StatusForbidden, "ttl %s exceeds agent %s's max_session_ttl %s",
-			apiwire.FormatDuration(ttl), c.agent.Name, apiwire.FormatDuration(c.agent.MaxSessionTTL))
-	}
-
 	all := a.deps.catalog.Services().Services()
 	known := make(map[string]services.Service, len(all))
+	existing := make([]string, 0, len(all))
 	for _, s := range all {
 		known[s.Name] = s
+		existing = append(existing, s.Name)
 	}
-	everything := !agent || allowsAll(c.agent.Services)
-	names := body.Services
-	switch {
-	case names == nil:
-		names = []string{}
-		for _, s := range all {
-			if everything || slices.Contains(c.agent.Services, s.Name) {
-				names = append(names, s.Name)
-			}
-		}
-	case len(names) == 0:
-		return sessions.Spec{}, fail(http.StatusBadRequest, `"services" is empty: name at least one service, or omit it for all services`)
-	default:
-		names = slices.Clone(names)
-		sort.Strings(names)
-		names = slices.Compact(names)
-		for _, n := range names {
-			// Not allowed before unknown: an agent learns nothing of
-			// services outside its scope, not even whether they exist.
-			if !everything && !slices.Contains(c.agent.Services, n) {
-				return sessions.Spec{}, fail(http.StatusForbidden, "agent %s may not use service %s: ask with POST /api/v1/requests {\"service\":%q}", c.agent.Name, n, n)
-			}
-			if _, ok := known[n]; !ok {
-				return sessions.Spec{}, fail(http.StatusBadRequest, "unknown service %q", n)
-			}
-		}
-	}
-	var creds []string
-	for _, n := range names {
-		creds = append(creds, known[n].Credentials()...)
-	}
-	spec := sessions.Spec{Services: names, TTL: ttl, Credentials: creds, NewPlaceholder: services.NewPlaceholder}
-	if agent {
+	spec := sessions.Spec{NewPlaceholder: services.NewPlaceholder}
+	var err error
+	if c.Kind == identity.PrincipalAgent {
 		spec.Agent = c.agent.Name
+		if spec.TTL, err = identity.SessionTTL(c.agent.Name, requested, c.agent.MaxSessionTTL, a.deps.defaultTTL); err != nil {
+			return sessions.Spec{}, err
+		}
+		if spec.Services, err = identity.SessionServices(c.agent.Name, body.Services, c.agent.Services, existing); err != nil {
+			return sessions.Spec{}, err
+		}
+	} else {
+		spec.TTL = a.deps.defaultTTL
+		if requested != 0 {
+			spec.TTL = requested
+		}
+		if spec.Services, err = operatorSessionServices(body.Services, existing); err != nil {
+			return sessions.Spec{}, err
+		}
+	}
+	// The agent's max may be above the server's after a config change.
+	if spec.TTL > a.deps.maxTTL {
+		return sessions.Spec{}, fail(http.StatusBadRequest, "ttl must be between 1s and %s", apiwire.FormatDuration(a.deps.maxTTL))
+	}
+	for _, n := range spec.Services {
+		spec.Credentials = append(spec.Credentials, known[n].Credentials()...)
 	}
 	if body.Lease {
 		spec.Lease = a.deps.leaseTimeout
 	}
 	return spec, nil
+}
+
+// operatorSessionServices is the scope of a session an operator or the
+// admin token mints: nil is every service defined now (the scope never
+// grows afterwards), an empty list is refused, each name must exist.
+func operatorSessionServices(requested, existing []string) ([]string, error) {
+	switch {
+	case requested == nil:
+		return existing, nil
+	case len(requested) == 0:
+		return nil, fail(http.StatusBadRequest, `"services" is empty: name at least one service, or omit it for all services`)
+	}
+	out := slices.Clone(requested)
+	slices.Sort(out)
+	out = slices.Compact(out)
+	for _, n := range out {
+		if !slices.Contains(existing, n) {
+			return nil, fail(http.StatusBadRequest, "unknown service %q", n)
+		}
+	}
+	return out, nil
 }
 
 // ownedSession finds the session id for c: an agent sees only its own

@@ -68,6 +68,7 @@ func toSessionRecord(r state.SessionRow) sessions.Record {
 	return sessions.Record{
 		ID: r.ID, TokenHash: r.TokenHash, Services: r.Services, Placeholders: r.Placeholders, Agent: r.Agent,
 		CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt, RevokedAt: r.RevokedAt, LastUsed: r.LastUsed, Requests: r.Requests,
+		LeaseTimeout: r.LeaseTimeout, LeaseUntil: r.LeaseUntil,
 	}
 }
 
@@ -80,6 +81,7 @@ func (s sessionStore) Insert(ctx context.Context, r sessions.Record) error {
 	err := s.db.InsertSession(ctx, state.SessionRow{
 		ID: r.ID, TokenHash: r.TokenHash, Services: r.Services, Placeholders: r.Placeholders, Agent: r.Agent,
 		CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt, RevokedAt: r.RevokedAt, LastUsed: r.LastUsed, Requests: r.Requests,
+		LeaseTimeout: r.LeaseTimeout, LeaseUntil: r.LeaseUntil,
 	})
 	if err != nil {
 		return &stateError{err}
@@ -125,9 +127,21 @@ func (s sessionStore) DeleteExpiredBefore(ctx context.Context, t time.Time) (int
 	return n, fromState(err)
 }
 
-// RenewLease is wired to the state database with migration 0002.
+// RenewLease writes a session's new lease end; the state package's
+// sentinels become the registry's.
 func (s sessionStore) RenewLease(ctx context.Context, id string, until time.Time) error {
-	return &stateError{errors.New("state: session leases need the identity migration")}
+	found, err := s.db.RenewSessionLease(ctx, id, until)
+	switch {
+	case errors.Is(err, state.ErrEnded):
+		return sessions.ErrEnded
+	case errors.Is(err, state.ErrNotLeased):
+		return sessions.ErrNotLeased
+	case err != nil:
+		return &stateError{err}
+	case !found:
+		return sessions.ErrUnknown
+	}
+	return nil
 }
 
 // builtinRecords keeps one built-in store's header and records in the
