@@ -75,7 +75,7 @@ func HashPassword(pw string) (string, error) {
 		return "", err
 	}
 	k := hashParams
-	return formatPHC(k, salt, argon2.IDKey([]byte(pw), salt, k.t, k.m, k.p, keyLen)), nil
+	return formatPHC(k, salt, argonKey(pw, salt, k, keyLen)), nil
 }
 
 // CheckPassword reports whether pw matches phc, a hash HashPassword
@@ -93,7 +93,7 @@ func CheckPassword(phc, pw string) (bool, error) {
 	if len(pw) > MaxPasswordBytes {
 		return false, nil
 	}
-	got := argon2.IDKey([]byte(pw), salt, k.t, k.m, k.p, uint32(len(want)))
+	got := argonKey(pw, salt, k, uint32(len(want)))
 	return subtle.ConstantTimeCompare(got, want) == 1, nil
 }
 
@@ -109,9 +109,13 @@ func DummyCheckPassword(pw string) {
 	if len(pw) > MaxPasswordBytes {
 		return
 	}
-	k := hashParams
-	got := argon2.IDKey([]byte(pw), dummySalt, k.t, k.m, k.p, keyLen)
+	got := argonKey(pw, dummySalt, hashParams, keyLen)
 	subtle.ConstantTimeCompare(got, make([]byte, keyLen))
+}
+
+// argonKey is argon2id of pw with k, n bytes long.
+func argonKey(pw string, salt []byte, k argonParams, n uint32) []byte {
+	return argon2.IDKey([]byte(pw), salt, k.t, k.m, k.p, n)
 }
 
 func formatPHC(k argonParams, salt, key []byte) string {
