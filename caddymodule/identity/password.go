@@ -136,6 +136,13 @@ func parsePHC(s string) (argonParams, []byte, []byte, error) {
 	if len(s) > maxPHCText {
 		return fail("too long")
 	}
+	// base64 decoding skips newlines: refuse them (and any other byte
+	// a PHC string never holds) first.
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return fail("a space, control or non-ASCII character")
+		}
+	}
 	parts := strings.Split(s, "$")
 	if len(parts) != 6 || parts[0] != "" || parts[1] != "argon2id" || parts[2] != "v=19" {
 		return fail("want $argon2id$v=19$m=...,t=...,p=...$salt$hash")

@@ -136,6 +136,8 @@ var hostilePHC = []string{
 	"$argon2id$v=19$m=8,t=1,p=1$MDEyMzQ1Njc4OWFiY2RlZg$" + strings.Repeat("A", 42) + "!",
 	"$argon2id$v=19$m=8,t=1,p=1$MDEyMzQ1Njc4OWFiY2RlZg$" + strings.Repeat("A", 43) + "$",
 	"argon2id$v=19$m=8,t=1,p=1$MDEyMzQ1Njc4OWFiY2RlZg$" + strings.Repeat("A", 43),
+	"$argon2id$v=19$m=8,t=1,p=1$MDEyMzQ1Njc4\nOWFiY2RlZg$" + strings.Repeat("A", 43), // base64 would skip the newline
+	"$argon2id$v=19$m=8,t=1,p=1$MDEyMzQ1Njc4OWFiY2RlZg$" + strings.Repeat("A", 42) + "\r",
 	"", "$", "$$$$$", "plaintext-password", strings.Repeat("$argon2id", 100000),
 }
 
