@@ -159,7 +159,6 @@ func parsePHC(s string) (argonParams, []byte, []byte, error) {
 		}
 		v[i] = n
 	}
-	k := argonParams{m: uint32(min(v[0], maxMemory+1)), t: uint32(min(v[1], maxPasses+1)), p: uint8(min(v[2], maxLanes+1))}
 	switch {
 	case v[2] < 1 || v[2] > maxLanes:
 		return fail("p must be 1 to 8")
@@ -176,7 +175,7 @@ func parsePHC(s string) (argonParams, []byte, []byte, error) {
 	if err != nil || len(key) < 16 || len(key) > 64 {
 		return fail("the hash must be 16 to 64 bytes of unpadded base64")
 	}
-	return k, salt, key, nil
+	return argonParams{m: uint32(v[0]), t: uint32(v[1]), p: uint8(v[2])}, salt, key, nil
 }
 
 // canonicalUint reads prefix followed by a decimal number without sign
