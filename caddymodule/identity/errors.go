@@ -16,6 +16,7 @@ type ForbiddenError struct {
 	who, why string
 }
 
+// Error is Reason.
 func (e *ForbiddenError) Error() string { return e.Reason }
 
 // HTTPStatus is 403.
@@ -44,6 +45,7 @@ func forbidden(who, what, why string) *ForbiddenError {
 // 400 with Reason.
 type InvalidError struct{ Reason string }
 
+// Error is Reason.
 func (e *InvalidError) Error() string { return e.Reason }
 
 // HTTPStatus is 400.
@@ -53,6 +55,7 @@ func (*InvalidError) HTTPStatus() int { return http.StatusBadRequest }
 // API answers 401 with Reason, which never repeats the credential.
 type UnauthenticatedError struct{ Reason string }
 
+// Error is Reason.
 func (e *UnauthenticatedError) Error() string { return e.Reason }
 
 // HTTPStatus is 401.
@@ -69,6 +72,8 @@ type RateLimitError struct {
 	RetryAfter time.Duration
 }
 
+// Error is the 429 answer's text: "too many failed logins for
+// operator alice; retry in 60s".
 func (e *RateLimitError) Error() string {
 	return "too many failed logins for " + e.Subject + "; retry in " + e.RetryAfterSeconds() + "s"
 }

@@ -15,6 +15,7 @@ const (
 	OperatorName
 )
 
+// String is "agent" or "operator".
 func (k NameKind) String() string {
 	switch k {
 	case AgentName:

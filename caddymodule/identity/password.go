@@ -75,7 +75,7 @@ func HashPassword(pw string) (string, error) {
 		return "", err
 	}
 	k := hashParams
-	return formatPHC(k, salt, argon2.IDKey([]byte(pw), salt, k.t, k.m, k.p, keyLen)), nil
+	return formatPHC(k, salt, argonKey(pw, salt, k, keyLen)), nil
 }
 
 // CheckPassword reports whether pw matches phc, a hash HashPassword
@@ -93,7 +93,7 @@ func CheckPassword(phc, pw string) (bool, error) {
 	if len(pw) > MaxPasswordBytes {
 		return false, nil
 	}
-	got := argon2.IDKey([]byte(pw), salt, k.t, k.m, k.p, uint32(len(want)))
+	got := argonKey(pw, salt, k, uint32(len(want)))
 	return subtle.ConstantTimeCompare(got, want) == 1, nil
 }
 
@@ -109,9 +109,13 @@ func DummyCheckPassword(pw string) {
 	if len(pw) > MaxPasswordBytes {
 		return
 	}
-	k := hashParams
-	got := argon2.IDKey([]byte(pw), dummySalt, k.t, k.m, k.p, keyLen)
+	got := argonKey(pw, dummySalt, hashParams, keyLen)
 	subtle.ConstantTimeCompare(got, make([]byte, keyLen))
+}
+
+// argonKey is argon2id of pw with k, n bytes long.
+func argonKey(pw string, salt []byte, k argonParams, n uint32) []byte {
+	return argon2.IDKey([]byte(pw), salt, k.t, k.m, k.p, n)
 }
 
 func formatPHC(k argonParams, salt, key []byte) string {
@@ -132,6 +136,13 @@ func parsePHC(s string) (argonParams, []byte, []byte, error) {
 	if len(s) > maxPHCText {
 		return fail("too long")
 	}
+	// base64 decoding skips newlines: refuse them (and any other byte
+	// a PHC string never holds) first.
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return fail("a space, control or non-ASCII character")
+		}
+	}
 	parts := strings.Split(s, "$")
 	if len(parts) != 6 || parts[0] != "" || parts[1] != "argon2id" || parts[2] != "v=19" {
 		return fail("want $argon2id$v=19$m=...,t=...,p=...$salt$hash")
@@ -148,7 +159,6 @@ func parsePHC(s string) (argonParams, []byte, []byte, error) {
 		}
 		v[i] = n
 	}
-	k := argonParams{m: uint32(min(v[0], maxMemory+1)), t: uint32(min(v[1], maxPasses+1)), p: uint8(min(v[2], maxLanes+1))}
 	switch {
 	case v[2] < 1 || v[2] > maxLanes:
 		return fail("p must be 1 to 8")
@@ -165,7 +175,7 @@ func parsePHC(s string) (argonParams, []byte, []byte, error) {
 	if err != nil || len(key) < 16 || len(key) > 64 {
 		return fail("the hash must be 16 to 64 bytes of unpadded base64")
 	}
-	return k, salt, key, nil
+	return argonParams{m: uint32(v[0]), t: uint32(v[1]), p: uint8(v[2])}, salt, key, nil
 }
 
 // canonicalUint reads prefix followed by a decimal number without sign

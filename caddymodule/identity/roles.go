@@ -247,8 +247,9 @@ var rules = [numPermissions]struct {
 // viewer may not manage agents: needs admin"; its On method puts the
 // route in instead), or ErrNoToken for no principal. An incomplete
 // principal (an operator without a name or role, an agent without a
-// name, a session without an id) is refused: it can only be a bug, and
-// a bug must not grant anything. A session opened without an agent has
+// name or whose Agent is not its Name, a session without an id) is
+// refused: it can only be a bug, and a bug must not grant anything;
+// the constructors (AgentPrincipal...) make complete ones. A session opened without an agent has
 // no requests of its own, so it may neither ask for access nor list
 // requests.
 func Allowed(p Principal, perm Permission) error {

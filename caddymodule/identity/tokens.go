@@ -37,6 +37,7 @@ const MaxTokenLength = 512
 // tokenSecretBytes is the randomness of a generated token: 256 bits.
 const tokenSecretBytes = 32
 
+// String names the kind for messages ("agent token").
 func (k Kind) String() string {
 	switch k {
 	case KindAgent:
