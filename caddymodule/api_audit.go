@@ -7,7 +7,6 @@ package caddymodule
 import (
 	"context"
 	"net/http"
-	"strconv"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/audit"
@@ -57,9 +56,11 @@ func (a *API) recordAs(ctx context.Context, e audit.Entry) {
 func (a *API) listAudit(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f := state.AuditFilter{Actor: q.Get("actor"), Action: q.Get("action"), Target: q.Get("target")}
-	if f.Action != "" && !audit.KnownAction(f.Action) {
-		writeError(w, http.StatusBadRequest, "action: unknown action "+quoteShort(f.Action))
-		return
+	if f.Action != "" {
+		if _, err := audit.ParseAction(f.Action); err != nil {
+			writeError(w, http.StatusBadRequest, "action: "+err.Error())
+			return
+		}
 	}
 	limit, err := pageLimit(q.Get("limit"))
 	if err != nil {
@@ -67,7 +68,7 @@ func (a *API) listAudit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if before := q.Get("before"); before != "" {
-		at, id, err := audit.ParseCursor(before)
+		at, id, err := audit.ParseBefore(before)
 		if err != nil {
 			writeError(w, http.StatusBadRequest, "before: "+err.Error())
 			return
@@ -86,19 +87,11 @@ func (a *API) listAudit(w http.ResponseWriter, r *http.Request) {
 	// A full page may have a next one (at worst it is empty).
 	if len(rows) == limit {
 		last := rows[len(rows)-1]
-		out.NextBefore = audit.FormatCursor(last.At, last.ID)
+		out.NextBefore = audit.EncodeCursor(last.At, last.ID)
 	}
 	for _, row := range rows {
 		out.Entries = append(out.Entries, apiwire.AuditEntry{ID: row.ID, Time: row.At, Actor: row.Actor, ActorKind: row.ActorKind,
 			Action: row.Action, Target: row.Target, Client: row.Client, Detail: row.Detail})
 	}
 	writeJSON(w, http.StatusOK, out)
-}
-
-// quoteShort quotes s for an error, cut to a readable length.
-func quoteShort(s string) string {
-	if len(s) > 64 {
-		return strconv.Quote(s[:64]) + "..."
-	}
-	return strconv.Quote(s)
 }

@@ -276,7 +276,7 @@ type sharedStores struct {
 // after it, instead of being missed until the next full reload.
 func (a *App) loadShared(ctx context.Context, db *state.DB, stores sharedStores, log *zap.Logger) (*sharedState, error) {
 	sh := &sharedState{db: db, log: log, logins: new(identity.LoginLimiter)}
-	sh.audit = audit.NewRecorder(auditStore{db}, log.Named("audit"))
+	sh.audit = &audit.Recorder{Store: auditStore{db}, Logger: log.Named("audit")}
 	maxStale, reload := defaultMaxStale, defaultReloadInterval
 	if a.State != nil {
 		maxStale, reload = time.Duration(a.State.MaxStale), time.Duration(a.State.ReloadInterval)

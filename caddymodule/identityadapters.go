@@ -136,9 +136,15 @@ func (s identityDB) ListAudit(ctx context.Context, f state.AuditFilter) ([]state
 // auditStore keeps the audit Recorder's entries in the database.
 type auditStore struct{ db *state.DB }
 
-func (s auditStore) InsertAudit(ctx context.Context, e audit.Entry) error {
-	return fromState(s.db.InsertAudit(ctx, state.AuditRow{ID: e.ID, At: e.Time, Actor: e.Actor, ActorKind: e.ActorKind,
-		Action: string(e.Action), Target: e.Target, Client: e.Client, Detail: e.Detail}))
+// Insert writes one entry. An id stored already is a retry of a write
+// that did commit (the Recorder's contract): written, not an error.
+func (s auditStore) Insert(ctx context.Context, e audit.Entry) error {
+	err := s.db.InsertAudit(ctx, state.AuditRow{ID: e.ID, At: e.Time, Actor: e.Actor, ActorKind: e.ActorKind,
+		Action: string(e.Action), Target: e.Target, Client: e.Client, Detail: e.Detail})
+	if errors.Is(err, state.ErrConflict) {
+		return nil
+	}
+	return fromStateKeeping(err)
 }
 
 // Interface guards

@@ -193,7 +193,7 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 		t.Fatal(err)
 	}
 	pl.adminToken = "ava_" + strings.Repeat("0123456789abcdef", 4)
-	recorder := audit.NewRecorder(auditStore{db}, logger.Named("audit"))
+	recorder := &audit.Recorder{Store: auditStore{db}, Logger: logger.Named("audit"), Now: registry.Now}
 	api := &API{logger: logger.Named("api"), deps: apiDeps{
 		adminToken: pl.adminToken,
 		creds:      creds, catalog: cat, sessions: registry,
