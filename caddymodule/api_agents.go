@@ -35,10 +35,12 @@ type agentStore interface {
 
 // viewAgent is an agent as the API shows it; token only when made.
 func viewAgent(row state.AgentRow, token string) apiwire.Agent {
+	svcs := slices.Clone(row.Services)
+	slices.Sort(svcs) // a grant appends to the stored list
 	return apiwire.Agent{
 		Name:          row.Name,
 		Token:         token,
-		Services:      slices.Clone(row.Services),
+		Services:      svcs,
 		MaxSessionTTL: apiwire.FormatDuration(row.MaxSessionTTL),
 		CreatedAt:     row.CreatedAt,
 		UpdatedAt:     row.UpdatedAt,
