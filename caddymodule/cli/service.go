@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/apiclient"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
 )
@@ -89,7 +90,7 @@ value):
 				return r.printJSON(resp)
 			}
 			for _, w := range resp.Warnings {
-				r.warn("%s", quoted(w))
+				r.warn("%s", apiclient.Printable(w, apiclient.MaxMessageRunes))
 			}
 			r.note("service %s stored: %s, auth %s", quoted(resp.Name), quoted(resp.Host), quoted(resp.Auth.Type))
 			return nil
