@@ -105,7 +105,7 @@ func (s startInfo) String() string {
 	if s.AgentTokenFile != "" {
 		row("agent token", s.AgentTokenFile+" (av-launch and `agent-vault vault run` read it)")
 	} else {
-		row("agent token", "none: create an agent with `agent-vault agent add NAME --services ...`")
+		row("agent token", "none in the data dir (`agent-vault agent add NAME --services ...` prints a new agent's token)")
 	}
 	row("next", "agent-vault credential set NAME; agent-vault service add ...; agent-vault --help")
 	return b.String()

@@ -84,8 +84,18 @@ func TestCredentialSetRefusesNoValue(t *testing.T) {
 		r.stderrHas(t, "no value of API_KEY on stdin")
 		s.none(t)
 	}
+	// A name the server would refuse: refused before the value is read.
 	s := newServer(t)
-	r := call{stdin: "\xff\xfe\n"}.run(t, s, "credential", "set", "API_KEY")
+	term := &fakeTerminal{answers: []string{"v"}}
+	r := call{terminal: term}.run(t, s, "credential", "set", "bad-name")
+	r.want(t, ExitUsage)
+	r.stderrHas(t, `invalid credential name "bad-name"`)
+	if len(term.prompts) != 0 {
+		t.Error("asked for the value of an invalid name")
+	}
+	s.none(t)
+	s = newServer(t)
+	r = call{stdin: "\xff\xfe\n"}.run(t, s, "credential", "set", "API_KEY")
 	r.want(t, ExitUsage)
 	r.stderrHas(t, "not valid UTF-8")
 	s.none(t)

@@ -4,6 +4,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
+	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
 
 func (r *runner) credentialCommand() *cobra.Command {
@@ -24,6 +25,10 @@ history and ps would keep it.`,
 			return args("NAME")(cmd, got)
 		},
 		RunE: func(cmd *cobra.Command, a []string) error {
+			// Checked before the value is asked for, as the server will.
+			if err := storebackends.ValidateName(a[0]); err != nil {
+				return usageError{err}
+			}
 			c, err := r.client()
 			if err != nil {
 				return err
