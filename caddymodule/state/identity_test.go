@@ -1013,6 +1013,29 @@ func testLeaseRoundTrip(t *testing.T, db *DB, clk *clock) {
 	if list, _ := db.ListSessions(ctx, time.Time{}); len(list) != 1 {
 		t.Fatalf("refused sessions stored: %+v", list)
 	}
+	// Half a lease in a row (edited by hand) reads as a lease, never as
+	// none: without lease_until one that lapsed at creation, without a
+	// timeout the shortest.
+	_, err = db.exec(ctx, "UPDATE sessions SET lease_until = NULL WHERE id = 's1'")
+	must(t, err)
+	got, _, err = db.Session(ctx, "s1")
+	if err != nil || got.LeaseTimeout != 30*time.Second || got.LeaseUntil == nil || !got.LeaseUntil.Equal(s.CreatedAt) {
+		t.Fatalf("a lease without lease_until reads as %+v %v", got, err)
+	}
+	if found, err := db.RenewSessionLease(ctx, "s1", clk.Now().Add(time.Minute)); !found || !errors.Is(err, ErrEnded) {
+		t.Fatalf("renewing a lease without lease_until: %v %v, want ErrEnded", found, err)
+	}
+	must(t, db.InsertSession(ctx, session("s6", 6, clk.Now())))
+	_, err = db.exec(ctx, "UPDATE sessions SET lease_until = $1 WHERE id = 's6'", clk.Now().Add(time.Minute).UnixNano())
+	must(t, err)
+	if got, _, err := db.Session(ctx, "s6"); err != nil || got.LeaseTimeout <= 0 || got.LeaseUntil == nil {
+		t.Fatalf("a lease_until without a timeout reads as %+v %v", got, err)
+	}
+	_, err = db.exec(ctx, "UPDATE sessions SET lease_timeout = -1 WHERE id = 's6'")
+	must(t, err)
+	if _, _, err := db.Session(ctx, "s6"); err == nil {
+		t.Fatal("a negative lease_timeout was read")
+	}
 }
 
 func testLeaseRenew(t *testing.T, db *DB, clk *clock) {
