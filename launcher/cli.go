@@ -260,15 +260,22 @@ func flagGiven(flags *flag.FlagSet, name string) bool {
 // a hole in the list (an unset variable, a stray comma) must not go
 // unnoticed, let alone widen the session.
 func splitServices(list string) ([]string, error) {
-	if strings.TrimSpace(list) == "" {
-		return nil, fmt.Errorf("--services %q names no service: name at least one, or omit --services for all services", apiclient.Printable(list, 64))
-	}
 	var out []string
+	hole := 0
 	for i, s := range strings.Split(list, ",") {
 		if s = strings.TrimSpace(s); s == "" {
-			return nil, fmt.Errorf("--services %q has an empty name (item %d): check for a stray comma or an unset variable", apiclient.Printable(list, 200), i+1)
+			if hole == 0 {
+				hole = i + 1
+			}
+			continue
 		}
 		out = append(out, s)
+	}
+	switch {
+	case out == nil:
+		return nil, fmt.Errorf("--services %q names no service: name at least one, or omit --services for all services", apiclient.Printable(list, 64))
+	case hole > 0:
+		return nil, fmt.Errorf("--services %q has an empty name (item %d): check for a stray comma or an unset variable", apiclient.Printable(list, 200), hole)
 	}
 	return out, nil
 }

@@ -175,8 +175,8 @@ func TestMainEmptyServices(t *testing.T) {
 		{[]string{"--services", ""}, none},
 		{[]string{"--services="}, none},
 		{[]string{"-services", " "}, none},
-		{[]string{"--services", ","}, hole},
-		{[]string{"--services", " , ,\t"}, hole},
+		{[]string{"--services", ","}, none},
+		{[]string{"--services", " , ,\t"}, none},
 		{[]string{"--services", "a,,b"}, `"a,,b" has an empty name (item 2)`},
 		{[]string{"--services", "github,"}, hole},
 		{[]string{"--services", "github", "--services", ""}, none}, // the last one counts

@@ -34,6 +34,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -304,9 +305,45 @@ func (cfg *Config) setDefaults() {
 	if cfg.Stderr == nil {
 		cfg.Stderr = io.Discard
 	}
+	cfg.lockStderr()
 	if cfg.TempDir == "" {
 		cfg.TempDir = os.TempDir()
 	}
+}
+
+// lockStderr serializes writes to a Stderr that is not a file: the lease
+// renewal warns from its own goroutine while exec copies the child's
+// stderr from another. A file is left as is, for the child to inherit
+// (a terminal stays a terminal); concurrent writes to a file are safe.
+func (cfg *Config) lockStderr() {
+	if _, isFile := cfg.Stderr.(*os.File); isFile {
+		return
+	}
+	lw := &lockedWriter{w: cfg.Stderr}
+	if sameWriter(cfg.Stdout, cfg.Stderr) {
+		cfg.Stdout = lw // exec shares one copier then; keep it one lock too
+	}
+	cfg.Stderr = lw
+}
+
+// sameWriter reports whether a and b are the same comparable writer.
+func sameWriter(a, b io.Writer) bool {
+	if a == nil || b == nil || reflect.TypeOf(a) != reflect.TypeOf(b) || !reflect.TypeOf(a).Comparable() {
+		return false
+	}
+	return a == b
+}
+
+// lockedWriter is an io.Writer safe for concurrent use.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // prepareChild validates the session and writes the CA files. cleanup

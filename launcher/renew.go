@@ -29,7 +29,9 @@ type renewal struct {
 	lease time.Duration // the lease timeout
 	until time.Time     // when the lease lapses unless renewed
 	now   func() time.Time
-	warn  func(format string, args ...any)
+	// wait waits d, false if ctx ends first (a fake in tests).
+	wait func(ctx context.Context, d time.Duration) bool
+	warn func(format string, args ...any)
 }
 
 // startRenewal renews sess's lease every third of its lease_timeout until
@@ -65,7 +67,7 @@ func newRenewal(api leaseRenewer, sess *apiwire.Session, now func() time.Time, w
 	if err != nil || lease <= 0 {
 		return nil, errors.New("server returned an invalid lease_timeout")
 	}
-	r := &renewal{api: api, id: sess.ID, every: max(lease/3, minRenewInterval), lease: lease, now: now, warn: warn}
+	r := &renewal{api: api, id: sess.ID, every: max(lease/3, minRenewInterval), lease: lease, now: now, wait: sleep, warn: warn}
 	r.until = now().Add(lease)
 	if sess.LeaseExpiresAt != nil {
 		r.until = *sess.LeaseExpiresAt
@@ -79,21 +81,17 @@ func newRenewal(api leaseRenewer, sess *apiwire.Session, now func() time.Time, w
 // retried quietly at half the interval; once a third of the lease or
 // less is left, one warning says when it lapses.
 func (r *renewal) run(ctx context.Context) {
-	timer := time.NewTimer(r.every)
-	defer timer.Stop()
 	warnedLapse := false
-	for {
-		select {
-		case <-ctx.Done():
+	for next := r.every; ; {
+		if !r.wait(ctx, next) {
 			return
-		case <-timer.C:
 		}
 		// No attempt may outlast the interval: a hung server must not
 		// hold the renewals back until the lease lapses.
 		actx, cancel := context.WithTimeout(ctx, r.every)
 		got, err := r.api.RenewSession(actx, r.id)
 		cancel()
-		next := r.every
+		next = r.every
 		switch status := apiclient.StatusOf(err); {
 		case err == nil:
 			r.until = r.now().Add(r.lease)
@@ -116,7 +114,18 @@ func (r *renewal) run(ctx context.Context) {
 				warnedLapse = true
 			}
 		}
-		timer.Reset(next)
+	}
+}
+
+// sleep waits d, false if ctx ends first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
