@@ -113,7 +113,8 @@ type Config struct {
 	Transport http.RoundTripper
 }
 
-// Run creates a session, runs the command in it and revokes the session.
+// Run creates a leased session (or takes cfg.Session), runs the command in
+// it, renewing the lease meanwhile, and revokes the session it created.
 //
 // It returns the child's exit code (128+n if a signal n killed it) and a nil
 // error once the child ran. Otherwise it returns an error, never holding a
