@@ -20,8 +20,12 @@ func hostPort(u *url.URL) string {
 }
 
 // formatTTL renders d as Go duration text without zero tails ("1h", not
-// "1h0m0s"), which reads better in server logs and still parses.
+// "1h0m0s"), which reads better in server logs and still parses; "" (the
+// server's default) for zero.
 func formatTTL(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
 	s := d.String()
 	if strings.HasSuffix(s, "m0s") {
 		s = strings.TrimSuffix(s, "0s")

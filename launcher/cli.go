@@ -52,7 +52,8 @@ func MainNamed(progName string, args, env []string, stdin io.Reader, stdout, std
 	sessionFile := flags.String("session-token-file", "", "use the session minted elsewhere (an orchestrator) whose token (avs_...) or POST /api/v1/sessions answer (JSON) `file` holds;\n"+
 		"nothing is created, renewed or revoked, and --services and --ttl do not apply")
 	services := flags.String("services", "", "comma-separated `services` the session may use (default: all the token may use; an empty name is an error)")
-	ttl := flags.Duration("ttl", DefaultTTL, "session lifetime (the server may refuse one above the token's maximum)")
+	ttl := flags.Duration("ttl", 0, "session `lifetime` (default: the server's default_session_ttl, capped by an agent's max_session_ttl;\n"+
+		"the server refuses one above the token's maximum)")
 	flags.Usage = func() {
 		fmt.Fprintf(stderr, "usage: %s [--addr URL] [--token-file FILE] [--services a,b] [--ttl 1h] [--] command [args...]\n", progName)
 		fmt.Fprintf(stderr, "       %s [--addr URL] --session-token-file FILE [--] command [args...]\n\n", progName)
@@ -74,7 +75,7 @@ func MainNamed(progName string, args, env []string, stdin io.Reader, stdout, std
 		flags.Usage()
 		return ExitSetup
 	}
-	if *ttl <= 0 {
+	if flagGiven(flags, "ttl") && *ttl <= 0 {
 		return fail(errors.New("--ttl must be positive"))
 	}
 	external := flagGiven(flags, "session-token-file")

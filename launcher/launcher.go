@@ -48,8 +48,6 @@ import (
 const (
 	// DefaultAddr is the management API address used when none is given.
 	DefaultAddr = apiclient.DefaultAddr
-	// DefaultTTL is the session lifetime used when none is given.
-	DefaultTTL = time.Hour
 	// DefaultProgName prefixes the launcher's messages.
 	DefaultProgName = "av-launch"
 
@@ -93,7 +91,9 @@ type Config struct {
 	// rather than "all", so that a list that came out empty (say, from an
 	// unset variable) cannot widen the session.
 	Services []string
-	// TTL is the session lifetime; DefaultTTL if zero. The server may cap it.
+	// TTL is the session lifetime; zero for the server's default (its
+	// default_session_ttl, capped by an agent's max_session_ttl). The
+	// server refuses one above the token's maximum.
 	TTL time.Duration
 	// Command is the child's argv, passed through unchanged. Command[0] is
 	// looked up in the PATH of Env.
@@ -296,9 +296,6 @@ func (cfg *Config) setDefaults() {
 	}
 	if cfg.Addr == "" {
 		cfg.Addr = DefaultAddr
-	}
-	if cfg.TTL == 0 {
-		cfg.TTL = DefaultTTL
 	}
 	if cfg.Env == nil {
 		cfg.Env = os.Environ()

@@ -10,6 +10,9 @@ import (
 )
 
 func TestFormatTTL(t *testing.T) {
+	if got := formatTTL(0); got != "" {
+		t.Errorf("formatTTL(0) = %q, want the server's default", got)
+	}
 	for d, want := range map[time.Duration]string{
 		time.Hour:                    "1h",
 		90 * time.Minute:             "1h30m",
