@@ -3,8 +3,9 @@ package launcher
 import (
 	"net"
 	"net/url"
-	"strings"
 	"time"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 )
 
 // hostPort returns u's host:port, filling in the scheme's default port.
@@ -19,19 +20,11 @@ func hostPort(u *url.URL) string {
 	return net.JoinHostPort(u.Hostname(), port)
 }
 
-// formatTTL renders d as Go duration text without zero tails ("1h", not
-// "1h0m0s"), which reads better in server logs and still parses; "" (the
-// server's default) for zero.
+// formatTTL renders d as the API writes durations ("1h", not "1h0m0s");
+// "" (the server's default) for zero.
 func formatTTL(d time.Duration) string {
 	if d == 0 {
 		return ""
 	}
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
+	return apiwire.FormatDuration(d)
 }
