@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
 	"github.com/agentvault/caddy-agent-vault/internal/atomicfile"
 )
 
@@ -29,6 +30,9 @@ mode 0600 instead.`,
   agent-vault agent add local2 --services '*'`,
 		Args: args("NAME"),
 		RunE: func(cmd *cobra.Command, a []string) error {
+			if err := identity.ValidName(identity.AgentName, a[0]); err != nil {
+				return usageError{err}
+			}
 			if !cmd.Flags().Changed("services") {
 				return usagef("agent add needs --services: the services the agent may use, comma-separated, or '*' for all")
 			}

@@ -310,7 +310,9 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{"bad ttl", nil, []string{"agent", "add", "ci", "--services", "a", "--max-ttl", "soon"}, "not a positive duration"},
 		{"update nothing", nil, []string{"agent", "update", "ci"}, "needs --services or --max-ttl"},
 		{"bad status", nil, []string{"request", "list", "--status", "maybe"}, "want pending, approved or denied"},
-		{"bad role", nil, []string{"operator", "add", "alice", "--role", "god"}, "want viewer, admin or owner"},
+		{"bad role", nil, []string{"operator", "add", "alice", "--role", "god"}, `unknown role "god": use viewer, admin or owner`},
+		{"bad operator name", nil, []string{"operator", "add", "Alice!", "--role", "admin"}, `invalid operator name "Alice!"`},
+		{"bad agent name", nil, []string{"agent", "add", "CI Bot", "--services", "*"}, `invalid agent name "CI Bot"`},
 		{"no role", nil, []string{"operator", "add", "alice"}, "needs --role"},
 		{"bad limit", nil, []string{"audit", "list", "--limit", "5000"}, "want 1 to 1000"},
 		{"service no host", nil, []string{"service", "add", "x", "--auth", "bearer", "--token", "T"}, "needs --host and --auth"},
@@ -658,6 +660,12 @@ func TestOperatorAdd(t *testing.T) {
 	r = call{terminal: &fakeTerminal{answers: []string{pw, pw + "x"}}}.run(t, s, "operator", "add", "alice", "--role", "admin")
 	r.want(t, ExitUsage)
 	r.stderrHas(t, "differ")
+	s.none(t)
+	// A password the server would refuse is refused here, unrepeated.
+	r = call{stdin: "short pw\n"}.run(t, s, "operator", "add", "alice", "--role", "admin")
+	r.want(t, ExitUsage)
+	r.stderrHas(t, "shorter than 12 characters")
+	r.nowhere(t, "short pw")
 	s.none(t)
 }
 

@@ -4,6 +4,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
 )
 
 func (r *runner) operatorCommand() *cobra.Command {
@@ -25,6 +26,10 @@ without echo; never taken from the command line.`,
 			return args("NAME")(cmd, got)
 		},
 		RunE: func(cmd *cobra.Command, a []string) error {
+			// Name and role first: the password is not asked for in vain.
+			if err := identity.ValidName(identity.OperatorName, a[0]); err != nil {
+				return usageError{err}
+			}
 			if err := checkRole(cmd, role); err != nil {
 				return err
 			}
@@ -32,12 +37,10 @@ without echo; never taken from the command line.`,
 			if err != nil {
 				return err
 			}
-			pw, err := r.readSecret("password for "+a[0], true)
+			password, err := r.readPassword("password for " + a[0])
 			if err != nil {
 				return err
 			}
-			password := string(pw)
-			clear(pw)
 			op, err := c.CreateOperator(cmd.Context(), apiwire.OperatorCreateRequest{Name: a[0], Password: password, Role: role})
 			if err != nil {
 				return err
@@ -101,12 +104,10 @@ A new password ends the operator's current logins.`,
 				return err
 			}
 			if newPassword {
-				pw, err := r.readSecret("new password for "+a[0], true)
+				password, err := r.readPassword("new password for " + a[0])
 				if err != nil {
 					return err
 				}
-				password := string(pw)
-				clear(pw)
 				req.Password = &password
 			}
 			op, err := c.UpdateOperator(cmd.Context(), a[0], req)
@@ -149,11 +150,26 @@ A new password ends the operator's current logins.`,
 
 // checkRole refuses a role the server does not know, before any I/O.
 func checkRole(cmd *cobra.Command, role string) error {
-	switch role {
-	case apiwire.RoleViewer, apiwire.RoleAdmin, apiwire.RoleOwner:
-		return nil
-	case "":
+	if role == "" {
 		return usagef("%s needs --role viewer, admin or owner", path(cmd))
 	}
-	return usagef("--role %q: want viewer, admin or owner", role)
+	if _, err := identity.ParseRole(role); err != nil {
+		return usagef("--role: %v", err)
+	}
+	return nil
+}
+
+// readPassword reads an operator's new password (readSecret, asked twice
+// at a terminal) and checks it as the server will, before it is sent.
+func (r *runner) readPassword(what string) (string, error) {
+	pw, err := r.readSecret(what, true)
+	if err != nil {
+		return "", err
+	}
+	password := string(pw)
+	clear(pw)
+	if err := identity.ValidPassword(password); err != nil {
+		return "", usageError{err}
+	}
+	return password, nil
 }
