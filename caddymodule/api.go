@@ -1,9 +1,14 @@
 package caddymodule
 
+// The management API: its routes, each behind exactly one permission,
+// the JSON helpers and the one mapping of errors to statuses. The
+// handlers live with their concept: api_auth.go (who is calling),
+// api_credentials.go (credentials, stores, services), api_sessions.go,
+// api_agents.go, api_operators.go (and logins), api_requests.go,
+// api_audit.go.
+
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,9 +22,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/audit"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/catalog"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
-	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
@@ -37,14 +43,17 @@ const maxBody = 1 << 20
 // its connection, for as long as TCP takes to notice.
 const apiWriteTimeout = 10 * time.Second
 
-// writeContext is the context of one API request's database write.
+// writeContext is the context of one API request's database work.
 func writeContext(r *http.Request) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(r.Context(), apiWriteTimeout)
 }
 
-// API is the management API: credentials, services and sessions, as
-// JSON under /api/v1/, authenticated with the app's admin token. It is
-// an ordinary Caddy handler, served on its own site (by default
+// API is the management API: credentials, services, sessions, agents,
+// operators, access requests and the audit trail, as JSON under
+// /api/v1/. Callers authenticate with the admin token, an agent token,
+// an operator's login (Bearer or cookie) or a session token, and each
+// route allows what identity.Allowed says for its one permission. It
+// is an ordinary Caddy handler, served on its own site (by default
 // 127.0.0.1:14321), not on Caddy's admin endpoint.
 type API struct {
 	deps   apiDeps
@@ -62,8 +71,21 @@ type apiDeps struct {
 	proxyURL   string
 	defaultTTL time.Duration
 	maxTTL     time.Duration
+	// leaseTimeout is how long a leased session lives without a renewal.
+	leaseTimeout time.Duration
+	// loginTTL is how long an operator's login lasts.
+	loginTTL time.Duration
+	// ids holds agents, operators, logins, access requests and the
+	// audit trail (the state database, through identityadapters.go).
+	ids identityStore
+	// audit records every management change.
+	audit *audit.Recorder
+	// logins limits failed logins (shared across config reloads).
+	logins *identity.LoginLimiter
 	// state reports the state database's health (nil: always healthy).
 	state stateHealth
+	// now is the API's clock; nil is time.Now.
+	now func() time.Time
 }
 
 // CaddyModule returns the Caddy module information.
@@ -86,24 +108,62 @@ func (a *API) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("agent_vault_api needs the agent_vault app: %v", err)
 	}
 	a.deps = appIface.(*App).apiDeps()
+	a.routes()
+	return nil
+}
+
+// routes builds the mux. Every route but the public three is wrapped
+// in exactly one permission (allow); the handler then narrows to the
+// caller's own items where the permission says "own".
+func (a *API) routes() {
 	m := http.NewServeMux()
+	// Public: health, the CA agents must trust, and logging in.
 	m.HandleFunc("GET /healthz", a.health)
 	m.HandleFunc("GET /api/v1/ca.pem", a.caPEM)
-	m.HandleFunc("GET /api/v1/credentials", a.auth(a.listCredentials))
-	m.HandleFunc("GET /api/v1/stores", a.auth(a.listStores))
-	m.HandleFunc("PUT /api/v1/credentials/{name}", a.auth(a.putCredential))
-	m.HandleFunc("DELETE /api/v1/credentials/{name}", a.auth(a.deleteCredential))
-	m.HandleFunc("GET /api/v1/services", a.auth(a.listServices))
-	m.HandleFunc("PUT /api/v1/services/{name}", a.auth(a.putService))
-	m.HandleFunc("DELETE /api/v1/services/{name}", a.auth(a.deleteService))
-	m.HandleFunc("GET /api/v1/sessions", a.auth(a.listSessions))
-	m.HandleFunc("POST /api/v1/sessions", a.auth(a.postSession))
-	m.HandleFunc("DELETE /api/v1/sessions/{id}", a.auth(a.revokeSession))
+	m.HandleFunc("POST /api/v1/login", a.login)
+
+	route := func(pattern string, perm identity.Permission, h http.HandlerFunc) {
+		m.HandleFunc(pattern, a.allow(perm, h))
+	}
+	route("POST /api/v1/logout", identity.Logout, a.logout)
+
+	route("GET /api/v1/credentials", identity.ReadAll, a.listCredentials)
+	route("GET /api/v1/stores", identity.ReadAll, a.listStores)
+	route("PUT /api/v1/credentials/{name}", identity.ManageSecrets, a.putCredential)
+	route("DELETE /api/v1/credentials/{name}", identity.ManageSecrets, a.deleteCredential)
+	route("GET /api/v1/services", identity.ReadAll, a.listServices)
+	route("PUT /api/v1/services/{name}", identity.ManageSecrets, a.putService)
+	route("DELETE /api/v1/services/{name}", identity.ManageSecrets, a.deleteService)
+
+	route("GET /api/v1/session", identity.ReadOwnSession, a.ownSession)
+	route("GET /api/v1/sessions", identity.ListSessions, a.listSessions)
+	route("POST /api/v1/sessions", identity.MintSession, a.postSession)
+	route("DELETE /api/v1/sessions/{id}", identity.ManageSessions, a.revokeSession)
+	route("POST /api/v1/sessions/{id}/renew", identity.ManageSessions, a.renewSession)
+
+	route("GET /api/v1/agents", identity.ReadAll, a.listAgents)
+	route("POST /api/v1/agents", identity.ManageAgents, a.createAgent)
+	route("GET /api/v1/agents/{name}", identity.ReadAll, a.getAgent)
+	route("PATCH /api/v1/agents/{name}", identity.ManageAgents, a.patchAgent)
+	route("DELETE /api/v1/agents/{name}", identity.ManageAgents, a.deleteAgent)
+	route("POST /api/v1/agents/{name}/rotate", identity.ManageAgents, a.rotateAgent)
+
+	route("GET /api/v1/operators", identity.ReadAll, a.listOperators)
+	route("POST /api/v1/operators", identity.ManageOperators, a.createOperator)
+	route("PATCH /api/v1/operators/{name}", identity.ManageOperators, a.patchOperator)
+	route("DELETE /api/v1/operators/{name}", identity.ManageOperators, a.deleteOperator)
+
+	route("POST /api/v1/requests", identity.AskAccess, a.createRequest)
+	route("GET /api/v1/requests", identity.ListRequests, a.listRequests)
+	route("POST /api/v1/requests/{id}/approve", identity.DecideRequests, a.approveRequest)
+	route("POST /api/v1/requests/{id}/deny", identity.DecideRequests, a.denyRequest)
+
+	route("GET /api/v1/audit", identity.ReadAll, a.listAudit)
+
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
 	a.mux = m
-	return nil
 }
 
 // ServeHTTP serves the management API.
@@ -114,20 +174,11 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Hand
 	return nil
 }
 
-// auth wraps a handler with the admin-token check.
-func (a *API) auth(h http.HandlerFunc) http.HandlerFunc {
-	want := sha256.Sum256([]byte(a.deps.adminToken))
-	return func(w http.ResponseWriter, r *http.Request) {
-		scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-		got := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
-			a.logger.Info("management API: bad admin token", zap.String("remote", r.RemoteAddr), zap.String("path", r.URL.Path))
-			w.Header().Set("WWW-Authenticate", `Bearer realm="agent-vault"`)
-			writeError(w, http.StatusUnauthorized, "missing or wrong admin token")
-			return
-		}
-		h(w, r)
+func (a *API) now() time.Time {
+	if a.deps.now != nil {
+		return a.deps.now()
 	}
+	return time.Now()
 }
 
 // health answers 200 "ok", or 503 "degraded" while the state database
@@ -146,183 +197,52 @@ func (a *API) health(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, apiwire.Health{Status: apiwire.HealthOK})
 }
 
-func (a *API) listStores(w http.ResponseWriter, _ *http.Request) {
-	list, _ := a.deps.creds.Status(time.Now())
-	writeJSON(w, http.StatusOK, apiwire.StoreList{Stores: list})
-}
-
 func (a *API) caPEM(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/x-pem-file")
 	w.Write(a.deps.rootPEM())
 }
 
-func (a *API) listCredentials(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, apiwire.CredentialList{Credentials: a.deps.creds.List()})
+// statusCoder is an error that knows its HTTP status: identity's
+// errors (400, 401, 403, 429) and the API's own apiFailure.
+type statusCoder interface {
+	error
+	HTTPStatus() int
 }
 
-func (a *API) putCredential(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	var body apiwire.CredentialPutRequest
-	if !readJSON(w, r, &body) {
-		return
-	}
-	if body.Value == nil {
-		writeError(w, http.StatusBadRequest, `body must be {"value":"..."}`)
-		return
-	}
-	m, created, err := a.deps.creds.Put(name, *body.Value)
-	if err != nil {
-		writeError(w, storeErrorStatus(err), err.Error())
-		return
-	}
-	a.logger.Info("credential stored", zap.String("name", name), zap.String("store", m.Store), zap.String("version", m.Version))
-	status := http.StatusOK
-	if created {
-		status = http.StatusCreated
-	}
-	writeJSON(w, status, m)
+// apiFailure is an error a handler decided the status of.
+type apiFailure struct {
+	status int
+	msg    string
 }
 
-func (a *API) deleteCredential(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	err := a.deps.creds.Delete(name)
+func (e *apiFailure) Error() string   { return e.msg }
+func (e *apiFailure) HTTPStatus() int { return e.status }
+
+// fail is an apiFailure with a formatted message.
+func fail(status int, format string, args ...any) error {
+	return &apiFailure{status: status, msg: fmt.Sprintf(format, args...)}
+}
+
+// apiErrorStatus is the API's one mapping of errors to statuses: 503
+// for a failure of the state database (the request may succeed once
+// it is back), the status an error carries (identity's and the
+// handlers' own), the sessions' renewal errors, and otherwise status.
+func apiErrorStatus(err error, status int) int {
+	var se *stateError
+	var coded statusCoder
 	switch {
-	case errors.Is(err, storebackends.ErrNotFound):
-		writeError(w, http.StatusNotFound, "no credential named "+name)
-	case err != nil:
-		writeError(w, storeErrorStatus(err), err.Error())
-	default:
-		a.logger.Info("credential deleted", zap.String("name", name))
-		w.WriteHeader(http.StatusNoContent)
+	case errors.As(err, &se):
+		return http.StatusServiceUnavailable
+	case errors.As(err, &coded):
+		return coded.HTTPStatus()
+	case errors.Is(err, sessions.ErrUnknown):
+		return http.StatusNotFound
+	case errors.Is(err, sessions.ErrNotLeased):
+		return http.StatusConflict
+	case errors.Is(err, sessions.ErrEnded):
+		return http.StatusGone
 	}
-}
-
-func (a *API) listServices(w http.ResponseWriter, _ *http.Request) {
-	svcs := a.deps.catalog.Services().Services()
-	if svcs == nil {
-		svcs = []services.Service{}
-	}
-	writeJSON(w, http.StatusOK, apiwire.ServiceList{Services: svcs})
-}
-
-func (a *API) putService(w http.ResponseWriter, r *http.Request) {
-	var svc services.Service
-	if !readJSON(w, r, &svc) {
-		return
-	}
-	name := r.PathValue("name")
-	if svc.Name != "" && svc.Name != name {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("body names service %q but the URL names %q", svc.Name, name))
-		return
-	}
-	svc.Name = name
-	if err := svc.Validate(); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	var warnings []string
-	ctx, cancel := writeContext(r)
-	defer cancel()
-	if err := a.deps.catalog.Put(ctx, svc); err != nil {
-		writeError(w, apiErrorStatus(err, http.StatusInternalServerError), err.Error())
-		return
-	}
-	// A credential no store holds yet is not an error (it may be added
-	// next), but requests that need it get 503 until then: say so.
-	for _, name := range a.deps.creds.Missing(svc.Credentials()) {
-		warnings = append(warnings, fmt.Sprintf("credential %s is not in any store yet; requests that need it are refused (503) until it is", name))
-	}
-	a.logger.Info("service stored", zap.String("name", svc.Name), zap.String("host", svc.Host), zap.String("auth", svc.Auth.Type),
-		zap.Strings("warnings", warnings))
-	writeJSON(w, http.StatusOK, apiwire.ServicePutResponse{Service: svc, Warnings: warnings})
-}
-
-func (a *API) deleteService(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := writeContext(r)
-	defer cancel()
-	found, err := a.deps.catalog.Delete(ctx, r.PathValue("name"))
-	switch {
-	case err != nil:
-		writeError(w, apiErrorStatus(err, http.StatusInternalServerError), err.Error())
-	case !found:
-		writeError(w, http.StatusNotFound, "no service named "+r.PathValue("name"))
-	default:
-		w.WriteHeader(http.StatusNoContent)
-	}
-}
-
-// viewSession is a session as the API shows it: never its token.
-func viewSession(s *sessions.Session, now time.Time) apiwire.SessionInfo {
-	v := apiwire.SessionInfo{ID: s.ID, Services: s.Services, CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt, Status: apiwire.SessionActive}
-	switch {
-	case !now.Before(s.ExpiresAt):
-		v.Status = apiwire.SessionExpired
-	case s.Revoked():
-		v.Status = apiwire.SessionRevoked
-	}
-	n, last := s.Activity()
-	v.Requests = n
-	if !last.IsZero() {
-		v.LastUsed = &last
-	}
-	return v
-}
-
-func (a *API) listSessions(w http.ResponseWriter, _ *http.Request) {
-	now := time.Now()
-	list := a.deps.sessions.List()
-	out := make([]apiwire.SessionInfo, 0, len(list))
-	for _, s := range list {
-		out = append(out, viewSession(s, now))
-	}
-	writeJSON(w, http.StatusOK, apiwire.SessionList{Sessions: out})
-}
-
-func (a *API) postSession(w http.ResponseWriter, r *http.Request) {
-	var body apiwire.SessionRequest
-	if !readJSON(w, r, &body) {
-		return
-	}
-	ctx, cancel := writeContext(r)
-	defer cancel()
-	sess, token, err := a.createSession(ctx, body.Services, body.TTL)
-	if err != nil {
-		writeError(w, apiErrorStatus(err, http.StatusBadRequest), err.Error())
-		return
-	}
-	a.logger.Info("session created", zap.String("session", sess.ID), zap.Strings("services", sess.Services), zap.Time("expires_at", sess.ExpiresAt))
-	writeJSON(w, http.StatusCreated, apiwire.Session{
-		ID:           sess.ID,
-		Token:        token,
-		ProxyURL:     a.deps.proxyURL,
-		CAPEM:        string(a.deps.rootPEM()),
-		ExpiresAt:    sess.ExpiresAt,
-		Services:     sess.Services,
-		Placeholders: sess.Placeholders(),
-	})
-}
-
-func (a *API) revokeSession(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	ctx, cancel := writeContext(r)
-	defer cancel()
-	found, err := a.deps.sessions.Revoke(ctx, id)
-	switch {
-	case err != nil && found:
-		// Ended here (its tunnels are closed), but other brokers may
-		// not know: say so, so the operator retries.
-		a.logger.Warn("session revoked on this broker only; recording it is retried", zap.String("session", id), zap.Error(err))
-		writeError(w, http.StatusServiceUnavailable, "session "+id+" is revoked on this broker, but the revocation was not recorded cluster-wide yet ("+err.Error()+"); this broker retries until it is, and revoking again is safe")
-		return
-	case err != nil:
-		writeError(w, apiErrorStatus(err, http.StatusInternalServerError), err.Error())
-		return
-	case !found:
-		writeError(w, http.StatusNotFound, "no session "+id)
-		return
-	}
-	a.logger.Info("session revoked", zap.String("session", id))
-	w.WriteHeader(http.StatusNoContent)
+	return status
 }
 
 // storeErrorStatus maps a store error to the API's status code: bad
@@ -339,60 +259,10 @@ func storeErrorStatus(err error) int {
 	return apiErrorStatus(err, http.StatusInternalServerError)
 }
 
-// apiErrorStatus is 503 for a failure of the state database (the
-// request may succeed once it is back) and otherwise status.
-func apiErrorStatus(err error, status int) int {
-	var se *stateError
-	if errors.As(err, &se) {
-		return http.StatusServiceUnavailable
-	}
-	return status
-}
-
-// createSession opens a session for the named services (nil means
-// every service defined now; the scope never grows afterwards; an empty
-// list is an error) with one placeholder per credential they use.
-func (a *API) createSession(ctx context.Context, names []string, ttlText string) (*sessions.Session, string, error) {
-	ttl := a.deps.defaultTTL
-	if ttlText != "" {
-		d, err := caddy.ParseDuration(ttlText)
-		if err != nil {
-			return nil, "", fmt.Errorf("ttl: %v", err)
-		}
-		ttl = d
-	}
-	if ttl <= 0 || ttl > a.deps.maxTTL {
-		return nil, "", fmt.Errorf("ttl must be between 1s and %s", a.deps.maxTTL)
-	}
-	all := a.deps.catalog.Services().Services()
-	known := map[string]services.Service{}
-	for _, s := range all {
-		known[s.Name] = s
-	}
-	var scope []services.Service
-	switch {
-	case names == nil:
-		scope = all
-		names = []string{}
-		for _, s := range all {
-			names = append(names, s.Name)
-		}
-	case len(names) == 0:
-		return nil, "", errors.New(`"services" is empty: name at least one service, or omit it for all services`)
-	default:
-		for _, n := range names {
-			s, ok := known[n]
-			if !ok {
-				return nil, "", fmt.Errorf("unknown service %q", n)
-			}
-			scope = append(scope, s)
-		}
-	}
-	var creds []string
-	for _, s := range scope {
-		creds = append(creds, s.Credentials()...)
-	}
-	return a.deps.sessions.Create(ctx, names, ttl, creds, services.NewPlaceholder)
+// writeFailure answers err with its status (apiErrorStatus, fallback
+// when it has none) and text.
+func writeFailure(w http.ResponseWriter, err error, fallback int) {
+	writeError(w, apiErrorStatus(err, fallback), err.Error())
 }
 
 // readJSON decodes a bounded, strict JSON body, answering 400 itself.
@@ -408,6 +278,21 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 		return false
 	}
 	return true
+}
+
+// readOptionalJSON is readJSON for a body that may be absent (empty):
+// v is left as it is then.
+func readOptionalJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid JSON body: "+jsonErrorText(err))
+		return false
+	}
+	if strings.TrimSpace(string(body)) == "" {
+		return true
+	}
+	r.Body = io.NopCloser(strings.NewReader(string(body)))
+	return readJSON(w, r, v)
 }
 
 // jsonErrorText describes a decoding error without echoing the input

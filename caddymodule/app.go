@@ -22,8 +22,11 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddypki"
 	"go.uber.org/zap"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/audit"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/egress"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/leafcerts"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
@@ -45,6 +48,20 @@ const (
 	// defaultMaxSessionTTL is MaxSessionTTL's default.
 	defaultMaxSessionTTL = 24 * time.Hour
 	sessionKeep          = sessions.DefaultKeep // how long ended sessions stay listed
+	// defaultSessionLeaseTimeout and minSessionLeaseTimeout bound
+	// SessionLeaseTimeout: av-launch renews every third of it, so 5s
+	// leaves a renewal more than a second.
+	defaultSessionLeaseTimeout = 30 * time.Second
+	minSessionLeaseTimeout     = 5 * time.Second
+	// defaultOperatorLoginTTL and minOperatorLoginTTL bound OperatorLoginTTL.
+	defaultOperatorLoginTTL = 12 * time.Hour
+	minOperatorLoginTTL     = time.Minute
+	// defaultAuditRetention (90 days) and minAuditRetention bound
+	// AuditRetention; the sweeper purges once an hour.
+	defaultAuditRetention = 90 * 24 * time.Hour
+	minAuditRetention     = time.Hour
+	// localAgentTokenFile, in data_dir, holds the local agent's token.
+	localAgentTokenFile = "agent.token"
 )
 
 // App is the agent_vault app. It holds the configuration and wires the
@@ -91,8 +108,35 @@ type App struct {
 	// Session lifetime when a request does not ask for one. Default 1h.
 	DefaultSessionTTL caddy.Duration `json:"default_session_ttl,omitempty"`
 
-	// Longest session lifetime a request may ask for. Default 24h.
+	// Longest session lifetime a request may ask for, and the largest
+	// max_session_ttl an agent may have. Default 24h.
 	MaxSessionTTL caddy.Duration `json:"max_session_ttl,omitempty"`
+
+	// How long a leased session (one opened with "lease": true, as
+	// av-launch does) lives without a renewal: when its holder stops
+	// renewing (killed, say), the broker ends it this long after the
+	// last renewal and closes its tunnels. Default 30s; at least 5s.
+	SessionLeaseTimeout caddy.Duration `json:"session_lease_timeout,omitempty"`
+
+	// Name of the local agent: at start-up, if no agent of that name
+	// exists, it is created with every service (["*"]) and its token
+	// is written to <data_dir>/agent.token (mode 0600), which av-launch
+	// reads by default, so agents on this machine need not hold the
+	// admin token. An existing agent's token is never rotated by the
+	// broker (other brokers of a cluster may hold it): if the file is
+	// missing, a warning says how to make a new one. Anyone who can
+	// read agent.token can open sessions for this agent's services.
+	// Default: none (the example Caddyfile sets "local").
+	LocalAgent string `json:"local_agent,omitempty"`
+
+	// How long an operator's login (POST /api/v1/login) lasts before
+	// the operator must log in again. Default 12h; at least 1m.
+	OperatorLoginTTL caddy.Duration `json:"operator_login_ttl,omitempty"`
+
+	// How long audit entries, and decided access requests, are kept;
+	// older ones are deleted (checked once an hour). Default 90 days
+	// (2160h, or "90d"); at least 1h.
+	AuditRetention caddy.Duration `json:"audit_retention,omitempty"`
 
 	// Credential stores, in priority order: when two stores hold the
 	// same name, the earlier one wins. The first writable store receives
@@ -123,6 +167,9 @@ type App struct {
 
 	stop chan struct{}
 	done chan struct{}
+	// lastPurge is when purgeIdentity last succeeded; only the sweeper
+	// goroutine uses it.
+	lastPurge time.Time
 
 	// instanceKey names the data dir lock this config holds a reference
 	// on (instancelock.go); empty if none.
@@ -183,6 +230,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.state = val.(*sharedState)
+	if err := a.provisionLocalAgent(); err != nil {
+		return err
+	}
 	if err := a.openStores(mods.([]any)); err != nil {
 		return err
 	}
@@ -210,8 +260,8 @@ func (a *App) checkConfig() error {
 	if a.AdminToken, err = repl.ReplaceOrErr(a.AdminToken, false, true); err != nil {
 		return fmt.Errorf("admin_token: %v", err)
 	}
-	if a.AdminToken != "" && len(a.AdminToken) < minAdminTokenLen {
-		return fmt.Errorf("admin_token must be at least %d characters", minAdminTokenLen)
+	if err := checkAdminToken(a.AdminToken); a.AdminToken != "" && err != nil {
+		return fmt.Errorf("admin_token: %v", err)
 	}
 
 	var allow []string
@@ -246,6 +296,9 @@ func (a *App) checkConfig() error {
 		return fmt.Errorf("session lifetimes: need 0 < default_session_ttl (%s) <= max_session_ttl (%s)",
 			time.Duration(a.DefaultSessionTTL), time.Duration(a.MaxSessionTTL))
 	}
+	if err := a.checkIdentityConfig(); err != nil {
+		return err
+	}
 	if a.LeafLifetime == 0 {
 		a.LeafLifetime = caddy.Duration(leafcerts.DefaultLifetime)
 	}
@@ -278,6 +331,47 @@ func checkLeafLifetime(d caddy.Duration) error {
 
 // minAdminTokenLen is the shortest admin token accepted.
 const minAdminTokenLen = 16
+
+// checkAdminToken is the rule for an admin token: at least
+// minAdminTokenLen characters, and not shaped like an agent, login or
+// session token (the API tells tokens apart by prefix, so such an admin
+// token would never be accepted).
+func checkAdminToken(tok string) error {
+	if len(tok) < minAdminTokenLen {
+		return fmt.Errorf("must be at least %d characters", minAdminTokenLen)
+	}
+	if k := identity.KindOf(tok); k != identity.KindOther {
+		return fmt.Errorf("must not start like an %s (avt_, avo_ or avs_)", k)
+	}
+	return nil
+}
+
+// checkIdentityConfig fills in and checks the fields of agents,
+// operators, leases and the audit trail.
+func (a *App) checkIdentityConfig() error {
+	if a.LocalAgent != "" {
+		if err := identity.ValidName(identity.AgentName, a.LocalAgent); err != nil {
+			return fmt.Errorf("local_agent: %v", err)
+		}
+	}
+	for _, f := range []struct {
+		name     string
+		dst      *caddy.Duration
+		def, min time.Duration
+	}{
+		{"session_lease_timeout", &a.SessionLeaseTimeout, defaultSessionLeaseTimeout, minSessionLeaseTimeout},
+		{"operator_login_ttl", &a.OperatorLoginTTL, defaultOperatorLoginTTL, minOperatorLoginTTL},
+		{"audit_retention", &a.AuditRetention, defaultAuditRetention, minAuditRetention},
+	} {
+		if *f.dst == 0 {
+			*f.dst = caddy.Duration(f.def)
+		}
+		if time.Duration(*f.dst) < f.min {
+			return fmt.Errorf("%s %s: must be at least %s", f.name, time.Duration(*f.dst), f.min)
+		}
+	}
+	return nil
+}
 
 // openStores opens the provisioned store modules, in priority order,
 // and merges them. Names are checked before any store is opened.
@@ -422,14 +516,17 @@ func (a *App) sweepSessions() {
 			reg := a.state.sessions
 			err := errors.Join(
 				call(func(ctx context.Context) error {
-					n, err := reg.Sweep(ctx)
-					if n > 0 {
-						a.logger.Info("sessions expired", zap.Int("count", n))
+					res, err := reg.Sweep(ctx)
+					if res.Expired > 0 {
+						a.logger.Info("sessions expired", zap.Int("count", res.Expired))
 					}
+					recordLapsedLeases(ctx, a.state.audit, a.logger, res.LeaseLapsed)
 					return err
 				}),
 				call(reg.FlushActivity),
-				call(reg.RetryRevocations))
+				call(reg.RetryRevocations),
+				call(a.state.audit.Retry),
+				call(a.purgeIdentity))
 			switch {
 			case err != nil && err.Error() != lastErr:
 				a.logger.Warn("saving session activity or revocations failed; kept for the next try", zap.Error(err))
@@ -444,6 +541,59 @@ func (a *App) sweepSessions() {
 
 // sweepCallTimeout bounds each database call of the sweeper.
 const sweepCallTimeout = 3 * time.Second
+
+// recordLapsedLeases records session.lease_expired for the sessions a
+// sweep ended because their lease lapsed. The actor is the session (its
+// agent), whose holder stopped renewing.
+func recordLapsedLeases(ctx context.Context, rec *audit.Recorder, log *zap.Logger, lapsed []*sessions.Session) {
+	for _, s := range lapsed {
+		p := identity.SessionPrincipal(s.ID, s.Agent)
+		log.Info("session ended: its lease was not renewed", zap.String("session", s.ID), zap.String("agent", s.Agent),
+			zap.Duration("lease_timeout", s.LeaseTimeout))
+		rec.Record(ctx, audit.Entry{Actor: p.Actor(), ActorKind: p.ActorKind(), Action: audit.SessionLeaseExpired,
+			Target: s.ID, Detail: "not renewed within " + apiwire.FormatDuration(s.LeaseTimeout)})
+	}
+}
+
+// purgeEvery is how often the sweeper deletes old audit entries,
+// decided access requests and expired logins.
+const purgeEvery = time.Hour
+
+// purgeIdentity deletes, at most once per purgeEvery, audit entries
+// and decided access requests older than audit_retention and logins
+// that expired. A failure is retried at the next tick.
+func (a *App) purgeIdentity(ctx context.Context) error {
+	now := time.Now()
+	if !a.lastPurge.IsZero() && now.Sub(a.lastPurge) < purgeEvery {
+		return nil
+	}
+	db := a.state.db
+	horizon := now.Add(-time.Duration(a.AuditRetention))
+	var errs []error
+	counts := map[string]int{}
+	for what, del := range map[string]func() (int, error){
+		"audit entries":           func() (int, error) { return db.DeleteAuditBefore(ctx, horizon) },
+		"decided access requests": func() (int, error) { return db.DeleteAccessRequestsDecidedBefore(ctx, horizon) },
+		"expired operator logins": func() (int, error) { return db.DeleteLoginsExpiredBefore(ctx, now) },
+	} {
+		n, err := del()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("deleting %s: %w", what, err))
+			continue
+		}
+		counts[what] = n
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	a.lastPurge = now
+	if counts["audit entries"]+counts["decided access requests"]+counts["expired operator logins"] > 0 {
+		a.logger.Info("purged old identity records", zap.Int("audit_entries", counts["audit entries"]),
+			zap.Int("access_requests", counts["decided access requests"]), zap.Int("logins", counts["expired operator logins"]),
+			zap.Duration("audit_retention", time.Duration(a.AuditRetention)))
+	}
+	return nil
+}
 
 // watchHealth closes every open connection within a second of the
 // state turning unhealthy (see healthGuard), until Stop.
@@ -484,15 +634,20 @@ func (a *App) proxyDeps() proxyDeps {
 // apiDeps is what the management API handler uses of the app.
 func (a *App) apiDeps() apiDeps {
 	return apiDeps{
-		adminToken: a.AdminToken,
-		creds:      a.creds,
-		catalog:    a.state.catalog,
-		sessions:   a.state.sessions,
-		rootPEM:    a.rootPEM,
-		proxyURL:   a.ProxyURL,
-		defaultTTL: time.Duration(a.DefaultSessionTTL),
-		maxTTL:     time.Duration(a.MaxSessionTTL),
-		state:      a,
+		adminToken:   a.AdminToken,
+		creds:        a.creds,
+		catalog:      a.state.catalog,
+		sessions:     a.state.sessions,
+		rootPEM:      a.rootPEM,
+		proxyURL:     a.ProxyURL,
+		defaultTTL:   time.Duration(a.DefaultSessionTTL),
+		maxTTL:       time.Duration(a.MaxSessionTTL),
+		leaseTimeout: time.Duration(a.SessionLeaseTimeout),
+		loginTTL:     time.Duration(a.OperatorLoginTTL),
+		ids:          identityDB{a.state.db},
+		audit:        a.state.audit,
+		logins:       a.state.logins,
+		state:        a,
 	}
 }
 
@@ -507,8 +662,8 @@ func loadOrCreateAdminToken(path string) (string, error) {
 	data, err := os.ReadFile(path)
 	if err == nil {
 		tok := strings.TrimSpace(string(data))
-		if len(tok) < minAdminTokenLen {
-			return "", fmt.Errorf("%s holds no admin token of at least %d characters: delete it to generate a new one", path, minAdminTokenLen)
+		if err := checkAdminToken(tok); err != nil {
+			return "", fmt.Errorf("%s holds no usable admin token (it %v): delete it to generate a new one", path, err)
 		}
 		return tok, nil
 	}

@@ -15,6 +15,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
+
 	_ "github.com/agentvault/caddy-agent-vault/storebackends/builtin"
 	_ "github.com/caddyserver/caddy/v2/modules/caddytls"
 	_ "github.com/caddyserver/caddy/v2/modules/filestorage"
@@ -192,7 +194,7 @@ func TestReloadAppliesStateSettings(t *testing.T) {
 		state: `{"reload_interval": "1h", "max_stale": "1m"}`}
 	runBroker(t, cfg)
 	before := activeApp(t)
-	sess, token, err := before.state.sessions.Create(context.Background(), []string{}, time.Hour, nil, func() (string, error) { return "ph", nil })
+	sess, token, err := before.state.sessions.Create(context.Background(), sessions.Spec{Services: []string{}, TTL: time.Hour, NewPlaceholder: func() (string, error) { return "ph", nil }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,9 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/audit"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/catalog"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
 	"github.com/agentvault/caddy-agent-vault/internal/atomicfile"
@@ -181,6 +183,11 @@ type sharedState struct {
 	db       *state.DB
 	sessions *sessions.Registry
 	catalog  *catalog.Catalog
+	// audit records management changes; its retry queue outlives a
+	// config reload, as does logins, the failed-login limiter (a
+	// reload must not reset an attacker's budget).
+	audit  *audit.Recorder
+	logins *identity.LoginLimiter
 	// log is not any config's logger: the state outlives the config
 	// that opened it, and that config's log writer may be closed.
 	log *zap.Logger
@@ -268,7 +275,8 @@ type sharedStores struct {
 // during the load waits in the worker's queue and is applied right
 // after it, instead of being missed until the next full reload.
 func (a *App) loadShared(ctx context.Context, db *state.DB, stores sharedStores, log *zap.Logger) (*sharedState, error) {
-	sh := &sharedState{db: db, log: log}
+	sh := &sharedState{db: db, log: log, logins: new(identity.LoginLimiter)}
+	sh.audit = &audit.Recorder{Store: auditStore{db}, Logger: log.Named("audit")}
 	maxStale, reload := defaultMaxStale, defaultReloadInterval
 	if a.State != nil {
 		maxStale, reload = time.Duration(a.State.MaxStale), time.Duration(a.State.ReloadInterval)
@@ -421,6 +429,9 @@ func (sh *sharedState) Destruct() error {
 	defer cancel()
 	if err := sh.sessions.FlushActivity(ctx); err != nil {
 		sh.log.Warn("session activity not saved at shutdown", zap.Error(err))
+	}
+	if err := sh.audit.Retry(ctx); err != nil {
+		sh.log.Error("audit entries not recorded at shutdown", zap.Error(err))
 	}
 	if err := sh.sessions.RetryRevocations(ctx); err != nil {
 		sh.log.Error("revocations not recorded in the state database at shutdown: other brokers still accept these sessions, and so will this one after a restart; revoke them again", zap.Error(err))

@@ -225,7 +225,7 @@ func TestStartupLoadMissesNoChange(t *testing.T) {
 	ctx := context.Background()
 	db := openTestStateDB(t, zap.NewNop())
 	other := sessions.NewRegistry(sessionStore{db})
-	sess, token, err := other.Create(ctx, []string{"x"}, time.Hour, nil, func() (string, error) { return "ph", nil })
+	sess, token, err := other.Create(ctx, sessions.Spec{Services: []string{"x"}, TTL: time.Hour, NewPlaceholder: func() (string, error) { return "ph", nil }})
 	if err != nil {
 		t.Fatal(err)
 	}

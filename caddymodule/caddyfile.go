@@ -28,6 +28,10 @@ func init() {
 //		proxy_url              <http://host:port>
 //		default_session_ttl    <duration>
 //		max_session_ttl        <duration>
+//		session_lease_timeout  <duration>
+//		local_agent            <name>
+//		operator_login_ttl     <duration>
+//		audit_retention        <duration>
 //		store <backend> {
 //			...backend options...
 //		}
@@ -105,6 +109,14 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = duration(&a.DefaultSessionTTL)
 		case "max_session_ttl":
 			err = duration(&a.MaxSessionTTL)
+		case "session_lease_timeout":
+			err = duration(&a.SessionLeaseTimeout)
+		case "local_agent":
+			err = optional(&a.LocalAgent)
+		case "operator_login_ttl":
+			err = duration(&a.OperatorLoginTTL)
+		case "audit_retention":
+			err = duration(&a.AuditRetention)
 		case "state":
 			err = a.unmarshalState(d, args)
 		case "store":

@@ -33,6 +33,48 @@ func TestAppCaddyfile(t *testing.T) {
 	}
 }
 
+func TestIdentityCaddyfile(t *testing.T) {
+	d := caddyfile.NewTestDispenser(`agent_vault {
+		local_agent local
+		session_lease_timeout 10s
+		operator_login_ttl 1h
+		audit_retention 30d
+	}`)
+	var a App
+	if err := a.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	if a.LocalAgent != "local" || time.Duration(a.SessionLeaseTimeout) != 10*time.Second ||
+		time.Duration(a.OperatorLoginTTL) != time.Hour || time.Duration(a.AuditRetention) != 30*24*time.Hour {
+		t.Fatalf("parsed %+v", &a)
+	}
+	// Given without a value (an unset {$ENV}): the defaults.
+	var empty App
+	if err := empty.UnmarshalCaddyfile(caddyfile.NewTestDispenser("agent_vault {\n local_agent\n session_lease_timeout\n audit_retention\n }")); err != nil {
+		t.Fatal(err)
+	}
+	if empty.LocalAgent != "" || empty.SessionLeaseTimeout != 0 || empty.AuditRetention != 0 {
+		t.Fatalf("empty options parsed %+v", &empty)
+	}
+	if err := empty.checkIdentityConfig(); err != nil {
+		t.Fatal(err)
+	}
+	if time.Duration(empty.SessionLeaseTimeout) != 30*time.Second || time.Duration(empty.OperatorLoginTTL) != 12*time.Hour ||
+		time.Duration(empty.AuditRetention) != 2160*time.Hour {
+		t.Fatalf("defaults %v %v %v", time.Duration(empty.SessionLeaseTimeout), time.Duration(empty.OperatorLoginTTL), time.Duration(empty.AuditRetention))
+	}
+	for _, bad := range []App{
+		{SessionLeaseTimeout: caddy.Duration(4 * time.Second)},
+		{OperatorLoginTTL: caddy.Duration(time.Second)},
+		{AuditRetention: caddy.Duration(time.Minute)},
+		{LocalAgent: "Not A Name"},
+	} {
+		if err := bad.checkIdentityConfig(); err == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+}
+
 func TestStateCaddyfile(t *testing.T) {
 	for in, want := range map[string]StateConfig{
 		"agent_vault {\n state\n }":                                         {},
@@ -61,6 +103,9 @@ func TestAppCaddyfileErrors(t *testing.T) {
 		`agent_vault { leaf_lifetime forever }`,
 		`agent_vault { leaf_lifetime 30s }`,
 		`agent_vault { default_session_ttl -1h }`,
+		`agent_vault { session_lease_timeout soon }`,
+		`agent_vault { audit_retention -1h }`,
+		`agent_vault { local_agent a b }`,
 		`agent_vault { store }`,
 		`agent_vault { store nosuchbackend }`,
 		"agent_vault {\n state mysql dsn\n }",

@@ -109,7 +109,7 @@ func (p *Proxy) match(x *exchange) error {
 	case ok:
 		x.svc = svc
 	case t.tls || p.Unmatched != UnmatchedTunnel:
-		return refused(http.StatusForbidden, "no service in this session's scope covers %s%s", t, x.path)
+		return uncoveredHost(t, t.String()+x.path, "")
 	}
 	if x.svc != nil && x.svc.Injects() && !x.cleartextOK() {
 		return refused(http.StatusForbidden, "service %s injects a credential and does not allow cleartext http; use https", x.svc.Service.Name)

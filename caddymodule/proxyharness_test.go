@@ -19,6 +19,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -41,9 +42,12 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/audit"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/catalog"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/egress"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/leafcerts"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
@@ -87,6 +91,18 @@ type pipeline struct {
 	setStateDown    func(err error)            // the state database's health: nil is healthy
 	healthz         func() (int, string)       // the API's GET /healthz
 	cleanupProxy    func()                     // Proxy.Cleanup, as Caddy calls it on a reload
+
+	// The management API, served on its own listener.
+	apiURL     string
+	adminToken string
+	// sweep runs one session sweep as the app's sweeper does (ending
+	// expired sessions and lapsed leases, auditing the latter) and
+	// drains the audit retry queue.
+	sweep func() sessions.SweepResult
+	// db is the state database, for tests that look at what is stored.
+	db *state.DB
+	// ids is what the API reads of it; tests may wrap it (setIDs).
+	setIDs func(func(identityStore) identityStore)
 }
 
 // newPipeline starts a proxy configured by cfg behind a plain-HTTP
@@ -176,10 +192,35 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	if err != nil {
 		t.Fatal(err)
 	}
+	pl.adminToken = "ava_" + strings.Repeat("0123456789abcdef", 4)
+	recorder := &audit.Recorder{Store: auditStore{db}, Logger: logger.Named("audit"), Now: registry.Now}
 	api := &API{logger: logger.Named("api"), deps: apiDeps{
-		creds: creds, catalog: cat, sessions: registry,
+		adminToken: pl.adminToken,
+		creds:      creds, catalog: cat, sessions: registry,
+		rootPEM:    func() []byte { return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: proxyRoot.cert.Raw}) },
+		proxyURL:   "http://127.0.0.1:1",
 		defaultTTL: defaultSessionTTL, maxTTL: defaultMaxSessionTTL, state: health,
+		leaseTimeout: defaultSessionLeaseTimeout, loginTTL: defaultOperatorLoginTTL,
+		ids: identityDB{db}, audit: recorder, logins: &identity.LoginLimiter{Now: registry.Now},
+		now: registry.Now,
 	}}
+	api.routes()
+	pl.db = db
+	pl.setIDs = func(wrap func(identityStore) identityStore) { api.deps.ids = wrap(identityDB{db}) }
+	apiSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { api.ServeHTTP(w, r, nil) }))
+	t.Cleanup(apiSrv.Close)
+	pl.apiURL = apiSrv.URL
+	pl.sweep = func() sessions.SweepResult {
+		res, err := registry.Sweep(context.Background())
+		if err != nil {
+			t.Errorf("sweep: %v", err)
+		}
+		recordLapsedLeases(context.Background(), recorder, logger, res.LeaseLapsed)
+		if err := recorder.Retry(context.Background()); err != nil {
+			t.Errorf("audit retry: %v", err)
+		}
+		return res
+	}
 
 	// The handler as Provision builds it, around these parts. Two
 	// deliberate differences: the upstream transport trusts the test
@@ -223,7 +264,11 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	pl.agentRoots.AddCert(upstreamRoot(t).cert)
 	pl.leafIssuer = issuer.cert
 	pl.openSession = func(scope []string, ttl string) (agentSession, error) {
-		s, token, err := api.createSession(context.Background(), scope, ttl)
+		spec, err := api.sessionSpec(&caller{Principal: identity.AdminTokenPrincipal()}, apiwire.SessionRequest{Services: scope, TTL: ttl})
+		if err != nil {
+			return agentSession{}, err
+		}
+		s, token, err := registry.Create(context.Background(), spec)
 		if err != nil {
 			return agentSession{}, err
 		}

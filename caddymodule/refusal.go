@@ -30,6 +30,23 @@ func refused(status int, format string, args ...any) *refusal {
 	return &refusal{status: status, reason: fmt.Sprintf(format, args...)}
 }
 
+// uncoveredHost refuses a request to a host no service in the
+// session's scope covers (what names the target, e.g. "api.example.com:443"
+// or a URL), and says how the agent asks for access: an operator
+// approving the request grants, or creates, a service for the host.
+func uncoveredHost(t target, what, why string) *refusal {
+	host := t.host
+	if (t.tls && t.port != 443) || (!t.tls && t.port != 80) {
+		host = t.hostPort()
+	}
+	reason := "no service in this session's scope covers " + what
+	if why != "" {
+		reason += "; " + why
+	}
+	return &refusal{status: http.StatusForbidden, reason: fmt.Sprintf(
+		`%s; to ask for access: POST /api/v1/requests {"host":%q} with your session token`, reason, host)}
+}
+
 // upstreamFailure is a failed exchange with the upstream (dial, TLS,
 // reading the answer).
 type upstreamFailure struct {

@@ -68,6 +68,7 @@ func toSessionRecord(r state.SessionRow) sessions.Record {
 	return sessions.Record{
 		ID: r.ID, TokenHash: r.TokenHash, Services: r.Services, Placeholders: r.Placeholders, Agent: r.Agent,
 		CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt, RevokedAt: r.RevokedAt, LastUsed: r.LastUsed, Requests: r.Requests,
+		LeaseTimeout: r.LeaseTimeout, LeaseUntil: r.LeaseUntil,
 	}
 }
 
@@ -80,6 +81,7 @@ func (s sessionStore) Insert(ctx context.Context, r sessions.Record) error {
 	err := s.db.InsertSession(ctx, state.SessionRow{
 		ID: r.ID, TokenHash: r.TokenHash, Services: r.Services, Placeholders: r.Placeholders, Agent: r.Agent,
 		CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt, RevokedAt: r.RevokedAt, LastUsed: r.LastUsed, Requests: r.Requests,
+		LeaseTimeout: r.LeaseTimeout, LeaseUntil: r.LeaseUntil,
 	})
 	if err != nil {
 		return &stateError{err}
@@ -123,6 +125,23 @@ func (s sessionStore) AddActivity(ctx context.Context, batch []sessions.Activity
 func (s sessionStore) DeleteExpiredBefore(ctx context.Context, t time.Time) (int, error) {
 	n, err := s.db.DeleteSessionsExpiredBefore(ctx, t)
 	return n, fromState(err)
+}
+
+// RenewLease writes a session's new lease end; the state package's
+// sentinels become the registry's.
+func (s sessionStore) RenewLease(ctx context.Context, id string, until time.Time) error {
+	found, err := s.db.RenewSessionLease(ctx, id, until)
+	switch {
+	case errors.Is(err, state.ErrEnded):
+		return sessions.ErrEnded
+	case errors.Is(err, state.ErrNotLeased):
+		return sessions.ErrNotLeased
+	case err != nil:
+		return &stateError{err}
+	case !found:
+		return sessions.ErrUnknown
+	}
+	return nil
 }
 
 // builtinRecords keeps one built-in store's header and records in the

@@ -94,14 +94,21 @@ func (s Service) compile() (HostPattern, compiledAuth, error) {
 	return p, a, nil
 }
 
-// validateServiceName enforces ^[a-z0-9][a-z0-9_.-]{0,63}$.
-func validateServiceName(name string) error {
+// IsValidName reports whether name follows ^[a-z0-9][a-z0-9_.-]{0,63}$,
+// the grammar of service names, which agent and operator names share
+// (package identity), so that every name the API takes reads the same.
+func IsValidName(name string) bool {
 	ok := name != "" && len(name) <= 64
 	for i := 0; ok && i < len(name); i++ {
 		c := name[i]
 		ok = c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || i > 0 && (c == '_' || c == '.' || c == '-')
 	}
-	if !ok {
+	return ok
+}
+
+// validateServiceName enforces IsValidName with a readable error.
+func validateServiceName(name string) error {
+	if !IsValidName(name) {
 		return fmt.Errorf("invalid service name %q: use 1-64 of a-z, 0-9, '_', '.', '-', starting with a letter or digit", name)
 	}
 	return nil

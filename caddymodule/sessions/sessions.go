@@ -33,23 +33,42 @@ import (
 const TokenPrefix = "avs_"
 
 // Errors returned by Authenticate. Callers answer all of them with 407
-// but log which one it was.
+// but log which one it was. Renew returns ErrUnknown for a session it
+// does not know.
 var (
-	ErrUnknown = errors.New("unknown session token")
-	ErrExpired = errors.New("session expired")
-	ErrRevoked = errors.New("session revoked")
+	ErrUnknown      = errors.New("unknown session token")
+	ErrExpired      = errors.New("session expired")
+	ErrRevoked      = errors.New("session revoked")
+	ErrLeaseExpired = errors.New("session lease expired")
 )
 
-// Session is one agent run. Its scope and placeholders never change
-// after creation; only its activity counters and revocation do.
+// Errors returned by Renew (and by a Store's RenewLease).
+var (
+	// ErrNotLeased: the session has no lease to renew.
+	ErrNotLeased = errors.New("the session has no lease")
+	// ErrEnded: the session was revoked, expired or its lease lapsed;
+	// it cannot be renewed back to life.
+	ErrEnded = errors.New("the session has ended")
+)
+
+// Session is one agent run. Its scope, agent and placeholders never
+// change after creation; only its activity counters, its lease and its
+// revocation do.
 type Session struct {
 	ID        string
 	Services  []string // the services this session may use, fixed at creation
 	CreatedAt time.Time
 	ExpiresAt time.Time
-	// Agent names the agent the session was made for; empty until
-	// agents are identified.
+	// Agent names the agent the session was made for; empty for a
+	// session minted with the admin token or an operator's login.
 	Agent string
+	// LeaseTimeout, when positive, makes the session leased: it ends
+	// when not renewed within this long (and at ExpiresAt anyway).
+	LeaseTimeout time.Duration
+
+	// leaseUntil is when the lease lapses, unix nanoseconds; only ever
+	// moves forward. Unused (0) without a lease.
+	leaseUntil atomic.Int64
 
 	tokenHash     [32]byte
 	placeholders  map[string]string // credential -> placeholder
@@ -102,9 +121,39 @@ func (s *Session) InScope(service string) bool {
 	return slices.Contains(s.Services, service)
 }
 
-// Active reports whether the session may still be used at now.
+// Active reports whether the session may still be used at now: not
+// revoked, not expired, and its lease (if any) not lapsed.
 func (s *Session) Active(now time.Time) bool {
-	return !s.revoked.Load() && now.Before(s.ExpiresAt)
+	return !s.revoked.Load() && now.Before(s.ExpiresAt) && !s.leaseLapsed(now)
+}
+
+// Leased reports whether the session has a lease.
+func (s *Session) Leased() bool { return s.LeaseTimeout > 0 }
+
+// LeaseUntil returns when the session's lease lapses unless renewed;
+// false for a session without a lease.
+func (s *Session) LeaseUntil() (time.Time, bool) {
+	if !s.Leased() {
+		return time.Time{}, false
+	}
+	return time.Unix(0, s.leaseUntil.Load()).UTC(), true
+}
+
+// leaseLapsed reports whether the session is leased and its lease
+// lapsed at or before now.
+func (s *Session) leaseLapsed(now time.Time) bool {
+	return s.Leased() && now.UnixNano() >= s.leaseUntil.Load()
+}
+
+// extendLease moves the lease's end forward to until (never back).
+func (s *Session) extendLease(until time.Time) {
+	n := until.UnixNano()
+	for {
+		old := s.leaseUntil.Load()
+		if n <= old || s.leaseUntil.CompareAndSwap(old, n) {
+			return
+		}
+	}
 }
 
 // Revoked reports whether the session was revoked.
@@ -198,6 +247,10 @@ type Record struct {
 	RevokedAt    *time.Time // nil while not revoked
 	LastUsed     *time.Time // nil before the first request
 	Requests     uint64
+	// LeaseTimeout is zero for a session without a lease; LeaseUntil
+	// is then nil.
+	LeaseTimeout time.Duration
+	LeaseUntil   *time.Time
 }
 
 // Activity is one session's requests since the last flush.
@@ -224,6 +277,11 @@ type Store interface {
 	AddActivity(ctx context.Context, batch []Activity) error
 	// DeleteExpiredBefore deletes sessions that expired before t.
 	DeleteExpiredBefore(ctx context.Context, t time.Time) (int, error)
+	// RenewLease sets the lease end of an unrevoked, leased session to
+	// until. It returns ErrUnknown for a session it does not hold,
+	// ErrNotLeased for one without a lease and ErrEnded for a revoked
+	// one; other errors are the store's.
+	RenewLease(ctx context.Context, id string, until time.Time) error
 }
 
 // DefaultKeep is how long an ended session stays listed (and stored)
@@ -287,13 +345,36 @@ func (r *Registry) keep() time.Duration {
 // does not decide the placeholder format.
 type NewPlaceholderFunc func() (string, error)
 
-// Create opens a session for the named services lasting ttl, with one
-// fresh placeholder per credential. It returns the session and its
+// Spec is what a new session is made of.
+type Spec struct {
+	// Agent names the agent the session is for; "" for none.
+	Agent string
+	// Services the session may use; fixed for its life.
+	Services []string
+	// TTL is how long the session lasts; must be positive.
+	TTL time.Duration
+	// Credentials get one fresh placeholder each (duplicates once).
+	Credentials []string
+	// NewPlaceholder makes the placeholders; required when
+	// Credentials is not empty.
+	NewPlaceholder NewPlaceholderFunc
+	// Lease, when positive, makes the session leased: it ends when not
+	// renewed (Renew) within Lease. Zero: no lease, TTL semantics only.
+	Lease time.Duration
+}
+
+// Create opens a session as spec says. It returns the session and its
 // bearer token; the token is not kept. With a store, the session is
 // saved first: if saving fails there is no session.
-func (r *Registry) Create(ctx context.Context, services []string, ttl time.Duration, credentials []string, newPlaceholder NewPlaceholderFunc) (*Session, string, error) {
-	if ttl <= 0 {
+func (r *Registry) Create(ctx context.Context, spec Spec) (*Session, string, error) {
+	if spec.TTL <= 0 {
 		return nil, "", errors.New("session ttl must be positive")
+	}
+	if spec.Lease < 0 {
+		return nil, "", errors.New("session lease must not be negative")
+	}
+	if len(spec.Credentials) > 0 && spec.NewPlaceholder == nil {
+		return nil, "", errors.New("session spec has credentials but no placeholder maker")
 	}
 	secret := make([]byte, 32) // 256 bits
 	if _, err := rand.Read(secret); err != nil {
@@ -305,12 +386,12 @@ func (r *Registry) Create(ctx context.Context, services []string, ttl time.Durat
 		return nil, "", err
 	}
 	now := r.now().UTC()
-	placeholders := make(map[string]string, len(credentials))
-	for _, c := range credentials {
+	placeholders := make(map[string]string, len(spec.Credentials))
+	for _, c := range spec.Credentials {
 		if _, dup := placeholders[c]; dup {
 			continue
 		}
-		ph, err := newPlaceholder()
+		ph, err := spec.NewPlaceholder()
 		if err != nil {
 			return nil, "", err
 		}
@@ -319,10 +400,18 @@ func (r *Registry) Create(ctx context.Context, services []string, ttl time.Durat
 	rec := Record{
 		ID:           "ses_" + hex.EncodeToString(idBytes),
 		TokenHash:    sha256.Sum256([]byte(token)),
-		Services:     slices.Clone(services),
+		Services:     slices.Clone(spec.Services),
 		Placeholders: placeholders,
+		Agent:        spec.Agent,
 		CreatedAt:    now,
-		ExpiresAt:    now.Add(ttl),
+		ExpiresAt:    now.Add(spec.TTL),
+	}
+	if rec.Services == nil {
+		rec.Services = []string{}
+	}
+	if spec.Lease > 0 {
+		until := now.Add(spec.Lease)
+		rec.LeaseTimeout, rec.LeaseUntil = spec.Lease, &until
 	}
 	sort.Strings(rec.Services)
 	if r.store != nil {
@@ -342,6 +431,7 @@ func newSession(rec Record) *Session {
 		CreatedAt:     rec.CreatedAt,
 		ExpiresAt:     rec.ExpiresAt,
 		Agent:         rec.Agent,
+		LeaseTimeout:  rec.LeaseTimeout,
 		tokenHash:     rec.TokenHash,
 		placeholders:  make(map[string]string, len(rec.Placeholders)),
 		byPlaceholder: make(map[string]string, len(rec.Placeholders)),
@@ -357,12 +447,16 @@ func newSession(rec Record) *Session {
 	return s
 }
 
-// applyStored takes the stored activity and revocation of rec.
-// Revocation only ever goes one way.
+// applyStored takes the stored activity, lease and revocation of rec.
+// Revocation only ever goes one way, and the lease only forward (a
+// read that raced a renewal here must not shorten it).
 func (s *Session) applyStored(rec Record) {
 	s.stored.Store(rec.Requests)
 	if rec.LastUsed != nil {
 		s.seeUse(rec.LastUsed.UnixNano())
+	}
+	if s.Leased() && rec.LeaseUntil != nil {
+		s.extendLease(*rec.LeaseUntil)
 	}
 	if rec.RevokedAt != nil {
 		s.end()
@@ -395,10 +489,80 @@ func (r *Registry) Authenticate(token string) (*Session, error) {
 		return nil, ErrUnknown
 	case s.revoked.Load():
 		return nil, ErrRevoked
-	case !r.now().Before(s.ExpiresAt):
+	}
+	now := r.now()
+	switch {
+	case !now.Before(s.ExpiresAt):
 		return nil, ErrExpired
+	case s.leaseLapsed(now):
+		return nil, ErrLeaseExpired
 	}
 	return s, nil
+}
+
+// Get returns the session with the given id, ended or not, if this
+// registry holds it.
+func (r *Registry) Get(id string) (*Session, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	s, ok := r.byID[id]
+	return s, ok
+}
+
+// Lookup returns the session with the given id: this registry's, or
+// with a store, the store's (a session made on another broker that the
+// change feed has not brought yet). An error is the store's.
+func (r *Registry) Lookup(ctx context.Context, id string) (*Session, bool, error) {
+	if s, ok := r.Get(id); ok || r.store == nil {
+		return s, ok, nil
+	}
+	if err := r.Apply(ctx, id); err != nil {
+		return nil, false, err
+	}
+	s, ok := r.Get(id)
+	return s, ok, nil
+}
+
+// Renew extends a leased session's lease to now + its LeaseTimeout and
+// returns the new end. The store is written first (so every broker,
+// and this one after a restart, sees it), then the session here. It
+// returns ErrUnknown for a session neither here nor in the store,
+// ErrNotLeased for a session without a lease, and ErrEnded for one
+// revoked, expired or whose lease lapsed: a lapsed lease is never
+// revived, even before the sweeper has ended it.
+func (r *Registry) Renew(ctx context.Context, id string) (time.Time, error) {
+	s, ok, err := r.Lookup(ctx, id)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if !ok {
+		return time.Time{}, ErrUnknown
+	}
+	now := r.now()
+	switch {
+	case !s.Leased():
+		return time.Time{}, ErrNotLeased
+	case !s.Active(now):
+		return time.Time{}, ErrEnded
+	}
+	until := now.UTC().Add(s.LeaseTimeout)
+	if r.store != nil {
+		if err := r.store.RenewLease(ctx, id, until); err != nil {
+			if errors.Is(err, ErrEnded) || errors.Is(err, ErrUnknown) {
+				// Ended or gone in the store: end it here too.
+				s.end()
+				return time.Time{}, ErrEnded
+			}
+			return time.Time{}, fmt.Errorf("saving the lease: %w", err)
+		}
+	}
+	s.extendLease(until)
+	if s.Revoked() {
+		// Ended while the renewal was being written (the sweeper, a
+		// revocation): the renewal does not bring it back.
+		return time.Time{}, ErrEnded
+	}
+	return until, nil
 }
 
 // Revoke ends the session with the given id and closes its open
@@ -423,14 +587,7 @@ func (r *Registry) Revoke(ctx context.Context, id string) (bool, error) {
 			// Known here, so it must become known everywhere: retried
 			// until it lands. (An id unknown here and to the store
 			// may be a typo; the caller sees the error.)
-			r.revMu.Lock()
-			if r.unrecorded == nil {
-				r.unrecorded = map[string]time.Time{}
-			}
-			if _, dup := r.unrecorded[id]; !dup {
-				r.unrecorded[id] = at
-			}
-			r.revMu.Unlock()
+			r.queueRevocation(id, at)
 		}
 		return ok, fmt.Errorf("recording the revocation: %w", err)
 	}
@@ -603,20 +760,43 @@ func (r *Registry) List() []*Session {
 	return out
 }
 
-// Sweep ends sessions that expired (closing their open connections) and
-// forgets sessions whose expiry time is more than Keep ago (revoked
-// ones included: they stay listed until then), so the list shows
-// recent activity without growing forever. With a store it also
-// deletes such sessions from the store, at most once a minute. It
-// returns how many sessions it ended; an error is the store's.
-func (r *Registry) Sweep(ctx context.Context) (int, error) {
+// SweepResult is what one Sweep did.
+type SweepResult struct {
+	// Expired counts the sessions that reached their expiry and ended.
+	Expired int
+	// LeaseLapsed are the sessions whose lease lapsed and that this
+	// sweep ended and revoked in the store (the app audits them). A
+	// session another broker had revoked already is ended here but
+	// not listed.
+	LeaseLapsed []*Session
+}
+
+// Sweep ends sessions that expired or whose lease lapsed (closing
+// their open connections) and forgets sessions whose expiry time is
+// more than Keep ago (revoked ones included: they stay listed until
+// then), so the list shows recent activity without growing forever.
+//
+// A lapsed lease is also revoked in the store, so every broker learns
+// that the session ended. Before that the store is asked whether
+// another broker renewed the lease (its change may not have arrived
+// yet); if so the session lives on. If the store cannot be read the
+// session ends anyway (fail closed) and its revocation is retried
+// (RetryRevocations).
+//
+// With a store it also deletes long-expired sessions from the store,
+// at most once a minute. An error is the store's.
+func (r *Registry) Sweep(ctx context.Context) (SweepResult, error) {
 	now := r.now()
 	horizon := now.Add(-r.keep())
-	var ended []*Session
+	var expired, lapsed []*Session
 	r.mu.Lock()
 	for id, s := range r.byID {
-		if !now.Before(s.ExpiresAt) && !s.revoked.Load() {
-			ended = append(ended, s)
+		switch {
+		case s.revoked.Load():
+		case !now.Before(s.ExpiresAt):
+			expired = append(expired, s)
+		case s.leaseLapsed(now):
+			lapsed = append(lapsed, s)
 		}
 		if !s.ExpiresAt.After(horizon) {
 			delete(r.byID, id)
@@ -624,11 +804,22 @@ func (r *Registry) Sweep(ctx context.Context) (int, error) {
 		}
 	}
 	r.mu.Unlock()
-	for _, s := range ended {
+	for _, s := range expired {
 		s.end()
 	}
+	res := SweepResult{Expired: len(expired)}
+	var errs []error
+	for _, s := range lapsed {
+		ended, err := r.endLapsed(ctx, s, now)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if ended {
+			res.LeaseLapsed = append(res.LeaseLapsed, s)
+		}
+	}
 	if r.store == nil {
-		return len(ended), nil
+		return res, errors.Join(errs...)
 	}
 	r.syncMu.Lock()
 	due := now.Sub(r.lastPurge) >= purgeEvery
@@ -638,10 +829,85 @@ func (r *Registry) Sweep(ctx context.Context) (int, error) {
 	r.syncMu.Unlock()
 	if due {
 		if _, err := r.store.DeleteExpiredBefore(ctx, horizon); err != nil {
-			return len(ended), fmt.Errorf("deleting expired sessions: %w", err)
+			errs = append(errs, fmt.Errorf("deleting expired sessions: %w", err))
 		}
 	}
-	return len(ended), nil
+	return res, errors.Join(errs...)
+}
+
+// endLapsed ends a session whose lease lapsed here, unless the store
+// shows a renewal this broker has not seen. It reports whether this
+// call ended it (false: renewed elsewhere, or revoked elsewhere first).
+func (r *Registry) endLapsed(ctx context.Context, s *Session, now time.Time) (bool, error) {
+	if r.store == nil {
+		s.end()
+		return true, nil
+	}
+	rec, ok, err := r.store.Get(ctx, s.ID)
+	if err == nil && ok {
+		if rec.RevokedAt == nil && rec.LeaseUntil != nil && now.Before(*rec.LeaseUntil) {
+			s.extendLease(*rec.LeaseUntil)
+			return false, nil
+		}
+		if rec.RevokedAt != nil {
+			s.end()
+			return false, nil
+		}
+	}
+	s.end()
+	if err != nil {
+		r.queueRevocation(s.ID, now.UTC())
+		return true, fmt.Errorf("reading session %s before ending its lapsed lease: %w", s.ID, err)
+	}
+	if !ok {
+		return true, nil // the store no longer holds it: nothing to record
+	}
+	if _, err := r.store.Revoke(ctx, s.ID, now.UTC()); err != nil {
+		r.queueRevocation(s.ID, now.UTC())
+		return true, fmt.Errorf("recording the end of session %s's lease: %w", s.ID, err)
+	}
+	return true, nil
+}
+
+// queueRevocation keeps a revocation the store did not record for
+// RetryRevocations.
+func (r *Registry) queueRevocation(id string, at time.Time) {
+	r.revMu.Lock()
+	defer r.revMu.Unlock()
+	if r.unrecorded == nil {
+		r.unrecorded = map[string]time.Time{}
+	}
+	if _, dup := r.unrecorded[id]; !dup {
+		r.unrecorded[id] = at
+	}
+}
+
+// ByAgent returns the sessions of the named agent this registry holds,
+// ended ones included, newest first.
+func (r *Registry) ByAgent(agent string) []*Session {
+	var out []*Session
+	for _, s := range r.List() {
+		if s.Agent == agent {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// EndAgent ends every session of the named agent here, closing their
+// connections, without writing to the store: for after the store
+// revoked them itself (deleting the agent revokes its sessions in the
+// same transaction), so this broker's tunnels close at once rather
+// than when the change feed delivers. It returns the ids it ended.
+func (r *Registry) EndAgent(agent string) []string {
+	var ids []string
+	for _, s := range r.ByAgent(agent) {
+		if !s.Revoked() {
+			ids = append(ids, s.ID)
+		}
+		s.end()
+	}
+	return ids
 }
 
 // CloseConnections closes every session's open connections (tunnels,

@@ -157,6 +157,34 @@ func (m *memStore) DeleteExpiredBefore(_ context.Context, t time.Time) (int, err
 	return n, nil
 }
 
+func (m *memStore) RenewLease(_ context.Context, id string, until time.Time) error {
+	if err := m.err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, ok := m.rows[id]
+	switch {
+	case !ok:
+		return ErrUnknown
+	case r.LeaseTimeout == 0:
+		return ErrNotLeased
+	case r.RevokedAt != nil:
+		return ErrEnded
+	}
+	r.LeaseUntil = &until
+	m.rows[id] = r
+	m.writes++
+	return nil
+}
+
+// row returns the stored record of id.
+func (m *memStore) row(id string) Record {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.rows[id]
+}
+
 func (m *memStore) requests(id string) uint64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -176,7 +204,7 @@ func TestCreateAuthenticateRevoke(t *testing.T) {
 			st = newMemStore()
 		}
 		r := newRegistry(st, newClock())
-		s, tok, err := r.Create(ctx, []string{"b", "a"}, time.Hour, []string{"X", "Y", "X"}, counter())
+		s, tok, err := r.Create(ctx, Spec{Services: []string{"b", "a"}, TTL: time.Hour, Credentials: []string{"X", "Y", "X"}, NewPlaceholder: counter()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -223,14 +251,14 @@ func TestCreateSavesFirst(t *testing.T) {
 	r := newRegistry(st, newClock())
 	down := errors.New("state sqlite: disk I/O error")
 	st.setFail(down)
-	if _, _, err := r.Create(ctx, []string{"a"}, time.Hour, nil, counter()); !errors.Is(err, down) {
+	if _, _, err := r.Create(ctx, Spec{Services: []string{"a"}, TTL: time.Hour, NewPlaceholder: counter()}); !errors.Is(err, down) {
 		t.Fatalf("Create = %v, want the store's error", err)
 	}
 	if len(r.List()) != 0 {
 		t.Fatal("a session the store refused exists")
 	}
 	st.setFail(nil)
-	s, _, err := r.Create(ctx, []string{"a"}, time.Hour, []string{"K"}, counter())
+	s, _, err := r.Create(ctx, Spec{Services: []string{"a"}, TTL: time.Hour, Credentials: []string{"K"}, NewPlaceholder: counter()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +273,7 @@ func TestCreateSavesFirst(t *testing.T) {
 func TestSessionMovesBetweenBrokers(t *testing.T) {
 	st, c := newMemStore(), newClock()
 	a, b := newRegistry(st, c), newRegistry(st, c)
-	sa, tok, err := a.Create(ctx, []string{"svc"}, time.Hour, []string{"K"}, counter())
+	sa, tok, err := a.Create(ctx, Spec{Services: []string{"svc"}, TTL: time.Hour, Credentials: []string{"K"}, NewPlaceholder: counter()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +305,7 @@ func TestSessionMovesBetweenBrokers(t *testing.T) {
 		t.Fatalf("b after the revocation: %v", err)
 	}
 	// A session made and revoked elsewhere is listed here as revoked.
-	s2, _, _ := a.Create(ctx, nil, time.Hour, nil, counter())
+	s2, _, _ := a.Create(ctx, Spec{TTL: time.Hour, NewPlaceholder: counter()})
 	a.Revoke(ctx, s2.ID)
 	if err := b.Reload(ctx); err != nil {
 		t.Fatal(err)
@@ -290,7 +318,7 @@ func TestSessionMovesBetweenBrokers(t *testing.T) {
 func TestRevokeEndsHereEvenIfTheStoreFails(t *testing.T) {
 	st := newMemStore()
 	r := newRegistry(st, newClock())
-	s, tok, _ := r.Create(ctx, nil, time.Hour, nil, counter())
+	s, tok, _ := r.Create(ctx, Spec{TTL: time.Hour, NewPlaceholder: counter()})
 	conn := &closer{}
 	s.Track(conn)
 	down := errors.New("state postgres: connection refused")
@@ -328,8 +356,8 @@ func TestRevokeEndsHereEvenIfTheStoreFails(t *testing.T) {
 func TestReloadEndsSessionsMissingFromTheStore(t *testing.T) {
 	st := newMemStore()
 	r := newRegistry(st, newClock())
-	s, tok, _ := r.Create(ctx, nil, time.Hour, nil, counter())
-	keep, keepTok, _ := r.Create(ctx, nil, time.Hour, nil, counter())
+	s, tok, _ := r.Create(ctx, Spec{TTL: time.Hour, NewPlaceholder: counter()})
+	keep, keepTok, _ := r.Create(ctx, Spec{TTL: time.Hour, NewPlaceholder: counter()})
 	conn := &closer{}
 	s.Track(conn)
 	st.mu.Lock()
@@ -365,7 +393,7 @@ func TestReloadEndsSessionsMissingFromTheStore(t *testing.T) {
 func TestActivityFlushes(t *testing.T) {
 	st, c := newMemStore(), newClock()
 	a, b := newRegistry(st, c), newRegistry(st, c)
-	s, _, _ := a.Create(ctx, nil, time.Hour, nil, counter())
+	s, _, _ := a.Create(ctx, Spec{TTL: time.Hour, NewPlaceholder: counter()})
 	if err := b.Apply(ctx, s.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -412,7 +440,7 @@ func TestActivityFlushes(t *testing.T) {
 func TestExpiryAndSweep(t *testing.T) {
 	st, c := newMemStore(), newClock()
 	r := newRegistry(st, c)
-	s, tok, _ := r.Create(ctx, []string{"a"}, time.Minute, nil, counter())
+	s, tok, _ := r.Create(ctx, Spec{Services: []string{"a"}, TTL: time.Minute, NewPlaceholder: counter()})
 	conn := &closer{}
 	s.Track(conn)
 	c.add(time.Minute)
@@ -422,8 +450,8 @@ func TestExpiryAndSweep(t *testing.T) {
 	if s.Active(c.now()) {
 		t.Fatal("expired session active")
 	}
-	if n, err := r.Sweep(ctx); n != 1 || err != nil || !conn.closed.Load() {
-		t.Fatalf("sweep ended %d (%v), closed=%v", n, err, conn.closed.Load())
+	if res, err := r.Sweep(ctx); res.Expired != 1 || len(res.LeaseLapsed) != 0 || err != nil || !conn.closed.Load() {
+		t.Fatalf("sweep ended %+v (%v), closed=%v", res, err, conn.closed.Load())
 	}
 	if len(r.List()) != 1 {
 		t.Fatal("ended session should stay listed for a while")
@@ -455,7 +483,7 @@ func TestExpiryAndSweep(t *testing.T) {
 }
 
 func TestCreateRejectsBadTTL(t *testing.T) {
-	if _, _, err := NewRegistry(nil).Create(ctx, nil, 0, nil, counter()); err == nil {
+	if _, _, err := NewRegistry(nil).Create(ctx, Spec{TTL: 0, NewPlaceholder: counter()}); err == nil {
 		t.Fatal("zero ttl accepted")
 	}
 }
@@ -486,7 +514,7 @@ func TestConcurrentCreateAndReload(t *testing.T) {
 	go func() {
 		defer creator.Done()
 		for range 200 {
-			s, tok, err := r.Create(ctx, nil, time.Hour, nil, counter())
+			s, tok, err := r.Create(ctx, Spec{TTL: time.Hour, NewPlaceholder: counter()})
 			if err != nil {
 				t.Error(err)
 				return
@@ -515,7 +543,7 @@ func TestUnrecordedRevocationIsRetried(t *testing.T) {
 	c := newClock()
 	r := NewRegistry(st)
 	r.Now = c.now
-	s, _, err := r.Create(context.Background(), []string{"x"}, time.Hour, nil, counter())
+	s, _, err := r.Create(context.Background(), Spec{Services: []string{"x"}, TTL: time.Hour, NewPlaceholder: counter()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -557,7 +585,7 @@ func (l lateCommit) AddActivity(ctx context.Context, batch []Activity) error {
 func TestFlushAmbiguousFailureNotCountedTwice(t *testing.T) {
 	st := newMemStore()
 	r := NewRegistry(lateCommit{st})
-	s, _, err := r.Create(context.Background(), []string{"x"}, time.Hour, nil, counter())
+	s, _, err := r.Create(context.Background(), Spec{Services: []string{"x"}, TTL: time.Hour, NewPlaceholder: counter()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,15 +15,28 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 	"modernc.org/sqlite" // also registers the "sqlite" database/sql driver
 	sqlite3 "modernc.org/sqlite/lib"
 )
 
-// ErrConflict means a write lost a race: a built-in store record's
-// version is not the stored one plus one, or a row with the new
-// session's id or token hash exists already. Re-read and retry.
+// ErrConflict means a write lost a race or would duplicate a key: a
+// built-in store record's version is not the stored one plus one; a row
+// with the new session's, agent's, operator's, login's, access
+// request's or audit entry's key (id, name or token hash) exists
+// already; an access request was decided already; a login's operator
+// changed its password or went away. Re-read and retry.
 var ErrConflict = errors.New("conflict: the stored row changed or already exists")
+
+// ErrNotLeased means RenewSessionLease found the session but it has no
+// lease: it keeps its TTL and there is nothing to renew.
+var ErrNotLeased = errors.New("the session has no lease")
+
+// ErrEnded means RenewSessionLease found the session but it has ended:
+// revoked, expired, or its lease lapsed before the renewal arrived. A
+// lapsed lease is not revived: the session is over on every broker.
+var ErrEnded = errors.New("the session has ended")
 
 // ErrNotEmpty means ImportBuiltin found the store already has a header
 // or records: something imported or created it first.
@@ -256,6 +269,22 @@ func (db *DB) walMode(ctx context.Context) error {
 		}
 		wait = min(2*wait, 100*time.Millisecond)
 	}
+}
+
+// isUniqueViolation reports a write refused because a row with the same
+// unique key exists (PostgreSQL's unique_violation, SQLite's UNIQUE or
+// PRIMARY KEY constraint): the statement lost to another writer, which
+// callers learn as ErrConflict.
+func isUniqueViolation(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == "23505"
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	}
+	return false
 }
 
 // isBusy reports SQLITE_BUSY, or one of its extended codes.

@@ -22,6 +22,11 @@ type dialect struct {
 	positional bool
 	// now is the SQL expression $now stands for.
 	now string
+	// forUpdate ends a SELECT whose rows the transaction is about to
+	// change, so that a concurrent writer waits instead of changing
+	// them in between (a lost update). SQLite has no row locks and
+	// needs none: its immediate transactions are exclusive.
+	forUpdate string
 }
 
 var (
@@ -29,7 +34,7 @@ var (
 	// expression is evaluated (now() would be the transaction's start).
 	// extract(epoch ...) is numeric since PostgreSQL 14, exact to the
 	// microsecond, so the product is too.
-	postgresDialect = dialect{now: "(extract(epoch FROM clock_timestamp()) * 1000000000)::bigint"}
+	postgresDialect = dialect{now: "(extract(epoch FROM clock_timestamp()) * 1000000000)::bigint", forUpdate: " FOR UPDATE"}
 	// SQLite: its clock is the local one, the only clock the processes
 	// sharing a database file can have. unixepoch('subsec') has
 	// millisecond precision but is a REAL: rounding to whole

@@ -24,6 +24,12 @@ type SessionRow struct {
 	RevokedAt    *time.Time // nil: not revoked
 	LastUsed     *time.Time // nil: never used
 	Requests     uint64
+	// LeaseTimeout is how long the session lives without a renewal; 0
+	// means it has no lease (it lives until ExpiresAt or revoked).
+	LeaseTimeout time.Duration
+	// LeaseUntil is when the lease lapses unless renewed; nil exactly
+	// when LeaseTimeout is 0.
+	LeaseUntil *time.Time
 }
 
 // SessionActivity is use of a session since the last flush: Requests is
@@ -34,12 +40,20 @@ type SessionActivity struct {
 	LastUsed time.Time
 }
 
-const sessionColumns = "id, token_hash, services, placeholders, agent, created_at, expires_at, revoked_at, last_used, requests"
+const sessionColumns = "id, token_hash, services, placeholders, agent, created_at, expires_at, revoked_at, last_used, requests, lease_timeout, lease_until"
 
 // InsertSession stores a new session and announces
 // Change{TopicSessions, id}. An existing id or token hash is
-// ErrConflict (a session is never overwritten).
+// ErrConflict (a session is never overwritten). A lease is both a
+// positive LeaseTimeout and a LeaseUntil, or neither: half a lease is
+// refused, since nobody could say whether the session is leased.
 func (db *DB) InsertSession(ctx context.Context, s SessionRow) error {
+	switch {
+	case s.LeaseTimeout < 0:
+		return db.wrap("insert session "+s.ID, fmt.Errorf("negative lease timeout %v", s.LeaseTimeout))
+	case (s.LeaseTimeout > 0) != (s.LeaseUntil != nil):
+		return db.wrap("insert session "+s.ID, errors.New("a lease needs both a lease timeout and a lease_until"))
+	}
 	services := s.Services
 	if services == nil {
 		services = []string{}
@@ -72,11 +86,15 @@ func (db *DB) InsertSession(ctx context.Context, s SessionRow) error {
 	if err != nil {
 		return db.wrap("insert session "+s.ID, err)
 	}
+	leaseUntil, err := storedNullNanos("lease_until", s.LeaseUntil)
+	if err != nil {
+		return db.wrap("insert session "+s.ID, err)
+	}
 	return db.write(ctx, "insert session "+s.ID, func(t *txn) error {
 		r, err := t.exec(ctx, `INSERT INTO sessions (`+sessionColumns+`)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING`,
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING`,
 			s.ID, hex.EncodeToString(s.TokenHash[:]), string(svc), string(ph), s.Agent,
-			created, expires, revoked, lastUsed, clampInt64(s.Requests))
+			created, expires, revoked, lastUsed, clampInt64(s.Requests), int64(s.LeaseTimeout), leaseUntil)
 		if err != nil {
 			return err
 		}
@@ -103,6 +121,54 @@ func (db *DB) RevokeSession(ctx context.Context, id string, at time.Time) (bool,
 	err = db.write(ctx, "revoke session "+id, func(t *txn) (err error) {
 		found, err = t.execAnnounced(ctx, Change{Topic: TopicSessions, Key: id}, "UPDATE sessions SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1", id, revoked)
 		return err
+	})
+	return found, err
+}
+
+// RenewSessionLease moves a leased session's lease_until to until (never
+// back: of two renewals committed out of order, the later lease stands)
+// and announces Change{TopicSessions, id}, so that every broker sees the
+// new lease. found is false, with a nil error, when there is no such
+// session. A session that exists but cannot be renewed is found, with
+// ErrEnded when it is revoked, expired or its lease lapsed already (by
+// the Config clock: a lease is live while now < lease_until), and
+// ErrNotLeased when it has no lease; nothing is written or announced
+// then.
+func (db *DB) RenewSessionLease(ctx context.Context, id string, until time.Time) (found bool, err error) {
+	op := "renew session lease " + id
+	u, err := storedNanos("lease_until", until)
+	if err != nil {
+		return false, db.wrap(op, err)
+	}
+	now := boundNanos(db.s.Now())
+	err = db.write(ctx, op, func(t *txn) error {
+		var revoked, leaseUntil sql.NullInt64
+		var expires, leaseTimeout int64
+		err := t.queryRow(ctx, "SELECT revoked_at, expires_at, lease_timeout, lease_until FROM sessions WHERE id = $1"+db.dialect.forUpdate, id).
+			Scan(&revoked, &expires, &leaseTimeout, &leaseUntil)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		found = true
+		switch {
+		case revoked.Valid || expires <= now:
+			return ErrEnded
+		case leaseTimeout <= 0 && !leaseUntil.Valid:
+			return ErrNotLeased
+		case !leaseUntil.Valid || leaseUntil.Int64 <= now:
+			// Lapsed, or half a lease (see scanSession): over.
+			return ErrEnded
+		}
+		if _, err := t.exec(ctx, "UPDATE sessions SET lease_until = $2 WHERE id = $1 AND lease_until < $2", id, u); err != nil {
+			return err
+		}
+		// Announced even when a later renewal was there first: a retry
+		// repeats a lost notification, as RevokeSession's does.
+		t.publish(Change{Topic: TopicSessions, Key: id})
+		return nil
 	})
 	return found, err
 }
@@ -193,9 +259,10 @@ type rowScanner interface{ Scan(dest ...any) error }
 func scanSession(r rowScanner) (SessionRow, error) {
 	var s SessionRow
 	var hash, services, placeholders string
-	var created, expires, requests int64
-	var revoked, lastUsed sql.NullInt64
-	if err := r.Scan(&s.ID, &hash, &services, &placeholders, &s.Agent, &created, &expires, &revoked, &lastUsed, &requests); err != nil {
+	var created, expires, requests, leaseTimeout int64
+	var revoked, lastUsed, leaseUntil sql.NullInt64
+	if err := r.Scan(&s.ID, &hash, &services, &placeholders, &s.Agent, &created, &expires, &revoked, &lastUsed, &requests,
+		&leaseTimeout, &leaseUntil); err != nil {
 		return SessionRow{}, err
 	}
 	b, err := hex.DecodeString(hash)
@@ -214,6 +281,19 @@ func scanSession(r rowScanner) (SessionRow, error) {
 	if requests > 0 {
 		s.Requests = uint64(requests)
 	}
+	// Half a lease (a row edited by hand, say) reads as a lease, never
+	// as a session without one (fail closed): without lease_until, one
+	// that lapsed when the session was created; without a timeout, the
+	// shortest one.
+	switch {
+	case leaseTimeout < 0:
+		return SessionRow{}, fmt.Errorf("session %s: negative lease_timeout", s.ID)
+	case leaseTimeout > 0 && !leaseUntil.Valid:
+		leaseUntil = sql.NullInt64{Int64: created, Valid: true}
+	case leaseTimeout == 0 && leaseUntil.Valid:
+		leaseTimeout = 1
+	}
+	s.LeaseTimeout, s.LeaseUntil = time.Duration(leaseTimeout), fromNullNanos(leaseUntil)
 	return s, nil
 }
 

@@ -1,0 +1,142 @@
+package caddymodule
+
+// Credentials (names and metadata only, never values), their stores,
+// and services.
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/audit"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
+	"github.com/agentvault/caddy-agent-vault/storebackends"
+)
+
+func (a *API) listStores(w http.ResponseWriter, _ *http.Request) {
+	list, _ := a.deps.creds.Status(time.Now())
+	writeJSON(w, http.StatusOK, apiwire.StoreList{Stores: list})
+}
+
+func (a *API) listCredentials(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, apiwire.CredentialList{Credentials: a.deps.creds.List()})
+}
+
+func (a *API) putCredential(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var body apiwire.CredentialPutRequest
+	if !readJSON(w, r, &body) {
+		return
+	}
+	if body.Value == nil {
+		writeError(w, http.StatusBadRequest, `body must be {"value":"..."}`)
+		return
+	}
+	m, created, err := a.deps.creds.Put(name, *body.Value)
+	if err != nil {
+		writeError(w, storeErrorStatus(err), err.Error())
+		return
+	}
+	a.logger.Info("credential stored", zap.String("name", name), zap.String("store", m.Store), zap.String("version", m.Version))
+	// The store and version say which write this was; the value never
+	// reaches the audit trail.
+	a.record(r, audit.CredentialPut, name, fmt.Sprintf("store %s version %s", m.Store, m.Version))
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, m)
+}
+
+func (a *API) deleteCredential(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	err := a.deps.creds.Delete(name)
+	switch {
+	case errors.Is(err, storebackends.ErrNotFound):
+		writeError(w, http.StatusNotFound, "no credential named "+name)
+	case err != nil:
+		writeError(w, storeErrorStatus(err), err.Error())
+	default:
+		a.logger.Info("credential deleted", zap.String("name", name))
+		a.record(r, audit.CredentialDelete, name, "")
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func (a *API) listServices(w http.ResponseWriter, _ *http.Request) {
+	svcs := a.deps.catalog.Services().Services()
+	if svcs == nil {
+		svcs = []services.Service{}
+	}
+	writeJSON(w, http.StatusOK, apiwire.ServiceList{Services: svcs})
+}
+
+func (a *API) putService(w http.ResponseWriter, r *http.Request) {
+	var svc services.Service
+	if !readJSON(w, r, &svc) {
+		return
+	}
+	name := r.PathValue("name")
+	if svc.Name != "" && svc.Name != name {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("body names service %q but the URL names %q", svc.Name, name))
+		return
+	}
+	svc.Name = name
+	warnings, err := a.storeService(r, svc, "")
+	if err != nil {
+		writeFailure(w, err, http.StatusInternalServerError)
+		return
+	}
+	writeJSON(w, http.StatusOK, apiwire.ServicePutResponse{Service: svc, Warnings: warnings})
+}
+
+// storeService validates svc, stores it and audits service.put (why,
+// if set, is added to the detail). The warnings are problems that did
+// not stop it, such as a credential no store holds yet.
+func (a *API) storeService(r *http.Request, svc services.Service, why string) ([]string, error) {
+	if err := svc.Validate(); err != nil {
+		return nil, fail(http.StatusBadRequest, "%v", err)
+	}
+	ctx, cancel := writeContext(r)
+	defer cancel()
+	if err := a.deps.catalog.Put(ctx, svc); err != nil {
+		return nil, err
+	}
+	// A credential no store holds yet is not an error (it may be added
+	// next), but requests that need it get 503 until then: say so.
+	var warnings []string
+	for _, name := range a.deps.creds.Missing(svc.Credentials()) {
+		warnings = append(warnings, fmt.Sprintf("credential %s is not in any store yet; requests that need it are refused (503) until it is", name))
+	}
+	a.logger.Info("service stored", zap.String("name", svc.Name), zap.String("host", svc.Host), zap.String("auth", svc.Auth.Type),
+		zap.Strings("warnings", warnings))
+	detail := "host " + svc.Host
+	if svc.Auth.Type != "" {
+		detail += " auth " + svc.Auth.Type
+	}
+	if why != "" {
+		detail += "; " + why
+	}
+	a.record(r, audit.ServicePut, svc.Name, detail)
+	return warnings, nil
+}
+
+func (a *API) deleteService(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := writeContext(r)
+	defer cancel()
+	name := r.PathValue("name")
+	found, err := a.deps.catalog.Delete(ctx, name)
+	switch {
+	case err != nil:
+		writeFailure(w, err, http.StatusInternalServerError)
+	case !found:
+		writeError(w, http.StatusNotFound, "no service named "+name)
+	default:
+		a.record(r, audit.ServiceDelete, name, "")
+		w.WriteHeader(http.StatusNoContent)
+	}
+}

@@ -1,0 +1,81 @@
+package audit
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestCursor(t *testing.T) {
+	for _, tc := range []struct {
+		at time.Time
+		id string
+	}{
+		{time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC), "aud_0123456789abcdef01234567"},
+		{time.Unix(0, 0), "aud_x"},
+		{time.Unix(0, -1), "a"},
+		{time.Date(2026, 1, 2, 3, 4, 5, 0, time.FixedZone("y", -7200)), "aud_1"},
+	} {
+		c := EncodeCursor(tc.at, tc.id)
+		at, id, err := ParseBefore(c)
+		if err != nil || !at.Equal(tc.at) || id != tc.id || at.Location() != time.UTC {
+			t.Errorf("%q: %v %q %v", c, at, id, err)
+		}
+	}
+	for s, want := range map[string]time.Time{
+		"2026-01-02T03:04:05Z":           time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+		"2026-01-02T03:04:05.5+01:00":    time.Date(2026, 1, 2, 2, 4, 5, 5e8, time.UTC),
+		"9999-12-31T23:59:59Z":           maxTime,
+		"0001-01-01T00:00:00Z":           minTime,
+		"1970-01-01T00:00:00.000000001Z": time.Unix(0, 1).UTC(),
+	} {
+		at, id, err := ParseBefore(s)
+		if err != nil || !at.Equal(want) || id != "" {
+			t.Errorf("ParseBefore(%q) = %v %q %v; want %v", s, at, id, err, want)
+		}
+	}
+	for _, s := range []string{
+		"", "_", "1_", "_aud_1", "01_aud_1", "-0_aud_1", "+1_aud_1", "1_aud 1", "1_aud/1", "1_" + strings.Repeat("a", 65),
+		"99999999999999999999_aud_1", "2026-01-02", "2026-01-02 03:04:05Z", "yesterday", "1x_aud_1",
+		strings.Repeat("1", 200), "2026-01-02T03:04:05Z_aud_1",
+	} {
+		at, id, err := ParseBefore(s)
+		if err == nil || !at.IsZero() || id != "" {
+			t.Errorf("ParseBefore(%.30q) = %v %q %v; want an error", s, at, id, err)
+		} else if err != errBefore {
+			t.Errorf("ParseBefore(%.30q): error %v", s, err)
+		}
+	}
+}
+
+func FuzzParseBefore(f *testing.F) {
+	for _, s := range []string{
+		EncodeCursor(time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC), NewID()), "0_a", "-1_a", "2026-01-02T03:04:05Z",
+		"2026-01-02T03:04:05.123456789-07:00", "9999-12-31T23:59:59Z", "01_a", "1_", "_", "x", "",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		at, id, err := ParseBefore(s)
+		if err != nil {
+			if err != errBefore || !at.IsZero() || id != "" {
+				t.Fatalf("ParseBefore(%q) = %v %q %v", s, at, id, err)
+			}
+			return
+		}
+		if at.Location() != time.UTC || at.Before(minTime) || at.After(maxTime) {
+			t.Fatalf("ParseBefore(%q): time %v", s, at)
+		}
+		if id != "" {
+			if back := EncodeCursor(at, id); back != s {
+				t.Fatalf("cursor %q reads back as %q", s, back)
+			}
+			return
+		}
+		// A time: its cursor form parses back to it.
+		c := EncodeCursor(at, "aud_1")
+		if at2, id2, err := ParseBefore(c); err != nil || !at2.Equal(at) || id2 != "aud_1" {
+			t.Fatalf("time %q: cursor %q: %v %q %v", s, c, at2, id2, err)
+		}
+	})
+}

@@ -1,0 +1,146 @@
+package identity
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"strings"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
+)
+
+// Kind is the kind of a bearer token, told by its prefix.
+type Kind uint8
+
+// Token kinds. KindOther is anything without a known prefix: the API
+// compares it with the admin token (in constant time) and otherwise
+// refuses it.
+const (
+	KindOther Kind = iota
+	KindAgent
+	KindOperator
+	KindSession
+)
+
+// Token prefixes, so that a leaked token is easy to recognise (in logs,
+// by secret scanners) and the API knows where to look it up.
+const (
+	AgentTokenPrefix    = "avt_"
+	OperatorTokenPrefix = "avo_"
+	SessionTokenPrefix  = sessions.TokenPrefix
+)
+
+// MaxTokenLength bounds a bearer token (in bytes).
+const MaxTokenLength = 512
+
+// tokenSecretBytes is the randomness of a generated token: 256 bits.
+const tokenSecretBytes = 32
+
+// String names the kind for messages ("agent token").
+func (k Kind) String() string {
+	switch k {
+	case KindAgent:
+		return "agent token"
+	case KindOperator:
+		return "operator login token"
+	case KindSession:
+		return "session token"
+	}
+	return "other token"
+}
+
+func (k Kind) prefix() string {
+	switch k {
+	case KindAgent:
+		return AgentTokenPrefix
+	case KindOperator:
+		return OperatorTokenPrefix
+	case KindSession:
+		return SessionTokenPrefix
+	}
+	return ""
+}
+
+// NewToken makes a fresh token of kind (agent, operator login or
+// session): its prefix and 256 random bits in unpadded base64url. It
+// returns the token, to hand out once, and its hash, to keep. KindOther
+// is an error: the admin token comes from the configuration.
+func NewToken(kind Kind) (token string, hash [32]byte, err error) {
+	p := kind.prefix()
+	if p == "" {
+		return "", [32]byte{}, errors.New("identity: no token format for " + kind.String())
+	}
+	secret := make([]byte, tokenSecretBytes)
+	if _, err := rand.Read(secret); err != nil {
+		return "", [32]byte{}, err
+	}
+	token = p + base64.RawURLEncoding.EncodeToString(secret)
+	return token, HashToken(token), nil
+}
+
+// HashToken is the SHA-256 of token, which is all the state database
+// keeps of agent, login and session tokens. Tokens carry 256 random
+// bits, so a fast hash is enough: there is nothing to guess.
+func HashToken(token string) [32]byte {
+	return sha256.Sum256([]byte(token))
+}
+
+// KindOf tells a token's kind by its prefix alone; it does not check
+// the rest (the lookup of its hash does).
+func KindOf(token string) Kind {
+	switch {
+	case strings.HasPrefix(token, AgentTokenPrefix):
+		return KindAgent
+	case strings.HasPrefix(token, OperatorTokenPrefix):
+		return KindOperator
+	case strings.HasPrefix(token, SessionTokenPrefix):
+		return KindSession
+	}
+	return KindOther
+}
+
+// ErrNoToken is ParseBearer's error for an empty header: the request
+// carries no credentials at all.
+var ErrNoToken = &UnauthenticatedError{Reason: "no credentials: send Authorization: Bearer <token>"}
+
+// ParseBearer returns the token of an Authorization header value:
+// the scheme "Bearer" (any case), one or more spaces, and 1 to
+// MaxTokenLength visible ASCII characters (no spaces). Anything else is
+// an *UnauthenticatedError (ErrNoToken for an empty header) whose text
+// never repeats the header.
+func ParseBearer(header string) (string, error) {
+	if header == "" {
+		return "", ErrNoToken
+	}
+	const scheme = "bearer"
+	if len(header) < len(scheme) || !strings.EqualFold(header[:len(scheme)], scheme) {
+		return "", &UnauthenticatedError{Reason: "the Authorization header is not a Bearer token: send Authorization: Bearer <token>"}
+	}
+	rest := header[len(scheme):]
+	token := strings.TrimLeft(rest, " ")
+	if len(token) == len(rest) {
+		return "", &UnauthenticatedError{Reason: "the Authorization header is not a Bearer token: send Authorization: Bearer <token>"}
+	}
+	if err := checkTokenText(token); err != nil {
+		return "", err
+	}
+	return token, nil
+}
+
+// checkTokenText enforces the token grammar shared by the header and
+// the cookie.
+func checkTokenText(token string) error {
+	if token == "" {
+		return &UnauthenticatedError{Reason: "the bearer token is empty"}
+	}
+	if len(token) > MaxTokenLength {
+		return &UnauthenticatedError{Reason: "the bearer token is longer than 512 bytes"}
+	}
+	for i := 0; i < len(token); i++ {
+		if c := token[i]; c <= ' ' || c >= 0x7f {
+			return &UnauthenticatedError{Reason: "the bearer token holds a space, control or non-ASCII character"}
+		}
+	}
+	return nil
+}

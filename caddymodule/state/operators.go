@@ -1,0 +1,267 @@
+package state
+
+import (
+	"context"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// OperatorRow is one operator as stored. PasswordHash is an argon2id
+// PHC string, never the password; Role is the caller's (viewer, admin,
+// owner), checked by the caller when it reads it back.
+type OperatorRow struct {
+	Name         string
+	PasswordHash string
+	Role         string
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+}
+
+// LoginRow is one operator login as stored: the SHA-256 of its token,
+// never the token.
+type LoginRow struct {
+	TokenHash [32]byte
+	Operator  string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
+const operatorColumns = "name, password_hash, role, created_at, updated_at"
+
+// InsertOperator stores a new operator; an existing name is ErrConflict.
+func (db *DB) InsertOperator(ctx context.Context, o OperatorRow) error {
+	op := "insert operator " + o.Name
+	if o.PasswordHash == "" || o.Role == "" {
+		return db.wrap(op, errors.New("an operator needs a password hash and a role"))
+	}
+	created, err := storedNanos("created_at", o.CreatedAt)
+	if err != nil {
+		return db.wrap(op, err)
+	}
+	updated, err := storedNanos("updated_at", o.UpdatedAt)
+	if err != nil {
+		return db.wrap(op, err)
+	}
+	return db.write(ctx, op, func(t *txn) error {
+		r, err := t.exec(ctx, `INSERT INTO operators (`+operatorColumns+`) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
+			o.Name, o.PasswordHash, o.Role, created, updated)
+		if err != nil {
+			return err
+		}
+		if n, err := affected(r); err != nil {
+			return err
+		} else if n == 0 {
+			return ErrConflict
+		}
+		return nil
+	})
+}
+
+// Operator returns one operator; ok is false when there is none.
+func (db *DB) Operator(ctx context.Context, name string) (OperatorRow, bool, error) {
+	o, err := scanOperator(db.queryRow(ctx, "SELECT "+operatorColumns+" FROM operators WHERE name = $1", name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return OperatorRow{}, false, nil
+	}
+	if err != nil {
+		return OperatorRow{}, false, db.wrap("get operator "+name, err)
+	}
+	return o, true, nil
+}
+
+// ListOperators returns every operator, by name.
+func (db *DB) ListOperators(ctx context.Context) ([]OperatorRow, error) {
+	rows, err := db.query(ctx, "SELECT "+operatorColumns+" FROM operators ORDER BY name")
+	if err != nil {
+		return nil, db.wrap("list operators", err)
+	}
+	defer rows.Close()
+	var out []OperatorRow
+	for rows.Next() {
+		o, err := scanOperator(rows)
+		if err != nil {
+			return nil, db.wrap("list operators", err)
+		}
+		out = append(out, o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, db.wrap("list operators", err)
+	}
+	return out, nil
+}
+
+// UpdateOperator sets the operator's role and/or password hash (nil
+// keeps the stored one) and updated_at, reporting whether the operator
+// exists. A new password hash deletes the operator's logins in the same
+// transaction: whoever held the old password is logged out everywhere.
+// With both nil it only reports whether the operator exists.
+func (db *DB) UpdateOperator(ctx context.Context, name string, role *string, passwordHash *string, at time.Time) (bool, error) {
+	op := "update operator " + name
+	if (role != nil && *role == "") || (passwordHash != nil && *passwordHash == "") {
+		return false, db.wrap(op, errors.New("an empty role or password hash"))
+	}
+	if role == nil && passwordHash == nil {
+		_, found, err := db.Operator(ctx, name)
+		return found, err
+	}
+	updated, err := storedNanos("updated_at", at)
+	if err != nil {
+		return false, db.wrap(op, err)
+	}
+	nullable := func(s *string) sql.NullString {
+		if s == nil {
+			return sql.NullString{}
+		}
+		return sql.NullString{String: *s, Valid: true}
+	}
+	var found bool
+	err = db.write(ctx, op, func(t *txn) error {
+		// The operator's row first: a login being stored for it
+		// (InsertLogin holds the row) commits before this goes on, and
+		// so is among the logins deleted below.
+		r, err := t.exec(ctx, "UPDATE operators SET role = COALESCE($2, role), password_hash = COALESCE($3, password_hash), updated_at = $4 WHERE name = $1",
+			name, nullable(role), nullable(passwordHash), updated)
+		if err != nil {
+			return err
+		}
+		n, err := affected(r)
+		if found = n > 0; err != nil || !found || passwordHash == nil {
+			return err
+		}
+		_, err = t.exec(ctx, "DELETE FROM operator_logins WHERE operator = $1", name)
+		return err
+	})
+	return found, err
+}
+
+// DeleteOperator deletes an operator and their logins in one
+// transaction, reporting whether the operator existed.
+func (db *DB) DeleteOperator(ctx context.Context, name string) (bool, error) {
+	var found bool
+	err := db.write(ctx, "delete operator "+name, func(t *txn) error {
+		// The row first, for the reason UpdateOperator gives.
+		r, err := t.exec(ctx, "DELETE FROM operators WHERE name = $1", name)
+		if err != nil {
+			return err
+		}
+		n, err := affected(r)
+		if found = n > 0; err != nil || !found {
+			return err
+		}
+		_, err = t.exec(ctx, "DELETE FROM operator_logins WHERE operator = $1", name)
+		return err
+	})
+	return found, err
+}
+
+// InsertLogin stores a login for an operator whose password the caller
+// has just checked against checkedPasswordHash. It is stored only while
+// the operator still exists with that password hash, read under a lock
+// on the operator's row: a password change or a deletion that commits
+// between the check and this insert would otherwise leave a login made
+// with the old password (or for a name a new operator may take). Either
+// case, and an existing token hash, is ErrConflict; the caller treats it
+// as a failed login.
+func (db *DB) InsertLogin(ctx context.Context, l LoginRow, checkedPasswordHash string) error {
+	op := "insert login for " + l.Operator
+	if checkedPasswordHash == "" {
+		return db.wrap(op, errors.New("the password hash the login was checked against is required"))
+	}
+	created, err := storedNanos("created_at", l.CreatedAt)
+	if err != nil {
+		return db.wrap(op, err)
+	}
+	expires, err := storedNanos("expires_at", l.ExpiresAt)
+	if err != nil {
+		return db.wrap(op, err)
+	}
+	if expires <= created {
+		return db.wrap(op, fmt.Errorf("expires_at %s is not after created_at", l.ExpiresAt.UTC().Format(time.RFC3339Nano)))
+	}
+	return db.write(ctx, op, func(t *txn) error {
+		var current string
+		err := t.queryRow(ctx, "SELECT password_hash FROM operators WHERE name = $1"+db.dialect.forUpdate, l.Operator).Scan(&current)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrConflict
+		}
+		if err != nil {
+			return err
+		}
+		if current != checkedPasswordHash {
+			return ErrConflict
+		}
+		r, err := t.exec(ctx, "INSERT INTO operator_logins (token_hash, operator, created_at, expires_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+			hex.EncodeToString(l.TokenHash[:]), l.Operator, created, expires)
+		if err != nil {
+			return err
+		}
+		if n, err := affected(r); err != nil {
+			return err
+		} else if n == 0 {
+			return ErrConflict
+		}
+		return nil
+	})
+}
+
+// LoginByTokenHash returns the login whose token hashes to hash and its
+// operator as stored now (so a role change counts at once); ok is false
+// when the login or its operator is gone. An expired login is returned
+// as it is: the caller compares ExpiresAt with its own clock.
+func (db *DB) LoginByTokenHash(ctx context.Context, hash [32]byte) (LoginRow, OperatorRow, bool, error) {
+	var l LoginRow
+	var o OperatorRow
+	var lCreated, lExpires, oCreated, oUpdated int64
+	err := db.queryRow(ctx, `SELECT l.operator, l.created_at, l.expires_at, o.name, o.password_hash, o.role, o.created_at, o.updated_at
+FROM operator_logins l JOIN operators o ON o.name = l.operator WHERE l.token_hash = $1`, hex.EncodeToString(hash[:])).
+		Scan(&l.Operator, &lCreated, &lExpires, &o.Name, &o.PasswordHash, &o.Role, &oCreated, &oUpdated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return LoginRow{}, OperatorRow{}, false, nil
+	}
+	if err != nil {
+		return LoginRow{}, OperatorRow{}, false, db.wrap("get login", err)
+	}
+	l.TokenHash = hash
+	l.CreatedAt, l.ExpiresAt = fromNanos(lCreated), fromNanos(lExpires)
+	o.CreatedAt, o.UpdatedAt = fromNanos(oCreated), fromNanos(oUpdated)
+	return l, o, true, nil
+}
+
+// DeleteLogin deletes a login (a logout); deleting one that is gone is
+// no error.
+func (db *DB) DeleteLogin(ctx context.Context, hash [32]byte) error {
+	_, err := db.exec(ctx, "DELETE FROM operator_logins WHERE token_hash = $1", hex.EncodeToString(hash[:]))
+	return db.wrap("delete login", err)
+}
+
+// DeleteLoginsExpiredBefore deletes the logins that expired before t
+// and returns how many.
+func (db *DB) DeleteLoginsExpiredBefore(ctx context.Context, t time.Time) (int, error) {
+	return db.deleteCount(ctx, "delete expired logins", "DELETE FROM operator_logins WHERE expires_at < $1", boundNanos(t))
+}
+
+// deleteCount runs a DELETE and returns how many rows it removed.
+func (db *DB) deleteCount(ctx context.Context, op, query string, args ...any) (int, error) {
+	r, err := db.exec(ctx, query, args...)
+	if err != nil {
+		return 0, db.wrap(op, err)
+	}
+	n, err := affected(r)
+	if err != nil {
+		return 0, db.wrap(op, err)
+	}
+	return int(n), nil
+}
+
+func scanOperator(r rowScanner) (OperatorRow, error) {
+	var o OperatorRow
+	var created, updated int64
+	if err := r.Scan(&o.Name, &o.PasswordHash, &o.Role, &created, &updated); err != nil {
+		return OperatorRow{}, err
+	}
+	o.CreatedAt, o.UpdatedAt = fromNanos(created), fromNanos(updated)
+	return o, nil
+}
