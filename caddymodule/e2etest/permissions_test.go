@@ -207,6 +207,15 @@ func TestPermissionTable(t *testing.T) {
 			t.Errorf("%s: refused a change of %s, yet GET %s is %d", p, path, path, got)
 		}
 	}
+	operatorKept := func(t *testing.T, p principal, path string) {
+		t.Helper()
+		var l apiwire.OperatorList
+		s.must(adminTok, "GET", "/api/v1/operators", nil, 200, &l)
+		name := path[strings.LastIndexByte(path, '/')+1:]
+		if !slices.ContainsFunc(l.Operators, func(o apiwire.Operator) bool { return o.Name == name }) {
+			t.Errorf("%s: refused DELETE %s, yet operator %s is gone", p, path, name)
+		}
+	}
 	serviceKept := func(t *testing.T, p principal, path string) {
 		t.Helper()
 		var l apiwire.ServiceList
@@ -368,7 +377,7 @@ func TestPermissionTable(t *testing.T) {
 		{name: "PATCH /api/v1/operators/{name}", method: "PATCH", prep: operator("perm-op-patch", map[string]string{"role": "admin"}),
 			want: want(401, 401, 403, 403, 403, 403, 200, 200), reason: map[principal]string{pAdmin: "owner"}},
 		{name: "DELETE /api/v1/operators/{name}", method: "DELETE", prep: operator("perm-op-del", nil),
-			want: want(401, 401, 403, 403, 403, 403, 204, 204), kept: keptAt},
+			want: want(401, 401, 403, 403, 403, 403, 204, 204), kept: operatorKept},
 		{name: "POST /api/v1/requests", method: "POST",
 			prep: func(p principal) (string, any) {
 				return "/api/v1/requests", apiwire.AccessRequestCreate{Host: "perm-ask-" + p.slug() + ".example"}
