@@ -377,9 +377,14 @@ func TestLeaseEndsWhenLauncherKilled(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Error("the session's open tunnel stayed open after its lease lapsed")
 	}
-	entries, _ := s.auditAll(url.Values{"action": {"session.lease_expired"}})
-	if len(findAudit(entries, "session.lease_expired", se.ID)) != 1 {
-		t.Errorf("no session.lease_expired audit entry for %s: %+v", se.ID, entries)
+	// The sweeper records the lapse once the session has ended: poll.
+	var entries []apiwire.AuditEntry
+	if !poll(5*time.Second, func() bool {
+		entries, _ = s.auditAll(url.Values{"action": {"session.lease_expired"}})
+		return len(findAudit(entries, "session.lease_expired", se.ID)) > 0
+	}) || len(findAudit(entries, "session.lease_expired", se.ID)) != 1 {
+		all, _ := s.auditAll(url.Values{"target": {se.ID}})
+		t.Errorf("no session.lease_expired audit entry for %s: %+v\nits entries: %+v\nserver log about it:\n%s", se.ID, entries, all, strings.Join(s.logs.lines(se.ID), "\n"))
 	}
 
 	// The next av-launch removes the dead one's temp files, and its own at exit.
