@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"os"
@@ -72,8 +73,15 @@ func execSQL(t *testing.T, driver, dsn string, stmts ...string) {
 	}
 }
 
-// futureMigration is the row a much newer binary would have written.
-const futureMigration = "INSERT INTO agent_vault_schema (version, name, applied_at) VALUES (9999, 'from_the_future', '2099-01-01T00:00:00Z')"
+// futureMigration is the row a newer binary would have written: the
+// version after the newest migration in the source tree (so it stays
+// newer as migrations are added), and the refusal it must cause.
+func futureMigration(t *testing.T) (stmt, refusal string) {
+	latest := len(stateMigrations(t))
+	stmt = fmt.Sprintf("INSERT INTO agent_vault_schema (version, name, applied_at) VALUES (%d, 'from_the_future', '2099-01-01T00:00:00Z')", latest+1)
+	refusal = fmt.Sprintf("the database schema is version %d, newer than this binary's %d", latest+1, latest)
+	return stmt, refusal
+}
 
 // TestStateOpenFailureStopsStartup: a state database that cannot be
 // used — a DSN that does not parse, PostgreSQL not listening, a SQLite
@@ -111,21 +119,23 @@ func TestStateOpenFailureStopsStartup(t *testing.T) {
 	t.Run("sqlite schema newer than the binary", func(t *testing.T) {
 		s := startServer(t, ca, serverOpts{})
 		s.stop()
-		execSQL(t, "sqlite", filepath.Join(s.dataDir, "state.db"), futureMigration)
+		future, refusal := futureMigration(t)
+		execSQL(t, "sqlite", filepath.Join(s.dataDir, "state.db"), future)
 		code, stderr := runToExit(t, ca, s.dataDir)
 		checkStateFailure(t, code, stderr, "state sqlite", "")
-		mustContain(t, "stderr", stderr, "the database schema is version 9999, newer than this binary's")
+		mustContain(t, "stderr", stderr, refusal)
 		mustContain(t, "stderr", stderr, "upgrade agent-vault")
 	})
 
 	t.Run("postgres schema newer than the binary", func(t *testing.T) {
 		pg := pgtest.Start(t)
+		future, refusal := futureMigration(t)
 		execSQL(t, "pgx", pg.DSN(),
 			"CREATE TABLE agent_vault_schema (version INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
-			futureMigration)
+			future)
 		code, stderr := runToExit(t, ca, filepath.Join(t.TempDir(), "data"), "AGENT_VAULT_DATABASE_URL="+pg.DSN())
 		checkStateFailure(t, code, stderr, "state postgres", pg.Password())
-		mustContain(t, "stderr", stderr, "the database schema is version 9999, newer than this binary's")
+		mustContain(t, "stderr", stderr, refusal)
 	})
 }
 

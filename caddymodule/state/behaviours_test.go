@@ -12,12 +12,14 @@ import (
 	"time"
 )
 
-// behaviours run against both backends, each on a fresh database opened
-// with a settable clock.
-var behaviours = []struct {
+// behaviour is a test that runs against both backends, on a fresh
+// database opened with a settable clock.
+type behaviour struct {
 	name string
 	run  func(t *testing.T, db *DB, clk *clock)
-}{
+}
+
+var behaviours = []behaviour{
 	{"services round trip", testServices},
 	{"session round trip", testSessionRoundTrip},
 	{"session insert conflicts", testSessionConflicts},
@@ -41,9 +43,13 @@ var behaviours = []struct {
 	{"concurrent writes", testConcurrentWrites},
 }
 
-func TestBehaviours(t *testing.T) {
+func TestBehaviours(t *testing.T) { runBehaviours(t, behaviours) }
+
+// runBehaviours runs each behaviour on each backend, on a fresh
+// database with its own settable clock.
+func runBehaviours(t *testing.T, list []behaviour) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		for _, bh := range behaviours {
+		for _, bh := range list {
 			t.Run(bh.name, func(t *testing.T) {
 				clk := newClock()
 				cfg := b.config(t)

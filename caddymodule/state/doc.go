@@ -1,14 +1,22 @@
 // Package state is agent-vault's state database: the catalog of
-// services, agent sessions, the built-in store's sealed records, and
-// Caddy's storage for a cluster. One schema and one set of queries serve
+// services, agent sessions (and their leases), the built-in store's
+// sealed records, Caddy's storage for a cluster, and who may do what:
+// agents and their token hashes, operators and their logins, access
+// requests and the audit trail. One schema and one set of queries serve
 // two backends: SQLite (a file, one broker) and PostgreSQL (shared by a
 // cluster of brokers).
 //
-// Callers keep their in-memory copies and persist through DB. A write
-// announces a Change after it commits; on PostgreSQL the announcement
-// travels with the transaction (pg_notify) to every broker, so each one
-// re-reads what changed within about a second. A full reload every
-// ReloadInterval heals whatever a broker missed.
+// Callers keep their in-memory copies of services, sessions and
+// credentials and persist through DB. A write to them announces a Change
+// after it commits; on PostgreSQL the announcement travels with the
+// transaction (pg_notify) to every broker, so each one re-reads what
+// changed within about a second. A full reload every ReloadInterval
+// heals whatever a broker missed.
+//
+// Agents, operators, logins, access requests and the audit trail have
+// no Change: the API reads them from the database on every request, so
+// a rotated token or a deleted operator stops working on every broker
+// at once.
 //
 // Times are stored as BIGINT unix nanoseconds and bytes as base64 TEXT,
 // so that the same migrations run unchanged on both backends; a time

@@ -3,13 +3,16 @@ package state
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"testing/fstest"
+	"time"
 )
 
 func TestEmbeddedMigrationsAreNumberedWell(t *testing.T) {
@@ -185,4 +188,87 @@ func TestOpensRaceOnAFreshDatabase(t *testing.T) {
 			t.Fatalf("applied %v", got)
 		}
 	})
+}
+
+// TestMigrationKeepsSessions: a database left at version 1 by an older
+// broker, with sessions in it, opens at the newest version with its
+// sessions as they were and without leases (lease_timeout 0,
+// lease_until NULL): they keep their TTL semantics. The identity tables
+// are there and empty.
+func TestMigrationKeepsSessions(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		cfg := b.config(t)
+		driver := "pgx"
+		if b.name == BackendSQLite {
+			must(t, os.MkdirAll(filepath.Dir(cfg.DSN), 0o700))
+			driver = "sqlite"
+		}
+		raw, err := sql.Open(driver, cfg.DSN)
+		must(t, err)
+		defer raw.Close()
+		migs, err := loadMigrations(migrationFiles)
+		must(t, err)
+		exec := func(q string, args ...any) {
+			t.Helper()
+			if _, err := raw.Exec(rebindFor(b.name, q), args...); err != nil {
+				t.Fatalf("%.60s: %v", q, err)
+			}
+		}
+		exec(`CREATE TABLE ` + schemaTable + ` (version INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)`)
+		exec(migs[0].sql)
+		exec("INSERT INTO "+schemaTable+" (version, name, applied_at) VALUES ($1, $2, 'by an older broker')", migs[0].version, migs[0].name)
+		clk := newClock()
+		s := session("old", 1, clk.Now())
+		revoked := session("old-revoked", 2, clk.Now())
+		at := clk.Now().Add(time.Minute)
+		revoked.RevokedAt = &at
+		for _, r := range []SessionRow{s, revoked} {
+			var rev sql.NullInt64
+			if r.RevokedAt != nil {
+				rev = sql.NullInt64{Int64: r.RevokedAt.UnixNano(), Valid: true}
+			}
+			// The 0001 columns only.
+			exec(`INSERT INTO sessions (id, token_hash, services, placeholders, agent, created_at, expires_at, revoked_at, requests)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)`, r.ID, fmt.Sprintf("%x", r.TokenHash), `["github","anthropic"]`,
+				`{"GITHUB_TOKEN":"agvph_1","ANTHROPIC_KEY":"agvph_2"}`, r.Agent, r.CreatedAt.UnixNano(), r.ExpiresAt.UnixNano(), rev)
+		}
+
+		db := open(t, cfg)
+		if got := appliedMigrations(t, db); len(got) != latestMigration(t) || got[0] != 1 {
+			t.Fatalf("applied %v", got)
+		}
+		renewal := map[string]error{"old": ErrNotLeased, "old-revoked": ErrEnded}
+		for _, want := range []SessionRow{s, revoked} {
+			got, ok, err := db.Session(ctx, want.ID)
+			if err != nil || !ok || !reflect.DeepEqual(got, want) {
+				t.Fatalf("session %s after the migration: %+v %v %v, want %+v", want.ID, got, ok, err, want)
+			}
+			if got.LeaseTimeout != 0 || got.LeaseUntil != nil {
+				t.Fatalf("session %s gained a lease: %+v", want.ID, got)
+			}
+			if found, err := db.RenewSessionLease(ctx, want.ID, clk.Now().Add(time.Minute)); !found || !errors.Is(err, renewal[want.ID]) {
+				t.Fatalf("renewing the migrated session %s: %v %v, want %v", want.ID, found, err, renewal[want.ID])
+			}
+		}
+		var timeout int64
+		var until sql.NullInt64
+		must(t, db.queryRow(ctx, "SELECT lease_timeout, lease_until FROM sessions WHERE id = 'old'").Scan(&timeout, &until))
+		if timeout != 0 || until.Valid {
+			t.Fatalf("stored lease_timeout %d, lease_until %v; want 0 and NULL", timeout, until)
+		}
+		if list, err := db.ListAgents(ctx); err != nil || len(list) != 0 {
+			t.Fatalf("agents after the migration: %v %v", list, err)
+		}
+		if list, err := db.ListAudit(ctx, AuditFilter{}); err != nil || len(list) != 0 {
+			t.Fatalf("audit after the migration: %v %v", list, err)
+		}
+	})
+}
+
+// rebindFor writes a $N query for a raw connection of the backend.
+func rebindFor(backend, q string) string {
+	if backend == BackendSQLite {
+		return rebind(q)
+	}
+	return q
 }

@@ -281,8 +281,10 @@ func scanSession(r rowScanner) (SessionRow, error) {
 	if requests > 0 {
 		s.Requests = uint64(requests)
 	}
-	// Half a lease (a row edited by hand, say) reads as a lease that
-	// has lapsed: fail closed rather than as a session without one.
+	// Half a lease (a row edited by hand, say) reads as a lease, never
+	// as a session without one (fail closed): without lease_until, one
+	// that lapsed when the session was created; without a timeout, the
+	// shortest one.
 	switch {
 	case leaseTimeout < 0:
 		return SessionRow{}, fmt.Errorf("session %s: negative lease_timeout", s.ID)
