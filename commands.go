@@ -16,6 +16,10 @@ import (
 	"github.com/agentvault/caddy-agent-vault/launcher"
 )
 
+// serverCommand is the cobra command of `server` in the root being
+// built, for decorateRoot.
+var serverCommand *cobra.Command
+
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "server",
@@ -31,6 +35,7 @@ stops a server started that way.
 The built-in store needs AGENT_VAULT_MASTER_PASSWORD or
 AGENT_VAULT_MASTER_PASSWORD_FILE.`,
 		CobraFunc: func(cmd *cobra.Command) {
+			serverCommand = cmd
 			// Persistent, so `server stop --config F` finds the same admin endpoint.
 			cmd.PersistentFlags().StringP("config", "c", "", "Caddyfile to run (default: the embedded Caddyfile.example)")
 			cmd.PersistentFlags().Int("port", 0, "management API port")
@@ -61,6 +66,9 @@ AGENT_VAULT_MASTER_PASSWORD_FILE.`,
 					return nil
 				},
 			})
+			// The last command registered here: the root has the
+			// others by now (see help.go).
+			decorateRoot(serverCommand)
 		},
 	})
 }

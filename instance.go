@@ -59,8 +59,13 @@ func checkInstanceOnCommand() {
 	}
 	var err error
 	switch verb := os.Args[1]; verb {
-	case "run":
-		err = claimInstance(verbFlags(verb, os.Args[2:]))
+	case "run", "start":
+		// The master password first (masterpasswordcheck.go): its
+		// absence is the likeliest failure of a first start.
+		raw := startConfig(verbFlags(verb, os.Args[2:]))
+		if err = checkMasterPassword(raw); err == nil && verb == "run" {
+			err = claimInstance(raw)
+		}
 	case "stop", "reload":
 		err = requireInstance(verb, verbFlags(verb, os.Args[2:]))
 	case "validate", "adapt":
@@ -125,8 +130,10 @@ type instanceConfig struct {
 	} `json:"apps"`
 }
 
-// claimInstance is the check of `run`.
-func claimInstance(fl *cobraFlags) error {
+// startConfig is the JSON config `run` or `start` will load, read
+// quietly; nil if unknown (with --envfile, the environment the config is
+// expanded with is not loaded yet).
+func startConfig(fl *cobraFlags) []byte {
 	if fl == nil || len(fl.list("envfile")) > 0 {
 		return nil
 	}
@@ -137,6 +144,11 @@ func claimInstance(fl *cobraFlags) error {
 	if raw == nil {
 		raw = quietConfig(fl.str("config"), fl.str("adapter"))
 	}
+	return raw
+}
+
+// claimInstance is the check of `run`, on its config (startConfig).
+func claimInstance(raw []byte) error {
 	cfg, dataDir := parseInstanceConfig(raw)
 	if dataDir == "" {
 		return nil

@@ -145,7 +145,7 @@ func TestRequireInstance(t *testing.T) {
 
 	// What `run` does: lock for the life of the process (this test
 	// binary's), then stop and reload find it running.
-	if err := claimInstance(verbFlags("run", []string{"--config", cfgFile})); err != nil {
+	if err := claimInstance(startConfig(verbFlags("run", []string{"--config", cfgFile}))); err != nil {
 		t.Fatalf("run's claim: %v", err)
 	}
 	if _, running, _ := caddymodule.RunningInstance(dataDir); !running {
@@ -157,7 +157,7 @@ func TestRequireInstance(t *testing.T) {
 		}
 	}
 	// Skipped with --envfile: the environment is not loaded yet.
-	if err := claimInstance(verbFlags("run", []string{"--config", cfgFile, "--envfile", "/nonexistent"})); err != nil {
+	if err := claimInstance(startConfig(verbFlags("run", []string{"--config", cfgFile, "--envfile", "/nonexistent"}))); err != nil {
 		t.Errorf("run --envfile: %v", err)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/apiclient"
 )
 
 // systemBundlePaths are the usual locations of the system's PEM root bundle
@@ -45,7 +47,7 @@ func parseCACerts(text string) ([]byte, error) {
 			return nil, errors.New("server returned a ca_pem that is not a list of PEM certificates")
 		}
 		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("server returned a ca_pem holding a %q block", printable(block.Type, 64))
+			return nil, fmt.Errorf("server returned a ca_pem holding a %q block", apiclient.Printable(block.Type, 64))
 		}
 		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
 			return nil, errors.New("server returned a ca_pem with an unparsable certificate")

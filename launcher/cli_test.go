@@ -34,9 +34,9 @@ func TestDefaultDataDir(t *testing.T) {
 	}
 }
 
-func TestAdminToken(t *testing.T) {
+func TestAPIToken(t *testing.T) {
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "admin.token"), []byte("  from-data-dir\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "agent.token"), []byte("  from-data-dir\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	explicit := filepath.Join(t.TempDir(), "tok")
@@ -51,7 +51,7 @@ func TestAdminToken(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(xdg, "agent-vault"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(xdg, "agent-vault", "admin.token"), []byte("from-xdg"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(xdg, "agent-vault", "agent.token"), []byte("from-xdg"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 
@@ -67,15 +67,25 @@ func TestAdminToken(t *testing.T) {
 		{"xdg", []string{"XDG_DATA_HOME=" + xdg, "HOME=/nonexistent"}, "", "from-xdg"},
 		{"blank env falls back", []string{"AGENT_VAULT_TOKEN=  ", "AGENT_VAULT_DATA_DIR=" + dir}, "", "from-data-dir"},
 	} {
-		got, err := adminToken(getenvFrom(tc.env), tc.tokenFile)
+		got, err := apiToken(getenvFrom(tc.env), tc.tokenFile)
 		if err != nil || got != tc.want {
-			t.Errorf("%s: adminToken = %q, %v, want %q", tc.name, got, err, tc.want)
+			t.Errorf("%s: apiToken = %q, %v, want %q", tc.name, got, err, tc.want)
 		}
 	}
-	for name, tokenFile := range map[string]string{"missing": filepath.Join(dir, "nope"), "empty": empty, "directory": dir} {
-		if _, err := adminToken(getenvFrom(nil), tokenFile); err == nil || !strings.Contains(err.Error(), "admin token") {
-			t.Errorf("%s: err = %v", name, err)
+	for name, tc := range map[string]struct{ tokenFile, want string }{
+		"missing":   {filepath.Join(dir, "nope"), "nope is not readable (no such file or directory)"},
+		"empty":     {empty, "empty is empty"},
+		"directory": {dir, "is not readable (not a regular file)"},
+	} {
+		if _, err := apiToken(getenvFrom(nil), tc.tokenFile); err == nil || !strings.HasPrefix(err.Error(), "no token: ") || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", name, err, tc.want)
 		}
+	}
+	// The default file, absent, says how to get one.
+	_, err := apiToken(getenvFrom([]string{"AGENT_VAULT_DATA_DIR=" + t.TempDir()}), "")
+	if err == nil || !strings.Contains(err.Error(), "agent.token does not exist: start the server with `make run`, which creates it") ||
+		!strings.Contains(err.Error(), "agent-vault agent add") {
+		t.Errorf("absent default file: %v", err)
 	}
 }
 
@@ -92,7 +102,7 @@ func TestMainMissingToken(t *testing.T) {
 	if code != ExitSetup {
 		t.Errorf("Main = %d, want %d", code, ExitSetup)
 	}
-	if !strings.HasPrefix(stderr.String(), "av-launch: no admin token: AGENT_VAULT_TOKEN is unset and ") {
+	if !strings.HasPrefix(stderr.String(), "av-launch: no token: AGENT_VAULT_TOKEN is unset and ") || !strings.Contains(stderr.String(), "make run") {
 		t.Errorf("stderr = %q", stderr.String())
 	}
 	if _, err := os.Stat(marker); err == nil {
@@ -132,7 +142,9 @@ func TestMainUsageErrors(t *testing.T) {
 		{[]string{"--ttl", "soon", "true"}, ExitSetup, "invalid value"},
 		{[]string{"--ttl", "0", "true"}, ExitSetup, "--ttl must be positive"},
 		{[]string{"--bogus", "true"}, ExitSetup, "flag provided but not defined"},
-		{[]string{"--addr", "127.0.0.1:14321", "true"}, ExitSetup, "invalid management address"},
+		{[]string{"--addr", "127.0.0.1:14321", "true"}, ExitSetup, `av-launch: --addr "127.0.0.1:14321" has no scheme: use http://host:port`},
+		{[]string{"--session-token-file", "/nonexistent", "--services", "a", "true"}, ExitSetup, "--services does not apply with --session-token-file"},
+		{[]string{"--ttl", "5m", "--session-token-file", "/nonexistent", "true"}, ExitSetup, "--ttl does not apply with --session-token-file"},
 		{[]string{"-h"}, 0, "usage: av-launch"},
 	} {
 		var stdout, stderr strings.Builder
@@ -155,19 +167,25 @@ func TestMainEmptyServices(t *testing.T) {
 	api := newFakeAPI(t)
 	env := append(baseEnv(), "AGENT_VAULT_TOKEN="+testAdminToken, "AGENT_VAULT_ADDR="+api.srv.URL)
 	marker := filepath.Join(t.TempDir(), "started")
-	for _, flags := range [][]string{
-		{"--services", ""},
-		{"--services="},
-		{"-services", " "},
-		{"--services", ","},
-		{"--services", " , ,\t"},
-		{"--services", "github", "--services", ""}, // the last one counts
+	const none, hole = "names no service: name at least one, or omit --services for all services", "has an empty name"
+	for _, tc := range []struct {
+		flags []string
+		want  string
+	}{
+		{[]string{"--services", ""}, none},
+		{[]string{"--services="}, none},
+		{[]string{"-services", " "}, none},
+		{[]string{"--services", ","}, none},
+		{[]string{"--services", " , ,\t"}, none},
+		{[]string{"--services", "a,,b"}, `"a,,b" has an empty name (item 2)`},
+		{[]string{"--services", "github,"}, hole},
+		{[]string{"--services", "github", "--services", ""}, none}, // the last one counts
 	} {
 		var stderr strings.Builder
-		args := append(flags, "/bin/sh", "-c", `touch "$1"`, "sh", marker)
+		args := append(tc.flags, "/bin/sh", "-c", `touch "$1"`, "sh", marker)
 		code := Main(args, env, nil, nil, &stderr)
-		if code != ExitSetup || !strings.Contains(stderr.String(), "names no service: name at least one, or omit --services for all services") {
-			t.Errorf("Main(%q) = %d, stderr %q; want %d and the empty --services error", flags, code, stderr.String(), ExitSetup)
+		if code != ExitSetup || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("Main(%q) = %d, stderr %q; want %d and %q", tc.flags, code, stderr.String(), ExitSetup, tc.want)
 		}
 	}
 	if _, err := os.Stat(marker); err == nil {
@@ -191,13 +209,16 @@ func TestMainNamed(t *testing.T) {
 
 func TestSplitServices(t *testing.T) {
 	for in, want := range map[string][]string{
-		"":                  nil,
-		" , ":               nil,
-		"github":            {"github"},
-		" github , openai,": {"github", "openai"},
+		"github":           {"github"},
+		" github , openai": {"github", "openai"},
 	} {
-		if got := splitServices(in); !slices.Equal(got, want) {
-			t.Errorf("splitServices(%q) = %q, want %q", in, got, want)
+		if got, err := splitServices(in); err != nil || !slices.Equal(got, want) {
+			t.Errorf("splitServices(%q) = %q, %v, want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", " ", " , ", "a,", ",a", "a,,b", "a, ,b"} {
+		if got, err := splitServices(in); err == nil {
+			t.Errorf("splitServices(%q) = %q, want an error", in, got)
 		}
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/apiclient"
 )
 
 // Environment variables the launcher manages in the child. Names are
@@ -132,7 +134,7 @@ func proxyURLWithCredentials(raw, token string) (string, error) {
 func checkPlaceholders(placeholders map[string]string) error {
 	for name, value := range placeholders {
 		if !validEnvName(name) {
-			return fmt.Errorf("server returned an invalid placeholder name %q", printable(name, 64))
+			return fmt.Errorf("server returned an invalid placeholder name %q", apiclient.Printable(name, 64))
 		}
 		if slices.Contains(reservedVars, name) {
 			return fmt.Errorf("server returned a placeholder for reserved variable %s", name)

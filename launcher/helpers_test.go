@@ -30,6 +30,9 @@ const (
 	testSessionID    = "sess_0123abcd"
 	testProxyURL     = "http://127.0.0.1:14322"
 	testPlaceholder  = "agvph_github_placeholder"
+	// testLease is the fake's default lease: long enough that no test
+	// but the renewal ones sees a renewal.
+	testLease = "30s"
 )
 
 // newTestCert returns a fresh self-signed CA certificate as PEM.
@@ -68,14 +71,20 @@ type fakeAPI struct {
 	caPEM string
 
 	mu           sync.Mutex
-	session      apiwire.Session // answer to POST
-	createStatus int             // answer status to POST (default 201)
-	createError  string          // {"error":...} body when createStatus is an error
-	createBody   string          // raw 201 body to send instead of session, if set
-	deleteStatus int             // answer status to DELETE (default 204)
+	session      apiwire.Session  // answer to POST
+	createStatus int              // answer status to POST (default 201)
+	createError  string           // {"error":...} body when createStatus is an error
+	createBody   string           // raw 201 body to send instead of session, if set
+	deleteStatus int              // answer status to DELETE (default 204)
+	renewStatus  int              // answer status to renewals (default 200)
+	credsStatus  int              // answer status to GET credentials (default 200)
+	current      *apiwire.Session // answer to GET /api/v1/session (nil: 401)
 	creates      []createCall
 	deletes      []string // ids
 	deleteAuths  []string
+	renews       []string              // ids
+	currentAuths []string              // Authorization of GET /api/v1/session
+	requests     []string              // "METHOD /path" of every request
 	onCreate     func(r *http.Request) // runs before answering a POST
 }
 
@@ -90,16 +99,32 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		ExpiresAt:    time.Now().Add(time.Hour).UTC().Truncate(time.Second),
 		Services:     []string{"github"},
 		Placeholders: map[string]string{"GITHUB_TOKEN": testPlaceholder},
+		LeaseTimeout: testLease,
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /api/v1/sessions", f.create)
 	mux.HandleFunc("DELETE /api/v1/sessions/{id}", f.delete)
+	mux.HandleFunc("POST /api/v1/sessions/{id}/renew", f.renew)
+	mux.HandleFunc("GET /api/v1/session", f.currentSession)
 	// Every credential the server knows, in scope or not.
 	mux.HandleFunc("GET /api/v1/credentials", func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		status := f.credsStatus
+		f.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
+		if status != 0 && status != http.StatusOK {
+			w.WriteHeader(status)
+			io.WriteString(w, `{"error":"an agent token may not GET /api/v1/credentials"}`)
+			return
+		}
 		io.WriteString(w, `{"credentials":[{"name":"GITHUB_TOKEN"},{"name":"OUT_OF_SCOPE_TOKEN"}]}`)
 	})
-	f.srv = httptest.NewServer(mux) // listens on 127.0.0.1:0
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		f.requests = append(f.requests, r.Method+" "+r.URL.Path)
+		f.mu.Unlock()
+		mux.ServeHTTP(w, r)
+	})) // listens on 127.0.0.1:0
 	t.Cleanup(f.srv.Close)
 	return f
 }
@@ -153,6 +178,51 @@ func (f *fakeAPI) delete(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(status)
 }
 
+func (f *fakeAPI) renew(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	f.renews = append(f.renews, r.PathValue("id"))
+	status := f.renewStatus
+	lease, _ := time.ParseDuration(f.session.LeaseTimeout)
+	f.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	if status != 0 && status != http.StatusOK {
+		w.WriteHeader(status)
+		json.NewEncoder(w).Encode(map[string]string{"error": "session " + r.PathValue("id") + " has ended"})
+		return
+	}
+	json.NewEncoder(w).Encode(apiwire.LeaseRenewal{ID: r.PathValue("id"), LeaseExpiresAt: time.Now().Add(lease)})
+}
+
+func (f *fakeAPI) currentSession(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	f.currentAuths = append(f.currentAuths, r.Header.Get("Authorization"))
+	sess := f.current
+	f.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	if sess == nil || r.Header.Get("Authorization") != "Bearer "+sess.Token {
+		w.WriteHeader(http.StatusUnauthorized)
+		io.WriteString(w, `{"error":"unknown or expired token"}`)
+		return
+	}
+	answer := *sess
+	answer.Token = "" // the caller has it
+	json.NewEncoder(w).Encode(answer)
+}
+
+// renewCount is how many renewals the fake answered.
+func (f *fakeAPI) renewCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.renews)
+}
+
+// allRequests lists "METHOD /path" of every request the fake saw.
+func (f *fakeAPI) allRequests() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.requests...)
+}
+
 // set changes the fake's behaviour under its lock.
 func (f *fakeAPI) set(change func(f *fakeAPI)) {
 	f.mu.Lock()
@@ -186,8 +256,8 @@ func launch(t *testing.T, api *fakeAPI, cfg Config) (int, string, error) {
 	if cfg.Addr == "" {
 		cfg.Addr = api.srv.URL
 	}
-	if cfg.AdminToken == "" {
-		cfg.AdminToken = testAdminToken
+	if cfg.Token == "" && cfg.Session == nil {
+		cfg.Token = testAdminToken
 	}
 	if cfg.Env == nil {
 		cfg.Env = baseEnv()
@@ -212,6 +282,18 @@ func assertNoSecrets(t *testing.T, what, text string) {
 		if strings.Contains(text, secret) {
 			t.Errorf("%s leaks a secret: %q", what, text)
 		}
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after a deadline.
+func waitFor(t *testing.T, what string, deadline time.Duration, cond func() bool) {
+	t.Helper()
+	end := time.Now().Add(deadline)
+	for !cond() {
+		if time.Now().After(end) {
+			t.Fatalf("%s: not within %v", what, deadline)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval, not synchronization
 	}
 }
 

@@ -1,10 +1,25 @@
 // Package launcher runs an AI agent (any command) behind the agent-vault
 // credential-injecting proxy.
 //
-// It creates a short-lived session through the management API, starts the
-// command with an environment that routes its HTTP(S) traffic through the
-// session proxy, makes it trust the proxy's CA and gives it placeholders
-// instead of secrets, and revokes the session once the command exits.
+// It opens a session through the management API with whatever token it is
+// given (an agent's, normally the local agent's agent.token; the server
+// decides what the token may do), starts the command with an environment
+// that routes its HTTP(S) traffic through the session proxy, makes it
+// trust the proxy's CA and gives it placeholders instead of secrets, and
+// revokes the session once the command exits.
+//
+// The session is leased: the launcher renews it every third of its lease
+// timeout while the command runs, so that a launcher killed with SIGKILL
+// leaves a session the broker ends within that timeout. On Linux the
+// command is killed along with the launcher (Pdeathsig).
+//
+// A session minted elsewhere (an orchestrator) can be handed over instead
+// (Config.Session); the launcher then creates, renews and revokes nothing.
+//
+// Inherited variables named like a credential the server holds are kept
+// from the command (GET /api/v1/credentials). A token that may not list
+// credentials (an agent's: 403) only keeps the session's own credential
+// names out, which hold placeholders in the command's environment anyway.
 package launcher
 
 import (
@@ -19,20 +34,20 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/apiclient"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 )
 
 const (
 	// DefaultAddr is the management API address used when none is given.
-	DefaultAddr = "http://127.0.0.1:14321"
-	// DefaultTTL is the session lifetime used when none is given.
-	DefaultTTL = time.Hour
+	DefaultAddr = apiclient.DefaultAddr
 	// DefaultProgName prefixes the launcher's messages.
 	DefaultProgName = "av-launch"
 
@@ -45,6 +60,8 @@ const (
 
 	// revokeTimeout bounds the revocation at exit.
 	revokeTimeout = 10 * time.Second
+	// sessionTokenPrefix starts every session (proxy) token.
+	sessionTokenPrefix = "avs_"
 )
 
 // forwardedSignals are relayed to the child instead of ending the launcher.
@@ -56,14 +73,27 @@ type Config struct {
 	ProgName string
 	// Addr is the management API base URL; DefaultAddr if empty.
 	Addr string
-	// AdminToken authenticates to the management API. Required.
-	AdminToken string
-	// Services limits the session to these services; nil means all. A
-	// non-nil empty list is an error rather than "all", so that a list
-	// that came out empty (say, from an unset variable) cannot widen the
-	// session.
+	// AddrSource names where Addr came from in error messages
+	// ("--addr"); "AGENT_VAULT_ADDR" if empty.
+	AddrSource string
+	// Token authenticates to the management API: an agent token, an
+	// operator's login or the admin token; the server decides what it may
+	// do. Required unless Session is set.
+	Token string
+	// Session, if set, is a session minted elsewhere: Run uses it and
+	// creates, renews and revokes nothing (Services and TTL are ignored).
+	// If only its Token is set, Run reads the rest with
+	// GET /api/v1/session, authenticated with that token. Token (the API
+	// token) is then optional and only lists credential names.
+	Session *apiwire.Session
+	// Services limits the session to these services; nil means all the
+	// token may use. A non-nil empty list, or an empty name, is an error
+	// rather than "all", so that a list that came out empty (say, from an
+	// unset variable) cannot widen the session.
 	Services []string
-	// TTL is the session lifetime; DefaultTTL if zero. The server may cap it.
+	// TTL is the session lifetime; zero for the server's default (its
+	// default_session_ttl, capped by an agent's max_session_ttl). The
+	// server refuses one above the token's maximum.
 	TTL time.Duration
 	// Command is the child's argv, passed through unchanged. Command[0] is
 	// looked up in the PATH of Env.
@@ -74,14 +104,17 @@ type Config struct {
 	// the null device). Stderr also receives the launcher's warnings.
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
-	// TempDir holds the CA files while the child runs; os.TempDir() if empty.
+	// TempDir holds the CA files while the child runs; os.TempDir() if
+	// empty. At start, the launcher removes the CA files of its own (same
+	// user) that launchers no longer alive left there.
 	TempDir string
-	// HTTPClient talks to the management API. If nil, a client that never
-	// uses a proxy, follows no redirects and times out is used.
-	HTTPClient *http.Client
+	// Transport, if set, carries the management API calls (tests); the
+	// default uses no proxy. Redirects are never followed.
+	Transport http.RoundTripper
 }
 
-// Run creates a session, runs the command in it and revokes the session.
+// Run creates a leased session (or takes cfg.Session), runs the command in
+// it, renewing the lease meanwhile, and revokes the session it created.
 //
 // It returns the child's exit code (128+n if a signal n killed it) and a nil
 // error once the child ran. Otherwise it returns an error, never holding a
@@ -96,8 +129,8 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 	if len(cfg.Command) == 0 || cfg.Command[0] == "" {
 		return ExitSetup, errors.New("no command given")
 	}
-	if cfg.AdminToken == "" {
-		return ExitSetup, errors.New("no admin token")
+	if cfg.Token == "" && cfg.Session == nil {
+		return ExitSetup, errors.New("no token")
 	}
 	if cfg.TTL < 0 {
 		return ExitSetup, errors.New("ttl must not be negative")
@@ -105,59 +138,83 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 	if cfg.Services != nil && len(cfg.Services) == 0 {
 		return ExitSetup, errors.New("empty list of services: name at least one, or leave it nil for all services")
 	}
-	base, err := parseAddr(cfg.Addr)
+	for _, s := range cfg.Services {
+		if strings.TrimSpace(s) == "" {
+			return ExitSetup, errors.New("empty service name in the list of services")
+		}
+	}
+	var opts []apiclient.Option
+	if cfg.Transport != nil {
+		opts = append(opts, apiclient.WithTransport(cfg.Transport))
+	}
+	api, err := apiclient.New(cfg.Addr, cfg.Token, append(opts, apiclient.WithAddrSource(cfg.AddrSource))...)
 	if err != nil {
 		return ExitSetup, err
 	}
-	api := &apiClient{base: base, token: cfg.AdminToken, http: cfg.HTTPClient}
 
 	// Resolve the command before minting a session, so a typo costs nothing.
 	path, code, err := resolveCommand(cfg.Command[0], lookupEnv(cfg.Env, "PATH"))
 	if err != nil {
 		return code, err
 	}
+	removeStaleCAFiles(cfg.TempDir)
 
 	setupCtx, cancelSetup := context.WithCancel(ctx)
 	defer cancelSetup()
 	relay := &signalRelay{cancelSetup: cancelSetup}
 	defer relay.listen(ctx)()
 
-	sess, err := api.createSession(setupCtx, cfg.Services, cfg.TTL)
-	// A session can come back with an error (a malformed answer): it
-	// exists on the server all the same, so it is revoked too.
-	if sess != nil {
-		defer func() {
-			// Revoke even if ctx is done: the session must not outlive the child.
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeTimeout)
-			defer cancel()
-			if err := api.revokeSession(rctx, sess.ID); err != nil {
-				fmt.Fprintf(cfg.Stderr, "%s: warning: revoking session: %v (it stays valid until it expires)\n", cfg.ProgName, err)
+	var sess *apiwire.Session
+	if cfg.Session != nil {
+		if sess, err = externalSession(setupCtx, api, cfg.Session); err != nil {
+			if sig := relay.interrupted(); sig != nil {
+				return signalExitCode(sig), fmt.Errorf("interrupted by %v", sig)
 			}
-		}()
-	}
-	if err != nil {
-		if sig := relay.interrupted(); sig != nil {
-			return signalExitCode(sig), fmt.Errorf("interrupted by %v", sig)
+			return ExitSetup, err
 		}
-		return ExitSetup, fmt.Errorf("creating session: %w", err)
+	} else {
+		sess, err = api.CreateSession(setupCtx, apiwire.SessionRequest{Services: cfg.Services, TTL: formatTTL(cfg.TTL), Lease: true})
+		// A session can come back with an error (a malformed answer): it
+		// exists on the server all the same, so it is revoked too.
+		if sess != nil {
+			defer revoke(ctx, &cfg, api, sess.ID)
+		}
+		if err != nil {
+			if sig := relay.interrupted(); sig != nil {
+				return signalExitCode(sig), fmt.Errorf("interrupted by %v", sig)
+			}
+			return ExitSetup, fmt.Errorf("creating session: %w", err)
+		}
+		// Deferred after revoke, so it runs first: no renewal races the
+		// revocation.
+		stop, err := startRenewal(ctx, &cfg, api, sess)
+		if err != nil {
+			return ExitSetup, err
+		}
+		defer stop()
 	}
 
-	settings, cleanup, err := prepareChild(&cfg, base, sess)
+	settings, cleanup, err := prepareChild(&cfg, api.Addr(), sess)
 	defer cleanup()
 	if err != nil {
 		return ExitSetup, err
 	}
-	if settings.dropNames, err = api.credentialNames(setupCtx); err != nil {
+	if settings.dropNames, err = credentialNames(setupCtx, &cfg, api); err != nil {
 		return ExitSetup, fmt.Errorf("listing credentials: %w", err)
 	}
 	cmd := &exec.Cmd{
-		Path:   path,
-		Args:   cfg.Command,
-		Env:    childEnv(cfg.Env, settings),
-		Stdin:  cfg.Stdin,
-		Stdout: cfg.Stdout,
-		Stderr: cfg.Stderr,
+		Path:        path,
+		Args:        cfg.Command,
+		Env:         childEnv(cfg.Env, settings),
+		Stdin:       cfg.Stdin,
+		Stdout:      cfg.Stdout,
+		Stderr:      cfg.Stderr,
+		SysProcAttr: childSysProcAttr(),
 	}
+	// The child dies with the thread that started it (Pdeathsig, Linux):
+	// this goroutine keeps that thread until the child is reaped.
+	unlock := lockThreadForChild()
+	defer unlock()
 	sig, err := relay.start(ctx, cmd)
 	switch {
 	case sig != nil:
@@ -179,6 +236,60 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 	return exitCode(cmd.ProcessState), nil
 }
 
+// revoke revokes the session the launcher minted, even if ctx is done:
+// the session must not outlive the child. A session the server no longer
+// knows counts as revoked.
+func revoke(ctx context.Context, cfg *Config, api *apiclient.Client, id string) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeTimeout)
+	defer cancel()
+	err := api.RevokeSession(rctx, id)
+	if err != nil && apiclient.StatusOf(err) != http.StatusNotFound {
+		fmt.Fprintf(cfg.Stderr, "%s: warning: revoking session: %v (it stays valid until its lease lapses or it expires)\n", cfg.ProgName, err)
+	}
+}
+
+// externalSession completes a session minted elsewhere: a bare token is
+// looked up with GET /api/v1/session (authenticated with it).
+func externalSession(ctx context.Context, api *apiclient.Client, given *apiwire.Session) (*apiwire.Session, error) {
+	if given.ID != "" || given.ProxyURL != "" || given.CAPEM != "" {
+		sess := *given
+		return &sess, nil
+	}
+	sc, err := api.WithToken(given.Token)
+	if err != nil {
+		return nil, fmt.Errorf("session token: %w", err)
+	}
+	sess, err := sc.CurrentSession(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading the session of the session token: %w", err)
+	}
+	sess.Token = given.Token // the server does not send it back
+	return sess, nil
+}
+
+// credentialNames lists every credential the server knows, so that
+// inherited variables of those names (which may hold real values) are
+// kept from the child even when they are outside the session's scope. A
+// token that may not list them (403: an agent's, a session's) falls back
+// to the session's own names, which childEnv drops anyway.
+func credentialNames(ctx context.Context, cfg *Config, api *apiclient.Client) ([]string, error) {
+	if cfg.Token == "" {
+		return nil, nil
+	}
+	creds, err := api.Credentials(ctx)
+	if apiclient.StatusOf(err) == http.StatusForbidden {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(creds))
+	for _, c := range creds {
+		names = append(names, c.Name)
+	}
+	return names, nil
+}
+
 func (cfg *Config) setDefaults() {
 	if cfg.ProgName == "" {
 		cfg.ProgName = DefaultProgName
@@ -186,21 +297,51 @@ func (cfg *Config) setDefaults() {
 	if cfg.Addr == "" {
 		cfg.Addr = DefaultAddr
 	}
-	if cfg.TTL == 0 {
-		cfg.TTL = DefaultTTL
-	}
 	if cfg.Env == nil {
 		cfg.Env = os.Environ()
 	}
 	if cfg.Stderr == nil {
 		cfg.Stderr = io.Discard
 	}
+	cfg.lockStderr()
 	if cfg.TempDir == "" {
 		cfg.TempDir = os.TempDir()
 	}
-	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = newHTTPClient()
+}
+
+// lockStderr serializes writes to a Stderr that is not a file: the lease
+// renewal warns from its own goroutine while exec copies the child's
+// stderr from another. A file is left as is, for the child to inherit
+// (a terminal stays a terminal); concurrent writes to a file are safe.
+func (cfg *Config) lockStderr() {
+	if _, isFile := cfg.Stderr.(*os.File); isFile {
+		return
 	}
+	lw := &lockedWriter{w: cfg.Stderr}
+	if sameWriter(cfg.Stdout, cfg.Stderr) {
+		cfg.Stdout = lw // exec shares one copier then; keep it one lock too
+	}
+	cfg.Stderr = lw
+}
+
+// sameWriter reports whether a and b are the same comparable writer.
+func sameWriter(a, b io.Writer) bool {
+	if a == nil || b == nil || reflect.TypeOf(a) != reflect.TypeOf(b) || !reflect.TypeOf(a).Comparable() {
+		return false
+	}
+	return a == b
+}
+
+// lockedWriter is an io.Writer safe for concurrent use.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // prepareChild validates the session and writes the CA files. cleanup
@@ -227,14 +368,14 @@ func prepareChild(cfg *Config, base *url.URL, sess *apiwire.Session) (settings c
 	if roots == nil {
 		fmt.Fprintf(cfg.Stderr, "%s: warning: no system CA bundle found; the command will trust only the agent-vault CA\n", cfg.ProgName)
 	}
-	bundle, err := writePrivateFile(cfg.TempDir, "agent-vault-ca-bundle-*.pem", joinPEM(roots, ourCA))
+	bundle, err := writePrivateFile(cfg.TempDir, caFilePattern("bundle"), joinPEM(roots, ourCA))
 	if err != nil {
 		return settings, cleanup, fmt.Errorf("writing CA bundle: %w", err)
 	}
 	files = append(files, bundle)
 	// Node appends NODE_EXTRA_CA_CERTS to its own built-in roots, so it only
 	// needs our CA; handing it the whole system bundle would just duplicate.
-	nodeCA, err := writePrivateFile(cfg.TempDir, "agent-vault-ca-*.pem", ourCA)
+	nodeCA, err := writePrivateFile(cfg.TempDir, caFilePattern("node"), ourCA)
 	if err != nil {
 		return settings, cleanup, fmt.Errorf("writing CA file: %w", err)
 	}
@@ -312,6 +453,9 @@ func signalExitCode(sig os.Signal) int {
 	}
 	return 1
 }
+
+// startHook, if set (tests), sees the child's command just before it starts.
+var startHook func(*exec.Cmd)
 
 // signalRelay catches forwardedSignals for the launcher's lifetime. Before
 // the child starts, a signal cancels the setup; afterwards it is forwarded.
@@ -393,6 +537,9 @@ func (r *signalRelay) start(ctx context.Context, cmd *exec.Cmd) (os.Signal, erro
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if startHook != nil {
+		startHook(cmd)
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, err

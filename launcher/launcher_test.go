@@ -170,7 +170,7 @@ func TestMainFlagsAndArgv(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "argv")
 	env := append(baseEnv(), "AGENT_VAULT_TOKEN="+testAdminToken, "AGENT_VAULT_ADDR=http://127.0.0.1:1")
 	argv := []string{"/bin/sh", "-c", `printf '%s\n' "$0" "$@" > "$1"`, "sh", out, "--ttl", "1s", "--services", "x", "--", "-h"}
-	args := append([]string{"--addr", api.srv.URL, "--services", " github, ,openai ", "--ttl", "90m", "--"}, argv...)
+	args := append([]string{"--addr", api.srv.URL, "--services", " github, openai ", "--ttl", "90m", "--"}, argv...)
 
 	var stdout, stderr strings.Builder
 	if code := Main(args, env, nil, &stdout, &stderr); code != 0 {
@@ -212,8 +212,10 @@ func TestMainDefaultsOmitServices(t *testing.T) {
 	if _, ok := creates[0].raw["services"]; ok {
 		t.Errorf("services sent although empty: %v", creates[0].raw)
 	}
-	if creates[0].raw["ttl"] != "1h" {
-		t.Errorf("ttl = %v, want 1h", creates[0].raw["ttl"])
+	// No --ttl: the server's default, which it caps to an agent's maximum
+	// (a fixed 1h would be refused for an agent allowed less).
+	if ttl, ok := creates[0].raw["ttl"]; ok && ttl != "" {
+		t.Errorf("ttl = %v, want the server's default", ttl)
 	}
 }
 
@@ -321,6 +323,8 @@ func TestRunInvalidSessionIsRevoked(t *testing.T) {
 		"bad placeholder name": func(s *apiwire.Session) { s.Placeholders["A=B"] = "x" },
 		"bad proxy URL":        func(s *apiwire.Session) { s.ProxyURL = "socks5://127.0.0.1:1" },
 		"empty token":          func(s *apiwire.Session) { s.Token = "" },
+		"bad lease timeout":    func(s *apiwire.Session) { s.LeaseTimeout = "soon" },
+		"zero lease timeout":   func(s *apiwire.Session) { s.LeaseTimeout = "0s" },
 	} {
 		t.Run(name, func(t *testing.T) {
 			api := newFakeAPI(t)
@@ -428,11 +432,11 @@ func TestRunContextCancelTerminatesChild(t *testing.T) {
 		cancel()
 	}()
 	code, err := Run(ctx, Config{
-		Addr:       api.srv.URL,
-		AdminToken: testAdminToken,
-		Env:        baseEnv(),
-		TempDir:    t.TempDir(),
-		Command:    []string{"/bin/sh", "-c", script, "sh", ready},
+		Addr:    api.srv.URL,
+		Token:   testAdminToken,
+		Env:     baseEnv(),
+		TempDir: t.TempDir(),
+		Command: []string{"/bin/sh", "-c", script, "sh", ready},
 	})
 	if code != 7 || err != nil {
 		t.Errorf("Run = %d, %v, want 7", code, err)
@@ -445,12 +449,13 @@ func TestRunContextCancelTerminatesChild(t *testing.T) {
 func TestRunSetupErrors(t *testing.T) {
 	api := newFakeAPI(t)
 	for name, cfg := range map[string]Config{
-		"no command":   {Addr: api.srv.URL, AdminToken: "x"},
+		"no command":   {Addr: api.srv.URL, Token: "x"},
 		"no token":     {Addr: api.srv.URL, Command: []string{"true"}},
-		"bad addr":     {Addr: "ftp://127.0.0.1:1", AdminToken: "x", Command: []string{"true"}},
-		"addr userinf": {Addr: "http://u:p@127.0.0.1:1", AdminToken: "x", Command: []string{"true"}},
-		"negative ttl": {Addr: api.srv.URL, AdminToken: "x", TTL: -1, Command: []string{"true"}},
-		"no services":  {Addr: api.srv.URL, AdminToken: "x", Services: []string{}, Command: []string{"true"}},
+		"bad addr":     {Addr: "ftp://127.0.0.1:1", Token: "x", Command: []string{"true"}},
+		"addr userinf": {Addr: "http://u:p@127.0.0.1:1", Token: "x", Command: []string{"true"}},
+		"negative ttl": {Addr: api.srv.URL, Token: "x", TTL: -1, Command: []string{"true"}},
+		"no services":  {Addr: api.srv.URL, Token: "x", Services: []string{}, Command: []string{"true"}},
+		"empty name":   {Addr: api.srv.URL, Token: "x", Services: []string{"a", " "}, Command: []string{"true"}},
 	} {
 		if code, err := Run(context.Background(), cfg); code != ExitSetup || err == nil {
 			t.Errorf("%s: Run = %d, %v", name, code, err)

@@ -3,6 +3,7 @@
 // trusts the proxy's CA and it holds placeholders instead of secrets.
 //
 //	av-launch [--addr URL] [--token-file F] [--services a,b] [--ttl 1h] [--] cmd args...
+//	av-launch [--addr URL] --session-token-file F [--] cmd args...
 package main
 
 import (

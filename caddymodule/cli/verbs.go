@@ -1,0 +1,29 @@
+package cli
+
+import "github.com/spf13/cobra"
+
+// verb is one top-level command.
+type verb struct {
+	name, short string
+	build       func(*runner) *cobra.Command
+}
+
+// verbs in the order the help lists them.
+var verbs = []verb{
+	{"credential", "Stores, lists and deletes credentials (values never shown)", (*runner).credentialCommand},
+	{"service", "Defines, lists and deletes services (which host gets which credential, how)", (*runner).serviceCommand},
+	{"agent", "Creates, lists, changes, rotates and deletes agents (their tokens and allowed services)", (*runner).agentCommand},
+	{"session", "Lists and revokes agent sessions", (*runner).sessionCommand},
+	{"request", "Lists, approves and denies agents' access requests", (*runner).requestCommand},
+	{"operator", "Creates, lists, changes and deletes operator accounts", (*runner).operatorCommand},
+	{"audit", "Shows the audit trail of management changes", (*runner).auditCommand},
+}
+
+// Verbs returns the names of the top-level commands, in help order.
+func Verbs() []string {
+	names := make([]string, len(verbs))
+	for i, v := range verbs {
+		names[i] = v.name
+	}
+	return names
+}

@@ -1,0 +1,8 @@
+//go:build !unix
+
+package launcher
+
+// removeStaleCAFiles does nothing where files carry no owner uid to tell
+// this user's from another's (Windows): stale files stay, private to
+// their user by the temp dir's permissions.
+func removeStaleCAFiles(string) {}
