@@ -473,6 +473,7 @@ func (a *App) Start() error {
 		zap.Int("stores", a.creds.Len()),
 		zap.Int("services", len(a.state.catalog.Services().Services())),
 		zap.Stringer("allow_private_networks", a.egress))
+	a.printStartSummary() // startsummary.go: the same, for a person
 	return nil
 }
 
