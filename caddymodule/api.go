@@ -27,6 +27,7 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
 
@@ -150,6 +151,7 @@ func (a *API) routes() {
 
 	route("GET /api/v1/operators", identity.ReadAll, a.listOperators)
 	route("POST /api/v1/operators", identity.ManageOperators, a.createOperator)
+	route("GET /api/v1/operators/{name}", identity.ReadAll, a.getOperator)
 	route("PATCH /api/v1/operators/{name}", identity.ManageOperators, a.patchOperator)
 	route("DELETE /api/v1/operators/{name}", identity.ManageOperators, a.deleteOperator)
 
@@ -235,6 +237,9 @@ func apiErrorStatus(err error, status int) int {
 		return http.StatusServiceUnavailable
 	case errors.As(err, &coded):
 		return coded.HTTPStatus()
+	case errors.Is(err, state.ErrConflict):
+		// Another write came first (a duplicate, a decided request).
+		return http.StatusConflict
 	case errors.Is(err, sessions.ErrUnknown):
 		return http.StatusNotFound
 	case errors.Is(err, sessions.ErrNotLeased):

@@ -197,7 +197,7 @@ func (a *API) patchAgent(w http.ResponseWriter, r *http.Request) {
 		writeFailure(w, err, http.StatusInternalServerError)
 		return
 	}
-	revoked, rerr := a.revokeBeyondLimits(ctx, row)
+	revoked, rerr := a.revokeBeyondLimits(ctx, r, row)
 	detail := agentDetail(row)
 	if len(revoked) > 0 {
 		detail += fmt.Sprintf("; revoked %d sessions", len(revoked))
@@ -217,7 +217,7 @@ func (a *API) patchAgent(w http.ResponseWriter, r *http.Request) {
 // longer within its limits and returns their ids. Sessions are first
 // brought in line with the store, so one made on another broker a
 // moment ago is not missed.
-func (a *API) revokeBeyondLimits(ctx context.Context, row state.AgentRow) ([]string, error) {
+func (a *API) revokeBeyondLimits(ctx context.Context, r *http.Request, row state.AgentRow) ([]string, error) {
 	reg := a.deps.sessions
 	if err := reg.Reload(ctx); err != nil {
 		a.logger.Warn("reloading sessions before revoking an agent's out-of-limit sessions failed; using this broker's copy", zap.Error(err))
@@ -236,6 +236,7 @@ func (a *API) revokeBeyondLimits(ctx context.Context, row state.AgentRow) ([]str
 		if _, err := reg.Revoke(ctx, s.ID); err != nil {
 			errs = append(errs, err)
 		}
+		a.record(r, audit.SessionRevoke, s.ID, "beyond agent "+row.Name+"'s new limits")
 		a.logger.Info("session revoked: beyond its agent's new limits", zap.String("session", s.ID), zap.String("agent", row.Name))
 	}
 	return revoked, errors.Join(errs...)
@@ -259,9 +260,14 @@ func (a *API) deleteAgent(w http.ResponseWriter, r *http.Request) {
 	// Revoked in the store already; here they end now rather than
 	// when the feed delivers (sessions unknown here arrive revoked).
 	ended := a.deps.sessions.EndAgent(name)
-	n := max(len(revoked), len(ended))
-	a.logger.Info("agent deleted", zap.String("agent", name), zap.Int("sessions_revoked", n))
-	a.record(r, audit.AgentDelete, name, fmt.Sprintf("revoked %d sessions", n))
+	ids := slices.Concat(revoked, ended)
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	a.logger.Info("agent deleted", zap.String("agent", name), zap.Int("sessions_revoked", len(ids)))
+	a.record(r, audit.AgentDelete, name, fmt.Sprintf("revoked %d sessions", len(ids)))
+	for _, id := range ids {
+		a.record(r, audit.SessionRevoke, id, "agent "+name+" deleted")
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 

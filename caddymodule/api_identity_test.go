@@ -481,6 +481,15 @@ func TestAuditTrail(t *testing.T) {
 	pl.must(t, pl.admin(), "PUT", "/api/v1/services/extra", services.Service{Host: "extra.example", Auth: services.Auth{Type: services.AuthPassthrough}}, 200, nil)
 	pl.must(t, pl.admin(), "DELETE", "/api/v1/services/extra", nil, 204, nil)
 	pl.must(t, pl.admin(), "DELETE", "/api/v1/credentials/NPM_TOKEN", nil, 204, nil)
+	var asked apiwire.AccessRequest
+	pl.must(t, asToken(rotated(t, pl, alice)), "POST", "/api/v1/requests", apiwire.AccessRequestCreate{Host: "deny.example"}, 201, &asked)
+	pl.must(t, alice, "POST", "/api/v1/requests/"+asked.ID+"/deny", apiwire.AccessRequestDeny{Reason: "no"}, 200, nil)
+	pl.must(t, alice, "PATCH", "/api/v1/agents/ci-bot", apiwire.AgentPatchRequest{Services: []string{"npm"}}, 200, nil)
+	pl.must(t, alice, "DELETE", "/api/v1/agents/ci-bot", nil, 204, nil)
+	role := "viewer"
+	pl.createOperator(t, "vic", testPassword, "admin")
+	pl.must(t, pl.admin(), "PATCH", "/api/v1/operators/vic", apiwire.OperatorPatchRequest{Role: &role}, 200, nil)
+	pl.must(t, pl.admin(), "DELETE", "/api/v1/operators/vic", nil, 204, nil)
 	pl.must(t, alice, "POST", "/api/v1/logout", nil, 204, nil)
 
 	entries := pl.auditEntries(t, url.Values{"limit": {"1000"}})
@@ -500,6 +509,12 @@ func TestAuditTrail(t *testing.T) {
 		{"service.delete", "admin-token", "admin-token", "extra"},
 		{"credential.delete", "admin-token", "admin-token", "NPM_TOKEN"},
 		{"logout", "alice", "operator", "alice"},
+		{"request.create", "ci-bot", "agent", asked.ID},
+		{"request.deny", "alice", "operator", asked.ID},
+		{"agent.update", "alice", "operator", "ci-bot"},
+		{"agent.delete", "alice", "operator", "ci-bot"},
+		{"operator.update", "admin-token", "admin-token", "vic"},
+		{"operator.delete", "admin-token", "admin-token", "vic"},
 	} {
 		if !slices.ContainsFunc(entries, func(e apiwire.AuditEntry) bool {
 			return e.Action == w.action && e.Actor == w.actor && e.ActorKind == w.kind && e.Target == w.target && e.Client == "127.0.0.1"
@@ -534,7 +549,17 @@ func TestAuditTrail(t *testing.T) {
 	for _, q := range []string{"limit=0", "limit=1001", "limit=x", "action=nosuch", "before=yesterday"} {
 		wantAPIError(t, "GET /api/v1/audit?"+q, pl.call(t, pl.admin(), "GET", "/api/v1/audit?"+q, nil), 400)
 	}
-	wantAPIError(t, "an agent reads the audit", pl.call(t, asToken(agent.Token), "GET", "/api/v1/audit", nil), 401) // rotated
+	wantAPIError(t, "an old agent token reads the audit", pl.call(t, asToken(agent.Token), "GET", "/api/v1/audit", nil), 401) // rotated
+	other := pl.createAgent(t, "other", []string{"github"}, "")
+	wantAPIError(t, "an agent reads the audit", pl.call(t, asToken(other.Token), "GET", "/api/v1/audit", nil), 403, "an agent token may not GET /api/v1/audit")
+}
+
+// rotated rotates ci-bot's token (as an operator) and returns the new one.
+func rotated(t *testing.T, pl *pipeline, op apiCall) string {
+	t.Helper()
+	var a apiwire.Agent
+	pl.must(t, op, "POST", "/api/v1/agents/ci-bot/rotate", nil, 200, &a)
+	return a.Token
 }
 
 // auditText is the entries, one a line, for failure messages.

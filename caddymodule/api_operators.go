@@ -47,6 +47,21 @@ func (a *API) listOperators(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, apiwire.OperatorList{Operators: out})
 }
 
+func (a *API) getOperator(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	ctx, cancel := writeContext(r)
+	defer cancel()
+	row, ok, err := a.deps.ids.Operator(ctx, name)
+	if err == nil && !ok {
+		err = fail(http.StatusNotFound, "no operator named %s", name)
+	}
+	if err != nil {
+		writeFailure(w, err, http.StatusInternalServerError)
+		return
+	}
+	writeJSON(w, http.StatusOK, viewOperator(row))
+}
+
 func (a *API) createOperator(w http.ResponseWriter, r *http.Request) {
 	var body apiwire.OperatorCreateRequest
 	if !readJSON(w, r, &body) {

@@ -473,6 +473,7 @@ func (a *App) Start() error {
 		zap.Int("stores", a.creds.Len()),
 		zap.Int("services", len(a.state.catalog.Services().Services())),
 		zap.Stringer("allow_private_networks", a.egress))
+	a.printStartSummary() // startsummary.go: the same, for a person
 	return nil
 }
 
@@ -520,7 +521,8 @@ func (a *App) sweepSessions() {
 					if res.Expired > 0 {
 						a.logger.Info("sessions expired", zap.Int("count", res.Expired))
 					}
-					recordLapsedLeases(ctx, a.state.audit, a.logger, res.LeaseLapsed)
+					// Lapsed leases are audited by the registry's
+					// OnLeaseLapsed (see loadShared), before they close.
 					return err
 				}),
 				call(reg.FlushActivity),
@@ -542,17 +544,15 @@ func (a *App) sweepSessions() {
 // sweepCallTimeout bounds each database call of the sweeper.
 const sweepCallTimeout = 3 * time.Second
 
-// recordLapsedLeases records session.lease_expired for the sessions a
-// sweep ended because their lease lapsed. The actor is the session (its
-// agent), whose holder stopped renewing.
-func recordLapsedLeases(ctx context.Context, rec *audit.Recorder, log *zap.Logger, lapsed []*sessions.Session) {
-	for _, s := range lapsed {
-		p := identity.SessionPrincipal(s.ID, s.Agent)
-		log.Info("session ended: its lease was not renewed", zap.String("session", s.ID), zap.String("agent", s.Agent),
-			zap.Duration("lease_timeout", s.LeaseTimeout))
-		rec.Record(ctx, audit.Entry{Actor: p.Actor(), ActorKind: p.ActorKind(), Action: audit.SessionLeaseExpired,
-			Target: s.ID, Detail: "not renewed within " + apiwire.FormatDuration(s.LeaseTimeout)})
-	}
+// recordLapsedLease records session.lease_expired for a session a
+// sweep ends because its lease lapsed (the registry's OnLeaseLapsed).
+// The actor is the session (its agent), whose holder stopped renewing.
+func recordLapsedLease(ctx context.Context, rec *audit.Recorder, log *zap.Logger, s *sessions.Session) {
+	p := identity.SessionPrincipal(s.ID, s.Agent)
+	log.Info("session ended: its lease was not renewed", zap.String("session", s.ID), zap.String("agent", s.Agent),
+		zap.Duration("lease_timeout", s.LeaseTimeout))
+	rec.Record(ctx, audit.Entry{Actor: p.Actor(), ActorKind: p.ActorKind(), Action: audit.SessionLeaseExpired,
+		Target: s.ID, Detail: "not renewed within " + apiwire.FormatDuration(s.LeaseTimeout)})
 }
 
 // purgeEvery is how often the sweeper deletes old audit entries,

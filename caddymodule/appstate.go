@@ -305,6 +305,7 @@ func (a *App) loadShared(ctx context.Context, db *state.DB, stores sharedStores,
 	}
 	sh.sessions = sessions.NewRegistry(stores.sessions)
 	sh.sessions.Keep = sessionKeep
+	sh.sessions.OnLeaseLapsed = func(ctx context.Context, s *sessions.Session) { recordLapsedLease(ctx, sh.audit, log, s) }
 	if err := sh.sessions.Reload(ctx); err != nil {
 		return fail(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -86,5 +87,53 @@ func TestLocalAgent(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), tok) {
 		t.Fatal("the log holds the agent's token")
+	}
+}
+
+func TestPurgeIdentity(t *testing.T) {
+	log := zap.NewNop()
+	db := openTestStateDB(t, log)
+	ctx := context.Background()
+	a := &App{state: &sharedState{db: db}, AuditRetention: caddy.Duration(time.Hour), logger: log}
+	now := time.Now().UTC()
+	old, recent := now.Add(-2*time.Hour), now.Add(-time.Minute)
+	for id, at := range map[string]time.Time{"aud_old": old, "aud_new": recent} {
+		if err := db.InsertAudit(ctx, state.AuditRow{ID: id, At: at, Actor: "x", ActorKind: "agent", Action: "login"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id, at := range map[string]time.Time{"req_old": old, "req_new": recent, "req_pending": old} {
+		if err := db.InsertAccessRequest(ctx, state.AccessRequestRow{ID: id, Agent: "a", Host: "h.example", CreatedAt: at}); err != nil {
+			t.Fatal(err)
+		}
+		if id != "req_pending" {
+			if _, _, err := db.DecideAccessRequest(ctx, id, "denied", "op", "", at); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := a.purgeIdentity(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rows, _ := db.ListAudit(ctx, state.AuditFilter{})
+	if len(rows) != 1 || rows[0].ID != "aud_new" {
+		t.Errorf("audit after the purge: %+v", rows)
+	}
+	reqs, _ := db.ListAccessRequests(ctx, state.AccessRequestFilter{})
+	var ids []string
+	for _, r := range reqs {
+		ids = append(ids, r.ID)
+	}
+	slices.Sort(ids)
+	if !slices.Equal(ids, []string{"req_new", "req_pending"}) {
+		t.Errorf("requests after the purge: %v (a pending one is never purged)", ids)
+	}
+	// At most once an hour.
+	db.InsertAudit(ctx, state.AuditRow{ID: "aud_old2", At: old, Actor: "x", ActorKind: "agent", Action: "login"})
+	if err := a.purgeIdentity(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rows, _ := db.ListAudit(ctx, state.AuditFilter{}); len(rows) != 2 {
+		t.Errorf("a second purge within the hour ran: %d entries left", len(rows))
 	}
 }

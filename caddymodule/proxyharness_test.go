@@ -205,6 +205,7 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 		now: registry.Now,
 	}}
 	api.routes()
+	registry.OnLeaseLapsed = func(ctx context.Context, s *sessions.Session) { recordLapsedLease(ctx, recorder, logger, s) }
 	pl.db = db
 	pl.setIDs = func(wrap func(identityStore) identityStore) { api.deps.ids = wrap(identityDB{db}) }
 	apiSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { api.ServeHTTP(w, r, nil) }))
@@ -215,7 +216,6 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 		if err != nil {
 			t.Errorf("sweep: %v", err)
 		}
-		recordLapsedLeases(context.Background(), recorder, logger, res.LeaseLapsed)
 		if err := recorder.Retry(context.Background()); err != nil {
 			t.Errorf("audit retry: %v", err)
 		}

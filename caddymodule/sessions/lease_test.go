@@ -1,6 +1,7 @@
 package sessions
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"testing"
@@ -293,5 +294,41 @@ func TestApplyTakesTheStoredLeaseOfANewSession(t *testing.T) {
 	c.add(lease)
 	if _, err := b.Authenticate(tok); !errors.Is(err, ErrLeaseExpired) {
 		t.Fatalf("b after the lease: %v", err)
+	}
+}
+
+func TestOnLeaseLapsedRunsBeforeTheClose(t *testing.T) {
+	st, c := newMemStore(), newClock()
+	r := newRegistry(st, c)
+	s, _ := leased(t, r, "ci-bot")
+	conn := &closer{}
+	s.Track(conn)
+	var calls int
+	var openAtCall bool
+	r.OnLeaseLapsed = func(_ context.Context, got *Session) {
+		calls++
+		openAtCall = got == s && !conn.closed.Load()
+	}
+	c.add(lease)
+	if _, err := r.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if calls != 1 || !openAtCall || !conn.closed.Load() {
+		t.Fatalf("OnLeaseLapsed called %d times, before the close %v; closed after %v", calls, openAtCall, conn.closed.Load())
+	}
+	r.Sweep(ctx)
+	if calls != 1 {
+		t.Fatalf("OnLeaseLapsed called again for an ended session: %d", calls)
+	}
+	// The store down: the connections close first.
+	s2, _ := leased(t, r, "")
+	conn2 := &closer{}
+	s2.Track(conn2)
+	r.OnLeaseLapsed = func(context.Context, *Session) { openAtCall = !conn2.closed.Load() }
+	c.add(lease)
+	st.setFail(errors.New("down"))
+	r.Sweep(ctx)
+	if openAtCall || !conn2.closed.Load() {
+		t.Fatal("with the store down, the hook ran before the connections closed")
 	}
 }

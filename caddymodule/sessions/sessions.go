@@ -299,6 +299,13 @@ type Registry struct {
 	// Keep is how long an ended session stays listed after its expiry,
 	// and in the store; zero means DefaultKeep.
 	Keep time.Duration
+	// OnLeaseLapsed, if set, is called by Sweep for each session it
+	// ends because its lease lapsed, once the lapse is confirmed and
+	// just before the session's connections close (the app audits it
+	// there, so that the record exists by the time anyone sees the
+	// session end). When the store cannot be read it is called after
+	// they closed instead: a failing store must not hold them open.
+	OnLeaseLapsed func(ctx context.Context, s *Session)
 
 	store Store // nil: sessions live in memory only
 
@@ -839,7 +846,13 @@ func (r *Registry) Sweep(ctx context.Context) (SweepResult, error) {
 // shows a renewal this broker has not seen. It reports whether this
 // call ended it (false: renewed elsewhere, or revoked elsewhere first).
 func (r *Registry) endLapsed(ctx context.Context, s *Session, now time.Time) (bool, error) {
+	lapsed := func() {
+		if r.OnLeaseLapsed != nil {
+			r.OnLeaseLapsed(ctx, s)
+		}
+	}
 	if r.store == nil {
+		lapsed()
 		s.end()
 		return true, nil
 	}
@@ -854,11 +867,14 @@ func (r *Registry) endLapsed(ctx context.Context, s *Session, now time.Time) (bo
 			return false, nil
 		}
 	}
-	s.end()
 	if err != nil {
+		s.end()
+		lapsed()
 		r.queueRevocation(s.ID, now.UTC())
 		return true, fmt.Errorf("reading session %s before ending its lapsed lease: %w", s.ID, err)
 	}
+	lapsed()
+	s.end()
 	if !ok {
 		return true, nil // the store no longer holds it: nothing to record
 	}
