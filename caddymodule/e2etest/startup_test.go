@@ -148,6 +148,11 @@ func TestClusterIdentity(t *testing.T) {
 	// A request made on A is decided on B; the audit trail is one.
 	var req apiwire.AccessRequest
 	a.putService("stripe", passthrough("api.stripe.example"))
+	// Services reach the other broker through the change feed, within
+	// propagation (TestClusterJourney); the decision below is B's.
+	within(t, time.Now(), propagation, "B knows the service defined on A", func() bool {
+		return strings.Contains(b.call(b.admin(), "GET", "/api/v1/services", nil).body, `"stripe"`)
+	})
 	a.must(bearer(rot.Token), "POST", "/api/v1/requests", apiwire.AccessRequestCreate{Service: "stripe"}, 201, &req)
 	b.must(b.admin(), "POST", "/api/v1/requests/"+req.ID+"/approve", nil, 200, nil)
 	entries, _ := a.auditAll(nil)
