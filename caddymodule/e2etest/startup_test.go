@@ -110,6 +110,17 @@ func TestClusterIdentity(t *testing.T) {
 	a, b := brokers[0], brokers[1]
 	a.putCredential("GITHUB_TOKEN", githubSecret)
 	a.putService("github", bearerService(up.hostPort(), "GITHUB_TOKEN"))
+	// Services reach the other broker through the change feed, within
+	// propagation (TestClusterJourney checks that); identity does not
+	// wait for it: agents, logins and requests are read from the
+	// database on every request.
+	knows := func(s *server, service string) {
+		t.Helper()
+		within(t, time.Now(), propagation, "the other broker knows service "+service, func() bool {
+			return strings.Contains(s.call(s.admin(), "GET", "/api/v1/services", nil).body, `"`+service+`"`)
+		})
+	}
+	knows(b, "github")
 
 	// Both started together on Caddyfile.example: one local agent.
 	var agents apiwire.AgentList
@@ -148,11 +159,7 @@ func TestClusterIdentity(t *testing.T) {
 	// A request made on A is decided on B; the audit trail is one.
 	var req apiwire.AccessRequest
 	a.putService("stripe", passthrough("api.stripe.example"))
-	// Services reach the other broker through the change feed, within
-	// propagation (TestClusterJourney); the decision below is B's.
-	within(t, time.Now(), propagation, "B knows the service defined on A", func() bool {
-		return strings.Contains(b.call(b.admin(), "GET", "/api/v1/services", nil).body, `"stripe"`)
-	})
+	knows(b, "stripe") // the decision below is B's
 	a.must(bearer(rot.Token), "POST", "/api/v1/requests", apiwire.AccessRequestCreate{Service: "stripe"}, 201, &req)
 	b.must(b.admin(), "POST", "/api/v1/requests/"+req.ID+"/approve", nil, 200, nil)
 	entries, _ := a.auditAll(nil)
