@@ -144,7 +144,9 @@ func TestAgentMinting(t *testing.T) {
 		{"one allowed, one not", apiwire.SessionRequest{Services: []string{"github", "stripe"}}, 403, "may not use service stripe"},
 		{"above its max TTL", apiwire.SessionRequest{TTL: "2h"}, 403, "ttl 2h exceeds agent ci-bot's max_session_ttl 1h"},
 		{"above the server's max TTL", apiwire.SessionRequest{TTL: "48h"}, 403, "exceeds agent ci-bot's max_session_ttl"},
-		{"an unknown service", apiwire.SessionRequest{Services: []string{"nosuch"}}, 400, `unknown service "nosuch"`},
+		// Not allowed is checked before exists, so an agent cannot tell
+		// which services exist by 400 against 403.
+		{"an unknown service", apiwire.SessionRequest{Services: []string{"nosuch"}}, 403, `agent ci-bot may not use service nosuch`},
 		{"an empty list", `{"services":[]}`, 400, `"services" is empty`},
 		{"a bad TTL", apiwire.SessionRequest{TTL: "soon"}, 400, "ttl"},
 		{"a negative TTL", apiwire.SessionRequest{TTL: "-1m"}, 400, "ttl"},
@@ -581,7 +583,7 @@ func TestLoginRateLimit(t *testing.T) {
 	// Over the name's budget: 429, even with the right password, which
 	// is not checked.
 	a := pl.call(t, apiCall{}, "POST", "/api/v1/login", apiwire.LoginRequest{Name: "alice", Password: testPassword})
-	wantAPIError(t, "the sixth attempt", a, 429, "too many failed logins for operator alice; retry in")
+	wantAPIError(t, "the sixth attempt", a, 429, "too many failed logins for this name; retry in")
 	if ra := a.header.Get("Retry-After"); ra == "" || ra == "0" {
 		t.Errorf("429 with Retry-After %q", ra)
 	}

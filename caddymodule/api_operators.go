@@ -193,11 +193,20 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	attempt, err := a.deps.logins.Begin(client, body.Name)
 	if err != nil {
 		var limited *identity.RateLimitError
-		if errors.As(err, &limited) {
+		switch {
+		case errors.Is(err, identity.ErrWrongLogin):
+			// Not a name any operator could have: refused before any
+			// lookup, answered like every other failed login.
+			a.loginFailed(r, body.Name, false, client)
+			writeFailure(w, errBadLogin, http.StatusUnauthorized)
+		case errors.As(err, &limited):
 			w.Header().Set("Retry-After", limited.RetryAfterSeconds())
+			a.logger.Info("login refused: rate limited", zap.String("remote", r.RemoteAddr), zap.Error(err))
+			writeFailure(w, err, http.StatusTooManyRequests)
+		default:
+			a.logger.Error("login refused: no client address to rate limit by", zap.String("remote", r.RemoteAddr), zap.Error(err))
+			writeFailure(w, err, http.StatusInternalServerError)
 		}
-		a.logger.Info("login refused: rate limited", zap.String("remote", r.RemoteAddr), zap.Error(err))
-		writeFailure(w, err, http.StatusTooManyRequests)
 		return
 	}
 	// An attempt never ended counts as failed; Abort below is for the
@@ -218,13 +227,26 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	if found {
 		// A hash this server cannot read is a failed login, never a
 		// way in (CheckPassword does the dummy work for it).
-		ok, _ = identity.CheckPassword(op.PasswordHash, body.Password)
-	} else {
-		identity.DummyCheckPassword(body.Password)
+		var cerr error
+		ok, cerr = identity.CheckPasswordContext(ctx, op.PasswordHash, body.Password)
+		switch {
+		case errors.Is(cerr, identity.ErrBadHash):
+			a.logger.Error("login failed: the operator's stored password hash is unreadable; set a new password", zap.String("operator", op.Name))
+		case cerr != nil:
+			// The wait for a hashing slot ended (the client left, or
+			// the deadline): not the client's failed guess.
+			attempt.Abort()
+			writeFailure(w, cerr, http.StatusServiceUnavailable)
+			return
+		}
+	} else if err := identity.DummyCheckPasswordContext(ctx, body.Password); err != nil {
+		attempt.Abort()
+		writeFailure(w, err, http.StatusServiceUnavailable)
+		return
 	}
 	role, rerr := identity.ParseRole(op.Role)
 	if !ok || rerr != nil {
-		a.loginFailed(r, body.Name, client)
+		a.loginFailed(r, body.Name, found, client)
 		writeFailure(w, errBadLogin, http.StatusUnauthorized)
 		return
 	}
@@ -240,7 +262,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	if errors.Is(err, state.ErrConflict) {
 		// The password changed or the operator went away since the
 		// check: this login was made with what no longer holds.
-		a.loginFailed(r, body.Name, client)
+		a.loginFailed(r, body.Name, true, client)
 		writeFailure(w, errBadLogin, http.StatusUnauthorized)
 		return
 	}
@@ -259,16 +281,14 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 
 // loginFailed audits a failed login (the limiter counted it when the
 // attempt began). The name given is the audit's actor and target only
-// when it is a valid name (anything else could be a password typed
-// into the wrong field).
-func (a *API) loginFailed(r *http.Request, name, client string) {
-	if identity.ValidName(identity.OperatorName, name) != nil {
-		name = ""
-	}
-	a.logger.Info("login failed", zap.String("operator", name), zap.String("remote", r.RemoteAddr))
+// when an operator of that name exists (anything else could be a
+// password typed into the wrong field): see audit.FailedLogin.
+func (a *API) loginFailed(r *http.Request, name string, known bool, client string) {
+	e := audit.FailedLogin(name, known, client)
+	a.logger.Info("login failed", zap.String("operator", e.Target), zap.String("remote", r.RemoteAddr))
 	ctx, cancel := writeContext(r)
 	defer cancel()
-	a.recordAs(ctx, audit.Entry{Actor: name, ActorKind: apiwire.ActorOperator, Action: audit.LoginFailed, Target: name, Client: client})
+	a.recordAs(ctx, e)
 }
 
 // logout ends the login used to call it and clears the cookie. For the

@@ -329,22 +329,11 @@ func checkLeafLifetime(d caddy.Duration) error {
 	return nil
 }
 
-// minAdminTokenLen is the shortest admin token accepted.
-const minAdminTokenLen = 16
-
-// checkAdminToken is the rule for an admin token: at least
-// minAdminTokenLen characters, and not shaped like an agent, login or
-// session token (the API tells tokens apart by prefix, so such an admin
-// token would never be accepted).
-func checkAdminToken(tok string) error {
-	if len(tok) < minAdminTokenLen {
-		return fmt.Errorf("must be at least %d characters", minAdminTokenLen)
-	}
-	if k := identity.KindOf(tok); k != identity.KindOther {
-		return fmt.Errorf("must not start like an %s (avt_, avo_ or avs_)", k)
-	}
-	return nil
-}
+// checkAdminToken is the rule for an admin token (identity's: 16 to
+// 512 visible ASCII characters, and not shaped like an agent, login or
+// session token, which the API tells apart by prefix and would never
+// compare with the admin token).
+func checkAdminToken(tok string) error { return identity.ValidAdminToken(tok) }
 
 // checkIdentityConfig fills in and checks the fields of agents,
 // operators, leases and the audit trail.
@@ -663,7 +652,7 @@ func loadOrCreateAdminToken(path string) (string, error) {
 	if err == nil {
 		tok := strings.TrimSpace(string(data))
 		if err := checkAdminToken(tok); err != nil {
-			return "", fmt.Errorf("%s holds no usable admin token (it %v): delete it to generate a new one", path, err)
+			return "", fmt.Errorf("%s holds no usable admin token (%v): delete it to generate a new one", path, err)
 		}
 		return tok, nil
 	}

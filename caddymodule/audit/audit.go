@@ -15,7 +15,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"time"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 )
 
 // Action is what an entry records; the set is closed (Actions).
@@ -79,6 +82,39 @@ func ParseAction(s string) (Action, error) {
 	return "", fmt.Errorf("unknown audit action %q: use one of %v", s, actions)
 }
 
+// Actor kinds, an entry's ActorKind (the API's actor_kind).
+const (
+	ActorAdminToken = apiwire.ActorAdminToken
+	ActorOperator   = apiwire.ActorOperator
+	ActorAgent      = apiwire.ActorAgent
+	ActorSession    = apiwire.ActorSession
+)
+
+var actorKinds = []string{ActorAdminToken, ActorOperator, ActorAgent, ActorSession}
+
+// ActorKinds lists every actor kind.
+func ActorKinds() []string { return slices.Clone(actorKinds) }
+
+func validActorKind(k string) bool { return slices.Contains(actorKinds, k) }
+
+// UnknownName is the actor and target of a login.failed entry whose
+// name is no operator's.
+const UnknownName = "(unknown name)"
+
+// FailedLogin is the login.failed entry of a failed login as name from
+// client. known says whether name is an existing operator's: only then
+// does the entry name it (actor and target); otherwise it says
+// UnknownName, since what was typed as a name may be a password typed
+// into the wrong field, which must reach neither the trail nor the
+// logs (Recorder logs an entry's actor and target when the store
+// fails).
+func FailedLogin(name string, known bool, client string) Entry {
+	if !known {
+		name = UnknownName
+	}
+	return Entry{Actor: name, ActorKind: ActorOperator, Action: LoginFailed, Target: name, Client: client}
+}
+
 // Entry is one recorded change.
 type Entry struct {
 	// ID is "aud_" and 24 hex digits; Record sets it when empty.
@@ -91,7 +127,8 @@ type Entry struct {
 	Actor, ActorKind string
 	Action           Action
 	// Target names what was changed: a credential, service, agent,
-	// operator, session or request (for login.failed, the name tried).
+	// operator, session or request (for login.failed, the operator
+	// tried, or UnknownName: see FailedLogin).
 	Target string
 	// Client is the client's address (the host of r.RemoteAddr).
 	Client string

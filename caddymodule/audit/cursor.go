@@ -13,9 +13,16 @@ import (
 // strictly before it.
 
 // EncodeCursor is the next_before cursor of a page ending with the
-// entry (at, id): "<unix nanoseconds>_<id>". Clients treat it as
-// opaque.
+// entry (at, id): "<unix nanoseconds>_<id>". A time outside what int64
+// nanoseconds since 1970 hold (years 1677 to 2262) is clamped to the
+// nearest end rather than wrapped around. Clients treat it as opaque.
 func EncodeCursor(at time.Time, id string) string {
+	switch {
+	case at.Before(minTime):
+		at = minTime
+	case at.After(maxTime):
+		at = maxTime
+	}
 	return strconv.FormatInt(at.UnixNano(), 10) + "_" + id
 }
 

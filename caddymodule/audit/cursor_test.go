@@ -79,3 +79,21 @@ func FuzzParseBefore(f *testing.F) {
 		}
 	})
 }
+
+// TestEncodeCursorClamps: a time beyond int64 nanoseconds clamps to the
+// nearest representable one, never wraps around to another century.
+func TestEncodeCursorClamps(t *testing.T) {
+	for at, want := range map[time.Time]time.Time{
+		time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC):  maxTime,
+		time.Date(2262, 4, 12, 0, 0, 0, 0, time.UTC): maxTime,
+		time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC):  minTime,
+		{}:      minTime,
+		maxTime: maxTime,
+		minTime: minTime,
+	} {
+		got, id, err := ParseBefore(EncodeCursor(at, "aud_1"))
+		if err != nil || !got.Equal(want) || id != "aud_1" {
+			t.Errorf("EncodeCursor(%v) reads back as %v %q %v, want %v", at, got, id, err, want)
+		}
+	}
+}

@@ -2,9 +2,11 @@ package audit
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"go.uber.org/zap"
@@ -17,10 +19,30 @@ const MaxQueued = 10000
 // hostile name tried at login cannot fill the trail.
 const maxField = 256
 
+// An entry the store keeps refusing while it writes others would stay
+// queued forever: after maxStrikes such refusals, spanning at least
+// strikeSpan (so that a store that merely fails now and then does not
+// lose entries), Retry drops it.
+const (
+	maxStrikes = 5
+	strikeSpan = time.Minute
+)
+
+// retryProbe is how many refusals in a row end a Retry pass: the store
+// is most likely down, and trying every queued entry would only add
+// load.
+const retryProbe = 2
+
+// flushPause is how long Flush waits between passes that left entries.
+const flushPause = 100 * time.Millisecond
+
 // Recorder writes entries to Store and keeps those it could not write
-// (the store is down) for Retry, up to MaxQueued; past that, entries
-// are dropped, counted (Dropped) and logged. It is safe for concurrent
-// use. Store must be set; the other fields are optional.
+// (the store is down) for Retry, up to MaxQueued. Entries are lost, and
+// counted (Dropped) and logged, when the queue is full, or when the
+// store keeps refusing one while it writes others (see Retry). Entries
+// that can only come from a bug (an unknown action or actor kind, no
+// actor) are refused, counted (Refused) and logged. It is safe for
+// concurrent use. Store must be set; the other fields are optional.
 type Recorder struct {
 	Store Store
 	// Logger gets the failures, at Error level, each with the entry
@@ -33,26 +55,55 @@ type Recorder struct {
 	retryMu sync.Mutex // one Retry at a time, so none is written twice
 
 	mu      sync.Mutex
-	queue   []Entry
+	queue   []*pending
 	dropped uint64
-	failing bool // the last Retry failed (it logs only when this changes)
+	refused uint64
+	written uint64 // entries the store took, by Record or Retry
+	failing bool   // the last Retry failed (it logs only when this changes)
+}
+
+// pending is a queued entry and its refusals.
+type pending struct {
+	e Entry
+	// seen is r.written when the store last refused e: a refusal after
+	// the store wrote something since is a strike against e itself.
+	seen        uint64
+	strikes     int
+	firstStrike time.Time
 }
 
 // Record writes e now: it is called after the change succeeded, and an
 // audit failure does not undo it. Record fills in an empty ID and a
-// zero Time, makes the text fields valid UTF-8 of at most 256 bytes,
-// and, if the store fails (ctx included), logs the failure and queues
-// e for Retry.
+// zero Time, makes the text fields valid UTF-8 without control
+// characters, of at most 256 bytes (see clean), and, if the store fails
+// (ctx included), logs the failure and queues e for Retry. An entry
+// with an Action that is not Valid, an ActorKind that is not one of
+// ActorKinds, or no Actor is a bug of the caller: it is not written
+// (recording it as given would put what no reader expects in the
+// trail), but logged at Error and counted (Refused).
 func (r *Recorder) Record(ctx context.Context, e Entry) {
+	raw := e
 	e = r.prepare(e)
-	err := r.Store.Insert(ctx, e)
-	if err == nil {
+	if why := invalid(raw, e); why != "" {
+		r.mu.Lock()
+		r.refused++
+		n := r.refused
+		r.mu.Unlock()
+		if r.Logger != nil {
+			r.Logger.Error("audit entry refused: "+why+" (a bug)", append(fields(e), zap.Uint64("refused_total", n))...)
+		}
 		return
 	}
+	err := r.Store.Insert(ctx, e)
 	r.mu.Lock()
+	if err == nil {
+		r.written++
+		r.mu.Unlock()
+		return
+	}
 	queued := len(r.queue) < MaxQueued
 	if queued {
-		r.queue = append(r.queue, e)
+		r.queue = append(r.queue, &pending{e: e, seen: r.written})
 	} else {
 		r.dropped++
 	}
@@ -69,48 +120,145 @@ func (r *Recorder) Record(ctx context.Context, e Entry) {
 		append(fields(e), zap.Error(err), zap.Int("queue_limit", MaxQueued), zap.Uint64("dropped_total", dropped))...)
 }
 
-// Retry writes the queued entries, oldest first, until the queue is
-// empty (nil) or the store fails (its error; the rest stay queued).
-// The app's sweeper calls it every second. Its log says when retrying
-// starts failing and when the queue is written again, not every second.
+// invalid says why an entry (raw as given, e as cleaned) cannot be
+// recorded, "" if it can. The closed sets are matched as given: a
+// control character in an action is a bug too.
+func invalid(raw, e Entry) string {
+	switch {
+	case !raw.Action.Valid():
+		return "unknown action"
+	case !validActorKind(raw.ActorKind):
+		return "unknown actor kind"
+	case e.Actor == "":
+		return "no actor"
+	}
+	return ""
+}
+
+// Retry writes queued entries, oldest first, and returns the last
+// store error of this pass (nil if none failed). The app's sweeper
+// calls it every second. A refused entry goes to the back of the queue,
+// so that it holds up no other; two refusals in a row end the pass (the
+// store is most likely down). An entry the store refuses again after
+// it wrote others since its last refusal has a strike against it; after
+// 5 strikes spanning at least a minute it is dropped (Dropped), logged
+// at Error without its Detail: the store will not take it, and it must
+// not stay queued forever. Its log says when retrying starts failing
+// and when the queue is written again, not every second.
 func (r *Recorder) Retry(ctx context.Context) error {
 	r.retryMu.Lock()
 	defer r.retryMu.Unlock()
-	written := 0
-	for {
+	r.mu.Lock()
+	n := len(r.queue) // entries queued during the pass wait for the next
+	r.mu.Unlock()
+	written, refusedInRow := 0, 0
+	var lastErr error
+	for range n {
 		r.mu.Lock()
-		if len(r.queue) == 0 {
-			wasFailing := r.failing
-			r.failing = false
-			r.mu.Unlock()
-			if wasFailing && r.Logger != nil {
-				r.Logger.Info("queued audit entries written", zap.Int("entries", written))
+		p := r.queue[0]
+		r.mu.Unlock()
+		err := r.Store.Insert(ctx, p.e)
+		r.mu.Lock()
+		// Only Retry removes entries and Record appends, so p is still
+		// the first.
+		r.queue[0] = nil
+		r.queue = r.queue[1:]
+		if err == nil {
+			r.written++
+			written++
+			refusedInRow = 0
+			if len(r.queue) == 0 {
+				r.queue = nil // let the backing array go
 			}
+			r.mu.Unlock()
+			continue
+		}
+		lastErr = err
+		refusedInRow++
+		// A refusal that is our own context's is no strike.
+		if ctx.Err() == nil && r.written > p.seen {
+			if p.strikes == 0 {
+				p.firstStrike = r.now()
+			}
+			p.strikes++
+		}
+		p.seen = r.written
+		if p.strikes >= maxStrikes && r.now().Sub(p.firstStrike) >= strikeSpan {
+			r.dropped++
+			dropped := r.dropped
+			r.mu.Unlock()
+			if r.Logger != nil {
+				r.Logger.Error("audit entry dropped: the store refused it again and again while it wrote others",
+					append(fields(p.e), zap.Error(err), zap.Int("attempts", p.strikes), zap.Uint64("dropped_total", dropped))...)
+			}
+		} else {
+			r.queue = append(r.queue, p)
+			r.mu.Unlock()
+		}
+		if refusedInRow >= retryProbe || ctx.Err() != nil {
+			break
+		}
+	}
+	r.mu.Lock()
+	wasFailing, left := r.failing, len(r.queue)
+	r.failing = lastErr != nil
+	r.mu.Unlock()
+	switch {
+	case r.Logger == nil:
+	case lastErr != nil && !wasFailing:
+		r.Logger.Error("retrying queued audit entries failed; retrying later", zap.Int("queued", left), zap.Error(lastErr))
+	case lastErr == nil && wasFailing:
+		r.Logger.Info("queued audit entries written", zap.Int("entries", written), zap.Int("queued", left))
+	}
+	return lastErr
+}
+
+// Flush retries until the queue is empty or ctx ends (give it a
+// deadline: the app calls it from Stop, so that entries queued while
+// the store was down are not lost on a clean shutdown). If entries
+// remain, each is logged at Error (without its Detail), since the
+// process is about to lose them, and the error says how many; they stay
+// queued.
+func (r *Recorder) Flush(ctx context.Context) error {
+	var lastErr error
+	for {
+		if err := r.Retry(ctx); err != nil {
+			lastErr = err
+		}
+		if r.Queued() == 0 {
 			return nil
 		}
-		e := r.queue[0]
-		r.mu.Unlock()
-		if err := r.Store.Insert(ctx, e); err != nil {
-			r.mu.Lock()
-			wasFailing, left := r.failing, len(r.queue)
-			r.failing = true
-			r.mu.Unlock()
-			if !wasFailing && r.Logger != nil {
-				r.Logger.Error("retrying queued audit entries failed; retrying later", zap.Int("queued", left), zap.Error(err))
-			}
-			return err
+		if ctx.Err() != nil {
+			break
 		}
-		written++
-		r.mu.Lock()
-		// Only Retry removes entries and Record appends, so e is
-		// still the first.
-		r.queue[0] = Entry{}
-		r.queue = r.queue[1:]
-		if len(r.queue) == 0 {
-			r.queue = nil // let the backing array go
+		t := time.NewTimer(flushPause)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
 		}
-		r.mu.Unlock()
+		if ctx.Err() != nil {
+			break
+		}
 	}
+	r.mu.Lock()
+	left := make([]Entry, len(r.queue))
+	for i, p := range r.queue {
+		left[i] = p.e
+	}
+	r.mu.Unlock()
+	if len(left) == 0 {
+		return nil // the last pass raced the deadline and won
+	}
+	if r.Logger != nil {
+		for _, e := range left {
+			r.Logger.Error("audit entry not written before shutdown", append(fields(e), zap.NamedError("last_error", lastErr))...)
+		}
+	}
+	if lastErr == nil {
+		lastErr = ctx.Err()
+	}
+	return fmt.Errorf("audit: %d queued entries not written: %w", len(left), lastErr)
 }
 
 // Queued is the number of entries waiting for Retry.
@@ -120,11 +268,27 @@ func (r *Recorder) Queued() int {
 	return len(r.queue)
 }
 
-// Dropped is the number of entries lost because the queue was full.
+// Dropped is the number of entries lost: the queue was full, or the
+// store kept refusing them (see Retry).
 func (r *Recorder) Dropped() uint64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.dropped
+}
+
+// Refused is the number of entries Record refused as a caller's bug
+// (an unknown action or actor kind, no actor).
+func (r *Recorder) Refused() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.refused
+}
+
+func (r *Recorder) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
 }
 
 func (r *Recorder) prepare(e Entry) Entry {
@@ -136,11 +300,7 @@ func (r *Recorder) prepare(e Entry) Entry {
 		}
 	}
 	if e.Time.IsZero() {
-		if r.Now != nil {
-			e.Time = r.Now()
-		} else {
-			e.Time = time.Now()
-		}
+		e.Time = r.now()
 	}
 	e.Time = e.Time.UTC()
 	e.ID, e.Actor, e.ActorKind = clean(e.ID), clean(e.Actor), clean(e.ActorKind)
@@ -149,10 +309,25 @@ func (r *Recorder) prepare(e Entry) Entry {
 	return e
 }
 
-// clean makes s valid UTF-8 of at most maxField bytes, cut at a
-// character boundary and marked with "...".
+// clean makes s valid UTF-8 (U+FFFD for what is not) of at most
+// maxField bytes, cut at a character boundary and marked with "...".
+// It drops control characters (C0, DEL, C1: a NUL is refused by
+// PostgreSQL, an escape sequence rewrites a terminal showing the
+// trail), line and paragraph separators, and the bidirectional
+// controls that make text read other than it is stored; a tab becomes
+// a space.
 func clean(s string) string {
 	s = strings.ToValidUTF8(s, "\uFFFD")
+	s = strings.Map(func(c rune) rune {
+		switch {
+		case c == '\t':
+			return ' '
+		case unicode.IsControl(c), c == '\u2028', c == '\u2029',
+			c >= '\u202a' && c <= '\u202e', c >= '\u2066' && c <= '\u2069', c == '\u200e', c == '\u200f', c == '\u061c':
+			return -1
+		}
+		return c
+	}, s)
 	if len(s) <= maxField {
 		return s
 	}

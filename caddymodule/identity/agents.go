@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
 )
 
 // AllServices, as an agent's only service, allows every service, those
@@ -62,10 +63,13 @@ func AgentMaxTTL(requested, appMax time.Duration) (time.Duration, error) {
 // allowed) mints, given existing (the services defined now).
 // requested nil (omitted) means every allowed service that exists; an
 // empty, non-nil list is an *InvalidError, never "all". Each requested
-// service must exist (else *InvalidError) and be allowed (else a
-// *ForbiddenError saying how to ask for it). The result is sorted,
-// without duplicates, and never empty: an agent none of whose services
-// exists is refused (*ForbiddenError).
+// service must be a service name (else *InvalidError), be allowed (else
+// a *ForbiddenError saying how to ask for it) and exist (else
+// *InvalidError). Allowed is checked first, for every service, so that
+// an agent cannot tell which services it may not use exist (it learns
+// that at POST /api/v1/requests). The result is sorted, without
+// duplicates, and never empty: an agent none of whose services exists
+// is refused (*ForbiddenError).
 func SessionServices(agent string, requested, allowed, existing []string) ([]string, error) {
 	var out []string
 	if requested == nil {
@@ -82,11 +86,18 @@ func SessionServices(agent string, requested, allowed, existing []string) ([]str
 			return nil, &InvalidError{Reason: `"services" is empty: name at least one service, or omit it for every service agent ` + agent + " may use"}
 		}
 		for _, s := range requested {
-			if !slices.Contains(existing, s) {
-				return nil, &InvalidError{Reason: "unknown service " + quoteName(s)}
+			if !services.IsValidName(s) {
+				return nil, &InvalidError{Reason: "invalid service name " + quoteName(s)}
 			}
+		}
+		for _, s := range requested {
 			if !Covers(allowed, s) {
 				return nil, &ForbiddenError{Reason: fmt.Sprintf(`agent %s may not use service %s: ask with POST /api/v1/requests {"service":"%s"}`, agent, s, s)}
+			}
+		}
+		for _, s := range requested {
+			if !slices.Contains(existing, s) {
+				return nil, &InvalidError{Reason: "unknown service " + quoteName(s)}
 			}
 		}
 		out = slices.Clone(requested)
@@ -97,10 +108,10 @@ func SessionServices(agent string, requested, allowed, existing []string) ([]str
 
 // SessionTTL decides the lifetime of a session agent mints: requested
 // 0 (omitted) means the server's default_session_ttl (appDefault),
-// capped at the agent's max_session_ttl (agentMax); a negative one is
-// an *InvalidError; one above agentMax a *ForbiddenError ("ttl 2h
-// exceeds agent ci-bot's max_session_ttl 1h"). The server's own
-// max_session_ttl still applies after it.
+// capped at the agent's max_session_ttl (agentMax); a negative one or
+// one under a second is an *InvalidError; one above agentMax a
+// *ForbiddenError ("ttl 2h exceeds agent ci-bot's max_session_ttl
+// 1h"). The server's own max_session_ttl still applies after it.
 func SessionTTL(agent string, requested, agentMax, appDefault time.Duration) (time.Duration, error) {
 	switch {
 	case agentMax <= 0:
@@ -109,8 +120,8 @@ func SessionTTL(agent string, requested, agentMax, appDefault time.Duration) (ti
 		return min(appDefault, agentMax), nil
 	case requested == 0:
 		return agentMax, nil
-	case requested < 0:
-		return 0, &InvalidError{Reason: "ttl must be positive"}
+	case requested < time.Second:
+		return 0, &InvalidError{Reason: "ttl must be at least 1s"}
 	case requested > agentMax:
 		return 0, &ForbiddenError{Reason: fmt.Sprintf("ttl %s exceeds agent %s's max_session_ttl %s", apiwire.FormatDuration(requested), agent, apiwire.FormatDuration(agentMax))}
 	}

@@ -87,9 +87,15 @@ func TestSessionServices(t *testing.T) {
 		{[]string{"stripe"}, []string{"github"}, true, `agent ci-bot may not use service stripe: ask with POST /api/v1/requests {"service":"stripe"}`},
 		{[]string{"github", "stripe"}, []string{"github"}, true, `agent ci-bot may not use service stripe: ask with POST /api/v1/requests {"service":"stripe"}`},
 		{[]string{"nope"}, []string{"*"}, false, `unknown service "nope"`},
-		{[]string{"nope"}, []string{"github"}, false, `unknown service "nope"`},
-		{[]string{"*"}, []string{"*"}, false, `unknown service "*"`},
-		{[]string{""}, []string{"*"}, false, `unknown service ""`},
+		// Allowed first: a service the agent may not use is refused
+		// the same whether it exists or not.
+		{[]string{"nope"}, []string{"github"}, true, `agent ci-bot may not use service nope: ask with POST /api/v1/requests {"service":"nope"}`},
+		{[]string{"nope", "stripe"}, []string{"github", "nope"}, true, `agent ci-bot may not use service stripe: ask with POST /api/v1/requests {"service":"stripe"}`},
+		{[]string{"nope", "github"}, []string{"github", "nope"}, false, `unknown service "nope"`},
+		{[]string{"*"}, []string{"*"}, false, `invalid service name "*"`},
+		{[]string{""}, []string{"*"}, false, `invalid service name ""`},
+		{[]string{"github", `x"}`}, []string{"github"}, false, `invalid service name "x\"}"`},
+		{[]string{strings.Repeat("Q", 1000)}, []string{"github"}, false, `invalid service name "` + strings.Repeat("Q", 64) + `"...`},
 		{[]string{}, []string{"*"}, false, `"services" is empty: name at least one service, or omit it for every service agent ci-bot may use`},
 		{nil, []string{"gone"}, true, "agent ci-bot may use no service that exists now: ask with POST /api/v1/requests"},
 		{nil, nil, true, "agent ci-bot may use no service that exists now: ask with POST /api/v1/requests"},
@@ -128,11 +134,17 @@ func TestSessionTTL(t *testing.T) {
 	if !errors.As(err, &fe) || fe.Reason != "ttl 2h exceeds agent ci-bot's max_session_ttl 1h" {
 		t.Errorf("over the max: %v", err)
 	}
-	_, err = SessionTTL("ci-bot", -time.Second, time.Hour, time.Hour)
-	var ie *InvalidError
-	if !errors.As(err, &ie) {
-		t.Errorf("negative: %v", err)
+	for _, ttl := range []time.Duration{-time.Second, time.Nanosecond, 999 * time.Millisecond} {
+		_, err = SessionTTL("ci-bot", ttl, time.Hour, time.Hour)
+		var ie *InvalidError
+		if !errors.As(err, &ie) || ie.Reason != "ttl must be at least 1s" {
+			t.Errorf("ttl %v: %v", ttl, err)
+		}
 	}
+	if got, err := SessionTTL("ci-bot", time.Second, time.Hour, time.Hour); err != nil || got != time.Second {
+		t.Errorf("ttl 1s: %v %v", got, err)
+	}
+	var ie *InvalidError
 	if _, err := SessionTTL("ci-bot", 0, 0, time.Hour); err == nil || errors.As(err, &fe) || errors.As(err, &ie) {
 		t.Errorf("an agent without a max: %v, want a server error", err)
 	}

@@ -13,19 +13,29 @@ import (
 func TestLoginCookie(t *testing.T) {
 	c := LoginCookie("avo_x", 12*time.Hour, true)
 	got := c.String()
-	for _, want := range []string{"agent_vault_login=avo_x", "Path=/", "Max-Age=43200", "HttpOnly", "Secure", "SameSite=Strict"} {
+	for _, want := range []string{"__Host-agent_vault_login=avo_x", "Path=/", "Max-Age=43200", "HttpOnly", "Secure", "SameSite=Strict"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("cookie %q lacks %q", got, want)
 		}
 	}
-	if strings.Contains(LoginCookie("avo_x", time.Hour, false).String(), "Secure") {
-		t.Error("Secure over plain HTTP")
+	if c.Domain != "" || strings.Contains(got, "Domain") {
+		t.Errorf("a __Host- cookie with a Domain: %q", got)
+	}
+	plain := LoginCookie("avo_x", time.Hour, false).String()
+	if strings.Contains(plain, "Secure") || !strings.HasPrefix(plain, "agent_vault_login=avo_x;") {
+		t.Errorf("plain HTTP cookie %q", plain)
+	}
+	if LoginCookieName(true) != SecureCookieName || LoginCookieName(false) != CookieName || SecureCookieName != "__Host-agent_vault_login" {
+		t.Error("cookie names")
 	}
 	if LoginCookie("avo_x", time.Millisecond, false).MaxAge != 1 {
 		t.Error("a sub-second ttl must still last a second, not become a session cookie or a deletion")
 	}
 	clear := ClearLoginCookie(true).String()
-	if !strings.Contains(clear, "agent_vault_login=;") || !strings.Contains(clear, "Max-Age=0") || !strings.Contains(clear, "HttpOnly") {
+	if !strings.HasPrefix(clear, "__Host-agent_vault_login=;") || !strings.Contains(clear, "Max-Age=0") || !strings.Contains(clear, "HttpOnly") || !strings.Contains(clear, "Secure") {
+		t.Errorf("clear cookie %q", clear)
+	}
+	if clear := ClearLoginCookie(false).String(); !strings.HasPrefix(clear, "agent_vault_login=;") {
 		t.Errorf("clear cookie %q", clear)
 	}
 }
@@ -77,6 +87,85 @@ func TestRequestToken(t *testing.T) {
 	}
 	if _, _, err := RequestToken(req(nil)); err != ErrNoToken {
 		t.Errorf("no credentials: %v", err)
+	}
+}
+
+// TestRequestTokenScheme: over TLS only the __Host- cookie counts, over
+// plain HTTP only the plain one; the other is ignored.
+func TestRequestTokenScheme(t *testing.T) {
+	req := func(tlsOn bool, cookie string) *http.Request {
+		r := httptest.NewRequest("GET", "/api/v1/agents", nil)
+		if tlsOn {
+			r.TLS = &tls.ConnectionState{}
+		}
+		r.Header.Set("Cookie", cookie)
+		return r
+	}
+	for _, tc := range []struct {
+		tls    bool
+		cookie string
+		token  string
+	}{
+		{true, "__Host-agent_vault_login=avo_s", "avo_s"},
+		{true, "agent_vault_login=avo_p; __Host-agent_vault_login=avo_s", "avo_s"},
+		{false, "agent_vault_login=avo_p; __Host-agent_vault_login=avo_s", "avo_p"},
+		{false, "agent_vault_login=avo_p", "avo_p"},
+		{false, "other=1;agent_vault_login=avo_p ;x=\"y\"", "avo_p"},
+	} {
+		tok, fromCookie, err := RequestToken(req(tc.tls, tc.cookie))
+		if err != nil || tok != tc.token || !fromCookie {
+			t.Errorf("tls=%v %q: %q %v", tc.tls, tc.cookie, tok, err)
+		}
+	}
+	for _, tc := range []struct {
+		tls    bool
+		cookie string
+	}{
+		{true, "agent_vault_login=avo_p"},
+		{false, "__Host-agent_vault_login=avo_s"},
+	} {
+		if tok, _, err := RequestToken(req(tc.tls, tc.cookie)); err != ErrNoToken {
+			t.Errorf("tls=%v %q: %q %v, want ErrNoToken (the other scheme's cookie is ignored)", tc.tls, tc.cookie, tok, err)
+		}
+	}
+}
+
+// TestRequestTokenMalformed: a Cookie header with a malformed pair, or
+// a second one, named like the login cookie is refused, even where
+// net/http would skip it and find one good cookie.
+func TestRequestTokenMalformed(t *testing.T) {
+	for _, tc := range []struct {
+		tls     bool
+		headers []string
+	}{
+		{false, []string{`agent_vault_login="avo_x; agent_vault_login=avo_good`}},
+		{false, []string{`agent_vault_login="avo_x"`}},
+		{false, []string{`agent_vault_login=avo_a\b; agent_vault_login=avo_good`}},
+		{false, []string{`agent_vault_login=avo,x; agent_vault_login=avo_good`}},
+		{false, []string{`agent_vault_login; agent_vault_login=avo_good`}},
+		{false, []string{`Agent_Vault_Login=avo_x; agent_vault_login=avo_good`}},
+		{false, []string{"agent_vault_login=avo_\x7f; agent_vault_login=avo_good"}},
+		{false, []string{"agent_vault_login=avo_é; agent_vault_login=avo_good"}},
+		{false, []string{"agent_vault_login=avo_a", "agent_vault_login=avo_b"}},
+		{false, []string{"agent_vault_login=avo_a; x=1; agent_vault_login=avo_a"}},
+		{true, []string{`__Host-agent_vault_login="avo_x; __Host-agent_vault_login=avo_good`}},
+		{true, []string{`__host-agent_vault_login=avo_x; __Host-agent_vault_login=avo_good`}},
+		{true, []string{"__Host-agent_vault_login=avo_a", "__Host-agent_vault_login=avo_b"}},
+	} {
+		r := httptest.NewRequest("GET", "/api/v1/agents", nil)
+		if tc.tls {
+			r.TLS = &tls.ConnectionState{}
+		}
+		for _, h := range tc.headers {
+			r.Header.Add("Cookie", h)
+		}
+		tok, _, err := RequestToken(r)
+		var ue *UnauthenticatedError
+		if tok != "" || !errors.As(err, &ue) || err == ErrNoToken {
+			t.Errorf("%q: %q %v, want a refusal", tc.headers, tok, err)
+		} else if strings.Contains(ue.Reason, "avo_") {
+			t.Errorf("refusal %q repeats the cookie", ue.Reason)
+		}
 	}
 }
 
@@ -134,4 +223,40 @@ func TestCheckCookieRequest(t *testing.T) {
 	if CheckCookieRequest(r) == nil {
 		t.Error("an Origin against an empty Host passed")
 	}
+}
+
+// FuzzRequestTokenCookie: whatever the Cookie header, RequestToken
+// never panics, and a token it accepts is an operator login token that
+// the header holds exactly once, as the one pair of that name.
+func FuzzRequestTokenCookie(f *testing.F) {
+	for _, s := range []string{
+		"agent_vault_login=avo_x", "agent_vault_login=avo_x; agent_vault_login=avo_y", `agent_vault_login="avo_x"`,
+		"a=1; agent_vault_login=avo_x ;b=2", "agent_vault_login", "agent_vault_login=", "AGENT_VAULT_LOGIN=avo_x",
+		"__Host-agent_vault_login=avo_s", "agent_vault_login=avo_\x00", ";;;", "",
+	} {
+		f.Add(s, false)
+		f.Add(s, true)
+	}
+	f.Fuzz(func(t *testing.T, header string, tlsOn bool) {
+		r := httptest.NewRequest("GET", "/api/v1/agents", nil)
+		if tlsOn {
+			r.TLS = &tls.ConnectionState{}
+		}
+		r.Header["Cookie"] = []string{header}
+		tok, fromCookie, err := RequestToken(r)
+		if err != nil {
+			var ue *UnauthenticatedError
+			if tok != "" || fromCookie || !errors.As(err, &ue) {
+				t.Fatalf("%q: %q %v %v", header, tok, fromCookie, err)
+			}
+			return
+		}
+		if !fromCookie || KindOf(tok) != KindOperator || checkTokenText(tok) != nil || strings.ContainsAny(tok, "\";,\\") {
+			t.Fatalf("%q: accepted %q", header, tok)
+		}
+		name := LoginCookieName(tlsOn)
+		if n := strings.Count(strings.ToLower(header), strings.ToLower(name)+"="); n < 1 || !strings.Contains(header, name+"="+tok) {
+			t.Fatalf("%q: %q is not the header's %s pair", header, tok, name)
+		}
+	})
 }

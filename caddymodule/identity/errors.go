@@ -61,21 +61,50 @@ func (e *UnauthenticatedError) Error() string { return e.Reason }
 // HTTPStatus is 401.
 func (*UnauthenticatedError) HTTPStatus() int { return http.StatusUnauthorized }
 
+// unauthenticated is a fixed 401 refusal, the value of the package's
+// sentinels (ErrNoToken, ErrWrongLogin): a value, so that no caller can
+// change what another one answers. errors.As gives a fresh
+// *UnauthenticatedError with its text.
+type unauthenticated string
+
+func (e unauthenticated) Error() string { return string(e) }
+
+// HTTPStatus is 401.
+func (unauthenticated) HTTPStatus() int { return http.StatusUnauthorized }
+
+// As lets errors.As(err, &ue) find a *UnauthenticatedError (a copy).
+func (e unauthenticated) As(target any) bool {
+	p, ok := target.(**UnauthenticatedError)
+	if ok {
+		*p = &UnauthenticatedError{Reason: string(e)}
+	}
+	return ok
+}
+
+// serverError is a fixed error that is the server's fault (500).
+type serverError string
+
+func (e serverError) Error() string { return string(e) }
+
+// HTTPStatus is 500.
+func (serverError) HTTPStatus() int { return http.StatusInternalServerError }
+
 // RateLimitError refuses a login attempt without checking its
 // password: the API answers 429 with Retry-After set to
 // RetryAfterSeconds and the error's text.
 type RateLimitError struct {
-	// Subject is what is limited: "address 192.0.2.1", "operator alice".
+	// Subject is which budget is spent, LimitAddress ("from this
+	// address") or LimitName ("for this name").
 	Subject string
 	// RetryAfter is when the next attempt will be let through: at least
 	// one second, in whole seconds.
 	RetryAfter time.Duration
 }
 
-// Error is the 429 answer's text: "too many failed logins for
-// operator alice; retry in 60s".
+// Error is the 429 answer's text: "too many failed logins for this
+// name; retry in 60s".
 func (e *RateLimitError) Error() string {
-	return "too many failed logins for " + e.Subject + "; retry in " + e.RetryAfterSeconds() + "s"
+	return "too many failed logins " + e.Subject + "; retry in " + e.RetryAfterSeconds() + "s"
 }
 
 // HTTPStatus is 429.

@@ -27,12 +27,16 @@ func (k NameKind) String() string {
 }
 
 // ValidName checks an agent or operator name against the grammar of
-// service names, ^[a-z0-9][a-z0-9_.-]{0,63}$. Its error is an
-// *InvalidError that names the kind and, when short enough to be a
-// name, quotes it.
+// service names, ^[a-z0-9][a-z0-9_.-]{0,63}$, and refuses
+// AdminTokenName, which the audit trail uses for the admin token. Its
+// error is an *InvalidError that names the kind and, when short enough
+// to be a name, quotes it.
 func ValidName(kind NameKind, name string) error {
 	if kind != AgentName && kind != OperatorName {
 		return fmt.Errorf("identity: ValidName of an unknown kind %d", kind)
+	}
+	if name == AdminTokenName {
+		return &InvalidError{Reason: fmt.Sprintf("invalid %s name %q: it is reserved for the admin token", kind, name)}
 	}
 	if services.IsValidName(name) {
 		return nil

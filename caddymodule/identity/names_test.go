@@ -28,6 +28,13 @@ func TestValidName(t *testing.T) {
 	if err := ValidName(OperatorName, huge); err == nil || strings.Contains(err.Error(), strings.Repeat("x", 65)) {
 		t.Error("a huge name is repeated in the error")
 	}
+	for _, k := range []NameKind{AgentName, OperatorName} {
+		err := ValidName(k, AdminTokenName)
+		var ie *InvalidError
+		if !errors.As(err, &ie) || !strings.Contains(ie.Reason, "reserved for the admin token") {
+			t.Errorf("ValidName(%v, %q) = %v", k, AdminTokenName, err)
+		}
+	}
 	if ValidName(0, "a") == nil {
 		t.Error("unknown kind accepted")
 	}

@@ -1,12 +1,16 @@
 package identity
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
+	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/crypto/argon2"
@@ -35,9 +39,10 @@ var defaultParams = argonParams{m: 19456, t: 2, p: 1}
 var hashParams = defaultParams
 
 // Bounds on what a stored hash may ask for, so that a hostile or
-// corrupt row cannot make one login cost a gigabyte or minutes.
+// corrupt row cannot make one login cost much more than a normal one
+// (argonSlots bounds how many run at once).
 const (
-	maxMemory  = 262144 // KiB (256 MiB)
+	maxMemory  = 65536 // KiB (64 MiB)
 	maxPasses  = 10
 	maxLanes   = 8
 	saltLen    = 16
@@ -47,9 +52,12 @@ const (
 
 var b64 = base64.RawStdEncoding.Strict()
 
-// ValidPassword checks a new password: valid UTF-8, at least
-// MinPasswordChars characters, at most MaxPasswordBytes bytes. Its
-// error is an *InvalidError that never repeats the password.
+// ValidPassword checks a new password: valid UTF-8 without control
+// characters (C0, DEL, C1: a tab or newline is more likely a paste
+// accident than part of a password, and a NUL is cut short by some
+// clients), at least MinPasswordChars characters, at most
+// MaxPasswordBytes bytes. Its error is an *InvalidError that never
+// repeats the password.
 func ValidPassword(pw string) error {
 	switch {
 	case !utf8.ValidString(pw):
@@ -58,15 +66,23 @@ func ValidPassword(pw string) error {
 		return &InvalidError{Reason: "the password is longer than 1024 bytes"}
 	case utf8.RuneCountInString(pw) < MinPasswordChars:
 		return &InvalidError{Reason: "the password is shorter than 12 characters"}
+	case strings.IndexFunc(pw, unicode.IsControl) >= 0:
+		return &InvalidError{Reason: "the password holds a control character (such as a tab, newline or NUL)"}
 	}
 	return nil
 }
 
-// HashPassword checks pw with ValidPassword and returns its argon2id
-// hash as a PHC string,
+// HashPassword is HashPasswordContext without a deadline.
+func HashPassword(pw string) (string, error) {
+	return HashPasswordContext(context.Background(), pw)
+}
+
+// HashPasswordContext checks pw with ValidPassword and returns its
+// argon2id hash as a PHC string,
 // $argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash> (16-byte random salt,
 // 32-byte hash, unpadded standard base64), which is all that is kept.
-func HashPassword(pw string) (string, error) {
+// Waiting for an argon2id slot ends with ctx (its error).
+func HashPasswordContext(ctx context.Context, pw string) (string, error) {
 	if err := ValidPassword(pw); err != nil {
 		return "", err
 	}
@@ -75,47 +91,108 @@ func HashPassword(pw string) (string, error) {
 		return "", err
 	}
 	k := hashParams
-	return formatPHC(k, salt, argonKey(pw, salt, k, keyLen)), nil
+	key, err := argonKey(ctx, pw, salt, k, keyLen)
+	if err != nil {
+		return "", err
+	}
+	return formatPHC(k, salt, key), nil
 }
 
-// CheckPassword reports whether pw matches phc, a hash HashPassword
-// made, comparing in constant time. A malformed phc, or one whose costs
-// exceed the bounds (memory 256 MiB, 10 passes, 8 lanes), is an error
-// found before any hashing (DummyCheckPassword's work is done instead,
-// so the answer takes as long); the error never repeats phc or pw. A pw
-// longer than MaxPasswordBytes never matches and costs nothing.
+// ErrBadHash is CheckPassword's error for a stored hash it cannot read
+// (malformed, another algorithm, or costs beyond the bounds: memory
+// 64 MiB, 10 passes, 8 lanes). The login is failed like a wrong
+// password (401, with DummyCheckPassword's work done so that it takes
+// as long); the caller should log it, since the operator cannot log in
+// until an owner sets a new password. Compare with errors.Is: the
+// error says what is wrong, never repeating the hash or the password.
+var ErrBadHash = errors.New("the stored password hash is not an argon2id hash this server reads")
+
+// CheckPassword is CheckPasswordContext without a deadline.
 func CheckPassword(phc, pw string) (bool, error) {
+	return CheckPasswordContext(context.Background(), phc, pw)
+}
+
+// CheckPasswordContext reports whether pw matches phc, a hash
+// HashPassword made, comparing in constant time. The error is ErrBadHash
+// (wrapped) for a phc it cannot read, found before any hashing, or
+// ctx's error if ctx ended while waiting for an argon2id slot (the
+// server is busy: answer 503, not 401); ok is false with any error. A
+// pw longer than MaxPasswordBytes never matches and costs nothing.
+//
+// A hash made with other parameters than the current ones takes
+// another time to check than DummyCheckPassword's: call NeedsRehash
+// after a successful login and store a new hash.
+func CheckPasswordContext(ctx context.Context, phc, pw string) (bool, error) {
 	k, salt, want, err := parsePHC(phc)
 	if err != nil {
-		DummyCheckPassword(pw)
+		if derr := DummyCheckPasswordContext(ctx, pw); derr != nil {
+			return false, derr
+		}
 		return false, err
 	}
 	if len(pw) > MaxPasswordBytes {
 		return false, nil
 	}
-	got := argonKey(pw, salt, k, uint32(len(want)))
+	got, err := argonKey(ctx, pw, salt, k, uint32(len(want)))
+	if err != nil {
+		return false, err
+	}
 	return subtle.ConstantTimeCompare(got, want) == 1, nil
+}
+
+// NeedsRehash reports whether phc, a stored hash that just matched,
+// should be replaced by HashPassword's of the same password: it is not
+// of the current parameters and lengths (so its check takes another
+// time than a check of an unknown name's), or not readable at all.
+func NeedsRehash(phc string) bool {
+	k, salt, key, err := parsePHC(phc)
+	return err != nil || k != hashParams || len(salt) != saltLen || len(key) != keyLen
 }
 
 // dummySalt is DummyCheckPassword's salt; the hash it makes is never
 // compared with anything secret.
 var dummySalt = make([]byte, saltLen)
 
-// DummyCheckPassword does the work of one CheckPassword against a hash
-// of the current parameters and always fails. A login for a name that
-// does not exist calls it, so the answer's timing does not tell which
-// names exist.
+// DummyCheckPassword is DummyCheckPasswordContext without a deadline.
 func DummyCheckPassword(pw string) {
-	if len(pw) > MaxPasswordBytes {
-		return
-	}
-	got := argonKey(pw, dummySalt, hashParams, keyLen)
-	subtle.ConstantTimeCompare(got, make([]byte, keyLen))
+	_ = DummyCheckPasswordContext(context.Background(), pw)
 }
 
-// argonKey is argon2id of pw with k, n bytes long.
-func argonKey(pw string, salt []byte, k argonParams, n uint32) []byte {
-	return argon2.IDKey([]byte(pw), salt, k.t, k.m, k.p, n)
+// DummyCheckPasswordContext does the work of one CheckPassword against
+// a hash of the current parameters, which always fails. A login for a
+// name that does not exist calls it, so the answer's timing does not
+// tell which names exist. Its error is ctx's if ctx ended while waiting
+// for an argon2id slot.
+func DummyCheckPasswordContext(ctx context.Context, pw string) error {
+	if len(pw) > MaxPasswordBytes {
+		return nil
+	}
+	got, err := argonKey(ctx, pw, dummySalt, hashParams, keyLen)
+	if err != nil {
+		return err
+	}
+	subtle.ConstantTimeCompare(got, make([]byte, keyLen))
+	return nil
+}
+
+// argonSlots bounds the argon2id computations running at once to the
+// CPUs Go uses, so that a burst of logins queues (each waiting under
+// its request's context) instead of asking for 19-64 MiB each at once.
+var argonSlots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)))
+
+// argonKey is argon2id of pw with k, n bytes long, computed in one of
+// argonSlots; the error is ctx's if it ended first.
+func argonKey(ctx context.Context, pw string, salt []byte, k argonParams, n uint32) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	select {
+	case argonSlots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-argonSlots }()
+	return argon2.IDKey([]byte(pw), salt, k.t, k.m, k.p, n), nil
 }
 
 func formatPHC(k argonParams, salt, key []byte) string {
@@ -125,13 +202,11 @@ func formatPHC(k argonParams, salt, key []byte) string {
 		"$" + b64.EncodeToString(salt) + "$" + b64.EncodeToString(key)
 }
 
-var errPHC = errors.New("the stored password hash is not an argon2id hash this server reads")
-
 // parsePHC reads a PHC string strictly (canonical numbers and base64,
 // so formatPHC gives it back unchanged) and enforces the cost bounds.
 func parsePHC(s string) (argonParams, []byte, []byte, error) {
 	fail := func(why string) (argonParams, []byte, []byte, error) {
-		return argonParams{}, nil, nil, errors.New(errPHC.Error() + ": " + why)
+		return argonParams{}, nil, nil, fmt.Errorf("%w: %s", ErrBadHash, why)
 	}
 	if len(s) > maxPHCText {
 		return fail("too long")
@@ -165,7 +240,7 @@ func parsePHC(s string) (argonParams, []byte, []byte, error) {
 	case v[1] < 1 || v[1] > maxPasses:
 		return fail("t must be 1 to 10")
 	case v[0] < 8*v[2] || v[0] > maxMemory:
-		return fail("m must be 8*p to 262144")
+		return fail("m must be 8*p to 65536")
 	}
 	salt, err := b64.DecodeString(parts[4])
 	if err != nil || len(salt) < 8 || len(salt) > 64 {

@@ -107,11 +107,14 @@ func SessionPrincipal(id, agent string) Principal {
 }
 
 // Actor is the audit trail's actor for p: AdminTokenName, the operator
-// or the agent; for a session its agent, or the session's id when it
+// or the agent; for a session its Agent, or the session's id when it
 // has none (so that an entry always names someone).
 func (p Principal) Actor() string {
-	if p.Kind == PrincipalSession && p.Agent == "" {
-		return p.SessionID
+	if p.Kind == PrincipalSession {
+		if p.Agent == "" {
+			return p.SessionID
+		}
+		return p.Agent
 	}
 	return p.Name
 }
@@ -134,10 +137,10 @@ func (p Principal) ActorKind() string {
 
 // OwnOnly reports whether p may act only on what is its agent's own (p
 // is an agent or a session). Allowed lets such a caller through
-// ListSessions, MintSession, ManageSessions and ListRequests; the
-// handler must then keep to p.Agent's sessions and requests (and
-// answer 404 for another's) and to the agent's limits (SessionServices,
-// SessionTTL).
+// ListSessions, MintSession, ManageSessions, AskAccess and
+// ListRequests; the handler must then keep to p.Agent's sessions and
+// requests (and answer 404 for another's), ask for p.Agent, and keep to
+// the agent's limits (SessionServices, SessionTTL).
 func (p Principal) OwnOnly() bool {
 	return p.Kind == PrincipalAgent || p.Kind == PrincipalSession
 }
@@ -245,13 +248,15 @@ var rules = [numPermissions]struct {
 // Allowed decides whether p may use a route needing perm: nil, or a
 // *ForbiddenError saying who may not do what and what it needs ("role
 // viewer may not manage agents: needs admin"; its On method puts the
-// route in instead), or ErrNoToken for no principal. An incomplete
-// principal (an operator without a name or role, an agent without a
-// name or whose Agent is not its Name, a session without an id) is
-// refused: it can only be a bug, and a bug must not grant anything;
-// the constructors (AgentPrincipal...) make complete ones. A session opened without an agent has
-// no requests of its own, so it may neither ask for access nor list
-// requests.
+// route in instead), or ErrNoToken for no principal. A principal that
+// is not what its constructor makes (the admin token not named
+// AdminTokenName with RoleOwner; an operator without a name or role;
+// an agent without a name or whose Agent is not its Name; a session
+// without an id or whose Name is not its Agent; any field its kind
+// does not use set; an operator or agent named AdminTokenName) is
+// refused: it can only be a bug, and a bug must not grant anything. A
+// session opened without an agent has no requests of its own, so it
+// may neither ask for access nor list requests.
 func Allowed(p Principal, perm Permission) error {
 	if perm < ReadAll || perm >= numPermissions {
 		return fmt.Errorf("identity: unknown permission %d", uint8(perm))
@@ -263,20 +268,23 @@ func Allowed(p Principal, perm Permission) error {
 	case PrincipalNone:
 		return ErrNoToken
 	case PrincipalAdminToken:
+		if p != AdminTokenPrincipal() {
+			return &ForbiddenError{Reason: "an admin-token caller that is not the admin token (owner, named " + AdminTokenName + ") may not do anything"}
+		}
 		col, who = colOwner, "the admin token"
 	case PrincipalOperator:
-		if p.Name == "" || p.Role < RoleViewer || p.Role > RoleOwner {
-			return &ForbiddenError{Reason: "an operator without a name or role may not do anything"}
+		if p.Name == "" || p.Name == AdminTokenName || p.Role < RoleViewer || p.Role > RoleOwner || p.Agent != "" || p.SessionID != "" {
+			return &ForbiddenError{Reason: "an operator without a valid name or role may not do anything"}
 		}
 		col, who = colViewer+column(p.Role-RoleViewer), "role "+p.Role.String()
 	case PrincipalAgent:
-		if p.Name == "" || p.Agent != p.Name {
-			return &ForbiddenError{Reason: "an agent without a name may not do anything"}
+		if p.Name == "" || p.Name == AdminTokenName || p.Agent != p.Name || p.Role != 0 || p.SessionID != "" {
+			return &ForbiddenError{Reason: "an agent without a valid name may not do anything"}
 		}
 		col, who = colAgent, "an agent token"
 	case PrincipalSession:
-		if p.SessionID == "" {
-			return &ForbiddenError{Reason: "a session without an id may not do anything"}
+		if p.SessionID == "" || p.Name != p.Agent || p.Role != 0 {
+			return &ForbiddenError{Reason: "a session without an id, or whose name is not its agent's, may not do anything"}
 		}
 		col, who = colSession, "a session token"
 	default:
@@ -299,10 +307,14 @@ func needs(perm Permission, col column) string {
 			continue
 		}
 		role := Role(c-colViewer) + RoleViewer
-		if col >= colViewer {
+		switch {
+		case col >= colViewer:
 			return "needs " + role.String()
-		}
-		if c == colOwner {
+		case allow[colAgent]:
+			// Only a session can be here (an agent holds perm): its
+			// agent's own token may.
+			return "needs an agent token, an operator login (role " + role.String() + " or above) or the admin token"
+		case c == colOwner:
 			return "needs an operator login with role owner, or the admin token"
 		}
 		return "needs an operator login (role " + role.String() + " or above) or the admin token"

@@ -85,7 +85,11 @@ func TestAllowedReasons(t *testing.T) {
 		{OperatorPrincipal("ada", RoleAdmin), ManageOperators, "role admin may not manage operators: needs owner"},
 		{AgentPrincipal("ci-bot"), ReadAll, "an agent token may not read credentials, stores, services, agents, operators or the audit trail: needs an operator login (role viewer or above) or the admin token"},
 		{AgentPrincipal("ci-bot"), ManageOperators, "an agent token may not manage operators: needs an operator login with role owner, or the admin token"},
-		{SessionPrincipal("ses_1", "ci-bot"), MintSession, "a session token may not open sessions: needs an operator login (role admin or above) or the admin token"},
+		{SessionPrincipal("ses_1", "ci-bot"), MintSession, "a session token may not open sessions: needs an agent token, an operator login (role admin or above) or the admin token"},
+		{SessionPrincipal("ses_1", "ci-bot"), ListSessions, "a session token may not list sessions: needs an agent token, an operator login (role viewer or above) or the admin token"},
+		{SessionPrincipal("ses_1", "ci-bot"), ManageSessions, "a session token may not revoke or renew sessions: needs an agent token, an operator login (role admin or above) or the admin token"},
+		{SessionPrincipal("ses_1", "ci-bot"), ReadAll, "a session token may not read credentials, stores, services, agents, operators or the audit trail: needs an operator login (role viewer or above) or the admin token"},
+		{OperatorPrincipal("vera", RoleViewer), MintSession, "role viewer may not open sessions: needs admin"},
 		{OperatorPrincipal("ada", RoleAdmin), AskAccess, "role admin may not ask for access: only an agent may, with its agent token or its session's token"},
 		{AdminTokenPrincipal(), ReadOwnSession, "the admin token may not read the calling session: only a session may, with its own token"},
 		{SessionPrincipal("ses_2", ""), AskAccess, "a session opened without an agent may not ask for access: only an agent's sessions may; open the session with an agent token"},
@@ -123,6 +127,21 @@ func TestAllowedIncomplete(t *testing.T) {
 		{Kind: PrincipalAgent, Name: "a", Agent: "b"},             // inconsistent
 		{Kind: PrincipalSession, Agent: "a"},                      // no session id
 		{Kind: PrincipalSession + 1, Name: "x", Role: RoleOwner},
+		// Not what the constructors make:
+		{Kind: PrincipalAdminToken, Name: "mallory", Role: RoleOwner},
+		{Kind: PrincipalAdminToken, Name: AdminTokenName, Role: RoleViewer},
+		{Kind: PrincipalAdminToken, Role: RoleOwner},
+		{Kind: PrincipalAdminToken, Name: AdminTokenName, Role: RoleOwner, Agent: "a"},
+		{Kind: PrincipalAdminToken, Name: AdminTokenName, Role: RoleOwner, SessionID: "s"},
+		{Kind: PrincipalOperator, Name: AdminTokenName, Role: RoleOwner},
+		{Kind: PrincipalOperator, Name: "x", Role: RoleOwner, Agent: "a"},
+		{Kind: PrincipalOperator, Name: "x", Role: RoleOwner, SessionID: "s"},
+		{Kind: PrincipalAgent, Name: AdminTokenName, Agent: AdminTokenName},
+		{Kind: PrincipalAgent, Name: "a", Agent: "a", Role: RoleOwner},
+		{Kind: PrincipalAgent, Name: "a", Agent: "a", SessionID: "s"},
+		{Kind: PrincipalSession, Name: "other", Agent: "ci-bot", SessionID: "s"},
+		{Kind: PrincipalSession, Name: "ci-bot", SessionID: "s"},
+		{Kind: PrincipalSession, Name: "a", Agent: "a", SessionID: "s", Role: RoleOwner},
 	} {
 		for _, perm := range Permissions() {
 			var fe *ForbiddenError
@@ -148,6 +167,8 @@ func TestActor(t *testing.T) {
 		{AgentPrincipal("ci-bot"), "ci-bot", "agent"},
 		{SessionPrincipal("ses_1", "ci-bot"), "ci-bot", "session"},
 		{SessionPrincipal("ses_1", ""), "ses_1", "session"},
+		// The actor of a session is its agent, whatever Name says.
+		{Principal{Kind: PrincipalSession, Name: "other", Agent: "ci-bot", SessionID: "ses_1"}, "ci-bot", "session"},
 		{Principal{}, "", ""},
 	} {
 		if a, k := tc.p.Actor(), tc.p.ActorKind(); a != tc.actor || k != tc.kind {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
@@ -100,9 +101,11 @@ func KindOf(token string) Kind {
 	return KindOther
 }
 
-// ErrNoToken is ParseBearer's error for an empty header: the request
-// carries no credentials at all.
-var ErrNoToken = &UnauthenticatedError{Reason: "no credentials: send Authorization: Bearer <token>"}
+// ErrNoToken is the error for a request that carries no credentials
+// at all (ParseBearer of an empty header, RequestToken, Allowed of no
+// principal): 401. Compare with errors.Is; errors.As gives a fresh
+// *UnauthenticatedError.
+var ErrNoToken error = unauthenticated("no credentials: send Authorization: Bearer <token>")
 
 // ParseBearer returns the token of an Authorization header value:
 // the scheme "Bearer" (any case), one or more spaces, and 1 to
@@ -141,6 +144,37 @@ func checkTokenText(token string) error {
 		if c := token[i]; c <= ' ' || c >= 0x7f {
 			return &UnauthenticatedError{Reason: "the bearer token holds a space, control or non-ASCII character"}
 		}
+	}
+	return nil
+}
+
+// Bounds of the configured admin token.
+const (
+	MinAdminTokenLength = 16
+	MaxAdminTokenLength = MaxTokenLength
+)
+
+// ValidAdminToken checks the configured admin token (the app calls it
+// at provision): one that the API could never match is a configuration
+// error, not a silent lockout. It must be 16 to 512 bytes of visible
+// ASCII without spaces (what ParseBearer reads) and must not start
+// with avt_, avo_ or avs_ (the API would look it up as an agent, login
+// or session token and never compare it with the admin token). The
+// error never repeats the token.
+func ValidAdminToken(tok string) error {
+	switch {
+	case len(tok) < MinAdminTokenLength:
+		return fmt.Errorf("the admin token is %d bytes long: use at least %d (agent-vault generates ava_ and 64 hex digits)", len(tok), MinAdminTokenLength)
+	case len(tok) > MaxAdminTokenLength:
+		return fmt.Errorf("the admin token is longer than %d bytes, the longest bearer token the API reads", MaxAdminTokenLength)
+	}
+	for i := 0; i < len(tok); i++ {
+		if c := tok[i]; c <= ' ' || c >= 0x7f {
+			return fmt.Errorf("the admin token holds a space, control or non-ASCII character (at byte %d): it could never be sent as a Bearer token", i)
+		}
+	}
+	if k := KindOf(tok); k != KindOther {
+		return fmt.Errorf("the admin token starts with %s, the prefix of %ss: the API would look it up as one and never accept it as the admin token", k.prefix(), k)
 	}
 	return nil
 }

@@ -98,7 +98,7 @@ func TestParseBearer(t *testing.T) {
 // bearerErrors are every text ParseBearer may fail with: none repeats
 // its input.
 var bearerErrors = map[string]bool{
-	ErrNoToken.Reason: true,
+	ErrNoToken.Error(): true,
 	"the Authorization header is not a Bearer token: send Authorization: Bearer <token>": true,
 	"the bearer token is empty":                                      true,
 	"the bearer token is longer than 512 bytes":                      true,
@@ -135,4 +135,53 @@ func FuzzParseBearer(f *testing.F) {
 			t.Fatalf("Bearer %q does not round-trip: %q, %v", tok, again, err)
 		}
 	})
+}
+
+// TestErrNoTokenValue: the sentinel is a value no caller can change for
+// another; errors.As still finds an *UnauthenticatedError.
+func TestErrNoTokenValue(t *testing.T) {
+	var ue *UnauthenticatedError
+	if !errors.As(ErrNoToken, &ue) || ue.Reason != ErrNoToken.Error() || ue.HTTPStatus() != 401 {
+		t.Fatalf("errors.As: %v", ue)
+	}
+	ue.Reason = "changed"
+	if ErrNoToken.Error() != "no credentials: send Authorization: Bearer <token>" {
+		t.Fatalf("ErrNoToken changed through errors.As: %q", ErrNoToken)
+	}
+	var coded interface{ HTTPStatus() int }
+	if !errors.As(ErrNoToken, &coded) || coded.HTTPStatus() != 401 {
+		t.Error("no status")
+	}
+	if _, err := ParseBearer(""); !errors.Is(err, ErrNoToken) {
+		t.Errorf("ParseBearer: %v", err)
+	}
+}
+
+func TestValidAdminToken(t *testing.T) {
+	for _, tok := range []string{"ava_" + strings.Repeat("0f", 32), "0123456789abcdef", strings.Repeat("x", 512), "!#$%&'()*+,-./~{}|"} {
+		if err := ValidAdminToken(tok); err != nil {
+			t.Errorf("ValidAdminToken(%.20q): %v", tok, err)
+		}
+	}
+	for tok, want := range map[string]string{
+		"":                       "is 0 bytes long: use at least 16",
+		"short-secret-15":        "is 15 bytes long: use at least 16",
+		strings.Repeat("s", 513): "longer than 512 bytes",
+		"secret with a space":    "space, control or non-ASCII",
+		"secretsecretsecret\n":   "space, control or non-ASCII",
+		"secretsecretsecret\x00": "space, control or non-ASCII",
+		"secretsecretsecrét":     "space, control or non-ASCII",
+		"avt_secretsecretsecret": "starts with avt_, the prefix of agent tokens",
+		"avo_secretsecretsecret": "starts with avo_, the prefix of operator login tokens",
+		"avs_secretsecretsecret": "starts with avs_, the prefix of session tokens",
+	} {
+		err := ValidAdminToken(tok)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ValidAdminToken(%.20q) = %v, want %q", tok, err, want)
+			continue
+		}
+		if len(tok) > 4 && strings.Contains(err.Error(), tok[4:]) {
+			t.Errorf("error %q repeats the token", err)
+		}
+	}
 }
