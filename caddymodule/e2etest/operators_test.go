@@ -239,8 +239,11 @@ func retryAfter(t *testing.T, what string, r apiResult) int {
 	return n
 }
 
-// Five failures for one name lock that name, from any address, for a
-// while; the right password during the lockout is still 429.
+// Five failures for one name from one address lock that name for that
+// address, for a while; the right password during the lockout is still
+// 429. One address cannot lock the operator out from elsewhere, but
+// failures for the name from every address together are bounded too
+// (identity.LoginNameTotalFailures, 50).
 func TestLoginRateLimitPerName(t *testing.T) {
 	t.Parallel()
 	ca := newTestCA(t)
@@ -253,15 +256,50 @@ func TestLoginRateLimitPerName(t *testing.T) {
 			t.Fatalf("failure %d: %s, want 401", i, r)
 		}
 	}
-	retryAfter(t, "6th failed login for vera", s.call(cred{from: "127.0.0.1"}, "POST", "/api/v1/login", bad))
+	r := s.call(cred{from: "127.0.0.1"}, "POST", "/api/v1/login", bad)
+	retryAfter(t, "6th failed login for vera", r)
+	// The refusal names neither the name (it may be a password typed in
+	// the wrong field) nor the address.
+	mustNotContain(t, "429 body", r.body, "vera")
+	mustNotContain(t, "429 body", r.body, "127.0.0.1")
 	right := apiwire.LoginRequest{Name: "vera", Password: "viewer-password-0123"}
-	r := s.call(cred{from: "127.0.0.1"}, "POST", "/api/v1/login", right)
+	r = s.call(cred{from: "127.0.0.1"}, "POST", "/api/v1/login", right)
 	retryAfter(t, "the right password during the lockout", r)
 	mustNotContain(t, "429 body", r.body, "avo_")
-	// Per name: another address is locked out of vera too.
-	retryAfter(t, "vera from another address", s.call(cred{from: "127.0.0.2"}, "POST", "/api/v1/login", right))
-	// Another name is not locked.
+	// Another name from the same address is not locked.
 	s.must(cred{from: "127.0.0.1"}, "POST", "/api/v1/login", apiwire.LoginRequest{Name: "adam", Password: "admin-password-0123"}, 200, nil)
+	// vera from elsewhere: not locked out by one address.
+	s.must(cred{from: "127.0.0.2"}, "POST", "/api/v1/login", right, 200, nil)
+
+	// Guessing spread over many addresses, 5 each: at most 50 failures
+	// for the name in all before even a fresh address gets 429.
+	failures, locked := 0, false
+	for host := 10; host < 30 && !locked; host++ {
+		from := "127.0.0." + strconv.Itoa(host)
+		for i := 0; i < 5; i++ {
+			r := s.call(cred{from: from}, "POST", "/api/v1/login", bad)
+			if r.status == http.StatusTooManyRequests {
+				if i == 0 {
+					locked = true // a fresh address, refused: the name's total budget
+					retryAfter(t, "vera from a fresh address after many failures", r)
+				}
+				break
+			}
+			if r.status != 401 {
+				t.Fatalf("failure for vera from %s: %s", from, r)
+			}
+			failures++
+		}
+	}
+	if !locked {
+		t.Fatalf("%d failures for vera from 20 addresses and a fresh address is still let through", failures)
+	}
+	if failures > 55 {
+		t.Errorf("%d failures for vera were let through before the name was locked, want at most 50 (+5 from before)", failures)
+	}
+	t.Logf("vera locked everywhere after %d more failures", failures)
+	// Other names are not affected.
+	s.must(cred{from: "127.0.0.40"}, "POST", "/api/v1/login", apiwire.LoginRequest{Name: "adam", Password: "admin-password-0123"}, 200, nil)
 }
 
 // Ten failures from one address lock that address (whatever the names);
