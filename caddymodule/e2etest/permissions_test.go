@@ -518,7 +518,9 @@ func TestAgentTokenLimits(t *testing.T) {
 		{"mint out of scope", "POST", "/api/v1/sessions", apiwire.SessionRequest{Services: []string{"stripe"}, TTL: "10m"}, 403, []string{"ci-bot", "stripe", "/api/v1/requests"}},
 		{"mint in and out of scope", "POST", "/api/v1/sessions", apiwire.SessionRequest{Services: []string{"github", "stripe"}, TTL: "10m"}, 403, []string{"stripe"}},
 		{"mint above its max TTL", "POST", "/api/v1/sessions", apiwire.SessionRequest{Services: []string{"github"}, TTL: "2h"}, 403, []string{"2h", "1h", "max_session_ttl"}},
-		{"mint an unknown service", "POST", "/api/v1/sessions", apiwire.SessionRequest{Services: []string{"nosuch"}, TTL: "10m"}, 400, []string{"nosuch"}},
+		// Allowed is checked before existence: an agent does not learn
+		// which services exist beyond its own.
+		{"mint an unknown service", "POST", "/api/v1/sessions", apiwire.SessionRequest{Services: []string{"nosuch"}, TTL: "10m"}, 403, []string{"nosuch"}},
 		{"mint an empty list", "POST", "/api/v1/sessions", map[string]any{"services": []string{}, "ttl": "10m"}, 400, []string{"services"}},
 		{"define a service", "PUT", "/api/v1/services/evil", bearerService("evil.example", "GITHUB_TOKEN"), 403, []string{"agent"}},
 		{"read the audit log", "GET", "/api/v1/audit", nil, 403, []string{"audit"}},
