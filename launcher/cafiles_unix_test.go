@@ -101,7 +101,7 @@ func TestRemoveStale(t *testing.T) {
 	names := map[string]bool{ // name: removed
 		fmt.Sprintf("agent-vault-ca-%d-bundle-1.pem", dead): true,
 		fmt.Sprintf("agent-vault-ca-%d-node-2.pem", dead):   true,
-		"agent-vault-ca-1-bundle-3.pem":                     true, // pid 1 lives, but holds no lock
+		"agent-vault-ca-1-bundle-3.pem":                     true,  // pid 1 lives, but holds no lock
 		fmt.Sprintf("agent-vault-ca-%d-bundle-4.pem", dead): false, // another launcher holds it
 		"agent-vault-ca-bundle-5.pem":                       false, // not ours to judge
 		"unrelated.pem":                                     false,

@@ -184,4 +184,3 @@ func TestJoinPEM(t *testing.T) {
 		t.Errorf("joinPEM(nil, x) = %q", got)
 	}
 }
-
