@@ -79,7 +79,7 @@ func checkMasterPassword(raw []byte) error {
 		case errors.Is(err, masterpassword.ErrMissing):
 			return missingPasswordError(u)
 		case err != nil:
-			return fmt.Errorf("%s cannot read its master password: %v", u.what, err)
+			return fmt.Errorf("%s cannot use its master password: %v", u.what, err)
 		}
 	}
 	return nil

@@ -42,11 +42,20 @@ func TestCheckMasterPassword(t *testing.T) {
 	if err := checkMasterPassword(raw); err == nil || !strings.Contains(err.Error(), "reading master_password_file") {
 		t.Errorf("unreadable file: %v", err)
 	}
-	// An empty file is no password.
+	// An empty file is no password: said of the file, which takes
+	// precedence over a passphrase set as well (never "none is set").
 	os.WriteFile(file, []byte("\n"), 0o600)
 	t.Setenv("AGENT_VAULT_MASTER_PASSWORD_FILE", file)
-	if err := checkMasterPassword(raw); err == nil || !strings.Contains(err.Error(), "no master password") {
+	t.Setenv("AGENT_VAULT_MASTER_PASSWORD", "a long test passphrase")
+	err = checkMasterPassword(raw)
+	if err == nil || !strings.Contains(err.Error(), "master_password_file "+file+" is empty") ||
+		!strings.Contains(err.Error(), "master_password is set too") || strings.Contains(err.Error(), "none is set") {
 		t.Errorf("empty file: %v", err)
+	}
+	// A literal passphrase with braces is never quoted.
+	if err := checkMasterPassword([]byte(`{"apps":{"agent_vault":{"stores":[{"backend":"builtin","master_password":"hunter{x9q}2"}]}}}`)); err == nil ||
+		strings.Contains(err.Error(), "x9q") || !strings.Contains(err.Error(), "unknown {placeholder}") {
+		t.Errorf("literal braces: %v", err)
 	}
 }
 

@@ -58,12 +58,27 @@ func (a *API) sessionAnswer(s *sessions.Session, token string) apiwire.Session {
 		Services:     s.Services,
 		Placeholders: s.Placeholders(),
 		Agent:        s.Agent,
+		// Every name, in scope or not: an agent token may not list
+		// credentials, yet its launcher must keep inherited variables
+		// of those names (real values, maybe) from the agent.
+		CredentialNames: a.credentialNames(),
 	}
 	if until, ok := s.LeaseUntil(); ok {
 		out.LeaseTimeout = apiwire.FormatDuration(s.LeaseTimeout)
 		out.LeaseExpiresAt = &until
 	}
 	return out
+}
+
+// credentialNames is the name of every credential the broker knows,
+// sorted as the set lists them.
+func (a *API) credentialNames() []string {
+	list := a.deps.creds.List()
+	names := make([]string, 0, len(list))
+	for _, m := range list {
+		names = append(names, m.Name)
+	}
+	return names
 }
 
 // listSessions lists every session, or for an agent its own.

@@ -106,26 +106,3 @@ func joinPEM(parts ...[]byte) []byte {
 	}
 	return out
 }
-
-// writePrivateFile writes data to a new file in dir that only the current
-// user can read, and returns its path.
-func writePrivateFile(dir, pattern string, data []byte) (string, error) {
-	f, err := os.CreateTemp(dir, pattern)
-	if err != nil {
-		return "", err
-	}
-	path := f.Name()
-	// CreateTemp already uses 0600; Chmod states the requirement explicitly.
-	err = f.Chmod(0o600)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if closeErr := f.Close(); err == nil {
-		err = closeErr
-	}
-	if err != nil {
-		os.Remove(path)
-		return "", err
-	}
-	return path, nil
-}

@@ -3,59 +3,81 @@
 package launcher
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"syscall"
 )
 
+// lockShared takes a shared flock on f, held as long as f is open.
+// Blocking: an exclusive lock is only ever held for an instant, by a
+// cleaner removing a file it found stale.
+func lockShared(f *os.File) error {
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH)
+		if err != syscall.EINTR {
+			return err
+		}
+	}
+}
+
 // removeStaleCAFiles removes, from dir, the CA files that launchers of
 // this user left behind when they died (SIGKILL gives no chance to clean
 // up). Best effort: nothing here stops a launch.
 func removeStaleCAFiles(dir string) {
-	removeStale(dir, os.Getuid(), os.Getpid(), pidAlive)
+	removeStale(dir, os.Getuid())
 }
 
-// removeStale removes the CA files in dir that are regular files owned by
-// uid and named with a pid other than self that is not alive; it returns
-// their names. Another user's files, a live launcher's and anything else
-// are left alone. Symlinks are never followed (Lstat), and in a sticky
-// temp dir only the owner can replace a file between the check and the
-// removal.
-func removeStale(dir string, uid, self int, alive func(pid int) bool) []string {
+// removeStale removes the CA files in dir that are regular files owned
+// by uid and that no process holds a lock on (cafiles.go); it returns
+// their names. Another user's files, a live launcher's (locked, in
+// whichever pid namespace) and anything else are left alone. Symlinks
+// are never followed (Lstat, O_NOFOLLOW), what is locked is checked to
+// be what was looked at, and the file is removed while the exclusive
+// lock is held, only if its name still names it.
+func removeStale(dir string, uid int) []string {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil
 	}
 	var removed []string
 	for _, e := range entries {
-		pid, ok := caFilePID(e.Name())
-		if !ok || pid == self {
+		if _, ok := caFilePID(e.Name()); !ok {
 			continue
 		}
 		path := filepath.Join(dir, e.Name())
-		info, err := os.Lstat(path)
-		if err != nil || !info.Mode().IsRegular() {
-			continue
-		}
-		st, ok := info.Sys().(*syscall.Stat_t)
-		if !ok || int64(st.Uid) != int64(uid) || alive(pid) {
-			continue
-		}
-		if os.Remove(path) == nil {
+		if removeIfStale(path, uid) {
 			removed = append(removed, e.Name())
 		}
 	}
 	return removed
 }
 
-// pidAlive reports whether a process with that pid exists. EPERM means it
-// does (another user's); a reused pid keeps a stale file, which is the
-// safe side.
-func pidAlive(pid int) bool {
-	if pid < 1 {
-		return true
+// removeIfStale removes path if it is a stale CA file of uid.
+func removeIfStale(path string, uid int) bool {
+	info, err := os.Lstat(path)
+	if err != nil || !info.Mode().IsRegular() || !ownedBy(info, uid) {
+		return false
 	}
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if opened, err := f.Stat(); err != nil || !os.SameFile(info, opened) {
+		return false
+	}
+	// Its launcher holds a shared lock for as long as it lives.
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return false
+	}
+	if !stillAt(f) {
+		return false
+	}
+	return os.Remove(path) == nil
+}
+
+// ownedBy reports whether info's file belongs to uid.
+func ownedBy(info os.FileInfo, uid int) bool {
+	st, ok := info.Sys().(*syscall.Stat_t)
+	return ok && int64(st.Uid) == int64(uid)
 }

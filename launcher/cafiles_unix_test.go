@@ -3,13 +3,77 @@
 package launcher
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 )
+
+// holdLockVar, in the environment of this test binary, makes it a helper
+// that holds a shared lock on the file it names, as a live launcher in
+// another process (or pid namespace) does, until its stdin closes.
+const holdLockVar = "AV_LAUNCH_TEST_HOLD_LOCK"
+
+// holdLock is the helper's main: it locks path, says "locked" on
+// stdout, and keeps the lock until stdin ends.
+func holdLock(path string) int {
+	f, err := os.Open(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := lockShared(f); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println("locked")
+	io.Copy(io.Discard, os.Stdin)
+	return 0
+}
+
+// lockFromAnotherProcess has a helper process hold a shared lock on path
+// until the returned function is called (which waits for it to exit).
+func lockFromAnotherProcess(t *testing.T, path string) (release func()) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), holdLockVar+"="+path)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || line != "locked\n" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("the lock helper said %q, %v", line, err)
+	}
+	done := false
+	release = func() {
+		if done {
+			return
+		}
+		done = true
+		stdin.Close()
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("lock helper: %v", err)
+		}
+	}
+	t.Cleanup(release)
+	return release
+}
 
 // deadPID returns the pid of a process that has exited and been reaped.
 func deadPID(t *testing.T) int {
@@ -28,21 +92,25 @@ func touch(t *testing.T, path string) {
 	}
 }
 
+// A file is stale when no process holds its lock, whatever the pid in
+// its name: a live launcher in another pid namespace may carry a pid
+// that is dead (or someone else's) here, and its files must stay.
 func TestRemoveStale(t *testing.T) {
 	dir := t.TempDir()
-	dead, live, self := 4242, 4343, 4444
+	dead := deadPID(t)
 	names := map[string]bool{ // name: removed
 		fmt.Sprintf("agent-vault-ca-%d-bundle-1.pem", dead): true,
 		fmt.Sprintf("agent-vault-ca-%d-node-2.pem", dead):   true,
-		fmt.Sprintf("agent-vault-ca-%d-bundle-3.pem", live): false,
-		fmt.Sprintf("agent-vault-ca-%d-bundle-4.pem", self): false,
+		"agent-vault-ca-1-bundle-3.pem":                     true,  // pid 1 lives, but holds no lock
+		fmt.Sprintf("agent-vault-ca-%d-bundle-4.pem", dead): false, // another launcher holds it
 		"agent-vault-ca-bundle-5.pem":                       false, // not ours to judge
 		"unrelated.pem":                                     false,
 	}
 	for name := range names {
 		touch(t, filepath.Join(dir, name))
 	}
-	// A symlink and a directory with a dead pid's name are never removed.
+	release := lockFromAnotherProcess(t, filepath.Join(dir, fmt.Sprintf("agent-vault-ca-%d-bundle-4.pem", dead)))
+	// A symlink and a directory with a CA file's name are never removed.
 	target := filepath.Join(t.TempDir(), "target")
 	touch(t, target)
 	link := fmt.Sprintf("agent-vault-ca-%d-bundle-6.pem", dead)
@@ -55,13 +123,12 @@ func TestRemoveStale(t *testing.T) {
 		t.Fatal(err)
 	}
 	names[sub] = false
-	alive := func(pid int) bool { return pid != dead }
 
-	// Files of another uid are left alone, dead pid or not.
-	if removed := removeStale(dir, os.Getuid()+1, self, alive); len(removed) != 0 {
+	// Files of another uid are left alone, locked or not.
+	if removed := removeStale(dir, os.Getuid()+1); len(removed) != 0 {
 		t.Errorf("removed another user's files: %q", removed)
 	}
-	removed := removeStale(dir, os.Getuid(), self, alive)
+	removed := removeStale(dir, os.Getuid())
 	slices.Sort(removed)
 	var want []string
 	for name, gone := range names {
@@ -81,30 +148,57 @@ func TestRemoveStale(t *testing.T) {
 	if _, err := os.Stat(target); err != nil {
 		t.Error("the symlink's target was removed")
 	}
+	// Once its launcher is gone (the lock with it), the file is stale.
+	release()
+	if removed := removeStale(dir, os.Getuid()); !slices.Equal(removed, []string{fmt.Sprintf("agent-vault-ca-%d-bundle-4.pem", dead)}) {
+		t.Errorf("after the lock went: removed %q", removed)
+	}
 }
 
-func TestPIDAlive(t *testing.T) {
-	if !pidAlive(os.Getpid()) || !pidAlive(1) {
-		t.Error("a live process reported dead")
+// writeCAFile holds its file locked: a cleanup in this process (another
+// open file, as good as another process for flock) keeps it.
+func TestWriteCAFileHoldsALock(t *testing.T) {
+	dir := t.TempDir()
+	h, err := writeCAFile(dir, "bundle", []byte("data"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if pidAlive(deadPID(t)) {
-		t.Error("a reaped process reported alive")
+	info, err := os.Stat(h.path)
+	if err != nil || info.Mode().Perm() != 0o600 || filepath.Dir(h.path) != dir {
+		t.Fatalf("file %s: %v, %v", h.path, info, err)
 	}
-	if !pidAlive(0) || !pidAlive(-1) {
-		t.Error("process group pids must count as alive (never removed)")
+	if data, _ := os.ReadFile(h.path); string(data) != "data" {
+		t.Errorf("content = %q", data)
+	}
+	if pid, ok := caFilePID(filepath.Base(h.path)); !ok || pid != os.Getpid() {
+		t.Errorf("name %s does not carry our pid", h.path)
+	}
+	if removed := removeStale(dir, os.Getuid()); len(removed) != 0 {
+		t.Errorf("a held CA file was removed: %q", removed)
+	}
+	h.release()
+	if _, err := os.Stat(h.path); err == nil {
+		t.Error("release left the file")
+	}
+	if _, err := writeCAFile(filepath.Join(dir, "missing"), "node", nil); err == nil {
+		t.Error("write into a missing directory succeeded")
 	}
 }
 
 // At start, Run removes the CA files a dead launcher of ours left, and
-// keeps a live launcher's and (as root) another user's.
+// keeps a live launcher's (locked from another process, its pid dead
+// here as across pid namespaces) and (as root) another user's. While the
+// command runs, its own CA files are held: another launcher's cleanup
+// keeps them.
 func TestRunRemovesStaleCAFiles(t *testing.T) {
 	api := newFakeAPI(t)
 	tmp := t.TempDir()
 	dead := deadPID(t)
 	stale := filepath.Join(tmp, fmt.Sprintf("agent-vault-ca-%d-bundle-11.pem", dead))
-	liveFile := filepath.Join(tmp, "agent-vault-ca-1-bundle-12.pem") // pid 1 is alive
+	liveFile := filepath.Join(tmp, fmt.Sprintf("agent-vault-ca-%d-bundle-12.pem", dead))
 	touch(t, stale)
 	touch(t, liveFile)
+	lockFromAnotherProcess(t, liveFile)
 	var othersFile string
 	if os.Getuid() == 0 {
 		othersFile = filepath.Join(tmp, fmt.Sprintf("agent-vault-ca-%d-node-13.pem", dead))
@@ -113,10 +207,26 @@ func TestRunRemovesStaleCAFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	code, stderr, err := launch(t, api, Config{TempDir: tmp, Command: []string{"/bin/sh", "-c", "exit 0"}})
-	if code != 0 || err != nil {
-		t.Fatalf("Run = %d, %v; stderr: %s", code, err, stderr)
-	}
+	marker := filepath.Join(t.TempDir(), "go")
+	done := make(chan error, 1)
+	go func() {
+		code, _, err := launch(t, api, Config{TempDir: tmp, Command: []string{"/bin/sh", "-c", `while [ ! -e "$1" ]; do sleep 0.02; done; cat "$SSL_CERT_FILE" "$NODE_EXTRA_CA_CERTS" > /dev/null`, "sh", marker}})
+		if err == nil && code != 0 {
+			err = fmt.Errorf("exit %d", code)
+		}
+		done <- err
+	}()
+	var own []string
+	waitFor(t, "the launcher's CA files", 10*time.Second, func() bool {
+		own = nil
+		entries, _ := os.ReadDir(tmp)
+		for _, e := range entries {
+			if pid, ok := caFilePID(e.Name()); ok && pid == os.Getpid() {
+				own = append(own, e.Name())
+			}
+		}
+		return len(own) == 2
+	})
 	if _, err := os.Stat(stale); err == nil {
 		t.Error("a dead launcher's CA file was kept")
 	}
@@ -126,6 +236,24 @@ func TestRunRemovesStaleCAFiles(t *testing.T) {
 	if othersFile != "" {
 		if _, err := os.Stat(othersFile); err != nil {
 			t.Error("another user's CA file was removed")
+		}
+	}
+	// A second launcher starting now keeps the running one's files.
+	if removed := removeStale(tmp, os.Getuid()); len(removed) != 0 {
+		t.Errorf("a running launcher's CA files were taken for stale: %q", removed)
+	}
+	touch(t, marker)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	for _, name := range own {
+		if _, err := os.Stat(filepath.Join(tmp, name)); err == nil {
+			t.Errorf("%s left behind", name)
 		}
 	}
 }

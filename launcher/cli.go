@@ -7,19 +7,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiclient"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
 	"github.com/agentvault/caddy-agent-vault/internal/datadir"
 )
 
 const (
-	// maxTokenFileBytes caps a token file; a token is a short line.
-	maxTokenFileBytes = 64 << 10
 	// maxSessionFileBytes caps a --session-token-file, which may hold a
 	// whole POST /api/v1/sessions answer (a CA chain included).
 	maxSessionFileBytes = 1 << 20
@@ -35,6 +33,30 @@ func Main(args, env []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return MainNamed(DefaultProgName, args, env, stdin, stdout, stderr)
 }
 
+// usageText is the top of -h, after the usage lines.
+const usageText = `Runs command with its HTTPS traffic going through the agent-vault proxy.
+
+The token is --token-file's content, else $AGENT_VAULT_TOKEN (a warning
+if both are set), else <data dir>/agent.token, the local agent's, which
+is used only when the management API is on loopback (127.0.0.0/8, ::1,
+localhost). Plain http:// to any other host is refused unless
+AGENT_VAULT_INSECURE_HTTP=1.
+
+The session it opens is leased and renewed while command runs; a server
+that does not lease it is refused (the session is revoked, exit 2). If
+%[1]s dies, even by SIGKILL, the broker ends the session within its
+lease timeout (session_lease_timeout, default 30s), so the proxy token
+of whatever still runs is dead by then. On Linux the kernel kills
+command itself with %[1]s (Pdeathsig), but not the processes command
+started, nor a command that execs a setuid or file-capability program
+(which clears Pdeathsig); command keeps %[1]s's process group, for the
+terminal's job control. Containing every descendant is the job of
+--confine (issue 13, not in this version yet).
+
+Variables named like any credential the server holds are kept from
+command (the session's answer lists the names, never the values).
+`
+
 // MainNamed is Main with the program name used in usage and error messages,
 // for embedding the launcher in another command (e.g. "agent-vault vault run").
 func MainNamed(progName string, args, env []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -43,46 +65,58 @@ func MainNamed(progName string, args, env []string, stdin io.Reader, stdout, std
 		fmt.Fprintf(stderr, "%s: %v\n", progName, err)
 		return ExitSetup
 	}
+	warn := func(msg string) { fmt.Fprintf(stderr, "%s: warning: %s\n", progName, msg) }
 
 	flags := flag.NewFlagSet(progName, flag.ContinueOnError)
-	flags.SetOutput(stderr)
-	addr := flags.String("addr", "", "management API base `URL` (default $AGENT_VAULT_ADDR or "+DefaultAddr+")")
-	tokenFile := flags.String("token-file", "", "API token `file`, used when $AGENT_VAULT_TOKEN is unset (default $AGENT_VAULT_DATA_DIR/"+agentTokenFile+", the local agent's token);\n"+
-		"any kind of token (agent, operator login, admin): the server decides what it may do")
-	sessionFile := flags.String("session-token-file", "", "use the session minted elsewhere (an orchestrator) whose token (avs_...) or POST /api/v1/sessions answer (JSON) `file` holds;\n"+
-		"nothing is created, renewed or revoked, and --services and --ttl do not apply")
-	services := flags.String("services", "", "comma-separated `services` the session may use (default: all the token may use; an empty name is an error)")
+	addr := flags.String("addr", "", "management API base `URL` (default $AGENT_VAULT_ADDR or "+DefaultAddr+"); given empty is an error")
+	tokenFile := flags.String("token-file", "", "API token `file`; wins over $AGENT_VAULT_TOKEN (default: that variable, else $AGENT_VAULT_DATA_DIR/"+agentTokenFile+",\n"+
+		"the local agent's token, used only for a management API on loopback); any kind of token\n(agent, operator login, admin): the server decides what it may do; given empty is an error")
+	sessionFile := flags.String("session-token-file", "", "use the session minted elsewhere (an orchestrator) whose token (avs_...) or POST /api/v1/sessions answer (JSON) `file` holds\n"+
+		"(- for stdin, at most 1 MiB, so the session need not touch disk; command's stdin is then at its end);\n"+
+		"nothing is created, renewed or revoked, no API token is used, and --token-file, --services and --ttl do not apply")
+	services := flags.String("services", "", "comma-separated `services` the session may use (default: all the token may use; an empty or invalid name is an error)")
 	ttl := flags.Duration("ttl", 0, "session `lifetime` (default: the server's default_session_ttl, capped by an agent's max_session_ttl;\n"+
 		"the server refuses one above the token's maximum)")
-	flags.Usage = func() {
+	usage := func() {
 		fmt.Fprintf(stderr, "usage: %s [--addr URL] [--token-file FILE] [--services a,b] [--ttl 1h] [--] command [args...]\n", progName)
-		fmt.Fprintf(stderr, "       %s [--addr URL] --session-token-file FILE [--] command [args...]\n\n", progName)
-		fmt.Fprintf(stderr, "Runs command with its HTTPS traffic going through the agent-vault proxy.\n\n")
-		fmt.Fprintf(stderr, "The session it opens is leased and renewed while command runs: if %s dies, the broker\n", progName)
-		fmt.Fprintf(stderr, "ends it within its lease timeout. Variables named like a credential the server holds are\n")
-		fmt.Fprintf(stderr, "kept from command; a token that may not list credentials (an agent's) only keeps the\n")
-		fmt.Fprintf(stderr, "session's own credential names out (they hold placeholders instead).\n\n")
+		fmt.Fprintf(stderr, "       %s [--addr URL] --session-token-file FILE|- [--] command [args...]\n\n", progName)
+		fmt.Fprintf(stderr, usageText+"\n", progName)
+		flags.SetOutput(stderr)
 		flags.PrintDefaults()
+		flags.SetOutput(io.Discard)
 	}
+	// The flag package's own messages quote what it refused, which may
+	// be a secret typed in the wrong place (-pSecret): it stays silent,
+	// and flagProblem says what went wrong without the text.
+	flags.SetOutput(io.Discard)
+	flags.Usage = func() {}
 	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			usage()
 			return 0
 		}
-		return ExitSetup // the flag package already reported the error
+		fmt.Fprintf(stderr, "%s: %s\n", progName, flagProblem(err, flags))
+		usage()
+		return ExitSetup
 	}
 	if flags.NArg() == 0 {
 		fmt.Fprintf(stderr, "%s: no command given\n", progName)
-		flags.Usage()
+		usage()
 		return ExitSetup
+	}
+	for _, name := range []string{"addr", "session-token-file"} {
+		if flagGiven(flags, name) && flags.Lookup(name).Value.String() == "" {
+			return fail(fmt.Errorf("--%s is empty (an unset variable?): give a value, or leave --%s out", name, name))
+		}
 	}
 	if flagGiven(flags, "ttl") && *ttl <= 0 {
 		return fail(errors.New("--ttl must be positive"))
 	}
 	external := flagGiven(flags, "session-token-file")
 	if external {
-		for _, name := range []string{"services", "ttl"} {
+		for _, name := range []string{"token-file", "services", "ttl"} {
 			if flagGiven(flags, name) {
-				return fail(fmt.Errorf("--%s does not apply with --session-token-file: the session was minted elsewhere, with its own services and lifetime", name))
+				return fail(fmt.Errorf("--%s does not apply with --session-token-file: the session was minted elsewhere, with its own services and lifetime, and no API token is used", name))
 			}
 		}
 	}
@@ -97,39 +131,52 @@ func MainNamed(progName string, args, env []string, stdin io.Reader, stdout, std
 	}
 
 	cfg := Config{
-		ProgName: progName,
-		Addr:     firstNonEmpty(*addr, getenv("AGENT_VAULT_ADDR"), DefaultAddr),
-		Services: serviceList,
-		TTL:      *ttl,
-		Command:  flags.Args(),
-		Env:      env,
-		Stdin:    stdin,
-		Stdout:   stdout,
-		Stderr:   stderr,
+		ProgName:     progName,
+		Addr:         firstNonEmpty(*addr, getenv("AGENT_VAULT_ADDR"), DefaultAddr),
+		Services:     serviceList,
+		TTL:          *ttl,
+		Command:      flags.Args(),
+		Env:          env,
+		Stdin:        stdin,
+		Stdout:       stdout,
+		Stderr:       stderr,
+		InsecureHTTP: getenv(apiclient.InsecureHTTPEnv) == "1",
 	}
 	if *addr != "" {
 		cfg.AddrSource = "--addr"
 	}
+	// The address first: whether the default token file may be sent
+	// depends on where.
+	check, err := apiclient.New(cfg.Addr, "", apiclient.WithAddrSource(cfg.AddrSource), apiclient.WithInsecureHTTP(cfg.InsecureHTTP))
+	if err != nil {
+		return fail(err)
+	}
 	if external {
-		sess, err := readSessionFile(*sessionFile)
+		sess, warnings, err := readSessionFile(*sessionFile, stdin)
+		for _, w := range warnings {
+			warn(w)
+		}
 		if err != nil {
 			return fail(err)
 		}
 		cfg.Session = sess
-		// The API token is optional here: it only lists the credential
-		// names to keep from the child. The default file is not read,
-		// since a sandbox handed a session normally holds no agent token.
-		if getenv("AGENT_VAULT_TOKEN") != "" || *tokenFile != "" {
-			if cfg.Token, err = apiToken(getenv, *tokenFile); err != nil {
-				return fail(err)
-			}
-		}
 	} else {
-		token, err := apiToken(getenv, *tokenFile)
+		tok, err := apiclient.ResolveToken(apiclient.TokenSpec{
+			Flag:        "--token-file",
+			File:        *tokenFile,
+			FileGiven:   flagGiven(flags, "token-file"),
+			Env:         getenv(apiclient.TokenEnv),
+			DefaultFile: defaultTokenFile(getenv),
+			DefaultHint: "start the server with `make run`, which creates it for the agent \"local\", or make an agent with `agent-vault agent add NAME` and pass its token in AGENT_VAULT_TOKEN or --token-file",
+			Addr:        check.Addr(),
+		})
 		if err != nil {
 			return fail(err)
 		}
-		cfg.Token = token
+		for _, w := range tok.Warnings {
+			warn(w)
+		}
+		cfg.Token = tok.Value
 	}
 
 	code, err := Run(context.Background(), cfg)
@@ -139,99 +186,135 @@ func MainNamed(progName string, args, env []string, stdin io.Reader, stdout, std
 	return code
 }
 
-// apiToken returns $AGENT_VAULT_TOKEN, else the trimmed content of
-// tokenFile (default: agent.token in the data directory).
-func apiToken(getenv func(string) string, tokenFile string) (string, error) {
-	if token := strings.TrimSpace(getenv("AGENT_VAULT_TOKEN")); token != "" {
-		return token, nil
+// flagProblem rewrites a flag parsing error without the text the flag
+// package quotes: an undefined flag is named only if it reads like a
+// flag name, and a value that does not parse is never repeated.
+func flagProblem(err error, flags *flag.FlagSet) string {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		if looksLikeFlagName(strings.TrimPrefix(name, "-")) {
+			return "flag provided but not defined: -" + name
+		}
+		return "flag provided but not defined (see -h)"
 	}
-	explicit := tokenFile != ""
-	if !explicit {
-		dir := dataDir(getenv, func() (string, error) {
-			if home := getenv("HOME"); home != "" {
-				return home, nil
+	if rest, ok := strings.CutPrefix(msg, "invalid value "); ok {
+		// invalid value "<value>" for flag -<name>: <cause>
+		if i := strings.LastIndex(rest, " for flag -"); i >= 0 {
+			name, _, _ := strings.Cut(rest[i+len(" for flag -"):], ":")
+			if f := flags.Lookup(name); f != nil {
+				return fmt.Sprintf("invalid value for flag -%s (see -h)", f.Name)
 			}
-			return os.UserHomeDir()
-		})
-		if dir == "" {
-			return "", errors.New("no token: set AGENT_VAULT_TOKEN or use --token-file")
 		}
-		tokenFile = filepath.Join(dir, agentTokenFile)
+		return "invalid value for a flag (see -h)"
 	}
-	data, err := readSmallFile(tokenFile, maxTokenFileBytes)
-	if errors.Is(err, fs.ErrNotExist) && !explicit {
-		return "", fmt.Errorf("no token: AGENT_VAULT_TOKEN is unset and %s does not exist: start the server with `make run`, which creates it for the agent \"local\", or make an agent with `agent-vault agent add NAME` and pass its token in AGENT_VAULT_TOKEN or --token-file", tokenFile)
+	if strings.HasPrefix(msg, "invalid boolean value") || strings.HasPrefix(msg, "invalid boolean flag") {
+		return "invalid value for a flag (see -h)"
 	}
-	if err != nil {
-		return "", fmt.Errorf("no token: AGENT_VAULT_TOKEN is unset and %s is not readable (%v)", tokenFile, err)
+	if strings.HasPrefix(msg, "bad flag syntax") {
+		return "bad flag syntax (see -h)"
 	}
-	token := strings.TrimSpace(string(data))
-	if token == "" {
-		return "", fmt.Errorf("no token: %s is empty", tokenFile)
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok && flags.Lookup(name) != nil {
+		return msg
 	}
-	return token, nil
+	return "bad flags (see -h)"
 }
 
-// readSessionFile reads a --session-token-file: either a bare session
-// token, or the JSON answer of POST /api/v1/sessions. A bare token
-// comes back as a Session with only Token set: Run reads the rest from
-// GET /api/v1/session. Errors never quote the file.
-func readSessionFile(path string) (*apiwire.Session, error) {
-	data, err := readSmallFile(path, maxSessionFileBytes)
-	if err != nil {
-		return nil, fmt.Errorf("session token file %s is not readable (%v)", path, err)
+// looksLikeFlagName reports whether s could be a flag's name: short,
+// lower case letters, digits and dashes. Anything else may be a secret.
+func looksLikeFlagName(s string) bool {
+	if s == "" || len(s) > 32 {
+		return false
 	}
-	text := strings.TrimSpace(string(data))
-	if strings.HasPrefix(text, "{") {
-		var sess apiwire.Session
-		if err := json.Unmarshal([]byte(text), &sess); err != nil {
-			return nil, fmt.Errorf("session token file %s holds JSON that is not a POST /api/v1/sessions answer", path)
+	for _, c := range s {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+			return false
 		}
-		if sess.Token == "" {
-			return nil, fmt.Errorf("session token file %s holds a session without its token", path)
-		}
-		if !strings.HasPrefix(sess.Token, sessionTokenPrefix) {
-			return nil, fmt.Errorf("session token file %s holds a session whose token is not a session token (%s...)", path, sessionTokenPrefix)
-		}
-		return &sess, nil
 	}
-	if !strings.HasPrefix(text, sessionTokenPrefix) || strings.ContainsAny(text, " \t\r\n") {
-		return nil, fmt.Errorf("session token file %s holds neither a session token (%s...) nor the JSON answer of POST /api/v1/sessions", path, sessionTokenPrefix)
-	}
-	return &apiwire.Session{Token: text}, nil
+	return true
 }
 
-// readSmallFile reads a regular file of at most limit bytes. Its errors
-// drop the operation and path, which the caller names.
-func readSmallFile(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
+// defaultTokenFile is agent.token in the data directory, "" without one.
+func defaultTokenFile(getenv func(string) string) string {
+	dir := dataDir(getenv, func() (string, error) {
+		if home := getenv("HOME"); home != "" {
+			return home, nil
+		}
+		return os.UserHomeDir()
+	})
+	if dir == "" {
+		return ""
+	}
+	return filepath.Join(dir, agentTokenFile)
+}
+
+// readSessionFile reads a --session-token-file ("-": stdin): either a
+// bare session token, or the JSON answer of POST /api/v1/sessions. A
+// bare token comes back as a Session with only Token set: Run reads the
+// rest from GET /api/v1/session. Errors never quote the content.
+func readSessionFile(path string, stdin io.Reader) (*apiwire.Session, []string, error) {
+	var data []byte
+	var warnings []string
+	var err error
+	name := path
+	if path == "-" {
+		name = "on stdin"
+		data, err = readSessionStdin(stdin)
+	} else {
+		name = "file " + path
+		data, warnings, err = apiclient.ReadSecretFile(path, maxSessionFileBytes)
+	}
 	if err != nil {
-		return nil, unwrapPathError(err)
+		return nil, warnings, fmt.Errorf("session token %s is not readable (%v)", name, err)
 	}
-	defer f.Close()
-	if info, err := f.Stat(); err != nil {
-		return nil, unwrapPathError(err)
-	} else if !info.Mode().IsRegular() {
-		return nil, errors.New("not a regular file")
+	sess, err := parseSessionFile(data, name)
+	clear(data)
+	return sess, warnings, err
+}
+
+// readSessionStdin reads all of stdin, at most maxSessionFileBytes; a
+// terminal is refused (the session is to be piped in).
+func readSessionStdin(stdin io.Reader) ([]byte, error) {
+	if stdin == nil {
+		return nil, errors.New("no stdin")
 	}
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if f, ok := stdin.(*os.File); ok {
+		if info, err := f.Stat(); err == nil && info.Mode()&os.ModeCharDevice != 0 {
+			return nil, errors.New("stdin is a terminal: pipe the session in")
+		}
+	}
+	data, err := io.ReadAll(io.LimitReader(stdin, maxSessionFileBytes+1))
 	if err != nil {
-		return nil, unwrapPathError(err)
+		clear(data)
+		return nil, err
 	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("larger than %d bytes", limit)
+	if len(data) > maxSessionFileBytes {
+		clear(data)
+		return nil, fmt.Errorf("larger than %d bytes", maxSessionFileBytes)
 	}
 	return data, nil
 }
 
-// unwrapPathError drops the operation and path from a *fs.PathError, which
-// the caller already names.
-func unwrapPathError(err error) error {
-	var pathErr *os.PathError
-	if errors.As(err, &pathErr) {
-		return pathErr.Err
+// parseSessionFile parses what a session token file holds; name says
+// where it came from ("file F", "on stdin").
+func parseSessionFile(data []byte, name string) (*apiwire.Session, error) {
+	text := strings.TrimSpace(string(data))
+	if strings.HasPrefix(text, "{") {
+		var sess apiwire.Session
+		if err := json.Unmarshal([]byte(text), &sess); err != nil {
+			return nil, fmt.Errorf("session token %s holds JSON that is not a POST /api/v1/sessions answer", name)
+		}
+		if sess.Token == "" {
+			return nil, fmt.Errorf("session token %s holds a session without its token", name)
+		}
+		if !strings.HasPrefix(sess.Token, sessionTokenPrefix) {
+			return nil, fmt.Errorf("session token %s holds a session whose token is not a session token (%s...)", name, sessionTokenPrefix)
+		}
+		return &sess, nil
 	}
-	return err
+	if !strings.HasPrefix(text, sessionTokenPrefix) || strings.ContainsAny(text, " \t\r\n") {
+		return nil, fmt.Errorf("session token %s holds neither a session token (%s...) nor the JSON answer of POST /api/v1/sessions", name, sessionTokenPrefix)
+	}
+	return &apiwire.Session{Token: text}, nil
 }
 
 // dataDir is the agent-vault data directory: $AGENT_VAULT_DATA_DIR if
@@ -277,6 +360,13 @@ func splitServices(list string) ([]string, error) {
 		return nil, fmt.Errorf("--services %q names no service: name at least one, or omit --services for all services", apiclient.Printable(list, 64))
 	case hole > 0:
 		return nil, fmt.Errorf("--services %q has an empty name (item %d): check for a stray comma or an unset variable", apiclient.Printable(list, 200), hole)
+	}
+	// Checked here as the server would: a typo such as "*" or "git hub"
+	// costs no request (and no session to clean up).
+	for i, name := range out {
+		if !services.IsValidName(name) {
+			return nil, fmt.Errorf("--services: %q (item %d) is not a service name: use 1-64 of a-z, 0-9, '_', '.', '-', starting with a letter or digit (omit --services for all services)", apiclient.Printable(name, 64), i+1)
+		}
 	}
 	return out, nil
 }

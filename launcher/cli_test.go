@@ -34,58 +34,149 @@ func TestDefaultDataDir(t *testing.T) {
 	}
 }
 
-func TestAPIToken(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "agent.token"), []byte("  from-data-dir\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	explicit := filepath.Join(t.TempDir(), "tok")
-	if err := os.WriteFile(explicit, []byte("\tfrom-flag \r\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	empty := filepath.Join(t.TempDir(), "empty")
-	if err := os.WriteFile(empty, []byte(" \n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	xdg := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(xdg, "agent-vault"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(xdg, "agent-vault", "agent.token"), []byte("from-xdg"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+// mainRun is one run of Main against api with a child that records
+// whether it ran.
+type mainRun struct {
+	code   int
+	stderr string
+	ran    bool
+}
 
+func runMain(t *testing.T, api *fakeAPI, env []string, args ...string) mainRun {
+	t.Helper()
+	marker := filepath.Join(t.TempDir(), "ran")
+	var stderr strings.Builder
+	all := append(append([]string{}, args...), "/bin/sh", "-c", `touch "$1"`, "sh", marker)
+	code := Main(all, append(baseEnv(), env...), nil, nil, &stderr)
+	_, err := os.Stat(marker)
+	assertNoSecrets(t, "stderr", stderr.String())
+	return mainRun{code, stderr.String(), err == nil}
+}
+
+// authsOf lists the Authorization of every session the fake minted.
+func authsOf(api *fakeAPI) []string {
+	creates, _ := api.calls()
+	var out []string
+	for _, c := range creates {
+		out = append(out, c.auth)
+	}
+	return out
+}
+
+// --token-file > AGENT_VAULT_TOKEN > the data dir's agent.token: the
+// explicit flag wins over the ambient variable, with a warning; the
+// same order as the agent-vault CLI.
+func TestMainTokenPrecedence(t *testing.T) {
+	api := newFakeAPI(t)
+	data := t.TempDir()
+	os.WriteFile(filepath.Join(data, "agent.token"), []byte("  from-data-dir\n"), 0o600)
+	flagFile := filepath.Join(t.TempDir(), "tok")
+	os.WriteFile(flagFile, []byte("\tfrom-flag \r\n"), 0o600)
+	xdg := t.TempDir()
+	os.MkdirAll(filepath.Join(xdg, "agent-vault"), 0o700)
+	os.WriteFile(filepath.Join(xdg, "agent-vault", "agent.token"), []byte("from-xdg"), 0o600)
+	addr := "--addr=" + api.srv.URL
 	for _, tc := range []struct {
-		name      string
-		env       []string
-		tokenFile string
-		want      string
+		name string
+		env  []string
+		args []string
+		want string
+		warn bool
 	}{
-		{"env wins", []string{"AGENT_VAULT_TOKEN= from-env \n", "AGENT_VAULT_DATA_DIR=" + dir}, explicit, "from-env"},
-		{"flag", []string{"AGENT_VAULT_DATA_DIR=" + dir}, explicit, "from-flag"},
-		{"data dir", []string{"AGENT_VAULT_DATA_DIR=" + dir}, "", "from-data-dir"},
-		{"xdg", []string{"XDG_DATA_HOME=" + xdg, "HOME=/nonexistent"}, "", "from-xdg"},
-		{"blank env falls back", []string{"AGENT_VAULT_TOKEN=  ", "AGENT_VAULT_DATA_DIR=" + dir}, "", "from-data-dir"},
+		{"flag beats env", []string{"AGENT_VAULT_TOKEN=from-env", "AGENT_VAULT_DATA_DIR=" + data}, []string{"--token-file", flagFile}, "from-flag", true},
+		{"flag", []string{"AGENT_VAULT_DATA_DIR=" + data}, []string{"--token-file", flagFile}, "from-flag", false},
+		{"env beats the data dir", []string{"AGENT_VAULT_TOKEN= from-env \n", "AGENT_VAULT_DATA_DIR=" + data}, nil, "from-env", false},
+		{"data dir", []string{"AGENT_VAULT_DATA_DIR=" + data}, nil, "from-data-dir", false},
+		{"xdg", []string{"XDG_DATA_HOME=" + xdg}, nil, "from-xdg", false},
+		{"blank env falls back", []string{"AGENT_VAULT_TOKEN=  ", "AGENT_VAULT_DATA_DIR=" + data}, nil, "from-data-dir", false},
 	} {
-		got, err := apiToken(getenvFrom(tc.env), tc.tokenFile)
-		if err != nil || got != tc.want {
-			t.Errorf("%s: apiToken = %q, %v, want %q", tc.name, got, err, tc.want)
+		before := len(authsOf(api))
+		r := runMain(t, api, tc.env, append([]string{addr}, tc.args...)...)
+		auths := authsOf(api)
+		if r.code != 0 || !r.ran || len(auths) != before+1 || auths[before] != "Bearer "+tc.want {
+			t.Errorf("%s: exit %d, ran %v, auths %q; want %q; stderr %s", tc.name, r.code, r.ran, auths[before:], tc.want, r.stderr)
+		}
+		const warning = "av-launch: warning: both --token-file and AGENT_VAULT_TOKEN are set: using --token-file"
+		if strings.Contains(r.stderr, warning) != tc.warn {
+			t.Errorf("%s: stderr %q, want the both-set warning: %v", tc.name, r.stderr, tc.warn)
 		}
 	}
-	for name, tc := range map[string]struct{ tokenFile, want string }{
-		"missing":   {filepath.Join(dir, "nope"), "nope is not readable (no such file or directory)"},
-		"empty":     {empty, "empty is empty"},
-		"directory": {dir, "is not readable (not a regular file)"},
+}
+
+// Given but empty (an unset variable) is a usage error, never the
+// default; and a default token file is only sent to a loopback API.
+func TestMainEmptyFlagsAndRemoteDefaults(t *testing.T) {
+	api := newFakeAPI(t)
+	data := t.TempDir()
+	os.WriteFile(filepath.Join(data, "agent.token"), []byte(testAdminToken+"\n"), 0o600)
+	env := []string{"AGENT_VAULT_DATA_DIR=" + data, "AGENT_VAULT_ADDR=" + api.srv.URL}
+	for _, tc := range []struct {
+		name string
+		env  []string
+		args []string
+		says string
+	}{
+		{"empty --token-file", env, []string{"--token-file", ""}, "av-launch: --token-file is empty (an unset variable?)"},
+		{"empty --token-file=", env, []string{"--token-file="}, "--token-file is empty"},
+		{"empty --token-file, env set", append(env, "AGENT_VAULT_TOKEN="+testAdminToken), []string{"--token-file", ""}, "--token-file is empty"},
+		{"empty --session-token-file", env, []string{"--session-token-file", ""}, "av-launch: --session-token-file is empty (an unset variable?)"},
+		{"empty --addr", env, []string{"--addr", ""}, "av-launch: --addr is empty (an unset variable?)"},
+		{"remote, default file", []string{"AGENT_VAULT_DATA_DIR=" + data}, []string{"--addr", "https://vault.example:14321"}, "no token: the management API https://vault.example:14321 is not on loopback, so the data dir's token file is not sent there by default: set AGENT_VAULT_TOKEN or pass --token-file"},
+		{"remote http", []string{"AGENT_VAULT_TOKEN=" + testAdminToken}, []string{"--addr", "http://vault.example:14321/secret-path"}, `--addr "http://vault.example:14321" is plain http:// to a host that is not loopback: the token would cross the network in clear; use https://, or set AGENT_VAULT_INSECURE_HTTP=1`},
+		{"token-file with a session file", env, []string{"--session-token-file", "/nonexistent", "--token-file", "/x"}, "--token-file does not apply with --session-token-file"},
 	} {
-		if _, err := apiToken(getenvFrom(nil), tc.tokenFile); err == nil || !strings.HasPrefix(err.Error(), "no token: ") || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: err = %v, want %q", name, err, tc.want)
+		r := runMain(t, api, tc.env, tc.args...)
+		if r.code != ExitSetup || r.ran || !strings.Contains(r.stderr, tc.says) {
+			t.Errorf("%s: exit %d, ran %v, stderr %q; want %d and %q", tc.name, r.code, r.ran, r.stderr, ExitSetup, tc.says)
+		}
+		if strings.Contains(r.stderr, "secret-path") {
+			t.Errorf("%s: the address's path is shown: %q", tc.name, r.stderr)
 		}
 	}
-	// The default file, absent, says how to get one.
-	_, err := apiToken(getenvFrom([]string{"AGENT_VAULT_DATA_DIR=" + t.TempDir()}), "")
-	if err == nil || !strings.Contains(err.Error(), "agent.token does not exist: start the server with `make run`, which creates it") ||
-		!strings.Contains(err.Error(), "agent-vault agent add") {
-		t.Errorf("absent default file: %v", err)
+	if reqs := api.allRequests(); len(reqs) != 0 {
+		t.Errorf("requests = %q, want none", reqs)
+	}
+	// AGENT_VAULT_INSECURE_HTTP=1 lets plain http:// through: the next
+	// check speaks (no token for a remote API), before any I/O (tests
+	// reach loopback only).
+	r := runMain(t, api, []string{"AGENT_VAULT_DATA_DIR=" + data, "AGENT_VAULT_INSECURE_HTTP=1"}, "--addr", "http://vault.example:1")
+	if r.code != ExitSetup || r.ran || strings.Contains(r.stderr, "plain http://") || !strings.Contains(r.stderr, "is not on loopback") {
+		t.Errorf("AGENT_VAULT_INSECURE_HTTP=1: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// A token file others may read (or another user's) is used, with a
+// warning, as ssh does.
+func TestMainWarnsOfASharedTokenFile(t *testing.T) {
+	api := newFakeAPI(t)
+	f := filepath.Join(t.TempDir(), "tok")
+	os.WriteFile(f, []byte(testAdminToken+"\n"), 0o644)
+	os.Chmod(f, 0o644)
+	r := runMain(t, api, nil, "--addr", api.srv.URL, "--token-file", f)
+	if r.code != 0 || !strings.Contains(r.stderr, "av-launch: warning: "+f+" is accessible by others (mode 0644): chmod 600 it") {
+		t.Errorf("exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// The flag package quotes what it refused; a secret typed in the wrong
+// place (-pSecret, --ttl=<secret>) must not be echoed.
+func TestMainFlagErrorsDoNotEcho(t *testing.T) {
+	api := newFakeAPI(t)
+	const secret = "hunter2SecretValue"
+	for _, tc := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"-p" + secret}, "flag provided but not defined (see -h)"},
+		{[]string{"--" + secret + "=x"}, "flag provided but not defined (see -h)"},
+		{[]string{"--ttl", secret}, "invalid value for flag -ttl (see -h)"},
+		{[]string{"--ttl=" + secret}, "invalid value for flag -ttl (see -h)"},
+		{[]string{"--bogus"}, "flag provided but not defined: -bogus"},
+	} {
+		r := runMain(t, api, []string{"AGENT_VAULT_TOKEN=" + testAdminToken}, tc.args...)
+		if r.code != ExitSetup || r.ran || !strings.Contains(r.stderr, tc.says) || strings.Contains(r.stderr, secret) {
+			t.Errorf("%q: exit %d, stderr %q; want %q and no echo", tc.args, r.code, r.stderr, tc.says)
+		}
 	}
 }
 
@@ -180,6 +271,11 @@ func TestMainEmptyServices(t *testing.T) {
 		{[]string{"--services", "a,,b"}, `"a,,b" has an empty name (item 2)`},
 		{[]string{"--services", "github,"}, hole},
 		{[]string{"--services", "github", "--services", ""}, none}, // the last one counts
+		// Not service names: refused here, before any request.
+		{[]string{"--services", "*"}, `--services: "*" (item 1) is not a service name`},
+		{[]string{"--services", "github,git hub"}, `"git hub" (item 2) is not a service name`},
+		{[]string{"--services", "GitHub"}, `"GitHub" (item 1) is not a service name`},
+		{[]string{"--services", "-x"}, "is not a service name"},
 	} {
 		var stderr strings.Builder
 		args := append(tc.flags, "/bin/sh", "-c", `touch "$1"`, "sh", marker)

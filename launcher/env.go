@@ -46,7 +46,7 @@ type childSettings struct {
 	bundlePath   string
 	nodeCAPath   string
 	placeholders map[string]string
-	dropNames    []string // every credential name the server knows
+	dropNames    []string // every credential name the server knows (the session's credential_names)
 }
 
 // childEnv derives the child's environment from parent: every variable the

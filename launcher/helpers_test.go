@@ -77,7 +77,6 @@ type fakeAPI struct {
 	createBody   string           // raw 201 body to send instead of session, if set
 	deleteStatus int              // answer status to DELETE (default 204)
 	renewStatus  int              // answer status to renewals (default 200)
-	credsStatus  int              // answer status to GET credentials (default 200)
 	current      *apiwire.Session // answer to GET /api/v1/session (nil: 401)
 	creates      []createCall
 	deletes      []string // ids
@@ -100,24 +99,20 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		Services:     []string{"github"},
 		Placeholders: map[string]string{"GITHUB_TOKEN": testPlaceholder},
 		LeaseTimeout: testLease,
+		// Every credential the server knows, in scope or not.
+		CredentialNames: []string{"GITHUB_TOKEN", "OUT_OF_SCOPE_TOKEN"},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /api/v1/sessions", f.create)
 	mux.HandleFunc("DELETE /api/v1/sessions/{id}", f.delete)
 	mux.HandleFunc("POST /api/v1/sessions/{id}/renew", f.renew)
 	mux.HandleFunc("GET /api/v1/session", f.currentSession)
-	// Every credential the server knows, in scope or not.
+	// The server lets no token list credentials here, as for an agent
+	// token: the names come with the session (credential_names).
 	mux.HandleFunc("GET /api/v1/credentials", func(w http.ResponseWriter, r *http.Request) {
-		f.mu.Lock()
-		status := f.credsStatus
-		f.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
-		if status != 0 && status != http.StatusOK {
-			w.WriteHeader(status)
-			io.WriteString(w, `{"error":"an agent token may not GET /api/v1/credentials"}`)
-			return
-		}
-		io.WriteString(w, `{"credentials":[{"name":"GITHUB_TOKEN"},{"name":"OUT_OF_SCOPE_TOKEN"}]}`)
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, `{"error":"an agent token may not GET /api/v1/credentials"}`)
 	})
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()

@@ -8,18 +8,37 @@
 // trust the proxy's CA and gives it placeholders instead of secrets, and
 // revokes the session once the command exits.
 //
-// The session is leased: the launcher renews it every third of its lease
-// timeout while the command runs, so that a launcher killed with SIGKILL
-// leaves a session the broker ends within that timeout. On Linux the
-// command is killed along with the launcher (Pdeathsig).
+// The session is leased: the launcher asks for a lease, refuses (and
+// revokes) a session the server did not lease, and renews it every third
+// of its lease timeout while the command runs.
+//
+// What happens when the launcher dies, SIGKILL included:
+//   - The session's lease is the guarantee: the renewals stop, and the
+//     broker ends the session within its lease timeout (the server's
+//     session_lease_timeout, 30 s by default), so the proxy token that
+//     anything still running holds is dead by then.
+//   - On Linux the kernel SIGKILLs the command (Pdeathsig), the direct
+//     child only: processes it started survive it, and Pdeathsig is
+//     cleared when the child execs a setuid or file-capability program.
+//     The command is deliberately not put in a process group of its own,
+//     which would take it out of the terminal's job control (an
+//     interactive agent could no longer be stopped with ^Z or read the
+//     terminal).
+//   - Containing every descendant is the job of --confine (issue 13,
+//     not in this version yet).
+//
+// When the command exits normally there is nothing more to do: the
+// session is revoked at once, so whatever it left running has no access
+// from then on.
 //
 // A session minted elsewhere (an orchestrator) can be handed over instead
-// (Config.Session); the launcher then creates, renews and revokes nothing.
+// (Config.Session); the launcher then creates, renews and revokes nothing,
+// and uses no API token.
 //
-// Inherited variables named like a credential the server holds are kept
-// from the command (GET /api/v1/credentials). A token that may not list
-// credentials (an agent's: 403) only keeps the session's own credential
-// names out, which hold placeholders in the command's environment anyway.
+// Inherited variables named like any credential the server holds are kept
+// from the command: the session's answer lists every credential name
+// (credential_names, names only), in the session's scope or not, and the
+// names that carry placeholders are replaced by them.
 package launcher
 
 import (
@@ -84,7 +103,7 @@ type Config struct {
 	// creates, renews and revokes nothing (Services and TTL are ignored).
 	// If only its Token is set, Run reads the rest with
 	// GET /api/v1/session, authenticated with that token. Token (the API
-	// token) is then optional and only lists credential names.
+	// token) is not used then.
 	Session *apiwire.Session
 	// Services limits the session to these services; nil means all the
 	// token may use. A non-nil empty list, or an empty name, is an error
@@ -111,6 +130,9 @@ type Config struct {
 	// Transport, if set, carries the management API calls (tests); the
 	// default uses no proxy. Redirects are never followed.
 	Transport http.RoundTripper
+	// InsecureHTTP allows plain http:// to a management API that is not
+	// on loopback ($AGENT_VAULT_INSECURE_HTTP=1); refused otherwise.
+	InsecureHTTP bool
 }
 
 // Run creates a leased session (or takes cfg.Session), runs the command in
@@ -147,7 +169,12 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 	if cfg.Transport != nil {
 		opts = append(opts, apiclient.WithTransport(cfg.Transport))
 	}
-	api, err := apiclient.New(cfg.Addr, cfg.Token, append(opts, apiclient.WithAddrSource(cfg.AddrSource))...)
+	opts = append(opts, apiclient.WithAddrSource(cfg.AddrSource), apiclient.WithInsecureHTTP(cfg.InsecureHTTP))
+	token := cfg.Token
+	if cfg.Session != nil {
+		token = "" // a session handed over needs no API token
+	}
+	api, err := apiclient.New(cfg.Addr, token, opts...)
 	if err != nil {
 		return ExitSetup, err
 	}
@@ -198,9 +225,6 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 	defer cleanup()
 	if err != nil {
 		return ExitSetup, err
-	}
-	if settings.dropNames, err = credentialNames(setupCtx, &cfg, api); err != nil {
-		return ExitSetup, fmt.Errorf("listing credentials: %w", err)
 	}
 	cmd := &exec.Cmd{
 		Path:        path,
@@ -267,29 +291,6 @@ func externalSession(ctx context.Context, api *apiclient.Client, given *apiwire.
 	return sess, nil
 }
 
-// credentialNames lists every credential the server knows, so that
-// inherited variables of those names (which may hold real values) are
-// kept from the child even when they are outside the session's scope. A
-// token that may not list them (403: an agent's, a session's) falls back
-// to the session's own names, which childEnv drops anyway.
-func credentialNames(ctx context.Context, cfg *Config, api *apiclient.Client) ([]string, error) {
-	if cfg.Token == "" {
-		return nil, nil
-	}
-	creds, err := api.Credentials(ctx)
-	if apiclient.StatusOf(err) == http.StatusForbidden {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	names := make([]string, 0, len(creds))
-	for _, c := range creds {
-		names = append(names, c.Name)
-	}
-	return names, nil
-}
-
 func (cfg *Config) setDefaults() {
 	if cfg.ProgName == "" {
 		cfg.ProgName = DefaultProgName
@@ -347,10 +348,10 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 // prepareChild validates the session and writes the CA files. cleanup
 // removes whatever was written and must be called even on error.
 func prepareChild(cfg *Config, base *url.URL, sess *apiwire.Session) (settings childSettings, cleanup func(), err error) {
-	var files []string
+	var files []*heldFile
 	cleanup = func() {
 		for _, f := range files {
-			os.Remove(f)
+			f.release()
 		}
 	}
 	proxyURL, err := proxyURLWithCredentials(sess.ProxyURL, sess.Token)
@@ -368,14 +369,14 @@ func prepareChild(cfg *Config, base *url.URL, sess *apiwire.Session) (settings c
 	if roots == nil {
 		fmt.Fprintf(cfg.Stderr, "%s: warning: no system CA bundle found; the command will trust only the agent-vault CA\n", cfg.ProgName)
 	}
-	bundle, err := writePrivateFile(cfg.TempDir, caFilePattern("bundle"), joinPEM(roots, ourCA))
+	bundle, err := writeCAFile(cfg.TempDir, "bundle", joinPEM(roots, ourCA))
 	if err != nil {
 		return settings, cleanup, fmt.Errorf("writing CA bundle: %w", err)
 	}
 	files = append(files, bundle)
 	// Node appends NODE_EXTRA_CA_CERTS to its own built-in roots, so it only
 	// needs our CA; handing it the whole system bundle would just duplicate.
-	nodeCA, err := writePrivateFile(cfg.TempDir, caFilePattern("node"), ourCA)
+	nodeCA, err := writeCAFile(cfg.TempDir, "node", ourCA)
 	if err != nil {
 		return settings, cleanup, fmt.Errorf("writing CA file: %w", err)
 	}
@@ -388,9 +389,10 @@ func prepareChild(cfg *Config, base *url.URL, sess *apiwire.Session) (settings c
 		// that ignore ports in NO_PROXY then send management calls through
 		// the proxy, which refuses them: that fails closed.
 		noProxy:      hostPort(base),
-		bundlePath:   bundle,
-		nodeCAPath:   nodeCA,
+		bundlePath:   bundle.path,
+		nodeCAPath:   nodeCA.path,
 		placeholders: sess.Placeholders,
+		dropNames:    sess.CredentialNames,
 	}, cleanup, nil
 }
 

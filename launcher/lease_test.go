@@ -94,7 +94,7 @@ func TestRunRenewsLease(t *testing.T) {
 		t.Fatalf("requests = %q", reqs)
 	}
 	for _, r := range reqs[1 : n-1] {
-		if r != "POST /api/v1/sessions/"+testSessionID+"/renew" && r != "GET /api/v1/credentials" {
+		if r != "POST /api/v1/sessions/"+testSessionID+"/renew" {
 			t.Errorf("unexpected request %q in %q", r, reqs)
 		}
 	}
@@ -149,14 +149,27 @@ func TestRunRenewalGoneWhileChildRuns(t *testing.T) {
 	}
 }
 
-func TestRunWithoutLeaseWarns(t *testing.T) {
-	api := newFakeAPI(t)
-	api.set(func(f *fakeAPI) { f.session.LeaseTimeout = "" })
-	code, stderr, err := launch(t, api, Config{Command: []string{"/bin/sh", "-c", "exit 0"}})
-	if code != 0 || err != nil || !strings.Contains(stderr, "the server did not lease the session") {
-		t.Errorf("Run = %d, %v; stderr %q", code, err, stderr)
-	}
-	if api.renewCount() != 0 {
-		t.Error("renewed a session without a lease")
+// A server that does not lease the session av-launch asked to lease:
+// fail closed. The session is revoked, nothing runs, exit 2.
+func TestRunWithoutLeaseFails(t *testing.T) {
+	for _, lease := range []string{"", "soon", "0s"} {
+		api := newFakeAPI(t)
+		api.set(func(f *fakeAPI) { f.session.LeaseTimeout = lease })
+		marker := filepath.Join(t.TempDir(), "ran")
+		tmp := t.TempDir()
+		code, _, err := launch(t, api, Config{TempDir: tmp, Command: []string{"/bin/sh", "-c", `touch "$1"`, "sh", marker}})
+		if code != ExitSetup || err == nil || !strings.HasPrefix(err.Error(), "the server did not lease the session") || !strings.Contains(err.Error(), "the session was revoked") {
+			t.Errorf("lease_timeout %q: Run = %d, %v", lease, code, err)
+		}
+		if _, err := os.Stat(marker); err == nil {
+			t.Errorf("lease_timeout %q: the command ran in a session without a lease", lease)
+		}
+		if _, deletes := api.calls(); len(deletes) != 1 || deletes[0] != testSessionID {
+			t.Errorf("lease_timeout %q: deletes = %q, want the session revoked", lease, deletes)
+		}
+		if api.renewCount() != 0 {
+			t.Error("renewed a session without a lease")
+		}
+		assertEmptyDir(t, tmp)
 	}
 }

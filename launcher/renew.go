@@ -35,15 +35,16 @@ type renewal struct {
 }
 
 // startRenewal renews sess's lease every third of its lease_timeout until
-// stop is called (which waits for the renewal to end). A session without a
-// lease (a server that does not lease) is not renewed, with a warning; an
-// unusable lease_timeout is an error, since the lease would lapse.
+// stop is called (which waits for the renewal to end). A session without
+// a usable lease_timeout is an error (the caller revokes it): the launcher
+// asked for a lease, and a session the broker would not end when the
+// launcher dies must not run a command.
 func startRenewal(ctx context.Context, cfg *Config, api leaseRenewer, sess *apiwire.Session) (stop func(), err error) {
 	warn := func(format string, args ...any) {
 		fmt.Fprintf(cfg.Stderr, "%s: warning: "+format+"\n", append([]any{cfg.ProgName}, args...)...)
 	}
 	r, err := newRenewal(api, sess, time.Now, warn)
-	if err != nil || r == nil {
+	if err != nil {
 		return func() {}, err
 	}
 	// Not cancelled with ctx: the child may outlive a cancelled context
@@ -57,15 +58,15 @@ func startRenewal(ctx context.Context, cfg *Config, api leaseRenewer, sess *apiw
 	}, nil
 }
 
-// newRenewal reads the lease of sess; nil (and a warning) if it has none.
+// errNotLeased is the refusal of a session the server did not lease.
+var errNotLeased = errors.New("the server did not lease the session (its answer has no usable lease_timeout): the command runs only in a leased session, which the broker ends soon after this launcher dies; the session was revoked (is the server older than this launcher?)")
+
+// newRenewal reads the lease of sess; errNotLeased if it has none or an
+// unusable one.
 func newRenewal(api leaseRenewer, sess *apiwire.Session, now func() time.Time, warn func(string, ...any)) (*renewal, error) {
-	if sess.LeaseTimeout == "" {
-		warn("the server did not lease the session: it stays valid until it expires if this launcher is killed")
-		return nil, nil
-	}
 	lease, err := time.ParseDuration(sess.LeaseTimeout)
-	if err != nil || lease <= 0 {
-		return nil, errors.New("server returned an invalid lease_timeout")
+	if sess.LeaseTimeout == "" || err != nil || lease <= 0 {
+		return nil, errNotLeased
 	}
 	r := &renewal{api: api, id: sess.ID, every: max(lease/3, minRenewInterval), lease: lease, now: now, wait: sleep, warn: warn}
 	r.until = now().Add(lease)
@@ -79,7 +80,10 @@ func newRenewal(api leaseRenewer, sess *apiwire.Session, now func() time.Time, w
 // the server answers 410 (or 404: it no longer knows the session) means
 // the session is over: one warning, no more renewals. Other failures are
 // retried quietly at half the interval; once a third of the lease or
-// less is left, one warning says when it lapses.
+// less is left, one warning says when it lapses. A refused token (401,
+// 403: deleted or rotated) never comes back, so those stop once the
+// lease has certainly lapsed (a whole lease timeout past its end, for
+// clocks that disagree): the session has ended by then.
 func (r *renewal) run(ctx context.Context) {
 	warnedLapse := false
 	for next := r.every; ; {
@@ -106,6 +110,9 @@ func (r *renewal) run(ctx context.Context) {
 			return
 		case status == http.StatusConflict:
 			r.warn("the server keeps no lease on the session (%s): not renewing it", serverWords(err))
+			return
+		case (status == http.StatusUnauthorized || status == http.StatusForbidden) && !r.now().Before(r.until.Add(r.lease)):
+			r.warn("the session ended: its lease lapsed at %s while the server refused the renewals (%v); the command keeps running, but the proxy refuses its requests now", r.until.Format(time.RFC3339), err)
 			return
 		default:
 			next = max(r.every/2, minRenewInterval)

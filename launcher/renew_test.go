@@ -38,10 +38,13 @@ func (s *scriptedRenewer) RenewSession(_ context.Context, id string) (*apiwire.L
 
 func (s *scriptedRenewer) now() time.Time { return s.clock }
 
+// maxScriptedWaits ends a renewal that would never stop by itself.
+const maxScriptedWaits = 1000
+
 func (s *scriptedRenewer) wait(ctx context.Context, d time.Duration) bool {
 	s.waits = append(s.waits, d)
 	s.clock = s.clock.Add(d)
-	return ctx.Err() == nil
+	return ctx.Err() == nil && len(s.waits) < maxScriptedWaits
 }
 
 func newScripted(t *testing.T, answers ...error) (*scriptedRenewer, *renewal, *[]string) {
@@ -111,15 +114,49 @@ func TestRenewalStopsWithContext(t *testing.T) {
 	}
 }
 
+// A dead token (the agent deleted or rotated: 401, 403) never renews
+// again: the renewals stop once the lease has certainly lapsed (a whole
+// lease timeout past its end), saying the session ended.
+func TestRenewalStopsOnRefusedTokenAfterLapse(t *testing.T) {
+	for _, status := range []int{http.StatusUnauthorized, http.StatusForbidden} {
+		refused := &apiclient.Error{Status: status, Message: "unknown or expired token"}
+		answers := make([]error, maxScriptedWaits)
+		for i := range answers {
+			answers[i] = refused
+		}
+		s, r, warnings := newScripted(t, answers...)
+		start := s.clock
+		r.run(context.Background())
+		// Lease 30s from start: renewals at 10s, then every 5s, the last
+		// at 60s (30s past the lease's end).
+		if len(s.calls) != 11 || !s.calls[len(s.calls)-1].Equal(start.Add(60*time.Second)) {
+			t.Fatalf("%d: %d renewals, the last at %v; want 11, the last 60s in", status, len(s.calls), s.calls[len(s.calls)-1].Sub(start))
+		}
+		if len(*warnings) != 2 || !strings.HasPrefix((*warnings)[1], "the session ended: its lease lapsed at 2030-01-01T00:00:30Z while the server refused the renewals") {
+			t.Errorf("%d: warnings %q", status, *warnings)
+		}
+	}
+	// Other failures (the server unreachable, 503) go on: a renewal that
+	// gets through learns the session's fate (410) from the server.
+	answers := make([]error, maxScriptedWaits)
+	for i := range answers {
+		answers[i] = errUnavailable
+	}
+	s, r, _ := newScripted(t, answers...)
+	r.run(context.Background())
+	if len(s.calls) < 100 {
+		t.Errorf("503s stopped the renewals after %d", len(s.calls))
+	}
+}
+
+// av-launch asked for a lease: an answer without a usable one is refused
+// (fail closed), no opt-out.
 func TestNewRenewal(t *testing.T) {
 	var warned []string
 	warn := func(format string, args ...any) { warned = append(warned, fmt.Sprintf(format, args...)) }
-	if r, err := newRenewal(nil, &apiwire.Session{ID: "s"}, time.Now, warn); r != nil || err != nil || len(warned) != 1 || !strings.Contains(warned[0], "did not lease") {
-		t.Errorf("no lease: %v, %v, %q", r, err, warned)
-	}
-	for _, bad := range []string{"soon", "0s", "-5s"} {
-		if _, err := newRenewal(nil, &apiwire.Session{ID: "s", LeaseTimeout: bad}, time.Now, warn); err == nil {
-			t.Errorf("lease_timeout %q accepted", bad)
+	for _, bad := range []string{"", "soon", "0s", "-5s"} {
+		if r, err := newRenewal(nil, &apiwire.Session{ID: "s", LeaseTimeout: bad}, time.Now, warn); r != nil || !errors.Is(err, errNotLeased) {
+			t.Errorf("lease_timeout %q: %v, %v; want errNotLeased", bad, r, err)
 		}
 	}
 	r, err := newRenewal(nil, &apiwire.Session{ID: "s", LeaseTimeout: "1ns"}, time.Now, warn)

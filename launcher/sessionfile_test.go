@@ -10,7 +10,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 )
@@ -100,7 +102,8 @@ func TestMainSessionTokenFileBareToken(t *testing.T) {
 	api := newFakeAPI(t)
 	sess := externalSessionFor(api)
 	api.set(func(f *fakeAPI) { f.current = &sess })
-	// With an admin token at hand, every credential name is kept out.
+	// GET /api/v1/session names every credential: all are kept out,
+	// with no API token (an AGENT_VAULT_TOKEN around is not used).
 	code, stderr, env := runWithSessionFile(t, api, " "+testExternalToken+"\n", []string{"AGENT_VAULT_TOKEN=" + testAdminToken})
 	if code != 0 || env == nil {
 		t.Fatalf("Main = %d; stderr: %s", code, stderr)
@@ -121,8 +124,8 @@ func TestMainSessionTokenFileBareToken(t *testing.T) {
 	if !slices.Equal(auths, []string{"Bearer " + testExternalToken}) {
 		t.Errorf("GET /api/v1/session auths = %q, want the session token once", auths)
 	}
-	if reqs := api.allRequests(); !slices.Contains(reqs, "GET /api/v1/session") || !slices.Contains(reqs, "GET /api/v1/credentials") {
-		t.Errorf("requests = %q", reqs)
+	if reqs := api.allRequests(); !slices.Equal(reqs, []string{"GET /api/v1/session"}) {
+		t.Errorf("requests = %q, want GET /api/v1/session alone", reqs)
 	}
 }
 
@@ -160,14 +163,13 @@ func TestMainSessionTokenFileErrors(t *testing.T) {
 	})
 }
 
-// An agent token may not list credentials (403): the launcher goes on,
-// keeping the session's own credential names out (they carry
-// placeholders); other inherited names pass, as documented.
-func TestRunCredentialListForbidden(t *testing.T) {
+// An agent token may not list credentials (403), yet every name the
+// server knows is kept from the child: the session's answer lists them
+// (credential_names), and GET /api/v1/credentials is never asked.
+func TestRunDropsEveryCredentialName(t *testing.T) {
 	api := newFakeAPI(t)
-	api.set(func(f *fakeAPI) { f.credsStatus = http.StatusForbidden })
 	out := filepath.Join(t.TempDir(), "env")
-	env := append(baseEnv(), "GITHUB_TOKEN=ghp_real_secret_value", "OUT_OF_SCOPE_TOKEN=inherited")
+	env := append(baseEnv(), "GITHUB_TOKEN=ghp_real_secret_value", "OUT_OF_SCOPE_TOKEN=inherited-real-value", "UNRELATED=kept")
 	code, stderr, err := launch(t, api, Config{Env: env, Command: []string{"/bin/sh", "-c", `env -0 > "$1"`, "sh", out}})
 	if code != 0 || err != nil {
 		t.Fatalf("Run = %d, %v; stderr %s", code, err, stderr)
@@ -177,25 +179,15 @@ func TestRunCredentialListForbidden(t *testing.T) {
 	if childEnv["GITHUB_TOKEN"] != testPlaceholder {
 		t.Errorf("GITHUB_TOKEN = %q, want the placeholder", childEnv["GITHUB_TOKEN"])
 	}
-	if childEnv["OUT_OF_SCOPE_TOKEN"] != "inherited" {
-		t.Errorf("OUT_OF_SCOPE_TOKEN = %q: the fallback keeps only the session's names out", childEnv["OUT_OF_SCOPE_TOKEN"])
+	if v, ok := childEnv["OUT_OF_SCOPE_TOKEN"]; ok {
+		t.Errorf("OUT_OF_SCOPE_TOKEN = %q reached the child: credential_names must keep it out", v)
 	}
-}
-
-// Any other failure to list credentials stops the launch, and the
-// session is revoked.
-func TestRunCredentialListFails(t *testing.T) {
-	api := newFakeAPI(t)
-	api.set(func(f *fakeAPI) { f.credsStatus = http.StatusInternalServerError })
-	tmp := t.TempDir()
-	code, _, err := launch(t, api, Config{TempDir: tmp, Command: []string{"/bin/sh", "-c", "exit 0"}})
-	if code != ExitSetup || err == nil || !strings.HasPrefix(err.Error(), "listing credentials: 500 ") {
-		t.Errorf("Run = %d, %v", code, err)
+	if childEnv["UNRELATED"] != "kept" {
+		t.Errorf("UNRELATED = %q", childEnv["UNRELATED"])
 	}
-	if _, deletes := api.calls(); !slices.Equal(deletes, []string{testSessionID}) {
-		t.Errorf("deletes = %q", deletes)
+	if reqs := api.allRequests(); slices.Contains(reqs, "GET /api/v1/credentials") {
+		t.Errorf("requests = %q: credentials listed", reqs)
 	}
-	assertEmptyDir(t, tmp)
 }
 
 // A service the server does not know is its 400: exit 2, nothing
@@ -216,4 +208,66 @@ func TestRunUnknownService(t *testing.T) {
 		t.Errorf("requests = %q, want the refused POST only", reqs)
 	}
 	assertEmptyDir(t, tmp)
+}
+
+// A FIFO (or anything but a regular file) is refused before it is
+// opened, so it cannot hang av-launch; "-" reads the session from stdin
+// instead, so it need not touch disk.
+func TestMainSessionTokenFileFIFOAndStdin(t *testing.T) {
+	api := newFakeAPI(t)
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan mainRun, 1)
+	go func() { done <- runMain(t, api, nil, "--addr", api.srv.URL, "--session-token-file", fifo) }()
+	select {
+	case r := <-done:
+		if r.code != ExitSetup || r.ran || !strings.Contains(r.stderr, "session token file "+fifo+" is not readable (not a regular file)") {
+			t.Errorf("FIFO: exit %d, stderr %q", r.code, r.stderr)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("av-launch hung on a FIFO session file")
+	}
+
+	data, err := json.Marshal(externalSessionFor(api))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "env")
+	var stderr strings.Builder
+	code := Main([]string{"--addr", api.srv.URL, "--session-token-file", "-", "/bin/sh", "-c", `env -0 > "$1"`, "sh", out},
+		append(baseEnv(), "TMPDIR="+t.TempDir(), "OUT_OF_SCOPE_TOKEN=real"), strings.NewReader(string(data)), nil, &stderr)
+	if code != 0 {
+		t.Fatalf("--session-token-file -: exit %d, stderr %s", code, stderr.String())
+	}
+	got, _ := os.ReadFile(out)
+	env, _ := parseEnv0(t, got)
+	if pw := proxyPassword(t, env["HTTPS_PROXY"]); pw != testExternalToken {
+		t.Errorf("proxy password = %q, want the session's token from stdin", pw)
+	}
+	if _, ok := env["OUT_OF_SCOPE_TOKEN"]; ok {
+		t.Error("OUT_OF_SCOPE_TOKEN reached the child: the answer's credential_names must keep it out")
+	}
+	noSessionChanges(t, api)
+
+	stderr.Reset()
+	big := strings.NewReader(testExternalToken + strings.Repeat(" ", maxSessionFileBytes))
+	code = Main([]string{"--addr", api.srv.URL, "--session-token-file", "-", "true"}, baseEnv(), big, nil, &stderr)
+	if code != ExitSetup || !strings.Contains(stderr.String(), "session token on stdin is not readable (larger than 1048576 bytes)") {
+		t.Errorf("big stdin: exit %d, stderr %q", code, stderr.String())
+	}
+}
+
+// A session file others may read is used, with a warning.
+func TestMainSessionTokenFileShared(t *testing.T) {
+	api := newFakeAPI(t)
+	data, _ := json.Marshal(externalSessionFor(api))
+	f := filepath.Join(t.TempDir(), "session")
+	os.WriteFile(f, data, 0o644)
+	os.Chmod(f, 0o644)
+	r := runMain(t, api, nil, "--addr", api.srv.URL, "--session-token-file", f)
+	if r.code != 0 || !r.ran || !strings.Contains(r.stderr, "av-launch: warning: "+f+" is accessible by others (mode 0644)") {
+		t.Errorf("exit %d, stderr %q", r.code, r.stderr)
+	}
 }

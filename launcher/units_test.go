@@ -184,21 +184,3 @@ func TestJoinPEM(t *testing.T) {
 		t.Errorf("joinPEM(nil, x) = %q", got)
 	}
 }
-
-func TestWritePrivateFile(t *testing.T) {
-	dir := t.TempDir()
-	path, err := writePrivateFile(dir, "x-*.pem", []byte("data"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := os.Stat(path)
-	if err != nil || info.Mode().Perm() != 0o600 || filepath.Dir(path) != dir {
-		t.Errorf("file %s: %v, %v", path, info.Mode(), err)
-	}
-	if data, _ := os.ReadFile(path); string(data) != "data" {
-		t.Errorf("content = %q", data)
-	}
-	if _, err := writePrivateFile(filepath.Join(dir, "missing"), "x-*", nil); err == nil {
-		t.Error("write into a missing directory succeeded")
-	}
-}

@@ -55,9 +55,10 @@ type Client struct {
 type Option func(*options)
 
 type options struct {
-	transport  http.RoundTripper
-	timeout    time.Duration
-	addrSource string
+	transport    http.RoundTripper
+	timeout      time.Duration
+	addrSource   string
+	insecureHTTP bool
 }
 
 // WithTransport replaces the HTTP transport (tests, custom TLS). The
@@ -87,18 +88,36 @@ func WithAddrSource(name string) Option {
 	}
 }
 
+// InsecureHTTPEnv names the variable that, set to 1, lets av-launch and
+// the CLI talk plain http:// to a management API that is not on
+// loopback (WithInsecureHTTP).
+const InsecureHTTPEnv = "AGENT_VAULT_INSECURE_HTTP"
+
+// WithInsecureHTTP allows plain http:// to a host that is not loopback.
+// Without it New refuses such an address: the token would cross the
+// network in clear. Callers set it from $AGENT_VAULT_INSECURE_HTTP=1.
+func WithInsecureHTTP(allow bool) Option {
+	return func(o *options) { o.insecureHTTP = allow }
+}
+
 // New returns a client of the server at addr (http(s)://host[:port][/prefix])
 // that authenticates with token, sent as a Bearer token; an empty token
-// sends none (enough for CAPEM). It checks both before any I/O; its errors
-// never hold the token.
+// sends none (enough for CAPEM, or to check the address first and add
+// the token with WithToken). It checks both before any I/O; its errors
+// never hold the token, and show of the address only its scheme and
+// host. Plain http:// is refused unless the host is loopback
+// (IsLoopback) or WithInsecureHTTP allows it.
 func New(addr, token string, opts ...Option) (*Client, error) {
 	o := options{timeout: DefaultTimeout, addrSource: "AGENT_VAULT_ADDR"}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	base, err := parseAddr(o.addrSource, addr)
+	base, err := ParseAddr(o.addrSource, addr)
 	if err != nil {
 		return nil, err
+	}
+	if base.Scheme == "http" && !IsLoopback(base) && !o.insecureHTTP {
+		return nil, fmt.Errorf("%s %q is plain http:// to a host that is not loopback: the token would cross the network in clear; use https://, or set %s=1 if that network is trusted", o.addrSource, shownAddr(base), InsecureHTTPEnv)
 	}
 	if err := checkToken(token); err != nil {
 		return nil, err
@@ -143,14 +162,16 @@ func (c *Client) Addr() *url.URL {
 	return &u
 }
 
-// parseAddr validates a management API base URL; source names where it
-// came from.
-func parseAddr(source, addr string) (*url.URL, error) {
+// ParseAddr validates a management API base URL; source names where it
+// came from ("AGENT_VAULT_ADDR", "--addr"). Its errors show only the
+// scheme and host of addr: a user, password, path or query in it may be
+// a secret pasted in the wrong place.
+func ParseAddr(source, addr string) (*url.URL, error) {
 	if addr == "" {
 		return nil, fmt.Errorf("%s is empty: use http://host:port", source)
 	}
 	if !strings.Contains(addr, "://") {
-		return nil, fmt.Errorf("%s %q has no scheme: use http://host:port", source, printable(addr, 200))
+		return nil, fmt.Errorf("%s %q has no scheme: use http://host:port", source, printable(hostPart(addr), 200))
 	}
 	u, err := url.Parse(addr)
 	if err != nil {
@@ -158,20 +179,50 @@ func parseAddr(source, addr string) (*url.URL, error) {
 		return nil, fmt.Errorf("%s is not a valid URL: use http://host:port", source)
 	}
 	if u.User != nil {
-		return nil, fmt.Errorf("%s %q must not carry a user or password: use http://host:port and AGENT_VAULT_TOKEN", source, u.Redacted())
+		return nil, fmt.Errorf("%s %q must not carry a user or password: use http://host:port and AGENT_VAULT_TOKEN", source, shownAddr(u))
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" {
-		return nil, fmt.Errorf("%s %q: use http(s)://host:port", source, u.Redacted())
+		return nil, fmt.Errorf("%s %q: use http(s)://host:port", source, shownAddr(u))
 	}
 	if port := u.Port(); port != "" {
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return nil, fmt.Errorf("%s %q: the port must be 1..65535", source, u.Redacted())
+			return nil, fmt.Errorf("%s %q: the port must be 1..65535", source, shownAddr(u))
 		}
 	}
 	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
-		return nil, fmt.Errorf("%s %q: no query or fragment allowed", source, u.Redacted())
+		return nil, fmt.Errorf("%s %q: no query or fragment allowed", source, shownAddr(u))
 	}
 	return u, nil
+}
+
+// shownAddr is what messages show of an address: scheme and host, never
+// a user, password, path or query.
+func shownAddr(u *url.URL) string {
+	return printable(u.Scheme+"://"+u.Host, 200)
+}
+
+// hostPart is the host of an address without a scheme, as far as it can
+// be told: before any path, query or fragment, after any userinfo.
+func hostPart(addr string) string {
+	if i := strings.IndexAny(addr, "/?#"); i >= 0 {
+		addr = addr[:i]
+	}
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		addr = addr[i+1:]
+	}
+	return addr
+}
+
+// IsLoopback reports whether u's host is loopback: an IP in 127.0.0.0/8
+// or ::1, or the name localhost. Only there may a default token file go
+// by itself, and plain http:// carry a token.
+func IsLoopback(u *url.URL) bool {
+	h := u.Hostname()
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // checkToken refuses a token that could not travel in an Authorization
@@ -279,10 +330,10 @@ func (c *Client) do(ctx context.Context, method string, u *url.URL, body []byte)
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("reading the answer of the agent-vault server at %s: %w", c.base.Redacted(), c.transportError(ctx, err))
+		return nil, fmt.Errorf("reading the answer of the agent-vault server at %s: %w", shownAddr(c.base), c.transportError(ctx, err))
 	}
 	if len(data) > MaxResponseBytes {
-		return nil, fmt.Errorf("the agent-vault server at %s answered more than %d bytes", c.base.Redacted(), MaxResponseBytes)
+		return nil, fmt.Errorf("the agent-vault server at %s answered more than %d bytes", shownAddr(c.base), MaxResponseBytes)
 	}
 	return &answer{status: resp.StatusCode, header: resp.Header, body: data}, nil
 }
@@ -295,17 +346,17 @@ func (c *Client) transportError(ctx context.Context, err error) error {
 		return ctx.Err()
 	}
 	if errors.Is(err, syscall.ECONNREFUSED) {
-		return &unreachableError{addr: c.base.Redacted()}
+		return &unreachableError{addr: shownAddr(c.base)}
 	}
 	var netErr net.Error
 	if errors.As(err, &netErr) && netErr.Timeout() {
-		return fmt.Errorf("the agent-vault server at %s did not answer within %v", c.base.Redacted(), c.timeout)
+		return fmt.Errorf("the agent-vault server at %s did not answer within %v", shownAddr(c.base), c.timeout)
 	}
 	var urlErr *url.Error
 	if errors.As(err, &urlErr) {
 		err = urlErr.Err
 	}
-	return fmt.Errorf("talking to the agent-vault server at %s: %w", c.base.Redacted(), err)
+	return fmt.Errorf("talking to the agent-vault server at %s: %w", shownAddr(c.base), err)
 }
 
 // call sends in (JSON-encoded; nil for no body) and, if the status is one

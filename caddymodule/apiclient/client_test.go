@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"reflect"
 	"strings"
 	"sync"
@@ -74,14 +75,20 @@ func TestNewValidatesAddr(t *testing.T) {
 		"localhost:14321":            `AGENT_VAULT_ADDR "localhost:14321" has no scheme: use http://host:port`,
 		"":                           "AGENT_VAULT_ADDR is empty: use http://host:port",
 		"ftp://h":                    `AGENT_VAULT_ADDR "ftp://h": use http(s)://host:port`,
-		"http://":                    `AGENT_VAULT_ADDR "http:": use http(s)://host:port`,
+		"http://":                    `AGENT_VAULT_ADDR "http://": use http(s)://host:port`,
 		"http://:80":                 `AGENT_VAULT_ADDR "http://:80": use http(s)://host:port`,
-		"http://u:secret@h":          `AGENT_VAULT_ADDR "http://u:xxxxx@h" must not carry a user or password: use http://host:port and AGENT_VAULT_TOKEN`,
-		"http://h/?q=1":              `AGENT_VAULT_ADDR "http://h/?q=1": no query or fragment allowed`,
-		"http://h/#f":                `AGENT_VAULT_ADDR "http://h/#f": no query or fragment allowed`,
-		"http://h/?":                 `AGENT_VAULT_ADDR "http://h/?": no query or fragment allowed`,
+		"http://u:secret@h":          `AGENT_VAULT_ADDR "http://h" must not carry a user or password: use http://host:port and AGENT_VAULT_TOKEN`,
+		"http://h/?q=1":              `AGENT_VAULT_ADDR "http://h": no query or fragment allowed`,
+		"http://h/#f":                `AGENT_VAULT_ADDR "http://h": no query or fragment allowed`,
+		"http://h/?":                 `AGENT_VAULT_ADDR "http://h": no query or fragment allowed`,
 		"http://u:secret@h\x00":      "AGENT_VAULT_ADDR is not a valid URL: use http://host:port",
 		"http://h:99999999999999999": `AGENT_VAULT_ADDR "http://h:99999999999999999": the port must be 1..65535`,
+		// Only scheme and host are shown: a path or query may hold a
+		// secret pasted in the wrong place.
+		"https://h/secret-path/?token=secret": `AGENT_VAULT_ADDR "https://h": no query or fragment allowed`,
+		"ftp://h/secret-path":                 `AGENT_VAULT_ADDR "ftp://h": use http(s)://host:port`,
+		"u:secret@h:1/secret-path?x=secret":   `AGENT_VAULT_ADDR "h:1" has no scheme: use http://host:port`,
+		"http://h.example/secret-path":        `AGENT_VAULT_ADDR "http://h.example" is plain http:// to a host that is not loopback: the token would cross the network in clear; use https://, or set AGENT_VAULT_INSECURE_HTTP=1 if that network is trusted`,
 	} {
 		_, err := New(addr, "t")
 		if err == nil {
@@ -505,5 +512,41 @@ func TestCAPEM(t *testing.T) {
 	}
 	if r := f.requests()[0]; r.path != "/api/v1/ca.pem" || r.auth != "" {
 		t.Errorf("request = %+v (an empty token sends no Authorization)", r)
+	}
+}
+
+func TestIsLoopback(t *testing.T) {
+	for host, want := range map[string]bool{
+		"127.0.0.1": true, "127.1.2.3": true, "[::1]": true, "localhost": true, "LocalHost": true,
+		"128.0.0.1": false, "10.0.0.1": false, "[::2]": false, "localhost.example": false, "vault.internal": false,
+		"[::ffff:127.0.0.1]": true, "0.0.0.0": false,
+	} {
+		u, err := url.Parse("http://" + host + ":1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := IsLoopback(u); got != want {
+			t.Errorf("IsLoopback(%s) = %v, want %v", host, got, want)
+		}
+	}
+}
+
+// Plain http:// carries the token in clear: only to loopback, unless
+// AGENT_VAULT_INSECURE_HTTP=1 (WithInsecureHTTP) says the network is
+// trusted. https is always fine.
+func TestNewRefusesCleartextOffLoopback(t *testing.T) {
+	for _, addr := range []string{"http://10.0.0.5:14321", "http://vault.internal", "http://[fd00::1]:1"} {
+		_, err := New(addr, "t")
+		if err == nil || !strings.Contains(err.Error(), "use https://, or set AGENT_VAULT_INSECURE_HTTP=1") {
+			t.Errorf("New(%q) = %v, want a refusal saying what to do", addr, err)
+		}
+		if _, err := New(addr, "t", WithInsecureHTTP(true)); err != nil {
+			t.Errorf("New(%q, WithInsecureHTTP) = %v", addr, err)
+		}
+	}
+	for _, addr := range []string{"https://10.0.0.5:14321", "http://127.0.0.2:1", "http://localhost:1", "http://[::1]:1"} {
+		if _, err := New(addr, "t"); err != nil {
+			t.Errorf("New(%q) = %v", addr, err)
+		}
 	}
 }

@@ -62,6 +62,10 @@ type Session struct {
 	// LeaseExpiresAt, for a leased session, is when it ends unless
 	// renewed.
 	LeaseExpiresAt *time.Time `json:"lease_expires_at,omitempty"`
+	// CredentialNames is every credential name the broker knows (names,
+	// never values), so a launcher can remove inherited variables of
+	// those names from the child's environment.
+	CredentialNames []string `json:"credential_names,omitempty"`
 }
 
 // Session statuses, as SessionInfo reports them.
