@@ -146,10 +146,10 @@ stderr), unless --out FILE is given. Prefer --out:
   agent-vault agent rotate local --out ~/.local/share/agent-vault/agent.token
 
 writes the token to a temporary file of mode 0600 and renames it into
-place, so the file is never half-written, never readable by others, and
-the old token stays in place if anything fails. A shell redirection
-(> FILE) instead truncates the file before the server has answered (a
-refused or failed rotation leaves it empty, and the old token, still
+place once the server has answered: the file is never half-written or
+readable by others, and a refused rotation leaves it as it was. A shell
+redirection (> FILE) instead truncates the file before the command even
+runs (a refused rotation leaves it empty, and the old token, still
 valid, is lost), and a file it creates gets the umask's mode (often
 0644, readable by every user).`,
 		Example: `  agent-vault agent rotate local --out ~/.local/share/agent-vault/agent.token
