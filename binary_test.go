@@ -150,3 +150,55 @@ func TestBinaryMasterPasswordFirst(t *testing.T) {
 		}
 	}
 }
+
+// `environ` prints the environment with the secret variables' values
+// hidden (those an --envfile sets too); `run --environ` is refused while
+// one is set, before anything is printed or started.
+func TestBinaryEnvironHidesSecrets(t *testing.T) {
+	const pw, tok, vault = "master-pw-value-Q1", "admin-token-value-Q2", "vault-token-value-Q3"
+	envfile := filepath.Join(t.TempDir(), "env")
+	if err := os.WriteFile(envfile, []byte("export VAULT_TOKEN="+vault+"\nPLAIN_FROM_FILE=shown\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"AGENT_VAULT_MASTER_PASSWORD=" + pw, "AGENT_VAULT_ADMIN_TOKEN=" + tok, "PLAIN_VAR=visible"}
+	out, errOut, code := runBinary(t, env, "environ", "--envfile", envfile)
+	if code != 0 {
+		t.Fatalf("environ: exit %d\n%s", code, errOut)
+	}
+	for _, secret := range []string{pw, tok, vault} {
+		if strings.Contains(out+errOut, secret) {
+			t.Errorf("environ printed a secret value %q:\n%s", secret, out)
+		}
+	}
+	for _, line := range []string{"AGENT_VAULT_MASTER_PASSWORD=[hidden]", "AGENT_VAULT_ADMIN_TOKEN=[hidden]", "VAULT_TOKEN=[hidden]", "PLAIN_VAR=visible", "PLAIN_FROM_FILE=shown"} {
+		if !strings.Contains(out, "\n"+line+"\n") {
+			t.Errorf("environ lacks %q:\n%s", line, out)
+		}
+	}
+
+	cfg, err := filepath.Abs("Caddyfile.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		env  []string
+		args []string
+	}{
+		{env, []string{"run", "--environ", "--config", cfg, "--adapter", "caddyfile"}},
+		{env, []string{"run", "-e", "--config", cfg, "--adapter", "caddyfile"}},
+		{nil, []string{"run", "--environ", "--envfile", envfile, "--config", cfg, "--adapter", "caddyfile"}},
+	} {
+		out, errOut, code := runBinary(t, append([]string{"AGENT_VAULT_API_ADDR=127.0.0.1:1", "AGENT_VAULT_PROXY_ADDR=127.0.0.1:2"}, tc.env...), tc.args...)
+		if code == 0 {
+			t.Errorf("%v with secrets set: exit 0", tc.args)
+		}
+		for _, secret := range []string{pw, tok, vault} {
+			if strings.Contains(out+errOut, secret) {
+				t.Errorf("%v printed a secret value:\n%s\n%s", tc.args, out, errOut)
+			}
+		}
+		if !strings.HasPrefix(errOut, "Error: run --environ would print the values of ") || !strings.Contains(errOut, "AGENT_VAULT_MASTER_PASSWORD_FILE") {
+			t.Errorf("%v: stderr %q", tc.args, errOut)
+		}
+	}
+}

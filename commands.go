@@ -53,7 +53,7 @@ AGENT_VAULT_MASTER_PASSWORD_FILE.`,
 	})
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "vault",
-		Usage: "run [--addr URL] [--token-file F] [--services a,b] [--ttl 1h] -- <command> [args...]",
+		Usage: "run [--addr URL] [--token-file F] [--services a,b] [--ttl 1h] | [--session-token-file F|-] -- <command> [args...]",
 		Short: "Runs an agent with brokered credentials (same as av-launch)",
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.AddCommand(&cobra.Command{

@@ -59,10 +59,20 @@ func checkInstanceOnCommand() {
 	}
 	var err error
 	switch verb := os.Args[1]; verb {
+	case "environ":
+		// It prints the environment and does nothing else (environ.go).
+		hideSecretEnv(verbFlags(verb, os.Args[2:]).list("envfile"))
 	case "run", "start":
+		fl := verbFlags(verb, os.Args[2:])
+		// Before anything is printed (environ.go).
+		if fl.boolean("environ") {
+			if err = refuseEnvironWithSecrets(verb, fl.list("envfile")); err != nil {
+				break
+			}
+		}
 		// The master password first (masterpasswordcheck.go): its
 		// absence is the likeliest failure of a first start.
-		raw := startConfig(verbFlags(verb, os.Args[2:]))
+		raw := startConfig(fl)
 		if err = checkMasterPassword(raw); err == nil && verb == "run" {
 			err = claimInstance(raw)
 		}

@@ -100,10 +100,12 @@ func missingPasswordError(u passwordUser) error {
 	for _, m := range envPlaceholder.FindAllStringSubmatch(u.file, -1) {
 		fileVars = append(fileVars, m[1])
 	}
+	// The first line says what to set: it is the line a user reads.
 	var b strings.Builder
-	fmt.Fprintf(&b, "no master password: %s encrypts the credentials with a key derived from it, and none is set.\n", u.what)
+	fmt.Fprintf(&b, "no master password: %s needs one, and none is set. ", u.what)
 	if len(vars) == 0 && len(fileVars) == 0 {
-		b.WriteString("Set master_password or master_password_file in its config (as {env.NAME} placeholders, to keep it out of the file).")
+		b.WriteString("Set master_password or master_password_file in its config (as {env.NAME} placeholders, to keep it out of the file).\n")
+		b.WriteString(passwordKeep)
 		return errors.New(b.String())
 	}
 	b.WriteString("Set ")
@@ -123,6 +125,9 @@ func missingPasswordError(u passwordUser) error {
 	} else {
 		fmt.Fprintf(&b, "  %s=/run/secrets/agent-vault-master agent-vault server\n", fileVars[0])
 	}
-	b.WriteString("Keep it: the stored credentials cannot be decrypted without it, and every broker of a cluster needs the same one.")
+	b.WriteString(passwordKeep)
 	return errors.New(b.String())
 }
+
+// passwordKeep ends the missing-password message.
+const passwordKeep = "It encrypts the credentials with a key derived from it. Keep it: the stored credentials cannot be decrypted without it, and every broker of a cluster needs the same one."

@@ -26,6 +26,11 @@ func TestCheckMasterPassword(t *testing.T) {
 		}
 	}
 
+	// The first line, the one a user reads, says what to set.
+	if first, _, _ := strings.Cut(err.Error(), "\n"); !strings.Contains(first, "Set AGENT_VAULT_MASTER_PASSWORD") || len(first) > 300 {
+		t.Errorf("first line %q: want one naming AGENT_VAULT_MASTER_PASSWORD, under 300 characters", first)
+	}
+
 	t.Setenv("AGENT_VAULT_MASTER_PASSWORD", "a long test passphrase")
 	if err := checkMasterPassword(raw); err != nil {
 		t.Errorf("with AGENT_VAULT_MASTER_PASSWORD: %v", err)

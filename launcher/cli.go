@@ -219,14 +219,14 @@ func flagProblem(err error, flags *flag.FlagSet) string {
 	return "bad flags (see -h)"
 }
 
-// looksLikeFlagName reports whether s could be a flag's name: short,
-// lower case letters, digits and dashes. Anything else may be a secret.
+// looksLikeFlagName reports whether s could be a flag's name: at most
+// 16 lower case letters and dashes. Anything else may be a secret.
 func looksLikeFlagName(s string) bool {
-	if s == "" || len(s) > 32 {
+	if s == "" || len(s) > 16 {
 		return false
 	}
 	for _, c := range s {
-		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+		if (c < 'a' || c > 'z') && c != '-' {
 			return false
 		}
 	}

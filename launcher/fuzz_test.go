@@ -53,3 +53,24 @@ func FuzzSplitServices(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseSessionFile: whatever a session token file holds, the parse
+// never panics, an accepted session carries a session token, and an
+// error never quotes the content.
+func FuzzParseSessionFile(f *testing.F) {
+	for _, seed := range []string{"avs_abc", " avs_abc\n", `{"id":"s","token":"avs_x"}`, `{"id":`, "SECRETX", `{"token":"SECRETX"}`, "avs_a SECRETX"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, content string) {
+		sess, err := parseSessionFile([]byte(content), "file F")
+		if err != nil {
+			if strings.Contains(content, "SECRETX") && strings.Contains(err.Error(), "SECRETX") {
+				t.Fatalf("parseSessionFile(%q) error quotes the content: %v", content, err)
+			}
+			return
+		}
+		if !strings.HasPrefix(sess.Token, sessionTokenPrefix) {
+			t.Fatalf("parseSessionFile(%q) accepted token %q", content, sess.Token)
+		}
+	})
+}

@@ -8,8 +8,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/apiclient"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
 	"github.com/agentvault/caddy-agent-vault/internal/atomicfile"
 )
 
@@ -22,10 +24,10 @@ func (r *runner) agentCommand() *cobra.Command {
 (--services '*' for every service, those defined later included), each
 at most --max-ttl long (default: the server's max_session_ttl).
 
-The agent's token is printed once, alone on stdout (notes go to stderr),
-so that 'agent-vault agent add NAME ... > agent.token' saves just the
-token; the server keeps only its hash. --out FILE writes it to FILE with
-mode 0600 instead.`,
+The agent's token is printed once, alone on stdout (notes go to stderr);
+the server keeps only its hash. Prefer --out FILE, which writes it to
+FILE atomically with mode 0600 (a shell redirection creates the file
+with the umask's mode, often readable by every user; a warning says so).`,
 		Example: `  agent-vault agent add ci-bot --services github,npm --max-ttl 1h --out ci-bot.token
   agent-vault agent add local2 --services '*'`,
 		Args: args("NAME"),
@@ -139,12 +141,19 @@ ended, and listed.`,
 		Short: "Gives an agent a new token, printed once; the old one stops working at once",
 		Long: `Replaces the agent's token: the old one stops working on every broker at
 once. The new token is printed once, alone on stdout (notes go to
-stderr), so that
+stderr), unless --out FILE is given. Prefer --out:
 
-  agent-vault agent rotate local > ~/.local/share/agent-vault/agent.token
+  agent-vault agent rotate local --out ~/.local/share/agent-vault/agent.token
 
-replaces the local agent's token file (which keeps its mode 0600);
---out FILE writes it atomically with mode 0600.`,
+writes the token to a temporary file of mode 0600 and renames it into
+place once the server has answered: the file is never half-written or
+readable by others, and a refused rotation leaves it as it was. A shell
+redirection (> FILE) instead truncates the file before the command even
+runs (a refused rotation leaves it empty, and the old token, still
+valid, is lost), and a file it creates gets the umask's mode (often
+0644, readable by every user).`,
+		Example: `  agent-vault agent rotate local --out ~/.local/share/agent-vault/agent.token
+  agent-vault agent rotate ci-bot --out ci-bot.token`,
 		Args: args("NAME"),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			c, err := r.client()
@@ -201,11 +210,11 @@ func (r *runner) handOutToken(agent *apiwire.Agent, out, done string) error {
 		r.note("%s; its token is in %s (mode 0600)", done, out)
 		return nil
 	}
+	r.warnSharedStdout()
 	if r.json {
 		return r.printJSON(agent)
 	}
 	r.note("%s; its token, shown this once (only its hash is kept):", done)
-	r.warnSharedStdout()
 	_, err := fmt.Fprintln(r.env.Stdout, token)
 	return err
 }
@@ -240,6 +249,8 @@ func validToken(t string) bool {
 
 // parseServices splits a --services list. An empty list or entry is a
 // usage error: --services "$UNSET" must not mean anything by accident.
+// Each entry must be a service name (services.IsValidName), or the list
+// just '*' (every service): checked here, before any request.
 func parseServices(s string) ([]string, error) {
 	if strings.TrimSpace(s) == "" {
 		return nil, usagef("--services is empty: name at least one service, or '*' for all")
@@ -247,7 +258,18 @@ func parseServices(s string) ([]string, error) {
 	parts := strings.Split(s, ",")
 	for i, p := range parts {
 		if parts[i] = strings.TrimSpace(p); parts[i] == "" {
-			return nil, usagef("--services %q has an empty entry", s)
+			return nil, usagef("--services %q has an empty entry", apiclient.Printable(s, 200))
+		}
+	}
+	if len(parts) == 1 && parts[0] == apiwire.AllServices {
+		return parts, nil
+	}
+	for i, p := range parts {
+		switch {
+		case p == apiwire.AllServices:
+			return nil, usagef("--services: '*' means every service and goes alone, not in a list")
+		case !services.IsValidName(p):
+			return nil, usagef("--services: %q (entry %d) is not a service name: use 1-64 of a-z, 0-9, '_', '.', '-', starting with a letter or digit", apiclient.Printable(p, 64), i+1)
 		}
 	}
 	return parts, nil

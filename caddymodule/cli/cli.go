@@ -6,9 +6,15 @@
 // Main runs one in-process, which is how the tests drive it.
 //
 // Conventions every verb follows:
-//   - The server is $AGENT_VAULT_ADDR (or --addr), default
-//     http://127.0.0.1:14321; the token is --token-file's content, else
-//     $AGENT_VAULT_TOKEN, else <data dir>/admin.token.
+//   - The server is --addr, else $AGENT_VAULT_ADDR, default
+//     http://127.0.0.1:14321; plain http:// to a host that is not
+//     loopback is refused unless AGENT_VAULT_INSECURE_HTTP=1. The token
+//     is --token-file's content, else $AGENT_VAULT_TOKEN (a warning if
+//     both are set), else <data dir>/admin.token, which is used only
+//     for a server on loopback (127.0.0.0/8, ::1, localhost). A flag
+//     given empty (an unset variable) is a usage error, never the
+//     default. A token file others may read gets a warning, as ssh
+//     gives.
 //   - A secret (credential value, operator password) is read from stdin,
 //     or from a no-echo prompt when stdin is a terminal; never from the
 //     command line, where shell history and ps would keep it.
@@ -27,11 +33,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiclient"
 	"github.com/agentvault/caddy-agent-vault/internal/datadir"
@@ -46,9 +54,6 @@ const (
 
 // progName prefixes every message.
 const progName = "agent-vault"
-
-// maxTokenFileBytes caps a token file: a token is one short line.
-const maxTokenFileBytes = 64 << 10
 
 // Env is what one run of the command line reads and writes.
 type Env struct {
@@ -118,6 +123,9 @@ type runner struct {
 	tokenFile string
 	json      bool
 	quiet     bool
+	// globals are the flags above, to tell a flag given empty (an
+	// error) from one not given (the default).
+	globals *pflag.FlagSet
 	// tokenSource names where the token came from, for the hint of a 401.
 	tokenSource string
 }
@@ -131,11 +139,12 @@ func (r *runner) rootCommand() *cobra.Command {
 	root.CompletionOptions = cobra.CompletionOptions{DisableDefaultCmd: true}
 	root.DisableSuggestions = true
 	fl := root.PersistentFlags()
-	fl.StringVar(&r.addr, "addr", "", "management API `URL` (default $AGENT_VAULT_ADDR, else "+apiclient.DefaultAddr+")")
-	fl.StringVar(&r.tokenFile, "token-file", "", "`file` holding the token (default $AGENT_VAULT_TOKEN, else <data dir>/admin.token)")
+	fl.StringVar(&r.addr, "addr", "", "management API `URL` (default $AGENT_VAULT_ADDR, else "+apiclient.DefaultAddr+"; plain http:// only to loopback unless AGENT_VAULT_INSECURE_HTTP=1)")
+	fl.StringVar(&r.tokenFile, "token-file", "", "`file` holding the token; wins over $AGENT_VAULT_TOKEN (default: that variable, else <data dir>/admin.token for a server on loopback)")
 	fl.BoolVar(&r.json, "json", false, "print the server's JSON answer instead of a table")
 	fl.BoolVarP(&r.quiet, "quiet", "q", false, "print only what was asked for (tables, tokens), no confirmations or notes")
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{flagProblem(err)} })
+	r.globals = fl
 	for _, v := range verbs {
 		cmd := v.build(r)
 		cmd.Short = v.short
@@ -211,67 +220,70 @@ func args(names ...string) cobra.PositionalArgs {
 // are checked before any I/O; a problem with either is a usage error.
 func (r *runner) client() (*apiclient.Client, error) {
 	addr, source := r.addr, "--addr"
-	if addr == "" {
+	if r.given("addr") {
+		if addr == "" {
+			return nil, usagef("--addr is empty (an unset variable?): give the management API's URL, or leave --addr out")
+		}
+	} else {
 		addr, source = strings.TrimSpace(r.env.Getenv("AGENT_VAULT_ADDR")), "AGENT_VAULT_ADDR"
 	}
 	if addr == "" {
 		addr = apiclient.DefaultAddr
 	}
-	token, err := r.token()
-	if err != nil {
-		return nil, usageError{err}
+	opts := []apiclient.Option{
+		apiclient.WithAddrSource(source),
+		apiclient.WithInsecureHTTP(r.env.Getenv(apiclient.InsecureHTTPEnv) == "1"),
 	}
-	opts := []apiclient.Option{apiclient.WithAddrSource(source)}
 	if r.env.Transport != nil {
 		opts = append(opts, apiclient.WithTransport(r.env.Transport))
 	}
-	c, err := apiclient.New(addr, token, opts...)
+	// The address first: whether the data dir's admin.token may be sent
+	// depends on where.
+	c, err := apiclient.New(addr, "", opts...)
 	if err != nil {
+		return nil, usageError{err}
+	}
+	token, err := r.token(c.Addr())
+	if err != nil {
+		return nil, usageError{err}
+	}
+	if c, err = c.WithToken(token); err != nil {
 		return nil, usageError{err}
 	}
 	return c, nil
 }
 
-// token returns the token: --token-file's content (an explicit flag wins
-// over the environment), else $AGENT_VAULT_TOKEN, else the data dir's
-// admin.token. Errors never hold the token.
-func (r *runner) token() (string, error) {
-	if r.tokenFile == "" {
-		if t := strings.TrimSpace(r.env.Getenv("AGENT_VAULT_TOKEN")); t != "" {
-			r.tokenSource = "AGENT_VAULT_TOKEN"
-			return t, nil
-		}
+// token returns the token for the server at addr (apiclient.ResolveToken:
+// --token-file, else $AGENT_VAULT_TOKEN, else the data dir's admin.token
+// for a loopback server). Errors never hold the token.
+func (r *runner) token(addr *url.URL) (string, error) {
+	defaultFile := ""
+	if dir := datadir.Default(r.env.Getenv); dir != "" {
+		defaultFile = filepath.Join(dir, "admin.token")
 	}
-	path, explicit := r.tokenFile, true
-	if path == "" {
-		dir := datadir.Default(r.env.Getenv)
-		if dir == "" {
-			return "", errors.New("no token: set AGENT_VAULT_TOKEN or pass --token-file (there is no home directory to find the data dir's admin.token in)")
-		}
-		path, explicit = filepath.Join(dir, "admin.token"), false
-	}
-	r.tokenSource = path
-	f, err := os.Open(path)
+	tok, err := apiclient.ResolveToken(apiclient.TokenSpec{
+		Flag:        "--token-file",
+		File:        r.tokenFile,
+		FileGiven:   r.given("token-file"),
+		Env:         r.env.Getenv(apiclient.TokenEnv),
+		DefaultFile: defaultFile,
+		DefaultHint: "the server writes it on first start (is it running with this data dir? AGENT_VAULT_DATA_DIR), or pass --token-file",
+		Addr:        addr,
+	})
 	if err != nil {
-		if !explicit && errors.Is(err, os.ErrNotExist) {
-			return "", fmt.Errorf("no token: AGENT_VAULT_TOKEN is unset and %s does not exist; the server writes it on first start (is it running with this data dir? AGENT_VAULT_DATA_DIR), or pass --token-file", path)
-		}
-		return "", fmt.Errorf("reading the token file: %v", err)
+		return "", err
 	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxTokenFileBytes+1))
-	if err != nil {
-		return "", fmt.Errorf("reading the token file %s: %v", path, unwrapPath(err))
+	for _, w := range tok.Warnings {
+		r.warn("%s", w)
 	}
-	if len(data) > maxTokenFileBytes {
-		return "", fmt.Errorf("the token file %s is larger than %d bytes: is it the right file?", path, maxTokenFileBytes)
-	}
-	token := strings.TrimSpace(string(data))
-	clear(data)
-	if token == "" {
-		return "", fmt.Errorf("the token file %s is empty", path)
-	}
-	return token, nil
+	r.tokenSource = tok.Source
+	return tok.Value, nil
+}
+
+// given reports whether the global flag name was on the command line.
+func (r *runner) given(name string) bool {
+	f := r.globals.Lookup(name)
+	return f != nil && f.Changed
 }
 
 func unwrapPath(err error) error {
@@ -299,4 +311,45 @@ func (r *runner) describe(err error) string {
 		}
 	}
 	return msg
+}
+
+// flagProblem rewrites a flag parsing error without the text pflag
+// quotes: "unknown shorthand flag: 'p' in -pSecret" would print a
+// secret typed in the wrong place, and so would an invalid value. Only
+// names that read like flag names are repeated.
+func flagProblem(err error) error {
+	var notExist *pflag.NotExistError
+	var needs *pflag.ValueRequiredError
+	var invalid *pflag.InvalidValueError
+	var syntax *pflag.InvalidSyntaxError
+	switch {
+	case errors.As(err, &notExist):
+		name := notExist.GetSpecifiedName()
+		if notExist.GetSpecifiedShortnames() != "" {
+			// One letter of the group, not the group (which may be a
+			// secret glued to a flag: -pSecret).
+			if len(name) == 1 && looksLikeWord(strings.ToLower(name)) {
+				return fmt.Errorf("unknown shorthand flag -%s", name)
+			}
+			return errors.New("unknown shorthand flag: see --help")
+		}
+		// Repeated only if it reads like a word (as for subcommands).
+		if looksLikeWord(name) {
+			return fmt.Errorf("unknown flag: --%s", name)
+		}
+		return errors.New("unknown flag: see --help")
+	case errors.As(err, &needs):
+		if f := needs.GetFlag(); f != nil {
+			return fmt.Errorf("flag needs an argument: --%s", f.Name)
+		}
+		return errors.New("a flag needs an argument")
+	case errors.As(err, &invalid):
+		if f := invalid.GetFlag(); f != nil {
+			return fmt.Errorf("invalid value for --%s (expected %s)", f.Name, f.Value.Type())
+		}
+		return errors.New("invalid value for a flag")
+	case errors.As(err, &syntax):
+		return errors.New("bad flag syntax")
+	}
+	return errors.New("bad flags: see --help")
 }

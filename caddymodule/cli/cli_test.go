@@ -35,6 +35,23 @@ func TestSecretsNeverFromArgv(t *testing.T) {
 		{"credential", secret},
 		{"credential", "GITHUB_TOKEN", secret},
 		{"credential", "set", "--frob=" + secret, "X"},
+		// A value where the name belongs, glued to it or alone.
+		{"credential", "set", "GITHUB_TOKEN=" + secret},
+		{"credential", "rm", "GITHUB_TOKEN=" + secret},
+		// pflag's own errors would quote these.
+		{"credential", "list", "-p" + secret},
+		{"credential", "list", "-q" + secret},
+		{"credential", "list", "--" + secret},
+		{"audit", "list", "--limit", secret},
+		{"agent", "list", "--json=" + secret},
+		// A value where a credential's name belongs.
+		{"service", "add", "gh", "--host", "api.github.com", "--auth", "bearer", "--token", secret},
+		{"service", "add", "gh", "--host", "api.github.com", "--auth", "basic", "--password", "ghp-" + secret},
+		{"service", "add", "gh", "--host", "api.github.com", "--auth", "api-key", "--key", "sk " + secret},
+		// An address with a secret in its user, path or query.
+		{"agent", "list", "--addr", "http://u:" + secret + "@127.0.0.1:1"},
+		{"agent", "list", "--addr", "http://127.0.0.1:1/" + secret + "/?q=" + secret},
+		{"agent", "list", "--addr", "u:" + secret + "@127.0.0.1:1/" + secret},
 	} {
 		t.Run(strings.Join(args[:2], " "), func(t *testing.T) {
 			s := newServer(t)
@@ -47,6 +64,14 @@ func TestSecretsNeverFromArgv(t *testing.T) {
 	// The refusal says what to do instead.
 	r := run(t, newServer(t), "credential", "set", "X", secret)
 	r.stderrHas(t, "stdin", "never from the command line")
+	r = run(t, newServer(t), "credential", "set", "X="+secret)
+	r.stderrHas(t, "invalid credential name (it contains '='; the value is read from stdin, never the command line)")
+	r = run(t, newServer(t), "service", "add", "gh", "--host", "api.github.com", "--auth", "bearer", "--token", secret)
+	r.stderrHas(t, "--token is not a credential name", "credential set NAME")
+	r = run(t, newServer(t), "credential", "list", "-p"+secret)
+	r.stderrHas(t, "unknown shorthand flag -p")
+	r = run(t, newServer(t), "audit", "list", "--limit", secret)
+	r.stderrHas(t, "invalid value for --limit (expected int)")
 }
 
 func TestCredentialSetReadsStdin(t *testing.T) {
@@ -89,7 +114,10 @@ func TestCredentialSetRefusesNoValue(t *testing.T) {
 	term := &fakeTerminal{answers: []string{"v"}}
 	r := call{terminal: term}.run(t, s, "credential", "set", "bad-name")
 	r.want(t, ExitUsage)
-	r.stderrHas(t, `invalid credential name "bad-name"`)
+	r.stderrHas(t, "invalid credential name: use letters, digits and '_'")
+	if strings.Contains(r.stderr, "bad-name") {
+		t.Errorf("the refused name is repeated: %s", r.stderr)
+	}
 	if len(term.prompts) != 0 {
 		t.Error("asked for the value of an invalid name")
 	}
@@ -371,7 +399,7 @@ func TestTokenSources(t *testing.T) {
 	r.stderrHas(t, "is empty")
 	r = run(t, s, "agent", "list", "--token-file", filepath.Join(dir, "missing"))
 	r.want(t, ExitUsage)
-	r.stderrHas(t, "reading the token file")
+	r.stderrHas(t, "the token file "+filepath.Join(dir, "missing")+" is not readable (no such file or directory)")
 	s.none(t)
 }
 

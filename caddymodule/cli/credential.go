@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"strings"
+
 	"github.com/spf13/cobra"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
@@ -26,8 +28,8 @@ history and ps would keep it.`,
 		},
 		RunE: func(cmd *cobra.Command, a []string) error {
 			// Checked before the value is asked for, as the server will.
-			if err := storebackends.ValidateName(a[0]); err != nil {
-				return usageError{err}
+			if err := checkCredentialName(a[0]); err != nil {
+				return err
 			}
 			c, err := r.client()
 			if err != nil {
@@ -82,6 +84,9 @@ history and ps would keep it.`,
 		Short:   "Deletes a credential",
 		Args:    args("NAME"),
 		RunE: func(cmd *cobra.Command, a []string) error {
+			if err := checkCredentialName(a[0]); err != nil {
+				return err
+			}
 			c, err := r.client()
 			if err != nil {
 				return err
@@ -112,4 +117,17 @@ func refuseSecretFlag(cmd *cobra.Command, name string) {
 		}
 		return nil
 	}
+}
+
+// checkCredentialName refuses a credential name the server would refuse,
+// without repeating it: what was typed where a name belongs may be a
+// value (NAME=value, or the value itself).
+func checkCredentialName(name string) error {
+	if storebackends.ValidateName(name) == nil {
+		return nil
+	}
+	if strings.Contains(name, "=") {
+		return usagef("invalid credential name (it contains '='; the value is read from stdin, never the command line): printf %%s \"$VALUE\" | %s credential set NAME", progName)
+	}
+	return usagef("invalid credential name: use letters, digits and '_', not starting with a digit, at most 128 characters")
 }

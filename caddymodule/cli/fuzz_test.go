@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -64,6 +65,35 @@ func FuzzTrimLineBreak(f *testing.F) {
 		out := string(trimLineBreak(b))
 		if out != in && out+"\n" != in && out+"\r\n" != in {
 			t.Errorf("%q trimmed to %q", in, out)
+		}
+	})
+}
+
+// FuzzEscapeJSON: the escaped encoding of any string decodes to the same
+// string and holds none of the runes a terminal acts on.
+func FuzzEscapeJSON(f *testing.F) {
+	for _, seed := range []string{"plain", "a\u009bb", "\u202egnp.exe", "\u2066\u2069\u200e\u200f\u007f", "é\x00\xff"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		enc, err := json.Marshal(map[string]string{"v": s})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := escapeJSON(enc)
+		var back map[string]string
+		if err := json.Unmarshal(out, &back); err != nil {
+			t.Fatalf("escapeJSON(%q) = %q: not JSON: %v", enc, out, err)
+		}
+		var want map[string]string
+		json.Unmarshal(enc, &want)
+		if back["v"] != want["v"] {
+			t.Fatalf("escapeJSON changed the value: %q -> %q", want["v"], back["v"])
+		}
+		for _, r := range string(out) {
+			if escapedRune(r) {
+				t.Fatalf("escapeJSON(%q) left %U raw", enc, r)
+			}
 		}
 	})
 }

@@ -1,11 +1,13 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiclient"
 )
@@ -14,12 +16,56 @@ import (
 // be long, and a table is for reading.
 const maxCell = 80
 
-// printJSON writes v, an apiwire value as the server sent it, to stdout.
+// printJSON writes v, an apiwire value as the server sent it, to stdout,
+// with the characters that could rewrite a terminal or reorder what it
+// shows escaped (escapeJSON).
 func (r *runner) printJSON(v any) error {
-	enc := json.NewEncoder(r.env.Stdout)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
-	return enc.Encode(v)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	_, err := r.env.Stdout.Write(escapeJSON(buf.Bytes()))
+	return err
+}
+
+// escapeJSON writes as \uXXXX the runes encoding/json leaves raw that a
+// terminal acts on: DEL and the C1 controls (U+007F-U+009F; U+009B is a
+// CSI on many terminals) and the bidirectional controls (U+200E, U+200F,
+// U+202A-U+202E, U+2066-U+2069), which can make a name read as another.
+// They occur only inside strings in encoded JSON (nothing else holds
+// non-ASCII), so the result is the same JSON value.
+func escapeJSON(data []byte) []byte {
+	var out []byte
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		if escapedRune(r) {
+			if out == nil {
+				out = append(make([]byte, 0, len(data)+16), data[:i]...)
+			}
+			out = fmt.Appendf(out, `\u%04x`, r)
+		} else if out != nil {
+			out = append(out, data[i:i+size]...)
+		}
+		i += size
+	}
+	if out == nil {
+		return data
+	}
+	return out
+}
+
+func escapedRune(r rune) bool {
+	switch {
+	case r >= 0x7f && r <= 0x9f,
+		r == 0x200e, r == 0x200f,
+		r >= 0x202a && r <= 0x202e,
+		r >= 0x2066 && r <= 0x2069:
+		return true
+	}
+	return false
 }
 
 // table writes rows under header to stdout, aligned in columns. Every

@@ -14,6 +14,7 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiclient"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
+	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
 
 // maxServiceFileBytes caps a service definition file.
@@ -204,6 +205,23 @@ func (f *serviceFlags) service(cmd *cobra.Command, name string, stdin io.Reader)
 				svc.Auth.Headers[hname] = value
 			}
 		}
+	}
+	// Before Validate, whose errors quote the field: a value pasted
+	// where a credential's name belongs is a secret.
+	fromFile := f.file != ""
+	for _, field := range []struct{ flag, json, value string }{
+		{"--token", "auth.token", svc.Auth.Token},
+		{"--password", "auth.password", svc.Auth.Password},
+		{"--key", "auth.key", svc.Auth.Key},
+	} {
+		if field.value == "" || storebackends.ValidateName(field.value) == nil {
+			continue
+		}
+		where := field.flag
+		if fromFile {
+			where = field.json + " in " + f.file
+		}
+		return svc, usagef("%s is not a credential name (letters, digits and '_', not starting with a digit): it names the credential, never holds its value; store the value with `%s credential set NAME` and give NAME", where, progName)
 	}
 	if err := svc.Validate(); err != nil {
 		return svc, usageError{err}

@@ -35,3 +35,10 @@ func (e *WipeError) Error() string {
 	}
 	return "still in the environment other processes can read: " + names + " (" + e.Reason + ")"
 }
+
+// SecretVars returns the names of the secret environment variables
+// (secretVars), for callers that must keep their values from view in
+// other ways (say, a command that would print the environment).
+func SecretVars() []string {
+	return append([]string(nil), secretVars...)
+}
