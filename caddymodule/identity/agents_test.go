@@ -195,7 +195,7 @@ func TestOperatorSessionServices(t *testing.T) {
 	}
 	for requested, want := range map[string][]string{
 		`"services" is empty: name at least one service, or omit it for all services`: {},
-		`unknown service "nope"`: {"github", "nope"},
+		`unknown service "nope"`:                               {"github", "nope"},
 		`unknown service "` + strings.Repeat("Q", 64) + `"...`: {strings.Repeat("Q", 100)},
 	} {
 		got, err := OperatorSessionServices(want, existing)

@@ -105,9 +105,9 @@ func TestParseBearer(t *testing.T) {
 var bearerErrors = map[string]bool{
 	ErrNoToken.Error(): true,
 	"the Authorization header is not a Bearer token: send Authorization: Bearer <token>": true,
-	"the bearer token is empty":                                      true,
-	"the bearer token is longer than 512 bytes":                      true,
-	"the bearer token holds a space, control or non-ASCII character": true,
+	"the bearer token is empty":                                                               true,
+	"the bearer token is longer than 512 bytes":                                               true,
+	"the bearer token holds a space, control or non-ASCII character":                          true,
 	"a login cookie's secret is not a bearer token: send the login's token (avo_...) instead": true,
 }
 
