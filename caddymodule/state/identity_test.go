@@ -643,7 +643,10 @@ func testLoginInsert(t *testing.T, db *DB, clk *clock) {
 	conflict(t, db, "an unknown operator", db.InsertLogin(ctx, login(2, "nobody", clk.Now()), alice.PasswordHash))
 	conflict(t, db, "a password hash that is no longer the operator's", db.InsertLogin(ctx, login(3, "alice", clk.Now()), "$argon2id$old"))
 	for what, mod := range map[string]func([]LoginRow) []LoginRow{
-		"expiring when created": func(l []LoginRow) []LoginRow { l[0].ExpiresAt, l[1].ExpiresAt = l[0].CreatedAt, l[0].CreatedAt; return l },
+		"expiring when created": func(l []LoginRow) []LoginRow {
+			l[0].ExpiresAt, l[1].ExpiresAt = l[0].CreatedAt, l[0].CreatedAt
+			return l
+		},
 		"expired before": func(l []LoginRow) []LoginRow {
 			l[0].ExpiresAt, l[1].ExpiresAt = l[0].CreatedAt.Add(-time.Second), l[0].CreatedAt.Add(-time.Second)
 			return l
