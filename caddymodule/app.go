@@ -167,9 +167,6 @@ type App struct {
 
 	stop chan struct{}
 	done chan struct{}
-	// lastPurge is when purgeIdentity last succeeded; only the sweeper
-	// goroutine uses it.
-	lastPurge time.Time
 
 	// instanceKey names the data dir lock this config holds a reference
 	// on (instancelock.go); empty if none.
@@ -230,9 +227,6 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.state = val.(*sharedState)
-	if err := a.provisionLocalAgent(); err != nil {
-		return err
-	}
 	if err := a.openStores(mods.([]any)); err != nil {
 		return err
 	}
@@ -448,22 +442,46 @@ func (a *App) Cleanup() error {
 }
 
 // Start finds the broker's own listen addresses, which the proxy never
-// connects to (see selflisteners.go), and runs the session sweeper and
-// the stores' sync loops.
+// connects to (see selflisteners.go), makes the local agent if there is
+// none (localagent.go: at start, not at provision, so that `agent-vault
+// validate` creates nothing), and runs the session sweeper and the
+// stores' sync loops.
 func (a *App) Start() error {
 	if err := a.discoverListeners(); err != nil {
+		return err
+	}
+	if err := a.provisionLocalAgent(); err != nil {
 		return err
 	}
 	a.stop, a.done = make(chan struct{}), make(chan struct{})
 	go a.sweepSessions()
 	a.creds.Start()
+	st := a.state.auditStats()
 	a.logger.Info("agent vault ready",
 		zap.String("data_dir", a.DataDir),
 		zap.Int("stores", a.creds.Len()),
 		zap.Int("services", len(a.state.catalog.Services().Services())),
-		zap.Stringer("allow_private_networks", a.egress))
+		zap.Stringer("allow_private_networks", a.egress),
+		zap.Int("audit_queued", st.Queued), zap.Uint64("audit_dropped", st.Dropped), zap.Uint64("audit_refused", st.Refused))
 	a.printStartSummary() // startsummary.go: the same, for a person
 	return nil
+}
+
+// logAudit logs the audit Recorder's counts when entries wait to be
+// written, or were lost or refused since the last time (at most once
+// per auditLogEvery): an audit trail that is not being written must
+// not go unnoticed.
+func (a *App) logAudit() {
+	a.state.auditLog.Run(context.Background(), func(context.Context, time.Time) error {
+		st := a.state.auditStats()
+		if st.Queued == 0 && st == a.state.auditLogged {
+			return nil
+		}
+		a.state.auditLogged = st
+		a.logger.Warn("audit entries not written yet, or lost", zap.Int("audit_queued", st.Queued),
+			zap.Uint64("audit_dropped", st.Dropped), zap.Uint64("audit_refused", st.Refused))
+		return nil
+	})
 }
 
 // Stop ends the sweeper and the stores' sync loops. Sessions end when
@@ -512,12 +530,17 @@ func (a *App) sweepSessions() {
 					}
 					// Lapsed leases are audited by the registry's
 					// OnLeaseLapsed (see loadShared), before they close.
+					if res.LeaseLapsed > 0 {
+						a.logger.Info("sessions ended: their leases lapsed", zap.Int("count", res.LeaseLapsed))
+					}
 					return err
 				}),
 				call(reg.FlushActivity),
 				call(reg.RetryRevocations),
 				call(a.state.audit.Retry),
-				call(a.purgeIdentity))
+				call(func(ctx context.Context) error { return a.state.retention.Purge(ctx, time.Duration(a.AuditRetention)) }),
+				call(a.state.loginPurge.Purge))
+			a.logAudit()
 			switch {
 			case err != nil && err.Error() != lastErr:
 				a.logger.Warn("saving session activity or revocations failed; kept for the next try", zap.Error(err))
@@ -544,45 +567,9 @@ func recordLapsedLease(ctx context.Context, rec *audit.Recorder, log *zap.Logger
 		Target: s.ID, Detail: "not renewed within " + apiwire.FormatDuration(s.LeaseTimeout)})
 }
 
-// purgeEvery is how often the sweeper deletes old audit entries,
-// decided access requests and expired logins.
+// purgeEvery is how often the sweeper deletes old audit entries and
+// access requests (audit.Retention) and expired logins (loginPurge).
 const purgeEvery = time.Hour
-
-// purgeIdentity deletes, at most once per purgeEvery, audit entries
-// and decided access requests older than audit_retention and logins
-// that expired. A failure is retried at the next tick.
-func (a *App) purgeIdentity(ctx context.Context) error {
-	now := time.Now()
-	if !a.lastPurge.IsZero() && now.Sub(a.lastPurge) < purgeEvery {
-		return nil
-	}
-	db := a.state.db
-	horizon := now.Add(-time.Duration(a.AuditRetention))
-	var errs []error
-	counts := map[string]int{}
-	for what, del := range map[string]func() (int, error){
-		"audit entries":           func() (int, error) { return db.DeleteAuditBefore(ctx, horizon) },
-		"decided access requests": func() (int, error) { return db.DeleteAccessRequestsDecidedBefore(ctx, horizon) },
-		"expired operator logins": func() (int, error) { return db.DeleteLoginsExpiredBefore(ctx, now) },
-	} {
-		n, err := del()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("deleting %s: %w", what, err))
-			continue
-		}
-		counts[what] = n
-	}
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	a.lastPurge = now
-	if counts["audit entries"]+counts["decided access requests"]+counts["expired operator logins"] > 0 {
-		a.logger.Info("purged old identity records", zap.Int("audit_entries", counts["audit entries"]),
-			zap.Int("access_requests", counts["decided access requests"]), zap.Int("logins", counts["expired operator logins"]),
-			zap.Duration("audit_retention", time.Duration(a.AuditRetention)))
-	}
-	return nil
-}
 
 // watchHealth closes every open connection within a second of the
 // state turning unhealthy (see healthGuard), until Stop.
