@@ -304,7 +304,9 @@ func TestMintAcrossRotation(t *testing.T) {
 	p := pauseTokenLookup()
 	pl.setIDs(func(ids identityStore) identityStore { p.identityStore = ids; return p })
 	done := make(chan apiAnswer)
-	go func() { done <- pl.call(t, asToken(ag.Token), "POST", "/api/v1/sessions", apiwire.SessionRequest{TTL: "10m"}) }()
+	go func() {
+		done <- pl.call(t, asToken(ag.Token), "POST", "/api/v1/sessions", apiwire.SessionRequest{TTL: "10m"})
+	}()
 	<-p.read
 	pl.must(t, pl.admin(), "POST", "/api/v1/agents/ci-bot/rotate", nil, 200, nil)
 	close(p.release)

@@ -145,7 +145,9 @@ func TestDatabaseTextStaysInTheLog(t *testing.T) {
 		{"an agent's request", "PendingAccessRequest", asToken(agent.Token), "POST", "/api/v1/requests", apiwire.AccessRequestCreate{Service: "stripe"}},
 		{"an operator's list", "ListAgents", pl.admin(), "GET", "/api/v1/agents", nil},
 	} {
-		pl.setIDs(func(ids identityStore) identityStore { return failingOps{identityStore: ids, fail: c.fail, err: dbDown} })
+		pl.setIDs(func(ids identityStore) identityStore {
+			return failingOps{identityStore: ids, fail: c.fail, err: dbDown}
+		})
 		a := pl.call(t, c.call, c.method, c.path, c.body)
 		wantAPIError(t, c.what, a, 503, stateUnavailableText)
 		if strings.Contains(a.body, "vault_admin") || strings.Contains(a.body, "db.internal") {
@@ -264,7 +266,9 @@ func TestRequestChecksBeforeIO(t *testing.T) {
 	sess := pl.mint(t, asToken(agent.Token), apiwire.SessionRequest{TTL: "10m"})
 	var req apiwire.AccessRequest
 	pl.must(t, asToken(agent.Token), "POST", "/api/v1/requests", apiwire.AccessRequestCreate{Host: "x.example"}, 201, &req)
-	pl.setIDs(func(ids identityStore) identityStore { return failingAgentReads{failingOps{identityStore: ids, fail: "AccessRequest", err: dbDown}} })
+	pl.setIDs(func(ids identityStore) identityStore {
+		return failingAgentReads{failingOps{identityStore: ids, fail: "AccessRequest", err: dbDown}}
+	})
 	for _, c := range []struct {
 		what string
 		body apiwire.AccessRequestCreate
