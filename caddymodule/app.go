@@ -66,17 +66,23 @@ const (
 
 // App is the agent_vault app. It holds the configuration and wires the
 // parts together: the credential stores (package credentials), the
-// services (package catalog), the agent sessions and the certificate
-// minter. The proxy and management API handlers find it with
-// ctx.App("agent_vault") and take only the parts they use.
+// services (package catalog), the sessions and the certificate minter,
+// and, over the state database, who may do what (package identity:
+// agents, operators and their logins, access requests), the audit
+// trail (package audit: its Recorder and Retention) and the local
+// agent (made at Start, see localagent.go). The proxy and management
+// API handlers find it with ctx.App("agent_vault") and take only the
+// parts they use.
 type App struct {
-	// Directory for the app's files: admin.token and, with the default
-	// state backend, the SQLite state database (state.db). An older
-	// release's services.json and credentials.json found here are
-	// imported on first start. Placeholders such as
-	// {env.AGENT_VAULT_DATA_DIR} are expanded. Default:
-	// $AGENT_VAULT_DATA_DIR, else $XDG_DATA_HOME/agent-vault, else
-	// ~/.local/share/agent-vault. Created with mode 0700.
+	// Directory for the app's files: admin.token, instance.id (this
+	// broker's id: the actor of what it does on its own in the audit
+	// trail), agent.token (the local agent's token, see LocalAgent)
+	// and, with the default state backend, the SQLite state database
+	// (state.db). An older release's services.json and
+	// credentials.json found here are imported on first start.
+	// Placeholders such as {env.AGENT_VAULT_DATA_DIR} are expanded.
+	// Default: $AGENT_VAULT_DATA_DIR, else $XDG_DATA_HOME/agent-vault,
+	// else ~/.local/share/agent-vault. Created with mode 0700.
 	DataDir string `json:"data_dir,omitempty"`
 
 	// Bearer token that authenticates the management API. Placeholders
@@ -118,11 +124,12 @@ type App struct {
 	// last renewal and closes its tunnels. Default 30s; at least 5s.
 	SessionLeaseTimeout caddy.Duration `json:"session_lease_timeout,omitempty"`
 
-	// Name of the local agent: at start-up, if no agent of that name
-	// exists, it is created with every service (["*"]) and its token
-	// is written to <data_dir>/agent.token (mode 0600), which av-launch
-	// reads by default, so agents on this machine need not hold the
-	// admin token. An existing agent's token is never rotated by the
+	// Name of the local agent: when the broker starts (not when a
+	// config is only validated), if no agent of that name exists, it is
+	// created with every service (["*"]), audited as the broker's
+	// doing, and its token is written to <data_dir>/agent.token (mode
+	// 0600), which av-launch reads by default, so agents on this machine
+	// need not hold the admin token. An existing agent's token is never rotated by the
 	// broker (other brokers of a cluster may hold it): if the file is
 	// missing, a warning says how to make a new one. Anyone who can
 	// read agent.token can open sessions for this agent's services.
@@ -133,9 +140,10 @@ type App struct {
 	// the operator must log in again. Default 12h; at least 1m.
 	OperatorLoginTTL caddy.Duration `json:"operator_login_ttl,omitempty"`
 
-	// How long audit entries, and decided access requests, are kept;
-	// older ones are deleted (checked once an hour). Default 90 days
-	// (2160h, or "90d"); at least 1h.
+	// How long audit entries, and access requests (decided ones, and
+	// pending ones nobody decided), are kept; older ones are deleted
+	// (checked once an hour). Default 90 days (2160h, or "90d"); at
+	// least 1h.
 	AuditRetention caddy.Duration `json:"audit_retention,omitempty"`
 
 	// Credential stores, in priority order: when two stores hold the
