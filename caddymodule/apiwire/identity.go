@@ -36,7 +36,8 @@ type Agent struct {
 	CreatedAt     time.Time `json:"created_at"`
 	UpdatedAt     time.Time `json:"updated_at"`
 	// RevokedSessions lists the sessions a PATCH ended because they
-	// were no longer within the agent's new limits; absent otherwise.
+	// were no longer within the agent's new limits, or that a rotation
+	// with ?revoke_sessions=true ended; absent otherwise.
 	RevokedSessions []string `json:"revoked_sessions,omitempty"`
 }
 
