@@ -158,7 +158,8 @@ func (a *API) postSession(w http.ResponseWriter, r *http.Request) {
 			// It existed, if only for a moment, and was revoked: both
 			// are in the trail like any other session's.
 			a.record(r, audit.SessionCreate, sess.ID, detail)
-			a.record(r, audit.SessionRevoke, sess.ID, "its agent changed while it was being created")
+			_, why, _ := apiError(refusal)
+			a.record(r, audit.SessionRevoke, sess.ID, "revoked at once: "+why)
 			a.answerError(w, r, refusal)
 			return
 		}
