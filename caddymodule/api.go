@@ -60,6 +60,9 @@ type API struct {
 	deps   apiDeps
 	logger *zap.Logger
 	mux    *http.ServeMux
+	// invalidNames counts logins with names no operator can have
+	// (api_operators.go).
+	invalidNames *invalidNames
 }
 
 // apiDeps is everything the API reads from the rest of the app.
@@ -117,6 +120,8 @@ func (a *API) Provision(ctx caddy.Context) error {
 // in exactly one permission (allow); the handler then narrows to the
 // caller's own items where the permission says "own".
 func (a *API) routes() {
+	a.invalidNames = new(invalidNames)
+	a.invalidNames.gate.Every, a.invalidNames.gate.Now = invalidNameEvery, a.now
 	m := http.NewServeMux()
 	// Public: health, the CA agents must trust, and logging in.
 	m.HandleFunc("GET /healthz", a.health)
@@ -192,7 +197,7 @@ func (a *API) health(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, apiwire.Health{Status: apiwire.HealthDegraded, Reason: err.Error()})
 		return
 	}
-	if _, stale := a.deps.creds.Status(time.Now()); stale {
+	if _, stale := a.deps.creds.Status(a.now()); stale {
 		writeJSON(w, http.StatusServiceUnavailable, apiwire.Health{Status: apiwire.HealthDegraded, Reason: "a credential store is past its max_staleness; see GET /api/v1/stores"})
 		return
 	}
@@ -211,7 +216,7 @@ type statusCoder interface {
 	HTTPStatus() int
 }
 
-// apiFailure is an error a handler decided the status of.
+// apiFailure is an error a handler decided the status and text of.
 type apiFailure struct {
 	status int
 	msg    string
@@ -225,49 +230,83 @@ func fail(status int, format string, args ...any) error {
 	return &apiFailure{status: status, msg: fmt.Sprintf(format, args...)}
 }
 
-// apiErrorStatus is the API's one mapping of errors to statuses: 503
-// for a failure of the state database (the request may succeed once
-// it is back), the status an error carries (identity's and the
-// handlers' own), the sessions' renewal errors, and otherwise status.
-func apiErrorStatus(err error, status int) int {
+// Fixed texts of apiError for errors whose own text is not for the
+// caller.
+const (
+	// stateUnavailableText answers any failure of the state database:
+	// its own error names the database's host, user and name, and the
+	// caller may not even be authenticated.
+	stateUnavailableText = "the state database is unavailable; the broker's log has the details, retry later"
+	// internalErrorText answers an error nobody decided the status of.
+	internalErrorText = "internal error; the broker's log has the details"
+)
+
+// apiError is the API's one mapping of an error to what its caller is
+// told: the status, and a text that is the error's own or, when that
+// text is for the log only (logged), a fixed one. In order:
+//   - a failure of the state database (stateError, as the adapters
+//     mark every one) is 503 with stateUnavailableText;
+//   - an error that carries its status (identity's, the handlers'
+//     apiFailure) answers with it and its text;
+//   - the sentinels of the state, sessions, credentials and store
+//     packages are answered with fixed texts (a handler that knows
+//     more, such as which agent exists already, says so with an
+//     apiFailure instead);
+//   - a context that ended (the request's deadline) is 503;
+//   - anything else is 500 with internalErrorText.
+func apiError(err error) (status int, text string, logged bool) {
 	var se *stateError
 	var coded statusCoder
 	switch {
+	case err == nil:
+		return http.StatusInternalServerError, internalErrorText, true
 	case errors.As(err, &se):
-		return http.StatusServiceUnavailable
+		return http.StatusServiceUnavailable, stateUnavailableText, true
 	case errors.As(err, &coded):
-		return coded.HTTPStatus()
-	case errors.Is(err, state.ErrConflict):
-		// Another write came first (a duplicate, a decided request).
-		return http.StatusConflict
+		return coded.HTTPStatus(), coded.Error(), coded.HTTPStatus() >= http.StatusInternalServerError
+	case errors.Is(err, state.ErrConflict), errors.Is(err, storebackends.ErrConflict):
+		// Another write came first: a duplicate, a decided request, a
+		// credential changed on another broker.
+		return http.StatusConflict, "another change to it came first; read it again and retry", false
+	case errors.Is(err, state.ErrAgentGone):
+		return http.StatusForbidden, "the agent was deleted", false
 	case errors.Is(err, sessions.ErrUnknown):
-		return http.StatusNotFound
+		return http.StatusNotFound, "no such session", false
 	case errors.Is(err, sessions.ErrNotLeased):
-		return http.StatusConflict
+		return http.StatusConflict, `the session has no lease: only sessions created with "lease": true are renewed`, false
 	case errors.Is(err, sessions.ErrEnded):
-		return http.StatusGone
+		return http.StatusGone, "the session has ended (revoked, expired or its lease lapsed); mint a new one", false
+	case errors.Is(err, storebackends.ErrInvalidInput):
+		return http.StatusBadRequest, err.Error(), false
+	case errors.Is(err, storebackends.ErrNotFound):
+		return http.StatusNotFound, err.Error(), false
+	case errors.Is(err, credentials.ErrShadowed), errors.Is(err, credentials.ErrNoWritableStore):
+		// The configuration, not the request, stands in the way; the
+		// text says which store.
+		return http.StatusConflict, err.Error(), false
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return http.StatusServiceUnavailable, "the request took too long; retry later", true
 	}
-	return status
+	return http.StatusInternalServerError, internalErrorText, true
 }
 
-// storeErrorStatus maps a store error to the API's status code: bad
-// input is the caller's fault, a write the proxy would never use or a
-// write another broker beat is a conflict, an unreachable state
-// database is 503, anything else is the server's.
-func storeErrorStatus(err error) int {
-	if errors.Is(err, storebackends.ErrInvalidInput) {
-		return http.StatusBadRequest
+// answerError answers r with err as apiError maps it. An error whose
+// text the caller does not get is logged with it, so that "the log has
+// the details" holds.
+func (a *API) answerError(w http.ResponseWriter, r *http.Request, err error) {
+	status, text, logged := apiError(err)
+	if logged && a.logger != nil {
+		a.logger.Error("management API: request failed", zap.Int("status", status), zap.String("method", r.Method),
+			zap.String("path", r.URL.Path), zap.String("remote", r.RemoteAddr), zap.Error(err))
 	}
-	if errors.Is(err, credentials.ErrShadowed) || errors.Is(err, storebackends.ErrConflict) {
-		return http.StatusConflict
+	var limited *identity.RateLimitError
+	switch {
+	case status == http.StatusUnauthorized:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="agent-vault"`)
+	case errors.As(err, &limited):
+		w.Header().Set("Retry-After", limited.RetryAfterSeconds())
 	}
-	return apiErrorStatus(err, http.StatusInternalServerError)
-}
-
-// writeFailure answers err with its status (apiErrorStatus, fallback
-// when it has none) and text.
-func writeFailure(w http.ResponseWriter, err error, fallback int) {
-	writeError(w, apiErrorStatus(err, fallback), err.Error())
+	writeError(w, status, text)
 }
 
 // readJSON decodes a bounded, strict JSON body, answering 400 itself.

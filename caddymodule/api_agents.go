@@ -27,8 +27,8 @@ type agentStore interface {
 	InsertAgent(ctx context.Context, a state.AgentRow) error
 	Agent(ctx context.Context, name string) (state.AgentRow, bool, error)
 	ListAgents(ctx context.Context) ([]state.AgentRow, error)
-	UpdateAgent(ctx context.Context, name string, services []string, maxTTL time.Duration, at time.Time) (bool, error)
-	RotateAgentToken(ctx context.Context, name string, hash [32]byte, at time.Time) (bool, error)
+	UpdateAgent(ctx context.Context, name string, services []string, maxTTL time.Duration, at time.Time) (state.AgentRow, bool, error)
+	RotateAgentToken(ctx context.Context, name string, hash [32]byte, at time.Time, revokeSessions bool) (state.AgentRow, bool, []string, error)
 	DeleteAgent(ctx context.Context, name string, at time.Time) (found bool, revoked []string, err error)
 	GrantAgentService(ctx context.Context, name, service string, at time.Time) (bool, error)
 }
@@ -78,7 +78,7 @@ func (a *API) listAgents(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	rows, err := a.deps.ids.ListAgents(ctx)
 	if err != nil {
-		writeFailure(w, err, http.StatusInternalServerError)
+		a.answerError(w, r, err)
 		return
 	}
 	out := make([]apiwire.Agent, 0, len(rows))
@@ -105,7 +105,7 @@ func (a *API) getAgent(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	row, err := a.findAgent(ctx, r.PathValue("name"))
 	if err != nil {
-		writeFailure(w, err, http.StatusInternalServerError)
+		a.answerError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, viewAgent(row, ""))
@@ -117,22 +117,22 @@ func (a *API) createAgent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := identity.ValidName(identity.AgentName, body.Name); err != nil {
-		writeFailure(w, err, http.StatusBadRequest)
+		a.answerError(w, r, err)
 		return
 	}
 	svcs, err := a.checkAgentServices(body.Services)
 	if err != nil {
-		writeFailure(w, err, http.StatusBadRequest)
+		a.answerError(w, r, err)
 		return
 	}
 	ttl, err := a.parseAgentTTL(body.MaxSessionTTL)
 	if err != nil {
-		writeFailure(w, err, http.StatusBadRequest)
+		a.answerError(w, r, err)
 		return
 	}
 	token, hash, err := identity.NewToken(identity.KindAgent)
 	if err != nil {
-		writeFailure(w, err, http.StatusInternalServerError)
+		a.answerError(w, r, err)
 		return
 	}
 	now := a.now().UTC()
@@ -143,7 +143,7 @@ func (a *API) createAgent(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, state.ErrConflict) {
 			err = fail(http.StatusConflict, "agent %s exists already", body.Name)
 		}
-		writeFailure(w, err, http.StatusInternalServerError)
+		a.answerError(w, r, err)
 		return
 	}
 	a.logger.Info("agent created", zap.String("agent", row.Name), zap.Strings("services", svcs), zap.Duration("max_session_ttl", ttl))
@@ -156,25 +156,27 @@ func agentDetail(row state.AgentRow) string {
 	return fmt.Sprintf("services %s max_session_ttl %s", strings.Join(row.Services, ","), apiwire.FormatDuration(row.MaxSessionTTL))
 }
 
-// patchAgent changes an agent's services or max_session_ttl; then its
-// sessions no longer within the new limits are revoked (fail closed),
-// and the answer lists them.
+// patchAgent changes an agent's services or max_session_ttl (the body
+// is checked first, before anything is read); the fields not given are
+// left as stored, so a concurrent change of them (a narrowing, an
+// approval's grant) is not undone. Then the agent's sessions no longer
+// within its limits as the update committed them are revoked (fail
+// closed), and the answer lists them. If the sessions could not be
+// brought in line with the store first, or a revocation could not be
+// recorded, the answer is 503 (the change stands; a retry of the PATCH
+// finishes the job).
 func (a *API) patchAgent(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	var body apiwire.AgentPatchRequest
 	if !readJSON(w, r, &body) {
 		return
 	}
-	ctx, cancel := writeContext(r)
-	defer cancel()
-	row, err := a.findAgent(ctx, name)
-	if err != nil {
-		writeFailure(w, err, http.StatusInternalServerError)
-		return
-	}
+	var services []string
+	var ttl time.Duration
+	var err error
 	if body.Services != nil {
-		if row.Services, err = a.checkAgentServices(body.Services); err != nil {
-			writeFailure(w, err, http.StatusBadRequest)
+		if services, err = a.checkAgentServices(body.Services); err != nil {
+			a.answerError(w, r, err)
 			return
 		}
 	}
@@ -183,18 +185,19 @@ func (a *API) patchAgent(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, "max_session_ttl: empty; give a duration such as \"1h\"")
 			return
 		}
-		if row.MaxSessionTTL, err = a.parseAgentTTL(*body.MaxSessionTTL); err != nil {
-			writeFailure(w, err, http.StatusBadRequest)
+		if ttl, err = a.parseAgentTTL(*body.MaxSessionTTL); err != nil {
+			a.answerError(w, r, err)
 			return
 		}
 	}
-	row.UpdatedAt = a.now().UTC()
-	found, err := a.deps.ids.UpdateAgent(ctx, name, row.Services, row.MaxSessionTTL, row.UpdatedAt)
+	ctx, cancel := writeContext(r)
+	defer cancel()
+	row, found, err := a.deps.ids.UpdateAgent(ctx, name, services, ttl, a.now().UTC())
 	if err == nil && !found {
 		err = fail(http.StatusNotFound, "no agent named %s", name)
 	}
 	if err != nil {
-		writeFailure(w, err, http.StatusInternalServerError)
+		a.answerError(w, r, err)
 		return
 	}
 	revoked, rerr := a.revokeBeyondLimits(ctx, r, row)
@@ -204,8 +207,9 @@ func (a *API) patchAgent(w http.ResponseWriter, r *http.Request) {
 	}
 	a.record(r, audit.AgentUpdate, name, detail)
 	if rerr != nil {
-		writeError(w, apiErrorStatus(rerr, http.StatusInternalServerError), fmt.Sprintf(
-			"agent %s updated, but revoking its sessions beyond the new limits failed (%v); they are ended on this broker and the revocation is retried", name, rerr))
+		a.logger.Error("agent updated, but its sessions beyond the new limits may not all be revoked", zap.String("agent", name),
+			zap.Strings("revoked", revoked), zap.Error(rerr))
+		a.answerError(w, r, fail(http.StatusServiceUnavailable, "agent %s updated, but %s; retry the PATCH", name, rerr))
 		return
 	}
 	out := viewAgent(row, "")
@@ -214,32 +218,46 @@ func (a *API) patchAgent(w http.ResponseWriter, r *http.Request) {
 }
 
 // revokeBeyondLimits revokes the agent's active sessions that are no
-// longer within its limits and returns their ids. Sessions are first
-// brought in line with the store, so one made on another broker a
-// moment ago is not missed.
+// longer within its limits (row, as committed) and returns the ids of
+// those revoked everywhere. The sessions are first brought in line with
+// the store, so one made on another broker a moment ago is not missed;
+// if that fails, the error says so (this broker's copy is still gone
+// through, fail closed). A session ended here whose revocation could
+// not be recorded in the store is not among those returned (the
+// registry retries recording it), and the error names it.
 func (a *API) revokeBeyondLimits(ctx context.Context, r *http.Request, row state.AgentRow) ([]string, error) {
 	reg := a.deps.sessions
+	var errs []error
 	if err := reg.Reload(ctx); err != nil {
 		a.logger.Warn("reloading sessions before revoking an agent's out-of-limit sessions failed; using this broker's copy", zap.Error(err))
+		errs = append(errs, errors.New("its sessions could not be checked on every broker"))
 	}
 	now := a.now()
-	var revoked []string
-	var errs []error
+	var revoked, unrecorded []string
 	for _, s := range reg.ByAgent(row.Name) {
-		if !s.Active(now) {
+		if !s.Active(now) || !beyondLimits(row, s, now) {
 			continue
 		}
-		if !beyondLimits(row, s, now) {
+		if _, err := reg.Revoke(ctx, s.ID); err != nil {
+			unrecorded = append(unrecorded, s.ID)
+			a.record(r, audit.SessionRevoke, s.ID, "beyond agent "+row.Name+"'s new limits; on this broker only, recording it cluster-wide is retried")
 			continue
 		}
 		revoked = append(revoked, s.ID)
-		if _, err := reg.Revoke(ctx, s.ID); err != nil {
-			errs = append(errs, err)
-		}
 		a.record(r, audit.SessionRevoke, s.ID, "beyond agent "+row.Name+"'s new limits")
 		a.logger.Info("session revoked: beyond its agent's new limits", zap.String("session", s.ID), zap.String("agent", row.Name))
 	}
-	return revoked, errors.Join(errs...)
+	if len(unrecorded) > 0 {
+		errs = append(errs, fmt.Errorf("sessions %s are ended on this broker but their revocation is not recorded for the others yet (retried)", strings.Join(unrecorded, ", ")))
+	}
+	if len(errs) == 0 {
+		return revoked, nil
+	}
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Error()
+	}
+	return revoked, errors.New(strings.Join(msgs, ", and "))
 }
 
 // deleteAgent deletes the agent and, in the same transaction, revokes
@@ -254,7 +272,7 @@ func (a *API) deleteAgent(w http.ResponseWriter, r *http.Request) {
 		err = fail(http.StatusNotFound, "no agent named %s", name)
 	}
 	if err != nil {
-		writeFailure(w, err, http.StatusInternalServerError)
+		a.answerError(w, r, err)
 		return
 	}
 	// Revoked in the store already; here they end now rather than
@@ -273,32 +291,52 @@ func (a *API) deleteAgent(w http.ResponseWriter, r *http.Request) {
 
 // rotateAgent gives the agent a new token; the old one is refused from
 // the next request on, on every broker (the API reads the database on
-// each request). The agent's sessions go on.
+// each request). Without ?revoke_sessions=true the agent's existing
+// sessions live on until their TTL ends or their lease lapses (a
+// session token is not the agent token); with it, they are revoked in
+// the same transaction (audited each), as when the token leaked.
 func (a *API) rotateAgent(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
+	var revoke bool
+	switch v := r.URL.Query()["revoke_sessions"]; {
+	case len(v) == 0:
+	case len(v) == 1 && v[0] == "true":
+		revoke = true
+	case len(v) == 1 && v[0] == "false":
+	default:
+		writeError(w, http.StatusBadRequest, "revoke_sessions: want true or false")
+		return
+	}
 	token, hash, err := identity.NewToken(identity.KindAgent)
 	if err != nil {
-		writeFailure(w, err, http.StatusInternalServerError)
+		a.answerError(w, r, err)
 		return
 	}
 	ctx, cancel := writeContext(r)
 	defer cancel()
-	found, err := a.deps.ids.RotateAgentToken(ctx, name, hash, a.now().UTC())
+	row, found, revoked, err := a.deps.ids.RotateAgentToken(ctx, name, hash, a.now().UTC(), revoke)
 	if err == nil && !found {
 		err = fail(http.StatusNotFound, "no agent named %s", name)
 	}
 	if err != nil {
-		writeFailure(w, err, http.StatusInternalServerError)
+		a.answerError(w, r, err)
 		return
 	}
-	row, err := a.findAgent(ctx, name)
-	if err != nil {
-		// Rotated, but deleted (or unreadable) right after: the new
-		// token is still what the agent needs if it exists.
-		a.logger.Warn("agent rotated but not read back", zap.String("agent", name), zap.Error(err))
-		row = state.AgentRow{Name: name}
+	detail := "sessions kept"
+	if revoke {
+		// Revoked in the store already; here they end now rather than
+		// when the feed delivers.
+		ids := slices.Concat(revoked, a.deps.sessions.EndAgent(name))
+		slices.Sort(ids)
+		revoked = slices.Compact(ids)
+		detail = fmt.Sprintf("revoked %d sessions", len(revoked))
 	}
-	a.logger.Info("agent token rotated", zap.String("agent", name))
-	a.record(r, audit.AgentRotate, name, "")
-	writeJSON(w, http.StatusOK, viewAgent(row, token))
+	a.logger.Info("agent token rotated", zap.String("agent", name), zap.Int("sessions_revoked", len(revoked)))
+	a.record(r, audit.AgentRotate, name, detail)
+	for _, id := range revoked {
+		a.record(r, audit.SessionRevoke, id, "agent "+name+"'s token rotated")
+	}
+	out := viewAgent(row, token)
+	out.RevokedSessions = revoked
+	writeJSON(w, http.StatusOK, out)
 }

@@ -64,7 +64,7 @@ func (a *API) listAudit(w http.ResponseWriter, r *http.Request) {
 	}
 	limit, err := pageLimit(q.Get("limit"))
 	if err != nil {
-		writeFailure(w, err, http.StatusBadRequest)
+		a.answerError(w, r, err)
 		return
 	}
 	if before := q.Get("before"); before != "" {
@@ -80,7 +80,7 @@ func (a *API) listAudit(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	rows, err := a.deps.ids.ListAudit(ctx, f)
 	if err != nil {
-		writeFailure(w, err, http.StatusInternalServerError)
+		a.answerError(w, r, err)
 		return
 	}
 	out := apiwire.AuditList{Entries: make([]apiwire.AuditEntry, 0, len(rows))}

@@ -27,11 +27,6 @@ type principalStore interface {
 	LoginByTokenHash(ctx context.Context, hash [32]byte) (state.LoginRow, state.OperatorRow, bool, error)
 }
 
-// sessionTokens authenticates session tokens (the registry, in memory).
-type sessionTokens interface {
-	Authenticate(token string) (*sessions.Session, error)
-}
-
 // caller is who made a request, as allow resolved it.
 type caller struct {
 	identity.Principal
@@ -40,9 +35,9 @@ type caller struct {
 	agent state.AgentRow
 	// session is the calling session (PrincipalSession only).
 	session *sessions.Session
-	// loginHash is the hash of the login token used (PrincipalOperator
-	// only), so logout ends that login and no other.
-	loginHash [32]byte
+	// loginID is the login used (PrincipalOperator only), so logout
+	// ends that login (both its secrets) and no other.
+	loginID string
 	// client is the caller's address without its port, for the audit.
 	client string
 }
@@ -76,7 +71,7 @@ func clientAddr(r *http.Request) string {
 // fails while the token is looked up 503: never 401, never allowed.
 func (a *API) allow(perm identity.Permission, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		c, err := a.resolve(r)
+		c, err := a.resolve(r, perm)
 		if err == nil {
 			if err = identity.Allowed(c.Principal, perm); err != nil {
 				var fe *identity.ForbiddenError
@@ -93,25 +88,14 @@ func (a *API) allow(perm identity.Permission, h http.HandlerFunc) http.HandlerFu
 	}
 }
 
-// refuse answers a request allow turned away, and logs why (never the
-// token).
+// refuse answers a request allow turned away (apiError), and logs why
+// (never the token).
 func (a *API) refuse(w http.ResponseWriter, r *http.Request, err error) {
-	status := apiErrorStatus(err, http.StatusInternalServerError)
-	msg := err.Error()
-	switch status {
-	case http.StatusUnauthorized:
-		w.Header().Set("WWW-Authenticate", `Bearer realm="agent-vault"`)
-	case http.StatusServiceUnavailable:
-		// The database's own text (user, host, database) is for the
-		// log: the caller may not even be authenticated.
-		a.logger.Error("management API: the state database failed while checking a token", zap.String("remote", r.RemoteAddr),
-			zap.String("path", r.URL.Path), zap.Error(err))
-		writeError(w, status, "state database error while checking the token; the broker's log has the details, retry later")
-		return
+	if status, text, logged := apiError(err); !logged {
+		a.logger.Info("management API: request refused", zap.Int("status", status), zap.String("reason", text),
+			zap.String("remote", r.RemoteAddr), zap.String("method", r.Method), zap.String("path", r.URL.Path))
 	}
-	a.logger.Info("management API: request refused", zap.Int("status", status), zap.String("reason", msg),
-		zap.String("remote", r.RemoteAddr), zap.String("method", r.Method), zap.String("path", r.URL.Path))
-	writeError(w, status, msg)
+	a.answerError(w, r, err)
 }
 
 // errUnknownToken is the answer for a token that matches nothing. It
@@ -119,18 +103,23 @@ func (a *API) refuse(w http.ResponseWriter, r *http.Request, err error) {
 // nothing from it.
 var errUnknownToken = &identity.UnauthenticatedError{Reason: "unknown or expired token"}
 
+// errUnknownLogin is the answer for a login token or cookie that
+// matches no login, or an expired one.
+var errUnknownLogin = &identity.UnauthenticatedError{Reason: "unknown or expired login: log in again (POST /api/v1/login)"}
+
 // resolve finds the principal of r's token (see identity.RequestToken:
 // a Bearer header, else the login cookie): by its prefix an agent
-// token, an operator login or a session token, and anything else is
-// compared with the admin token in constant time. A cookie-carried
-// login must pass identity.CheckCookieRequest first.
-func (a *API) resolve(r *http.Request) (*caller, error) {
+// token, an operator login's token or cookie secret, or a session
+// token, and anything else is compared with the admin token in
+// constant time. A cookie must pass identity.CheckCookieRequest for
+// perm first (before any lookup): it may only read, and log out.
+func (a *API) resolve(r *http.Request, perm identity.Permission) (*caller, error) {
 	token, fromCookie, err := identity.RequestToken(r)
 	if err != nil {
 		return nil, err
 	}
 	if fromCookie {
-		if err := identity.CheckCookieRequest(r); err != nil {
+		if err := identity.CheckCookieRequest(r, perm); err != nil {
 			return nil, err
 		}
 	}
@@ -138,7 +127,7 @@ func (a *API) resolve(r *http.Request) (*caller, error) {
 	ctx, cancel := writeContext(r)
 	defer cancel()
 	hash := identity.HashToken(token)
-	switch identity.KindOf(token) {
+	switch kind := identity.KindOf(token); kind {
 	case identity.KindAgent:
 		row, ok, err := a.deps.ids.AgentByTokenHash(ctx, hash)
 		if err != nil {
@@ -149,20 +138,26 @@ func (a *API) resolve(r *http.Request) (*caller, error) {
 		}
 		c.agent = row
 		c.Principal = identity.AgentPrincipal(row.Name)
-	case identity.KindOperator:
+	case identity.KindOperator, identity.KindLoginCookie:
 		login, op, ok, err := a.deps.ids.LoginByTokenHash(ctx, hash)
 		if err != nil {
 			return nil, asStateError(err)
 		}
-		if !ok || !a.now().Before(login.ExpiresAt) {
-			return nil, &identity.UnauthenticatedError{Reason: "unknown or expired login: log in again (POST /api/v1/login)"}
+		// The secret must be the one its carrier may hold: RequestToken
+		// and ParseBearer check the prefix, the stored row says it too.
+		want := state.LoginViaBearer
+		if fromCookie {
+			want = state.LoginViaCookie
+		}
+		if !ok || login.Via != want || fromCookie != (kind == identity.KindLoginCookie) || !a.now().Before(login.ExpiresAt) {
+			return nil, errUnknownLogin
 		}
 		role, err := identity.ParseRole(op.Role)
 		if err != nil {
 			// A row this binary cannot read grants nothing.
 			return nil, fail(http.StatusInternalServerError, "operator %s has a role this server does not know", op.Name)
 		}
-		c.loginHash = hash
+		c.loginID = login.ID
 		c.Principal = identity.OperatorPrincipal(op.Name, role)
 	case identity.KindSession:
 		s, err := a.deps.sessions.Authenticate(token)

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -18,7 +17,7 @@ import (
 )
 
 func (a *API) listStores(w http.ResponseWriter, _ *http.Request) {
-	list, _ := a.deps.creds.Status(time.Now())
+	list, _ := a.deps.creds.Status(a.now())
 	writeJSON(w, http.StatusOK, apiwire.StoreList{Stores: list})
 }
 
@@ -38,7 +37,7 @@ func (a *API) putCredential(w http.ResponseWriter, r *http.Request) {
 	}
 	m, created, err := a.deps.creds.Put(name, *body.Value)
 	if err != nil {
-		writeError(w, storeErrorStatus(err), err.Error())
+		a.answerError(w, r, err)
 		return
 	}
 	a.logger.Info("credential stored", zap.String("name", name), zap.String("store", m.Store), zap.String("version", m.Version))
@@ -59,7 +58,7 @@ func (a *API) deleteCredential(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, storebackends.ErrNotFound):
 		writeError(w, http.StatusNotFound, "no credential named "+name)
 	case err != nil:
-		writeError(w, storeErrorStatus(err), err.Error())
+		a.answerError(w, r, err)
 	default:
 		a.logger.Info("credential deleted", zap.String("name", name))
 		a.record(r, audit.CredentialDelete, name, "")
@@ -88,7 +87,7 @@ func (a *API) putService(w http.ResponseWriter, r *http.Request) {
 	svc.Name = name
 	warnings, err := a.storeService(r, svc, "")
 	if err != nil {
-		writeFailure(w, err, http.StatusInternalServerError)
+		a.answerError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, apiwire.ServicePutResponse{Service: svc, Warnings: warnings})
@@ -132,7 +131,7 @@ func (a *API) deleteService(w http.ResponseWriter, r *http.Request) {
 	found, err := a.deps.catalog.Delete(ctx, name)
 	switch {
 	case err != nil:
-		writeFailure(w, err, http.StatusInternalServerError)
+		a.answerError(w, r, err)
 	case !found:
 		writeError(w, http.StatusNotFound, "no service named "+name)
 	default:

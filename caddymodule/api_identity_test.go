@@ -7,8 +7,11 @@ package caddymodule
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"slices"
@@ -609,46 +612,173 @@ func TestLoginCookie(t *testing.T) {
 	if a.status != 200 {
 		t.Fatalf("login: %d %s", a.status, a.body)
 	}
-	resp := http.Response{Header: a.header}
-	var cookie *http.Cookie
-	for _, c := range resp.Cookies() {
-		if c.Name == "agent_vault_login" {
-			cookie = c
-		}
+	var login apiwire.Login
+	if err := json.Unmarshal([]byte(a.body), &login); err != nil {
+		t.Fatal(err)
 	}
-	if cookie == nil || !cookie.HttpOnly || cookie.SameSite != http.SameSiteStrictMode || cookie.Path != "/" || cookie.MaxAge != int((12*time.Hour)/time.Second) || cookie.Secure {
+	cookie := loginCookieOf(t, a)
+	if !cookie.HttpOnly || cookie.SameSite != http.SameSiteStrictMode || cookie.Path != "/" || cookie.MaxAge != int((12*time.Hour)/time.Second) || cookie.Secure {
 		t.Fatalf("login cookie: %+v", cookie)
 	}
+	// The cookie holds a secret of its own, not the login's token:
+	// browsers send cookies to every port of the host.
+	if !strings.HasPrefix(cookie.Value, "avc_") || cookie.Value == login.Token || !strings.HasPrefix(login.Token, "avo_") {
+		t.Fatalf("cookie %q, token %q: want an avc_ cookie secret distinct from the avo_ token", cookie.Value, login.Token)
+	}
 	withCookie := func(headers ...string) apiCall { return apiCall{cookie: cookie.Value, headers: headers} }
+	// It reads, from anywhere (the answer goes to the browser).
 	pl.must(t, withCookie(), "GET", "/api/v1/agents", nil, 200, nil)
-	// A cookie-carried unsafe request from another site is refused.
+	pl.must(t, withCookie("Sec-Fetch-Site", "cross-site"), "GET", "/api/v1/agents", nil, 200, nil)
+	// It changes nothing, however it comes: same origin or not.
 	svc := services.Service{Host: "c.example", Auth: services.Auth{Type: services.AuthPassthrough}}
 	for _, h := range [][]string{
 		{"Origin", "https://evil.example"},
 		{"Sec-Fetch-Site", "cross-site"},
 		{"Sec-Fetch-Site", "same-site"},
 		{"Origin", "null"},
+		{"Origin", pl.apiURL, "Sec-Fetch-Site", "same-origin"},
+		{},
 	} {
-		wantAPIError(t, "cookie PUT with "+h[0]+": "+h[1], pl.call(t, withCookie(h...), "PUT", "/api/v1/services/c", svc), 403, "login cookie")
+		wantAPIError(t, fmt.Sprintf("cookie PUT with %q", h), pl.call(t, withCookie(h...), "PUT", "/api/v1/services/c", svc), 403,
+			"a login cookie alone cannot change anything: send the login's token as a Bearer header")
 	}
+	wantAPIError(t, "cookie POST /api/v1/agents", pl.call(t, withCookie(), "POST", "/api/v1/agents", apiwire.AgentCreateRequest{Name: "x", Services: []string{"*"}}), 403, "login cookie alone")
 	if hasService(t, pl, "c") {
-		t.Fatal("a refused cross-site request created a service")
+		t.Fatal("a cookie request created a service")
 	}
-	// Same origin, or no browser headers at all: allowed.
-	pl.must(t, withCookie("Origin", pl.apiURL, "Sec-Fetch-Site", "same-origin"), "PUT", "/api/v1/services/c", svc, 200, nil)
-	// A Bearer request is not checked: nothing sends that header by itself.
-	pl.must(t, apiCall{token: cookie.Value, headers: []string{"Origin", "https://evil.example"}}, "DELETE", "/api/v1/services/c", nil, 204, nil)
-	// A cookie holding another kind of token is not a login.
+	// The cookie's secret is never a Bearer token (what a program on
+	// another port of the host receives buys nothing more).
+	wantAPIError(t, "the cookie's secret as a Bearer", pl.call(t, asToken(cookie.Value), "GET", "/api/v1/agents", nil), 401, "not a bearer token")
+	wantAPIError(t, "the cookie's secret as a Bearer, a change", pl.call(t, asToken(cookie.Value), "PUT", "/api/v1/services/c", svc), 401)
+	// The login's token (Bearer) changes things, and is not checked for
+	// browser headers: nothing sends that header by itself.
+	pl.must(t, apiCall{token: login.Token, headers: []string{"Origin", "https://evil.example"}}, "PUT", "/api/v1/services/c", svc, 200, nil)
+	pl.must(t, asToken(login.Token), "DELETE", "/api/v1/services/c", nil, 204, nil)
+	// The login's token in the cookie is not a login cookie; nor is
+	// another kind of token.
+	wantAPIError(t, "the login's token in the cookie", pl.call(t, apiCall{cookie: login.Token}, "GET", "/api/v1/agents", nil), 401, "cookie")
 	wantAPIError(t, "an admin token in the cookie", pl.call(t, apiCall{cookie: pl.adminToken}, "GET", "/api/v1/agents", nil), 401, "cookie")
-	// Logout ends that login, and clears the cookie.
-	out := pl.call(t, withCookie(), "POST", "/api/v1/logout", nil)
+	// Logout by cookie: only from this server's own pages.
+	for _, h := range [][]string{{"Sec-Fetch-Site", "same-site"}, {"Sec-Fetch-Site", "cross-site"}, {"Origin", "http://127.0.0.1:3000"}, {"Origin", "null"}} {
+		wantAPIError(t, fmt.Sprintf("cookie logout with %q", h), pl.call(t, withCookie(h...), "POST", "/api/v1/logout", nil), 403, "may not use the login cookie")
+	}
+	pl.must(t, asToken(login.Token), "GET", "/api/v1/agents", nil, 200, nil)
+	// Logout ends the login, both its secrets, and clears the cookie.
+	out := pl.call(t, withCookie("Origin", pl.apiURL, "Sec-Fetch-Site", "same-origin"), "POST", "/api/v1/logout", nil)
 	if out.status != 204 || !strings.Contains(out.header.Get("Set-Cookie"), "Max-Age=0") {
 		t.Fatalf("logout: %d %v", out.status, out.header)
 	}
 	wantAPIError(t, "the cookie after logout", pl.call(t, withCookie(), "GET", "/api/v1/agents", nil), 401, "log in")
+	wantAPIError(t, "the token after a logout by cookie", pl.call(t, asToken(login.Token), "GET", "/api/v1/agents", nil), 401, "log in")
+	// And a logout by token ends the cookie too; another login lives on.
+	l2 := pl.call(t, apiCall{}, "POST", "/api/v1/login", apiwire.LoginRequest{Name: "alice", Password: testPassword})
+	var tok2 apiwire.Login
+	json.Unmarshal([]byte(l2.body), &tok2)
+	c2 := loginCookieOf(t, l2)
+	other := pl.login(t, "alice", testPassword)
+	pl.must(t, asToken(tok2.Token), "POST", "/api/v1/logout", nil, 204, nil)
+	wantAPIError(t, "the cookie after a logout by token", pl.call(t, apiCall{cookie: c2.Value}, "GET", "/api/v1/agents", nil), 401)
+	pl.must(t, asToken(other.Token), "GET", "/api/v1/agents", nil, 200, nil)
+	// A password change ends every login's secrets.
+	pw := "another long password"
+	l3 := pl.call(t, apiCall{}, "POST", "/api/v1/login", apiwire.LoginRequest{Name: "alice", Password: testPassword})
+	c3 := loginCookieOf(t, l3)
+	pl.must(t, pl.admin(), "PATCH", "/api/v1/operators/alice", apiwire.OperatorPatchRequest{Password: &pw}, 200, nil)
+	wantAPIError(t, "a cookie after a password change", pl.call(t, apiCall{cookie: c3.Value}, "GET", "/api/v1/agents", nil), 401)
 	// The admin token's logout is a no-op.
 	pl.must(t, pl.admin(), "POST", "/api/v1/logout", nil, 204, nil)
 	pl.must(t, pl.admin(), "GET", "/api/v1/agents", nil, 200, nil)
+}
+
+// loginCookieOf is the login cookie a login's answer sets.
+func loginCookieOf(t *testing.T, a apiAnswer) *http.Cookie {
+	t.Helper()
+	resp := http.Response{Header: a.header}
+	for _, c := range resp.Cookies() {
+		if c.Name == "agent_vault_login" {
+			return c
+		}
+	}
+	t.Fatalf("no login cookie in %v", a.header)
+	return nil
+}
+
+// TestLoginCookiePortsProof is the reviewer's proof, kept: a cookie
+// jar (RFC 6265, as browsers do) sends the API's login cookie to every
+// port of the host, so what another port receives must not be usable
+// as the login.
+func TestLoginCookiePortsProof(t *testing.T) {
+	pl, _ := identityPipeline(t)
+	pl.createOperator(t, "alice", testPassword, "owner")
+	jar, _ := cookiejar.New(nil)
+	client := &http.Client{Jar: jar}
+	resp, err := client.Post(pl.apiURL+"/api/v1/login", "application/json", strings.NewReader(`{"name":"alice","password":"`+testPassword+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	api, _ := url.Parse(pl.apiURL)
+	other, _ := url.Parse("http://" + api.Hostname() + ":3000/")
+	cs := jar.Cookies(other)
+	if len(cs) != 1 {
+		t.Fatalf("the jar sends %d cookies to another port, want the login cookie (cookies ignore ports)", len(cs))
+	}
+	for _, c := range []apiCall{asToken(cs[0].Value), {cookie: cs[0].Value}} {
+		if a := pl.call(t, c, "POST", "/api/v1/operators", apiwire.OperatorCreateRequest{Name: "mallory", Password: testPassword, Role: "owner"}); a.status < 400 {
+			t.Errorf("what a server on port 3000 receives made an owner: %d %s", a.status, a.body)
+		}
+	}
+	if a := pl.call(t, asToken(cs[0].Value), "GET", "/api/v1/operators", nil); a.status != 401 {
+		t.Errorf("the cookie's secret as a Bearer reads operators: %d", a.status)
+	}
+}
+
+// TestLoginCSRF: a login from another site (a form posting the
+// attacker's credentials, text/plain) is refused before anything, so
+// it neither logs the browser in nor spends a real operator's budget;
+// a client that is not a browser logs in without a Content-Type.
+func TestLoginCSRF(t *testing.T) {
+	pl, _ := identityPipeline(t)
+	pl.createOperator(t, "eve", "attacker=password1", "viewer")
+	pl.createOperator(t, "alice", testPassword, "owner")
+	post := func(body string, headers ...string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("POST", pl.apiURL+"/api/v1/login", strings.NewReader(body))
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	// What <form method=post enctype=text/plain> on another site sends.
+	form := `{"name":"eve","password":"attacker` + "=" + `password1"}` + "\r\n"
+	for _, h := range [][]string{
+		{"Content-Type", "text/plain", "Origin", "http://evil.example", "Sec-Fetch-Site", "cross-site"},
+		{"Content-Type", "text/plain", "Sec-Fetch-Site", "same-site"},
+		{"Content-Type", "text/plain", "Origin", "http://127.0.0.1:3000"},
+	} {
+		if resp := post(form, h...); resp.StatusCode != 403 || resp.Header.Get("Set-Cookie") != "" {
+			t.Errorf("a cross-site login %q: %d, cookie %q", h, resp.StatusCode, resp.Header.Get("Set-Cookie"))
+		}
+	}
+	for range 6 {
+		post(`{"name":"alice","password":"x=yyyyyyyyyyyy"}`, "Content-Type", "text/plain", "Origin", "http://evil.example", "Sec-Fetch-Site", "cross-site")
+	}
+	pl.login(t, "alice", testPassword) // her budget is untouched
+	// curl without a Content-Type, and a same-origin page, log in.
+	if resp := post(`{"name":"eve","password":"attacker=password1"}`); resp.StatusCode != 200 {
+		t.Errorf("a login without a Content-Type: %d", resp.StatusCode)
+	}
+	if resp := post(`{"name":"eve","password":"attacker=password1"}`, "Origin", pl.apiURL, "Sec-Fetch-Site", "same-origin"); resp.StatusCode != 200 {
+		t.Errorf("a same-origin login: %d", resp.StatusCode)
+	}
+	if n := len(pl.auditEntries(t, url.Values{"action": {"login.failed"}})); n != 0 {
+		t.Errorf("refused cross-site logins left %d login.failed entries", n)
+	}
 }
 
 func TestOperators(t *testing.T) {
@@ -706,7 +836,7 @@ func TestLeaseLapseEndsSession(t *testing.T) {
 		t.Fatalf("renewal %+v after lease %v", ren, s.LeaseExpiresAt)
 	}
 	pl.setSessionClock(40 * time.Second)
-	if res := pl.sweep(); len(res.LeaseLapsed) != 0 {
+	if res := pl.sweep(); res.LeaseLapsed != 0 {
 		t.Fatal("a renewed lease lapsed")
 	}
 	wantStatus(t, tun.get("/renewed", up.hostPort), 200)
@@ -717,7 +847,7 @@ func TestLeaseLapseEndsSession(t *testing.T) {
 	// the store and audits it.
 	pl.setSessionClock(20*time.Second + 31*time.Second)
 	res := pl.sweep()
-	if len(res.LeaseLapsed) != 1 || res.LeaseLapsed[0].ID != s.ID {
+	if res.LeaseLapsed != 1 {
 		t.Fatalf("sweep ended %+v", res)
 	}
 	if _, err := tun.br.ReadByte(); err == nil {
@@ -741,9 +871,17 @@ func TestLeaseLapseEndsSession(t *testing.T) {
 
 func TestUncoveredHostRefusalSaysHowToAsk(t *testing.T) {
 	pl, _ := identityPipeline(t)
-	s := pl.session(t, "github")
-	a, _ := pl.connect(t, "api.unknown.example:443", basicAuth(s.token))
+	agent := pl.createAgent(t, "ci-bot", []string{"github"}, "")
+	s := pl.mint(t, asToken(agent.Token), apiwire.SessionRequest{TTL: "10m"})
+	a, _ := pl.connect(t, "api.unknown.example:443", basicAuth(s.Token))
 	wantRefusal(t, a, http.StatusForbidden, `no service in this session's scope covers api.unknown.example:443; the proxy denies unknown hosts; to ask for access: POST /api/v1/requests {"host":"api.unknown.example"} with your session token`)
-	b, _ := pl.connect(t, "api.unknown.example:8443", basicAuth(s.token))
+	b, _ := pl.connect(t, "api.unknown.example:8443", basicAuth(s.Token))
 	wantRefusal(t, b, http.StatusForbidden, `{"host":"api.unknown.example:8443"}`)
+	// A session of no agent cannot file requests: it is not told to.
+	bare := pl.session(t, "github")
+	c, _ := pl.connect(t, "api.unknown.example:443", basicAuth(bare.token))
+	wantRefusal(t, c, http.StatusForbidden, "this session belongs to no agent, so it cannot ask for access itself: ask an operator to add a service for api.unknown.example")
+	if strings.Contains(c.body, "/api/v1/requests") {
+		t.Errorf("a session of no agent is told to file a request: %q", c.body)
+	}
 }

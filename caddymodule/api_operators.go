@@ -4,9 +4,13 @@ package caddymodule
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -15,6 +19,7 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/audit"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
+	"github.com/agentvault/caddy-agent-vault/internal/periodic"
 )
 
 // operatorStore is what the operator and login routes read and write.
@@ -22,10 +27,11 @@ type operatorStore interface {
 	InsertOperator(ctx context.Context, o state.OperatorRow) error
 	Operator(ctx context.Context, name string) (state.OperatorRow, bool, error)
 	ListOperators(ctx context.Context) ([]state.OperatorRow, error)
-	UpdateOperator(ctx context.Context, name string, role, passwordHash *string, at time.Time) (bool, error)
+	UpdateOperator(ctx context.Context, name string, role, passwordHash *string, at time.Time) (state.OperatorRow, bool, error)
+	RehashOperatorPassword(ctx context.Context, name, oldHash, newHash string) (bool, error)
 	DeleteOperator(ctx context.Context, name string) (bool, error)
-	InsertLogin(ctx context.Context, l state.LoginRow, checkedPasswordHash string) error
-	DeleteLogin(ctx context.Context, hash [32]byte) error
+	InsertLogin(ctx context.Context, secrets []state.LoginRow, checkedPasswordHash string) error
+	DeleteLogin(ctx context.Context, id string) error
 }
 
 func viewOperator(o state.OperatorRow) apiwire.Operator {
@@ -37,7 +43,7 @@ func (a *API) listOperators(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	rows, err := a.deps.ids.ListOperators(ctx)
 	if err != nil {
-		writeFailure(w, err, http.StatusInternalServerError)
+		a.answerError(w, r, err)
 		return
 	}
 	out := make([]apiwire.Operator, 0, len(rows))
@@ -56,7 +62,7 @@ func (a *API) getOperator(w http.ResponseWriter, r *http.Request) {
 		err = fail(http.StatusNotFound, "no operator named %s", name)
 	}
 	if err != nil {
-		writeFailure(w, err, http.StatusInternalServerError)
+		a.answerError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, viewOperator(row))
@@ -68,17 +74,17 @@ func (a *API) createOperator(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := identity.ValidName(identity.OperatorName, body.Name); err != nil {
-		writeFailure(w, err, http.StatusBadRequest)
+		a.answerError(w, r, err)
 		return
 	}
 	role, err := identity.ParseRole(body.Role)
 	if err != nil {
-		writeFailure(w, err, http.StatusBadRequest)
+		a.answerError(w, r, err)
 		return
 	}
 	phc, err := identity.HashPassword(body.Password)
 	if err != nil {
-		writeFailure(w, err, http.StatusBadRequest)
+		a.answerError(w, r, err)
 		return
 	}
 	now := a.now().UTC()
@@ -89,7 +95,7 @@ func (a *API) createOperator(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, state.ErrConflict) {
 			err = fail(http.StatusConflict, "operator %s exists already", body.Name)
 		}
-		writeFailure(w, err, http.StatusInternalServerError)
+		a.answerError(w, r, err)
 		return
 	}
 	a.logger.Info("operator created", zap.String("operator", row.Name), zap.String("role", row.Role))
@@ -98,7 +104,8 @@ func (a *API) createOperator(w http.ResponseWriter, r *http.Request) {
 }
 
 // patchOperator changes an operator's role or password; a new password
-// ends the operator's logins.
+// ends the operator's logins. The answer is the operator as the change
+// committed it.
 func (a *API) patchOperator(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	var body apiwire.OperatorPatchRequest
@@ -114,47 +121,34 @@ func (a *API) patchOperator(w http.ResponseWriter, r *http.Request) {
 	if body.Role != nil {
 		parsed, err := identity.ParseRole(*body.Role)
 		if err != nil {
-			writeFailure(w, err, http.StatusBadRequest)
+			a.answerError(w, r, err)
 			return
 		}
 		text := parsed.String()
 		role = &text
 		details = append(details, "role "+text)
 	}
+	ctx, cancel := writeContext(r)
+	defer cancel()
 	if body.Password != nil {
-		hashed, err := identity.HashPassword(*body.Password)
+		hashed, err := identity.HashPasswordContext(ctx, *body.Password)
 		if err != nil {
-			writeFailure(w, err, http.StatusBadRequest)
+			a.answerError(w, r, err)
 			return
 		}
 		phc = &hashed
 		details = append(details, "password changed, logins ended")
 	}
-	ctx, cancel := writeContext(r)
-	defer cancel()
-	found, err := a.deps.ids.UpdateOperator(ctx, name, role, phc, a.now().UTC())
+	row, found, err := a.deps.ids.UpdateOperator(ctx, name, role, phc, a.now().UTC())
 	if err == nil && !found {
 		err = fail(http.StatusNotFound, "no operator named %s", name)
 	}
 	if err != nil {
-		writeFailure(w, err, http.StatusInternalServerError)
+		a.answerError(w, r, err)
 		return
 	}
 	a.record(r, audit.OperatorUpdate, name, strings.Join(details, "; "))
-	row, ok, err := a.deps.ids.Operator(ctx, name)
-	if err != nil || !ok {
-		// Updated, then gone or unreadable: the change stands.
-		writeJSON(w, http.StatusOK, apiwire.Operator{Name: name, Role: deref(role)})
-		return
-	}
 	writeJSON(w, http.StatusOK, viewOperator(row))
-}
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }
 
 func (a *API) deleteOperator(w http.ResponseWriter, r *http.Request) {
@@ -166,7 +160,7 @@ func (a *API) deleteOperator(w http.ResponseWriter, r *http.Request) {
 		err = fail(http.StatusNotFound, "no operator named %s", name)
 	}
 	if err != nil {
-		writeFailure(w, err, http.StatusInternalServerError)
+		a.answerError(w, r, err)
 		return
 	}
 	a.logger.Info("operator deleted", zap.String("operator", name))
@@ -178,13 +172,28 @@ func (a *API) deleteOperator(w http.ResponseWriter, r *http.Request) {
 // the name exists.
 var errBadLogin = &identity.UnauthenticatedError{Reason: "wrong operator name or password"}
 
-// login checks an operator's password and opens a login: a token for
-// API clients and the same token as an HttpOnly, SameSite=Strict
-// cookie for browsers. Failures are rate limited per client address
-// and per name; over the limit the password is not even checked (429).
-// An unknown name costs one argon2id all the same, so timing does not
-// tell names apart.
+// login checks an operator's password and opens a login, which has two
+// secrets: its token, for API clients (the answer's "token", sent as a
+// Bearer header), and a cookie secret of its own in an HttpOnly,
+// SameSite=Strict cookie for browsers. The two differ because browsers
+// send a host's cookies to every port of it (cookies ignore ports):
+// any program listening on the host may receive the cookie, so the
+// cookie can only read and log out (identity.CheckCookieRequest),
+// never act as the token.
+//
+// A login another site may have made a browser send is refused first
+// (identity.CheckLoginRequest: login CSRF). Failures are rate limited
+// per client address and per name; over the limit the password is not
+// even checked (429). A name no operator can have costs the address's
+// budget too and is not audited one by one (it would be an
+// unauthenticated write per request): its count is logged at most once
+// a minute. An unknown name costs one argon2id all the same, so timing
+// does not tell names apart.
 func (a *API) login(w http.ResponseWriter, r *http.Request) {
+	if err := identity.CheckLoginRequest(r); err != nil {
+		a.refuse(w, r, err)
+		return
+	}
 	var body apiwire.LoginRequest
 	if !readJSON(w, r, &body) {
 		return
@@ -197,16 +206,12 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, identity.ErrWrongLogin):
 			// Not a name any operator could have: refused before any
 			// lookup, answered like every other failed login.
-			a.loginFailed(r, body.Name, false, client)
-			writeFailure(w, errBadLogin, http.StatusUnauthorized)
+			a.invalidNameLogin(r)
+			err = errBadLogin
 		case errors.As(err, &limited):
-			w.Header().Set("Retry-After", limited.RetryAfterSeconds())
 			a.logger.Info("login refused: rate limited", zap.String("remote", r.RemoteAddr), zap.Error(err))
-			writeFailure(w, err, http.StatusTooManyRequests)
-		default:
-			a.logger.Error("login refused: no client address to rate limit by", zap.String("remote", r.RemoteAddr), zap.Error(err))
-			writeFailure(w, err, http.StatusInternalServerError)
 		}
+		a.answerError(w, r, err)
 		return
 	}
 	// An attempt never ended counts as failed; Abort below is for the
@@ -214,14 +219,11 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	defer attempt.Fail()
 	ctx, cancel := writeContext(r)
 	defer cancel()
-	var op state.OperatorRow
-	var found bool
-	if identity.ValidName(identity.OperatorName, body.Name) == nil {
-		if op, found, err = a.deps.ids.Operator(ctx, body.Name); err != nil {
-			attempt.Abort()
-			writeFailure(w, err, http.StatusInternalServerError)
-			return
-		}
+	op, found, err := a.deps.ids.Operator(ctx, body.Name)
+	if err != nil {
+		attempt.Abort()
+		a.answerError(w, r, err)
+		return
 	}
 	ok := false
 	if found {
@@ -236,47 +238,89 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 			// The wait for a hashing slot ended (the client left, or
 			// the deadline): not the client's failed guess.
 			attempt.Abort()
-			writeFailure(w, cerr, http.StatusServiceUnavailable)
+			a.answerError(w, r, cerr)
 			return
 		}
 	} else if err := identity.DummyCheckPasswordContext(ctx, body.Password); err != nil {
 		attempt.Abort()
-		writeFailure(w, err, http.StatusServiceUnavailable)
+		a.answerError(w, r, err)
 		return
 	}
 	role, rerr := identity.ParseRole(op.Role)
 	if !ok || rerr != nil {
 		a.loginFailed(r, body.Name, found, client)
-		writeFailure(w, errBadLogin, http.StatusUnauthorized)
-		return
-	}
-	token, hash, err := identity.NewToken(identity.KindOperator)
-	if err != nil {
-		attempt.Abort()
-		writeFailure(w, err, http.StatusInternalServerError)
+		a.answerError(w, r, errBadLogin)
 		return
 	}
 	now := a.now().UTC()
-	expires := now.Add(a.deps.loginTTL)
-	err = a.deps.ids.InsertLogin(ctx, state.LoginRow{TokenHash: hash, Operator: op.Name, CreatedAt: now, ExpiresAt: expires}, op.PasswordHash)
+	secrets, token, cookie, err := newLogin(op.Name, now, now.Add(a.deps.loginTTL))
+	if err != nil {
+		attempt.Abort()
+		a.answerError(w, r, err)
+		return
+	}
+	err = a.deps.ids.InsertLogin(ctx, secrets, op.PasswordHash)
 	if errors.Is(err, state.ErrConflict) {
 		// The password changed or the operator went away since the
 		// check: this login was made with what no longer holds.
 		a.loginFailed(r, body.Name, true, client)
-		writeFailure(w, errBadLogin, http.StatusUnauthorized)
+		a.answerError(w, r, errBadLogin)
 		return
 	}
 	if err != nil {
 		attempt.Abort()
-		writeFailure(w, err, http.StatusInternalServerError)
+		a.answerError(w, r, err)
 		return
 	}
 	attempt.Succeed()
 	a.logger.Info("operator logged in", zap.String("operator", op.Name), zap.String("remote", r.RemoteAddr))
 	a.recordAs(ctx, audit.Entry{Actor: op.Name, ActorKind: apiwire.ActorOperator, Action: audit.Login, Target: op.Name, Client: client,
 		Detail: "role " + role.String()})
-	http.SetCookie(w, identity.LoginCookie(token, a.deps.loginTTL, r.TLS != nil))
-	writeJSON(w, http.StatusOK, apiwire.Login{Token: token, ExpiresAt: expires, Role: role.String()})
+	a.rehash(ctx, op, body.Password)
+	http.SetCookie(w, identity.LoginCookie(cookie, a.deps.loginTTL, r.TLS != nil))
+	writeJSON(w, http.StatusOK, apiwire.Login{Token: token, ExpiresAt: secrets[0].ExpiresAt, Role: role.String()})
+}
+
+// newLogin makes a login of operator: its id and its two secrets, the
+// bearer token and the cookie's secret (see login), as stored (hashes
+// only) and as handed out.
+func newLogin(operator string, created, expires time.Time) (rows []state.LoginRow, token, cookie string, err error) {
+	id := make([]byte, 12)
+	if _, err := rand.Read(id); err != nil {
+		return nil, "", "", err
+	}
+	token, tokenHash, err := identity.NewToken(identity.KindOperator)
+	if err != nil {
+		return nil, "", "", err
+	}
+	cookie, cookieHash, err := identity.NewToken(identity.KindLoginCookie)
+	if err != nil {
+		return nil, "", "", err
+	}
+	l := state.LoginRow{ID: "lgn_" + hex.EncodeToString(id), TokenHash: tokenHash, Via: state.LoginViaBearer, Operator: operator, CreatedAt: created, ExpiresAt: expires}
+	c := l
+	c.TokenHash, c.Via = cookieHash, state.LoginViaCookie
+	return []state.LoginRow{l, c}, token, cookie, nil
+}
+
+// rehash replaces op's stored password hash, which password just
+// matched, by one with the current parameters when it has others
+// (identity.NeedsRehash), so that its checks take the time an unknown
+// name's do. Only the hash changes: no login ends. A failure is logged;
+// the login stands.
+func (a *API) rehash(ctx context.Context, op state.OperatorRow, password string) {
+	if !identity.NeedsRehash(op.PasswordHash) {
+		return
+	}
+	fresh, err := identity.HashPasswordContext(ctx, password)
+	if err == nil {
+		_, err = a.deps.ids.RehashOperatorPassword(ctx, op.Name, op.PasswordHash, fresh)
+	}
+	if err != nil {
+		a.logger.Warn("re-hashing an operator's password with the current parameters failed; retried at their next login", zap.String("operator", op.Name), zap.Error(err))
+		return
+	}
+	a.logger.Info("operator's password re-hashed with the current parameters", zap.String("operator", op.Name))
 }
 
 // loginFailed audits a failed login (the limiter counted it when the
@@ -291,19 +335,83 @@ func (a *API) loginFailed(r *http.Request, name string, known bool, client strin
 	a.recordAs(ctx, e)
 }
 
-// logout ends the login used to call it and clears the cookie. For the
-// admin token it does nothing (there is no login to end).
+// invalidNameEvery is how often, at most, the count of logins with a
+// name no operator can have is logged.
+const invalidNameEvery = time.Minute
+
+// invalidNameLogin counts a login refused for a name no operator can
+// have and logs the count at most once per invalidNameEvery: each is
+// neither audited nor logged on its own (an unauthenticated client
+// could make every request a write, or a log line).
+func (a *API) invalidNameLogin(r *http.Request) {
+	a.invalidNames.n.Add(1)
+	a.invalidNames.gate.Run(r.Context(), func(context.Context, time.Time) error {
+		a.logger.Info("logins refused: names no operator can have", zap.Int64("since_last_report", a.invalidNames.n.Swap(0)),
+			zap.String("last_remote", r.RemoteAddr))
+		return nil
+	})
+}
+
+// invalidNames counts the logins invalidNameLogin refused since it last
+// logged.
+type invalidNames struct {
+	n    atomic.Int64
+	gate periodic.Gate
+}
+
+// logout ends the login used to call it, both its secrets, and clears
+// the cookie. For the admin token it does nothing (there is no login to
+// end).
 func (a *API) logout(w http.ResponseWriter, r *http.Request) {
 	c := callerOf(r)
 	if c.Kind == identity.PrincipalOperator {
 		ctx, cancel := writeContext(r)
 		defer cancel()
-		if err := a.deps.ids.DeleteLogin(ctx, c.loginHash); err != nil {
-			writeFailure(w, err, http.StatusInternalServerError)
+		if err := a.deps.ids.DeleteLogin(ctx, c.loginID); err != nil {
+			a.answerError(w, r, err)
 			return
 		}
 		a.record(r, audit.Logout, c.Name, "")
 	}
 	http.SetCookie(w, identity.ClearLoginCookie(r.TLS != nil))
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// loginPurgeStore deletes expired logins.
+type loginPurgeStore interface {
+	DeleteLoginsExpiredBefore(ctx context.Context, t time.Time) (int, error)
+}
+
+// loginPurge deletes expired logins (both secrets of each), at most
+// once per its gate's Every. An expired login is refused anyway
+// (resolve compares its expiry with the clock): this only keeps the
+// table small. The shared state holds it, so a config reload does not
+// purge again.
+type loginPurge struct {
+	store loginPurgeStore
+	log   *zap.Logger
+	gate  periodic.Gate
+}
+
+// newLoginPurge is a loginPurge of store running every every (by now;
+// nil is time.Now).
+func newLoginPurge(store loginPurgeStore, every time.Duration, now func() time.Time, log *zap.Logger) *loginPurge {
+	p := &loginPurge{store: store, log: log}
+	p.gate.Every, p.gate.Now = every, now
+	return p
+}
+
+// Purge deletes the logins expired by now, if a purge is due; a
+// failure is retried at the next call.
+func (p *loginPurge) Purge(ctx context.Context) error {
+	return p.gate.Run(ctx, func(ctx context.Context, now time.Time) error {
+		n, err := p.store.DeleteLoginsExpiredBefore(ctx, now)
+		if err != nil {
+			return fmt.Errorf("deleting expired operator logins: %w", err)
+		}
+		if n > 0 && p.log != nil {
+			p.log.Info("deleted expired operator logins", zap.Int("secrets", n))
+		}
+		return nil
+	})
 }

@@ -6,9 +6,9 @@ package caddymodule
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -81,13 +81,26 @@ func (a *API) credentialNames() []string {
 	return names
 }
 
-// listSessions lists every session, or for an agent its own.
+// listSessions lists every session, or for an agent its own (OwnOnly):
+// those of the agent's name made since the agent was (an older agent of
+// the same name is someone else).
 func (a *API) listSessions(w http.ResponseWriter, r *http.Request) {
 	c := callerOf(r)
 	now := a.now()
 	var list []*sessions.Session
-	if c.Kind == identity.PrincipalAgent {
-		list = a.deps.sessions.ByAgent(c.agent.Name)
+	if c.OwnOnly() {
+		ctx, cancel := writeContext(r)
+		defer cancel()
+		agent, err := a.ownAgent(ctx, c)
+		if err != nil {
+			a.answerError(w, r, err)
+			return
+		}
+		for _, s := range a.deps.sessions.ByAgent(agent.Name) {
+			if ownedBy(s, agent) {
+				list = append(list, s)
+			}
+		}
 	} else {
 		list = a.deps.sessions.List()
 	}
@@ -96,6 +109,34 @@ func (a *API) listSessions(w http.ResponseWriter, r *http.Request) {
 		out = append(out, viewSession(s, now))
 	}
 	writeJSON(w, http.StatusOK, apiwire.SessionList{Sessions: out})
+}
+
+// ownedBy reports whether s is agent's own: of its name, and made since
+// it was (a session of a deleted agent that had the same name is not).
+func ownedBy(s *sessions.Session, agent state.AgentRow) bool {
+	return s.Agent == agent.Name && !s.CreatedAt.Before(agent.CreatedAt)
+}
+
+// ownAgent is the agent whose own items an OwnOnly caller may see: the
+// calling agent as it authenticated, or the calling session's agent,
+// read now. A session of no agent, or whose agent is gone, has nothing
+// of its own (403).
+func (a *API) ownAgent(ctx context.Context, c *caller) (state.AgentRow, error) {
+	switch {
+	case c.Kind == identity.PrincipalAgent:
+		return c.agent, nil
+	case c.Agent == "":
+		return state.AgentRow{}, fail(http.StatusForbidden,
+			"this session belongs to no agent (it was minted with the admin token or an operator's login): it has no sessions or access requests of its own")
+	}
+	row, ok, err := a.deps.ids.Agent(ctx, c.Agent)
+	if err != nil {
+		return state.AgentRow{}, err
+	}
+	if !ok || (c.session != nil && c.session.CreatedAt.Before(row.CreatedAt)) {
+		return state.AgentRow{}, fail(http.StatusForbidden, "agent %s of this session was deleted", c.Agent)
+	}
+	return row, nil
 }
 
 // ownSession answers GET /api/v1/session: the calling session as its
@@ -113,46 +154,56 @@ func (a *API) postSession(w http.ResponseWriter, r *http.Request) {
 	}
 	spec, err := a.sessionSpec(c, body)
 	if err != nil {
-		writeFailure(w, err, http.StatusBadRequest)
+		a.answerError(w, r, err)
 		return
 	}
 	ctx, cancel := writeContext(r)
 	defer cancel()
 	sess, token, err := a.deps.sessions.Create(ctx, spec)
 	if err != nil {
-		writeFailure(w, err, http.StatusInternalServerError)
+		a.answerError(w, r, err)
 		return
 	}
+	detail := fmt.Sprintf("services %s ttl %s", strings.Join(sess.Services, ","), apiwire.FormatDuration(sess.ExpiresAt.Sub(sess.CreatedAt)))
+	if sess.Leased() {
+		detail += " lease " + apiwire.FormatDuration(sess.LeaseTimeout)
+	}
 	if c.Kind == identity.PrincipalAgent {
-		if err := a.recheckAgentSession(ctx, sess); err != nil {
-			writeFailure(w, err, http.StatusInternalServerError)
+		if refusal := a.recheckAgentSession(ctx, c, sess); refusal != nil {
+			// It existed, if only for a moment, and was revoked: both
+			// are in the trail like any other session's.
+			a.record(r, audit.SessionCreate, sess.ID, detail)
+			_, why, _ := apiError(refusal)
+			a.record(r, audit.SessionRevoke, sess.ID, "revoked at once: "+why)
+			a.answerError(w, r, refusal)
 			return
 		}
 	}
 	a.logger.Info("session created", zap.String("session", sess.ID), zap.String("agent", sess.Agent),
 		zap.Strings("services", sess.Services), zap.Time("expires_at", sess.ExpiresAt), zap.Duration("lease", sess.LeaseTimeout))
-	detail := fmt.Sprintf("services %s ttl %s", strings.Join(sess.Services, ","), apiwire.FormatDuration(sess.ExpiresAt.Sub(sess.CreatedAt)))
-	if sess.Leased() {
-		detail += " lease " + apiwire.FormatDuration(sess.LeaseTimeout)
-	}
 	a.record(r, audit.SessionCreate, sess.ID, detail)
 	writeJSON(w, http.StatusCreated, a.sessionAnswer(sess, token))
 }
 
 // recheckAgentSession closes the race between minting and a change of
 // the agent: the scope was checked against the agent as it was when
-// the request came, so once the session exists the agent is read
-// again, and a session no longer within its limits (a PATCH or DELETE
+// the request came (c.agent), so once the session exists the agent is
+// read again, and a session no longer within its limits (a PATCH
 // committed in between, whose revocations could not see this session
-// yet) is revoked before anyone learns its token.
-func (a *API) recheckAgentSession(ctx context.Context, sess *sessions.Session) error {
+// yet), of an agent deleted (and perhaps made again under the same
+// name: its created_at differs), or minted with a token rotated
+// meanwhile, is revoked before anyone learns its token. The refusal is
+// returned; nil lets the session be.
+func (a *API) recheckAgentSession(ctx context.Context, c *caller, sess *sessions.Session) error {
 	row, ok, err := a.deps.ids.Agent(ctx, sess.Agent)
 	var refusal error
 	switch {
 	case err != nil:
 		refusal = err
-	case !ok:
-		refusal = fail(http.StatusForbidden, "agent %s was deleted while the session was being created", sess.Agent)
+	case !ok || !row.CreatedAt.Equal(c.agent.CreatedAt):
+		refusal = fail(http.StatusForbidden, "agent %s was deleted", sess.Agent)
+	case row.TokenHash != c.agent.TokenHash:
+		refusal = fail(http.StatusForbidden, "agent %s's token was rotated while the session was being created; use the new token", sess.Agent)
 	case beyondLimits(row, sess, a.now()):
 		refusal = fail(http.StatusForbidden, "agent %s's limits changed while the session was being created; ask again", sess.Agent)
 	default:
@@ -161,6 +212,8 @@ func (a *API) recheckAgentSession(ctx context.Context, sess *sessions.Session) e
 	if _, rerr := a.deps.sessions.Revoke(ctx, sess.ID); rerr != nil {
 		a.logger.Warn("revoking a session minted across a change of its agent; retried", zap.String("session", sess.ID), zap.Error(rerr))
 	}
+	a.logger.Info("session revoked at once: its agent changed while it was being created", zap.String("session", sess.ID),
+		zap.String("agent", sess.Agent), zap.Error(refusal))
 	return refusal
 }
 
@@ -211,7 +264,7 @@ func (a *API) sessionSpec(c *caller, body apiwire.SessionRequest) (sessions.Spec
 		if requested != 0 {
 			spec.TTL = requested
 		}
-		if spec.Services, err = operatorSessionServices(body.Services, existing); err != nil {
+		if spec.Services, err = identity.OperatorSessionServices(body.Services, existing); err != nil {
 			return sessions.Spec{}, err
 		}
 	}
@@ -228,36 +281,22 @@ func (a *API) sessionSpec(c *caller, body apiwire.SessionRequest) (sessions.Spec
 	return spec, nil
 }
 
-// operatorSessionServices is the scope of a session an operator or the
-// admin token mints: nil is every service defined now (the scope never
-// grows afterwards), an empty list is refused, each name must exist.
-func operatorSessionServices(requested, existing []string) ([]string, error) {
-	switch {
-	case requested == nil:
-		return existing, nil
-	case len(requested) == 0:
-		return nil, fail(http.StatusBadRequest, `"services" is empty: name at least one service, or omit it for all services`)
-	}
-	out := slices.Clone(requested)
-	slices.Sort(out)
-	out = slices.Compact(out)
-	for _, n := range out {
-		if !slices.Contains(existing, n) {
-			return nil, fail(http.StatusBadRequest, "unknown service %q", n)
-		}
-	}
-	return out, nil
-}
-
-// ownedSession finds the session id for c: an agent sees only its own
-// sessions, and another's is answered as if it did not exist (404).
+// ownedSession finds the session id for c: an OwnOnly caller sees only
+// its agent's own sessions (ownedBy), and another's is answered as if
+// it did not exist (404).
 func (a *API) ownedSession(ctx context.Context, c *caller, id string) (*sessions.Session, error) {
 	s, ok, err := a.deps.sessions.Lookup(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	if c.Kind == identity.PrincipalAgent && (!ok || s.Agent != c.agent.Name) {
-		return nil, fail(http.StatusNotFound, "no session %s", id)
+	if c.OwnOnly() {
+		agent, err := a.ownAgent(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		if !ok || !ownedBy(s, agent) {
+			return nil, fail(http.StatusNotFound, "no session %s", id)
+		}
 	}
 	return s, nil
 }
@@ -268,7 +307,7 @@ func (a *API) revokeSession(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := writeContext(r)
 	defer cancel()
 	if _, err := a.ownedSession(ctx, c, id); err != nil {
-		writeFailure(w, err, http.StatusInternalServerError)
+		a.answerError(w, r, err)
 		return
 	}
 	found, err := a.deps.sessions.Revoke(ctx, id)
@@ -278,10 +317,10 @@ func (a *API) revokeSession(w http.ResponseWriter, r *http.Request) {
 		// not know: say so, so the operator retries.
 		a.logger.Warn("session revoked on this broker only; recording it is retried", zap.String("session", id), zap.Error(err))
 		a.record(r, audit.SessionRevoke, id, "on this broker; recording it cluster-wide is retried")
-		writeError(w, http.StatusServiceUnavailable, "session "+id+" is revoked on this broker, but the revocation was not recorded cluster-wide yet ("+err.Error()+"); this broker retries until it is, and revoking again is safe")
+		writeError(w, http.StatusServiceUnavailable, "session "+id+" is revoked on this broker, but the revocation was not recorded cluster-wide yet (the state database is unavailable); this broker retries until it is, and revoking again is safe")
 		return
 	case err != nil:
-		writeFailure(w, err, http.StatusInternalServerError)
+		a.answerError(w, r, err)
 		return
 	case !found:
 		writeError(w, http.StatusNotFound, "no session "+id)
@@ -302,20 +341,22 @@ func (a *API) renewSession(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := writeContext(r)
 	defer cancel()
 	if _, err := a.ownedSession(ctx, c, id); err != nil {
-		writeFailure(w, err, http.StatusInternalServerError)
+		a.answerError(w, r, err)
 		return
 	}
 	until, err := a.deps.sessions.Renew(ctx, id)
-	switch status := apiErrorStatus(err, http.StatusInternalServerError); {
-	case err == nil:
-		writeJSON(w, http.StatusOK, apiwire.LeaseRenewal{ID: id, LeaseExpiresAt: until})
-	case status == http.StatusNotFound:
-		writeError(w, status, "no session "+id)
-	case status == http.StatusConflict:
-		writeError(w, status, "session "+id+` has no lease: only sessions created with "lease": true are renewed`)
-	case status == http.StatusGone:
-		writeError(w, status, "session "+id+" has ended (revoked, expired or its lease lapsed); mint a new one")
-	default:
-		writeError(w, status, err.Error())
+	// The registry's answers, said of this session.
+	switch {
+	case errors.Is(err, sessions.ErrUnknown):
+		err = fail(http.StatusNotFound, "no session %s", id)
+	case errors.Is(err, sessions.ErrNotLeased):
+		err = fail(http.StatusConflict, "session %s has no lease: only sessions created with \"lease\": true are renewed", id)
+	case errors.Is(err, sessions.ErrEnded):
+		err = fail(http.StatusGone, "session %s has ended (revoked, expired or its lease lapsed); mint a new one", id)
 	}
+	if err != nil {
+		a.answerError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, apiwire.LeaseRenewal{ID: id, LeaseExpiresAt: until})
 }

@@ -66,17 +66,23 @@ const (
 
 // App is the agent_vault app. It holds the configuration and wires the
 // parts together: the credential stores (package credentials), the
-// services (package catalog), the agent sessions and the certificate
-// minter. The proxy and management API handlers find it with
-// ctx.App("agent_vault") and take only the parts they use.
+// services (package catalog), the sessions and the certificate minter,
+// and, over the state database, who may do what (package identity:
+// agents, operators and their logins, access requests), the audit
+// trail (package audit: its Recorder and Retention) and the local
+// agent (made at Start, see localagent.go). The proxy and management
+// API handlers find it with ctx.App("agent_vault") and take only the
+// parts they use.
 type App struct {
-	// Directory for the app's files: admin.token and, with the default
-	// state backend, the SQLite state database (state.db). An older
-	// release's services.json and credentials.json found here are
-	// imported on first start. Placeholders such as
-	// {env.AGENT_VAULT_DATA_DIR} are expanded. Default:
-	// $AGENT_VAULT_DATA_DIR, else $XDG_DATA_HOME/agent-vault, else
-	// ~/.local/share/agent-vault. Created with mode 0700.
+	// Directory for the app's files: admin.token, instance.id (this
+	// broker's id: the actor of what it does on its own in the audit
+	// trail), agent.token (the local agent's token, see LocalAgent)
+	// and, with the default state backend, the SQLite state database
+	// (state.db). An older release's services.json and
+	// credentials.json found here are imported on first start.
+	// Placeholders such as {env.AGENT_VAULT_DATA_DIR} are expanded.
+	// Default: $AGENT_VAULT_DATA_DIR, else $XDG_DATA_HOME/agent-vault,
+	// else ~/.local/share/agent-vault. Created with mode 0700.
 	DataDir string `json:"data_dir,omitempty"`
 
 	// Bearer token that authenticates the management API. Placeholders
@@ -118,11 +124,12 @@ type App struct {
 	// last renewal and closes its tunnels. Default 30s; at least 5s.
 	SessionLeaseTimeout caddy.Duration `json:"session_lease_timeout,omitempty"`
 
-	// Name of the local agent: at start-up, if no agent of that name
-	// exists, it is created with every service (["*"]) and its token
-	// is written to <data_dir>/agent.token (mode 0600), which av-launch
-	// reads by default, so agents on this machine need not hold the
-	// admin token. An existing agent's token is never rotated by the
+	// Name of the local agent: when the broker starts (not when a
+	// config is only validated), if no agent of that name exists, it is
+	// created with every service (["*"]), audited as the broker's
+	// doing, and its token is written to <data_dir>/agent.token (mode
+	// 0600), which av-launch reads by default, so agents on this machine
+	// need not hold the admin token. An existing agent's token is never rotated by the
 	// broker (other brokers of a cluster may hold it): if the file is
 	// missing, a warning says how to make a new one. Anyone who can
 	// read agent.token can open sessions for this agent's services.
@@ -133,9 +140,10 @@ type App struct {
 	// the operator must log in again. Default 12h; at least 1m.
 	OperatorLoginTTL caddy.Duration `json:"operator_login_ttl,omitempty"`
 
-	// How long audit entries, and decided access requests, are kept;
-	// older ones are deleted (checked once an hour). Default 90 days
-	// (2160h, or "90d"); at least 1h.
+	// How long audit entries, and access requests (decided ones, and
+	// pending ones nobody decided), are kept; older ones are deleted
+	// (checked once an hour). Default 90 days (2160h, or "90d"); at
+	// least 1h.
 	AuditRetention caddy.Duration `json:"audit_retention,omitempty"`
 
 	// Credential stores, in priority order: when two stores hold the
@@ -167,9 +175,6 @@ type App struct {
 
 	stop chan struct{}
 	done chan struct{}
-	// lastPurge is when purgeIdentity last succeeded; only the sweeper
-	// goroutine uses it.
-	lastPurge time.Time
 
 	// instanceKey names the data dir lock this config holds a reference
 	// on (instancelock.go); empty if none.
@@ -230,9 +235,6 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.state = val.(*sharedState)
-	if err := a.provisionLocalAgent(); err != nil {
-		return err
-	}
 	if err := a.openStores(mods.([]any)); err != nil {
 		return err
 	}
@@ -448,22 +450,46 @@ func (a *App) Cleanup() error {
 }
 
 // Start finds the broker's own listen addresses, which the proxy never
-// connects to (see selflisteners.go), and runs the session sweeper and
-// the stores' sync loops.
+// connects to (see selflisteners.go), makes the local agent if there is
+// none (localagent.go: at start, not at provision, so that `agent-vault
+// validate` creates nothing), and runs the session sweeper and the
+// stores' sync loops.
 func (a *App) Start() error {
 	if err := a.discoverListeners(); err != nil {
+		return err
+	}
+	if err := a.provisionLocalAgent(); err != nil {
 		return err
 	}
 	a.stop, a.done = make(chan struct{}), make(chan struct{})
 	go a.sweepSessions()
 	a.creds.Start()
+	st := a.state.auditStats()
 	a.logger.Info("agent vault ready",
 		zap.String("data_dir", a.DataDir),
 		zap.Int("stores", a.creds.Len()),
 		zap.Int("services", len(a.state.catalog.Services().Services())),
-		zap.Stringer("allow_private_networks", a.egress))
+		zap.Stringer("allow_private_networks", a.egress),
+		zap.Int("audit_queued", st.Queued), zap.Uint64("audit_dropped", st.Dropped), zap.Uint64("audit_refused", st.Refused))
 	a.printStartSummary() // startsummary.go: the same, for a person
 	return nil
+}
+
+// logAudit logs the audit Recorder's counts when entries wait to be
+// written, or were lost or refused since the last time (at most once
+// per auditLogEvery): an audit trail that is not being written must
+// not go unnoticed.
+func (a *App) logAudit() {
+	a.state.auditLog.Run(context.Background(), func(context.Context, time.Time) error {
+		st := a.state.auditStats()
+		if st.Queued == 0 && st == a.state.auditLogged {
+			return nil
+		}
+		a.state.auditLogged = st
+		a.logger.Warn("audit entries not written yet, or lost", zap.Int("audit_queued", st.Queued),
+			zap.Uint64("audit_dropped", st.Dropped), zap.Uint64("audit_refused", st.Refused))
+		return nil
+	})
 }
 
 // Stop ends the sweeper and the stores' sync loops. Sessions end when
@@ -512,12 +538,17 @@ func (a *App) sweepSessions() {
 					}
 					// Lapsed leases are audited by the registry's
 					// OnLeaseLapsed (see loadShared), before they close.
+					if res.LeaseLapsed > 0 {
+						a.logger.Info("sessions ended: their leases lapsed", zap.Int("count", res.LeaseLapsed))
+					}
 					return err
 				}),
 				call(reg.FlushActivity),
 				call(reg.RetryRevocations),
 				call(a.state.audit.Retry),
-				call(a.purgeIdentity))
+				call(func(ctx context.Context) error { return a.state.retention.Purge(ctx, time.Duration(a.AuditRetention)) }),
+				call(a.state.loginPurge.Purge))
+			a.logAudit()
 			switch {
 			case err != nil && err.Error() != lastErr:
 				a.logger.Warn("saving session activity or revocations failed; kept for the next try", zap.Error(err))
@@ -544,45 +575,9 @@ func recordLapsedLease(ctx context.Context, rec *audit.Recorder, log *zap.Logger
 		Target: s.ID, Detail: "not renewed within " + apiwire.FormatDuration(s.LeaseTimeout)})
 }
 
-// purgeEvery is how often the sweeper deletes old audit entries,
-// decided access requests and expired logins.
+// purgeEvery is how often the sweeper deletes old audit entries and
+// access requests (audit.Retention) and expired logins (loginPurge).
 const purgeEvery = time.Hour
-
-// purgeIdentity deletes, at most once per purgeEvery, audit entries
-// and decided access requests older than audit_retention and logins
-// that expired. A failure is retried at the next tick.
-func (a *App) purgeIdentity(ctx context.Context) error {
-	now := time.Now()
-	if !a.lastPurge.IsZero() && now.Sub(a.lastPurge) < purgeEvery {
-		return nil
-	}
-	db := a.state.db
-	horizon := now.Add(-time.Duration(a.AuditRetention))
-	var errs []error
-	counts := map[string]int{}
-	for what, del := range map[string]func() (int, error){
-		"audit entries":           func() (int, error) { return db.DeleteAuditBefore(ctx, horizon) },
-		"decided access requests": func() (int, error) { return db.DeleteAccessRequestsDecidedBefore(ctx, horizon) },
-		"expired operator logins": func() (int, error) { return db.DeleteLoginsExpiredBefore(ctx, now) },
-	} {
-		n, err := del()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("deleting %s: %w", what, err))
-			continue
-		}
-		counts[what] = n
-	}
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	a.lastPurge = now
-	if counts["audit entries"]+counts["decided access requests"]+counts["expired operator logins"] > 0 {
-		a.logger.Info("purged old identity records", zap.Int("audit_entries", counts["audit entries"]),
-			zap.Int("access_requests", counts["decided access requests"]), zap.Int("logins", counts["expired operator logins"]),
-			zap.Duration("audit_retention", time.Duration(a.AuditRetention)))
-	}
-	return nil
-}
 
 // watchHealth closes every open connection within a second of the
 // state turning unhealthy (see healthGuard), until Stop.

@@ -25,6 +25,7 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
 	"github.com/agentvault/caddy-agent-vault/internal/atomicfile"
+	"github.com/agentvault/caddy-agent-vault/internal/periodic"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
 
@@ -188,6 +189,15 @@ type sharedState struct {
 	// reload must not reset an attacker's budget).
 	audit  *audit.Recorder
 	logins *identity.LoginLimiter
+	// retention and loginPurge delete what is old enough, at most once
+	// per purgeEvery: kept here so that a config reload does not purge
+	// again. The sweeper of each config calls them.
+	retention  *audit.Retention
+	loginPurge *loginPurge
+	// auditLog paces the sweeper's log of the Recorder's counts;
+	// auditLogged is what it logged last (guarded by auditLog).
+	auditLog    periodic.Gate
+	auditLogged audit.Stats
 	// log is not any config's logger: the state outlives the config
 	// that opened it, and that config's log writer may be closed.
 	log *zap.Logger
@@ -277,6 +287,9 @@ type sharedStores struct {
 func (a *App) loadShared(ctx context.Context, db *state.DB, stores sharedStores, log *zap.Logger) (*sharedState, error) {
 	sh := &sharedState{db: db, log: log, logins: new(identity.LoginLimiter)}
 	sh.audit = &audit.Recorder{Store: auditStore{db}, Logger: log.Named("audit")}
+	sh.retention = &audit.Retention{Store: retentionDB{db}, Every: purgeEvery, Logger: log.Named("audit")}
+	sh.loginPurge = newLoginPurge(retentionDB{db}, purgeEvery, nil, log)
+	sh.auditLog.Every = auditLogEvery
 	maxStale, reload := defaultMaxStale, defaultReloadInterval
 	if a.State != nil {
 		maxStale, reload = time.Duration(a.State.MaxStale), time.Duration(a.State.ReloadInterval)
@@ -421,21 +434,39 @@ func instanceID(dataDir string) (string, error) {
 	return id, nil
 }
 
+// auditLogEvery is how often, at most, the sweeper logs the audit
+// Recorder's counts (when entries wait or were lost).
+const auditLogEvery = time.Minute
+
+// auditStats are the audit Recorder's counts: entries waiting to be
+// written, lost, and refused as a bug. The start-up log and the
+// sweeper's log show them; a health page may too.
+func (sh *sharedState) auditStats() audit.Stats { return sh.audit.Stats() }
+
+// shutdownFlush bounds how long Destruct tries to write what is left.
+const shutdownFlush = 5 * time.Second
+
 // Destruct runs when the last config using this state is gone: unsaved
-// activity is flushed, every session ends here (its tunnels close; the
-// database keeps it for the next start) and the database is closed.
+// activity is flushed, the audit entries still queued are written (for
+// up to shutdownFlush; those left are logged one by one), every session
+// ends here (its tunnels close; the database keeps it for the next
+// start) and the database is closed.
 func (sh *sharedState) Destruct() error {
 	sh.stopFeed()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownFlush)
 	defer cancel()
 	if err := sh.sessions.FlushActivity(ctx); err != nil {
 		sh.log.Warn("session activity not saved at shutdown", zap.Error(err))
 	}
-	if err := sh.audit.Retry(ctx); err != nil {
-		sh.log.Error("audit entries not recorded at shutdown", zap.Error(err))
-	}
 	if err := sh.sessions.RetryRevocations(ctx); err != nil {
 		sh.log.Error("revocations not recorded in the state database at shutdown: other brokers still accept these sessions, and so will this one after a restart; revoke them again", zap.Error(err))
+	}
+	// A deadline of its own: a store that stays down must not take the
+	// revocations' time above.
+	actx, acancel := context.WithTimeout(context.Background(), shutdownFlush)
+	defer acancel()
+	if err := sh.audit.Flush(actx); err != nil {
+		sh.log.Error("audit entries not recorded at shutdown", zap.Error(err))
 	}
 	sh.sessions.RevokeAll()
 	return sh.db.Close()

@@ -109,7 +109,7 @@ func (p *Proxy) match(x *exchange) error {
 	case ok:
 		x.svc = svc
 	case t.tls || p.Unmatched != UnmatchedTunnel:
-		return uncoveredHost(t, t.String()+x.path, "")
+		return uncoveredHost(t, t.String()+x.path, "", x.sess.Agent)
 	}
 	if x.svc != nil && x.svc.Injects() && !x.cleartextOK() {
 		return refused(http.StatusForbidden, "service %s injects a credential and does not allow cleartext http; use https", x.svc.Service.Name)

@@ -33,19 +33,44 @@ type localAgentStore interface {
 // every service and its token written to agent.token if it does not;
 // left alone if it does (never rotated here: another broker of the
 // cluster may hold the token), with a warning when agent.token is
-// missing or holds another token.
+// missing or holds another token. App.Start calls it, once the state
+// database is open: provisioning alone (`agent-vault validate`) creates
+// nothing. The audit trail names the broker (its instance id) as the
+// creator: nobody asked for it.
 func (a *App) provisionLocalAgent() error {
 	if a.LocalAgent == "" {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), stateOpenTimeout)
 	defer cancel()
-	return ensureLocalAgent(ctx, identityDB{a.state.db}, a.state.audit, a.LocalAgent,
-		filepath.Join(a.DataDir, localAgentTokenFile), time.Duration(a.MaxSessionTTL), a.logger)
+	actor, err := instanceID(a.DataDir)
+	if err != nil {
+		a.logger.Warn("no instance id for the audit trail; the local agent's creation is recorded as the broker's", zap.Error(err))
+		actor = apiwire.ActorBroker
+	}
+	return ensureLocalAgent(ctx, localAgentParts{
+		db: identityDB{a.state.db}, rec: a.state.audit, name: a.LocalAgent, path: filepath.Join(a.DataDir, localAgentTokenFile),
+		maxTTL: time.Duration(a.MaxSessionTTL), actor: actor, now: time.Now, log: a.logger,
+	})
+}
+
+// localAgentParts is what ensureLocalAgent works with.
+type localAgentParts struct {
+	db   localAgentStore
+	rec  *audit.Recorder
+	name string
+	// path is agent.token's; maxTTL the agent's max_session_ttl.
+	path   string
+	maxTTL time.Duration
+	// actor is the broker's instance id, the audit entry's actor.
+	actor string
+	now   func() time.Time
+	log   *zap.Logger
 }
 
 // ensureLocalAgent is provisionLocalAgent with its parts given.
-func ensureLocalAgent(ctx context.Context, db localAgentStore, rec *audit.Recorder, name, path string, maxTTL time.Duration, log *zap.Logger) error {
+func ensureLocalAgent(ctx context.Context, p localAgentParts) error {
+	db, name, path, log := p.db, p.name, p.path, p.log
 	row, ok, err := db.Agent(ctx, name)
 	if err != nil {
 		return fmt.Errorf("local_agent %s: %w", name, err)
@@ -58,8 +83,8 @@ func ensureLocalAgent(ctx context.Context, db localAgentStore, rec *audit.Record
 	if err != nil {
 		return err
 	}
-	now := time.Now().UTC()
-	row = state.AgentRow{Name: name, TokenHash: hash, Services: []string{apiwire.AllServices}, MaxSessionTTL: maxTTL, CreatedAt: now, UpdatedAt: now}
+	now := p.now().UTC()
+	row = state.AgentRow{Name: name, TokenHash: hash, Services: []string{apiwire.AllServices}, MaxSessionTTL: p.maxTTL, CreatedAt: now, UpdatedAt: now}
 	if err := db.InsertAgent(ctx, row); err != nil {
 		if errors.Is(err, state.ErrConflict) {
 			// Another broker made it a moment ago: its token is not ours.
@@ -73,14 +98,14 @@ func ensureLocalAgent(ctx context.Context, db localAgentStore, rec *audit.Record
 	if err := atomicfile.Write(path, []byte(token+"\n"), 0o600); err != nil {
 		// An agent whose token nobody has is useless: take it back, so
 		// the next start tries again.
-		if _, _, derr := db.DeleteAgent(ctx, name, time.Now().UTC()); derr != nil {
+		if _, _, derr := db.DeleteAgent(ctx, name, p.now().UTC()); derr != nil {
 			log.Error("the local agent was created but its token could not be written, nor the agent deleted; rotate its token",
 				zap.String("agent", name), zap.Error(derr))
 		}
 		return fmt.Errorf("writing the local agent's token to %s: %v", path, err)
 	}
-	rec.Record(ctx, audit.Entry{Actor: identity.AdminTokenName, ActorKind: apiwire.ActorAdminToken, Action: audit.AgentCreate,
-		Target: name, Detail: "local_agent at start-up; services * max_session_ttl " + apiwire.FormatDuration(maxTTL)})
+	p.rec.Record(ctx, audit.Entry{Actor: p.actor, ActorKind: apiwire.ActorBroker, Action: audit.AgentCreate,
+		Target: name, Detail: "local_agent at start-up; services * max_session_ttl " + apiwire.FormatDuration(p.maxTTL)})
 	log.Info("local agent created; av-launch on this machine uses its token", zap.String("agent", name), zap.String("token_file", path))
 	return nil
 }

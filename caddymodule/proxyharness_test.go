@@ -103,6 +103,37 @@ type pipeline struct {
 	db *state.DB
 	// ids is what the API reads of it; tests may wrap it (setIDs).
 	setIDs func(func(identityStore) identityStore)
+	// failSessions makes the session registry's store fail its full
+	// reads (Reload) and its revocations with err (nil: works again).
+	failSessions func(reload, revoke error)
+}
+
+// switchableSessions is the registry's store, whose full reads and
+// revocations a test can make fail.
+type switchableSessions struct {
+	sessions.Store
+	mu             sync.Mutex
+	reload, revoke error
+}
+
+func (s *switchableSessions) All(ctx context.Context, expiredAfter time.Time) ([]sessions.Record, error) {
+	s.mu.Lock()
+	err := s.reload
+	s.mu.Unlock()
+	if err != nil {
+		return nil, &stateError{err}
+	}
+	return s.Store.All(ctx, expiredAfter)
+}
+
+func (s *switchableSessions) Revoke(ctx context.Context, id string, at time.Time) (bool, error) {
+	s.mu.Lock()
+	err := s.revoke
+	s.mu.Unlock()
+	if err != nil {
+		return false, &stateError{err}
+	}
+	return s.Store.Revoke(ctx, id, at)
 }
 
 // newPipeline starts a proxy configured by cfg behind a plain-HTTP
@@ -169,7 +200,8 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	}
 	health := &dbHealth{db: switched, backend: db.Backend(), maxStale: maxStale, now: time.Now}
 	var clockOffset atomic.Int64
-	registry := sessions.NewRegistry(sessionStore{db})
+	switchedSessions := &switchableSessions{Store: sessionStore{db}}
+	registry := sessions.NewRegistry(switchedSessions)
 	registry.Now = func() time.Time { return time.Now().Add(time.Duration(clockOffset.Load())) }
 	cat, err := catalog.Open(context.Background(), catalogStore{db})
 	if err != nil {
@@ -208,6 +240,11 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	registry.OnLeaseLapsed = func(ctx context.Context, s *sessions.Session) { recordLapsedLease(ctx, recorder, logger, s) }
 	pl.db = db
 	pl.setIDs = func(wrap func(identityStore) identityStore) { api.deps.ids = wrap(identityDB{db}) }
+	pl.failSessions = func(reload, revoke error) {
+		switchedSessions.mu.Lock()
+		switchedSessions.reload, switchedSessions.revoke = reload, revoke
+		switchedSessions.mu.Unlock()
+	}
 	apiSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { api.ServeHTTP(w, r, nil) }))
 	t.Cleanup(apiSrv.Close)
 	pl.apiURL = apiSrv.URL

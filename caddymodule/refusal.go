@@ -32,9 +32,11 @@ func refused(status int, format string, args ...any) *refusal {
 
 // uncoveredHost refuses a request to a host no service in the
 // session's scope covers (what names the target, e.g. "api.example.com:443"
-// or a URL), and says how the agent asks for access: an operator
-// approving the request grants, or creates, a service for the host.
-func uncoveredHost(t target, what, why string) *refusal {
+// or a URL), and says what can be done about it: a session of an agent
+// (agent set) asks for access with its own token (an operator approving
+// the request grants, or creates, a service for the host); a session of
+// no agent cannot file requests, so it is told to ask an operator.
+func uncoveredHost(t target, what, why, agent string) *refusal {
 	host := t.host
 	if (t.tls && t.port != 443) || (!t.tls && t.port != 80) {
 		host = t.hostPort()
@@ -42,6 +44,10 @@ func uncoveredHost(t target, what, why string) *refusal {
 	reason := "no service in this session's scope covers " + what
 	if why != "" {
 		reason += "; " + why
+	}
+	if agent == "" {
+		return &refusal{status: http.StatusForbidden, reason: reason +
+			"; this session belongs to no agent, so it cannot ask for access itself: ask an operator to add a service for " + host}
 	}
 	return &refusal{status: http.StatusForbidden, reason: fmt.Sprintf(
 		`%s; to ask for access: POST /api/v1/requests {"host":%q} with your session token`, reason, host)}

@@ -17,22 +17,31 @@ import (
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
 
-// stateError is a failure of the state database. Its text is the
-// database's own ("state sqlite: ..."), which never holds a secret or a
-// DSN password.
+// stateError marks a failure of the state database, the one type the
+// API's apiError and the proxy's errorResponse know it by (503). Its
+// text is the database's own ("state sqlite: ..."), which never holds
+// a secret or a DSN password but does name the database's host, user
+// and name: it is for the log, and callers get a fixed text.
 type stateError struct{ err error }
 
 func (e *stateError) Error() string { return e.err.Error() }
 func (e *stateError) Unwrap() error { return e.err }
 
-// fromState marks err as the state database's. A version conflict is
-// the built-in store's storebackends.ErrConflict (409), not an outage.
+// fromState is the one translation of the state database's errors for
+// its consumers: each is marked as the database's (stateError), except
+// the state package's sentinels that answer the caller rather than
+// report an outage, which stay in the chain for errors.Is: a conflict
+// (ErrConflict, also the built-in store's storebackends.ErrConflict),
+// an agent deleted under a request (ErrAgentGone) and a full quota of
+// pending requests (ErrTooManyPending).
 func fromState(err error) error {
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, state.ErrConflict):
 		return errors.Join(storebackends.ErrConflict, err)
+	case errors.Is(err, state.ErrAgentGone), errors.Is(err, state.ErrTooManyPending):
+		return err
 	}
 	return &stateError{err}
 }

@@ -54,7 +54,7 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, sess *sessi
 	covered := p.deps.services.Services().AllowsHost(host, port, true, sess.InScope)
 	if !covered && p.Unmatched != UnmatchedTunnel {
 		p.logger.Info("egress denied", zap.String("session", sess.ID), zap.String("target", tgt.String()))
-		refuseEarly(w, uncoveredHost(tgt, tgt.hostPort(), "the proxy denies unknown hosts"))
+		refuseEarly(w, uncoveredHost(tgt, tgt.hostPort(), "the proxy denies unknown hosts", sess.Agent))
 		return
 	}
 

@@ -36,7 +36,8 @@ type Agent struct {
 	CreatedAt     time.Time `json:"created_at"`
 	UpdatedAt     time.Time `json:"updated_at"`
 	// RevokedSessions lists the sessions a PATCH ended because they
-	// were no longer within the agent's new limits; absent otherwise.
+	// were no longer within the agent's new limits, or that a rotation
+	// with ?revoke_sessions=true ended; absent otherwise.
 	RevokedSessions []string `json:"revoked_sessions,omitempty"`
 }
 
@@ -89,9 +90,11 @@ type LoginRequest struct {
 	Password string `json:"password"`
 }
 
-// Login is the answer to POST /api/v1/login (200). The same token is
-// also set as an HttpOnly, SameSite=Strict cookie for browsers; API
-// clients send it as a Bearer token.
+// Login is the answer to POST /api/v1/login (200). API clients send
+// Token as a Bearer token. For browsers the login also sets an
+// HttpOnly, SameSite=Strict cookie holding a second secret of the same
+// login (not Token: browsers send cookies to every port of the host),
+// which may only read and log out; changes need Token.
 type Login struct {
 	Token     string    `json:"token"`
 	ExpiresAt time.Time `json:"expires_at"`
@@ -130,6 +133,9 @@ type AccessRequest struct {
 	DecidedAt      *time.Time `json:"decided_at,omitempty"`
 	DecidedBy      string     `json:"decided_by,omitempty"`
 	DecisionReason string     `json:"decision_reason,omitempty"`
+	// Granted is the service an approval granted (set in the answer of
+	// POST /api/v1/requests/{id}/approve).
+	Granted string `json:"granted,omitempty"`
 }
 
 // AccessRequestList is the answer to GET /api/v1/requests.
@@ -139,11 +145,15 @@ type AccessRequestList struct {
 }
 
 // AccessRequestApprove is the optional body of POST
-// /api/v1/requests/{id}/approve. Service, for a host request, is the
-// full definition of the service to create (validated before anything
-// is written); it may be omitted when a service already covers the host.
+// /api/v1/requests/{id}/approve. For a host request, Service is the
+// full definition of a service to create for it (validated before
+// anything is written), or Grant names an existing service covering
+// the host; with neither, the one service that covers the host is
+// granted, and approving is refused (400, naming them) when several
+// do. At most one of the two.
 type AccessRequestApprove struct {
 	Service *Service `json:"service,omitempty"`
+	Grant   string   `json:"grant,omitempty"`
 }
 
 // AccessRequestDeny is the optional body of POST /api/v1/requests/{id}/deny.
@@ -151,12 +161,15 @@ type AccessRequestDeny struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-// Audit actor kinds.
+// Audit actor kinds. ActorBroker is the broker itself (its actor is
+// its instance id): what it does on its own, such as creating the
+// local agent at start-up.
 const (
 	ActorAdminToken = "admin-token"
 	ActorOperator   = "operator"
 	ActorAgent      = "agent"
 	ActorSession    = "session"
+	ActorBroker     = "broker"
 )
 
 // AuditEntry is one recorded management change. Detail never holds a

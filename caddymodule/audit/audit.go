@@ -88,9 +88,11 @@ const (
 	ActorOperator   = apiwire.ActorOperator
 	ActorAgent      = apiwire.ActorAgent
 	ActorSession    = apiwire.ActorSession
+	// ActorBroker: the broker itself (Actor: its instance id).
+	ActorBroker = apiwire.ActorBroker
 )
 
-var actorKinds = []string{ActorAdminToken, ActorOperator, ActorAgent, ActorSession}
+var actorKinds = []string{ActorAdminToken, ActorOperator, ActorAgent, ActorSession, ActorBroker}
 
 // ActorKinds lists every actor kind.
 func ActorKinds() []string { return slices.Clone(actorKinds) }
@@ -122,8 +124,8 @@ type Entry struct {
 	// Time is when the change happened; Record sets it (UTC) when zero.
 	Time time.Time
 	// Actor names who made the change: an operator, "admin-token", an
-	// agent; ActorKind says which kind ("admin-token", "operator",
-	// "agent", "session").
+	// agent, a broker's instance id; ActorKind says which kind
+	// ("admin-token", "operator", "agent", "session", "broker").
 	Actor, ActorKind string
 	Action           Action
 	// Target names what was changed: a credential, service, agent,

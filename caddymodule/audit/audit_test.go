@@ -342,8 +342,11 @@ func TestRecordRefuses(t *testing.T) {
 	if len(st.kept()) != len(ActorKinds())*len(Actions()) || r.Refused() != 7 {
 		t.Errorf("kept %d", len(st.kept()))
 	}
-	if !slices.Equal(ActorKinds(), []string{"admin-token", "operator", "agent", "session"}) {
+	if !slices.Equal(ActorKinds(), []string{"admin-token", "operator", "agent", "session", "broker"}) {
 		t.Errorf("actor kinds %q", ActorKinds())
+	}
+	if s := r.Stats(); s != (Stats{Refused: 7}) {
+		t.Errorf("Stats = %+v, want 7 refused", s)
 	}
 }
 

@@ -261,6 +261,23 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	return fmt.Errorf("audit: %d queued entries not written: %w", len(left), lastErr)
 }
 
+// Stats is what a Recorder could not write, for the broker's log and
+// its health pages.
+type Stats struct {
+	// Queued entries wait for Retry.
+	Queued int
+	// Dropped entries were lost (see Recorder.Dropped); Refused ones
+	// were a caller's bug (Recorder.Refused).
+	Dropped, Refused uint64
+}
+
+// Stats returns the Recorder's counts at once.
+func (r *Recorder) Stats() Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return Stats{Queued: len(r.queue), Dropped: r.dropped, Refused: r.refused}
+}
+
 // Queued is the number of entries waiting for Retry.
 func (r *Recorder) Queued() int {
 	r.mu.Lock()

@@ -106,6 +106,31 @@ func SessionServices(agent string, requested, allowed, existing []string) ([]str
 	return slices.Compact(out), nil
 }
 
+// OperatorSessionServices decides the services of a session an
+// operator or the admin token mints (no agent's limits apply): nil
+// (omitted) is every service defined now (existing; the scope never
+// grows afterwards), an empty, non-nil list is an *InvalidError, never
+// "all", and each name must exist (else *InvalidError). The result is
+// sorted, without duplicates.
+func OperatorSessionServices(requested, existing []string) ([]string, error) {
+	switch {
+	case requested == nil:
+		out := slices.Clone(existing)
+		slices.Sort(out)
+		return slices.Compact(out), nil
+	case len(requested) == 0:
+		return nil, &InvalidError{Reason: `"services" is empty: name at least one service, or omit it for all services`}
+	}
+	for _, s := range requested {
+		if !slices.Contains(existing, s) {
+			return nil, &InvalidError{Reason: "unknown service " + quoteName(s)}
+		}
+	}
+	out := slices.Clone(requested)
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
 // SessionTTL decides the lifetime of a session agent mints: requested
 // 0 (omitted) means the server's default_session_ttl (appDefault),
 // capped at the agent's max_session_ttl (agentMax); a negative one or

@@ -178,3 +178,30 @@ func TestCovers(t *testing.T) {
 		t.Error("Covers")
 	}
 }
+
+func TestOperatorSessionServices(t *testing.T) {
+	existing := []string{"npm", "github", "stripe"}
+	for _, tc := range []struct{ requested, want []string }{
+		{nil, []string{"github", "npm", "stripe"}},
+		{[]string{"stripe", "github", "stripe"}, []string{"github", "stripe"}},
+	} {
+		got, err := OperatorSessionServices(tc.requested, existing)
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("requested %q: %q, %v; want %q", tc.requested, got, err, tc.want)
+		}
+	}
+	if !slices.Equal(existing, []string{"npm", "github", "stripe"}) {
+		t.Errorf("the existing list was changed: %q", existing)
+	}
+	for requested, want := range map[string][]string{
+		`"services" is empty: name at least one service, or omit it for all services`: {},
+		`unknown service "nope"`:                               {"github", "nope"},
+		`unknown service "` + strings.Repeat("Q", 64) + `"...`: {strings.Repeat("Q", 100)},
+	} {
+		got, err := OperatorSessionServices(want, existing)
+		var ie *InvalidError
+		if got != nil || !errors.As(err, &ie) || ie.Reason != requested {
+			t.Errorf("requested %q: %q %v, want %q", want, got, err, requested)
+		}
+	}
+}

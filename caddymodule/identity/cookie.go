@@ -26,14 +26,15 @@ func LoginCookieName(secure bool) string {
 	return CookieName
 }
 
-// LoginCookie is the cookie POST /api/v1/login sets: the login token,
-// HttpOnly (no script reads it), SameSite=Strict, Path=/, no Domain,
-// lasting ttl (at least a second); over TLS (secure) it is named
-// SecureCookieName and Secure.
-func LoginCookie(token string, ttl time.Duration, secure bool) *http.Cookie {
+// LoginCookie is the cookie POST /api/v1/login sets: the login's
+// cookie secret (KindLoginCookie, never its bearer token: see there
+// for why), HttpOnly (no script reads it), SameSite=Strict, Path=/, no
+// Domain, lasting ttl (at least a second); over TLS (secure) it is
+// named SecureCookieName and Secure.
+func LoginCookie(secret string, ttl time.Duration, secure bool) *http.Cookie {
 	return &http.Cookie{
 		Name:     LoginCookieName(secure),
-		Value:    token,
+		Value:    secret,
 		Path:     "/",
 		MaxAge:   max(1, int(ttl/time.Second)),
 		HttpOnly: true,
@@ -52,8 +53,10 @@ func ClearLoginCookie(secure bool) *http.Cookie {
 
 // RequestToken returns the credential of r: the Authorization header's
 // Bearer token when the header is present (it wins over the cookie),
-// else the login cookie's token, which must be an operator login token
-// (the cookie never carries another kind, so a planted one is refused).
+// else the login cookie's secret, which must be a login cookie secret
+// (KindLoginCookie: the cookie never carries another kind, so a planted
+// token of another kind is refused, and ParseBearer refuses a cookie
+// secret sent as a Bearer).
 // Only the cookie of r's scheme counts (SecureCookieName over TLS,
 // CookieName otherwise); the other is ignored. fromCookie tells which,
 // since a cookie-authenticated unsafe request must also pass
@@ -78,8 +81,8 @@ func RequestToken(r *http.Request) (token string, fromCookie bool, err error) {
 	case !found:
 		return "", false, ErrNoToken
 	}
-	if err := checkTokenText(value); err != nil || KindOf(value) != KindOperator {
-		return "", false, &UnauthenticatedError{Reason: "the " + name + " cookie does not hold a login token: log in again"}
+	if err := checkTokenText(value); err != nil || KindOf(value) != KindLoginCookie {
+		return "", false, &UnauthenticatedError{Reason: "the " + name + " cookie does not hold a login: log in again"}
 	}
 	return value, true, nil
 }
@@ -120,35 +123,67 @@ func cookieValue(v string) bool {
 	return true
 }
 
-// CheckCookieRequest refuses (with a *ForbiddenError) an unsafe request
-// (any method but GET and HEAD) authenticated by the login cookie that
-// another site may have made the browser send: Sec-Fetch-Site must be
-// absent, "same-origin" or "none", and Origin absent or this server's
-// own origin (http or https, as r came, and r.Host). Requests with a
-// Bearer header need no such check: nothing sends that header on its
-// own.
-func CheckCookieRequest(r *http.Request) error {
-	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+// CookieCannotChange is the reason of CheckCookieRequest's refusal of
+// a cookie-authenticated request that would change something (403).
+const CookieCannotChange = "a login cookie alone cannot change anything: send the login's token as a Bearer header"
+
+// CheckCookieRequest decides whether r, authenticated by the login
+// cookie, may use a route needing perm. A browser sends the cookie on
+// its own, and to every port of the host (cookies ignore ports: any
+// program listening on it may receive the cookie and replay it), so
+// the cookie is worth little: GET and HEAD only, and POST
+// /api/v1/logout (perm Logout), which must also come from this
+// server's own pages (checkSameOrigin). Any other request is refused
+// (a *ForbiddenError saying CookieCannotChange), however it came: a change needs the login's
+// token as a Bearer header (a web UI adds a CSRF scheme of its own).
+// Requests with a Bearer header need no such check: nothing sends that
+// header on its own.
+func CheckCookieRequest(r *http.Request, perm Permission) error {
+	switch {
+	case r.Method == http.MethodGet || r.Method == http.MethodHead:
 		return nil
+	case perm == Logout && r.Method == http.MethodPost:
+		return checkSameOrigin(r, "may not use the login cookie", "send the login token as Authorization: Bearer instead")
 	}
-	const how = "send the login token as Authorization: Bearer instead"
+	return &ForbiddenError{Reason: CookieCannotChange}
+}
+
+// CheckLoginRequest refuses (403) a login another site may have made a
+// browser send (login CSRF: a form posting the attacker's name and
+// password logs the victim's browser into the attacker's account, or
+// spends a real operator's failed-login budget): the rule of
+// CheckSameOrigin. API clients (curl, the CLI) send neither header and
+// pass; no Content-Type is required of them. The rule is
+// checkSameOrigin's, the one CheckCookieRequest applies to a logout.
+func CheckLoginRequest(r *http.Request) error {
+	return checkSameOrigin(r, "may not log in", "log in from this server's own pages, or from a client that is not a browser")
+}
+
+// checkSameOrigin is the one rule for a request a browser may have
+// sent on another site's behalf: Sec-Fetch-Site must be absent,
+// "same-origin" or "none", and Origin absent or this server's own
+// origin (http or https, as r came, and r.Host). "same-site" is
+// refused: another port of the same host is the same site. The
+// *ForbiddenError says that such a request "what" and "how" to do
+// instead.
+func checkSameOrigin(r *http.Request, what, how string) error {
 	switch site := r.Header.Values("Sec-Fetch-Site"); {
 	case len(site) > 1:
-		return &ForbiddenError{Reason: "a request with more than one Sec-Fetch-Site header may not use the login cookie; " + how}
+		return &ForbiddenError{Reason: "a request with more than one Sec-Fetch-Site header " + what + "; " + how}
 	case len(site) == 1 && site[0] != "same-origin" && site[0] != "none":
-		return &ForbiddenError{Reason: fmt.Sprintf("a cross-origin request (Sec-Fetch-Site: %q) may not use the login cookie; %s", site[0], how)}
+		return &ForbiddenError{Reason: fmt.Sprintf("a cross-origin request (Sec-Fetch-Site: %s) %s; %s", quoteName(site[0]), what, how)}
 	}
 	origin := r.Header.Values("Origin")
 	switch {
 	case len(origin) > 1:
-		return &ForbiddenError{Reason: "a request with more than one Origin header may not use the login cookie; " + how}
+		return &ForbiddenError{Reason: "a request with more than one Origin header " + what + "; " + how}
 	case len(origin) == 1:
 		scheme := "http://"
 		if r.TLS != nil {
 			scheme = "https://"
 		}
 		if own := scheme + r.Host; r.Host == "" || !strings.EqualFold(origin[0], own) {
-			return &ForbiddenError{Reason: fmt.Sprintf("a request from origin %q may not use the login cookie of %s; %s", origin[0], own, how)}
+			return &ForbiddenError{Reason: fmt.Sprintf("a request from origin %s %s (this server is %s); %s", quoteName(origin[0]), what, own, how)}
 		}
 	}
 	return nil

@@ -180,6 +180,10 @@ func DummyCheckPasswordContext(ctx context.Context, pw string) error {
 // its request's context) instead of asking for 19-64 MiB each at once.
 var argonSlots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)))
 
+// argonWaiting, if set (by tests), is called when a computation finds
+// every slot taken and starts to wait for one.
+var argonWaiting func()
+
 // argonKey is argon2id of pw with k, n bytes long, computed in one of
 // argonSlots; the error is ctx's if it ended first.
 func argonKey(ctx context.Context, pw string, salt []byte, k argonParams, n uint32) ([]byte, error) {
@@ -188,8 +192,15 @@ func argonKey(ctx context.Context, pw string, salt []byte, k argonParams, n uint
 	}
 	select {
 	case argonSlots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	default:
+		if argonWaiting != nil {
+			argonWaiting()
+		}
+		select {
+		case argonSlots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	defer func() { <-argonSlots }()
 	return argon2.IDKey([]byte(pw), salt, k.t, k.m, k.p, n), nil

@@ -96,9 +96,13 @@ type LoginAttempt struct {
 //   - client is r.RemoteAddr (ip:port or [ip]:port) or a bare IP; it is
 //     reduced to its IP, and an IPv6 one to its /64. Anything else is
 //     ErrNotIP.
-//   - a name that cannot be an operator's (ValidName) is ErrWrongLogin
-//     at once, and no budget is touched: nothing can be guessed there.
-//     The API answers it like any failed login (401).
+//   - a name that cannot be an operator's (ValidName) is a failed login
+//     at once, ErrWrongLogin (the API answers it like any other, 401),
+//     that costs the address one failure of its budget (kept spent): it
+//     needs no lookup and no password check, but must not be a way to
+//     send unlimited requests. Over the address's budget it is a
+//     *RateLimitError like any other attempt. It makes no name bucket:
+//     nothing can be guessed there.
 //   - over a budget, a *RateLimitError (429; the password must then not
 //     be checked) saying which budget is spent, LimitAddress or
 //     LimitName, and when to retry (the later one when several are).
@@ -109,30 +113,37 @@ func (l *LoginLimiter) Begin(client, name string) (*LoginAttempt, error) {
 	if err != nil {
 		return nil, err
 	}
-	if ValidName(OperatorName, name) != nil {
-		return nil, ErrWrongLogin
-	}
-	// A valid name holds no NUL, so the pair's key is unambiguous.
 	ak := sha256.Sum256([]byte(addrKey))
-	pk := sha256.Sum256([]byte(name + "\x00" + addrKey))
-	nk := sha256.Sum256([]byte(name))
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.init()
 	now := l.now()
 	addrWait := l.addrs.wait(ak, now)
+	if ValidName(OperatorName, name) != nil {
+		if addrWait > 0 {
+			return nil, rateLimited(LimitAddress, addrWait)
+		}
+		l.addrs.take(ak, now)
+		return nil, ErrWrongLogin
+	}
+	// A valid name holds no NUL, so the pair's key is unambiguous.
+	pk := sha256.Sum256([]byte(name + "\x00" + addrKey))
+	nk := sha256.Sum256([]byte(name))
 	nameWait := max(l.pairs.wait(pk, now), l.names.wait(nk, now))
 	if addrWait > 0 || nameWait > 0 {
-		e := &RateLimitError{Subject: LimitAddress, RetryAfter: addrWait}
 		if nameWait > addrWait {
-			e.Subject, e.RetryAfter = LimitName, nameWait
+			return nil, rateLimited(LimitName, nameWait)
 		}
-		// Whole seconds, rounded up, so that a client waiting that long
-		// is let through.
-		e.RetryAfter = max(time.Second, (e.RetryAfter + time.Second - 1).Truncate(time.Second))
-		return nil, e
+		return nil, rateLimited(LimitAddress, addrWait)
 	}
 	return &LoginAttempt{l: l, addr: l.addrs.take(ak, now), pair: l.pairs.take(pk, now), name: l.names.take(nk, now)}, nil
+}
+
+// rateLimited is the refusal of a spent budget, retrying in whole
+// seconds, rounded up, so that a client waiting that long is let
+// through.
+func rateLimited(subject string, wait time.Duration) *RateLimitError {
+	return &RateLimitError{Subject: subject, RetryAfter: max(time.Second, (wait + time.Second - 1).Truncate(time.Second))}
 }
 
 // loginClientKey reduces r.RemoteAddr, or a bare IP, to its

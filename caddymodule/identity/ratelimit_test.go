@@ -180,10 +180,14 @@ func TestLoginLimiterClientForms(t *testing.T) {
 }
 
 // TestLoginLimiterInvalidName: a name no operator can have is a failed
-// login at once, and costs no bucket.
+// login at once, that costs its address one failure and no other
+// bucket; once the address's budget is spent it is refused like any
+// other attempt (an unauthenticated flood of them is limited too).
 func TestLoginLimiterInvalidName(t *testing.T) {
-	l, _ := newLimiter()
-	for _, name := range []string{"", "Alice", "correct horse battery staple", "admin-token", strings.Repeat("a", 65), "Not A Name\n" + string(make([]byte, 1000))} {
+	l, clock := newLimiter()
+	names := []string{"", "Alice", "correct horse battery staple", "admin-token", strings.Repeat("a", 65), "Not A Name\n" + string(make([]byte, 1000))}
+	for i := range LoginAddressFailures {
+		name := names[i%len(names)]
 		a, err := l.Begin("192.0.2.1", name)
 		var ue *UnauthenticatedError
 		if a != nil || err != ErrWrongLogin || !errors.As(err, &ue) || ue.HTTPStatus() != 401 {
@@ -193,8 +197,22 @@ func TestLoginLimiterInvalidName(t *testing.T) {
 			t.Errorf("error %q repeats the name or the address", err)
 		}
 	}
-	if l.addrs.len()+l.pairs.len()+l.names.len() != 0 {
-		t.Errorf("invalid names made buckets: %d %d %d", l.addrs.len(), l.pairs.len(), l.names.len())
+	if l.addrs.len() != 1 || l.pairs.len()+l.names.len() != 0 {
+		t.Errorf("invalid names made buckets: %d %d %d, want the address's only", l.addrs.len(), l.pairs.len(), l.names.len())
+	}
+	// The address's budget is spent: invalid and valid names alike.
+	refused(t, l, "192.0.2.1", "Not A Name", LimitAddress, 30*time.Second)
+	refused(t, l, "192.0.2.1", "alice", LimitAddress, 30*time.Second)
+	// Another address is not charged.
+	if a, err := l.Begin("192.0.2.2", "alice"); err != nil {
+		t.Errorf("another address: %v", err)
+	} else {
+		a.Fail()
+	}
+	// The budget refills as any other.
+	clock.Advance(30 * time.Second)
+	if _, err := l.Begin("192.0.2.1", "Not A Name"); err != ErrWrongLogin {
+		t.Errorf("after a refill: %v, want ErrWrongLogin", err)
 	}
 	if err := ErrWrongLogin.Error(); err != "wrong operator name or password" {
 		t.Errorf("ErrWrongLogin %q", err)

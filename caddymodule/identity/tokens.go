@@ -22,6 +22,17 @@ const (
 	KindAgent
 	KindOperator
 	KindSession
+	// KindLoginCookie is the second secret of an operator's login, the
+	// one only the login cookie carries. It is never a bearer token:
+	// browsers send a host's cookies to every port of it (cookies
+	// ignore ports), so any other program listening on the host
+	// (another developer server on localhost, say) receives the cookie
+	// whenever the browser visits it. Had the cookie held the login
+	// token, that program could replay it as a Bearer header with the
+	// operator's full rights; holding a secret of its own, the cookie
+	// is worth only what RequestToken and CheckCookieRequest let a
+	// cookie do (read, and log out).
+	KindLoginCookie
 )
 
 // Token prefixes, so that a leaked token is easy to recognise (in logs,
@@ -30,6 +41,8 @@ const (
 	AgentTokenPrefix    = "avt_"
 	OperatorTokenPrefix = "avo_"
 	SessionTokenPrefix  = sessions.TokenPrefix
+	// LoginCookiePrefix starts a login's cookie secret (KindLoginCookie).
+	LoginCookiePrefix = "avc_"
 )
 
 // MaxTokenLength bounds a bearer token (in bytes).
@@ -47,6 +60,8 @@ func (k Kind) String() string {
 		return "operator login token"
 	case KindSession:
 		return "session token"
+	case KindLoginCookie:
+		return "login cookie secret"
 	}
 	return "other token"
 }
@@ -59,12 +74,14 @@ func (k Kind) prefix() string {
 		return OperatorTokenPrefix
 	case KindSession:
 		return SessionTokenPrefix
+	case KindLoginCookie:
+		return LoginCookiePrefix
 	}
 	return ""
 }
 
-// NewToken makes a fresh token of kind (agent, operator login or
-// session): its prefix and 256 random bits in unpadded base64url. It
+// NewToken makes a fresh token of kind (agent, operator login, login
+// cookie or session): its prefix and 256 random bits in unpadded base64url. It
 // returns the token, to hand out once, and its hash, to keep. KindOther
 // is an error: the admin token comes from the configuration.
 func NewToken(kind Kind) (token string, hash [32]byte, err error) {
@@ -97,6 +114,8 @@ func KindOf(token string) Kind {
 		return KindOperator
 	case strings.HasPrefix(token, SessionTokenPrefix):
 		return KindSession
+	case strings.HasPrefix(token, LoginCookiePrefix):
+		return KindLoginCookie
 	}
 	return KindOther
 }
@@ -111,7 +130,8 @@ var ErrNoToken error = unauthenticated("no credentials: send Authorization: Bear
 // the scheme "Bearer" (any case), one or more spaces, and 1 to
 // MaxTokenLength visible ASCII characters (no spaces). Anything else is
 // an *UnauthenticatedError (ErrNoToken for an empty header) whose text
-// never repeats the header.
+// never repeats the header, and so is a login cookie's secret
+// (KindLoginCookie), which only the cookie may carry.
 func ParseBearer(header string) (string, error) {
 	if header == "" {
 		return "", ErrNoToken
@@ -127,6 +147,11 @@ func ParseBearer(header string) (string, error) {
 	}
 	if err := checkTokenText(token); err != nil {
 		return "", err
+	}
+	if KindOf(token) == KindLoginCookie {
+		// The cookie's secret is worth less than the login's token
+		// (see KindLoginCookie): it must never buy a Bearer's rights.
+		return "", &UnauthenticatedError{Reason: "a login cookie's secret is not a bearer token: send the login's token (avo_...) instead"}
 	}
 	return token, nil
 }
@@ -158,8 +183,9 @@ const (
 // at provision): one that the API could never match is a configuration
 // error, not a silent lockout. It must be 16 to 512 bytes of visible
 // ASCII without spaces (what ParseBearer reads) and must not start
-// with avt_, avo_ or avs_ (the API would look it up as an agent, login
-// or session token and never compare it with the admin token). The
+// with avt_, avo_, avs_ or avc_ (the API would look it up as an agent,
+// login, session or cookie secret and never compare it with the admin
+// token). The
 // error never repeats the token.
 func ValidAdminToken(tok string) error {
 	switch {

@@ -7,7 +7,7 @@ import (
 )
 
 func TestNewToken(t *testing.T) {
-	for kind, prefix := range map[Kind]string{KindAgent: "avt_", KindOperator: "avo_", KindSession: "avs_"} {
+	for kind, prefix := range map[Kind]string{KindAgent: "avt_", KindOperator: "avo_", KindSession: "avs_", KindLoginCookie: "avc_"} {
 		seen := map[string]bool{}
 		for range 100 {
 			tok, hash, err := NewToken(kind)
@@ -20,7 +20,11 @@ func TestNewToken(t *testing.T) {
 			if KindOf(tok) != kind || hash != HashToken(tok) {
 				t.Fatalf("%v: KindOf %v, hash mismatch %v", kind, KindOf(tok), hash != HashToken(tok))
 			}
-			if got, err := ParseBearer("Bearer " + tok); err != nil || got != tok {
+			got, err := ParseBearer("Bearer " + tok)
+			switch {
+			case kind == KindLoginCookie && (err == nil || got != ""):
+				t.Fatalf("a login cookie's secret passed as a bearer: %q", got)
+			case kind != KindLoginCookie && (err != nil || got != tok):
 				t.Fatalf("%v: ParseBearer of a new token: %q, %v", kind, got, err)
 			}
 			if seen[tok] {
@@ -39,7 +43,7 @@ func TestNewToken(t *testing.T) {
 
 func TestKindOf(t *testing.T) {
 	for tok, want := range map[string]Kind{
-		"avt_x": KindAgent, "avo_x": KindOperator, "avs_x": KindSession,
+		"avt_x": KindAgent, "avo_x": KindOperator, "avs_x": KindSession, "avc_x": KindLoginCookie,
 		"ava_0123": KindOther, "": KindOther, "AVT_x": KindOther, "avt": KindOther, "xavt_": KindOther,
 	} {
 		if got := KindOf(tok); got != want {
@@ -79,6 +83,7 @@ func TestParseBearer(t *testing.T) {
 		"Bearer " + secret + strings.Repeat("x", MaxTokenLength),
 		"Bear",
 		secret,
+		"Bearer avc_" + secret, // a login cookie's secret is never a bearer
 	} {
 		got, err := ParseBearer(h)
 		var ue *UnauthenticatedError
@@ -100,15 +105,16 @@ func TestParseBearer(t *testing.T) {
 var bearerErrors = map[string]bool{
 	ErrNoToken.Error(): true,
 	"the Authorization header is not a Bearer token: send Authorization: Bearer <token>": true,
-	"the bearer token is empty":                                      true,
-	"the bearer token is longer than 512 bytes":                      true,
-	"the bearer token holds a space, control or non-ASCII character": true,
+	"the bearer token is empty":                                                               true,
+	"the bearer token is longer than 512 bytes":                                               true,
+	"the bearer token holds a space, control or non-ASCII character":                          true,
+	"a login cookie's secret is not a bearer token: send the login's token (avo_...) instead": true,
 }
 
 func FuzzParseBearer(f *testing.F) {
 	for _, s := range []string{
 		"Bearer avt_abc", "bearer  avs_x", "Bearer", "Bearer ", "Basic abc", "Bearer a b", "Bearer \x00",
-		"Bearer " + strings.Repeat("z", 513), "BeArEr ~", "Bearer\tx", "",
+		"Bearer " + strings.Repeat("z", 513), "BeArEr ~", "Bearer\tx", "", "Bearer avc_x",
 	} {
 		f.Add(s)
 	}
@@ -123,7 +129,7 @@ func FuzzParseBearer(f *testing.F) {
 			}
 			return
 		}
-		if tok == "" || len(tok) > MaxTokenLength || !strings.HasSuffix(h, tok) {
+		if tok == "" || len(tok) > MaxTokenLength || !strings.HasSuffix(h, tok) || KindOf(tok) == KindLoginCookie {
 			t.Fatalf("ParseBearer(%q) = %q", h, tok)
 		}
 		for i := 0; i < len(tok); i++ {

@@ -771,11 +771,12 @@ func (r *Registry) List() []*Session {
 type SweepResult struct {
 	// Expired counts the sessions that reached their expiry and ended.
 	Expired int
-	// LeaseLapsed are the sessions whose lease lapsed and that this
-	// sweep ended and revoked in the store (the app audits them). A
-	// session another broker had revoked already is ended here but
-	// not listed.
-	LeaseLapsed []*Session
+	// LeaseLapsed counts the sessions whose lease lapsed and that this
+	// sweep ended and revoked in the store. A session another broker
+	// had revoked already is ended here but not counted. Each is also
+	// handed to OnLeaseLapsed, the one place that acts on a lapse
+	// (the app audits it there).
+	LeaseLapsed int
 }
 
 // Sweep ends sessions that expired or whose lease lapsed (closing
@@ -822,7 +823,7 @@ func (r *Registry) Sweep(ctx context.Context) (SweepResult, error) {
 			errs = append(errs, err)
 		}
 		if ended {
-			res.LeaseLapsed = append(res.LeaseLapsed, s)
+			res.LeaseLapsed++
 		}
 	}
 	if r.store == nil {

@@ -450,7 +450,7 @@ func TestExpiryAndSweep(t *testing.T) {
 	if s.Active(c.now()) {
 		t.Fatal("expired session active")
 	}
-	if res, err := r.Sweep(ctx); res.Expired != 1 || len(res.LeaseLapsed) != 0 || err != nil || !conn.closed.Load() {
+	if res, err := r.Sweep(ctx); res.Expired != 1 || res.LeaseLapsed != 0 || err != nil || !conn.closed.Load() {
 		t.Fatalf("sweep ended %+v (%v), closed=%v", res, err, conn.closed.Load())
 	}
 	if len(r.List()) != 1 {

@@ -136,57 +136,79 @@ func (db *DB) ListAgents(ctx context.Context) ([]AgentRow, error) {
 }
 
 // UpdateAgent replaces an agent's services and maximum session TTL and
-// sets updated_at, reporting whether the agent exists. A nil services
-// keeps the stored ones and a zero maxTTL the stored one, so that a
-// PATCH of one field does not write back a stale copy of the other (and
-// undo a GrantAgentService that committed in between).
-func (db *DB) UpdateAgent(ctx context.Context, name string, services []string, maxTTL time.Duration, at time.Time) (bool, error) {
+// sets updated_at, and returns the agent as the update committed it;
+// ok is false when there is no such agent. A nil services keeps the
+// stored ones and a zero maxTTL the stored one, so that a PATCH of one
+// field does not write back a stale copy of the other (and undo a
+// narrowing, or a GrantAgentService, that committed in between); the
+// row returned is what the caller must judge the agent's sessions by.
+func (db *DB) UpdateAgent(ctx context.Context, name string, services []string, maxTTL time.Duration, at time.Time) (AgentRow, bool, error) {
 	op := "update agent " + name
 	var svc sql.NullString
 	if services != nil {
 		if err := checkAgentServices(services); err != nil {
-			return false, db.wrap(op, err)
+			return AgentRow{}, false, db.wrap(op, err)
 		}
 		b, err := json.Marshal(services)
 		if err != nil {
-			return false, db.wrap(op, err)
+			return AgentRow{}, false, db.wrap(op, err)
 		}
 		svc = sql.NullString{String: string(b), Valid: true}
 	}
 	if maxTTL < 0 {
-		return false, db.wrap(op, fmt.Errorf("max_session_ttl must be positive, got %v", maxTTL))
+		return AgentRow{}, false, db.wrap(op, fmt.Errorf("max_session_ttl must be positive, got %v", maxTTL))
 	}
 	ttl := sql.NullInt64{Int64: int64(maxTTL), Valid: maxTTL > 0}
 	updated, err := storedNanos("updated_at", at)
 	if err != nil {
-		return false, db.wrap(op, err)
+		return AgentRow{}, false, db.wrap(op, err)
 	}
+	var out AgentRow
 	var found bool
 	err = db.write(ctx, op, func(t *txn) error {
+		found = false
 		r, err := t.exec(ctx, `UPDATE agents SET services = COALESCE($2, services),
 max_session_ttl = COALESCE($3, max_session_ttl), updated_at = $4 WHERE name = $1`, name, svc, ttl, updated)
 		if err != nil {
 			return err
 		}
-		n, err := affected(r)
-		found = n > 0
+		if n, err := affected(r); err != nil || n == 0 {
+			return err
+		}
+		out, err = db.agentIn(ctx, t, name)
+		found = err == nil
 		return err
 	})
-	return found, err
+	if err != nil || !found {
+		return AgentRow{}, false, err
+	}
+	return out, true, nil
+}
+
+// agentIn reads an agent inside the transaction t.
+func (db *DB) agentIn(ctx context.Context, t *txn, name string) (AgentRow, error) {
+	return scanAgent(t.queryRow(ctx, "SELECT "+agentColumns+" FROM agents WHERE name = $1", name))
 }
 
 // RotateAgentToken replaces an agent's token hash in one UPDATE, so the
 // old token stops working on every broker at once (they read agents
-// from the database on every request), reporting whether the agent
-// exists. A hash another agent has is ErrConflict.
-func (db *DB) RotateAgentToken(ctx context.Context, name string, hash [32]byte, at time.Time) (bool, error) {
+// from the database on every request), and returns the agent as
+// rotated; ok is false when there is no such agent. A hash another
+// agent has is ErrConflict. With revokeSessions, every session of the
+// agent not revoked yet is revoked (at at) in the same transaction, as
+// DeleteAgent does: their ids are returned and announced. Without it
+// the agent's sessions live on until they expire or their lease lapses.
+func (db *DB) RotateAgentToken(ctx context.Context, name string, hash [32]byte, at time.Time, revokeSessions bool) (AgentRow, bool, []string, error) {
 	op := "rotate agent token " + name
 	updated, err := storedNanos("updated_at", at)
 	if err != nil {
-		return false, db.wrap(op, err)
+		return AgentRow{}, false, nil, db.wrap(op, err)
 	}
+	var out AgentRow
 	var found bool
+	var revoked []string
 	err = db.write(ctx, op, func(t *txn) error {
+		found, revoked = false, nil
 		r, err := t.exec(ctx, "UPDATE agents SET token_hash = $2, updated_at = $3 WHERE name = $1", name, hex.EncodeToString(hash[:]), updated)
 		if isUniqueViolation(err) {
 			return ErrConflict
@@ -194,11 +216,54 @@ func (db *DB) RotateAgentToken(ctx context.Context, name string, hash [32]byte, 
 		if err != nil {
 			return err
 		}
-		n, err := affected(r)
-		found = n > 0
+		if n, err := affected(r); err != nil || n == 0 {
+			return err
+		}
+		if out, err = db.agentIn(ctx, t, name); err != nil {
+			return err
+		}
+		found = true
+		if !revokeSessions {
+			return nil
+		}
+		revoked, err = revokeAgentSessions(ctx, t, name, updated)
 		return err
 	})
-	return found, err
+	if err != nil || !found {
+		return AgentRow{}, false, nil, err
+	}
+	return out, true, revoked, nil
+}
+
+// revokeAgentSessions revokes (at revokedAt) every session of agent
+// not revoked yet, inside t, and returns their ids, sorted, announcing
+// each. RETURNING names exactly the rows the statement revoked, a
+// session inserted meanwhile by another broker included.
+func revokeAgentSessions(ctx context.Context, t *txn, agent string, revokedAt int64) ([]string, error) {
+	rows, err := t.query(ctx, "UPDATE sessions SET revoked_at = $2 WHERE agent = $1 AND revoked_at IS NULL RETURNING id", agent, revokedAt)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var revoked []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		revoked = append(revoked, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	slices.Sort(revoked)
+	for _, id := range revoked {
+		t.publish(Change{Topic: TopicSessions, Key: id})
+	}
+	return revoked, nil
 }
 
 // DeleteAgent deletes an agent and, in the same transaction, revokes
@@ -223,29 +288,8 @@ func (db *DB) DeleteAgent(ctx context.Context, name string, at time.Time) (found
 		if found = n > 0; err != nil || !found {
 			return err
 		}
-		// RETURNING names exactly the rows this statement revoked, a
-		// session inserted meanwhile by another broker included.
-		rows, err := t.query(ctx, "UPDATE sessions SET revoked_at = $2 WHERE agent = $1 AND revoked_at IS NULL RETURNING id", name, revokedAt)
-		if err != nil {
+		if revoked, err = revokeAgentSessions(ctx, t, name, revokedAt); err != nil {
 			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				return err
-			}
-			revoked = append(revoked, id)
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		if err := rows.Close(); err != nil {
-			return err
-		}
-		slices.Sort(revoked)
-		for _, id := range revoked {
-			t.publish(Change{Topic: TopicSessions, Key: id})
 		}
 		_, err = t.exec(ctx, "DELETE FROM access_requests WHERE agent = $1 AND status = $2", name, requestPending)
 		return err

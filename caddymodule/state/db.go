@@ -173,20 +173,20 @@ func (db *DB) wrap(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	return &stateError{backend: db.backend, op: op, err: err, secrets: db.s.secrets}
+	return &opError{backend: db.backend, op: op, err: err, secrets: db.s.secrets}
 }
 
-type stateError struct {
+type opError struct {
 	backend, op string
 	err         error
 	secrets     []string
 }
 
-func (e *stateError) Error() string {
+func (e *opError) Error() string {
 	return scrub(fmt.Sprintf("state %s: %s: %v", e.backend, e.op, e.err), e.secrets)
 }
 
-func (e *stateError) Unwrap() error { return e.err }
+func (e *opError) Unwrap() error { return e.err }
 
 // openSQLite opens the database file, creating it 0600 in a 0700
 // directory when missing: it holds session token hashes and sealed

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"reflect"
@@ -31,6 +32,7 @@ var identityBehaviours = []behaviour{
 	{"expired logins are deleted", testLoginsExpired},
 	{"access requests round trip", testAccessRequests},
 	{"access requests are decided once", testAccessRequestDecide},
+	{"access requests check their agent and its quota", testAccessRequestAgentChecks},
 	{"access request retention", testAccessRequestRetention},
 	{"list limits are bounded", testListLimits},
 	{"audit round trip and filters", testAudit},
@@ -169,7 +171,7 @@ func testAgentUpdate(t *testing.T, db *DB, clk *clock) {
 	created := clk.Now()
 	must(t, db.InsertAgent(ctx, agent("a", 1, []string{"github", "npm"}, created)))
 	clk.Add(time.Minute)
-	if ok, err := db.UpdateAgent(ctx, "a", []string{"npm"}, 0, clk.Now()); err != nil || !ok {
+	if _, ok, err := db.UpdateAgent(ctx, "a", []string{"npm"}, 0, clk.Now()); err != nil || !ok {
 		t.Fatalf("update services: %v %v", ok, err)
 	}
 	got := getAgent(t, db, "a")
@@ -177,27 +179,36 @@ func testAgentUpdate(t *testing.T, db *DB, clk *clock) {
 		t.Fatalf("after updating the services: %+v", got)
 	}
 	clk.Add(time.Minute)
-	if ok, err := db.UpdateAgent(ctx, "a", nil, 10*time.Minute, clk.Now()); err != nil || !ok {
-		t.Fatalf("update ttl: %v %v", ok, err)
+	// The answer is the committed row, the services a concurrent grant
+	// added included (a TTL-only update writes no services back).
+	if _, err := db.GrantAgentService(ctx, "a", "stripe", clk.Now()); err != nil {
+		t.Fatal(err)
+	}
+	committed, ok, err := db.UpdateAgent(ctx, "a", nil, 10*time.Minute, clk.Now())
+	if err != nil || !ok || !reflect.DeepEqual(committed, getAgent(t, db, "a")) || !reflect.DeepEqual(committed.Services, []string{"npm", "stripe"}) {
+		t.Fatalf("update ttl: %+v %v %v, want the stored row with npm and stripe", committed, ok, err)
+	}
+	if _, _, err := db.UpdateAgent(ctx, "a", []string{"npm"}, 0, clk.Now()); err != nil {
+		t.Fatal(err)
 	}
 	got = getAgent(t, db, "a")
 	if !reflect.DeepEqual(got.Services, []string{"npm"}) || got.MaxSessionTTL != 10*time.Minute || !got.UpdatedAt.Equal(clk.Now()) {
 		t.Fatalf("after updating the ttl: %+v", got)
 	}
-	if ok, err := db.UpdateAgent(ctx, "a", []string{"*"}, 2*time.Hour, clk.Now()); err != nil || !ok {
+	if _, ok, err := db.UpdateAgent(ctx, "a", []string{"*"}, 2*time.Hour, clk.Now()); err != nil || !ok {
 		t.Fatalf("update both: %v %v", ok, err)
 	}
 	if got = getAgent(t, db, "a"); !reflect.DeepEqual(got.Services, []string{"*"}) || got.MaxSessionTTL != 2*time.Hour {
 		t.Fatalf("after updating both: %+v", got)
 	}
-	if ok, err := db.UpdateAgent(ctx, "nobody", []string{"x"}, time.Hour, clk.Now()); err != nil || ok {
-		t.Fatalf("update of an unknown agent: %v %v", ok, err)
+	if row, ok, err := db.UpdateAgent(ctx, "nobody", []string{"x"}, time.Hour, clk.Now()); err != nil || ok || row.Name != "" {
+		t.Fatalf("update of an unknown agent: %+v %v %v", row, ok, err)
 	}
 	for what, services := range map[string][]string{"empty": {}, "* and x": {"*", "x"}, "repeated": {"x", "x"}} {
-		_, err := db.UpdateAgent(ctx, "a", services, 0, clk.Now())
+		_, _, err := db.UpdateAgent(ctx, "a", services, 0, clk.Now())
 		refused(t, db, "services "+what, err)
 	}
-	_, err := db.UpdateAgent(ctx, "a", nil, -time.Second, clk.Now())
+	_, _, err = db.UpdateAgent(ctx, "a", nil, -time.Second, clk.Now())
 	refused(t, db, "a negative ttl", err)
 	if got := getAgent(t, db, "a"); !reflect.DeepEqual(got.Services, []string{"*"}) || got.MaxSessionTTL != 2*time.Hour {
 		t.Fatalf("refused updates changed %+v", got)
@@ -211,8 +222,19 @@ func testAgentRotate(t *testing.T, db *DB, clk *clock) {
 	must(t, db.InsertAgent(ctx, other))
 	clk.Add(time.Minute)
 	fresh := [32]byte{0xa6, 3, 7}
-	if ok, err := db.RotateAgentToken(ctx, "a", fresh, clk.Now()); err != nil || !ok {
-		t.Fatalf("rotate: %v %v", ok, err)
+	mk := func(id string, hashByte byte) {
+		s := session(id, hashByte, clk.Now())
+		s.Agent = "a"
+		must(t, db.InsertSession(ctx, s))
+	}
+	mk("a1", 1)
+	rotated, ok, revoked, err := db.RotateAgentToken(ctx, "a", fresh, clk.Now(), false)
+	if err != nil || !ok || revoked != nil || rotated.TokenHash != fresh || !reflect.DeepEqual(rotated, getAgent(t, db, "a")) {
+		t.Fatalf("rotate: %+v %v %v %v", rotated, ok, revoked, err)
+	}
+	// Without revokeSessions, the agent's sessions live on.
+	if s, _, _ := db.Session(ctx, "a1"); s.RevokedAt != nil {
+		t.Fatal("a rotation without revoke_sessions revoked a session")
 	}
 	if _, ok, err := db.AgentByTokenHash(ctx, old.TokenHash); err != nil || ok {
 		t.Fatalf("the old token hash still finds the agent: %v %v", ok, err)
@@ -221,13 +243,32 @@ func testAgentRotate(t *testing.T, db *DB, clk *clock) {
 	if err != nil || !ok || got.Name != "a" || !got.UpdatedAt.Equal(clk.Now()) || !got.CreatedAt.Equal(old.CreatedAt) {
 		t.Fatalf("the new token hash: %+v %v %v", got, ok, err)
 	}
-	if ok, err := db.RotateAgentToken(ctx, "nobody", [32]byte{4}, clk.Now()); err != nil || ok {
+	if _, ok, _, err := db.RotateAgentToken(ctx, "nobody", [32]byte{4}, clk.Now(), true); err != nil || ok {
 		t.Fatalf("rotate an unknown agent: %v %v", ok, err)
 	}
-	_, err = db.RotateAgentToken(ctx, "a", other.TokenHash, clk.Now())
+	_, _, _, err = db.RotateAgentToken(ctx, "a", other.TokenHash, clk.Now(), false)
 	conflict(t, db, "rotate to another agent's hash", err)
 	if got, _, _ := db.AgentByTokenHash(ctx, fresh); got.Name != "a" {
 		t.Fatalf("the conflicting rotation changed a's token: %+v", got)
+	}
+	// With revokeSessions, its sessions end in the same transaction,
+	// announced; other agents' stay.
+	mk("a2", 2)
+	s := session("b1", 3, clk.Now())
+	s.Agent = "b"
+	must(t, db.InsertSession(ctx, s))
+	r := subscribe(t, db)
+	clk.Add(time.Minute)
+	third := [32]byte{0xa6, 9, 7}
+	rotated, ok, revoked, err = db.RotateAgentToken(ctx, "a", third, clk.Now(), true)
+	if err != nil || !ok || rotated.TokenHash != third || !reflect.DeepEqual(revoked, []string{"a1", "a2"}) {
+		t.Fatalf("rotate and revoke: %+v %v %v %v", rotated, ok, revoked, err)
+	}
+	r.waitFor(t, time.Second, Change{TopicSessions, "a1"}, Change{TopicSessions, "a2"})
+	for id, want := range map[string]bool{"a1": true, "a2": true, "b1": false} {
+		if s, _, _ := db.Session(ctx, id); (s.RevokedAt != nil) != want {
+			t.Errorf("session %s revoked %v, want %v", id, s.RevokedAt != nil, want)
+		}
 	}
 }
 
@@ -248,9 +289,9 @@ func testAgentDelete(t *testing.T, db *DB, clk *clock) {
 	if ok, err := db.RevokeSession(ctx, "a-old", earlier); err != nil || !ok {
 		t.Fatal(ok, err)
 	}
-	must(t, db.InsertAccessRequest(ctx, request("req_a_pending", "a", "x", "", clk.Now())))
-	must(t, db.InsertAccessRequest(ctx, request("req_a_decided", "a", "y", "", clk.Now())))
-	must(t, db.InsertAccessRequest(ctx, request("req_b_pending", "b", "x", "", clk.Now())))
+	must(t, insertRequest(db, request("req_a_pending", "a", "x", "", clk.Now())))
+	must(t, insertRequest(db, request("req_a_decided", "a", "y", "", clk.Now())))
+	must(t, insertRequest(db, request("req_b_pending", "b", "x", "", clk.Now())))
 	if _, _, err := db.DecideAccessRequest(ctx, "req_a_decided", requestDenied, "alice", "", clk.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -399,8 +440,34 @@ func operator(name, role string, at time.Time) OperatorRow {
 	return OperatorRow{Name: name, PasswordHash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$" + name, Role: role, CreatedAt: at, UpdatedAt: at}
 }
 
-func login(hashByte byte, op string, at time.Time) LoginRow {
-	return LoginRow{TokenHash: [32]byte{0xa0, hashByte}, Operator: op, CreatedAt: at, ExpiresAt: at.Add(12 * time.Hour)}
+// login is the two secrets of login number hashByte: its bearer
+// token's hash {0xa0, hashByte} and its cookie's {0xc0, hashByte}.
+func login(hashByte byte, op string, at time.Time) []LoginRow {
+	l := LoginRow{ID: fmt.Sprint("login-", hashByte), TokenHash: [32]byte{0xa0, hashByte}, Via: LoginViaBearer, Operator: op, CreatedAt: at, ExpiresAt: at.Add(12 * time.Hour)}
+	c := l
+	c.TokenHash, c.Via = [32]byte{0xc0, hashByte}, LoginViaCookie
+	return []LoginRow{l, c}
+}
+
+// insertRequest stores r for its agent as it is stored (made first if
+// there is none), allowing many pending requests.
+func insertRequest(db *DB, r AccessRequestRow) error {
+	var created time.Time
+	if r.Agent != "" {
+		a, ok, err := db.Agent(ctx, r.Agent)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			a = agent(r.Agent, 0, []string{"x"}, time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
+			a.TokenHash = sha256.Sum256([]byte(r.Agent))
+			if err := db.InsertAgent(ctx, a); err != nil {
+				return err
+			}
+		}
+		created = a.CreatedAt
+	}
+	return db.InsertAccessRequest(ctx, r, created, 1000)
 }
 
 // loggedIn reports whether the login with that hash authenticates.
@@ -442,7 +509,7 @@ func testOperatorsRoundTrip(t *testing.T, db *DB, clk *clock) {
 	// The login joins its operator as stored now.
 	must(t, db.InsertLogin(ctx, login(1, "alice", clk.Now()), alice.PasswordHash))
 	l, o, ok, err := db.LoginByTokenHash(ctx, [32]byte{0xa0, 1})
-	if want := login(1, "alice", clk.Now()); err != nil || !ok || !reflect.DeepEqual(l, want) || !reflect.DeepEqual(o, alice) {
+	if want := login(1, "alice", clk.Now())[0]; err != nil || !ok || !reflect.DeepEqual(l, want) || !reflect.DeepEqual(o, alice) {
 		t.Fatalf("LoginByTokenHash = %+v %+v %v %v, want %+v %+v", l, o, ok, err, want, alice)
 	}
 	if loggedIn(t, db, 99) {
@@ -461,7 +528,7 @@ func testOperatorUpdateLogins(t *testing.T, db *DB, clk *clock) {
 	// A role change keeps the logins, and they see the new role at once.
 	clk.Add(time.Minute)
 	viewer := "viewer"
-	if ok, err := db.UpdateOperator(ctx, "alice", &viewer, nil, clk.Now()); err != nil || !ok {
+	if _, ok, err := db.UpdateOperator(ctx, "alice", &viewer, nil, clk.Now()); err != nil || !ok {
 		t.Fatalf("role change: %v %v", ok, err)
 	}
 	_, o, ok, err := db.LoginByTokenHash(ctx, [32]byte{0xa0, 1})
@@ -471,7 +538,7 @@ func testOperatorUpdateLogins(t *testing.T, db *DB, clk *clock) {
 	// A password change ends all of alice's logins and none of bob's.
 	clk.Add(time.Minute)
 	newHash := "$argon2id$v=19$m=19456,t=2,p=1$bmV3$new"
-	if ok, err := db.UpdateOperator(ctx, "alice", nil, &newHash, clk.Now()); err != nil || !ok {
+	if _, ok, err := db.UpdateOperator(ctx, "alice", nil, &newHash, clk.Now()); err != nil || !ok {
 		t.Fatalf("password change: %v %v", ok, err)
 	}
 	if loggedIn(t, db, 1) || loggedIn(t, db, 2) {
@@ -487,26 +554,54 @@ func testOperatorUpdateLogins(t *testing.T, db *DB, clk *clock) {
 	// Both at once.
 	admin, third := "admin", "$argon2id$third"
 	must(t, db.InsertLogin(ctx, login(4, "alice", clk.Now()), newHash))
-	if ok, err := db.UpdateOperator(ctx, "alice", &admin, &third, clk.Now()); err != nil || !ok {
+	if _, ok, err := db.UpdateOperator(ctx, "alice", &admin, &third, clk.Now()); err != nil || !ok {
 		t.Fatalf("role and password: %v %v", ok, err)
 	}
 	if got, _, _ := db.Operator(ctx, "alice"); got.Role != "admin" || got.PasswordHash != third || loggedIn(t, db, 4) {
 		t.Fatalf("after role and password: %+v, login 4 %v", got, loggedIn(t, db, 4))
 	}
+	// The answer is the committed row.
+	if row, ok, err := db.UpdateOperator(ctx, "alice", &viewer, nil, clk.Now()); err != nil || !ok || row.Role != "viewer" || row.PasswordHash != third {
+		t.Fatalf("the committed row: %+v %v %v", row, ok, err)
+	}
+	// A rehash (same password, new parameters) ends no login and moves
+	// no updated_at; only from the hash the login matched.
+	must(t, db.InsertLogin(ctx, login(5, "alice", clk.Now()), third))
+	before, _, _ := db.Operator(ctx, "alice")
+	clk.Add(time.Minute)
+	rehashed := "$argon2id$rehashed"
+	if ok, err := db.RehashOperatorPassword(ctx, "alice", "$argon2id$stale", rehashed); err != nil || ok {
+		t.Fatalf("rehash from a hash that is no longer hers: %v %v", ok, err)
+	}
+	if ok, err := db.RehashOperatorPassword(ctx, "alice", third, rehashed); err != nil || !ok {
+		t.Fatalf("rehash: %v %v", ok, err)
+	}
+	if got, _, _ := db.Operator(ctx, "alice"); got.PasswordHash != rehashed || !got.UpdatedAt.Equal(before.UpdatedAt) || !loggedIn(t, db, 5) {
+		t.Fatalf("after the rehash: %+v (updated_at before %v), login 5 %v", got, before.UpdatedAt, loggedIn(t, db, 5))
+	}
+	if ok, err := db.RehashOperatorPassword(ctx, "nobody", third, rehashed); err != nil || ok {
+		t.Fatalf("rehash of an unknown operator: %v %v", ok, err)
+	}
+	_, err = db.RehashOperatorPassword(ctx, "alice", rehashed, "")
+	refused(t, db, "a rehash to nothing", err)
+	role := "admin"
+	if _, _, err := db.UpdateOperator(ctx, "alice", &role, nil, clk.Now()); err != nil {
+		t.Fatal(err)
+	}
 	// Nothing to change: reports whether the operator exists.
-	if ok, err := db.UpdateOperator(ctx, "alice", nil, nil, clk.Now()); err != nil || !ok {
+	if _, ok, err := db.UpdateOperator(ctx, "alice", nil, nil, clk.Now()); err != nil || !ok {
 		t.Fatalf("empty update: %v %v", ok, err)
 	}
-	if ok, err := db.UpdateOperator(ctx, "nobody", &admin, &third, clk.Now()); err != nil || ok {
+	if _, ok, err := db.UpdateOperator(ctx, "nobody", &admin, &third, clk.Now()); err != nil || ok {
 		t.Fatalf("update of an unknown operator: %v %v", ok, err)
 	}
-	if ok, err := db.UpdateOperator(ctx, "nobody", nil, nil, clk.Now()); err != nil || ok {
+	if _, ok, err := db.UpdateOperator(ctx, "nobody", nil, nil, clk.Now()); err != nil || ok {
 		t.Fatalf("empty update of an unknown operator: %v %v", ok, err)
 	}
 	empty := ""
-	_, err = db.UpdateOperator(ctx, "alice", &empty, nil, clk.Now())
+	_, _, err = db.UpdateOperator(ctx, "alice", &empty, nil, clk.Now())
 	refused(t, db, "an empty role", err)
-	_, err = db.UpdateOperator(ctx, "alice", nil, &empty, clk.Now())
+	_, _, err = db.UpdateOperator(ctx, "alice", nil, &empty, clk.Now())
 	refused(t, db, "an empty password hash", err)
 }
 
@@ -547,25 +642,66 @@ func testLoginInsert(t *testing.T, db *DB, clk *clock) {
 	// password check and the insert: no login.
 	conflict(t, db, "an unknown operator", db.InsertLogin(ctx, login(2, "nobody", clk.Now()), alice.PasswordHash))
 	conflict(t, db, "a password hash that is no longer the operator's", db.InsertLogin(ctx, login(3, "alice", clk.Now()), "$argon2id$old"))
-	for what, l := range map[string]LoginRow{
-		"expiring when created": {TokenHash: [32]byte{4}, Operator: "alice", CreatedAt: clk.Now(), ExpiresAt: clk.Now()},
-		"expired before":        {TokenHash: [32]byte{5}, Operator: "alice", CreatedAt: clk.Now(), ExpiresAt: clk.Now().Add(-time.Second)},
-		"no created time":       {TokenHash: [32]byte{6}, Operator: "alice", ExpiresAt: clk.Now()},
+	for what, mod := range map[string]func([]LoginRow) []LoginRow{
+		"expiring when created": func(l []LoginRow) []LoginRow {
+			l[0].ExpiresAt, l[1].ExpiresAt = l[0].CreatedAt, l[0].CreatedAt
+			return l
+		},
+		"expired before": func(l []LoginRow) []LoginRow {
+			l[0].ExpiresAt, l[1].ExpiresAt = l[0].CreatedAt.Add(-time.Second), l[0].CreatedAt.Add(-time.Second)
+			return l
+		},
+		"no created time":          func(l []LoginRow) []LoginRow { l[0].CreatedAt, l[1].CreatedAt = time.Time{}, time.Time{}; return l },
+		"one secret":               func(l []LoginRow) []LoginRow { return l[:1] },
+		"no secret":                func([]LoginRow) []LoginRow { return nil },
+		"two bearer secrets":       func(l []LoginRow) []LoginRow { l[1].Via = LoginViaBearer; return l },
+		"another via":              func(l []LoginRow) []LoginRow { l[1].Via = "header"; return l },
+		"the same secret twice":    func(l []LoginRow) []LoginRow { l[1].TokenHash = l[0].TokenHash; return l },
+		"secrets of two logins":    func(l []LoginRow) []LoginRow { l[1].ID = "login-other"; return l },
+		"secrets of two operators": func(l []LoginRow) []LoginRow { l[1].Operator = "bob"; return l },
+		"secrets of two times":     func(l []LoginRow) []LoginRow { l[1].ExpiresAt = l[1].ExpiresAt.Add(time.Hour); return l },
+		"no id":                    func(l []LoginRow) []LoginRow { l[0].ID, l[1].ID = "", ""; return l },
+		"no hash":                  func(l []LoginRow) []LoginRow { l[1].TokenHash = [32]byte{}; return l },
 	} {
-		refused(t, db, what, db.InsertLogin(ctx, l, alice.PasswordHash))
+		refused(t, db, what, db.InsertLogin(ctx, mod(login(4, "alice", clk.Now())), alice.PasswordHash))
 	}
+	// A login id taken already (with fresh secrets) is a conflict.
+	again := login(5, "alice", clk.Now())
+	again[0].ID, again[1].ID = "login-1", "login-1"
+	conflict(t, db, "same login id", db.InsertLogin(ctx, again, alice.PasswordHash))
 	refused(t, db, "no checked hash", db.InsertLogin(ctx, login(7, "alice", clk.Now()), ""))
 	for _, b := range []byte{2, 3, 4, 5, 6, 7} {
-		if loggedIn(t, db, b) {
+		if loggedIn(t, db, b) || cookieLoggedIn(t, db, b) {
 			t.Errorf("refused login %d stored", b)
 		}
 	}
-	// Logout.
-	must(t, db.DeleteLogin(ctx, [32]byte{0xa0, 1}))
-	if loggedIn(t, db, 1) {
+	// Each secret finds the login and says which it is.
+	for hash, via := range map[[32]byte]string{{0xa0, 1}: LoginViaBearer, {0xc0, 1}: LoginViaCookie} {
+		l, _, ok, err := db.LoginByTokenHash(ctx, hash)
+		if err != nil || !ok || l.ID != "login-1" || l.Via != via || l.TokenHash != hash {
+			t.Fatalf("LoginByTokenHash(%x) = %+v %v %v, want login-1 via %s", hash[:2], l, ok, err, via)
+		}
+	}
+	// Logout ends both secrets.
+	must(t, db.InsertLogin(ctx, login(8, "alice", clk.Now()), alice.PasswordHash))
+	must(t, db.DeleteLogin(ctx, "login-1"))
+	if loggedIn(t, db, 1) || cookieLoggedIn(t, db, 1) {
 		t.Fatal("a deleted login authenticates")
 	}
-	must(t, db.DeleteLogin(ctx, [32]byte{0xa0, 1}))
+	if !loggedIn(t, db, 8) || !cookieLoggedIn(t, db, 8) {
+		t.Fatal("logging out ended another login")
+	}
+	must(t, db.DeleteLogin(ctx, "login-1"))
+	refused(t, db, "a logout without an id", db.DeleteLogin(ctx, ""))
+}
+
+// cookieLoggedIn reports whether the cookie secret of that login
+// authenticates.
+func cookieLoggedIn(t *testing.T, db *DB, hashByte byte) bool {
+	t.Helper()
+	_, _, ok, err := db.LoginByTokenHash(ctx, [32]byte{0xc0, hashByte})
+	must(t, err)
+	return ok
 }
 
 // TestLoginInsertRacesPasswordChange: logins stored while the password
@@ -594,7 +730,7 @@ func TestLoginInsertRacesPasswordChange(t *testing.T) {
 		wg.Go(func() {
 			<-start
 			newHash := "$argon2id$new"
-			if _, err := brokers[1].UpdateOperator(ctx, "alice", nil, &newHash, now); err != nil {
+			if _, _, err := brokers[1].UpdateOperator(ctx, "alice", nil, &newHash, now); err != nil {
 				t.Error(err)
 			}
 		})
@@ -614,12 +750,12 @@ func testLoginsExpired(t *testing.T, db *DB, clk *clock) {
 	now := clk.Now()
 	for i, expires := range []time.Duration{time.Minute, time.Hour, 2 * time.Hour} {
 		l := login(byte(i), "alice", now)
-		l.ExpiresAt = now.Add(expires)
+		l[0].ExpiresAt, l[1].ExpiresAt = now.Add(expires), now.Add(expires)
 		must(t, db.InsertLogin(ctx, l, alice.PasswordHash))
 	}
 	n, err := db.DeleteLoginsExpiredBefore(ctx, now.Add(time.Hour))
-	if err != nil || n != 1 {
-		t.Fatalf("deleted %d %v, want 1 (strictly before)", n, err)
+	if err != nil || n != 2 || cookieLoggedIn(t, db, 0) {
+		t.Fatalf("deleted %d %v, want the 2 secrets of one login (strictly before)", n, err)
 	}
 	// An expired login is still returned, with its expiry, until
 	// deleted: the caller compares.
@@ -627,8 +763,8 @@ func testLoginsExpired(t *testing.T, db *DB, clk *clock) {
 	if err != nil || !ok || !l.ExpiresAt.Equal(now.Add(time.Hour)) {
 		t.Fatalf("login 1: %+v %v %v", l, ok, err)
 	}
-	if n, err := db.DeleteLoginsExpiredBefore(ctx, time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)); err != nil || n != 2 {
-		t.Fatalf("deleted %d %v, want 2", n, err)
+	if n, err := db.DeleteLoginsExpiredBefore(ctx, time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)); err != nil || n != 4 {
+		t.Fatalf("deleted %d %v, want 4", n, err)
 	}
 	if loggedIn(t, db, 1) || loggedIn(t, db, 2) {
 		t.Fatal("expired logins left")
@@ -646,19 +782,19 @@ func testAccessRequests(t *testing.T, db *DB, clk *clock) {
 	svc := request("req_1", "ci-bot", "stripe", "", clk.Now())
 	svc.Session = "sess1"
 	svc.Reason = "billing job"
-	must(t, db.InsertAccessRequest(ctx, svc))
+	must(t, insertRequest(db, svc))
 	clk.Add(time.Second)
 	host := request("req_2", "ci-bot", "", "api.stripe.com", clk.Now())
 	host.Status = "" // stored as pending
-	must(t, db.InsertAccessRequest(ctx, host))
+	must(t, insertRequest(db, host))
 	host.Status = requestPending
 	clk.Add(time.Second)
 	other := request("req_3", "other", "stripe", "", clk.Now())
-	must(t, db.InsertAccessRequest(ctx, other))
+	must(t, insertRequest(db, other))
 	if got, ok, err := db.AccessRequest(ctx, "req_1"); err != nil || !ok || !reflect.DeepEqual(got, svc) {
 		t.Fatalf("AccessRequest = %+v %v %v, want %+v", got, ok, err, svc)
 	}
-	conflict(t, db, "same id", db.InsertAccessRequest(ctx, request("req_1", "x", "y", "", clk.Now())))
+	conflict(t, db, "same id", insertRequest(db, request("req_1", "x", "y", "", clk.Now())))
 	for what, mod := range map[string]func(*AccessRequestRow){
 		"no id":             func(r *AccessRequestRow) { r.ID = "" },
 		"no agent":          func(r *AccessRequestRow) { r.Agent = "" },
@@ -672,7 +808,7 @@ func testAccessRequests(t *testing.T, db *DB, clk *clock) {
 	} {
 		r := request("req_bad", "a", "s", "", clk.Now())
 		mod(&r)
-		refused(t, db, what, db.InsertAccessRequest(ctx, r))
+		refused(t, db, what, insertRequest(db, r))
 	}
 
 	ids := func(f AccessRequestFilter) []string {
@@ -727,9 +863,62 @@ func testAccessRequests(t *testing.T, db *DB, clk *clock) {
 	}
 }
 
+func testAccessRequestAgentChecks(t *testing.T, db *DB, clk *clock) {
+	old := agent("ci-bot", 1, []string{"x"}, clk.Now())
+	must(t, db.InsertAgent(ctx, old))
+	clk.Add(time.Second)
+	must(t, db.InsertAccessRequest(ctx, request("req_old", "ci-bot", "", "a.example", clk.Now()), old.CreatedAt, 3))
+	if _, _, err := db.DecideAccessRequest(ctx, "req_old", requestApproved, "alice", "", clk.Now()); err != nil {
+		t.Fatal(err)
+	}
+	// Deleted, and made again under the same name: a request of the old
+	// agent, filed across the change, is refused.
+	if _, _, err := db.DeleteAgent(ctx, "ci-bot", clk.Now()); err != nil {
+		t.Fatal(err)
+	}
+	gone := db.InsertAccessRequest(ctx, request("req_gone", "ci-bot", "", "b.example", clk.Now()), old.CreatedAt, 3)
+	if !errors.Is(gone, ErrAgentGone) {
+		t.Fatalf("a request for a deleted agent: %v, want ErrAgentGone", gone)
+	}
+	clk.Add(time.Second)
+	fresh := agent("ci-bot", 2, []string{"x"}, clk.Now())
+	must(t, db.InsertAgent(ctx, fresh))
+	if err := db.InsertAccessRequest(ctx, request("req_gone", "ci-bot", "", "b.example", clk.Now()), old.CreatedAt, 3); !errors.Is(err, ErrAgentGone) {
+		t.Fatalf("a request of the old agent for the new one of its name: %v, want ErrAgentGone", err)
+	}
+	if _, ok, _ := db.AccessRequest(ctx, "req_gone"); ok {
+		t.Fatal("a refused request was stored")
+	}
+	// The quota of pending requests, in the same transaction.
+	for i := range 3 {
+		clk.Add(time.Second)
+		must(t, db.InsertAccessRequest(ctx, request(fmt.Sprint("req_", i), "ci-bot", "", fmt.Sprint(i, ".example"), clk.Now()), fresh.CreatedAt, 3))
+	}
+	if err := db.InsertAccessRequest(ctx, request("req_4", "ci-bot", "", "4.example", clk.Now()), fresh.CreatedAt, 3); !errors.Is(err, ErrTooManyPending) {
+		t.Fatalf("a fourth pending request: %v, want ErrTooManyPending", err)
+	}
+	// A decided one frees its place.
+	if _, _, err := db.DecideAccessRequest(ctx, "req_0", requestDenied, "alice", "", clk.Now()); err != nil {
+		t.Fatal(err)
+	}
+	must(t, db.InsertAccessRequest(ctx, request("req_4", "ci-bot", "", "4.example", clk.Now()), fresh.CreatedAt, 3))
+	refused(t, db, "no quota", db.InsertAccessRequest(ctx, request("req_5", "ci-bot", "", "5.example", clk.Now()), fresh.CreatedAt, 0))
+	refused(t, db, "no agent creation time", db.InsertAccessRequest(ctx, request("req_5", "ci-bot", "", "5.example", clk.Now()), time.Time{}, 3))
+	// Since keeps those made at or after a time: the new agent's.
+	list, err := db.ListAccessRequests(ctx, AccessRequestFilter{Agent: "ci-bot", Since: fresh.CreatedAt})
+	must(t, err)
+	var ids []string
+	for _, r := range list {
+		ids = append(ids, r.ID)
+	}
+	if want := []string{"req_4", "req_2", "req_1", "req_0"}; !reflect.DeepEqual(ids, want) {
+		t.Fatalf("the new agent's requests: %v, want %v", ids, want)
+	}
+}
+
 func testAccessRequestDecide(t *testing.T, db *DB, clk *clock) {
-	must(t, db.InsertAccessRequest(ctx, request("req_1", "a", "stripe", "", clk.Now())))
-	must(t, db.InsertAccessRequest(ctx, request("req_2", "a", "", "h.example", clk.Now())))
+	must(t, insertRequest(db, request("req_1", "a", "stripe", "", clk.Now())))
+	must(t, insertRequest(db, request("req_2", "a", "", "h.example", clk.Now())))
 	clk.Add(time.Minute)
 	at := clk.Now()
 	got, ok, err := db.DecideAccessRequest(ctx, "req_1", requestApproved, "alice", "ok for billing", at)
@@ -756,7 +945,7 @@ func testAccessRequestDecide(t *testing.T, db *DB, clk *clock) {
 	if _, ok, err := db.DecideAccessRequest(ctx, "req_none", requestDenied, "bob", "", at); err != nil || ok {
 		t.Fatalf("deciding an unknown request: %v %v", ok, err)
 	}
-	must(t, db.InsertAccessRequest(ctx, request("req_3", "a", "x", "", clk.Now())))
+	must(t, insertRequest(db, request("req_3", "a", "x", "", clk.Now())))
 	for _, status := range []string{"", requestPending, "APPROVED", "maybe"} {
 		_, _, err := db.DecideAccessRequest(ctx, "req_3", status, "bob", "", at)
 		refused(t, db, "decision "+status, err)
@@ -796,7 +985,7 @@ func testAccessRequestDecide(t *testing.T, db *DB, clk *clock) {
 func testAccessRequestRetention(t *testing.T, db *DB, clk *clock) {
 	start := clk.Now()
 	for i, id := range []string{"old_approved", "old_denied", "old_pending", "new_approved"} {
-		must(t, db.InsertAccessRequest(ctx, request(id, "a", fmt.Sprint("s", i), "", start)))
+		must(t, insertRequest(db, request(id, "a", fmt.Sprint("s", i), "", start)))
 	}
 	_, _, err := db.DecideAccessRequest(ctx, "old_approved", requestApproved, "x", "", start.Add(time.Hour))
 	must(t, err)
@@ -804,18 +993,21 @@ func testAccessRequestRetention(t *testing.T, db *DB, clk *clock) {
 	must(t, err)
 	_, _, err = db.DecideAccessRequest(ctx, "new_approved", requestApproved, "x", "", start.Add(3*time.Hour))
 	must(t, err)
-	n, err := db.DeleteAccessRequestsDecidedBefore(ctx, start.Add(2*time.Hour))
-	if err != nil || n != 2 {
-		t.Fatalf("deleted %d %v, want 2", n, err)
-	}
-	// A pending request stays, however old.
-	if n, err := db.DeleteAccessRequestsDecidedBefore(ctx, start.Add(100*time.Hour)); err != nil || n != 1 {
-		t.Fatalf("deleted %d %v, want 1", n, err)
+	clk.Add(4 * time.Hour)
+	must(t, insertRequest(db, request("new_pending", "a", "s9", "", clk.Now())))
+	// Decided before the horizon, or pending since before it (nobody
+	// decided it in all that time): deleted.
+	n, err := db.DeleteAccessRequestsBefore(ctx, start.Add(2*time.Hour))
+	if err != nil || n != 3 {
+		t.Fatalf("deleted %d %v, want 3", n, err)
 	}
 	list, err := db.ListAccessRequests(ctx, AccessRequestFilter{})
 	must(t, err)
-	if len(list) != 1 || list[0].ID != "old_pending" {
-		t.Fatalf("left %+v", list)
+	if len(list) != 2 || list[0].ID != "new_pending" || list[1].ID != "new_approved" {
+		t.Fatalf("left %+v, want new_pending and new_approved", list)
+	}
+	if n, err := db.DeleteAccessRequestsBefore(ctx, clk.Now().Add(time.Second)); err != nil || n != 2 {
+		t.Fatalf("deleted %d %v, want 2", n, err)
 	}
 }
 
@@ -830,7 +1022,7 @@ func TestPageLimit(t *testing.T) {
 func testListLimits(t *testing.T, db *DB, clk *clock) {
 	const n = DefaultPageLimit + 5
 	for i := range n {
-		must(t, db.InsertAccessRequest(ctx, request(fmt.Sprintf("req_%03d", i), "a", "s", "", clk.Now())))
+		must(t, insertRequest(db, request(fmt.Sprintf("req_%03d", i), "a", "s", "", clk.Now())))
 		must(t, db.InsertAudit(ctx, auditRow(fmt.Sprintf("au_%03d", i), clk.Now(), "alice", "agent.create", "x")))
 	}
 	for limit, want := range map[int]int{0: DefaultPageLimit, -3: 1, 1: 1, 7: 7, MaxPageLimit + 1: n} {

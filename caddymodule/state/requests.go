@@ -36,20 +36,37 @@ type AccessRequestRow struct {
 }
 
 // AccessRequestFilter selects access requests: an empty field matches
-// every value. Limit is clamped to 1..MaxPageLimit; 0 is
-// DefaultPageLimit.
+// every value. Since, if set, keeps the requests created at or after
+// it (an agent's own list starts at the agent's created_at: an older
+// agent of the same name is someone else). Limit is clamped to
+// 1..MaxPageLimit; 0 is DefaultPageLimit.
 type AccessRequestFilter struct {
 	Agent  string
 	Status string
+	Since  time.Time
 	Limit  int
 }
+
+// ErrAgentGone is InsertAccessRequest's error for a request whose agent
+// no longer exists, or exists as a new agent of the same name (created
+// at another time): the request was asked by someone else.
+var ErrAgentGone = errors.New("the agent was deleted")
+
+// ErrTooManyPending is InsertAccessRequest's error for an agent that
+// has as many pending requests as allowed already.
+var ErrTooManyPending = errors.New("too many pending access requests")
 
 const accessRequestColumns = "id, agent, session, service, host, reason, status, created_at, decided_at, decided_by, decision_reason"
 
 // InsertAccessRequest stores a new pending request; an existing id is
 // ErrConflict. Exactly one of Service and Host must be set, and Status
-// must be pending (or empty, which stores pending) with no decision.
-func (db *DB) InsertAccessRequest(ctx context.Context, r AccessRequestRow) error {
+// must be pending (or empty, which stores pending) with no decision. In
+// the same transaction, holding the agent's row, it checks that the
+// agent still exists as the one the caller authenticated (created at
+// agentCreatedAt; else ErrAgentGone: an agent deleted, and perhaps made
+// again, while the request was on its way) and has fewer than
+// maxPending pending requests (else ErrTooManyPending).
+func (db *DB) InsertAccessRequest(ctx context.Context, r AccessRequestRow, agentCreatedAt time.Time, maxPending int) error {
 	op := "insert access request " + r.ID
 	switch {
 	case r.ID == "" || r.Agent == "":
@@ -60,12 +77,33 @@ func (db *DB) InsertAccessRequest(ctx context.Context, r AccessRequestRow) error
 		return db.wrap(op, fmt.Errorf("a new access request is pending, not %q", r.Status))
 	case r.DecidedAt != nil || r.DecidedBy != "" || r.DecisionReason != "":
 		return db.wrap(op, errors.New("a new access request has no decision"))
+	case maxPending < 1:
+		return db.wrap(op, fmt.Errorf("the most pending requests an agent may have is at least 1, not %d", maxPending))
 	}
 	created, err := storedNanos("created_at", r.CreatedAt)
 	if err != nil {
 		return db.wrap(op, err)
 	}
+	agentCreated, err := storedNanos("the agent's created_at", agentCreatedAt)
+	if err != nil {
+		return db.wrap(op, err)
+	}
 	return db.write(ctx, op, func(t *txn) error {
+		var stored int64
+		err := t.queryRow(ctx, "SELECT created_at FROM agents WHERE name = $1"+db.dialect.forUpdate, r.Agent).Scan(&stored)
+		if errors.Is(err, sql.ErrNoRows) || (err == nil && stored != agentCreated) {
+			return ErrAgentGone
+		}
+		if err != nil {
+			return err
+		}
+		var pending int
+		if err := t.queryRow(ctx, "SELECT COUNT(*) FROM access_requests WHERE agent = $1 AND status = $2", r.Agent, requestPending).Scan(&pending); err != nil {
+			return err
+		}
+		if pending >= maxPending {
+			return ErrTooManyPending
+		}
 		res, err := t.exec(ctx, `INSERT INTO access_requests (id, agent, session, service, host, reason, status, created_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING`,
 			r.ID, r.Agent, r.Session, r.Service, r.Host, r.Reason, requestPending, created)
@@ -99,6 +137,9 @@ func (db *DB) ListAccessRequests(ctx context.Context, f AccessRequestFilter) ([]
 	var w where
 	w.equal("agent", f.Agent)
 	w.equal("status", f.Status)
+	if !f.Since.IsZero() {
+		w.conds = append(w.conds, "created_at >= "+w.arg(boundNanos(f.Since)))
+	}
 	rows, err := db.query(ctx, "SELECT "+accessRequestColumns+" FROM access_requests"+w.sql()+
 		" ORDER BY created_at DESC, id DESC LIMIT "+strconv.Itoa(pageLimit(f.Limit)), w.args...)
 	if err != nil {
@@ -180,11 +221,13 @@ WHERE id = $1 AND status = $6`, id, status, decided, by, reason, requestPending)
 	return out, found, nil
 }
 
-// DeleteAccessRequestsDecidedBefore deletes the requests decided before
-// t (pending ones stay, however old) and returns how many.
-func (db *DB) DeleteAccessRequestsDecidedBefore(ctx context.Context, t time.Time) (int, error) {
-	return db.deleteCount(ctx, "delete decided access requests",
-		"DELETE FROM access_requests WHERE status <> $2 AND decided_at < $1", boundNanos(t), requestPending)
+// DeleteAccessRequestsBefore deletes the requests decided before t,
+// and the pending ones created before t (nobody decided them in all
+// that time, and an agent must not keep its quota of pending requests
+// filled for ever), and returns how many.
+func (db *DB) DeleteAccessRequestsBefore(ctx context.Context, t time.Time) (int, error) {
+	return db.deleteCount(ctx, "delete old access requests",
+		"DELETE FROM access_requests WHERE (status <> $2 AND decided_at < $1) OR (status = $2 AND created_at < $1)", boundNanos(t), requestPending)
 }
 
 func scanAccessRequest(r rowScanner) (AccessRequestRow, error) {

@@ -25,15 +25,21 @@ CREATE TABLE operators (
     updated_at    BIGINT NOT NULL
 );
 
--- An operator's logins (the avo_ tokens), deleted with the operator or
--- when their password changes.
+-- An operator's logins, deleted with the operator or when their
+-- password changes. A login has two secrets, one row each with the
+-- same login_id: its bearer token (via 'bearer', the avo_ token) and
+-- its cookie's secret (via 'cookie', avc_), which is worth less because
+-- browsers send cookies to every port of the host. Logout deletes both.
 CREATE TABLE operator_logins (
     token_hash TEXT NOT NULL PRIMARY KEY,
+    login_id   TEXT NOT NULL,
+    via        TEXT NOT NULL,
     operator   TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     expires_at BIGINT NOT NULL
 );
 CREATE INDEX operator_logins_operator ON operator_logins (operator);
+CREATE INDEX operator_logins_login ON operator_logins (login_id);
 
 -- What agents asked for: a service or a host (one of them set), and
 -- how an operator decided. decided_at is NULL while pending.
@@ -51,6 +57,7 @@ CREATE TABLE access_requests (
     decision_reason TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX access_requests_status ON access_requests (status, created_at);
+CREATE INDEX access_requests_agent ON access_requests (agent, status);
 
 -- The audit trail: one row per management change. detail is short
 -- text, never a value, password or token.

@@ -1,0 +1,45 @@
+// Package periodic runs a job at most once per interval, however often
+// it is asked to: the sweeper asks every second, the purges it drives
+// run once an hour.
+package periodic
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Gate runs a job at most once per Every. A job that fails is not
+// counted: the next Run tries again. Runs are serialized, so two
+// callers (the sweepers of an old and a new config during a reload)
+// never run the job twice in one interval. The zero Gate runs every
+// time; it is safe for concurrent use.
+type Gate struct {
+	// Every is the interval; 0 or less runs the job on every Run.
+	Every time.Duration
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+
+	mu   sync.Mutex
+	last time.Time // of the last successful run; zero: never
+}
+
+// Run runs job with the current time if it is due (it never ran, or
+// its last successful run is Every ago), and returns its error; when
+// it is not due, Run returns nil without calling it.
+func (g *Gate) Run(ctx context.Context, job func(ctx context.Context, now time.Time) error) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := time.Now()
+	if g.Now != nil {
+		now = g.Now()
+	}
+	if !g.last.IsZero() && now.Sub(g.last) < g.Every {
+		return nil
+	}
+	if err := job(ctx, now); err != nil {
+		return err
+	}
+	g.last = now
+	return nil
+}

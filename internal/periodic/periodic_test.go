@@ -1,0 +1,52 @@
+package periodic
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestGate(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	g := &Gate{Every: time.Hour, Now: func() time.Time { return now }}
+	runs := 0
+	var fail error
+	job := func(_ context.Context, at time.Time) error {
+		if !at.Equal(now) {
+			t.Errorf("job ran at %v, want %v", at, now)
+		}
+		runs++
+		return fail
+	}
+	run := func(want int) {
+		t.Helper()
+		if err := g.Run(context.Background(), job); !errors.Is(err, fail) {
+			t.Fatalf("Run: %v, want %v", err, fail)
+		}
+		if runs != want {
+			t.Fatalf("%d runs, want %d", runs, want)
+		}
+	}
+	run(1) // never ran: due
+	run(1) // not an hour later
+	now = now.Add(59 * time.Minute)
+	run(1)
+	now = now.Add(time.Minute)
+	// A failure is not counted: the next Run tries again.
+	fail = errors.New("store down")
+	run(2)
+	run(3)
+	fail = nil
+	run(4)
+	run(4)
+	// The zero Gate runs every time.
+	var z Gate
+	n := 0
+	for range 3 {
+		z.Run(context.Background(), func(context.Context, time.Time) error { n++; return nil })
+	}
+	if n != 3 {
+		t.Errorf("the zero Gate ran %d times of 3", n)
+	}
+}
