@@ -173,6 +173,24 @@ func (s *server) login(name, password string) apiwire.Login {
 	return l
 }
 
+// loginWithCookie logs in and also returns the login cookie's value
+// (a secret of its own, not the token).
+func (s *server) loginWithCookie(name, password string) (apiwire.Login, string) {
+	s.t.Helper()
+	r := s.call(cred{}, "POST", "/api/v1/login", apiwire.LoginRequest{Name: name, Password: password})
+	var l apiwire.Login
+	if r.status != http.StatusOK || json.Unmarshal([]byte(r.body), &l) != nil {
+		s.t.Fatalf("login %s: %s", name, r)
+	}
+	for _, c := range r.resp.Cookies() {
+		if c.Name == loginCookie {
+			return l, c.Value
+		}
+	}
+	s.t.Fatalf("login %s set no %s cookie", name, loginCookie)
+	return l, ""
+}
+
 // mintSession opens a session with the given credential.
 func (s *server) mintSession(c cred, req apiwire.SessionRequest) apiwire.Session {
 	s.t.Helper()

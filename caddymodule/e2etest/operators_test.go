@@ -89,8 +89,11 @@ func TestOperatorsAndLogin(t *testing.T) {
 		t.Fatalf("login set no %s cookie: %v", loginCookie, lr.header["Set-Cookie"])
 	}
 	setCookie := strings.Join(lr.header["Set-Cookie"], "\n")
-	if cookie.Value != vl.Token || !cookie.HttpOnly || cookie.SameSite != http.SameSiteStrictMode || cookie.Path != "/" || cookie.MaxAge <= 0 {
-		t.Errorf("login cookie %q: want the token, HttpOnly, SameSite=Strict, Path=/, Max-Age > 0", setCookie)
+	// The cookie is a secret of its own (avc_), never the bearer token:
+	// browsers send cookies to every port of the host, so another local
+	// listener may receive it; alone it can only read and log out.
+	if cookie.Value == vl.Token || !strings.HasPrefix(cookie.Value, "avc_") || !cookie.HttpOnly || cookie.SameSite != http.SameSiteStrictMode || cookie.Path != "/" || cookie.MaxAge <= 0 {
+		t.Errorf("login cookie %q: want an avc_ secret other than the token, HttpOnly, SameSite=Strict, Path=/, Max-Age > 0", setCookie)
 	}
 	if cookie.Secure {
 		t.Errorf("login cookie over plain http is Secure (a browser would drop it): %q", setCookie)
@@ -98,8 +101,16 @@ func TestOperatorsAndLogin(t *testing.T) {
 	if lr.header.Get("Cache-Control") != "no-store" {
 		t.Errorf("the login answer is cacheable: Cache-Control %q", lr.header.Get("Cache-Control"))
 	}
-	viaCookie := cred{cookie: vl.Token}
+	viaCookie := cred{cookie: cookie.Value}
 	s.must(viaCookie, "GET", "/api/v1/services", nil, 200, nil)
+	// The bearer token in the cookie, or the cookie's secret as a
+	// bearer token, is no login at all.
+	if r := s.call(cred{cookie: vl.Token}, "GET", "/api/v1/services", nil); r.status != 401 {
+		t.Errorf("the bearer token sent as the cookie: %s, want 401", r)
+	}
+	if r := s.call(bearer(cookie.Value), "GET", "/api/v1/services", nil); r.status != 401 {
+		t.Errorf("the cookie's secret sent as a bearer token: %s, want 401", r)
+	}
 
 	// A viewer sees lists, never a value, and may not write.
 	for _, path := range []string{"/api/v1/credentials", "/api/v1/services", "/api/v1/agents", "/api/v1/operators", "/api/v1/audit", "/api/v1/sessions", "/api/v1/requests", "/api/v1/stores"} {
@@ -117,10 +128,11 @@ func TestOperatorsAndLogin(t *testing.T) {
 		}
 	}
 
-	// Cookies carry ambient authority: a write with a cookie from a
-	// foreign origin or a cross-site fetch is refused; from the API's own
-	// origin it works; a bearer token is not checked.
-	al := s.login("adam", "admin-password-0123")
+	// Cookies carry ambient authority: a write with a cookie is refused,
+	// from a foreign origin, a cross-site fetch, and from the API's own
+	// origin too (the cookie alone can only read and log out); a bearer
+	// token is not checked for origin.
+	al, alCookie := s.loginWithCookie("adam", "admin-password-0123")
 	newAgent := func(name string) apiwire.AgentCreateRequest {
 		return apiwire.AgentCreateRequest{Name: name, Services: []string{apiwire.AllServices}}
 	}
@@ -132,7 +144,7 @@ func TestOperatorsAndLogin(t *testing.T) {
 		{"Sec-Fetch-Site": "same-site"},
 		{"Origin": "http://" + s.apiAddr, "Sec-Fetch-Site": "cross-site"},
 	} {
-		r := s.call(cred{cookie: al.Token, header: h}, "POST", "/api/v1/agents", newAgent("csrf-bot"))
+		r := s.call(cred{cookie: alCookie, header: h}, "POST", "/api/v1/agents", newAgent("csrf-bot"))
 		if r.status != 403 {
 			t.Errorf("cookie POST with %v: %s, want 403", h, r)
 		}
@@ -140,11 +152,16 @@ func TestOperatorsAndLogin(t *testing.T) {
 	if r := s.call(s.admin(), "GET", "/api/v1/agents/csrf-bot", nil); r.status != 404 {
 		t.Fatal("a cross-site cookie request created an agent")
 	}
-	s.must(cred{cookie: al.Token, header: map[string]string{"Origin": "http://" + s.apiAddr, "Sec-Fetch-Site": "same-origin"}}, "POST", "/api/v1/agents", newAgent("same-origin-bot"), 201, nil)
-	s.must(cred{cookie: al.Token}, "POST", "/api/v1/agents", newAgent("no-origin-bot"), 201, nil)
+	for _, h := range []map[string]string{{"Origin": "http://" + s.apiAddr, "Sec-Fetch-Site": "same-origin"}, nil} {
+		r := s.call(cred{cookie: alCookie, header: h}, "POST", "/api/v1/agents", newAgent("cookie-bot"))
+		if r.status != 403 || !strings.Contains(r.errText(), "cookie alone cannot change anything") {
+			t.Errorf("same-origin cookie POST with %v: %s, want 403 saying a cookie alone changes nothing", h, r)
+		}
+	}
+	s.must(cred{cookie: alCookie}, "GET", "/api/v1/agents", nil, 200, nil)
 	s.must(cred{bearer: al.Token, header: map[string]string{"Origin": "http://evil.example"}}, "POST", "/api/v1/agents", newAgent("bearer-bot"), 201, nil)
 	// The bearer header wins over the cookie.
-	if r := s.call(cred{bearer: vl.Token, cookie: al.Token}, "POST", "/api/v1/agents", newAgent("mixed-bot")); r.status != 403 {
+	if r := s.call(cred{bearer: vl.Token, cookie: alCookie}, "POST", "/api/v1/agents", newAgent("mixed-bot")); r.status != 403 {
 		t.Errorf("viewer bearer + admin cookie: %s, want 403 (the bearer header wins)", r)
 	}
 
