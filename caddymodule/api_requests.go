@@ -323,6 +323,14 @@ func (a *API) approveRequest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	grant, create, err := a.grantFor(req, body.Service, body.Grant)
+	if status, _, _ := apiError(err); err != nil && status == http.StatusConflict {
+		// The service may have been defined on another broker a moment
+		// ago, before the change feed brought it here: read the
+		// catalog from the database once and decide again.
+		if rerr := a.deps.catalog.Reload(ctx); rerr == nil {
+			grant, create, err = a.grantFor(req, body.Service, body.Grant)
+		}
+	}
 	if err != nil {
 		a.answerError(w, r, err)
 		return
