@@ -1579,21 +1579,42 @@ func TestHostileAuthFailures(t *testing.T) {
 	}
 	t.Logf("%d wrong tokens in %v; %d answers had Retry-After", n, burst.Round(time.Millisecond), limited)
 
+	// The bucket refills at 10 failures a second, so on a loaded machine
+	// the first attempt after the burst may find a token again; a few
+	// more attempts (each far faster than the refill) must be limited.
+	// If failures were not counted, none of them would be.
+	const tries = 60
 	t.Run("limited/h1", func(t *testing.T) {
-		a, err := attempt(n)
-		if err != nil {
-			t.Fatal(err)
+		var a answer
+		for i := range tries {
+			var err error
+			if a, err = attempt(n + 2 + i); err != nil {
+				t.Fatal(err)
+			}
+			if a.retryAfter != "" {
+				break
+			}
 		}
 		if secs, err := strconv.Atoi(a.retryAfter); a.status != http.StatusProxyAuthRequired || err != nil || secs < 1 {
-			t.Errorf("finding 9: the wrong token after a burst of %d: %d with Retry-After %q, want 407 with Retry-After in seconds", n, a.status, a.retryAfter)
+			t.Errorf("finding 9: wrong tokens after a burst of %d: the last of up to %d more: %d with Retry-After %q, want 407 with Retry-After in seconds", n, tries, a.status, a.retryAfter)
 		}
 	})
 	// The proxy's listener speaks h2c too: a wrong token in an HTTP/2
 	// CONNECT stream counts against the same address.
 	t.Run("limited/h2", func(t *testing.T) {
-		status, h, body := h2cConnect(t, s.proxyAddr, up.hostPort(), basicAuth(fmt.Sprintf("avs_wrong%064x", n+1)))
+		var (
+			status int
+			h      http.Header
+			body   string
+		)
+		for i := range tries {
+			status, h, body = h2cConnect(t, s.proxyAddr, up.hostPort(), basicAuth(fmt.Sprintf("avs_wrong%064x", n+2+tries+i)))
+			if h.Get("Retry-After") != "" {
+				break
+			}
+		}
 		if secs, err := strconv.Atoi(h.Get("Retry-After")); status != http.StatusProxyAuthRequired || err != nil || secs < 1 {
-			t.Errorf("finding 9: an HTTP/2 (h2c) CONNECT with a wrong token after the burst: %d with Retry-After %q (%q), want 407 with Retry-After in seconds", status, h.Get("Retry-After"), body)
+			t.Errorf("finding 9: HTTP/2 (h2c) CONNECTs with a wrong token after the burst: the last of up to %d: %d with Retry-After %q (%q), want 407 with Retry-After in seconds", tries, status, h.Get("Retry-After"), body)
 		}
 	})
 	t.Run("log-sampled", func(t *testing.T) {
@@ -1604,9 +1625,9 @@ func TestHostileAuthFailures(t *testing.T) {
 		}
 		lines := s.logs.lines("proxy authentication failed")
 		if len(lines) >= 100 {
-			t.Errorf("finding 9: %d log lines about failed proxy authentication for %d failures, want far fewer (sampled)", len(lines), n+2)
+			t.Errorf("finding 9: %d log lines about failed proxy authentication for more than %d failures, want far fewer (sampled)", len(lines), n)
 		}
-		t.Logf("%d log lines about %d failures", len(lines), n+2)
+		t.Logf("%d log lines about more than %d failures", len(lines), n)
 	})
 	for _, proto := range protos {
 		t.Run("valid/"+proto, func(t *testing.T) {
