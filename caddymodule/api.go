@@ -60,6 +60,9 @@ type API struct {
 	deps   apiDeps
 	logger *zap.Logger
 	mux    *http.ServeMux
+	// ui serves the web UI's pages and assets (package webui); nil:
+	// every path outside the API is 404.
+	ui http.Handler
 	// invalidNames counts logins with names no operator can have
 	// (api_operators.go).
 	invalidNames *invalidNames
@@ -167,18 +170,41 @@ func (a *API) routes() {
 
 	route("GET /api/v1/audit", identity.ReadAll, a.listAudit)
 
+	route("GET /api/v1/activity", identity.ReadAll, a.listActivity)          // api_activity.go
+	route("GET /api/v1/activity/stream", identity.ReadAll, a.streamActivity) // api_activity.go
+	route("GET /api/v1/services/match", identity.ReadAll, a.matchService)    // api_match.go
+	// Metrics: a viewer's credentials, or the metrics token (api_metrics.go).
+	m.HandleFunc("GET /metrics", a.metrics)
+
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
 	a.mux = m
 }
 
-// ServeHTTP serves the management API.
+// ServeHTTP serves the management API under /api/, /healthz and
+// /metrics, and the web UI (package webui) everywhere else. A request
+// whose Host this server does not answer to is refused first
+// (hostcheck.go: DNS rebinding).
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if err := a.checkHost(r); err != nil {
+		a.answerError(w, r, err)
+		return nil
+	}
+	if a.ui != nil && !apiPath(r.URL.Path) {
+		a.ui.ServeHTTP(w, r)
+		return nil
+	}
 	a.mux.ServeHTTP(w, r)
 	return nil
+}
+
+// apiPath reports whether path belongs to the JSON API (and the
+// health and metrics endpoints) rather than to the web UI.
+func apiPath(path string) bool {
+	return path == "/api" || strings.HasPrefix(path, "/api/") || path == "/healthz" || path == "/metrics"
 }
 
 func (a *API) now() time.Time {

@@ -1,0 +1,30 @@
+package activity
+
+// Codes say in a word why a request was refused or failed. They are a
+// closed set so that metrics labelled by them stay few and filters can
+// be checked; Entry.Reason carries the details.
+const (
+	CodeAuth             = "auth"              // 407: no, unknown or expired session token
+	CodeUncoveredHost    = "uncovered_host"    // 403: no service in the session's scope covers the host
+	CodePlaceholder      = "placeholder"       // 403: a placeholder not this session's, or not bound to this service
+	CodeCleartext        = "cleartext"         // 403: a credential would travel over plain http
+	CodeUpgrade          = "upgrade"           // 403: a protocol switch whose stream cannot be scanned
+	CodeEgressPolicy     = "egress_policy"     // 403: the target resolves to an address the egress policy refuses
+	CodeSessionEnded     = "session_ended"     // 403: the session was revoked or expired while its tunnel was open
+	CodeForbidden        = "forbidden"         // 403: any other refusal of the pipeline
+	CodeMisdirected      = "misdirected"       // 421: the request's Host is not the tunnel's target
+	CodeBadRequest       = "bad_request"       // 400, 405, 505: a request the proxy cannot take
+	CodeRateLimited      = "rate_limited"      // 429
+	CodeStoreStale       = "store_stale"       // 503: a credential's store is past its max_staleness
+	CodeStateUnavailable = "state_unavailable" // 503: the state database is unreachable
+	CodeUpstream         = "upstream"          // 502: the exchange with the upstream failed
+	CodeClientClosed     = "client_closed"     // 499: the agent went away
+	CodeInternal         = "internal"          // 500
+)
+
+// Codes lists every code, for validation and documentation.
+var Codes = []string{
+	CodeAuth, CodeUncoveredHost, CodePlaceholder, CodeCleartext, CodeUpgrade, CodeEgressPolicy,
+	CodeSessionEnded, CodeForbidden, CodeMisdirected, CodeBadRequest, CodeRateLimited,
+	CodeStoreStale, CodeStateUnavailable, CodeUpstream, CodeClientClosed, CodeInternal,
+}
