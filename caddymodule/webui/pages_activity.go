@@ -43,7 +43,7 @@ type activityList struct {
 var activityFilters = []string{"session", "agent", "service", "host", "decision", "status", "since"}
 
 type activityData struct {
-	Filter     map[string]string
+	Filter  map[string]string
 	Entries []activityEntry
 	// Next is the link to the next (older) page; empty on the last.
 	Next string
