@@ -470,3 +470,36 @@ func TestServiceMatchAPI(t *testing.T) {
 	}
 	wantAPIError(t, "agent", pl.call(t, asToken(pl.createAgent(t, "a1", []string{"*"}, "").Token), "GET", "/api/v1/services/match?url=https://x/", nil), 403)
 }
+
+// TestWebUIActivity: proxied requests and a refusal show on the
+// activity page (filters passed to the API) and the overview's recent
+// refusals; the live view's hooks are there; no secret on the page.
+func TestWebUIActivity(t *testing.T) {
+	pl, api, s, agent := activityPipeline(t)
+	stranger := pl.session(t)
+	wantStatus(t, get(t, agent, api.https("/v1/items?k="+s.ph(t, "API_KEY"))), http.StatusOK)
+	wantRefusal(t, get(t, agent, api.https("/v1"), "X-Forwarded-Key", stranger.ph(t, "API_KEY")), 403, "placeholder")
+	activityList(t, pl, pl.admin(), "", func(es []apiwire.ActivityEntry) bool { return len(es) >= 2 })
+	b := uiSignIn(t, pl, "admin_token", pl.adminToken)
+	p := b.get("/activity")
+	if p.status != 200 || strings.Count(p.body, `class="activity-row`) < 2 || !strings.Contains(p.body, `id="activity-live"`) || !strings.Contains(p.body, "/v1/items") {
+		t.Fatalf("activity page: %d %s", p.status, p.body)
+	}
+	refused := b.get("/activity?decision=refused&session=" + url.QueryEscape(s.id))
+	if strings.Count(refused.body, `class="activity-row`) != 1 || !strings.Contains(refused.body, `data-query="decision=refused&amp;session=`) {
+		t.Fatalf("filtered activity page: %s", refused.body)
+	}
+	if bad := b.get("/activity?decision=maybe"); !strings.Contains(bad.body, `class="flash error"`) {
+		t.Fatal("a bad filter is not shown as an error")
+	}
+	if !strings.Contains(b.get("/").body, "placeholder") {
+		t.Fatal("the overview does not list the refusal")
+	}
+	for _, secret := range []string{apiKeySecret, s.token, s.ph(t, "API_KEY"), stranger.ph(t, "API_KEY")} {
+		for _, path := range []string{"/activity", "/"} {
+			if strings.Contains(b.get(path).body, secret) {
+				t.Errorf("%s holds a secret", path)
+			}
+		}
+	}
+}
