@@ -503,3 +503,17 @@ func TestWebUIActivity(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminLoginID: an admin token login's id is bound to the admin
+// token; another token (a rotated one) or none does not validate it.
+func TestAdminLoginID(t *testing.T) {
+	id := adminLoginID("lgn_0123", "ava_one")
+	if !validAdminLoginID(id, "ava_one") {
+		t.Fatal("own id refused")
+	}
+	for _, c := range []struct{ id, token string }{{id, "ava_two"}, {id, ""}, {"lgn_0123", "ava_one"}, {"lgn_0124" + id[len("lgn_0123"):], "ava_one"}, {id + "0", "ava_one"}} {
+		if validAdminLoginID(c.id, c.token) {
+			t.Errorf("%q under %q validated", c.id, c.token)
+		}
+	}
+}
