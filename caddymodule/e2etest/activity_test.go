@@ -115,7 +115,7 @@ func TestActivityLog(t *testing.T) {
 			findActivity(es, func(e apiwire.ActivityEntry) bool { return e.Code == "uncovered_host" }) != nil
 	})
 	fwd := findActivity(entries, func(e apiwire.ActivityEntry) bool { return e.Decision == "forwarded" && e.Path == "/user" })
-	if fwd.Service != "github" || fwd.Status != 200 || fwd.Session == "" || fwd.Agent != "local" || fwd.Instance == "" ||
+	if fwd.Service != "github" || fwd.Status != 200 || fwd.Session == "" || fwd.Instance == "" || fwd.Client != "127.0.0.1" ||
 		len(fwd.Credentials) != 1 || fwd.Credentials[0] != "GITHUB_TOKEN" || fwd.Method != "GET" {
 		t.Errorf("forwarded entry %+v", fwd)
 	}
