@@ -66,7 +66,8 @@
 //	              p#activity-live (text "Live view: on" and
 //	                data-state="on" once the stream is open),
 //	              a#activity-next (older page)
-//	/             table#stores-table, table#refusals-table
+//	/             table#stores-table, table#refusals-table,
+//	              #activity-stats (activity log drops)
 //	Sign-in:      /login POSTs need a browser's Origin or Sec-Fetch-Site
 //	              (there is no login yet to derive a CSRF token from);
 //	              a wrong sign-in answers 401 with p#flash.
