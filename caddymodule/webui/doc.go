@@ -62,7 +62,8 @@
 //	/activity     form#activity-filter (GET): session, agent, service,
 //	                host, decision, status, since
 //	              table#activity-table, tbody#activity-rows (tr.activity-row
-//	                data-id=<id>; new rows are prepended live),
+//	                data-id=<entry id>, the same for rows added live:
+//	                new rows are prepended, de-duplicated by it),
 //	              p#activity-live (text "Live view: on" and
 //	                data-state="on" once the stream is open),
 //	              a#activity-next (older page)
