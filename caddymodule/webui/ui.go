@@ -79,6 +79,10 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
+		if strings.HasSuffix(r.URL.Path, "/") {
+			u.plainError(w, http.StatusNotFound, "no such file") // no directory listings
+			return
+		}
 		h.Set("Cache-Control", "public, max-age=3600")
 		u.static.ServeHTTP(w, r)
 		return

@@ -1,0 +1,131 @@
+package webui
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
+)
+
+// fakeAPI answers whoami for the one known cookie and counts every
+// other request (a change must never reach it without a valid token).
+type fakeAPI struct {
+	cookie string
+	role   string
+	calls  atomic.Int64
+}
+
+func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	tok, fromCookie, err := identity.RequestToken(r)
+	if err != nil || !fromCookie || tok != f.cookie {
+		w.WriteHeader(http.StatusUnauthorized)
+		w.Write([]byte(`{"error":"log in"}`))
+		return
+	}
+	if r.URL.Path == "/api/v1/whoami" {
+		w.Write([]byte(`{"kind":"operator","name":"<b>al</b>","role":"` + f.role + `"}`))
+		return
+	}
+	f.calls.Add(1)
+	if r.Method != http.MethodGet && r.Header.Get(identity.CSRFHeader) != identity.CSRFToken(f.cookie) {
+		w.WriteHeader(http.StatusForbidden)
+		w.Write([]byte(`{"error":"no csrf header"}`))
+		return
+	}
+	w.Write([]byte(`{}`))
+}
+
+func newFake(t *testing.T, role string) (*UI, *fakeAPI) {
+	t.Helper()
+	secret, _, err := identity.NewToken(identity.KindLoginCookie)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeAPI{cookie: secret, role: role}
+	return New(f, Options{}), f
+}
+
+func serve(u *UI, method, target, cookie string, form url.Values) *httptest.ResponseRecorder {
+	var body *strings.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	} else {
+		body = strings.NewReader("")
+	}
+	r := httptest.NewRequest(method, target, body)
+	if form != nil {
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	if cookie != "" {
+		r.AddCookie(&http.Cookie{Name: identity.CookieName, Value: cookie})
+	}
+	w := httptest.NewRecorder()
+	u.ServeHTTP(w, r)
+	return w
+}
+
+func TestLocalPath(t *testing.T) {
+	for in, want := range map[string]string{
+		"/services": "/services", "/activity?agent=x": "/activity?agent=x", "": "/", "services": "/",
+		"//evil.example": "/", "/\\evil.example": "/", "https://evil.example/": "/", "/x\r\nSet-Cookie:": "/", "javascript:alert(1)": "/",
+	} {
+		if got := localPath(in); got != want {
+			t.Errorf("localPath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestCSRFBeforeAPI: a post without the right csrf field is 403 and
+// the API is never called; with it, the API gets the CSRF header.
+func TestCSRFBeforeAPI(t *testing.T) {
+	u, f := newFake(t, "admin")
+	for _, form := range []url.Values{{}, {"csrf": {""}}, {"csrf": {"x"}}, {"csrf": {identity.CSRFToken("other")}}, {"csrf": {f.cookie}}} {
+		form.Set("action", "delete")
+		form.Set("name", "X")
+		for _, path := range []string{"/credentials", "/services", "/logout", "/"} {
+			if w := serve(u, "POST", path, f.cookie, form); w.Code != http.StatusForbidden {
+				t.Errorf("POST %s %v: %d", path, form, w.Code)
+			}
+		}
+	}
+	if n := f.calls.Load(); n != 0 {
+		t.Fatalf("the API was called %d times", n)
+	}
+	w := serve(u, "POST", "/credentials", f.cookie, url.Values{"csrf": {identity.CSRFToken(f.cookie)}, "action": {"delete"}, "name": {"X"}})
+	if w.Code != http.StatusSeeOther || !strings.Contains(w.Header().Get("Location"), "ok=") || f.calls.Load() != 1 {
+		t.Fatalf("valid post: %d %s, %d calls", w.Code, w.Header().Get("Location"), f.calls.Load())
+	}
+}
+
+func TestHeadersAndRedirects(t *testing.T) {
+	u, f := newFake(t, "viewer")
+	for _, path := range []string{"/", "/credentials", "/services", "/sessions", "/activity", "/agents", "/requests", "/operators", "/audit", "/ca"} {
+		w := serve(u, "GET", path, "", nil)
+		if w.Code != http.StatusSeeOther || !strings.HasPrefix(w.Header().Get("Location"), "/login") {
+			t.Errorf("signed-out %s: %d %s", path, w.Code, w.Header().Get("Location"))
+		}
+		if w.Header().Get("Content-Security-Policy") != csp || w.Header().Get("X-Frame-Options") != "DENY" || w.Header().Get("Cache-Control") != "no-store" {
+			t.Errorf("%s: headers %v", path, w.Header())
+		}
+		w = serve(u, "GET", path, f.cookie, nil)
+		if w.Code != 200 || !strings.Contains(w.Body.String(), "&lt;b&gt;al&lt;/b&gt;") || strings.Contains(w.Body.String(), "<b>al</b>") {
+			t.Errorf("signed-in %s: %d (the name must be escaped)", path, w.Code)
+		}
+	}
+	if w := serve(u, "GET", "/static/", "", nil); w.Code != 404 {
+		t.Errorf("static listing: %d", w.Code)
+	}
+	if w := serve(u, "GET", "/static/app.js", "", nil); w.Code != 200 || !strings.Contains(w.Header().Get("Content-Type"), "javascript") {
+		t.Errorf("app.js: %d %s", w.Code, w.Header().Get("Content-Type"))
+	}
+	if w := serve(u, "DELETE", "/services", f.cookie, nil); w.Code != http.StatusMethodNotAllowed {
+		t.Errorf("DELETE page: %d", w.Code)
+	}
+	if w := serve(u, "GET", "/logout", f.cookie, nil); w.Code != http.StatusMethodNotAllowed {
+		t.Errorf("GET /logout: %d", w.Code)
+	}
+}
