@@ -98,7 +98,8 @@ type LoginRequest struct {
 // Token as a Bearer token. For browsers the login also sets an
 // HttpOnly, SameSite=Strict cookie holding a second secret of the same
 // login (not Token: browsers send cookies to every port of the host),
-// which may only read and log out; changes need Token.
+// which may only read and log out; changes need Token, or the cookie
+// with the login's CSRF token (identity.CSRFHeader: the web UI).
 type Login struct {
 	Token     string    `json:"token"`
 	ExpiresAt time.Time `json:"expires_at"`
