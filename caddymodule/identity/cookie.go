@@ -166,7 +166,9 @@ func CheckLoginRequest(r *http.Request) error {
 // checkSameOrigin is the one rule for a request a browser may have
 // sent on another site's behalf: Sec-Fetch-Site must be absent,
 // "same-origin" or "none", and Origin absent or this server's own
-// origin (http or https, as r came, and r.Host). "same-site" is
+// origin (http or https, as r came, and r.Host), or "null" with
+// Sec-Fetch-Site "same-origin" (what a browser sends from a page whose
+// Referrer-Policy is no-referrer). "same-site" is
 // refused: another port of the same host is the same site. The
 // *ForbiddenError says that such a request "what" and "how" to do
 // instead.
@@ -178,7 +180,13 @@ func checkSameOrigin(r *http.Request, what, how string) error {
 		return &ForbiddenError{Reason: fmt.Sprintf("a cross-origin request (Sec-Fetch-Site: %s) %s; %s", quoteName(site[0]), what, how)}
 	}
 	origin := r.Header.Values("Origin")
+	sameOrigin := len(r.Header.Values("Sec-Fetch-Site")) == 1 && r.Header.Get("Sec-Fetch-Site") == "same-origin"
 	switch {
+	case len(origin) == 1 && origin[0] == "null" && sameOrigin:
+		// A page with Referrer-Policy: no-referrer (the web UI's)
+		// makes the browser send Origin "null" on its own form posts;
+		// Sec-Fetch-Site, which no page can set, says it is ours.
+		return nil
 	case len(origin) > 1:
 		return &ForbiddenError{Reason: "a request with more than one Origin header " + what + "; " + how}
 	case len(origin) == 1:

@@ -200,6 +200,13 @@ func TestCheckCookieRequest(t *testing.T) {
 		{"POST", Logout, false, hdr{"Sec-Fetch-Site": {"same-origin", "same-origin"}}, "Authorization: Bearer"},
 		{"POST", Logout, false, hdr{"Origin": {"http://evil.example"}}, "Authorization: Bearer"},
 		{"POST", Logout, false, hdr{"Origin": {"null"}}, "Authorization: Bearer"},
+		// Origin null from our own no-referrer page: only with
+		// Sec-Fetch-Site same-origin, which pages cannot set.
+		{"POST", Logout, false, hdr{"Origin": {"null"}, "Sec-Fetch-Site": {"same-origin"}}, ""},
+		{"POST", Logout, false, hdr{"Origin": {"null"}, "Sec-Fetch-Site": {"cross-site"}}, "Authorization: Bearer"},
+		{"POST", Logout, false, hdr{"Origin": {"null"}, "Sec-Fetch-Site": {"same-site"}}, "Authorization: Bearer"},
+		{"POST", Logout, false, hdr{"Origin": {"null"}, "Sec-Fetch-Site": {"none"}}, "Authorization: Bearer"},
+		{"POST", Logout, false, hdr{"Origin": {"null", "null"}, "Sec-Fetch-Site": {"same-origin"}}, "Authorization: Bearer"},
 		{"POST", Logout, false, hdr{"Origin": {"http://vault.example"}}, "Authorization: Bearer"},
 		{"POST", Logout, false, hdr{"Origin": {"http://vault.example:3000"}}, "Authorization: Bearer"},
 		{"POST", Logout, true, hdr{"Origin": {"http://vault.example:8080"}}, "Authorization: Bearer"},
