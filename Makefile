@@ -36,8 +36,9 @@ test: deps build vault-test-server
 # unshare, PostgreSQL for the state database tests (internal/pgtest),
 # and Chromium for the web UI journeys (e2etest/webui_*). Installed
 # from Debian when missing and running as root with apt-get; otherwise
-# the missing packages are named and the run stops. Debian keeps the PostgreSQL server binaries off PATH, in
-# /usr/lib/postgresql/<version>/bin: that "postgres" entry is a file check.
+# the missing packages are named and the run stops. Debian keeps the
+# PostgreSQL server binaries off PATH, in /usr/lib/postgresql/<version>/bin:
+# that "postgres" entry is a file check.
 DEPS := curl:curl git:git wget:wget python3:python3 node:nodejs npm:npm setcap:libcap2-bin ip:iproute2 unshare:util-linux postgres:postgresql chromium:chromium
 .PHONY: deps
 deps:
