@@ -12,9 +12,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -387,6 +389,22 @@ func TestBrowserHarness(t *testing.T) {
 		t.Fatal("mark survived a reload")
 	}
 
+	// DevTools evaluation works under the UI's strict CSP (the helpers
+	// that read tables and send forged posts rely on it).
+	b.visit("/table")
+	if got := b.cells("beta"); !slices.Equal(got, []string{"beta", "2"}) {
+		t.Fatalf("cells(beta) = %q", got)
+	}
+	if got := b.rows("td:first-child"); !slices.Equal(got, []string{"alpha", "beta"}) {
+		t.Fatalf("rows = %q", got)
+	}
+	if n := b.count("tr"); n != 2 {
+		t.Fatalf("count(tr) = %d", n)
+	}
+	if st := b.fetchStatus("/forbidden", url.Values{"a": {"b"}}, true); st != http.StatusForbidden {
+		t.Fatalf("fetchStatus = %d, want 403", st)
+	}
+
 	dir := t.TempDir()
 	t.Setenv(screenshotsEnv, dir)
 	b.screenshot("harness")
@@ -420,6 +438,17 @@ func newHarnessPage(t *testing.T) string {
 	})
 	mux.HandleFunc("GET /done", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `<!doctype html><html><body><p>hello %s</p></body></html>`, r.FormValue("who"))
+	})
+	mux.HandleFunc("GET /table", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		fmt.Fprint(w, `<!doctype html><html><head><meta name="csrf-token" content="tok"></head><body><table><tr><td>alpha</td><td>1</td></tr><tr><td>beta</td><td>2</td></tr></table></body></html>`)
+	})
+	mux.HandleFunc("POST /forbidden", func(w http.ResponseWriter, r *http.Request) {
+		if r.FormValue("csrf") != "tok" {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		w.WriteHeader(http.StatusForbidden)
 	})
 	mux.HandleFunc("GET /leak", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, `<!doctype html><html><body><p>s3cr3t-value-never-shown</p></body></html>`)
