@@ -1,0 +1,63 @@
+// Package webui is the web UI of the management listener: pages
+// rendered on the server with html/template, a small embedded CSS and
+// JS file, no external URL. It is a client of the management API: every
+// read and write is an in-process request to the API's handler carrying
+// the browser's login cookie (and, for a change, the CSRF header), so
+// the role rules, validation and audit are the API's own.
+//
+// Stable hooks for tests (browser journeys rely on them; keep them):
+//
+//	Pages (GET):  /  /login  /credentials  /services  /sessions
+//	              /activity  /agents  /requests  /operators  /audit  /ca
+//	Sign out:     POST /logout (form id "logout-form")
+//	Assets:       /static/app.css  /static/app.js
+//	Signed out:   any page GET → 303 /login?next=<path>
+//	Every form:   hidden inputs "csrf" (the token, also in
+//	              <meta name="csrf-token">) and "action"; it posts to
+//	              its own page's path; then 303 back with a flash.
+//	Flash:        <p id="flash" class="flash ok|error">text</p>
+//	Nav:          <nav id="nav">, links a#nav-<page> (nav-overview,
+//	              nav-credentials, ..., nav-operators only for owners)
+//	Role:         <body data-role="viewer|admin|owner">
+//
+//	/login        form#login-form: name, password, next
+//	              form#admin-login-form: admin_token, next
+//	/credentials  table#credentials-table (tr data-name=<name>)
+//	              table#stores-table
+//	              form#credential-form action=put: name, value (password)
+//	              form.delete-form action=delete: name
+//	/services     table#services-table (tr data-name=<name>)
+//	              form#service-form action=put: name, host, auth_type,
+//	                token, username, password, key, header, prefix,
+//	                param, headers (lines "Name: template"),
+//	                allow_cleartext (checkbox), allow_upgrades
+//	              templates: a.template-link (?template=github|openai|
+//	                anthropic|stripe|slack|gitlab), also button.template
+//	                data-template=<id> (JS fills the form)
+//	              form#match-form (GET /services): url
+//	              #match-result (text of the answer)
+//	              form.delete-form action=delete: name
+//	              ?edit=<name> fills the form with that service
+//	/sessions     table#sessions-table (tr data-id=<id> data-state=
+//	                active|ended); form.revoke-form action=revoke: id
+//	/agents       form#agent-form action=create: name, services,
+//	                max_session_ttl
+//	              #agent-token (the token, on the answer page only)
+//	              form.rotate-form action=rotate: name
+//	              form.delete-form action=delete: name
+//	              form.update-form action=update: name, services,
+//	                max_session_ttl
+//	/requests     table#requests-table (tr data-id=<id>)
+//	              form.approve-form action=approve: id, grant
+//	              form.deny-form action=deny: id, reason
+//	/operators    form#operator-form action=create: name, password, role
+//	              form.role-form action=update: name, role
+//	              form.delete-form action=delete: name
+//	/audit        form#audit-filter (GET): actor, action, target, before
+//	              table#audit-table
+//	/activity     form#activity-filter (GET): session, agent, service,
+//	                host, decision, status, since
+//	              table#activity-table, tbody#activity-rows (tr.activity-row
+//	                data-id=<cursor>), #activity-live (live state text)
+//	/ca           a#ca-download (/api/v1/ca.pem), pre#launch-snippet
+package webui
