@@ -20,7 +20,8 @@ import (
 
 // webUIPages are the page paths of the contract: a signed-out
 // GET of any of them redirects to /login.
-var webUIPages = []string{"/", "/credentials", "/services", "/sessions", "/activity", "/agents", "/requests", "/operators", "/audit"}
+// (and /ca, the CA download page of webui/doc.go).
+var webUIPages = []string{"/", "/credentials", "/services", "/sessions", "/activity", "/agents", "/requests", "/operators", "/audit", "/ca"}
 
 // noRedirect is a client that shows redirects instead of following them.
 var noRedirect = &http.Client{
@@ -263,7 +264,7 @@ func TestWebUIHTTP(t *testing.T) {
 		}
 		auditBefore := s.auditCount(t)
 		create := func(name, csrf string, omit bool) url.Values {
-			f := url.Values{"action": {"create"}, "name": {name}, "value": {"csrf-test-value-0123456789"}}
+			f := url.Values{"action": {"put"}, "name": {name}, "value": {"csrf-test-value-0123456789"}}
 			if !omit {
 				f.Set("csrf", csrf)
 			}
@@ -333,8 +334,8 @@ func TestWebUIHTTP(t *testing.T) {
 		token := csrfToken(t, s.uiRequest(t, "GET", "/credentials", viewerCookie, "", nil))
 		auditBefore := s.auditCount(t)
 		for _, f := range []url.Values{
-			{"action": {"create"}, "name": {"VIEWER_FORGED"}, "value": {"forged-value-0123456789"}},
-			{"action": {"create"}, "name": {"VIEWER_FORGED"}, "value": {"forged-value-0123456789"}, "csrf": {token}},
+			{"action": {"put"}, "name": {"VIEWER_FORGED"}, "value": {"forged-value-0123456789"}},
+			{"action": {"put"}, "name": {"VIEWER_FORGED"}, "value": {"forged-value-0123456789"}, "csrf": {token}},
 			{"action": {"delete"}, "name": {"EXISTING_TOKEN"}, "csrf": {token}},
 		} {
 			p := s.uiRequest(t, "POST", "/credentials", viewerCookie, "", f)
@@ -343,7 +344,7 @@ func TestWebUIHTTP(t *testing.T) {
 			}
 			assertNoSecrets(t, "viewer's 403 page", p.body, secrets)
 		}
-		p := s.uiRequest(t, "POST", "/services", viewerCookie, "", url.Values{"action": {"create"}, "name": {"viewer-svc"}, "host": {"api.viewer.test"}, "auth_type": {"passthrough"}, "csrf": {token}})
+		p := s.uiRequest(t, "POST", "/services", viewerCookie, "", url.Values{"action": {"put"}, "name": {"viewer-svc"}, "host": {"api.viewer.test"}, "auth_type": {"passthrough"}, "csrf": {token}})
 		if p.status != http.StatusForbidden {
 			t.Errorf("viewer's form POST /services: %d, want 403", p.status)
 		}

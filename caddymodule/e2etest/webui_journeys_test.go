@@ -10,15 +10,7 @@ package e2etest
 // controls and its forged posts are refused. The harness checks every
 // page read for every secret of the journey.
 //
-// The page hooks used (the contract's paths and form conventions):
-// every write form carries hidden inputs "action" and "csrf" and posts to
-// its page's path; the login page has inputs "name", "password" and
-// "admin_token"; the credentials form "name" and "value"; the services
-// form "name", "host", "auth_type" and the bearer "token"; templates are
-// links with "?template=github"; the URL tester is a GET form with input
-// "url" whose answer is in #match-result; the agents form "name" and
-// "services"; a session's revoke form has a hidden "id"; sign-out is a
-// form posting to /logout.
+// The page hooks are the stable ones of caddymodule/webui/doc.go.
 
 import (
 	"fmt"
@@ -29,7 +21,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -41,11 +32,6 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
 	"github.com/agentvault/caddy-agent-vault/storebackends/hashicorp/vaulttest"
 )
-
-// formSel is the form on the page whose hidden action field is action.
-func formSel(action string) string {
-	return fmt.Sprintf(`form:has(input[name="action"][value=%q])`, action)
-}
 
 // submitSel is the submit button of the form sel.
 func submitSel(form string) string {
@@ -79,27 +65,20 @@ func containsAll(s string, subs ...string) bool {
 	return true
 }
 
-// cells is the text of each cell (td, th) of the first table row
-// holding every one of subs, nil if none does.
-func (b *browser) cells(subs ...string) []string {
+// cells is the text of each cell (td, th) of the first element (a tr)
+// matching sel; empty if none does.
+func (b *browser) cells(sel string) []string {
 	b.t.Helper()
-	return get(b, "reading the cells of a row", chromedp.Evaluate[[]string](fmt.Sprintf(`(() => {
-		const subs = %s;
-		for (const r of document.querySelectorAll("tr")) {
-			const t = r.textContent;
-			if (subs.every(s => t.includes(s))) return Array.from(r.cells, c => c.textContent.replace(/\s+/g, " ").trim());
-		}
-		return [];
-	})()`, jsStrings(subs))))
+	return get(b, "reading the cells of "+sel, chromedp.Evaluate[[]string](fmt.Sprintf(`(() => {
+		const r = document.querySelector(%q);
+		return r ? Array.from(r.cells, c => c.textContent.replace(/\s+/g, " ").trim()) : [];
+	})()`, sel)))
 }
 
-// jsStrings is a JavaScript array literal of ss.
-func jsStrings(ss []string) string {
-	q := make([]string, len(ss))
-	for i, s := range ss {
-		q[i] = strconv.Quote(s)
-	}
-	return "[" + strings.Join(q, ",") + "]"
+// value is the current value of the form field sel.
+func (b *browser) value(sel string) string {
+	b.t.Helper()
+	return get(b, "reading the value of "+sel, chromedp.Value(chromedp.CSS(sel)))
 }
 
 // path is the current page's URL path.
@@ -137,7 +116,7 @@ func (b *browser) signIn(next, name, password string) {
 	if loc := b.location(); !strings.HasPrefix(loc, "/login?next=") {
 		b.t.Fatalf("signed-out visit to %s ended at %s, want /login?next=...", next, loc)
 	}
-	form := `form:has(input[name="password"])`
+	form := `form#login-form`
 	b.fill(map[string]string{form + ` input[name="name"]`: name, form + ` input[name="password"]`: password})
 	if st := b.submit(submitSel(form)); st != http.StatusOK {
 		b.t.Fatalf("signing in as %s: status %d\n%s", name, st, b.html())
@@ -151,7 +130,7 @@ func (b *browser) signIn(next, name, password string) {
 func (b *browser) signOut() {
 	b.t.Helper()
 	b.visit("/")
-	if st := b.submit(submitSel(`form[action="/logout"]`)); st != http.StatusOK {
+	if st := b.submit(submitSel(`form#logout-form`)); st != http.StatusOK {
 		b.t.Fatalf("signing out: status %d", st)
 	}
 	b.visit("/credentials")
@@ -196,23 +175,26 @@ func TestWebUIJourneys(t *testing.T) {
 
 	// Credentials synced from Vault: store, source path and version.
 	b.visit("/credentials")
-	if c := b.cells("GITHUB_TOKEN"); !slices.Contains(c, "vault") || !slices.ContainsFunc(c, func(x string) bool { return strings.Contains(x, "agents/github") }) ||
+	if c := b.cells(`#credentials-table tr[data-name="GITHUB_TOKEN"]`); !slices.Contains(c, "vault") || !slices.ContainsFunc(c, func(x string) bool { return strings.Contains(x, "agents/github") }) ||
 		!slices.Contains(c, "1") && !slices.Contains(c, "v1") {
 		t.Fatalf("the credentials page's GITHUB_TOKEN row %q lacks a cell with store vault, one with source agents/github, one with version 1 (or v1)\n%s", c, b.html())
 	}
-	if c := b.cells("vault", "ok"); !slices.Contains(c, "ok") {
-		t.Errorf("the credentials page has no row for store vault with a cell \"ok\" (its status); rows:\n%s", strings.Join(b.rows("tr"), "\n"))
+	if c := b.cells(`#stores-table tr:has(td)`); !slices.Contains(c, "vault") || !slices.Contains(c, "ok") {
+		t.Errorf("the credentials page's stores table has no row for store vault with a cell \"ok\" (its status): %q\n%s", c, strings.Join(b.rows("#stores-table tr"), "\n"))
 	}
 	b.screenshot("ui-credentials")
 
 	// A service from the GitHub template (the template link works
 	// without script), then the URL tester.
 	b.visit("/services")
-	tmpl := b.attr(`a[href*="template=github"]`, "href")
+	tmpl := b.attr(`a.template-link[href*="template=github"]`, "href")
 	b.visit("/services" + tmpl[strings.Index(tmpl, "?"):])
-	create := formSel("create") + `:has(input[name="host"][value*="github.com"])`
-	if b.count(create) != 1 {
-		t.Fatalf("the GitHub template's page has no create form with its host (input host with a value of *.github.com)\n%s", b.html())
+	create := `form#service-form`
+	if host := b.value(create + ` input[name="host"]`); !strings.Contains(host, "github.com") {
+		t.Fatalf("the GitHub template filled host %q", host)
+	}
+	if typ := b.value(create + ` [name="auth_type"]`); typ != "bearer" {
+		t.Fatalf("the GitHub template chose auth type %q, want bearer", typ)
 	}
 	b.fill(map[string]string{create + ` input[name="name"]`: "github", create + ` [name="token"]`: "GITHUB_TOKEN"})
 	if st := b.submit(submitSel(create)); st != http.StatusOK {
@@ -227,10 +209,10 @@ func TestWebUIJourneys(t *testing.T) {
 	if i < 0 || !strings.Contains(svcs.Services[i].Host, "github.com") || svcs.Services[i].Auth.Type != "bearer" || svcs.Services[i].Auth.Token != "GITHUB_TOKEN" {
 		t.Fatalf("the service created from the GitHub template: %+v", svcs.Services)
 	}
-	if r := b.row("tr", "github"); !strings.Contains(r, "github.com") {
+	if r := b.rows(`#services-table tr[data-name="github"]`); len(r) != 1 || !strings.Contains(r[0], "github.com") {
 		t.Fatalf("the services page lists no github row with its host: %q", r)
 	}
-	tester := `form:has(input[name="url"])`
+	tester := `form#match-form`
 	b.fill(map[string]string{tester + ` input[name="url"]`: "https://api.github.com/user"})
 	b.submit(submitSel(tester))
 	b.waitFor("#match-result")
@@ -248,7 +230,7 @@ func TestWebUIJourneys(t *testing.T) {
 	// An agent created in the UI: its token is on the result page once,
 	// and on no page after.
 	b.visit("/agents")
-	agentForm := formSel("create")
+	agentForm := `form#agent-form`
 	b.fill(map[string]string{agentForm + ` input[name="name"]`: "webui-agent"})
 	if b.count(agentForm+` input[name="services"][type="checkbox"]`) > 0 {
 		b.run("choosing the upstream service", chromedp.Click(chromedp.CSS(agentForm+` input[name="services"][value="upstream"]`)))
@@ -258,9 +240,9 @@ func TestWebUIJourneys(t *testing.T) {
 	if st := b.submit(submitSel(agentForm)); st != http.StatusOK {
 		t.Fatalf("creating the agent: %d\n%s", st, b.html())
 	}
-	agentToken := agentTokenRE.FindString(b.rawHTML())
-	if agentToken == "" {
-		t.Fatalf("the agent-creation result page shows no avt_ token:\n%s", b.rawHTML())
+	agentToken := strings.TrimSpace(get(b, "reading #agent-token", chromedp.TextContent(chromedp.CSS("#agent-token"))))
+	if !agentTokenRE.MatchString(agentToken) {
+		t.Fatalf("the agent-creation result page's #agent-token holds no avt_ token:\n%s", b.rawHTML())
 	}
 	b.secret("the agent's token", agentToken)
 	b.htmlAllowingOnce(agentToken)
@@ -292,9 +274,10 @@ func TestWebUIJourneys(t *testing.T) {
 	}
 	_, otherPort, _ := strings.Cut(other.hostPort(), ":")
 	deadline := time.Now().Add(10 * time.Second)
-	for b.row("tr", "/webui-live-ok", "forwarded") == "" || b.row("tr", otherPort, "refused") == "" {
+	const liveRows = `#activity-rows tr.activity-row`
+	for b.row(liveRows, "/webui-live-ok", "forwarded") == "" || b.row(liveRows, otherPort, "refused") == "" {
 		if time.Now().After(deadline) {
-			t.Fatalf("the activity page did not show the agent's forwarded request and its refusal within 10s; rows:\n%s", strings.Join(b.rows("tr"), "\n"))
+			t.Fatalf("the activity page did not show the agent's forwarded request and its refusal within 10s; rows:\n%s", strings.Join(b.rows(liveRows), "\n"))
 		}
 		<-time.After(100 * time.Millisecond)
 	}
@@ -316,20 +299,23 @@ func TestWebUIJourneys(t *testing.T) {
 		t.Fatalf("no active session of webui-agent: %+v", s.sessionList())
 	}
 	b.visit("/sessions")
-	sessionRow := fmt.Sprintf(`tr:has(input[name="id"][value=%q])`, sid)
-	if r := b.rows(sessionRow); len(r) != 1 || !containsAll(r[0], "webui-agent", "upstream", "active") {
-		t.Fatalf("the sessions page's row for %s (the tr holding its revoke form) is %q, want the agent, its scope and active", sid, r)
+	sessionRow := fmt.Sprintf(`#sessions-table tr[data-id=%q]`, sid)
+	if r := b.rows(sessionRow); len(r) != 1 || !containsAll(r[0], "webui-agent", "upstream") || b.attr(sessionRow, "data-state") != "active" {
+		t.Fatalf("the sessions page's row for %s is %q, want the agent, its scope, data-state active", sid, r)
 	}
 	b.screenshot("ui-sessions")
-	revoke := fmt.Sprintf(`%s:has(input[name="id"][value=%q])`, formSel("revoke"), sid)
+	revoke := sessionRow + ` form.revoke-form`
 	if st := b.submit(submitSel(revoke)); st != http.StatusOK {
 		t.Fatalf("revoking: %d\n%s", st, b.html())
 	}
 	if se, _ := s.sessionInfo(sid); se.Status != apiwire.SessionRevoked {
 		t.Fatalf("after revoking in the UI the session is %q", se.Status)
 	}
-	if b.row("tr", "webui-agent", "revoked") == "" {
-		t.Errorf("the sessions page shows no revoked session of webui-agent; rows:\n%s", strings.Join(b.rows("tr"), "\n"))
+	if st := b.attr(sessionRow, "data-state"); st != "ended" {
+		t.Errorf("after the revocation the sessions page shows the session with data-state %q, want ended", st)
+	}
+	if r := b.rows(sessionRow); len(r) != 1 || !strings.Contains(r[0], "revoked") {
+		t.Errorf("the sessions page's row of the revoked session: %q, want it to say revoked", r)
 	}
 	resp, _ := rawConnect(t, s.proxyAddr, up.hostPort(), basicAuth(agent.sessionToken))
 	if resp.StatusCode != http.StatusProxyAuthRequired && resp.StatusCode != http.StatusForbidden {
@@ -345,7 +331,7 @@ func TestWebUIJourneys(t *testing.T) {
 	// Signed out, then in with the admin token (as owner): the overview.
 	b.signOut()
 	b.visit("/")
-	form := `form:has(input[name="admin_token"])`
+	form := `form#admin-login-form`
 	b.fill(map[string]string{form + ` input[name="admin_token"]`: s.adminToken()})
 	if st := b.submit(submitSel(form)); st != http.StatusOK {
 		t.Fatalf("signing in with the admin token: %d", st)
@@ -384,12 +370,15 @@ func TestWebUIJourneys(t *testing.T) {
 			t.Errorf("the viewer's %s has %d edit controls", p, n)
 		}
 	}
-	if n := b.count(`nav a[href="/operators"]`); n != 0 {
+	if role := b.attr("body", "data-role"); role != "viewer" {
+		t.Errorf("the viewer's pages say data-role %q", role)
+	}
+	if n := b.count(`#nav-operators, nav a[href="/operators"]`); n != 0 {
 		t.Error("the viewer's navigation links to /operators (owner only)")
 	}
 	b.visit("/credentials")
 	for _, withCSRF := range []bool{false, true} {
-		st := b.fetchStatus("/credentials", url.Values{"action": {"create"}, "name": {"VIEWER_BROWSER"}, "value": {"viewer-forged-0123456789"}}, withCSRF)
+		st := b.fetchStatus("/credentials", url.Values{"action": {"put"}, "name": {"VIEWER_BROWSER"}, "value": {"viewer-forged-0123456789"}}, withCSRF)
 		if st != http.StatusForbidden {
 			t.Errorf("the viewer's forged POST /credentials (csrf %t): %d, want 403", withCSRF, st)
 		}
