@@ -66,13 +66,15 @@ func containsAll(s string, subs ...string) bool {
 }
 
 // cells is the text of each cell (td, th) of the first element (a tr)
-// matching sel; empty if none does.
-func (b *browser) cells(sel string) []string {
+// matching sel whose text holds sub ("" for any); empty if none does.
+func (b *browser) cells(sel, sub string) []string {
 	b.t.Helper()
 	return get(b, "reading the cells of "+sel, chromedp.Evaluate[[]string](fmt.Sprintf(`(() => {
-		const r = document.querySelector(%q);
-		return r ? Array.from(r.cells, c => c.textContent.replace(/\s+/g, " ").trim()) : [];
-	})()`, sel)))
+		for (const r of document.querySelectorAll(%q)) {
+			if (r.textContent.includes(%q)) return Array.from(r.cells, c => c.textContent.replace(/\s+/g, " ").trim());
+		}
+		return [];
+	})()`, sel, sub)))
 }
 
 // value is the current value of the form field sel.
@@ -175,11 +177,11 @@ func TestWebUIJourneys(t *testing.T) {
 
 	// Credentials synced from Vault: store, source path and version.
 	b.visit("/credentials")
-	if c := b.cells(`#credentials-table tr[data-name="GITHUB_TOKEN"]`); !slices.Contains(c, "vault") || !slices.ContainsFunc(c, func(x string) bool { return strings.Contains(x, "agents/github") }) ||
+	if c := b.cells(`#credentials-table tr[data-name="GITHUB_TOKEN"]`, ""); !slices.Contains(c, "vault") || !slices.ContainsFunc(c, func(x string) bool { return strings.Contains(x, "agents/github") }) ||
 		!slices.Contains(c, "1") && !slices.Contains(c, "v1") {
 		t.Fatalf("the credentials page's GITHUB_TOKEN row %q lacks a cell with store vault, one with source agents/github, one with version 1 (or v1)\n%s", c, b.html())
 	}
-	if c := b.cells(`#stores-table tr:has(td)`); !slices.Contains(c, "vault") || !slices.Contains(c, "ok") {
+	if c := b.cells(`#stores-table tr`, "vault"); !slices.Contains(c, "vault") || !slices.Contains(c, "ok") {
 		t.Errorf("the credentials page's stores table has no row for store vault with a cell \"ok\" (its status): %q\n%s", c, strings.Join(b.rows("#stores-table tr"), "\n"))
 	}
 	b.screenshot("ui-credentials")
