@@ -57,9 +57,17 @@ func writeContext(r *http.Request) (context.Context, context.CancelFunc) {
 // is an ordinary Caddy handler, served on its own site (by default
 // 127.0.0.1:14321), not on Caddy's admin endpoint.
 type API struct {
-	deps   apiDeps
-	logger *zap.Logger
-	mux    *http.ServeMux
+	// AllowedHosts are the host names (no port) the management
+	// listener answers to besides IP literals, localhost and names
+	// under .localhost: a request with another Host is 421 (DNS
+	// rebinding protection, hostcheck.go). Default: none.
+	AllowedHosts []string `json:"allowed_hosts,omitempty"`
+
+	// allowedHosts is AllowedHosts validated and canonical.
+	allowedHosts []string
+	deps         apiDeps
+	logger       *zap.Logger
+	mux          *http.ServeMux
 	// ui serves the web UI's pages and assets (package webui); nil:
 	// every path outside the API is 404.
 	ui http.Handler
@@ -107,6 +115,9 @@ func (API) CaddyModule() caddy.ModuleInfo {
 // app and sets up the routes.
 func (a *API) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	if err := a.compileAllowedHosts(); err != nil { // hostcheck.go
+		return err
+	}
 	if err := checkServerAddrs(ctx); err != nil { // bindcheck.go
 		return err
 	}

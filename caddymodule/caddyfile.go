@@ -254,19 +254,35 @@ func (p *Proxy) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// parseAPI sets up the management API handler: `agent_vault_api`
-// takes no options; it serves the app configured in the global option.
+// parseAPI sets up the management API handler, which serves the app
+// configured in the global option:
+//
+//	agent_vault_api {
+//		allowed_hosts <host...>
+//	}
 func parseAPI(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	a := new(API)
 	err := a.UnmarshalCaddyfile(h.Dispenser)
 	return a, err
 }
 
-// UnmarshalCaddyfile checks that the directive has no arguments.
+// UnmarshalCaddyfile reads the directive's block (parseAPI).
 func (a *API) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next()
-	if d.NextArg() || d.NextBlock(0) {
-		return d.Err("agent_vault_api takes no options")
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch opt := d.Val(); opt {
+		case "allowed_hosts":
+			hosts := d.RemainingArgs()
+			if len(hosts) == 0 {
+				return d.ArgErr()
+			}
+			a.AllowedHosts = append(a.AllowedHosts, hosts...)
+		default:
+			return d.Errf("agent_vault_api: unknown option %q (known: allowed_hosts)", opt)
+		}
 	}
 	return nil
 }

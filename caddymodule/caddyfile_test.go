@@ -2,6 +2,9 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -161,7 +164,54 @@ func TestAPICaddyfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser(`agent_vault_api { x }`)); err == nil {
-		t.Fatal("options accepted")
+		t.Fatal("unknown option accepted")
+	}
+	if err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser("agent_vault_api {\n allowed_hosts\n}")); err == nil {
+		t.Fatal("allowed_hosts without a name accepted")
+	}
+	var b API
+	if err := b.UnmarshalCaddyfile(caddyfile.NewTestDispenser("agent_vault_api {\n allowed_hosts broker.example.com vault.internal\n}")); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"broker.example.com", "vault.internal"}; !slices.Equal(b.AllowedHosts, want) {
+		t.Fatalf("allowed_hosts %q, want %q", b.AllowedHosts, want)
+	}
+	if err := b.compileAllowedHosts(); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"127.0.0.1", "host:80", "*.example.com", "bad host"} {
+		c := API{AllowedHosts: []string{bad}}
+		if c.compileAllowedHosts() == nil {
+			t.Errorf("allowed_hosts %q validated", bad)
+		}
+	}
+}
+
+// TestHostCheck: the management listener answers to IP literals,
+// localhost, *.localhost and allowed_hosts only (421 otherwise, before
+// any authentication), so DNS rebinding cannot reach it.
+func TestHostCheck(t *testing.T) {
+	a := API{AllowedHosts: []string{"Broker.Example.com"}}
+	if err := a.compileAllowedHosts(); err != nil {
+		t.Fatal(err)
+	}
+	for host, ok := range map[string]bool{
+		"127.0.0.1:14321": true, "127.0.0.1": true, "[::1]:14321": true, "localhost": true, "localhost:14321": true,
+		"ui.localhost:1": true, "broker.example.com": true, "BROKER.example.com:443": true, "broker.example.com.": true,
+		"evil.example": false, "evil.example:14321": false, "": false, "localhost.evil.example": false,
+		"example.com": false, "broker.example.com.evil": false,
+	} {
+		r := httptest.NewRequest("GET", "/api/v1/credentials", nil)
+		r.Host = host
+		err := a.checkHost(r)
+		if (err == nil) != ok {
+			t.Errorf("Host %q: err %v, want allowed %v", host, err, ok)
+		}
+		if err != nil {
+			if st, _, _ := apiError(err); st != http.StatusMisdirectedRequest {
+				t.Errorf("Host %q: status %d, want 421", host, st)
+			}
+		}
 	}
 }
 

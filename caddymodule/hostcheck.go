@@ -5,9 +5,52 @@ package caddymodule
 // resolves to 127.0.0.1 cannot make the browser talk to the API as a
 // same-origin page of that name.
 
-import "net/http"
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
 
-// checkHost refuses a request whose Host this server does not answer to.
+	"github.com/agentvault/caddy-agent-vault/caddymodule/hostname"
+)
+
+// checkHost refuses (421) a request whose Host this server does not
+// answer to: allowed are an IP literal (an address cannot be rebound),
+// localhost and names under .localhost (browsers resolve them to
+// loopback themselves), and the names of allowed_hosts.
 func (a *API) checkHost(r *http.Request) error {
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	switch {
+	case host == "":
+		return fail(http.StatusMisdirectedRequest, "a request without a Host header is not answered here")
+	case net.ParseIP(host) != nil, host == "localhost", strings.HasSuffix(host, ".localhost"):
+		return nil
+	}
+	for _, allowed := range a.allowedHosts {
+		if host == allowed {
+			return nil
+		}
+	}
+	return fail(http.StatusMisdirectedRequest, "this server does not answer to the name %s (DNS rebinding protection): add it to the agent_vault_api handler's allowed_hosts", hostname.Quote(host))
+}
+
+// compileAllowedHosts validates allowed_hosts (each a host name, no
+// port, no wildcard) and keeps their canonical forms for checkHost.
+func (a *API) compileAllowedHosts() error {
+	a.allowedHosts = a.allowedHosts[:0]
+	for _, h := range a.AllowedHosts {
+		canon, isIP, err := hostname.Canonical(h)
+		if err != nil {
+			return fmt.Errorf("allowed_hosts: %v", err)
+		}
+		if isIP {
+			return fmt.Errorf("allowed_hosts: %s is an IP address, which is always allowed: list only host names", hostname.Quote(h))
+		}
+		a.allowedHosts = append(a.allowedHosts, strings.ToLower(canon))
+	}
 	return nil
 }
