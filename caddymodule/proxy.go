@@ -110,6 +110,9 @@ type proxyDeps struct {
 	egress   *egress.Policy
 	self     *egress.Listeners // the broker's own listen addresses; never dialed
 	state    stateHealth       // nil: no state database to wait for
+	// observe is told of every request served or refused (the
+	// activity log and the metrics); nil: nobody.
+	observe proxyObserver
 }
 
 type sessionAuthenticator interface {

@@ -125,25 +125,29 @@ func cookieValue(v string) bool {
 
 // CookieCannotChange is the reason of CheckCookieRequest's refusal of
 // a cookie-authenticated request that would change something (403).
-const CookieCannotChange = "a login cookie alone cannot change anything: send the login's token as a Bearer header"
+const CookieCannotChange = "a login cookie alone cannot change anything: send the login's token as a Bearer header (or the web UI's " + CSRFHeader + " header)"
 
 // CheckCookieRequest decides whether r, authenticated by the login
 // cookie, may use a route needing perm. A browser sends the cookie on
 // its own, and to every port of the host (cookies ignore ports: any
 // program listening on it may receive the cookie and replay it), so
-// the cookie is worth little: GET and HEAD only, and POST
+// the cookie alone is worth little: GET and HEAD only, and POST
 // /api/v1/logout (perm Logout), which must also come from this
-// server's own pages (checkSameOrigin). Any other request is refused
-// (a *ForbiddenError saying CookieCannotChange), however it came: a change needs the login's
-// token as a Bearer header (a web UI adds a CSRF scheme of its own).
-// Requests with a Bearer header need no such check: nothing sends that
-// header on its own.
+// server's own pages (checkSameOrigin). Any other request needs the
+// login's CSRF token in the CSRFHeader (the web UI sends it: see
+// CSRFToken) and must pass checkSameOrigin too; without the header, or
+// with a wrong one, it is refused (a *ForbiddenError saying
+// CookieCannotChange): a change needs the token, or the login's bearer
+// token as a Bearer header. Requests with a Bearer header need no such
+// check: nothing sends that header on its own.
 func CheckCookieRequest(r *http.Request, perm Permission) error {
 	switch {
 	case r.Method == http.MethodGet || r.Method == http.MethodHead:
 		return nil
 	case perm == Logout && r.Method == http.MethodPost:
 		return checkSameOrigin(r, "may not use the login cookie", "send the login token as Authorization: Bearer instead")
+	case checkCSRFHeader(r):
+		return checkSameOrigin(r, "may not use the login cookie", "use this server's own pages, or send the login token as Authorization: Bearer")
 	}
 	return &ForbiddenError{Reason: CookieCannotChange}
 }
