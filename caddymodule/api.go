@@ -29,6 +29,7 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/webui"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
 
@@ -153,6 +154,7 @@ func (a *API) routes() {
 	}
 	route("POST /api/v1/logout", identity.Logout, a.logout)
 
+	route("GET /api/v1/whoami", identity.ReadAll, a.whoami) // api_whoami.go
 	route("GET /api/v1/credentials", identity.ReadAll, a.listCredentials)
 	route("GET /api/v1/stores", identity.ReadAll, a.listStores)
 	route("PUT /api/v1/credentials/{name}", identity.ManageSecrets, a.putCredential)
@@ -197,6 +199,7 @@ func (a *API) routes() {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
 	a.mux = m
+	a.ui = webui.New(m, webui.Options{ProxyURL: a.deps.proxyURL})
 }
 
 // ServeHTTP serves the management API under /api/, /healthz and

@@ -152,6 +152,16 @@ func (a *API) resolve(r *http.Request, perm identity.Permission) (*caller, error
 		if !ok || login.Via != want || fromCookie != (kind == identity.KindLoginCookie) || !a.now().Before(login.ExpiresAt) {
 			return nil, errUnknownLogin
 		}
+		if login.Operator == state.AdminTokenLogin {
+			// The admin token's web sign-in: it lasts only while an
+			// admin token is configured.
+			if a.deps.adminToken == "" {
+				return nil, errUnknownLogin
+			}
+			c.loginID = login.ID
+			c.Principal = identity.AdminTokenPrincipal()
+			break
+		}
 		role, err := identity.ParseRole(op.Role)
 		if err != nil {
 			// A row this binary cannot read grants nothing.

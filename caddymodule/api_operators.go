@@ -5,6 +5,7 @@ package caddymodule
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -198,6 +199,14 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &body) {
 		return
 	}
+	if body.AdminToken != "" {
+		if body.Name != "" || body.Password != "" {
+			writeError(w, http.StatusBadRequest, `give "admin_token" alone, or "name" and "password"`)
+			return
+		}
+		a.adminLogin(w, r, body.AdminToken)
+		return
+	}
 	client := clientAddr(r)
 	attempt, err := a.deps.logins.Begin(client, body.Name)
 	if err != nil {
@@ -279,6 +288,52 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	a.rehash(ctx, op, body.Password)
 	http.SetCookie(w, identity.LoginCookie(cookie, a.deps.loginTTL, r.TLS != nil))
 	writeJSON(w, http.StatusOK, apiwire.Login{Token: token, ExpiresAt: secrets[0].ExpiresAt, Role: role.String()})
+}
+
+// adminLogin opens a login with the admin token (the web UI's admin
+// sign-in): a login of the reserved operator name state.AdminTokenLogin
+// (no operator can have it) acting as owner, with the same two secrets
+// as an operator's. The token is compared in constant time; failures
+// are rate limited per address (and under the reserved name) like any
+// failed login, and audited.
+func (a *API) adminLogin(w http.ResponseWriter, r *http.Request, token string) {
+	client := clientAddr(r)
+	attempt, err := a.deps.logins.BeginReserved(client, state.AdminTokenLogin)
+	if err != nil {
+		var limited *identity.RateLimitError
+		if errors.As(err, &limited) {
+			a.logger.Info("admin token login refused: rate limited", zap.String("remote", r.RemoteAddr), zap.Error(err))
+		}
+		a.answerError(w, r, err)
+		return
+	}
+	defer attempt.Fail()
+	hash, want := identity.HashToken(token), identity.HashToken(a.deps.adminToken)
+	ctx, cancel := writeContext(r)
+	defer cancel()
+	if a.deps.adminToken == "" || subtle.ConstantTimeCompare(hash[:], want[:]) != 1 {
+		a.logger.Info("admin token login failed", zap.String("remote", r.RemoteAddr))
+		a.recordAs(ctx, audit.Entry{Actor: identity.AdminTokenName, ActorKind: apiwire.ActorAdminToken, Action: audit.LoginFailed,
+			Target: identity.AdminTokenName, Client: client, Detail: "wrong admin token"})
+		a.answerError(w, r, errBadLogin)
+		return
+	}
+	now := a.now().UTC()
+	secrets, bearer, cookie, err := newLogin(state.AdminTokenLogin, now, now.Add(a.deps.loginTTL))
+	if err == nil {
+		err = a.deps.ids.InsertLogin(ctx, secrets, "")
+	}
+	if err != nil {
+		attempt.Abort()
+		a.answerError(w, r, err)
+		return
+	}
+	attempt.Succeed()
+	a.logger.Info("admin token logged in", zap.String("remote", r.RemoteAddr))
+	a.recordAs(ctx, audit.Entry{Actor: identity.AdminTokenName, ActorKind: apiwire.ActorAdminToken, Action: audit.Login,
+		Target: identity.AdminTokenName, Client: client, Detail: "role owner (admin token)"})
+	http.SetCookie(w, identity.LoginCookie(cookie, a.deps.loginTTL, r.TLS != nil))
+	writeJSON(w, http.StatusOK, apiwire.Login{Token: bearer, ExpiresAt: secrets[0].ExpiresAt, Role: identity.RoleOwner.String()})
 }
 
 // newLogin makes a login of operator: its id and its two secrets, the
@@ -364,7 +419,7 @@ type invalidNames struct {
 // end).
 func (a *API) logout(w http.ResponseWriter, r *http.Request) {
 	c := callerOf(r)
-	if c.Kind == identity.PrincipalOperator {
+	if c.loginID != "" {
 		ctx, cancel := writeContext(r)
 		defer cancel()
 		if err := a.deps.ids.DeleteLogin(ctx, c.loginID); err != nil {

@@ -42,6 +42,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/audit"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/catalog"
@@ -106,6 +107,29 @@ type pipeline struct {
 	// failSessions makes the session registry's store fail its full
 	// reads (Reload) and its revocations with err (nil: works again).
 	failSessions func(reload, revoke error)
+	// observed holds every entry the proxy told its observer of;
+	// activity writes them to db as the app's Recorder does.
+	observed *observedEntries
+	activity *activity.Recorder
+}
+
+// observedEntries is a proxy observer that keeps what it is told.
+type observedEntries struct {
+	mu      sync.Mutex
+	entries []activity.Entry
+}
+
+func (o *observedEntries) Observe(e *activity.Entry) {
+	o.mu.Lock()
+	o.entries = append(o.entries, *e)
+	o.mu.Unlock()
+}
+
+// all returns a copy of the entries so far.
+func (o *observedEntries) all() []activity.Entry {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.entries)
 }
 
 // switchableSessions is the registry's store, whose full reads and
@@ -234,8 +258,17 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 		defaultTTL: defaultSessionTTL, maxTTL: defaultMaxSessionTTL, state: health,
 		leaseTimeout: defaultSessionLeaseTimeout, loginTTL: defaultOperatorLoginTTL,
 		ids: identityDB{db}, audit: recorder, logins: &identity.LoginLimiter{Now: registry.Now},
-		now: registry.Now,
+		now: registry.Now, activity: activityDB{db}, streamPoll: 20 * time.Millisecond,
 	}}
+	pl.observed = &observedEntries{}
+	pl.activity = activity.NewRecorder(activityDB{db}, activity.Options{BatchWait: 5 * time.Millisecond, Instance: "test-broker", Logger: logger.Named("activity")})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := pl.activity.Close(ctx); err != nil {
+			t.Errorf("activity Recorder: %v", err)
+		}
+	})
 	api.routes()
 	registry.OnLeaseLapsed = func(ctx context.Context, s *sessions.Session) { recordLapsedLease(ctx, recorder, logger, s) }
 	pl.db = db
@@ -270,7 +303,8 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	// The broker's own listeners, as App.Start installs them: the
 	// proxy's listener below.
 	self := new(egress.Listeners)
-	p.start(logger, proxyDeps{sessions: registry, services: cat, creds: creds, leaves: minter, egress: policy, self: self, state: health})
+	p.start(logger, proxyDeps{sessions: registry, services: cat, creds: creds, leaves: minter, egress: policy, self: self, state: health,
+		observe: observers{pl.observed, pl.activity}})
 	t.Cleanup(func() { p.Cleanup() })
 	p.transport.TLSClientConfig.RootCAs = upstreamRoot(t).pool()
 	p.dialer.Resolver = &net.Resolver{PreferGo: true, Dial: func(context.Context, string, string) (net.Conn, error) {

@@ -85,9 +85,13 @@ type OperatorList struct {
 }
 
 // LoginRequest is the body of POST /api/v1/login.
+// Either Name and Password, or AdminToken alone: the admin token
+// signs in as the reserved operator name "admin-token" acting as owner
+// (the web UI's admin sign-in).
 type LoginRequest struct {
-	Name     string `json:"name"`
-	Password string `json:"password"`
+	Name       string `json:"name"`
+	Password   string `json:"password"`
+	AdminToken string `json:"admin_token,omitempty"`
 }
 
 // Login is the answer to POST /api/v1/login (200). API clients send

@@ -109,6 +109,17 @@ type LoginAttempt struct {
 //
 // No error repeats the name or the client.
 func (l *LoginLimiter) Begin(client, name string) (*LoginAttempt, error) {
+	return l.begin(client, name, false)
+}
+
+// BeginReserved is Begin for a reserved name no operator can have
+// (AdminTokenName: the admin token's sign-in), which it counts like a
+// valid name instead of refusing it.
+func (l *LoginLimiter) BeginReserved(client, name string) (*LoginAttempt, error) {
+	return l.begin(client, name, true)
+}
+
+func (l *LoginLimiter) begin(client, name string, reserved bool) (*LoginAttempt, error) {
 	addrKey, err := loginClientKey(client)
 	if err != nil {
 		return nil, err
@@ -119,7 +130,7 @@ func (l *LoginLimiter) Begin(client, name string) (*LoginAttempt, error) {
 	l.init()
 	now := l.now()
 	addrWait := l.addrs.wait(ak, now)
-	if ValidName(OperatorName, name) != nil {
+	if !reserved && ValidName(OperatorName, name) != nil {
 		if addrWait > 0 {
 			return nil, rateLimited(LimitAddress, addrWait)
 		}

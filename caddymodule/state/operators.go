@@ -9,6 +9,11 @@ import (
 	"time"
 )
 
+// AdminTokenLogin is the operator name of a login the admin token
+// opened (the web UI's admin sign-in): no operator may have it, and
+// such a login needs no operators row.
+const AdminTokenLogin = "admin-token"
+
 // OperatorRow is one operator as stored. PasswordHash is an argon2id
 // PHC string, never the password; Role is the caller's (viewer, admin,
 // owner), checked by the caller when it reads it back.
@@ -221,7 +226,7 @@ func (db *DB) InsertLogin(ctx context.Context, secrets []LoginRow, checkedPasswo
 	}
 	first := secrets[0]
 	op := "insert login for " + first.Operator
-	if checkedPasswordHash == "" {
+	if checkedPasswordHash == "" && first.Operator != AdminTokenLogin {
 		return db.wrap(op, errors.New("the password hash the login was checked against is required"))
 	}
 	if len(secrets) != 2 || secrets[0].Via == secrets[1].Via {
@@ -254,16 +259,18 @@ func (db *DB) InsertLogin(ctx context.Context, secrets []LoginRow, checkedPasswo
 		return db.wrap(op, fmt.Errorf("expires_at %s is not after created_at", first.ExpiresAt.UTC().Format(time.RFC3339Nano)))
 	}
 	return db.write(ctx, op, func(t *txn) error {
-		var current string
-		err := t.queryRow(ctx, "SELECT password_hash FROM operators WHERE name = $1"+db.dialect.forUpdate, first.Operator).Scan(&current)
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrConflict
-		}
-		if err != nil {
-			return err
-		}
-		if current != checkedPasswordHash {
-			return ErrConflict
+		if first.Operator != AdminTokenLogin {
+			var current string
+			err := t.queryRow(ctx, "SELECT password_hash FROM operators WHERE name = $1"+db.dialect.forUpdate, first.Operator).Scan(&current)
+			if errors.Is(err, sql.ErrNoRows) {
+				return ErrConflict
+			}
+			if err != nil {
+				return err
+			}
+			if current != checkedPasswordHash {
+				return ErrConflict
+			}
 		}
 		var taken int
 		if err := t.queryRow(ctx, "SELECT COUNT(*) FROM operator_logins WHERE login_id = $1", first.ID).Scan(&taken); err != nil {
@@ -297,9 +304,10 @@ func (db *DB) LoginByTokenHash(ctx context.Context, hash [32]byte) (LoginRow, Op
 	var l LoginRow
 	var o OperatorRow
 	var lCreated, lExpires, oCreated, oUpdated int64
-	err := db.queryRow(ctx, `SELECT l.login_id, l.via, l.operator, l.created_at, l.expires_at, o.name, o.password_hash, o.role, o.created_at, o.updated_at
-FROM operator_logins l JOIN operators o ON o.name = l.operator WHERE l.token_hash = $1`, hex.EncodeToString(hash[:])).
-		Scan(&l.ID, &l.Via, &l.Operator, &lCreated, &lExpires, &o.Name, &o.PasswordHash, &o.Role, &oCreated, &oUpdated)
+	var found int
+	err := db.queryRow(ctx, `SELECT l.login_id, l.via, l.operator, l.created_at, l.expires_at, COALESCE(o.name, ''), COALESCE(o.password_hash, ''), COALESCE(o.role, ''), COALESCE(o.created_at, 0), COALESCE(o.updated_at, 0), CASE WHEN o.name IS NULL THEN 0 ELSE 1 END
+FROM operator_logins l LEFT JOIN operators o ON o.name = l.operator WHERE l.token_hash = $1`, hex.EncodeToString(hash[:])).
+		Scan(&l.ID, &l.Via, &l.Operator, &lCreated, &lExpires, &o.Name, &o.PasswordHash, &o.Role, &oCreated, &oUpdated, &found)
 	if errors.Is(err, sql.ErrNoRows) {
 		return LoginRow{}, OperatorRow{}, false, nil
 	}
@@ -308,7 +316,17 @@ FROM operator_logins l JOIN operators o ON o.name = l.operator WHERE l.token_has
 	}
 	l.TokenHash = hash
 	l.CreatedAt, l.ExpiresAt = fromNanos(lCreated), fromNanos(lExpires)
-	o.CreatedAt, o.UpdatedAt = fromNanos(oCreated), fromNanos(oUpdated)
+	switch {
+	case found == 1:
+		o.CreatedAt, o.UpdatedAt = fromNanos(oCreated), fromNanos(oUpdated)
+	case l.Operator == AdminTokenLogin:
+		// The admin token's own logins have no operators row: they act
+		// as owner (the caller checks the admin token is still set).
+		o = OperatorRow{Name: AdminTokenLogin, Role: "owner", CreatedAt: l.CreatedAt, UpdatedAt: l.CreatedAt}
+	default:
+		// The operator is gone: the login grants nothing.
+		return LoginRow{}, OperatorRow{}, false, nil
+	}
 	return l, o, true, nil
 }
 

@@ -1,0 +1,119 @@
+package webui
+
+// Activity (filters, a table, the live view in static/app.js) and the
+// audit trail.
+
+import (
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
+)
+
+// activityEntry is one entry of GET /api/v1/activity, as the UI shows it.
+type activityEntry struct {
+	ID          string    `json:"id"`
+	At          time.Time `json:"at"`
+	Session     string    `json:"session"`
+	Agent       string    `json:"agent"`
+	Service     string    `json:"service"`
+	Method      string    `json:"method"`
+	Host        string    `json:"host"`
+	Port        int       `json:"port"`
+	Path        string    `json:"path"`
+	Status      int       `json:"status"`
+	Decision    string    `json:"decision"`
+	Code        string    `json:"code"`
+	Reason      string    `json:"reason"`
+	BytesIn     int64     `json:"bytes_in"`
+	BytesOut    int64     `json:"bytes_out"`
+	DurationMS  float64   `json:"duration_ms"`
+	Credentials []string  `json:"credentials"`
+	Client      string    `json:"client"`
+}
+
+type activityList struct {
+	Entries    []activityEntry `json:"entries"`
+	NextBefore string          `json:"next_before,omitempty"`
+}
+
+// activityFilters are the filter form's fields, passed to the API as
+// they are.
+var activityFilters = []string{"session", "agent", "service", "host", "decision", "status", "since"}
+
+type activityData struct {
+	Filter     map[string]string
+	Entries []activityEntry
+	// Next is the link to the next (older) page; empty on the last.
+	Next string
+	// Query is the filter as a query string, for the stream and paging.
+	Query string
+	Err   string
+}
+
+func (u *UI) activity(c *call) {
+	if c.r.Method == http.MethodPost {
+		c.done(errNoAction, "")
+		return
+	}
+	q := c.r.URL.Query()
+	d := activityData{Filter: map[string]string{}}
+	filter := url.Values{}
+	for _, f := range activityFilters {
+		if v := q.Get(f); v != "" {
+			d.Filter[f] = v
+			filter.Set(f, v)
+		}
+	}
+	d.Query = filter.Encode()
+	page := url.Values{}
+	for k, v := range filter {
+		page[k] = v
+	}
+	if b := q.Get("before"); b != "" {
+		page.Set("before", b)
+	}
+	var list activityList
+	if err := c.get("/api/v1/activity?"+page.Encode(), &list); err != nil {
+		d.Err = errText(err)
+	}
+	d.Entries = list.Entries
+	if list.NextBefore != "" {
+		filter.Set("before", list.NextBefore)
+		d.Next = "/activity?" + filter.Encode()
+	}
+	c.render("activity", "Activity", d)
+}
+
+type auditData struct {
+	Actor, Action, Target string
+	Entries               []apiwire.AuditEntry
+	Next                  string
+	Err                   string
+}
+
+func (u *UI) audit(c *call) {
+	if c.r.Method == http.MethodPost {
+		c.done(errNoAction, "")
+		return
+	}
+	q := c.r.URL.Query()
+	d := auditData{Actor: q.Get("actor"), Action: q.Get("action"), Target: q.Get("target")}
+	p := url.Values{}
+	for k, v := range map[string]string{"actor": d.Actor, "action": d.Action, "target": d.Target, "before": q.Get("before")} {
+		if v != "" {
+			p.Set(k, v)
+		}
+	}
+	var list apiwire.AuditList
+	if err := c.get("/api/v1/audit?"+p.Encode(), &list); err != nil {
+		d.Err = errText(err)
+	}
+	d.Entries = list.Entries
+	if list.NextBefore != "" {
+		p.Set("before", list.NextBefore)
+		d.Next = "/audit?" + p.Encode()
+	}
+	c.render("audit", "Audit trail", d)
+}

@@ -1,0 +1,162 @@
+package webui
+
+// Services: list, a form per auth type (put creates or replaces),
+// delete, templates of common APIs, and the URL tester.
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
+)
+
+// serviceTemplate is one template of static/service-templates.json.
+type serviceTemplate struct {
+	ID      string          `json:"id"`
+	Title   string          `json:"title"`
+	Service apiwire.Service `json:"service"`
+}
+
+// serviceTemplates are the embedded templates, in file order.
+var serviceTemplates = mustTemplates()
+
+func mustTemplates() []serviceTemplate {
+	data, err := staticFS.ReadFile("static/service-templates.json")
+	if err != nil {
+		panic(err)
+	}
+	var out []serviceTemplate
+	if err := json.Unmarshal(data, &out); err != nil {
+		panic(err)
+	}
+	return out
+}
+
+// authTypes are the auth types the form offers.
+var authTypes = []string{services.AuthBearer, services.AuthBasic, services.AuthAPIKey, services.AuthCustom, services.AuthQuery, services.AuthPassthrough}
+
+type servicesData struct {
+	Services  []apiwire.Service
+	Err       string
+	Form      serviceForm
+	Templates []serviceTemplate
+	AuthTypes []string
+	TestURL   string
+	Match     *apiwire.ServiceMatch
+	MatchErr  string
+}
+
+// serviceForm is the form's fields, as shown.
+type serviceForm struct {
+	Editing bool
+	apiwire.Service
+	// Headers is the custom type's headers, one "Name: template" a line.
+	Headers       string
+	AllowUpgrades string
+}
+
+func formOf(s apiwire.Service, editing bool) serviceForm {
+	f := serviceForm{Editing: editing, Service: s, AllowUpgrades: strings.Join(s.AllowUpgrades, ", ")}
+	names := make([]string, 0, len(s.Auth.Headers))
+	for n := range s.Auth.Headers {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		f.Headers += n + ": " + s.Auth.Headers[n] + "\n"
+	}
+	return f
+}
+
+// postedService builds the service the form describes; only the
+// fields of the chosen auth type are taken (the API validates).
+func (c *call) postedService() (apiwire.Service, error) {
+	s := apiwire.Service{Name: c.field("name"), Host: c.field("host"), AllowCleartext: c.r.PostForm.Get("allow_cleartext") != ""}
+	s.AllowUpgrades = c.list("allow_upgrades")
+	a := &s.Auth
+	a.Type = c.field("auth_type")
+	switch a.Type {
+	case services.AuthBearer:
+		a.Token = c.field("token")
+	case services.AuthBasic:
+		a.Username, a.Password = c.field("username"), c.field("password")
+	case services.AuthAPIKey:
+		a.Key, a.Header, a.Prefix = c.field("key"), c.field("header"), c.r.PostForm.Get("prefix")
+	case services.AuthQuery:
+		a.Key, a.Param = c.field("key"), c.field("param")
+	case services.AuthCustom:
+		a.Headers = map[string]string{}
+		for line := range strings.SplitSeq(c.r.PostForm.Get("headers"), "\n") {
+			if strings.TrimSpace(line) == "" {
+				continue
+			}
+			n, v, ok := strings.Cut(line, ":")
+			if !ok {
+				return s, fmt.Errorf("headers: each line is \"Name: template\"")
+			}
+			a.Headers[strings.TrimSpace(n)] = strings.TrimSpace(v)
+		}
+	}
+	return s, nil
+}
+
+func (u *UI) services(c *call) {
+	if c.r.Method == http.MethodPost {
+		name := c.field("name")
+		switch c.action() {
+		case "put":
+			s, err := c.postedService()
+			if err == nil {
+				var ans apiwire.ServicePutResponse
+				_, err = c.do(http.MethodPut, "/api/v1/services/"+seg(name), s, &ans)
+				if err == nil && len(ans.Warnings) > 0 {
+					c.done(nil, "service "+name+" saved; warning: "+strings.Join(ans.Warnings, "; "))
+					return
+				}
+			}
+			c.done(err, "service "+name+" saved")
+		case "delete":
+			_, err := c.do(http.MethodDelete, "/api/v1/services/"+seg(name), nil, nil)
+			c.done(err, "service "+name+" deleted")
+		default:
+			c.done(errNoAction, "")
+		}
+		return
+	}
+	q := c.r.URL.Query()
+	d := servicesData{Templates: serviceTemplates, AuthTypes: authTypes, Form: serviceForm{Service: apiwire.Service{Auth: services.Auth{Type: services.AuthBearer}}}}
+	var list apiwire.ServiceList
+	if err := c.get("/api/v1/services", &list); err != nil {
+		d.Err = errText(err)
+	}
+	d.Services = list.Services
+	if id := q.Get("template"); id != "" {
+		for _, t := range serviceTemplates {
+			if t.ID == id {
+				d.Form = formOf(t.Service, false)
+			}
+		}
+	}
+	if name := q.Get("edit"); name != "" {
+		for _, s := range list.Services {
+			if s.Name == name {
+				d.Form = formOf(s, true)
+			}
+		}
+	}
+	if t := q.Get("url"); t != "" {
+		d.TestURL = t
+		var m apiwire.ServiceMatch
+		if err := c.get("/api/v1/services/match?url="+url.QueryEscape(t), &m); err != nil {
+			d.MatchErr = errText(err)
+		} else {
+			d.Match = &m
+		}
+	}
+	c.render("services", "Services", d)
+}

@@ -1,0 +1,116 @@
+package webui
+
+// The templates: one layout, one file per page, all escaped
+// contextually by html/template.
+
+import (
+	"bytes"
+	"html/template"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
+)
+
+var pageTemplates map[string]*template.Template
+
+var funcs = template.FuncMap{
+	"when": func(t any) string {
+		switch v := t.(type) {
+		case time.Time:
+			if v.IsZero() {
+				return "never"
+			}
+			return v.UTC().Format("2006-01-02 15:04:05Z")
+		case *time.Time:
+			if v == nil || v.IsZero() {
+				return "never"
+			}
+			return v.UTC().Format("2006-01-02 15:04:05Z")
+		}
+		return ""
+	},
+	"join": func(s []string) string { return strings.Join(s, ", ") },
+	"list": func(s ...string) []string { return s },
+	"deref": func(p any) any {
+		switch v := p.(type) {
+		case *bool:
+			return v != nil && *v
+		case *string:
+			if v == nil {
+				return ""
+			}
+			return *v
+		}
+		return p
+	},
+}
+
+// mustParseTemplates parses the layout with each page once.
+func mustParseTemplates() {
+	if pageTemplates != nil {
+		return
+	}
+	names, err := templateFS.ReadDir("templates")
+	if err != nil {
+		panic(err)
+	}
+	out := map[string]*template.Template{}
+	for _, n := range names {
+		if n.Name() == "layout.html" {
+			continue
+		}
+		t := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+n.Name()))
+		out[strings.TrimSuffix(n.Name(), ".html")] = t
+	}
+	pageTemplates = out
+}
+
+// view is what every page's template gets.
+type view struct {
+	Title string
+	Page  string
+	Me    apiwire.Whoami
+	CSRF  string
+	// Flash is the one-line message after a write; FlashKind "ok" or
+	// "error".
+	Flash, FlashKind string
+	// CanEdit: the role may change things (admin, owner); a viewer
+	// gets no forms. Owner: the operators page is shown.
+	CanEdit, Owner bool
+	Data           any
+}
+
+// render answers the page tmpl with data (status 200).
+func (c *call) render(tmpl, title string, data any) {
+	c.renderStatus(http.StatusOK, tmpl, title, data)
+}
+
+func (c *call) renderStatus(status int, tmpl, title string, data any) {
+	v := view{Title: title, Page: tmpl, Me: c.me, CSRF: c.csrf, Data: data,
+		CanEdit: c.me.Role == apiwire.RoleAdmin || c.me.Role == apiwire.RoleOwner, Owner: c.me.Role == apiwire.RoleOwner}
+	q := c.r.URL.Query()
+	if m := q.Get("error"); m != "" {
+		v.Flash, v.FlashKind = oneLine(m), "error"
+	} else if m := q.Get("ok"); m != "" {
+		v.Flash, v.FlashKind = oneLine(m), "ok"
+	}
+	var buf bytes.Buffer
+	if err := pageTemplates[tmpl].Execute(&buf, v); err != nil {
+		c.u.plainError(c.w, http.StatusInternalServerError, "the page could not be rendered")
+		return
+	}
+	c.w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	c.w.WriteHeader(status)
+	c.w.Write(buf.Bytes())
+}
+
+// oneLine bounds a flash message to one short line.
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 300 {
+		s = s[:300] + "…"
+	}
+	return s
+}
