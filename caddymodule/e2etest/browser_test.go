@@ -401,8 +401,8 @@ func TestBrowserHarness(t *testing.T) {
 	if n := b.count("tr"); n != 2 {
 		t.Fatalf("count(tr) = %d", n)
 	}
-	if st := b.fetchStatus("/forbidden", url.Values{"a": {"b"}}, true); st != http.StatusForbidden {
-		t.Fatalf("fetchStatus = %d, want 403", st)
+	if st, final := b.fetchPost("/forbidden", url.Values{"a": {"b"}}, true); st != http.StatusForbidden || final != "/forbidden" {
+		t.Fatalf("fetchPost = %d %s, want 403 /forbidden", st, final)
 	}
 
 	dir := t.TempDir()

@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -93,19 +94,28 @@ func (b *browser) path() string {
 	return u.Path
 }
 
-// fetchStatus runs fetch(path, POST form) in the page (the page's own
+// fetchPost runs fetch(path, POST form) in the page (the page's own
 // origin and cookie: what a forged post from the signed-in browser
-// does) and returns the status, 0 for a redirect. withCSRF adds the
-// page's CSRF token as the form's csrf field.
-func (b *browser) fetchStatus(path string, form url.Values, withCSRF bool) int {
+// does), following redirects, and returns the final status and URL.
+// withCSRF adds the page's CSRF token as the form's csrf field.
+func (b *browser) fetchPost(path string, form url.Values, withCSRF bool) (int, string) {
 	b.t.Helper()
 	js := fmt.Sprintf(`(async () => {
 		const f = new URLSearchParams(%q);
 		if (%t) { const m = document.querySelector('meta[name="csrf-token"]'); f.set("csrf", m ? m.content : ""); }
-		const r = await fetch(%q, {method: "POST", body: f, redirect: "manual"});
-		return r.status;
+		const r = await fetch(%q, {method: "POST", body: f});
+		return [String(r.status), r.url];
 	})()`, form.Encode(), withCSRF, path)
-	return get(b, "fetch POST "+path, chromedp.Evaluate[int](js, func(p *runtime.EvaluateParams) { p.AwaitPromise = ptrTrue() }))
+	r := get(b, "fetch POST "+path, chromedp.Evaluate[[]string](js, func(p *runtime.EvaluateParams) { p.AwaitPromise = ptrTrue() }))
+	st, _ := strconv.Atoi(r[0])
+	return st, strings.TrimPrefix(r[1], b.base)
+}
+
+// refusedFetch reports whether fetchPost's answer is a refusal: 403, or
+// the page again with an error flash.
+func refusedFetch(status int, finalURL, path string) bool {
+	u, err := url.Parse(finalURL)
+	return status == http.StatusForbidden || err == nil && u.Path == path && u.Query().Get("error") != ""
 }
 
 func ptrTrue() *bool { t := true; return &t }
@@ -380,18 +390,20 @@ func TestWebUIJourneys(t *testing.T) {
 	}
 	b.visit("/credentials")
 	for _, withCSRF := range []bool{false, true} {
-		st := b.fetchStatus("/credentials", url.Values{"action": {"put"}, "name": {"VIEWER_BROWSER"}, "value": {"viewer-forged-0123456789"}}, withCSRF)
-		if st != http.StatusForbidden {
-			t.Errorf("the viewer's forged POST /credentials (csrf %t): %d, want 403", withCSRF, st)
-		}
-		st = b.fetchStatus("/sessions", url.Values{"action": {"revoke"}, "id": {sid}}, withCSRF)
-		if st != http.StatusForbidden {
-			t.Errorf("the viewer's forged POST /sessions (csrf %t): %d, want 403", withCSRF, st)
+		for path, form := range map[string]url.Values{
+			"/credentials": {"action": {"put"}, "name": {"VIEWER_BROWSER"}, "value": {"viewer-forged-0123456789"}},
+			"/agents":      {"action": {"delete"}, "name": {"webui-agent"}},
+		} {
+			st, final := b.fetchPost(path, form, withCSRF)
+			if !refusedFetch(st, final, path) || !withCSRF && st != http.StatusForbidden {
+				t.Errorf("the viewer's forged POST %s (csrf %t): %d at %s, want 403 (without csrf) or the page with an error", path, withCSRF, st, final)
+			}
 		}
 	}
 	if slices.Contains(s.credentialNames(t), "VIEWER_BROWSER") {
 		t.Fatal("the viewer's forged post created a credential")
 	}
+	s.must(s.admin(), "GET", "/api/v1/agents/webui-agent", nil, http.StatusOK, nil) // not deleted
 	b.html()
 }
 
