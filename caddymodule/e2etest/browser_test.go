@@ -190,7 +190,9 @@ func (b *browser) htmlAllowingOnce(allowed string) string {
 
 func (b *browser) rawHTML() string {
 	b.t.Helper()
-	return get(b, "reading the page", chromedp.OuterHTML(chromedp.CSS("html")))
+	// Evaluated, not queried: a DOM node id can belong to the document
+	// a navigation just replaced.
+	return get(b, "reading the page", chromedp.Evaluate[string]("document.documentElement.outerHTML"))
 }
 
 // location is the current page's URL path and query.
@@ -240,7 +242,7 @@ func (b *browser) waitText(sel, substr string, d time.Duration) string {
 	b.t.Helper()
 	deadline := time.Now().Add(d)
 	for {
-		h := get(b, "reading "+sel, chromedp.OuterHTML(chromedp.CSS(sel)))
+		h := get(b, "reading "+sel, chromedp.Evaluate[string](fmt.Sprintf(`(() => { const e = document.querySelector(%q); return e ? e.outerHTML : ""; })()`, sel)))
 		b.checkSecrets(b.location()+" "+sel, h, nil)
 		if strings.Contains(h, substr) {
 			return h
@@ -343,10 +345,18 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 	return l.buf.Write(p)
 }
 
+// tail is the last n bytes of the output without chromium's complaints
+// about the missing D-Bus (a container has none; they say nothing).
 func (l *lockedBuffer) tail(n int) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	s := l.buf.String()
+	var kept []string
+	for _, line := range strings.Split(l.buf.String(), "\n") {
+		if !strings.Contains(line, "dbus/") {
+			kept = append(kept, line)
+		}
+	}
+	s := strings.Join(kept, "\n")
 	return s[max(0, len(s)-n):]
 }
 

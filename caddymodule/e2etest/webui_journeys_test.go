@@ -125,7 +125,7 @@ func ptrTrue() *bool { t := true; return &t }
 func (b *browser) signIn(next, name, password string) {
 	b.t.Helper()
 	b.visit(next)
-	if loc := b.location(); !strings.HasPrefix(loc, "/login?next=") {
+	if loc := b.location(); !strings.HasPrefix(loc, "/login?next=") && !(next == "/" && loc == "/login") {
 		b.t.Fatalf("signed-out visit to %s ended at %s, want /login?next=...", next, loc)
 	}
 	form := `form#login-form`
@@ -323,10 +323,15 @@ func TestWebUIJourneys(t *testing.T) {
 	if se, _ := s.sessionInfo(sid); se.Status != apiwire.SessionRevoked {
 		t.Fatalf("after revoking in the UI the session is %q", se.Status)
 	}
-	if st := b.attr(sessionRow, "data-state"); st != "ended" {
+	// Ended sessions are listed in a table of their own.
+	endedRow := fmt.Sprintf(`tr[data-id=%q]`, sid)
+	if n := b.count(endedRow); n != 1 {
+		t.Fatalf("after the revocation the sessions page has %d rows for the session, want 1\n%s", n, b.html())
+	}
+	if st := b.attr(endedRow, "data-state"); st != "ended" {
 		t.Errorf("after the revocation the sessions page shows the session with data-state %q, want ended", st)
 	}
-	if r := b.rows(sessionRow); len(r) != 1 || !strings.Contains(r[0], "revoked") {
+	if r := b.rows(endedRow); len(r) != 1 || !strings.Contains(r[0], "revoked") {
 		t.Errorf("the sessions page's row of the revoked session: %q, want it to say revoked", r)
 	}
 	resp, _ := rawConnect(t, s.proxyAddr, up.hostPort(), basicAuth(agent.sessionToken))
