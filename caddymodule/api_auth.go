@@ -153,9 +153,9 @@ func (a *API) resolve(r *http.Request, perm identity.Permission) (*caller, error
 			return nil, errUnknownLogin
 		}
 		if login.Operator == state.AdminTokenLogin {
-			// The admin token's web sign-in: it lasts only while an
-			// admin token is configured.
-			if a.deps.adminToken == "" {
+			// The admin token's web sign-in: it lasts only while the
+			// admin token that opened it is the configured one.
+			if !validAdminLoginID(login.ID, a.deps.adminToken) {
 				return nil, errUnknownLogin
 			}
 			c.loginID = login.ID

@@ -4,7 +4,9 @@ package caddymodule
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
@@ -321,6 +323,8 @@ func (a *API) adminLogin(w http.ResponseWriter, r *http.Request, token string) {
 	now := a.now().UTC()
 	secrets, bearer, cookie, err := newLogin(state.AdminTokenLogin, now, now.Add(a.deps.loginTTL))
 	if err == nil {
+		id := adminLoginID(secrets[0].ID, a.deps.adminToken)
+		secrets[0].ID, secrets[1].ID = id, id
 		err = a.deps.ids.InsertLogin(ctx, secrets, "")
 	}
 	if err != nil {
@@ -334,6 +338,23 @@ func (a *API) adminLogin(w http.ResponseWriter, r *http.Request, token string) {
 		Target: identity.AdminTokenName, Client: client, Detail: "role owner (admin token)"})
 	http.SetCookie(w, identity.LoginCookie(cookie, a.deps.loginTTL, r.TLS != nil))
 	writeJSON(w, http.StatusOK, apiwire.Login{Token: bearer, ExpiresAt: secrets[0].ExpiresAt, Role: identity.RoleOwner.String()})
+}
+
+// adminLoginID binds an admin token login's id to the admin token: the
+// id gets an HMAC of itself keyed by the token, which resolve checks
+// against the token configured now, so a changed (or removed) admin
+// token ends the logins the old one opened, on every broker.
+func adminLoginID(id, adminToken string) string {
+	m := hmac.New(sha256.New, []byte(adminToken))
+	m.Write([]byte("agent-vault admin login v1\x00" + id))
+	return id + "." + hex.EncodeToString(m.Sum(nil))
+}
+
+// validAdminLoginID reports whether id is adminLoginID of its own
+// prefix under adminToken (constant time).
+func validAdminLoginID(id, adminToken string) bool {
+	base, _, ok := strings.Cut(id, ".")
+	return ok && adminToken != "" && subtle.ConstantTimeCompare([]byte(adminLoginID(base, adminToken)), []byte(id)) == 1
 }
 
 // newLogin makes a login of operator: its id and its two secrets, the

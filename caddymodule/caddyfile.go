@@ -278,6 +278,10 @@ func (p *Proxy) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //	agent_vault_api {
 //		allowed_hosts <host...>
 //	}
+//
+// allowed_hosts names the host names the listener answers to besides
+// IP literals and localhost (hostcheck.go); given with no names it
+// keeps the default, none.
 func parseAPI(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	a := new(API)
 	err := a.UnmarshalCaddyfile(h.Dispenser)
@@ -293,11 +297,8 @@ func (a *API) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for d.NextBlock(0) {
 		switch opt := d.Val(); opt {
 		case "allowed_hosts":
-			hosts := d.RemainingArgs()
-			if len(hosts) == 0 {
-				return d.ArgErr()
-			}
-			a.AllowedHosts = append(a.AllowedHosts, hosts...)
+			// No names (an unset {$ENV}) keeps the default: none.
+			a.AllowedHosts = append(a.AllowedHosts, d.RemainingArgs()...)
 		default:
 			return d.Errf("agent_vault_api: unknown option %q (known: allowed_hosts)", opt)
 		}

@@ -177,8 +177,12 @@ func TestAPICaddyfile(t *testing.T) {
 	if err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser(`agent_vault_api { x }`)); err == nil {
 		t.Fatal("unknown option accepted")
 	}
-	if err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser("agent_vault_api {\n allowed_hosts\n}")); err == nil {
-		t.Fatal("allowed_hosts without a name accepted")
+	var e API
+	if err := e.UnmarshalCaddyfile(caddyfile.NewTestDispenser("agent_vault_api {\n allowed_hosts\n}")); err != nil || len(e.AllowedHosts) != 0 {
+		t.Fatalf("allowed_hosts without a name (an unset env): %v %q", err, e.AllowedHosts)
+	}
+	if err := e.UnmarshalCaddyfile(caddyfile.NewTestDispenser("agent_vault_api extra")); err == nil {
+		t.Fatal("an argument accepted")
 	}
 	var b API
 	if err := b.UnmarshalCaddyfile(caddyfile.NewTestDispenser("agent_vault_api {\n allowed_hosts broker.example.com vault.internal\n}")); err != nil {

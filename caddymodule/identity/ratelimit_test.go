@@ -508,3 +508,23 @@ func FuzzLoginClientKey(f *testing.F) {
 		}
 	})
 }
+
+// TestLoginLimiterReserved: the admin token's sign-in is limited like
+// a name (Begin refuses the reserved name outright).
+func TestLoginLimiterReserved(t *testing.T) {
+	l, _ := newLimiter()
+	if _, err := l.Begin("192.0.2.1", AdminTokenName); !errors.Is(err, ErrWrongLogin) {
+		t.Fatalf("Begin(admin-token): %v", err)
+	}
+	for i := range LoginNameFailures {
+		a, err := l.BeginReserved("192.0.2.9", AdminTokenName)
+		if err != nil {
+			t.Fatalf("attempt %d: %v", i, err)
+		}
+		a.Fail()
+	}
+	var limited *RateLimitError
+	if _, err := l.BeginReserved("192.0.2.9", AdminTokenName); !errors.As(err, &limited) {
+		t.Fatalf("after %d failures: %v, want rate limited", LoginNameFailures, err)
+	}
+}

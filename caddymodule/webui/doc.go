@@ -31,33 +31,44 @@
 //	                token, username, password, key, header, prefix,
 //	                param, headers (lines "Name: template"),
 //	                allow_cleartext (checkbox), allow_upgrades
-//	              templates: a.template-link (?template=github|openai|
-//	                anthropic|stripe|slack|gitlab), also button.template
-//	                data-template=<id> (JS fills the form)
+//	              select#auth-type; fieldset.auth[data-auth] per type
+//	              templates: a.template-link data-template=<id>
+//	                (href ?template=github|openai|anthropic|stripe|slack|
+//	                gitlab; with JS a click fills the form in place)
 //	              form#match-form (GET /services): url
 //	              #match-result (text of the answer)
 //	              form.delete-form action=delete: name
 //	              ?edit=<name> fills the form with that service
-//	/sessions     table#sessions-table (tr data-id=<id> data-state=
-//	                active|ended); form.revoke-form action=revoke: id
-//	/agents       form#agent-form action=create: name, services,
+//	/sessions     table#sessions-table (active: tr data-id=<id>
+//	                data-state=active), table#ended-sessions-table
+//	                (data-state=ended); form.revoke-form action=revoke: id
+//	/agents       table#agents-table (tr data-name=<name>)
+//	              form#agent-form action=create: name, services,
 //	                max_session_ttl
 //	              #agent-token (the token, on the answer page only)
 //	              form.rotate-form action=rotate: name
 //	              form.delete-form action=delete: name
 //	              form.update-form action=update: name, services,
 //	                max_session_ttl
-//	/requests     table#requests-table (tr data-id=<id>)
+//	/requests     table#requests-table (tr data-id=<id> data-status=)
 //	              form.approve-form action=approve: id, grant
 //	              form.deny-form action=deny: id, reason
-//	/operators    form#operator-form action=create: name, password, role
+//	/operators    table#operators-table (tr data-name=<name>)
+//	              form#operator-form action=create: name, password, role
 //	              form.role-form action=update: name, role
 //	              form.delete-form action=delete: name
 //	/audit        form#audit-filter (GET): actor, action, target, before
-//	              table#audit-table
+//	              table#audit-table, a#audit-next (older page)
 //	/activity     form#activity-filter (GET): session, agent, service,
 //	                host, decision, status, since
 //	              table#activity-table, tbody#activity-rows (tr.activity-row
-//	                data-id=<cursor>), #activity-live (live state text)
+//	                data-id=<id>; new rows are prepended live),
+//	              p#activity-live (text "Live view: on" and
+//	                data-state="on" once the stream is open),
+//	              a#activity-next (older page)
+//	/             table#stores-table, table#refusals-table
+//	Sign-in:      /login POSTs need a browser's Origin or Sec-Fetch-Site
+//	              (there is no login yet to derive a CSRF token from);
+//	              a wrong sign-in answers 401 with p#flash.
 //	/ca           a#ca-download (/api/v1/ca.pem), pre#launch-snippet
 package webui

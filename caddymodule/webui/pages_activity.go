@@ -6,45 +6,17 @@ package webui
 import (
 	"net/http"
 	"net/url"
-	"time"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 )
-
-// activityEntry is one entry of GET /api/v1/activity, as the UI shows it.
-type activityEntry struct {
-	ID          string    `json:"id"`
-	At          time.Time `json:"at"`
-	Session     string    `json:"session"`
-	Agent       string    `json:"agent"`
-	Service     string    `json:"service"`
-	Method      string    `json:"method"`
-	Host        string    `json:"host"`
-	Port        int       `json:"port"`
-	Path        string    `json:"path"`
-	Status      int       `json:"status"`
-	Decision    string    `json:"decision"`
-	Code        string    `json:"code"`
-	Reason      string    `json:"reason"`
-	BytesIn     int64     `json:"bytes_in"`
-	BytesOut    int64     `json:"bytes_out"`
-	DurationMS  float64   `json:"duration_ms"`
-	Credentials []string  `json:"credentials"`
-	Client      string    `json:"client"`
-}
-
-type activityList struct {
-	Entries    []activityEntry `json:"entries"`
-	NextBefore string          `json:"next_before,omitempty"`
-}
 
 // activityFilters are the filter form's fields, passed to the API as
 // they are.
 var activityFilters = []string{"session", "agent", "service", "host", "decision", "status", "since"}
 
 type activityData struct {
-	Filter     map[string]string
-	Entries []activityEntry
+	Filter  map[string]string
+	Entries []apiwire.ActivityEntry
 	// Next is the link to the next (older) page; empty on the last.
 	Next string
 	// Query is the filter as a query string, for the stream and paging.
@@ -74,7 +46,7 @@ func (u *UI) activity(c *call) {
 	if b := q.Get("before"); b != "" {
 		page.Set("before", b)
 	}
-	var list activityList
+	var list apiwire.ActivityList
 	if err := c.get("/api/v1/activity?"+page.Encode(), &list); err != nil {
 		d.Err = errText(err)
 	}

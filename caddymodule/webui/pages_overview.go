@@ -14,7 +14,7 @@ type overviewData struct {
 	Credentials, Services  int
 	ActiveSessions, Agents int
 	PendingRequests        int
-	Refusals               []activityEntry
+	Refusals               []apiwire.ActivityEntry
 	RefusalsErr            string
 }
 
@@ -57,7 +57,7 @@ func (u *UI) overview(c *call) {
 			}
 		}
 	}
-	var act activityList
+	var act apiwire.ActivityList
 	if err := c.get("/api/v1/activity?decision=refused&limit=10", &act); err != nil {
 		d.RefusalsErr = errText(err)
 	}
