@@ -672,6 +672,8 @@ func (a *App) apiDeps() apiDeps {
 		logins:       a.state.logins,
 		state:        a,
 		activity:     activityDB{a.state.db},
+		// Through the App: the shared state's Recorder.
+		activityStats: a.ActivityStats,
 	}
 }
 

@@ -138,8 +138,11 @@ func (db *DB) ListActivity(ctx context.Context, f ActivityFilter) ([]ActivityRow
 		w.conds = append(w.conds, "at >= "+w.arg(boundNanos(f.Since)))
 	}
 	if f.Before != nil {
+		// The redundant at <= bound is a range both planners use on the
+		// (…, at, id) indexes; the OR alone made PostgreSQL filter a
+		// filter value's rows one by one (36 ms at 1M rows, not 1).
 		at := w.arg(boundNanos(f.Before.At))
-		w.conds = append(w.conds, "(at < "+at+" OR (at = "+at+" AND id < "+w.arg(f.Before.ID)+"))")
+		w.conds = append(w.conds, "at <= "+at+" AND (at < "+at+" OR id < "+w.arg(f.Before.ID)+")")
 	}
 	rows, err := db.query(ctx, "SELECT "+activityColumns+" FROM activity"+w.sql()+
 		" ORDER BY at DESC, id DESC LIMIT "+strconv.Itoa(pageLimit(f.Limit)), w.args...)
