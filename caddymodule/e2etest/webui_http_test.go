@@ -252,6 +252,55 @@ func TestWebUIHTTP(t *testing.T) {
 		}
 	})
 
+	// What Chromium sends on a same-origin form post from a page with
+	// Referrer-Policy: no-referrer (the UI's): Origin "null" (the Fetch
+	// standard's serialization under that policy) and Sec-Fetch-Site
+	// same-origin. Such a sign-in and such a write must pass; the same
+	// Origin with a cross-site Sec-Fetch-Site, or with none, must not.
+	t.Run("form posts as chromium sends them", func(t *testing.T) {
+		post := func(path, cookie, site string, form url.Values) page {
+			t.Helper()
+			req, _ := http.NewRequest("POST", "http://"+s.apiAddr+path, strings.NewReader(form.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("Origin", "null")
+			if site != "" {
+				req.Header.Set("Sec-Fetch-Site", site)
+			}
+			if cookie != "" {
+				req.AddCookie(&http.Cookie{Name: loginCookie, Value: cookie})
+			}
+			resp, err := noRedirect.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return page{status: resp.StatusCode, header: resp.Header, body: string(b)}
+		}
+		signIn := url.Values{"name": {"alice"}, "password": {ownerPass}, "next": {"/credentials"}}
+		if p := post("/login", "", "same-origin", signIn); p.status != http.StatusSeeOther || p.header.Get("Location") != "/credentials" {
+			t.Errorf("sign-in with Origin null, Sec-Fetch-Site same-origin: %d Location %q, want 303 /credentials\n%.300s", p.status, p.header.Get("Location"), p.body)
+		}
+		for _, site := range []string{"cross-site", "same-site", ""} {
+			if p := post("/login", "", site, signIn); p.status == http.StatusSeeOther {
+				t.Errorf("sign-in with Origin null, Sec-Fetch-Site %q: 303, want a refusal", site)
+			}
+		}
+		token := csrfToken(t, s.uiRequest(t, "GET", "/credentials", ownerCookie, "", nil))
+		put := url.Values{"action": {"put"}, "name": {"NULL_ORIGIN_OK"}, "value": {"null-origin-0123456789"}, "csrf": {token}}
+		if p := post("/credentials", ownerCookie, "same-origin", put); !strings.Contains(p.header.Get("Location"), "ok=") {
+			t.Errorf("a form write with Origin null, Sec-Fetch-Site same-origin: %d Location %q, want 303 back with ok", p.status, p.header.Get("Location"))
+		}
+		put.Set("name", "NULL_ORIGIN_CROSS")
+		if p := post("/credentials", ownerCookie, "cross-site", put); !refusedWrite(p, "/credentials") {
+			t.Errorf("a form write with Origin null, Sec-Fetch-Site cross-site: %d Location %q, want refused", p.status, p.header.Get("Location"))
+		}
+		names := s.credentialNames(t)
+		if !slices.Contains(names, "NULL_ORIGIN_OK") || slices.Contains(names, "NULL_ORIGIN_CROSS") {
+			t.Errorf("credentials after the null-origin writes: %v", names)
+		}
+	})
+
 	t.Run("login cookie", func(t *testing.T) {
 		r := s.call(cred{}, "POST", "/api/v1/login", apiwire.LoginRequest{Name: "alice", Password: ownerPass})
 		var sc string
