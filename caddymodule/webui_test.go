@@ -492,8 +492,12 @@ func TestWebUIActivity(t *testing.T) {
 	if bad := b.get("/activity?decision=maybe"); !strings.Contains(bad.body, `class="flash error"`) {
 		t.Fatal("a bad filter is not shown as an error")
 	}
-	if !strings.Contains(b.get("/").body, "placeholder") {
+	ov := b.get("/").body
+	if !strings.Contains(ov, "placeholder") {
 		t.Fatal("the overview does not list the refusal")
+	}
+	if !regexp.MustCompile(`id="activity-stats"[^>]*><b>0</b> activity entries dropped \([1-9][0-9]* written`).MatchString(ov) {
+		t.Fatalf("the overview does not show the activity log's counts: %s", ov)
 	}
 	for _, secret := range []string{apiKeySecret, s.token, s.ph(t, "API_KEY"), stranger.ph(t, "API_KEY")} {
 		for _, path := range []string{"/activity", "/"} {

@@ -62,11 +62,13 @@
 //	/activity     form#activity-filter (GET): session, agent, service,
 //	                host, decision, status, since
 //	              table#activity-table, tbody#activity-rows (tr.activity-row
-//	                data-id=<id>; new rows are prepended live),
+//	                data-id=<entry id>, the same for rows added live:
+//	                new rows are prepended, de-duplicated by it),
 //	              p#activity-live (text "Live view: on" and
 //	                data-state="on" once the stream is open),
 //	              a#activity-next (older page)
-//	/             table#stores-table, table#refusals-table
+//	/             table#stores-table, table#refusals-table,
+//	              #activity-stats (activity log drops)
 //	Sign-in:      /login POSTs need a browser's Origin or Sec-Fetch-Site
 //	              (there is no login yet to derive a CSRF token from);
 //	              a wrong sign-in answers 401 with p#flash.

@@ -16,6 +16,9 @@ type overviewData struct {
 	PendingRequests        int
 	Refusals               []apiwire.ActivityEntry
 	RefusalsErr            string
+	// Stats are this broker's activity log counts (drops); nil when
+	// the API does not say.
+	Stats *apiwire.ActivityStats
 }
 
 func (u *UI) overview(c *call) {
@@ -62,6 +65,10 @@ func (u *UI) overview(c *call) {
 		d.RefusalsErr = errText(err)
 	}
 	d.Refusals = act.Entries
+	var st apiwire.ActivityStats
+	if c.get("/api/v1/activity/stats", &st) == nil {
+		d.Stats = &st
+	}
 	c.render("overview", "Overview", d)
 }
 

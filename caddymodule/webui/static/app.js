@@ -72,7 +72,7 @@
     es.addEventListener("activity", function (ev) {
       var e;
       try { e = JSON.parse(ev.data); } catch (err) { return; }
-      var id = ev.lastEventId || e.id;
+      var id = e.id || ev.lastEventId;
       if (seen[id]) return;
       seen[id] = true;
       var tr = document.createElement("tr");
