@@ -5,7 +5,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/agentvault/caddy-agent-vault.Version=$(VERSION)
 
-.PHONY: build run test demo fuzz bench bench-scan bench-state xcaddy clean
+.PHONY: build run test demo fuzz bench bench-scan bench-state xcaddy screenshots clean
 SHELL := /bin/bash
 
 build:
@@ -33,12 +33,13 @@ test: deps build vault-test-server
 
 # What the tests run besides Go: the real clients (curl, git, wget,
 # python3, node and npm), for the security tests setcap, ip and
-# unshare, and PostgreSQL for the state database tests
-# (internal/pgtest). Installed from Debian when missing and running as
-# root with apt-get; otherwise the missing packages are named and the
-# run stops. Debian keeps the PostgreSQL server binaries off PATH, in
-# /usr/lib/postgresql/<version>/bin: that "postgres" entry is a file check.
-DEPS := curl:curl git:git wget:wget python3:python3 node:nodejs npm:npm setcap:libcap2-bin ip:iproute2 unshare:util-linux postgres:postgresql
+# unshare, PostgreSQL for the state database tests (internal/pgtest),
+# and Chromium for the web UI journeys (e2etest/webui_*). Installed
+# from Debian when missing and running as root with apt-get; otherwise
+# the missing packages are named and the run stops. Debian keeps the
+# PostgreSQL server binaries off PATH, in /usr/lib/postgresql/<version>/bin:
+# that "postgres" entry is a file check.
+DEPS := curl:curl git:git wget:wget python3:python3 node:nodejs npm:npm setcap:libcap2-bin ip:iproute2 unshare:util-linux postgres:postgresql chromium:chromium
 .PHONY: deps
 deps:
 	@missing=""; for dep in $(DEPS); do \
@@ -50,6 +51,14 @@ deps:
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "make deps: installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	else echo "make deps: the tests need these Debian packages:$$missing"; exit 1; fi
+
+# The web UI screenshots in docs/ (ui-overview, ui-credentials,
+# ui-services, ui-activity, ui-sessions; 1280x800 PNG), taken by the
+# browser journeys (caddymodule/e2etest/webui_journeys_test.go) in
+# Debian's chromium against a real server and the test Vault.
+screenshots: build deps vault-test-server
+	AGENT_VAULT_BIN=$(CURDIR)/bin AGENT_VAULT_STRICT_TESTS=1 AGENT_VAULT_SCREENSHOTS=$(CURDIR)/docs \
+	  $(GO) test -count=1 -timeout 10m -run '^TestWebUIJourneys$$' ./caddymodule/e2etest/
 
 # Run every fuzz target for FUZZTIME each (corpora live in testdata/fuzz).
 FUZZTIME ?= 30s
