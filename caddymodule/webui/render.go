@@ -109,8 +109,8 @@ func (c *call) renderStatus(status int, tmpl, title string, data any) {
 // oneLine bounds a flash message to one short line.
 func oneLine(s string) string {
 	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > 300 {
-		s = s[:300] + "…"
+	if r := []rune(s); len(r) > 300 {
+		s = string(r[:300]) + "…"
 	}
 	return s
 }

@@ -129,3 +129,13 @@ func TestHeadersAndRedirects(t *testing.T) {
 		t.Errorf("GET /logout: %d", w.Code)
 	}
 }
+
+func TestOneLine(t *testing.T) {
+	if got := oneLine("a\n b\r\n\tc"); got != "a b c" {
+		t.Errorf("oneLine: %q", got)
+	}
+	long := oneLine(strings.Repeat("é", 400))
+	if n := len([]rune(long)); n != 301 || !strings.HasSuffix(long, "…") {
+		t.Errorf("oneLine long: %d runes", n)
+	}
+}
