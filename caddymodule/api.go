@@ -26,6 +26,7 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/catalog"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/metrics"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
@@ -93,6 +94,10 @@ type apiDeps struct {
 	state stateHealth
 	// now is the API's clock; nil is time.Now.
 	now func() time.Time
+	// metrics is what GET /metrics serves (nil: 503), also to the
+	// holder of metricsToken (empty: none), who may read nothing else.
+	metrics      *metrics.Metrics
+	metricsToken string
 }
 
 // CaddyModule returns the Caddy module information.

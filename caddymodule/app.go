@@ -92,6 +92,15 @@ type App struct {
 	// start. Must be at least 16 characters.
 	AdminToken string `json:"admin_token,omitempty"`
 
+	// Bearer token that lets a Prometheus scraper read GET /metrics on
+	// the management API, and nothing else (a viewer's login, or the
+	// admin token, reads it too). Placeholders are expanded, so
+	// {env.AGENT_VAULT_METRICS_TOKEN} keeps it out of the config. The
+	// admin token's rule applies: at least 16 characters, no spaces,
+	// not an agent-vault token prefix; it must differ from the admin
+	// token. Default empty: no metrics token, only a viewer or better.
+	MetricsToken string `json:"metrics_token,omitempty"`
+
 	// Networks (CIDRs or single IPs, placeholders expanded, each entry
 	// may itself be a comma-separated list) that upstreams may resolve
 	// to even though they are private, loopback or link-local. Default
@@ -179,6 +188,10 @@ type App struct {
 	// instanceKey names the data dir lock this config holds a reference
 	// on (instancelock.go); empty if none.
 	instanceKey string
+
+	// tunnels are this config's proxies' tunnel tables, counted by the
+	// metrics at scrape time (metricswiring.go).
+	tunnels *tunnelTables
 }
 
 // CaddyModule returns the Caddy module information.
@@ -225,6 +238,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return err
 		}
 	}
+	if a.MetricsToken != "" && a.MetricsToken == a.AdminToken {
+		return errors.New("metrics_token: it is the admin token; give the scraper a token of its own")
+	}
 	// The database, sessions and services outlive a config reload: an
 	// agent's session must not end because the operator changed a
 	// timeout. Opened before the stores, which keep their records in it.
@@ -264,6 +280,9 @@ func (a *App) checkConfig() error {
 	}
 	if err := checkAdminToken(a.AdminToken); a.AdminToken != "" && err != nil {
 		return fmt.Errorf("admin_token: %v", err)
+	}
+	if err := a.checkMetricsToken(repl); err != nil {
+		return err
 	}
 
 	var allow []string
@@ -464,6 +483,7 @@ func (a *App) Start() error {
 	a.stop, a.done = make(chan struct{}), make(chan struct{})
 	go a.sweepSessions()
 	a.creds.Start()
+	a.state.metrics.SetSources(a.metricsSources()) // metricswiring.go
 	st := a.state.auditStats()
 	a.logger.Info("agent vault ready",
 		zap.String("data_dir", a.DataDir),
@@ -612,7 +632,8 @@ func (a *App) Healthy() error {
 
 // proxyDeps is what the proxy handler uses of the app.
 func (a *App) proxyDeps() proxyDeps {
-	return proxyDeps{sessions: a.state.sessions, services: a.state.catalog, creds: a.creds, leaves: a.minter, egress: a.egress, self: a.self, state: a}
+	return proxyDeps{sessions: a.state.sessions, services: a.state.catalog, creds: a.creds, leaves: a.minter, egress: a.egress, self: a.self, state: a,
+		observer: observers{a.state.metrics}}
 }
 
 // apiDeps is what the management API handler uses of the app.
@@ -632,6 +653,8 @@ func (a *App) apiDeps() apiDeps {
 		audit:        a.state.audit,
 		logins:       a.state.logins,
 		state:        a,
+		metrics:      a.state.metrics,
+		metricsToken: a.MetricsToken,
 	}
 }
 

@@ -270,4 +270,5 @@ func (p *Proxy) logExchange(x *exchange, rec *statusRecorder) {
 		zap.Duration("duration", time.Since(x.start)),
 		zap.Strings("credentials", x.resolved),
 		why)
+	p.observeExchange(x, rec, svc)
 }

@@ -110,6 +110,7 @@ type proxyDeps struct {
 	egress   *egress.Policy
 	self     *egress.Listeners // the broker's own listen addresses; never dialed
 	state    stateHealth       // nil: no state database to wait for
+	observer activityObserver  // told of every request (observer.go); nil: none
 }
 
 type sessionAuthenticator interface {
@@ -157,7 +158,9 @@ func (p *Proxy) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("agent_vault_proxy needs the agent_vault app: %v", err)
 	}
-	p.start(ctx.Logger(), appIface.(*App).proxyDeps())
+	app := appIface.(*App)
+	p.start(ctx.Logger(), app.proxyDeps())
+	app.addTunnels(&p.tunnels) // metricswiring.go: counted at scrape time
 	return nil
 }
 

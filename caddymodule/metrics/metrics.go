@@ -36,6 +36,7 @@ type Metrics struct {
 	injections *prometheus.CounterVec   // service
 	refusals   *prometheus.CounterVec   // code
 	upstream   *prometheus.HistogramVec // service
+	handler    http.Handler
 	src        atomic.Pointer[Sources]
 }
 
@@ -49,7 +50,7 @@ func New(src Sources) *Metrics {
 		}, []string{"service", "decision", "status"}),
 		injections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "injections_total",
-			Help: "Requests into which the proxy put at least one credential, by service.",
+			Help: "Requests sent upstream with at least one credential put in, by service.",
 		}, []string{"service"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "refusals_total",
@@ -62,6 +63,7 @@ func New(src Sources) *Metrics {
 		}, []string{"service"}),
 	}
 	m.SetSources(src)
+	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 	m.reg.MustRegister(m.requests, m.injections, m.refusals, m.upstream, scrapeCollector{m})
 	return m
 }
@@ -75,9 +77,7 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 // Handler serves the registry in the Prometheus text format. A
 // collector's error is reported in the answer, not a crash.
-func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
-}
+func (m *Metrics) Handler() http.Handler { return m.handler }
 
 // Observe counts one activity entry. Its label values are bounded: the
 // service comes from the catalog (empty when none matched), the
@@ -89,7 +89,8 @@ func (m *Metrics) Observe(e *activity.Entry) {
 		decision = "unknown"
 	}
 	m.requests.WithLabelValues(e.Service, decision, statusLabel(e.Status)).Inc()
-	if len(e.Credentials) > 0 {
+	// A refused request sent nothing upstream, whatever it resolved.
+	if len(e.Credentials) > 0 && e.Decision != activity.Refused {
 		m.injections.WithLabelValues(e.Service).Inc()
 	}
 	if e.Decision == activity.Forwarded {

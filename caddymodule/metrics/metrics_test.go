@@ -29,6 +29,10 @@ func TestObserveMovesCounters(t *testing.T) {
 	m.Observe(forwarded("github", "gh_token"))
 	m.Observe(forwarded("github"))
 	m.Observe(refused(activity.CodeUncoveredHost, 403))
+	// Resolved, then refused (a stale store): nothing was injected.
+	stale := refused(activity.CodeStoreStale, 503)
+	stale.Service, stale.Credentials = "github", []string{"gh_token"}
+	m.Observe(stale)
 	m.Observe(&activity.Entry{Service: "github", Status: 502, Decision: activity.Failed, Code: activity.CodeUpstream})
 
 	for _, c := range []struct {
@@ -42,6 +46,7 @@ func TestObserveMovesCounters(t *testing.T) {
 		{"injections github", testutil.ToFloat64(m.injections.WithLabelValues("github")), 1},
 		{"refusals uncovered_host", testutil.ToFloat64(m.refusals.WithLabelValues("uncovered_host")), 1},
 		{"refusals upstream", testutil.ToFloat64(m.refusals.WithLabelValues("upstream")), 1},
+		{"refusals store_stale", testutil.ToFloat64(m.refusals.WithLabelValues("store_stale")), 1},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
