@@ -95,8 +95,8 @@ func TestPipelineMetrics(t *testing.T) {
 		`agent_vault_upstream_duration_seconds_count{service="github"}`:                        2,
 		`agent_vault_upstream_duration_seconds_count{service="open"}`:                          1,
 		`agent_vault_sessions_active`:                                                          1,
-		`agent_vault_store_status{status="ok",store="builtin"}`:                                 1,
-		`agent_vault_store_status{status="stale",store="builtin"}`:                              0,
+		`agent_vault_store_status{status="ok",store="builtin"}`:                                1,
+		`agent_vault_store_status{status="stale",store="builtin"}`:                             0,
 		`agent_vault_audit_dropped_total`:                                                      0,
 	})
 	for _, k := range []string{`agent_vault_injections_total{service="open"}`, `agent_vault_injections_total{service="tls-only"}`} {
