@@ -100,12 +100,20 @@ BENCHREVOKES ?= 100
 BENCHSTARTUPSERVICES ?= 10000
 BENCHSTARTUPSESSIONS ?= 10000
 BENCHSTARTUPROUNDS ?= 3
+# BenchmarkActivityQuery (caddymodule/state/activity_test.go): filtered
+# pages (newest, by agent, session, host+status, decision, a deep
+# cursor) of an activity table of BENCHACTIVITYROWS entries, on SQLite
+# and PostgreSQL, in ms/query. Filling the table takes minutes.
+BENCHACTIVITYROWS ?= 1000000
 bench-state: build deps
 	set -o pipefail; AGENT_VAULT_BIN=$(CURDIR)/bin AGENT_VAULT_STRICT_TESTS=$(STRICT) BENCH_REVOCATIONS=$(BENCHREVOKES) \
 	  BENCH_STARTUP_SERVICES=$(BENCHSTARTUPSERVICES) BENCH_STARTUP_SESSIONS=$(BENCHSTARTUPSESSIONS) \
 	  BENCH_STARTUP_ROUNDS=$(BENCHSTARTUPROUNDS) \
 	  $(GO) test -count=1 -timeout 30m -run '^$$' -bench '^Benchmark(ClusterRevocation|Startup)$$' -benchtime 1x \
 	  ./caddymodule/e2etest/ | tee -a bench.out
+	set -o pipefail; AGENT_VAULT_STRICT_TESTS=$(STRICT) BENCH_ACTIVITY_ROWS=$(BENCHACTIVITYROWS) \
+	  $(GO) test -count=1 -timeout 60m -run '^$$' -bench '^BenchmarkActivityQuery$$' -benchtime 20x \
+	  ./caddymodule/state/ | tee -a bench.out
 
 bench-scan:
 	set -o pipefail; $(GO) test -count=1 -run '^$$' -bench . ./caddymodule/scrub/ | tee bench.out

@@ -21,6 +21,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/audit"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/catalog"
@@ -98,6 +99,11 @@ type apiDeps struct {
 	// holder of metricsToken (empty: none), who may read nothing else.
 	metrics      *metrics.Metrics
 	metricsToken string
+	// activity reads the activity log (api_activity.go).
+	activity activity.Lister
+	// streamPoll is how often an activity stream reads the log; 0 is
+	// every second (tests make it shorter).
+	streamPoll time.Duration
 }
 
 // CaddyModule returns the Caddy module information.

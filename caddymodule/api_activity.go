@@ -3,12 +3,236 @@ package caddymodule
 // The activity log: GET /api/v1/activity (filters, cursor) and the
 // live stream GET /api/v1/activity/stream (Server-Sent Events).
 
-import "net/http"
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
 
-func (a *API) listActivity(w http.ResponseWriter, r *http.Request) {
-	writeError(w, http.StatusNotImplemented, "not implemented yet")
+	"go.uber.org/zap"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/audit"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
+)
+
+// Stream pacing: it polls the database (so every broker's entries
+// appear), re-checks the caller each poll, and sends a comment when
+// idle so that proxies and browsers keep the connection.
+const (
+	defaultStreamPoll = time.Second
+	streamKeepAlive   = 15 * time.Second
+	// maxStreams bounds the open streams of this broker (429 beyond):
+	// each polls the database every second.
+	maxStreams = 64
+)
+
+// openStreams counts this process's open activity streams.
+var openStreams atomic.Int32
+
+// maxFilterValue bounds a text filter (no stored value is longer).
+const maxFilterValue = 256
+
+// activityFilter reads the filters both routes share: session, agent,
+// service, host, decision, status, code, since. Any error is 400.
+func (a *API) activityFilter(r *http.Request) (activity.Filter, error) {
+	q := r.URL.Query()
+	f := activity.Filter{Session: q.Get("session"), Agent: q.Get("agent"), Service: q.Get("service"), Host: q.Get("host"),
+		Code: q.Get("code")}
+	for name, v := range map[string]string{"session": f.Session, "agent": f.Agent, "service": f.Service, "host": f.Host} {
+		if len(v) > maxFilterValue {
+			return f, fail(http.StatusBadRequest, "%s: at most %d bytes", name, maxFilterValue)
+		}
+	}
+	if d := q.Get("decision"); d != "" {
+		if f.Decision = activity.Decision(d); !f.Decision.Valid() {
+			return f, fail(http.StatusBadRequest, "decision: want one of %s, %s, %s", activity.Forwarded, activity.Refused, activity.Failed)
+		}
+	}
+	if f.Code != "" && !slices.Contains(activity.Codes, f.Code) {
+		return f, fail(http.StatusBadRequest, "code: want one of %s", strings.Join(activity.Codes, ", "))
+	}
+	if s := q.Get("status"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 100 || n > 999 {
+			return f, fail(http.StatusBadRequest, "status: want an HTTP status such as 403")
+		}
+		f.Status = n
+	}
+	if s := q.Get("since"); s != "" {
+		if d, err := time.ParseDuration(s); err == nil {
+			if d <= 0 {
+				return f, fail(http.StatusBadRequest, "since: a duration must be positive (1h: the last hour)")
+			}
+			f.Since = a.now().Add(-d)
+		} else if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+			f.Since = t
+		} else {
+			return f, fail(http.StatusBadRequest, "since: want an RFC 3339 time such as 2026-01-02T15:04:05Z or a duration such as 1h")
+		}
+	}
+	return f, nil
 }
 
+// listActivity answers GET /api/v1/activity?session=&agent=&service=
+// &host=&decision=&status=&code=&since=&before=&limit=: entries newest
+// first, at most limit (1..1000, default 100), older than before (the
+// next_before of the previous page, or an RFC 3339 time).
+func (a *API) listActivity(w http.ResponseWriter, r *http.Request) {
+	f, err := a.activityFilter(r)
+	if err != nil {
+		a.answerError(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	if f.Limit, err = pageLimit(q.Get("limit")); err != nil {
+		a.answerError(w, r, err)
+		return
+	}
+	if before := q.Get("before"); before != "" {
+		at, id, err := audit.ParseBefore(before)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "before: "+err.Error())
+			return
+		}
+		f.Before = &activity.Cursor{At: at, ID: id}
+	}
+	if a.deps.activity == nil {
+		a.answerError(w, r, fail(http.StatusServiceUnavailable, "the activity log is not available"))
+		return
+	}
+	ctx, cancel := writeContext(r)
+	defer cancel()
+	entries, err := a.deps.activity.ListActivity(ctx, f)
+	if err != nil {
+		a.answerError(w, r, err)
+		return
+	}
+	out := apiwire.ActivityList{Entries: make([]apiwire.ActivityEntry, 0, len(entries))}
+	if len(entries) == f.Limit {
+		last := entries[len(entries)-1]
+		out.NextBefore = audit.EncodeCursor(last.At, last.ID)
+	}
+	for _, e := range entries {
+		out.Entries = append(out.Entries, wireActivity(e))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// wireActivity is an entry as the API shows it.
+func wireActivity(e activity.Entry) apiwire.ActivityEntry {
+	creds := e.Credentials
+	if creds == nil {
+		creds = []string{}
+	}
+	return apiwire.ActivityEntry{ID: e.ID, At: e.At, Instance: e.Instance, Session: e.Session, Agent: e.Agent,
+		Service: e.Service, Method: e.Method, Host: e.Host, Port: e.Port, Path: e.Path, Status: e.Status,
+		Decision: string(e.Decision), Code: e.Code, Reason: e.Reason, BytesIn: e.BytesIn, BytesOut: e.BytesOut,
+		DurationMS: float64(e.Duration) / float64(time.Millisecond), Credentials: creds, Client: e.Client}
+}
+
+// streamActivity answers GET /api/v1/activity/stream (the list's
+// filters but before and limit) with Server-Sent Events: each new
+// entry, oldest first, as "id: <cursor>", "event: activity" and
+// "data: <ActivityEntry JSON>"; a ": keep-alive" comment every 15s. A
+// Last-Event-ID header resumes after that entry. It reads the database
+// every second, so every broker's entries appear, and it ends when the
+// caller's login or token stops being valid (checked at every poll).
 func (a *API) streamActivity(w http.ResponseWriter, r *http.Request) {
-	writeError(w, http.StatusNotImplemented, "not implemented yet")
+	f, err := a.activityFilter(r)
+	if err != nil {
+		a.answerError(w, r, err)
+		return
+	}
+	var after *activity.Cursor
+	if last := r.Header.Get("Last-Event-ID"); last != "" {
+		at, id, err := audit.ParseBefore(last)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "Last-Event-ID: "+err.Error())
+			return
+		}
+		after = &activity.Cursor{At: at, ID: id}
+	}
+	if a.deps.activity == nil {
+		a.answerError(w, r, fail(http.StatusServiceUnavailable, "the activity log is not available"))
+		return
+	}
+	if openStreams.Add(1) > maxStreams {
+		openStreams.Add(-1)
+		w.Header().Set("Retry-After", "10")
+		writeError(w, http.StatusTooManyRequests, "too many open activity streams on this broker; retry later")
+		return
+	}
+	defer openStreams.Add(-1)
+
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Time{}) // a stream outlives the server's write timeout
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	if _, err := w.Write([]byte(": stream open\n\n")); err != nil || rc.Flush() != nil {
+		return
+	}
+	poll := a.deps.streamPoll
+	if poll <= 0 {
+		poll = defaultStreamPoll
+	}
+	fl := activity.NewFollower(a.deps.activity, f, after, a.now(), 0)
+	ticker := time.NewTicker(poll)
+	defer ticker.Stop()
+	lastSent := time.Now()
+	failing := false
+	for {
+		ctx, cancel := writeContext(r)
+		entries, err := fl.Poll(ctx)
+		cancel()
+		switch {
+		case err != nil && !failing:
+			a.logger.Warn("activity stream: reading the log failed; retrying", zap.Error(err))
+			failing = true
+		case err == nil:
+			failing = false
+		}
+		for _, e := range entries {
+			data, err := json.Marshal(wireActivity(e))
+			if err != nil {
+				return
+			}
+			if _, err := w.Write([]byte("id: " + audit.EncodeCursor(e.At, e.ID) + "\nevent: activity\ndata: " + string(data) + "\n\n")); err != nil {
+				return
+			}
+			lastSent = time.Now()
+		}
+		if time.Since(lastSent) >= streamKeepAlive {
+			if _, err := w.Write([]byte(": keep-alive\n\n")); err != nil {
+				return
+			}
+			lastSent = time.Now()
+		}
+		if rc.Flush() != nil {
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-ticker.C:
+		}
+		// The caller may have logged out, been deleted or lost the
+		// role since: the stream ends with its right to read.
+		if !a.stillAllowed(r, identity.ReadAll) {
+			_, _ = w.Write([]byte("event: end\ndata: {\"reason\":\"the login or token is no longer valid\"}\n\n"))
+			_ = rc.Flush()
+			return
+		}
+	}
+}
+
+// stillAllowed resolves r's credentials again and checks perm.
+func (a *API) stillAllowed(r *http.Request, perm identity.Permission) bool {
+	c, err := a.resolve(r, perm)
+	return err == nil && identity.Allowed(c.Principal, perm) == nil
 }

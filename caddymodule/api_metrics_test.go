@@ -83,6 +83,11 @@ func TestPipelineMetrics(t *testing.T) {
 	wantStatus(t, get(t, agent, up.https("/open/x")), http.StatusOK)
 	wantRefusal(t, get(t, agent, up.https("/elsewhere")), http.StatusForbidden, "no service")
 	wantRefusal(t, get(t, agent, plain.http("/x")), http.StatusForbidden, "cleartext")
+	// A wrong session token: 407, counted with the code auth.
+	stranger := pl.agent(t, agentSession{token: "avs_" + strings.Repeat("0", 43)}, false)
+	if a := get(t, stranger, plain.http("/x")); a.status != http.StatusProxyAuthRequired {
+		t.Fatalf("a wrong session token: %d, want 407", a.status)
+	}
 
 	got := pl.scrapeMetrics(t, pl.admin())
 	wantSeries(t, got, map[string]float64{
@@ -91,7 +96,10 @@ func TestPipelineMetrics(t *testing.T) {
 		`agent_vault_proxy_requests_total{decision="refused",service="",status="403"}`:         1,
 		`agent_vault_proxy_requests_total{decision="refused",service="tls-only",status="403"}`: 1,
 		`agent_vault_injections_total{service="github"}`:                                       2,
-		`agent_vault_refusals_total{code="forbidden"}`:                                         2,
+		`agent_vault_refusals_total{code="uncovered_host"}`:                                    1,
+		`agent_vault_refusals_total{code="cleartext"}`:                                         1,
+		`agent_vault_refusals_total{code="auth"}`:                                              1,
+		`agent_vault_proxy_requests_total{decision="refused",service="",status="407"}`:         1,
 		`agent_vault_upstream_duration_seconds_count{service="github"}`:                        2,
 		`agent_vault_upstream_duration_seconds_count{service="open"}`:                          1,
 		`agent_vault_sessions_active`:                                                          1,
@@ -103,6 +111,9 @@ func TestPipelineMetrics(t *testing.T) {
 		if _, ok := got[k]; ok {
 			t.Errorf("%s: nothing was injected there", k)
 		}
+	}
+	if _, ok := got["agent_vault_activity_written_total"]; !ok {
+		t.Error("no agent_vault_activity_written_total")
 	}
 	// The agent's client keeps its tunnel open between requests.
 	if got["agent_vault_tunnels_open"] < 1 {

@@ -155,6 +155,16 @@ type App struct {
 	// least 1h.
 	AuditRetention caddy.Duration `json:"audit_retention,omitempty"`
 
+	// How long the activity log's entries (one per proxied request or
+	// refusal) are kept; older ones are deleted (checked every 5
+	// minutes). Default 168h (7 days); at least 1h.
+	ActivityRetention caddy.Duration `json:"activity_retention,omitempty"`
+
+	// The most activity entries kept: beyond it the oldest are deleted
+	// (checked every 5 minutes, so the table may briefly hold more).
+	// Default 1000000; at least 1000.
+	ActivityMaxRows int `json:"activity_max_rows,omitempty"`
+
 	// Credential stores, in priority order: when two stores hold the
 	// same name, the earlier one wins. The first writable store receives
 	// credentials written through the management API.
@@ -372,6 +382,7 @@ func (a *App) checkIdentityConfig() error {
 		{"session_lease_timeout", &a.SessionLeaseTimeout, defaultSessionLeaseTimeout, minSessionLeaseTimeout},
 		{"operator_login_ttl", &a.OperatorLoginTTL, defaultOperatorLoginTTL, minOperatorLoginTTL},
 		{"audit_retention", &a.AuditRetention, defaultAuditRetention, minAuditRetention},
+		{"activity_retention", &a.ActivityRetention, defaultActivityRetention, minActivityRetention},
 	} {
 		if *f.dst == 0 {
 			*f.dst = caddy.Duration(f.def)
@@ -379,6 +390,12 @@ func (a *App) checkIdentityConfig() error {
 		if time.Duration(*f.dst) < f.min {
 			return fmt.Errorf("%s %s: must be at least %s", f.name, time.Duration(*f.dst), f.min)
 		}
+	}
+	if a.ActivityMaxRows == 0 {
+		a.ActivityMaxRows = defaultActivityMaxRows
+	}
+	if a.ActivityMaxRows < minActivityMaxRows {
+		return fmt.Errorf("activity_max_rows %d: must be at least %d", a.ActivityMaxRows, minActivityMaxRows)
 	}
 	return nil
 }
@@ -484,13 +501,16 @@ func (a *App) Start() error {
 	go a.sweepSessions()
 	a.creds.Start()
 	a.state.metrics.SetSources(a.metricsSources()) // metricswiring.go
-	st := a.state.auditStats()
+	st, act := a.state.auditStats(), a.ActivityStats()
 	a.logger.Info("agent vault ready",
 		zap.String("data_dir", a.DataDir),
 		zap.Int("stores", a.creds.Len()),
 		zap.Int("services", len(a.state.catalog.Services().Services())),
 		zap.Stringer("allow_private_networks", a.egress),
-		zap.Int("audit_queued", st.Queued), zap.Uint64("audit_dropped", st.Dropped), zap.Uint64("audit_refused", st.Refused))
+		zap.Int("audit_queued", st.Queued), zap.Uint64("audit_dropped", st.Dropped), zap.Uint64("audit_refused", st.Refused),
+		zap.Uint64("activity_written", act.Written), zap.Uint64("activity_dropped", act.Dropped),
+		zap.Uint64("activity_failed", act.Failed), zap.Int("activity_queued", act.Queued),
+		zap.Duration("activity_retention", time.Duration(a.ActivityRetention)), zap.Int("activity_max_rows", a.ActivityMaxRows))
 	a.printStartSummary() // startsummary.go: the same, for a person
 	return nil
 }
@@ -508,6 +528,22 @@ func (a *App) logAudit() {
 		a.state.auditLogged = st
 		a.logger.Warn("audit entries not written yet, or lost", zap.Int("audit_queued", st.Queued),
 			zap.Uint64("audit_dropped", st.Dropped), zap.Uint64("audit_refused", st.Refused))
+		return nil
+	})
+}
+
+// logActivity logs the activity Recorder's counts when entries were
+// dropped or failed since the last time (at most once per
+// auditLogEvery): a log that loses entries must not go unnoticed.
+func (a *App) logActivity() {
+	a.state.activityLog.Run(context.Background(), func(context.Context, time.Time) error {
+		st, last := a.ActivityStats(), a.state.activity.logged
+		if st.Dropped == last.Dropped && st.Failed == last.Failed {
+			return nil
+		}
+		a.state.activity.logged = st
+		a.logger.Warn("activity entries lost", zap.Uint64("activity_dropped", st.Dropped), zap.Uint64("activity_failed", st.Failed),
+			zap.Uint64("activity_written", st.Written), zap.Int("activity_queued", st.Queued))
 		return nil
 	})
 }
@@ -569,6 +605,8 @@ func (a *App) sweepSessions() {
 				call(func(ctx context.Context) error { return a.state.retention.Purge(ctx, time.Duration(a.AuditRetention)) }),
 				call(a.state.loginPurge.Purge))
 			a.logAudit()
+			a.state.activity.purge(time.Duration(a.ActivityRetention), a.ActivityMaxRows, a.logger)
+			a.logActivity()
 			switch {
 			case err != nil && err.Error() != lastErr:
 				a.logger.Warn("saving session activity or revocations failed; kept for the next try", zap.Error(err))
@@ -633,7 +671,7 @@ func (a *App) Healthy() error {
 // proxyDeps is what the proxy handler uses of the app.
 func (a *App) proxyDeps() proxyDeps {
 	return proxyDeps{sessions: a.state.sessions, services: a.state.catalog, creds: a.creds, leaves: a.minter, egress: a.egress, self: a.self, state: a,
-		observer: observers{a.state.metrics}}
+		observe: observers{a.state.activity.rec, a.state.metrics}}
 }
 
 // apiDeps is what the management API handler uses of the app.
@@ -655,6 +693,7 @@ func (a *App) apiDeps() apiDeps {
 		state:        a,
 		metrics:      a.state.metrics,
 		metricsToken: a.MetricsToken,
+		activity:     activityDB{a.state.db},
 	}
 }
 

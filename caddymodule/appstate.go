@@ -193,6 +193,9 @@ type sharedState struct {
 	// metrics' counters and registry outlive a config reload; each
 	// config that starts gives them its own sources (metricswiring.go).
 	metrics *metrics.Metrics
+	// activity records what the proxy did (activitywiring.go); its
+	// buffer outlives a config reload and is flushed by Destruct.
+	activity *activityLog
 	// retention and loginPurge delete what is old enough, at most once
 	// per purgeEvery: kept here so that a config reload does not purge
 	// again. The sweeper of each config calls them.
@@ -202,6 +205,9 @@ type sharedState struct {
 	// auditLogged is what it logged last (guarded by auditLog).
 	auditLog    periodic.Gate
 	auditLogged audit.Stats
+	// activityLog paces the sweeper's log of the activity Recorder's
+	// counts (what it logged last is in activity.logged).
+	activityLog periodic.Gate
 	// log is not any config's logger: the state outlives the config
 	// that opened it, and that config's log writer may be closed.
 	log *zap.Logger
@@ -294,6 +300,16 @@ func (a *App) loadShared(ctx context.Context, db *state.DB, stores sharedStores,
 	sh.retention = &audit.Retention{Store: retentionDB{db}, Every: purgeEvery, Logger: log.Named("audit")}
 	sh.loginPurge = newLoginPurge(retentionDB{db}, purgeEvery, nil, log)
 	sh.auditLog.Every = auditLogEvery
+	instance := ""
+	if a.DataDir != "" {
+		id, err := instanceID(a.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		instance = id
+	}
+	sh.activity = newActivityLog(db, instance, log)
+	sh.activityLog.Every = auditLogEvery
 	maxStale, reload := defaultMaxStale, defaultReloadInterval
 	if a.State != nil {
 		maxStale, reload = time.Duration(a.State.MaxStale), time.Duration(a.State.ReloadInterval)
@@ -308,6 +324,9 @@ func (a *App) loadShared(ctx context.Context, db *state.DB, stores sharedStores,
 	sh.cancelFeed = db.Subscribe(sh.route)
 	fail := func(err error) (*sharedState, error) {
 		sh.stopFeed()
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownFlush)
+		defer cancel()
+		_ = sh.activity.close(ctx)
 		return nil, err
 	}
 	empty, err := db.Empty(ctx)
@@ -451,7 +470,7 @@ func (sh *sharedState) auditStats() audit.Stats { return sh.audit.Stats() }
 const shutdownFlush = 5 * time.Second
 
 // Destruct runs when the last config using this state is gone: unsaved
-// activity is flushed, the audit entries still queued are written (for
+// session activity is flushed, the activity log's buffer is written, the audit entries still queued are written (for
 // up to shutdownFlush; those left are logged one by one), every session
 // ends here (its tunnels close; the database keeps it for the next
 // start) and the database is closed.
@@ -471,6 +490,11 @@ func (sh *sharedState) Destruct() error {
 	defer acancel()
 	if err := sh.audit.Flush(actx); err != nil {
 		sh.log.Error("audit entries not recorded at shutdown", zap.Error(err))
+	}
+	// The activity log last before the database closes: the
+	// revocations above may still have been logged by the proxy.
+	if err := sh.activity.close(actx); err != nil {
+		sh.log.Error("activity entries not written at shutdown", zap.Error(err))
 	}
 	sh.sessions.RevokeAll()
 	return sh.db.Close()

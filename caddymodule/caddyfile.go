@@ -1,6 +1,8 @@
 package caddymodule
 
 import (
+	"strconv"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -33,6 +35,8 @@ func init() {
 //		local_agent            <name>
 //		operator_login_ttl     <duration>
 //		audit_retention        <duration>
+//		activity_retention     <duration>
+//		activity_max_rows      <number>
 //		store <backend> {
 //			...backend options...
 //		}
@@ -120,6 +124,20 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = duration(&a.OperatorLoginTTL)
 		case "audit_retention":
 			err = duration(&a.AuditRetention)
+		case "activity_retention":
+			err = duration(&a.ActivityRetention)
+		case "activity_max_rows":
+			switch len(args) {
+			case 0:
+			case 1:
+				n, perr := strconv.Atoi(args[0])
+				if perr != nil || n < 0 {
+					err = d.Errf("activity_max_rows: want a whole number of rows such as 1000000")
+				}
+				a.ActivityMaxRows = n
+			default:
+				err = d.ArgErr()
+			}
 		case "state":
 			err = a.unmarshalState(d, args)
 		case "store":

@@ -39,18 +39,21 @@ func TestIdentityCaddyfile(t *testing.T) {
 		session_lease_timeout 10s
 		operator_login_ttl 1h
 		audit_retention 30d
+		activity_retention 2d
+		activity_max_rows 5000
 	}`)
 	var a App
 	if err := a.UnmarshalCaddyfile(d); err != nil {
 		t.Fatal(err)
 	}
 	if a.LocalAgent != "local" || time.Duration(a.SessionLeaseTimeout) != 10*time.Second ||
-		time.Duration(a.OperatorLoginTTL) != time.Hour || time.Duration(a.AuditRetention) != 30*24*time.Hour {
+		time.Duration(a.OperatorLoginTTL) != time.Hour || time.Duration(a.AuditRetention) != 30*24*time.Hour ||
+		time.Duration(a.ActivityRetention) != 48*time.Hour || a.ActivityMaxRows != 5000 {
 		t.Fatalf("parsed %+v", &a)
 	}
 	// Given without a value (an unset {$ENV}): the defaults.
 	var empty App
-	if err := empty.UnmarshalCaddyfile(caddyfile.NewTestDispenser("agent_vault {\n local_agent\n session_lease_timeout\n audit_retention\n }")); err != nil {
+	if err := empty.UnmarshalCaddyfile(caddyfile.NewTestDispenser("agent_vault {\n local_agent\n session_lease_timeout\n audit_retention\n activity_retention\n activity_max_rows\n }")); err != nil {
 		t.Fatal(err)
 	}
 	if empty.LocalAgent != "" || empty.SessionLeaseTimeout != 0 || empty.AuditRetention != 0 {
@@ -60,13 +63,17 @@ func TestIdentityCaddyfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	if time.Duration(empty.SessionLeaseTimeout) != 30*time.Second || time.Duration(empty.OperatorLoginTTL) != 12*time.Hour ||
-		time.Duration(empty.AuditRetention) != 2160*time.Hour {
+		time.Duration(empty.AuditRetention) != 2160*time.Hour || time.Duration(empty.ActivityRetention) != 168*time.Hour ||
+		empty.ActivityMaxRows != 1000000 {
 		t.Fatalf("defaults %v %v %v", time.Duration(empty.SessionLeaseTimeout), time.Duration(empty.OperatorLoginTTL), time.Duration(empty.AuditRetention))
 	}
 	for _, bad := range []App{
 		{SessionLeaseTimeout: caddy.Duration(4 * time.Second)},
 		{OperatorLoginTTL: caddy.Duration(time.Second)},
 		{AuditRetention: caddy.Duration(time.Minute)},
+		{ActivityRetention: caddy.Duration(59 * time.Minute)},
+		{ActivityMaxRows: 999},
+		{ActivityMaxRows: -1},
 		{LocalAgent: "Not A Name"},
 	} {
 		if err := bad.checkIdentityConfig(); err == nil {
@@ -105,6 +112,10 @@ func TestAppCaddyfileErrors(t *testing.T) {
 		`agent_vault { default_session_ttl -1h }`,
 		`agent_vault { session_lease_timeout soon }`,
 		`agent_vault { audit_retention -1h }`,
+		`agent_vault { activity_retention -1h }`,
+		`agent_vault { activity_max_rows many }`,
+		`agent_vault { activity_max_rows -5 }`,
+		`agent_vault { activity_max_rows 1 2 }`,
 		`agent_vault { local_agent a b }`,
 		`agent_vault { store }`,
 		`agent_vault { store nosuchbackend }`,

@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/scrub"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
@@ -37,6 +38,7 @@ type exchange struct {
 	redactor *scrub.Redactor
 	resolved []string // names of the credentials the request resolved
 	refusal  string   // why it was refused or failed, for the log line
+	code     string   // the activity log's code of the refusal or failure
 }
 
 // forward is the path of one proxied request. Every step before send
@@ -93,7 +95,7 @@ func (p *Proxy) prepare(x *exchange) error {
 // authorize refuses a session that ended while its tunnel was open.
 func authorize(x *exchange) error {
 	if !x.sess.Active(x.start) {
-		return refused(http.StatusForbidden, "session revoked or expired")
+		return refused(http.StatusForbidden, "session revoked or expired").as(activity.CodeSessionEnded)
 	}
 	return nil
 }
@@ -112,7 +114,7 @@ func (p *Proxy) match(x *exchange) error {
 		return uncoveredHost(t, t.String()+x.path, "", x.sess.Agent)
 	}
 	if x.svc != nil && x.svc.Injects() && !x.cleartextOK() {
-		return refused(http.StatusForbidden, "service %s injects a credential and does not allow cleartext http; use https", x.svc.Service.Name)
+		return refused(http.StatusForbidden, "service %s injects a credential and does not allow cleartext http; use https", x.svc.Service.Name).as(activity.CodeCleartext)
 	}
 	return nil
 }
@@ -137,11 +139,11 @@ func (x *exchange) resolvePlaceholder(ph string) (string, error) {
 	cred, known := x.sess.Credential(ph)
 	switch {
 	case !known:
-		return "", refused(http.StatusForbidden, "the request carries a placeholder that does not belong to this session")
+		return "", refused(http.StatusForbidden, "the request carries a placeholder that does not belong to this session").as(activity.CodePlaceholder)
 	case x.svc == nil || !x.svc.Uses(cred):
-		return "", refused(http.StatusForbidden, "credential %s is not bound to %s in this session", cred, x.target)
+		return "", refused(http.StatusForbidden, "credential %s is not bound to %s in this session", cred, x.target).as(activity.CodePlaceholder)
 	case !x.cleartextOK():
-		return "", refused(http.StatusForbidden, "credential %s would be sent over cleartext http", cred)
+		return "", refused(http.StatusForbidden, "credential %s would be sent over cleartext http", cred).as(activity.CodeCleartext)
 	}
 	return x.secret(cred)
 }
@@ -170,10 +172,10 @@ func (x *exchange) checkUpgrade() error {
 		case x.svc.AllowsUpgrade(proto):
 		case x.svc == nil:
 			return refused(http.StatusForbidden, "switching to %q is refused: no service covers %s, this session can reach credentials, and the proxy cannot scan that stream",
-				proto, x.target)
+				proto, x.target).as(activity.CodeUpgrade)
 		default:
 			return refused(http.StatusForbidden, "service %s does not allow switching to %q: this session can reach credentials and the proxy cannot scan that stream; list it in the service's allow_upgrades to permit it",
-				x.svc.Service.Name, proto)
+				x.svc.Service.Name, proto).as(activity.CodeUpgrade)
 		}
 	}
 	return nil
@@ -232,8 +234,8 @@ type exchangeKey struct{}
 // refuse answers the agent for a request the pipeline did not forward,
 // or whose upstream exchange failed.
 func (p *Proxy) refuse(w http.ResponseWriter, x *exchange, err error) {
-	status, reason := errorResponse(err)
-	x.refusal = x.redactor.String(reason)
+	status, reason, code := errorResponse(err)
+	x.refusal, x.code = x.redactor.String(reason), code
 	if status >= http.StatusInternalServerError && status != statusClientClosed {
 		// The agent gets the mapped reason; the operator gets the error.
 		p.logger.Warn("request failed", zap.String("session", x.sess.ID), zap.String("target", x.target.String()),
@@ -247,12 +249,24 @@ func (p *Proxy) refuse(w http.ResponseWriter, x *exchange, err error) {
 }
 
 // logExchange writes the request's one log line (with the reason when
-// it was refused or failed) and counts it for its session.
+// it was refused or failed), counts it for its session and tells the
+// observer (the activity log, the metrics).
 func (p *Proxy) logExchange(x *exchange, rec *statusRecorder) {
 	x.sess.Touch(x.start)
 	svc := ""
 	if x.svc != nil {
 		svc = x.svc.Service.Name
+	}
+	duration := time.Since(x.start)
+	if p.deps.observe != nil {
+		e := &activity.Entry{At: x.start, Session: x.sess.ID, Agent: x.sess.Agent, Service: svc, Method: x.r.Method,
+			Host: x.target.host, Port: x.target.port, Path: x.path, Status: rec.status(), Decision: activity.Forwarded,
+			Code: x.code, Reason: x.refusal, BytesIn: max(x.r.ContentLength, 0), BytesOut: rec.bytes, Duration: duration,
+			Credentials: x.resolved, Client: clientHost(x.r.RemoteAddr)}
+		if x.refusal != "" {
+			e.Decision = decisionFor(x.code)
+		}
+		p.deps.observe.Observe(e)
 	}
 	why := zap.Skip()
 	if x.refusal != "" {
@@ -267,8 +281,7 @@ func (p *Proxy) logExchange(x *exchange, rec *statusRecorder) {
 		zap.String("path", x.path), // never the query: it may carry a credential
 		zap.Int("status", rec.status()),
 		zap.Int64("bytes", rec.bytes),
-		zap.Duration("duration", time.Since(x.start)),
+		zap.Duration("duration", duration),
 		zap.Strings("credentials", x.resolved),
 		why)
-	p.observeExchange(x, rec, svc)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/metrics"
@@ -79,8 +80,14 @@ func (a *App) metricsSources() metrics.Sources {
 		SessionsActive: func() int { return activeSessions(sh.sessions, time.Now()) },
 		TunnelsOpen:    a.tunnels.open,
 		AuditDropped:   func() uint64 { return sh.audit.Stats().Dropped },
-		// Activity: the activity Recorder's Stats, once that branch lands.
+		Activity:       func() metrics.ActivityCounts { return activityCounts(sh.activity.rec.Stats()) },
 	}
+}
+
+// activityCounts are the Recorder's counts as the metrics report them:
+// an entry is lost whether the buffer was full or its batch failed.
+func activityCounts(st activity.Stats) metrics.ActivityCounts {
+	return metrics.ActivityCounts{Written: st.Written, Dropped: st.Dropped + st.Failed}
 }
 
 // storeStates is what GET /api/v1/stores says of each store, for the

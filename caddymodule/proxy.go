@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/authguard"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/egress"
@@ -110,7 +111,9 @@ type proxyDeps struct {
 	egress   *egress.Policy
 	self     *egress.Listeners // the broker's own listen addresses; never dialed
 	state    stateHealth       // nil: no state database to wait for
-	observer activityObserver  // told of every request (observer.go); nil: none
+	// observe is told of every request served or refused (the
+	// activity log and the metrics); nil: nobody.
+	observe proxyObserver
 }
 
 type sessionAuthenticator interface {
@@ -274,7 +277,7 @@ func (p *Proxy) Cleanup() error {
 // an absolute-form http:// request.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	if err := stateHealthy(p.deps.state); err != nil {
-		refuseEarly(w, err)
+		p.refuseRequest(w, r, nil, requestTarget(r), err)
 		return nil
 	}
 	sess, err := p.authenticate(r)
@@ -288,16 +291,69 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 	case r.URL.IsAbs() && r.URL.Scheme == "http":
 		host, port, err := hostname.Normalize(r.URL.Host, 80)
 		if err != nil {
-			refuseEarly(w, &refusal{http.StatusBadRequest, "bad target: " + err.Error()})
+			p.refuseRequest(w, r, sess, requestTarget(r), &refusal{status: http.StatusBadRequest, reason: "bad target: " + err.Error()})
 			return nil
 		}
 		p.forward(w, r, sess, target{host: host, port: port, tls: false})
 	case r.URL.IsAbs():
-		refuseEarly(w, &refusal{http.StatusBadRequest, "use CONNECT for " + r.URL.Scheme + " targets"})
+		p.refuseRequest(w, r, sess, requestTarget(r), &refusal{status: http.StatusBadRequest, reason: "use CONNECT for " + r.URL.Scheme + " targets"})
 	default:
-		refuseEarly(w, &refusal{http.StatusBadRequest, "this is the agent-vault proxy: send CONNECT or absolute-form http:// requests"})
+		p.refuseRequest(w, r, sess, requestTarget(r), &refusal{status: http.StatusBadRequest, reason: "this is the agent-vault proxy: send CONNECT or absolute-form http:// requests"})
 	}
 	return nil
+}
+
+// refuseRequest answers a request refused before the pipeline (see
+// refuseEarly) and tells the observer. sess is nil before
+// authentication.
+func (p *Proxy) refuseRequest(w http.ResponseWriter, r *http.Request, sess *sessions.Session, tgt target, err error) {
+	status, reason, code := refuseEarly(w, err)
+	p.observeRefusal(r, sess, tgt, status, reason, code)
+}
+
+// observeRefusal tells the observer of a request refused before the
+// pipeline.
+func (p *Proxy) observeRefusal(r *http.Request, sess *sessions.Session, tgt target, status int, reason, code string) {
+	if p.deps.observe == nil {
+		return
+	}
+	e := &activity.Entry{At: time.Now(), Method: r.Method, Host: tgt.host, Port: tgt.port, Status: status,
+		Decision: decisionFor(code), Code: code, Reason: reason, Client: clientHost(r.RemoteAddr)}
+	if sess != nil {
+		e.Session, e.Agent = sess.ID, sess.Agent
+	}
+	if r.Method != http.MethodConnect {
+		e.Path = r.URL.EscapedPath() // never the query
+	}
+	p.deps.observe.Observe(e)
+}
+
+// requestTarget is where r is going as far as its request line says,
+// unchecked (for the activity log of a request refused before its
+// target was parsed).
+func requestTarget(r *http.Request) target {
+	hostPort, tls, def := r.URL.Host, false, 80
+	if r.Method == http.MethodConnect || hostPort == "" {
+		hostPort, tls, def = r.Host, true, 443
+	}
+	host, port, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		return target{host: hostPort, port: def, tls: tls}
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		n = 0
+	}
+	return target{host: host, port: n, tls: tls}
+}
+
+// clientHost is a remote address without its port (no allocation).
+func clientHost(remote string) string {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return remote
+	}
+	return host
 }
 
 // authFailed answers 407. Past an address's budget of failures it adds
@@ -321,7 +377,17 @@ func (p *Proxy) authFailed(w http.ResponseWriter, r *http.Request, err error) {
 	if v.Limited {
 		w.Header().Set("Retry-After", strconv.Itoa(int(v.RetryAfter.Round(time.Second)/time.Second)))
 	}
-	refuseEarly(w, &refusal{http.StatusProxyAuthRequired, "proxy authentication required: " + err.Error()})
+	status, reason, code := refuseEarly(w, &refusal{status: http.StatusProxyAuthRequired, reason: "proxy authentication required: " + err.Error()})
+	// The activity log takes each failure while the address is within
+	// its budget; past it, only the summary authguard asks to log, so
+	// that a flood of bad tokens does not flood the log.
+	switch {
+	case !v.Limited:
+		p.observeRefusal(r, nil, requestTarget(r), status, reason, code)
+	case v.Log:
+		reason = fmt.Sprintf("%s (this entry stands for %d failures from this address since the last one)", reason, v.Suppressed)
+		p.observeRefusal(r, nil, requestTarget(r), status, reason, code)
+	}
 }
 
 // authenticate returns the session named by Proxy-Authorization.

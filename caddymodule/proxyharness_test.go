@@ -42,6 +42,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/audit"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/catalog"
@@ -109,6 +110,29 @@ type pipeline struct {
 	// failSessions makes the session registry's store fail its full
 	// reads (Reload) and its revocations with err (nil: works again).
 	failSessions func(reload, revoke error)
+	// observed holds every entry the proxy told its observer of;
+	// activity writes them to db as the app's Recorder does.
+	observed *observedEntries
+	activity *activity.Recorder
+}
+
+// observedEntries is a proxy observer that keeps what it is told.
+type observedEntries struct {
+	mu      sync.Mutex
+	entries []activity.Entry
+}
+
+func (o *observedEntries) Observe(e *activity.Entry) {
+	o.mu.Lock()
+	o.entries = append(o.entries, *e)
+	o.mu.Unlock()
+}
+
+// all returns a copy of the entries so far.
+func (o *observedEntries) all() []activity.Entry {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.entries)
 }
 
 // switchableSessions is the registry's store, whose full reads and
@@ -241,9 +265,18 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 		defaultTTL: defaultSessionTTL, maxTTL: defaultMaxSessionTTL, state: health,
 		leaseTimeout: defaultSessionLeaseTimeout, loginTTL: defaultOperatorLoginTTL,
 		ids: identityDB{db}, audit: recorder, logins: &identity.LoginLimiter{Now: registry.Now},
-		now:     registry.Now,
+		now: registry.Now, activity: activityDB{db}, streamPoll: 20 * time.Millisecond,
 		metrics: mtr, metricsToken: pl.metricsToken,
 	}}
+	pl.observed = &observedEntries{}
+	pl.activity = activity.NewRecorder(activityDB{db}, activity.Options{BatchWait: 5 * time.Millisecond, Instance: "test-broker", Logger: logger.Named("activity")})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := pl.activity.Close(ctx); err != nil {
+			t.Errorf("activity Recorder: %v", err)
+		}
+	})
 	api.routes()
 	registry.OnLeaseLapsed = func(ctx context.Context, s *sessions.Session) { recordLapsedLease(ctx, recorder, logger, s) }
 	pl.db = db
@@ -279,7 +312,7 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	// proxy's listener below.
 	self := new(egress.Listeners)
 	p.start(logger, proxyDeps{sessions: registry, services: cat, creds: creds, leaves: minter, egress: policy, self: self, state: health,
-		observer: observers{mtr}})
+		observe: observers{pl.observed, pl.activity, mtr}})
 	t.Cleanup(func() { p.Cleanup() })
 	p.transport.TLSClientConfig.RootCAs = upstreamRoot(t).pool()
 	p.dialer.Resolver = &net.Resolver{PreferGo: true, Dial: func(context.Context, string, string) (net.Conn, error) {
@@ -291,6 +324,7 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 		SessionsActive: func() int { return activeSessions(registry, time.Now()) },
 		TunnelsOpen:    p.tunnels.count,
 		AuditDropped:   func() uint64 { return recorder.Stats().Dropped },
+		Activity:       func() metrics.ActivityCounts { return activityCounts(pl.activity.Stats()) },
 	})
 
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

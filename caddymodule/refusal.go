@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/egress"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/scrub"
@@ -22,12 +23,44 @@ import (
 type refusal struct {
 	status int
 	reason string
+	// code is the activity log's word for it (activity.Codes); empty:
+	// the one its status implies (codeForStatus).
+	code string
 }
 
 func (e *refusal) Error() string { return e.reason }
 
 func refused(status int, format string, args ...any) *refusal {
 	return &refusal{status: status, reason: fmt.Sprintf(format, args...)}
+}
+
+// as sets the refusal's code, where the refusal is made.
+func (e *refusal) as(code string) *refusal {
+	e.code = code
+	return e
+}
+
+// codeForStatus is the code of a refusal that names none.
+func codeForStatus(status int) string {
+	switch status {
+	case http.StatusProxyAuthRequired:
+		return activity.CodeAuth
+	case http.StatusForbidden:
+		return activity.CodeForbidden
+	case http.StatusMisdirectedRequest:
+		return activity.CodeMisdirected
+	case http.StatusBadRequest, http.StatusMethodNotAllowed, http.StatusHTTPVersionNotSupported:
+		return activity.CodeBadRequest
+	case http.StatusTooManyRequests:
+		return activity.CodeRateLimited
+	case http.StatusBadGateway, http.StatusGatewayTimeout:
+		return activity.CodeUpstream
+	case http.StatusServiceUnavailable:
+		return activity.CodeStateUnavailable
+	case statusClientClosed:
+		return activity.CodeClientClosed
+	}
+	return activity.CodeInternal
 }
 
 // uncoveredHost refuses a request to a host no service in the
@@ -46,10 +79,10 @@ func uncoveredHost(t target, what, why, agent string) *refusal {
 		reason += "; " + why
 	}
 	if agent == "" {
-		return &refusal{status: http.StatusForbidden, reason: reason +
+		return &refusal{status: http.StatusForbidden, code: activity.CodeUncoveredHost, reason: reason +
 			"; this session belongs to no agent, so it cannot ask for access itself: ask an operator to add a service for " + host}
 	}
-	return &refusal{status: http.StatusForbidden, reason: fmt.Sprintf(
+	return &refusal{status: http.StatusForbidden, code: activity.CodeUncoveredHost, reason: fmt.Sprintf(
 		`%s; to ask for access: POST /api/v1/requests {"host":%q} with your session token`, reason, host)}
 }
 
@@ -171,9 +204,10 @@ func (h *dbHealth) Healthy() error {
 const statusClientClosed = 499
 
 // errorResponse is the one place that turns an error of the pipeline
-// into the status and reason the agent sees. Anything it does not know
-// is an internal error: refused, never forwarded.
-func errorResponse(err error) (status int, reason string) {
+// into the status and reason the agent sees, and the activity log's
+// code for it (activity.Codes). Anything it does not know is an
+// internal error: refused, never forwarded.
+func errorResponse(err error) (status int, reason, code string) {
 	var (
 		down        *stateUnavailable
 		stateErr    *stateError
@@ -186,33 +220,54 @@ func errorResponse(err error) (status int, reason string) {
 	)
 	switch {
 	case errors.As(err, &down):
-		return http.StatusServiceUnavailable, down.Error()
+		return http.StatusServiceUnavailable, down.Error(), activity.CodeStateUnavailable
 	case errors.As(err, &stateErr):
 		// The database's own error (user, host, database) is for the log.
-		return http.StatusServiceUnavailable, "state database error; the broker's log has the details"
+		return http.StatusServiceUnavailable, "state database error; the broker's log has the details", activity.CodeStateUnavailable
 	case errors.As(err, &ref):
-		return ref.status, ref.reason
+		code := ref.code
+		if code == "" {
+			code = codeForStatus(ref.status)
+		}
+		return ref.status, ref.reason, code
 	case errors.As(err, &unavailable):
-		return http.StatusServiceUnavailable, unavailable.Error()
+		code := activity.CodeStoreStale
+		if unavailable.Err == nil {
+			code = activity.CodeInternal // no store holds it: the configuration is wrong
+		}
+		return http.StatusServiceUnavailable, unavailable.Error(), code
 	case errors.As(err, &unusable):
-		return http.StatusInternalServerError, unusable.Error()
+		return http.StatusInternalServerError, unusable.Error(), activity.CodeInternal
 	case errors.As(err, &rewrite):
-		return http.StatusForbidden, "request refused: " + rewrite.Error()
+		return http.StatusForbidden, "request refused: " + rewrite.Error(), activity.CodePlaceholder
 	case errors.As(err, &denied):
-		return http.StatusForbidden, denied.Error()
+		return http.StatusForbidden, denied.Error(), activity.CodeEgressPolicy
 	case errors.Is(err, context.Canceled):
-		return statusClientClosed, "the client went away"
+		return statusClientClosed, "the client went away", activity.CodeClientClosed
 	case errors.As(err, &upstream):
-		return http.StatusBadGateway, upstream.Error()
+		return http.StatusBadGateway, upstream.Error(), activity.CodeUpstream
 	}
-	return http.StatusInternalServerError, "internal error"
+	return http.StatusInternalServerError, "internal error", activity.CodeInternal
+}
+
+// decisionFor is the activity log's decision for a request the proxy
+// did not forward, by its code: the broker tried and failed, or it
+// refused.
+func decisionFor(code string) activity.Decision {
+	switch code {
+	case activity.CodeUpstream, activity.CodeInternal, activity.CodeClientClosed:
+		return activity.Failed
+	}
+	return activity.Refused
 }
 
 // refuseEarly answers a request refused before any secret was involved
-// (authentication, the CONNECT target, the tunnel's Host).
-func refuseEarly(w http.ResponseWriter, err error) {
-	status, reason := errorResponse(err)
+// (authentication, the CONNECT target, the tunnel's Host), and returns
+// what the activity log records of it.
+func refuseEarly(w http.ResponseWriter, err error) (status int, reason, code string) {
+	status, reason, code = errorResponse(err)
 	writeRefusal(w, status, reason, nil)
+	return status, reason, code
 }
 
 // writeRefusal answers the agent with a plain-text reason, scrubbed by

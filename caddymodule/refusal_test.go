@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/egress"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
@@ -25,25 +27,33 @@ func TestErrorResponse(t *testing.T) {
 		err    error
 		status int
 		reason string
+		code   string
 	}{
-		{"refusal", refused(http.StatusForbidden, "credential %s is not bound", "K"), 403, "credential K is not bound"},
-		{"wrapped refusal", fmt.Errorf("x: %w", refused(421, "misdirected")), 421, "misdirected"},
-		{"unknown credential", &credentials.UnavailableError{Name: "K"}, 503, "credential K is not available"},
-		{"stale store", &credentials.UnavailableError{Name: "K", Err: errors.New(`store "vault" is stale`)}, 503, `credential K cannot be used: store "vault" is stale`},
-		{"unusable value", &services.UnusableCredentialError{Name: "K", Reason: "its value is empty"}, 500, "credential K cannot be injected"},
-		{"egress", denied, 403, "10.0.0.1"},
-		{"egress via upstream", &upstreamFailure{target: tgt, err: denied}, 403, "10.0.0.1"},
-		{"client gone", &upstreamFailure{target: tgt, err: context.Canceled}, statusClientClosed, ""},
-		{"upstream", &upstreamFailure{target: tgt, err: errors.New("connection reset")}, 502, "upstream https://api.example.com:443 failed: connection reset"},
-		{"unknown", errors.New("something odd"), 500, "internal error"},
-		{"state down", stateHealthy(&dbHealth{db: downHealth{errors.New("state postgres: ping: failed to connect to `user=pgtest database=test`: 127.0.0.1:41451")}, backend: "postgres", maxStale: time.Minute, now: time.Now}), 503, "the state database is unreachable, so agent-vault refuses requests until it is back: state postgres: database unreachable for more than 1m0s"},
-		{"state down, any error", stateHealthy(downHealth{errors.New("user=pgtest")}), 503, "the state database is unreachable, so agent-vault refuses requests until it is back: state database unreachable"},
-		{"state error", fmt.Errorf("saving: %w", &stateError{errors.New("state sqlite: disk I/O error")}), 503, "state database error; the broker's log has the details"},
+		{"placeholder", refused(http.StatusForbidden, "x").as(activity.CodePlaceholder), 403, "x", "placeholder"},
+		{"uncovered", uncoveredHost(tgt, "x", "", "a"), 403, "no service", "uncovered_host"},
+		{"407", &refusal{status: 407, reason: "auth"}, 407, "auth", "auth"},
+		{"505", &refusal{status: 505, reason: "v"}, 505, "v", "bad_request"},
+		{"refusal", refused(http.StatusForbidden, "credential %s is not bound", "K"), 403, "credential K is not bound", "forbidden"},
+		{"wrapped refusal", fmt.Errorf("x: %w", refused(421, "misdirected")), 421, "misdirected", "misdirected"},
+		{"unknown credential", &credentials.UnavailableError{Name: "K"}, 503, "credential K is not available", "internal"},
+		{"stale store", &credentials.UnavailableError{Name: "K", Err: errors.New(`store "vault" is stale`)}, 503, `credential K cannot be used: store "vault" is stale`, "store_stale"},
+		{"unusable value", &services.UnusableCredentialError{Name: "K", Reason: "its value is empty"}, 500, "credential K cannot be injected", "internal"},
+		{"egress", denied, 403, "10.0.0.1", "egress_policy"},
+		{"egress via upstream", &upstreamFailure{target: tgt, err: denied}, 403, "10.0.0.1", "egress_policy"},
+		{"client gone", &upstreamFailure{target: tgt, err: context.Canceled}, statusClientClosed, "", "client_closed"},
+		{"upstream", &upstreamFailure{target: tgt, err: errors.New("connection reset")}, 502, "upstream https://api.example.com:443 failed: connection reset", "upstream"},
+		{"unknown", errors.New("something odd"), 500, "internal error", "internal"},
+		{"state down", stateHealthy(&dbHealth{db: downHealth{errors.New("state postgres: ping: failed to connect to `user=pgtest database=test`: 127.0.0.1:41451")}, backend: "postgres", maxStale: time.Minute, now: time.Now}), 503, "the state database is unreachable, so agent-vault refuses requests until it is back: state postgres: database unreachable for more than 1m0s", "state_unavailable"},
+		{"state down, any error", stateHealthy(downHealth{errors.New("user=pgtest")}), 503, "the state database is unreachable, so agent-vault refuses requests until it is back: state database unreachable", "state_unavailable"},
+		{"state error", fmt.Errorf("saving: %w", &stateError{errors.New("state sqlite: disk I/O error")}), 503, "state database error; the broker's log has the details", "state_unavailable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			status, reason := errorResponse(tc.err)
-			if status != tc.status || !strings.Contains(reason, tc.reason) {
-				t.Errorf("errorResponse = %d %q, want %d containing %q", status, reason, tc.status, tc.reason)
+			status, reason, code := errorResponse(tc.err)
+			if status != tc.status || !strings.Contains(reason, tc.reason) || code != tc.code {
+				t.Errorf("errorResponse = %d %q %q, want %d containing %q, code %q", status, reason, code, tc.status, tc.reason, tc.code)
+			}
+			if !slices.Contains(activity.Codes, code) {
+				t.Errorf("code %q is not one of activity.Codes", code)
 			}
 		})
 	}

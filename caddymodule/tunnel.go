@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/hostname"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
 )
@@ -42,19 +43,19 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, sess *sessi
 	if r.ProtoMajor != 1 {
 		// The tunnel takes over the connection, which HTTP/2 (h2c on
 		// the proxy's port) cannot hand over: refuse before dialling.
-		refuseEarly(w, &refusal{http.StatusHTTPVersionNotSupported, "CONNECT to the proxy must use HTTP/1.1"})
+		p.refuseRequest(w, r, sess, requestTarget(r), &refusal{status: http.StatusHTTPVersionNotSupported, reason: "CONNECT to the proxy must use HTTP/1.1"})
 		return
 	}
 	host, port, err := hostname.Normalize(r.Host, 443)
 	if err != nil {
-		refuseEarly(w, &refusal{http.StatusBadRequest, "bad CONNECT target: " + err.Error()})
+		p.refuseRequest(w, r, sess, requestTarget(r), &refusal{status: http.StatusBadRequest, reason: "bad CONNECT target: " + err.Error()})
 		return
 	}
 	tgt := target{host: host, port: port, tls: true}
 	covered := p.deps.services.Services().AllowsHost(host, port, true, sess.InScope)
 	if !covered && p.Unmatched != UnmatchedTunnel {
 		p.logger.Info("egress denied", zap.String("session", sess.ID), zap.String("target", tgt.String()))
-		refuseEarly(w, uncoveredHost(tgt, tgt.hostPort(), "the proxy denies unknown hosts", sess.Agent))
+		p.refuseRequest(w, r, sess, tgt, uncoveredHost(tgt, tgt.hostPort(), "the proxy denies unknown hosts", sess.Agent))
 		return
 	}
 
@@ -66,7 +67,7 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, sess *sessi
 		if err != nil {
 			err = &upstreamFailure{target: tgt, err: err}
 			p.logger.Info("relay refused", zap.String("session", sess.ID), zap.String("target", tgt.String()), zap.Error(err))
-			refuseEarly(w, err)
+			p.refuseRequest(w, r, sess, tgt, err)
 			return
 		}
 	}
@@ -88,7 +89,7 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, sess *sessi
 	}
 
 	if !covered {
-		p.relay(conn, upstream, sess, tgt)
+		p.relay(conn, upstream, sess, tgt, clientHost(r.RemoteAddr))
 		return
 	}
 	p.intercept(conn, sess, tgt)
@@ -115,7 +116,7 @@ func (p *Proxy) intercept(conn net.Conn, sess *sessions.Session, tgt target) {
 
 // relay copies bytes both ways for an unmatched host the operator
 // chose to let through; nothing is inspected or injected.
-func (p *Proxy) relay(client, upstream net.Conn, sess *sessions.Session, tgt target) {
+func (p *Proxy) relay(client, upstream net.Conn, sess *sessions.Session, tgt target, from string) {
 	untrackC := sess.Track(client)
 	untrackU := sess.Track(upstream)
 	defer untrackC()
@@ -133,9 +134,15 @@ func (p *Proxy) relay(client, upstream net.Conn, sess *sessions.Session, tgt tar
 	client.Close()
 	up := <-done
 	upstream.Close()
+	duration := time.Since(start)
 	p.logger.Info("tunnel relayed",
 		zap.String("session", sess.ID), zap.String("target", tgt.String()),
-		zap.Int64("bytes_up", up), zap.Int64("bytes_down", down), zap.Duration("duration", time.Since(start)))
+		zap.Int64("bytes_up", up), zap.Int64("bytes_down", down), zap.Duration("duration", duration))
+	if p.deps.observe != nil {
+		p.deps.observe.Observe(&activity.Entry{At: start, Session: sess.ID, Agent: sess.Agent, Method: http.MethodConnect,
+			Host: tgt.host, Port: tgt.port, Status: http.StatusOK, Decision: activity.Forwarded, BytesIn: up, BytesOut: down,
+			Duration: duration, Client: from})
+	}
 }
 
 // serveInner handles a request that arrived inside an intercepted
@@ -143,26 +150,27 @@ func (p *Proxy) relay(client, upstream net.Conn, sess *sessions.Session, tgt tar
 func (p *Proxy) serveInner(w http.ResponseWriter, r *http.Request) {
 	tun, ok := r.Context().Value(tunnelKey{}).(*tunnel)
 	if !ok {
-		refuseEarly(w, &refusal{http.StatusInternalServerError, "tunnel state lost"})
+		refuseEarly(w, &refusal{status: http.StatusInternalServerError, reason: "tunnel state lost"})
 		return
 	}
 	if r.Method == http.MethodConnect {
 		// A tunnel inside the tunnel (or HTTP/2's extended CONNECT)
 		// would be a raw channel nothing scans, in both directions.
-		refuseEarly(w, &refusal{http.StatusMethodNotAllowed, "CONNECT inside an intercepted tunnel is not supported"})
+		p.refuseRequest(w, r, tun.sess, tun.target, &refusal{status: http.StatusMethodNotAllowed, reason: "CONNECT inside an intercepted tunnel is not supported"})
 		return
 	}
 	// An open tunnel is refused too while the state database is down:
 	// its session may have been revoked elsewhere.
 	if err := stateHealthy(p.deps.state); err != nil {
-		refuseEarly(w, err)
+		p.refuseRequest(w, r, tun.sess, tun.target, err)
 		return
 	}
 	// The CONNECT line fixed the target; SNI was checked against it in
 	// the handshake and the Host header must agree too.
 	host, port, err := hostname.Normalize(r.Host, 443)
 	if err != nil || host != tun.target.host || port != tun.target.port {
-		refuseEarly(w, &refusal{http.StatusMisdirectedRequest, fmt.Sprintf("request Host %q does not match the tunnel's target %s", r.Host, tun.target)})
+		p.refuseRequest(w, r, tun.sess, tun.target, &refusal{status: http.StatusMisdirectedRequest,
+			reason: fmt.Sprintf("request Host %q does not match the tunnel's target %s", r.Host, tun.target)})
 		return
 	}
 	p.forward(w, r, tun.sess, tun.target)

@@ -86,7 +86,7 @@ func TestMetrics(t *testing.T) {
 		`agent_vault_proxy_requests_total{decision="forwarded",service="github",status="200"}`: 2,
 		`agent_vault_injections_total{service="github"}`:                                       2,
 		`agent_vault_upstream_duration_seconds_count{service="github"}`:                        2,
-		`agent_vault_refusals_total{code="forbidden"}`:                                         1,
+		`agent_vault_refusals_total{code="uncovered_host"}`:                                    1,
 		`agent_vault_store_status{status="ok",store="builtin"}`:                                1,
 	} {
 		if got[k] != v {

@@ -16,14 +16,14 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 type backend struct {
 	name string
 	// config returns the Config of a new, empty database.
-	config func(t *testing.T) Config
+	config func(t testing.TB) Config
 }
 
 var backends = []backend{
-	{BackendSQLite, func(t *testing.T) Config {
+	{BackendSQLite, func(t testing.TB) Config {
 		return Config{Backend: BackendSQLite, DSN: filepath.Join(t.TempDir(), "state", "state.db")}
 	}},
-	{BackendPostgres, func(t *testing.T) Config {
+	{BackendPostgres, func(t testing.TB) Config {
 		return Config{Backend: BackendPostgres, DSN: pgtest.Shared(t).NewDatabase(t)}
 	}},
 }

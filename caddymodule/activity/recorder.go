@@ -1,0 +1,316 @@
+package activity
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Defaults of Options.
+const (
+	DefaultBuffer       = 8192
+	DefaultBatch        = 500
+	DefaultBatchWait    = 200 * time.Millisecond
+	DefaultRetries      = 3
+	DefaultRetryWait    = 100 * time.Millisecond
+	DefaultWriteTimeout = 10 * time.Second
+)
+
+// dropLogEvery bounds how often the writer logs that entries were
+// dropped: a flood of drops must not become a flood of log lines.
+const dropLogEvery = time.Minute
+
+// Options tune a Recorder; every zero field is its default.
+type Options struct {
+	// Buffer is how many entries wait for the writer (DefaultBuffer);
+	// beyond it Record drops them.
+	Buffer int
+	// Batch is the most entries one transaction writes (DefaultBatch);
+	// BatchWait the longest the writer waits for a batch to fill after
+	// its first entry (DefaultBatchWait).
+	Batch     int
+	BatchWait time.Duration
+	// Retries is how many times a failed batch is tried again
+	// (DefaultRetries; negative: never), waiting RetryWait, then twice
+	// that, and so on (DefaultRetryWait), before it is dropped and
+	// counted as Failed.
+	Retries   int
+	RetryWait time.Duration
+	// WriteTimeout bounds each insert (DefaultWriteTimeout).
+	WriteTimeout time.Duration
+	// Instance fills an entry's empty Instance (the broker's id).
+	Instance string
+	// Now is the clock for an entry's zero At and for the id (nil:
+	// time.Now).
+	Now func() time.Time
+	// Logger gets failed batches and drops (never an entry's fields);
+	// nil logs nothing.
+	Logger *zap.Logger
+}
+
+// Stats are a Recorder's counts since it was made.
+type Stats struct {
+	// Written entries are stored.
+	Written uint64
+	// Dropped entries found the buffer full (or the Recorder closed).
+	Dropped uint64
+	// Failed entries were in batches the store refused every time.
+	Failed uint64
+	// Queued entries wait in the buffer or in the batch being written.
+	Queued int
+}
+
+// Recorder writes entries to a Writer asynchronously: Record only puts
+// the entry in a bounded buffer (never blocking, never doing I/O), and
+// one goroutine writes batches of them, each in one transaction. It is
+// safe for concurrent use; Close flushes what is buffered.
+type Recorder struct {
+	w    Writer
+	o    Options
+	ch   chan Entry
+	done chan struct{} // closed by Close: drain and exit
+	// abort is closed when Close's deadline passes: the write in
+	// flight is cancelled and the rest is given up.
+	abort     chan struct{}
+	base      context.Context // cancelled with abort
+	cancel    context.CancelFunc
+	exited    chan struct{}
+	closed    atomic.Bool
+	closeOnce sync.Once
+	abortOnce sync.Once
+
+	written, dropped, failed atomic.Uint64
+	inflight                 atomic.Int64
+
+	// The writer goroutine's own state.
+	failing        bool
+	droppedLogged  uint64
+	lastDropLogged time.Time
+	unwritten      int // entries taken but not written when Close aborted
+}
+
+// NewRecorder starts a Recorder writing to w.
+func NewRecorder(w Writer, o Options) *Recorder {
+	if o.Buffer <= 0 {
+		o.Buffer = DefaultBuffer
+	}
+	if o.Batch <= 0 {
+		o.Batch = DefaultBatch
+	}
+	if o.BatchWait <= 0 {
+		o.BatchWait = DefaultBatchWait
+	}
+	if o.Retries == 0 {
+		o.Retries = DefaultRetries
+	}
+	if o.RetryWait <= 0 {
+		o.RetryWait = DefaultRetryWait
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = DefaultWriteTimeout
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	r := &Recorder{w: w, o: o, ch: make(chan Entry, o.Buffer), done: make(chan struct{}),
+		abort: make(chan struct{}), exited: make(chan struct{})}
+	r.base, r.cancel = context.WithCancel(context.Background())
+	go r.run()
+	return r
+}
+
+// Record queues e for writing. It never blocks and does no I/O: when
+// the buffer is full (the database is slow or down) or the Recorder is
+// closed, e is dropped and counted. The writer fills in an empty ID,
+// a zero At and an empty Instance, and cleans the text fields.
+func (r *Recorder) Record(e Entry) {
+	if r.closed.Load() {
+		r.dropped.Add(1)
+		return
+	}
+	select {
+	case r.ch <- e:
+	default:
+		r.dropped.Add(1)
+	}
+}
+
+// Observe is Record for the proxy's observer (it copies *e).
+func (r *Recorder) Observe(e *Entry) { r.Record(*e) }
+
+// Stats returns the counts.
+func (r *Recorder) Stats() Stats {
+	return Stats{Written: r.written.Load(), Dropped: r.dropped.Load(), Failed: r.failed.Load(),
+		Queued: len(r.ch) + int(r.inflight.Load())}
+}
+
+// Close stops taking entries and writes what is buffered, until done
+// or ctx ends (give it a deadline): then the write in flight is
+// cancelled, and the error says how many entries were not written.
+// Later calls return nil at once.
+func (r *Recorder) Close(ctx context.Context) error {
+	first := false
+	r.closeOnce.Do(func() {
+		first = true
+		r.closed.Store(true)
+		close(r.done)
+	})
+	if !first {
+		<-r.exited
+		return nil
+	}
+	select {
+	case <-r.exited:
+	case <-ctx.Done():
+		r.abortOnce.Do(func() {
+			close(r.abort)
+			r.cancel()
+		})
+		<-r.exited
+	}
+	r.cancel()
+	// The writer has exited: its unwritten is ours to read.
+	if left := len(r.ch) + r.unwritten; left > 0 {
+		r.dropped.Add(uint64(left))
+		return fmt.Errorf("activity: %d buffered entries not written before shutdown: %w", left, context.Cause(ctx))
+	}
+	return nil
+}
+
+// run is the writer goroutine.
+func (r *Recorder) run() {
+	defer close(r.exited)
+	batch := make([]Entry, 0, r.o.Batch)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		select {
+		case e := <-r.ch:
+			batch = append(batch, e)
+		case <-r.done:
+			r.drain(batch)
+			return
+		}
+		timer.Reset(r.o.BatchWait)
+		draining := false
+	fill:
+		for len(batch) < r.o.Batch {
+			select {
+			case e := <-r.ch:
+				batch = append(batch, e)
+			case <-timer.C:
+				break fill
+			case <-r.done:
+				draining = true
+				break fill
+			}
+		}
+		timer.Stop()
+		if draining {
+			r.drain(batch)
+			return
+		}
+		_ = r.write(batch) // only Close aborts, and it drains first
+		batch = batch[:0]
+		r.logDrops()
+	}
+}
+
+// drain writes batch and everything buffered, batch by batch, unless
+// Close's deadline passes.
+func (r *Recorder) drain(batch []Entry) {
+	for {
+	fill:
+		for len(batch) < r.o.Batch {
+			select {
+			case e := <-r.ch:
+				batch = append(batch, e)
+			default:
+				break fill
+			}
+		}
+		if len(batch) == 0 {
+			return
+		}
+		if r.aborted() || !r.write(batch) && r.aborted() {
+			r.unwritten = len(batch)
+			return
+		}
+		batch = batch[:0]
+	}
+}
+
+// write stores batch in one transaction, trying again after a failure
+// with a doubling wait, then gives it up (Failed).
+// It reports false when Close's deadline cut it short.
+func (r *Recorder) write(batch []Entry) bool {
+	r.inflight.Store(int64(len(batch)))
+	defer r.inflight.Store(0)
+	for i := range batch {
+		r.prepare(&batch[i])
+	}
+	wait := r.o.RetryWait
+	var err error
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := context.WithTimeout(r.base, r.o.WriteTimeout)
+		err = r.w.InsertActivity(ctx, batch)
+		cancel()
+		if err == nil {
+			r.written.Add(uint64(len(batch)))
+			if r.failing && r.o.Logger != nil {
+				r.o.Logger.Info("activity entries are written again")
+			}
+			r.failing = false
+			return true
+		}
+		if attempt >= r.o.Retries || r.aborted() {
+			break
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-r.abort:
+			t.Stop()
+		}
+		wait *= 2
+	}
+	if r.aborted() {
+		return false // Close counts what is left
+	}
+	n := r.failed.Add(uint64(len(batch)))
+	if !r.failing && r.o.Logger != nil {
+		r.o.Logger.Error("activity entries not written and dropped: the store refused the batch",
+			zap.Int("entries", len(batch)), zap.Int("attempts", r.o.Retries+1), zap.Uint64("failed_total", n), zap.Error(err))
+	}
+	r.failing = true
+	return true
+}
+
+func (r *Recorder) aborted() bool {
+	select {
+	case <-r.abort:
+		return true
+	default:
+		return false
+	}
+}
+
+// logDrops logs, at most once per dropLogEvery, that entries were
+// dropped since the last such line.
+func (r *Recorder) logDrops() {
+	d := r.dropped.Load()
+	if d == r.droppedLogged || r.o.Logger == nil {
+		return
+	}
+	now := r.o.Now()
+	if !r.lastDropLogged.IsZero() && now.Sub(r.lastDropLogged) < dropLogEvery {
+		return
+	}
+	r.o.Logger.Warn("activity entries dropped: the buffer was full (the state database is slow or down)",
+		zap.Uint64("dropped", d-r.droppedLogged), zap.Uint64("dropped_total", d), zap.Int("buffer", r.o.Buffer))
+	r.droppedLogged, r.lastDropLogged = d, now
+}

@@ -1,0 +1,55 @@
+package activity
+
+import (
+	"context"
+	"time"
+)
+
+// Writer stores a batch of entries in one transaction. It must treat
+// an entry whose ID is already stored as written (a retry of a batch
+// that did commit).
+type Writer interface {
+	InsertActivity(ctx context.Context, entries []Entry) error
+}
+
+// Lister reads entries back, newest first by (At, ID).
+type Lister interface {
+	ListActivity(ctx context.Context, f Filter) ([]Entry, error)
+}
+
+// Purger deletes what retention no longer keeps: entries older than a
+// time, and all but the newest keep entries. Both return how many went.
+type Purger interface {
+	DeleteActivityBefore(ctx context.Context, t time.Time) (int, error)
+	TrimActivity(ctx context.Context, keep int) (int, error)
+}
+
+// Store is all of it: the state database, through the app's adapter.
+type Store interface {
+	Writer
+	Lister
+	Purger
+}
+
+// Cursor is a position in the order (At, then ID). An empty ID means
+// strictly before (or after) At.
+type Cursor struct {
+	At time.Time
+	ID string
+}
+
+// Filter selects entries: an empty (zero) field matches every value.
+// Since keeps entries at or after it; Before, entries strictly older
+// than the cursor. Limit is clamped by the store (1..1000, 0: 100).
+type Filter struct {
+	Session  string
+	Agent    string
+	Service  string
+	Host     string
+	Decision Decision
+	Status   int
+	Code     string
+	Since    time.Time
+	Before   *Cursor
+	Limit    int
+}

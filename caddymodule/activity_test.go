@@ -1,0 +1,304 @@
+package caddymodule
+
+import (
+	"bufio"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
+	"github.com/agentvault/caddy-agent-vault/storebackends"
+)
+
+// activityPipeline: service api (api-key API_KEY) on a TLS upstream,
+// one session, and the agent's client.
+func activityPipeline(t *testing.T) (*pipeline, *upstream, agentSession, *http.Client) {
+	api := upstreamTLS(t, nil)
+	pl := newPipeline(t, pipelineConfig{
+		services: []services.Service{{Name: "api", Host: api.hostPort, Auth: services.Auth{Type: services.AuthAPIKey, Key: "API_KEY"}}},
+		stores:   []storebackends.Store{builtin("API_KEY", apiKeySecret)},
+	})
+	s := pl.session(t)
+	return pl, api, s, pl.agent(t, s, false)
+}
+
+// findEntry returns the first observed entry that match accepts.
+func findEntry(t *testing.T, pl *pipeline, what string, match func(activity.Entry) bool) activity.Entry {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		for _, e := range pl.observed.all() {
+			if match(e) {
+				return e
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no entry for %s among %+v", what, pl.observed.all())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// The proxy tells its observer of a forwarded request, a placeholder
+// refusal, an uncovered host and a 407, with no query and no secret.
+func TestActivityProxyEntries(t *testing.T) {
+	pl, api, s, agent := activityPipeline(t)
+	stranger := pl.session(t)
+
+	wantStatus(t, get(t, agent, api.https("/v1/items?k="+s.ph(t, "API_KEY")+"&x=1")), http.StatusOK)
+	fwd := findEntry(t, pl, "the forwarded request", func(e activity.Entry) bool { return e.Decision == activity.Forwarded })
+	if fwd.Session != s.id || fwd.Service != "api" || fwd.Method != "GET" || fwd.Host != "127.0.0.1" || fwd.Path != "/v1/items" ||
+		fwd.Status != 200 || fwd.Code != "" || !slices.Equal(fwd.Credentials, []string{"API_KEY"}) || fwd.Client != "127.0.0.1" ||
+		fwd.At.IsZero() || fwd.Duration <= 0 || fwd.BytesOut <= 0 {
+		t.Errorf("forwarded entry %+v", fwd)
+	}
+
+	wantRefusal(t, get(t, agent, api.https("/v1"), "X-Forwarded-Key", stranger.ph(t, "API_KEY")), 403, "placeholder")
+	ph := findEntry(t, pl, "the placeholder refusal", func(e activity.Entry) bool { return e.Code == activity.CodePlaceholder })
+	if ph.Decision != activity.Refused || ph.Status != 403 || ph.Session != s.id || ph.Service != "api" ||
+		!strings.Contains(ph.Reason, "does not belong to this session") {
+		t.Errorf("placeholder entry %+v", ph)
+	}
+
+	a, _ := pl.connect(t, "api.unknown.example:443", basicAuth(s.token))
+	if a.status != 403 {
+		t.Fatalf("uncovered CONNECT: %d", a.status)
+	}
+	un := findEntry(t, pl, "the uncovered host", func(e activity.Entry) bool { return e.Code == activity.CodeUncoveredHost })
+	if un.Decision != activity.Refused || un.Method != "CONNECT" || un.Host != "api.unknown.example" || un.Port != 443 || un.Session != s.id || un.Path != "" {
+		t.Errorf("uncovered entry %+v", un)
+	}
+
+	a, _ = pl.connect(t, api.hostPort, basicAuth("avs_not-a-session"))
+	if a.status != 407 {
+		t.Fatalf("bad token: %d", a.status)
+	}
+	auth := findEntry(t, pl, "the 407", func(e activity.Entry) bool { return e.Code == activity.CodeAuth })
+	if auth.Decision != activity.Refused || auth.Status != 407 || auth.Session != "" || auth.Method != "CONNECT" || auth.Host != "127.0.0.1" {
+		t.Errorf("407 entry %+v", auth)
+	}
+	for _, e := range pl.observed.all() {
+		text, _ := json.Marshal(e)
+		for _, secret := range []string{apiKeySecret, s.token, s.ph(t, "API_KEY"), "k="} {
+			if strings.Contains(string(text), secret) {
+				t.Errorf("entry holds %q: %s", secret, text)
+			}
+		}
+	}
+}
+
+// activityList polls GET /api/v1/activity?q until cond holds.
+func activityList(t *testing.T, pl *pipeline, c apiCall, q string, cond func([]apiwire.ActivityEntry) bool) apiwire.ActivityList {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var out apiwire.ActivityList
+		pl.must(t, c, "GET", "/api/v1/activity?"+q, nil, 200, &out)
+		if cond(out.Entries) {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET /api/v1/activity?%s: %+v", q, out.Entries)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestActivityAPI(t *testing.T) {
+	pl, api, s, agent := activityPipeline(t)
+	stranger := pl.session(t)
+	wantStatus(t, get(t, agent, api.https("/v1/items?k="+s.ph(t, "API_KEY"))), http.StatusOK)
+	wantRefusal(t, get(t, agent, api.https("/v1"), "X-Forwarded-Key", stranger.ph(t, "API_KEY")), 403, "placeholder")
+	pl.connect(t, "api.unknown.example:443", basicAuth(s.token))
+
+	all := activityList(t, pl, pl.admin(), "", func(es []apiwire.ActivityEntry) bool { return len(es) >= 3 })
+	raw := pl.must(t, pl.admin(), "GET", "/api/v1/activity", nil, 200, nil).body
+	for _, secret := range []string{apiKeySecret, s.token, s.ph(t, "API_KEY"), "?k="} {
+		if strings.Contains(raw, secret) {
+			t.Errorf("the list holds %q: %s", secret, raw)
+		}
+	}
+	if !strings.Contains(raw, `"credentials": []`) || !strings.Contains(raw, `"duration_ms"`) {
+		t.Errorf("wire shape: %s", raw)
+	}
+	for i := 1; i < len(all.Entries); i++ {
+		if all.Entries[i].At.After(all.Entries[i-1].At) {
+			t.Fatalf("not newest first: %+v", all.Entries)
+		}
+	}
+	e := all.Entries[len(all.Entries)-1]
+	if e.Decision != "forwarded" || e.Path != "/v1/items" || e.Service != "api" || e.Instance != "test-broker" || e.Session != s.id {
+		t.Errorf("oldest entry %+v", e)
+	}
+
+	for q, want := range map[string]int{
+		"decision=refused":               2,
+		"code=placeholder":               1,
+		"decision=forwarded&service=api": 1,
+		"host=api.unknown.example":       1,
+		"status=403":                     2,
+		"session=" + s.id:                3,
+		"since=1h":                       3,
+		"since=" + url.QueryEscape(time.Now().Add(time.Hour).Format(time.RFC3339)): 0,
+		"agent=nobody": 0,
+	} {
+		var out apiwire.ActivityList
+		pl.must(t, pl.admin(), "GET", "/api/v1/activity?"+q, nil, 200, &out)
+		if len(out.Entries) != want {
+			t.Errorf("?%s: %d entries, want %d", q, len(out.Entries), want)
+		}
+	}
+	for q, frag := range map[string]string{
+		"decision=maybe": "decision", "status=abc": "status", "code=nope": "code", "since=yesterday": "since",
+		"since=-1h": "since", "before=x": "before", "limit=0": "limit", "limit=1001": "limit",
+	} {
+		wantAPIError(t, "?"+q, pl.call(t, pl.admin(), "GET", "/api/v1/activity?"+q, nil), 400, frag)
+	}
+
+	// Paging visits every entry once.
+	seen := map[string]bool{}
+	q := "limit=1"
+	for {
+		var page apiwire.ActivityList
+		pl.must(t, pl.admin(), "GET", "/api/v1/activity?"+q, nil, 200, &page)
+		for _, e := range page.Entries {
+			if seen[e.ID] {
+				t.Fatalf("%s twice", e.ID)
+			}
+			seen[e.ID] = true
+		}
+		if page.NextBefore == "" {
+			break
+		}
+		q = "limit=1&before=" + url.QueryEscape(page.NextBefore)
+	}
+	if len(seen) != len(all.Entries) {
+		t.Fatalf("paging saw %d of %d", len(seen), len(all.Entries))
+	}
+
+	// A viewer may read; an agent may not.
+	pl.createOperator(t, "vera", "a long viewer password", "viewer")
+	vera := asToken(pl.login(t, "vera", "a long viewer password").Token)
+	pl.must(t, vera, "GET", "/api/v1/activity", nil, 200, nil)
+	bot := pl.createAgent(t, "bot", []string{"api"}, "")
+	if a := pl.call(t, asToken(bot.Token), "GET", "/api/v1/activity", nil); a.status != 403 {
+		t.Errorf("agent: %d %s", a.status, a.body)
+	}
+	if a := pl.call(t, asToken(bot.Token), "GET", "/api/v1/activity/stream", nil); a.status != 403 {
+		t.Errorf("agent stream: %d %s", a.status, a.body)
+	}
+}
+
+// sseStream is an open GET /api/v1/activity/stream.
+type sseStream struct {
+	events chan sseEvent
+	done   chan struct{} // closed when the server ends the stream
+}
+
+type sseEvent struct{ id, event, data string }
+
+func openStream(t *testing.T, pl *pipeline, c apiCall, q string, header ...string) *sseStream {
+	t.Helper()
+	req, err := http.NewRequest("GET", pl.apiURL+"/api/v1/activity/stream?"+q, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("stream: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	st := &sseStream{events: make(chan sseEvent, 100), done: make(chan struct{})}
+	go func() {
+		defer close(st.done)
+		sc := bufio.NewScanner(resp.Body)
+		var ev sseEvent
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case line == "":
+				if ev.event != "" {
+					st.events <- ev
+				}
+				ev = sseEvent{}
+			case strings.HasPrefix(line, "id: "):
+				ev.id = line[4:]
+			case strings.HasPrefix(line, "event: "):
+				ev.event = line[7:]
+			case strings.HasPrefix(line, "data: "):
+				ev.data = line[6:]
+			}
+		}
+	}()
+	return st
+}
+
+// next waits for the next activity event.
+func (st *sseStream) next(t *testing.T) (string, apiwire.ActivityEntry) {
+	t.Helper()
+	for {
+		select {
+		case ev := <-st.events:
+			if ev.event != "activity" {
+				continue
+			}
+			var e apiwire.ActivityEntry
+			if err := json.Unmarshal([]byte(ev.data), &e); err != nil {
+				t.Fatalf("event data %q: %v", ev.data, err)
+			}
+			return ev.id, e
+		case <-time.After(10 * time.Second):
+			t.Fatal("no event within 10s")
+		}
+	}
+}
+
+func TestActivityStream(t *testing.T) {
+	pl, api, s, agent := activityPipeline(t)
+	wantStatus(t, get(t, agent, api.https("/before")), http.StatusOK)
+	activityList(t, pl, pl.admin(), "", func(es []apiwire.ActivityEntry) bool { return len(es) == 1 })
+
+	st := openStream(t, pl, pl.admin(), "service=api")
+	wantStatus(t, get(t, agent, api.https("/first?q=1")), http.StatusOK)
+	id1, e := st.next(t)
+	if e.Path != "/first" || e.Session != s.id || e.Decision != "forwarded" {
+		t.Fatalf("first event %+v", e) // the entry from before the stream is not sent
+	}
+	wantStatus(t, get(t, agent, api.https("/second")), http.StatusOK)
+	if _, e := st.next(t); e.Path != "/second" {
+		t.Fatalf("second event %+v", e)
+	}
+
+	// Resuming after the first event delivers the second again.
+	resumed := openStream(t, pl, pl.admin(), "", "Last-Event-ID", id1)
+	if _, e := resumed.next(t); e.Path != "/second" {
+		t.Fatalf("resumed event %+v", e)
+	}
+	wantAPIError(t, "bad Last-Event-ID", pl.call(t, apiCall{token: pl.adminToken, headers: []string{"Last-Event-ID", "nope"}},
+		"GET", "/api/v1/activity/stream", nil), 400, "Last-Event-ID")
+	wantAPIError(t, "bad filter", pl.call(t, pl.admin(), "GET", "/api/v1/activity/stream?decision=x", nil), 400, "decision")
+
+	// The stream ends when its login does.
+	pl.createOperator(t, "olga", "a long operator password", "viewer")
+	olga := asToken(pl.login(t, "olga", "a long operator password").Token)
+	ost := openStream(t, pl, olga, "")
+	pl.must(t, olga, "POST", "/api/v1/logout", nil, 204, nil)
+	select {
+	case <-ost.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream outlived its login")
+	}
+}

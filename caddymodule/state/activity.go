@@ -1,0 +1,196 @@
+package state
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ActivityRow is one activity entry as stored (see package activity).
+// No field holds a secret (the caller's promise).
+type ActivityRow struct {
+	ID          string
+	At          time.Time
+	Instance    string
+	Session     string
+	Agent       string
+	Service     string
+	Method      string
+	Host        string
+	Port        int
+	Path        string
+	Status      int
+	Decision    string
+	Code        string
+	Reason      string
+	BytesIn     int64
+	BytesOut    int64
+	Duration    time.Duration
+	Credentials []string
+	Client      string
+}
+
+// ActivityFilter selects activity entries: an empty (zero) field
+// matches every value. Since keeps entries at or after it; Before,
+// when set, entries older than the cursor (an AuditCursor: the same
+// order, (at, id)). Limit is clamped to 1..MaxPageLimit; 0 is
+// DefaultPageLimit.
+type ActivityFilter struct {
+	Session  string
+	Agent    string
+	Service  string
+	Host     string
+	Decision string
+	Code     string
+	Status   int
+	Since    time.Time
+	Before   *AuditCursor
+	Limit    int
+}
+
+// activityColumns in the order of inserts and selects.
+const activityColumns = "id, at, instance, session, agent, service, method, host, port, path, status, decision, code, reason, " +
+	"bytes_in, bytes_out, duration_ns, credentials, client"
+
+const activityColumnCount = 19
+
+// activityChunk is the most rows one INSERT carries (19 parameters
+// each, well under both backends' limits).
+const activityChunk = 100
+
+// InsertActivity stores entries in one transaction. An id that is
+// stored already is skipped (the retry of a batch that did commit).
+func (db *DB) InsertActivity(ctx context.Context, rows []ActivityRow) error {
+	const op = "insert activity"
+	if len(rows) == 0 {
+		return nil
+	}
+	args := make([]any, 0, activityColumnCount*min(len(rows), activityChunk))
+	for _, r := range rows {
+		if r.ID == "" {
+			return db.wrap(op, errors.New("an activity entry needs an id"))
+		}
+		if _, err := storedNanos("at", r.At); err != nil {
+			return db.wrap(op, err)
+		}
+	}
+	return db.write(ctx, op, func(t *txn) error {
+		for start := 0; start < len(rows); start += activityChunk {
+			chunk := rows[start:min(start+activityChunk, len(rows))]
+			args = args[:0]
+			var b strings.Builder
+			b.WriteString("INSERT INTO activity (" + activityColumns + ") VALUES ")
+			for i, r := range chunk {
+				creds, err := json.Marshal(nonNil(r.Credentials))
+				if err != nil {
+					return err
+				}
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				b.WriteByte('(')
+				for c := range activityColumnCount {
+					if c > 0 {
+						b.WriteString(", ")
+					}
+					b.WriteString("$" + strconv.Itoa(len(args)+c+1))
+				}
+				b.WriteByte(')')
+				args = append(args, r.ID, r.At.UnixNano(), r.Instance, r.Session, r.Agent, r.Service, r.Method, r.Host, r.Port,
+					r.Path, r.Status, r.Decision, r.Code, r.Reason, r.BytesIn, r.BytesOut, int64(r.Duration), string(creds), r.Client)
+			}
+			b.WriteString(" ON CONFLICT (id) DO NOTHING")
+			if _, err := t.exec(ctx, b.String(), args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// ListActivity returns the entries f selects, newest first by (at, id),
+// at most f's clamped Limit of them. Paging with Before set to the last
+// entry returned visits every entry exactly once.
+func (db *DB) ListActivity(ctx context.Context, f ActivityFilter) ([]ActivityRow, error) {
+	const op = "list activity"
+	var w where
+	w.equal("session", f.Session)
+	w.equal("agent", f.Agent)
+	w.equal("service", f.Service)
+	w.equal("host", f.Host)
+	w.equal("decision", f.Decision)
+	w.equal("code", f.Code)
+	if f.Status != 0 {
+		w.conds = append(w.conds, "status = "+w.arg(f.Status))
+	}
+	if !f.Since.IsZero() {
+		w.conds = append(w.conds, "at >= "+w.arg(boundNanos(f.Since)))
+	}
+	if f.Before != nil {
+		at := w.arg(boundNanos(f.Before.At))
+		w.conds = append(w.conds, "(at < "+at+" OR (at = "+at+" AND id < "+w.arg(f.Before.ID)+"))")
+	}
+	rows, err := db.query(ctx, "SELECT "+activityColumns+" FROM activity"+w.sql()+
+		" ORDER BY at DESC, id DESC LIMIT "+strconv.Itoa(pageLimit(f.Limit)), w.args...)
+	if err != nil {
+		return nil, db.wrap(op, err)
+	}
+	defer rows.Close()
+	var out []ActivityRow
+	for rows.Next() {
+		var r ActivityRow
+		var at, dur int64
+		var creds string
+		if err := rows.Scan(&r.ID, &at, &r.Instance, &r.Session, &r.Agent, &r.Service, &r.Method, &r.Host, &r.Port, &r.Path,
+			&r.Status, &r.Decision, &r.Code, &r.Reason, &r.BytesIn, &r.BytesOut, &dur, &creds, &r.Client); err != nil {
+			return nil, db.wrap(op, err)
+		}
+		r.At, r.Duration = fromNanos(at), time.Duration(dur)
+		if err := json.Unmarshal([]byte(creds), &r.Credentials); err != nil {
+			return nil, db.wrap(op, err)
+		}
+		r.Credentials = nonNil(r.Credentials)
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, db.wrap(op, err)
+	}
+	return out, nil
+}
+
+// DeleteActivityBefore deletes the entries older than t (retention by
+// age) and returns how many.
+func (db *DB) DeleteActivityBefore(ctx context.Context, t time.Time) (int, error) {
+	return db.deleteCount(ctx, "delete old activity", "DELETE FROM activity WHERE at < $1", boundNanos(t))
+}
+
+// TrimActivity deletes all but the newest keep entries (retention by
+// count) and returns how many went.
+func (db *DB) TrimActivity(ctx context.Context, keep int) (int, error) {
+	const op = "trim activity"
+	if keep < 0 {
+		return 0, db.wrap(op, errors.New("keep must not be negative"))
+	}
+	// The newest entry that goes: everything at or before it goes.
+	var at int64
+	var id string
+	err := db.queryRow(ctx, "SELECT at, id FROM activity ORDER BY at DESC, id DESC LIMIT 1 OFFSET "+strconv.Itoa(keep)).Scan(&at, &id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, db.wrap(op, err)
+	}
+	return db.deleteCount(ctx, op, "DELETE FROM activity WHERE at < $1 OR (at = $1 AND id <= $2)", at, id)
+}
