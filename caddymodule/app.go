@@ -500,7 +500,7 @@ func (a *App) Start() error {
 	a.stop, a.done = make(chan struct{}), make(chan struct{})
 	go a.sweepSessions()
 	a.creds.Start()
-	a.state.metrics.SetSources(a.metricsSources()) // metricswiring.go
+	a.state.measure.start(a) // metricswiring.go
 	st, act := a.state.auditStats(), a.ActivityStats()
 	a.logger.Info("agent vault ready",
 		zap.String("data_dir", a.DataDir),
@@ -557,6 +557,7 @@ func (a *App) Stop() error {
 		<-a.done
 	}
 	a.creds.Stop()
+	a.state.measure.stop(a)
 	return nil
 }
 

@@ -193,6 +193,7 @@ type sharedState struct {
 	// metrics' counters and registry outlive a config reload; each
 	// config that starts gives them its own sources (metricswiring.go).
 	metrics *metrics.Metrics
+	measure *measured // which config's sources the metrics read
 	// activity records what the proxy did (activitywiring.go); its
 	// buffer outlives a config reload and is flushed by Destruct.
 	activity *activityLog
@@ -296,6 +297,7 @@ type sharedStores struct {
 // after it, instead of being missed until the next full reload.
 func (a *App) loadShared(ctx context.Context, db *state.DB, stores sharedStores, log *zap.Logger) (*sharedState, error) {
 	sh := &sharedState{db: db, log: log, logins: new(identity.LoginLimiter), metrics: metrics.New(metrics.Sources{})}
+	sh.measure = &measured{m: sh.metrics}
 	sh.audit = &audit.Recorder{Store: auditStore{db}, Logger: log.Named("audit")}
 	sh.retention = &audit.Retention{Store: retentionDB{db}, Every: purgeEvery, Logger: log.Named("audit")}
 	sh.loginPurge = newLoginPurge(retentionDB{db}, purgeEvery, nil, log)

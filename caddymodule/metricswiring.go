@@ -6,6 +6,7 @@ package caddymodule
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -71,8 +72,35 @@ func (t *tunnelTable) count() int {
 	return n
 }
 
+// measured says which config the metrics read: the last one started
+// and not stopped. A reload starts the new config, then stops the old
+// one; a reload that fails stops the new one, and the old one is read
+// again.
+type measured struct {
+	m    *metrics.Metrics
+	mu   sync.Mutex
+	apps []*App // started, oldest first
+}
+
+func (ms *measured) start(a *App) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	ms.apps = append(ms.apps, a)
+	ms.m.SetSources(a.metricsSources())
+}
+
+func (ms *measured) stop(a *App) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	ms.apps = slices.DeleteFunc(ms.apps, func(x *App) bool { return x == a })
+	if n := len(ms.apps); n > 0 {
+		ms.m.SetSources(ms.apps[n-1].metricsSources())
+	} else {
+		ms.m.SetSources(metrics.Sources{})
+	}
+}
+
 // metricsSources are what this config's metrics read at scrape time.
-// Start installs them: the config that runs is the one measured.
 func (a *App) metricsSources() metrics.Sources {
 	sh := a.state
 	return metrics.Sources{
