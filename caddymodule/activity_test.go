@@ -182,6 +182,12 @@ func TestActivityAPI(t *testing.T) {
 		t.Fatalf("paging saw %d of %d", len(seen), len(all.Entries))
 	}
 
+	var st apiwire.ActivityStats
+	pl.must(t, pl.admin(), "GET", "/api/v1/activity/stats", nil, 200, &st)
+	if st.Written < 3 || st.Dropped != 0 || st.Failed != 0 {
+		t.Errorf("stats %+v", st)
+	}
+
 	// A viewer may read; an agent may not.
 	pl.createOperator(t, "vera", "a long viewer password", "viewer")
 	vera := asToken(pl.login(t, "vera", "a long viewer password").Token)

@@ -101,6 +101,9 @@ type apiDeps struct {
 	metricsToken string
 	// activity reads the activity log (api_activity.go).
 	activity activity.Lister
+	// activityStats reads this broker's activity Recorder's counts
+	// (nil: all zero).
+	activityStats func() activity.Stats
 	// streamPoll is how often an activity stream reads the log; 0 is
 	// every second (tests make it shorter).
 	streamPoll time.Duration
@@ -183,6 +186,7 @@ func (a *API) routes() {
 
 	route("GET /api/v1/activity", identity.ReadAll, a.listActivity)          // api_activity.go
 	route("GET /api/v1/activity/stream", identity.ReadAll, a.streamActivity) // api_activity.go
+	route("GET /api/v1/activity/stats", identity.ReadAll, a.activityStats)   // api_activity.go
 	route("GET /api/v1/services/match", identity.ReadAll, a.matchService)    // api_match.go
 	// Metrics: a viewer's credentials, or the metrics token (api_metrics.go).
 	m.HandleFunc("GET /metrics", a.metrics)

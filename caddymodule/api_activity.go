@@ -236,3 +236,14 @@ func (a *API) stillAllowed(r *http.Request, perm identity.Permission) bool {
 	c, err := a.resolve(r, perm)
 	return err == nil && identity.Allowed(c.Principal, perm) == nil
 }
+
+// activityStats answers GET /api/v1/activity/stats: this broker's
+// activity Recorder's counts (entries are written asynchronously; these
+// say how many were lost).
+func (a *API) activityStats(w http.ResponseWriter, _ *http.Request) {
+	var st activity.Stats
+	if a.deps.activityStats != nil {
+		st = a.deps.activityStats()
+	}
+	writeJSON(w, http.StatusOK, apiwire.ActivityStats{Written: st.Written, Dropped: st.Dropped, Failed: st.Failed, Queued: st.Queued})
+}

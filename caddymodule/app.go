@@ -695,6 +695,8 @@ func (a *App) apiDeps() apiDeps {
 		metrics:      a.state.metrics,
 		metricsToken: a.MetricsToken,
 		activity:     activityDB{a.state.db},
+		// Through the App: the shared state's Recorder.
+		activityStats: a.ActivityStats,
 	}
 }
 

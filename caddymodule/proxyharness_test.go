@@ -270,6 +270,7 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	}}
 	pl.observed = &observedEntries{}
 	pl.activity = activity.NewRecorder(activityDB{db}, activity.Options{BatchWait: 5 * time.Millisecond, Instance: "test-broker", Logger: logger.Named("activity")})
+	api.deps.activityStats = pl.activity.Stats
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -40,3 +40,17 @@ type ActivityList struct {
 	// absent on the last page.
 	NextBefore string `json:"next_before,omitempty"`
 }
+
+// ActivityStats is the answer to GET /api/v1/activity/stats: this
+// broker's activity Recorder since it started (the web UI's overview
+// shows the drops).
+type ActivityStats struct {
+	// Written entries are stored.
+	Written uint64 `json:"written"`
+	// Dropped entries found the buffer full (the database slow or down).
+	Dropped uint64 `json:"dropped"`
+	// Failed entries were in batches the database refused every time.
+	Failed uint64 `json:"failed"`
+	// Queued entries wait to be written.
+	Queued int `json:"queued"`
+}

@@ -58,8 +58,12 @@ const activityColumns = "id, at, instance, session, agent, service, method, host
 
 const activityColumnCount = 19
 
-// activityChunk is the most rows one INSERT carries (19 parameters
-// each, well under both backends' limits).
+// activityChunk is how many rows one INSERT carries on PostgreSQL (19
+// parameters each, well under its limit): one round trip per chunk.
+// SQLite takes one row per statement, prepared once per batch: the
+// driver looks each parameter up by position in a list, so binding a
+// statement of n parameters costs n² (a 100-row INSERT cost 150 µs an
+// entry, a prepared one-row INSERT a few).
 const activityChunk = 100
 
 // InsertActivity stores entries in one transaction. An id that is
@@ -69,7 +73,6 @@ func (db *DB) InsertActivity(ctx context.Context, rows []ActivityRow) error {
 	if len(rows) == 0 {
 		return nil
 	}
-	args := make([]any, 0, activityColumnCount*min(len(rows), activityChunk))
 	for _, r := range rows {
 		if r.ID == "" {
 			return db.wrap(op, errors.New("an activity entry needs an id"))
@@ -78,38 +81,68 @@ func (db *DB) InsertActivity(ctx context.Context, rows []ActivityRow) error {
 			return db.wrap(op, err)
 		}
 	}
+	chunk := 1
+	if db.pg {
+		chunk = activityChunk
+	}
+	args := make([]any, 0, activityColumnCount*min(len(rows), chunk))
 	return db.write(ctx, op, func(t *txn) error {
-		for start := 0; start < len(rows); start += activityChunk {
-			chunk := rows[start:min(start+activityChunk, len(rows))]
+		var full *sql.Stmt // the statement of a whole chunk, prepared once
+		defer func() {
+			if full != nil {
+				full.Close()
+			}
+		}()
+		for start := 0; start < len(rows); start += chunk {
+			part := rows[start:min(start+chunk, len(rows))]
 			args = args[:0]
-			var b strings.Builder
-			b.WriteString("INSERT INTO activity (" + activityColumns + ") VALUES ")
-			for i, r := range chunk {
+			for _, r := range part {
 				creds, err := json.Marshal(nonNil(r.Credentials))
 				if err != nil {
 					return err
 				}
-				if i > 0 {
-					b.WriteString(", ")
-				}
-				b.WriteByte('(')
-				for c := range activityColumnCount {
-					if c > 0 {
-						b.WriteString(", ")
-					}
-					b.WriteString("$" + strconv.Itoa(len(args)+c+1))
-				}
-				b.WriteByte(')')
 				args = append(args, r.ID, r.At.UnixNano(), r.Instance, r.Session, r.Agent, r.Service, r.Method, r.Host, r.Port,
 					r.Path, r.Status, r.Decision, r.Code, r.Reason, r.BytesIn, r.BytesOut, int64(r.Duration), string(creds), r.Client)
 			}
-			b.WriteString(" ON CONFLICT (id) DO NOTHING")
-			if _, err := t.exec(ctx, b.String(), args...); err != nil {
+			if len(part) < chunk {
+				if _, err := t.exec(ctx, activityInsert(len(part)), args...); err != nil {
+					return err
+				}
+				continue
+			}
+			if full == nil {
+				var err error
+				if full, err = t.tx.PrepareContext(ctx, db.q(activityInsert(chunk))); err != nil {
+					return err
+				}
+			}
+			if _, err := full.ExecContext(ctx, args...); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+}
+
+// activityInsert is the INSERT of n rows.
+func activityInsert(n int) string {
+	var b strings.Builder
+	b.WriteString("INSERT INTO activity (" + activityColumns + ") VALUES ")
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('(')
+		for c := range activityColumnCount {
+			if c > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("$" + strconv.Itoa(i*activityColumnCount+c+1))
+		}
+		b.WriteByte(')')
+	}
+	b.WriteString(" ON CONFLICT (id) DO NOTHING")
+	return b.String()
 }
 
 func nonNil(s []string) []string {
@@ -138,8 +171,11 @@ func (db *DB) ListActivity(ctx context.Context, f ActivityFilter) ([]ActivityRow
 		w.conds = append(w.conds, "at >= "+w.arg(boundNanos(f.Since)))
 	}
 	if f.Before != nil {
+		// The redundant at <= bound is a range both planners use on the
+		// (…, at, id) indexes; the OR alone made PostgreSQL filter a
+		// filter value's rows one by one (36 ms at 1M rows, not 1).
 		at := w.arg(boundNanos(f.Before.At))
-		w.conds = append(w.conds, "(at < "+at+" OR (at = "+at+" AND id < "+w.arg(f.Before.ID)+"))")
+		w.conds = append(w.conds, "at <= "+at+" AND (at < "+at+" OR id < "+w.arg(f.Before.ID)+")")
 	}
 	rows, err := db.query(ctx, "SELECT "+activityColumns+" FROM activity"+w.sql()+
 		" ORDER BY at DESC, id DESC LIMIT "+strconv.Itoa(pageLimit(f.Limit)), w.args...)

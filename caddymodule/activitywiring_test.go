@@ -1,0 +1,95 @@
+package caddymodule
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
+)
+
+// The activity entries still buffered when the shared state is
+// destroyed (the last config stops) are written before the database
+// closes, named with the data dir's instance id.
+func TestDestructFlushesActivity(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "state.db")
+	db, err := state.Open(ctx, state.Config{Backend: StateSQLite, DSN: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &App{DataDir: t.TempDir(), logger: zap.NewNop()}
+	sh, err := a.loadShared(ctx, db, sharedStores{catalog: catalogStore{db}, sessions: sessionStore{db}}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		sh.activity.rec.Observe(&activity.Entry{At: time.Now(), Method: "GET", Host: "h", Path: fmt.Sprintf("/%d", i), Status: 200, Decision: activity.Forwarded})
+	}
+	if err := sh.Destruct(); err != nil {
+		t.Fatal(err)
+	}
+	db, err = state.Open(ctx, state.Config{Backend: StateSQLite, DSN: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.ListActivity(ctx, state.ActivityFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := instanceID(a.DataDir)
+	if len(rows) != 3 || rows[0].Instance != id || id == "" {
+		t.Fatalf("after Destruct: %+v (instance %q)", rows, id)
+	}
+	if st := sh.activity.rec.Stats(); st.Written != 3 || st.Queued != 0 || st.Dropped != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// The sweeper's purge deletes by age and by count, off its goroutine.
+func TestActivityPurge(t *testing.T) {
+	ctx := context.Background()
+	db := openTestStateDB(t, zap.NewNop())
+	now := time.Now()
+	var rows []state.ActivityRow
+	for i := range 1500 {
+		at := now.Add(-time.Duration(i) * time.Second)
+		if i >= 1400 {
+			at = now.Add(-3 * time.Hour) // past a 1h retention
+		}
+		rows = append(rows, state.ActivityRow{ID: activity.NewID(at), At: at, Method: "GET", Decision: "forwarded"})
+	}
+	if err := db.InsertActivity(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+	l := newActivityLog(db, "i", zap.NewNop())
+	defer l.close(ctx)
+	l.purge(time.Hour, 1000, zap.NewNop())
+	deadline := time.Now().Add(10 * time.Second)
+	for l.purging.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the purge did not finish")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	left, err := db.ListActivity(ctx, state.ActivityFilter{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	older, err := db.ListActivity(ctx, state.ActivityFilter{Limit: 1000, Before: &state.AuditCursor{At: now.Add(-time.Hour)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 1000 || len(older) != 0 {
+		t.Fatalf("after the purge: %d rows, %d older than the retention", len(left), len(older))
+	}
+	if n, err := db.TrimActivity(ctx, 999); err != nil || n != 1 {
+		t.Fatalf("more than 1000 were kept: trim to 999 removed %d (%v)", n, err)
+	}
+}
