@@ -27,6 +27,7 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/catalog"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/metrics"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/webui"
@@ -103,6 +104,10 @@ type apiDeps struct {
 	state stateHealth
 	// now is the API's clock; nil is time.Now.
 	now func() time.Time
+	// metrics is what GET /metrics serves (nil: 503), also to the
+	// holder of metricsToken (empty: none), who may read nothing else.
+	metrics      *metrics.Metrics
+	metricsToken string
 	// activity reads the activity log (api_activity.go).
 	activity activity.Lister
 	// activityStats reads this broker's activity Recorder's counts

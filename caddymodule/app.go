@@ -92,6 +92,15 @@ type App struct {
 	// start. Must be at least 16 characters.
 	AdminToken string `json:"admin_token,omitempty"`
 
+	// Bearer token that lets a Prometheus scraper read GET /metrics on
+	// the management API, and nothing else (a viewer's login, or the
+	// admin token, reads it too). Placeholders are expanded, so
+	// {env.AGENT_VAULT_METRICS_TOKEN} keeps it out of the config. The
+	// admin token's rule applies: at least 16 characters, no spaces,
+	// not an agent-vault token prefix; it must differ from the admin
+	// token. Default empty: no metrics token, only a viewer or better.
+	MetricsToken string `json:"metrics_token,omitempty"`
+
 	// Networks (CIDRs or single IPs, placeholders expanded, each entry
 	// may itself be a comma-separated list) that upstreams may resolve
 	// to even though they are private, loopback or link-local. Default
@@ -189,6 +198,10 @@ type App struct {
 	// instanceKey names the data dir lock this config holds a reference
 	// on (instancelock.go); empty if none.
 	instanceKey string
+
+	// tunnels are this config's proxies' tunnel tables, counted by the
+	// metrics at scrape time (metricswiring.go).
+	tunnels *tunnelTables
 }
 
 // CaddyModule returns the Caddy module information.
@@ -235,6 +248,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return err
 		}
 	}
+	if a.MetricsToken != "" && a.MetricsToken == a.AdminToken {
+		return errors.New("metrics_token: it is the admin token; give the scraper a token of its own")
+	}
 	// The database, sessions and services outlive a config reload: an
 	// agent's session must not end because the operator changed a
 	// timeout. Opened before the stores, which keep their records in it.
@@ -274,6 +290,9 @@ func (a *App) checkConfig() error {
 	}
 	if err := checkAdminToken(a.AdminToken); a.AdminToken != "" && err != nil {
 		return fmt.Errorf("admin_token: %v", err)
+	}
+	if err := a.checkMetricsToken(repl); err != nil {
+		return err
 	}
 
 	var allow []string
@@ -481,6 +500,7 @@ func (a *App) Start() error {
 	a.stop, a.done = make(chan struct{}), make(chan struct{})
 	go a.sweepSessions()
 	a.creds.Start()
+	a.state.measure.start(a) // metricswiring.go
 	st, act := a.state.auditStats(), a.ActivityStats()
 	a.logger.Info("agent vault ready",
 		zap.String("data_dir", a.DataDir),
@@ -537,6 +557,7 @@ func (a *App) Stop() error {
 		<-a.done
 	}
 	a.creds.Stop()
+	a.state.measure.stop(a)
 	return nil
 }
 
@@ -651,7 +672,7 @@ func (a *App) Healthy() error {
 // proxyDeps is what the proxy handler uses of the app.
 func (a *App) proxyDeps() proxyDeps {
 	return proxyDeps{sessions: a.state.sessions, services: a.state.catalog, creds: a.creds, leaves: a.minter, egress: a.egress, self: a.self, state: a,
-		observe: observers{a.state.activity.rec}}
+		observe: observers{a.state.activity.rec, a.state.metrics}}
 }
 
 // apiDeps is what the management API handler uses of the app.
@@ -671,6 +692,8 @@ func (a *App) apiDeps() apiDeps {
 		audit:        a.state.audit,
 		logins:       a.state.logins,
 		state:        a,
+		metrics:      a.state.metrics,
+		metricsToken: a.MetricsToken,
 		activity:     activityDB{a.state.db},
 		// Through the App: the shared state's Recorder.
 		activityStats: a.ActivityStats,

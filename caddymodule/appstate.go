@@ -22,6 +22,7 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/audit"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/catalog"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/metrics"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
 	"github.com/agentvault/caddy-agent-vault/internal/atomicfile"
@@ -189,6 +190,10 @@ type sharedState struct {
 	// reload must not reset an attacker's budget).
 	audit  *audit.Recorder
 	logins *identity.LoginLimiter
+	// metrics' counters and registry outlive a config reload; each
+	// config that starts gives them its own sources (metricswiring.go).
+	metrics *metrics.Metrics
+	measure *measured // which config's sources the metrics read
 	// activity records what the proxy did (activitywiring.go); its
 	// buffer outlives a config reload and is flushed by Destruct.
 	activity *activityLog
@@ -291,7 +296,8 @@ type sharedStores struct {
 // during the load waits in the worker's queue and is applied right
 // after it, instead of being missed until the next full reload.
 func (a *App) loadShared(ctx context.Context, db *state.DB, stores sharedStores, log *zap.Logger) (*sharedState, error) {
-	sh := &sharedState{db: db, log: log, logins: new(identity.LoginLimiter)}
+	sh := &sharedState{db: db, log: log, logins: new(identity.LoginLimiter), metrics: metrics.New(metrics.Sources{})}
+	sh.measure = &measured{m: sh.metrics}
 	sh.audit = &audit.Recorder{Store: auditStore{db}, Logger: log.Named("audit")}
 	sh.retention = &audit.Retention{Store: retentionDB{db}, Every: purgeEvery, Logger: log.Named("audit")}
 	sh.loginPurge = newLoginPurge(retentionDB{db}, purgeEvery, nil, log)

@@ -24,6 +24,7 @@ func init() {
 //	agent_vault {
 //		data_dir               <path>
 //		admin_token            <token>
+//		metrics_token          <token>
 //		allow_private_networks <cidr...>
 //		ca                     <pki ca id>
 //		leaf_lifetime          <duration>
@@ -97,6 +98,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = optional(&a.DataDir)
 		case "admin_token":
 			err = optional(&a.AdminToken)
+		case "metrics_token":
+			err = optional(&a.MetricsToken)
 		case "ca":
 			err = optional(&a.CA)
 		case "proxy_url":

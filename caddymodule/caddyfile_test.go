@@ -260,3 +260,21 @@ func TestStateErrorsNeverQuoteADSN(t *testing.T) {
 		}
 	}
 }
+
+func TestMetricsTokenCaddyfile(t *testing.T) {
+	d := caddyfile.NewTestDispenser(`agent_vault {
+		metrics_token {env.AGENT_VAULT_METRICS_TOKEN}
+	}`)
+	var a App
+	if err := a.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	if a.MetricsToken != "{env.AGENT_VAULT_METRICS_TOKEN}" {
+		t.Fatalf("metrics_token = %q", a.MetricsToken)
+	}
+	// Given without a value (an unset {$ENV}): no metrics token.
+	var b App
+	if err := b.UnmarshalCaddyfile(caddyfile.NewTestDispenser("agent_vault {\n metrics_token\n }")); err != nil || b.MetricsToken != "" {
+		t.Fatalf("empty metrics_token: %v, %q", err, b.MetricsToken)
+	}
+}

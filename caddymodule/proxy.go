@@ -161,7 +161,9 @@ func (p *Proxy) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("agent_vault_proxy needs the agent_vault app: %v", err)
 	}
-	p.start(ctx.Logger(), appIface.(*App).proxyDeps())
+	app := appIface.(*App)
+	p.start(ctx.Logger(), app.proxyDeps())
+	app.addTunnels(&p.tunnels) // metricswiring.go: counted at scrape time
 	return nil
 }
 

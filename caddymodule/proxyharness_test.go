@@ -50,6 +50,7 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/egress"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/leafcerts"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/metrics"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
@@ -96,6 +97,8 @@ type pipeline struct {
 	// The management API, served on its own listener.
 	apiURL     string
 	adminToken string
+	// metricsToken reads GET /metrics and nothing else.
+	metricsToken string
 	// sweep runs one session sweep as the app's sweeper does (ending
 	// expired sessions and lapsed leases, auditing the latter) and
 	// drains the audit retry queue.
@@ -249,6 +252,10 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 		t.Fatal(err)
 	}
 	pl.adminToken = "ava_" + strings.Repeat("0123456789abcdef", 4)
+	pl.metricsToken = "metrics-" + strings.Repeat("fedcba9876543210", 2)
+	// The metrics, as sharedState makes them; their sources are set
+	// below, once the proxy is, as App.Start does.
+	mtr := metrics.New(metrics.Sources{})
 	recorder := &audit.Recorder{Store: auditStore{db}, Logger: logger.Named("audit"), Now: registry.Now}
 	api := &API{logger: logger.Named("api"), deps: apiDeps{
 		adminToken: pl.adminToken,
@@ -259,6 +266,7 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 		leaseTimeout: defaultSessionLeaseTimeout, loginTTL: defaultOperatorLoginTTL,
 		ids: identityDB{db}, audit: recorder, logins: &identity.LoginLimiter{Now: registry.Now},
 		now: registry.Now, activity: activityDB{db}, streamPoll: 20 * time.Millisecond,
+		metrics: mtr, metricsToken: pl.metricsToken,
 	}}
 	pl.observed = &observedEntries{}
 	pl.activity = activity.NewRecorder(activityDB{db}, activity.Options{BatchWait: 5 * time.Millisecond, Instance: "test-broker", Logger: logger.Named("activity")})
@@ -305,13 +313,20 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	// proxy's listener below.
 	self := new(egress.Listeners)
 	p.start(logger, proxyDeps{sessions: registry, services: cat, creds: creds, leaves: minter, egress: policy, self: self, state: health,
-		observe: observers{pl.observed, pl.activity}})
+		observe: observers{pl.observed, pl.activity, mtr}})
 	t.Cleanup(func() { p.Cleanup() })
 	p.transport.TLSClientConfig.RootCAs = upstreamRoot(t).pool()
 	p.dialer.Resolver = &net.Resolver{PreferGo: true, Dial: func(context.Context, string, string) (net.Conn, error) {
 		return nil, errors.New("no DNS in tests")
 	}}
 	requireAllSet(t, p)
+	mtr.SetSources(metrics.Sources{
+		Stores:         func() []metrics.StoreState { return storeStates(creds, time.Now()) },
+		SessionsActive: func() int { return activeSessions(registry, time.Now()) },
+		TunnelsOpen:    p.tunnels.count,
+		AuditDropped:   func() uint64 { return recorder.Stats().Dropped },
+		Activity:       func() metrics.ActivityCounts { return activityCounts(pl.activity.Stats()) },
+	})
 
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.ServeHTTP(w, r, nil)

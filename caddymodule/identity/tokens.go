@@ -188,19 +188,29 @@ const (
 // token). The
 // error never repeats the token.
 func ValidAdminToken(tok string) error {
+	return validStaticToken("admin token", " (agent-vault generates ava_ and 64 hex digits)", tok)
+}
+
+// ValidMetricsToken checks the configured metrics token by the admin
+// token's rule (see ValidAdminToken), for the same reasons.
+func ValidMetricsToken(tok string) error { return validStaticToken("metrics token", "", tok) }
+
+// validStaticToken is the rule of a configured token; what names it in
+// the errors, hint follows the length error.
+func validStaticToken(what, hint, tok string) error {
 	switch {
 	case len(tok) < MinAdminTokenLength:
-		return fmt.Errorf("the admin token is %d bytes long: use at least %d (agent-vault generates ava_ and 64 hex digits)", len(tok), MinAdminTokenLength)
+		return fmt.Errorf("the %s is %d bytes long: use at least %d%s", what, len(tok), MinAdminTokenLength, hint)
 	case len(tok) > MaxAdminTokenLength:
-		return fmt.Errorf("the admin token is longer than %d bytes, the longest bearer token the API reads", MaxAdminTokenLength)
+		return fmt.Errorf("the %s is longer than %d bytes, the longest bearer token the API reads", what, MaxAdminTokenLength)
 	}
 	for i := 0; i < len(tok); i++ {
 		if c := tok[i]; c <= ' ' || c >= 0x7f {
-			return fmt.Errorf("the admin token holds a space, control or non-ASCII character (at byte %d): it could never be sent as a Bearer token", i)
+			return fmt.Errorf("the %s holds a space, control or non-ASCII character (at byte %d): it could never be sent as a Bearer token", what, i)
 		}
 	}
 	if k := KindOf(tok); k != KindOther {
-		return fmt.Errorf("the admin token starts with %s, the prefix of %ss: the API would look it up as one and never accept it as the admin token", k.prefix(), k)
+		return fmt.Errorf("the %s starts with %s, the prefix of %ss: the API would look it up as one and never accept it as the %s", what, k.prefix(), k, what)
 	}
 	return nil
 }
