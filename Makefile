@@ -73,13 +73,15 @@ demo: build vault-test-server
 	AGENT_VAULT_BIN=$(CURDIR)/bin $(GO) test -count=1 -run '^TestVaultDemo$$' -v ./caddymodule/e2etest/ | grep -v '^{'; test $${PIPESTATUS[0]} -eq 0
 
 # BenchmarkProxy (caddymodule/e2etest/bench_test.go): direct vs the
-# floor (a bare Go MITM in its own process) vs the proxy, against one
+# floor (a bare Go MITM in its own process) vs the proxy vs the proxy
+# with disable_activity_log (proxy-noact), against one
 # loopback HTTPS upstream reached by a DNS name (private mount
 # namespace), keep-alive with 16 and 4 clients and a new connection per
 # request with 4. Prints req/s, p50/p99, CPU per request of the floor
 # and the server, and the median over interleaved rounds of the ratios
-# proxy/direct, proxy/floor and CPU proxy/floor. BENCHN rounds (as
-# -benchtime Nx) of BENCHROUND per mode; ~BENCHN x BENCHROUND x 9 plus
+# proxy/direct, proxy/floor, CPU proxy/floor and the activity log's
+# proxy/proxy-noact (throughput and CPU). BENCHN rounds (as
+# -benchtime Nx) of BENCHROUND per mode; ~BENCHN x BENCHROUND x 12 plus
 # set-up. BENCHPROFILE (empty: none) receives a CPU profile of the
 # server during an extra BENCHPROFILESECS proxy new-connection run.
 BENCHN ?= 5x

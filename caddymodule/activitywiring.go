@@ -45,6 +45,16 @@ func (o observers) Observe(e *activity.Entry) {
 	}
 }
 
+// proxyObservers is the tee the proxy is given: the activity Recorder
+// (unless the activity log is disabled) and the metrics, which always
+// observe.
+func proxyObservers(disableActivity bool, rec, metrics proxyObserver) observers {
+	if disableActivity {
+		return observers{metrics}
+	}
+	return observers{rec, metrics}
+}
+
 // activityDB is activity.Store over the state database.
 type activityDB struct{ db *state.DB }
 

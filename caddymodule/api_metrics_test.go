@@ -1,14 +1,17 @@
 package caddymodule
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
@@ -162,5 +165,44 @@ func TestAPIMetricsAuth(t *testing.T) {
 		{"GET", "/api/v1/activity/stream"}, {"GET", "/api/v1/services/match?url=https://x"}, {"POST", "/api/v1/logout"},
 	} {
 		wantAPIError(t, "the metrics token on "+r[0]+" "+r[1], pl.call(t, asToken(pl.metricsToken), r[0], r[1], "{}"), http.StatusUnauthorized)
+	}
+}
+
+// With disable_activity_log, a proxied request and a refusal leave no
+// activity entry, while the metrics still count them.
+func TestPipelineActivityLogDisabled(t *testing.T) {
+	up := upstreamTLS(t, nil)
+	pl := newPipeline(t, pipelineConfig{
+		services:           []services.Service{bearer("github", up.hostPort+"/gh/*", "TOKEN")},
+		stores:             []storebackends.Store{builtin("TOKEN", bearerSecret)},
+		disableActivityLog: true,
+	})
+	agent := pl.agent(t, pl.session(t), false)
+	wantStatus(t, get(t, agent, up.https("/gh/repos")), http.StatusOK)
+	wantRefusal(t, get(t, agent, up.https("/elsewhere")), http.StatusForbidden, "no service")
+	// The proxy observed both (the harness's own observer, told last).
+	findEntry(t, pl, "the forwarded request", func(e activity.Entry) bool { return e.Decision == activity.Forwarded })
+	findEntry(t, pl, "the refusal", func(e activity.Entry) bool { return e.Decision == activity.Refused })
+
+	got := pl.scrapeMetrics(t, pl.admin())
+	wantSeries(t, got, map[string]float64{
+		`agent_vault_proxy_requests_total{decision="forwarded",service="github",status="200"}`: 1,
+		`agent_vault_proxy_requests_total{decision="refused",service="",status="403"}`:         1,
+		`agent_vault_activity_written_total`:                                                   0,
+	})
+	// The Recorder was given nothing: flushing it writes nothing, and
+	// the API lists nothing.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := pl.activity.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := pl.activity.Stats(); st != (activity.Stats{}) {
+		t.Errorf("Recorder stats %+v, want zero", st)
+	}
+	var list apiwire.ActivityList
+	pl.must(t, pl.admin(), "GET", "/api/v1/activity", nil, http.StatusOK, &list)
+	if len(list.Entries) != 0 {
+		t.Errorf("activity entries %+v, want none", list.Entries)
 	}
 }

@@ -165,6 +165,12 @@ type App struct {
 	// Default 1000000; at least 1000.
 	ActivityMaxRows int `json:"activity_max_rows,omitempty"`
 
+	// Leaves the activity log out of the proxy: requests and refusals
+	// are still counted by the metrics, but nothing is written to the
+	// activity table (the API keeps answering with what is stored).
+	// Default false: every proxied request and refusal is recorded.
+	DisableActivityLog bool `json:"disable_activity_log,omitempty"`
+
 	// Credential stores, in priority order: when two stores hold the
 	// same name, the earlier one wins. The first writable store receives
 	// credentials written through the management API.
@@ -672,7 +678,7 @@ func (a *App) Healthy() error {
 // proxyDeps is what the proxy handler uses of the app.
 func (a *App) proxyDeps() proxyDeps {
 	return proxyDeps{sessions: a.state.sessions, services: a.state.catalog, creds: a.creds, leaves: a.minter, egress: a.egress, self: a.self, state: a,
-		observe: observers{a.state.activity.rec, a.state.metrics}}
+		observe: proxyObservers(a.DisableActivityLog, a.state.activity.rec, a.state.metrics)}
 }
 
 // apiDeps is what the management API handler uses of the app.

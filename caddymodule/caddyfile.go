@@ -37,6 +37,7 @@ func init() {
 //		audit_retention        <duration>
 //		activity_retention     <duration>
 //		activity_max_rows      <number>
+//		disable_activity_log
 //		store <backend> {
 //			...backend options...
 //		}
@@ -138,6 +139,11 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			default:
 				err = d.ArgErr()
 			}
+		case "disable_activity_log":
+			if len(args) != 0 {
+				err = d.ArgErr()
+			}
+			a.DisableActivityLog = true
 		case "state":
 			err = a.unmarshalState(d, args)
 		case "store":

@@ -278,3 +278,23 @@ func TestMetricsTokenCaddyfile(t *testing.T) {
 		t.Fatalf("empty metrics_token: %v, %q", err, b.MetricsToken)
 	}
 }
+
+func TestDisableActivityLogCaddyfile(t *testing.T) {
+	var a App
+	if err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser("agent_vault {\n disable_activity_log\n }")); err != nil {
+		t.Fatal(err)
+	}
+	if !a.DisableActivityLog {
+		t.Fatal("disable_activity_log not set")
+	}
+	// Default: the activity log is on.
+	var b App
+	if err := b.UnmarshalCaddyfile(caddyfile.NewTestDispenser("agent_vault {\n activity_max_rows 5000\n }")); err != nil || b.DisableActivityLog {
+		t.Fatalf("without the option: %v, disable_activity_log = %v", err, b.DisableActivityLog)
+	}
+	// It takes no arguments.
+	var c App
+	if err := c.UnmarshalCaddyfile(caddyfile.NewTestDispenser("agent_vault {\n disable_activity_log true\n }")); err == nil {
+		t.Fatal("disable_activity_log true: accepted")
+	}
+}

@@ -77,6 +77,9 @@ type pipelineConfig struct {
 	// postgresDSN, if set, keeps services and sessions in that
 	// PostgreSQL database (with max_stale 2s) instead of SQLite.
 	postgresDSN string
+	// disableActivityLog leaves the activity Recorder out of the
+	// proxy's observers, as the App option disable_activity_log does.
+	disableActivityLog bool
 }
 
 // pipeline is a running proxy plus what a test needs around it.
@@ -313,7 +316,8 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	// proxy's listener below.
 	self := new(egress.Listeners)
 	p.start(logger, proxyDeps{sessions: registry, services: cat, creds: creds, leaves: minter, egress: policy, self: self, state: health,
-		observe: observers{pl.observed, pl.activity, mtr}})
+		// pl.observed last: once it holds an entry, the others have it.
+		observe: append(proxyObservers(cfg.disableActivityLog, pl.activity, mtr), pl.observed)})
 	t.Cleanup(func() { p.Cleanup() })
 	p.transport.TLSClientConfig.RootCAs = upstreamRoot(t).pool()
 	p.dialer.Resolver = &net.Resolver{PreferGo: true, Dial: func(context.Context, string, string) (net.Conn, error) {

@@ -8,12 +8,15 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 )
 
 // BenchmarkProxy compares, against one loopback HTTPS upstream:
@@ -22,7 +25,11 @@ import (
 //   - floor: through the bare Go MITM of floor_test.go (the cost of the
 //     job itself);
 //   - proxy: through agent-vault (the built binary) with bearer
-//     injection.
+//     injection;
+//   - proxy-noact: through a second agent-vault, the same
+//     Caddyfile.example plus disable_activity_log: the proxy without
+//     the activity log (issue 11: the log must keep throughput within
+//     3% of this).
 //
 // for keep-alive with 16 and with 4 concurrent clients, and for a new
 // connection per request with 4 clients. Every client is the same Go
@@ -31,14 +38,22 @@ import (
 // Machines running this are noisy (the spread between runs is about
 // ±0.1 on the ratios), so each case runs in rounds: in each round every
 // mode runs for BENCH_ROUND (default 2s), in the order direct, floor,
-// proxy on even rounds and the reverse on odd ones, and what is
-// reported is the median over rounds of each figure and of each
-// per-round ratio. -benchtime Nx sets the number of rounds (make bench
+// proxy, proxy-noact on even rounds and the reverse on odd ones, and
+// what is reported is the median over rounds of each figure and of
+// each per-round ratio (proxy/direct, proxy/floor, and the activity
+// log's proxy/proxy-noact). Both servers run throughout; the "on" one's
+// writer may finish its last batch during the next mode's run. -benchtime Nx sets the number of rounds (make bench
 // passes BENCHN, default 5x).
 //
 // CPU per request is the utime+stime the floor or server process spent
 // during its round (from /proc/<pid>/stat) divided by the requests
-// served. cpu proxy/floor is the median of the per-round quotients.
+// served. cpu proxy/floor and cpu proxy/noact are the medians of the
+// per-round quotients.
+//
+// At the end the "on" server's GET /api/v1/activity/stats must show
+// entries written (its activity table was filled during the run; the
+// written and dropped counts are printed), and the "off" server's
+// must show none written and its table empty.
 //
 // With BENCH_CPUPROFILE=file, the new-connection case ends with an
 // extra proxy-only run of BENCH_PROFILE_SECONDS (default 10) while the
@@ -86,40 +101,98 @@ type benchMode struct {
 
 type benchEnv struct {
 	up     *upstream
-	srv    *server
-	target string // the upstream URL requests go to
+	srv    *server // the proxy, activity log on
+	noact  *server // the proxy-noact, activity log off
+	target string  // the upstream URL requests go to
 	modes  []benchMode
+}
+
+// The modes' indexes in benchEnv.modes and in each round's results.
+const (
+	modeDirect = iota
+	modeFloor
+	modeProxy
+	modeNoact
+)
+
+// benchServer starts an agent-vault from config ("": the repository's
+// Caddyfile.example) with the bench service and a session, and returns
+// it and the mode reaching the upstream through it.
+func benchServer(b *testing.B, ca *testCA, config, name, hostPort string) (*server, benchMode, session) {
+	s := startServer(b, ca, serverOpts{config: config, logCap: 1 << 20, extraEnv: strings.Fields(os.Getenv("BENCH_SERVER_ENV"))})
+	s.putCredential("BENCH_TOKEN", benchSecret)
+	s.putService("bench", map[string]any{"host": hostPort, "auth": map[string]any{"type": "bearer", "token": "BENCH_TOKEN"}})
+	sess := s.newSession(b, nil, "1h")
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM([]byte(sess.CAPEM))
+	proxyURL, _ := url.Parse(sess.ProxyURL)
+	proxyURL.User = url.UserPassword("av", sess.Token)
+	return s, benchMode{name: name, proxy: proxyURL, roots: roots, pid: s.pid()}, sess
+}
+
+// noActivityConfig writes a copy of Caddyfile.example with
+// disable_activity_log in its agent_vault block into dir.
+func noActivityConfig(b *testing.B, dir string) string {
+	data, err := os.ReadFile(filepath.Join(repoRoot, "Caddyfile.example"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	const block = "\n\tagent_vault {\n"
+	if strings.Count(string(data), block) != 1 {
+		b.Fatalf("Caddyfile.example: want exactly one %q", block)
+	}
+	path := filepath.Join(dir, "Caddyfile.noactivity")
+	cfg := strings.Replace(string(data), block, block+"\t\tdisable_activity_log\n", 1)
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return path
 }
 
 func setupBench(b *testing.B) *benchEnv {
 	ca := newTestCA(b)
 	up := newUpstreamNamed(b, ca, true, benchName)
-	s := startServer(b, ca, serverOpts{logCap: 1 << 20, extraEnv: strings.Fields(os.Getenv("BENCH_SERVER_ENV"))})
 	_, port, _ := strings.Cut(up.hostPort(), ":")
 	hostPort := benchHost + ":" + port
-	s.putCredential("BENCH_TOKEN", benchSecret)
-	s.putService("bench", map[string]any{"host": hostPort, "auth": map[string]any{"type": "bearer", "token": "BENCH_TOKEN"}})
-	sess := s.newSession(b, nil, "1h")
+	s, proxy, sess := benchServer(b, ca, "", "proxy", hostPort)
+	noact, proxyNoact, _ := benchServer(b, ca, noActivityConfig(b, b.TempDir()), "proxy-noact", hostPort)
 	fl := startFloor(b, ca, "Bearer "+benchSecret, benchName)
 
 	direct := x509.NewCertPool()
 	direct.AddCert(ca.cert)
-	proxyRoots := x509.NewCertPool()
-	proxyRoots.AppendCertsFromPEM([]byte(sess.CAPEM))
-	proxyURL, _ := url.Parse(sess.ProxyURL)
-	proxyURL.User = url.UserPassword("av", sess.Token)
 	// The floor ignores Proxy-Authorization; the client sends the same
 	// bytes to both.
 	floorURL := &url.URL{Scheme: "http", Host: fl.addr, User: url.UserPassword("av", sess.Token)}
 	return &benchEnv{
 		up:     up,
 		srv:    s,
+		noact:  noact,
 		target: "https://" + hostPort + "/bench/user",
 		modes: []benchMode{
-			{name: "direct", roots: direct},
-			{name: "floor", proxy: floorURL, roots: fl.roots, pid: fl.pid},
-			{name: "proxy", proxy: proxyURL, roots: proxyRoots, pid: s.pid()},
+			modeDirect: {name: "direct", roots: direct},
+			modeFloor:  {name: "floor", proxy: floorURL, roots: fl.roots, pid: fl.pid},
+			modeProxy:  proxy,
+			modeNoact:  proxyNoact,
 		},
+	}
+}
+
+// checkActivity prints the activity Recorders' counts of both servers
+// and fails unless the "on" one wrote entries and the "off" one wrote
+// none and stores none.
+func checkActivity(b *testing.B, e *benchEnv) {
+	var on, off apiwire.ActivityStats
+	e.srv.mustAPI("GET", "/api/v1/activity/stats", nil, http.StatusOK, &on)
+	e.noact.mustAPI("GET", "/api/v1/activity/stats", nil, http.StatusOK, &off)
+	fmt.Printf("bench: activity log of proxy: written %d, dropped %d, failed %d, queued %d; of proxy-noact: written %d, dropped %d\n",
+		on.Written, on.Dropped, on.Failed, on.Queued, off.Written, off.Dropped)
+	if on.Written == 0 {
+		b.Errorf("proxy: no activity entry written during the bench: %+v", on)
+	}
+	var list apiwire.ActivityList
+	e.noact.mustAPI("GET", "/api/v1/activity?limit=1", nil, http.StatusOK, &list)
+	if off.Written != 0 || off.Dropped != 0 || len(list.Entries) != 0 {
+		b.Errorf("proxy-noact recorded activity with disable_activity_log: %+v, %d listed", off, len(list.Entries))
 	}
 }
 
@@ -242,6 +315,7 @@ func BenchmarkProxy(b *testing.B) {
 	for _, bc := range benchCases {
 		b.Run(bc.name, func(b *testing.B) { runCase(b, e, bc) })
 	}
+	checkActivity(b, e)
 }
 
 func runCase(b *testing.B, e *benchEnv, bc benchCase) {
@@ -258,7 +332,7 @@ func runCase(b *testing.B, e *benchEnv, bc benchCase) {
 	var rounds [][]roundResult // [round][mode]
 	for b.Loop() {
 		res := make([]roundResult, len(e.modes))
-		order := []int{0, 1, 2}
+		order := []int{modeDirect, modeFloor, modeProxy, modeNoact}
 		if len(rounds)%2 == 1 {
 			slices.Reverse(order)
 		}
@@ -274,12 +348,15 @@ func runCase(b *testing.B, e *benchEnv, bc benchCase) {
 	b.StopTimer()
 	sum := summarise(rounds)
 	fmt.Print(sum.table(bc, len(rounds), d))
-	b.ReportMetric(sum.rps[0].med, "direct-req/s")
-	b.ReportMetric(sum.rps[1].med, "floor-req/s")
-	b.ReportMetric(sum.rps[2].med, "proxy-req/s")
+	b.ReportMetric(sum.rps[modeDirect].med, "direct-req/s")
+	b.ReportMetric(sum.rps[modeFloor].med, "floor-req/s")
+	b.ReportMetric(sum.rps[modeProxy].med, "proxy-req/s")
+	b.ReportMetric(sum.rps[modeNoact].med, "proxy-noact-req/s")
 	b.ReportMetric(sum.ratioDirect.med, "proxy/direct")
 	b.ReportMetric(sum.ratioFloor.med, "proxy/floor")
 	b.ReportMetric(sum.cpuRatio.med, "cpu-proxy/floor")
+	b.ReportMetric(sum.ratioNoact.med, "proxy/noact")
+	b.ReportMetric(sum.cpuRatioNoact.med, "cpu-proxy/noact")
 
 	if file := os.Getenv("BENCH_CPUPROFILE"); file != "" && !bc.keepAlive {
 		secs := envInt(b, "BENCH_PROFILE_SECONDS", 10)
@@ -292,7 +369,7 @@ func runCase(b *testing.B, e *benchEnv, bc benchCase) {
 // `go tool pprof -top -cum file` (the floor's is file-floor.pprof).
 func profileModes(b *testing.B, e *benchEnv, clients []*http.Client, bc benchCase, d time.Duration, file string) {
 	floorFile := strings.TrimSuffix(file, ".pprof") + "-floor.pprof"
-	for _, i := range []int{2, 1} {
+	for _, i := range []int{modeProxy, modeFloor} {
 		m := e.modes[i]
 		out := file
 		fetch := func() error { return serverCPUProfile(e.srv.adminSocket(), d, file) }
@@ -348,6 +425,8 @@ func statOf(v []float64) stat {
 type summary struct {
 	rps, p50, p99, cpu                []stat // per mode; p50/p99 in ms, cpu in µs per request
 	ratioDirect, ratioFloor, cpuRatio stat
+	// The activity log's cost: proxy over proxy-noact.
+	ratioNoact, cpuRatioNoact stat
 }
 
 func summarise(rounds [][]roundResult) summary {
@@ -366,17 +445,25 @@ func summarise(rounds [][]roundResult) summary {
 		s.p99 = append(s.p99, statOf(p99))
 		s.cpu = append(s.cpu, statOf(cpu))
 	}
-	var rd, rf, rc []float64
+	var rd, rf, rc, rn, rnc []float64
 	for _, r := range rounds {
-		rd = append(rd, r[2].rps()/r[0].rps())
-		rf = append(rf, r[2].rps()/r[1].rps())
-		if fc := r[1].cpuPerReq(); fc > 0 {
-			rc = append(rc, float64(r[2].cpuPerReq())/float64(fc))
+		p := r[modeProxy]
+		rd = append(rd, p.rps()/r[modeDirect].rps())
+		rf = append(rf, p.rps()/r[modeFloor].rps())
+		rn = append(rn, p.rps()/r[modeNoact].rps())
+		if fc := r[modeFloor].cpuPerReq(); fc > 0 {
+			rc = append(rc, float64(p.cpuPerReq())/float64(fc))
+		}
+		if nc := r[modeNoact].cpuPerReq(); nc > 0 {
+			rnc = append(rnc, float64(p.cpuPerReq())/float64(nc))
 		}
 	}
-	s.ratioDirect, s.ratioFloor = statOf(rd), statOf(rf)
+	s.ratioDirect, s.ratioFloor, s.ratioNoact = statOf(rd), statOf(rf), statOf(rn)
 	if len(rc) > 0 {
 		s.cpuRatio = statOf(rc)
+	}
+	if len(rnc) > 0 {
+		s.cpuRatioNoact = statOf(rnc)
 	}
 	return s
 }
@@ -388,19 +475,21 @@ func (s summary) table(bc benchCase, rounds int, d time.Duration) string {
 		conn = "new connection per request"
 	}
 	fmt.Fprintf(&w, "\n== %s: %s, %d concurrent clients; median of %d rounds of %s per mode [min-max]\n", bc.name, conn, bc.workers, rounds, d)
-	fmt.Fprintf(&w, "   %-7s %24s %22s %22s %26s\n", "", "req/s", "p50 ms", "p99 ms", "server CPU µs/req")
-	for i, name := range []string{"direct", "floor", "proxy"} {
+	fmt.Fprintf(&w, "   %-11s %24s %22s %22s %26s\n", "", "req/s", "p50 ms", "p99 ms", "server CPU µs/req")
+	for i, name := range []string{"direct", "floor", "proxy", "proxy-noact"} {
 		cpu := fmt.Sprintf("%26s", "-")
-		if i > 0 {
+		if i != modeDirect {
 			cpu = fmt.Sprintf("%8.0f [%6.0f-%6.0f]", s.cpu[i].med, s.cpu[i].lo, s.cpu[i].hi)
 			cpu = fmt.Sprintf("%26s", cpu)
 		}
-		fmt.Fprintf(&w, "   %-7s %7.0f [%6.0f-%6.0f]  %6.2f [%5.2f-%5.2f]  %6.2f [%5.2f-%5.2f] %s\n", name,
+		fmt.Fprintf(&w, "   %-11s %7.0f [%6.0f-%6.0f]  %6.2f [%5.2f-%5.2f]  %6.2f [%5.2f-%5.2f] %s\n", name,
 			s.rps[i].med, s.rps[i].lo, s.rps[i].hi, s.p50[i].med, s.p50[i].lo, s.p50[i].hi,
 			s.p99[i].med, s.p99[i].lo, s.p99[i].hi, cpu)
 	}
 	fmt.Fprintf(&w, "   throughput proxy/direct %.2f [%.2f-%.2f]   proxy/floor %.2f [%.2f-%.2f]   CPU per request proxy/floor %.2f [%.2f-%.2f]\n",
 		s.ratioDirect.med, s.ratioDirect.lo, s.ratioDirect.hi, s.ratioFloor.med, s.ratioFloor.lo, s.ratioFloor.hi,
 		s.cpuRatio.med, s.cpuRatio.lo, s.cpuRatio.hi)
+	fmt.Fprintf(&w, "   activity log on/off: proxy/proxy-noact throughput %.3f [%.3f-%.3f], CPU per request %.3f [%.3f-%.3f]\n",
+		s.ratioNoact.med, s.ratioNoact.lo, s.ratioNoact.hi, s.cpuRatioNoact.med, s.cpuRatioNoact.lo, s.cpuRatioNoact.hi)
 	return w.String()
 }
