@@ -422,8 +422,13 @@ func TestWebUIPages(t *testing.T) {
 	// An unknown action is an error flash, not a crash.
 	wantFlash(t, admin.post("/services", "action", "explode"), "/services", "error", "no such action")
 	// Flash text is escaped.
-	if fp := admin.get("/services?error=" + url.QueryEscape("<script>x</script>")); strings.Contains(fp.body, "<script>x") {
-		t.Fatal("flash not escaped")
+	fp := admin.get(admin.post("/services", "action", "delete", "name", "<script>x</script>").header.Get("Location"))
+	if !strings.Contains(fp.body, `id="flash"`) || strings.Contains(fp.body, "<script>x") {
+		t.Fatalf("flash missing or not escaped:\n%s", fp.body)
+	}
+	// A crafted link's flash is not shown (only the UI's signed ones).
+	if fp := admin.get("/services?error=" + url.QueryEscape("sign in at https://evil.example")); strings.Contains(fp.body, "evil.example") {
+		t.Fatal("an unsigned flash is shown")
 	}
 }
 

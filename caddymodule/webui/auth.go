@@ -68,5 +68,5 @@ func (u *UI) logout(w http.ResponseWriter, r *http.Request) {
 		c.done(err, "")
 		return
 	}
-	http.Redirect(w, r, "/login?ok=signed+out", http.StatusSeeOther)
+	http.Redirect(w, r, "/login?ok=signed-out", http.StatusSeeOther)
 }

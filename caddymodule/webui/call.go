@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
@@ -143,13 +142,12 @@ func (c *call) do(method, path string, body, out any) (int, error) {
 }
 
 // done redirects back to the page after a write (POST-redirect-GET),
-// with a one-line flash: err's text, or ok.
+// with a one-line flash signed for this login (flash.go): err's text,
+// or ok.
 func (c *call) done(err error, ok string) {
-	q := url.Values{}
+	q := flashQuery(c.csrf, "ok", ok)
 	if err != nil {
-		q.Set("error", errText(err))
-	} else {
-		q.Set("ok", ok)
+		q = flashQuery(c.csrf, "error", oneLine(errText(err)))
 	}
 	http.Redirect(c.w, c.r, c.r.URL.Path+"?"+q.Encode(), http.StatusSeeOther)
 }

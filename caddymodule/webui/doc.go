@@ -15,7 +15,10 @@
 //	Every form:   hidden inputs "csrf" (the token, also in
 //	              <meta name="csrf-token">) and "action"; it posts to
 //	              its own page's path; then 303 back with a flash.
-//	Flash:        <p id="flash" class="flash ok|error">text</p>
+//	Flash:        <p id="flash" class="flash ok|error">text</p>, after the
+//	              303 to <page>?ok=|error=<text>&sig=<HMAC keyed by the
+//	              CSRF token> (an unsigned one is not shown; /login shows
+//	              only ?ok=signed-out)
 //	Nav:          <nav id="nav">, links a#nav-<page> (nav-overview,
 //	              nav-credentials, ..., nav-operators only for owners)
 //	Role:         <body data-role="viewer|admin|owner">

@@ -90,12 +90,7 @@ func (c *call) render(tmpl, title string, data any) {
 func (c *call) renderStatus(status int, tmpl, title string, data any) {
 	v := view{Title: title, Page: tmpl, Me: c.me, CSRF: c.csrf, Data: data,
 		CanEdit: c.me.Role == apiwire.RoleAdmin || c.me.Role == apiwire.RoleOwner, Owner: c.me.Role == apiwire.RoleOwner}
-	q := c.r.URL.Query()
-	if m := q.Get("error"); m != "" {
-		v.Flash, v.FlashKind = oneLine(m), "error"
-	} else if m := q.Get("ok"); m != "" {
-		v.Flash, v.FlashKind = oneLine(m), "ok"
-	}
+	v.FlashKind, v.Flash = flashOf(c.csrf, c.r.URL.Query(), tmpl == "login")
 	var buf bytes.Buffer
 	if err := pageTemplates[tmpl].Execute(&buf, v); err != nil {
 		c.u.plainError(c.w, http.StatusInternalServerError, "the page could not be rendered")

@@ -139,3 +139,37 @@ func TestOneLine(t *testing.T) {
 		t.Errorf("oneLine long: %d runes", n)
 	}
 }
+
+// TestFlashNotSpoofable: a crafted link's ?error= or ?ok= text is not
+// shown as a flash on any page (/login included); the UI's own
+// redirect after a write (signed with the login's CSRF token) is.
+func TestFlashNotSpoofable(t *testing.T) {
+	u, f := newFake(t, "admin")
+	const lure = "get the new token at https://evil.example"
+	for _, target := range []string{"/credentials?error=" + url.QueryEscape(lure), "/credentials?ok=" + url.QueryEscape(lure), "/login?error=" + url.QueryEscape(lure), "/login?ok=" + url.QueryEscape(lure)} {
+		for _, cookie := range []string{"", f.cookie} {
+			w := serve(u, "GET", target, cookie, nil)
+			if strings.Contains(w.Body.String(), "evil.example") || strings.Contains(w.Body.String(), `id="flash"`) {
+				t.Errorf("GET %s (cookie %t): the crafted flash is shown: %d", target, cookie != "", w.Code)
+			}
+		}
+	}
+	w := serve(u, "POST", "/credentials", f.cookie, url.Values{"csrf": {identity.CSRFToken(f.cookie)}, "action": {"delete"}, "name": {"X"}})
+	loc := w.Header().Get("Location")
+	if w.Code != http.StatusSeeOther {
+		t.Fatalf("post: %d", w.Code)
+	}
+	if p := serve(u, "GET", loc, f.cookie, nil); !strings.Contains(p.Body.String(), `id="flash"`) || !strings.Contains(p.Body.String(), "X deleted") {
+		t.Fatalf("the UI's own flash after %s is not shown:\n%s", loc, p.Body.String())
+	}
+	// Another login's signature is not this one's.
+	secret2, _, _ := identity.NewToken(identity.KindLoginCookie)
+	if p := serve(u, "GET", loc, secret2, nil); strings.Contains(p.Body.String(), "X deleted") {
+		t.Fatal("a flash signed for one login is shown to another")
+	}
+	// Signing out lands on /login with the known "signed out" note.
+	w = serve(u, "POST", "/logout", f.cookie, url.Values{"csrf": {identity.CSRFToken(f.cookie)}})
+	if p := serve(u, "GET", w.Header().Get("Location"), "", nil); !strings.Contains(p.Body.String(), "Signed out") {
+		t.Fatalf("after sign-out %s: no note:\n%s", w.Header().Get("Location"), p.Body.String())
+	}
+}
