@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -333,11 +334,11 @@ func TestWebUIPages(t *testing.T) {
 	}
 	wantFlash(t, admin.post("/services", "action", "put", "name", "openai", "host", "api.openai.com", "auth_type", "bearer", "token", "OPENAI_API_KEY", "key", "ignored"), "/services", "ok", "saved")
 	wantFlash(t, admin.post("/services", "action", "put", "name", "hdr", "host", "h.example", "auth_type", "custom", "headers", "Authorization: Bearer {{ OPENAI_API_KEY }}"), "/services", "ok", "saved")
-	m := admin.get("/services?url=" + url.QueryEscape("https://api.openai.com/v1/models?key=secret"))
+	m := admin.post("/services", "action", "match", "url", "https://api.openai.com/v1/models?key=secret")
 	if !strings.Contains(m.body, `id="match-result"`) || !strings.Contains(m.body, "<b>openai</b>") {
 		t.Errorf("URL tester: %s", m.body)
 	}
-	if m := admin.get("/services?url=" + url.QueryEscape("https://nothing.example/")); !strings.Contains(m.body, "No service") {
+	if m := admin.post("/services", "action", "match", "url", "https://nothing.example/"); !strings.Contains(m.body, "No service") {
 		t.Error("URL tester: no match not said")
 	}
 	if !strings.Contains(admin.get("/services?edit=openai").body, "Edit service openai") {
@@ -376,7 +377,9 @@ func TestWebUIPages(t *testing.T) {
 			t.Errorf("viewer GET %s: %d", path, vp.status)
 			continue
 		}
+		// Only sign-out, and the URL tester (it changes nothing).
 		forms := regexp.MustCompile(`<form [^>]*method="post"`).FindAllString(vp.body, -1)
+		forms = slices.DeleteFunc(forms, func(f string) bool { return strings.Contains(f, `id="match-form"`) })
 		if len(forms) != 1 || !strings.Contains(vp.body, `id="logout-form"`) {
 			t.Errorf("viewer GET %s: post forms %q", path, forms)
 		}
@@ -532,5 +535,32 @@ func TestAdminLoginID(t *testing.T) {
 		if validAdminLoginID(c.id, c.token) {
 			t.Errorf("%q under %q validated", c.id, c.token)
 		}
+	}
+}
+
+// TestWebUIURLTesterKeepsNoQuery: the URL tester is a POST (with
+// CSRF), and neither the query nor the fragment of the URL tested (where
+// keys often are) appears on the page, in a redirect, or from a GET
+// link.
+func TestWebUIURLTesterKeepsNoQuery(t *testing.T) {
+	pl, up := identityPipeline(t)
+	b := uiSignIn(t, pl, "admin_token", pl.adminToken)
+	const secret = "sk-live-0123456789"
+	target := "https://" + up.hostPort + "/user?key=" + secret + "#" + secret
+	p := b.post("/services", "action", "match", "url", target)
+	if p.status != http.StatusOK || !strings.Contains(p.body, `id="match-result"`) || !strings.Contains(p.body, "github") {
+		t.Fatalf("POST match: %d %s\n%s", p.status, p.header.Get("Location"), p.body)
+	}
+	if strings.Contains(p.body, secret) || strings.Contains(p.header.Get("Location"), secret) {
+		t.Fatal("the tested URL's query is on the page")
+	}
+	if !strings.Contains(p.body, `id="match-form" class="inline" method="post"`) {
+		t.Fatal("the URL tester form is not a POST")
+	}
+	if g := b.get("/services?url=" + url.QueryEscape(target)); strings.Contains(g.body, secret) || strings.Contains(g.body, `id="match-result"`) {
+		t.Fatal("a GET link runs the URL tester and echoes its query")
+	}
+	if p := b.do("POST", "/services", url.Values{"action": {"match"}, "url": {target}}); p.status != http.StatusForbidden {
+		t.Fatalf("match without csrf: %d", p.status)
 	}
 }

@@ -38,7 +38,9 @@
 //	              templates: a.template-link data-template=<id>
 //	                (href ?template=github|openai|anthropic|stripe|slack|
 //	                gitlab; with JS a click fills the form in place)
-//	              form#match-form (GET /services): url
+//	              form#match-form action=match: url (a POST; the
+//	                answer is the page itself, no redirect; the URL's
+//	                query and fragment are cut off, never sent or shown)
 //	              #match-result (text of the answer)
 //	              form.delete-form action=delete: name
 //	              ?edit=<name> fills the form with that service

@@ -123,11 +123,29 @@ func (u *UI) services(c *call) {
 		case "delete":
 			_, err := c.do(http.MethodDelete, "/api/v1/services/"+seg(name), nil, nil)
 			c.done(err, "service "+name+" deleted")
+		case "match":
+			u.servicesPage(c, withoutQuery(c.field("url")))
 		default:
 			c.done(errNoAction, "")
 		}
 		return
 	}
+	u.servicesPage(c, "")
+}
+
+// withoutQuery cuts the query and fragment off a URL to test: they
+// decide no match, and are where keys often are (so they are never
+// sent on, shown, or kept in a history).
+func withoutQuery(s string) string {
+	if i := strings.IndexAny(s, "?#"); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// servicesPage renders the services page; testURL non-empty (the URL
+// tester's POST) shows which service matches it.
+func (u *UI) servicesPage(c *call, testURL string) {
 	q := c.r.URL.Query()
 	d := servicesData{Templates: serviceTemplates, AuthTypes: authTypes, Form: serviceForm{Service: apiwire.Service{Auth: services.Auth{Type: services.AuthBearer}}}}
 	var list apiwire.ServiceList
@@ -149,7 +167,7 @@ func (u *UI) services(c *call) {
 			}
 		}
 	}
-	if t := q.Get("url"); t != "" {
+	if t := testURL; t != "" {
 		d.TestURL = t
 		var m apiwire.ServiceMatch
 		if err := c.get("/api/v1/services/match?url="+url.QueryEscape(t), &m); err != nil {
