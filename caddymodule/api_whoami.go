@@ -23,5 +23,13 @@ func (a *API) whoami(w http.ResponseWriter, r *http.Request) {
 	case identity.PrincipalSession:
 		out.Kind, out.Name = apiwire.ActorSession, c.SessionID
 	}
+	may := func(p identity.Permission) bool { return identity.Allowed(c.Principal, p) == nil }
+	out.Can = apiwire.WhoamiCan{
+		ManageSecrets:   may(identity.ManageSecrets),
+		ManageAgents:    may(identity.ManageAgents),
+		ManageOperators: may(identity.ManageOperators),
+		DecideRequests:  may(identity.DecideRequests),
+		ManageSessions:  may(identity.ManageSessions),
+	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -564,3 +564,32 @@ func TestWebUIURLTesterKeepsNoQuery(t *testing.T) {
 		t.Fatalf("match without csrf: %d", p.status)
 	}
 }
+
+// TestWhoamiPermissions: whoami says which changes the caller may make,
+// as identity.Allowed decides them (the UI shows its edit controls by
+// these, never by the role's name).
+func TestWhoamiPermissions(t *testing.T) {
+	pl, _ := identityPipeline(t)
+	pl.createOperator(t, "alice", testPassword, "admin")
+	pl.createOperator(t, "vera", testPassword, "viewer")
+	pl.createOperator(t, "olav", testPassword, "owner")
+	admin := apiwire.WhoamiCan{ManageSecrets: true, ManageAgents: true, DecideRequests: true, ManageSessions: true}
+	owner := admin
+	owner.ManageOperators = true
+	for _, c := range []struct {
+		login []string
+		want  apiwire.WhoamiCan
+	}{
+		{[]string{"name", "vera", "password", testPassword}, apiwire.WhoamiCan{}},
+		{[]string{"name", "alice", "password", testPassword}, admin},
+		{[]string{"name", "olav", "password", testPassword}, owner},
+		{[]string{"admin_token", pl.adminToken}, owner},
+	} {
+		b := uiSignIn(t, pl, c.login...)
+		var me apiwire.Whoami
+		pl.must(t, apiCall{cookie: b.cookie}, "GET", "/api/v1/whoami", nil, 200, &me)
+		if me.Can != c.want {
+			t.Errorf("%v: whoami can %+v, want %+v", c.login[1], me.Can, c.want)
+		}
+	}
+}

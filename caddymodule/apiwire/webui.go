@@ -12,6 +12,24 @@ type Whoami struct {
 	// Role is the operator's role ("viewer", "admin", "owner"); the
 	// admin token acts as "owner"; empty for agents and sessions.
 	Role string `json:"role,omitempty"`
+	// Can is what the caller may change, as the API's permission rules
+	// decide it.
+	Can WhoamiCan `json:"can"`
+}
+
+// WhoamiCan is which kinds of change a caller may make (the web UI
+// renders an edit control only for these); each is false when not.
+type WhoamiCan struct {
+	// ManageSecrets: create, replace or delete credentials and services.
+	ManageSecrets bool `json:"manage_secrets"`
+	// ManageAgents: create, change, rotate or delete agents.
+	ManageAgents bool `json:"manage_agents"`
+	// ManageOperators: create, change or delete operators.
+	ManageOperators bool `json:"manage_operators"`
+	// DecideRequests: approve or deny access requests.
+	DecideRequests bool `json:"decide_requests"`
+	// ManageSessions: revoke or renew sessions.
+	ManageSessions bool `json:"manage_sessions"`
 }
 
 // ServiceMatch is the answer to GET /api/v1/services/match?url=: the

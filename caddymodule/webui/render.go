@@ -76,10 +76,9 @@ type view struct {
 	// Flash is the one-line message after a write; FlashKind "ok" or
 	// "error".
 	Flash, FlashKind string
-	// CanEdit: the role may change things (admin, owner); a viewer
-	// gets no forms. Owner: the operators page is shown.
-	CanEdit, Owner bool
-	Data           any
+	// Data is the page's own. Edit controls are rendered by Me.Can
+	// (what the API says the caller may change), never by role name.
+	Data any
 }
 
 // render answers the page tmpl with data (status 200).
@@ -88,8 +87,7 @@ func (c *call) render(tmpl, title string, data any) {
 }
 
 func (c *call) renderStatus(status int, tmpl, title string, data any) {
-	v := view{Title: title, Page: tmpl, Me: c.me, CSRF: c.csrf, Data: data,
-		CanEdit: c.me.Role == apiwire.RoleAdmin || c.me.Role == apiwire.RoleOwner, Owner: c.me.Role == apiwire.RoleOwner}
+	v := view{Title: title, Page: tmpl, Me: c.me, CSRF: c.csrf, Data: data}
 	v.FlashKind, v.Flash = flashOf(c.csrf, c.r.URL.Query(), tmpl == "login")
 	var buf bytes.Buffer
 	if err := pageTemplates[tmpl].Execute(&buf, v); err != nil {

@@ -16,7 +16,9 @@ import (
 type fakeAPI struct {
 	cookie string
 	role   string
-	calls  atomic.Int64
+	// can is whoami's "can" object ("{}" when empty).
+	can   string
+	calls atomic.Int64
 }
 
 func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -27,7 +29,11 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.URL.Path == "/api/v1/whoami" {
-		w.Write([]byte(`{"kind":"operator","name":"<b>al</b>","role":"` + f.role + `"}`))
+		can := f.can
+		if can == "" {
+			can = "{}"
+		}
+		w.Write([]byte(`{"kind":"operator","name":"<b>al</b>","role":"` + f.role + `","can":` + can + `}`))
 		return
 	}
 	f.calls.Add(1)
@@ -171,5 +177,22 @@ func TestFlashNotSpoofable(t *testing.T) {
 	w = serve(u, "POST", "/logout", f.cookie, url.Values{"csrf": {identity.CSRFToken(f.cookie)}})
 	if p := serve(u, "GET", w.Header().Get("Location"), "", nil); !strings.Contains(p.Body.String(), "Signed out") {
 		t.Fatalf("after sign-out %s: no note:\n%s", w.Header().Get("Location"), p.Body.String())
+	}
+}
+
+// TestEditControlsFollowPermissions: the pages render edit controls by
+// whoami's "can" (the API's permission rules), not by the role's name.
+func TestEditControlsFollowPermissions(t *testing.T) {
+	u, f := newFake(t, "admin") // an admin's name, but no permission
+	if w := serve(u, "GET", "/credentials", f.cookie, nil); strings.Contains(w.Body.String(), `id="credential-form"`) {
+		t.Error("the credential form is shown without manage_secrets")
+	}
+	f.role, f.can = "viewer", `{"manage_secrets":true,"manage_operators":true}`
+	w := serve(u, "GET", "/credentials", f.cookie, nil)
+	if !strings.Contains(w.Body.String(), `id="credential-form"`) || !strings.Contains(w.Body.String(), `id="nav-operators"`) {
+		t.Error("manage_secrets and manage_operators do not show the credential form and the operators nav")
+	}
+	if w := serve(u, "GET", "/agents", f.cookie, nil); strings.Contains(w.Body.String(), `id="agent-form"`) {
+		t.Error("the agent form is shown without manage_agents")
 	}
 }
