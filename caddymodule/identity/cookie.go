@@ -130,12 +130,17 @@ const CookieCannotChange = "a login cookie alone cannot change anything: send th
 // CheckCookieRequest decides whether r, authenticated by the login
 // cookie, may use a route needing perm. A browser sends the cookie on
 // its own, and to every port of the host (cookies ignore ports: any
-// program listening on it may receive the cookie and replay it), so
-// the cookie alone is worth little: GET and HEAD only, and POST
+// program listening on it may receive the cookie and replay it). The
+// cookie with no other header may only GET and HEAD, and POST
 // /api/v1/logout (perm Logout), which must also come from this
 // server's own pages (checkSameOrigin). Any other request needs the
 // login's CSRF token in the CSRFHeader (the web UI sends it: see
-// CSRFToken) and must pass checkSameOrigin too; without the header, or
+// CSRFToken) and must pass checkSameOrigin too. That stops other web
+// sites, not a holder of the cookie: the token is derived from the
+// cookie's secret, so a program that received the cookie (another port
+// of the same host the browser visited) can compute it and send both,
+// and is as strong as the login (README, Web UI, "Residual risk").
+// Without the header, or
 // with a wrong one, it is refused (a *ForbiddenError saying
 // CookieCannotChange): a change needs the token, or the login's bearer
 // token as a Bearer header. Requests with a Bearer header need no such

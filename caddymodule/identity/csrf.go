@@ -5,9 +5,12 @@ package identity
 // asks, but another site can neither read the cookie nor this server's
 // pages, so it cannot know the token. The token is derived from the
 // cookie's secret (stateless: every broker of a cluster computes the
-// same one, and it ends with the login). Whoever holds the cookie can
-// read the pages, and so the token, anyway: it adds no power to the
-// cookie's holder, it only stops other sites.
+// same one, and it ends with the login). It only stops other sites:
+// whoever holds the cookie can compute the token from its secret (and
+// read it off any page), and so with the two change anything the
+// login may. A program that receives the cookie (the browser sends it
+// to every port of the host name) is therefore as strong as the login
+// itself; README's Web UI section says how to keep that from happening.
 
 import (
 	"crypto/hmac"
