@@ -593,3 +593,25 @@ func TestWhoamiPermissions(t *testing.T) {
 		}
 	}
 }
+
+// TestWebUISignInStatus: the sign-in page answers with the API's own
+// status (401 wrong password, 429 with Retry-After over the limit, 403
+// for a cross-site post) and relies on the API's same-origin rule.
+func TestWebUISignInStatus(t *testing.T) {
+	pl, _ := identityPipeline(t)
+	pl.createOperator(t, "alice", testPassword, "admin")
+	anon := &browser{t: t, pl: pl}
+	wrong := url.Values{"name": {"alice"}, "password": {"not the password at all"}}
+	if p := anon.do("POST", "/login", wrong, "Sec-Fetch-Site", "cross-site", "Origin", "https://evil.example"); p.status != http.StatusForbidden {
+		t.Fatalf("cross-site sign-in: %d", p.status)
+	}
+	var last page
+	for range 10 {
+		if last = anon.do("POST", "/login", wrong); last.status != http.StatusUnauthorized {
+			break
+		}
+	}
+	if last.status != http.StatusTooManyRequests || last.header.Get("Retry-After") == "" || !strings.Contains(last.body, `id="flash"`) {
+		t.Fatalf("over the limit: %d Retry-After %q", last.status, last.header.Get("Retry-After"))
+	}
+}

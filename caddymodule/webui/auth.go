@@ -16,9 +16,9 @@ type loginData struct {
 // login shows the sign-in forms (GET) or signs in (POST): a name and
 // password, or the admin token, sent to POST /api/v1/login, whose
 // cookie becomes the browser's. There is no login yet to derive a
-// CSRF token from, so a sign-in must carry the browser's own
-// same-origin proof (Origin or Sec-Fetch-Site, which every browser
-// sends with a form post), which the API then checks (login CSRF).
+// CSRF token from: the API's own login-CSRF rule (CheckLoginRequest,
+// on the browser's Origin and Sec-Fetch-Site, which do passes on)
+// decides, and its answer's status is the page's.
 func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	c := u.newCall(w, r)
 	switch r.Method {
@@ -36,10 +36,6 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 		u.plainError(w, http.StatusBadRequest, "cannot read the form")
 		return
 	}
-	if r.Header.Get("Origin") == "" && r.Header.Get("Sec-Fetch-Site") == "" {
-		u.plainError(w, http.StatusForbidden, "refused: a sign-in must come from this server's sign-in page")
-		return
-	}
 	next := localPath(r.PostForm.Get("next"))
 	var body any = apiwire.LoginRequest{Name: r.PostForm.Get("name"), Password: r.PostForm.Get("password")}
 	if tok := r.PostForm.Get("admin_token"); tok != "" {
@@ -47,7 +43,15 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	}
 	c.secret = "" // a sign-in starts from no login
 	if _, err := c.do(http.MethodPost, "/api/v1/login", body, nil); err != nil {
-		c.renderStatus(http.StatusUnauthorized, "login", "Sign in", loginData{Next: next, Error: errText(err)})
+		// The API's status (401, 403, 429, 503) and Retry-After.
+		status := http.StatusServiceUnavailable
+		if e, ok := err.(*apiErr); ok {
+			status = e.status
+			if e.retryAfter != "" {
+				w.Header().Set("Retry-After", e.retryAfter)
+			}
+		}
+		c.renderStatus(status, "login", "Sign in", loginData{Next: next, Error: errText(err)})
 		return
 	}
 	http.Redirect(w, r, next, http.StatusSeeOther)

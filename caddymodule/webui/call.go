@@ -76,6 +76,8 @@ func (c *call) signIn() bool {
 type apiErr struct {
 	status int
 	msg    string
+	// retryAfter is the answer's Retry-After ("" when none).
+	retryAfter string
 }
 
 func (e *apiErr) Error() string { return fmt.Sprintf("%s (%d)", e.msg, e.status) }
@@ -131,7 +133,7 @@ func (c *call) do(method, path string, body, out any) (int, error) {
 		if json.Unmarshal(rec.body.Bytes(), &e) != nil || e.Error == "" {
 			e.Error = http.StatusText(rec.status)
 		}
-		return rec.status, &apiErr{status: rec.status, msg: e.Error}
+		return rec.status, &apiErr{status: rec.status, msg: e.Error, retryAfter: rec.header.Get("Retry-After")}
 	}
 	if out != nil && rec.body.Len() > 0 {
 		if err := json.Unmarshal(rec.body.Bytes(), out); err != nil {

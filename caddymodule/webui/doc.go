@@ -74,8 +74,9 @@
 //	              a#activity-next (older page)
 //	/             table#stores-table, table#refusals-table,
 //	              #activity-stats (activity log drops)
-//	Sign-in:      /login POSTs need a browser's Origin or Sec-Fetch-Site
-//	              (there is no login yet to derive a CSRF token from);
-//	              a wrong sign-in answers 401 with p#flash.
+//	Sign-in:      /login POSTs are decided by the API's login rule
+//	              (a cross-site Origin or Sec-Fetch-Site is 403); a
+//	              refused sign-in answers the API's status (401, 403,
+//	              429 with Retry-After) with p#flash.
 //	/ca           a#ca-download (/api/v1/ca.pem), pre#launch-snippet
 package webui
