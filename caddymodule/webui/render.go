@@ -8,12 +8,15 @@ import (
 	"html/template"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 )
 
-var pageTemplates map[string]*template.Template
+// pageTemplates are the pages' templates, parsed once (New runs on
+// every API Provision, possibly at the same time).
+var pageTemplates = sync.OnceValue(parseTemplates)
 
 var funcs = template.FuncMap{
 	"when": func(t any) string {
@@ -47,11 +50,8 @@ var funcs = template.FuncMap{
 	},
 }
 
-// mustParseTemplates parses the layout with each page once.
-func mustParseTemplates() {
-	if pageTemplates != nil {
-		return
-	}
+// parseTemplates parses the layout with each page.
+func parseTemplates() map[string]*template.Template {
 	names, err := templateFS.ReadDir("templates")
 	if err != nil {
 		panic(err)
@@ -64,7 +64,7 @@ func mustParseTemplates() {
 		t := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+n.Name()))
 		out[strings.TrimSuffix(n.Name(), ".html")] = t
 	}
-	pageTemplates = out
+	return out
 }
 
 // view is what every page's template gets.
@@ -90,7 +90,7 @@ func (c *call) renderStatus(status int, tmpl, title string, data any) {
 	v := view{Title: title, Page: tmpl, Me: c.me, CSRF: c.csrf, Data: data}
 	v.FlashKind, v.Flash = flashOf(c.csrf, c.r.URL.Query(), tmpl == "login")
 	var buf bytes.Buffer
-	if err := pageTemplates[tmpl].Execute(&buf, v); err != nil {
+	if err := pageTemplates()[tmpl].Execute(&buf, v); err != nil {
 		c.u.plainError(c.w, http.StatusInternalServerError, "the page could not be rendered")
 		return
 	}

@@ -59,7 +59,7 @@ func New(api http.Handler, opts Options) *UI {
 		panic(err)
 	}
 	u.static = http.StripPrefix("/static/", http.FileServerFS(sub))
-	mustParseTemplates()
+	pageTemplates() // parse errors show at startup, not on a page
 	return u
 }
 

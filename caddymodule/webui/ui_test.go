@@ -196,3 +196,19 @@ func TestEditControlsFollowPermissions(t *testing.T) {
 		t.Error("the agent form is shown without manage_agents")
 	}
 }
+
+// TestNewConcurrently: UIs made at once (every API Provision makes
+// one, and config loads may overlap) share the parsed templates
+// without a race (run with -race).
+func TestNewConcurrently(t *testing.T) {
+	done := make(chan *UI)
+	for range 4 {
+		go func() { done <- New(http.NotFoundHandler(), Options{}) }()
+	}
+	for range 4 {
+		u := <-done
+		if w := serve(u, "GET", "/login", "", nil); w.Code != http.StatusOK {
+			t.Fatalf("GET /login: %d", w.Code)
+		}
+	}
+}
