@@ -505,6 +505,10 @@ func TestWebUIActivity(t *testing.T) {
 	if strings.Count(refused.body, `class="activity-row`) != 1 || !strings.Contains(refused.body, `data-query="decision=refused&amp;session=`) {
 		t.Fatalf("filtered activity page: %s", refused.body)
 	}
+	byCode := b.get("/activity?code=placeholder")
+	if strings.Count(byCode.body, `class="activity-row`) != 1 || !strings.Contains(byCode.body, `data-query="code=placeholder"`) || !strings.Contains(byCode.body, `name="code" value="placeholder"`) {
+		t.Fatalf("activity page filtered by code: %s", byCode.body)
+	}
 	if bad := b.get("/activity?decision=maybe"); !strings.Contains(bad.body, `class="flash error"`) {
 		t.Fatal("a bad filter is not shown as an error")
 	}

@@ -65,7 +65,7 @@
 //	/audit        form#audit-filter (GET): actor, action, target, before
 //	              table#audit-table, a#audit-next (older page)
 //	/activity     form#activity-filter (GET): session, agent, service,
-//	                host, decision, status, since
+//	                host, decision, status, code, since
 //	              table#activity-table, tbody#activity-rows (tr.activity-row
 //	                data-id=<entry id>, the same for rows added live:
 //	                new rows are prepended, de-duplicated by it),

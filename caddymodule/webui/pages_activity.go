@@ -12,7 +12,7 @@ import (
 
 // activityFilters are the filter form's fields, passed to the API as
 // they are.
-var activityFilters = []string{"session", "agent", "service", "host", "decision", "status", "since"}
+var activityFilters = []string{"session", "agent", "service", "host", "decision", "status", "code", "since"}
 
 type activityData struct {
 	Filter  map[string]string
