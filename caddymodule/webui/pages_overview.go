@@ -11,11 +11,13 @@ import (
 type overviewData struct {
 	Stores                 []apiwire.StoreStatus
 	StoresErr              string
-	Credentials, Services  int
-	ActiveSessions, Agents int
-	PendingRequests        int
-	Refusals               []apiwire.ActivityEntry
-	RefusalsErr            string
+	Credentials, Services  count
+	ActiveSessions, Agents count
+	PendingRequests        count
+	// CountErrs say why a count is unknown.
+	CountErrs   []string
+	Refusals    []apiwire.ActivityEntry
+	RefusalsErr string
 	// Stats are this broker's activity log counts (drops); nil when
 	// the API does not say.
 	Stats *apiwire.ActivityStats
@@ -33,33 +35,29 @@ func (u *UI) overview(c *call) {
 	}
 	d.Stores = stores.Stores
 	var creds apiwire.CredentialList
-	if c.get("/api/v1/credentials", &creds) == nil {
-		d.Credentials = len(creds.Credentials)
-	}
+	d.Credentials = d.count(c, "credentials", "/api/v1/credentials", &creds, func() int { return len(creds.Credentials) })
 	var svcs apiwire.ServiceList
-	if c.get("/api/v1/services", &svcs) == nil {
-		d.Services = len(svcs.Services)
-	}
+	d.Services = d.count(c, "services", "/api/v1/services", &svcs, func() int { return len(svcs.Services) })
 	var sess apiwire.SessionList
-	if c.get("/api/v1/sessions", &sess) == nil {
+	d.ActiveSessions = d.count(c, "sessions", "/api/v1/sessions", &sess, func() (n int) {
 		for _, s := range sess.Sessions {
 			if s.Status == apiwire.SessionActive {
-				d.ActiveSessions++
+				n++
 			}
 		}
-	}
+		return n
+	})
 	var agents apiwire.AgentList
-	if c.get("/api/v1/agents", &agents) == nil {
-		d.Agents = len(agents.Agents)
-	}
+	d.Agents = d.count(c, "agents", "/api/v1/agents", &agents, func() int { return len(agents.Agents) })
 	var reqs apiwire.AccessRequestList
-	if c.get("/api/v1/requests", &reqs) == nil {
+	d.PendingRequests = d.count(c, "requests", "/api/v1/requests", &reqs, func() (n int) {
 		for _, q := range reqs.Requests {
 			if q.Status == apiwire.RequestPending {
-				d.PendingRequests++
+				n++
 			}
 		}
-	}
+		return n
+	})
 	var act apiwire.ActivityList
 	if err := c.get("/api/v1/activity?decision=refused&limit=10", &act); err != nil {
 		d.RefusalsErr = errText(err)
@@ -70,6 +68,23 @@ func (u *UI) overview(c *call) {
 		d.Stats = &st
 	}
 	c.render("overview", "Overview", d)
+}
+
+// count is one of the overview's counts; Err is set when the API could
+// not give it (shown as unknown, not as 0).
+type count struct {
+	N   int
+	Err bool
+}
+
+// count reads path into out and counts it with n; a failure is kept
+// in d.CountErrs.
+func (d *overviewData) count(c *call, what, path string, out any, n func() int) count {
+	if err := c.get(path, out); err != nil {
+		d.CountErrs = append(d.CountErrs, "cannot count the "+what+": "+errText(err))
+		return count{Err: true}
+	}
+	return count{N: n()}
 }
 
 type caData struct {

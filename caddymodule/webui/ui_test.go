@@ -17,7 +17,9 @@ type fakeAPI struct {
 	cookie string
 	role   string
 	// can is whoami's "can" object ("{}" when empty).
-	can   string
+	can string
+	// fail is a path the fake answers 503 to.
+	fail  string
 	calls atomic.Int64
 }
 
@@ -37,6 +39,11 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.calls.Add(1)
+	if r.URL.Path == f.fail {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte(`{"error":"the state database is unreachable"}`))
+		return
+	}
 	if r.Method != http.MethodGet && r.Header.Get(identity.CSRFHeader) != identity.CSRFToken(f.cookie) {
 		w.WriteHeader(http.StatusForbidden)
 		w.Write([]byte(`{"error":"no csrf header"}`))
@@ -210,5 +217,19 @@ func TestNewConcurrently(t *testing.T) {
 		if w := serve(u, "GET", "/login", "", nil); w.Code != http.StatusOK {
 			t.Fatalf("GET /login: %d", w.Code)
 		}
+	}
+}
+
+// TestOverviewSaysWhatFailed: a count the API could not give is not
+// shown as 0 but as unknown, with the API's reason.
+func TestOverviewSaysWhatFailed(t *testing.T) {
+	u, f := newFake(t, "viewer")
+	f.fail = "/api/v1/credentials"
+	body := serve(u, "GET", "/", f.cookie, nil).Body.String()
+	if strings.Contains(body, "<b>0</b> credentials") || !strings.Contains(body, "<b>?</b> credentials") || !strings.Contains(body, "the state database is unreachable") {
+		t.Fatalf("overview with the credentials list failing:\n%s", body)
+	}
+	if !strings.Contains(body, "<b>0</b> services") {
+		t.Fatal("the other counts are not shown")
 	}
 }
