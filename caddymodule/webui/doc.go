@@ -70,7 +70,8 @@
 //	                data-id=<entry id>, the same for rows added live:
 //	                new rows are prepended, de-duplicated by it),
 //	              p#activity-live (text "Live view: on" and
-//	                data-state="on" once the stream is open),
+//	                data-state="on" once the stream is open;
+//	                data-state="ended" when the server ends it),
 //	              a#activity-next (older page)
 //	/             table#stores-table, table#refusals-table,
 //	              #activity-stats (activity log drops)

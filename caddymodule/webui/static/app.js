@@ -69,6 +69,15 @@
     status.textContent = "Live view: connecting…";
     es.onopen = function () { status.textContent = "Live view: on"; status.setAttribute("data-state", "on"); };
     es.onerror = function () { status.textContent = "Live view: reconnecting…"; status.setAttribute("data-state", "error"); };
+    // The server ends the stream (the login ended): stop, or the
+    // browser would reconnect for ever.
+    es.addEventListener("end", function (ev) {
+      es.close();
+      var why = "";
+      try { why = JSON.parse(ev.data).reason || ""; } catch (err) { /* none */ }
+      status.textContent = "Live view: ended" + (why ? " (" + why + ")" : "") + "; reload the page";
+      status.setAttribute("data-state", "ended");
+    });
     es.addEventListener("activity", function (ev) {
       var e;
       try { e = JSON.parse(ev.data); } catch (err) { return; }
