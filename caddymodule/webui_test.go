@@ -501,6 +501,12 @@ func TestWebUIActivity(t *testing.T) {
 	if p.status != 200 || strings.Count(p.body, `class="activity-row`) < 2 || !strings.Contains(p.body, `id="activity-live"`) || !strings.Contains(p.body, "/v1/items") {
 		t.Fatalf("activity page: %d %s", p.status, p.body)
 	}
+	// The live view's rows are the server's own (one row layout, in
+	// the template, for both).
+	tmpl := regexp.MustCompile(`<template id="activity-row-template"><tr>(.*?)</tr></template>`).FindStringSubmatch(p.body)
+	if tmpl == nil || strings.Count(tmpl[1], `<td data-field="`) != strings.Count(p.body, "<th>") {
+		t.Fatalf("the activity page has no row template with a data-field cell per column: %s", p.body)
+	}
 	refused := b.get("/activity?decision=refused&session=" + url.QueryEscape(s.id))
 	if strings.Count(refused.body, `class="activity-row`) != 1 || !strings.Contains(refused.body, `data-query="decision=refused&amp;session=`) {
 		t.Fatalf("filtered activity page: %s", refused.body)

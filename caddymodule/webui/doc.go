@@ -68,7 +68,11 @@
 //	                host, decision, status, code, since
 //	              table#activity-table, tbody#activity-rows (tr.activity-row
 //	                data-id=<entry id>, the same for rows added live:
-//	                new rows are prepended, de-duplicated by it),
+//	                new rows are prepended, de-duplicated by it; each
+//	                cell td[data-field=at|session|agent|service|request|
+//	                status|decision|reason|bytes|ms]),
+//	              template#activity-row-template (the blank row the
+//	                live view clones),
 //	              p#activity-live (text "Live view: on" and
 //	                data-state="on" once the stream is open;
 //	                data-state="ended" when the server ends it),

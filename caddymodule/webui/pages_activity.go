@@ -22,6 +22,8 @@ type activityData struct {
 	// Query is the filter as a query string, for the stream and paging.
 	Query string
 	Err   string
+	// Blank is the empty entry of the live view's row template.
+	Blank apiwire.ActivityEntry
 }
 
 func (u *UI) activity(c *call) {

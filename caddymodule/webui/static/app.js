@@ -60,8 +60,8 @@
 
   // Activity: new entries appear at the top of the table as they come.
   function live() {
-    var status = $("#activity-live"), rows = $("#activity-rows");
-    if (!status || !rows || !window.EventSource) return;
+    var status = $("#activity-live"), rows = $("#activity-rows"), tmpl = $("#activity-row-template");
+    if (!status || !rows || !tmpl || !window.EventSource) return;
     var q = status.getAttribute("data-query") || "";
     var seen = {};
     $all("tr.activity-row", rows).forEach(function (tr) { seen[tr.getAttribute("data-id")] = true; });
@@ -84,17 +84,21 @@
       var id = e.id || ev.lastEventId;
       if (seen[id]) return;
       seen[id] = true;
-      var tr = document.createElement("tr");
+      // The server's own row (template#activity-row-template), filled
+      // cell by cell: the layout is defined once, in activity.html.
+      var tr = tmpl.content.firstElementChild.cloneNode(true);
       tr.className = "activity-row " + (e.decision || "");
       tr.setAttribute("data-id", id);
-      var at = e.at ? new Date(e.at).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z") : "";
-      var cells = [at, e.session, e.agent, e.service, (e.method || "") + " " + (e.host || "") + ":" + (e.port || "") + (e.path || ""),
-        String(e.status || ""), (e.decision || "") + (e.code ? " (" + e.code + ")" : ""), e.reason,
-        (e.bytes_in || 0) + " / " + (e.bytes_out || 0), (e.duration_ms || 0).toFixed(1)];
-      cells.forEach(function (text) {
-        var td = document.createElement("td");
-        td.textContent = text == null ? "" : String(text);
-        tr.appendChild(td);
+      var text = {
+        at: e.at ? new Date(e.at).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z") : "",
+        session: e.session, agent: e.agent, service: e.service,
+        request: (e.method || "") + " " + (e.host || "") + ":" + (e.port || "") + (e.path || ""),
+        status: String(e.status || ""), decision: (e.decision || "") + (e.code ? " (" + e.code + ")" : ""), reason: e.reason,
+        bytes: (e.bytes_in || 0) + " / " + (e.bytes_out || 0), ms: (e.duration_ms || 0).toFixed(1)
+      };
+      $all("td[data-field]", tr).forEach(function (td) {
+        var v = text[td.getAttribute("data-field")];
+        td.textContent = v == null ? "" : String(v);
       });
       rows.insertBefore(tr, rows.firstChild);
       while (rows.children.length > 500) rows.removeChild(rows.lastChild);
