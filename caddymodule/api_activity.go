@@ -17,6 +17,7 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/audit"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/hostname"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
 )
 
@@ -47,6 +48,11 @@ func (a *API) activityFilter(r *http.Request) (activity.Filter, error) {
 		if len(v) > maxFilterValue {
 			return f, fail(http.StatusBadRequest, "%s: at most %d bytes", name, maxFilterValue)
 		}
+	}
+	// Entries hold canonical hosts (hostname.Normalize): so does the
+	// filter, when it is a host at all.
+	if h, _, err := hostname.Canonical(f.Host); err == nil {
+		f.Host = h
 	}
 	if d := q.Get("decision"); d != "" {
 		if f.Decision = activity.Decision(d); !f.Decision.Valid() {

@@ -215,6 +215,11 @@ func TestHostCheck(t *testing.T) {
 		"ui.localhost:1": true, "broker.example.com": true, "BROKER.example.com:443": true, "broker.example.com.": true,
 		"evil.example": false, "evil.example:14321": false, "": false, "localhost.evil.example": false,
 		"example.com": false, "broker.example.com.evil": false,
+		// One parser (hostname.Normalize) for the Host header and the
+		// allowed names: case, a trailing dot and brackets do not matter,
+		// a malformed port is not ignored.
+		"LOCALHOST.": true, "LOCALHOST.:14321": true, "[::1]": true, "[::FFFF:127.0.0.1]:1": true, "Broker.Example.COM.:8443": true,
+		"localhost:abc": false, "localhost:0": false, "[::1]:": false, "::1": false, "localhost:14321:1": false,
 	} {
 		r := httptest.NewRequest("GET", "/api/v1/credentials", nil)
 		r.Host = host
