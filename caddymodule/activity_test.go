@@ -164,6 +164,7 @@ func TestActivityAPI(t *testing.T) {
 		"status=403":                     2,
 		"session=" + s.id:                3,
 		"since=1h":                       3,
+		"since=7d":                       3,
 		"since=" + url.QueryEscape(time.Now().Add(time.Hour).Format(time.RFC3339)): 0,
 		"agent=nobody": 0,
 	} {

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
@@ -70,7 +71,8 @@ func (a *API) activityFilter(r *http.Request) (activity.Filter, error) {
 		f.Status = n
 	}
 	if s := q.Get("since"); s != "" {
-		if d, err := time.ParseDuration(s); err == nil {
+		// caddy.ParseDuration, like every duration of the API (7d works).
+		if d, err := caddy.ParseDuration(s); err == nil {
 			if d <= 0 {
 				return f, fail(http.StatusBadRequest, "since: a duration must be positive (1h: the last hour)")
 			}
@@ -78,7 +80,7 @@ func (a *API) activityFilter(r *http.Request) (activity.Filter, error) {
 		} else if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
 			f.Since = t
 		} else {
-			return f, fail(http.StatusBadRequest, "since: want an RFC 3339 time such as 2026-01-02T15:04:05Z or a duration such as 1h")
+			return f, fail(http.StatusBadRequest, "since: want an RFC 3339 time such as 2026-01-02T15:04:05Z or a duration such as 1h or 7d")
 		}
 	}
 	return f, nil
