@@ -313,8 +313,11 @@ func TestActivityStream(t *testing.T) {
 	if _, e := resumed.next(t); e.Path != "/second" {
 		t.Fatalf("resumed event %+v", e)
 	}
-	wantAPIError(t, "bad Last-Event-ID", pl.call(t, apiCall{token: pl.adminToken, headers: []string{"Last-Event-ID", "nope"}},
-		"GET", "/api/v1/activity/stream", nil), 400, "Last-Event-ID")
+	badID := pl.call(t, apiCall{token: pl.adminToken, headers: []string{"Last-Event-ID", "nope"}}, "GET", "/api/v1/activity/stream", nil)
+	wantAPIError(t, "bad Last-Event-ID", badID, 400, "Last-Event-ID: want a cursor")
+	if strings.Contains(badID.errText(), `"before"`) {
+		t.Errorf("the Last-Event-ID error names another parameter: %s", badID.errText())
+	}
 	wantAPIError(t, "bad filter", pl.call(t, pl.admin(), "GET", "/api/v1/activity/stream?decision=x", nil), 400, "decision")
 
 	// The stream ends when its login does.

@@ -73,7 +73,7 @@ func (s activityDB) ListActivity(ctx context.Context, f activity.Filter) ([]acti
 	sf := state.ActivityFilter{Session: f.Session, Agent: f.Agent, Service: f.Service, Host: f.Host,
 		Decision: string(f.Decision), Code: f.Code, Status: f.Status, Since: f.Since, Limit: f.Limit}
 	if f.Before != nil {
-		sf.Before = &state.AuditCursor{At: f.Before.At, ID: f.Before.ID}
+		sf.Before = f.Before
 	}
 	rows, err := s.db.ListActivity(ctx, sf)
 	if err != nil {

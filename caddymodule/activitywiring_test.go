@@ -82,7 +82,7 @@ func TestActivityPurge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	older, err := db.ListActivity(ctx, state.ActivityFilter{Limit: 1000, Before: &state.AuditCursor{At: now.Add(-time.Hour)}})
+	older, err := db.ListActivity(ctx, state.ActivityFilter{Limit: 1000, Before: &state.Cursor{At: now.Add(-time.Hour)}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,9 +17,9 @@ import (
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
-	"github.com/agentvault/caddy-agent-vault/caddymodule/audit"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/hostname"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
+	"github.com/agentvault/caddy-agent-vault/internal/pagecursor"
 )
 
 // Stream pacing: it polls the database (so every broker's entries
@@ -96,18 +96,9 @@ func (a *API) listActivity(w http.ResponseWriter, r *http.Request) {
 		a.answerError(w, r, err)
 		return
 	}
-	q := r.URL.Query()
-	if f.Limit, err = pageLimit(q.Get("limit")); err != nil {
+	if f.Limit, f.Before, err = readPage(r.URL.Query()); err != nil {
 		a.answerError(w, r, err)
 		return
-	}
-	if before := q.Get("before"); before != "" {
-		at, id, err := audit.ParseBefore(before)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "before: "+err.Error())
-			return
-		}
-		f.Before = &activity.Cursor{At: at, ID: id}
 	}
 	if a.deps.activity == nil {
 		a.answerError(w, r, fail(http.StatusServiceUnavailable, "the activity log is not available"))
@@ -120,11 +111,8 @@ func (a *API) listActivity(w http.ResponseWriter, r *http.Request) {
 		a.answerError(w, r, err)
 		return
 	}
-	out := apiwire.ActivityList{Entries: make([]apiwire.ActivityEntry, 0, len(entries))}
-	if len(entries) == f.Limit {
-		last := entries[len(entries)-1]
-		out.NextBefore = audit.EncodeCursor(last.At, last.ID)
-	}
+	out := apiwire.ActivityList{Entries: make([]apiwire.ActivityEntry, 0, len(entries)),
+		NextBefore: nextBefore(entries, f.Limit, func(e activity.Entry) activity.Cursor { return activity.Cursor{At: e.At, ID: e.ID} })}
 	for _, e := range entries {
 		out.Entries = append(out.Entries, wireActivity(e))
 	}
@@ -156,14 +144,10 @@ func (a *API) streamActivity(w http.ResponseWriter, r *http.Request) {
 		a.answerError(w, r, err)
 		return
 	}
-	var after *activity.Cursor
-	if last := r.Header.Get("Last-Event-ID"); last != "" {
-		at, id, err := audit.ParseBefore(last)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "Last-Event-ID: "+err.Error())
-			return
-		}
-		after = &activity.Cursor{At: at, ID: id}
+	after, err := readCursor("Last-Event-ID", r.Header.Get("Last-Event-ID"))
+	if err != nil {
+		a.answerError(w, r, err)
+		return
 	}
 	if a.deps.activity == nil {
 		a.answerError(w, r, fail(http.StatusServiceUnavailable, "the activity log is not available"))
@@ -210,7 +194,7 @@ func (a *API) streamActivity(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				return
 			}
-			if _, err := w.Write([]byte("id: " + audit.EncodeCursor(e.At, e.ID) + "\nevent: activity\ndata: " + string(data) + "\n\n")); err != nil {
+			if _, err := w.Write([]byte("id: " + pagecursor.Encode(e.At, e.ID) + "\nevent: activity\ndata: " + string(data) + "\n\n")); err != nil {
 				return
 			}
 			lastSent = time.Now()

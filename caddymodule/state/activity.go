@@ -36,8 +36,8 @@ type ActivityRow struct {
 
 // ActivityFilter selects activity entries: an empty (zero) field
 // matches every value. Since keeps entries at or after it; Before,
-// when set, entries older than the cursor (an AuditCursor: the same
-// order, (at, id)). Limit is clamped to 1..MaxPageLimit; 0 is
+// when set, entries older than the cursor (the same
+// order as the audit trail's, (at, id)). Limit is clamped to 1..MaxPageLimit; 0 is
 // DefaultPageLimit.
 type ActivityFilter struct {
 	Session  string
@@ -48,7 +48,7 @@ type ActivityFilter struct {
 	Code     string
 	Status   int
 	Since    time.Time
-	Before   *AuditCursor
+	Before   *Cursor
 	Limit    int
 }
 
