@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
@@ -70,7 +71,7 @@ func TestActivityPurge(t *testing.T) {
 	}
 	l := newActivityLog(db, "i", zap.NewNop())
 	defer l.close(ctx)
-	l.purge(time.Hour, 1000, zap.NewNop())
+	l.purge(time.Hour, 1000)
 	deadline := time.Now().Add(10 * time.Second)
 	for l.purging.Load() {
 		if time.Now().After(deadline) {
@@ -91,5 +92,24 @@ func TestActivityPurge(t *testing.T) {
 	}
 	if n, err := db.TrimActivity(ctx, 999); err != nil || n != 1 {
 		t.Fatalf("more than 1000 were kept: trim to 999 removed %d (%v)", n, err)
+	}
+}
+
+// Lost entries are logged once through the shared state's logger (not
+// a config's, which a reload replaces), and not again until more are lost.
+func TestActivityLogsLosses(t *testing.T) {
+	ctx := context.Background()
+	core, logs := observer.New(zap.WarnLevel)
+	l := newActivityLog(openTestStateDB(t, zap.NewNop()), "i", zap.New(core))
+	if err := l.close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l.rec.Record(activity.Entry{Method: "GET"}) // closed: dropped
+	l.logLosses()
+	l.lossGate.Every = 0 // let the next call through: nothing new to say
+	l.logLosses()
+	lost := logs.FilterMessage("activity entries lost").All()
+	if len(lost) != 1 || lost[0].LoggerName != "activity" || lost[0].ContextMap()["activity_dropped"] != uint64(1) {
+		t.Fatalf("loss lines %+v", lost)
 	}
 }

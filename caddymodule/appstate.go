@@ -206,9 +206,6 @@ type sharedState struct {
 	// auditLogged is what it logged last (guarded by auditLog).
 	auditLog    periodic.Gate
 	auditLogged audit.Stats
-	// activityLog paces the sweeper's log of the activity Recorder's
-	// counts (what it logged last is in activity.logged).
-	activityLog periodic.Gate
 	// log is not any config's logger: the state outlives the config
 	// that opened it, and that config's log writer may be closed.
 	log *zap.Logger
@@ -311,7 +308,6 @@ func (a *App) loadShared(ctx context.Context, db *state.DB, stores sharedStores,
 		instance = id
 	}
 	sh.activity = newActivityLog(db, instance, log)
-	sh.activityLog.Every = auditLogEvery
 	maxStale, reload := defaultMaxStale, defaultReloadInterval
 	if a.State != nil {
 		maxStale, reload = time.Duration(a.State.MaxStale), time.Duration(a.State.ReloadInterval)
