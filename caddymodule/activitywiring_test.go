@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
 )
 
@@ -29,9 +30,19 @@ func TestDestructFlushesActivity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 3 {
+	for i := range 2 {
 		sh.activity.rec.Observe(&activity.Entry{At: time.Now(), Method: "GET", Host: "h", Path: fmt.Sprintf("/%d", i), Status: 200, Decision: activity.Forwarded})
 	}
+	// Destruct ends every session, closing its tunnels: what is logged
+	// as they close is written too (the activity log closes after).
+	sess, _, err := sh.sessions.Create(ctx, sessions.Spec{Services: []string{}, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess.Track(&closerFunc{func() error {
+		sh.activity.rec.Observe(&activity.Entry{At: time.Now(), Session: sess.ID, Method: "CONNECT", Host: "h", Port: 443, Status: 200, Decision: activity.Forwarded})
+		return nil
+	}})
 	if err := sh.Destruct(); err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +56,7 @@ func TestDestructFlushesActivity(t *testing.T) {
 		t.Fatal(err)
 	}
 	id, _ := instanceID(a.DataDir)
-	if len(rows) != 3 || rows[0].Instance != id || id == "" {
+	if len(rows) != 3 || rows[0].Instance != id || id == "" || rows[0].Method != "CONNECT" {
 		t.Fatalf("after Destruct: %+v (instance %q)", rows, id)
 	}
 	if st := sh.activity.rec.Stats(); st.Written != 3 || st.Queued != 0 || st.Dropped != 0 {
@@ -94,6 +105,11 @@ func TestActivityPurge(t *testing.T) {
 		t.Fatalf("more than 1000 were kept: trim to 999 removed %d (%v)", n, err)
 	}
 }
+
+// closerFunc is an io.Closer (a pointer: Track keys a map by it).
+type closerFunc struct{ f func() error }
+
+func (c *closerFunc) Close() error { return c.f() }
 
 // Lost entries are logged once through the shared state's logger (not
 // a config's, which a reload replaces), and not again until more are lost.

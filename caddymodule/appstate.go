@@ -468,10 +468,11 @@ func (sh *sharedState) auditStats() audit.Stats { return sh.audit.Stats() }
 const shutdownFlush = 5 * time.Second
 
 // Destruct runs when the last config using this state is gone: unsaved
-// session activity is flushed, the activity log's buffer is written, the audit entries still queued are written (for
-// up to shutdownFlush; those left are logged one by one), every session
-// ends here (its tunnels close; the database keeps it for the next
-// start) and the database is closed.
+// session activity is flushed, the audit entries still queued are
+// written (for up to shutdownFlush; those left are logged one by one),
+// every session ends here (its tunnels close; the database keeps it for
+// the next start), the activity log's buffer is written (what the
+// closing tunnels logged included) and the database is closed.
 func (sh *sharedState) Destruct() error {
 	sh.stopFeed()
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownFlush)
@@ -489,11 +490,11 @@ func (sh *sharedState) Destruct() error {
 	if err := sh.audit.Flush(actx); err != nil {
 		sh.log.Error("audit entries not recorded at shutdown", zap.Error(err))
 	}
-	// The activity log last before the database closes: the
-	// revocations above may still have been logged by the proxy.
+	// Ending the sessions closes their tunnels, which the proxy logs;
+	// then the activity log, last before the database closes.
+	sh.sessions.RevokeAll()
 	if err := sh.activity.close(actx); err != nil {
 		sh.log.Error("activity entries not written at shutdown", zap.Error(err))
 	}
-	sh.sessions.RevokeAll()
 	return sh.db.Close()
 }
