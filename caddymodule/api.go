@@ -132,8 +132,16 @@ func (API) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision refuses a listen address another process holds, finds the
-// app and sets up the routes.
+// Validate checks the configuration alone (no I/O): allowed_hosts.
+// Provision checks it too, first, so that a bad name fails before any
+// listener or app is looked at.
+func (a *API) Validate() error {
+	_, err := canonicalAllowedHosts(a.AllowedHosts)
+	return err
+}
+
+// Provision validates allowed_hosts, refuses a listen address another
+// process holds, finds the app and sets up the routes.
 func (a *API) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	if err := a.compileAllowedHosts(); err != nil { // hostcheck.go
@@ -436,5 +444,6 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*API)(nil)
+	_ caddy.Validator             = (*API)(nil)
 	_ caddyhttp.MiddlewareHandler = (*API)(nil)
 )

@@ -162,7 +162,8 @@ type App struct {
 
 	// The most activity entries kept: beyond it the oldest are deleted
 	// (checked every 5 minutes, so the table may briefly hold more).
-	// Default 1000000; at least 1000.
+	// Default 1000000 (also what 0 or leaving it out means); at least
+	// 1000.
 	ActivityMaxRows int `json:"activity_max_rows,omitempty"`
 
 	// Leaves the activity log out of the proxy: requests and refusals

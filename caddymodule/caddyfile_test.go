@@ -199,6 +199,12 @@ func TestAPICaddyfile(t *testing.T) {
 		if c.compileAllowedHosts() == nil {
 			t.Errorf("allowed_hosts %q validated", bad)
 		}
+		if err := (&API{AllowedHosts: []string{"ok.example.com", bad}}).Validate(); err == nil || !strings.Contains(err.Error(), "allowed_hosts") {
+			t.Errorf("Validate allowed_hosts %q: %v", bad, err)
+		}
+	}
+	if err := (&API{AllowedHosts: []string{"Broker.Example.com."}}).Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
 	}
 }
 

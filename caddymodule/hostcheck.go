@@ -38,19 +38,26 @@ func (a *API) checkHost(r *http.Request) error {
 	return fail(http.StatusMisdirectedRequest, "this server does not answer to the name %s (DNS rebinding protection): add it to the agent_vault_api handler's allowed_hosts", hostname.Quote(host))
 }
 
-// compileAllowedHosts validates allowed_hosts (each a host name, no
-// port, no wildcard) and keeps their canonical forms for checkHost.
-func (a *API) compileAllowedHosts() error {
-	a.allowedHosts = a.allowedHosts[:0]
-	for _, h := range a.AllowedHosts {
+// canonicalAllowedHosts validates allowed_hosts (each a host name, no
+// port, no wildcard, no IP address) and returns their canonical forms,
+// which checkHost compares. It does no I/O.
+func canonicalAllowedHosts(names []string) ([]string, error) {
+	out := make([]string, 0, len(names))
+	for _, h := range names {
 		canon, isIP, err := hostname.Canonical(h)
 		if err != nil {
-			return fmt.Errorf("allowed_hosts: %v", err)
+			return nil, fmt.Errorf("allowed_hosts: %v", err)
 		}
 		if isIP {
-			return fmt.Errorf("allowed_hosts: %s is an IP address, which is always allowed: list only host names", hostname.Quote(h))
+			return nil, fmt.Errorf("allowed_hosts: %s is an IP address, which is always allowed: list only host names", hostname.Quote(h))
 		}
-		a.allowedHosts = append(a.allowedHosts, canon)
+		out = append(out, canon)
 	}
-	return nil
+	return out, nil
+}
+
+// compileAllowedHosts keeps allowed_hosts' canonical forms for checkHost.
+func (a *API) compileAllowedHosts() (err error) {
+	a.allowedHosts, err = canonicalAllowedHosts(a.AllowedHosts)
+	return err
 }
