@@ -98,7 +98,9 @@ func TestActivity(t *testing.T) {
 			t.Fatalf("paging saw %d entries, want 253", len(seen))
 		}
 
-		// Retention by count keeps the newest, then by age.
+		// Retention by count keeps the newest, then by age, deleting
+		// in chunks (smaller than a backlog here).
+		db.activityDeleteChunk = 7
 		n, err := db.TrimActivity(ctx, 100)
 		must(t, err)
 		if n != 153 {
