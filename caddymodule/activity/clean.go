@@ -42,4 +42,3 @@ func (r *Recorder) prepare(e *Entry) {
 		}
 	}
 }
-
