@@ -3,6 +3,8 @@ package activity
 import (
 	"context"
 	"time"
+
+	"github.com/agentvault/caddy-agent-vault/internal/pagecursor"
 )
 
 // Writer stores a batch of entries in one transaction. It must treat
@@ -32,11 +34,8 @@ type Store interface {
 }
 
 // Cursor is a position in the order (At, then ID). An empty ID means
-// strictly before (or after) At.
-type Cursor struct {
-	At time.Time
-	ID string
-}
+// strictly before (or after) At. It is the API's one cursor type.
+type Cursor = pagecursor.Cursor
 
 // Filter selects entries: an empty (zero) field matches every value.
 // Since keeps entries at or after it; Before, entries strictly older
