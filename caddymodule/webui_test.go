@@ -535,8 +535,6 @@ func TestWebUIActivity(t *testing.T) {
 	}
 }
 
-// TestAdminLoginID: an admin token login's id is bound to the admin
-// token; another token (a rotated one) or none does not validate it.
 // The admin token's login ends when the token changes: a broker whose
 // configuration has another admin token refuses the login's cookie and
 // bearer (its id is bound to the token it was opened with).
@@ -569,6 +567,8 @@ func TestAdminTokenLoginEndsWithTheToken(t *testing.T) {
 	}
 }
 
+// TestAdminLoginID: an admin token login's id is bound to the admin
+// token; another token (a rotated one) or none does not validate it.
 func TestAdminLoginID(t *testing.T) {
 	id := adminLoginID("lgn_0123", "ava_one")
 	if !validAdminLoginID(id, "ava_one") {
