@@ -60,11 +60,13 @@
 
   // Activity: new entries appear at the top of the table as they come.
   function live() {
-    var status = $("#activity-live"), rows = $("#activity-rows"), tmpl = $("#activity-row-template");
-    if (!status || !rows || !tmpl || !window.EventSource) return;
+    var status = $("#activity-live"), rows = $("#activity-rows");
+    if (!status || !rows || !window.EventSource) return;
     var q = status.getAttribute("data-query") || "";
     var seen = {};
     $all("tr.activity-row", rows).forEach(function (tr) { seen[tr.getAttribute("data-id")] = true; });
+    var tmpl = $("#activity-row-template");
+    if (!tmpl) return;
     var es = new EventSource("/api/v1/activity/stream" + (q ? "?" + q : ""));
     status.textContent = "Live view: connecting…";
     es.onopen = function () { status.textContent = "Live view: on"; status.setAttribute("data-state", "on"); };
