@@ -3,12 +3,15 @@ package caddymodule
 import (
 	"bufio"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
@@ -306,5 +309,41 @@ func TestActivityStream(t *testing.T) {
 	case <-ost.done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the stream outlived its login")
+	}
+}
+
+// A config reload ends the old config's open streams: Caddy's old
+// server waits for them, and they would keep checking logins against
+// the old config's admin token (here changed by the reload).
+func TestActivityStreamEndsOnReload(t *testing.T) {
+	cfg := brokerConfig{dir: t.TempDir(), api: freeAddr(t), proxy: freeAddr(t), ttl: 60}
+	runBroker(t, cfg)
+	req, err := http.NewRequest("GET", "http://"+cfg.api+"/api/v1/activity/stream", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer 0123456789abcdef0123")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("stream: %d", resp.StatusCode)
+	}
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		_, _ = io.Copy(io.Discard, resp.Body)
+	}()
+	next := cfg
+	next.ttl = 61
+	if err := caddy.Load(next.json(), true); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream outlived its config")
 	}
 }

@@ -77,6 +77,12 @@ type API struct {
 	// invalidNames counts logins with names no operator can have
 	// (api_operators.go).
 	invalidNames *invalidNames
+	// life ends when this config is unloaded (Cleanup, after Caddy
+	// cancels the Provision context): long requests (activity streams)
+	// end with it, since the old server waits for them and they would
+	// check callers against the old config.
+	life    context.Context
+	endLife context.CancelFunc
 }
 
 // apiDeps is everything the API reads from the rest of the app.
@@ -130,6 +136,7 @@ func (API) CaddyModule() caddy.ModuleInfo {
 // app and sets up the routes.
 func (a *API) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	a.life, a.endLife = context.WithCancel(ctx)
 	if err := a.compileAllowedHosts(); err != nil { // hostcheck.go
 		return err
 	}
@@ -149,6 +156,9 @@ func (a *API) Provision(ctx caddy.Context) error {
 // in exactly one permission (allow); the handler then narrows to the
 // caller's own items where the permission says "own".
 func (a *API) routes() {
+	if a.life == nil { // not provisioned: in-process tests
+		a.life, a.endLife = context.WithCancel(context.Background())
+	}
 	a.invalidNames = new(invalidNames)
 	a.invalidNames.gate.Every, a.invalidNames.gate.Now = invalidNameEvery, a.now
 	m := http.NewServeMux()
@@ -209,6 +219,15 @@ func (a *API) routes() {
 	})
 	a.mux = m
 	a.ui = webui.New(m, webui.Options{ProxyURL: a.deps.proxyURL})
+}
+
+// Cleanup ends the requests that would outlive this config (activity
+// streams).
+func (a *API) Cleanup() error {
+	if a.endLife != nil {
+		a.endLife()
+	}
+	return nil
 }
 
 // ServeHTTP serves the management API under /api/, /healthz and
@@ -430,5 +449,6 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*API)(nil)
+	_ caddy.CleanerUpper          = (*API)(nil)
 	_ caddyhttp.MiddlewareHandler = (*API)(nil)
 )

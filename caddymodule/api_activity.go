@@ -219,6 +219,8 @@ func (a *API) streamActivity(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 			return
+		case <-a.life.Done(): // a reload: the client reconnects to the new config
+			return
 		case <-ticker.C:
 		}
 		// The caller may have logged out, been deleted or lost the
