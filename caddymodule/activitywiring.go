@@ -75,6 +75,9 @@ func (s activityDB) ListActivity(ctx context.Context, f activity.Filter) ([]acti
 	if f.Before != nil {
 		sf.Before = &state.AuditCursor{At: f.Before.At, ID: f.Before.ID}
 	}
+	if f.After != nil {
+		sf.After = &state.AuditCursor{At: f.After.At, ID: f.After.ID}
+	}
 	rows, err := s.db.ListActivity(ctx, sf)
 	if err != nil {
 		return nil, fromState(err)
