@@ -2,16 +2,20 @@ package caddymodule
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
@@ -212,6 +216,8 @@ type sseStream struct {
 
 type sseEvent struct{ id, event, data string }
 
+// openStream opens the stream and returns once it answered: it reads
+// the log before it does, so every entry written after that is sent.
 func openStream(t *testing.T, pl *pipeline, c apiCall, q string, header ...string) *sseStream {
 	t.Helper()
 	req, err := http.NewRequest("GET", pl.apiURL+"/api/v1/activity/stream?"+q, nil)
@@ -287,7 +293,8 @@ func TestActivityStream(t *testing.T) {
 		t.Fatalf("first event %+v", e) // the entry from before the stream is not sent
 	}
 	wantStatus(t, get(t, agent, api.https("/second")), http.StatusOK)
-	if _, e := st.next(t); e.Path != "/second" {
+	id2, e := st.next(t)
+	if e.Path != "/second" {
 		t.Fatalf("second event %+v", e)
 	}
 
@@ -296,6 +303,16 @@ func TestActivityStream(t *testing.T) {
 	if _, e := resumed.next(t); e.Path != "/second" {
 		t.Fatalf("resumed event %+v", e)
 	}
+	// A page that lists up to /second opens its stream after that row
+	// (?after=, as EventSource cannot set Last-Event-ID at first): what
+	// came in between is not lost.
+	wantStatus(t, get(t, agent, api.https("/between")), http.StatusOK)
+	activityList(t, pl, pl.admin(), "", func(es []apiwire.ActivityEntry) bool { return len(es) == 4 })
+	fromPage := openStream(t, pl, pl.admin(), "service=api&after="+url.QueryEscape(id2))
+	if _, e := fromPage.next(t); e.Path != "/between" {
+		t.Fatalf("event after the page's newest row %+v", e)
+	}
+	wantAPIError(t, "bad after", pl.call(t, pl.admin(), "GET", "/api/v1/activity/stream?after=nope", nil), 400, "after")
 	wantAPIError(t, "bad Last-Event-ID", pl.call(t, apiCall{token: pl.adminToken, headers: []string{"Last-Event-ID", "nope"}},
 		"GET", "/api/v1/activity/stream", nil), 400, "Last-Event-ID")
 	wantAPIError(t, "bad filter", pl.call(t, pl.admin(), "GET", "/api/v1/activity/stream?decision=x", nil), 400, "decision")
@@ -346,4 +363,53 @@ func TestActivityStreamEndsOnReload(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the stream outlived its config")
 	}
+}
+
+// countingLister counts the reads of the log that returned.
+type countingLister struct {
+	activity.Lister
+	reads atomic.Int32
+}
+
+func (l *countingLister) ListActivity(ctx context.Context, f activity.Filter) ([]activity.Entry, error) {
+	defer l.reads.Add(1)
+	return l.Lister.ListActivity(ctx, f)
+}
+
+// headerProbe notes how many reads of the log were done when the
+// stream answered, and ends the request at its first flush.
+type headerProbe struct {
+	*httptest.ResponseRecorder
+	lister        *countingLister
+	readsAtHeader int32
+	end           context.CancelFunc
+}
+
+func (p *headerProbe) WriteHeader(code int) {
+	p.readsAtHeader = p.lister.reads.Load()
+	p.ResponseRecorder.WriteHeader(code)
+}
+
+func (p *headerProbe) Flush() { p.ResponseRecorder.Flush(); p.end() }
+
+// The stream answers only once it has read the log: whatever is written
+// after the client sees the answer is news, and is sent.
+func TestActivityStreamReadsBeforeAnswering(t *testing.T) {
+	l := &countingLister{Lister: &emptyLister{}}
+	a := &API{logger: zap.NewNop(), deps: apiDeps{activity: l, streamPoll: time.Hour}}
+	a.routes()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := &headerProbe{ResponseRecorder: httptest.NewRecorder(), lister: l, end: cancel}
+	a.streamActivity(w, httptest.NewRequest("GET", "/api/v1/activity/stream", nil).WithContext(ctx))
+	if w.Code != 200 || w.readsAtHeader == 0 {
+		t.Fatalf("answered %d after %d reads of the log, want 200 after the first", w.Code, w.readsAtHeader)
+	}
+}
+
+// emptyLister is an empty activity log.
+type emptyLister struct{}
+
+func (*emptyLister) ListActivity(context.Context, activity.Filter) ([]activity.Entry, error) {
+	return nil, nil
 }

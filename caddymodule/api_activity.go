@@ -139,23 +139,23 @@ func wireActivity(e activity.Entry) apiwire.ActivityEntry {
 // filters but before and limit) with Server-Sent Events: each new
 // entry, oldest first, as "id: <cursor>", "event: activity" and
 // "data: <ActivityEntry JSON>"; a ": keep-alive" comment every 15s. A
-// Last-Event-ID header resumes after that entry. It reads the database
-// every second, so every broker's entries appear, and it ends when the
-// caller's login or token stops being valid (checked at every poll).
+// Last-Event-ID header (a reconnect) or else ?after=<cursor> (a page
+// that lists entries up to that one: EventSource sets no header on its
+// first connect) starts after that entry; without either it starts
+// with what is new when it answers, as it reads the log before it
+// answers 200. It reads the database every second, so every broker's
+// entries appear, and it ends when the caller's login or token stops
+// being valid (checked at every poll) or when this config is unloaded.
 func (a *API) streamActivity(w http.ResponseWriter, r *http.Request) {
 	f, err := a.activityFilter(r)
 	if err != nil {
 		a.answerError(w, r, err)
 		return
 	}
-	var after *activity.Cursor
-	if last := r.Header.Get("Last-Event-ID"); last != "" {
-		at, id, err := audit.ParseBefore(last)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "Last-Event-ID: "+err.Error())
-			return
-		}
-		after = &activity.Cursor{At: at, ID: id}
+	after, err := streamStart(r)
+	if err != nil {
+		a.answerError(w, r, err)
+		return
 	}
 	if a.deps.activity == nil {
 		a.answerError(w, r, fail(http.StatusServiceUnavailable, "the activity log is not available"))
@@ -169,34 +169,36 @@ func (a *API) streamActivity(w http.ResponseWriter, r *http.Request) {
 	}
 	defer openStreams.Add(-1)
 
+	fl := activity.NewFollower(a.deps.activity, f, after, a.now(), 0)
+	poll := func() ([]activity.Entry, error) {
+		ctx, cancel := writeContext(r)
+		defer cancel()
+		return fl.Poll(ctx)
+	}
+	// The first read before the answer: once the client has it, what
+	// is written is news to this stream.
+	entries, err := poll()
+	if err != nil {
+		a.answerError(w, r, err)
+		return
+	}
 	rc := http.NewResponseController(w)
 	_ = rc.SetWriteDeadline(time.Time{}) // a stream outlives the server's write timeout
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	if _, err := w.Write([]byte(": stream open\n\n")); err != nil || rc.Flush() != nil {
+	if _, err := w.Write([]byte(": stream open\n\n")); err != nil {
 		return
 	}
-	poll := a.deps.streamPoll
-	if poll <= 0 {
-		poll = defaultStreamPoll
+	every := a.deps.streamPoll
+	if every <= 0 {
+		every = defaultStreamPoll
 	}
-	fl := activity.NewFollower(a.deps.activity, f, after, a.now(), 0)
-	ticker := time.NewTicker(poll)
+	ticker := time.NewTicker(every)
 	defer ticker.Stop()
 	lastSent := time.Now()
 	failing := false
 	for {
-		ctx, cancel := writeContext(r)
-		entries, err := fl.Poll(ctx)
-		cancel()
-		switch {
-		case err != nil && !failing:
-			a.logger.Warn("activity stream: reading the log failed; retrying", zap.Error(err))
-			failing = true
-		case err == nil:
-			failing = false
-		}
 		for _, e := range entries {
 			data, err := json.Marshal(wireActivity(e))
 			if err != nil {
@@ -230,7 +232,35 @@ func (a *API) streamActivity(w http.ResponseWriter, r *http.Request) {
 			_ = rc.Flush()
 			return
 		}
+		entries, err = poll()
+		switch {
+		case err != nil && !failing:
+			a.logger.Warn("activity stream: reading the log failed; retrying", zap.Error(err))
+			failing = true
+		case err == nil:
+			failing = false
+		}
 	}
+}
+
+// streamStart is the cursor a stream starts after: Last-Event-ID (a
+// reconnect, so newer than the page's), else ?after=; nil without
+// either. Either is a cursor of this API (an event's id, a page's
+// next_before) or an RFC 3339 time (from that time on). Any error is
+// 400.
+func streamStart(r *http.Request) (*activity.Cursor, error) {
+	name, v := "Last-Event-ID", r.Header.Get("Last-Event-ID")
+	if v == "" {
+		name, v = "after", r.URL.Query().Get("after")
+	}
+	if v == "" {
+		return nil, nil
+	}
+	at, id, err := audit.ParseBefore(v)
+	if err != nil {
+		return nil, fail(http.StatusBadRequest, "%s: %v", name, err)
+	}
+	return &activity.Cursor{At: at, ID: id}, nil
 }
 
 // stillAllowed resolves r's credentials again and checks perm.
