@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -38,17 +39,19 @@ func activityPipeline(t *testing.T) (*pipeline, *upstream, agentSession, *http.C
 // findEntry returns the first observed entry that match accepts.
 func findEntry(t *testing.T, pl *pipeline, what string, match func(activity.Entry) bool) activity.Entry {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.After(5 * time.Second)
 	for {
+		added := pl.observed.added.wait()
 		for _, e := range pl.observed.all() {
 			if match(e) {
 				return e
 			}
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-added:
+		case <-deadline:
 			t.Fatalf("no entry for %s among %+v", what, pl.observed.all())
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -100,20 +103,23 @@ func TestActivityProxyEntries(t *testing.T) {
 	}
 }
 
-// activityList polls GET /api/v1/activity?q until cond holds.
+// activityList reads GET /api/v1/activity?q again after each batch the
+// Recorder stores, until cond holds.
 func activityList(t *testing.T, pl *pipeline, c apiCall, q string, cond func([]apiwire.ActivityEntry) bool) apiwire.ActivityList {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.After(10 * time.Second)
 	for {
+		written := pl.written.wait()
 		var out apiwire.ActivityList
 		pl.must(t, c, "GET", "/api/v1/activity?"+q, nil, 200, &out)
 		if cond(out.Entries) {
 			return out
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-written:
+		case <-deadline:
 			t.Fatalf("GET /api/v1/activity?%s: %+v", q, out.Entries)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -412,4 +418,74 @@ type emptyLister struct{}
 
 func (*emptyLister) ListActivity(context.Context, activity.Filter) ([]activity.Entry, error) {
 	return nil, nil
+}
+
+// testClock is a clock a test moves.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *testClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// An idle stream sends a keep-alive once 15s passed on its clock, and
+// Cleanup (the config unloaded) ends it.
+func TestActivityStreamKeepAliveAndCleanup(t *testing.T) {
+	token := "ava_" + strings.Repeat("0123456789abcdef", 4)
+	clock := &testClock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
+	ticks, stopped := make(chan time.Time), make(chan struct{})
+	a := &API{logger: zap.NewNop(), deps: apiDeps{adminToken: token, activity: &emptyLister{}, now: clock.Now,
+		streamTicks: func(time.Duration) (<-chan time.Time, func()) { return ticks, func() { close(stopped) } }}}
+	a.routes()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { a.ServeHTTP(w, r, nil) }))
+	defer srv.Close()
+	req, _ := http.NewRequest("GET", srv.URL+"/api/v1/activity/stream", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	lines := make(chan string, 10)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if sc.Text() != "" {
+				lines <- sc.Text()
+			}
+		}
+	}()
+	next := func() string {
+		t.Helper()
+		select {
+		case l := <-lines:
+			return l
+		case <-time.After(10 * time.Second):
+			t.Fatal("no line within 10s")
+			return ""
+		}
+	}
+	if l := next(); l != ": stream open" {
+		t.Fatalf("first line %q", l)
+	}
+	clock.advance(streamKeepAlive)
+	ticks <- clock.Now()
+	if l := next(); l != ": keep-alive" {
+		t.Fatalf("after 15s idle: %q", l)
+	}
+	a.Cleanup()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream outlived Cleanup")
+	}
+	if l, open := <-lines; open {
+		t.Fatalf("after Cleanup: %q", l)
+	}
 }

@@ -122,6 +122,9 @@ type apiDeps struct {
 	// streamPoll is how often an activity stream reads the log; 0 is
 	// every second (tests make it shorter).
 	streamPoll time.Duration
+	// streamTicks is the stream's poll ticker: a channel of ticks and
+	// its stop (nil: a time.Ticker); tests tick it by hand.
+	streamTicks func(every time.Duration) (<-chan time.Time, func())
 }
 
 // CaddyModule returns the Caddy module information.

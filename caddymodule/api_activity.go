@@ -194,9 +194,9 @@ func (a *API) streamActivity(w http.ResponseWriter, r *http.Request) {
 	if every <= 0 {
 		every = defaultStreamPoll
 	}
-	ticker := time.NewTicker(every)
-	defer ticker.Stop()
-	lastSent := time.Now()
+	ticks, stop := a.streamTicker(every)
+	defer stop()
+	lastSent := a.now()
 	failing := false
 	for {
 		for _, e := range entries {
@@ -207,13 +207,13 @@ func (a *API) streamActivity(w http.ResponseWriter, r *http.Request) {
 			if _, err := w.Write([]byte("id: " + audit.EncodeCursor(e.At, e.ID) + "\nevent: activity\ndata: " + string(data) + "\n\n")); err != nil {
 				return
 			}
-			lastSent = time.Now()
+			lastSent = a.now()
 		}
-		if time.Since(lastSent) >= streamKeepAlive {
+		if a.now().Sub(lastSent) >= streamKeepAlive {
 			if _, err := w.Write([]byte(": keep-alive\n\n")); err != nil {
 				return
 			}
-			lastSent = time.Now()
+			lastSent = a.now()
 		}
 		if rc.Flush() != nil {
 			return
@@ -223,7 +223,7 @@ func (a *API) streamActivity(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-a.life.Done(): // a reload: the client reconnects to the new config
 			return
-		case <-ticker.C:
+		case <-ticks:
 		}
 		// The caller may have logged out, been deleted or lost the
 		// role since: the stream ends with its right to read.
@@ -241,6 +241,15 @@ func (a *API) streamActivity(w http.ResponseWriter, r *http.Request) {
 			failing = false
 		}
 	}
+}
+
+// streamTicker is the stream's poll ticker (apiDeps.streamTicks).
+func (a *API) streamTicker(every time.Duration) (<-chan time.Time, func()) {
+	if a.deps.streamTicks != nil {
+		return a.deps.streamTicks(every)
+	}
+	t := time.NewTicker(every)
+	return t.C, t.Stop
 }
 
 // streamStart is the cursor a stream starts after: Last-Event-ID (a
