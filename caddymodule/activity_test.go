@@ -123,6 +123,25 @@ func activityList(t *testing.T, pl *pipeline, c apiCall, q string, cond func([]a
 	}
 }
 
+// Entries hold hosts in the canonical form (hostname.Normalize), also
+// for a request refused before its target was checked (a 407), so the
+// ?host= filter finds an uppercase or trailing-dot CONNECT target.
+func TestActivityHostsNormalised(t *testing.T) {
+	pl, _, s, _ := activityPipeline(t)
+	if a, _ := pl.connect(t, "API.Unknown.Example.:443", basicAuth("avs_not-a-session")); a.status != 407 {
+		t.Fatalf("bad token: %d", a.status)
+	}
+	if a, _ := pl.connect(t, "API.UNKNOWN.example:443", basicAuth(s.token)); a.status != 403 {
+		t.Fatalf("uncovered CONNECT: %d", a.status)
+	}
+	got := activityList(t, pl, pl.admin(), "host=API.Unknown.Example.", func(es []apiwire.ActivityEntry) bool { return len(es) >= 2 })
+	for _, e := range got.Entries {
+		if e.Host != "api.unknown.example" || e.Port != 443 {
+			t.Errorf("entry host %q port %d, want api.unknown.example 443", e.Host, e.Port)
+		}
+	}
+}
+
 func TestActivityAPI(t *testing.T) {
 	pl, api, s, agent := activityPipeline(t)
 	stranger := pl.session(t)
@@ -158,6 +177,7 @@ func TestActivityAPI(t *testing.T) {
 		"status=403":                     2,
 		"session=" + s.id:                3,
 		"since=1h":                       3,
+		"since=7d":                       3,
 		"since=" + url.QueryEscape(time.Now().Add(time.Hour).Format(time.RFC3339)): 0,
 		"agent=nobody": 0,
 	} {
@@ -319,8 +339,11 @@ func TestActivityStream(t *testing.T) {
 		t.Fatalf("event after the page's newest row %+v", e)
 	}
 	wantAPIError(t, "bad after", pl.call(t, pl.admin(), "GET", "/api/v1/activity/stream?after=nope", nil), 400, "after")
-	wantAPIError(t, "bad Last-Event-ID", pl.call(t, apiCall{token: pl.adminToken, headers: []string{"Last-Event-ID", "nope"}},
-		"GET", "/api/v1/activity/stream", nil), 400, "Last-Event-ID")
+	badID := pl.call(t, apiCall{token: pl.adminToken, headers: []string{"Last-Event-ID", "nope"}}, "GET", "/api/v1/activity/stream", nil)
+	wantAPIError(t, "bad Last-Event-ID", badID, 400, "Last-Event-ID: want a cursor")
+	if strings.Contains(badID.errText(), `"before"`) {
+		t.Errorf("the Last-Event-ID error names another parameter: %s", badID.errText())
+	}
 	wantAPIError(t, "bad filter", pl.call(t, pl.admin(), "GET", "/api/v1/activity/stream?decision=x", nil), 400, "decision")
 
 	// The stream ends when its login does.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
+	"github.com/agentvault/caddy-agent-vault/internal/periodic"
 )
 
 // Defaults and bounds of the App's activity fields.
@@ -73,10 +74,10 @@ func (s activityDB) ListActivity(ctx context.Context, f activity.Filter) ([]acti
 	sf := state.ActivityFilter{Session: f.Session, Agent: f.Agent, Service: f.Service, Host: f.Host,
 		Decision: string(f.Decision), Code: f.Code, Status: f.Status, Since: f.Since, Limit: f.Limit}
 	if f.Before != nil {
-		sf.Before = &state.AuditCursor{At: f.Before.At, ID: f.Before.ID}
+		sf.Before = f.Before
 	}
 	if f.After != nil {
-		sf.After = &state.AuditCursor{At: f.After.At, ID: f.After.ID}
+		sf.After = f.After
 	}
 	rows, err := s.db.ListActivity(ctx, sf)
 	if err != nil {
@@ -102,27 +103,49 @@ func (s activityDB) TrimActivity(ctx context.Context, keep int) (int, error) {
 	return n, fromState(err)
 }
 
-// activityLog is the shared state's part of the activity log.
+// activityLog is the shared state's part of the activity log. It logs
+// through the shared state's logger, which outlives config reloads.
 type activityLog struct {
 	rec       *activity.Recorder
 	retention *activity.Retention
+	log       *zap.Logger
 	purging   atomic.Bool
-	// logGate paces the sweeper's log of the Recorder's counts; logged
-	// is what it logged last (guarded by logGate).
-	logged activity.Stats
+	// lossGate paces logLosses; logged is what it logged last (guarded
+	// by lossGate).
+	lossGate periodic.Gate
+	logged   activity.Stats
 }
 
 func newActivityLog(db *state.DB, instance string, log *zap.Logger) *activityLog {
 	store := activityDB{db}
+	log = log.Named("activity")
 	return &activityLog{
-		rec:       activity.NewRecorder(store, activity.Options{Instance: instance, Logger: log.Named("activity")}),
-		retention: &activity.Retention{Store: store, Logger: log.Named("activity")},
+		rec:       activity.NewRecorder(store, activity.Options{Instance: instance, Logger: log}),
+		retention: &activity.Retention{Store: store, Logger: log},
+		log:       log,
+		lossGate:  periodic.Gate{Every: auditLogEvery},
 	}
+}
+
+// logLosses logs the Recorder's counts when entries were dropped or
+// failed since the last time (at most once per auditLogEvery): a log
+// that loses entries must not go unnoticed.
+func (l *activityLog) logLosses() {
+	l.lossGate.Run(context.Background(), func(context.Context, time.Time) error {
+		st := l.rec.Stats()
+		if st.Dropped == l.logged.Dropped && st.Failed == l.logged.Failed {
+			return nil
+		}
+		l.logged = st
+		l.log.Warn("activity entries lost", zap.Uint64("activity_dropped", st.Dropped), zap.Uint64("activity_failed", st.Failed),
+			zap.Uint64("activity_written", st.Written), zap.Int("activity_queued", st.Queued))
+		return nil
+	})
 }
 
 // purge starts a purge by age and count unless one is running (the
 // sweeper calls it every second; Retention runs it once per its Every).
-func (l *activityLog) purge(keep time.Duration, maxRows int, log *zap.Logger) {
+func (l *activityLog) purge(keep time.Duration, maxRows int) {
 	if !l.purging.CompareAndSwap(false, true) {
 		return
 	}
@@ -131,7 +154,7 @@ func (l *activityLog) purge(keep time.Duration, maxRows int, log *zap.Logger) {
 		ctx, cancel := context.WithTimeout(context.Background(), activityPurgeTimeout)
 		defer cancel()
 		if err := l.retention.Purge(ctx, keep, maxRows); err != nil {
-			log.Warn("purging the activity log failed; retrying later", zap.Error(err))
+			l.log.Warn("purging the activity log failed; retrying later", zap.Error(err))
 		}
 	}()
 }

@@ -8,8 +8,10 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
 )
 
@@ -28,9 +30,19 @@ func TestDestructFlushesActivity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 3 {
+	for i := range 2 {
 		sh.activity.rec.Observe(&activity.Entry{At: time.Now(), Method: "GET", Host: "h", Path: fmt.Sprintf("/%d", i), Status: 200, Decision: activity.Forwarded})
 	}
+	// Destruct ends every session, closing its tunnels: what is logged
+	// as they close is written too (the activity log closes after).
+	sess, _, err := sh.sessions.Create(ctx, sessions.Spec{Services: []string{}, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess.Track(&closerFunc{func() error {
+		sh.activity.rec.Observe(&activity.Entry{At: time.Now(), Session: sess.ID, Method: "CONNECT", Host: "h", Port: 443, Status: 200, Decision: activity.Forwarded})
+		return nil
+	}})
 	if err := sh.Destruct(); err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +56,7 @@ func TestDestructFlushesActivity(t *testing.T) {
 		t.Fatal(err)
 	}
 	id, _ := instanceID(a.DataDir)
-	if len(rows) != 3 || rows[0].Instance != id || id == "" {
+	if len(rows) != 3 || rows[0].Instance != id || id == "" || rows[0].Method != "CONNECT" {
 		t.Fatalf("after Destruct: %+v (instance %q)", rows, id)
 	}
 	if st := sh.activity.rec.Stats(); st.Written != 3 || st.Queued != 0 || st.Dropped != 0 {
@@ -70,7 +82,7 @@ func TestActivityPurge(t *testing.T) {
 	}
 	l := newActivityLog(db, "i", zap.NewNop())
 	defer l.close(ctx)
-	l.purge(time.Hour, 1000, zap.NewNop())
+	l.purge(time.Hour, 1000)
 	deadline := time.Now().Add(10 * time.Second)
 	for l.purging.Load() {
 		if time.Now().After(deadline) {
@@ -82,7 +94,7 @@ func TestActivityPurge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	older, err := db.ListActivity(ctx, state.ActivityFilter{Limit: 1000, Before: &state.AuditCursor{At: now.Add(-time.Hour)}})
+	older, err := db.ListActivity(ctx, state.ActivityFilter{Limit: 1000, Before: &state.Cursor{At: now.Add(-time.Hour)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,5 +103,29 @@ func TestActivityPurge(t *testing.T) {
 	}
 	if n, err := db.TrimActivity(ctx, 999); err != nil || n != 1 {
 		t.Fatalf("more than 1000 were kept: trim to 999 removed %d (%v)", n, err)
+	}
+}
+
+// closerFunc is an io.Closer (a pointer: Track keys a map by it).
+type closerFunc struct{ f func() error }
+
+func (c *closerFunc) Close() error { return c.f() }
+
+// Lost entries are logged once through the shared state's logger (not
+// a config's, which a reload replaces), and not again until more are lost.
+func TestActivityLogsLosses(t *testing.T) {
+	ctx := context.Background()
+	core, logs := observer.New(zap.WarnLevel)
+	l := newActivityLog(openTestStateDB(t, zap.NewNop()), "i", zap.New(core))
+	if err := l.close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l.rec.Record(activity.Entry{Method: "GET"}) // closed: dropped
+	l.logLosses()
+	l.lossGate.Every = 0 // let the next call through: nothing new to say
+	l.logLosses()
+	lost := logs.FilterMessage("activity entries lost").All()
+	if len(lost) != 1 || lost[0].LoggerName != "activity" || lost[0].ContextMap()["activity_dropped"] != uint64(1) {
+		t.Fatalf("loss lines %+v", lost)
 	}
 }

@@ -2,10 +2,14 @@ package caddymodule
 
 // The management API: its routes, each behind exactly one permission,
 // the JSON helpers and the one mapping of errors to statuses. The
-// handlers live with their concept: api_auth.go (who is calling),
-// api_credentials.go (credentials, stores, services), api_sessions.go,
-// api_agents.go, api_operators.go (and logins), api_requests.go,
-// api_audit.go.
+// handlers live with their concept: hostcheck.go (the Host check every
+// request passes first), api_auth.go (who is calling), api_whoami.go,
+// api_credentials.go (credentials, stores, services), api_match.go
+// (which service a URL reaches), api_sessions.go, api_agents.go,
+// api_operators.go (and logins), api_requests.go, api_audit.go,
+// api_activity.go (the activity log and its stream), api_paging.go
+// (limit and cursors), api_metrics.go (GET /metrics); every other path
+// is the web UI's (package webui).
 
 import (
 	"context"
@@ -53,8 +57,10 @@ func writeContext(r *http.Request) (context.Context, context.CancelFunc) {
 }
 
 // API is the management API: credentials, services, sessions, agents,
-// operators, access requests and the audit trail, as JSON under
-// /api/v1/. Callers authenticate with the admin token, an agent token,
+// operators, access requests, the audit trail and the activity log, as
+// JSON under /api/v1/, the Prometheus metrics at /metrics and the web
+// UI on every other path (a client of the same API). Only Host names
+// it answers to reach it (hostcheck.go). Callers authenticate with the admin token, an agent token,
 // an operator's login (Bearer or cookie) or a session token, and each
 // route allows what identity.Allowed says for its one permission. It
 // is an ordinary Caddy handler, served on its own site (by default
@@ -135,8 +141,16 @@ func (API) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision refuses a listen address another process holds, finds the
-// app and sets up the routes.
+// Validate checks the configuration alone (no I/O): allowed_hosts.
+// Provision checks it too, first, so that a bad name fails before any
+// listener or app is looked at.
+func (a *API) Validate() error {
+	_, err := canonicalAllowedHosts(a.AllowedHosts)
+	return err
+}
+
+// Provision validates allowed_hosts, refuses a listen address another
+// process holds, finds the app and sets up the routes.
 func (a *API) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	a.life, a.endLife = context.WithCancel(ctx)
@@ -453,5 +467,6 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 var (
 	_ caddy.Provisioner           = (*API)(nil)
 	_ caddy.CleanerUpper          = (*API)(nil)
+	_ caddy.Validator             = (*API)(nil)
 	_ caddyhttp.MiddlewareHandler = (*API)(nil)
 )

@@ -12,12 +12,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
-	"github.com/agentvault/caddy-agent-vault/caddymodule/audit"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/hostname"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
+	"github.com/agentvault/caddy-agent-vault/internal/pagecursor"
 )
 
 // Stream pacing: it polls the database (so every broker's entries
@@ -48,6 +50,11 @@ func (a *API) activityFilter(r *http.Request) (activity.Filter, error) {
 			return f, fail(http.StatusBadRequest, "%s: at most %d bytes", name, maxFilterValue)
 		}
 	}
+	// Entries hold canonical hosts (hostname.Normalize): so does the
+	// filter, when it is a host at all.
+	if h, _, err := hostname.Canonical(f.Host); err == nil {
+		f.Host = h
+	}
 	if d := q.Get("decision"); d != "" {
 		if f.Decision = activity.Decision(d); !f.Decision.Valid() {
 			return f, fail(http.StatusBadRequest, "decision: want one of %s, %s, %s", activity.Forwarded, activity.Refused, activity.Failed)
@@ -64,7 +71,8 @@ func (a *API) activityFilter(r *http.Request) (activity.Filter, error) {
 		f.Status = n
 	}
 	if s := q.Get("since"); s != "" {
-		if d, err := time.ParseDuration(s); err == nil {
+		// caddy.ParseDuration, like every duration of the API (7d works).
+		if d, err := caddy.ParseDuration(s); err == nil {
 			if d <= 0 {
 				return f, fail(http.StatusBadRequest, "since: a duration must be positive (1h: the last hour)")
 			}
@@ -72,7 +80,7 @@ func (a *API) activityFilter(r *http.Request) (activity.Filter, error) {
 		} else if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
 			f.Since = t
 		} else {
-			return f, fail(http.StatusBadRequest, "since: want an RFC 3339 time such as 2026-01-02T15:04:05Z or a duration such as 1h")
+			return f, fail(http.StatusBadRequest, "since: want an RFC 3339 time such as 2026-01-02T15:04:05Z or a duration such as 1h or 7d")
 		}
 	}
 	return f, nil
@@ -88,18 +96,9 @@ func (a *API) listActivity(w http.ResponseWriter, r *http.Request) {
 		a.answerError(w, r, err)
 		return
 	}
-	q := r.URL.Query()
-	if f.Limit, err = pageLimit(q.Get("limit")); err != nil {
+	if f.Limit, f.Before, err = readPage(r.URL.Query()); err != nil {
 		a.answerError(w, r, err)
 		return
-	}
-	if before := q.Get("before"); before != "" {
-		at, id, err := audit.ParseBefore(before)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "before: "+err.Error())
-			return
-		}
-		f.Before = &activity.Cursor{At: at, ID: id}
 	}
 	if a.deps.activity == nil {
 		a.answerError(w, r, fail(http.StatusServiceUnavailable, "the activity log is not available"))
@@ -112,11 +111,8 @@ func (a *API) listActivity(w http.ResponseWriter, r *http.Request) {
 		a.answerError(w, r, err)
 		return
 	}
-	out := apiwire.ActivityList{Entries: make([]apiwire.ActivityEntry, 0, len(entries))}
-	if len(entries) == f.Limit {
-		last := entries[len(entries)-1]
-		out.NextBefore = audit.EncodeCursor(last.At, last.ID)
-	}
+	out := apiwire.ActivityList{Entries: make([]apiwire.ActivityEntry, 0, len(entries)),
+		NextBefore: nextBefore(entries, f.Limit, func(e activity.Entry) activity.Cursor { return activity.Cursor{At: e.At, ID: e.ID} })}
 	for _, e := range entries {
 		out.Entries = append(out.Entries, wireActivity(e))
 	}
@@ -204,7 +200,7 @@ func (a *API) streamActivity(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				return
 			}
-			if _, err := w.Write([]byte("id: " + audit.EncodeCursor(e.At, e.ID) + "\nevent: activity\ndata: " + string(data) + "\n\n")); err != nil {
+			if _, err := w.Write([]byte("id: " + pagecursor.Encode(e.At, e.ID) + "\nevent: activity\ndata: " + string(data) + "\n\n")); err != nil {
 				return
 			}
 			lastSent = a.now()
@@ -258,18 +254,10 @@ func (a *API) streamTicker(every time.Duration) (<-chan time.Time, func()) {
 // next_before) or an RFC 3339 time (from that time on). Any error is
 // 400.
 func streamStart(r *http.Request) (*activity.Cursor, error) {
-	name, v := "Last-Event-ID", r.Header.Get("Last-Event-ID")
-	if v == "" {
-		name, v = "after", r.URL.Query().Get("after")
+	if last := r.Header.Get("Last-Event-ID"); last != "" {
+		return readCursor("Last-Event-ID", last)
 	}
-	if v == "" {
-		return nil, nil
-	}
-	at, id, err := audit.ParseBefore(v)
-	if err != nil {
-		return nil, fail(http.StatusBadRequest, "%s: %v", name, err)
-	}
-	return &activity.Cursor{At: at, ID: id}, nil
+	return readCursor("after", r.URL.Query().Get("after"))
 }
 
 // stillAllowed resolves r's credentials again and checks perm.

@@ -62,20 +62,11 @@ func (a *API) listAudit(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	limit, err := pageLimit(q.Get("limit"))
-	if err != nil {
+	var err error
+	if f.Limit, f.Before, err = readPage(q); err != nil {
 		a.answerError(w, r, err)
 		return
 	}
-	if before := q.Get("before"); before != "" {
-		at, id, err := audit.ParseBefore(before)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "before: "+err.Error())
-			return
-		}
-		f.Before = &state.AuditCursor{At: at, ID: id}
-	}
-	f.Limit = limit
 	ctx, cancel := writeContext(r)
 	defer cancel()
 	rows, err := a.deps.ids.ListAudit(ctx, f)
@@ -83,12 +74,8 @@ func (a *API) listAudit(w http.ResponseWriter, r *http.Request) {
 		a.answerError(w, r, err)
 		return
 	}
-	out := apiwire.AuditList{Entries: make([]apiwire.AuditEntry, 0, len(rows))}
-	// A full page may have a next one (at worst it is empty).
-	if len(rows) == limit {
-		last := rows[len(rows)-1]
-		out.NextBefore = audit.EncodeCursor(last.At, last.ID)
-	}
+	out := apiwire.AuditList{Entries: make([]apiwire.AuditEntry, 0, len(rows)),
+		NextBefore: nextBefore(rows, f.Limit, func(row state.AuditRow) state.Cursor { return state.Cursor{At: row.At, ID: row.ID} })}
 	for _, row := range rows {
 		out.Entries = append(out.Entries, apiwire.AuditEntry{ID: row.ID, Time: row.At, Actor: row.Actor, ActorKind: row.ActorKind,
 			Action: row.Action, Target: row.Target, Client: row.Client, Detail: row.Detail})

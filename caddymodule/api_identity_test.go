@@ -554,6 +554,7 @@ func TestAuditTrail(t *testing.T) {
 	for _, q := range []string{"limit=0", "limit=1001", "limit=x", "action=nosuch", "before=yesterday"} {
 		wantAPIError(t, "GET /api/v1/audit?"+q, pl.call(t, pl.admin(), "GET", "/api/v1/audit?"+q, nil), 400)
 	}
+	wantAPIError(t, "GET /api/v1/audit?before=x", pl.call(t, pl.admin(), "GET", "/api/v1/audit?before=x", nil), 400, "before: want a cursor")
 	wantAPIError(t, "an old agent token reads the audit", pl.call(t, asToken(agent.Token), "GET", "/api/v1/audit", nil), 401) // rotated
 	other := pl.createAgent(t, "other", []string{"github"}, "")
 	wantAPIError(t, "an agent reads the audit", pl.call(t, asToken(other.Token), "GET", "/api/v1/audit", nil), 403, "an agent token may not GET /api/v1/audit")

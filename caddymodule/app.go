@@ -162,7 +162,8 @@ type App struct {
 
 	// The most activity entries kept: beyond it the oldest are deleted
 	// (checked every 5 minutes, so the table may briefly hold more).
-	// Default 1000000; at least 1000.
+	// Default 1000000 (also what 0 or leaving it out means); at least
+	// 1000.
 	ActivityMaxRows int `json:"activity_max_rows,omitempty"`
 
 	// Leaves the activity log out of the proxy: requests and refusals
@@ -538,22 +539,6 @@ func (a *App) logAudit() {
 	})
 }
 
-// logActivity logs the activity Recorder's counts when entries were
-// dropped or failed since the last time (at most once per
-// auditLogEvery): a log that loses entries must not go unnoticed.
-func (a *App) logActivity() {
-	a.state.activityLog.Run(context.Background(), func(context.Context, time.Time) error {
-		st, last := a.ActivityStats(), a.state.activity.logged
-		if st.Dropped == last.Dropped && st.Failed == last.Failed {
-			return nil
-		}
-		a.state.activity.logged = st
-		a.logger.Warn("activity entries lost", zap.Uint64("activity_dropped", st.Dropped), zap.Uint64("activity_failed", st.Failed),
-			zap.Uint64("activity_written", st.Written), zap.Int("activity_queued", st.Queued))
-		return nil
-	})
-}
-
 // Stop ends the sweeper and the stores' sync loops. Sessions end when
 // the last config using the same state database is cleaned up (see
 // sharedState.Destruct), not on a reload.
@@ -612,8 +597,8 @@ func (a *App) sweepSessions() {
 				call(func(ctx context.Context) error { return a.state.retention.Purge(ctx, time.Duration(a.AuditRetention)) }),
 				call(a.state.loginPurge.Purge))
 			a.logAudit()
-			a.state.activity.purge(time.Duration(a.ActivityRetention), a.ActivityMaxRows, a.logger)
-			a.logActivity()
+			a.state.activity.purge(time.Duration(a.ActivityRetention), a.ActivityMaxRows)
+			a.state.activity.logLosses()
 			switch {
 			case err != nil && err.Error() != lastErr:
 				a.logger.Warn("saving session activity or revocations failed; kept for the next try", zap.Error(err))

@@ -206,9 +206,6 @@ type sharedState struct {
 	// auditLogged is what it logged last (guarded by auditLog).
 	auditLog    periodic.Gate
 	auditLogged audit.Stats
-	// activityLog paces the sweeper's log of the activity Recorder's
-	// counts (what it logged last is in activity.logged).
-	activityLog periodic.Gate
 	// log is not any config's logger: the state outlives the config
 	// that opened it, and that config's log writer may be closed.
 	log *zap.Logger
@@ -311,7 +308,6 @@ func (a *App) loadShared(ctx context.Context, db *state.DB, stores sharedStores,
 		instance = id
 	}
 	sh.activity = newActivityLog(db, instance, log)
-	sh.activityLog.Every = auditLogEvery
 	maxStale, reload := defaultMaxStale, defaultReloadInterval
 	if a.State != nil {
 		maxStale, reload = time.Duration(a.State.MaxStale), time.Duration(a.State.ReloadInterval)
@@ -472,10 +468,11 @@ func (sh *sharedState) auditStats() audit.Stats { return sh.audit.Stats() }
 const shutdownFlush = 5 * time.Second
 
 // Destruct runs when the last config using this state is gone: unsaved
-// session activity is flushed, the activity log's buffer is written, the audit entries still queued are written (for
-// up to shutdownFlush; those left are logged one by one), every session
-// ends here (its tunnels close; the database keeps it for the next
-// start) and the database is closed.
+// session activity is flushed, the audit entries still queued are
+// written (for up to shutdownFlush; those left are logged one by one),
+// every session ends here (its tunnels close; the database keeps it for
+// the next start), the activity log's buffer is written (what the
+// closing tunnels logged included) and the database is closed.
 func (sh *sharedState) Destruct() error {
 	sh.stopFeed()
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownFlush)
@@ -493,11 +490,11 @@ func (sh *sharedState) Destruct() error {
 	if err := sh.audit.Flush(actx); err != nil {
 		sh.log.Error("audit entries not recorded at shutdown", zap.Error(err))
 	}
-	// The activity log last before the database closes: the
-	// revocations above may still have been logged by the proxy.
+	// Ending the sessions closes their tunnels, which the proxy logs;
+	// then the activity log, last before the database closes.
+	sh.sessions.RevokeAll()
 	if err := sh.activity.close(actx); err != nil {
 		sh.log.Error("activity entries not written at shutdown", zap.Error(err))
 	}
-	sh.sessions.RevokeAll()
 	return sh.db.Close()
 }

@@ -199,6 +199,12 @@ func TestAPICaddyfile(t *testing.T) {
 		if c.compileAllowedHosts() == nil {
 			t.Errorf("allowed_hosts %q validated", bad)
 		}
+		if err := (&API{AllowedHosts: []string{"ok.example.com", bad}}).Validate(); err == nil || !strings.Contains(err.Error(), "allowed_hosts") {
+			t.Errorf("Validate allowed_hosts %q: %v", bad, err)
+		}
+	}
+	if err := (&API{AllowedHosts: []string{"Broker.Example.com."}}).Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
 	}
 }
 
@@ -215,6 +221,11 @@ func TestHostCheck(t *testing.T) {
 		"ui.localhost:1": true, "broker.example.com": true, "BROKER.example.com:443": true, "broker.example.com.": true,
 		"evil.example": false, "evil.example:14321": false, "": false, "localhost.evil.example": false,
 		"example.com": false, "broker.example.com.evil": false,
+		// One parser (hostname.Normalize) for the Host header and the
+		// allowed names: case, a trailing dot and brackets do not matter,
+		// a malformed port is not ignored.
+		"LOCALHOST.": true, "LOCALHOST.:14321": true, "[::1]": true, "[::FFFF:127.0.0.1]:1": true, "Broker.Example.COM.:8443": true,
+		"localhost:abc": false, "localhost:0": false, "[::1]:": false, "::1": false, "localhost:14321:1": false,
 	} {
 		r := httptest.NewRequest("GET", "/api/v1/credentials", nil)
 		r.Host = host

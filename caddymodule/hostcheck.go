@@ -7,8 +7,9 @@ package caddymodule
 
 import (
 	"fmt"
-	"net"
 	"net/http"
+	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/hostname"
@@ -19,38 +20,44 @@ import (
 // localhost and names under .localhost (browsers resolve them to
 // loopback themselves), and the names of allowed_hosts.
 func (a *API) checkHost(r *http.Request) error {
-	host := r.Host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
-	switch {
-	case host == "":
+	if r.Host == "" {
 		return fail(http.StatusMisdirectedRequest, "a request without a Host header is not answered here")
-	case net.ParseIP(host) != nil, host == "localhost", strings.HasSuffix(host, ".localhost"):
+	}
+	// The one host parser: the same canonical form (lower case, no
+	// trailing dot, IPv6 without brackets) as the allowed names.
+	host, _, err := hostname.Normalize(r.Host, 80)
+	if err != nil {
+		return fail(http.StatusMisdirectedRequest, "this server does not answer to that Host header: %v", err)
+	}
+	if _, err := netip.ParseAddr(host); err == nil || host == "localhost" || strings.HasSuffix(host, ".localhost") {
 		return nil
 	}
-	for _, allowed := range a.allowedHosts {
-		if host == allowed {
-			return nil
-		}
+	if slices.Contains(a.allowedHosts, host) {
+		return nil
 	}
 	return fail(http.StatusMisdirectedRequest, "this server does not answer to the name %s (DNS rebinding protection): add it to the agent_vault_api handler's allowed_hosts", hostname.Quote(host))
 }
 
-// compileAllowedHosts validates allowed_hosts (each a host name, no
-// port, no wildcard) and keeps their canonical forms for checkHost.
-func (a *API) compileAllowedHosts() error {
-	a.allowedHosts = a.allowedHosts[:0]
-	for _, h := range a.AllowedHosts {
+// canonicalAllowedHosts validates allowed_hosts (each a host name, no
+// port, no wildcard, no IP address) and returns their canonical forms,
+// which checkHost compares. It does no I/O.
+func canonicalAllowedHosts(names []string) ([]string, error) {
+	out := make([]string, 0, len(names))
+	for _, h := range names {
 		canon, isIP, err := hostname.Canonical(h)
 		if err != nil {
-			return fmt.Errorf("allowed_hosts: %v", err)
+			return nil, fmt.Errorf("allowed_hosts: %v", err)
 		}
 		if isIP {
-			return fmt.Errorf("allowed_hosts: %s is an IP address, which is always allowed: list only host names", hostname.Quote(h))
+			return nil, fmt.Errorf("allowed_hosts: %s is an IP address, which is always allowed: list only host names", hostname.Quote(h))
 		}
-		a.allowedHosts = append(a.allowedHosts, strings.ToLower(canon))
+		out = append(out, canon)
 	}
-	return nil
+	return out, nil
+}
+
+// compileAllowedHosts keeps allowed_hosts' canonical forms for checkHost.
+func (a *API) compileAllowedHosts() (err error) {
+	a.allowedHosts, err = canonicalAllowedHosts(a.AllowedHosts)
+	return err
 }

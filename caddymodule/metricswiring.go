@@ -65,13 +65,6 @@ func (ts *tunnelTables) open() int {
 	return n
 }
 
-// count is how many intercepted connections the table holds.
-func (t *tunnelTable) count() int {
-	n := 0
-	t.m.Range(func(any, any) bool { n++; return true })
-	return n
-}
-
 // measured says which config the metrics read: the last one started
 // and not stopped. A reload starts the new config, then stops the old
 // one; a reload that fails stops the new one, and the old one is read

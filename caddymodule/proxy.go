@@ -328,23 +328,20 @@ func (p *Proxy) observeRefusal(r *http.Request, sess *sessions.Session, tgt targ
 	p.deps.observe.Observe(e)
 }
 
-// requestTarget is where r is going as far as its request line says,
-// unchecked (for the activity log of a request refused before its
-// target was parsed).
+// requestTarget is where r is going as far as its request line says
+// (for the activity log of a request refused before its target was
+// checked): in the canonical form of hostname.Normalize, so that the
+// log's host filter finds it, or as sent when it does not parse.
 func requestTarget(r *http.Request) target {
 	hostPort, tls, def := r.URL.Host, false, 80
 	if r.Method == http.MethodConnect || hostPort == "" {
 		hostPort, tls, def = r.Host, true, 443
 	}
-	host, port, err := net.SplitHostPort(hostPort)
+	host, port, err := hostname.Normalize(hostPort, def)
 	if err != nil {
-		return target{host: hostPort, port: def, tls: tls}
+		return target{host: hostPort, tls: tls}
 	}
-	n, err := strconv.Atoi(port)
-	if err != nil {
-		n = 0
-	}
-	return target{host: host, port: n, tls: tls}
+	return target{host: host, port: port, tls: tls}
 }
 
 // clientHost is a remote address without its port (no allocation).

@@ -192,6 +192,14 @@ type tunnelTable struct{ m sync.Map } // *tls.Conn -> *tunnel
 func (t *tunnelTable) add(c *tls.Conn, tun *tunnel) { t.m.Store(c, tun) }
 func (t *tunnelTable) remove(c net.Conn)            { t.m.Delete(c) }
 
+// count is how many intercepted connections the table holds (the
+// agent_vault_tunnels_open gauge).
+func (t *tunnelTable) count() int {
+	n := 0
+	t.m.Range(func(any, any) bool { n++; return true })
+	return n
+}
+
 // context is the inner server's ConnContext.
 func (t *tunnelTable) context(ctx context.Context, c net.Conn) context.Context {
 	if tun, ok := t.m.Load(c); ok {

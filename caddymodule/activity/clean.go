@@ -1,10 +1,9 @@
 package activity
 
-import (
-	"strings"
-	"unicode"
-	"unicode/utf8"
-)
+import "github.com/agentvault/caddy-agent-vault/internal/textclean"
+
+// clean is the one cleaning of stored text (textclean.Clean).
+var clean = textclean.Clean
 
 // Bounds of the text fields (bytes), so that a hostile request cannot
 // fill the table: a path or reason is cut, marked with "...".
@@ -42,46 +41,4 @@ func (r *Recorder) prepare(e *Entry) {
 			e.Credentials[i] = s
 		}
 	}
-}
-
-// clean makes s valid UTF-8 of at most limit bytes without control
-// characters (a NUL is refused by PostgreSQL, an escape sequence
-// rewrites a terminal showing the log) or the bidirectional controls
-// that make text read other than it is stored; a tab becomes a space.
-func clean(s string, limit int) string {
-	if plain(s, limit) {
-		return s // the common case allocates nothing
-	}
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	s = strings.Map(func(c rune) rune {
-		switch {
-		case c == '\t':
-			return ' '
-		case unicode.IsControl(c), c == '\u2028', c == '\u2029',
-			c >= '\u202a' && c <= '\u202e', c >= '\u2066' && c <= '\u2069', c == '\u200e', c == '\u200f', c == '\u061c':
-			return -1
-		}
-		return c
-	}, s)
-	if len(s) <= limit {
-		return s
-	}
-	cut := limit - len("...")
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "..."
-}
-
-// plain: short printable ASCII, which clean leaves as it is.
-func plain(s string, limit int) bool {
-	if len(s) > limit {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] >= 0x7f {
-			return false
-		}
-	}
-	return true
 }

@@ -14,7 +14,7 @@ const (
 	CodeForbidden        = "forbidden"         // 403: any other refusal of the pipeline
 	CodeMisdirected      = "misdirected"       // 421: the request's Host is not the tunnel's target
 	CodeBadRequest       = "bad_request"       // 400, 405, 505: a request the proxy cannot take
-	CodeRateLimited      = "rate_limited"      // 429
+	CodeRateLimited      = "rate_limited"      // 429: reserved for per-service rate limits (issue 12); the proxy answers no 429 yet
 	CodeStoreStale       = "store_stale"       // 503: a credential's store is past its max_staleness
 	CodeStateUnavailable = "state_unavailable" // 503: the state database is unreachable
 	CodeUpstream         = "upstream"          // 502: the exchange with the upstream failed

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -29,8 +28,7 @@ type Retention struct {
 	// Logger gets what was purged; nil logs nothing.
 	Logger *zap.Logger
 
-	once sync.Once
-	gate periodic.Gate
+	gate periodic.Lazy
 }
 
 // Purge deletes, if a purge is due, entries older than keep and all
@@ -41,13 +39,7 @@ func (r *Retention) Purge(ctx context.Context, keep time.Duration, maxRows int) 
 	if keep <= 0 || maxRows <= 0 {
 		return fmt.Errorf("activity: a retention of %v and %d rows keeps nothing", keep, maxRows)
 	}
-	r.once.Do(func() {
-		r.gate.Every, r.gate.Now = r.Every, r.Now
-		if r.gate.Every == 0 {
-			r.gate.Every = DefaultPurgeEvery
-		}
-	})
-	return r.gate.Run(ctx, func(ctx context.Context, now time.Time) error {
+	return r.gate.Run(ctx, r.Every, DefaultPurgeEvery, r.Now, func(ctx context.Context, now time.Time) error {
 		old, err1 := r.Store.DeleteActivityBefore(ctx, now.Add(-keep))
 		over, err2 := r.Store.TrimActivity(ctx, maxRows)
 		if err := errors.Join(err1, err2); err != nil {

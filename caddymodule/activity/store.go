@@ -3,6 +3,8 @@ package activity
 import (
 	"context"
 	"time"
+
+	"github.com/agentvault/caddy-agent-vault/internal/pagecursor"
 )
 
 // Writer stores a batch of entries in one transaction. It must treat
@@ -34,11 +36,8 @@ type Store interface {
 
 // Cursor is a position in the order (At, then ID). An empty ID sorts
 // before every ID: before {At, ""} is strictly before At, after it is
-// from At on.
-type Cursor struct {
-	At time.Time
-	ID string
-}
+// from At on. It is the API's one cursor type.
+type Cursor = pagecursor.Cursor
 
 // Filter selects entries: an empty (zero) field matches every value.
 // Since keeps entries at or after it; Before, entries strictly older

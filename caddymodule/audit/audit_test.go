@@ -10,8 +10,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -588,30 +586,4 @@ func TestFailedLogin(t *testing.T) {
 	if len(st.kept()) != 1 || r.Refused() != 0 || st.kept()[0].Target != "(unknown name)" {
 		t.Errorf("FailedLogin's entry not recorded: %+v", st.kept())
 	}
-}
-
-// FuzzClean: clean always gives short, valid UTF-8 without control
-// characters, and keeps short printable text as it is.
-func FuzzClean(f *testing.F) {
-	for _, s := range []string{"alice", "x\x00y", "a\tb", "\xff", strings.Repeat("é", 200), "\u202eevil", "\r\n", ""} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		c := clean(s)
-		if len(c) > maxField || !utf8.ValidString(c) {
-			t.Fatalf("clean(%q) = %q", s, c)
-		}
-		for _, r := range c {
-			if unicode.IsControl(r) || r == '\u2028' || r == '\u2029' || r >= '\u202a' && r <= '\u202e' || r >= '\u2066' && r <= '\u2069' {
-				t.Fatalf("clean(%q) = %q keeps %U", s, c, r)
-			}
-		}
-		if clean(c) != c {
-			t.Fatalf("clean is not idempotent on %q: %q then %q", s, c, clean(c))
-		}
-		printable := utf8.ValidString(s) && len(s) <= maxField && strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) < 0
-		if printable && c != s {
-			t.Fatalf("clean(%q) = %q changed printable text", s, c)
-		}
-	})
 }

@@ -3,13 +3,12 @@ package audit
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"go.uber.org/zap"
+
+	"github.com/agentvault/caddy-agent-vault/internal/textclean"
 )
 
 // MaxQueued bounds the entries a Recorder keeps for Retry.
@@ -326,34 +325,10 @@ func (r *Recorder) prepare(e Entry) Entry {
 	return e
 }
 
-// clean makes s valid UTF-8 (U+FFFD for what is not) of at most
-// maxField bytes, cut at a character boundary and marked with "...".
-// It drops control characters (C0, DEL, C1: a NUL is refused by
-// PostgreSQL, an escape sequence rewrites a terminal showing the
-// trail), line and paragraph separators, and the bidirectional
-// controls that make text read other than it is stored; a tab becomes
-// a space.
-func clean(s string) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	s = strings.Map(func(c rune) rune {
-		switch {
-		case c == '\t':
-			return ' '
-		case unicode.IsControl(c), c == '\u2028', c == '\u2029',
-			c >= '\u202a' && c <= '\u202e', c >= '\u2066' && c <= '\u2069', c == '\u200e', c == '\u200f', c == '\u061c':
-			return -1
-		}
-		return c
-	}, s)
-	if len(s) <= maxField {
-		return s
-	}
-	cut := maxField - len("...")
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "..."
-}
+// clean is the one cleaning of stored text (textclean.Clean: valid
+// UTF-8 without control or bidirectional characters), at most maxField
+// bytes.
+func clean(s string) string { return textclean.Clean(s, maxField) }
 
 // fields are e's log fields: all but Detail, which, although it never
 // holds a secret, is left to the trail itself.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -36,8 +35,7 @@ type Retention struct {
 	// Logger gets what was purged; nil logs nothing.
 	Logger *zap.Logger
 
-	once sync.Once
-	gate periodic.Gate
+	gate periodic.Lazy
 }
 
 // Purge deletes, if a purge is due, what is older than keep (the app's
@@ -47,13 +45,7 @@ func (r *Retention) Purge(ctx context.Context, keep time.Duration) error {
 	if keep <= 0 {
 		return fmt.Errorf("audit: a retention of %v keeps nothing", keep)
 	}
-	r.once.Do(func() {
-		r.gate.Every, r.gate.Now = r.Every, r.Now
-		if r.gate.Every == 0 {
-			r.gate.Every = DefaultPurgeEvery
-		}
-	})
-	return r.gate.Run(ctx, func(ctx context.Context, now time.Time) error {
+	return r.gate.Run(ctx, r.Every, DefaultPurgeEvery, r.Now, func(ctx context.Context, now time.Time) error {
 		horizon := now.Add(-keep)
 		entries, err1 := r.Store.DeleteAuditBefore(ctx, horizon)
 		requests, err2 := r.Store.DeleteAccessRequestsBefore(ctx, horizon)

@@ -58,7 +58,7 @@ func New(src Sources) *Metrics {
 		}, []string{"code"}),
 		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "upstream_duration_seconds",
-			Help:    "Duration of forwarded requests, from arrival to the end of the answer, by service.",
+			Help:    "Duration of forwarded HTTP requests (not CONNECT tunnels), from arrival to the end of the answer, by service.",
 			Buckets: upstreamBuckets,
 		}, []string{"service"}),
 	}
@@ -94,7 +94,11 @@ func (m *Metrics) Observe(e *activity.Entry) {
 		m.injections.WithLabelValues(e.Service).Inc()
 	}
 	if e.Decision == activity.Forwarded {
-		m.upstream.WithLabelValues(e.Service).Observe(e.Duration.Seconds())
+		// A relayed tunnel's duration is its whole lifetime: not a
+		// request's, so it stays out of the histogram.
+		if e.Method != http.MethodConnect {
+			m.upstream.WithLabelValues(e.Service).Observe(e.Duration.Seconds())
+		}
 		return
 	}
 	m.refusals.WithLabelValues(codeLabel(e.Code)).Inc()

@@ -34,6 +34,10 @@ func TestObserveMovesCounters(t *testing.T) {
 	stale.Service, stale.Credentials = "github", []string{"gh_token"}
 	m.Observe(stale)
 	m.Observe(&activity.Entry{Service: "github", Status: 502, Decision: activity.Failed, Code: activity.CodeUpstream})
+	// A relayed tunnel is forwarded too, but its duration is the
+	// tunnel's lifetime, not a request's.
+	m.Observe(&activity.Entry{Method: "CONNECT", Host: "relay.example.com", Port: 443, Status: 200,
+		Decision: activity.Forwarded, Duration: time.Hour})
 
 	for _, c := range []struct {
 		name string
@@ -41,6 +45,7 @@ func TestObserveMovesCounters(t *testing.T) {
 		want float64
 	}{
 		{"forwarded github 200", testutil.ToFloat64(m.requests.WithLabelValues("github", "forwarded", "200")), 2},
+		{"relayed tunnel", testutil.ToFloat64(m.requests.WithLabelValues("", "forwarded", "200")), 1},
 		{"refused 403", testutil.ToFloat64(m.requests.WithLabelValues("", "refused", "403")), 1},
 		{"failed 502", testutil.ToFloat64(m.requests.WithLabelValues("github", "failed", "502")), 1},
 		{"injections github", testutil.ToFloat64(m.injections.WithLabelValues("github")), 1},
@@ -58,7 +63,7 @@ func TestObserveMovesCounters(t *testing.T) {
 		t.Errorf("upstream histogram: count %d sum %v, want 2 and 0.06", h.GetSampleCount(), h.GetSampleSum())
 	}
 	if n := testutil.CollectAndCount(m.upstream); n != 1 {
-		t.Errorf("upstream histogram has %d series, want 1 (refusals and failures are not timed)", n)
+		t.Errorf("upstream histogram has %d series, want 1 (refusals, failures and tunnels are not timed)", n)
 	}
 }
 

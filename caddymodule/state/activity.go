@@ -36,10 +36,10 @@ type ActivityRow struct {
 
 // ActivityFilter selects activity entries: an empty (zero) field
 // matches every value. Since keeps entries at or after it; Before,
-// when set, entries older than the cursor (an AuditCursor: the same
-// order, (at, id)); After, when set, entries newer than the cursor (an
-// empty ID: from its time on), oldest first (the live stream's reads).
-// Limit is clamped to 1..MaxPageLimit; 0 is DefaultPageLimit.
+// when set, entries older than the cursor (the same order as the audit
+// trail's, (at, id)); After, when set, entries newer than the cursor
+// (an empty ID: from its time on), oldest first (the live stream's
+// reads). Limit is clamped to 1..MaxPageLimit; 0 is DefaultPageLimit.
 type ActivityFilter struct {
 	Session  string
 	Agent    string
@@ -49,8 +49,8 @@ type ActivityFilter struct {
 	Code     string
 	Status   int
 	Since    time.Time
-	Before   *AuditCursor
-	After    *AuditCursor
+	Before   *Cursor
+	After    *Cursor
 	Limit    int
 }
 
@@ -58,7 +58,8 @@ type ActivityFilter struct {
 const activityColumns = "id, at, instance, session, agent, service, method, host, port, path, status, decision, code, reason, " +
 	"bytes_in, bytes_out, duration_ns, credentials, client"
 
-const activityColumnCount = 19
+// activityColumnCount is derived, so the two cannot disagree.
+var activityColumnCount = strings.Count(activityColumns, ",") + 1
 
 // activityChunk is how many rows one INSERT carries on PostgreSQL (19
 // parameters each, well under its limit): one round trip per chunk.
@@ -213,10 +214,40 @@ func (db *DB) ListActivity(ctx context.Context, f ActivityFilter) ([]ActivityRow
 	return out, nil
 }
 
+// defaultActivityDeleteChunk is how many entries one DELETE of a purge
+// removes: each is its own statement and transaction, so a backlog of
+// a million rows never holds SQLite's write lock (and with it every
+// other write of the broker) for seconds.
+const defaultActivityDeleteChunk = 5000
+
 // DeleteActivityBefore deletes the entries older than t (retention by
 // age) and returns how many.
 func (db *DB) DeleteActivityBefore(ctx context.Context, t time.Time) (int, error) {
-	return db.deleteCount(ctx, "delete old activity", "DELETE FROM activity WHERE at < $1", boundNanos(t))
+	return db.deleteActivity(ctx, "delete old activity", "at < $1", boundNanos(t))
+}
+
+// deleteActivity deletes the entries cond selects, oldest first, in
+// chunks (defaultActivityDeleteChunk), until none is left or ctx ends;
+// it returns how many went. Each chunk is a range of the (at, id)
+// index.
+func (db *DB) deleteActivity(ctx context.Context, op, cond string, args ...any) (int, error) {
+	chunk := defaultActivityDeleteChunk
+	if db.activityDeleteChunk > 0 {
+		chunk = db.activityDeleteChunk
+	}
+	query := "DELETE FROM activity WHERE id IN (SELECT id FROM activity WHERE " + cond +
+		" ORDER BY at, id LIMIT " + strconv.Itoa(chunk) + ")"
+	total := 0
+	for {
+		n, err := db.deleteCount(ctx, op, query, args...)
+		total += n
+		if err != nil || n < chunk {
+			return total, err
+		}
+		if err := ctx.Err(); err != nil {
+			return total, db.wrap(op, err)
+		}
+	}
 }
 
 // TrimActivity deletes all but the newest keep entries (retention by
@@ -226,7 +257,8 @@ func (db *DB) TrimActivity(ctx context.Context, keep int) (int, error) {
 	if keep < 0 {
 		return 0, db.wrap(op, errors.New("keep must not be negative"))
 	}
-	// The newest entry that goes: everything at or before it goes.
+	// The newest entry that goes (one walk of the (at, id) index);
+	// everything at or before it goes, in chunks.
 	var at int64
 	var id string
 	err := db.queryRow(ctx, "SELECT at, id FROM activity ORDER BY at DESC, id DESC LIMIT 1 OFFSET "+strconv.Itoa(keep)).Scan(&at, &id)
@@ -236,5 +268,5 @@ func (db *DB) TrimActivity(ctx context.Context, keep int) (int, error) {
 	if err != nil {
 		return 0, db.wrap(op, err)
 	}
-	return db.deleteCount(ctx, op, "DELETE FROM activity WHERE at < $1 OR (at = $1 AND id <= $2)", at, id)
+	return db.deleteActivity(ctx, op, "(at < $1 OR (at = $1 AND id <= $2))", at, id)
 }

@@ -61,11 +61,11 @@ func TestActivity(t *testing.T) {
 			{ActivityFilter{Code: "uncovered_host"}, []string{"a2"}},
 			{ActivityFilter{Status: 404}, []string{"a3"}},
 			{ActivityFilter{Since: t0.Add(time.Second)}, []string{"a3", "a2"}},
-			{ActivityFilter{Before: &AuditCursor{At: r3.At, ID: r3.ID}}, []string{"a2", "a1"}},
-			{ActivityFilter{Before: &AuditCursor{At: r3.At}}, []string{"a2", "a1"}},
-			{ActivityFilter{After: &AuditCursor{At: r1.At, ID: r1.ID}}, []string{"a2", "a3"}}, // oldest first
-			{ActivityFilter{After: &AuditCursor{At: r1.At}}, []string{"a1", "a2", "a3"}},      // from that time on
-			{ActivityFilter{After: &AuditCursor{At: r1.At}, Limit: 1}, []string{"a1"}},
+			{ActivityFilter{Before: &Cursor{At: r3.At, ID: r3.ID}}, []string{"a2", "a1"}},
+			{ActivityFilter{Before: &Cursor{At: r3.At}}, []string{"a2", "a1"}},
+			{ActivityFilter{After: &Cursor{At: r1.At, ID: r1.ID}}, []string{"a2", "a3"}}, // oldest first
+			{ActivityFilter{After: &Cursor{At: r1.At}}, []string{"a1", "a2", "a3"}},      // from that time on
+			{ActivityFilter{After: &Cursor{At: r1.At}, Limit: 1}, []string{"a1"}},
 			{ActivityFilter{Agent: "ci", Limit: 1}, []string{"a3"}},
 			{ActivityFilter{Agent: "nobody"}, nil},
 		} {
@@ -81,7 +81,7 @@ func TestActivity(t *testing.T) {
 		}
 		must(t, db.InsertActivity(ctx, burst)) // more than one chunk
 		seen := map[string]bool{}
-		var before *AuditCursor
+		var before *Cursor
 		for {
 			page, err := db.ListActivity(ctx, ActivityFilter{Limit: 7, Before: before})
 			must(t, err)
@@ -95,14 +95,14 @@ func TestActivity(t *testing.T) {
 				break
 			}
 			last := page[len(page)-1]
-			before = &AuditCursor{At: last.At, ID: last.ID}
+			before = &Cursor{At: last.At, ID: last.ID}
 		}
 		if len(seen) != 253 {
 			t.Fatalf("paging saw %d entries, want 253", len(seen))
 		}
 		// And forward (the live stream's reads), oldest first.
 		clear(seen)
-		after := &AuditCursor{At: t0.Add(-time.Hour)}
+		after := &Cursor{At: t0.Add(-time.Hour)}
 		for {
 			page, err := db.ListActivity(ctx, ActivityFilter{Limit: 7, After: after})
 			must(t, err)
@@ -116,13 +116,15 @@ func TestActivity(t *testing.T) {
 				break
 			}
 			last := page[len(page)-1]
-			after = &AuditCursor{At: last.At, ID: last.ID}
+			after = &Cursor{At: last.At, ID: last.ID}
 		}
 		if len(seen) != 253 {
 			t.Fatalf("paging forward saw %d entries, want 253", len(seen))
 		}
 
-		// Retention by count keeps the newest, then by age.
+		// Retention by count keeps the newest, then by age, deleting
+		// in chunks (smaller than a backlog here).
+		db.activityDeleteChunk = 7
 		n, err := db.TrimActivity(ctx, 100)
 		must(t, err)
 		if n != 153 {
@@ -202,7 +204,7 @@ func BenchmarkActivityQuery(b *testing.B) {
 				{"agent", ActivityFilter{Agent: "agent7"}},
 				{"host+status", ActivityFilter{Host: "host43.example", Status: 403}},
 				{"session", ActivityFilter{Session: "sess123"}},
-				{"agent+cursor", ActivityFilter{Agent: "agent7", Before: &AuditCursor{At: deep}}},
+				{"agent+cursor", ActivityFilter{Agent: "agent7", Before: &Cursor{At: deep}}},
 				{"refused", ActivityFilter{Decision: "refused"}},
 			}
 			for _, q := range queries {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strconv"
 	"time"
+
+	"github.com/agentvault/caddy-agent-vault/internal/pagecursor"
 )
 
 // AuditRow is one audit entry as stored. Detail is short text and never
@@ -21,13 +23,11 @@ type AuditRow struct {
 	Detail    string
 }
 
-// AuditCursor is a position in the audit trail's order (At, then ID):
-// ListAudit with Before set to the last row of a page returns the next,
-// older page. A cursor with an empty ID means strictly before At.
-type AuditCursor struct {
-	At time.Time
-	ID string
-}
+// Cursor is a position in a list's order (At, then ID), the audit
+// trail's and the activity log's: ListAudit or ListActivity with Before
+// set to the last row of a page returns the next, older page. A cursor
+// with an empty ID means strictly before At.
+type Cursor = pagecursor.Cursor
 
 // AuditFilter selects audit entries: an empty field matches every
 // value; Before, when set, keeps only entries older than the cursor.
@@ -36,7 +36,7 @@ type AuditFilter struct {
 	Actor  string
 	Action string
 	Target string
-	Before *AuditCursor
+	Before *Cursor
 	Limit  int
 }
 

@@ -58,6 +58,9 @@ type DB struct {
 	feed   *feed
 	health health
 
+	// activityDeleteChunk overrides defaultActivityDeleteChunk (tests).
+	activityDeleteChunk int
+
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once

@@ -1084,13 +1084,13 @@ func testAudit(t *testing.T, db *DB, clk *clock) {
 		{AuditFilter{Actor: "alice", Target: "github"}, nil},
 		{AuditFilter{Actor: "ALICE"}, nil},
 		// A time cursor (no id): strictly older than that time.
-		{AuditFilter{Before: &AuditCursor{At: rows[2].At}}, []string{"e2", "e1"}},
-		{AuditFilter{Before: &AuditCursor{At: rows[2].At.Add(time.Nanosecond)}}, []string{"e3", "e2", "e1"}},
-		{AuditFilter{Before: &AuditCursor{At: rows[0].At}}, nil},
+		{AuditFilter{Before: &Cursor{At: rows[2].At}}, []string{"e2", "e1"}},
+		{AuditFilter{Before: &Cursor{At: rows[2].At.Add(time.Nanosecond)}}, []string{"e3", "e2", "e1"}},
+		{AuditFilter{Before: &Cursor{At: rows[0].At}}, nil},
 		// Cursors far outside the stored range compare as the times would.
-		{AuditFilter{Before: &AuditCursor{At: time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)}, Limit: 1}, []string{"e4"}},
-		{AuditFilter{Before: &AuditCursor{At: time.Time{}}}, nil},
-		{AuditFilter{Actor: "alice", Before: &AuditCursor{At: rows[2].At, ID: rows[2].ID}}, []string{"e1"}},
+		{AuditFilter{Before: &Cursor{At: time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)}, Limit: 1}, []string{"e4"}},
+		{AuditFilter{Before: &Cursor{At: time.Time{}}}, nil},
+		{AuditFilter{Actor: "alice", Before: &Cursor{At: rows[2].At, ID: rows[2].ID}}, []string{"e1"}},
 	} {
 		if got := ids(tc.f); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("ListAudit(%+v) = %v, want %v", tc.f, got, tc.want)
@@ -1120,7 +1120,7 @@ func testAuditPaging(t *testing.T, db *DB, clk *clock) {
 	// every collation these tests meet).
 	for _, size := range []int{1, 2, 3, 4, 5, 22, 23, 24} {
 		var got []AuditRow
-		var before *AuditCursor
+		var before *Cursor
 		for pages := 0; ; pages++ {
 			if pages > 30 {
 				t.Fatalf("page size %d: paging does not end", size)
@@ -1135,7 +1135,7 @@ func testAuditPaging(t *testing.T, db *DB, clk *clock) {
 				break
 			}
 			last := page[len(page)-1]
-			before = &AuditCursor{At: last.At, ID: last.ID}
+			before = &Cursor{At: last.At, ID: last.ID}
 		}
 		if !reflect.DeepEqual(got, want) {
 			var g, w []string

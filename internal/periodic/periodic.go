@@ -43,3 +43,23 @@ func (g *Gate) Run(ctx context.Context, job func(ctx context.Context, now time.T
 	g.last = now
 	return nil
 }
+
+// Lazy is a Gate set up on its first Run from settings filled in after
+// construction (the exported Every and Now of the retentions that use
+// it): every, or def when every is 0, and the clock now (nil:
+// time.Now). Later Runs keep that setup. It is safe for concurrent use.
+type Lazy struct {
+	once sync.Once
+	gate Gate
+}
+
+// Run runs job as Gate.Run does, setting the gate up first if need be.
+func (l *Lazy) Run(ctx context.Context, every, def time.Duration, now func() time.Time, job func(ctx context.Context, now time.Time) error) error {
+	l.once.Do(func() {
+		l.gate.Every, l.gate.Now = every, now
+		if every == 0 {
+			l.gate.Every = def
+		}
+	})
+	return l.gate.Run(ctx, job)
+}

@@ -50,3 +50,27 @@ func TestGate(t *testing.T) {
 		t.Errorf("the zero Gate ran %d times of 3", n)
 	}
 }
+
+// Lazy takes its interval (or the default for 0) and clock on the
+// first Run, and keeps them.
+func TestLazy(t *testing.T) {
+	now := time.Unix(1000, 0)
+	clock := func() time.Time { return now }
+	var l Lazy
+	runs := 0
+	job := func(context.Context, time.Time) error { runs++; return nil }
+	for _, step := range []time.Duration{0, time.Minute, 59 * time.Minute, time.Minute} {
+		now = now.Add(step)
+		// A later Run's settings (every 1ns) are not taken.
+		every := time.Duration(0)
+		if runs > 0 {
+			every = time.Nanosecond
+		}
+		if err := l.Run(context.Background(), every, time.Hour, clock, job); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if runs != 2 {
+		t.Fatalf("%d runs in 61 minutes with the 1h default, want 2", runs)
+	}
+}
