@@ -2,13 +2,21 @@ package caddymodule
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
@@ -31,17 +39,19 @@ func activityPipeline(t *testing.T) (*pipeline, *upstream, agentSession, *http.C
 // findEntry returns the first observed entry that match accepts.
 func findEntry(t *testing.T, pl *pipeline, what string, match func(activity.Entry) bool) activity.Entry {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.After(5 * time.Second)
 	for {
+		added := pl.observed.added.wait()
 		for _, e := range pl.observed.all() {
 			if match(e) {
 				return e
 			}
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-added:
+		case <-deadline:
 			t.Fatalf("no entry for %s among %+v", what, pl.observed.all())
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -93,20 +103,23 @@ func TestActivityProxyEntries(t *testing.T) {
 	}
 }
 
-// activityList polls GET /api/v1/activity?q until cond holds.
+// activityList reads GET /api/v1/activity?q again after each batch the
+// Recorder stores, until cond holds.
 func activityList(t *testing.T, pl *pipeline, c apiCall, q string, cond func([]apiwire.ActivityEntry) bool) apiwire.ActivityList {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.After(10 * time.Second)
 	for {
+		written := pl.written.wait()
 		var out apiwire.ActivityList
 		pl.must(t, c, "GET", "/api/v1/activity?"+q, nil, 200, &out)
 		if cond(out.Entries) {
 			return out
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-written:
+		case <-deadline:
 			t.Fatalf("GET /api/v1/activity?%s: %+v", q, out.Entries)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -229,6 +242,8 @@ type sseStream struct {
 
 type sseEvent struct{ id, event, data string }
 
+// openStream opens the stream and returns once it answered: it reads
+// the log before it does, so every entry written after that is sent.
 func openStream(t *testing.T, pl *pipeline, c apiCall, q string, header ...string) *sseStream {
 	t.Helper()
 	req, err := http.NewRequest("GET", pl.apiURL+"/api/v1/activity/stream?"+q, nil)
@@ -304,7 +319,8 @@ func TestActivityStream(t *testing.T) {
 		t.Fatalf("first event %+v", e) // the entry from before the stream is not sent
 	}
 	wantStatus(t, get(t, agent, api.https("/second")), http.StatusOK)
-	if _, e := st.next(t); e.Path != "/second" {
+	id2, e := st.next(t)
+	if e.Path != "/second" {
 		t.Fatalf("second event %+v", e)
 	}
 
@@ -313,6 +329,16 @@ func TestActivityStream(t *testing.T) {
 	if _, e := resumed.next(t); e.Path != "/second" {
 		t.Fatalf("resumed event %+v", e)
 	}
+	// A page that lists up to /second opens its stream after that row
+	// (?after=, as EventSource cannot set Last-Event-ID at first): what
+	// came in between is not lost.
+	wantStatus(t, get(t, agent, api.https("/between")), http.StatusOK)
+	activityList(t, pl, pl.admin(), "", func(es []apiwire.ActivityEntry) bool { return len(es) == 4 })
+	fromPage := openStream(t, pl, pl.admin(), "service=api&after="+url.QueryEscape(id2))
+	if _, e := fromPage.next(t); e.Path != "/between" {
+		t.Fatalf("event after the page's newest row %+v", e)
+	}
+	wantAPIError(t, "bad after", pl.call(t, pl.admin(), "GET", "/api/v1/activity/stream?after=nope", nil), 400, "after")
 	badID := pl.call(t, apiCall{token: pl.adminToken, headers: []string{"Last-Event-ID", "nope"}}, "GET", "/api/v1/activity/stream", nil)
 	wantAPIError(t, "bad Last-Event-ID", badID, 400, "Last-Event-ID: want a cursor")
 	if strings.Contains(badID.errText(), `"before"`) {
@@ -365,5 +391,160 @@ func TestActivityEntryTimeIsTheEnd(t *testing.T) {
 	e := findEntry(t, pl, "the slow request", func(e activity.Entry) bool { return e.Path == "/slow" })
 	if !e.At.After(mid) || !e.At.Add(-e.Duration).Before(mid) {
 		t.Errorf("entry at %v with duration %v: want it to end after %v and to have begun before", e.At, e.Duration, mid)
+	}
+}
+
+// A config reload ends the old config's open streams: Caddy's old
+// server waits for them, and they would keep checking logins against
+// the old config's admin token (here changed by the reload).
+func TestActivityStreamEndsOnReload(t *testing.T) {
+	cfg := brokerConfig{dir: t.TempDir(), api: freeAddr(t), proxy: freeAddr(t), ttl: 60}
+	runBroker(t, cfg)
+	req, err := http.NewRequest("GET", "http://"+cfg.api+"/api/v1/activity/stream", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer 0123456789abcdef0123")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("stream: %d", resp.StatusCode)
+	}
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		_, _ = io.Copy(io.Discard, resp.Body)
+	}()
+	next := cfg
+	next.ttl = 61
+	if err := caddy.Load(next.json(), true); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream outlived its config")
+	}
+}
+
+// countingLister counts the reads of the log that returned.
+type countingLister struct {
+	activity.Lister
+	reads atomic.Int32
+}
+
+func (l *countingLister) ListActivity(ctx context.Context, f activity.Filter) ([]activity.Entry, error) {
+	defer l.reads.Add(1)
+	return l.Lister.ListActivity(ctx, f)
+}
+
+// headerProbe notes how many reads of the log were done when the
+// stream answered, and ends the request at its first flush.
+type headerProbe struct {
+	*httptest.ResponseRecorder
+	lister        *countingLister
+	readsAtHeader int32
+	end           context.CancelFunc
+}
+
+func (p *headerProbe) WriteHeader(code int) {
+	p.readsAtHeader = p.lister.reads.Load()
+	p.ResponseRecorder.WriteHeader(code)
+}
+
+func (p *headerProbe) Flush() { p.ResponseRecorder.Flush(); p.end() }
+
+// The stream answers only once it has read the log: whatever is written
+// after the client sees the answer is news, and is sent.
+func TestActivityStreamReadsBeforeAnswering(t *testing.T) {
+	l := &countingLister{Lister: &emptyLister{}}
+	a := &API{logger: zap.NewNop(), deps: apiDeps{activity: l, streamPoll: time.Hour}}
+	a.routes()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := &headerProbe{ResponseRecorder: httptest.NewRecorder(), lister: l, end: cancel}
+	a.streamActivity(w, httptest.NewRequest("GET", "/api/v1/activity/stream", nil).WithContext(ctx))
+	if w.Code != 200 || w.readsAtHeader == 0 {
+		t.Fatalf("answered %d after %d reads of the log, want 200 after the first", w.Code, w.readsAtHeader)
+	}
+}
+
+// emptyLister is an empty activity log.
+type emptyLister struct{}
+
+func (*emptyLister) ListActivity(context.Context, activity.Filter) ([]activity.Entry, error) {
+	return nil, nil
+}
+
+// testClock is a clock a test moves.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *testClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// An idle stream sends a keep-alive once 15s passed on its clock, and
+// Cleanup (the config unloaded) ends it.
+func TestActivityStreamKeepAliveAndCleanup(t *testing.T) {
+	token := "ava_" + strings.Repeat("0123456789abcdef", 4)
+	clock := &testClock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
+	ticks, stopped := make(chan time.Time), make(chan struct{})
+	a := &API{logger: zap.NewNop(), deps: apiDeps{adminToken: token, activity: &emptyLister{}, now: clock.Now,
+		streamTicks: func(time.Duration) (<-chan time.Time, func()) { return ticks, func() { close(stopped) } }}}
+	a.routes()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { a.ServeHTTP(w, r, nil) }))
+	defer srv.Close()
+	req, _ := http.NewRequest("GET", srv.URL+"/api/v1/activity/stream", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	lines := make(chan string, 10)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if sc.Text() != "" {
+				lines <- sc.Text()
+			}
+		}
+	}()
+	next := func() string {
+		t.Helper()
+		select {
+		case l := <-lines:
+			return l
+		case <-time.After(10 * time.Second):
+			t.Fatal("no line within 10s")
+			return ""
+		}
+	}
+	if l := next(); l != ": stream open" {
+		t.Fatalf("first line %q", l)
+	}
+	clock.advance(streamKeepAlive)
+	ticks <- clock.Now()
+	if l := next(); l != ": keep-alive" {
+		t.Fatalf("after 15s idle: %q", l)
+	}
+	a.Cleanup()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream outlived Cleanup")
+	}
+	if l, open := <-lines; open {
+		t.Fatalf("after Cleanup: %q", l)
 	}
 }

@@ -76,6 +76,9 @@ func (s activityDB) ListActivity(ctx context.Context, f activity.Filter) ([]acti
 	if f.Before != nil {
 		sf.Before = f.Before
 	}
+	if f.After != nil {
+		sf.After = f.After
+	}
 	rows, err := s.db.ListActivity(ctx, sf)
 	if err != nil {
 		return nil, fromState(err)

@@ -83,6 +83,12 @@ type API struct {
 	// invalidNames counts logins with names no operator can have
 	// (api_operators.go).
 	invalidNames *invalidNames
+	// life ends when this config is unloaded (Cleanup, after Caddy
+	// cancels the Provision context): long requests (activity streams)
+	// end with it, since the old server waits for them and they would
+	// check callers against the old config.
+	life    context.Context
+	endLife context.CancelFunc
 }
 
 // apiDeps is everything the API reads from the rest of the app.
@@ -122,6 +128,9 @@ type apiDeps struct {
 	// streamPoll is how often an activity stream reads the log; 0 is
 	// every second (tests make it shorter).
 	streamPoll time.Duration
+	// streamTicks is the stream's poll ticker: a channel of ticks and
+	// its stop (nil: a time.Ticker); tests tick it by hand.
+	streamTicks func(every time.Duration) (<-chan time.Time, func())
 }
 
 // CaddyModule returns the Caddy module information.
@@ -144,6 +153,7 @@ func (a *API) Validate() error {
 // process holds, finds the app and sets up the routes.
 func (a *API) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	a.life, a.endLife = context.WithCancel(ctx)
 	if err := a.compileAllowedHosts(); err != nil { // hostcheck.go
 		return err
 	}
@@ -163,6 +173,9 @@ func (a *API) Provision(ctx caddy.Context) error {
 // in exactly one permission (allow); the handler then narrows to the
 // caller's own items where the permission says "own".
 func (a *API) routes() {
+	if a.life == nil { // not provisioned: in-process tests
+		a.life, a.endLife = context.WithCancel(context.Background())
+	}
 	a.invalidNames = new(invalidNames)
 	a.invalidNames.gate.Every, a.invalidNames.gate.Now = invalidNameEvery, a.now
 	m := http.NewServeMux()
@@ -223,6 +236,15 @@ func (a *API) routes() {
 	})
 	a.mux = m
 	a.ui = webui.New(m, webui.Options{ProxyURL: a.deps.proxyURL})
+}
+
+// Cleanup ends the requests that would outlive this config (activity
+// streams).
+func (a *API) Cleanup() error {
+	if a.endLife != nil {
+		a.endLife()
+	}
+	return nil
 }
 
 // ServeHTTP serves the management API under /api/, /healthz and
@@ -444,6 +466,7 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*API)(nil)
+	_ caddy.CleanerUpper          = (*API)(nil)
 	_ caddy.Validator             = (*API)(nil)
 	_ caddyhttp.MiddlewareHandler = (*API)(nil)
 )

@@ -135,16 +135,20 @@ func wireActivity(e activity.Entry) apiwire.ActivityEntry {
 // filters but before and limit) with Server-Sent Events: each new
 // entry, oldest first, as "id: <cursor>", "event: activity" and
 // "data: <ActivityEntry JSON>"; a ": keep-alive" comment every 15s. A
-// Last-Event-ID header resumes after that entry. It reads the database
-// every second, so every broker's entries appear, and it ends when the
-// caller's login or token stops being valid (checked at every poll).
+// Last-Event-ID header (a reconnect) or else ?after=<cursor> (a page
+// that lists entries up to that one: EventSource sets no header on its
+// first connect) starts after that entry; without either it starts
+// with what is new when it answers, as it reads the log before it
+// answers 200. It reads the database every second, so every broker's
+// entries appear, and it ends when the caller's login or token stops
+// being valid (checked at every poll) or when this config is unloaded.
 func (a *API) streamActivity(w http.ResponseWriter, r *http.Request) {
 	f, err := a.activityFilter(r)
 	if err != nil {
 		a.answerError(w, r, err)
 		return
 	}
-	after, err := readCursor("Last-Event-ID", r.Header.Get("Last-Event-ID"))
+	after, err := streamStart(r)
 	if err != nil {
 		a.answerError(w, r, err)
 		return
@@ -161,34 +165,36 @@ func (a *API) streamActivity(w http.ResponseWriter, r *http.Request) {
 	}
 	defer openStreams.Add(-1)
 
+	fl := activity.NewFollower(a.deps.activity, f, after, a.now(), 0)
+	poll := func() ([]activity.Entry, error) {
+		ctx, cancel := writeContext(r)
+		defer cancel()
+		return fl.Poll(ctx)
+	}
+	// The first read before the answer: once the client has it, what
+	// is written is news to this stream.
+	entries, err := poll()
+	if err != nil {
+		a.answerError(w, r, err)
+		return
+	}
 	rc := http.NewResponseController(w)
 	_ = rc.SetWriteDeadline(time.Time{}) // a stream outlives the server's write timeout
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	if _, err := w.Write([]byte(": stream open\n\n")); err != nil || rc.Flush() != nil {
+	if _, err := w.Write([]byte(": stream open\n\n")); err != nil {
 		return
 	}
-	poll := a.deps.streamPoll
-	if poll <= 0 {
-		poll = defaultStreamPoll
+	every := a.deps.streamPoll
+	if every <= 0 {
+		every = defaultStreamPoll
 	}
-	fl := activity.NewFollower(a.deps.activity, f, after, a.now(), 0)
-	ticker := time.NewTicker(poll)
-	defer ticker.Stop()
-	lastSent := time.Now()
+	ticks, stop := a.streamTicker(every)
+	defer stop()
+	lastSent := a.now()
 	failing := false
 	for {
-		ctx, cancel := writeContext(r)
-		entries, err := fl.Poll(ctx)
-		cancel()
-		switch {
-		case err != nil && !failing:
-			a.logger.Warn("activity stream: reading the log failed; retrying", zap.Error(err))
-			failing = true
-		case err == nil:
-			failing = false
-		}
 		for _, e := range entries {
 			data, err := json.Marshal(wireActivity(e))
 			if err != nil {
@@ -197,13 +203,13 @@ func (a *API) streamActivity(w http.ResponseWriter, r *http.Request) {
 			if _, err := w.Write([]byte("id: " + pagecursor.Encode(e.At, e.ID) + "\nevent: activity\ndata: " + string(data) + "\n\n")); err != nil {
 				return
 			}
-			lastSent = time.Now()
+			lastSent = a.now()
 		}
-		if time.Since(lastSent) >= streamKeepAlive {
+		if a.now().Sub(lastSent) >= streamKeepAlive {
 			if _, err := w.Write([]byte(": keep-alive\n\n")); err != nil {
 				return
 			}
-			lastSent = time.Now()
+			lastSent = a.now()
 		}
 		if rc.Flush() != nil {
 			return
@@ -211,7 +217,9 @@ func (a *API) streamActivity(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 			return
-		case <-ticker.C:
+		case <-a.life.Done(): // a reload: the client reconnects to the new config
+			return
+		case <-ticks:
 		}
 		// The caller may have logged out, been deleted or lost the
 		// role since: the stream ends with its right to read.
@@ -220,7 +228,36 @@ func (a *API) streamActivity(w http.ResponseWriter, r *http.Request) {
 			_ = rc.Flush()
 			return
 		}
+		entries, err = poll()
+		switch {
+		case err != nil && !failing:
+			a.logger.Warn("activity stream: reading the log failed; retrying", zap.Error(err))
+			failing = true
+		case err == nil:
+			failing = false
+		}
 	}
+}
+
+// streamTicker is the stream's poll ticker (apiDeps.streamTicks).
+func (a *API) streamTicker(every time.Duration) (<-chan time.Time, func()) {
+	if a.deps.streamTicks != nil {
+		return a.deps.streamTicks(every)
+	}
+	t := time.NewTicker(every)
+	return t.C, t.Stop
+}
+
+// streamStart is the cursor a stream starts after: Last-Event-ID (a
+// reconnect, so newer than the page's), else ?after=; nil without
+// either. Either is a cursor of this API (an event's id, a page's
+// next_before) or an RFC 3339 time (from that time on). Any error is
+// 400.
+func streamStart(r *http.Request) (*activity.Cursor, error) {
+	if last := r.Header.Get("Last-Event-ID"); last != "" {
+		return readCursor("Last-Event-ID", last)
+	}
+	return readCursor("after", r.URL.Query().Get("after"))
 }
 
 // stillAllowed resolves r's credentials again and checks perm.

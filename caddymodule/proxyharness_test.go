@@ -120,18 +120,58 @@ type pipeline struct {
 	// activity writes them to db as the app's Recorder does.
 	observed *observedEntries
 	activity *activity.Recorder
+	// written fires after each batch the activity Recorder stored.
+	written *signal
+}
+
+// signal is a broadcast: wait's channel is closed at the next fire.
+// Take it before checking the condition it announces.
+type signal struct {
+	mu sync.Mutex
+	c  chan struct{}
+}
+
+func (s *signal) wait() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c == nil {
+		s.c = make(chan struct{})
+	}
+	return s.c
+}
+
+func (s *signal) fire() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c != nil {
+		close(s.c)
+		s.c = nil
+	}
+}
+
+// signalWriter fires after each batch it stored.
+type signalWriter struct {
+	activity.Writer
+	s *signal
+}
+
+func (w signalWriter) InsertActivity(ctx context.Context, es []activity.Entry) error {
+	defer w.s.fire()
+	return w.Writer.InsertActivity(ctx, es)
 }
 
 // observedEntries is a proxy observer that keeps what it is told.
 type observedEntries struct {
 	mu      sync.Mutex
 	entries []activity.Entry
+	added   signal
 }
 
 func (o *observedEntries) Observe(e *activity.Entry) {
 	o.mu.Lock()
 	o.entries = append(o.entries, *e)
 	o.mu.Unlock()
+	o.added.fire()
 }
 
 // all returns a copy of the entries so far.
@@ -275,7 +315,8 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 		metrics: mtr, metricsToken: pl.metricsToken,
 	}}
 	pl.observed = &observedEntries{}
-	pl.activity = activity.NewRecorder(activityDB{db}, activity.Options{BatchWait: 5 * time.Millisecond, Instance: "test-broker", Logger: logger.Named("activity")})
+	pl.written = new(signal)
+	pl.activity = activity.NewRecorder(signalWriter{activityDB{db}, pl.written}, activity.Options{BatchWait: 5 * time.Millisecond, Instance: "test-broker", Logger: logger.Named("activity")})
 	api.deps.activityStats = pl.activity.Stats
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

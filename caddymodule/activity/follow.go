@@ -2,8 +2,6 @@ package activity
 
 import (
 	"context"
-	"slices"
-	"strings"
 	"time"
 )
 
@@ -13,10 +11,14 @@ import (
 // table out of order.
 const DefaultLookback = 5 * time.Second
 
-// followLimit is the most entries one poll reads: a flood of more than
-// that between two polls loses its oldest from the stream (the list
-// still has them).
-const followLimit = 1000
+// followPage is the most entries one read of a poll asks for; a poll
+// reads page after page until a short one, at most followPages of
+// them (a backlog, such as a resume from an old cursor, is sent over
+// several polls rather than held at once).
+const (
+	followPage  = 1000
+	followPages = 10
+)
 
 // Follower reads the entries new since its last poll, from the
 // database (so that every broker's entries appear), oldest first, each
@@ -27,16 +29,22 @@ type Follower struct {
 	lookback time.Duration
 	// mark is the newest At seen; seen holds the ids seen at or after
 	// mark - lookback.
-	mark   time.Time
-	seen   map[string]time.Time
-	after  *Cursor // only entries after it (Last-Event-ID)
+	mark time.Time
+	seen map[string]time.Time
+	// after: only entries after it are sent (Last-Event-ID, ?after=).
+	after *Cursor
+	// resume is where the next poll reads on when the last one stopped
+	// at followPages; nil: from mark - lookback.
+	resume *Cursor
+	// primed: the first complete read is done (without a cursor, it
+	// only notes what is there).
 	primed bool
 }
 
-// NewFollower follows f's entries (its Since, Before and Limit are the
-// Follower's own). With after nil it starts with entries new from now;
-// otherwise with those after the cursor (a resumed stream), as far as
-// the lookback reaches from the newest entry at hand.
+// NewFollower follows f's entries (its Since is kept; Before, After
+// and Limit are the Follower's own). With after nil it starts with
+// entries new from now; otherwise with those after the cursor (a
+// resumed stream).
 func NewFollower(l Lister, f Filter, after *Cursor, now time.Time, lookback time.Duration) *Follower {
 	if lookback <= 0 {
 		lookback = DefaultLookback
@@ -49,46 +57,57 @@ func NewFollower(l Lister, f Filter, after *Cursor, now time.Time, lookback time
 }
 
 // Poll returns the entries that appeared since the last poll, oldest
-// first. The first poll of a Follower without a cursor only notes what
-// is there (the stream shows new entries).
+// first. It reads in (At, ID) order from lookback before the newest
+// entry seen, page by page until a short page, so a flood between two
+// polls is sent whole. The first poll of a Follower without a cursor
+// only notes what is there (the stream shows new entries).
 func (fl *Follower) Poll(ctx context.Context) ([]Entry, error) {
 	f := fl.filter
-	f.Before, f.Limit = nil, followLimit
-	f.Since = fl.mark.Add(-fl.lookback)
-	if fl.filter.Since.After(f.Since) {
-		f.Since = fl.filter.Since
-	}
-	got, err := fl.lister.ListActivity(ctx, f)
-	if err != nil {
-		return nil, err
+	f.Before, f.Limit = nil, followPage
+	from := Cursor{At: fl.mark.Add(-fl.lookback)} // from that time on
+	if fl.resume != nil {
+		from = *fl.resume
 	}
 	var out []Entry
-	for _, e := range got {
-		if _, ok := fl.seen[e.ID]; ok {
-			continue
+	complete := false
+	for range followPages {
+		f.After = &from
+		got, err := fl.lister.ListActivity(ctx, f)
+		if err != nil {
+			return nil, err
 		}
-		fl.seen[e.ID] = e.At
-		if e.At.After(fl.mark) {
-			fl.mark = e.At
+		for _, e := range got {
+			if _, ok := fl.seen[e.ID]; ok {
+				continue
+			}
+			fl.seen[e.ID] = e.At
+			if e.At.After(fl.mark) {
+				fl.mark = e.At
+			}
+			if !fl.primed || fl.after != nil && !after(e, *fl.after) {
+				continue
+			}
+			out = append(out, e)
 		}
-		if !fl.primed || fl.after != nil && !after(e, *fl.after) {
-			continue
+		if len(got) < followPage {
+			complete = true
+			break
 		}
-		out = append(out, e)
+		last := got[len(got)-1]
+		from = Cursor{At: last.At, ID: last.ID}
 	}
-	fl.primed = true
+	fl.resume = nil
+	if complete {
+		fl.primed = true
+	} else {
+		fl.resume = &from
+	}
 	horizon := fl.mark.Add(-fl.lookback)
 	for id, at := range fl.seen {
 		if at.Before(horizon) {
 			delete(fl.seen, id)
 		}
 	}
-	slices.SortFunc(out, func(a, b Entry) int {
-		if c := a.At.Compare(b.At); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
 	return out, nil
 }
 

@@ -2,6 +2,7 @@ package activity
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -26,7 +27,8 @@ func (m *memStore) ListActivity(_ context.Context, f Filter) ([]Entry, error) {
 	defer m.mu.Unlock()
 	var out []Entry
 	for _, e := range m.es {
-		if f.Agent != "" && e.Agent != f.Agent || !f.Since.IsZero() && e.At.Before(f.Since) {
+		if f.Agent != "" && e.Agent != f.Agent || !f.Since.IsZero() && e.At.Before(f.Since) ||
+			f.After != nil && !after(e, *f.After) {
 			continue
 		}
 		out = append(out, e)
@@ -37,6 +39,9 @@ func (m *memStore) ListActivity(_ context.Context, f Filter) ([]Entry, error) {
 		}
 		return strings.Compare(b.ID, a.ID)
 	})
+	if f.After != nil {
+		slices.Reverse(out) // oldest first
+	}
 	if len(out) > f.Limit {
 		out = out[:f.Limit]
 	}
@@ -100,6 +105,37 @@ func TestFollower(t *testing.T) {
 	// Resuming after a cursor (Last-Event-ID): only what follows it.
 	fl = NewFollower(m, Filter{Agent: "a"}, &Cursor{At: t0.Add(time.Second), ID: "a"}, t0.Add(time.Hour), 5*time.Second)
 	poll(t, fl, "late", "b")
+	poll(t, fl)
+}
+
+// More entries than one read holds, between two polls (a flood): every
+// one is sent, oldest first, none twice.
+func TestFollowerFlood(t *testing.T) {
+	t0 := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	m := &memStore{}
+	fl := NewFollower(m, Filter{}, nil, t0, 5*time.Second)
+	poll(t, fl)
+	var want []string
+	for i := range 2*followPage + 7 {
+		e := Entry{ID: fmt.Sprintf("e%05d", i), At: t0.Add(time.Duration(i) * time.Microsecond)}
+		m.add(e)
+		want = append(want, e.ID)
+	}
+	poll(t, fl, want...)
+	poll(t, fl)
+
+	// A backlog beyond followPages pages (a resume from an old cursor)
+	// goes over several polls, each entry once.
+	m = &memStore{}
+	want = want[:0]
+	for i := range followPages*followPage + 5 {
+		e := Entry{ID: fmt.Sprintf("e%05d", i), At: t0.Add(time.Duration(i) * time.Microsecond)}
+		m.add(e)
+		want = append(want, e.ID)
+	}
+	fl = NewFollower(m, Filter{}, &Cursor{At: t0}, t0, 5*time.Second)
+	poll(t, fl, want[:followPages*followPage]...)
+	poll(t, fl, want[followPages*followPage:]...)
 	poll(t, fl)
 }
 

@@ -47,6 +47,9 @@ type Options struct {
 	// Now is the clock for an entry's zero At and for the id (nil:
 	// time.Now).
 	Now func() time.Time
+	// After is the timer of the batch and retry waits (nil:
+	// time.After); tests fire it by hand.
+	After func(time.Duration) <-chan time.Time
 	// Logger gets failed batches and drops (never an entry's fields);
 	// nil logs nothing.
 	Logger *zap.Logger
@@ -75,16 +78,22 @@ type Recorder struct {
 	done chan struct{} // closed by Close: drain and exit
 	// abort is closed when Close's deadline passes: the write in
 	// flight is cancelled and the rest is given up.
-	abort     chan struct{}
-	base      context.Context // cancelled with abort
-	cancel    context.CancelFunc
-	exited    chan struct{}
-	closed    atomic.Bool
+	abort  chan struct{}
+	base   context.Context // cancelled with abort
+	cancel context.CancelFunc
+	exited chan struct{}
+	// closing guards closed: Record sends under the read lock, so
+	// once Close has set closed under the write lock no send is in
+	// flight and every entry is in ch, written or counted.
+	closing   sync.RWMutex
+	closed    bool
 	closeOnce sync.Once
 	abortOnce sync.Once
 
 	written, dropped, failed atomic.Uint64
-	inflight                 atomic.Int64
+	// held is how many entries the writer has taken from ch: the batch
+	// being filled or written.
+	held atomic.Int64
 
 	// The writer goroutine's own state.
 	failing        bool
@@ -116,6 +125,9 @@ func NewRecorder(w Writer, o Options) *Recorder {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.After == nil {
+		o.After = time.After
+	}
 	r := &Recorder{w: w, o: o, ch: make(chan Entry, o.Buffer), done: make(chan struct{}),
 		abort: make(chan struct{}), exited: make(chan struct{})}
 	r.base, r.cancel = context.WithCancel(context.Background())
@@ -128,7 +140,9 @@ func NewRecorder(w Writer, o Options) *Recorder {
 // closed, e is dropped and counted. The writer fills in an empty ID,
 // a zero At and an empty Instance, and cleans the text fields.
 func (r *Recorder) Record(e Entry) {
-	if r.closed.Load() {
+	r.closing.RLock()
+	defer r.closing.RUnlock()
+	if r.closed {
 		r.dropped.Add(1)
 		return
 	}
@@ -145,7 +159,7 @@ func (r *Recorder) Observe(e *Entry) { r.Record(*e) }
 // Stats returns the counts.
 func (r *Recorder) Stats() Stats {
 	return Stats{Written: r.written.Load(), Dropped: r.dropped.Load(), Failed: r.failed.Load(),
-		Queued: len(r.ch) + int(r.inflight.Load())}
+		Queued: len(r.ch) + int(r.held.Load())}
 }
 
 // Close stops taking entries and writes what is buffered, until done
@@ -156,7 +170,9 @@ func (r *Recorder) Close(ctx context.Context) error {
 	first := false
 	r.closeOnce.Do(func() {
 		first = true
-		r.closed.Store(true)
+		r.closing.Lock() // waits for the Records in flight
+		r.closed = true
+		r.closing.Unlock()
 		close(r.done)
 	})
 	if !first {
@@ -185,31 +201,28 @@ func (r *Recorder) Close(ctx context.Context) error {
 func (r *Recorder) run() {
 	defer close(r.exited)
 	batch := make([]Entry, 0, r.o.Batch)
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
 	for {
 		select {
 		case e := <-r.ch:
-			batch = append(batch, e)
+			batch = r.take(batch, e)
 		case <-r.done:
 			r.drain(batch)
 			return
 		}
-		timer.Reset(r.o.BatchWait)
+		wait := r.o.After(r.o.BatchWait)
 		draining := false
 	fill:
 		for len(batch) < r.o.Batch {
 			select {
 			case e := <-r.ch:
-				batch = append(batch, e)
-			case <-timer.C:
+				batch = r.take(batch, e)
+			case <-wait:
 				break fill
 			case <-r.done:
 				draining = true
 				break fill
 			}
 		}
-		timer.Stop()
 		if draining {
 			r.drain(batch)
 			return
@@ -220,6 +233,13 @@ func (r *Recorder) run() {
 	}
 }
 
+// take adds e to the batch being filled, which Stats counts as queued.
+func (r *Recorder) take(batch []Entry, e Entry) []Entry {
+	batch = append(batch, e)
+	r.held.Store(int64(len(batch)))
+	return batch
+}
+
 // drain writes batch and everything buffered, batch by batch, unless
 // Close's deadline passes.
 func (r *Recorder) drain(batch []Entry) {
@@ -228,7 +248,7 @@ func (r *Recorder) drain(batch []Entry) {
 		for len(batch) < r.o.Batch {
 			select {
 			case e := <-r.ch:
-				batch = append(batch, e)
+				batch = r.take(batch, e)
 			default:
 				break fill
 			}
@@ -238,6 +258,7 @@ func (r *Recorder) drain(batch []Entry) {
 		}
 		if r.aborted() || !r.write(batch) && r.aborted() {
 			r.unwritten = len(batch)
+			r.held.Store(0) // Close counts them as dropped
 			return
 		}
 		batch = batch[:0]
@@ -248,8 +269,7 @@ func (r *Recorder) drain(batch []Entry) {
 // with a doubling wait, then gives it up (Failed).
 // It reports false when Close's deadline cut it short.
 func (r *Recorder) write(batch []Entry) bool {
-	r.inflight.Store(int64(len(batch)))
-	defer r.inflight.Store(0)
+	defer r.held.Store(0) // written, or given up and counted
 	for i := range batch {
 		r.prepare(&batch[i])
 	}
@@ -270,11 +290,9 @@ func (r *Recorder) write(batch []Entry) bool {
 		if attempt >= r.o.Retries || r.aborted() {
 			break
 		}
-		t := time.NewTimer(wait)
 		select {
-		case <-t.C:
+		case <-r.o.After(wait):
 		case <-r.abort:
-			t.Stop()
 		}
 		wait *= 2
 	}

@@ -3,6 +3,7 @@ package activity
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -66,6 +67,30 @@ func (w *fakeWriter) all() []Entry {
 	return out
 }
 
+// fakeTimers is Options.After by hand: each call is announced on armed
+// and its channel fires when the test sends on it.
+type fakeTimers struct{ armed chan chan time.Time }
+
+func newFakeTimers() *fakeTimers { return &fakeTimers{armed: make(chan chan time.Time, 100)} }
+
+func (f *fakeTimers) After(time.Duration) <-chan time.Time {
+	c := make(chan time.Time, 1)
+	f.armed <- c
+	return c
+}
+
+// next waits for the writer to arm a timer and returns its trigger.
+func (f *fakeTimers) next(t *testing.T) chan time.Time {
+	t.Helper()
+	select {
+	case c := <-f.armed:
+		return c
+	case <-time.After(10 * time.Second):
+		t.Fatal("no timer armed within 10s")
+		return nil
+	}
+}
+
 func closeNow(t *testing.T, r *Recorder) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -96,18 +121,52 @@ func TestRecorderBatches(t *testing.T) {
 	}
 }
 
-// A batch is written after BatchWait even when it is not full.
+// A batch is written after BatchWait even when it is not full, and
+// while it fills its entries count as queued.
 func TestRecorderWritesPartialBatch(t *testing.T) {
-	w := &fakeWriter{}
-	r := NewRecorder(w, Options{BatchWait: 10 * time.Millisecond})
+	w := &fakeWriter{entered: make(chan struct{}, 1)}
+	timers := newFakeTimers()
+	r := NewRecorder(w, Options{BatchWait: time.Hour, After: timers.After})
 	defer closeNow(t, r)
 	r.Record(Entry{Method: "GET"})
-	deadline := time.Now().Add(5 * time.Second)
-	for r.Stats().Written != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("not written: %+v", r.Stats())
+	fire := timers.next(t) // the writer holds the entry, waiting for more
+	if s := r.Stats(); s.Queued != 1 || s.Written != 0 {
+		t.Fatalf("Stats while the batch fills %+v, want 1 queued", s)
+	}
+	fire <- time.Now()
+	<-w.entered
+	if err := r.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.sizes(); len(got) != 1 || got[0] != 1 {
+		t.Fatalf("batches %v, want one of 1", got)
+	}
+}
+
+// Records racing Close are each written or counted as dropped: none
+// is lost uncounted.
+func TestRecorderCloseWhileRecording(t *testing.T) {
+	for range 300 {
+		w := &fakeWriter{}
+		r := NewRecorder(w, Options{BatchWait: time.Hour})
+		const goroutines, each = 8, 500
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for range goroutines {
+			wg.Go(func() {
+				<-start
+				for range each {
+					r.Record(Entry{})
+				}
+			})
 		}
-		time.Sleep(time.Millisecond)
+		close(start)
+		runtime.Gosched()
+		closeNow(t, r)
+		wg.Wait()
+		if s := r.Stats(); s.Written+s.Dropped != goroutines*each || s.Queued != 0 {
+			t.Fatalf("Stats %+v: %d of %d entries neither written nor dropped", s, goroutines*each-int(s.Written+s.Dropped), goroutines*each)
+		}
 	}
 }
 

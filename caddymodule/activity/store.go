@@ -14,7 +14,8 @@ type Writer interface {
 	InsertActivity(ctx context.Context, entries []Entry) error
 }
 
-// Lister reads entries back, newest first by (At, ID).
+// Lister reads entries back, newest first by (At, ID), or oldest
+// first after a cursor (Filter.After).
 type Lister interface {
 	ListActivity(ctx context.Context, f Filter) ([]Entry, error)
 }
@@ -33,13 +34,16 @@ type Store interface {
 	Purger
 }
 
-// Cursor is a position in the order (At, then ID). An empty ID means
-// strictly before (or after) At. It is the API's one cursor type.
+// Cursor is a position in the order (At, then ID). An empty ID sorts
+// before every ID: before {At, ""} is strictly before At, after it is
+// from At on. It is the API's one cursor type.
 type Cursor = pagecursor.Cursor
 
 // Filter selects entries: an empty (zero) field matches every value.
 // Since keeps entries at or after it; Before, entries strictly older
-// than the cursor. Limit is clamped by the store (1..1000, 0: 100).
+// than the cursor; After, entries strictly newer than the cursor, and
+// then the order is oldest first (a Follower's reads). Limit is
+// clamped by the store (1..1000, 0: 100).
 type Filter struct {
 	Session  string
 	Agent    string
@@ -50,5 +54,6 @@ type Filter struct {
 	Code     string
 	Since    time.Time
 	Before   *Cursor
+	After    *Cursor
 	Limit    int
 }

@@ -38,7 +38,9 @@ func findActivity(es []apiwire.ActivityEntry, match func(apiwire.ActivityEntry) 
 }
 
 // activityStream opens GET /api/v1/activity/stream?query on s and
-// returns the activity events' data, in order.
+// returns the activity events' data, in order. The stream answers once
+// it has read the log, so every entry written after this returns is
+// delivered.
 func activityStream(t *testing.T, s *server, query string) <-chan apiwire.ActivityEntry {
 	t.Helper()
 	req, err := http.NewRequest("GET", "http://"+s.apiAddr+"/api/v1/activity/stream?"+query, nil)

@@ -272,6 +272,9 @@ func TestWebUIJourneys(t *testing.T) {
 	// The live activity view: the agent's requests and a refusal appear
 	// without a reload.
 	b.visit("/activity?agent=webui-agent")
+	// The stream is open (it answers once it has read the log): what
+	// the agent does from now on is news to it.
+	b.waitFor(`#activity-live[data-state="on"]`)
 	b.mark("before-agent")
 	agent := startAgent(t, s, agentToken, fmt.Sprintf(
 		`curl -sS -o /dev/null -w 'ok %%{http_code}\n' https://%s/webui-live-ok; `+

@@ -36,9 +36,10 @@ type ActivityRow struct {
 
 // ActivityFilter selects activity entries: an empty (zero) field
 // matches every value. Since keeps entries at or after it; Before,
-// when set, entries older than the cursor (the same
-// order as the audit trail's, (at, id)). Limit is clamped to 1..MaxPageLimit; 0 is
-// DefaultPageLimit.
+// when set, entries older than the cursor (the same order as the audit
+// trail's, (at, id)); After, when set, entries newer than the cursor
+// (an empty ID: from its time on), oldest first (the live stream's
+// reads). Limit is clamped to 1..MaxPageLimit; 0 is DefaultPageLimit.
 type ActivityFilter struct {
 	Session  string
 	Agent    string
@@ -49,6 +50,7 @@ type ActivityFilter struct {
 	Status   int
 	Since    time.Time
 	Before   *Cursor
+	After    *Cursor
 	Limit    int
 }
 
@@ -153,8 +155,8 @@ func nonNil(s []string) []string {
 	return s
 }
 
-// ListActivity returns the entries f selects, newest first by (at, id),
-// at most f's clamped Limit of them. Paging with Before set to the last
+// ListActivity returns the entries f selects, newest first by (at, id)
+// (oldest first with After), at most f's clamped Limit of them. Paging with Before set to the last
 // entry returned visits every entry exactly once.
 func (db *DB) ListActivity(ctx context.Context, f ActivityFilter) ([]ActivityRow, error) {
 	const op = "list activity"
@@ -178,8 +180,14 @@ func (db *DB) ListActivity(ctx context.Context, f ActivityFilter) ([]ActivityRow
 		at := w.arg(boundNanos(f.Before.At))
 		w.conds = append(w.conds, "at <= "+at+" AND (at < "+at+" OR id < "+w.arg(f.Before.ID)+")")
 	}
+	order := " ORDER BY at DESC, id DESC"
+	if f.After != nil {
+		at := w.arg(boundNanos(f.After.At)) // the same range, the other way
+		w.conds = append(w.conds, "at >= "+at+" AND (at > "+at+" OR id > "+w.arg(f.After.ID)+")")
+		order = " ORDER BY at, id"
+	}
 	rows, err := db.query(ctx, "SELECT "+activityColumns+" FROM activity"+w.sql()+
-		" ORDER BY at DESC, id DESC LIMIT "+strconv.Itoa(pageLimit(f.Limit)), w.args...)
+		order+" LIMIT "+strconv.Itoa(pageLimit(f.Limit)), w.args...)
 	if err != nil {
 		return nil, db.wrap(op, err)
 	}

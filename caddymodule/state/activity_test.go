@@ -63,6 +63,9 @@ func TestActivity(t *testing.T) {
 			{ActivityFilter{Since: t0.Add(time.Second)}, []string{"a3", "a2"}},
 			{ActivityFilter{Before: &Cursor{At: r3.At, ID: r3.ID}}, []string{"a2", "a1"}},
 			{ActivityFilter{Before: &Cursor{At: r3.At}}, []string{"a2", "a1"}},
+			{ActivityFilter{After: &Cursor{At: r1.At, ID: r1.ID}}, []string{"a2", "a3"}}, // oldest first
+			{ActivityFilter{After: &Cursor{At: r1.At}}, []string{"a1", "a2", "a3"}},      // from that time on
+			{ActivityFilter{After: &Cursor{At: r1.At}, Limit: 1}, []string{"a1"}},
 			{ActivityFilter{Agent: "ci", Limit: 1}, []string{"a3"}},
 			{ActivityFilter{Agent: "nobody"}, nil},
 		} {
@@ -96,6 +99,27 @@ func TestActivity(t *testing.T) {
 		}
 		if len(seen) != 253 {
 			t.Fatalf("paging saw %d entries, want 253", len(seen))
+		}
+		// And forward (the live stream's reads), oldest first.
+		clear(seen)
+		after := &Cursor{At: t0.Add(-time.Hour)}
+		for {
+			page, err := db.ListActivity(ctx, ActivityFilter{Limit: 7, After: after})
+			must(t, err)
+			for i, r := range page {
+				if seen[r.ID] || i > 0 && r.At.Before(page[i-1].At) {
+					t.Fatalf("%s twice or out of order", r.ID)
+				}
+				seen[r.ID] = true
+			}
+			if len(page) < 7 {
+				break
+			}
+			last := page[len(page)-1]
+			after = &Cursor{At: last.At, ID: last.ID}
+		}
+		if len(seen) != 253 {
+			t.Fatalf("paging forward saw %d entries, want 253", len(seen))
 		}
 
 		// Retention by count keeps the newest, then by age, deleting

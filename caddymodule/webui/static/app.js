@@ -62,7 +62,9 @@
   function live() {
     var status = $("#activity-live"), rows = $("#activity-rows");
     if (!status || !rows || !window.EventSource) return;
-    var q = status.getAttribute("data-query") || "";
+    var q = status.getAttribute("data-query") || "", after = status.getAttribute("data-after");
+    // From the newest row listed (first page only): nothing between the list and the stream is lost.
+    if (after && !/[?&]before=/.test(location.search)) q += (q ? "&" : "") + "after=" + encodeURIComponent(after);
     var seen = {};
     $all("tr.activity-row", rows).forEach(function (tr) { seen[tr.getAttribute("data-id")] = true; });
     var tmpl = $("#activity-row-template");
