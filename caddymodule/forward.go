@@ -259,7 +259,7 @@ func (p *Proxy) logExchange(x *exchange, rec *statusRecorder) {
 	}
 	duration := time.Since(x.start)
 	if p.deps.observe != nil {
-		e := &activity.Entry{At: x.start, Session: x.sess.ID, Agent: x.sess.Agent, Service: svc, Method: x.r.Method,
+		e := &activity.Entry{At: x.start.Add(duration), Session: x.sess.ID, Agent: x.sess.Agent, Service: svc, Method: x.r.Method,
 			Host: x.target.host, Port: x.target.port, Path: x.path, Status: rec.status(), Decision: activity.Forwarded,
 			Code: x.code, Reason: x.refusal, BytesIn: max(x.r.ContentLength, 0), BytesOut: rec.bytes, Duration: duration,
 			Credentials: x.resolved, Client: clientHost(x.r.RemoteAddr)}

@@ -110,6 +110,9 @@ type pipeline struct {
 	db *state.DB
 	// ids is what the API reads of it; tests may wrap it (setIDs).
 	setIDs func(func(identityStore) identityStore)
+	// apiWithAdminToken is the same management API configured with
+	// another admin token (a config reload that changed it).
+	apiWithAdminToken func(token string) http.Handler
 	// failSessions makes the session registry's store fail its full
 	// reads (Reload) and its revocations with err (nil: works again).
 	failSessions func(reload, revoke error)
@@ -326,6 +329,12 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	registry.OnLeaseLapsed = func(ctx context.Context, s *sessions.Session) { recordLapsedLease(ctx, recorder, logger, s) }
 	pl.db = db
 	pl.setIDs = func(wrap func(identityStore) identityStore) { api.deps.ids = wrap(identityDB{db}) }
+	pl.apiWithAdminToken = func(token string) http.Handler {
+		other := &API{logger: api.logger, deps: api.deps}
+		other.deps.adminToken = token
+		other.routes()
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { other.ServeHTTP(w, r, nil) })
+	}
 	pl.failSessions = func(reload, revoke error) {
 		switchedSessions.mu.Lock()
 		switchedSessions.reload, switchedSessions.revoke = reload, revoke

@@ -139,7 +139,7 @@ func (p *Proxy) relay(client, upstream net.Conn, sess *sessions.Session, tgt tar
 		zap.String("session", sess.ID), zap.String("target", tgt.String()),
 		zap.Int64("bytes_up", up), zap.Int64("bytes_down", down), zap.Duration("duration", duration))
 	if p.deps.observe != nil {
-		p.deps.observe.Observe(&activity.Entry{At: start, Session: sess.ID, Agent: sess.Agent, Method: http.MethodConnect,
+		p.deps.observe.Observe(&activity.Entry{At: start.Add(duration), Session: sess.ID, Agent: sess.Agent, Method: http.MethodConnect,
 			Host: tgt.host, Port: tgt.port, Status: http.StatusOK, Decision: activity.Forwarded, BytesIn: up, BytesOut: down,
 			Duration: duration, Client: from})
 	}

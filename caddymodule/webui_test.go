@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
@@ -518,6 +519,38 @@ func TestWebUIActivity(t *testing.T) {
 
 // TestAdminLoginID: an admin token login's id is bound to the admin
 // token; another token (a rotated one) or none does not validate it.
+// The admin token's login ends when the token changes: a broker whose
+// configuration has another admin token refuses the login's cookie and
+// bearer (its id is bound to the token it was opened with).
+func TestAdminTokenLoginEndsWithTheToken(t *testing.T) {
+	pl, _ := identityPipeline(t)
+	b := uiSignIn(t, pl, "admin_token", pl.adminToken)
+	var login apiwire.Login
+	pl.must(t, apiCall{}, "POST", "/api/v1/login", apiwire.LoginRequest{AdminToken: pl.adminToken}, 200, &login)
+	ask := func(h http.Handler, header, value string) int {
+		r := httptest.NewRequest("GET", "http://127.0.0.1/api/v1/whoami", nil)
+		r.Header.Set(header, value)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w.Code
+	}
+	same := pl.apiWithAdminToken(pl.adminToken)
+	rotated := pl.apiWithAdminToken("ava_" + strings.Repeat("fedcba9876543210", 4))
+	cookie := identity.CookieName + "=" + b.cookie
+	if got := ask(same, "Cookie", cookie); got != 200 {
+		t.Fatalf("the admin-token login's cookie with the same token: %d, want 200", got)
+	}
+	if got := ask(same, "Authorization", "Bearer "+login.Token); got != 200 {
+		t.Fatalf("the admin-token login's bearer with the same token: %d, want 200", got)
+	}
+	if got := ask(rotated, "Cookie", cookie); got != 401 {
+		t.Errorf("the admin-token login's cookie after the token changed: %d, want 401", got)
+	}
+	if got := ask(rotated, "Authorization", "Bearer "+login.Token); got != 401 {
+		t.Errorf("the admin-token login's bearer after the token changed: %d, want 401", got)
+	}
+}
+
 func TestAdminLoginID(t *testing.T) {
 	id := adminLoginID("lgn_0123", "ava_one")
 	if !validAdminLoginID(id, "ava_one") {

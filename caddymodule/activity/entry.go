@@ -38,10 +38,14 @@ func (d Decision) Valid() bool {
 // Credentials are names, Reason is the refusal text the agent got
 // (already scrubbed).
 type Entry struct {
-	ID       string    // set by the Recorder when empty
-	At       time.Time // when the request arrived
-	Instance string    // the broker that served it (its instance id)
-	Session  string    // empty: not authenticated (a 407)
+	ID string // set by the Recorder when empty
+	// At is when the request ended (was answered, refused, or its
+	// tunnel closed), so that a long request or tunnel is not older
+	// than the entries recorded before it: the live stream follows the
+	// log in this order. At minus Duration is when it arrived.
+	At       time.Time
+	Instance string // the broker that served it (its instance id)
+	Session  string // empty: not authenticated (a 407)
 	Agent    string
 	Service  string // empty: no service matched
 	Method   string

@@ -8,7 +8,7 @@ import "time"
 // Reason is the refusal text the agent got.
 type ActivityEntry struct {
 	ID       string    `json:"id"`
-	At       time.Time `json:"at"`
+	At       time.Time `json:"at"`       // when it ended; at minus duration_ms is when it arrived
 	Instance string    `json:"instance"` // the broker that served it
 	Session  string    `json:"session"`  // "" for a 407
 	Agent    string    `json:"agent"`
