@@ -358,42 +358,6 @@ func TestActivityStream(t *testing.T) {
 	}
 }
 
-// An entry's time is when the request ended, so that a long request is
-// not older than the entries recorded before it (the live stream
-// follows the log in that order): At - Duration is when it arrived.
-func TestActivityEntryTimeIsTheEnd(t *testing.T) {
-	arrived, release := make(chan struct{}), make(chan struct{})
-	up := upstreamTLS(t, func(w http.ResponseWriter, r *http.Request) {
-		close(arrived)
-		<-release
-		w.Write([]byte("done"))
-	})
-	pl := newPipeline(t, pipelineConfig{
-		services: []services.Service{{Name: "slow", Host: up.hostPort, Auth: services.Auth{Type: services.AuthAPIKey, Key: "API_KEY"}}},
-		stores:   []storebackends.Store{builtin("API_KEY", apiKeySecret)},
-	})
-	s := pl.session(t)
-	agent := pl.agent(t, s, false)
-	done := make(chan *http.Response, 1)
-	go func() {
-		resp, err := agent.Get(up.https("/slow"))
-		if err != nil {
-			t.Error(err)
-		}
-		done <- resp
-	}()
-	<-arrived
-	mid := time.Now()
-	close(release)
-	if resp := <-done; resp != nil {
-		resp.Body.Close()
-	}
-	e := findEntry(t, pl, "the slow request", func(e activity.Entry) bool { return e.Path == "/slow" })
-	if !e.At.After(mid) || !e.At.Add(-e.Duration).Before(mid) {
-		t.Errorf("entry at %v with duration %v: want it to end after %v and to have begun before", e.At, e.Duration, mid)
-	}
-}
-
 // A config reload ends the old config's open streams: Caddy's old
 // server waits for them, and they would keep checking logins against
 // the old config's admin token (here changed by the reload).
@@ -546,5 +510,41 @@ func TestActivityStreamKeepAliveAndCleanup(t *testing.T) {
 	}
 	if l, open := <-lines; open {
 		t.Fatalf("after Cleanup: %q", l)
+	}
+}
+
+// An entry's time is when the request ended, so that a long request is
+// not older than the entries recorded before it (the live stream
+// follows the log in that order): At - Duration is when it arrived.
+func TestActivityEntryTimeIsTheEnd(t *testing.T) {
+	arrived, release := make(chan struct{}), make(chan struct{})
+	up := upstreamTLS(t, func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		<-release
+		w.Write([]byte("done"))
+	})
+	pl := newPipeline(t, pipelineConfig{
+		services: []services.Service{{Name: "slow", Host: up.hostPort, Auth: services.Auth{Type: services.AuthAPIKey, Key: "API_KEY"}}},
+		stores:   []storebackends.Store{builtin("API_KEY", apiKeySecret)},
+	})
+	s := pl.session(t)
+	agent := pl.agent(t, s, false)
+	done := make(chan *http.Response, 1)
+	go func() {
+		resp, err := agent.Get(up.https("/slow"))
+		if err != nil {
+			t.Error(err)
+		}
+		done <- resp
+	}()
+	<-arrived
+	mid := time.Now()
+	close(release)
+	if resp := <-done; resp != nil {
+		resp.Body.Close()
+	}
+	e := findEntry(t, pl, "the slow request", func(e activity.Entry) bool { return e.Path == "/slow" })
+	if !e.At.After(mid) || !e.At.Add(-e.Duration).Before(mid) {
+		t.Errorf("entry at %v with duration %v: want it to end after %v and to have begun before", e.At, e.Duration, mid)
 	}
 }
