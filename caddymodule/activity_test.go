@@ -20,6 +20,7 @@ import (
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
@@ -430,6 +431,7 @@ func TestActivityStreamReadsBeforeAnswering(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	w := &headerProbe{ResponseRecorder: httptest.NewRecorder(), lister: l, end: cancel}
+	ctx = context.WithValue(ctx, callerKey{}, &caller{Principal: identity.AdminTokenPrincipal()})
 	a.streamActivity(w, httptest.NewRequest("GET", "/api/v1/activity/stream", nil).WithContext(ctx))
 	if w.Code != 200 || w.readsAtHeader == 0 {
 		t.Fatalf("answered %d after %d reads of the log, want 200 after the first", w.Code, w.readsAtHeader)
@@ -546,5 +548,57 @@ func TestActivityEntryTimeIsTheEnd(t *testing.T) {
 	e := findEntry(t, pl, "the slow request", func(e activity.Entry) bool { return e.Path == "/slow" })
 	if !e.At.After(mid) || !e.At.Add(-e.Duration).Before(mid) {
 		t.Errorf("entry at %v with duration %v: want it to end after %v and to have begun before", e.At, e.Duration, mid)
+	}
+}
+
+// One caller cannot take every stream of the broker: past
+// maxStreamsPerCaller its next stream is 429, while another caller
+// still gets one; closing one gives its place back.
+func TestActivityStreamsPerCaller(t *testing.T) {
+	pl, _, _, _ := activityPipeline(t)
+	pl.createOperator(t, "vic", "a long viewer password", "viewer")
+	vic := asToken(pl.login(t, "vic", "a long viewer password").Token)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var first context.CancelFunc
+	for i := range maxStreamsPerCaller {
+		sctx, scancel := context.WithCancel(ctx)
+		defer scancel()
+		if i == 0 {
+			first = scancel
+		}
+		req, _ := http.NewRequestWithContext(sctx, "GET", pl.apiURL+"/api/v1/activity/stream", nil)
+		req.Header.Set("Authorization", "Bearer "+vic.token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("stream %d: %d", i, resp.StatusCode)
+		}
+	}
+	a := pl.call(t, vic, "GET", "/api/v1/activity/stream", nil)
+	if a.status != http.StatusTooManyRequests || !strings.Contains(string(a.body), "per caller") {
+		t.Fatalf("stream %d of one caller: %d %s, want 429", maxStreamsPerCaller+1, a.status, a.body)
+	}
+	openStream(t, pl, pl.admin(), "") // another caller
+	first()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		req, _ := http.NewRequestWithContext(ctx, "GET", pl.apiURL+"/api/v1/activity/stream", nil)
+		req.Header.Set("Authorization", "Bearer "+vic.token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after closing a stream: %d, want its place back", resp.StatusCode)
+		}
+		time.Sleep(20 * time.Millisecond) // the server notices the closed stream at its next poll
 	}
 }

@@ -5,11 +5,12 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -29,12 +30,48 @@ const (
 	defaultStreamPoll = time.Second
 	streamKeepAlive   = 15 * time.Second
 	// maxStreams bounds the open streams of this broker (429 beyond):
-	// each polls the database every second.
-	maxStreams = 64
+	// each polls the database every second. maxStreamsPerCaller bounds
+	// those of one operator, token or agent, so that one caller cannot
+	// take them all.
+	maxStreams          = 64
+	maxStreamsPerCaller = 8
+	// streamWriteTimeout bounds each write to a stream: a client that
+	// stops reading is dropped instead of holding its stream (and its
+	// share of maxStreams) forever, unchecked.
+	streamWriteTimeout = 30 * time.Second
 )
 
-// openStreams counts this process's open activity streams.
-var openStreams atomic.Int32
+// openStreams counts this process's open activity streams, in all and
+// per caller.
+var openStreams streamCounts
+
+type streamCounts struct {
+	mu       sync.Mutex
+	total    int
+	byCaller map[string]int
+}
+
+// open takes a stream for caller, or reports that a bound is reached.
+func (s *streamCounts) open(caller string) (release func(), ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.total >= maxStreams || s.byCaller[caller] >= maxStreamsPerCaller {
+		return nil, false
+	}
+	if s.byCaller == nil {
+		s.byCaller = make(map[string]int)
+	}
+	s.total++
+	s.byCaller[caller]++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.total--
+		if s.byCaller[caller]--; s.byCaller[caller] == 0 {
+			delete(s.byCaller, caller)
+		}
+	}, true
+}
 
 // maxFilterValue bounds a text filter (no stored value is longer).
 const maxFilterValue = 256
@@ -157,13 +194,15 @@ func (a *API) streamActivity(w http.ResponseWriter, r *http.Request) {
 		a.answerError(w, r, fail(http.StatusServiceUnavailable, "the activity log is not available"))
 		return
 	}
-	if openStreams.Add(1) > maxStreams {
-		openStreams.Add(-1)
+	c := callerOf(r)
+	release, ok := openStreams.open(c.ActorKind() + ":" + c.Actor())
+	if !ok {
 		w.Header().Set("Retry-After", "10")
-		writeError(w, http.StatusTooManyRequests, "too many open activity streams on this broker; retry later")
+		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("too many open activity streams (at most %d per caller, %d on this broker); close one or retry later",
+			maxStreamsPerCaller, maxStreams))
 		return
 	}
-	defer openStreams.Add(-1)
+	defer release()
 
 	fl := activity.NewFollower(a.deps.activity, f, after, a.now(), 0)
 	poll := func() ([]activity.Entry, error) {
@@ -179,7 +218,10 @@ func (a *API) streamActivity(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rc := http.NewResponseController(w)
-	_ = rc.SetWriteDeadline(time.Time{}) // a stream outlives the server's write timeout
+	// A stream outlives the server's write timeout; each round of
+	// writes gets its own.
+	writeBy := func() { _ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout)) }
+	writeBy()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
@@ -195,6 +237,7 @@ func (a *API) streamActivity(w http.ResponseWriter, r *http.Request) {
 	lastSent := a.now()
 	failing := false
 	for {
+		writeBy()
 		for _, e := range entries {
 			data, err := json.Marshal(wireActivity(e))
 			if err != nil {
@@ -224,6 +267,7 @@ func (a *API) streamActivity(w http.ResponseWriter, r *http.Request) {
 		// The caller may have logged out, been deleted or lost the
 		// role since: the stream ends with its right to read.
 		if !a.stillAllowed(r, identity.ReadAll) {
+			writeBy()
 			_, _ = w.Write([]byte("event: end\ndata: {\"reason\":\"the login or token is no longer valid\"}\n\n"))
 			_ = rc.Flush()
 			return
