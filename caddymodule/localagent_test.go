@@ -16,10 +16,11 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/audit"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
+	"github.com/agentvault/caddy-agent-vault/internal/syncbuf"
 )
 
 func TestLocalAgent(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), zap.DebugLevel))
 	db := openTestStateDB(t, log)
 	ids := identityDB{db}

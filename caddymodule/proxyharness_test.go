@@ -54,6 +54,7 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
+	"github.com/agentvault/caddy-agent-vault/internal/syncbuf"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
 
@@ -87,7 +88,7 @@ type pipeline struct {
 	addr       string            // the proxy's listener
 	agentRoots *x509.CertPool    // what agents trust: the proxy's root and the upstreams' root
 	leafIssuer *x509.Certificate // signs the proxy's intercepting leaves
-	logs       *lockedBuffer     // the proxy's log
+	logs       *syncbuf.Buffer   // the proxy's log
 
 	// Set by newPipeline: the only ways into the proxy's internals.
 	openSession     func(scope []string, ttl string) (agentSession, error)
@@ -214,7 +215,7 @@ func (s *switchableSessions) Revoke(ctx context.Context, id string, at time.Time
 // the test ends.
 func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	t.Helper()
-	pl := &pipeline{logs: &lockedBuffer{}}
+	pl := &pipeline{logs: &syncbuf.Buffer{}}
 	logger := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(pl.logs), zap.DebugLevel))
 
 	// Registered first so it runs last, once the proxy has stopped. The
@@ -1009,22 +1010,4 @@ func randomSerialNumber(t testing.TB) *big.Int {
 		t.Fatal(err)
 	}
 	return n
-}
-
-// lockedBuffer collects log output from many goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
+	"github.com/agentvault/caddy-agent-vault/internal/syncbuf"
 	"github.com/agentvault/caddy-agent-vault/internal/testenv"
 )
 
@@ -43,7 +44,7 @@ type browser struct {
 	t    testing.TB
 	ctx  context.Context // the tab
 	base string          // http://127.0.0.1:port of the management API
-	out  *lockedBuffer   // chromium's own output, shown when a step fails
+	out  *syncbuf.Buffer // chromium's own output, shown when a step fails
 
 	mu      sync.Mutex
 	secrets map[string]string // value -> what it is (for the failure message)
@@ -65,7 +66,7 @@ func chromiumPath(t testing.TB) string {
 func newBrowser(t testing.TB, base string) *browser {
 	t.Helper()
 	exe := chromiumPath(t)
-	out := &lockedBuffer{}
+	out := &syncbuf.Buffer{}
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(exe),
 		chromedp.Flag("headless", true),
@@ -89,7 +90,7 @@ func newBrowser(t testing.TB, base string) *browser {
 	// first Run owns the browser), so a chromium that cannot run fails
 	// here with its own output rather than in the first journey step.
 	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800)); err != nil {
-		t.Fatalf("starting chromium: %v\nchromium output:\n%s", err, out.tail(4000))
+		t.Fatalf("starting chromium: %v\nchromium output:\n%s", err, chromiumTail(out, 4000))
 	}
 	return b
 }
@@ -128,7 +129,7 @@ func get[T any](b *browser, what string, a chromedp.Action[T]) T {
 	defer cancel()
 	v, err := chromedp.Run(ctx, a)
 	if err != nil {
-		b.t.Fatalf("browser: %s: %v\nchromium output:\n%s", what, err, b.out.tail(4000))
+		b.t.Fatalf("browser: %s: %v\nchromium output:\n%s", what, err, chromiumTail(b.out, 4000))
 	}
 	return v
 }
@@ -141,7 +142,7 @@ func (b *browser) navigate(what string, actions ...chromedp.Action[chromedp.Void
 	defer cancel()
 	resp, err := chromedp.RunResponse(ctx, actions...)
 	if err != nil {
-		b.t.Fatalf("browser: %s: %v\nchromium output:\n%s", what, err, b.out.tail(4000))
+		b.t.Fatalf("browser: %s: %v\nchromium output:\n%s", what, err, chromiumTail(b.out, 4000))
 	}
 	if resp == nil {
 		b.t.Fatalf("browser: %s: no document loaded", what)
@@ -333,25 +334,12 @@ func keys(m map[string]string) []string {
 	return out
 }
 
-// lockedBuffer collects chromium's output (written from its goroutines).
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-// tail is the last n bytes of the output without chromium's complaints
-// about the missing D-Bus (a container has none; they say nothing).
-func (l *lockedBuffer) tail(n int) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// chromiumTail is the last n bytes of chromium's output without its
+// complaints about the missing D-Bus (a container has none; they say
+// nothing).
+func chromiumTail(out *syncbuf.Buffer, n int) string {
 	var kept []string
-	for _, line := range strings.Split(l.buf.String(), "\n") {
+	for _, line := range strings.Split(out.String(), "\n") {
 		if !strings.Contains(line, "dbus/") {
 			kept = append(kept, line)
 		}
