@@ -128,6 +128,28 @@ type CredentialList struct {
 // /api/v1/services/{name} and an entry of ServiceList.
 type Service = services.Service
 
+// ServiceAuth is how a service's credential is put into a request
+// (Service.Auth); which of its fields apply depends on its Type.
+type ServiceAuth = services.Auth
+
+// The values of ServiceAuth.Type. They are the services package's own
+// constants, the ones the server validates against, so a client cannot
+// offer a type the server does not know.
+const (
+	AuthBearer      = services.AuthBearer      // Authorization: Bearer <token>
+	AuthBasic       = services.AuthBasic       // Authorization: Basic <username:password>
+	AuthAPIKey      = services.AuthAPIKey      // <header>: <prefix><key>
+	AuthCustom      = services.AuthCustom      // headers from templates
+	AuthQuery       = services.AuthQuery       // ?<param>=<key>
+	AuthPassthrough = services.AuthPassthrough // nothing injected; the host is only allowed
+)
+
+// AuthTypes returns every value of ServiceAuth.Type, the most common
+// first (the order a form offers them in).
+func AuthTypes() []string {
+	return []string{AuthBearer, AuthBasic, AuthAPIKey, AuthCustom, AuthQuery, AuthPassthrough}
+}
+
 // ServiceList is the answer to GET /api/v1/services.
 type ServiceList struct {
 	// Services are every defined service; never null.

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -180,4 +182,38 @@ func TestErrorAndHealthShapes(t *testing.T) {
 	assertJSON(t, apiwire.Error{Error: "no such endpoint"}, `{"error":"no such endpoint"}`)
 	assertJSON(t, apiwire.Health{Status: apiwire.HealthOK}, `{"status":"ok"}`)
 	assertJSON(t, apiwire.Health{Status: apiwire.HealthDegraded, Reason: "stale"}, `{"status":"degraded","reason":"stale"}`)
+}
+
+// AuthTypes is the server's list: each is a type services accepts, and
+// the server's own message for an unknown type names exactly these.
+func TestAuthTypesAreTheServers(t *testing.T) {
+	types := apiwire.AuthTypes()
+	_, err := compiledType(t, "no-such-type")
+	if err == nil || !strings.Contains(err.Error(), "unknown type") {
+		t.Fatalf("an unknown type: %v", err)
+	}
+	listed := err.Error()[strings.Index(err.Error(), "(want "):]
+	for _, typ := range types {
+		if e, _ := compiledType(t, typ); e {
+			t.Errorf("the server does not know the type %q apiwire.AuthTypes offers", typ)
+		}
+		if !regexp.MustCompile(`\b` + regexp.QuoteMeta(typ) + `\b`).MatchString(listed) {
+			t.Errorf("the server's list %q lacks %q", listed, typ)
+		}
+	}
+	if n := strings.Count(listed, ",") + 2; n != len(types) { // "a, b, ... or z"
+		t.Errorf("the server lists %d types (%s), apiwire.AuthTypes %d: %v", n, listed, len(types), types)
+	}
+	types[0] = "changed"
+	if apiwire.AuthTypes()[0] != apiwire.AuthBearer {
+		t.Error("AuthTypes returns a shared slice a caller can change")
+	}
+}
+
+// compiledType reports whether the server calls typ unknown, with the
+// error of a service of that type.
+func compiledType(t *testing.T, typ string) (unknown bool, err error) {
+	t.Helper()
+	err = apiwire.Service{Name: "x", Host: "api.example.com", Auth: apiwire.ServiceAuth{Type: typ}}.Validate()
+	return err != nil && strings.Contains(err.Error(), "unknown type"), err
 }

@@ -12,7 +12,6 @@ import (
 	"strings"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
-	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
 )
 
 // serviceTemplate is one template of static/service-templates.json.
@@ -38,7 +37,7 @@ func mustTemplates() []serviceTemplate {
 }
 
 // authTypes are the auth types the form offers.
-var authTypes = []string{services.AuthBearer, services.AuthBasic, services.AuthAPIKey, services.AuthCustom, services.AuthQuery, services.AuthPassthrough}
+var authTypes = apiwire.AuthTypes()
 
 type servicesData struct {
 	Services  []apiwire.Service
@@ -81,15 +80,15 @@ func (c *call) postedService() (apiwire.Service, error) {
 	a := &s.Auth
 	a.Type = c.field("auth_type")
 	switch a.Type {
-	case services.AuthBearer:
+	case apiwire.AuthBearer:
 		a.Token = c.field("token")
-	case services.AuthBasic:
+	case apiwire.AuthBasic:
 		a.Username, a.Password = c.field("username"), c.field("password")
-	case services.AuthAPIKey:
+	case apiwire.AuthAPIKey:
 		a.Key, a.Header, a.Prefix = c.field("key"), c.field("header"), c.r.PostForm.Get("prefix")
-	case services.AuthQuery:
+	case apiwire.AuthQuery:
 		a.Key, a.Param = c.field("key"), c.field("param")
-	case services.AuthCustom:
+	case apiwire.AuthCustom:
 		a.Headers = map[string]string{}
 		for line := range strings.SplitSeq(c.r.PostForm.Get("headers"), "\n") {
 			if strings.TrimSpace(line) == "" {
@@ -147,7 +146,7 @@ func withoutQuery(s string) string {
 // tester's POST) shows which service matches it.
 func (u *UI) servicesPage(c *call, testURL string) {
 	q := c.r.URL.Query()
-	d := servicesData{Templates: serviceTemplates, AuthTypes: authTypes, Form: serviceForm{Service: apiwire.Service{Auth: services.Auth{Type: services.AuthBearer}}}}
+	d := servicesData{Templates: serviceTemplates, AuthTypes: authTypes, Form: serviceForm{Service: apiwire.Service{Auth: apiwire.ServiceAuth{Type: apiwire.AuthBearer}}}}
 	var list apiwire.ServiceList
 	if err := c.get("/api/v1/services", &list); err != nil {
 		d.Err = errText(err)
