@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
@@ -27,6 +28,9 @@ type call struct {
 	csrf string
 	// me is the signed-in principal (signIn).
 	me apiwire.Whoami
+	// headerMu guards w's header: reads running at once (getAll) may
+	// each pass on a Set-Cookie of the API.
+	headerMu sync.Mutex
 }
 
 func (u *UI) newCall(w http.ResponseWriter, r *http.Request) *call {
@@ -88,6 +92,62 @@ func (c *call) get(path string, out any) error {
 	return err
 }
 
+// maxParallelReads bounds the API requests one page view has in flight
+// at once (getAll): the overview's panels are read together rather than
+// in turn, but a single page view cannot take more of the API (and of
+// its database pool) than this.
+const maxParallelReads = 4
+
+// read is one GET of getAll: path decoded into out, and its outcome.
+type read struct {
+	path string
+	out  any
+	// err is set by getAll: the read's own failure, nil on success.
+	err error
+}
+
+// getAll runs the reads at once, at most maxParallelReads in flight,
+// each with the browser request's context, and returns when all are
+// done; each read's err says how it went, so one failure spoils only
+// its own panel. A read not started when the browser goes away fails
+// with the context's error. A panic in a read is raised again in the
+// caller's goroutine, once all are done, where the HTTP server's own
+// recovery sees it as it would a sequential read's.
+func (c *call) getAll(reads ...*read) {
+	ctx := c.r.Context()
+	slots := make(chan struct{}, maxParallelReads)
+	var wg sync.WaitGroup
+	var panicked sync.Once
+	var panicValue any
+	for _, rd := range reads {
+		// Checked first: select picks at random between a free slot
+		// and a done context.
+		if ctx.Err() != nil {
+			rd.err = ctx.Err()
+			continue
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			rd.err = ctx.Err()
+			continue
+		}
+		wg.Go(func() {
+			defer func() {
+				<-slots
+				if p := recover(); p != nil {
+					panicked.Do(func() { panicValue = p })
+				}
+			}()
+			rd.err = c.get(rd.path, rd.out)
+		})
+	}
+	wg.Wait()
+	if panicValue != nil {
+		panic(panicValue)
+	}
+}
+
 // do sends one request to the API in-process, as the browser: its
 // login cookie, its address, its Origin and Sec-Fetch-Site (the API's
 // same-origin rule applies), and for a change the CSRF header. A JSON
@@ -125,8 +185,12 @@ func (c *call) do(method, path string, body, out any) (int, error) {
 	c.u.api.ServeHTTP(rec, req)
 	// Set-Cookie of the API (a logout clears the cookie) reaches the
 	// browser.
-	for _, sc := range rec.header.Values("Set-Cookie") {
-		c.w.Header().Add("Set-Cookie", sc)
+	if cookies := rec.header.Values("Set-Cookie"); len(cookies) > 0 {
+		c.headerMu.Lock()
+		for _, sc := range cookies {
+			c.w.Header().Add("Set-Cookie", sc)
+		}
+		c.headerMu.Unlock()
 	}
 	if rec.status >= 400 {
 		var e apiwire.Error

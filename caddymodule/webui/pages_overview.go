@@ -23,23 +23,41 @@ type overviewData struct {
 	Stats *apiwire.ActivityStats
 }
 
+// overview reads its panels from the API at once (getAll): each
+// panel shows its own read's error, the others their data.
 func (u *UI) overview(c *call) {
 	if c.r.Method == http.MethodPost {
 		c.done(errNoAction, "")
 		return
 	}
+	var (
+		stores apiwire.StoreList
+		creds  apiwire.CredentialList
+		svcs   apiwire.ServiceList
+		sess   apiwire.SessionList
+		agents apiwire.AgentList
+		reqs   apiwire.AccessRequestList
+		act    apiwire.ActivityList
+		st     apiwire.ActivityStats
+	)
+	rStores := &read{path: "/api/v1/stores", out: &stores}
+	rCreds := &read{path: "/api/v1/credentials", out: &creds}
+	rSvcs := &read{path: "/api/v1/services", out: &svcs}
+	rSess := &read{path: "/api/v1/sessions", out: &sess}
+	rAgents := &read{path: "/api/v1/agents", out: &agents}
+	rReqs := &read{path: "/api/v1/requests", out: &reqs}
+	rAct := &read{path: "/api/v1/activity?decision=refused&limit=10", out: &act}
+	rStats := &read{path: "/api/v1/activity/stats", out: &st}
+	c.getAll(rStores, rCreds, rSvcs, rSess, rAgents, rReqs, rAct, rStats)
+
 	var d overviewData
-	var stores apiwire.StoreList
-	if err := c.get("/api/v1/stores", &stores); err != nil {
-		d.StoresErr = errText(err)
+	if rStores.err != nil {
+		d.StoresErr = errText(rStores.err)
 	}
 	d.Stores = stores.Stores
-	var creds apiwire.CredentialList
-	d.Credentials = d.count(c, "credentials", "/api/v1/credentials", &creds, func() int { return len(creds.Credentials) })
-	var svcs apiwire.ServiceList
-	d.Services = d.count(c, "services", "/api/v1/services", &svcs, func() int { return len(svcs.Services) })
-	var sess apiwire.SessionList
-	d.ActiveSessions = d.count(c, "sessions", "/api/v1/sessions", &sess, func() (n int) {
+	d.Credentials = d.count("credentials", rCreds, func() int { return len(creds.Credentials) })
+	d.Services = d.count("services", rSvcs, func() int { return len(svcs.Services) })
+	d.ActiveSessions = d.count("sessions", rSess, func() (n int) {
 		for _, s := range sess.Sessions {
 			if s.Status == apiwire.SessionActive {
 				n++
@@ -47,10 +65,8 @@ func (u *UI) overview(c *call) {
 		}
 		return n
 	})
-	var agents apiwire.AgentList
-	d.Agents = d.count(c, "agents", "/api/v1/agents", &agents, func() int { return len(agents.Agents) })
-	var reqs apiwire.AccessRequestList
-	d.PendingRequests = d.count(c, "requests", "/api/v1/requests", &reqs, func() (n int) {
+	d.Agents = d.count("agents", rAgents, func() int { return len(agents.Agents) })
+	d.PendingRequests = d.count("requests", rReqs, func() (n int) {
 		for _, q := range reqs.Requests {
 			if q.Status == apiwire.RequestPending {
 				n++
@@ -58,13 +74,11 @@ func (u *UI) overview(c *call) {
 		}
 		return n
 	})
-	var act apiwire.ActivityList
-	if err := c.get("/api/v1/activity?decision=refused&limit=10", &act); err != nil {
-		d.RefusalsErr = errText(err)
+	if rAct.err != nil {
+		d.RefusalsErr = errText(rAct.err)
 	}
 	d.Refusals = act.Entries
-	var st apiwire.ActivityStats
-	if c.get("/api/v1/activity/stats", &st) == nil {
+	if rStats.err == nil {
 		d.Stats = &st
 	}
 	c.render("overview", "Overview", d)
@@ -77,11 +91,12 @@ type count struct {
 	Err bool
 }
 
-// count reads path into out and counts it with n; a failure is kept
-// in d.CountErrs.
-func (d *overviewData) count(c *call, what, path string, out any, n func() int) count {
-	if err := c.get(path, out); err != nil {
-		d.CountErrs = append(d.CountErrs, "cannot count the "+what+": "+errText(err))
+// count is what r read, counted with n; r's failure is kept in
+// d.CountErrs (in the order the counts are taken, so the page reads
+// the same every time).
+func (d *overviewData) count(what string, r *read, n func() int) count {
+	if r.err != nil {
+		d.CountErrs = append(d.CountErrs, "cannot count the "+what+": "+errText(r.err))
 		return count{Err: true}
 	}
 	return count{N: n()}

@@ -1,12 +1,15 @@
 package webui
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
 )
@@ -231,5 +234,116 @@ func TestOverviewSaysWhatFailed(t *testing.T) {
 	}
 	if !strings.Contains(body, "<b>0</b> services") {
 		t.Fatal("the other counts are not shown")
+	}
+}
+
+// gatedAPI holds the overview's reads until maxParallelReads of them
+// are in flight together, and records the most it saw at once.
+type gatedAPI struct {
+	*fakeAPI
+	ctxKey   any
+	mu       sync.Mutex
+	inFlight int
+	most     int
+	open     chan struct{} // closed once maxParallelReads were in flight
+	once     sync.Once
+	foreign  atomic.Int64 // reads without the browser request's context
+}
+
+func (g *gatedAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/api/v1/whoami" {
+		g.fakeAPI.ServeHTTP(w, r)
+		return
+	}
+	if r.Context().Value(g.ctxKey) == nil {
+		g.foreign.Add(1)
+	}
+	g.mu.Lock()
+	g.inFlight++
+	g.most = max(g.most, g.inFlight)
+	if g.inFlight == maxParallelReads {
+		g.once.Do(func() { close(g.open) })
+	}
+	g.mu.Unlock()
+	// The deadline only bounds a failure (reads made one after another
+	// never fill the gate); a passing run never waits for it.
+	select {
+	case <-g.open:
+	case <-time.After(5 * time.Second):
+	}
+	g.mu.Lock()
+	g.inFlight--
+	g.mu.Unlock()
+	g.fakeAPI.ServeHTTP(w, r)
+}
+
+type ctxKey struct{}
+
+// TestOverviewReadsAtOnce: the overview's reads run together, at most
+// maxParallelReads at a time, each with the browser request's context.
+func TestOverviewReadsAtOnce(t *testing.T) {
+	_, f := newFake(t, "viewer")
+	g := &gatedAPI{fakeAPI: f, ctxKey: ctxKey{}, open: make(chan struct{})}
+	u := New(g, Options{})
+	r := httptest.NewRequest("GET", "/", nil)
+	r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, true))
+	r.AddCookie(&http.Cookie{Name: identity.CookieName, Value: f.cookie})
+	w := httptest.NewRecorder()
+	u.ServeHTTP(w, r)
+	if w.Code != 200 || !strings.Contains(w.Body.String(), "<b>0</b> services") {
+		t.Fatalf("overview: %d\n%s", w.Code, w.Body.String())
+	}
+	select {
+	case <-g.open:
+	default:
+		t.Fatalf("at most %d reads were in flight together, want %d", g.most, maxParallelReads)
+	}
+	if g.most > maxParallelReads {
+		t.Errorf("%d reads in flight together, the bound is %d", g.most, maxParallelReads)
+	}
+	if n := f.calls.Load(); n != 8 {
+		t.Errorf("%d reads, want the overview's 8", n)
+	}
+	if n := g.foreign.Load(); n != 0 {
+		t.Errorf("%d reads without the browser request's context", n)
+	}
+}
+
+// TestOverviewReadsStopWithTheBrowser: once the browser has gone, no
+// read is started; the page does not hang.
+func TestOverviewReadsStopWithTheBrowser(t *testing.T) {
+	_, f := newFake(t, "viewer")
+	ctx, cancel := context.WithCancel(context.Background())
+	// whoami succeeds, then the browser goes away before the panels.
+	u := New(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.ServeHTTP(w, r)
+		if r.URL.Path == "/api/v1/whoami" {
+			cancel()
+		}
+	}), Options{})
+	r := httptest.NewRequest("GET", "/", nil).WithContext(ctx)
+	r.AddCookie(&http.Cookie{Name: identity.CookieName, Value: f.cookie})
+	u.ServeHTTP(httptest.NewRecorder(), r)
+	if n := f.calls.Load(); n != 0 {
+		t.Errorf("%d reads after the browser went away, want none", n)
+	}
+}
+
+// TestOverviewPanelErrors: each failing read shows in its own panel;
+// the rest of the page is there.
+func TestOverviewPanelErrors(t *testing.T) {
+	for path, want := range map[string]string{
+		"/api/v1/stores":   `<h2>Stores</h2>`,
+		"/api/v1/activity": `Activity is not available: the state database is unreachable`,
+		"/api/v1/sessions": `<b>?</b> active sessions`,
+	} {
+		u, f := newFake(t, "viewer")
+		f.fail = path
+		w := serve(u, "GET", "/", f.cookie, nil)
+		body := w.Body.String()
+		if w.Code != 200 || !strings.Contains(body, want) || !strings.Contains(body, "the state database is unreachable") ||
+			!strings.Contains(body, "<b>0</b> credentials") || !strings.Contains(body, `id="stores-table"`) {
+			t.Errorf("overview with %s failing: %d\n%s", path, w.Code, body)
+		}
 	}
 }
