@@ -114,6 +114,9 @@ type activityLog struct {
 	// by lossGate).
 	lossGate periodic.Gate
 	logged   activity.Stats
+	// exchanges are the proxies' requests and relayed tunnels whose
+	// entries are still to come: close waits for them (bounded).
+	exchanges inFlight
 }
 
 func newActivityLog(db *state.DB, instance string, log *zap.Logger) *activityLog {
@@ -159,8 +162,26 @@ func (l *activityLog) purge(keep time.Duration, maxRows int) {
 	}()
 }
 
-// close flushes what the Recorder holds (bounded by ctx).
-func (l *activityLog) close(ctx context.Context) error { return l.rec.Close(ctx) }
+// exchangesDrain bounds how long close waits for the exchanges in
+// flight. The sessions have ended by then, so their connections are
+// closed and each exchange is only writing its entry: milliseconds; the
+// bound is for one stuck elsewhere, which must not hold shutdown.
+const exchangesDrain = 2 * time.Second
+
+// close lets the exchanges in flight (cut short as the sessions ended
+// and closed their connections) hand over their entries, for up to
+// exchangesDrain, then flushes what the Recorder holds (bounded by
+// ctx). The entries of exchanges that take longer are dropped and
+// counted, as after any close.
+func (l *activityLog) close(ctx context.Context) error {
+	dctx, cancel := context.WithTimeout(ctx, exchangesDrain)
+	left := l.exchanges.wait(dctx)
+	cancel()
+	if left > 0 {
+		l.log.Warn("shutdown: exchanges still running; their activity entries will be lost", zap.Int("exchanges", left))
+	}
+	return l.rec.Close(ctx)
+}
 
 // ActivityStats returns the activity Recorder's counts (entries
 // written, dropped on a full buffer, failed after retries, queued) of

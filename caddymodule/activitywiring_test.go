@@ -1,8 +1,15 @@
 package caddymodule
 
 import (
+	"bufio"
 	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"testing"
 	"time"
@@ -11,6 +18,10 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/egress"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/leafcerts"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
 )
@@ -127,5 +138,113 @@ func TestActivityLogsLosses(t *testing.T) {
 	lost := logs.FilterMessage("activity entries lost").All()
 	if len(lost) != 1 || lost[0].LoggerName != "activity" || lost[0].ContextMap()["activity_dropped"] != uint64(1) {
 		t.Fatalf("loss lines %+v", lost)
+	}
+}
+
+// A request in an intercepted tunnel that shutdown cuts short (Destruct
+// ends the sessions, closing their tunnels) records its entry after the
+// tunnel closed, from the proxy's own goroutine: Destruct lets it do so
+// before the activity Recorder's final flush, so it is written, not
+// dropped.
+func TestDestructWaitsForCutExchanges(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "state.db")
+	db, err := state.Open(ctx, state.Config{Backend: StateSQLite, DSN: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &App{DataDir: t.TempDir(), logger: zap.NewNop()}
+	sh, err := a.loadShared(ctx, db, sharedStores{catalog: catalogStore{db}, sessions: sessionStore{db}}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	destructed := false
+	t.Cleanup(func() {
+		if !destructed {
+			sh.Destruct()
+		}
+	})
+
+	// An upstream that holds the request until the proxy gives up on it.
+	arrived := make(chan struct{}, 1)
+	up := upstreamTLS(t, func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-r.Context().Done()
+	})
+	if err := sh.catalog.Put(ctx, services.Service{Name: "up", Host: up.hostPort, Auth: services.Auth{Type: services.AuthPassthrough}}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The proxy as Provision builds it over this shared state.
+	a.state = sh
+	if a.creds, err = credentials.New(nil); err != nil {
+		t.Fatal(err)
+	}
+	proxyRoot := newRootCA(t, "shutdown test root")
+	issuer := proxyRoot.intermediate(t)
+	if a.minter, err = leafcerts.New(func() ([]*x509.Certificate, crypto.Signer) {
+		return []*x509.Certificate{issuer.cert}, issuer.key
+	}, leafcerts.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if a.egress, err = egress.ParsePolicy([]string{"127.0.0.0/8"}); err != nil {
+		t.Fatal(err)
+	}
+	a.self = new(egress.Listeners)
+	p := &Proxy{}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	p.start(zap.NewNop(), a.proxyDeps())
+	t.Cleanup(func() { p.Cleanup() })
+	p.transport.TLSClientConfig.RootCAs = upstreamRoot(t).pool()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.ServeHTTP(w, r, nil) }))
+	t.Cleanup(srv.Close)
+	port := uint16(srv.Listener.Addr().(*net.TCPAddr).Port)
+	a.self.Set([]egress.Listener{{Host: "127.0.0.1", FirstPort: port, LastPort: port}})
+
+	_, token, err := sh.sessions.Create(ctx, sessions.Spec{Services: []string{"up"}, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.DialTimeout("tcp", srv.Listener.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(30 * time.Second)) // a bound on a broken test, not a wait
+	fmt.Fprintf(conn, "CONNECT %s HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: %s\r\n\r\n", up.hostPort, up.hostPort, basicAuth(token))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: http.MethodConnect})
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT: %v %v", resp, err)
+	}
+	tc := tls.Client(conn, &tls.Config{ServerName: "127.0.0.1", RootCAs: proxyRoot.pool()})
+	if _, err := fmt.Fprintf(tc, "GET /held HTTP/1.1\r\nHost: %s\r\n\r\n", up.hostPort); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-arrived:
+	case <-time.After(15 * time.Second): // a bound on a broken test, not a wait
+		t.Fatal("the request did not reach the upstream")
+	}
+
+	destructed = true
+	if err := sh.Destruct(); err != nil {
+		t.Fatal(err)
+	}
+	if st := sh.activity.rec.Stats(); st.Dropped != 0 || st.Written != 1 {
+		t.Errorf("Recorder after Destruct: %+v, want the cut request written", st)
+	}
+	db, err = state.Open(ctx, state.Config{Backend: StateSQLite, DSN: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.ListActivity(ctx, state.ActivityFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1 || rows[0].Path != "/held" || rows[0].Service != "up" {
+		t.Fatalf("after Destruct: %+v, want the cut request's entry", rows)
 	}
 }

@@ -663,7 +663,7 @@ func (a *App) Healthy() error {
 // proxyDeps is what the proxy handler uses of the app.
 func (a *App) proxyDeps() proxyDeps {
 	return proxyDeps{sessions: a.state.sessions, services: a.state.catalog, creds: a.creds, leaves: a.minter, egress: a.egress, self: a.self, state: a,
-		observe: proxyObservers(a.DisableActivityLog, a.state.activity.rec, a.state.metrics)}
+		observe: proxyObservers(a.DisableActivityLog, a.state.activity.rec, a.state.metrics), exchanges: &a.state.activity.exchanges}
 }
 
 // apiDeps is what the management API handler uses of the app.

@@ -490,8 +490,9 @@ func (sh *sharedState) Destruct() error {
 	if err := sh.audit.Flush(actx); err != nil {
 		sh.log.Error("audit entries not recorded at shutdown", zap.Error(err))
 	}
-	// Ending the sessions closes their tunnels, which the proxy logs;
-	// then the activity log, last before the database closes.
+	// Ending the sessions closes their tunnels and requests, whose
+	// exchanges then hand over their entries; the activity log waits
+	// for them (bounded) and closes last before the database.
 	sh.sessions.RevokeAll()
 	if err := sh.activity.close(actx); err != nil {
 		sh.log.Error("activity entries not written at shutdown", zap.Error(err))

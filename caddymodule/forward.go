@@ -44,6 +44,8 @@ type exchange struct {
 // forward is the path of one proxied request. Every step before send
 // may refuse it, and then nothing reaches the upstream.
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, sess *sessions.Session, tgt target) {
+	// Deferred first, so it runs last: once the entry is handed over.
+	defer p.deps.exchanges.begin()()
 	if !tgt.tls {
 		// An absolute-form request is not inside a tracked tunnel: the
 		// session tracks the request itself, so that ending the session

@@ -114,6 +114,10 @@ type proxyDeps struct {
 	// observe is told of every request served or refused (the
 	// activity log and the metrics); nil: nobody.
 	observe proxyObserver
+	// exchanges counts the requests and relayed tunnels whose entry
+	// is still to come, for shutdown to wait on (inflight.go); nil:
+	// nobody waits.
+	exchanges *inFlight
 }
 
 type sessionAuthenticator interface {
