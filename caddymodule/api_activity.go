@@ -179,6 +179,12 @@ func wireActivity(e activity.Entry) apiwire.ActivityEntry {
 // answers 200. It reads the database every second, so every broker's
 // entries appear, and it ends when the caller's login or token stops
 // being valid (checked at every poll) or when this config is unloaded.
+//
+// A time (in after=, since= or before=) is compared with each entry's
+// At, which is the clock of the broker that recorded it: in a cluster
+// whose clocks differ, "from then on" is as each broker's clock tells
+// it, so an entry near the boundary may fall on the other side. A
+// cursor names an entry and has no such slack.
 func (a *API) streamActivity(w http.ResponseWriter, r *http.Request) {
 	f, err := a.activityFilter(r)
 	if err != nil {
