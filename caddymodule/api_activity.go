@@ -180,11 +180,12 @@ func wireActivity(e activity.Entry) apiwire.ActivityEntry {
 // entries appear, and it ends when the caller's login or token stops
 // being valid (checked at every poll) or when this config is unloaded.
 //
-// A time (in after=, since= or before=) is compared with each entry's
-// At, which is the clock of the broker that recorded it: in a cluster
-// whose clocks differ, "from then on" is as each broker's clock tells
-// it, so an entry near the boundary may fall on the other side. A
-// cursor names an entry and has no such slack.
+// Entries are ordered, and after=, since= and before= (times and
+// cursors alike) compared, by each entry's At, the clock of the broker
+// that recorded it: in a cluster whose clocks differ, an entry can fall
+// on the other side of a time or cursor, and one more than the
+// Follower's lookback (activity.DefaultLookback) behind the newest
+// entry the stream has seen is never streamed (it is still listed).
 func (a *API) streamActivity(w http.ResponseWriter, r *http.Request) {
 	f, err := a.activityFilter(r)
 	if err != nil {
