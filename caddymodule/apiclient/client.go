@@ -49,6 +49,9 @@ type Client struct {
 	token   string
 	http    *http.Client
 	timeout time.Duration
+	// streamIdle bounds a stream's silence (DefaultStreamIdle when 0;
+	// tests shorten it).
+	streamIdle time.Duration
 }
 
 // Option configures New.

@@ -111,6 +111,23 @@ func TestEndpointMethods(t *testing.T) {
 					t.Errorf("got %+v", l)
 				}
 			}},
+		{name: "Activity", call: func(c *Client) (any, error) {
+			return c.Activity(ctx, ActivityQuery{Session: "s1", Agent: "ci", Service: "github", Host: "api.github.com",
+				Decision: "refused", Code: "uncovered_host", Status: 403, Since: "1h", Limit: 5, Before: "9_y"})
+		}, status: 200, answer: `{"entries":null,"next_before":"8_x"}`, method: "GET", path: "/api/v1/activity",
+			query: "agent=ci&before=9_y&code=uncovered_host&decision=refused&host=api.github.com&limit=5&service=github&session=s1&since=1h&status=403",
+			check: func(t *testing.T, got any) {
+				if l := got.(*apiwire.ActivityList); l.Entries == nil || l.NextBefore != "8_x" {
+					t.Errorf("got %+v", l)
+				}
+			}},
+		{name: "ActivityUnfiltered", call: func(c *Client) (any, error) { return c.Activity(ctx, ActivityQuery{}) },
+			status: 200, answer: `{"entries":[{"id":"a1","decision":"forwarded"}]}`, method: "GET", path: "/api/v1/activity",
+			check: func(t *testing.T, got any) {
+				if l := got.(*apiwire.ActivityList); len(l.Entries) != 1 || l.Entries[0].ID != "a1" {
+					t.Errorf("got %+v", l)
+				}
+			}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
