@@ -30,9 +30,10 @@ Quick start:
   agent-vault vault run -- claude                # the agent, with proxy and placeholders
 
 The management verbs (credential, service, agent, session, request,
-operator, audit) talk to --addr, else $AGENT_VAULT_ADDR (default
-http://127.0.0.1:14321), with --token-file, else $AGENT_VAULT_TOKEN, else
-<data dir>/admin.token (only for a server on loopback). 'vault run' and
+operator, audit, activity) talk to --addr, else $AGENT_VAULT_ADDR
+(default http://127.0.0.1:14321), with --token-file, else
+$AGENT_VAULT_TOKEN, else <data dir>/admin.token (only for a server on
+loopback). 'vault run' and
 av-launch take the same order, with agent.token as the default. Plain
 http:// to another host needs AGENT_VAULT_INSECURE_HTTP=1.
 Run 'agent-vault <command> --help' for each.`

@@ -12,8 +12,9 @@ import (
 )
 
 // Every endpoint method of services.go, agents.go, operators.go,
-// requests.go and audit.go: the method, path, query and body it sends,
-// and that it decodes the answer.
+// requests.go, audit.go and activity.go (its list; the stream has
+// activity_test.go): the method, path, query and body it sends, and
+// that it decodes the answer.
 func TestEndpointMethods(t *testing.T) {
 	ctx := context.Background()
 	ttl := "30m"

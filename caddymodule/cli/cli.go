@@ -1,6 +1,6 @@
 // Package cli is agent-vault's management command line: the verbs
-// credential, service, agent, session, request, operator and audit,
-// which talk to the management API of a running server.
+// credential, service, agent, session, request, operator, audit and
+// activity, which talk to the management API of a running server.
 //
 // Each verb is a Caddy command of the agent-vault binary (register.go);
 // Main runs one in-process, which is how the tests drive it.
@@ -19,7 +19,8 @@
 //     or from a no-echo prompt when stdin is a terminal; never from the
 //     command line, where shell history and ps would keep it.
 //   - Output is an aligned table (or a short confirmation) by default and
-//     the apiwire types, as the server sent them, with --json. Tokens the
+//     the apiwire types, as the server sent them, with --json (activity
+//     prints one entry a line, so that a page and --follow read alike). Tokens the
 //     server hands out (agent add, agent rotate) go to stdout alone on
 //     their line; notes go to stderr.
 //   - Exit 0 on success, 1 when the server refused or failed (its own
@@ -37,6 +38,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -67,6 +69,12 @@ type Env struct {
 	Terminal Terminal
 	// Transport, if set, replaces the HTTP transport (tests).
 	Transport http.RoundTripper
+	// Context is the run's context (nil: context.Background()); a
+	// command ends when it is done (tests end activity --follow so).
+	Context context.Context
+	// After is the clock of the waits (nil: time.After); tests make
+	// them instant.
+	After func(time.Duration) <-chan time.Time
 }
 
 // Terminal reads secrets without echoing them.
@@ -105,7 +113,11 @@ func Main(args []string, env Env) int {
 	root.SetIn(env.Stdin)
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
-	err := root.ExecuteContext(context.Background())
+	ctx := env.Context
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return ExitOK
 	}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 const testToken = "ava_0123456789abcdef0123456789abcdef"
@@ -90,6 +92,11 @@ type call struct {
 	env      map[string]string
 	stdin    string
 	terminal Terminal
+	// ctx, after and stdout (a copy of what is printed, as it is) go
+	// to Env as they are; nil for the defaults.
+	ctx    context.Context
+	after  func(time.Duration) <-chan time.Time
+	stdout io.Writer
 }
 
 // run runs args against s (nil: no server) with the test token.
@@ -108,12 +115,18 @@ func (c call) run(t *testing.T, s *server, args ...string) result {
 		env[k] = v
 	}
 	var stdout, stderr bytes.Buffer
+	var out io.Writer = &stdout
+	if c.stdout != nil {
+		out = io.MultiWriter(&stdout, c.stdout)
+	}
 	code := Main(args, Env{
 		Getenv:   func(k string) string { return env[k] },
 		Stdin:    strings.NewReader(c.stdin),
-		Stdout:   &stdout,
+		Stdout:   out,
 		Stderr:   &stderr,
 		Terminal: c.terminal,
+		Context:  c.ctx,
+		After:    c.after,
 	})
 	return result{code, stdout.String(), stderr.String()}
 }

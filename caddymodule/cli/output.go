@@ -31,6 +31,19 @@ func (r *runner) printJSON(v any) error {
 	return err
 }
 
+// printJSONLine writes v as one line of JSON (JSON Lines, for a
+// stream of entries), escaped as printJSON's output is.
+func (r *runner) printJSONLine(v any) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	_, err := r.env.Stdout.Write(escapeJSON(buf.Bytes()))
+	return err
+}
+
 // escapeJSON writes as \uXXXX the runes encoding/json leaves raw that a
 // terminal acts on: DEL and the C1 controls (U+007F-U+009F; U+009B is a
 // CSI on many terminals) and the bidirectional controls (U+200E, U+200F,

@@ -14,10 +14,13 @@ import (
 // `agent-vault help credential` included, is Main's.
 func init() {
 	for _, v := range verbs {
-		name := v.name
+		name, usage := v.name, v.usage
+		if usage == "" {
+			usage = "<subcommand> [flags]"
+		}
 		caddycmd.RegisterCommand(caddycmd.Command{
 			Name:  name,
-			Usage: "<subcommand> [flags]",
+			Usage: usage,
 			Short: v.short,
 			CobraFunc: func(cmd *cobra.Command) {
 				cmd.DisableFlagParsing = true
