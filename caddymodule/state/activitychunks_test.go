@@ -233,8 +233,8 @@ func sortedChunk(rows []ActivityRow) []*ActivityRow {
 }
 
 // A chunk decodes to the entries encoded, whatever their strings and
-// numbers, each filter selects what it names, and the encoding is
-// smaller than the entries' strings.
+// numbers; a filter and the bits of a read select what they name; the
+// encoding is much smaller than the entries' JSON.
 func TestActivityChunkRoundTrip(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -253,7 +253,7 @@ func TestActivityChunkRoundTrip(t *testing.T) {
 		}
 		chunk := sortedChunk(rows)
 		data := enc.encode(chunk)
-		got, sum, err := decodeChunk(data, nil)
+		got, sum, err := decodeChunk(data, allEntries, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -275,7 +275,7 @@ func TestActivityChunkRoundTrip(t *testing.T) {
 		if asJSON, _ := json.Marshal(want); len(chunk) > 8 && len(data) > len(asJSON)/4 {
 			t.Errorf("%d entries in %d bytes, more than a quarter of their JSON's %d", len(chunk), len(data), len(asJSON))
 		}
-		only, _, err := decodeChunk(data, func(e *entryFields) bool { return e.Session == "s1" && e.Status == 403 })
+		only, _, err := decodeChunk(data, allEntries, func(e *entryFields) bool { return e.Session == "s1" && e.Status == 403 })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -286,6 +286,21 @@ func TestActivityChunkRoundTrip(t *testing.T) {
 		}
 		if n := len(referenceActivity(want, ActivityFilter{Session: "s1", Status: 403, Limit: MaxPageLimit})); n != len(only) {
 			t.Fatalf("the filter kept %d of %d", len(only), n)
+		}
+		// The bits a read asks for: those entries, and only them.
+		bits := rng.Uint64()
+		some, _, err := decodeChunk(data, bits, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var picked []ActivityRow
+		for i := range want {
+			if bits&(1<<i) != 0 {
+				picked = append(picked, want[i])
+			}
+		}
+		if !reflect.DeepEqual(some, picked) {
+			t.Fatalf("bits %x: %d entries, want %d", bits, len(some), len(picked))
 		}
 	}
 }
@@ -299,16 +314,16 @@ func TestActivityChunkDecodeRefuses(t *testing.T) {
 	var enc chunkEncoder
 	data := enc.encode(sortedChunk(rows))
 	for i := range data {
-		if _, _, err := decodeChunk(data[:i], nil); err == nil {
+		if _, _, err := decodeChunk(data[:i], allEntries, nil); err == nil {
 			t.Fatalf("a chunk cut at %d of %d decodes", i, len(data))
 		}
 	}
-	if _, _, err := decodeChunk(append(slices.Clone(data), 0), nil); err == nil {
+	if _, _, err := decodeChunk(append(slices.Clone(data), 0), allEntries, nil); err == nil {
 		t.Fatal("trailing bytes decode")
 	}
 	bad := slices.Clone(data)
 	bad[0] = 2
-	if _, _, err := decodeChunk(bad, nil); err == nil {
+	if _, _, err := decodeChunk(bad, allEntries, nil); err == nil {
 		t.Fatal("version 2 decodes")
 	}
 	one := func(id string, at time.Time) []*ActivityRow {
@@ -316,24 +331,24 @@ func TestActivityChunkDecodeRefuses(t *testing.T) {
 	}
 	// Two entries in the wrong order, by hand: the encoder sorts.
 	two := enc.encode(append(one("b", t0), one("a", t0)...))
-	if _, _, err := decodeChunk(two, nil); err == nil {
+	if _, _, err := decodeChunk(two, allEntries, nil); err == nil {
 		t.Fatal("entries out of order decode")
 	}
 	same := enc.encode(append(one("a", t0), one("a", t0)...))
-	if _, _, err := decodeChunk(same, nil); err == nil {
+	if _, _, err := decodeChunk(same, allEntries, nil); err == nil {
 		t.Fatal("an entry twice decodes")
 	}
 	// "act_" and 32 hex digits as a plain string: its other form.
 	id := activityIDPrefix + "0123456789abcdef0123456789abcdef"
 	plain := enc.encode(one("x"+id[1:], t0))
 	plain[slices.Index(plain, 'x')] = 'a'
-	if _, _, err := decodeChunk(plain, nil); err == nil {
+	if _, _, err := decodeChunk(plain, allEntries, nil); err == nil {
 		t.Fatal("an activity id in the string form decodes")
 	}
 	// The last string index (the credential) past the table.
 	idx := enc.encode(one("a", t0))
 	idx[len(idx)-1] = 0x7f
-	if _, _, err := decodeChunk(idx, nil); err == nil {
+	if _, _, err := decodeChunk(idx, allEntries, nil); err == nil {
 		t.Fatal("a string index past the table decodes")
 	}
 }
@@ -348,14 +363,14 @@ func FuzzActivityChunkDecode(f *testing.F) {
 		f.Add(enc.encode(sortedChunk(randomActivityRows(rng, t0, n, time.Second))))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		rows, sum, err := decodeChunk(data, nil)
+		rows, sum, err := decodeChunk(data, allEntries, nil)
 		if err != nil {
 			return
 		}
 		if len(rows) != sum.entries || sum.entries < 1 || sum.entries > maxChunkEntries {
 			t.Fatalf("%d rows, summary %+v", len(rows), sum)
 		}
-		again, sum2, err := decodeChunk(enc.encode(sortedChunk(rows)), nil)
+		again, sum2, err := decodeChunk(enc.encode(sortedChunk(rows)), allEntries, nil)
 		if err != nil || !reflect.DeepEqual(again, rows) || sum2 != sum {
 			t.Fatalf("re-encoded: %v\n%+v\nwant\n%+v", err, again, rows)
 		}

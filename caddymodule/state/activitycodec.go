@@ -22,6 +22,7 @@ import (
 //	          activity.NewID ("act_" and 32 lower-case hex digits) as
 //	          its 16 bytes
 //	  uvarint At minus the previous entry's (none for the first)
+//	  uvarint the length of the rest of the entry:
 //	  uvarint table index of Instance, Session, Agent, Service,
 //	          Method, Host, Path, Decision, Code, Reason, Client
 //	  varint  Port, Status, BytesIn, BytesOut, Duration (nanoseconds)
@@ -29,12 +30,15 @@ import (
 //
 // Every string but the ID goes through the table: a batch repeats its
 // session, agent, service, host and most else from entry to entry, so
-// a chunk stores each once. Nothing follows the last entry.
+// a chunk stores each once. The length lets a filtered read skip the
+// entries its key rows' bits exclude. Nothing follows the last entry.
 //
 // The decoder is strict: it never panics, refuses any malformed input
 // with an error (a length or count beyond what is left, an index past
 // the table, an unknown version or ID form, entries out of order,
-// trailing bytes) and allocates in proportion to its input.
+// trailing bytes) and allocates in proportion to its input. The rest
+// of an entry that a read skips is not checked (a read of every entry
+// checks all).
 const (
 	activityCodecVersion = 1
 	idFormString         = 0
@@ -56,6 +60,7 @@ type chunkEncoder struct {
 	table map[string]uint64
 	order []string
 	body  []byte
+	rest  []byte // an entry's after its length
 	last  [chunkStrings]struct {
 		s   string
 		ref uint64
@@ -89,21 +94,25 @@ func (e *chunkEncoder) encode(rows []*ActivityRow) []byte {
 			e.body = binary.AppendUvarint(e.body, uint64(at-prev))
 		}
 		prev = at
+		rest := e.rest[:0]
 		for f, s := range [chunkStrings]string{r.Instance, r.Session, r.Agent, r.Service, r.Method, r.Host, r.Path,
 			r.Decision, r.Code, r.Reason, r.Client} {
 			// Most fields repeat the previous entry's: no map lookup.
 			if l := &e.last[f]; s != l.s {
 				l.s, l.ref = s, e.intern(s)
 			}
-			e.body = binary.AppendUvarint(e.body, e.last[f].ref)
+			rest = binary.AppendUvarint(rest, e.last[f].ref)
 		}
 		for _, n := range [...]int64{int64(r.Port), int64(r.Status), r.BytesIn, r.BytesOut, int64(r.Duration)} {
-			e.body = binary.AppendVarint(e.body, n)
+			rest = binary.AppendVarint(rest, n)
 		}
-		e.body = binary.AppendUvarint(e.body, uint64(len(r.Credentials)))
+		rest = binary.AppendUvarint(rest, uint64(len(r.Credentials)))
 		for _, c := range r.Credentials {
-			e.body = binary.AppendUvarint(e.body, e.intern(c))
+			rest = binary.AppendUvarint(rest, e.intern(c))
 		}
+		e.body = binary.AppendUvarint(e.body, uint64(len(rest)))
+		e.body = append(e.body, rest...)
+		e.rest = rest
 	}
 	size := 1 + binary.MaxVarintLen64*3 + len(e.body)
 	for _, s := range e.order {
@@ -144,9 +153,10 @@ func appendActivityID(dst, raw []byte) []byte {
 
 // activityIDBytes returns the 16 bytes of an activity.NewID, ok false
 // for any other string (upper-case digits included: they would not
-// decode to the same string).
-func activityIDBytes(id string) (b [16]byte, ok bool) {
-	if len(id) != len(activityIDPrefix)+32 || id[:len(activityIDPrefix)] != activityIDPrefix {
+// decode to the same string). Generic so that a decode checks its
+// bytes without a copy.
+func activityIDBytes[T string | []byte](id T) (b [16]byte, ok bool) {
+	if len(id) != len(activityIDPrefix)+32 || string(id[:len(activityIDPrefix)]) != activityIDPrefix {
 		return b, false
 	}
 	for i := range b {
@@ -204,7 +214,16 @@ func (r *chunkReader) byte(what string) byte {
 	return c
 }
 
+// uvarint reads a uvarint; one of a byte (most are) without a call.
 func (r *chunkReader) uvarint(what string) uint64 {
+	if b := r.b; r.err == nil && len(b) > 0 && b[0] < 0x80 {
+		r.b = b[1:]
+		return uint64(b[0])
+	}
+	return r.longUvarint(what)
+}
+
+func (r *chunkReader) longUvarint(what string) uint64 {
 	if r.err != nil {
 		return 0
 	}
@@ -269,37 +288,35 @@ type chunkSummary struct {
 	first, last int64 // unix nanoseconds
 }
 
-// decodeChunk returns the entries of a chunk's value that match
-// selects (nil: all), in the chunk's order, and the chunk's summary;
-// an error for any malformed value.
-func decodeChunk(data []byte, match chunkMatch) ([]ActivityRow, chunkSummary, error) {
+// allEntries is the want of a decode that reads every entry.
+const allEntries = ^uint64(0)
+
+// decodeChunk returns the entries of a chunk's value whose bit is set
+// in want (bit i: entry i) and that match selects (nil: all), in the
+// chunk's order, and the chunk's summary; an error for any malformed
+// value.
+func decodeChunk(data []byte, want uint64, match chunkMatch) ([]ActivityRow, chunkSummary, error) {
 	r := &chunkReader{b: data}
+	var none chunkSummary
 	if v := r.byte("version"); r.err == nil && v != activityCodecVersion {
-		return nil, chunkSummary{}, fmt.Errorf("%w: version %d", errChunk, v)
+		return nil, none, fmt.Errorf("%w: version %d", errChunk, v)
 	}
 	nStrings := r.count("string table", math.MaxUint32)
 	if r.err != nil {
-		return nil, chunkSummary{}, r.err
+		return nil, none, r.err
 	}
-	// The table's strings are substrings of one copy of the table's
-	// bytes: one allocation, however many strings.
-	type span struct{ from, to int }
-	spans := make([]span, nStrings)
 	start := len(data) - len(r.b)
-	for i := range spans {
+	t := &chunkTable{spans: make([]chunkSpan, nStrings)}
+	for i := range t.spans {
 		n := r.count("string length", math.MaxUint32)
-		from := len(data) - len(r.b)
+		from := len(data) - len(r.b) - start
 		r.bytes(n, "string")
-		spans[i] = span{from - start, from - start + n}
+		t.spans[i] = chunkSpan{uint32(from), uint32(from + n)}
 	}
 	if r.err != nil {
-		return nil, chunkSummary{}, r.err
+		return nil, none, r.err
 	}
-	blob := string(data[start : len(data)-len(r.b)])
-	table := make([]string, nStrings)
-	for i, s := range spans {
-		table[i] = blob[s.from:s.to]
-	}
+	t.raw = data[start : len(data)-len(r.b)]
 	n := r.count("entries", maxChunkEntries)
 	if r.err == nil && n == 0 {
 		r.fail("no entries")
@@ -307,18 +324,11 @@ func decodeChunk(data []byte, match chunkMatch) ([]ActivityRow, chunkSummary, er
 	at := r.varint("first time")
 	first := at
 	if r.err != nil {
-		return nil, chunkSummary{}, r.err
-	}
-	str := func(what string) string {
-		i := r.uvarint(what)
-		if r.err != nil || i >= uint64(len(table)) {
-			r.fail(what)
-			return ""
-		}
-		return table[i]
+		return nil, none, r.err
 	}
 	var out []ActivityRow
-	var id, prevID []byte // the current and the previous entry's
+	var id, prevID []byte  // the current and the previous entry's
+	var fields entryFields // one for every entry: match's pointer escapes
 	for i := range n {
 		id = id[:0]
 		switch form := r.byte("id form"); form {
@@ -330,7 +340,7 @@ func decodeChunk(data []byte, match chunkMatch) ([]ActivityRow, chunkSummary, er
 			raw := r.bytes(r.count("id length", math.MaxUint32), "id")
 			// An ID of the activity form is always stored in it, so
 			// that each ID has one encoding.
-			if _, ok := activityIDBytes(string(raw)); r.err == nil && (ok || len(raw) == 0) {
+			if _, ok := activityIDBytes(raw); r.err == nil && (ok || len(raw) == 0) {
 				r.fail("id")
 			}
 			id = append(id, raw...)
@@ -349,22 +359,33 @@ func decodeChunk(data []byte, match chunkMatch) ([]ActivityRow, chunkSummary, er
 			}
 			at += int64(d)
 		}
-		var s [chunkStrings]string
-		for f := range s {
-			s[f] = str("string index")
-		}
-		port, status := r.int("port"), r.int("status")
-		in, outBytes, dur := r.varint("bytes in"), r.varint("bytes out"), r.varint("duration")
-		nCreds := r.count("credentials", math.MaxUint32)
-		creds := r.b
-		for range nCreds {
-			str("credential")
-		}
+		rest := r.bytes(r.count("entry length", math.MaxUint32), "entry")
 		if r.err != nil {
-			return nil, chunkSummary{}, r.err
+			return nil, none, r.err
 		}
 		id, prevID = prevID, id
-		fields := entryFields{At: at, Session: s[1], Agent: s[2], Service: s[3], Host: s[5], Decision: s[7], Code: s[8], Status: status}
+		if want&(1<<i) == 0 {
+			continue
+		}
+		e := &chunkReader{b: rest}
+		var s [chunkStrings]string
+		for f := range s {
+			s[f] = t.str(e, "string index")
+		}
+		port, status := e.int("port"), e.int("status")
+		in, outBytes, dur := e.varint("bytes in"), e.varint("bytes out"), e.varint("duration")
+		nCreds := e.count("credentials", math.MaxUint32)
+		creds := e.b
+		for range nCreds {
+			t.str(e, "credential")
+		}
+		if e.err == nil && len(e.b) != 0 {
+			e.fail("entry length")
+		}
+		if e.err != nil {
+			return nil, none, e.err
+		}
+		fields = entryFields{At: at, Session: s[1], Agent: s[2], Service: s[3], Host: s[5], Decision: s[7], Code: s[8], Status: status}
 		if match != nil && !match(&fields) {
 			continue
 		}
@@ -372,14 +393,39 @@ func decodeChunk(data []byte, match chunkMatch) ([]ActivityRow, chunkSummary, er
 			Service: s[3], Method: s[4], Host: s[5], Port: port, Path: s[6], Status: status, Decision: s[7], Code: s[8],
 			Reason: s[9], BytesIn: in, BytesOut: outBytes, Duration: time.Duration(dur), Credentials: make([]string, nCreds),
 			Client: s[10]}
-		cr := chunkReader{b: creds} // read once already: cannot fail
+		cr := &chunkReader{b: creds} // read once already: cannot fail
 		for c := range row.Credentials {
-			row.Credentials[c] = table[cr.uvarint("credential")]
+			row.Credentials[c] = t.str(cr, "credential")
 		}
 		out = append(out, row)
 	}
 	if len(r.b) != 0 {
-		return nil, chunkSummary{}, fmt.Errorf("%w: trailing bytes", errChunk)
+		return nil, none, fmt.Errorf("%w: trailing bytes", errChunk)
 	}
 	return out, chunkSummary{entries: n, first: first, last: at}, nil
+}
+
+// chunkTable is a chunk's string table: where each string is in raw,
+// all of which becomes one string (one copy) when an entry needs one.
+type chunkTable struct {
+	raw   []byte
+	spans []chunkSpan
+	all   string
+	made  bool
+}
+
+type chunkSpan struct{ from, to uint32 }
+
+// str reads an index into the table and returns its string.
+func (t *chunkTable) str(r *chunkReader, what string) string {
+	i := r.uvarint(what)
+	if r.err != nil || i >= uint64(len(t.spans)) {
+		r.fail(what)
+		return ""
+	}
+	if !t.made {
+		t.all, t.made = string(t.raw), true
+	}
+	sp := t.spans[i]
+	return t.all[sp.from:sp.to]
 }

@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"math"
 	"math/bits"
@@ -26,10 +27,34 @@ import (
 // the page's oldest; oldest first, when it is more than maxChunkSpan
 // newer than the page's newest (its first entry can be that much older
 // than its last).
+//
+// The walk reads in one read-only transaction, a snapshot: the bits of
+// the key rows it reads first describe the chunks it reads next (a
+// purge that rewrote a chunk in between would shift them). On
+// PostgreSQL the transaction also turns sorting off: every query of a
+// walk reads an index in its order, but until the tables have
+// statistics (autovacuum's first ANALYZE) the planner guesses a
+// value's key rows are few and would rather read all of them and sort
+// (a hundred times slower at a million entries).
 func (db *DB) ListActivity(ctx context.Context, f ActivityFilter) ([]ActivityRow, error) {
+	const op = "list activity"
 	w := newActivityWalk(f)
-	if err := db.walkActivity(ctx, w); err != nil {
-		return nil, db.wrap("list activity", err)
+	opts := &sql.TxOptions{ReadOnly: true}
+	if db.pg {
+		opts.Isolation = sql.LevelRepeatableRead
+	}
+	tx, err := db.sql.BeginTx(ctx, opts)
+	if err != nil {
+		return nil, db.wrap(op, err)
+	}
+	defer func() { _ = tx.Rollback() }() // it changed nothing
+	if db.pg {
+		if _, err := tx.ExecContext(ctx, "SET LOCAL enable_sort = off"); err != nil {
+			return nil, db.wrap(op, err)
+		}
+	}
+	if err := db.walkActivity(ctx, tx, w); err != nil {
+		return nil, db.wrap(op, err)
 	}
 	var out []ActivityRow
 	for _, r := range w.page {
@@ -46,14 +71,16 @@ type chunkRef struct {
 	bits        uint64
 }
 
-// Bounds of a walk: how many chunk refs it asks for at first and at
-// most at a time (each ask asks for twice as many as the last), and
-// how many chunks it reads at once.
+// Bounds of a walk: how many chunk refs it asks for at first (with
+// filters; without, those that would fill the page and a few more),
+// at least and at most at a time, and how many chunks it reads at
+// once.
 const (
 	walkRefsFirst    = 32
+	walkRefsMin      = 16
 	walkRefsMax      = 1024
-	walkFetchChunks  = 64
-	walkRefsUnfilter = 2 // beyond the chunks that would fill the page
+	walkRefsUnfilter = 2
+	walkFetchChunks  = 128
 )
 
 // activityWalk is one ListActivity: the filter in the forms the walk
@@ -133,7 +160,7 @@ func (w *activityWalk) skip(ref chunkRef) bool {
 }
 
 // walkActivity fills w.page (see ListActivity).
-func (db *DB) walkActivity(ctx context.Context, w *activityWalk) error {
+func (db *DB) walkActivity(ctx context.Context, tx *sql.Tx, w *activityWalk) error {
 	ask := walkRefsFirst
 	if len(w.keys) == 0 {
 		ask = (w.limit+maxChunkEntries-1)/maxChunkEntries + walkRefsUnfilter
@@ -141,13 +168,14 @@ func (db *DB) walkActivity(ctx context.Context, w *activityWalk) error {
 	var pending []chunkRef
 	expect := 0 // entries the pending chunks may add
 	flush := func() error {
-		err := db.readChunks(ctx, w, pending)
+		err := db.readChunks(ctx, tx, w, pending)
 		pending, expect = pending[:0], 0
 		return err
 	}
 	var from *chunkRef
+	seen := 0 // refs read
 	for {
-		refs, err := db.chunkRefs(ctx, w, from, ask)
+		refs, err := db.chunkRefs(ctx, tx, w, from, ask)
 		if err != nil {
 			return err
 		}
@@ -172,13 +200,30 @@ func (db *DB) walkActivity(ctx context.Context, w *activityWalk) error {
 			return err
 		}
 		from = &refs[len(refs)-1]
-		ask = min(2*ask, walkRefsMax)
+		seen += len(refs)
+		ask = w.nextAsk(seen, ask)
 	}
+}
+
+// nextAsk is how many refs to ask for after seen of them (the last
+// ask was last): as many as the page's entries per ref so far say
+// would fill it, and a quarter more; twice the last while none has
+// given an entry; a few at a time once the page is full (the next few
+// usually end the walk).
+func (w *activityWalk) nextAsk(seen, last int) int {
+	n := 2 * last
+	switch {
+	case w.full():
+		n = walkRefsMin
+	case len(w.page) > 0:
+		n = (w.limit - len(w.page)) * seen / len(w.page) * 5 / 4
+	}
+	return min(max(n, walkRefsMin), walkRefsMax)
 }
 
 // chunkRefs returns up to n chunk refs of the walk after from (nil:
 // from the start), in the walk's order.
-func (db *DB) chunkRefs(ctx context.Context, w *activityWalk, from *chunkRef, n int) ([]chunkRef, error) {
+func (db *DB) chunkRefs(ctx context.Context, tx *sql.Tx, w *activityWalk, from *chunkRef, n int) ([]chunkRef, error) {
 	var q where
 	var sel, table, last, id, first string
 	if len(w.keys) == 0 {
@@ -232,7 +277,8 @@ func (db *DB) chunkRefs(ctx context.Context, w *activityWalk, from *chunkRef, n 
 	if w.asc {
 		order = " ORDER BY " + last + ", " + id
 	}
-	rows, err := db.query(ctx, "SELECT "+sel+" FROM "+table+q.sql()+order+" LIMIT "+strconv.Itoa(n), q.args...)
+	qs := "SELECT " + sel + " FROM " + table + q.sql() + order + " LIMIT " + strconv.Itoa(n)
+	rows, err := tx.QueryContext(ctx, db.q(qs), q.args...)
 	if err != nil {
 		return nil, err
 	}
@@ -256,30 +302,35 @@ func (db *DB) chunkRefs(ctx context.Context, w *activityWalk, from *chunkRef, n 
 // readChunks reads the chunks refs name and merges their entries that
 // the walk selects into its page. A chunk gone since (purged) has no
 // entries left to show.
-func (db *DB) readChunks(ctx context.Context, w *activityWalk, refs []chunkRef) error {
+func (db *DB) readChunks(ctx context.Context, tx *sql.Tx, w *activityWalk, refs []chunkRef) error {
 	if len(refs) == 0 {
 		return nil
 	}
 	var q where
 	marks := make([]string, len(refs))
+	want := make(map[string]uint64, len(refs))
 	for i, r := range refs {
 		marks[i] = q.arg(r.id)
+		want[r.id] = r.bits
 	}
-	rows, err := db.query(ctx, "SELECT first_at, last_at, entries, data FROM activity_chunks WHERE id IN ("+
-		strings.Join(marks, ", ")+")", q.args...)
+	qs := "SELECT id, first_at, last_at, entries, data FROM activity_chunks WHERE id IN (" + strings.Join(marks, ", ") + ")"
+	rows, err := tx.QueryContext(ctx, db.q(qs), q.args...)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	match := w.match()
 	for rows.Next() {
+		var id string
 		var first, last int64
 		var entries int
 		var data []byte
-		if err := rows.Scan(&first, &last, &entries, &data); err != nil {
+		if err := rows.Scan(&id, &first, &last, &entries, &data); err != nil {
 			return err
 		}
-		got, sum, err := decodeChunk(data, match)
+		// The bits skip the entries no key row selects; match checks
+		// the rest (a filter's every field, its times).
+		got, sum, err := decodeChunk(data, want[id], match)
 		if err == nil && sum != (chunkSummary{entries: entries, first: first, last: last}) {
 			err = fmt.Errorf("%w: its entries disagree with its row", errChunk)
 		}

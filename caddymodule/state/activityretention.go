@@ -168,7 +168,7 @@ func (db *DB) trimStraddlers(ctx context.Context, op string, cut int64) (int, er
 			if err != nil {
 				return err
 			}
-			entries, _, err := decodeChunk(data, nil)
+			entries, _, err := decodeChunk(data, allEntries, nil)
 			if err != nil {
 				return err
 			}
