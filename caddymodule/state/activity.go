@@ -79,8 +79,9 @@ const (
 	keyDecision = "decision"
 )
 
-// keyFields are the filterable fields of an entry (a filter's, with
-// activityFilterKeys), in that order; "" is no value (no key row).
+// keyFields are the filterable fields of an entry (or of a filter, as
+// newActivityWalk makes it one), in that order; "" is no value (no key
+// row).
 func keyFields(r *ActivityRow, status string) [7][2]string {
 	return [7][2]string{{keySession, r.Session}, {keyHost, r.Host}, {keyAgent, r.Agent}, {keyService, r.Service},
 		{keyCode, r.Code}, {keyStatus, status}, {keyDecision, r.Decision}}
@@ -122,7 +123,8 @@ type chunkKey struct {
 // ones for the same batch: a chunk whose id (its first entry's) is
 // stored already is skipped, so a batch retried as a whole (one that
 // did commit) is stored once. Entries with the same At and ID are
-// stored once.
+// stored once; IDs are otherwise unique (activity.NewID's), or a chunk
+// that starts with a stored ID is taken for stored.
 func (db *DB) InsertActivity(ctx context.Context, rows []ActivityRow) error {
 	const op = "insert activity"
 	if len(rows) == 0 {
