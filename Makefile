@@ -113,7 +113,7 @@ BENCHSTARTUPSESSIONS ?= 10000
 BENCHSTARTUPROUNDS ?= 3
 # BenchmarkActivityQuery (caddymodule/state/activity_test.go): filtered
 # pages (newest, by agent, session, host+status, decision, a deep
-# cursor) of an activity table of BENCHACTIVITYROWS entries, on SQLite
+# cursor) of an activity log of BENCHACTIVITYROWS entries, on SQLite
 # and PostgreSQL, in ms/query. Filling the table takes minutes.
 BENCHACTIVITYROWS ?= 1000000
 bench-state: build deps

@@ -161,9 +161,9 @@ type App struct {
 	ActivityRetention caddy.Duration `json:"activity_retention,omitempty"`
 
 	// The most activity entries kept: beyond it the oldest are deleted
-	// (checked every 5 minutes, so the table may briefly hold more).
-	// Default 1000000 (also what 0 or leaving it out means); at least
-	// 1000.
+	// (checked every 5 minutes, so the log may briefly hold more), in
+	// whole chunks of up to 64 entries, so up to 63 more stay. Default
+	// 1000000 (also what 0 or leaving it out means); at least 1000.
 	ActivityMaxRows int `json:"activity_max_rows,omitempty"`
 
 	// Leaves the activity log out of the proxy: requests and refusals

@@ -7,9 +7,9 @@ import (
 	"github.com/agentvault/caddy-agent-vault/internal/pagecursor"
 )
 
-// Writer stores a batch of entries in one transaction. It must treat
-// an entry whose ID is already stored as written (a retry of a batch
-// that did commit).
+// Writer stores a batch of entries in one transaction. A batch retried
+// as a whole (one that did commit, its outcome lost) must be stored
+// once: the Recorder retries the same batch, never a part of one.
 type Writer interface {
 	InsertActivity(ctx context.Context, entries []Entry) error
 }
@@ -21,7 +21,9 @@ type Lister interface {
 }
 
 // Purger deletes what retention no longer keeps: entries older than a
-// time, and all but the newest keep entries. Both return how many went.
+// time, and all but (about) the newest keep entries: it may keep a few
+// more, as the state database deletes in chunks (at least keep, fewer
+// than keep+64). Both return how many went.
 type Purger interface {
 	DeleteActivityBefore(ctx context.Context, t time.Time) (int, error)
 	TrimActivity(ctx context.Context, keep int) (int, error)

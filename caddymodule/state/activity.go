@@ -2,9 +2,8 @@ package state
 
 import (
 	"context"
-	"database/sql"
-	"encoding/json"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -54,219 +53,260 @@ type ActivityFilter struct {
 	Limit    int
 }
 
-// activityColumns in the order of inserts and selects.
-const activityColumns = "id, at, instance, session, agent, service, method, host, port, path, status, decision, code, reason, " +
-	"bytes_in, bytes_out, duration_ns, credentials, client"
+// The chunks of the activity log (migration 0004): InsertActivity
+// stores a batch as chunks of at most maxChunkEntries entries, sorted
+// by (At, ID), each spanning at most maxChunkSpan from its first entry
+// to its last. Pages walk chunks by their last entry and stop once no
+// further chunk can hold an entry of the page: the bound on the span
+// is what tells how far that is. A batch spans about the Recorder's
+// batch wait (200 ms), so a second rarely splits one; a longer span
+// would make every page read further.
+const (
+	maxChunkEntries = 64 // the bits of a key row
+	maxChunkSpan    = time.Second
+)
 
-// activityColumnCount is derived, so the two cannot disagree.
-var activityColumnCount = strings.Count(activityColumns, ",") + 1
+// Names of the filterable fields in activity_keys.field, in the order a
+// filtered page prefers to walk them: the one that usually selects the
+// fewest entries first.
+const (
+	keySession  = "session"
+	keyHost     = "host"
+	keyAgent    = "agent"
+	keyService  = "service"
+	keyCode     = "code"
+	keyStatus   = "status"
+	keyDecision = "decision"
+)
 
-// activityChunk is how many rows one INSERT carries on PostgreSQL (19
-// parameters each, well under its limit): one round trip per chunk.
-// SQLite takes one row per statement, prepared once per batch: the
-// driver looks each parameter up by position in a list, so binding a
-// statement of n parameters costs n² (a 100-row INSERT cost 150 µs an
-// entry, a prepared one-row INSERT a few).
-const activityChunk = 100
+// keyFields are the filterable fields of an entry (or of a filter, as
+// newActivityWalk makes it one), in that order; "" is no value (no key
+// row).
+func keyFields(r *ActivityRow, status string) [7][2]string {
+	return [7][2]string{{keySession, r.Session}, {keyHost, r.Host}, {keyAgent, r.Agent}, {keyService, r.Service},
+		{keyCode, r.Code}, {keyStatus, status}, {keyDecision, r.Decision}}
+}
 
-// InsertActivity stores entries in one transaction. An id that is
-// stored already is skipped (the retry of a batch that did commit).
+// statusKey is a status's key value; 0 is none.
+func statusKey(status int) string {
+	if status == 0 {
+		return ""
+	}
+	return strconv.Itoa(status)
+}
+
+// compareActivity orders entries by (At, ID).
+func compareActivity(a, b *ActivityRow) int {
+	if c := a.At.Compare(b.At); c != 0 {
+		return c
+	}
+	return strings.Compare(a.ID, b.ID)
+}
+
+// chunkRow is a chunk as InsertActivity writes it, with its key rows.
+type chunkRow struct {
+	id          string
+	first, last int64
+	entries     int
+	data        []byte
+	keys        []chunkKey
+}
+
+// chunkKey is one key row of a chunk.
+type chunkKey struct {
+	field, value string
+	bits         uint64
+}
+
+// InsertActivity stores entries in one transaction, as chunks (see
+// maxChunkEntries) split from the batch sorted by (At, ID), the same
+// ones for the same batch: a chunk whose id (its first entry's) is
+// stored already is skipped, so a batch retried as a whole (one that
+// did commit) is stored once. Entries with the same At and ID are
+// stored once; IDs are otherwise unique (activity.NewID's), or a chunk
+// that starts with a stored ID is taken for stored.
 func (db *DB) InsertActivity(ctx context.Context, rows []ActivityRow) error {
 	const op = "insert activity"
 	if len(rows) == 0 {
 		return nil
 	}
-	for _, r := range rows {
-		if r.ID == "" {
+	for i := range rows {
+		if rows[i].ID == "" {
 			return db.wrap(op, errors.New("an activity entry needs an id"))
 		}
-		if _, err := storedNanos("at", r.At); err != nil {
+		if _, err := storedNanos("at", rows[i].At); err != nil {
 			return db.wrap(op, err)
 		}
 	}
-	chunk := 1
-	if db.pg {
-		chunk = activityChunk
+	chunks := makeChunks(rows)
+	return db.write(ctx, op, func(t *txn) error { return insertChunks(ctx, t, chunks) })
+}
+
+// makeChunks sorts a copy of rows, drops repeated (At, ID)s and splits
+// it into chunks, encoded, with their key rows.
+func makeChunks(rows []ActivityRow) []chunkRow {
+	// Pointers: sorting 250-byte rows would copy them at every step.
+	sorted := make([]*ActivityRow, len(rows))
+	for i := range rows {
+		sorted[i] = &rows[i]
 	}
-	args := make([]any, 0, activityColumnCount*min(len(rows), chunk))
-	return db.write(ctx, op, func(t *txn) error {
-		var full *sql.Stmt // the statement of a whole chunk, prepared once
-		defer func() {
-			if full != nil {
-				full.Close()
-			}
-		}()
-		for start := 0; start < len(rows); start += chunk {
-			part := rows[start:min(start+chunk, len(rows))]
-			args = args[:0]
-			for _, r := range part {
-				creds, err := json.Marshal(nonNil(r.Credentials))
-				if err != nil {
-					return err
-				}
-				args = append(args, r.ID, r.At.UnixNano(), r.Instance, r.Session, r.Agent, r.Service, r.Method, r.Host, r.Port,
-					r.Path, r.Status, r.Decision, r.Code, r.Reason, r.BytesIn, r.BytesOut, int64(r.Duration), string(creds), r.Client)
-			}
-			if len(part) < chunk {
-				if _, err := t.exec(ctx, activityInsert(len(part)), args...); err != nil {
-					return err
-				}
+	slices.SortStableFunc(sorted, compareActivity)
+	sorted = slices.CompactFunc(sorted, func(a, b *ActivityRow) bool { return compareActivity(a, b) == 0 })
+	var enc chunkEncoder
+	var keys keyBuilder
+	var out []chunkRow
+	for len(sorted) > 0 {
+		n := 1
+		first := sorted[0].At
+		for n < len(sorted) && n < maxChunkEntries && sorted[n].At.Sub(first) <= maxChunkSpan {
+			n++
+		}
+		out = append(out, newChunk(sorted[:n], &enc, &keys))
+		sorted = sorted[n:]
+	}
+	return out
+}
+
+// newChunk is the chunk of rows (sorted, 1..maxChunkEntries of them,
+// within maxChunkSpan), named by its first entry's id.
+func newChunk(rows []*ActivityRow, enc *chunkEncoder, keys *keyBuilder) chunkRow {
+	return chunkRow{id: rows[0].ID, first: rows[0].At.UnixNano(), last: rows[len(rows)-1].At.UnixNano(),
+		entries: len(rows), data: enc.encode(rows), keys: keys.build(rows)}
+}
+
+// insertChunks inserts chunks and their key rows, but not a chunk whose
+// id is stored already, nor its keys.
+func insertChunks(ctx context.Context, t *txn, chunks []chunkRow) error {
+	if t.db.pg {
+		return insertChunksPostgres(ctx, t, chunks)
+	}
+	return insertChunksSQLite(ctx, t, chunks)
+}
+
+// keyBuilder collects a chunk's key rows; its map is reused from one
+// chunk to the next.
+type keyBuilder struct {
+	index map[[2]string]int
+}
+
+// build returns the key rows of a chunk's entries.
+func (k *keyBuilder) build(rows []*ActivityRow) []chunkKey {
+	if k.index == nil {
+		k.index = make(map[[2]string]int, 64)
+	}
+	clear(k.index)
+	var out []chunkKey
+	var last [7]int // the previous entry's key row of each field, -1: none
+	for f := range last {
+		last[f] = -1
+	}
+	status, statusOf := "", 0
+	for i := range rows {
+		r := rows[i]
+		if r.Status != statusOf || i == 0 {
+			status, statusOf = statusKey(r.Status), r.Status
+		}
+		for f, kv := range keyFields(r, status) {
+			if kv[1] == "" {
 				continue
 			}
-			if full == nil {
-				var err error
-				if full, err = t.tx.PrepareContext(ctx, db.q(activityInsert(chunk))); err != nil {
-					return err
+			// Most fields repeat the previous entry's: no map lookup.
+			j := last[f]
+			if j < 0 || out[j].value != kv[1] {
+				var ok bool
+				if j, ok = k.index[kv]; !ok {
+					j = len(out)
+					k.index[kv] = j
+					out = append(out, chunkKey{field: kv[0], value: kv[1]})
 				}
+				last[f] = j
 			}
-			if _, err := full.ExecContext(ctx, args...); err != nil {
+			out[j].bits |= 1 << i
+		}
+	}
+	return out
+}
+
+// insertChunksSQLite inserts each chunk and its keys with a statement
+// per row, prepared once: SQLite runs in process, so a row costs no
+// round trip (a multi-row INSERT of the keys measured slower per row).
+func insertChunksSQLite(ctx context.Context, t *txn, chunks []chunkRow) error {
+	chunkStmt, err := t.tx.PrepareContext(ctx, t.db.q(`INSERT INTO activity_chunks (id, first_at, last_at, entries, data)
+VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING`))
+	if err != nil {
+		return err
+	}
+	defer chunkStmt.Close()
+	keyStmt, err := t.tx.PrepareContext(ctx, t.db.q(`INSERT INTO activity_keys (field, value, last_at, chunk, first_at, bits)
+VALUES ($1, $2, $3, $4, $5, $6)`))
+	if err != nil {
+		return err
+	}
+	defer keyStmt.Close()
+	for _, c := range chunks {
+		r, err := chunkStmt.ExecContext(ctx, c.id, c.first, c.last, c.entries, c.data)
+		if err != nil {
+			return err
+		}
+		n, err := affected(r)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			continue // stored already, and its keys with it
+		}
+		for _, k := range c.keys {
+			if _, err := keyStmt.ExecContext(ctx, k.field, k.value, c.last, c.id, c.first, int64(k.bits)); err != nil {
 				return err
 			}
 		}
-		return nil
-	})
+	}
+	return nil
 }
 
-// activityInsert is the INSERT of n rows.
-func activityInsert(n int) string {
-	var b strings.Builder
-	b.WriteString("INSERT INTO activity (" + activityColumns + ") VALUES ")
-	for i := range n {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteByte('(')
-		for c := range activityColumnCount {
-			if c > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString("$" + strconv.Itoa(i*activityColumnCount+c+1))
-		}
-		b.WriteByte(')')
+// insertChunksPostgres inserts the chunks in one statement and the
+// keys of those it inserted (not stored already) in another: two round
+// trips a batch, the rows passed as arrays.
+func insertChunksPostgres(ctx context.Context, t *txn, chunks []chunkRow) error {
+	ids, firsts, lasts, entries, data := make([]string, len(chunks)), make([]int64, len(chunks)),
+		make([]int64, len(chunks)), make([]int64, len(chunks)), make([][]byte, len(chunks))
+	for i, c := range chunks {
+		ids[i], firsts[i], lasts[i], entries[i], data[i] = c.id, c.first, c.last, int64(c.entries), c.data
 	}
-	b.WriteString(" ON CONFLICT (id) DO NOTHING")
-	return b.String()
-}
-
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
-}
-
-// ListActivity returns the entries f selects, newest first by (at, id)
-// (oldest first with After), at most f's clamped Limit of them. Paging with Before set to the last
-// entry returned visits every entry exactly once.
-func (db *DB) ListActivity(ctx context.Context, f ActivityFilter) ([]ActivityRow, error) {
-	const op = "list activity"
-	var w where
-	w.equal("session", f.Session)
-	w.equal("agent", f.Agent)
-	w.equal("service", f.Service)
-	w.equal("host", f.Host)
-	w.equal("decision", f.Decision)
-	w.equal("code", f.Code)
-	if f.Status != 0 {
-		w.conds = append(w.conds, "status = "+w.arg(f.Status))
-	}
-	if !f.Since.IsZero() {
-		w.conds = append(w.conds, "at >= "+w.arg(boundNanos(f.Since)))
-	}
-	if f.Before != nil {
-		// The redundant at <= bound is a range both planners use on the
-		// (…, at, id) indexes; the OR alone made PostgreSQL filter a
-		// filter value's rows one by one (36 ms at 1M rows, not 1).
-		at := w.arg(boundNanos(f.Before.At))
-		w.conds = append(w.conds, "at <= "+at+" AND (at < "+at+" OR id < "+w.arg(f.Before.ID)+")")
-	}
-	order := " ORDER BY at DESC, id DESC"
-	if f.After != nil {
-		at := w.arg(boundNanos(f.After.At)) // the same range, the other way
-		w.conds = append(w.conds, "at >= "+at+" AND (at > "+at+" OR id > "+w.arg(f.After.ID)+")")
-		order = " ORDER BY at, id"
-	}
-	rows, err := db.query(ctx, "SELECT "+activityColumns+" FROM activity"+w.sql()+
-		order+" LIMIT "+strconv.Itoa(pageLimit(f.Limit)), w.args...)
+	rows, err := t.query(ctx, `INSERT INTO activity_chunks (id, first_at, last_at, entries, data)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::integer[], $5::bytea[])
+ON CONFLICT (id) DO NOTHING RETURNING id`, ids, firsts, lasts, entries, data)
 	if err != nil {
-		return nil, db.wrap(op, err)
+		return err
 	}
-	defer rows.Close()
-	var out []ActivityRow
+	inserted := map[string]bool{}
 	for rows.Next() {
-		var r ActivityRow
-		var at, dur int64
-		var creds string
-		if err := rows.Scan(&r.ID, &at, &r.Instance, &r.Session, &r.Agent, &r.Service, &r.Method, &r.Host, &r.Port, &r.Path,
-			&r.Status, &r.Decision, &r.Code, &r.Reason, &r.BytesIn, &r.BytesOut, &dur, &creds, &r.Client); err != nil {
-			return nil, db.wrap(op, err)
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return err
 		}
-		r.At, r.Duration = fromNanos(at), time.Duration(dur)
-		if err := json.Unmarshal([]byte(creds), &r.Credentials); err != nil {
-			return nil, db.wrap(op, err)
+		inserted[id] = true
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return err
+	}
+	var fields, values, chunkIDs []string
+	var keyLasts, keyFirsts, bits []int64
+	for _, c := range chunks {
+		if !inserted[c.id] {
+			continue
 		}
-		r.Credentials = nonNil(r.Credentials)
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, db.wrap(op, err)
-	}
-	return out, nil
-}
-
-// defaultActivityDeleteChunk is how many entries one DELETE of a purge
-// removes: each is its own statement and transaction, so a backlog of
-// a million rows never holds SQLite's write lock (and with it every
-// other write of the broker) for seconds.
-const defaultActivityDeleteChunk = 5000
-
-// DeleteActivityBefore deletes the entries older than t (retention by
-// age) and returns how many.
-func (db *DB) DeleteActivityBefore(ctx context.Context, t time.Time) (int, error) {
-	return db.deleteActivity(ctx, "delete old activity", "at < $1", boundNanos(t))
-}
-
-// deleteActivity deletes the entries cond selects, oldest first, in
-// chunks (defaultActivityDeleteChunk), until none is left or ctx ends;
-// it returns how many went. Each chunk is a range of the (at, id)
-// index.
-func (db *DB) deleteActivity(ctx context.Context, op, cond string, args ...any) (int, error) {
-	chunk := defaultActivityDeleteChunk
-	if db.activityDeleteChunk > 0 {
-		chunk = db.activityDeleteChunk
-	}
-	query := "DELETE FROM activity WHERE id IN (SELECT id FROM activity WHERE " + cond +
-		" ORDER BY at, id LIMIT " + strconv.Itoa(chunk) + ")"
-	total := 0
-	for {
-		n, err := db.deleteCount(ctx, op, query, args...)
-		total += n
-		if err != nil || n < chunk {
-			return total, err
-		}
-		if err := ctx.Err(); err != nil {
-			return total, db.wrap(op, err)
+		for _, k := range c.keys {
+			fields, values, chunkIDs = append(fields, k.field), append(values, k.value), append(chunkIDs, c.id)
+			keyLasts, keyFirsts, bits = append(keyLasts, c.last), append(keyFirsts, c.first), append(bits, int64(k.bits))
 		}
 	}
-}
-
-// TrimActivity deletes all but the newest keep entries (retention by
-// count) and returns how many went.
-func (db *DB) TrimActivity(ctx context.Context, keep int) (int, error) {
-	const op = "trim activity"
-	if keep < 0 {
-		return 0, db.wrap(op, errors.New("keep must not be negative"))
+	if len(fields) == 0 {
+		return nil
 	}
-	// The newest entry that goes (one walk of the (at, id) index);
-	// everything at or before it goes, in chunks.
-	var at int64
-	var id string
-	err := db.queryRow(ctx, "SELECT at, id FROM activity ORDER BY at DESC, id DESC LIMIT 1 OFFSET "+strconv.Itoa(keep)).Scan(&at, &id)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, db.wrap(op, err)
-	}
-	return db.deleteActivity(ctx, op, "(at < $1 OR (at = $1 AND id <= $2))", at, id)
+	_, err = t.exec(ctx, `INSERT INTO activity_keys (field, value, last_at, chunk, first_at, bits)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::bigint[])`,
+		fields, values, keyLasts, chunkIDs, keyFirsts, bits)
+	return err
 }
