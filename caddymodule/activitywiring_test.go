@@ -26,21 +26,31 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
 )
 
+// openTestShared loads the shared state of an App (a) on a SQLite state
+// database in a new file (at path, for reopening it after Destruct,
+// which closes it).
+func openTestShared(t *testing.T) (a *App, sh *sharedState, path string) {
+	t.Helper()
+	ctx := context.Background()
+	path = filepath.Join(t.TempDir(), "state.db")
+	db, err := state.Open(ctx, state.Config{Backend: StateSQLite, DSN: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a = &App{DataDir: t.TempDir(), logger: zap.NewNop()}
+	sh, err = a.loadShared(ctx, db, sharedStores{catalog: catalogStore{db}, sessions: sessionStore{db}}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, sh, path
+}
+
 // The activity entries still buffered when the shared state is
 // destroyed (the last config stops) are written before the database
 // closes, named with the data dir's instance id.
 func TestDestructFlushesActivity(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "state.db")
-	db, err := state.Open(ctx, state.Config{Backend: StateSQLite, DSN: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := &App{DataDir: t.TempDir(), logger: zap.NewNop()}
-	sh, err := a.loadShared(ctx, db, sharedStores{catalog: catalogStore{db}, sessions: sessionStore{db}}, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, sh, path := openTestShared(t)
 	for i := range 2 {
 		sh.activity.rec.Observe(&activity.Entry{At: time.Now(), Method: "GET", Host: "h", Path: fmt.Sprintf("/%d", i), Status: 200, Decision: activity.Forwarded})
 	}
@@ -57,7 +67,7 @@ func TestDestructFlushesActivity(t *testing.T) {
 	if err := sh.Destruct(); err != nil {
 		t.Fatal(err)
 	}
-	db, err = state.Open(ctx, state.Config{Backend: StateSQLite, DSN: path})
+	db, err := state.Open(ctx, state.Config{Backend: StateSQLite, DSN: path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,16 +165,7 @@ func TestActivityLogsLosses(t *testing.T) {
 // dropped.
 func TestDestructWaitsForCutExchanges(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "state.db")
-	db, err := state.Open(ctx, state.Config{Backend: StateSQLite, DSN: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := &App{DataDir: t.TempDir(), logger: zap.NewNop()}
-	sh, err := a.loadShared(ctx, db, sharedStores{catalog: catalogStore{db}, sessions: sessionStore{db}}, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, sh, path := openTestShared(t)
 	destructed := false
 	t.Cleanup(func() {
 		if !destructed {
@@ -184,6 +185,7 @@ func TestDestructWaitsForCutExchanges(t *testing.T) {
 
 	// The proxy as Provision builds it over this shared state.
 	a.state = sh
+	var err error
 	if a.creds, err = credentials.New(nil); err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +244,7 @@ func TestDestructWaitsForCutExchanges(t *testing.T) {
 	if st := sh.activity.rec.Stats(); st.Dropped != 0 || st.Written != 1 {
 		t.Errorf("Recorder after Destruct: %+v, want the cut request written", st)
 	}
-	db, err = state.Open(ctx, state.Config{Backend: StateSQLite, DSN: path})
+	db, err := state.Open(ctx, state.Config{Backend: StateSQLite, DSN: path})
 	if err != nil {
 		t.Fatal(err)
 	}

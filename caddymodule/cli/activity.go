@@ -73,9 +73,7 @@ closes it for a config reload.`,
 			if err := r.printActivity(page.Entries); err != nil {
 				return err
 			}
-			if page.NextBefore != "" {
-				r.note("older entries: %s activity --before %s (and the same filters)", progName, quoted(page.NextBefore))
-			}
+			r.notePage("activity", page.NextBefore, true)
 			return nil
 		},
 	}
@@ -88,8 +86,7 @@ closes it for a config reload.`,
 	fl.StringVar(&q.Code, "code", "", "only this reason code, e.g. uncovered_host (see the README's Activity log)")
 	fl.IntVar(&q.Status, "status", 0, "only entries with this HTTP status, e.g. 403")
 	fl.StringVar(&q.Since, "since", "", "only entries since this RFC 3339 time, or this long ago (1h, 7d)")
-	fl.IntVar(&q.Limit, "limit", 0, "entries per page (server default 100, at most 1000)")
-	fl.StringVar(&q.Before, "before", "", "the cursor printed by the previous page, or an RFC 3339 time")
+	pageFlags(cmd, &q.Limit, &q.Before)
 	fl.BoolVarP(&follow, "follow", "f", false, "print new entries as they are recorded, until interrupted")
 	return cmd
 }

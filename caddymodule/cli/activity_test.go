@@ -30,9 +30,7 @@ func TestActivityList(t *testing.T) {
 	want := "TIME                  DECISION   STATUS  AGENT   SERVICE  REQUEST                    CODE            REASON\n" +
 		"2030-01-02T04:04:05Z  forwarded  200     ci-bot  github   GET api.github.com/user    -               -\n" +
 		"2030-01-02T03:04:05Z  refused    403     ci-bot  -        CONNECT evil.example:8443  uncovered_host  no service covers evil.example:8443\n"
-	if r.stdout != want {
-		t.Errorf("table:\n%s\nwant:\n%s", r.stdout, want)
-	}
+	r.stdoutIs(t, want)
 	r.stderrHas(t, "older entries: agent-vault activity --before 1893553445000000000_e1")
 	if q := s.only(t).query; q != "agent=ci-bot&before=9_x&code=uncovered_host&decision=refused&host=API.github.com.&limit=2&service=github&session=ses_1&since=7d&status=403" {
 		t.Errorf("query %q", q)
@@ -161,9 +159,7 @@ func TestActivityFollow(t *testing.T) {
 	want := "TIME                  DECISION   STATUS  AGENT           SERVICE         REQUEST                                   CODE            REASON\n" +
 		"2030-01-02T03:04:05Z  forwarded  200     ci-bot          -               GET api.github.com/one                    -               -\n" +
 		"-                     refused    403     -               -               CONNECT evil.example                      uncovered_host  no service\n"
-	if r.stdout != want {
-		t.Errorf("stdout:\n%s\nwant:\n%s", r.stdout, want)
-	}
+	r.stdoutIs(t, want)
 	r.stderrHas(t, "following the activity log", "reconnecting", "the server ended the activity stream: the login or token is no longer valid", "log in again")
 	if len(ss.lastIDs) != 2 || ss.lastIDs[0] != "" || ss.lastIDs[1] != "1_a" {
 		t.Errorf("Last-Event-IDs %q, want the reconnect to resume after 1_a", ss.lastIDs)

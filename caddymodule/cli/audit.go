@@ -39,9 +39,7 @@ stderr when there is one.`,
 			if err := r.table("audit entries", []string{"TIME", "ACTOR", "KIND", "ACTION", "TARGET", "CLIENT", "DETAIL"}, rows); err != nil {
 				return err
 			}
-			if page.NextBefore != "" {
-				r.note("older entries: %s audit list --before %s", progName, quoted(page.NextBefore))
-			}
+			r.notePage("audit list", page.NextBefore, true)
 			return nil
 		},
 	}
@@ -49,7 +47,6 @@ stderr when there is one.`,
 	fl.StringVar(&q.Actor, "actor", "", "only this actor's entries")
 	fl.StringVar(&q.Action, "action", "", "only this action, e.g. agent.rotate")
 	fl.StringVar(&q.Target, "target", "", "only entries about this target")
-	fl.IntVar(&q.Limit, "limit", 0, "entries per page (server default 100, at most 1000)")
-	fl.StringVar(&q.Before, "before", "", "the cursor printed by the previous page, or an RFC 3339 time")
+	pageFlags(list, &q.Limit, &q.Before)
 	return group("audit", "", "", list)
 }

@@ -166,9 +166,7 @@ func TestCredentialListAndRm(t *testing.T) {
 	want := "NAME     STORE    VERSION  UPDATED               SOURCE\n" +
 		"A_TOKEN  builtin  3        2030-01-02T03:04:05Z  -\n" +
 		"B_KEY    vault    hmac:ab  2030-01-02T04:04:05Z  secret/agents#b\n"
-	if r.stdout != want {
-		t.Errorf("table:\n%s\nwant:\n%s", r.stdout, want)
-	}
+	r.stdoutIs(t, want)
 
 	r = run(t, s, "credential", "list", "--json")
 	r.want(t, ExitOK)
@@ -267,17 +265,13 @@ func TestTables(t *testing.T) {
 	r.want(t, ExitOK)
 	want := "ID  AGENT  SERVICES    STATUS  CREATED               EXPIRES               LEASE UNTIL  REQUESTS  LAST USED\n" +
 		"s1  ci     github,npm  active  2030-01-02T03:04:05Z  2030-01-02T04:04:05Z  -            4         -\n"
-	if r.stdout != want {
-		t.Errorf("sessions:\n%s\nwant:\n%s", r.stdout, want)
-	}
+	r.stdoutIs(t, want)
 	r = run(t, s, "request", "list")
 	r.want(t, ExitOK)
 	want = "ID     AGENT  WANTS           REASON  STATUS   CREATED               DECIDED\n" +
 		"req_1  ci     service stripe  -       pending  2030-01-02T03:04:05Z  -\n" +
 		"req_2  ci     host api.x.com  -       denied   2030-01-02T03:04:05Z  2030-01-02T04:04:05Z by alice: not now\n"
-	if r.stdout != want {
-		t.Errorf("requests:\n%s\nwant:\n%s", r.stdout, want)
-	}
+	r.stdoutIs(t, want)
 }
 
 // The server's refusal is printed in its own words with the status, and
@@ -597,9 +591,7 @@ func TestServiceListAndRm(t *testing.T) {
 	want := "NAME    HOST            AUTH    CREDENTIALS\n" +
 		"github  api.github.com  bearer  GITHUB_TOKEN\n" +
 		"b       b.com           basic   P,U\n"
-	if r.stdout != want {
-		t.Errorf("table:\n%s\nwant:\n%s", r.stdout, want)
-	}
+	r.stdoutIs(t, want)
 	r = run(t, s, "service", "rm", "gone")
 	r.want(t, ExitFailed)
 	r.stderrHas(t, "no service named gone (HTTP 404)")
@@ -727,9 +719,7 @@ func TestAuditList(t *testing.T) {
 	r.want(t, ExitOK)
 	want := "TIME                  ACTOR  KIND      ACTION          TARGET        CLIENT     DETAIL\n" +
 		"2030-01-02T03:04:05Z  alice  operator  credential.put  GITHUB_TOKEN  127.0.0.1  store builtin version 3\n"
-	if r.stdout != want {
-		t.Errorf("table:\n%s\nwant:\n%s", r.stdout, want)
-	}
+	r.stdoutIs(t, want)
 	r.stderrHas(t, "older entries: agent-vault audit list --before 1893553445000000000_a1")
 	if q := s.only(t).query; q != "actor=alice&limit=1" {
 		t.Errorf("query %q", q)

@@ -138,6 +138,14 @@ func (r result) want(t *testing.T, code int) {
 	}
 }
 
+// stdoutIs fails unless stdout is exactly want.
+func (r result) stdoutIs(t *testing.T, want string) {
+	t.Helper()
+	if r.stdout != want {
+		t.Errorf("stdout:\n%s\nwant:\n%s", r.stdout, want)
+	}
+}
+
 // stderrHas fails unless stderr holds every part.
 func (r result) stderrHas(t *testing.T, parts ...string) {
 	t.Helper()

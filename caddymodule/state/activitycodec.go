@@ -236,17 +236,10 @@ func (r *chunkReader) longUvarint(what string) uint64 {
 	return v
 }
 
+// varint reads a varint: a zig-zag encoded uvarint, as binary.Varint.
 func (r *chunkReader) varint(what string) int64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.fail(what)
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
+	u := r.uvarint(what)
+	return int64(u>>1) ^ -int64(u&1)
 }
 
 // count reads a count or a length, at most max: each thing counted
