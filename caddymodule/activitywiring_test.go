@@ -45,6 +45,22 @@ func openTestShared(t *testing.T) (a *App, sh *sharedState, path string) {
 	return a, sh, path
 }
 
+// storedActivity reopens the state database at path (closed by
+// Destruct) and lists its activity entries, newest first.
+func storedActivity(t *testing.T, path string) []state.ActivityRow {
+	t.Helper()
+	db, err := state.Open(context.Background(), state.Config{Backend: StateSQLite, DSN: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.ListActivity(context.Background(), state.ActivityFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rows
+}
+
 // The activity entries still buffered when the shared state is
 // destroyed (the last config stops) are written before the database
 // closes, named with the data dir's instance id.
@@ -67,15 +83,7 @@ func TestDestructFlushesActivity(t *testing.T) {
 	if err := sh.Destruct(); err != nil {
 		t.Fatal(err)
 	}
-	db, err := state.Open(ctx, state.Config{Backend: StateSQLite, DSN: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	rows, err := db.ListActivity(ctx, state.ActivityFilter{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rows := storedActivity(t, path)
 	id, _ := instanceID(a.DataDir)
 	if len(rows) != 3 || rows[0].Instance != id || id == "" || rows[0].Method != "CONNECT" {
 		t.Fatalf("after Destruct: %+v (instance %q)", rows, id)
@@ -244,15 +252,7 @@ func TestDestructWaitsForCutExchanges(t *testing.T) {
 	if st := sh.activity.rec.Stats(); st.Dropped != 0 || st.Written != 1 {
 		t.Errorf("Recorder after Destruct: %+v, want the cut request written", st)
 	}
-	db, err := state.Open(ctx, state.Config{Backend: StateSQLite, DSN: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	rows, err := db.ListActivity(ctx, state.ActivityFilter{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rows := storedActivity(t, path)
 	if len(rows) != 1 || rows[0].Path != "/held" || rows[0].Service != "up" {
 		t.Fatalf("after Destruct: %+v, want the cut request's entry", rows)
 	}
