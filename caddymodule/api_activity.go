@@ -45,6 +45,15 @@ const (
 // per caller.
 var openStreams streamCounts
 
+// streamReads lets at most maxStreamReads streams of this process read
+// the log at once; the others wait their turn. A stream resumed from an
+// old cursor reads up to ten thousand entries a poll, so without it a
+// few of them would hold the database (SQLite has one writer, and the
+// proxy's activity and sessions write there too).
+const maxStreamReads = 2
+
+var streamReads = make(chan struct{}, maxStreamReads)
+
 type streamCounts struct {
 	mu       sync.Mutex
 	total    int
@@ -215,6 +224,12 @@ func (a *API) streamActivity(w http.ResponseWriter, r *http.Request) {
 	poll := func() ([]activity.Entry, error) {
 		ctx, cancel := writeContext(r)
 		defer cancel()
+		select {
+		case streamReads <- struct{}{}:
+			defer func() { <-streamReads }()
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 		return fl.Poll(ctx)
 	}
 	// The first read before the answer: once the client has it, what
@@ -271,14 +286,6 @@ func (a *API) streamActivity(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-ticks:
 		}
-		// The caller may have logged out, been deleted or lost the
-		// role since: the stream ends with its right to read.
-		if !a.stillAllowed(r, identity.ReadAll) {
-			writeBy()
-			_, _ = w.Write([]byte("event: end\ndata: {\"reason\":\"the login or token is no longer valid\"}\n\n"))
-			_ = rc.Flush()
-			return
-		}
 		entries, err = poll()
 		switch {
 		case err != nil && !failing:
@@ -286,6 +293,15 @@ func (a *API) streamActivity(w http.ResponseWriter, r *http.Request) {
 			failing = true
 		case err == nil:
 			failing = false
+		}
+		// The caller may have logged out, been deleted or lost the
+		// role since: the stream ends with its right to read. Checked
+		// after the read, so that nothing read is sent after a logout.
+		if !a.stillAllowed(r, identity.ReadAll) {
+			writeBy()
+			_, _ = w.Write([]byte("event: end\ndata: {\"reason\":\"the login or token is no longer valid\"}\n\n"))
+			_ = rc.Flush()
+			return
 		}
 	}
 }

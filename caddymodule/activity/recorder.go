@@ -189,8 +189,15 @@ func (r *Recorder) Close(ctx context.Context) error {
 		<-r.exited
 	}
 	r.cancel()
-	// The writer has exited: its unwritten is ours to read.
-	if left := len(r.ch) + r.unwritten; left > 0 {
+	// The writer has exited: its unwritten is ours to read, and what
+	// is left in ch (no Record sends any more) is emptied, so Stats
+	// counts it once, as dropped, not also as queued.
+	left := r.unwritten
+	for len(r.ch) > 0 {
+		<-r.ch
+		left++
+	}
+	if left > 0 {
 		r.dropped.Add(uint64(left))
 		return fmt.Errorf("activity: %d buffered entries not written before shutdown: %w", left, context.Cause(ctx))
 	}
@@ -227,7 +234,13 @@ func (r *Recorder) run() {
 			r.drain(batch)
 			return
 		}
-		_ = r.write(batch) // only Close aborts, and it drains first
+		if !r.write(batch) {
+			// Close's deadline passed while this batch was written
+			// (Close ran while the batch was in flight): Close counts
+			// it, with what is still buffered, as not written.
+			r.unwritten = len(batch)
+			return
+		}
 		batch = batch[:0]
 		r.logDrops()
 	}

@@ -235,6 +235,36 @@ func TestRecorderCloseIsBounded(t *testing.T) {
 	}
 }
 
+// A batch the writer is in the middle of when Close's deadline passes
+// is counted with what is still buffered: every entry is written or
+// counted as dropped, and Close says how many were lost.
+func TestRecorderCloseCountsBatchInFlight(t *testing.T) {
+	timers := newFakeTimers()
+	w := &fakeWriter{entered: make(chan struct{}, 10), blockUntilCancel: true}
+	r := NewRecorder(w, Options{After: timers.After, Retries: -1})
+	for range 5 {
+		r.Record(Entry{})
+	}
+	timers.next(t) <- time.Time{} // the batch wait ends: the writer writes
+	select {
+	case <-w.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the writer did not start a batch")
+	}
+	for range 3 {
+		r.Record(Entry{}) // buffered behind the batch in flight
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the deadline has passed
+	err := r.Close(ctx)
+	if err == nil || !strings.Contains(err.Error(), "8 buffered entries not written") {
+		t.Fatalf("Close: %v, want 8 entries not written", err)
+	}
+	if s := r.Stats(); s.Dropped != 8 || s.Written != 0 || s.Failed != 0 || s.Queued != 0 {
+		t.Fatalf("Stats %+v, want the 8 entries counted as dropped", s)
+	}
+}
+
 func TestRecorderRetries(t *testing.T) {
 	w := &fakeWriter{fail: 2}
 	r := NewRecorder(w, Options{BatchWait: time.Hour, Retries: 3, RetryWait: time.Millisecond})

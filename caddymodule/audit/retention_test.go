@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/agentvault/caddy-agent-vault/internal/periodic"
 )
 
 // retentionStore records the horizons it was asked to delete before.
@@ -52,12 +54,18 @@ func TestRetention(t *testing.T) {
 		t.Fatalf("purged %d times within Every", len(st.audit))
 	}
 	now = now.Add(5 * time.Minute)
-	// A failure is returned, and the purge is due again at once.
+	// A failure is returned, and the purge is tried again after
+	// periodic.RetryWait (not on the sweeper's next tick).
 	st.failR = errors.New("database is locked")
 	if err := r.Purge(context.Background(), keep); !errors.Is(err, st.failR) {
 		t.Fatalf("a failing purge: %v", err)
 	}
 	st.failR = nil
+	now = now.Add(time.Second)
+	if err := r.Purge(context.Background(), time.Hour); err != nil || len(st.audit) != 2 {
+		t.Fatalf("a second after a failure: %v, %d purges, want no try yet", err, len(st.audit))
+	}
+	now = now.Add(periodic.RetryWait)
 	if err := r.Purge(context.Background(), time.Hour); err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,9 @@ import (
 )
 
 // Gate runs a job at most once per Every. A job that fails is not
-// counted: the next Run tries again. Runs are serialized, so two
+// counted: it is tried again, but not before RetryWait (or Every, if
+// shorter), so a database that is down is not hit, and its failure
+// not logged, on every one of the sweeper's ticks. Runs are serialized, so two
 // callers (the sweepers of an old and a new config during a reload)
 // never run the job twice in one interval. The zero Gate runs every
 // time; it is safe for concurrent use.
@@ -20,13 +22,18 @@ type Gate struct {
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 
-	mu   sync.Mutex
-	last time.Time // of the last successful run; zero: never
+	mu     sync.Mutex
+	last   time.Time // of the last successful run; zero: never
+	failed time.Time // of the last failed run, if later than last
 }
+
+// RetryWait is the least time between a failed run and the next try.
+const RetryWait = time.Minute
 
 // Run runs job with the current time if it is due (it never ran, or
 // its last successful run is Every ago), and returns its error; when
-// it is not due, Run returns nil without calling it.
+// it is not due (or a failure is being waited out), Run returns nil
+// without calling it.
 func (g *Gate) Run(ctx context.Context, job func(ctx context.Context, now time.Time) error) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -37,10 +44,14 @@ func (g *Gate) Run(ctx context.Context, job func(ctx context.Context, now time.T
 	if !g.last.IsZero() && now.Sub(g.last) < g.Every {
 		return nil
 	}
+	if !g.failed.IsZero() && now.Sub(g.failed) < min(RetryWait, g.Every) {
+		return nil
+	}
 	if err := job(ctx, now); err != nil {
+		g.failed = now
 		return err
 	}
-	g.last = now
+	g.last, g.failed = now, time.Time{}
 	return nil
 }
 

@@ -33,13 +33,36 @@ func TestGate(t *testing.T) {
 	now = now.Add(59 * time.Minute)
 	run(1)
 	now = now.Add(time.Minute)
-	// A failure is not counted: the next Run tries again.
+	// A failure is not counted: it is tried again, but only after
+	// RetryWait (the sweeper asks every second).
 	fail = errors.New("store down")
 	run(2)
-	run(3)
+	down := fail
 	fail = nil
+	run(2) // a second later: waited out, nil
+	now = now.Add(RetryWait - time.Second)
+	run(2)
+	now = now.Add(time.Second)
+	fail = down
+	run(3) // tried again, fails again
+	now = now.Add(RetryWait)
+	fail = nil
+	run(4) // recovers: an hour from now on
 	run(4)
+	now = now.Add(59 * time.Minute)
 	run(4)
+	now = now.Add(time.Minute)
+	run(5)
+	// A short Every retries after Every, not RetryWait.
+	s := &Gate{Every: time.Second, Now: func() time.Time { return now }}
+	tries := 0
+	for range 3 {
+		_ = s.Run(context.Background(), func(context.Context, time.Time) error { tries++; return down })
+		now = now.Add(time.Second)
+	}
+	if tries != 3 {
+		t.Errorf("a 1s gate failing every time ran %d times in 3s, want 3", tries)
+	}
 	// The zero Gate runs every time.
 	var z Gate
 	n := 0
