@@ -77,16 +77,15 @@ func TestActivityProxyEntries(t *testing.T) {
 		t.Errorf("placeholder entry %+v", ph)
 	}
 
-	a, _ := pl.connect(t, "api.unknown.example:443", basicAuth(s.token))
-	if a.status != 403 {
-		t.Fatalf("uncovered CONNECT: %d", a.status)
+	if a := pl.askInTunnel(t, "api.unknown.example:443", basicAuth(s.token)); a.status != 403 {
+		t.Fatalf("uncovered host: %d", a.status)
 	}
 	un := findEntry(t, pl, "the uncovered host", func(e activity.Entry) bool { return e.Code == activity.CodeUncoveredHost })
-	if un.Decision != activity.Refused || un.Method != "CONNECT" || un.Host != "api.unknown.example" || un.Port != 443 || un.Session != s.id || un.Path != "" {
+	if un.Decision != activity.Refused || un.Method != "GET" || un.Host != "api.unknown.example" || un.Port != 443 || un.Session != s.id || un.Path != "/" {
 		t.Errorf("uncovered entry %+v", un)
 	}
 
-	a, _ = pl.connect(t, api.hostPort, basicAuth("avs_not-a-session"))
+	a, _ := pl.connect(t, api.hostPort, basicAuth("avs_not-a-session"))
 	if a.status != 407 {
 		t.Fatalf("bad token: %d", a.status)
 	}
@@ -132,8 +131,8 @@ func TestActivityHostsNormalised(t *testing.T) {
 	if a, _ := pl.connect(t, "API.Unknown.Example.:443", basicAuth("avs_not-a-session")); a.status != 407 {
 		t.Fatalf("bad token: %d", a.status)
 	}
-	if a, _ := pl.connect(t, "API.UNKNOWN.example:443", basicAuth(s.token)); a.status != 403 {
-		t.Fatalf("uncovered CONNECT: %d", a.status)
+	if a := pl.askInTunnel(t, "API.UNKNOWN.example:443", basicAuth(s.token)); a.status != 403 {
+		t.Fatalf("uncovered host: %d", a.status)
 	}
 	got := activityList(t, pl, pl.admin(), "host=API.Unknown.Example.", func(es []apiwire.ActivityEntry) bool { return len(es) >= 2 })
 	for _, e := range got.Entries {
@@ -148,7 +147,7 @@ func TestActivityAPI(t *testing.T) {
 	stranger := pl.session(t)
 	wantStatus(t, get(t, agent, api.https("/v1/items?k="+s.ph(t, "API_KEY"))), http.StatusOK)
 	wantRefusal(t, get(t, agent, api.https("/v1"), "X-Forwarded-Key", stranger.ph(t, "API_KEY")), 403, "placeholder")
-	pl.connect(t, "api.unknown.example:443", basicAuth(s.token))
+	pl.askInTunnel(t, "api.unknown.example:443", basicAuth(s.token))
 
 	all := activityList(t, pl, pl.admin(), "", func(es []apiwire.ActivityEntry) bool { return len(es) >= 3 })
 	raw := pl.must(t, pl.admin(), "GET", "/api/v1/activity", nil, 200, nil).body
@@ -600,5 +599,33 @@ func TestActivityStreamsPerCaller(t *testing.T) {
 			t.Fatalf("after closing a stream: %d, want its place back", resp.StatusCode)
 		}
 		time.Sleep(20 * time.Millisecond) // the server notices the closed stream at its next poll
+	}
+}
+
+// A tunnel to an uncovered host in which the agent sends nothing (it
+// gave up, or did not trust the leaf) is logged as the refused CONNECT;
+// one request in it is logged as that request, once.
+func TestActivityRefusedTunnelWithoutRequest(t *testing.T) {
+	pl, _, s, _ := activityPipeline(t)
+	a, conn := pl.connect(t, "quiet.unknown.example:443", basicAuth(s.token))
+	if a.status != http.StatusOK {
+		t.Fatalf("CONNECT: %d", a.status)
+	}
+	conn.Close()
+	un := findEntry(t, pl, "the refused CONNECT", func(e activity.Entry) bool { return e.Host == "quiet.unknown.example" })
+	if un.Method != "CONNECT" || un.Code != activity.CodeUncoveredHost || un.Status != 403 || un.Decision != activity.Refused || un.Session != s.id {
+		t.Errorf("entry %+v", un)
+	}
+
+	// HTTP/2 inside the refused tunnel gets the same answer.
+	wantRefusal(t, get(t, pl.agent(t, s, true), "https://h2.unknown.example/x"), http.StatusForbidden, "no service in this session's scope covers h2.unknown.example:443")
+	h2 := findEntry(t, pl, "the h2 request", func(e activity.Entry) bool { return e.Host == "h2.unknown.example" })
+	if h2.Method != "GET" || h2.Path != "/x" {
+		t.Errorf("entry %+v", h2)
+	}
+	for _, e := range pl.observed.all() {
+		if e.Host == "h2.unknown.example" && e.Method == "CONNECT" {
+			t.Errorf("a tunnel that carried a request was also logged as a CONNECT: %+v", e)
+		}
 	}
 }

@@ -874,13 +874,29 @@ func TestUncoveredHostRefusalSaysHowToAsk(t *testing.T) {
 	pl, _ := identityPipeline(t)
 	agent := pl.createAgent(t, "ci-bot", []string{"github"}, "")
 	s := pl.mint(t, asToken(agent.Token), apiwire.SessionRequest{TTL: "10m"})
-	a, _ := pl.connect(t, "api.unknown.example:443", basicAuth(s.Token))
+	a := pl.askInTunnel(t, "api.unknown.example:443", basicAuth(s.Token))
 	wantRefusal(t, a, http.StatusForbidden, `no service in this session's scope covers api.unknown.example:443; the proxy denies unknown hosts; to ask for access: POST /api/v1/requests {"host":"api.unknown.example"} with your session token`)
-	b, _ := pl.connect(t, "api.unknown.example:8443", basicAuth(s.Token))
+	for _, line := range []string{"\nrefusal: uncovered_host\n", "\nhost: api.unknown.example\n", "\nthis session's services: github\n",
+		"\nto ask for access: POST /api/v1/requests {\"host\":\"api.unknown.example\"} with your session token\n"} {
+		if !strings.Contains(a.body, line) {
+			t.Errorf("the text refusal lacks %q: %q", line, a.body)
+		}
+	}
+	// JSON for a client that asks for it, with the same facts.
+	j := pl.askInTunnel(t, "api.unknown.example:443", basicAuth(s.Token), "Accept: application/json")
+	var body apiwire.ProxyRefusal
+	if err := json.Unmarshal([]byte(j.body), &body); err != nil || j.header.Get("Content-Type") != "application/json" {
+		t.Fatalf("JSON refusal %q (%s): %v", j.body, j.header.Get("Content-Type"), err)
+	}
+	if d := body.Error; d.Status != 403 || d.Code != "uncovered_host" || d.Host != "api.unknown.example" || !slices.Equal(d.Scope, []string{"github"}) ||
+		d.RequestAccess != `POST /api/v1/requests {"host":"api.unknown.example"} with your session token` || !strings.Contains(d.Reason, "no service") {
+		t.Errorf("JSON refusal %+v", d)
+	}
+	b := pl.askInTunnel(t, "api.unknown.example:8443", basicAuth(s.Token))
 	wantRefusal(t, b, http.StatusForbidden, `{"host":"api.unknown.example:8443"}`)
 	// A session of no agent cannot file requests: it is not told to.
 	bare := pl.session(t, "github")
-	c, _ := pl.connect(t, "api.unknown.example:443", basicAuth(bare.token))
+	c := pl.askInTunnel(t, "api.unknown.example:443", basicAuth(bare.token))
 	wantRefusal(t, c, http.StatusForbidden, "this session belongs to no agent, so it cannot ask for access itself: ask an operator to add a service for api.unknown.example")
 	if strings.Contains(c.body, "/api/v1/requests") {
 		t.Errorf("a session of no agent is told to file a request: %q", c.body)

@@ -113,7 +113,7 @@ func (p *Proxy) match(x *exchange) error {
 	case ok:
 		x.svc = svc
 	case t.tls || p.Unmatched != UnmatchedTunnel:
-		return uncoveredHost(t, t.String()+x.path, "", x.sess.Agent)
+		return uncoveredHost(t, t.String()+x.path, "", x.sess)
 	}
 	if x.svc != nil && x.svc.Injects() && !x.cleartextOK() {
 		return refused(http.StatusForbidden, "service %s injects a credential and does not allow cleartext http; use https", x.svc.Service.Name).as(activity.CodeCleartext)
@@ -236,8 +236,9 @@ type exchangeKey struct{}
 // refuse answers the agent for a request the pipeline did not forward,
 // or whose upstream exchange failed.
 func (p *Proxy) refuse(w http.ResponseWriter, x *exchange, err error) {
-	status, reason, code := errorResponse(err)
-	x.refusal, x.code = x.redactor.String(reason), code
+	a := answerFor(err)
+	status, reason := a.status, a.reason
+	x.refusal, x.code = x.redactor.String(reason), a.code
 	if status >= http.StatusInternalServerError && status != statusClientClosed {
 		// The agent gets the mapped reason; the operator gets the error.
 		p.logger.Warn("request failed", zap.String("session", x.sess.ID), zap.String("target", x.target.String()),
@@ -247,7 +248,7 @@ func (p *Proxy) refuse(w http.ResponseWriter, x *exchange, err error) {
 		w.WriteHeader(status) // nobody reads it; the log line records it
 		return
 	}
-	writeRefusal(w, status, reason, x.redactor)
+	writeRefusal(w, x.r, a, x.redactor)
 }
 
 // logExchange writes the request's one log line (with the reason when

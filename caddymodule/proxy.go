@@ -311,8 +311,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 // refuseEarly) and tells the observer. sess is nil before
 // authentication.
 func (p *Proxy) refuseRequest(w http.ResponseWriter, r *http.Request, sess *sessions.Session, tgt target, err error) {
-	status, reason, code := refuseEarly(w, err)
-	p.observeRefusal(r, sess, tgt, status, reason, code)
+	a := refuseEarly(w, r, err)
+	p.observeRefusal(r, sess, tgt, a.status, a.reason, a.code)
 }
 
 // observeRefusal tells the observer of a request refused before the
@@ -378,7 +378,8 @@ func (p *Proxy) authFailed(w http.ResponseWriter, r *http.Request, err error) {
 	if v.Limited {
 		w.Header().Set("Retry-After", strconv.Itoa(int(v.RetryAfter.Round(time.Second)/time.Second)))
 	}
-	status, reason, code := refuseEarly(w, &refusal{status: http.StatusProxyAuthRequired, reason: "proxy authentication required: " + err.Error()})
+	a := refuseEarly(w, r, &refusal{status: http.StatusProxyAuthRequired, reason: "proxy authentication required: " + err.Error()})
+	status, reason, code := a.status, a.reason, a.code
 	// The activity log takes each failure while the address is within
 	// its budget; past it, only the summary authguard asks to log, so
 	// that a flood of bad tokens does not flood the log.

@@ -258,10 +258,18 @@ func TestPipelineConnectScope(t *testing.T) {
 			onlyA := pl.session(t, "a")
 			dialsB, dialsStray := upB.dials.Load(), stray.dials.Load()
 
+			// The CONNECT opens a tunnel whose every request is
+			// answered with the reason, inside the agent's TLS.
 			a, _ := pl.connect(t, stray.hostPort, basicAuth(onlyA.token))
+			wantStatus(t, a, http.StatusOK)
+			agentA := pl.agent(t, onlyA, false)
+			a = get(t, agentA, stray.https("/x"))
 			wantRefusal(t, a, http.StatusForbidden, "no service in this session's scope covers "+stray.hostPort+"; the proxy denies unknown hosts")
-			a, _ = pl.connect(t, upB.hostPort, basicAuth(onlyA.token))
+			a = get(t, agentA, upB.https("/x"))
 			wantRefusal(t, a, http.StatusForbidden, "no service in this session's scope covers "+upB.hostPort)
+			if got := a.header.Get("X-Agent-Vault-Refusal"); got != "uncovered_host" {
+				t.Errorf("X-Agent-Vault-Refusal %q, want uncovered_host", got)
+			}
 			if upB.dials.Load() != dialsB || stray.dials.Load() != dialsStray {
 				t.Fatal("a refused CONNECT dialled its target")
 			}

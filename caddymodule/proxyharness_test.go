@@ -664,6 +664,25 @@ func (pl *pipeline) connect(t testing.TB, target, proxyAuth string) (answer, net
 	return pl.raw(t, http.MethodConnect, text+"\r\n")
 }
 
+// askInTunnel CONNECTs to target with proxyAuth, expects the tunnel to
+// open, and sends GET / inside it (trusting the proxy's CA): what an
+// agent sees of a host the proxy refuses in the tunnel.
+func (pl *pipeline) askInTunnel(t testing.TB, target, proxyAuth string, headers ...string) answer {
+	t.Helper()
+	a, conn := pl.connect(t, target, proxyAuth)
+	if a.status != http.StatusOK {
+		t.Fatalf("CONNECT %s: %d %s", target, a.status, a.body)
+	}
+	host, _, _ := net.SplitHostPort(target)
+	tc := &tunnelClient{t: t, conn: tls.Client(conn, &tls.Config{ServerName: host, RootCAs: pl.agentRoots}), host: target}
+	tc.br = bufio.NewReader(tc.conn)
+	got, err := tc.send("GET", "/", target, headers...)
+	if err != nil {
+		t.Fatalf("GET / in the tunnel to %s: %v", target, err)
+	}
+	return got
+}
+
 // openTunnel opens an intercepted tunnel to an IP target (so no SNI) and
 // starts TLS in it, trusting the proxy's CA.
 func (pl *pipeline) openTunnel(t testing.TB, s agentSession, target string) *tunnelClient {
@@ -776,7 +795,7 @@ func wantRefusal(t testing.TB, a answer, status int, fragments ...string) {
 	if a.status != status {
 		t.Fatalf("status %d, want %d; body %q", a.status, status, a.body)
 	}
-	if a.header.Get("X-Agent-Vault-Refused") != "1" || !strings.HasPrefix(a.body, "agent-vault: ") {
+	if a.header.Get("X-Agent-Vault-Refusal") == "" || !strings.HasPrefix(a.body, "agent-vault: ") {
 		t.Fatalf("not a proxy refusal: header %v, body %q", a.header, a.body)
 	}
 	for _, f := range fragments {
@@ -789,8 +808,8 @@ func wantRefusal(t testing.TB, a answer, status int, fragments ...string) {
 // wantStatus checks an answer that is not a refusal.
 func wantStatus(t testing.TB, a answer, status int) {
 	t.Helper()
-	if a.status != status || a.header.Get("X-Agent-Vault-Refused") != "" {
-		t.Fatalf("status %d (refused=%q), want %d from the upstream; body %q", a.status, a.header.Get("X-Agent-Vault-Refused"), status, a.body)
+	if a.status != status || a.header.Get("X-Agent-Vault-Refusal") != "" {
+		t.Fatalf("status %d (refused=%q), want %d from the upstream; body %q", a.status, a.header.Get("X-Agent-Vault-Refusal"), status, a.body)
 	}
 }
 

@@ -2,19 +2,23 @@ package caddymodule
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/egress"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/scrub"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
 )
 
 // refusal is a decision of the pipeline not to forward a request, with
@@ -26,6 +30,18 @@ type refusal struct {
 	// code is the activity log's word for it (activity.Codes); empty:
 	// the one its status implies (codeForStatus).
 	code string
+	// uncovered is set for a host no service in the session's scope
+	// covers: what the agent's answer adds to the reason.
+	uncovered *uncoveredDetail
+}
+
+// uncoveredDetail is what a refusal of an uncovered host tells the
+// agent besides its reason: the host, the session's scope, and how to
+// ask for access (empty for a session of no agent, which cannot ask).
+type uncoveredDetail struct {
+	host  string
+	scope []string
+	ask   string
 }
 
 func (e *refusal) Error() string { return e.reason }
@@ -63,13 +79,13 @@ func codeForStatus(status int) string {
 	return activity.CodeInternal
 }
 
-// uncoveredHost refuses a request to a host no service in the
-// session's scope covers (what names the target, e.g. "api.example.com:443"
-// or a URL), and says what can be done about it: a session of an agent
-// (agent set) asks for access with its own token (an operator approving
-// the request grants, or creates, a service for the host); a session of
-// no agent cannot file requests, so it is told to ask an operator.
-func uncoveredHost(t target, what, why, agent string) *refusal {
+// uncoveredHost refuses a request of sess to a host no service in its
+// scope covers (what names the target, e.g. "api.example.com:443" or a
+// URL), and says what can be done about it: a session of an agent asks
+// for access with its own token (an operator approving the request
+// grants, or creates, a service for the host); a session of no agent
+// cannot file requests, so it is told to ask an operator.
+func uncoveredHost(t target, what, why string, sess *sessions.Session) *refusal {
 	host := t.host
 	if (t.tls && t.port != 443) || (!t.tls && t.port != 80) {
 		host = t.hostPort()
@@ -78,12 +94,14 @@ func uncoveredHost(t target, what, why, agent string) *refusal {
 	if why != "" {
 		reason += "; " + why
 	}
-	if agent == "" {
-		return &refusal{status: http.StatusForbidden, code: activity.CodeUncoveredHost, reason: reason +
-			"; this session belongs to no agent, so it cannot ask for access itself: ask an operator to add a service for " + host}
+	d := &uncoveredDetail{host: host, scope: append([]string{}, sess.Services...)}
+	if sess.Agent == "" {
+		reason += "; this session belongs to no agent, so it cannot ask for access itself: ask an operator to add a service for " + host
+	} else {
+		d.ask = fmt.Sprintf(`POST /api/v1/requests {"host":%q} with your session token`, host)
+		reason += "; to ask for access: " + d.ask
 	}
-	return &refusal{status: http.StatusForbidden, code: activity.CodeUncoveredHost, reason: fmt.Sprintf(
-		`%s; to ask for access: POST /api/v1/requests {"host":%q} with your session token`, reason, host)}
+	return &refusal{status: http.StatusForbidden, code: activity.CodeUncoveredHost, reason: reason, uncovered: d}
 }
 
 // upstreamFailure is a failed exchange with the upstream (dial, TLS,
@@ -261,24 +279,76 @@ func decisionFor(code string) activity.Decision {
 	return activity.Refused
 }
 
+// refusalAnswer is what the agent is told of a refusal: errorResponse's
+// status, reason and code, and the details an uncovered host adds.
+type refusalAnswer struct {
+	status       int
+	reason, code string
+	uncovered    *uncoveredDetail
+}
+
+// answerFor is the answer for an error of the pipeline.
+func answerFor(err error) refusalAnswer {
+	a := refusalAnswer{}
+	a.status, a.reason, a.code = errorResponse(err)
+	var ref *refusal
+	if errors.As(err, &ref) {
+		a.uncovered = ref.uncovered
+	}
+	return a
+}
+
 // refuseEarly answers a request refused before any secret was involved
 // (authentication, the CONNECT target, the tunnel's Host), and returns
 // what the activity log records of it.
-func refuseEarly(w http.ResponseWriter, err error) (status int, reason, code string) {
-	status, reason, code = errorResponse(err)
-	writeRefusal(w, status, reason, nil)
-	return status, reason, code
+func refuseEarly(w http.ResponseWriter, r *http.Request, err error) refusalAnswer {
+	a := answerFor(err)
+	writeRefusal(w, r, a, nil)
+	return a
 }
 
-// writeRefusal answers the agent with a plain-text reason, scrubbed by
-// red (nil: nothing secret was sent) in case an error text quotes
-// something that came back from the upstream.
-func writeRefusal(w http.ResponseWriter, status int, reason string, red *scrub.Redactor) {
+// writeRefusal answers the agent's request r with a's status, the
+// RefusalHeader, and a short body saying why: JSON when r's Accept
+// prefers it, text otherwise. Texts are scrubbed by red (nil: nothing
+// secret was sent) in case an error quotes something that came back
+// from the upstream.
+func writeRefusal(w http.ResponseWriter, r *http.Request, a refusalAnswer, red *scrub.Redactor) {
 	h := w.Header()
-	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("X-Agent-Vault-Refused", "1")
+	h.Set(apiwire.RefusalHeader, a.code)
 	h.Del("Content-Length")
-	w.WriteHeader(status)
-	io.WriteString(w, "agent-vault: "+red.String(reason)+"\n")
+	d := apiwire.RefusalDetail{Status: a.status, Code: a.code, Reason: red.String(a.reason)}
+	if u := a.uncovered; u != nil {
+		d.Host, d.Scope, d.RequestAccess = u.host, u.scope, u.ask
+	}
+	if prefersJSON(r.Header.Get("Accept")) {
+		body, _ := json.Marshal(apiwire.ProxyRefusal{Error: d})
+		h.Set("Content-Type", "application/json")
+		w.WriteHeader(a.status)
+		w.Write(append(body, '\n'))
+		return
+	}
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(a.status)
+	io.WriteString(w, refusalText(d))
+}
+
+// refusalText is the text body of a refusal: the reason on the first
+// line (what curl -v and git show), then the facts one per line.
+func refusalText(d apiwire.RefusalDetail) string {
+	var b strings.Builder
+	b.WriteString("agent-vault: " + d.Reason + "\n")
+	b.WriteString("refusal: " + d.Code + "\n")
+	if d.Host != "" {
+		b.WriteString("host: " + d.Host + "\n")
+		scope := "(none)"
+		if len(d.Scope) > 0 {
+			scope = strings.Join(d.Scope, ", ")
+		}
+		b.WriteString("this session's services: " + scope + "\n")
+	}
+	if d.RequestAccess != "" {
+		b.WriteString("to ask for access: " + d.RequestAccess + "\n")
+	}
+	return b.String()
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/egress"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
 )
 
 // errorResponse is the one mapping from a pipeline error to what the
@@ -30,7 +31,7 @@ func TestErrorResponse(t *testing.T) {
 		code   string
 	}{
 		{"placeholder", refused(http.StatusForbidden, "x").as(activity.CodePlaceholder), 403, "x", "placeholder"},
-		{"uncovered", uncoveredHost(tgt, "x", "", "a"), 403, "no service", "uncovered_host"},
+		{"uncovered", uncoveredHost(tgt, "x", "", &sessions.Session{Agent: "a"}), 403, "no service", "uncovered_host"},
 		{"407", &refusal{status: 407, reason: "auth"}, 407, "auth", "auth"},
 		{"505", &refusal{status: 505, reason: "v"}, 505, "v", "bad_request"},
 		{"refusal", refused(http.StatusForbidden, "credential %s is not bound", "K"), 403, "credential K is not bound", "forbidden"},

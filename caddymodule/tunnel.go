@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -55,7 +56,7 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, sess *sessi
 	covered := p.deps.services.Services().AllowsHost(host, port, true, sess.InScope)
 	if !covered && p.Unmatched != UnmatchedTunnel {
 		p.logger.Info("egress denied", zap.String("session", sess.ID), zap.String("target", tgt.String()))
-		p.refuseRequest(w, r, sess, tgt, uncoveredHost(tgt, tgt.hostPort(), "the proxy denies unknown hosts", sess.Agent))
+		p.refuseInTunnel(w, r, sess, tgt, uncoveredHost(tgt, tgt.hostPort(), "the proxy denies unknown hosts", sess))
 		return
 	}
 
@@ -92,22 +93,57 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, sess *sessi
 		p.relay(conn, upstream, sess, tgt, clientHost(r.RemoteAddr))
 		return
 	}
-	p.intercept(conn, sess, tgt)
+	p.intercept(conn, &tunnel{sess: sess, target: tgt}, nil)
+}
+
+// refuseInTunnel refuses a CONNECT to a host no in-scope service
+// covers where the agent can read why: the tunnel is opened and its
+// TLS terminated with a leaf for the host (as an intercepted one), and
+// every request inside it is answered with ref (serveInner), which
+// curl, git and the language clients show, where a refused CONNECT
+// shows only "CONNECT tunnel failed, response 403". The host is never
+// resolved or dialled. A tunnel whose agent sent no request (it closed,
+// or did not trust the leaf) is logged as the refused CONNECT.
+func (p *Proxy) refuseInTunnel(w http.ResponseWriter, r *http.Request, sess *sessions.Session, tgt target, ref *refusal) {
+	conn, err := hijack(w)
+	if err != nil {
+		p.logger.Error("hijacking CONNECT", zap.Error(err))
+		return
+	}
+	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection Established\r\n\r\n"); err != nil {
+		conn.Close()
+		return
+	}
+	// What the log needs of the CONNECT, copied: r is the server's.
+	connect := &http.Request{Method: r.Method, RemoteAddr: r.RemoteAddr, URL: r.URL, Host: r.Host}
+	tun := &tunnel{sess: sess, target: tgt, refusal: ref}
+	p.intercept(conn, tun, func() {
+		if !tun.answered.Load() {
+			a := answerFor(ref)
+			p.observeRefusal(connect, sess, tgt, a.status, a.reason, a.code)
+		}
+	})
 }
 
 // intercept terminates the agent's TLS with a leaf for the target and
 // hands the connection to the inner server. The connection stays
 // tracked by the session until it is closed, whoever closes it (the
-// inner server, an upgraded exchange, or the session ending).
-func (p *Proxy) intercept(conn net.Conn, sess *sessions.Session, tgt target) {
+// inner server, an upgraded exchange, or the session ending); then
+// closed (nil: nothing) runs.
+func (p *Proxy) intercept(conn net.Conn, tun *tunnel, closed func()) {
 	raw := &trackedConn{Conn: conn}
 	tlsConn := tls.Server(raw, &tls.Config{
-		GetCertificate: p.deps.leaves.GetCertificateFor(tgt.host),
+		GetCertificate: p.deps.leaves.GetCertificateFor(tun.target.host),
 		NextProtos:     []string{"h2", "http/1.1"},
 		MinVersion:     tls.VersionTLS12,
 	})
-	p.tunnels.add(tlsConn, &tunnel{sess: sess, target: tgt})
-	raw.setUntrack(sess.Track(tlsConn))
+	p.tunnels.add(tlsConn, tun)
+	untrack := tun.sess.Track(tlsConn)
+	if closed != nil {
+		forget := untrack
+		untrack = func() { forget(); closed() }
+	}
+	raw.setUntrack(untrack)
 	if !p.innerLn.push(tlsConn) {
 		tlsConn.Close()
 		p.tunnels.remove(tlsConn)
@@ -151,7 +187,19 @@ func (p *Proxy) relay(client, upstream net.Conn, sess *sessions.Session, tgt tar
 func (p *Proxy) serveInner(w http.ResponseWriter, r *http.Request) {
 	tun, ok := r.Context().Value(tunnelKey{}).(*tunnel)
 	if !ok {
-		refuseEarly(w, &refusal{status: http.StatusInternalServerError, reason: "tunnel state lost"})
+		refuseEarly(w, r, &refusal{status: http.StatusInternalServerError, reason: "tunnel state lost"})
+		return
+	}
+	if tun.refusal != nil {
+		// A tunnel to a host nothing covers (refuseInTunnel): every
+		// request in it gets the reason, and nothing leaves. HTTP/1
+		// closes after the answer; an HTTP/2 connection stays until
+		// its client or the idle timeout ends it.
+		tun.answered.Store(true)
+		if r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close")
+		}
+		p.refuseRequest(w, r, tun.sess, tun.target, tun.refusal)
 		return
 	}
 	if r.Method == http.MethodConnect {
@@ -182,6 +230,10 @@ func (p *Proxy) serveInner(w http.ResponseWriter, r *http.Request) {
 type tunnel struct {
 	sess   *sessions.Session
 	target target
+	// refusal, when set, answers every request in the tunnel (a host
+	// no in-scope service covers); answered records that one was.
+	refusal  *refusal
+	answered atomic.Bool
 }
 
 type tunnelKey struct{}

@@ -99,9 +99,9 @@ func TestAccessRequestJourney(t *testing.T) {
 	// 2. With its session's proxy token, for a host nothing covers,
 	// doing what the proxy's refusal says.
 	old := s.mintSession(agent, apiwire.SessionRequest{TTL: "10m"})
-	code, refusal, err := connectStatus(s.proxyAddr, nw.hostPort(), old.Token)
-	if err != nil || code != http.StatusForbidden {
-		t.Fatalf("CONNECT to an uncovered host: %d %q %v, want 403", code, refusal, err)
+	code, _, refusal := askRefused(t, s, nw.hostPort(), old.Token)
+	if code != http.StatusForbidden {
+		t.Fatalf("GET from an uncovered host: %d %q, want 403", code, refusal)
 	}
 	ask := askFromRefusal(t, refusal)
 	mustContain(t, "the proxy's 403", refusal, "session token")
@@ -179,8 +179,8 @@ func TestAccessRequestJourney(t *testing.T) {
 	}
 
 	// 6. The session minted before keeps its scope; a new one includes both.
-	if code, _, _ := connectStatus(s.proxyAddr, st.hostPort(), old.Token); code != http.StatusForbidden {
-		t.Errorf("the session minted before the approval reaches stripe: CONNECT %d, want 403", code)
+	if code, _, _ := askRefused(t, s, st.hostPort(), old.Token); code != http.StatusForbidden {
+		t.Errorf("the session minted before the approval reaches stripe: %d, want 403", code)
 	}
 	fresh := s.mintSession(agent, apiwire.SessionRequest{TTL: "10m"})
 	for _, name := range []string{"github", "stripe", "newsvc"} {

@@ -109,7 +109,7 @@ func TestActivityLog(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("av-launch curl: exit %d\n%s\n%s", code, out, errOut)
 	}
-	if _, _, code := s.launch(nil, "curl", "-sS", "https://"+other.hostPort()+"/"); code == 0 {
+	if _, _, code := s.launch(nil, "curl", "-sS", "--fail-with-body", "https://"+other.hostPort()+"/"); code == 0 {
 		t.Fatal("curl to an uncovered host succeeded")
 	}
 	entries, body := activityEntries(t, s, "", func(es []apiwire.ActivityEntry) bool {
@@ -122,7 +122,7 @@ func TestActivityLog(t *testing.T) {
 		t.Errorf("forwarded entry %+v", fwd)
 	}
 	ref := findActivity(entries, func(e apiwire.ActivityEntry) bool { return e.Code == "uncovered_host" })
-	if ref.Decision != "refused" || ref.Status != 403 || ref.Method != "CONNECT" || !strings.Contains(ref.Reason, "no service") {
+	if ref.Decision != "refused" || ref.Status != 403 || ref.Method != "GET" || ref.Path != "/" || !strings.Contains(ref.Reason, "no service") {
 		t.Errorf("refused entry %+v", ref)
 	}
 	for _, secret := range []string{githubSecret, "access_token", "page=2", s.adminToken()} {
@@ -155,8 +155,8 @@ func TestClusterActivity(t *testing.T) {
 	})
 	stream := activityStream(t, a, "decision=refused")
 	sess := b.mintSession(b.admin(), apiwire.SessionRequest{TTL: "10m"})
-	if code, _, err := connectStatus(b.proxyAddr, "uncovered.example:443", sess.Token); err != nil || code != http.StatusForbidden {
-		t.Fatalf("CONNECT through B: %d %v", code, err)
+	if code, _, body := askRefused(t, b, "uncovered.example:443", sess.Token); code != http.StatusForbidden {
+		t.Fatalf("GET through B: %d %s", code, body)
 	}
 	var bInstance string
 	entries, _ := activityEntries(t, a, "session="+sess.ID, func(es []apiwire.ActivityEntry) bool { return len(es) > 0 })
@@ -170,7 +170,7 @@ func TestClusterActivity(t *testing.T) {
 	}
 	// A's own entries carry another instance: the two are told apart.
 	sessA := a.mintSession(a.admin(), apiwire.SessionRequest{TTL: "10m"})
-	connectStatus(a.proxyAddr, "uncovered.example:443", sessA.Token)
+	askRefused(t, a, "uncovered.example:443", sessA.Token)
 	mine, _ := activityEntries(t, a, "session="+sessA.ID, func(es []apiwire.ActivityEntry) bool { return len(es) > 0 })
 	if mine[0].Instance == bInstance {
 		t.Errorf("A's and B's entries name the same instance %q", bInstance)

@@ -94,7 +94,7 @@ func TestCLIActivity(t *testing.T) {
 	if out, errOut, code := s.launch(nil, "curl", "-sS", "--fail-with-body", "https://"+up.hostPort()+"/user?access_token=q"); code != 0 {
 		t.Fatalf("av-launch curl: exit %d\n%s\n%s", code, out, errOut)
 	}
-	if _, _, code := s.launch(nil, "curl", "-sS", "https://"+other.hostPort()+"/"); code == 0 {
+	if _, _, code := s.launch(nil, "curl", "-sS", "--fail-with-body", "https://"+other.hostPort()+"/"); code == 0 {
 		t.Fatal("curl to an uncovered host succeeded")
 	}
 	activityEntries(t, s, "", func(es []apiwire.ActivityEntry) bool {
@@ -107,7 +107,7 @@ func TestCLIActivity(t *testing.T) {
 	if table.code != 0 {
 		t.Fatalf("agent-vault activity: %s", table)
 	}
-	for _, want := range []string{"DECISION", "forwarded", "GET " + up.hostPort() + "/user", "github", "refused", "uncovered_host", "CONNECT " + other.hostPort()} {
+	for _, want := range []string{"DECISION", "forwarded", "GET " + up.hostPort() + "/user", "github", "refused", "uncovered_host", "GET " + other.hostPort() + "/"} {
 		mustContain(t, "agent-vault activity", table.stdout, want)
 	}
 	for _, secret := range []string{githubSecret, "access_token", s.adminToken()} {

@@ -223,6 +223,30 @@ func connectStatus(proxyAddr, target, token string) (int, string, error) {
 	return resp.StatusCode, string(b), nil
 }
 
+// askRefused sends GET / to target through s's proxy as an agent with
+// token would (trusting s's CA, with the given header lines "Name:
+// value"), for a host the proxy refuses inside the tunnel: the status,
+// the refusal header and the body the agent reads.
+func askRefused(t *testing.T, s *server, target, token string, header ...string) (int, string, string) {
+	t.Helper()
+	pem := getCA(t, s)
+	req, err := http.NewRequest("GET", "https://"+target+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range header {
+		k, v, _ := strings.Cut(h, ":")
+		req.Header.Set(k, strings.TrimSpace(v))
+	}
+	resp, err := viaProxy(t, s.proxyAddr, token, pem, false).Do(req)
+	if err != nil {
+		t.Fatalf("GET https://%s/ through the proxy: %v", target, err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header.Get("X-Agent-Vault-Refusal"), string(b)
+}
+
 // healthz returns the broker's /healthz status and body.
 func (s *server) healthz() (int, string, error) {
 	resp, err := directClient.Get("http://" + s.apiAddr + "/healthz")

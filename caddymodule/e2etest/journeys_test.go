@@ -208,19 +208,14 @@ func TestJourneyEgress(t *testing.T) {
 	s.putService("github", map[string]any{"host": api.hostPort(), "auth": map[string]any{"type": "bearer", "token": "GITHUB_TOKEN"}})
 	s.putService("docs", map[string]any{"host": open.hostPort(), "auth": map[string]any{"type": "passthrough"}})
 
-	// A host no service covers: 403 with a reason, never contacted.
-	sess := s.newSession(t, nil, "10m")
-	resp, _ := rawConnect(t, s.proxyAddr, other.hostPort(), basicAuth(sess.Token))
-	body := readBody(t, resp)
-	if resp.StatusCode != http.StatusForbidden {
-		t.Fatalf("unknown host: %d %s", resp.StatusCode, body)
-	}
-	mustContain(t, "403 body", body, "no service")
-	out, errOut, code := s.launch(nil, "curl", "-sS", "https://"+other.hostPort()+"/")
+	// A host no service covers: 403 with a reason the agent reads
+	// (inside the tunnel), never contacted.
+	out, errOut, code := s.launch(nil, "curl", "-sS", "--fail-with-body", "https://"+other.hostPort()+"/")
 	if code == 0 {
 		t.Fatalf("curl to an uncovered host succeeded: %s", out)
 	}
 	mustContain(t, "curl error", errOut, "403")
+	mustContain(t, "curl's body", out, "agent-vault: no service in this session's scope covers "+other.hostPort())
 	if other.count() != 0 {
 		t.Fatal("the uncovered host was contacted")
 	}
@@ -244,7 +239,7 @@ func TestJourneyEgress(t *testing.T) {
 	}
 
 	// A session scoped to docs only cannot reach github.
-	out, errOut, code = s.launch([]string{"--services", "docs"}, "curl", "-sS", "https://"+api.hostPort()+"/user")
+	out, errOut, code = s.launch([]string{"--services", "docs"}, "curl", "-sS", "--fail-with-body", "https://"+api.hostPort()+"/user")
 	if code == 0 {
 		t.Fatalf("out-of-scope service reachable: %s", out)
 	}

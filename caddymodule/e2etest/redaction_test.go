@@ -103,7 +103,7 @@ func TestRedactionTrailersEarlyHintsEncodings(t *testing.T) {
 		t.Fatal(err)
 	}
 	body = readBody(t, resp)
-	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("X-Agent-Vault-Refused") != "1" {
+	if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("X-Agent-Vault-Refusal") != "upstream" {
 		t.Fatalf("stacked encoding: %d %q", resp.StatusCode, body)
 	}
 	mustNotContain(t, "refusal", body, githubSecret)
