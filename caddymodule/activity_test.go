@@ -629,3 +629,44 @@ func TestActivityRefusedTunnelWithoutRequest(t *testing.T) {
 		}
 	}
 }
+
+// The hosts agents tried that nothing covers are aggregated and listed
+// by GET /api/v1/discovered: counts, the auth scheme named (never the
+// value), the agent's session; a covered host is not listed.
+func TestDiscoveredHosts(t *testing.T) {
+	pl, api, s, agent := activityPipeline(t)
+	const key = "sk_live_never_stored_123"
+	for range 3 {
+		if a := pl.askInTunnel(t, "api.stripe.example:443", basicAuth(s.token), "Authorization: Bearer "+key); a.status != 403 {
+			t.Fatalf("uncovered host: %d", a.status)
+		}
+	}
+	pl.askInTunnel(t, "api.stripe.example:443", basicAuth(s.token), "X-Api-Key: "+key)
+	pl.askInTunnel(t, "other.example:8443", basicAuth(s.token))
+	wantStatus(t, get(t, agent, api.https("/v1/items")), http.StatusOK)
+	findEntry(t, pl, "the last refusal", func(e activity.Entry) bool { return e.Host == "other.example" })
+	if err := pl.discovered.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var out apiwire.DiscoveredList
+	raw := pl.must(t, pl.admin(), "GET", "/api/v1/discovered", nil, 200, &out).body
+	if strings.Contains(raw, key) {
+		t.Fatalf("the list holds the key: %s", raw)
+	}
+	if len(out.Hosts) != 2 {
+		t.Fatalf("hosts %+v", out.Hosts)
+	}
+	byHost := map[string]apiwire.DiscoveredHost{}
+	for _, h := range out.Hosts {
+		byHost[h.Host] = h
+	}
+	st := byHost["api.stripe.example"]
+	if st.Port != 443 || st.Count != 4 || !slices.Equal(st.Schemes, []string{"Bearer", "header X-Api-Key"}) || !slices.Equal(st.Sessions, []string{s.id}) ||
+		st.FirstSeen.IsZero() || st.LastSeen.Before(st.FirstSeen) {
+		t.Errorf("api.stripe.example %+v", st)
+	}
+	if o := byHost["other.example"]; o.Port != 8443 || o.Count != 1 || len(o.Schemes) != 0 {
+		t.Errorf("other.example %+v", o)
+	}
+	pl.must(t, pl.admin(), "GET", "/api/v1/discovered?limit=x", nil, 400, nil)
+}

@@ -47,13 +47,13 @@ func (o observers) Observe(e *activity.Entry) {
 }
 
 // proxyObservers is the tee the proxy is given: the activity Recorder
-// (unless the activity log is disabled) and the metrics, which always
-// observe.
-func proxyObservers(disableActivity bool, rec, metrics proxyObserver) observers {
+// (unless the activity log is disabled), and the metrics and the
+// discovered hosts, which always observe.
+func proxyObservers(disableActivity bool, rec, metrics, discovered proxyObserver) observers {
 	if disableActivity {
-		return observers{metrics}
+		return observers{metrics, discovered}
 	}
-	return observers{rec, metrics}
+	return observers{rec, metrics, discovered}
 }
 
 // activityDB is activity.Store over the state database.

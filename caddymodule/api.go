@@ -122,6 +122,8 @@ type apiDeps struct {
 	metricsToken string
 	// activity reads the activity log (api_activity.go).
 	activity activity.Lister
+	// discovered reads the discovered hosts (discoveredwiring.go).
+	discovered discoveredLister
 	// activityStats reads this broker's activity Recorder's counts
 	// (nil: all zero).
 	activityStats func() activity.Stats
@@ -228,6 +230,7 @@ func (a *API) routes() {
 	route("GET /api/v1/activity/stream", identity.ReadAll, a.streamActivity) // api_activity.go
 	route("GET /api/v1/activity/stats", identity.ReadAll, a.activityStats)   // api_activity.go
 	route("GET /api/v1/services/match", identity.ReadAll, a.matchService)    // api_match.go
+	route("GET /api/v1/discovered", identity.ReadAll, a.listDiscovered)      // discoveredwiring.go
 	// Metrics: a viewer's credentials, or the metrics token (api_metrics.go).
 	m.HandleFunc("GET /metrics", a.metrics)
 

@@ -595,7 +595,8 @@ func (a *App) sweepSessions() {
 				call(reg.RetryRevocations),
 				call(a.state.audit.Retry),
 				call(func(ctx context.Context) error { return a.state.retention.Purge(ctx, time.Duration(a.AuditRetention)) }),
-				call(a.state.loginPurge.Purge))
+				call(a.state.loginPurge.Purge),
+				call(a.state.discovered.Flush))
 			a.logAudit()
 			a.state.activity.purge(time.Duration(a.ActivityRetention), a.ActivityMaxRows)
 			a.state.activity.logLosses()
@@ -663,7 +664,8 @@ func (a *App) Healthy() error {
 // proxyDeps is what the proxy handler uses of the app.
 func (a *App) proxyDeps() proxyDeps {
 	return proxyDeps{sessions: a.state.sessions, services: a.state.catalog, creds: a.creds, leaves: a.minter, egress: a.egress, self: a.self, state: a,
-		observe: proxyObservers(a.DisableActivityLog, a.state.activity.rec, a.state.metrics), exchanges: &a.state.activity.exchanges}
+		observe:   proxyObservers(a.DisableActivityLog, a.state.activity.rec, a.state.metrics, a.state.discovered),
+		exchanges: &a.state.activity.exchanges}
 }
 
 // apiDeps is what the management API handler uses of the app.
@@ -686,6 +688,7 @@ func (a *App) apiDeps() apiDeps {
 		metrics:      a.state.metrics,
 		metricsToken: a.MetricsToken,
 		activity:     activityDB{a.state.db},
+		discovered:   discoveredDB{a.state.db},
 		// Through the App: the shared state's Recorder.
 		activityStats: a.ActivityStats,
 	}

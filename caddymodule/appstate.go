@@ -21,6 +21,7 @@ import (
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/audit"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/catalog"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/discovered"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/metrics"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
@@ -197,6 +198,9 @@ type sharedState struct {
 	// activity records what the proxy did (activitywiring.go); its
 	// buffer outlives a config reload and is flushed by Destruct.
 	activity *activityLog
+	// discovered aggregates the hosts agents tried that nothing
+	// covers; the sweeper merges it into the database every second.
+	discovered *discovered.Tracker
 	// retention and loginPurge delete what is old enough, at most once
 	// per purgeEvery: kept here so that a config reload does not purge
 	// again. The sweeper of each config calls them.
@@ -308,6 +312,7 @@ func (a *App) loadShared(ctx context.Context, db *state.DB, stores sharedStores,
 		instance = id
 	}
 	sh.activity = newActivityLog(db, instance, log)
+	sh.discovered = discovered.NewTracker(discoveredDB{db}, 0)
 	maxStale, reload := defaultMaxStale, defaultReloadInterval
 	if a.State != nil {
 		maxStale, reload = time.Duration(a.State.MaxStale), time.Duration(a.State.ReloadInterval)
@@ -496,6 +501,9 @@ func (sh *sharedState) Destruct() error {
 	sh.sessions.RevokeAll()
 	if err := sh.activity.close(actx); err != nil {
 		sh.log.Error("activity entries not written at shutdown", zap.Error(err))
+	}
+	if err := sh.discovered.Flush(actx); err != nil {
+		sh.log.Warn("discovered hosts not saved at shutdown", zap.Error(err))
 	}
 	return sh.db.Close()
 }

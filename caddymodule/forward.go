@@ -269,6 +269,11 @@ func (p *Proxy) logExchange(x *exchange, rec *statusRecorder) {
 		if x.refusal != "" {
 			e.Decision = decisionFor(x.code)
 		}
+		if x.code == activity.CodeUncoveredHost {
+			// Refused in match, before anything was injected: the
+			// agent's own header (for the discovered hosts).
+			e.AuthScheme = activity.AuthSchemeOf(x.r.Header)
+		}
 		p.deps.observe.Observe(e)
 	}
 	why := zap.Skip()

@@ -329,6 +329,9 @@ func (p *Proxy) observeRefusal(r *http.Request, sess *sessions.Session, tgt targ
 	if r.Method != http.MethodConnect {
 		e.Path = r.URL.EscapedPath() // never the query
 	}
+	if code == activity.CodeUncoveredHost {
+		e.AuthScheme = activity.AuthSchemeOf(r.Header) // for the discovered hosts
+	}
 	p.deps.observe.Observe(e)
 }
 

@@ -45,6 +45,7 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/audit"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/discovered"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/catalog"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/egress"
@@ -121,6 +122,8 @@ type pipeline struct {
 	// activity writes them to db as the app's Recorder does.
 	observed *observedEntries
 	activity *activity.Recorder
+	// discovered is the discovered hosts' Tracker; tests Flush it.
+	discovered *discovered.Tracker
 	// written fires after each batch the activity Recorder stored.
 	written *signal
 }
@@ -312,11 +315,12 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 		defaultTTL: defaultSessionTTL, maxTTL: defaultMaxSessionTTL, state: health,
 		leaseTimeout: defaultSessionLeaseTimeout, loginTTL: defaultOperatorLoginTTL,
 		ids: identityDB{db}, audit: recorder, logins: &identity.LoginLimiter{Now: registry.Now},
-		now: registry.Now, activity: activityDB{db}, streamPoll: 20 * time.Millisecond,
+		now: registry.Now, activity: activityDB{db}, discovered: discoveredDB{db}, streamPoll: 20 * time.Millisecond,
 		metrics: mtr, metricsToken: pl.metricsToken,
 	}}
 	pl.observed = &observedEntries{}
 	pl.written = new(signal)
+	pl.discovered = discovered.NewTracker(discoveredDB{db}, 0)
 	pl.activity = activity.NewRecorder(signalWriter{activityDB{db}, pl.written}, activity.Options{BatchWait: 5 * time.Millisecond, Instance: "test-broker", Logger: logger.Named("activity")})
 	api.deps.activityStats = pl.activity.Stats
 	t.Cleanup(func() {
@@ -368,7 +372,7 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	self := new(egress.Listeners)
 	p.start(logger, proxyDeps{sessions: registry, services: cat, creds: creds, leaves: minter, egress: policy, self: self, state: health,
 		// pl.observed last: once it holds an entry, the others have it.
-		observe: append(proxyObservers(cfg.disableActivityLog, pl.activity, mtr), pl.observed)})
+		observe: append(proxyObservers(cfg.disableActivityLog, pl.activity, mtr, pl.discovered), pl.observed)})
 	t.Cleanup(func() { p.Cleanup() })
 	p.transport.TLSClientConfig.RootCAs = upstreamRoot(t).pool()
 	p.dialer.Resolver = &net.Resolver{PreferGo: true, Dial: func(context.Context, string, string) (net.Conn, error) {

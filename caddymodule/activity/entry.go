@@ -63,4 +63,8 @@ type Entry struct {
 	Duration    time.Duration
 	Credentials []string // names of the credentials the request used
 	Client      string   // the agent's address, without its port
+	// AuthScheme is how the agent tried to authenticate a request to a
+	// host no service covers (see AuthSchemeOf): what the discovered
+	// hosts keep. Never a value; the activity log does not store it.
+	AuthScheme string
 }

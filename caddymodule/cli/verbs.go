@@ -21,6 +21,7 @@ var verbs = []verb{
 	{"operator", "Creates, lists, changes and deletes operator accounts", (*runner).operatorCommand, ""},
 	{"audit", "Shows the audit trail of management changes", (*runner).auditCommand, ""},
 	{"activity", "Lists and follows what the proxy forwarded, refused or failed", (*runner).activityCommand, "[flags]"},
+	{"discovered", "Lists the hosts agents tried that no service covers", (*runner).discoveredCommand, "[flags]"},
 }
 
 // Verbs returns the names of the top-level commands, in help order.

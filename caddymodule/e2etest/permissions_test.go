@@ -297,6 +297,7 @@ func TestPermissionTable(t *testing.T) {
 			}},
 		{name: "GET /api/v1/audit", method: "GET", path: "/api/v1/audit", want: readAll(),
 			reason: map[principal]string{pAgent: "audit", pSession: "audit"}},
+		{name: "GET /api/v1/discovered", method: "GET", path: "/api/v1/discovered", want: readAll()},
 		{name: "GET /api/v1/sessions", method: "GET", path: "/api/v1/sessions", want: want(401, 401, 403, 200, 200, 200, 200, 200),
 			check: func(t *testing.T, p principal, r apiResult) {
 				var l apiwire.SessionList

@@ -5,8 +5,15 @@ package e2etest
 // and the host is never resolved or contacted.
 
 import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 )
 
 func TestReadableRefusals(t *testing.T) {
@@ -73,4 +80,65 @@ except urllib.error.HTTPError as e:
 	out, _, _ = s.launch(nil, "curl", "-sS", "-D", "-", "-H", "Authorization: Bearer agvph_"+strings.Repeat("0", 32), "https://"+up.hostPort()+"/user")
 	mustContain(t, "placeholder refusal", strings.ToLower(out), "x-agent-vault-refusal: ")
 	mustContain(t, "placeholder refusal", out, "agent-vault: ")
+}
+
+// Discovered hosts: what agents tried that nothing covers, with counts
+// and the auth scheme they used, never its value, from the API and the
+// CLI; the value is nowhere in the data dir either.
+func TestDiscoveredHostsJourney(t *testing.T) {
+	ca := newTestCA(t)
+	up := newUpstream(t, ca, true)
+	s := startServer(t, ca, serverOpts{})
+	s.putCredential("GITHUB_TOKEN", githubSecret)
+	s.putService("github", bearerService(up.hostPort(), "GITHUB_TOKEN"))
+	const key = "sk_live_discovered_value_42"
+	script := `for i in 1 2 3; do curl -sS -o /dev/null -H "Authorization: Bearer ` + key + `" https://api.stripe.example/v1/charges; done; ` +
+		`curl -sS -o /dev/null -H "X-Api-Key: ` + key + `" https://api.stripe.example/v1/x; curl -sS -o /dev/null https://other.example:8443/`
+	if out, errOut, code := s.launch(nil, "sh", "-c", script); code != 0 {
+		t.Fatalf("the agent: exit %d\n%s\n%s", code, out, errOut)
+	}
+	var list apiwire.DiscoveredList
+	var raw string
+	within(t, time.Now(), 10*time.Second, "both hosts discovered", func() bool {
+		raw = s.call(s.admin(), "GET", "/api/v1/discovered", nil).body
+		json.Unmarshal([]byte(raw), &list)
+		return len(list.Hosts) == 2 && list.Hosts[0].Count+list.Hosts[1].Count == 5
+	})
+	mustNotContain(t, "GET /api/v1/discovered", raw, key)
+	for _, h := range list.Hosts {
+		switch h.Host {
+		case "api.stripe.example":
+			if h.Port != 443 || h.Count != 4 || !slices.Equal(h.Schemes, []string{"Bearer", "header X-Api-Key"}) || len(h.Sessions) != 1 {
+				t.Errorf("api.stripe.example: %+v", h)
+			}
+		case "other.example":
+			if h.Port != 8443 || h.Count != 1 {
+				t.Errorf("other.example: %+v", h)
+			}
+		default:
+			t.Errorf("unexpected host %+v", h)
+		}
+	}
+
+	env := []string{"AGENT_VAULT_ADDR=http://" + s.apiAddr, "AGENT_VAULT_TOKEN=" + s.adminToken()}
+	table := runCLI(t, env, "", "discovered")
+	if table.code != 0 {
+		t.Fatalf("agent-vault discovered: %s", table)
+	}
+	for _, want := range []string{"HOST", "api.stripe.example:443", "Bearer, header X-Api-Key", "other.example:8443"} {
+		mustContain(t, "agent-vault discovered", table.stdout, want)
+	}
+	mustNotContain(t, "agent-vault discovered", table.stdout+table.stderr, key)
+
+	// The value is in no file of the data dir (the state database and
+	// its WAL included).
+	filepath.Walk(s.dataDir, func(path string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return nil
+		}
+		if b, err := os.ReadFile(path); err == nil && strings.Contains(string(b), key) {
+			t.Errorf("%s holds the agent's key", path)
+		}
+		return nil
+	})
 }
