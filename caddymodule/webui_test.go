@@ -5,6 +5,7 @@ package caddymodule
 // escaping, and that no page ever holds a credential value.
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
@@ -656,5 +658,29 @@ func TestWebUISignInStatus(t *testing.T) {
 	}
 	if last.status != http.StatusTooManyRequests || last.header.Get("Retry-After") == "" || !strings.Contains(last.body, `id="flash"`) {
 		t.Fatalf("over the limit: %d Retry-After %q", last.status, last.header.Get("Retry-After"))
+	}
+}
+
+// The services page lists the discovered hosts, each with a link that
+// starts a service for it (the form's host filled in).
+func TestWebUIDiscoveredHosts(t *testing.T) {
+	pl, _, s, _ := activityPipeline(t)
+	pl.askInTunnel(t, "api.stripe.example:8443", basicAuth(s.token), "Authorization: Bearer sk_live_webui")
+	findEntry(t, pl, "the refusal", func(e activity.Entry) bool { return e.Host == "api.stripe.example" })
+	if err := pl.discovered.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b := uiSignIn(t, pl, "admin_token", pl.adminToken)
+	p := b.get("/services")
+	if p.status != 200 || !strings.Contains(p.body, `<tr data-host="api.stripe.example"><td><code>api.stripe.example:8443</code></td><td>1</td>`) ||
+		!strings.Contains(p.body, `href="/services?host=api.stripe.example:8443#service-form"`) || !strings.Contains(p.body, "<td>Bearer</td>") {
+		t.Fatalf("services page: %d %s", p.status, p.body)
+	}
+	if strings.Contains(p.body, "sk_live_webui") {
+		t.Fatal("the services page holds the agent's key")
+	}
+	add := b.get("/services?host=api.stripe.example:8443")
+	if !strings.Contains(add.body, `name="host" value="api.stripe.example:8443"`) {
+		t.Fatalf("the add link does not fill in the host: %s", add.body)
 	}
 }

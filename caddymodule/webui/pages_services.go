@@ -48,6 +48,10 @@ type servicesData struct {
 	TestURL   string
 	Match     *apiwire.ServiceMatch
 	MatchErr  string
+	// Discovered are the hosts agents tried that no service covers,
+	// each with a link that starts a service for it.
+	Discovered    []apiwire.DiscoveredHost
+	DiscoveredErr string
 }
 
 // serviceForm is the form's fields, as shown.
@@ -152,6 +156,16 @@ func (u *UI) servicesPage(c *call, testURL string) {
 		d.Err = errText(err)
 	}
 	d.Services = list.Services
+	var found apiwire.DiscoveredList
+	if err := c.get("/api/v1/discovered?limit=20", &found); err != nil {
+		d.DiscoveredErr = errText(err)
+	}
+	d.Discovered = found.Hosts
+	if host := q.Get("host"); host != "" {
+		// "Add a service" for a discovered host: only the host is
+		// filled in; the operator picks the rest.
+		d.Form.Host = host
+	}
 	if id := q.Get("template"); id != "" {
 		for _, t := range serviceTemplates {
 			if t.ID == id {
