@@ -230,6 +230,8 @@ func (a *App) unmarshalState(d *caddyfile.Dispenser, args []string) error {
 //		dial_timeout            <duration>
 //		response_header_timeout <duration>
 //		idle_timeout            <duration>
+//		max_response_body       <size>
+//		max_concurrent_per_session <n>
 //	}
 func parseProxy(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	p := new(Proxy)
@@ -259,6 +261,22 @@ func (p *Proxy) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := checkUnmatched(p.Unmatched); err != nil {
 				return d.Err(err.Error())
 			}
+			continue
+		case "max_response_body":
+			if err := checkMaxResponseBody(val); err != nil {
+				return d.Err(err.Error())
+			}
+			p.MaxResponseBody = val
+			continue
+		case "max_concurrent_per_session":
+			n, err := strconv.Atoi(val)
+			if err == nil {
+				err = checkMaxConcurrent(n)
+			}
+			if err != nil || n == 0 {
+				return d.Errf("max_concurrent_per_session %q: want a whole number from 1 to %d", val, maxConcurrentBound)
+			}
+			p.MaxConcurrentPerSession = n
 			continue
 		case "dial_timeout":
 			dst = &p.DialTimeout

@@ -58,6 +58,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, sess *sessions.S
 	x := &exchange{r: r, sess: sess, target: tgt, start: time.Now(), path: r.URL.EscapedPath()}
 	rec := &statusRecorder{ResponseWriter: w, x: x}
 	defer p.logExchange(x, rec)
+	release, err := p.acquireSlot(x)
+	if err != nil {
+		p.refuse(rec, x, err)
+		return
+	}
+	defer release()
 	if err := p.prepare(x); err != nil {
 		p.refuse(rec, x, err)
 		return
@@ -77,6 +83,9 @@ func (p *Proxy) prepare(x *exchange) error {
 		return err
 	}
 	if err := p.match(x); err != nil {
+		return err
+	}
+	if err := p.checkRules(x); err != nil {
 		return err
 	}
 	x.creds = p.deps.creds.Snapshot()

@@ -19,6 +19,7 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/egress"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/hostname"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/limits"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/scrub"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
@@ -89,6 +90,22 @@ type Proxy struct {
 	// before it is closed. Default 2m.
 	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
 
+	// The largest response body the proxy scans for echoed secrets
+	// ("100MiB"; the size syntax of Caddy's request_body max_size),
+	// counted after gzip decoding: a larger Content-Length is answered
+	// 502 with the reason, and a body of unknown length that grows
+	// past it is cut there (the agent sees the response end early: a
+	// truncated chunked body, or an HTTP/2 stream reset). Bodies that
+	// are not scanned (a session that can reach no secret) are not
+	// capped. Default: no cap; the scanner streams in bounded memory,
+	// so the cap is a limit on traffic, not a guard of the broker.
+	MaxResponseBody string `json:"max_response_body,omitempty"`
+
+	// The most requests one session may have in flight at once
+	// (upgraded WebSocket connections included): the next is answered
+	// 429 with Retry-After: 1 at once, never queued. Default 64.
+	MaxConcurrentPerSession int `json:"max_concurrent_per_session,omitempty"`
+
 	deps      proxyDeps
 	logger    *zap.Logger
 	transport *http.Transport
@@ -99,6 +116,11 @@ type Proxy struct {
 	tunnels   tunnelTable
 	redactors scrub.Cache
 	authFails authguard.Guard
+	// maxResponseBody is MaxResponseBody in bytes (0: none); rates and
+	// slots are the services' rate limits and the per-session cap.
+	maxResponseBody int64
+	rates           limits.Buckets
+	slots           limits.Slots
 }
 
 // proxyDeps is everything the proxy reads from the rest of the app, as
@@ -177,8 +199,36 @@ func (p *Proxy) Validate() error {
 	return errors.Join(checkUnmatched(p.Unmatched),
 		checkTimeout("dial_timeout", p.DialTimeout),
 		checkTimeout("response_header_timeout", p.ResponseHeaderTimeout),
-		checkTimeout("idle_timeout", p.IdleTimeout))
+		checkTimeout("idle_timeout", p.IdleTimeout),
+		checkMaxResponseBody(p.MaxResponseBody),
+		checkMaxConcurrent(p.MaxConcurrentPerSession))
 }
+
+// checkMaxResponseBody validates max_response_body ("" is no cap).
+func checkMaxResponseBody(s string) error {
+	if s == "" {
+		return nil
+	}
+	if _, err := services.ParseSize(s); err != nil {
+		return fmt.Errorf("max_response_body: %w", err)
+	}
+	return nil
+}
+
+// checkMaxConcurrent validates max_concurrent_per_session (0 is the
+// default).
+func checkMaxConcurrent(n int) error {
+	if n < 0 || n > maxConcurrentBound {
+		return fmt.Errorf("max_concurrent_per_session %d: want 1 to %d (0 for the default, %d)", n, maxConcurrentBound, defaultMaxConcurrent)
+	}
+	return nil
+}
+
+// The default and the bound of max_concurrent_per_session.
+const (
+	defaultMaxConcurrent = 64
+	maxConcurrentBound   = 100_000
+)
 
 // start fills in defaults and builds the proxy's parts around deps.
 func (p *Proxy) start(logger *zap.Logger, deps proxyDeps) {
@@ -194,6 +244,12 @@ func (p *Proxy) start(logger *zap.Logger, deps proxyDeps) {
 	}
 	if p.IdleTimeout == 0 {
 		p.IdleTimeout = caddy.Duration(defaultIdleTimeout)
+	}
+	if p.MaxConcurrentPerSession == 0 {
+		p.MaxConcurrentPerSession = defaultMaxConcurrent
+	}
+	if p.MaxResponseBody != "" {
+		p.maxResponseBody, _ = services.ParseSize(p.MaxResponseBody) // checked by Validate
 	}
 
 	p.authFails.Summary = func(n int) {

@@ -82,6 +82,10 @@ type pipelineConfig struct {
 	// disableActivityLog leaves the activity Recorder out of the
 	// proxy's observers, as the App option disable_activity_log does.
 	disableActivityLog bool
+	// maxResponseBody and maxConcurrent are the proxy's
+	// max_response_body and max_concurrent_per_session ("", 0: defaults).
+	maxResponseBody string
+	maxConcurrent   int
 }
 
 // pipeline is a running proxy plus what a test needs around it.
@@ -363,7 +367,7 @@ func newPipeline(t testing.TB, cfg pipelineConfig) *pipeline {
 	// deliberate differences: the upstream transport trusts the test
 	// upstreams' root instead of the system roots, and names resolve
 	// from /etc/hosts only, so no DNS query leaves the machine.
-	p := &Proxy{Unmatched: UnmatchedPolicy(cfg.unmatched)}
+	p := &Proxy{Unmatched: UnmatchedPolicy(cfg.unmatched), MaxResponseBody: cfg.maxResponseBody, MaxConcurrentPerSession: cfg.maxConcurrent}
 	if err := p.Validate(); err != nil {
 		t.Fatal(err)
 	}

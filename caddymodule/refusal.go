@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,8 @@ type refusal struct {
 	// uncovered is set for a host no service in the session's scope
 	// covers: what the agent's answer adds to the reason.
 	uncovered *uncoveredDetail
+	// retryAfter, when positive, is sent as Retry-After (a 429).
+	retryAfter time.Duration
 }
 
 // uncoveredDetail is what a refusal of an uncovered host tells the
@@ -69,6 +72,8 @@ func codeForStatus(status int) string {
 		return activity.CodeBadRequest
 	case http.StatusTooManyRequests:
 		return activity.CodeRateLimited
+	case http.StatusRequestEntityTooLarge:
+		return activity.CodeBodyTooLarge
 	case http.StatusBadGateway, http.StatusGatewayTimeout:
 		return activity.CodeUpstream
 	case http.StatusServiceUnavailable:
@@ -285,6 +290,7 @@ type refusalAnswer struct {
 	status       int
 	reason, code string
 	uncovered    *uncoveredDetail
+	retryAfter   time.Duration
 }
 
 // answerFor is the answer for an error of the pipeline.
@@ -293,7 +299,7 @@ func answerFor(err error) refusalAnswer {
 	a.status, a.reason, a.code = errorResponse(err)
 	var ref *refusal
 	if errors.As(err, &ref) {
-		a.uncovered = ref.uncovered
+		a.uncovered, a.retryAfter = ref.uncovered, ref.retryAfter
 	}
 	return a
 }
@@ -317,6 +323,11 @@ func writeRefusal(w http.ResponseWriter, r *http.Request, a refusalAnswer, red *
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set(apiwire.RefusalHeader, a.code)
 	h.Del("Content-Length")
+	if a.retryAfter > 0 {
+		// Whole seconds, rounded up: a client that waits that long
+		// finds its token back.
+		h.Set("Retry-After", strconv.FormatInt(int64((a.retryAfter+time.Second-1)/time.Second), 10))
+	}
 	d := apiwire.RefusalDetail{Status: a.status, Code: a.code, Reason: red.String(a.reason)}
 	if u := a.uncovered; u != nil {
 		d.Host, d.Scope, d.RequestAccess = u.host, u.scope, u.ask

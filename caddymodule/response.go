@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/scrub"
 )
 
@@ -69,6 +70,10 @@ func (p *Proxy) scrubResponse(res *http.Response) error {
 		return refused(http.StatusBadGateway, "upstream sent a %s-encoded response that cannot be scanned for echoed credentials",
 			strings.Join(codings, "+"))
 	}
+	if p.maxResponseBody > 0 && !gzipped && res.ContentLength > p.maxResponseBody {
+		res.Body.Close()
+		return p.responseTooLarge()
+	}
 	src := io.Reader(res.Body)
 	buffered := res.ContentLength >= 0 && res.ContentLength <= maxBufferedScan
 	if gzipped {
@@ -83,6 +88,9 @@ func (p *Proxy) scrubResponse(res *http.Response) error {
 			src = zr
 		}
 	}
+	if p.maxResponseBody > 0 {
+		src = &capped{r: src, left: p.maxResponseBody, err: p.responseTooLarge()}
+	}
 	if buffered {
 		// A short body of known length is scanned whole, so its length
 		// stays known and it leaves in one write. Decoded, it is read
@@ -91,6 +99,10 @@ func (p *Proxy) scrubResponse(res *http.Response) error {
 		body, err := io.ReadAll(io.LimitReader(src, maxBufferedScan+1))
 		if err != nil {
 			res.Body.Close()
+			var ref *refusal
+			if errors.As(err, &ref) {
+				return ref // over max_response_body
+			}
 			return refused(http.StatusBadGateway, "reading the upstream response failed")
 		}
 		if len(body) <= maxBufferedScan {
@@ -111,6 +123,12 @@ func (p *Proxy) scrubResponse(res *http.Response) error {
 	res.Header.Del("Content-Length") // redaction may change the length
 	res.ContentLength = -1
 	return nil
+}
+
+// responseTooLarge refuses a scanned response over max_response_body.
+func (p *Proxy) responseTooLarge() *refusal {
+	return refused(http.StatusBadGateway, "the upstream's response is larger than the proxy scans (max_response_body %s)", p.MaxResponseBody).
+		as(activity.CodeResponseTooLarge)
 }
 
 // contentCodings lists the codings applied to a body, over every

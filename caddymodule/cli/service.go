@@ -35,10 +35,14 @@ type serviceFlags struct {
 	param          string
 	allowCleartext bool
 	allowUpgrades  []string
+	methods        []string
+	paths          []string
+	rateLimit      string
+	maxRequestBody string
 }
 
 // definitionFlags are every flag but --file: --file excludes them.
-var definitionFlags = []string{"host", "auth", "token", "username", "password", "key", "header", "prefix", "custom-header", "param", "allow-cleartext", "allow-upgrade"}
+var definitionFlags = []string{"host", "auth", "token", "username", "password", "key", "header", "prefix", "custom-header", "param", "allow-cleartext", "allow-upgrade", "method", "path", "rate-limit", "max-request-body"}
 
 func (r *runner) serviceCommand() *cobra.Command {
 	var f serviceFlags
@@ -111,6 +115,10 @@ value):
 	fl.StringVar(&f.param, "param", "", "query: the query parameter `name`")
 	fl.BoolVar(&f.allowCleartext, "allow-cleartext", false, "inject over plain http:// too (off by default)")
 	fl.StringSliceVar(&f.allowUpgrades, "allow-upgrade", nil, "protocols a request that carried a secret may upgrade to, e.g. h2c (WebSocket is always allowed)")
+	fl.StringSliceVar(&f.methods, "method", nil, "the only HTTP methods agents may send, e.g. GET,HEAD (repeatable; default every method)")
+	fl.StringArrayVar(&f.paths, "path", nil, "a path glob agents may use, or !glob they may not, e.g. '/repos/*' '!/repos/*/admin/*' (repeatable)")
+	fl.StringVar(&f.rateLimit, "rate-limit", "", "requests per session: N/s, N/m or N/h, e.g. 60/m")
+	fl.StringVar(&f.maxRequestBody, "max-request-body", "", "the largest request body, e.g. 10MiB")
 
 	list := &cobra.Command{
 		Use:   "list",
@@ -191,6 +199,10 @@ func (f *serviceFlags) service(cmd *cobra.Command, name string, stdin io.Reader)
 			},
 			AllowCleartext: f.allowCleartext,
 			AllowUpgrades:  f.allowUpgrades,
+			Methods:        f.methods,
+			Paths:          f.paths,
+			RateLimit:      f.rateLimit,
+			MaxRequestBody: f.maxRequestBody,
 		}
 		if len(f.customHeaders) > 0 {
 			svc.Auth.Headers = make(map[string]string, len(f.customHeaders))

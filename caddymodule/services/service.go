@@ -53,6 +53,32 @@ type Service struct {
 	// refused with 403 before anything goes upstream. WebSocket is
 	// always allowed. Default: none.
 	AllowUpgrades []string `json:"allow_upgrades,omitempty"`
+	// Methods, when set, are the only HTTP methods agents may send to
+	// the service, in upper case (["GET", "HEAD"] for read-only); any
+	// other is refused with 403 before anything leaves. Default: every
+	// method.
+	Methods []string `json:"methods,omitempty"`
+	// Paths, when set, limit the request paths: globs on the escaped
+	// path as sent (the grammar of the host's path part: '*' matches
+	// any run of characters, '/' included), allowed unless written
+	// with a leading '!', which denies. A request must match an allow
+	// entry (when there is one) and no deny entry, else 403 before
+	// anything leaves: ["/repos/*", "!/repos/*/admin/*"]. A path with
+	// "." or ".." segments, ';', or an encoded '/', '\' or NUL (which
+	// a server may route elsewhere than it reads) matches no allow
+	// entry and every deny entry. Default: every path.
+	Paths []string `json:"paths,omitempty"`
+	// RateLimit is "N/s", "N/m" or "N/h": each session may send N
+	// requests per second, minute or hour through this service, in
+	// bursts of up to N (a token bucket); beyond it the proxy answers
+	// 429 with Retry-After. Default: no limit.
+	RateLimit string `json:"rate_limit,omitempty"`
+	// MaxRequestBody caps a request body ("10MiB", "500kB": the size
+	// syntax of Caddy's request_body max_size): a larger
+	// Content-Length is refused with 413 before anything leaves, and a
+	// body of unknown length is cut at the cap (nothing past it is
+	// sent) and answered 413. Default: no cap.
+	MaxRequestBody string `json:"max_request_body,omitempty"`
 }
 
 // Validate checks the whole service definition: name, host pattern and
@@ -90,6 +116,9 @@ func (s Service) compile() (HostPattern, compiledAuth, error) {
 		if !validUpgradeToken(proto) {
 			return HostPattern{}, compiledAuth{}, fmt.Errorf("service %q: allow_upgrades: %q is not a protocol name (an HTTP token such as \"h2c\", optionally /version)", s.Name, proto)
 		}
+	}
+	if _, err := compileRules(s); err != nil {
+		return HostPattern{}, compiledAuth{}, fmt.Errorf("service %q: %w", s.Name, err)
 	}
 	return p, a, nil
 }

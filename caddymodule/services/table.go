@@ -23,6 +23,7 @@ type Compiled struct {
 	Service Service
 	pattern HostPattern
 	auth    compiledAuth
+	rules   compiledRules
 }
 
 // NewTable validates every service, rejects duplicate names and
@@ -42,7 +43,8 @@ func NewTable(svcs []Service) (*Table, error) {
 			return nil, fmt.Errorf("service %q is defined twice", s.Name)
 		}
 		seen[s.Name] = true
-		c := &Compiled{Service: cloneService(s), pattern: p, auth: a}
+		rules, _ := compileRules(s) // checked by compile
+		c := &Compiled{Service: cloneService(s), pattern: p, auth: a, rules: rules}
 		t.byName = append(t.byName, c)
 		if p.wildcard {
 			t.wildcard[p.host] = append(t.wildcard[p.host], c)
@@ -63,6 +65,7 @@ func NewTable(svcs []Service) (*Table, error) {
 
 func cloneService(s Service) Service {
 	s.Auth.Headers = maps.Clone(s.Auth.Headers)
+	s.AllowUpgrades, s.Methods, s.Paths = slices.Clone(s.AllowUpgrades), slices.Clone(s.Methods), slices.Clone(s.Paths)
 	return s
 }
 
