@@ -684,3 +684,32 @@ func TestWebUIDiscoveredHosts(t *testing.T) {
 		t.Fatalf("the add link does not fill in the host: %s", add.body)
 	}
 }
+
+// The service form carries the rules: saved from it, shown back in the
+// edit form, so a later edit keeps them.
+func TestWebUIServiceRules(t *testing.T) {
+	pl, _, _, _ := activityPipeline(t)
+	b := uiSignIn(t, pl, "admin_token", pl.adminToken)
+	wantFlash(t, b.post("/services", "action", "put", "name", "gh", "host", "api.github.com", "auth_type", "bearer", "token", "GH",
+		"methods", "GET, HEAD", "paths", "/repos/*\n!/repos/*/admin/*", "rate_limit", "60/m", "max_request_body", "10MiB"), "/services", "ok", "saved")
+	var list apiwire.ServiceList
+	pl.must(t, pl.admin(), "GET", "/api/v1/services", nil, 200, &list)
+	var svc apiwire.Service
+	for _, s := range list.Services {
+		if s.Name == "gh" {
+			svc = s
+		}
+	}
+	if !slices.Equal(svc.Methods, []string{"GET", "HEAD"}) || !slices.Equal(svc.Paths, []string{"/repos/*", "!/repos/*/admin/*"}) ||
+		svc.RateLimit != "60/m" || svc.MaxRequestBody != "10MiB" {
+		t.Fatalf("saved %+v", svc)
+	}
+	edit := b.get("/services?edit=gh").body
+	for _, want := range []string{`name="methods" value="GET, HEAD"`, ">/repos/*\n!/repos/*/admin/*</textarea>", `name="rate_limit" value="60/m"`, `name="max_request_body" value="10MiB"`} {
+		if !strings.Contains(edit, want) {
+			t.Errorf("the edit form lacks %q", want)
+		}
+	}
+	wantFlash(t, b.post("/services", "action", "put", "name", "gh", "host", "api.github.com", "auth_type", "bearer", "token", "GH", "rate_limit", "0/m"),
+		"/services", "error", "rate_limit")
+}

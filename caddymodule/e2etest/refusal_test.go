@@ -6,8 +6,6 @@ package e2etest
 
 import (
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -132,13 +130,5 @@ func TestDiscoveredHostsJourney(t *testing.T) {
 
 	// The value is in no file of the data dir (the state database and
 	// its WAL included).
-	filepath.Walk(s.dataDir, func(path string, info os.FileInfo, err error) error {
-		if err != nil || info.IsDir() {
-			return nil
-		}
-		if b, err := os.ReadFile(path); err == nil && strings.Contains(string(b), key) {
-			t.Errorf("%s holds the agent's key", path)
-		}
-		return nil
-	})
+	assertNotOnDisk(t, s.dataDir, key)
 }

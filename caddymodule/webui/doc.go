@@ -33,7 +33,8 @@
 //	              form#service-form action=put: name, host, auth_type,
 //	                token, username, password, key, header, prefix,
 //	                param, headers (lines "Name: template"),
-//	                allow_cleartext (checkbox), allow_upgrades
+//	                allow_cleartext (checkbox), allow_upgrades, and the rules:
+//	                methods, paths (one a line), rate_limit, max_request_body
 //	              select#auth-type; fieldset.auth[data-auth] per type
 //	              templates: a.template-link data-template=<id>
 //	                (href ?template=github|openai|anthropic|stripe|slack|

@@ -61,10 +61,15 @@ type serviceForm struct {
 	// Headers is the custom type's headers, one "Name: template" a line.
 	Headers       string
 	AllowUpgrades string
+	// Methods and Paths are the rules as edited: comma-separated
+	// methods, one path glob a line.
+	Methods string
+	Paths   string
 }
 
 func formOf(s apiwire.Service, editing bool) serviceForm {
-	f := serviceForm{Editing: editing, Service: s, AllowUpgrades: strings.Join(s.AllowUpgrades, ", ")}
+	f := serviceForm{Editing: editing, Service: s, AllowUpgrades: strings.Join(s.AllowUpgrades, ", "),
+		Methods: strings.Join(s.Methods, ", "), Paths: strings.Join(s.Paths, "\n")}
 	names := make([]string, 0, len(s.Auth.Headers))
 	for n := range s.Auth.Headers {
 		names = append(names, n)
@@ -81,6 +86,10 @@ func formOf(s apiwire.Service, editing bool) serviceForm {
 func (c *call) postedService() (apiwire.Service, error) {
 	s := apiwire.Service{Name: c.field("name"), Host: c.field("host"), AllowCleartext: c.r.PostForm.Get("allow_cleartext") != ""}
 	s.AllowUpgrades = c.list("allow_upgrades")
+	// The rules travel with every save, so editing a service in the
+	// form keeps them (a field left out would drop a limit).
+	s.Methods, s.Paths = c.list("methods"), c.list("paths")
+	s.RateLimit, s.MaxRequestBody = c.field("rate_limit"), c.field("max_request_body")
 	a := &s.Auth
 	a.Type = c.field("auth_type")
 	switch a.Type {
