@@ -7,8 +7,8 @@ package caddymodule
 
 import (
 	"io"
-	"time"
 	"net/http"
+	"time"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
 )
