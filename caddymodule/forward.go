@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -37,6 +38,10 @@ type exchange struct {
 	secrets  scrub.SecretSet
 	redactor *scrub.Redactor
 	resolved []string // names of the credentials the request resolved
+	// bodyCreds are the credentials the body rewriter resolved: it may
+	// run on the transport's goroutine while the answer is relayed.
+	bodyMu    sync.Mutex
+	bodyCreds []string
 	refusal  string   // why it was refused or failed, for the log line
 	code     string   // the activity log's code of the refusal or failure
 }
@@ -96,6 +101,9 @@ func (p *Proxy) prepare(x *exchange) error {
 	if err := x.rewritePlaceholders(); err != nil {
 		return err
 	}
+	if err := x.rewriteBody(); err != nil {
+		return err
+	}
 	if err := x.inject(); err != nil {
 		return err
 	}
@@ -147,6 +155,16 @@ func (x *exchange) rewritePlaceholders() error {
 // secret only if it is this session's, the matched service uses its
 // credential, and the secret would not travel in cleartext.
 func (x *exchange) resolvePlaceholder(ph string) (string, error) {
+	cred, err := x.bind(ph)
+	if err != nil {
+		return "", err
+	}
+	return x.secret(cred)
+}
+
+// bind is the binding rule's decision: the credential ph stands for,
+// or the refusal.
+func (x *exchange) bind(ph string) (string, error) {
 	cred, known := x.sess.Credential(ph)
 	switch {
 	case !known:
@@ -156,7 +174,7 @@ func (x *exchange) resolvePlaceholder(ph string) (string, error) {
 	case !x.cleartextOK():
 		return "", refused(http.StatusForbidden, "credential %s would be sent over cleartext http", cred).as(activity.CodeCleartext)
 	}
-	return x.secret(cred)
+	return cred, nil
 }
 
 // inject writes the matched service's auth.
@@ -269,6 +287,7 @@ func (p *Proxy) logExchange(x *exchange, rec *statusRecorder) {
 	if x.svc != nil {
 		svc = x.svc.Service.Name
 	}
+	x.takeBodyCreds()
 	duration := time.Since(x.start)
 	if p.deps.observe != nil {
 		e := &activity.Entry{At: x.start.Add(duration), Session: x.sess.ID, Agent: x.sess.Agent, Service: svc, Method: x.r.Method,

@@ -560,7 +560,7 @@ func TestHostileContentEncodingLines(t *testing.T) {
 				}
 				lowHeaders := strings.ToLower(v.headers)
 				if c.want == 502 {
-					if !strings.Contains(lowHeaders, "x-agent-vault-refused: 1") || !strings.Contains(strings.ToLower(string(v.body)), "encod") {
+					if !strings.Contains(lowHeaders, "x-agent-vault-refusal: upstream") || !strings.Contains(strings.ToLower(string(v.body)), "encod") {
 						t.Errorf("finding 2: %s: 502 without a readable reason about the encoding: headers %q body %q", what, v.headers, v.body)
 					}
 					continue

@@ -79,6 +79,12 @@ type Service struct {
 	// body of unknown length is cut at the cap (nothing past it is
 	// sent) and answered 413. Default: no cap.
 	MaxRequestBody string `json:"max_request_body,omitempty"`
+	// BodySubstitution, when false, leaves the placeholders of request
+	// bodies unswapped: a body that carries one is then refused with
+	// 403 (fail closed), as a body of a type that is never rewritten
+	// is. Default true: placeholders in JSON, form, multipart and text
+	// bodies are swapped under the rules of headers.
+	BodySubstitution *bool `json:"body_substitution,omitempty"`
 }
 
 // Validate checks the whole service definition: name, host pattern and
