@@ -42,8 +42,8 @@ type exchange struct {
 	// run on the transport's goroutine while the answer is relayed.
 	bodyMu    sync.Mutex
 	bodyCreds []string
-	refusal  string   // why it was refused or failed, for the log line
-	code     string   // the activity log's code of the refusal or failure
+	refusal   string // why it was refused or failed, for the log line
+	code      string // the activity log's code of the refusal or failure
 }
 
 // forward is the path of one proxied request. Every step before send
