@@ -145,6 +145,10 @@ func (ca *testCA) leaf(t testing.TB, names ...string) tls.Certificate {
 type seen struct {
 	Method, Path, RawQuery, Proto string
 	Header                        http.Header
+	// Body is the request body as received (up to 16 MiB) and
+	// ContentLength the request's (-1: chunked).
+	Body          string
+	ContentLength int64
 }
 
 // upstream is a real HTTPS (or plain HTTP) server on loopback that
@@ -276,7 +280,9 @@ func newUpstreamNamed(t testing.TB, ca *testCA, useTLS bool, names ...string) *u
 }
 
 func (u *upstream) record(r *http.Request) {
-	s := seen{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Proto: r.Proto, Header: r.Header.Clone()}
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 16<<20))
+	s := seen{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Proto: r.Proto, Header: r.Header.Clone(),
+		Body: string(body), ContentLength: r.ContentLength}
 	u.mu.Lock()
 	u.reqs = append(u.reqs, s)
 	u.mu.Unlock()
