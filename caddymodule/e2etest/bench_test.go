@@ -228,9 +228,14 @@ func (r roundResult) cpuPerReq() time.Duration {
 	return r.cpu / time.Duration(r.n)
 }
 
-// drive sends requests from workers concurrent clients sharing c for d
-// and measures them.
+// drive sends GETs of target from workers concurrent clients sharing c
+// for d and measures them.
 func drive(c *http.Client, target string, workers int, d time.Duration, pid int) (roundResult, error) {
+	return driveWith(c, func() (*http.Request, error) { return http.NewRequest(http.MethodGet, target, nil) }, workers, d, pid)
+}
+
+// driveWith is drive for the requests newReq makes.
+func driveWith(c *http.Client, newReq func() (*http.Request, error), workers int, d time.Duration, pid int) (roundResult, error) {
 	var cpu0 time.Duration
 	if pid != 0 {
 		var err error
@@ -250,7 +255,12 @@ func drive(c *http.Client, target string, workers int, d time.Duration, pid int)
 			l := make([]time.Duration, 0, 8192)
 			for time.Now().Before(deadline) {
 				t0 := time.Now()
-				resp, err := c.Get(target)
+				req, err := newReq()
+				if err != nil {
+					errs[w] = err
+					break
+				}
+				resp, err := c.Do(req)
 				if err != nil {
 					errs[w] = err
 					break
