@@ -6,6 +6,7 @@ package caddymodule
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net/http"
 	"slices"
@@ -33,9 +34,29 @@ func (x *exchange) rewriteBody() error {
 	if kind != services.BodyOpaque && x.svc != nil && !x.svc.SwapsBodies() {
 		kind = services.BodyOpaque // body_substitution false: refused if it carries one
 	}
+	if r.ContentLength > 0 && r.ContentLength <= maxBufferedBody {
+		// The common case, a short body of known length: read whole,
+		// rewritten in memory.
+		data := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, data); err != nil {
+			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+				return refused(http.StatusBadRequest, "the request body ended before its Content-Length")
+			}
+			return err
+		}
+		out, written, err := services.RewriteBodyBytes(data, kind, x.resolveInBody)
+		if err != nil {
+			return err
+		}
+		x.secrets.AddWritten(written...)
+		x.takeBodyCreds()
+		r.Body.Close()
+		r.Body, r.ContentLength, r.TransferEncoding = io.NopCloser(bytes.NewReader(out)), int64(len(out)), nil
+		return nil
+	}
 	rw := services.NewBodyRewriter(r.Body, kind, x.resolveInBody)
 	body := io.ReadCloser(&rewrittenBody{rw, r.Body})
-	if r.ContentLength <= maxBufferedBody {
+	if r.ContentLength < 0 {
 		head, err := io.ReadAll(io.LimitReader(rw, maxBufferedBody+1))
 		if err != nil {
 			return err

@@ -91,6 +91,20 @@ func NewBodyRewriter(src io.Reader, kind BodyKind, resolve func(ph string) (stri
 	return &BodyRewriter{src: src, kind: kind, resolve: resolve}
 }
 
+// RewriteBodyBytes rewrites a whole body in memory, as a BodyRewriter
+// reading it would (same rules, same errors); a body without anything
+// that could begin a placeholder is returned as it is, uncopied.
+func RewriteBodyBytes(data []byte, kind BodyKind, resolve func(ph string) (string, error)) (out []byte, written []string, err error) {
+	if !bytes.Contains(data, []byte(placeholderHead)) {
+		return data, nil, nil
+	}
+	b := &BodyRewriter{kind: kind, resolve: resolve, in: data, eof: true, out: make([]byte, 0, len(data)+64)}
+	if err := b.process(); err != nil {
+		return nil, nil, err
+	}
+	return b.out, b.written, nil
+}
+
 // Written returns the escaped secrets written so far that differ from
 // the raw ones, as they went out (for scrubbing the answer).
 func (b *BodyRewriter) Written() []string { return b.written }
