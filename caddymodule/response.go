@@ -13,6 +13,7 @@ import (
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/scrub"
+	"github.com/agentvault/caddy-agent-vault/internal/capread"
 )
 
 // The response side of the pipeline: the reverse proxy's hooks, and the
@@ -89,7 +90,7 @@ func (p *Proxy) scrubResponse(res *http.Response) error {
 		}
 	}
 	if p.maxResponseBody > 0 {
-		src = &capped{r: src, left: p.maxResponseBody, err: p.responseTooLarge()}
+		src = &capread.Reader{R: src, Left: p.maxResponseBody, Err: p.responseTooLarge()}
 	}
 	if buffered {
 		// A short body of known length is scanned whole, so its length
