@@ -254,6 +254,9 @@ func (p *Proxy) send(w http.ResponseWriter, x *exchange) {
 		x.r.Header.Set("Accept-Encoding", "identity, gzip")
 		x.r.Header.Del("Range")
 		x.r.Header.Del("If-Range")
+		// No WebSocket extension: permessage-deflate would hide the
+		// frames' text from the scan (websocket.go).
+		x.r.Header.Del("Sec-WebSocket-Extensions")
 	}
 	p.rp.ServeHTTP(w, x.r.WithContext(context.WithValue(x.r.Context(), exchangeKey{}, x)))
 }

@@ -50,9 +50,18 @@ func (p *Proxy) scrubResponse(res *http.Response) error {
 	// adds back then.
 	red.Header(res.Trailer)
 	if res.StatusCode == http.StatusSwitchingProtocols {
-		// The handshake is scrubbed; the stream after it is not (only
-		// WebSocket, or a protocol the service lists in allow_upgrades,
-		// gets here after a secret was sent: checkUpgrade).
+		// The handshake is scrubbed. A WebSocket stream is parsed and
+		// scanned frame by frame (websocket.go); the stream of a
+		// protocol the service lists in allow_upgrades is not.
+		if !isWebSocket(res) {
+			return nil
+		}
+		if err := checkWebSocketAnswer(res); err != nil {
+			return err
+		}
+		if rwc, ok := res.Body.(io.ReadWriteCloser); ok {
+			res.Body = p.newWSRelay(rwc, exchangeOf(res.Request))
+		}
 		return nil
 	}
 	codings := contentCodings(res.Header)

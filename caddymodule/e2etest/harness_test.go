@@ -247,9 +247,7 @@ func newUpstreamNamed(t testing.TB, ca *testCA, useTLS bool, names ...string) *u
 		}
 		defer conn.Close()
 		io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		buf := make([]byte, 64)
-		n, _ := brw.Read(buf)
-		conn.Write(bytes.ToUpper(buf[:n]))
+		wsEcho(conn, brw.Reader)
 	})
 	srv := httptest.NewUnstartedServer(mux)
 	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
