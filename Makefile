@@ -83,7 +83,11 @@ demo: build vault-test-server
 # proxy/proxy-noact (throughput and CPU). BENCHN rounds (as
 # -benchtime Nx) of BENCHROUND per mode; ~BENCHN x BENCHROUND x 12 plus
 # set-up. BENCHPROFILE (empty: none) receives a CPU profile of the
-# server during an extra BENCHPROFILESECS proxy new-connection run.
+# server during an extra BENCHPROFILESECS proxy new-connection run (and
+# the floor's in BENCHPROFILE-floor.pprof); BENCHPROFILE-keepalive.pprof
+# and -keepalive-noact.pprof the server's and proxy-noact's during
+# keep-alive runs with 16 clients, for the activity log's cost:
+#   go tool pprof -top -diff_base bench-cpu-keepalive-noact.pprof bench-cpu-keepalive.pprof
 BENCHN ?= 5x
 BENCHROUND ?= 2s
 BENCHPROFILE ?= $(CURDIR)/bench-cpu.pprof

@@ -50,7 +50,8 @@ type exchange struct {
 // may refuse it, and then nothing reaches the upstream.
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, sess *sessions.Session, tgt target) {
 	// Deferred first, so it runs last: once the entry is handed over.
-	defer p.deps.exchanges.begin()()
+	p.deps.exchanges.begin()
+	defer p.deps.exchanges.end()
 	if !tgt.tls {
 		// An absolute-form request is not inside a tracked tunnel: the
 		// session tracks the request itself, so that ending the session

@@ -153,7 +153,8 @@ func (p *Proxy) intercept(conn net.Conn, tun *tunnel, closed func()) {
 // relay copies bytes both ways for an unmatched host the operator
 // chose to let through; nothing is inspected or injected.
 func (p *Proxy) relay(client, upstream net.Conn, sess *sessions.Session, tgt target, from string) {
-	defer p.deps.exchanges.begin()() // deferred first: ends after the entry
+	p.deps.exchanges.begin()
+	defer p.deps.exchanges.end() // deferred first: ends after the entry
 	untrackC := sess.Track(client)
 	untrackU := sess.Track(upstream)
 	defer untrackC()
