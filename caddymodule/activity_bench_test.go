@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/discovered"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/metrics"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
@@ -51,7 +52,7 @@ func BenchmarkActivityHandoff(b *testing.B) {
 		b.Run(mode.name, func(b *testing.B) {
 			w := &discardWriter{}
 			rec := activity.NewRecorder(w, activity.Options{Instance: "bench"})
-			p := &Proxy{logger: zap.NewNop(), deps: proxyDeps{observe: proxyObservers(mode.off, rec, metrics.New(metrics.Sources{}))}}
+			p := &Proxy{logger: zap.NewNop(), deps: proxyDeps{observe: proxyObservers(mode.off, rec, metrics.New(metrics.Sources{}), discovered.NewTracker(nil, 0))}}
 			sess := &sessions.Session{ID: "ses_0123456789abcdef", Agent: "bench-agent"}
 			svc := &services.Compiled{Service: services.Service{Name: "bench"}}
 			b.ReportAllocs()
