@@ -101,7 +101,7 @@ BENCHPROFILESECS ?= 10
 bench: build bench-scan
 	set -o pipefail; AGENT_VAULT_BIN=$(CURDIR)/bin BENCH_ROUND=$(BENCHROUND) \
 	  BENCH_CPUPROFILE=$(BENCHPROFILE) BENCH_PROFILE_SECONDS=$(BENCHPROFILESECS) \
-	  $(GO) test -count=1 -timeout 30m -run '^$$' -bench '^BenchmarkProxy(Body)?$$' -benchtime $(BENCHN) \
+	  $(GO) test -count=1 -timeout 30m -run '^$$' -bench '^(BenchmarkProxy(Body)?|BenchmarkWebSocketEcho)$$' -benchtime $(BENCHN) \
 	  ./caddymodule/e2etest/ | tee -a bench.out
 	$(MAKE) bench-state
 
