@@ -6,7 +6,6 @@ package caddymodule
 
 import (
 	"bytes"
-	"errors"
 	"io"
 	"net/http"
 	"slices"
@@ -37,12 +36,15 @@ func (x *exchange) rewriteBody() error {
 	if r.ContentLength > 0 && r.ContentLength <= maxBufferedBody {
 		// The common case, a short body of known length: read whole,
 		// rewritten in memory.
-		data := make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(r.Body, data); err != nil {
-			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-				return refused(http.StatusBadRequest, "the request body ended before its Content-Length")
-			}
+		// Grown as the bytes arrive, not allocated at the declared
+		// length: a client that declares 1 MiB and sends nothing holds
+		// nothing.
+		data, err := io.ReadAll(io.LimitReader(r.Body, r.ContentLength))
+		if err != nil {
 			return err
+		}
+		if int64(len(data)) < r.ContentLength {
+			return refused(http.StatusBadRequest, "the request body ended before its Content-Length")
 		}
 		out, written, err := services.RewriteBodyBytes(data, kind, x.resolveInBody)
 		if err != nil {

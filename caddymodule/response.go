@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/scrub"
 	"github.com/agentvault/caddy-agent-vault/internal/capread"
 )
@@ -38,6 +39,9 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 // scrubResponse keeps secrets the upstream echoes back away from the
 // agent. A body it cannot scan is refused rather than passed on.
 func (p *Proxy) scrubResponse(res *http.Response) error {
+	// Only the proxy's own answers carry it: an upstream's would pass
+	// for a refusal (and its text for the proxy's advice).
+	res.Header.Del(apiwire.RefusalHeader)
 	red := exchangeOf(res.Request).redactor
 	if red == nil {
 		return nil

@@ -7,6 +7,7 @@ package caddymodule
 
 import (
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
@@ -26,9 +27,19 @@ func (p *Proxy) checkRules(x *exchange) error {
 		return refused(http.StatusForbidden, "service %s does not allow method %s (its methods: %v)", name, x.r.Method, svc.Service.Methods).
 			as(activity.CodeMethodNotAllowed)
 	}
+	if len(svc.Service.Methods) > 0 {
+		// A method override would let a POST act as a method the rule
+		// refuses, on APIs that honour one.
+		for _, h := range methodOverrides {
+			if v := x.r.Header.Get(h); v != "" && !svc.AllowsMethod(strings.ToUpper(strings.TrimSpace(v))) {
+				return refused(http.StatusForbidden, "service %s does not allow method %s (asked for with %s)", name, strings.ToUpper(strings.TrimSpace(v)), h).
+					as(activity.CodeMethodNotAllowed)
+			}
+		}
+	}
 	if !svc.AllowsPath(x.path) {
-		return refused(http.StatusForbidden, "service %s does not allow this path (its paths: %v)", name, svc.Service.Paths).
-			as(activity.CodePathNotAllowed)
+		// Not the globs: the deny list would map what to try.
+		return refused(http.StatusForbidden, "service %s does not allow this path", name).as(activity.CodePathNotAllowed)
 	}
 	if max := svc.MaxRequestBody(); max > 0 {
 		if x.r.ContentLength > max {
@@ -48,6 +59,9 @@ func (p *Proxy) checkRules(x *exchange) error {
 	}
 	return nil
 }
+
+// methodOverrides are the headers APIs take as the real method.
+var methodOverrides = []string{"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"}
 
 func tooLarge(service, max string) *refusal {
 	return refused(http.StatusRequestEntityTooLarge, "the request body is larger than service %s allows (%s)", service, max).

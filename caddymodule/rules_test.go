@@ -166,3 +166,34 @@ func TestProxyMaxConcurrentPerSession(t *testing.T) {
 	wg.Wait()
 	wantStatus(t, get(t, agent, up.https("/fast")), http.StatusOK) // released
 }
+
+// Review findings: a method override asking for a refused method is
+// refused; a deny entry is not got around by %-escapes or case; an
+// upstream cannot pass its answer off as a proxy refusal.
+func TestRulesBypasses(t *testing.T) {
+	up := upstreamTLS(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Agent-Vault-Refusal", "uncovered_host")
+		io.WriteString(w, "ok")
+	})
+	svc := bearer("gh", up.hostPort, "A_TOKEN")
+	svc.Methods = []string{"GET", "POST"}
+	svc.Paths = []string{"!/repos/*/admin/*"}
+	pl := newPipeline(t, pipelineConfig{services: []services.Service{svc}, stores: []storebackends.Store{builtin("A_TOKEN", bearerSecret)}})
+	agent := pl.agent(t, pl.session(t), false)
+	req, _ := http.NewRequest(http.MethodPost, up.https("/x"), strings.NewReader("{}"))
+	req.Header.Set("X-HTTP-Method-Override", "delete")
+	wantRefusal(t, do(t, agent, req), http.StatusForbidden, "does not allow method DELETE (asked for with X-HTTP-Method-Override)")
+	for _, path := range []string{"/repos/o/%61dmin/x", "/repos/o/ADMIN/x", "/repos/o/Adm%69n/x"} {
+		if a := get(t, agent, up.https(path)); a.status != http.StatusForbidden {
+			t.Errorf("%s: %d, want 403", path, a.status)
+		}
+	}
+	if n := len(up.requests()); n != 0 {
+		t.Fatalf("the upstream got %d refused requests", n)
+	}
+	a := get(t, agent, up.https("/ok"))
+	wantStatus(t, a, http.StatusOK)
+	if a.header.Get("X-Agent-Vault-Refusal") != "" {
+		t.Error("the upstream's X-Agent-Vault-Refusal reached the agent")
+	}
+}

@@ -56,6 +56,16 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, sess *sessi
 	covered := p.deps.services.Services().AllowsHost(host, port, true, sess.InScope)
 	if !covered && p.Unmatched != UnmatchedTunnel {
 		p.logger.Info("egress denied", zap.String("session", sess.ID), zap.String("target", tgt.String()))
+		// Each refused tunnel costs a leaf (minted for its host): a
+		// session gets refusedTunnelRate of them a minute, then 429 at
+		// the CONNECT.
+		if ok, wait := p.rates.Take("refused-tunnel\x00"+sess.ID, refusedTunnelRate, time.Minute); !ok {
+			ref := refused(http.StatusTooManyRequests, "this session opened more than %d tunnels a minute to hosts no service covers", refusedTunnelRate).
+				as(activity.CodeRateLimited)
+			ref.retryAfter = wait
+			p.refuseRequest(w, r, sess, tgt, ref)
+			return
+		}
 		p.refuseInTunnel(w, r, sess, tgt, uncoveredHost(tgt, tgt.hostPort(), "the proxy denies unknown hosts", sess))
 		return
 	}
@@ -95,6 +105,10 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, sess *sessi
 	}
 	p.intercept(conn, &tunnel{sess: sess, target: tgt}, nil)
 }
+
+// refusedTunnelRate is how many tunnels a minute a session may open to
+// hosts nothing covers.
+const refusedTunnelRate = 120
 
 // refuseInTunnel refuses a CONNECT to a host no in-scope service
 // covers where the agent can read why: the tunnel is opened and its

@@ -43,7 +43,7 @@ func TestServiceRules(t *testing.T) {
 	}
 	for _, want := range []string{
 		"agent-vault: service github does not allow method DELETE (its methods: [GET HEAD POST])\nrefusal: method_not_allowed\n\n403",
-		"agent-vault: service github does not allow this path (its paths: [/repos/* !/repos/*/admin/*])\nrefusal: path_not_allowed\n\n403",
+		"agent-vault: service github does not allow this path\nrefusal: path_not_allowed\n\n403",
 		"agent-vault: the request body is larger than service github allows (1KiB)\nrefusal: body_too_large\n\n413",
 		"200\n200\n200\n200\n",
 	} {

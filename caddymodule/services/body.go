@@ -25,9 +25,13 @@ const (
 	// BodyForm (application/x-www-form-urlencoded): the secret is
 	// percent-encoded, so it cannot add fields.
 	BodyForm
-	// BodyText (text/*, multipart/form-data): the secret is written as
-	// it is.
+	// BodyText (text/*): the secret is written as it is.
 	BodyText
+	// BodyMultipart (multipart/form-data): as text, but once a part
+	// names a Content-Transfer-Encoding (quoted-printable, base64),
+	// which would let the bytes before a placeholder decode into the
+	// secret's, a placeholder is refused.
+	BodyMultipart
 )
 
 // BodyKindOf is the kind of a body with these request headers.
@@ -39,8 +43,13 @@ func BodyKindOf(h http.Header) BodyKind {
 			}
 		}
 	}
-	mt, _, err := mime.ParseMediaType(h.Get("Content-Type"))
+	mt, params, err := mime.ParseMediaType(h.Get("Content-Type"))
 	if err != nil {
+		return BodyOpaque
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "us-ascii") {
+		// Another charset's reader may decode the bytes around a
+		// secret into something else (UTF-16 pairs, say).
 		return BodyOpaque
 	}
 	switch {
@@ -48,7 +57,9 @@ func BodyKindOf(h http.Header) BodyKind {
 		return BodyJSON
 	case mt == "application/x-www-form-urlencoded":
 		return BodyForm
-	case mt == "multipart/form-data" || strings.HasPrefix(mt, "text/"):
+	case mt == "multipart/form-data":
+		return BodyMultipart
+	case strings.HasPrefix(mt, "text/"):
 		return BodyText
 	}
 	return BodyOpaque
@@ -81,9 +92,13 @@ type BodyRewriter struct {
 	err     error
 	written []string
 	buf     []byte
-	// before is the last two input bytes already decided, for a
-	// placeholder at the start of in (the %-escape rule).
+	// before is the last input bytes already decided (up to
+	// contextLen), for the escape rules of a placeholder at the start
+	// of in.
 	before string
+	// encoded is set once a multipart body names a part's
+	// Content-Transfer-Encoding.
+	encoded bool
 }
 
 // NewBodyRewriter returns a BodyRewriter of src.
@@ -187,10 +202,49 @@ func (b *BodyRewriter) process() error {
 	}
 }
 
-// keepBefore remembers the last two bytes of decided input.
+// contextLen is how much text before a placeholder the escape rules
+// look at ("\\u00" and longer runs of backslashes).
+const contextLen = 32
+
+// keepBefore remembers the last bytes of decided input.
 func (b *BodyRewriter) keepBefore(decided []byte) {
-	ctx := b.before + string(decided[max(0, len(decided)-2):])
-	b.before = ctx[max(0, len(ctx)-2):]
+	if b.kind == BodyMultipart && !b.encoded {
+		// The header name may straddle two reads: look at it with the
+		// context kept.
+		b.encoded = containsFold(b.before+string(decided), "content-transfer-encoding")
+	}
+	ctx := b.before + string(decided[max(0, len(decided)-contextLen):])
+	b.before = ctx[max(0, len(ctx)-contextLen):]
+}
+
+// containsFold reports whether s contains sub, ASCII case folded.
+func containsFold(s, sub string) bool {
+	return strings.Contains(strings.ToLower(s), sub)
+}
+
+// inJSONEscape reports whether ctx (the text before a placeholder)
+// ends inside a JSON escape: after an odd run of backslashes, or after
+// "\u" and up to three hex digits. The escape would take the secret's
+// first bytes, and its echo (or error) would tell the agent what they
+// are. A run of backslashes as long as the context is taken as odd.
+func inJSONEscape(ctx string) bool {
+	odd := func(end int) bool { // the backslashes ending at ctx[end-1]
+		n := 0
+		for n < end && ctx[end-1-n] == '\\' {
+			n++
+		}
+		return n%2 == 1 || n == end
+	}
+	if odd(len(ctx)) && strings.HasSuffix(ctx, "\\") {
+		return true
+	}
+	for k := 0; k <= 3 && k+2 <= len(ctx); k++ {
+		tail := ctx[len(ctx)-k:]
+		if ctx[len(ctx)-k-2:len(ctx)-k] == "\\u" && isHexString([]byte(tail)) && odd(len(ctx)-k-1) {
+			return true
+		}
+	}
+	return false
 }
 
 // swap is the text that replaces the placeholder ph found at data[at:].
@@ -202,6 +256,14 @@ func (b *BodyRewriter) swap(data []byte, at int, ph string) (string, error) {
 		ctx := b.before + string(data[max(0, at-2):at])
 		if afterUnfinishedEscape(ctx, len(ctx)) {
 			return "", &RewriteError{"a placeholder in the request body follows an unfinished %-escape"}
+		}
+	case BodyJSON:
+		if inJSONEscape(b.before + string(data[max(0, at-contextLen):at])) {
+			return "", &RewriteError{"a placeholder in the request body follows an unfinished JSON escape"}
+		}
+	case BodyMultipart:
+		if b.encoded || containsFold(b.before+string(data[:at]), "content-transfer-encoding") {
+			return "", &RewriteError{"the multipart body names a Content-Transfer-Encoding, so placeholders in it are not swapped: send the part unencoded"}
 		}
 	}
 	secret, err := b.resolve(ph)

@@ -34,7 +34,9 @@ func TestBodyKindOf(t *testing.T) {
 		"application/json; charset=utf-8":   BodyJSON,
 		"application/vnd.api+json":          BodyJSON,
 		"application/x-www-form-urlencoded": BodyForm,
-		"multipart/form-data; boundary=x":   BodyText,
+		"multipart/form-data; boundary=x":   BodyMultipart,
+		"text/plain; charset=utf-16":        BodyOpaque,
+		"application/json; charset=UTF-8":   BodyJSON,
 		"text/plain":                        BodyText,
 		"application/octet-stream":          BodyOpaque,
 		"":                                  BodyOpaque,
@@ -68,6 +70,14 @@ func TestBodyRewriter(t *testing.T) {
 		{"json escaped underscore", BodyJSON, `"agvph\u005f0123456789abcdef0123456789abcdef"`, "", "'_' is escaped"},
 		{"unfinished escape", BodyForm, "k=%2" + bodyPH, "", "unfinished %-escape"},
 		{"at the end", BodyText, "tail " + bodyPH, "tail " + bodySecret, ""},
+		{"json after \\u00", BodyJSON, `{"t":"\u00` + bodyPH + `"}`, "", "unfinished JSON escape"},
+		{"json after \\u", BodyJSON, `{"t":"\u` + bodyPH + `"}`, "", "unfinished JSON escape"},
+		{"json after a backslash", BodyJSON, `{"t":"\` + bodyPH + `"}`, "", "unfinished JSON escape"},
+		{"json after three backslashes", BodyJSON, `{"t":"\\\` + bodyPH + `"}`, "", "unfinished JSON escape"},
+		{"json after an escaped backslash", BodyJSON, `{"t":"\\` + bodyPH + `"}`, `{"t":"\\` + `s3cr\"et&x=1\\ü"}`, ""},
+		{"json after an escaped backslash and u", BodyJSON, `{"t":"\\u00` + bodyPH + `"}`, `{"t":"\\u00` + `s3cr\"et&x=1\\ü"}`, ""},
+		{"multipart", BodyMultipart, "--X\r\n\r\n" + bodyPH, "--X\r\n\r\n" + bodySecret, ""},
+		{"multipart quoted-printable", BodyMultipart, "--X\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=" + bodyPH, "", "Content-Transfer-Encoding"},
 		{"prefix at the end", BodyText, "tail agvph_01", "tail agvph_01", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -98,7 +108,7 @@ func FuzzBodyRewriter(f *testing.F) {
 	f.Add("x=agvph%5f"+strings.Repeat("a", 32), uint8(1), uint8(2))
 	f.Add("agvphagvph_"+bodyPH[6:], uint8(7), uint8(3))
 	f.Fuzz(func(t *testing.T, in string, step uint8, kind uint8) {
-		k := BodyKind(kind % 4)
+		k := BodyKind(kind % 5)
 		whole, _, wholeErr := rewriteAll(t, strings.NewReader(in), k)
 		if in == "" {
 			return

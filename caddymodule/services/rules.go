@@ -25,7 +25,7 @@ const (
 type compiledRules struct {
 	methods []string   // empty: every method
 	allow   [][]string // globs split at '*'; empty: every path
-	deny    [][]string
+	deny    [][]string // also matched against the folded path (foldPath), folded themselves
 	rate    Rate
 	maxBody int64 // 0: no cap
 }
@@ -55,7 +55,7 @@ func compileRules(s Service) (compiledRules, error) {
 			return r, fmt.Errorf("paths: %q: %w", p, err)
 		}
 		if deny {
-			r.deny = append(r.deny, strings.Split(glob, "*"))
+			r.deny = append(r.deny, strings.Split(foldPath(glob), "*"))
 		} else {
 			r.allow = append(r.allow, strings.Split(glob, "*"))
 		}
@@ -75,6 +75,44 @@ func compileRules(s Service) (compiledRules, error) {
 		r.maxBody = n
 	}
 	return r, nil
+}
+
+// foldPath is a path as a deny glob sees it: percent-escapes of
+// unreserved characters decoded (servers route "/%61dmin" as "/admin")
+// and ASCII letters in lower case (some route case-insensitively), so
+// that neither gets around a deny entry. Allow entries match the path
+// as sent: a request they do not match exactly is refused anyway.
+func foldPath(p string) string {
+	var b strings.Builder
+	b.Grow(len(p))
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if c == '%' && i+2 < len(p) && isHex(p[i+1]) && isHex(p[i+2]) {
+			d := unhex(p[i+1])<<4 | unhex(p[i+2])
+			if isUnreserved(d) {
+				c, i = d, i+2
+			}
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+func unhex(c byte) byte {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0'
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10
+	}
+	return c - 'A' + 10
+}
+
+func isUnreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
 }
 
 // isMethod reports an HTTP method token written in upper case.
@@ -110,8 +148,9 @@ func (c *Compiled) AllowsPath(path string) bool {
 	if hasDotSegment(path) || hasAmbiguousBytes(path) {
 		return false
 	}
+	folded := foldPath(path)
 	for _, g := range c.rules.deny {
-		if globMatch(g, path) {
+		if globMatch(g, folded) {
 			return false
 		}
 	}

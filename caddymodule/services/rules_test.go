@@ -61,6 +61,7 @@ func TestRulesMatch(t *testing.T) {
 	for path, want := range map[string]bool{
 		"/repos/o/r": true, "/repos/o/r/admin/x": false, "/repos/secret": false, "/user": false, "": false,
 		"/repos/o/./r": false, "/repos/o;x": false, "/repos/a%2f..": false,
+		"/repos/o/r/%61dmin/x": false, "/repos/o/r/ADMIN/x": false, "/repos/o/r/Admin%2Dx/y": true, "/repos/SECRET": false, "/repos/%73ecret": false,
 	} {
 		if got := c.AllowsPath(path); got != want {
 			t.Errorf("AllowsPath(%q) = %v, want %v", path, got, want)
