@@ -14,6 +14,7 @@ type Table struct {
 	byName   []*Compiled            // sorted by name
 	exact    map[string][]*Compiled // host -> services, most specific first
 	wildcard map[string][]*Compiled // wildcard base domain -> services, most specific first
+	raw      bool                   // some service says intercept: false (RawTunnel)
 }
 
 // Compiled is one validated service with its pattern and auth parsed.
@@ -46,6 +47,7 @@ func NewTable(svcs []Service) (*Table, error) {
 		rules, _ := compileRules(s) // checked by compile
 		c := &Compiled{Service: cloneService(s), pattern: p, auth: a, rules: rules}
 		t.byName = append(t.byName, c)
+		t.raw = t.raw || !s.Intercepts()
 		if p.wildcard {
 			t.wildcard[p.host] = append(t.wildcard[p.host], c)
 		} else {
@@ -66,6 +68,7 @@ func NewTable(svcs []Service) (*Table, error) {
 func cloneService(s Service) Service {
 	s.Auth.Headers = maps.Clone(s.Auth.Headers)
 	s.AllowUpgrades, s.Methods, s.Paths = slices.Clone(s.AllowUpgrades), slices.Clone(s.Methods), slices.Clone(s.Paths)
+	s.Intercept = cloneBool(s.Intercept)
 	return s
 }
 
