@@ -5,10 +5,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
@@ -144,6 +146,18 @@ func TestPipelineRawTunnelScope(t *testing.T) {
 		stores:   []storebackends.Store{builtin("API_TOKEN", bearerSecret)},
 	})
 
+	t.Run("the URL tester says which", func(t *testing.T) {
+		var m apiwire.ServiceMatch
+		pl.must(t, pl.admin(), "GET", "/api/v1/services/match?url="+url.QueryEscape("https://"+target+"/x"), nil, 200, &m)
+		if strings.Contains(m.Reason, "without interception") {
+			t.Errorf("an intercepting service covers it too: %+v", m)
+		}
+		solo := newPipeline(t, pipelineConfig{services: []services.Service{rawService("pinned", target)}})
+		solo.must(t, solo.admin(), "GET", "/api/v1/services/match?url="+url.QueryEscape("https://"+target+"/x"), nil, 200, &m)
+		if m.Service == nil || *m.Service != "pinned" || !strings.Contains(m.Reason, "relayed without interception (intercept: false)") {
+			t.Errorf("raw alone: %+v", m)
+		}
+	})
 	t.Run("out of scope", func(t *testing.T) {
 		s := pl.session(t, "other")
 		a := get(t, pl.agent(t, s, false), "https://"+target+"/")
