@@ -83,18 +83,25 @@ demo: build vault-test-server
 # proxy/proxy-noact (throughput and CPU). BENCHN rounds (as
 # -benchtime Nx) of BENCHROUND per mode; ~BENCHN x BENCHROUND x 12 plus
 # set-up. BENCHPROFILE (empty: none) receives a CPU profile of the
-# server during an extra BENCHPROFILESECS proxy new-connection run.
+# server during an extra BENCHPROFILESECS proxy new-connection run (and
+# the floor's in BENCHPROFILE-floor.pprof); BENCHPROFILE-keepalive.pprof
+# and -keepalive-noact.pprof the server's and proxy-noact's during
+# keep-alive runs with 16 clients, for the activity log's cost:
+#   go tool pprof -top -diff_base bench-cpu-keepalive-noact.pprof bench-cpu-keepalive.pprof
 BENCHN ?= 5x
 BENCHROUND ?= 2s
 BENCHPROFILE ?= $(CURDIR)/bench-cpu.pprof
 BENCHPROFILESECS ?= 10
+# BenchmarkProxyBody (bench_body_test.go) follows: a 1 KiB JSON body
+# with one placeholder against the same request without a body.
 # The response scanner's own benchmarks (caddymodule/scrub/bench_test.go,
-# MB/s with 1 and 10 secrets, no match and with matches) run first, the
+# MB/s with 1 and 10 secrets, no match and with matches) and the request
+# body rewriter's (10 MiB without a placeholder) run first, the
 # state database's (bench-state) last; all go to bench.out.
 bench: build bench-scan
 	set -o pipefail; AGENT_VAULT_BIN=$(CURDIR)/bin BENCH_ROUND=$(BENCHROUND) \
 	  BENCH_CPUPROFILE=$(BENCHPROFILE) BENCH_PROFILE_SECONDS=$(BENCHPROFILESECS) \
-	  $(GO) test -count=1 -timeout 30m -run '^$$' -bench '^BenchmarkProxy$$' -benchtime $(BENCHN) \
+	  $(GO) test -count=1 -timeout 30m -run '^$$' -bench '^(BenchmarkProxy(Body)?|BenchmarkWebSocketEcho)$$' -benchtime $(BENCHN) \
 	  ./caddymodule/e2etest/ | tee -a bench.out
 	$(MAKE) bench-state
 
@@ -128,6 +135,7 @@ bench-state: build deps
 
 bench-scan:
 	set -o pipefail; $(GO) test -count=1 -run '^$$' -bench . ./caddymodule/scrub/ | tee bench.out
+	set -o pipefail; $(GO) test -count=1 -run '^$$' -bench 'BodyRewriter' ./caddymodule/services/ | tee -a bench.out
 
 # Load and soak (caddymodule/e2etest/load_test.go), not part of test:
 # LOADAGENTS agents with distinct sessions through the proxy for

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -37,15 +38,20 @@ type exchange struct {
 	secrets  scrub.SecretSet
 	redactor *scrub.Redactor
 	resolved []string // names of the credentials the request resolved
-	refusal  string   // why it was refused or failed, for the log line
-	code     string   // the activity log's code of the refusal or failure
+	// bodyCreds are the credentials the body rewriter resolved: it may
+	// run on the transport's goroutine while the answer is relayed.
+	bodyMu    sync.Mutex
+	bodyCreds []string
+	refusal   string // why it was refused or failed, for the log line
+	code      string // the activity log's code of the refusal or failure
 }
 
 // forward is the path of one proxied request. Every step before send
 // may refuse it, and then nothing reaches the upstream.
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, sess *sessions.Session, tgt target) {
 	// Deferred first, so it runs last: once the entry is handed over.
-	defer p.deps.exchanges.begin()()
+	p.deps.exchanges.begin()
+	defer p.deps.exchanges.end()
 	if !tgt.tls {
 		// An absolute-form request is not inside a tracked tunnel: the
 		// session tracks the request itself, so that ending the session
@@ -94,6 +100,9 @@ func (p *Proxy) prepare(x *exchange) error {
 		return err
 	}
 	if err := x.rewritePlaceholders(); err != nil {
+		return err
+	}
+	if err := x.rewriteBody(); err != nil {
 		return err
 	}
 	if err := x.inject(); err != nil {
@@ -147,6 +156,16 @@ func (x *exchange) rewritePlaceholders() error {
 // secret only if it is this session's, the matched service uses its
 // credential, and the secret would not travel in cleartext.
 func (x *exchange) resolvePlaceholder(ph string) (string, error) {
+	cred, err := x.bind(ph)
+	if err != nil {
+		return "", err
+	}
+	return x.secret(cred)
+}
+
+// bind is the binding rule's decision: the credential ph stands for,
+// or the refusal.
+func (x *exchange) bind(ph string) (string, error) {
 	cred, known := x.sess.Credential(ph)
 	switch {
 	case !known:
@@ -156,7 +175,7 @@ func (x *exchange) resolvePlaceholder(ph string) (string, error) {
 	case !x.cleartextOK():
 		return "", refused(http.StatusForbidden, "credential %s would be sent over cleartext http", cred).as(activity.CodeCleartext)
 	}
-	return x.secret(cred)
+	return cred, nil
 }
 
 // inject writes the matched service's auth.
@@ -236,6 +255,9 @@ func (p *Proxy) send(w http.ResponseWriter, x *exchange) {
 		x.r.Header.Set("Accept-Encoding", "identity, gzip")
 		x.r.Header.Del("Range")
 		x.r.Header.Del("If-Range")
+		// No WebSocket extension: permessage-deflate would hide the
+		// frames' text from the scan (websocket.go).
+		x.r.Header.Del("Sec-WebSocket-Extensions")
 	}
 	p.rp.ServeHTTP(w, x.r.WithContext(context.WithValue(x.r.Context(), exchangeKey{}, x)))
 }
@@ -269,6 +291,7 @@ func (p *Proxy) logExchange(x *exchange, rec *statusRecorder) {
 	if x.svc != nil {
 		svc = x.svc.Service.Name
 	}
+	x.takeBodyCreds()
 	duration := time.Since(x.start)
 	if p.deps.observe != nil {
 		e := &activity.Entry{At: x.start.Add(duration), Session: x.sess.ID, Agent: x.sess.Agent, Service: svc, Method: x.r.Method,

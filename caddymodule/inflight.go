@@ -12,34 +12,37 @@ import (
 
 // inFlight counts the exchanges whose activity entry is still to come.
 // The zero inFlight is ready; a nil one counts nothing. It is safe for
-// concurrent use.
+// concurrent use. Counting allocates nothing (it runs for every
+// request): the channel wait needs is made only while someone waits.
 type inFlight struct {
 	mu sync.Mutex
 	n  int
-	// idle is closed while n is 0 (nil stands for closed); a new one is
-	// made when n leaves 0.
+	// idle, made by wait while n > 0, is closed (and forgotten) when
+	// n returns to 0.
 	idle chan struct{}
 }
 
-// begin counts one exchange; the function it returns (to defer, after
-// the entry is handed over) ends it, once however often it is called.
-func (f *inFlight) begin() (end func()) {
+// begin counts one exchange; end (deferred, after the entry is handed
+// over) ends it, once for each begin.
+func (f *inFlight) begin() {
 	if f == nil {
-		return func() {}
+		return
 	}
 	f.mu.Lock()
-	if f.n == 0 {
-		f.idle = make(chan struct{})
-	}
 	f.n++
 	f.mu.Unlock()
-	return sync.OnceFunc(func() {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		if f.n--; f.n == 0 {
-			close(f.idle)
-		}
-	})
+}
+
+func (f *inFlight) end() {
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n--; f.n == 0 && f.idle != nil {
+		close(f.idle)
+		f.idle = nil
+	}
 }
 
 // wait returns once no exchange is in flight, or when ctx ends, with
@@ -49,11 +52,15 @@ func (f *inFlight) wait(ctx context.Context) (left int) {
 		return 0
 	}
 	f.mu.Lock()
-	idle := f.idle
-	f.mu.Unlock()
-	if idle == nil {
+	if f.n == 0 {
+		f.mu.Unlock()
 		return 0
 	}
+	if f.idle == nil {
+		f.idle = make(chan struct{})
+	}
+	idle := f.idle
+	f.mu.Unlock()
 	select {
 	case <-idle:
 		return 0

@@ -126,13 +126,20 @@ func TestPipelineUpgradeAfterInjection(t *testing.T) {
 	wantRefusal(t, a, http.StatusForbidden, `service open does not allow switching to "tcp-echo"`)
 	open.wantNothing(t)
 
+	// WebSocket goes on, and its stream is parsed (websocket.go): this
+	// upstream's bytes are no frames, so the agent gets a close frame.
+	a, line := upgrade(t, s, locked.hostPort, "websocket")
+	wantStatus(t, a, http.StatusSwitchingProtocols)
+	if !strings.HasPrefix(line, "\x88") || strings.Contains(line, echoSecret) {
+		t.Fatalf("a WebSocket stream of no frames: %q", line)
+	}
+
 	for _, tc := range []struct {
 		name   string
 		sess   agentSession
 		target string
 		proto  string
 	}{
-		{"websocket", s, locked.hostPort, "websocket"},
 		{"listed in allow_upgrades", s, allowed.hostPort, "tcp-echo"},
 		{"session without credentials", pl.session(t, "open"), open.hostPort, "tcp-echo"},
 	} {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/scrub"
+	"github.com/agentvault/caddy-agent-vault/internal/capread"
 )
 
 // The response side of the pipeline: the reverse proxy's hooks, and the
@@ -49,9 +50,18 @@ func (p *Proxy) scrubResponse(res *http.Response) error {
 	// adds back then.
 	red.Header(res.Trailer)
 	if res.StatusCode == http.StatusSwitchingProtocols {
-		// The handshake is scrubbed; the stream after it is not (only
-		// WebSocket, or a protocol the service lists in allow_upgrades,
-		// gets here after a secret was sent: checkUpgrade).
+		// The handshake is scrubbed. A WebSocket stream is parsed and
+		// scanned frame by frame (websocket.go); the stream of a
+		// protocol the service lists in allow_upgrades is not.
+		if !isWebSocket(res) {
+			return nil
+		}
+		if err := checkWebSocketAnswer(res); err != nil {
+			return err
+		}
+		if rwc, ok := res.Body.(io.ReadWriteCloser); ok {
+			res.Body = p.newWSRelay(rwc, exchangeOf(res.Request))
+		}
 		return nil
 	}
 	codings := contentCodings(res.Header)
@@ -89,7 +99,7 @@ func (p *Proxy) scrubResponse(res *http.Response) error {
 		}
 	}
 	if p.maxResponseBody > 0 {
-		src = &capped{r: src, left: p.maxResponseBody, err: p.responseTooLarge()}
+		src = &capread.Reader{R: src, Left: p.maxResponseBody, Err: p.responseTooLarge()}
 	}
 	if buffered {
 		// A short body of known length is scanned whole, so its length

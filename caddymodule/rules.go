@@ -6,11 +6,11 @@ package caddymodule
 // before anything leaves.
 
 import (
-	"io"
 	"net/http"
 	"time"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/activity"
+	"github.com/agentvault/caddy-agent-vault/internal/capread"
 )
 
 // checkRules applies the matched service's rules to the request (none
@@ -35,7 +35,7 @@ func (p *Proxy) checkRules(x *exchange) error {
 			return tooLarge(name, svc.Service.MaxRequestBody)
 		}
 		if x.r.ContentLength < 0 && x.r.Body != nil && x.r.Body != http.NoBody {
-			x.r.Body = &cappedBody{capped{r: x.r.Body, left: max, err: tooLarge(name, svc.Service.MaxRequestBody)}, x.r.Body}
+			x.r.Body = capread.NewReadCloser(x.r.Body, max, tooLarge(name, svc.Service.MaxRequestBody))
 		}
 	}
 	if rate := svc.RateLimit(); !rate.IsZero() {
@@ -52,40 +52,6 @@ func (p *Proxy) checkRules(x *exchange) error {
 func tooLarge(service, max string) *refusal {
 	return refused(http.StatusRequestEntityTooLarge, "the request body is larger than service %s allows (%s)", service, max).
 		as(activity.CodeBodyTooLarge)
-}
-
-// capped reads r up to left bytes: a read past them fails with err (a
-// refusal), which ends the relay. Nothing past the cap is passed on.
-// It caps request bodies of unknown length (the transport stops sending
-// and the 413 reaches the agent) and scanned responses.
-type capped struct {
-	r    io.Reader
-	left int64
-	err  error
-}
-
-func (c *capped) Read(p []byte) (int, error) {
-	if c.left <= 0 {
-		// One byte more tells a body of exactly the cap from a longer one.
-		var one [1]byte
-		n, err := c.r.Read(one[:])
-		if n > 0 {
-			return 0, c.err
-		}
-		return 0, err
-	}
-	if int64(len(p)) > c.left {
-		p = p[:c.left]
-	}
-	n, err := c.r.Read(p)
-	c.left -= int64(n)
-	return n, err
-}
-
-// cappedBody is a request body read through capped.
-type cappedBody struct {
-	capped
-	io.Closer
 }
 
 // acquireSlot takes one of the session's slots for requests in flight,

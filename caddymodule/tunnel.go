@@ -158,7 +158,8 @@ func (p *Proxy) intercept(conn net.Conn, tun *tunnel, closed func()) {
 // chose to let through, or through service (empty: none), one that
 // says intercept: false; nothing is inspected or injected.
 func (p *Proxy) relay(client, upstream net.Conn, sess *sessions.Session, tgt target, from, service string) {
-	defer p.deps.exchanges.begin()() // deferred first: ends after the entry
+	p.deps.exchanges.begin()
+	defer p.deps.exchanges.end() // deferred first: ends after the entry
 	untrackC := sess.Track(client)
 	untrackU := sess.Track(upstream)
 	defer untrackC()

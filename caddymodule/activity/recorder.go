@@ -71,10 +71,16 @@ type Stats struct {
 // the entry in a bounded buffer (never blocking, never doing I/O), and
 // one goroutine writes batches of them, each in one transaction. It is
 // safe for concurrent use; Close flushes what is buffered.
+//
+// The buffer is a queue of blocks of up to Batch entries each: Record
+// appends to the last block, the writer takes the first one whole. So
+// the writer is woken once a batch (by its first entry, and when its
+// block fills), not once an entry as a channel receive would wake it,
+// and the memory the garbage collector scans at every cycle is the two
+// blocks in use, not a whole buffer of empty slots.
 type Recorder struct {
 	w    Writer
 	o    Options
-	ch   chan Entry
 	done chan struct{} // closed by Close: drain and exit
 	// abort is closed when Close's deadline passes: the write in
 	// flight is cancelled and the rest is given up.
@@ -82,17 +88,25 @@ type Recorder struct {
 	base   context.Context // cancelled with abort
 	cancel context.CancelFunc
 	exited chan struct{}
-	// closing guards closed: Record sends under the read lock, so
-	// once Close has set closed under the write lock no send is in
-	// flight and every entry is in ch, written or counted.
-	closing   sync.RWMutex
-	closed    bool
+	// wake tells the writer that entries wait: the buffer was empty,
+	// or a block filled. One signal waiting is enough (the writer
+	// looks at the buffer itself), so a Record never blocks on it.
+	wake      chan struct{}
 	closeOnce sync.Once
 	abortOnce sync.Once
 
+	// mu guards the buffer and closed: Record appends under it, so
+	// once Close has set closed no Record is in flight and every entry
+	// is in the buffer, to be written or counted.
+	mu     sync.Mutex
+	closed bool
+	blocks [][]Entry // the buffer, oldest first; each block 1..Batch entries
+	queued int       // entries in blocks, at most Buffer
+	free   [][]Entry // emptied blocks for reuse (at most spareBlocks)
+
 	written, dropped, failed atomic.Uint64
-	// held is how many entries the writer has taken from ch: the batch
-	// being filled or written.
+	// held is how many entries the writer has taken from the buffer:
+	// the batch being written.
 	held atomic.Int64
 
 	// The writer goroutine's own state.
@@ -101,6 +115,11 @@ type Recorder struct {
 	lastDropLogged time.Time
 	unwritten      int // entries taken but not written when Close aborted
 }
+
+// spareBlocks is how many emptied blocks the Recorder keeps: one being
+// filled while the writer writes the other, the steady state; the
+// blocks a backlog needed beyond them go to the garbage collector.
+const spareBlocks = 2
 
 // NewRecorder starts a Recorder writing to w.
 func NewRecorder(w Writer, o Options) *Recorder {
@@ -128,38 +147,73 @@ func NewRecorder(w Writer, o Options) *Recorder {
 	if o.After == nil {
 		o.After = time.After
 	}
-	r := &Recorder{w: w, o: o, ch: make(chan Entry, o.Buffer), done: make(chan struct{}),
-		abort: make(chan struct{}), exited: make(chan struct{})}
+	r := &Recorder{w: w, o: o, done: make(chan struct{}), abort: make(chan struct{}), exited: make(chan struct{}),
+		wake: make(chan struct{}, 1)}
+	// The steady state's blocks, made now so that Record does not
+	// allocate (a block is allocated only for a backlog).
+	for range spareBlocks {
+		r.free = append(r.free, make([]Entry, 0, r.blockSize()))
+	}
 	r.base, r.cancel = context.WithCancel(context.Background())
 	go r.run()
 	return r
 }
 
+// blockSize is the capacity of a block: a batch, unless the whole
+// buffer is smaller.
+func (r *Recorder) blockSize() int { return min(r.o.Batch, r.o.Buffer) }
+
 // Record queues e for writing. It never blocks and does no I/O: when
 // the buffer is full (the database is slow or down) or the Recorder is
 // closed, e is dropped and counted. The writer fills in an empty ID,
 // a zero At and an empty Instance, and cleans the text fields.
-func (r *Recorder) Record(e Entry) {
-	r.closing.RLock()
-	defer r.closing.RUnlock()
-	if r.closed {
+func (r *Recorder) Record(e Entry) { r.record(&e) }
+
+// Observe is Record for the proxy's observer (it copies *e).
+func (r *Recorder) Observe(e *Entry) { r.record(e) }
+
+func (r *Recorder) record(e *Entry) {
+	r.mu.Lock()
+	if r.closed || r.queued >= r.o.Buffer {
+		r.mu.Unlock()
 		r.dropped.Add(1)
 		return
 	}
-	select {
-	case r.ch <- e:
-	default:
-		r.dropped.Add(1)
+	n := len(r.blocks)
+	if n == 0 || len(r.blocks[n-1]) == cap(r.blocks[n-1]) {
+		r.blocks = append(r.blocks, r.newBlock())
+		n++
+	}
+	last := &r.blocks[n-1]
+	*last = append(*last, *e)
+	r.queued++
+	signal := r.queued == 1 || len(*last) == cap(*last)
+	r.mu.Unlock()
+	if signal {
+		select {
+		case r.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
-// Observe is Record for the proxy's observer (it copies *e).
-func (r *Recorder) Observe(e *Entry) { r.Record(*e) }
+// newBlock is an empty block, a spare one if any (r.mu held).
+func (r *Recorder) newBlock() []Entry {
+	if n := len(r.free); n > 0 {
+		b := r.free[n-1]
+		r.free = r.free[:n-1]
+		return b
+	}
+	return make([]Entry, 0, r.blockSize())
+}
 
 // Stats returns the counts.
 func (r *Recorder) Stats() Stats {
+	r.mu.Lock()
+	queued := r.queued
+	r.mu.Unlock()
 	return Stats{Written: r.written.Load(), Dropped: r.dropped.Load(), Failed: r.failed.Load(),
-		Queued: len(r.ch) + int(r.held.Load())}
+		Queued: queued + int(r.held.Load())}
 }
 
 // Close stops taking entries and writes what is buffered, until done
@@ -170,9 +224,9 @@ func (r *Recorder) Close(ctx context.Context) error {
 	first := false
 	r.closeOnce.Do(func() {
 		first = true
-		r.closing.Lock() // waits for the Records in flight
+		r.mu.Lock() // waits for the Record in flight
 		r.closed = true
-		r.closing.Unlock()
+		r.mu.Unlock()
 		close(r.done)
 	})
 	if !first {
@@ -190,13 +244,12 @@ func (r *Recorder) Close(ctx context.Context) error {
 	}
 	r.cancel()
 	// The writer has exited: its unwritten is ours to read, and what
-	// is left in ch (no Record sends any more) is emptied, so Stats
-	// counts it once, as dropped, not also as queued.
-	left := r.unwritten
-	for len(r.ch) > 0 {
-		<-r.ch
-		left++
-	}
+	// is left in the buffer (no Record adds any more) is emptied, so
+	// Stats counts it once, as dropped, not also as queued.
+	r.mu.Lock()
+	left := r.unwritten + r.queued
+	r.blocks, r.queued = nil, 0
+	r.mu.Unlock()
 	if left > 0 {
 		r.dropped.Add(uint64(left))
 		return fmt.Errorf("activity: %d buffered entries not written before shutdown: %w", left, context.Cause(ctx))
@@ -207,33 +260,13 @@ func (r *Recorder) Close(ctx context.Context) error {
 // run is the writer goroutine.
 func (r *Recorder) run() {
 	defer close(r.exited)
-	batch := make([]Entry, 0, r.o.Batch)
+	var batch []Entry
 	for {
-		select {
-		case e := <-r.ch:
-			batch = r.take(batch, e)
-		case <-r.done:
+		if !r.waitForBatch() {
 			r.drain(batch)
 			return
 		}
-		wait := r.o.After(r.o.BatchWait)
-		draining := false
-	fill:
-		for len(batch) < r.o.Batch {
-			select {
-			case e := <-r.ch:
-				batch = r.take(batch, e)
-			case <-wait:
-				break fill
-			case <-r.done:
-				draining = true
-				break fill
-			}
-		}
-		if draining {
-			r.drain(batch)
-			return
-		}
+		batch = r.take(batch)
 		if !r.write(batch) {
 			// Close's deadline passed while this batch was written
 			// (Close ran while the batch was in flight): Close counts
@@ -241,31 +274,77 @@ func (r *Recorder) run() {
 			r.unwritten = len(batch)
 			return
 		}
-		batch = batch[:0]
 		r.logDrops()
 	}
 }
 
-// take adds e to the batch being filled, which Stats counts as queued.
-func (r *Recorder) take(batch []Entry, e Entry) []Entry {
-	batch = append(batch, e)
+// waitForBatch waits for an entry, then up to BatchWait for its batch
+// (the first block) to fill. It reports false when Close has begun.
+func (r *Recorder) waitForBatch() bool {
+	for r.firstBlock() == 0 {
+		select {
+		case <-r.wake:
+		case <-r.done:
+			return false
+		}
+	}
+	if r.firstBlock() == r.blockSize() {
+		return true
+	}
+	wait := r.o.After(r.o.BatchWait)
+	for {
+		select {
+		case <-r.wake:
+			if r.firstBlock() == r.blockSize() {
+				return true
+			}
+		case <-wait:
+			return true
+		case <-r.done:
+			return false
+		}
+	}
+}
+
+// firstBlock is how many entries the first block holds: the next batch.
+func (r *Recorder) firstBlock() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.blocks) == 0 {
+		return 0
+	}
+	return len(r.blocks[0])
+}
+
+// take returns the first block as the next batch (none: empty), which
+// Stats then counts as held, and gives the previous batch's block back
+// for reuse.
+func (r *Recorder) take(prev []Entry) []Entry {
+	clear(prev) // the entries' strings are not kept alive by a spare block
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if prev != nil && len(r.free) < spareBlocks {
+		r.free = append(r.free, prev[:0])
+	}
+	if len(r.blocks) == 0 {
+		return nil
+	}
+	batch := r.blocks[0]
+	// Shifted down (a few slice headers), so the spine's array is
+	// reused rather than regrown by Record.
+	n := copy(r.blocks, r.blocks[1:])
+	r.blocks[n] = nil
+	r.blocks = r.blocks[:n]
+	r.queued -= len(batch)
 	r.held.Store(int64(len(batch)))
 	return batch
 }
 
-// drain writes batch and everything buffered, batch by batch, unless
-// Close's deadline passes.
+// drain writes everything buffered, batch by batch, unless Close's
+// deadline passes.
 func (r *Recorder) drain(batch []Entry) {
 	for {
-	fill:
-		for len(batch) < r.o.Batch {
-			select {
-			case e := <-r.ch:
-				batch = r.take(batch, e)
-			default:
-				break fill
-			}
-		}
+		batch = r.take(batch)
 		if len(batch) == 0 {
 			return
 		}
@@ -274,7 +353,6 @@ func (r *Recorder) drain(batch []Entry) {
 			r.held.Store(0) // Close counts them as dropped
 			return
 		}
-		batch = batch[:0]
 	}
 }
 

@@ -143,6 +143,77 @@ func TestRecorderWritesPartialBatch(t *testing.T) {
 	}
 }
 
+// A full batch is written at once, without waiting out BatchWait, and
+// the entries after it start the next batch.
+func TestRecorderWritesFullBatchAtOnce(t *testing.T) {
+	w := &fakeWriter{entered: make(chan struct{}, 10)}
+	timers := newFakeTimers()
+	r := NewRecorder(w, Options{Batch: 10, BatchWait: time.Hour, After: timers.After})
+	for range 10 {
+		r.Record(Entry{Method: "GET"})
+	}
+	select {
+	case <-w.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a full batch was not written before its wait ended")
+	}
+	r.Record(Entry{Method: "GET"})
+	// The next batch waits for more: end every wait armed (the first
+	// batch's too, if the writer armed one before the batch filled)
+	// until it is written.
+	for written := false; !written; {
+		select {
+		case fire := <-timers.armed:
+			fire <- time.Now()
+		case <-w.entered:
+			written = true
+		case <-time.After(10 * time.Second):
+			t.Fatal("the second batch was not written after its wait")
+		}
+	}
+	closeNow(t, r)
+	if got := w.sizes(); len(got) != 2 || got[0] != 10 || got[1] != 1 {
+		t.Fatalf("batch sizes %v, want [10 1]", got)
+	}
+}
+
+// Entries are written in the order recorded, across the blocks of a
+// backlog, and the blocks are reused after it.
+func TestRecorderKeepsOrderAcrossBlocks(t *testing.T) {
+	w := &fakeWriter{entered: make(chan struct{}, 100), gate: make(chan struct{})}
+	r := NewRecorder(w, Options{Batch: 7, BatchWait: time.Millisecond})
+	n := 0
+	record := func(k int) {
+		for range k {
+			r.Record(Entry{Port: n})
+			n++
+		}
+	}
+	record(1)
+	<-w.entered // the writer holds a batch of one
+	record(50)  // a backlog of 8 blocks
+	close(w.gate)
+	for range 8 { // the backlog's batches: 7 of 7 and one of 1
+		<-w.entered
+	}
+	record(30) // into the blocks the backlog used
+	closeNow(t, r)
+	got := w.all()
+	if len(got) != n {
+		t.Fatalf("%d written, want %d", len(got), n)
+	}
+	for i, e := range got {
+		if e.Port != i {
+			t.Fatalf("entry %d is the %dth recorded", i, e.Port)
+		}
+	}
+	for _, size := range w.sizes() {
+		if size > 7 {
+			t.Fatalf("batch sizes %v, want none over 7", w.sizes())
+		}
+	}
+}
+
 // Records racing Close are each written or counted as dropped: none
 // is lost uncounted.
 func TestRecorderCloseWhileRecording(t *testing.T) {
@@ -324,8 +395,10 @@ func TestRecordAllocatesNothing(t *testing.T) {
 	// The writer is held at its first batch so that only Observe runs
 	// while allocations are counted (AllocsPerRun counts every
 	// goroutine's, and the writer's batch copies would be counted too).
+	// One block holds every entry (a block is allocated only for a
+	// backlog beyond the two the Recorder keeps).
 	w := &fakeWriter{gate: make(chan struct{})}
-	r := NewRecorder(w, Options{BatchWait: time.Hour, Buffer: 1 << 16})
+	r := NewRecorder(w, Options{BatchWait: time.Hour, Buffer: 1 << 16, Batch: 1 << 12})
 	defer closeNow(t, r)
 	defer close(w.gate)
 	e := &Entry{Method: "GET", Host: "api.example.com", Credentials: []string{"K"}}

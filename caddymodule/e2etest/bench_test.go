@@ -57,10 +57,12 @@ import (
 // written and dropped counts are printed), and the "off" server's
 // must show none written and its table empty.
 //
-// With BENCH_CPUPROFILE=file, the new-connection case ends with an
-// extra proxy-only run of BENCH_PROFILE_SECONDS (default 10) while the
-// server's CPU profile is taken from its admin endpoint into file, and
-// a floor-only run profiling the floor into file-floor.pprof; those runs
+// With BENCH_CPUPROFILE=file, cases end with extra runs of
+// BENCH_PROFILE_SECONDS (default 10) each while a process's CPU profile
+// is taken (see profiledRuns): the new-connection case the server during
+// proxy into file and the floor into file-floor.pprof; keepalive-c16 the
+// server during proxy into file-keepalive.pprof and proxy-noact's into
+// file-keepalive-noact.pprof, for the activity log's cost. Those runs
 // are not part of the figures.
 
 // benchRoundTime is how long each mode runs in each round.
@@ -232,9 +234,14 @@ func (r roundResult) cpuPerReq() time.Duration {
 	return r.cpu / time.Duration(r.n)
 }
 
-// drive sends requests from workers concurrent clients sharing c for d
-// and measures them.
+// drive sends GETs of target from workers concurrent clients sharing c
+// for d and measures them.
 func drive(c *http.Client, target string, workers int, d time.Duration, pid int) (roundResult, error) {
+	return driveWith(c, func() (*http.Request, error) { return http.NewRequest(http.MethodGet, target, nil) }, workers, d, pid)
+}
+
+// driveWith is drive for the requests newReq makes.
+func driveWith(c *http.Client, newReq func() (*http.Request, error), workers int, d time.Duration, pid int) (roundResult, error) {
 	var cpu0 time.Duration
 	if pid != 0 {
 		var err error
@@ -254,7 +261,12 @@ func drive(c *http.Client, target string, workers int, d time.Duration, pid int)
 			l := make([]time.Duration, 0, 8192)
 			for time.Now().Before(deadline) {
 				t0 := time.Now()
-				resp, err := c.Get(target)
+				req, err := newReq()
+				if err != nil {
+					errs[w] = err
+					break
+				}
+				resp, err := c.Do(req)
 				if err != nil {
 					errs[w] = err
 					break
@@ -363,45 +375,73 @@ func runCase(b *testing.B, e *benchEnv, bc benchCase) {
 	b.ReportMetric(sum.ratioNoact.med, "proxy/noact")
 	b.ReportMetric(sum.cpuRatioNoact.med, "cpu-proxy/noact")
 
-	if file := os.Getenv("BENCH_CPUPROFILE"); file != "" && !bc.keepAlive {
+	if file := os.Getenv("BENCH_CPUPROFILE"); file != "" {
 		secs := envInt(b, "BENCH_PROFILE_SECONDS", 10)
-		profileModes(b, e, clients, bc, time.Duration(secs)*time.Second, file)
+		if runs := profiledRuns(e, bc, file); len(runs) > 0 {
+			profileModes(b, e, clients, bc, time.Duration(secs)*time.Second, runs)
+		}
 	}
 }
 
-// profileModes takes a CPU profile of the server during a proxy run and
-// one of the floor during a floor run, of d each, for comparison:
-// `go tool pprof -top -cum file` (the floor's is file-floor.pprof).
-func profileModes(b *testing.B, e *benchEnv, clients []*http.Client, bc benchCase, d time.Duration, file string) {
-	floorFile := strings.TrimSuffix(file, ".pprof") + "-floor.pprof"
-	for _, i := range []int{modeProxy, modeFloor} {
-		m := e.modes[i]
-		out := file
-		fetch := func() error { return serverCPUProfile(e.srv.adminSocket(), d, file) }
-		if m.name == "floor" {
-			out = floorFile
-			fetch = func() error {
-				url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", m.proxy.Host, int(d.Seconds()))
-				c := &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: d + time.Minute}
-				resp, err := c.Get(url)
-				if err != nil {
-					return err
-				}
-				defer resp.Body.Close()
-				data, err := io.ReadAll(resp.Body)
-				if err != nil {
-					return err
-				}
-				if resp.StatusCode != http.StatusOK {
-					return fmt.Errorf("floor profile: %d %s", resp.StatusCode, data)
-				}
-				return os.WriteFile(floorFile, data, 0o644)
-			}
-		}
+// profiledRun is one extra run of a mode while its process's CPU
+// profile is written to file.
+type profiledRun struct {
+	mode  int
+	file  string
+	fetch func(d time.Duration, file string) error
+}
+
+// profiledRuns are the profiles of case bc: for the new-connection case
+// the proxy (file) and the floor (file-floor.pprof); for keepalive-c16
+// the proxy (file-keepalive.pprof) and proxy-noact
+// (file-keepalive-noact.pprof), whose difference is the activity log's
+// cost: `go tool pprof -top -diff_base file-keepalive-noact.pprof
+// file-keepalive.pprof` (both runs serve about the same requests).
+func profiledRuns(e *benchEnv, bc benchCase, file string) []profiledRun {
+	base := strings.TrimSuffix(file, ".pprof")
+	server := func(s *server) func(time.Duration, string) error {
+		return func(d time.Duration, file string) error { return serverCPUProfile(s.adminSocket(), d, file) }
+	}
+	switch {
+	case !bc.keepAlive:
+		return []profiledRun{{modeProxy, file, server(e.srv)}, {modeFloor, base + "-floor.pprof", e.floorCPUProfile}}
+	case bc.workers == 16:
+		return []profiledRun{{modeProxy, base + "-keepalive.pprof", server(e.srv)},
+			{modeNoact, base + "-keepalive-noact.pprof", server(e.noact)}}
+	}
+	return nil
+}
+
+// floorCPUProfile writes the floor's CPU profile over d to file (the
+// floor serves net/http/pprof on its proxy port).
+func (e *benchEnv) floorCPUProfile(d time.Duration, file string) error {
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", e.modes[modeFloor].proxy.Host, int(d.Seconds()))
+	c := &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: d + time.Minute}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("floor profile: %d %s", resp.StatusCode, data)
+	}
+	return os.WriteFile(file, data, 0o644)
+}
+
+// profileModes runs each of runs for a little longer than d while its
+// process's CPU profile is taken, for comparison (`go tool pprof -top
+// -cum file`). These runs are not part of the figures.
+func profileModes(b *testing.B, e *benchEnv, clients []*http.Client, bc benchCase, d time.Duration, runs []profiledRun) {
+	for _, pr := range runs {
+		m := e.modes[pr.mode]
 		errc := make(chan error, 1)
-		go func() { errc <- fetch() }()
+		go func() { errc <- pr.fetch(d, pr.file) }()
 		// Run a little longer than the profile on both sides.
-		r, err := drive(clients[i], e.target, bc.workers, d+time.Second, m.pid)
+		r, err := drive(clients[pr.mode], e.target, bc.workers, d+time.Second, m.pid)
 		if err != nil {
 			b.Fatalf("profiled %s run: %v", m.name, err)
 		}
@@ -409,7 +449,8 @@ func profileModes(b *testing.B, e *benchEnv, clients []*http.Client, bc benchCas
 			b.Fatalf("%s CPU profile: %v", m.name, err)
 		}
 		fmt.Printf("bench: CPU profile of the %s process during %s %s (%d req, %.0f req/s, %.0f µs CPU/req while profiled): %s\n",
-			map[string]string{"proxy": "server", "floor": "floor"}[m.name], m.name, bc.name, r.n, r.rps(), float64(r.cpuPerReq().Nanoseconds())/1000, out)
+			map[bool]string{true: "floor", false: "server"}[pr.mode == modeFloor], m.name, bc.name, r.n, r.rps(),
+			float64(r.cpuPerReq().Nanoseconds())/1000, pr.file)
 	}
 }
 

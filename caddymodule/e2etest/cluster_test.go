@@ -421,8 +421,8 @@ func TestClusterJourney(t *testing.T) {
 	start = time.Now()
 	b.mustAPI("DELETE", "/api/v1/services/github", nil, http.StatusNoContent, nil)
 	within(t, start, propagation, "a service deleted on B, refused (403) by A's proxy", func() bool {
-		status, _, err := connectStatus(a.proxyAddr, up.hostPort(), onB.Token)
-		return err == nil && status == http.StatusForbidden
+		status, _, _ := askRefused(t, a, up.hostPort(), onB.Token)
+		return status == http.StatusForbidden
 	})
 }
 

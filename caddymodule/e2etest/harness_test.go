@@ -145,6 +145,10 @@ func (ca *testCA) leaf(t testing.TB, names ...string) tls.Certificate {
 type seen struct {
 	Method, Path, RawQuery, Proto string
 	Header                        http.Header
+	// Body is the request body as received (up to 16 MiB) and
+	// ContentLength the request's (-1: chunked).
+	Body          string
+	ContentLength int64
 }
 
 // upstream is a real HTTPS (or plain HTTP) server on loopback that
@@ -243,9 +247,7 @@ func newUpstreamNamed(t testing.TB, ca *testCA, useTLS bool, names ...string) *u
 		}
 		defer conn.Close()
 		io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		buf := make([]byte, 64)
-		n, _ := brw.Read(buf)
-		conn.Write(bytes.ToUpper(buf[:n]))
+		wsEcho(conn, brw.Reader)
 	})
 	srv := httptest.NewUnstartedServer(mux)
 	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
@@ -276,7 +278,9 @@ func newUpstreamNamed(t testing.TB, ca *testCA, useTLS bool, names ...string) *u
 }
 
 func (u *upstream) record(r *http.Request) {
-	s := seen{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Proto: r.Proto, Header: r.Header.Clone()}
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 16<<20))
+	s := seen{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Proto: r.Proto, Header: r.Header.Clone(),
+		Body: string(body), ContentLength: r.ContentLength}
 	u.mu.Lock()
 	u.reqs = append(u.reqs, s)
 	u.mu.Unlock()

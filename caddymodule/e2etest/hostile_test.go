@@ -560,7 +560,7 @@ func TestHostileContentEncodingLines(t *testing.T) {
 				}
 				lowHeaders := strings.ToLower(v.headers)
 				if c.want == 502 {
-					if !strings.Contains(lowHeaders, "x-agent-vault-refused: 1") || !strings.Contains(strings.ToLower(string(v.body)), "encod") {
+					if !strings.Contains(lowHeaders, "x-agent-vault-refusal: upstream") || !strings.Contains(strings.ToLower(string(v.body)), "encod") {
 						t.Errorf("finding 2: %s: 502 without a readable reason about the encoding: headers %q body %q", what, v.headers, v.body)
 					}
 					continue
@@ -968,9 +968,12 @@ func hostileUpgrade(r *http.Request, conn net.Conn, br *bufio.Reader, bw *bufio.
 		return true
 	}
 	fmt.Fprintf(bw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\n\r\n", proto)
-	if !strings.EqualFold(proto, "websocket") {
-		fmt.Fprintf(bw, "greeting %s\n", r.Header.Get("Authorization"))
+	if strings.EqualFold(proto, "websocket") {
+		bw.Flush()
+		wsEcho(conn, br)
+		return false
 	}
+	fmt.Fprintf(bw, "greeting %s\n", r.Header.Get("Authorization"))
 	bw.Flush()
 	buf := make([]byte, 64)
 	for {
@@ -1033,10 +1036,9 @@ func TestHostileUpgrade(t *testing.T) {
 		if resp.StatusCode != http.StatusSwitchingProtocols {
 			t.Fatalf("a WebSocket upgrade: %d %q, want 101 as before", resp.StatusCode, readBody(t, resp))
 		}
-		io.WriteString(conn, "hello")
-		buf := make([]byte, 5)
-		if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "HELLO" {
-			t.Fatalf("WebSocket echo: %q %v", buf, err)
+		wsSend(t, conn, "hello")
+		if got, err := wsRecv(br); err != nil || got != "HELLO" {
+			t.Fatalf("WebSocket echo: %q %v", got, err)
 		}
 		if got := refusing.requests("/up"); len(got) == 0 || got[len(got)-1].Header.Get("Authorization") != "Bearer "+upgradeSecret {
 			t.Fatal("the WebSocket handshake was not injected")

@@ -519,14 +519,13 @@ func TestProtocols(t *testing.T) {
 	if up.last(t).Header.Get("Authorization") != "Bearer "+githubSecret {
 		t.Fatal("upgrade handshake not injected")
 	}
-	io.WriteString(conn, "hello")
-	buf := make([]byte, 5)
-	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "HELLO" {
-		t.Fatalf("websocket echo: %q %v", buf, err)
+	wsSend(t, conn, "hello")
+	if got, err := wsRecv(br); err != nil || got != "HELLO" {
+		t.Fatalf("websocket echo: %q %v", got, err)
 	}
 }
 
-func dialTunnelTLS(t *testing.T, s *server, sess session, target string) io.ReadWriter {
+func dialTunnelTLS(t testing.TB, s *server, sess session, target string) io.ReadWriter {
 	t.Helper()
 	resp, conn := rawConnect(t, s.proxyAddr, target, basicAuth(sess.Token))
 	if resp.StatusCode != 200 {

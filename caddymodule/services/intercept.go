@@ -40,6 +40,7 @@ func checkIntercept(s Service, p HostPattern) error {
 		{"paths", len(s.Paths) > 0},
 		{"rate_limit", s.RateLimit != ""},
 		{"max_request_body", s.MaxRequestBody != ""},
+		{"body_substitution", s.BodySubstitution != nil},
 	} {
 		if f.set {
 			return fmt.Errorf("intercept: false: %s cannot apply, the proxy sees no request of a relayed tunnel", f.name)

@@ -44,6 +44,7 @@ func TestInterceptValidate(t *testing.T) {
 		"paths cannot apply":           func(s *Service) { s.Paths = []string{"/x/*"} },
 		"rate_limit cannot apply":      func(s *Service) { s.RateLimit = "1/s" },
 		"max_request_body cannot":      func(s *Service) { s.MaxRequestBody = "1KiB" },
+		"body_substitution cannot":     func(s *Service) { s.BodySubstitution = new(bool) },
 	}
 	for want, mutate := range bad {
 		s := raw("r", "api.example.com")

@@ -126,6 +126,12 @@ func (c *Compiled) AllowsPath(path string) bool {
 	return false
 }
 
+// SwapsBodies reports whether placeholders in request bodies are
+// swapped (body_substitution, default true).
+func (c *Compiled) SwapsBodies() bool {
+	return c.Service.BodySubstitution == nil || *c.Service.BodySubstitution
+}
+
 // RateLimit is the service's rate per session; the zero Rate is none.
 func (c *Compiled) RateLimit() Rate { return c.rules.rate }
 

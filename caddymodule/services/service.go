@@ -79,6 +79,12 @@ type Service struct {
 	// body of unknown length is cut at the cap (nothing past it is
 	// sent) and answered 413. Default: no cap.
 	MaxRequestBody string `json:"max_request_body,omitempty"`
+	// BodySubstitution, when false, leaves the placeholders of request
+	// bodies unswapped: a body that carries one is then refused with
+	// 403 (fail closed), as a body of a type that is never rewritten
+	// is. Default true: placeholders in JSON, form, multipart and text
+	// bodies are swapped under the rules of headers.
+	BodySubstitution *bool `json:"body_substitution,omitempty"`
 	// Intercept false relays the service's CONNECT tunnels as raw
 	// bytes instead of terminating their TLS with a leaf of the
 	// proxy's CA: the agent sees the upstream's own certificate, so
@@ -90,7 +96,8 @@ type Service struct {
 	// service can carry no credential and no request rule: only auth
 	// type passthrough, on a host name (a client sends no SNI for an
 	// IP address) without a path, and none of allow_cleartext,
-	// allow_upgrades, methods, paths, rate_limit or max_request_body.
+	// allow_upgrades, methods, paths, rate_limit, max_request_body or
+	// body_substitution.
 	// When another service in the session's scope that intercepts
 	// also covers the host and port, interception wins (see
 	// [Table.RawTunnel]). Default: true (omitted).

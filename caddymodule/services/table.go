@@ -68,6 +68,10 @@ func NewTable(svcs []Service) (*Table, error) {
 func cloneService(s Service) Service {
 	s.Auth.Headers = maps.Clone(s.Auth.Headers)
 	s.AllowUpgrades, s.Methods, s.Paths = slices.Clone(s.AllowUpgrades), slices.Clone(s.Methods), slices.Clone(s.Paths)
+	if s.BodySubstitution != nil {
+		v := *s.BodySubstitution
+		s.BodySubstitution = &v
+	}
 	s.Intercept = cloneBool(s.Intercept)
 	return s
 }

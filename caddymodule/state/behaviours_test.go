@@ -671,7 +671,14 @@ func testLocalFeed(t *testing.T, db *DB, clk *clock) {
 
 	// A failed write announces nothing; a cancelled subscriber hears
 	// nothing more. The marker write shows the feed has moved past both.
+	// The failed write is to a store nothing announced before: on
+	// PostgreSQL this broker hears its own writes twice (at once, and
+	// again through LISTEN), so a late echo of the writes above must
+	// not be taken for the failed one's.
 	r.reset()
+	if err := db.PutCredential(ctx, "headless", cred("K", 1, clk.Now())); err == nil {
+		t.Fatal("a credential stored for a store without a header")
+	}
 	if err := db.PutCredential(ctx, "default", cred("K", 1, clk.Now())); !errors.Is(err, ErrConflict) {
 		t.Fatal(err)
 	}
@@ -685,7 +692,7 @@ func testLocalFeed(t *testing.T, db *DB, clk *clock) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, c := range r.seen {
-		if c.Topic == TopicCredentials {
+		if c == (Change{TopicCredentials, "headless"}) || c.Topic == TopicCredentials && !db.pg {
 			t.Fatalf("the failed write was announced: %v", r.seen)
 		}
 	}

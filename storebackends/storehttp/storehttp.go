@@ -11,7 +11,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -19,6 +18,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/agentvault/caddy-agent-vault/internal/capread"
 )
 
 // DefaultMaxBody caps one response body unless Options say otherwise.
@@ -150,38 +151,12 @@ func (g guarded) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp.Body.Close()
 		return nil, fmt.Errorf("%s answered with a redirect (HTTP %d), which is not followed: point the configured address at the server that answers the API itself", g.service, resp.StatusCode)
 	}
-	resp.Body = &cappedBody{ReadCloser: resp.Body, left: g.max, service: g.service, max: g.max}
+	resp.Body = capread.NewReadCloser(resp.Body, g.max, fmt.Errorf("%s %w (over %d bytes)", g.service, ErrResponseTooLarge, g.max))
 	return resp, nil
 }
 
 // ErrResponseTooLarge is returned when a body exceeds its cap.
 var ErrResponseTooLarge = errors.New("response is larger than allowed")
-
-// cappedBody fails reads past its limit instead of truncating silently.
-type cappedBody struct {
-	io.ReadCloser
-	left    int64
-	max     int64
-	service string
-}
-
-func (c *cappedBody) Read(p []byte) (int, error) {
-	if c.left <= 0 {
-		// One more byte tells "exactly at the limit" from "too large".
-		var probe [1]byte
-		n, err := c.ReadCloser.Read(probe[:])
-		if n > 0 {
-			return 0, fmt.Errorf("%s %w (over %d bytes)", c.service, ErrResponseTooLarge, c.max)
-		}
-		return 0, err
-	}
-	if int64(len(p)) > c.left {
-		p = p[:c.left]
-	}
-	n, err := c.ReadCloser.Read(p)
-	c.left -= int64(n)
-	return n, err
-}
 
 // MaxReasonLen bounds how much of a server's own error text is kept.
 const MaxReasonLen = 300
