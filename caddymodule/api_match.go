@@ -69,6 +69,9 @@ func (a *API) matchService(w http.ResponseWriter, r *http.Request) {
 		if !tls && !c.Service.AllowCleartext && c.Injects() {
 			out.Reason += "; over plain http its credential is not injected (allow_cleartext is off)"
 		}
+		if _, raw := a.deps.catalog.Services().RawTunnel(host, port, nil); tls && raw {
+			out.Reason += "; its tunnels are relayed without interception (intercept: false), so the proxy sees no request in them"
+		}
 	case a.deps.catalog.Services().AllowsHost(host, port, tls, nil):
 		out.Reason = fmt.Sprintf("a service covers %s port %d, but not the path %s", host, port, path)
 	default:

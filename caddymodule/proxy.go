@@ -377,6 +377,12 @@ func (p *Proxy) observeRefusal(r *http.Request, sess *sessions.Session, tgt targ
 	if p.deps.observe == nil {
 		return
 	}
+	p.deps.observe.Observe(refusalEntry(r, sess, tgt, status, reason, code))
+}
+
+// refusalEntry is the activity entry of a request refused before the
+// pipeline.
+func refusalEntry(r *http.Request, sess *sessions.Session, tgt target, status int, reason, code string) *activity.Entry {
 	e := &activity.Entry{At: time.Now(), Method: r.Method, Host: tgt.host, Port: tgt.port, Status: status,
 		Decision: decisionFor(code), Code: code, Reason: reason, Client: clientHost(r.RemoteAddr)}
 	if sess != nil {
@@ -388,7 +394,7 @@ func (p *Proxy) observeRefusal(r *http.Request, sess *sessions.Session, tgt targ
 	if code == activity.CodeUncoveredHost {
 		e.AuthScheme = activity.AuthSchemeOf(r.Header) // for the discovered hosts
 	}
-	p.deps.observe.Observe(e)
+	return e
 }
 
 // requestTarget is where r is going as far as its request line says

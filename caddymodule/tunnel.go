@@ -53,6 +53,10 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, sess *sessi
 		return
 	}
 	tgt := target{host: host, port: port, tls: true}
+	if svc, ok := p.deps.services.Services().RawTunnel(host, port, sess.InScope); ok {
+		p.serveRawTunnel(w, r, sess, tgt, svc) // rawtunnel.go: intercept: false
+		return
+	}
 	covered := p.deps.services.Services().AllowsHost(host, port, true, sess.InScope)
 	if !covered && p.Unmatched != UnmatchedTunnel {
 		p.logger.Info("egress denied", zap.String("session", sess.ID), zap.String("target", tgt.String()))
@@ -100,7 +104,7 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, sess *sessi
 	}
 
 	if !covered {
-		p.relay(conn, upstream, sess, tgt, clientHost(r.RemoteAddr))
+		p.relay(conn, upstream, sess, tgt, clientHost(r.RemoteAddr), "")
 		return
 	}
 	p.intercept(conn, &tunnel{sess: sess, target: tgt}, nil)
@@ -165,8 +169,9 @@ func (p *Proxy) intercept(conn net.Conn, tun *tunnel, closed func()) {
 }
 
 // relay copies bytes both ways for an unmatched host the operator
-// chose to let through; nothing is inspected or injected.
-func (p *Proxy) relay(client, upstream net.Conn, sess *sessions.Session, tgt target, from string) {
+// chose to let through, or through service (empty: none), one that
+// says intercept: false; nothing is inspected or injected.
+func (p *Proxy) relay(client, upstream net.Conn, sess *sessions.Session, tgt target, from, service string) {
 	p.deps.exchanges.begin()
 	defer p.deps.exchanges.end() // deferred first: ends after the entry
 	untrackC := sess.Track(client)
@@ -188,10 +193,10 @@ func (p *Proxy) relay(client, upstream net.Conn, sess *sessions.Session, tgt tar
 	upstream.Close()
 	duration := time.Since(start)
 	p.logger.Info("tunnel relayed",
-		zap.String("session", sess.ID), zap.String("target", tgt.String()),
+		zap.String("session", sess.ID), zap.String("target", tgt.String()), zap.String("service", service),
 		zap.Int64("bytes_up", up), zap.Int64("bytes_down", down), zap.Duration("duration", duration))
 	if p.deps.observe != nil {
-		p.deps.observe.Observe(&activity.Entry{At: start.Add(duration), Session: sess.ID, Agent: sess.Agent, Method: http.MethodConnect,
+		p.deps.observe.Observe(&activity.Entry{At: start.Add(duration), Session: sess.ID, Agent: sess.Agent, Service: service, Method: http.MethodConnect,
 			Host: tgt.host, Port: tgt.port, Status: http.StatusOK, Decision: activity.Forwarded, BytesIn: up, BytesOut: down,
 			Duration: duration, Client: from})
 	}

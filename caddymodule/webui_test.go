@@ -713,3 +713,27 @@ func TestWebUIServiceRules(t *testing.T) {
 	wantFlash(t, b.post("/services", "action", "put", "name", "gh", "host", "api.github.com", "auth_type", "bearer", "token", "GH", "rate_limit", "0/m"),
 		"/services", "error", "rate_limit")
 }
+
+// A passthrough saved with "Relay TLS unread" is intercept: false, and
+// its edit form keeps the box ticked; another type ignores the box.
+func TestWebUIServiceNoIntercept(t *testing.T) {
+	pl, _, _, _ := activityPipeline(t)
+	b := uiSignIn(t, pl, "admin_token", pl.adminToken)
+	wantFlash(t, b.post("/services", "action", "put", "name", "npm", "host", "registry.npmjs.org", "auth_type", "passthrough", "no_intercept", "1"),
+		"/services", "ok", "saved")
+	wantFlash(t, b.post("/services", "action", "put", "name", "gh", "host", "api.github.com", "auth_type", "bearer", "token", "GH", "no_intercept", "1"),
+		"/services", "ok", "saved")
+	var list apiwire.ServiceList
+	pl.must(t, pl.admin(), "GET", "/api/v1/services", nil, 200, &list)
+	for _, s := range list.Services {
+		if want := s.Name != "npm"; s.Intercepts() != want {
+			t.Errorf("%s: intercepts %v, want %v", s.Name, s.Intercepts(), want)
+		}
+	}
+	if edit := b.get("/services?edit=npm").body; !strings.Contains(edit, `name="no_intercept" value="1" checked`) {
+		t.Error("the edit form lost intercept: false")
+	}
+	if edit := b.get("/services?edit=gh").body; strings.Contains(edit, `name="no_intercept" value="1" checked`) {
+		t.Error("the box is ticked for an intercepted service")
+	}
+}

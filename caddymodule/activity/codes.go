@@ -12,7 +12,7 @@ const (
 	CodeEgressPolicy     = "egress_policy"      // 403: the target resolves to an address the egress policy refuses
 	CodeSessionEnded     = "session_ended"      // 403: the session was revoked or expired while its tunnel was open
 	CodeForbidden        = "forbidden"          // 403: any other refusal of the pipeline
-	CodeMisdirected      = "misdirected"        // 421: the request's Host is not the tunnel's target
+	CodeMisdirected      = "misdirected"        // 421: the request's Host, or a relayed tunnel's TLS SNI, is not the tunnel's target
 	CodeBadRequest       = "bad_request"        // 400, 405, 505: a request the proxy cannot take
 	CodeMethodNotAllowed = "method_not_allowed" // 403: the service's methods rule refuses the method
 	CodePathNotAllowed   = "path_not_allowed"   // 403: the service's paths rule refuses the path

@@ -557,9 +557,17 @@ func TestServiceAdd(t *testing.T) {
 	if req := s.requests()[6]; req.path != "/api/v1/services/named" || body(t, req)["name"] != "named" {
 		t.Errorf("--file - PUT %s %s", req.path, req.body)
 	}
+	// --no-intercept: a passthrough relayed unread.
+	run(t, s, "service", "add", "npm", "--host", "registry.npmjs.org", "--auth", "passthrough", "--no-intercept").want(t, ExitOK)
+	if b := body(t, s.requests()[7]); b["intercept"] != false {
+		t.Errorf("--no-intercept body %v", b)
+	}
 
 	// A bad file is refused before anything is sent.
 	n := len(s.requests())
+	r = run(t, s, "service", "add", "gh", "--host", "api.github.com", "--auth", "bearer", "--token", "GITHUB_TOKEN", "--no-intercept")
+	r.want(t, ExitUsage)
+	r.stderrHas(t, `only auth type "passthrough" may use it`)
 	for content, says := range map[string]string{
 		`{"name":"a","host":"h.com","auth":{"type":"passthrough"},"hots":"x"}`: `unknown field "hots"`,
 		`{"name":"a",`: "the JSON ends early",

@@ -39,10 +39,11 @@ type serviceFlags struct {
 	paths          []string
 	rateLimit      string
 	maxRequestBody string
+	noIntercept    bool
 }
 
 // definitionFlags are every flag but --file: --file excludes them.
-var definitionFlags = []string{"host", "auth", "token", "username", "password", "key", "header", "prefix", "custom-header", "param", "allow-cleartext", "allow-upgrade", "method", "path", "rate-limit", "max-request-body"}
+var definitionFlags = []string{"host", "auth", "token", "username", "password", "key", "header", "prefix", "custom-header", "param", "allow-cleartext", "allow-upgrade", "method", "path", "rate-limit", "max-request-body", "no-intercept"}
 
 func (r *runner) serviceCommand() *cobra.Command {
 	var f serviceFlags
@@ -61,7 +62,9 @@ value):
   api-key      --key CRED [--header NAME] [--prefix P]   default header X-API-Key
   custom       --custom-header 'Name: template with {{ CRED }}' (repeatable)
   query        --key CRED --param NAME            ?NAME=<CRED>
-  passthrough  (no credential: the host is reachable, nothing injected)
+  passthrough  (no credential: the host is reachable, nothing injected;
+               --no-intercept relays its TLS unread, for clients that pin
+               certificates)
 
 --file F reads the whole definition as JSON (the body of PUT
 /api/v1/services/NAME; "-" for stdin); NAME may then be omitted.`,
@@ -119,6 +122,7 @@ value):
 	fl.StringArrayVar(&f.paths, "path", nil, "a path glob agents may use, or !glob they may not, e.g. '/repos/*' '!/repos/*/admin/*' (repeatable)")
 	fl.StringVar(&f.rateLimit, "rate-limit", "", "requests per session: N/s, N/m or N/h, e.g. 60/m")
 	fl.StringVar(&f.maxRequestBody, "max-request-body", "", "the largest request body, e.g. 10MiB")
+	fl.BoolVar(&f.noIntercept, "no-intercept", false, "passthrough: relay the TLS unread (\"intercept\": false), for clients that pin certificates; no rule applies")
 
 	list := &cobra.Command{
 		Use:   "list",
@@ -203,6 +207,9 @@ func (f *serviceFlags) service(cmd *cobra.Command, name string, stdin io.Reader)
 			Paths:          f.paths,
 			RateLimit:      f.rateLimit,
 			MaxRequestBody: f.maxRequestBody,
+		}
+		if f.noIntercept {
+			svc.Intercept = new(bool)
 		}
 		if len(f.customHeaders) > 0 {
 			svc.Auth.Headers = make(map[string]string, len(f.customHeaders))

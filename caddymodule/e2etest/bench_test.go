@@ -32,7 +32,9 @@ import (
 //     3% of this).
 //
 // for keep-alive with 16 and with 4 concurrent clients, and for a new
-// connection per request with 4 clients. Every client is the same Go
+// connection per request with 4 clients; then the passthrough case
+// (bench_passthrough_test.go): "intercept": false against direct and
+// an intercepted passthrough. Every client is the same Go
 // code; only the transport's proxy and trust differ.
 //
 // Machines running this are noisy (the spread between runs is about
@@ -102,6 +104,7 @@ type benchMode struct {
 }
 
 type benchEnv struct {
+	ca     *testCA // signs the upstreams' certificates; the servers trust it
 	up     *upstream
 	srv    *server // the proxy, activity log on
 	noact  *server // the proxy-noact, activity log off
@@ -166,6 +169,7 @@ func setupBench(b *testing.B) *benchEnv {
 	// bytes to both.
 	floorURL := &url.URL{Scheme: "http", Host: fl.addr, User: url.UserPassword("av", sess.Token)}
 	return &benchEnv{
+		ca:     ca,
 		up:     up,
 		srv:    s,
 		noact:  noact,
@@ -327,6 +331,7 @@ func BenchmarkProxy(b *testing.B) {
 	for _, bc := range benchCases {
 		b.Run(bc.name, func(b *testing.B) { runCase(b, e, bc) })
 	}
+	b.Run("passthrough", func(b *testing.B) { runPassthrough(b, e) }) // bench_passthrough_test.go
 	checkActivity(b, e)
 }
 

@@ -85,6 +85,23 @@ type Service struct {
 	// is. Default true: placeholders in JSON, form, multipart and text
 	// bodies are swapped under the rules of headers.
 	BodySubstitution *bool `json:"body_substitution,omitempty"`
+	// Intercept false relays the service's CONNECT tunnels as raw
+	// bytes instead of terminating their TLS with a leaf of the
+	// proxy's CA: the agent sees the upstream's own certificate, so
+	// clients that pin certificates (and package managers with their
+	// own trust) work, and the tunnel costs no TLS interception. The
+	// proxy reads only the TLS ClientHello, whose SNI must name the
+	// CONNECT's host (else the tunnel is refused with a TLS alert and
+	// the host is never contacted). Nothing inside is seen, so such a
+	// service can carry no credential and no request rule: only auth
+	// type passthrough, on a host name (a client sends no SNI for an
+	// IP address) without a path, and none of allow_cleartext,
+	// allow_upgrades, methods, paths, rate_limit, max_request_body or
+	// body_substitution.
+	// When another service in the session's scope that intercepts
+	// also covers the host and port, interception wins (see
+	// [Table.RawTunnel]). Default: true (omitted).
+	Intercept *bool `json:"intercept,omitempty"`
 }
 
 // Validate checks the whole service definition: name, host pattern and
@@ -124,6 +141,9 @@ func (s Service) compile() (HostPattern, compiledAuth, error) {
 		}
 	}
 	if _, err := compileRules(s); err != nil {
+		return HostPattern{}, compiledAuth{}, fmt.Errorf("service %q: %w", s.Name, err)
+	}
+	if err := checkIntercept(s, p); err != nil {
 		return HostPattern{}, compiledAuth{}, fmt.Errorf("service %q: %w", s.Name, err)
 	}
 	return p, a, nil

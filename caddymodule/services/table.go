@@ -14,6 +14,7 @@ type Table struct {
 	byName   []*Compiled            // sorted by name
 	exact    map[string][]*Compiled // host -> services, most specific first
 	wildcard map[string][]*Compiled // wildcard base domain -> services, most specific first
+	raw      bool                   // some service says intercept: false (RawTunnel)
 }
 
 // Compiled is one validated service with its pattern and auth parsed.
@@ -46,6 +47,7 @@ func NewTable(svcs []Service) (*Table, error) {
 		rules, _ := compileRules(s) // checked by compile
 		c := &Compiled{Service: cloneService(s), pattern: p, auth: a, rules: rules}
 		t.byName = append(t.byName, c)
+		t.raw = t.raw || !s.Intercepts()
 		if p.wildcard {
 			t.wildcard[p.host] = append(t.wildcard[p.host], c)
 		} else {
@@ -70,6 +72,7 @@ func cloneService(s Service) Service {
 		v := *s.BodySubstitution
 		s.BodySubstitution = &v
 	}
+	s.Intercept = cloneBool(s.Intercept)
 	return s
 }
 

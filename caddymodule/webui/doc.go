@@ -34,7 +34,8 @@
 //	                token, username, password, key, header, prefix,
 //	                param, headers (lines "Name: template"),
 //	                allow_cleartext (checkbox), allow_upgrades, and the rules:
-//	                methods, paths (one a line), rate_limit, max_request_body
+//	                methods, paths (one a line), rate_limit, max_request_body;
+//	                no_intercept (checkbox, passthrough: "intercept": false)
 //	              select#auth-type; fieldset.auth[data-auth] per type
 //	              templates: a.template-link data-template=<id>
 //	                (href ?template=github|openai|anthropic|stripe|slack|

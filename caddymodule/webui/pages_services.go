@@ -65,11 +65,13 @@ type serviceForm struct {
 	// methods, one path glob a line.
 	Methods string
 	Paths   string
+	// NoIntercept is a passthrough's "intercept": false.
+	NoIntercept bool
 }
 
 func formOf(s apiwire.Service, editing bool) serviceForm {
 	f := serviceForm{Editing: editing, Service: s, AllowUpgrades: strings.Join(s.AllowUpgrades, ", "),
-		Methods: strings.Join(s.Methods, ", "), Paths: strings.Join(s.Paths, "\n")}
+		Methods: strings.Join(s.Methods, ", "), Paths: strings.Join(s.Paths, "\n"), NoIntercept: !s.Intercepts()}
 	names := make([]string, 0, len(s.Auth.Headers))
 	for n := range s.Auth.Headers {
 		names = append(names, n)
@@ -101,6 +103,10 @@ func (c *call) postedService() (apiwire.Service, error) {
 		a.Key, a.Header, a.Prefix = c.field("key"), c.field("header"), c.r.PostForm.Get("prefix")
 	case apiwire.AuthQuery:
 		a.Key, a.Param = c.field("key"), c.field("param")
+	case apiwire.AuthPassthrough:
+		if c.r.PostForm.Get("no_intercept") != "" {
+			s.Intercept = new(bool)
+		}
 	case apiwire.AuthCustom:
 		a.Headers = map[string]string{}
 		for line := range strings.SplitSeq(c.r.PostForm.Get("headers"), "\n") {
