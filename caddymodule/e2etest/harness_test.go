@@ -386,11 +386,21 @@ func serverEnv(t testing.TB, ca *testCA, o serverOpts, apiAddr, proxyAddr string
 // serves the configuration (or fails the test).
 func startServer(t testing.TB, ca *testCA, o serverOpts) *server {
 	t.Helper()
-	s := launchServer(t, ca, o)
-	if err := s.waitReady(); err != nil {
+	for attempt := 1; ; attempt++ {
+		s := launchServer(t, ca, o)
+		err := s.waitReady()
+		if err == nil {
+			return s
+		}
+		// A port freePort handed out can be taken by another process
+		// (an outgoing connection's local port) before the server binds
+		// it: try again on fresh ports, when the test chose none.
+		if attempt < 3 && o.apiAddr == "" && o.proxyAddr == "" && strings.Contains(s.logs.String(), "is already in use") {
+			t.Logf("server start: a port was taken meanwhile; retrying on others")
+			continue
+		}
 		t.Fatalf("server did not start: %v\n%s", err, s.logs.String())
 	}
-	return s
 }
 
 func launchServer(t testing.TB, ca *testCA, o serverOpts) *server {
