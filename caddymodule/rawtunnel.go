@@ -48,13 +48,8 @@ const (
 // activity log.
 func (p *Proxy) serveRawTunnel(w http.ResponseWriter, r *http.Request, sess *sessions.Session, tgt target, svc *services.Compiled) {
 	name := svc.Service.Name
-	conn, err := hijack(w)
-	if err != nil {
-		p.logger.Error("hijacking CONNECT", zap.Error(err))
-		return
-	}
-	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection Established\r\n\r\n"); err != nil {
-		conn.Close()
+	conn, ok := p.establish(w)
+	if !ok {
 		return
 	}
 	// Revoking the session while the hello is awaited closes conn,

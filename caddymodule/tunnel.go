@@ -87,16 +87,8 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, sess *sessi
 		}
 	}
 
-	conn, err := hijack(w)
-	if err != nil {
-		if upstream != nil {
-			upstream.Close()
-		}
-		p.logger.Error("hijacking CONNECT", zap.Error(err))
-		return
-	}
-	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection Established\r\n\r\n"); err != nil {
-		conn.Close()
+	conn, ok := p.establish(w)
+	if !ok {
 		if upstream != nil {
 			upstream.Close()
 		}
@@ -123,13 +115,8 @@ const refusedTunnelRate = 120
 // resolved or dialled. A tunnel whose agent sent no request (it closed,
 // or did not trust the leaf) is logged as the refused CONNECT.
 func (p *Proxy) refuseInTunnel(w http.ResponseWriter, r *http.Request, sess *sessions.Session, tgt target, ref *refusal) {
-	conn, err := hijack(w)
-	if err != nil {
-		p.logger.Error("hijacking CONNECT", zap.Error(err))
-		return
-	}
-	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection Established\r\n\r\n"); err != nil {
-		conn.Close()
+	conn, ok := p.establish(w)
+	if !ok {
 		return
 	}
 	// What the log needs of the CONNECT, copied: r is the server's.
@@ -324,6 +311,21 @@ func (c *trackedConn) setUntrack(f func()) {
 	}
 	c.untrack = f
 	c.mu.Unlock()
+}
+
+// establish takes the agent's connection over and answers its CONNECT
+// with 200; false when that failed (logged, the connection closed).
+func (p *Proxy) establish(w http.ResponseWriter) (net.Conn, bool) {
+	conn, err := hijack(w)
+	if err != nil {
+		p.logger.Error("hijacking CONNECT", zap.Error(err))
+		return nil, false
+	}
+	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection Established\r\n\r\n"); err != nil {
+		conn.Close()
+		return nil, false
+	}
+	return conn, true
 }
 
 // hijack takes the agent's connection over from the HTTP server. Bytes

@@ -133,70 +133,22 @@ func (a *assembler) add(f wsframe.Frame) (op byte, msg []byte, done bool, err er
 	return op, msg, true, nil
 }
 
-// pumpUp relays the agent's frames: text messages with placeholders
-// swapped (JSON-escaped in a message that looks like JSON), binary ones
-// refused if they carry a placeholder; each message leaves as one
-// frame, masked afresh.
-func (w *wsRelay) pumpUp(src io.Reader) {
-	br := bufio.NewReader(src)
-	var a assembler
-	for {
-		f, err := wsframe.Read(br, wsMaxMessage)
-		if err != nil {
-			if err == io.EOF || errors.Is(err, io.ErrClosedPipe) {
-				w.Close()
-				return
-			}
-			w.violate(violation(err))
-			return
-		}
-		switch {
-		case !f.Masked:
-			w.violate(wsframe.CloseProtocolError, "an unmasked frame from the client")
-			return
-		case f.RSV != 0:
-			w.violate(wsframe.ClosePolicyViolation, "a frame with reserved bits set (no extension was negotiated)")
-			return
-		case f.IsControl():
-			if _, err := w.backend.Write(wsframe.Append(nil, f)); err != nil {
-				w.Close()
-				return
-			}
-			continue
-		}
-		op, msg, done, err := a.add(f)
-		if err != nil {
-			w.violate(violation(err))
-			return
-		}
-		if !done {
-			continue
-		}
-		kind := services.BodyOpaque
-		if op == wsframe.OpText {
-			kind = services.BodyText
-			if t := strings.TrimLeft(string(msg[:min(len(msg), 64)]), " \t\r\n"); strings.HasPrefix(t, "{") || strings.HasPrefix(t, "[") {
-				kind = services.BodyJSON
-			}
-		}
-		out, _, err := services.RewriteBodyBytes(msg, kind, w.x.resolveInBody)
-		if err != nil {
-			w.violate(violation(err))
-			return
-		}
-		if _, err := w.backend.Write(wsframe.Append(nil, wsframe.Frame{Fin: true, Opcode: op, Masked: true, Payload: out})); err != nil {
-			w.Close()
-			return
-		}
-	}
+// direction is one way through the relay: what its frames must look
+// like, where they go, and what becomes of a control frame and of a
+// whole data message.
+type direction struct {
+	fromClient bool // the agent's frames: masked; the upstream's: not
+	write      func([]byte) (int, error)
+	control    func(wsframe.Frame) wsframe.Frame
+	message    func(op byte, msg []byte) ([]byte, error)
 }
 
-// pumpDown relays the upstream's frames to the agent with every secret
-// form replaced (in data messages, across their fragments, and in
-// control frames' payloads, a close frame's reason included).
-func (w *wsRelay) pumpDown() {
-	br := bufio.NewReader(w.backend)
-	red := w.x.redactor
+// pump relays src's frames one way: control frames as they come (after
+// d.control), data messages whole (after d.message) as one frame, masked
+// afresh toward the upstream. A frame or message that cannot go on
+// closes the connection (violate).
+func (w *wsRelay) pump(src io.Reader, d direction) {
+	br := bufio.NewReader(src)
 	var a assembler
 	for {
 		f, err := wsframe.Read(br, wsMaxMessage)
@@ -209,15 +161,14 @@ func (w *wsRelay) pumpDown() {
 			return
 		}
 		switch {
-		case f.Masked:
-			w.violate(wsframe.CloseProtocolError, "a masked frame from the server")
+		case f.Masked != d.fromClient:
+			w.violate(wsframe.CloseProtocolError, map[bool]string{true: "an unmasked frame from the client", false: "a masked frame from the server"}[d.fromClient])
 			return
 		case f.RSV != 0:
 			w.violate(wsframe.ClosePolicyViolation, "a frame with reserved bits set (no extension was negotiated)")
 			return
 		case f.IsControl():
-			f.Payload = scrubControl(f, red.String)
-			if _, err := w.downW.Write(wsframe.Append(nil, f)); err != nil {
+			if _, err := d.write(wsframe.Append(nil, d.control(f))); err != nil {
 				w.Close()
 				return
 			}
@@ -231,12 +182,48 @@ func (w *wsRelay) pumpDown() {
 		if !done {
 			continue
 		}
-		out := red.String(string(msg))
-		if _, err := w.downW.Write(wsframe.Append(nil, wsframe.Frame{Fin: true, Opcode: op, Payload: []byte(out)})); err != nil {
+		out, err := d.message(op, msg)
+		if err != nil {
+			w.violate(violation(err))
+			return
+		}
+		if _, err := d.write(wsframe.Append(nil, wsframe.Frame{Fin: true, Opcode: op, Masked: d.fromClient, Payload: out})); err != nil {
 			w.Close()
 			return
 		}
 	}
+}
+
+// pumpUp relays the agent's frames: text messages with placeholders
+// swapped (JSON-escaped in a message that looks like JSON), binary ones
+// refused if they carry a placeholder; control frames as they are.
+func (w *wsRelay) pumpUp(src io.Reader) {
+	w.pump(src, direction{fromClient: true, write: w.backend.Write,
+		control: func(f wsframe.Frame) wsframe.Frame { return f },
+		message: func(op byte, msg []byte) ([]byte, error) {
+			kind := services.BodyOpaque
+			if op == wsframe.OpText {
+				kind = services.BodyText
+				if t := strings.TrimLeft(string(msg[:min(len(msg), 64)]), " \t\r\n"); strings.HasPrefix(t, "{") || strings.HasPrefix(t, "[") {
+					kind = services.BodyJSON
+				}
+			}
+			out, _, err := services.RewriteBodyBytes(msg, kind, w.x.resolveInBody)
+			return out, err
+		}})
+}
+
+// pumpDown relays the upstream's frames to the agent with every secret
+// form replaced (in data messages, across their fragments, and in
+// control frames' payloads, a close frame's reason included).
+func (w *wsRelay) pumpDown() {
+	red := w.x.redactor
+	w.pump(w.backend, direction{fromClient: false, write: w.downW.Write,
+		control: func(f wsframe.Frame) wsframe.Frame {
+			f.Payload = scrubControl(f, red.String)
+			return f
+		},
+		message: func(_ byte, msg []byte) ([]byte, error) { return []byte(red.String(string(msg))), nil }})
 }
 
 // scrubControl scrubs a control frame's payload (a close frame's
