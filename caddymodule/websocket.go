@@ -26,7 +26,7 @@ import (
 )
 
 // wsMaxMessage bounds a message the proxy assembles to scan; a longer
-// one closes the connection (1008).
+// one closes the connection (1009, message too big).
 const wsMaxMessage = 16 << 20
 
 // isWebSocket reports a 101 that switched to WebSocket.
@@ -98,7 +98,7 @@ func violation(err error) (uint16, string) {
 	case errors.As(err, &pe):
 		return wsframe.CloseProtocolError, pe.Reason
 	case errors.Is(err, wsframe.ErrTooLarge):
-		return wsframe.ClosePolicyViolation, "a frame larger than the proxy scans"
+		return wsframe.CloseMessageTooBig, "a message larger than the proxy scans"
 	}
 	_, reason, _ := errorResponse(err)
 	return wsframe.ClosePolicyViolation, reason

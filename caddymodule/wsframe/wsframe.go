@@ -28,6 +28,7 @@ const (
 const (
 	ClosePolicyViolation = 1008
 	CloseProtocolError   = 1002
+	CloseMessageTooBig   = 1009
 )
 
 // Frame is one frame, its payload unmasked.
