@@ -103,7 +103,7 @@ func (p *Proxy) scrubResponse(res *http.Response) error {
 		}
 	}
 	if p.maxResponseBody > 0 {
-		src = &capread.Reader{R: src, Left: p.maxResponseBody, Err: p.responseTooLarge()}
+		src = noteCut{&capread.Reader{R: src, Left: p.maxResponseBody, Err: p.responseTooLarge()}, exchangeOf(res.Request)}
 	}
 	if buffered {
 		// A short body of known length is scanned whole, so its length
@@ -143,6 +143,23 @@ func (p *Proxy) scrubResponse(res *http.Response) error {
 func (p *Proxy) responseTooLarge() *refusal {
 	return refused(http.StatusBadGateway, "the upstream's response is larger than the proxy scans (max_response_body %s)", p.MaxResponseBody).
 		as(activity.CodeResponseTooLarge)
+}
+
+// noteCut records on the exchange why the relay of its scanned body
+// was cut (over max_response_body once the headers went out), so that
+// its log line and activity entry say so; the status sent stays.
+type noteCut struct {
+	io.Reader
+	x *exchange
+}
+
+func (n noteCut) Read(b []byte) (int, error) {
+	k, err := n.Reader.Read(b)
+	var ref *refusal
+	if err != nil && errors.As(err, &ref) {
+		n.x.refusal, n.x.code = ref.reason, ref.code
+	}
+	return k, err
 }
 
 // contentCodings lists the codings applied to a body, over every

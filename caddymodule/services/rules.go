@@ -79,14 +79,19 @@ func compileRules(s Service) (compiledRules, error) {
 
 // foldPath is a path as a deny glob sees it: percent-escapes of
 // unreserved characters decoded (servers route "/%61dmin" as "/admin")
-// and ASCII letters in lower case (some route case-insensitively), so
-// that neither gets around a deny entry. Allow entries match the path
-// as sent: a request they do not match exactly is refused anyway.
+// and ASCII letters in lower case (some route case-insensitively),
+// runs of '/' as one (nginx merges them by default, so "//admin"
+// reaches "/admin"), so that none gets around a deny entry. Allow
+// entries match the path as sent: a request they do not match exactly
+// is refused anyway.
 func foldPath(p string) string {
 	var b strings.Builder
 	b.Grow(len(p))
 	for i := 0; i < len(p); i++ {
 		c := p[i]
+		if c == '/' && i > 0 && p[i-1] == '/' {
+			continue
+		}
 		if c == '%' && i+2 < len(p) && isHex(p[i+1]) && isHex(p[i+2]) {
 			d := unhex(p[i+1])<<4 | unhex(p[i+2])
 			if isUnreserved(d) {
@@ -99,6 +104,24 @@ func foldPath(p string) string {
 		b.WriteByte(c)
 	}
 	return b.String()
+}
+
+// malformedEscape reports a '%' not followed by two hex digits, or a
+// raw '\': net/http refuses the first before the proxy sees it, and a
+// server may read the second as '/'; a path rule passes neither (and
+// foldPath never makes an escape out of "%%36%31").
+func malformedEscape(p string) bool {
+	for i := 0; i < len(p); i++ {
+		switch p[i] {
+		case '\\':
+			return true
+		case '%':
+			if i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2]) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func unhex(c byte) byte {
@@ -145,7 +168,7 @@ func (c *Compiled) AllowsPath(path string) bool {
 	if path == "" {
 		path = "/"
 	}
-	if hasDotSegment(path) || hasAmbiguousBytes(path) {
+	if hasDotSegment(path) || hasAmbiguousBytes(path) || malformedEscape(path) {
 		return false
 	}
 	folded := foldPath(path)

@@ -63,10 +63,13 @@ type Service struct {
 	// any run of characters, '/' included), allowed unless written
 	// with a leading '!', which denies. A request must match an allow
 	// entry (when there is one) and no deny entry, else 403 before
-	// anything leaves: ["/repos/*", "!/repos/*/admin/*"]. A path with
-	// "." or ".." segments, ';', or an encoded '/', '\' or NUL (which
-	// a server may route elsewhere than it reads) matches no allow
-	// entry and every deny entry. Default: every path.
+	// anything leaves: ["/repos/*", "!/repos/*/admin/*"]. Deny
+	// entries also match the path as servers may read it (foldPath:
+	// unreserved escapes decoded, lower case, runs of '/' as one). A
+	// path with "." or ".." segments, ';', a '\', a malformed escape,
+	// or an encoded '/', '\' or NUL (which a server may route elsewhere
+	// than it reads) matches no allow entry and every deny entry.
+	// Default: every path.
 	Paths []string `json:"paths,omitempty"`
 	// RateLimit is "N/s", "N/m" or "N/h": each session may send N
 	// requests per second, minute or hour through this service, in
