@@ -50,8 +50,16 @@ of whatever still runs is dead by then. On Linux the kernel kills
 command itself with %[1]s (Pdeathsig), but not the processes command
 started, nor a command that execs a setuid or file-capability program
 (which clears Pdeathsig); command keeps %[1]s's process group, for the
-terminal's job control. Containing every descendant is the job of
---confine (issue 13, not in this version yet).
+terminal's job control.
+
+--confine (Linux, no root needed) puts command and every process it
+starts in their own user, mount and network namespaces and a Landlock
+domain, with no capabilities: TCP reaches only the proxy (forwarded to
+the child's own loopback), everything else, UDP and DNS included, fails
+at once; the data dir, token files, master password file and Caddy's
+storage read as empty; processes outside cannot be traced, signalled
+or read through /proc. A kernel that cannot do it is refused (exit 2)
+unless --confine=best-effort.
 
 Variables named like any credential the server holds are kept from
 command (the session's answer lists the names, never the values).
@@ -77,9 +85,18 @@ func MainNamed(progName string, args, env []string, stdin io.Reader, stdout, std
 	services := flags.String("services", "", "comma-separated `services` the session may use (default: all the token may use; an empty or invalid name is an error)")
 	ttl := flags.Duration("ttl", 0, "session `lifetime` (default: the server's default_session_ttl, capped by an agent's max_session_ttl;\n"+
 		"the server refuses one above the token's maximum)")
+	confine, err := ParseConfineMode(getenv(ConfineEnv))
+	if err != nil {
+		return fail(fmt.Errorf("$%s: %v", ConfineEnv, err))
+	}
+	flags.Var(confineFlag{&confine}, "confine", "confine command and all it starts (Linux): TCP only to the proxy, no UDP/DNS, the broker's files hidden;\n"+
+		"refuses to start where the kernel cannot (--confine=best-effort runs with what it offers and says what is missing,\n"+
+		"--confine=false turns off $"+ConfineEnv+"=1|best-effort)")
+	var confineHide pathList
+	flags.Var(&confineHide, "confine-hide", "under --confine, hide this `path` (file or directory) too; repeatable")
 	usage := func() {
-		fmt.Fprintf(stderr, "usage: %s [--addr URL] [--token-file FILE] [--services a,b] [--ttl 1h] [--] command [args...]\n", progName)
-		fmt.Fprintf(stderr, "       %s [--addr URL] --session-token-file FILE|- [--] command [args...]\n\n", progName)
+		fmt.Fprintf(stderr, "usage: %s [--addr URL] [--token-file FILE] [--services a,b] [--ttl 1h] [--confine[=best-effort]] [--] command [args...]\n", progName)
+		fmt.Fprintf(stderr, "       %s [--addr URL] --session-token-file FILE|- [--confine[=best-effort]] [--] command [args...]\n\n", progName)
 		fmt.Fprintf(stderr, usageText+"\n", progName)
 		flags.SetOutput(stderr)
 		flags.PrintDefaults()
@@ -141,6 +158,18 @@ func MainNamed(progName string, args, env []string, stdin io.Reader, stdout, std
 		Stdout:       stdout,
 		Stderr:       stderr,
 		InsecureHTTP: getenv(apiclient.InsecureHTTPEnv) == "1",
+		Confine:      confine,
+		ConfineHide:  confineHide,
+	}
+	if len(confineHide) > 0 && confine == ConfineOff {
+		return fail(errors.New("--confine-hide applies only with --confine"))
+	}
+	for _, f := range []string{*tokenFile, *sessionFile} {
+		if f != "" && f != "-" {
+			if abs, err := filepath.Abs(f); err == nil {
+				cfg.secretFiles = append(cfg.secretFiles, abs)
+			}
+		}
 	}
 	if *addr != "" {
 		cfg.AddrSource = "--addr"

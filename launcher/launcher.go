@@ -24,8 +24,10 @@
 //     which would take it out of the terminal's job control (an
 //     interactive agent could no longer be stopped with ^Z or read the
 //     terminal).
-//   - Containing every descendant is the job of --confine (issue 13,
-//     not in this version yet).
+//   - Containing every descendant is the job of --confine: all of
+//     them share its namespaces and Landlock domain, so they reach
+//     nothing but the proxy, and once the launcher is gone nothing
+//     forwards even that.
 //
 // When the command exits normally there is nothing more to do: the
 // session is revoked at once, so whatever it left running has no access
@@ -133,6 +135,16 @@ type Config struct {
 	// InsecureHTTP allows plain http:// to a management API that is not
 	// on loopback ($AGENT_VAULT_INSECURE_HTTP=1); refused otherwise.
 	InsecureHTTP bool
+	// Confine confines the command and everything it starts (see
+	// ConfineMode; Linux); ConfineOff by default.
+	Confine ConfineMode
+	// ConfineHide names more files or directories (absolute paths) the
+	// confined command must not see, besides the broker's own.
+	ConfineHide []string
+
+	// secretFiles are the token files this launch read (hidden under
+	// --confine).
+	secretFiles []string
 }
 
 // Run creates a leased session (or takes cfg.Session), runs the command in
@@ -186,6 +198,24 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 	}
 	removeStaleCAFiles(cfg.TempDir)
 
+	// The child dies with the thread that started it (Pdeathsig, Linux):
+	// this goroutine keeps that thread until the child is reaped. Under
+	// --confine the child starts now, as the confinement stage.
+	unlock := lockThreadForChild()
+	defer unlock()
+	var stage *confineStage
+	if cfg.Confine != ConfineOff {
+		// Before the session: a kernel that cannot confine costs none.
+		if stage, err = startConfineStage(&cfg); err != nil {
+			return ExitSetup, err
+		}
+		if stage != nil {
+			defer stage.abort()
+		} else {
+			fmt.Fprintf(cfg.Stderr, "%s: warning: --confine=best-effort: nothing can be confined here; the command runs unconfined\n", cfg.ProgName)
+		}
+	}
+
 	setupCtx, cancelSetup := context.WithCancel(ctx)
 	defer cancelSetup()
 	relay := &signalRelay{cancelSetup: cancelSetup}
@@ -226,24 +256,54 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 	if err != nil {
 		return ExitSetup, err
 	}
-	cmd := &exec.Cmd{
-		Path:        path,
-		Args:        cfg.Command,
-		Env:         childEnv(cfg.Env, settings),
-		Stdin:       cfg.Stdin,
-		Stdout:      cfg.Stdout,
-		Stderr:      cfg.Stderr,
-		SysProcAttr: childSysProcAttr(),
+	var cmd *exec.Cmd
+	var launch func() (*os.Process, error)
+	if stage != nil {
+		childProxy, target, port, err := confinedProxy(settings.proxyURL)
+		if err != nil {
+			return ExitSetup, err
+		}
+		settings.proxyURL = childProxy
+		plan, err := stage.plan(&cfg, path, childEnv(cfg.Env, settings), port)
+		if err != nil {
+			return ExitSetup, err
+		}
+		cmd = stage.cmd
+		defer stage.stop()
+		launch = func() (*os.Process, error) {
+			proc, applied, err := stage.launch(plan, target)
+			if err == nil {
+				stage.report(&cfg, applied)
+			}
+			return proc, err
+		}
+	} else {
+		cmd = &exec.Cmd{
+			Path:        path,
+			Args:        cfg.Command,
+			Env:         childEnv(cfg.Env, settings),
+			Stdin:       cfg.Stdin,
+			Stdout:      cfg.Stdout,
+			Stderr:      cfg.Stderr,
+			SysProcAttr: childSysProcAttr(),
+		}
+		launch = func() (*os.Process, error) {
+			if startHook != nil {
+				startHook(cmd)
+			}
+			if err := cmd.Start(); err != nil {
+				return nil, err
+			}
+			return cmd.Process, nil
+		}
 	}
-	// The child dies with the thread that started it (Pdeathsig, Linux):
-	// this goroutine keeps that thread until the child is reaped.
-	unlock := lockThreadForChild()
-	defer unlock()
-	sig, err := relay.start(ctx, cmd)
+	sig, err := relay.start(ctx, launch)
 	switch {
 	case sig != nil:
 		return signalExitCode(sig), fmt.Errorf("interrupted by %v", sig)
 	case err != nil && ctx.Err() != nil:
+		return ExitSetup, err
+	case err != nil && stage != nil:
 		return ExitSetup, err
 	case err != nil:
 		return startFailure(cfg.Command[0], err)
@@ -528,10 +588,10 @@ func (r *signalRelay) interrupted() os.Signal {
 	return r.caught
 }
 
-// start starts cmd unless the setup was interrupted, in which case it
+// start starts the child with launch unless the setup was interrupted, in which case it
 // returns the interrupting signal. Holding the lock across Start means no
 // signal can fall between "not interrupted" and "child known".
-func (r *signalRelay) start(ctx context.Context, cmd *exec.Cmd) (os.Signal, error) {
+func (r *signalRelay) start(ctx context.Context, launch func() (*os.Process, error)) (os.Signal, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.caught != nil {
@@ -540,12 +600,10 @@ func (r *signalRelay) start(ctx context.Context, cmd *exec.Cmd) (os.Signal, erro
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if startHook != nil {
-		startHook(cmd)
-	}
-	if err := cmd.Start(); err != nil {
+	proc, err := launch()
+	if err != nil {
 		return nil, err
 	}
-	r.proc = cmd.Process
+	r.proc = proc
 	return nil, nil
 }

@@ -512,7 +512,10 @@ func TestRelayInterruptBeforeStart(t *testing.T) {
 		t.Error("setup context not cancelled")
 	}
 	cmd := exec.Command("/bin/sh", "-c", "exit 0")
-	sig, err := relay.start(context.Background(), cmd)
+	sig, err := relay.start(context.Background(), func() (*os.Process, error) {
+		err := cmd.Start()
+		return cmd.Process, err
+	})
 	if sig != syscall.SIGINT || err != nil {
 		t.Errorf("start = %v, %v, want SIGINT", sig, err)
 	}

@@ -1,0 +1,234 @@
+package launcher
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// ConfineMode says whether and how strictly the child is confined
+// (--confine, $AGENT_VAULT_CONFINE).
+//
+// Confined, the child and everything it starts run in their own user,
+// network and mount namespaces, under a Landlock domain, with no
+// capabilities and no_new_privs:
+//   - the network namespace has only loopback, where the launcher
+//     forwards one port to the session proxy: every other TCP connect
+//     (the management API, the upstream directly, the host's loopback
+//     services, the internet) and all UDP, DNS included, fail at once;
+//   - the broker's files (data dir, token files, master password file,
+//     Caddy's storage with the CA key, --confine-hide paths) are covered
+//     by empty read-only mounts the child cannot remove;
+//   - the Landlock domain keeps the child from tracing, signalling or
+//     reading /proc/PID/{root,cwd,environ,fd} of any process outside it.
+type ConfineMode int
+
+const (
+	// ConfineOff runs the child unconfined (the default).
+	ConfineOff ConfineMode = iota
+	// ConfineStrict refuses to start the child unless every part of the
+	// confinement can be applied.
+	ConfineStrict
+	// ConfineBestEffort applies what the kernel offers and says on
+	// stderr what is missing.
+	ConfineBestEffort
+)
+
+// ConfineEnv sets the default of --confine: 1 (strict), best-effort or 0.
+const ConfineEnv = "AGENT_VAULT_CONFINE"
+
+// ParseConfineMode reads a --confine value or $AGENT_VAULT_CONFINE.
+func ParseConfineMode(s string) (ConfineMode, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "0", "false", "off", "no":
+		return ConfineOff, nil
+	case "1", "true", "on", "yes", "strict":
+		return ConfineStrict, nil
+	case "best-effort":
+		return ConfineBestEffort, nil
+	}
+	return ConfineOff, errors.New(`use --confine (strict), --confine=best-effort or --confine=false`)
+}
+
+func (m ConfineMode) String() string {
+	switch m {
+	case ConfineStrict:
+		return "strict"
+	case ConfineBestEffort:
+		return "best-effort"
+	}
+	return "off"
+}
+
+// confineFlag is --confine as a flag: bare means strict.
+type confineFlag struct{ mode *ConfineMode }
+
+func (f confineFlag) String() string {
+	if f.mode == nil {
+		return "off"
+	}
+	return f.mode.String()
+}
+
+func (f confineFlag) Set(s string) error {
+	m, err := ParseConfineMode(s)
+	if err != nil {
+		return err
+	}
+	*f.mode = m
+	return nil
+}
+
+func (f confineFlag) IsBoolFlag() bool { return true }
+
+// pathList is a repeatable flag (--confine-hide).
+type pathList []string
+
+func (p *pathList) String() string { return strings.Join(*p, ",") }
+
+func (p *pathList) Set(s string) error {
+	if s == "" {
+		return errors.New("empty path")
+	}
+	*p = append(*p, s)
+	return nil
+}
+
+// confinePlan is what the confinement stage applies before it runs the
+// command: computed by the launcher, carried to the stage as JSON.
+type confinePlan struct {
+	// Namespaces is false in best-effort mode when no user namespace
+	// could be made: Landlock alone, without the mounts and the network
+	// namespace.
+	Namespaces bool `json:"namespaces"`
+	// ListenPort is the port the stage listens on in its loopback for
+	// the launcher to forward to the proxy (namespaces only).
+	ListenPort int `json:"listen_port,omitempty"`
+	// ConnectPort is the only TCP port the child may connect to under
+	// Landlock alone (no network namespace); 0 for none.
+	ConnectPort int `json:"connect_port,omitempty"`
+	// HideDirs and HideFiles are covered by empty read-only mounts.
+	HideDirs  []string `json:"hide_dirs,omitempty"`
+	HideFiles []string `json:"hide_files,omitempty"`
+	// ProgName prefixes the stage's messages.
+	ProgName string `json:"prog_name"`
+	// Path, Args and Env are the command the stage executes.
+	Path string   `json:"path"`
+	Args []string `json:"args"`
+	Env  []string `json:"env"`
+}
+
+// hiddenPaths lists what the child must not read: the broker's data dir,
+// the token and password files the launcher or the server use, Caddy's
+// storage (where the PKI app keeps the CA key), the user's Vault token
+// and the --confine-hide paths. Symbolic links are resolved (a mount
+// covers the target); paths that do not exist are skipped, and paths
+// that hold the CA files the child needs are refused.
+func hiddenPaths(cfg *Config) (dirs, files []string, err error) {
+	getenv := func(name string) string { return lookupEnv(cfg.Env, name) }
+	home := getenv("HOME")
+	if home == "" {
+		home, _ = os.UserHomeDir()
+	}
+	candidates := []string{defaultTokenFile(getenv)}
+	if dir := filepath.Dir(candidates[0]); candidates[0] != "" {
+		candidates = append(candidates, dir)
+	}
+	candidates = append(candidates, cfg.secretFiles...)
+	candidates = append(candidates, getenv("AGENT_VAULT_MASTER_PASSWORD_FILE"), getenv("AGENT_VAULT_ADMIN_TOKEN_FILE"))
+	if xdg := getenv("XDG_DATA_HOME"); filepath.IsAbs(xdg) {
+		candidates = append(candidates, filepath.Join(xdg, "caddy"))
+	}
+	if home != "" {
+		candidates = append(candidates, filepath.Join(home, ".local", "share", "caddy"), filepath.Join(home, ".vault-token"))
+	}
+	for _, p := range cfg.ConfineHide {
+		if !filepath.IsAbs(p) {
+			return nil, nil, fmt.Errorf("--confine-hide %q: use an absolute path", p)
+		}
+		if _, err := os.Lstat(p); err != nil {
+			return nil, nil, fmt.Errorf("--confine-hide %s: %v", p, errors.Unwrap(err))
+		}
+		candidates = append(candidates, p)
+	}
+	tmp, err := filepath.EvalSymlinks(cfg.TempDir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("temporary directory: %w", err)
+	}
+	for _, p := range candidates {
+		if p == "" || p == "-" {
+			continue
+		}
+		real, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			continue // absent: nothing to hide
+		}
+		info, err := os.Stat(real)
+		if err != nil {
+			continue
+		}
+		if real == "/" || within(tmp, real) {
+			return nil, nil, fmt.Errorf("cannot hide %s from the command: it holds %s, where the command's CA files go", p, cfg.TempDir)
+		}
+		if info.IsDir() {
+			dirs = appendNew(dirs, real)
+		} else {
+			files = appendNew(files, real)
+		}
+	}
+	// A mount over a directory covers what is below it: mounting over
+	// those too would fail, their paths being gone.
+	covered := func(p string) bool {
+		for _, d := range dirs {
+			if p != d && within(p, d) {
+				return true
+			}
+		}
+		return false
+	}
+	dirs = slices.DeleteFunc(slices.Clone(dirs), covered)
+	files = slices.DeleteFunc(files, covered)
+	return dirs, files, nil
+}
+
+// within reports whether path is dir or below it.
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+func appendNew(list []string, s string) []string {
+	if slices.Contains(list, s) {
+		return list
+	}
+	return append(list, s)
+}
+
+// confinedProxy returns the proxy URL the confined child uses (the
+// stage's forwarded port on its own loopback) and the address the
+// launcher forwards to. Only an http:// proxy can be forwarded this
+// way: an https:// one would present a certificate for its own name.
+func confinedProxy(proxyURL string) (childURL, target string, port int, err error) {
+	u, err := url.Parse(proxyURL)
+	if err != nil || u.Host == "" {
+		return "", "", 0, errors.New("the session's proxy URL is malformed")
+	}
+	if u.Scheme != "http" {
+		return "", "", 0, fmt.Errorf("--confine forwards only an http:// proxy, and the session's is %s://", u.Scheme)
+	}
+	target = u.Host
+	if u.Port() == "" {
+		target = net.JoinHostPort(u.Hostname(), "80")
+	}
+	_, ps, _ := net.SplitHostPort(target)
+	if _, err := fmt.Sscan(ps, &port); err != nil || port <= 0 || port > 65535 {
+		return "", "", 0, errors.New("the session's proxy URL has a bad port")
+	}
+	u.Host = net.JoinHostPort("127.0.0.1", ps)
+	return u.String(), target, port, nil
+}

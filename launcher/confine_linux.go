@@ -1,0 +1,377 @@
+//go:build linux
+
+package launcher
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The confinement is applied by a stage: this binary re-executed
+// (/proc/self/exe) in new user, mount and network namespaces, holding
+// in those namespaces only the capabilities it needs for the setup. The
+// launcher and the stage talk over a socket pair (the stage's fd 3):
+//
+//	stage -> launcher  hello: the namespaces are usable (lo is up)
+//	launcher -> stage  plan: what to hide, which port to listen on, the command
+//	stage -> launcher  ready (+ the listening socket, SCM_RIGHTS), or an error
+//
+// then the stage executes the command in place: the command is the
+// process the launcher started, waits for and signals. The stage starts
+// before the session is created, so a kernel that cannot confine costs
+// no session.
+
+const (
+	// confineStageArg0 marks the stage's argv[0].
+	confineStageArg0 = "agent-vault-confine-stage"
+	// stageFD is the stage's end of the socket pair.
+	stageFD = 3
+	// stageTimeout bounds each step of the conversation with the stage.
+	stageTimeout = 15 * time.Second
+	// maxFrame caps one message (the plan carries the environment).
+	maxFrame = 16 << 20
+	// minLandlockABI is the oldest Landlock the strict mode accepts: ABI
+	// 1 denies every rename or link across directories.
+	minLandlockABI = 2
+)
+
+// stageHello is the stage's first message.
+type stageHello struct {
+	Error string `json:"error,omitempty"`
+}
+
+// stageReply answers the plan: empty Error means the confinement is in
+// place and the command is being executed.
+type stageReply struct {
+	Error string `json:"error,omitempty"`
+	// Applied lists what the stage put in place, for the summary.
+	Applied []string `json:"applied,omitempty"`
+}
+
+// confineStage is the launcher's handle on a started stage.
+type confineStage struct {
+	cmd        *exec.Cmd
+	conn       *net.UnixConn
+	namespaces bool
+	abi        int
+	missing    []string
+	launched   bool
+	hideDirs   []string
+	hideFiles  []string
+
+	ln      net.Listener
+	relayWG sync.WaitGroup
+}
+
+// startConfineStage starts the stage for cfg.Confine. In strict mode it
+// refuses, before anything is started, a kernel that cannot confine; in
+// best-effort mode it starts what the kernel allows and reports the rest
+// in missing.
+func startConfineStage(cfg *Config) (*confineStage, error) {
+	abi := landlockABI()
+	var missing []string
+	if abi < minLandlockABI {
+		if abi <= 0 {
+			missing = append(missing, "Landlock (not in this kernel, or not enabled: lsm=landlock)")
+		} else {
+			missing = append(missing, fmt.Sprintf("Landlock ABI %d (at least %d is needed, Linux 5.19)", abi, minLandlockABI))
+		}
+		abi = 0
+	}
+	if cfg.Confine == ConfineStrict && len(missing) > 0 {
+		return nil, fmt.Errorf("--confine: this kernel cannot confine the command: no %s; use --confine=best-effort to run with what it offers", missing[0])
+	}
+	dirs, files, err := hiddenPaths(cfg)
+	if err != nil {
+		return nil, err
+	}
+	st, err := spawnStage(cfg, true)
+	if err != nil {
+		why := fmt.Sprintf("user namespaces (%v; see /proc/sys/user/max_user_namespaces, kernel.unprivileged_userns_clone or AppArmor's restrict_unprivileged_userns)", unwrapSyscall(err))
+		if cfg.Confine == ConfineStrict {
+			return nil, fmt.Errorf("--confine: this kernel cannot confine the command: no %s; use --confine=best-effort to run with what it offers", why)
+		}
+		missing = append(missing, why+": without them the broker's files stay readable, and UDP, DNS and TCP to the proxy's port on any address stay open")
+		if st, err = spawnStage(cfg, false); err != nil {
+			return nil, fmt.Errorf("--confine: starting the confinement stage: %w", err)
+		}
+	}
+	st.abi, st.missing = abi, missing
+	st.hideDirs, st.hideFiles = dirs, files
+	return st, nil
+}
+
+// plan is what the stage is to apply for the command at path.
+func (st *confineStage) plan(cfg *Config, path string, env []string, proxyPort int) (confinePlan, error) {
+	p := confinePlan{Namespaces: st.namespaces, ProgName: cfg.ProgName, Path: path, Args: cfg.Command, Env: env}
+	if st.namespaces {
+		p.ListenPort = proxyPort
+		p.HideDirs, p.HideFiles = st.hideDirs, st.hideFiles
+	} else if st.abi >= 4 {
+		p.ConnectPort = proxyPort
+	} else if st.abi > 0 {
+		st.missing = append(st.missing, fmt.Sprintf("Landlock network rules (ABI %d, 4 is needed): TCP connects go anywhere", st.abi))
+	}
+	return p, nil
+}
+
+// report says, in best-effort mode, what is in place and what is not.
+func (st *confineStage) report(cfg *Config, applied []string) {
+	if cfg.Confine != ConfineBestEffort {
+		return
+	}
+	if len(st.missing) == 0 {
+		fmt.Fprintf(cfg.Stderr, "%s: --confine=best-effort: fully confined (%s)\n", cfg.ProgName, strings.Join(applied, "; "))
+		return
+	}
+	fmt.Fprintf(cfg.Stderr, "%s: WARNING: --confine=best-effort: the command is only partly confined.\n", cfg.ProgName)
+	for _, m := range st.missing {
+		fmt.Fprintf(cfg.Stderr, "%s:   missing: %s\n", cfg.ProgName, m)
+	}
+	if len(applied) > 0 {
+		fmt.Fprintf(cfg.Stderr, "%s:   in place: %s\n", cfg.ProgName, strings.Join(applied, "; "))
+	}
+}
+
+// spawnStage starts the stage, in new namespaces if namespaces, and
+// waits for its hello.
+func spawnStage(cfg *Config, namespaces bool) (*confineStage, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	ours, theirs := os.NewFile(uintptr(fds[0]), "confine-launcher"), os.NewFile(uintptr(fds[1]), "confine-stage")
+	defer theirs.Close()
+	attr := childSysProcAttr()
+	if namespaces {
+		uid, gid := os.Getuid(), os.Getgid()
+		attr.Cloneflags = syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWNET
+		// The same ids inside as outside: the command's files stay its own.
+		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: uid, HostID: uid, Size: 1}}
+		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: gid, HostID: gid, Size: 1}}
+		attr.GidMappingsEnableSetgroups = false
+		// Only for the setup; the stage drops every capability before
+		// it executes the command.
+		attr.AmbientCaps = []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN, unix.CAP_SETPCAP}
+	}
+	cmd := &exec.Cmd{
+		Path:        "/proc/self/exe",
+		Args:        stageArgs(namespaces),
+		Env:         []string{}, // the command's environment comes with the plan
+		Stdin:       cfg.Stdin,
+		Stdout:      cfg.Stdout,
+		Stderr:      cfg.Stderr,
+		ExtraFiles:  []*os.File{theirs},
+		SysProcAttr: attr,
+	}
+	if err := cmd.Start(); err != nil {
+		ours.Close()
+		return nil, err
+	}
+	fc, err := net.FileConn(ours)
+	ours.Close()
+	if err != nil {
+		killStage(cmd)
+		return nil, err
+	}
+	st := &confineStage{cmd: cmd, conn: fc.(*net.UnixConn), namespaces: namespaces}
+	var hello stageHello
+	if _, err := st.read(&hello); err != nil {
+		st.abort()
+		return nil, fmt.Errorf("the confinement stage did not start: %w", err)
+	}
+	if hello.Error != "" {
+		st.abort()
+		return nil, errors.New(hello.Error)
+	}
+	return st, nil
+}
+
+// launch sends the plan and waits until the stage has applied it; the
+// stage then executes the command. On success the stage's listener (if
+// any) is forwarded to proxyTarget until stop.
+func (st *confineStage) launch(plan confinePlan, proxyTarget string) (*os.Process, []string, error) {
+	if err := st.write(plan); err != nil {
+		return nil, nil, fmt.Errorf("confinement stage: %w", err)
+	}
+	var reply stageReply
+	fds, err := st.read(&reply)
+	if err == nil && reply.Error != "" {
+		err = errors.New(reply.Error)
+	}
+	if err == nil && st.namespaces && len(fds) != 1 {
+		err = errors.New("confinement stage sent no listening socket")
+	}
+	if err != nil {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return nil, nil, fmt.Errorf("--confine: %w", err)
+	}
+	if st.namespaces {
+		f := os.NewFile(uintptr(fds[0]), "confine-listener")
+		st.ln, err = net.FileListener(f)
+		f.Close()
+		if err != nil {
+			return nil, nil, fmt.Errorf("--confine: the forwarded socket: %w", err)
+		}
+		st.relayWG.Add(1)
+		go st.forward(proxyTarget)
+	}
+	st.launched = true
+	return st.cmd.Process, reply.Applied, nil
+}
+
+// forward relays every connection the command makes to its loopback
+// proxy port to the session proxy.
+func (st *confineStage) forward(target string) {
+	defer st.relayWG.Done()
+	for {
+		c, err := st.ln.Accept()
+		if err != nil {
+			return // closed by stop
+		}
+		go relayConn(c, target)
+	}
+}
+
+// relayConn copies between the command's connection and one to target,
+// passing on each side's end of stream.
+func relayConn(c net.Conn, target string) {
+	defer c.Close()
+	up, err := net.DialTimeout("tcp", target, 10*time.Second)
+	if err != nil {
+		return // the command sees the connection close, as a refused proxy
+	}
+	defer up.Close()
+	done := make(chan struct{}, 2)
+	pipe := func(dst, src net.Conn) {
+		io.Copy(dst, src)
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+		done <- struct{}{}
+	}
+	go pipe(up, c)
+	go pipe(c, up)
+	<-done
+	<-done
+}
+
+// stop closes the forwarded listener once the command is gone; open
+// connections end with their peers.
+func (st *confineStage) stop() {
+	if st.ln != nil {
+		st.ln.Close()
+		st.relayWG.Wait()
+	}
+	st.conn.Close()
+}
+
+// abort kills a stage that never executed the command.
+func (st *confineStage) abort() {
+	if st.launched {
+		return
+	}
+	st.conn.Close()
+	killStage(st.cmd)
+}
+
+func killStage(cmd *exec.Cmd) {
+	cmd.Process.Kill()
+	cmd.Wait()
+}
+
+// write sends one length-prefixed JSON message.
+func (st *confineStage) write(v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	st.conn.SetWriteDeadline(time.Now().Add(stageTimeout))
+	return writeFrame(st.conn, data)
+}
+
+// read receives one length-prefixed JSON message and the descriptors
+// sent with it.
+func (st *confineStage) read(v any) ([]int, error) {
+	st.conn.SetReadDeadline(time.Now().Add(stageTimeout))
+	var (
+		buf  []byte
+		fds  []int
+		want = -1
+		tmp  = make([]byte, 64<<10)
+		oob  = make([]byte, unix.CmsgSpace(4*4))
+	)
+	for want < 0 || len(buf) < want {
+		n, oobn, _, _, err := st.conn.ReadMsgUnix(tmp, oob)
+		if oobn > 0 {
+			if msgs, perr := unix.ParseSocketControlMessage(oob[:oobn]); perr == nil {
+				for _, m := range msgs {
+					if got, err := unix.ParseUnixRights(&m); err == nil {
+						fds = append(fds, got...)
+					}
+				}
+			}
+		}
+		buf = append(buf, tmp[:n]...)
+		if want < 0 && len(buf) >= 4 {
+			want = 4 + int(binary.BigEndian.Uint32(buf[:4]))
+			if want > maxFrame {
+				return fds, errors.New("message too large")
+			}
+		}
+		if err != nil {
+			if want < 0 || len(buf) < want {
+				if errors.Is(err, io.EOF) {
+					return fds, errors.New("the stage exited")
+				}
+				return fds, err
+			}
+		}
+	}
+	if len(buf) != want {
+		return fds, errors.New("unexpected data")
+	}
+	return fds, json.Unmarshal(buf[4:], v)
+}
+
+func writeFrame(w io.Writer, data []byte) error {
+	if len(data) > maxFrame-4 {
+		return errors.New("message too large")
+	}
+	frame := make([]byte, 4+len(data))
+	binary.BigEndian.PutUint32(frame, uint32(len(data)))
+	copy(frame[4:], data)
+	_, err := w.Write(frame)
+	return err
+}
+
+func stageArgs(namespaces bool) []string {
+	if namespaces {
+		return []string{confineStageArg0, stageNamespacesArg}
+	}
+	return []string{confineStageArg0}
+}
+
+// unwrapSyscall names the errno under an exec error ("operation not
+// permitted") rather than the whole fork/exec chain.
+func unwrapSyscall(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno.Error()
+	}
+	return strings.TrimPrefix(err.Error(), "fork/exec /proc/self/exe: ")
+}
