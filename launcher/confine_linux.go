@@ -166,6 +166,16 @@ func spawnStage(cfg *Config, namespaces bool) (*confineStage, error) {
 		// it executes the command.
 		attr.AmbientCaps = []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN, unix.CAP_SETPCAP}
 	}
+	if namespaces {
+		// The launcher is non-dumpable (procguard), which makes the
+		// /proc files of its children root's: a launcher that is not
+		// root could not write the stage's uid_map. Dumpable just while
+		// the stage is forked and mapped, before any agent code runs.
+		if d, _ := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0); d == 0 {
+			unix.Prctl(unix.PR_SET_DUMPABLE, 1, 0, 0, 0)
+			defer unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+		}
+	}
 	cmd := &exec.Cmd{
 		Path:        "/proc/self/exe",
 		Args:        stageArgs(namespaces),
