@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -125,8 +126,9 @@ type confinePlan struct {
 
 // hiddenPaths lists what the child must not read: the broker's data dir,
 // the token and password files the launcher or the server use, Caddy's
-// storage (where the PKI app keeps the CA key), the user's Vault token
-// and the --confine-hide paths. Symbolic links are resolved (a mount
+// storage (where the PKI app keeps the CA key), the user's Vault token,
+// the sockets of services that would run a command outside the
+// confinement, and the --confine-hide paths. Symbolic links are resolved (a mount
 // covers the target); paths that do not exist are skipped, and paths
 // that hold the CA files the child needs are refused.
 func hiddenPaths(cfg *Config) (dirs, files []string, err error) {
@@ -147,6 +149,17 @@ func hiddenPaths(cfg *Config) (dirs, files []string, err error) {
 	if home != "" {
 		candidates = append(candidates, filepath.Join(home, ".local", "share", "caddy"), filepath.Join(home, ".vault-token"))
 	}
+	// Sockets through which a process outside would run commands or
+	// reach the network for the agent: the container engines, the
+	// user's systemd and D-Bus (systemd-run), tmux servers, ssh-agent.
+	uid := strconv.Itoa(os.Getuid())
+	runtimeDir := getenv("XDG_RUNTIME_DIR")
+	if !filepath.IsAbs(runtimeDir) {
+		runtimeDir = "/run/user/" + uid
+	}
+	candidates = append(candidates, runtimeDir, "/run/docker.sock", "/var/run/docker.sock",
+		"/run/containerd/containerd.sock", "/run/podman/podman.sock", "/run/dbus/system_bus_socket",
+		filepath.Join(os.TempDir(), "tmux-"+uid), "/tmp/tmux-"+uid, getenv("SSH_AUTH_SOCK"))
 	for _, p := range cfg.ConfineHide {
 		if !filepath.IsAbs(p) {
 			return nil, nil, fmt.Errorf("--confine-hide %q: use an absolute path", p)

@@ -57,7 +57,8 @@ func TestHiddenPaths(t *testing.T) {
 	pw := filepath.Join(home, "pw")
 	link := filepath.Join(home, "pw-link")
 	extra := filepath.Join(home, "extra")
-	for _, d := range []string{data, caddy, extra} {
+	runtime := filepath.Join(home, "run")
+	for _, d := range []string{data, caddy, extra, runtime} {
 		os.MkdirAll(d, 0o700)
 	}
 	for _, f := range []string{filepath.Join(data, "agent.token"), pw, filepath.Join(home, ".vault-token")} {
@@ -65,7 +66,7 @@ func TestHiddenPaths(t *testing.T) {
 	}
 	os.Symlink(pw, link)
 	cfg := &Config{
-		Env:         []string{"HOME=" + home, "AGENT_VAULT_MASTER_PASSWORD_FILE=" + link},
+		Env:         []string{"HOME=" + home, "AGENT_VAULT_MASTER_PASSWORD_FILE=" + link, "XDG_RUNTIME_DIR=" + runtime},
 		TempDir:     t.TempDir(),
 		ConfineHide: []string{extra},
 		secretFiles: []string{filepath.Join(data, "agent.token"), filepath.Join(home, "absent-token")},
@@ -74,11 +75,17 @@ func TestHiddenPaths(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	slices.Sort(dirs)
-	slices.Sort(files)
+	// Only what is under home is this test's; system sockets (docker,
+	// D-Bus) come and go with the machine.
+	mine := func(list []string) []string {
+		list = slices.DeleteFunc(list, func(p string) bool { return !within(p, home) })
+		slices.Sort(list)
+		return list
+	}
+	dirs, files = mine(dirs), mine(files)
 	// agent.token is under the hidden data dir: not mounted over twice;
 	// the symbolic link is hidden at its target; what is absent is skipped.
-	if want := []string{data, caddy, extra}; !slices.Equal(dirs, want) {
+	if want := []string{data, caddy, extra, runtime}; !slices.Equal(dirs, want) {
 		t.Errorf("dirs = %v, want %v", dirs, want)
 	}
 	if want := []string{filepath.Join(home, ".vault-token"), pw}; !slices.Equal(files, want) {

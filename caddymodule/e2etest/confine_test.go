@@ -2,6 +2,7 @@ package e2etest
 
 import (
 	"bytes"
+	"io"
 
 	"net"
 	"os"
@@ -163,8 +164,39 @@ func TestConfineJourney(t *testing.T) {
 		}
 	}
 
+	// A service listening on a unix socket in the user's runtime dir
+	// (the user's D-Bus, systemd, a rootless Docker: each would run a
+	// command outside) is out of reach.
+	runtimeDir := t.TempDir()
+	bus, err := net.Listen("unix", filepath.Join(runtimeDir, "bus"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close()
+	out, errOut, code := confineLaunch(t, s, append(env, "XDG_RUNTIME_DIR="+runtimeDir), nil, []string{"--confine"},
+		"python3", "-c", "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])", filepath.Join(runtimeDir, "bus"))
+	if code == 0 {
+		t.Errorf("the confined command connected to $XDG_RUNTIME_DIR/bus: %s %s", out, errOut)
+	}
+	own, err := net.Dial("unix", filepath.Join(runtimeDir, "bus"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer own.Close()
+	first, err := bus.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	own.Write([]byte("test"))
+	first.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 4)
+	if n, _ := io.ReadFull(first, buf); string(buf[:n]) != "test" {
+		t.Errorf("the bus accepted another connection before the test's own (it read %q)", buf[:n])
+	}
+	first.Close()
+
 	// AGENT_VAULT_CONFINE=1 is the same as --confine; --confine=false wins.
-	out, errOut, code := confineLaunch(t, s, append(env, "AGENT_VAULT_CONFINE=1"), nil, nil,
+	out, errOut, code = confineLaunch(t, s, append(env, "AGENT_VAULT_CONFINE=1"), nil, nil,
 		"python3", "-c", "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=20)", strings.Split(s.apiAddr, ":")[1])
 	if code == 0 || !strings.Contains(errOut, "Connection refused") {
 		t.Errorf("AGENT_VAULT_CONFINE=1: the management API was reachable: exit %d %s %s", code, out, errOut)
