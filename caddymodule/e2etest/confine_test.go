@@ -45,7 +45,7 @@ python3 -c "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM
 
 // confineLaunch runs av-launch with flags and the given environment
 // additions (as the calling test's uid unless cred is set).
-func confineLaunch(t *testing.T, s *server, env []string, cred *syscall.Credential, flags []string, argv ...string) (stdout, stderr string, code int) {
+func confineLaunch(t testing.TB, s *server, env []string, cred *syscall.Credential, flags []string, argv ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	args := append([]string{"--addr", "http://" + s.apiAddr}, flags...)
 	args = append(append(args, "--"), argv...)
