@@ -36,6 +36,8 @@ type Env struct {
 	SaveRefreshToken func(ctx context.Context, name, value string) error
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+	// Defined is when the operator defined the source (listings).
+	Defined time.Time
 }
 
 // ErrExpired is a Source's error once its token is past its expiry (or
@@ -90,6 +92,9 @@ func New(name string, spec Spec, env Env) (*Source, error) {
 
 // Name is the credential's name.
 func (s *Source) Name() string { return s.name }
+
+// Defined is when the operator defined the source.
+func (s *Source) Defined() time.Time { return s.env.Defined }
 
 // Spec is the Source's definition.
 func (s *Source) Spec() Spec { return s.spec }
