@@ -33,8 +33,8 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/identity"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/metrics"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
-	"github.com/agentvault/caddy-agent-vault/caddymodule/tokensource"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/tokensource"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/webui"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
