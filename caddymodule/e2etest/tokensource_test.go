@@ -215,6 +215,7 @@ func waitFor(t *testing.T, what string, f func() bool) {
 // TestTokenSourceJourneys: credentials that mint their own tokens, end
 // to end through the proxy with real curl.
 func TestTokenSourceJourneys(t *testing.T) {
+	top := t
 	ca := newTestCA(t)
 	st := newTokenStub(t, ca)
 	s := startServer(t, ca, serverOpts{})
@@ -307,12 +308,17 @@ func TestTokenSourceJourneys(t *testing.T) {
 			"client_id": "123-abc.apps.googleusercontent.com", "client_secret": "CC_SECRET", "client_auth": "client_secret_post",
 			"audience": "https://api.example"}, http.StatusCreated, nil)
 		s.putService("cc", map[string]any{"host": host + "/api/cc/*", "auth": map[string]any{"type": "bearer", "token": "CC"}})
-		burst := s.newSession(t, nil, "10m")
+		// Four sessions of 25: under max_concurrent_per_session's default (64).
+		var burst [4]session
+		for i := range burst {
+			burst[i] = s.newSession(t, nil, "10m")
+		}
 		before := st.oauth.Load()
 		var wg sync.WaitGroup
 		codes := make(chan string, 100)
-		for range 100 {
+		for i := range 100 {
 			wg.Add(1)
+			burst := burst[i%4]
 			go func() {
 				defer wg.Done()
 				cmd := exec.Command("curl", "-sS", "--max-time", "30", "-o", "/dev/null", "-w", "%{http_code}",
@@ -341,7 +347,8 @@ func TestTokenSourceJourneys(t *testing.T) {
 		st.mu.Lock()
 		st.ghKey = &key.PublicKey
 		st.mu.Unlock()
-		s.putCredential("APP_KEY", string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})))
+		// A value holds no line break: the PEM is stored as base64 -w0 makes it.
+		s.putCredential("APP_KEY", base64.StdEncoding.EncodeToString(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})))
 		s.mustAPI("PUT", "/api/v1/credentials/GH", map[string]any{"kind": "github_app", "app_id": "123", "private_key": "APP_KEY",
 			"installation_id": "456", "api_url": base + "/gh"}, http.StatusCreated, nil)
 		s.putService("gh", map[string]any{"host": host + "/api/gh/*", "auth": map[string]any{"type": "bearer", "token": "GH"}})
@@ -365,7 +372,8 @@ func TestTokenSourceJourneys(t *testing.T) {
 
 	t.Run("rotation persists across a restart", func(t *testing.T) {
 		s.stop()
-		s2 := startServer(t, ca, serverOpts{dataDir: s.dataDir})
+		// On the parent test: the later subtests use it.
+		s2 := startServer(top, ca, serverOpts{dataDir: s.dataDir})
 		before := st.oauth.Load()
 		body, code := curlCode(t, s2, caFile, sess.Token, base+"/api/gmail/after-restart")
 		agentSaw.WriteString(body)

@@ -48,13 +48,39 @@ func AppJWT(key *rsa.PrivateKey, appID string, now time.Time) (string, error) {
 	return signing + "." + base64.RawURLEncoding.EncodeToString(sig), nil
 }
 
-// ParsePrivateKey reads a PEM RSA private key, PKCS#1 (what GitHub
-// hands out) or PKCS#8. Its errors never quote the input.
-func ParsePrivateKey(pemText string) (*rsa.PrivateKey, error) {
-	block, _ := pem.Decode([]byte(strings.TrimSpace(pemText)))
+// ParsePrivateKey reads an RSA private key, PKCS#1 (what GitHub hands
+// out) or PKCS#8, as PEM, as PEM with its line breaks written as the
+// two characters \n, or base64 of either PEM or DER: credential values
+// travel in headers and may hold no line break (`base64 -w0 key.pem`
+// is the easy way to store one). Its errors never quote the input.
+func ParsePrivateKey(text string) (*rsa.PrivateKey, error) {
+	text = strings.TrimSpace(strings.ReplaceAll(text, `\n`, "\n"))
+	if !strings.HasPrefix(text, "-----") {
+		raw, err := base64.StdEncoding.DecodeString(text)
+		if err != nil {
+			return nil, errors.New("the private key is neither PEM nor base64")
+		}
+		if !bytes.HasPrefix(bytes.TrimSpace(raw), []byte("-----")) {
+			return parseKeyDER("PRIVATE KEY", raw)
+		}
+		text = string(raw)
+	}
+	block, _ := pem.Decode([]byte(text))
 	if block == nil {
 		return nil, errors.New("the private key is not PEM")
 	}
+	return parseKeyDER(block.Type, block.Bytes)
+}
+
+func parseKeyDER(typ string, der []byte) (*rsa.PrivateKey, error) {
+	if typ == "PRIVATE KEY" {
+		if _, err := x509.ParsePKCS8PrivateKey(der); err != nil {
+			if k, err := x509.ParsePKCS1PrivateKey(der); err == nil {
+				return k, nil
+			}
+		}
+	}
+	block := &pem.Block{Type: typ, Bytes: der}
 	switch block.Type {
 	case "RSA PRIVATE KEY":
 		k, err := x509.ParsePKCS1PrivateKey(block.Bytes)

@@ -330,7 +330,18 @@ func TestGitHubAppJWTAndRequest(t *testing.T) {
 	defer srv.Close()
 	spec := Spec{Kind: KindGitHubApp, AppID: "123", PrivateKey: "APP_KEY", InstallationID: "456", APIURL: srv.URL + "/api/v3",
 		Repositories: []string{"hello-world"}, Permissions: map[string]string{"contents": "read"}}
-	c := &creds{m: map[string]string{"APP_KEY": pemKey}}
+	// Every accepted form of the key parses to it.
+	der := x509.MarshalPKCS1PrivateKey(key)
+	for _, form := range []string{pemKey, strings.ReplaceAll(pemKey, "\n", `\n`), base64.StdEncoding.EncodeToString([]byte(pemKey)), base64.StdEncoding.EncodeToString(der)} {
+		k, err := ParsePrivateKey(form)
+		if err != nil || !k.Equal(key) {
+			t.Fatalf("form %.30q: %v", form, err)
+		}
+	}
+	if _, err := ParsePrivateKey("not a key at all"); err == nil || strings.Contains(err.Error(), "not a key") {
+		t.Fatalf("error quotes the input: %v", err)
+	}
+	c := &creds{m: map[string]string{"APP_KEY": base64.StdEncoding.EncodeToString([]byte(pemKey))}}
 	src := newSource(t, spec, srv.Client(), c, &clock{t: now})
 	tok, exp, err := src.Token(context.Background())
 	if err != nil || tok != "ghs_abc" || !exp.Equal(now.Add(time.Hour)) {
