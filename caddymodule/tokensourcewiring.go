@@ -61,6 +61,11 @@ func (a *App) openTokenSources(stores []any) error {
 	a.tokens = ts
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	return ts.load(ctx)
+}
+
+// load registers every stored definition.
+func (ts *tokenSources) load(ctx context.Context) error {
 	rows, err := ts.db.ListTokenSources(ctx)
 	if err != nil {
 		return fmt.Errorf("loading token sources: %w", err)
@@ -74,7 +79,7 @@ func (a *App) openTokenSources(stores []any) error {
 			_, err = ts.register(r.Name, spec, r.UpdatedAt)
 		}
 		if err != nil {
-			a.logger.Error("token source skipped", zap.String("name", r.Name), zap.Error(err))
+			ts.logger.Error("token source skipped", zap.String("name", r.Name), zap.Error(err))
 		}
 	}
 	return nil
