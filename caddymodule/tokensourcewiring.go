@@ -143,7 +143,10 @@ func (ts *tokenSources) saveRefresh(ctx context.Context, name string, spec token
 	_, kept := ts.rotated[name]
 	ts.mu.Unlock()
 	if !kept && ts.creds.WritableServes(cred) {
-		_, _, err := ts.creds.Put(cred, v)
+		m, _, err := ts.creds.Put(cred, v)
+		if err == nil {
+			ts.logger.Info("rotated refresh token written back", zap.String("token_source", name), zap.String("credential", cred), zap.String("version", m.Version))
+		}
 		return err
 	}
 	ts.mu.Lock()
@@ -155,6 +158,9 @@ func (ts *tokenSources) saveRefresh(ctx context.Context, name string, spec token
 	found, err := ts.db.SetTokenSourceRefresh(ctx, name, ts.sealer.SealAux(refreshPurpose(name, spec), []byte(v)))
 	if err == nil && !found {
 		err = errors.New("the token source was deleted meanwhile")
+	}
+	if err == nil {
+		ts.logger.Info("rotated refresh token kept sealed in the state database", zap.String("token_source", name), zap.String("credential", cred))
 	}
 	return err
 }
