@@ -430,7 +430,9 @@ func main() {
 		if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module matrixclient\n\ngo 1.22\n"), 0o644)
+		if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module matrixclient\n\ngo 1.22\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		exe := filepath.Join(dir, "goclient")
 		build := exec.Command("go", "build", "-o", exe, ".")
 		build.Dir = dir
@@ -479,7 +481,9 @@ git push -q origin HEAD:main`, "sh", base+"/git/repo.git", dst)
 	npmInstall := func(t *testing.T, env []string) string {
 		needTool(t, "npm")
 		proj := t.TempDir()
-		os.WriteFile(filepath.Join(proj, "package.json"), []byte(`{"name":"matrix-project","version":"1.0.0","private":true}`), 0o644)
+		if err := os.WriteFile(filepath.Join(proj, "package.json"), []byte(`{"name":"matrix-project","version":"1.0.0","private":true}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		before := up.count()
 		out := brokered(t, env, "sh", "-ec", `cd "$1"; npm install --no-audit --no-fund --fetch-retries=0 --loglevel=error --registry="$2" `+matrixNPMPackage+` >&2
 cat node_modules/`+matrixNPMPackage+`/package.json`, "sh", proj, base+"/npm/")
@@ -521,8 +525,12 @@ cat node_modules/`+matrixNPMPackage+`/package.json`, "sh", proj, base+"/npm/")
 	row("pip download, PIP_CERT/AWS_CA_BUNDLE preset to a wrong bundle", pipV, func(t *testing.T) string {
 		home := t.TempDir()
 		conf := filepath.Join(home, ".config", "pip", "pip.conf")
-		os.MkdirAll(filepath.Dir(conf), 0o755)
-		os.WriteFile(conf, []byte("[global]\ncert = "+ca.pemPath+"\n"), 0o644)
+		if err := os.MkdirAll(filepath.Dir(conf), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(conf, []byte("[global]\ncert = "+ca.pemPath+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		wrong := []string{"HOME=" + home, "PIP_CERT=" + ca.pemPath, "AWS_CA_BUNDLE=" + ca.pemPath,
 			"NIX_SSL_CERT_FILE=" + ca.pemPath, "HTTPLIB2_CA_CERTS=" + ca.pemPath, "REQUESTS_CA_BUNDLE=" + ca.pemPath}
 		result := pipDownload(t, wrong)
