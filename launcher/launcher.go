@@ -184,6 +184,7 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 	if err != nil {
 		return code, err
 	}
+	warnOldNode(ctx, &cfg, path)
 	removeStaleCAFiles(cfg.TempDir)
 
 	setupCtx, cancelSetup := context.WithCancel(ctx)
@@ -381,6 +382,11 @@ func prepareChild(cfg *Config, base *url.URL, sess *apiwire.Session) (settings c
 		return settings, cleanup, fmt.Errorf("writing CA file: %w", err)
 	}
 	files = append(files, nodeCA)
+	wgetrc, err := writeWgetrc(cfg, bundle.path)
+	if err != nil {
+		return settings, cleanup, fmt.Errorf("writing WGETRC: %w", err)
+	}
+	files = append(files, wgetrc)
 
 	return childSettings{
 		proxyURL: proxyURL,
@@ -391,6 +397,7 @@ func prepareChild(cfg *Config, base *url.URL, sess *apiwire.Session) (settings c
 		noProxy:      hostPort(base),
 		bundlePath:   bundle.path,
 		nodeCAPath:   nodeCA.path,
+		wgetrcPath:   wgetrc.path,
 		placeholders: sess.Placeholders,
 		dropNames:    sess.CredentialNames,
 	}, cleanup, nil
