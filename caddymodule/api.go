@@ -34,6 +34,7 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/metrics"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/sessions"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/tokensource"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/webui"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
@@ -95,6 +96,7 @@ type API struct {
 type apiDeps struct {
 	adminToken string
 	creds      *credentials.Set
+	tokens     *tokenSources // nil: token sources cannot be defined (tests)
 	catalog    *catalog.Catalog
 	sessions   *sessions.Registry
 	rootPEM    func() []byte
@@ -374,7 +376,9 @@ func apiError(err error) (status int, text string, logged bool) {
 		return http.StatusBadRequest, err.Error(), false
 	case errors.Is(err, storebackends.ErrNotFound):
 		return http.StatusNotFound, err.Error(), false
-	case errors.Is(err, credentials.ErrShadowed), errors.Is(err, credentials.ErrNoWritableStore):
+	case errors.Is(err, tokensource.ErrInvalidSpec):
+		return http.StatusBadRequest, err.Error(), false
+	case errors.Is(err, credentials.ErrShadowed), errors.Is(err, credentials.ErrNoWritableStore), errors.Is(err, credentials.ErrIsTokenSource):
 		// The configuration, not the request, stands in the way; the
 		// text says which store.
 		return http.StatusConflict, err.Error(), false

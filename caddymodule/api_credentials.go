@@ -4,15 +4,20 @@ package caddymodule
 // and services.
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"strings"
 
 	"go.uber.org/zap"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/apiwire"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/audit"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/services"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/tokensource"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
 
@@ -27,12 +32,23 @@ func (a *API) listCredentials(w http.ResponseWriter, _ *http.Request) {
 
 func (a *API) putCredential(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid JSON body: "+jsonErrorText(err))
+		return
+	}
+	var keys map[string]json.RawMessage
+	if json.Unmarshal(raw, &keys) == nil && keys["kind"] != nil {
+		a.putTokenSource(w, r, name, raw, keys)
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(raw))
 	var body apiwire.CredentialPutRequest
 	if !readJSON(w, r, &body) {
 		return
 	}
 	if body.Value == nil {
-		writeError(w, http.StatusBadRequest, `body must be {"value":"..."}`)
+		writeError(w, http.StatusBadRequest, `body must be {"value":"..."} or a token source {"kind":"...", ...}`)
 		return
 	}
 	m, created, err := a.deps.creds.Put(name, *body.Value)
@@ -51,8 +67,74 @@ func (a *API) putCredential(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, m)
 }
 
+// putTokenSource defines name as a credential that mints tokens
+// (apiwire.CredentialPutRequest). The body names credentials, never
+// holds their values; it is validated before anything is stored.
+func (a *API) putTokenSource(w http.ResponseWriter, r *http.Request, name string, raw []byte, keys map[string]json.RawMessage) {
+	if _, ok := keys["value"]; ok {
+		writeError(w, http.StatusBadRequest, `a body has either "value" or "kind", not both`)
+		return
+	}
+	if err := storebackends.ValidateName(name); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if a.deps.tokens == nil {
+		writeError(w, http.StatusNotImplemented, "token sources are not available in this broker")
+		return
+	}
+	spec, err := tokensource.ParseSpec(raw)
+	if err != nil {
+		a.answerError(w, r, err)
+		return
+	}
+	for _, in := range spec.Inputs() {
+		if in == name {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("token source %s cannot read itself as an input", name))
+			return
+		}
+	}
+	doc, _ := json.Marshal(spec)
+	ctx, cancel := writeContext(r)
+	defer cancel()
+	created, err := a.deps.tokens.put(ctx, name, spec, doc)
+	if err != nil {
+		a.answerError(w, r, err)
+		return
+	}
+	var warnings []string
+	for _, in := range a.deps.creds.Missing(spec.Inputs()) {
+		warnings = append(warnings, fmt.Sprintf("credential %s is not in any store yet; requests that need %s are refused (503) until it is", in, name))
+	}
+	a.logger.Info("token source stored", zap.String("name", name), zap.String("kind", spec.Kind), zap.Strings("inputs", spec.Inputs()))
+	a.record(r, audit.CredentialPut, name, "token source "+spec.Kind+" reading "+strings.Join(spec.Inputs(), ", "))
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	for _, m := range a.deps.creds.List() {
+		if m.Name == name {
+			writeJSON(w, status, apiwire.CredentialPutResponse{Credential: m, Warnings: warnings})
+			return
+		}
+	}
+	writeJSON(w, status, apiwire.CredentialPutResponse{Credential: storebackends.Meta{Name: name, Kind: spec.Kind}, Warnings: warnings})
+}
+
 func (a *API) deleteCredential(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
+	if a.deps.tokens != nil && a.deps.creds.IsSource(name) {
+		ctx, cancel := writeContext(r)
+		defer cancel()
+		if _, err := a.deps.tokens.delete(ctx, name); err != nil {
+			a.answerError(w, r, err)
+			return
+		}
+		a.logger.Info("token source deleted", zap.String("name", name))
+		a.record(r, audit.CredentialDelete, name, "token source")
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
 	err := a.deps.creds.Delete(name)
 	switch {
 	case errors.Is(err, storebackends.ErrNotFound):

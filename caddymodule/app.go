@@ -183,6 +183,7 @@ type App struct {
 	State *StateConfig `json:"state,omitempty"`
 
 	creds  *credentials.Set
+	tokens *tokenSources // tokensourcewiring.go
 	ca     *caddypki.CA
 	minter *leafcerts.Minter
 	egress *egress.Policy
@@ -269,6 +270,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.state = val.(*sharedState)
 	if err := a.openStores(mods.([]any)); err != nil {
+		return err
+	}
+	if err := a.openTokenSources(mods.([]any)); err != nil {
 		return err
 	}
 	return a.provisionCA(ctx)
@@ -673,6 +677,7 @@ func (a *App) apiDeps() apiDeps {
 	return apiDeps{
 		adminToken:   a.AdminToken,
 		creds:        a.creds,
+		tokens:       a.tokens,
 		catalog:      a.state.catalog,
 		sessions:     a.state.sessions,
 		rootPEM:      a.rootPEM,

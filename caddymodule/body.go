@@ -96,7 +96,7 @@ func (x *exchange) resolveInBody(ph string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	v, err := x.creds.Lookup(cred, x.start)
+	v, err := x.creds.Resolve(x.r.Context(), cred, x.start)
 	if err != nil {
 		return "", err
 	}

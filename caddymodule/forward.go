@@ -38,6 +38,9 @@ type exchange struct {
 	secrets  scrub.SecretSet
 	redactor *scrub.Redactor
 	resolved []string // names of the credentials the request resolved
+	// tokens are the access tokens of token sources the request sends,
+	// by credential name (tokenRetry marks them stale on a 401).
+	tokens map[string]string
 	// bodyCreds are the credentials the body rewriter resolved: it may
 	// run on the transport's goroutine while the answer is relayed.
 	bodyMu    sync.Mutex
@@ -220,9 +223,12 @@ func (x *exchange) checkUpgrade() error {
 // Stale values count too; they are recognised, never sent.
 func (x *exchange) scrubScope() {
 	for cred := range x.sess.Credentials() {
+		standIn, _ := x.sess.Placeholder(cred)
 		if v, ok := x.creds.ForScrubbing(cred); ok {
-			standIn, _ := x.sess.Placeholder(cred)
 			x.secrets.Add(v, standIn)
+		}
+		for _, tok := range x.creds.TokensForScrubbing(cred) {
+			x.secrets.Add(tok, standIn)
 		}
 	}
 }
@@ -231,9 +237,15 @@ func (x *exchange) scrubScope() {
 // applies freshness (a stale store refuses), and registers the value
 // with the stand-in the agent knows (its placeholder) for scrubbing.
 func (x *exchange) secret(cred string) (string, error) {
-	v, err := x.creds.Lookup(cred, x.start)
+	v, err := x.creds.Resolve(x.r.Context(), cred, x.start)
 	if err != nil {
 		return "", err
+	}
+	if _, ok := x.creds.Source(cred); ok {
+		if x.tokens == nil {
+			x.tokens = map[string]string{}
+		}
+		x.tokens[cred] = v
 	}
 	standIn, ok := x.sess.Placeholder(cred)
 	if !ok {

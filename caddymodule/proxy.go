@@ -293,7 +293,7 @@ func (p *Proxy) start(logger *zap.Logger, deps proxyDeps) {
 	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:   p.rewrite,
-		Transport: p.transport,
+		Transport: tokenRetry{base: p.transport, p: p},
 		// Zero: bodies of known length go out in one piece; streams
 		// (text/event-stream or unknown length) are flushed on every
 		// write by ReverseProxy itself, so SSE arrives as sent.

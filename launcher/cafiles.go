@@ -22,13 +22,15 @@ import (
 // follows.
 const caFilePrefix = "agent-vault-ca-"
 
-// caFileKinds are the CA files a launch writes.
-var caFileKinds = []string{"bundle", "node"}
+// caFileKinds are the temp files a launch writes, by kind, with the
+// suffix of their names: the CA bundle, Node's extra CA, and the WGETRC
+// that points wget at the bundle (clients.go).
+var caFileKinds = map[string]string{"bundle": ".pem", "node": ".pem", "wgetrc": ".wgetrc"}
 
-// caFilePattern is the os.CreateTemp pattern of a CA file of kind:
-// agent-vault-ca-<pid>-<kind>-<random>.pem.
+// caFilePattern is the os.CreateTemp pattern of a temp file of kind:
+// agent-vault-ca-<pid>-<kind>-<random><suffix>.
 func caFilePattern(kind string) string {
-	return fmt.Sprintf("%s%d-%s-*.pem", caFilePrefix, os.Getpid(), kind)
+	return fmt.Sprintf("%s%d-%s-*%s", caFilePrefix, os.Getpid(), kind, caFileKinds[kind])
 }
 
 // caFilePID returns the pid in the name of a CA file written by a
@@ -44,10 +46,11 @@ func caFilePID(name string) (int, bool) {
 		return 0, false
 	}
 	kind, random, ok := strings.Cut(rest, "-")
-	if !ok || (kind != caFileKinds[0] && kind != caFileKinds[1]) {
+	suffix, known := caFileKinds[kind]
+	if !ok || !known {
 		return 0, false
 	}
-	random, ok = strings.CutSuffix(random, ".pem")
+	random, ok = strings.CutSuffix(random, suffix)
 	if !ok || !allDigits(random) {
 		return 0, false
 	}

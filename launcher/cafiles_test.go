@@ -20,6 +20,7 @@ func TestCAFilePID(t *testing.T) {
 	for name, want := range map[string]int{
 		"agent-vault-ca-42-bundle-123.pem": 42,
 		"agent-vault-ca-7-node-0.pem":      7,
+		"agent-vault-ca-9-wgetrc-1.wgetrc": 9,
 	} {
 		if pid, ok := caFilePID(name); !ok || pid != want {
 			t.Errorf("caFilePID(%q) = %d, %v, want %d", name, pid, ok, want)
@@ -32,6 +33,8 @@ func TestCAFilePID(t *testing.T) {
 		"agent-vault-ca--1-node-1.pem",
 		"agent-vault-ca-99999999999-node-1.pem",
 		"agent-vault-ca-42-other-1.pem",
+		"agent-vault-ca-42-wgetrc-1.pem", // a kind with another suffix
+		"agent-vault-ca-42-node-1.wgetrc",
 		"agent-vault-ca-42-node-1.pem.bak",
 		"agent-vault-ca-42-node-x.pem",
 		"agent-vault-ca-42-node-.pem",

@@ -225,7 +225,7 @@ func TestRunRemovesStaleCAFiles(t *testing.T) {
 				own = append(own, e.Name())
 			}
 		}
-		return len(own) == 2
+		return len(own) == len(caFileKinds)
 	})
 	if _, err := os.Stat(stale); err == nil {
 		t.Error("a dead launcher's CA file was kept")

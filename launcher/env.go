@@ -21,8 +21,25 @@ var (
 	// strayProxyVars are removed and not replaced: an inherited ALL_PROXY
 	// could send traffic around our proxy.
 	strayProxyVars = []string{"ALL_PROXY", "all_proxy"}
-	// caBundleVars point clients at the full bundle (system roots + our CA).
-	caBundleVars = []string{"SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "DENO_CERT"}
+	// caBundleVars point clients at the full bundle (system roots + our
+	// CA). Each replaces its client's trust store, which is why they get
+	// the whole bundle: OpenSSL and Go (SSL_CERT_FILE), Python requests,
+	// curl, git, Deno, pip (PIP_CERT, which also beats a pip.conf cert),
+	// the AWS CLI and SDKs, Nix, httplib2, cargo, the gcloud CLI, gRPC's
+	// C core, and npm (npm_config_cafile: an environment setting beats
+	// every npmrc, so a global npmrc's cafile no longer rejects our CA).
+	caBundleVars = []string{"SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "DENO_CERT",
+		"PIP_CERT", "AWS_CA_BUNDLE", "NIX_SSL_CERT_FILE", "HTTPLIB2_CA_CERTS", "CARGO_HTTP_CAINFO",
+		"CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE", "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", npmCAFileVar}
+	// clientProxyVars carry the proxy URL into clients' own settings,
+	// which beat the standard variables: an npmrc's proxy or
+	// https-proxy, a pip.conf's proxy.
+	clientProxyVars = []string{"npm_config_proxy", "npm_config_https_proxy", "PIP_PROXY"}
+	// clientNoProxyVars: npm's noproxy setting, which beats NO_PROXY.
+	clientNoProxyVars = []string{"npm_config_noproxy"}
+	// strayNPMVars are removed and not replaced: npm's ca setting holds
+	// certificates inline (cafile, set above, wins over it anyway).
+	strayNPMVars = []string{"npm_config_ca"}
 	// secretVars must never reach the agent.
 	secretVars = []string{"AGENT_VAULT_TOKEN", "AGENT_VAULT_ADMIN_TOKEN", "AGENT_VAULT_MASTER_PASSWORD", "AGENT_VAULT_MASTER_PASSWORD_FILE"}
 )
@@ -30,14 +47,20 @@ var (
 const (
 	// nodeCAVar makes Node add our CA to its built-in roots.
 	nodeCAVar = "NODE_EXTRA_CA_CERTS"
-	// nodeProxyVar makes Node (>= 24) honour the proxy variables.
+	// nodeProxyVar makes Node honour the proxy variables: fetch from
+	// Node 24.0 and 22.21, the http and https modules from 24.5 and
+	// 22.21. Older Node ignores it (and the proxy): see clients.go.
 	nodeProxyVar = "NODE_USE_ENV_PROXY"
+	// npmCAFileVar is npm's cafile setting.
+	npmCAFileVar = "npm_config_cafile"
+	// wgetrcVar names the wgetrc wget reads instead of ~/.wgetrc.
+	wgetrcVar = "WGETRC"
 )
 
 // reservedVars are the names the launcher removes or sets; a placeholder
 // may not use one of them.
 var reservedVars = slices.Concat(proxyVars, noProxyVars, strayProxyVars, caBundleVars, secretVars,
-	[]string{nodeCAVar, nodeProxyVar})
+	clientProxyVars, clientNoProxyVars, strayNPMVars, []string{nodeCAVar, nodeProxyVar, wgetrcVar})
 
 // childSettings is what the launcher puts into the child's environment.
 type childSettings struct {
@@ -45,13 +68,15 @@ type childSettings struct {
 	noProxy      string
 	bundlePath   string
 	nodeCAPath   string
+	wgetrcPath   string // empty: no WGETRC is set (none was written)
 	placeholders map[string]string
 	dropNames    []string // every credential name the server knows (the session's credential_names)
 }
 
 // childEnv derives the child's environment from parent: every variable the
 // launcher manages or a placeholder names is removed (exact, case-sensitive
-// names), then the launcher's values are appended.
+// names; npm's settings in any case, as npm reads them), then the
+// launcher's values are appended.
 func childEnv(parent []string, s childSettings) []string {
 	drop := make(map[string]bool, len(reservedVars)+len(s.placeholders))
 	for _, name := range reservedVars {
@@ -69,14 +94,20 @@ func childEnv(parent []string, s childSettings) []string {
 		// AGENT_VAULT_* configure the broker (data dir, tokens), and
 		// VAULT_* / INFISICAL_* are where operators keep the stores' own
 		// tokens: the agent has no business knowing any of them.
-		if !drop[name] && !hasBrokerPrefix(name) {
+		if !drop[name] && !hasBrokerPrefix(name) && !isReservedNPMVar(name) {
 			env = append(env, kv)
 		}
 	}
 	for _, name := range proxyVars {
 		env = append(env, name+"="+s.proxyURL)
 	}
+	for _, name := range clientProxyVars {
+		env = append(env, name+"="+s.proxyURL)
+	}
 	for _, name := range noProxyVars {
+		env = append(env, name+"="+s.noProxy)
+	}
+	for _, name := range clientNoProxyVars {
 		env = append(env, name+"="+s.noProxy)
 	}
 	env = append(env, nodeProxyVar+"=1")
@@ -84,10 +115,30 @@ func childEnv(parent []string, s childSettings) []string {
 		env = append(env, name+"="+s.bundlePath)
 	}
 	env = append(env, nodeCAVar+"="+s.nodeCAPath)
+	if s.wgetrcPath != "" {
+		env = append(env, wgetrcVar+"="+s.wgetrcPath)
+	}
 	for _, name := range slices.Sorted(maps.Keys(s.placeholders)) {
 		env = append(env, name+"="+s.placeholders[name])
 	}
 	return env
+}
+
+// isReservedNPMVar reports whether name is, in any case, one of the npm
+// settings the launcher manages: npm reads npm_config_* names without
+// regard to case, so an inherited NPM_CONFIG_CAFILE could otherwise
+// compete with ours.
+func isReservedNPMVar(name string) bool {
+	lower := strings.ToLower(name)
+	if !strings.HasPrefix(lower, "npm_config_") {
+		return false
+	}
+	for _, r := range reservedVars {
+		if strings.HasPrefix(r, "npm_config_") && lower == r {
+			return true
+		}
+	}
+	return false
 }
 
 // envName returns the name part of a NAME=value entry. A leading '=' belongs
@@ -136,7 +187,7 @@ func checkPlaceholders(placeholders map[string]string) error {
 		if !validEnvName(name) {
 			return fmt.Errorf("server returned an invalid placeholder name %q", apiclient.Printable(name, 64))
 		}
-		if slices.Contains(reservedVars, name) {
+		if slices.Contains(reservedVars, name) || isReservedNPMVar(name) {
 			return fmt.Errorf("server returned a placeholder for reserved variable %s", name)
 		}
 		if strings.IndexByte(value, 0) >= 0 {

@@ -196,6 +196,7 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 	if err != nil {
 		return code, err
 	}
+	warnOldNode(ctx, &cfg, path)
 	removeStaleCAFiles(cfg.TempDir)
 
 	// The child dies with the thread that started it (Pdeathsig, Linux):
@@ -441,6 +442,11 @@ func prepareChild(cfg *Config, base *url.URL, sess *apiwire.Session) (settings c
 		return settings, cleanup, fmt.Errorf("writing CA file: %w", err)
 	}
 	files = append(files, nodeCA)
+	wgetrc, err := writeWgetrc(cfg, bundle.path)
+	if err != nil {
+		return settings, cleanup, fmt.Errorf("writing WGETRC: %w", err)
+	}
+	files = append(files, wgetrc)
 
 	return childSettings{
 		proxyURL: proxyURL,
@@ -451,6 +457,7 @@ func prepareChild(cfg *Config, base *url.URL, sess *apiwire.Session) (settings c
 		noProxy:      hostPort(base),
 		bundlePath:   bundle.path,
 		nodeCAPath:   nodeCA.path,
+		wgetrcPath:   wgetrc.path,
 		placeholders: sess.Placeholders,
 		dropNames:    sess.CredentialNames,
 	}, cleanup, nil

@@ -22,8 +22,8 @@ var caVars = append(slices.Clone(caBundleVars), nodeCAVar)
 
 // dumpScript writes the child's environment to $1 and, for every CA
 // variable, a copy of the file it names and that file's mode to $2.
-const dumpScript = `env -0 > "$1"
-for v in ` + "SSL_CERT_FILE REQUESTS_CA_BUNDLE CURL_CA_BUNDLE GIT_SSL_CAINFO DENO_CERT NODE_EXTRA_CA_CERTS" + `; do
+var dumpScript = `env -0 > "$1"
+for v in ` + strings.Join(caVars, " ") + " " + wgetrcVar + `; do
 	eval f=\$$v
 	cp "$f" "$2/$v"
 	ls -l "$f" | cut -c1-10 > "$2/$v.mode"
@@ -62,6 +62,16 @@ func TestRunChildEnvironment(t *testing.T) {
 		"SSL_CERT_FILE="+sysFile,
 		"NODE_EXTRA_CA_CERTS=/outer/ca.pem",
 		"CURL_CA_BUNDLE=/outer/ca.pem",
+		// The machine's own settings, pointing at a bundle without our CA.
+		"PIP_CERT=/outer/ca.pem",
+		"AWS_CA_BUNDLE=/outer/ca.pem",
+		"NIX_SSL_CERT_FILE=/outer/ca.pem",
+		"HTTPLIB2_CA_CERTS=/outer/ca.pem",
+		"NPM_CONFIG_CAFILE=/outer/ca.pem", // npm reads any case
+		"npm_config_ca=inline-pem",
+		"NPM_CONFIG_HTTPS_PROXY=http://outer.invalid:1",
+		"npm_config_registry=https://registry.example",
+		"WGETRC=/nonexistent/wgetrc",
 	)
 	code, stderr, err := launch(t, api, Config{
 		Env:     parent,
@@ -104,7 +114,31 @@ func TestRunChildEnvironment(t *testing.T) {
 			t.Errorf("%s = %q, want %q", name, env[name], value)
 		}
 	}
-	for _, name := range append(slices.Clone(secretVars), "ALL_PROXY", "all_proxy", "OUT_OF_SCOPE_TOKEN", "AGENT_VAULT_DATA_DIR", "VAULT_TOKEN", "INFISICAL_CLIENT_SECRET") {
+	for _, name := range slices.Concat(clientProxyVars, []string{"npm_config_https_proxy"}) {
+		if env[name] != env["HTTPS_PROXY"] {
+			t.Errorf("%s = %q, want the proxy URL", name, env[name])
+		}
+	}
+	if env["npm_config_noproxy"] != api.hostPort(t) {
+		t.Errorf("npm_config_noproxy = %q", env["npm_config_noproxy"])
+	}
+	if env["npm_config_registry"] != "https://registry.example" {
+		t.Errorf("an npm setting the launcher does not manage was dropped: %q", env["npm_config_registry"])
+	}
+	wgetrc, err := os.ReadFile(filepath.Join(outDir, wgetrcVar))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "ca_certificate = " + env["SSL_CERT_FILE"] + "\n"; !strings.Contains(string(wgetrc), want) {
+		t.Errorf("WGETRC lacks %q:\n%s", want, wgetrc)
+	}
+	if mode, _ := os.ReadFile(filepath.Join(outDir, wgetrcVar+".mode")); strings.TrimSpace(string(mode)) != "-rw-------" {
+		t.Errorf("WGETRC mode = %q", mode)
+	}
+	if filepath.Dir(env[wgetrcVar]) != tmp {
+		t.Errorf("WGETRC = %q, not in the temp dir", env[wgetrcVar])
+	}
+	for _, name := range append(slices.Clone(secretVars), "NPM_CONFIG_CAFILE", "npm_config_ca", "NPM_CONFIG_HTTPS_PROXY", "ALL_PROXY", "all_proxy", "OUT_OF_SCOPE_TOKEN", "AGENT_VAULT_DATA_DIR", "VAULT_TOKEN", "INFISICAL_CLIENT_SECRET") {
 		if _, ok := env[name]; ok {
 			t.Errorf("%s reached the child", name)
 		}

@@ -54,6 +54,9 @@ func TestChildEnv(t *testing.T) {
 		"KEEP=1", "HTTPS_PROXY=outer", "https_proxy=outer", "Https_Proxy=other-case",
 		"ALL_PROXY=outer", "all_proxy=outer", "NO_PROXY=*", "no_proxy=*",
 		"SSL_CERT_FILE=/old", "NODE_EXTRA_CA_CERTS=/old", "NODE_USE_ENV_PROXY=0",
+		"PIP_CERT=/old", "AWS_CA_BUNDLE=/old", "NIX_SSL_CERT_FILE=/old", "HTTPLIB2_CA_CERTS=/old",
+		"NPM_CONFIG_CAFILE=/old", "Npm_Config_Proxy=old", "npm_config_ca=old", "WGETRC=/old",
+		"npm_config_registry=kept",
 		"AGENT_VAULT_TOKEN=admin", "API_KEY=real", "API_KEY=real-dup",
 		"=C:=C:\\", "NOEQUALS",
 	}
@@ -62,15 +65,22 @@ func TestChildEnv(t *testing.T) {
 		noProxy:      "127.0.0.1:1",
 		bundlePath:   "/tmp/bundle",
 		nodeCAPath:   "/tmp/ca",
+		wgetrcPath:   "/tmp/wgetrc",
 		placeholders: map[string]string{"API_KEY": "ph1", "OTHER": "ph2"},
 	})
 	want := []string{
-		"KEEP=1", "Https_Proxy=other-case", "=C:=C:\\", "NOEQUALS",
+		"KEEP=1", "Https_Proxy=other-case", "npm_config_registry=kept", "=C:=C:\\", "NOEQUALS",
 		"HTTPS_PROXY=http://av:t@127.0.0.1:2", "https_proxy=http://av:t@127.0.0.1:2",
 		"HTTP_PROXY=http://av:t@127.0.0.1:2", "http_proxy=http://av:t@127.0.0.1:2",
-		"NO_PROXY=127.0.0.1:1", "no_proxy=127.0.0.1:1", "NODE_USE_ENV_PROXY=1",
+		"npm_config_proxy=http://av:t@127.0.0.1:2", "npm_config_https_proxy=http://av:t@127.0.0.1:2",
+		"PIP_PROXY=http://av:t@127.0.0.1:2",
+		"NO_PROXY=127.0.0.1:1", "no_proxy=127.0.0.1:1", "npm_config_noproxy=127.0.0.1:1", "NODE_USE_ENV_PROXY=1",
 		"SSL_CERT_FILE=/tmp/bundle", "REQUESTS_CA_BUNDLE=/tmp/bundle", "CURL_CA_BUNDLE=/tmp/bundle",
-		"GIT_SSL_CAINFO=/tmp/bundle", "DENO_CERT=/tmp/bundle", "NODE_EXTRA_CA_CERTS=/tmp/ca",
+		"GIT_SSL_CAINFO=/tmp/bundle", "DENO_CERT=/tmp/bundle",
+		"PIP_CERT=/tmp/bundle", "AWS_CA_BUNDLE=/tmp/bundle", "NIX_SSL_CERT_FILE=/tmp/bundle",
+		"HTTPLIB2_CA_CERTS=/tmp/bundle", "CARGO_HTTP_CAINFO=/tmp/bundle",
+		"CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE=/tmp/bundle", "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH=/tmp/bundle",
+		"npm_config_cafile=/tmp/bundle", "NODE_EXTRA_CA_CERTS=/tmp/ca", "WGETRC=/tmp/wgetrc",
 		"API_KEY=ph1", "OTHER=ph2",
 	}
 	if !slices.Equal(got, want) {

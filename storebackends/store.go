@@ -22,6 +22,18 @@ type Meta struct {
 	Source string `json:"source,omitempty"`
 	// SyncedAt is an external store's last successful sync.
 	SyncedAt *time.Time `json:"synced_at,omitempty"`
+	// Kind is a token source's kind (oauth2_refresh,
+	// oauth2_client_credentials, github_app); empty for a stored value.
+	Kind string `json:"kind,omitempty"`
+	// ExpiresAt is when a token source's current access token expires;
+	// absent before the first fetch.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// LastRefresh is a token source's last call of its token endpoint;
+	// absent before the first.
+	LastRefresh *time.Time `json:"last_refresh,omitempty"`
+	// LastError is why a token source's last call failed; empty when
+	// it worked. It never holds a secret.
+	LastError string `json:"last_error,omitempty"`
 }
 
 // ErrNotFound is returned when a credential does not exist.

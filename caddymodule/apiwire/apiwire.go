@@ -110,11 +110,25 @@ type SessionList struct {
 // PUT /api/v1/credentials/{name} and an entry of CredentialList.
 type Credential = storebackends.Meta
 
-// CredentialPutRequest is the body of PUT /api/v1/credentials/{name}.
+// CredentialPutRequest is the body of PUT /api/v1/credentials/{name}
+// that stores a value. The other body that endpoint takes defines a
+// credential that mints short-lived tokens: a JSON object with "kind"
+// (oauth2_refresh, oauth2_client_credentials or github_app) and that
+// kind's fields, as tokensource.Spec documents them; fields that name
+// credentials name them, never hold values. It answers
+// CredentialPutResponse.
 type CredentialPutRequest struct {
 	// Value is the secret to store; required (a pointer so that a
 	// missing value is told apart from an empty one).
 	Value *string `json:"value"`
+}
+
+// CredentialPutResponse answers the definition of a token source.
+type CredentialPutResponse struct {
+	Credential
+	// Warnings name input credentials no store holds yet; omitted when
+	// there are none.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // CredentialList is the answer to GET /api/v1/credentials. It lists

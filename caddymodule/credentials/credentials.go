@@ -21,11 +21,14 @@ package credentials
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/tokensource"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
 
@@ -45,7 +48,10 @@ type Set struct {
 	// claims maps a credential name to the index of the synced store
 	// that owns it (see the package doc). Claims are never dropped.
 	claims map[string]int
-	snap   atomic.Pointer[Snapshot]
+	// sources are the credentials that mint tokens, by name (guarded
+	// by mu). A name is a source or a stored value, never both.
+	sources map[string]*tokensource.Source
+	snap    atomic.Pointer[Snapshot]
 }
 
 type entry struct {
@@ -62,7 +68,7 @@ func New(stores []Store) (*Set, error) {
 	if err := CheckNames(stores); err != nil {
 		return nil, err
 	}
-	s := &Set{claims: map[string]int{}}
+	s := &Set{claims: map[string]int{}, sources: map[string]*tokensource.Source{}}
 	for _, st := range stores {
 		e := entry{name: st.Name, store: st.Store}
 		if sy, ok := st.Store.(storebackends.Synced); ok {
@@ -143,7 +149,7 @@ func (s *Set) rebuildLocked() {
 			}
 		}
 	}
-	snap := &Snapshot{values: map[string]value{}}
+	snap := &Snapshot{values: map[string]value{}, sources: s.sources}
 	for i, e := range s.stores {
 		vals := e.store.Values()
 		for _, m := range lists[i] {
@@ -161,6 +167,10 @@ func (s *Set) rebuildLocked() {
 			snap.meta = append(snap.meta, m)
 		}
 	}
+	for name := range s.sources {
+		delete(snap.values, name) // a source shadows any stored value (Put refuses one)
+	}
+	snap.meta = slices.DeleteFunc(snap.meta, func(m storebackends.Meta) bool { return s.sources[m.Name] != nil })
 	sort.Slice(snap.meta, func(i, j int) bool { return snap.meta[i].Name < snap.meta[j].Name })
 	s.snap.Store(snap)
 }
@@ -176,6 +186,9 @@ var (
 	// ErrShadowed is a write the proxy would never use: the name
 	// belongs to a synced store other than the writable one.
 	ErrShadowed = errors.New("credential name belongs to another store")
+	// ErrIsTokenSource is a value written to, or a token source
+	// defined on, a name that is already the other thing (409).
+	ErrIsTokenSource = errors.New("credential name is taken")
 	// ErrNoWritableStore means no configured store accepts writes.
 	ErrNoWritableStore = errors.New("no writable credential store is configured")
 )
@@ -204,7 +217,11 @@ func (s *Set) Put(name, value string) (m storebackends.Meta, created bool, err e
 	defer s.writeMu.Unlock()
 	s.mu.Lock()
 	owner, claimed := s.claims[name]
+	_, isSource := s.sources[name]
 	s.mu.Unlock()
+	if isSource {
+		return storebackends.Meta{}, false, fmt.Errorf("%w: %s mints its own tokens; delete it first to store a value under that name", ErrIsTokenSource, name)
+	}
 	if claimed && owner != i {
 		return storebackends.Meta{}, false, fmt.Errorf("%w: %s comes from store %q, so a value written to %q would never be used",
 			ErrShadowed, name, s.stores[owner].name, s.stores[i].name)
@@ -235,10 +252,11 @@ func (s *Set) Delete(name string) error {
 }
 
 // List returns the metadata of every served credential, sorted by name,
-// with the last sync time of those that come from synced stores.
+// with the last sync time of those that come from synced stores, and
+// the kind, expiry, last refresh and last error of token sources.
 func (s *Set) List() []storebackends.Meta {
 	snap := s.snap.Load()
-	out := make([]storebackends.Meta, len(snap.meta))
+	out := make([]storebackends.Meta, len(snap.meta), len(snap.meta)+len(snap.sources))
 	copy(out, snap.meta)
 	for i := range out {
 		if st := snap.values[out[i].Name].synced; st != nil {
@@ -247,7 +265,79 @@ func (s *Set) List() []storebackends.Meta {
 			}
 		}
 	}
+	for name, src := range snap.sources {
+		out = append(out, sourceMeta(name, src))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// TokenSourceStore is the Store of a token source in listings.
+const TokenSourceStore = "token_source"
+
+func sourceMeta(name string, src *tokensource.Source) storebackends.Meta {
+	st := src.Status()
+	m := storebackends.Meta{Name: name, Store: TokenSourceStore, Version: "0", UpdatedAt: src.Defined(), Kind: st.Kind, LastError: st.LastError}
+	if !st.ExpiresAt.IsZero() {
+		m.ExpiresAt = &st.ExpiresAt
+	}
+	if !st.LastRefresh.IsZero() {
+		m.LastRefresh = &st.LastRefresh
+	}
+	return m
+}
+
+// PutSource makes name a token source (replacing the one it was). A
+// name a store serves is refused with ErrIsTokenSource.
+func (s *Set) PutSource(src *tokensource.Source) (created bool, err error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	name := src.Name()
+	_, had := s.sources[name]
+	if !had && s.snap.Load().Has(name) {
+		return false, fmt.Errorf("%w: a store holds a value named %s; delete it first, or pick another name", ErrIsTokenSource, name)
+	}
+	next := maps.Clone(s.sources)
+	next[name] = src
+	s.sources = next // the snapshot keeps the map it was built with
+	s.rebuildLocked()
+	return !had, nil
+}
+
+// DeleteSource removes a token source; it reports whether there was one.
+func (s *Set) DeleteSource(name string) bool {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.sources[name]; !ok {
+		return false
+	}
+	next := maps.Clone(s.sources)
+	delete(next, name)
+	s.sources = next
+	s.rebuildLocked()
+	return true
+}
+
+// IsSource reports whether name is a token source.
+func (s *Set) IsSource(name string) bool {
+	_, ok := s.snap.Load().sources[name]
+	return ok
+}
+
+// WritableServes reports whether the store that takes API writes is
+// the one serving name (a rotated refresh token is then written back
+// there).
+func (s *Set) WritableServes(name string) bool {
+	i, _, err := s.writable()
+	if err != nil {
+		return false
+	}
+	v, ok := s.snap.Load().values[name]
+	return ok && v.store == i
 }
 
 // Missing returns the names in names that no store serves now, for

@@ -1,10 +1,13 @@
 package credentials
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"iter"
 	"time"
 
+	"github.com/agentvault/caddy-agent-vault/caddymodule/tokensource"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
 
@@ -14,6 +17,9 @@ import (
 type Snapshot struct {
 	values map[string]value
 	meta   []storebackends.Meta // sorted by name
+	// sources are the credentials that mint tokens; their tokens
+	// change within a snapshot's life (Resolve reads the current one).
+	sources map[string]*tokensource.Source
 }
 
 type value struct {
@@ -56,6 +62,30 @@ func (s *Snapshot) Lookup(name string, now time.Time) (string, error) {
 	return v.v, nil
 }
 
+// Resolve is Lookup for the request path: a token source's current
+// access token (fetched or refreshed first when needed; ctx bounds the
+// wait), or a stored value. Failures are *UnavailableError (503 naming
+// the credential).
+func (s *Snapshot) Resolve(ctx context.Context, name string, now time.Time) (string, error) {
+	if src, ok := s.sources[name]; ok {
+		tok, _, err := src.Token(ctx)
+		if err != nil {
+			if errors.Is(err, context.Canceled) {
+				return "", err
+			}
+			return "", &UnavailableError{Name: name, Err: err}
+		}
+		return tok, nil
+	}
+	return s.Lookup(name, now)
+}
+
+// Source returns name's token source, when it is one.
+func (s *Snapshot) Source(name string) (*tokensource.Source, bool) {
+	src, ok := s.sources[name]
+	return src, ok
+}
+
 // ForScrubbing returns a credential's value whatever its store's
 // freshness, for one use only: recognising it in what comes back to an
 // agent (a stale value may still be the one an upstream stored). It
@@ -63,6 +93,16 @@ func (s *Snapshot) Lookup(name string, now time.Time) (string, error) {
 func (s *Snapshot) ForScrubbing(name string) (string, bool) {
 	v, ok := s.values[name]
 	return v.v, ok
+}
+
+// TokensForScrubbing returns a token source's current and previous
+// access tokens (none for a stored credential), for recognising them
+// in answers only.
+func (s *Snapshot) TokensForScrubbing(name string) []string {
+	if src, ok := s.sources[name]; ok {
+		return src.Current()
+	}
+	return nil
 }
 
 // AllForScrubbing yields every served value, fresh or not, in name
@@ -75,11 +115,20 @@ func (s *Snapshot) AllForScrubbing() iter.Seq[string] {
 				return
 			}
 		}
+		for _, src := range s.sources {
+			for _, t := range src.Current() {
+				if !yield(t) {
+					return
+				}
+			}
+		}
 	}
 }
 
-// Has reports whether a store serves name (fresh or not).
+// Has reports whether a store serves name (fresh or not) or name is a
+// token source.
 func (s *Snapshot) Has(name string) bool {
 	_, ok := s.values[name]
-	return ok
+	_, src := s.sources[name]
+	return ok || src
 }

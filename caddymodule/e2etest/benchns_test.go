@@ -59,33 +59,51 @@ func benchNamespace() {
 		fallbackNote(noNamespaceEnv + " is set")
 		return
 	}
-	dir, err := os.MkdirTemp("", "agent-vault-bench-hosts-")
-	if err != nil {
+	code, err := runInHostsNamespace(os.Args[1:], nil)
+	switch {
+	case errors.Is(err, errChildFailed):
+		fmt.Fprintln(os.Stderr, "benchmark child:", err)
+		os.Exit(1)
+	case err != nil:
 		fallbackNote(err.Error())
 		return
+	}
+	os.Exit(code)
+}
+
+// errChildFailed wraps a namespaced child that ran but could not report
+// an exit status.
+var errChildFailed = errors.New("namespaced child failed")
+
+// runInHostsNamespace re-executes this test binary with args in a new
+// mount namespace where benchName resolves to 127.0.0.1 (the child's
+// TestMain mounts the hosts file: see mountBenchHosts), with extraEnv
+// added, and returns its exit code. An error means the child could not
+// be started there (nothing ran) or ended without a status.
+func runInHostsNamespace(args, extraEnv []string) (int, error) {
+	dir, err := os.MkdirTemp("", "agent-vault-bench-hosts-")
+	if err != nil {
+		return 0, err
 	}
 	defer os.RemoveAll(dir)
 	hosts := filepath.Join(dir, "hosts")
 	orig, _ := os.ReadFile("/etc/hosts") // keep localhost and friends
 	content := append(orig, []byte("\n# agent-vault benchmarks (private mount namespace)\n127.0.0.1\t"+benchName+"\n")...)
 	if err := os.WriteFile(hosts, content, 0o644); err != nil {
-		fallbackNote(err.Error())
-		return
+		return 0, err
 	}
 	exe, err := os.Executable()
 	if err != nil {
-		fallbackNote(err.Error())
-		return
+		return 0, err
 	}
-	cmd := exec.Command(exe, os.Args[1:]...)
-	cmd.Env = append(os.Environ(), hostsEnv+"="+hosts)
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(append(os.Environ(), extraEnv...), hostsEnv+"="+hosts)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	// Go unshares in the child before exec and marks / private (as
 	// unshare(1) does), so the bind mount never reaches this namespace.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
 	if err := cmd.Start(); err != nil {
-		fallbackNote("unshare unavailable: " + err.Error())
-		return
+		return 0, fmt.Errorf("unshare unavailable: %w", err)
 	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT)
@@ -96,16 +114,14 @@ func benchNamespace() {
 	}()
 	err = cmd.Wait()
 	signal.Stop(sigs)
-	os.RemoveAll(dir)
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
-		os.Exit(0)
+		return 0, nil
 	case errors.As(err, &ee) && ee.ExitCode() >= 0:
-		os.Exit(ee.ExitCode())
+		return ee.ExitCode(), nil
 	default:
-		fmt.Fprintln(os.Stderr, "benchmark child:", err)
-		os.Exit(1)
+		return 1, fmt.Errorf("%w: %v", errChildFailed, err)
 	}
 }
 

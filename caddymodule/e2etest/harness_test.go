@@ -540,10 +540,17 @@ var directClient = &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout:
 // output and exit code.
 func (s *server) launch(flags []string, argv ...string) (stdout, stderr string, code int) {
 	s.t.Helper()
+	return s.launchEnv(nil, flags, argv...)
+}
+
+// launchEnv is launch with env added to av-launch's environment (a
+// HOME=... there replaces the fresh temp dir).
+func (s *server) launchEnv(env, flags []string, argv ...string) (stdout, stderr string, code int) {
+	s.t.Helper()
 	args := append([]string{"--addr", "http://" + s.apiAddr}, flags...)
 	args = append(append(args, "--"), argv...)
 	cmd := exec.Command(bin("av-launch"), args...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + s.t.TempDir(), "AGENT_VAULT_TOKEN=" + s.adminToken()}
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + s.t.TempDir(), "AGENT_VAULT_TOKEN=" + s.adminToken()}, env...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()

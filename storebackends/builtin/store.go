@@ -447,3 +447,16 @@ func (e invalidInputError) Unwrap() error        { return e.error }
 func sortedKeys[V any](m map[string]V) []string {
 	return slices.Sorted(maps.Keys(m))
 }
+
+// SealAux seals a secret the broker keeps outside this store's records
+// (a rotated refresh token of a read-only store) with this store's key.
+// purpose binds it (say "token-source/GMAIL/refresh"): a sealed value
+// opens only for the same purpose, never as a credential record.
+func (s *Store) SealAux(purpose string, plaintext []byte) []byte {
+	return s.box.SealJoined(plaintext, []byte(adPrefix+"aux/"+purpose))
+}
+
+// OpenAux opens what SealAux sealed for purpose.
+func (s *Store) OpenAux(purpose string, sealed []byte) ([]byte, error) {
+	return s.box.OpenJoined(sealed, []byte(adPrefix+"aux/"+purpose))
+}
