@@ -57,8 +57,8 @@ starts in their own user, mount and network namespaces and a Landlock
 domain, with no capabilities: TCP reaches only the proxy (forwarded to
 the child's own loopback), everything else, UDP and DNS included, fails
 at once; the data dir, token files, master password file and Caddy's
-storage read as empty; processes outside cannot be traced, signalled
-or read through /proc. A kernel that cannot do it is refused (exit 2)
+storage read as empty; processes outside cannot be traced or read
+through /proc (nor signalled, from Linux 6.12). A kernel that cannot do it is refused (exit 2)
 unless --confine=best-effort.
 
 Variables named like any credential the server holds are kept from
@@ -166,9 +166,11 @@ func MainNamed(progName string, args, env []string, stdin io.Reader, stdout, std
 	}
 	for _, f := range []string{*tokenFile, *sessionFile} {
 		if f != "" && f != "-" {
-			if abs, err := filepath.Abs(f); err == nil {
-				cfg.secretFiles = append(cfg.secretFiles, abs)
+			abs, err := filepath.Abs(f)
+			if err != nil {
+				return fail(fmt.Errorf("token file %s: %v", f, err))
 			}
+			cfg.secretFiles = append(cfg.secretFiles, abs)
 		}
 	}
 	if *addr != "" {

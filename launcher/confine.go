@@ -25,8 +25,9 @@ import (
 //   - the broker's files (data dir, token files, master password file,
 //     Caddy's storage with the CA key, --confine-hide paths) are covered
 //     by empty read-only mounts the child cannot remove;
-//   - the Landlock domain keeps the child from tracing, signalling or
-//     reading /proc/PID/{root,cwd,environ,fd} of any process outside it.
+//   - the Landlock domain keeps the child from tracing or reading
+//     /proc/PID/{root,cwd,environ,fd} of any process outside it, and
+//     from Landlock ABI 6 (Linux 6.12) from signalling one.
 type ConfineMode int
 
 const (
@@ -93,8 +94,8 @@ type pathList []string
 func (p *pathList) String() string { return strings.Join(*p, ",") }
 
 func (p *pathList) Set(s string) error {
-	if s == "" {
-		return errors.New("empty path")
+	if !filepath.IsAbs(s) {
+		return errors.New("use an absolute path")
 	}
 	*p = append(*p, s)
 	return nil
@@ -239,7 +240,7 @@ func confinedProxy(proxyURL string) (childURL, target string, port int, err erro
 		target = net.JoinHostPort(u.Hostname(), "80")
 	}
 	_, ps, _ := net.SplitHostPort(target)
-	if _, err := fmt.Sscan(ps, &port); err != nil || port <= 0 || port > 65535 {
+	if port, err = strconv.Atoi(ps); err != nil || port <= 0 || port > 65535 {
 		return "", "", 0, errors.New("the session's proxy URL has a bad port")
 	}
 	u.Host = net.JoinHostPort("127.0.0.1", ps)

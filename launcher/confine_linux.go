@@ -170,11 +170,13 @@ func spawnStage(cfg *Config, namespaces bool) (*confineStage, error) {
 		// The launcher is non-dumpable (procguard), which makes the
 		// /proc files of its children root's: a launcher that is not
 		// root could not write the stage's uid_map. Dumpable just while
-		// the stage is forked and mapped, before any agent code runs.
-		if d, _ := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0); d == 0 {
-			unix.Prctl(unix.PR_SET_DUMPABLE, 1, 0, 0, 0)
-			defer unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
-		}
+		// the stage is forked and mapped (within Start), before any
+		// agent code runs.
+	}
+	restoreDumpable := func() {}
+	if d, _ := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0); namespaces && d == 0 {
+		unix.Prctl(unix.PR_SET_DUMPABLE, 1, 0, 0, 0)
+		restoreDumpable = func() { unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0) }
 	}
 	cmd := &exec.Cmd{
 		Path:        "/proc/self/exe",
@@ -186,7 +188,9 @@ func spawnStage(cfg *Config, namespaces bool) (*confineStage, error) {
 		ExtraFiles:  []*os.File{theirs},
 		SysProcAttr: attr,
 	}
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start() // the id maps are written by the time it returns
+	restoreDumpable()
+	if err != nil {
 		ours.Close()
 		return nil, err
 	}
@@ -310,8 +314,13 @@ func (st *confineStage) write(v any) error {
 	if err != nil {
 		return err
 	}
+	frame, err := encodeFrame(data)
+	if err != nil {
+		return err
+	}
 	st.conn.SetWriteDeadline(time.Now().Add(stageTimeout))
-	return writeFrame(st.conn, data)
+	_, err = st.conn.Write(frame)
+	return err
 }
 
 // read receives one length-prefixed JSON message and the descriptors
@@ -338,10 +347,11 @@ func (st *confineStage) read(v any) ([]int, error) {
 		}
 		buf = append(buf, tmp[:n]...)
 		if want < 0 && len(buf) >= 4 {
-			want = 4 + int(binary.BigEndian.Uint32(buf[:4]))
-			if want > maxFrame {
-				return fds, errors.New("message too large")
+			size, err := frameSize(buf[:4])
+			if err != nil {
+				return fds, err
 			}
+			want = 4 + size
 		}
 		if err != nil {
 			if want < 0 || len(buf) < want {
@@ -358,15 +368,25 @@ func (st *confineStage) read(v any) ([]int, error) {
 	return fds, json.Unmarshal(buf[4:], v)
 }
 
-func writeFrame(w io.Writer, data []byte) error {
-	if len(data) > maxFrame-4 {
-		return errors.New("message too large")
+// encodeFrame prefixes data with its length, the one framing of the
+// launcher-stage conversation (both ways).
+func encodeFrame(data []byte) ([]byte, error) {
+	if len(data) > maxFrame {
+		return nil, errors.New("message too large")
 	}
 	frame := make([]byte, 4+len(data))
 	binary.BigEndian.PutUint32(frame, uint32(len(data)))
 	copy(frame[4:], data)
-	_, err := w.Write(frame)
-	return err
+	return frame, nil
+}
+
+// frameSize reads a frame's length prefix.
+func frameSize(prefix []byte) (int, error) {
+	size := binary.BigEndian.Uint32(prefix)
+	if size > maxFrame {
+		return 0, errors.New("message too large")
+	}
+	return int(size), nil
 }
 
 func stageArgs(namespaces bool) []string {

@@ -129,7 +129,9 @@ func TestConfineExitCodes(t *testing.T) {
 		t.Errorf("command in a hidden dir: exit %d, stderr %q", code, stderr)
 	}
 	// An https:// proxy cannot be forwarded: refused, and the session revoked.
-	api.set(func(f *fakeAPI) { f.session = apiwire.Session{ID: "s2", Token: testSessionToken, ProxyURL: "https://127.0.0.1:1", CAPEM: f.caPEM, LeaseTimeout: testLease} })
+	api.set(func(f *fakeAPI) {
+		f.session = apiwire.Session{ID: "s2", Token: testSessionToken, ProxyURL: "https://127.0.0.1:1", CAPEM: f.caPEM, LeaseTimeout: testLease}
+	})
 	if code, _, err := launch(t, api, Config{Confine: ConfineStrict, Command: []string{"true"}}); code != ExitSetup || err == nil || !strings.Contains(err.Error(), "http://") {
 		t.Errorf("https proxy: exit %d, %v", code, err)
 	}

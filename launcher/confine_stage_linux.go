@@ -3,7 +3,6 @@
 package launcher
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -241,9 +240,10 @@ func sendFrame(v any, fd int) error {
 	if err != nil {
 		return err
 	}
-	frame := make([]byte, 4+len(data))
-	binary.BigEndian.PutUint32(frame, uint32(len(data)))
-	copy(frame[4:], data)
+	frame, err := encodeFrame(data)
+	if err != nil {
+		return err
+	}
 	var oob []byte
 	if fd >= 0 {
 		oob = unix.UnixRights(fd)
@@ -260,9 +260,9 @@ func readFrame(r io.Reader, v any) error {
 	if _, err := io.ReadFull(r, n[:]); err != nil {
 		return err
 	}
-	size := binary.BigEndian.Uint32(n[:])
-	if size > maxFrame {
-		return errors.New("message too large")
+	size, err := frameSize(n[:])
+	if err != nil {
+		return err
 	}
 	data := make([]byte, size)
 	if _, err := io.ReadFull(r, data); err != nil {

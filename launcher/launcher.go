@@ -196,7 +196,11 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 	if err != nil {
 		return code, err
 	}
-	warnOldNode(ctx, &cfg, path)
+	if cfg.Confine == ConfineOff {
+		// Not under --confine: the probe runs the command's binary
+		// (node --version), which would run it outside the confinement.
+		warnOldNode(ctx, &cfg, path)
+	}
 	removeStaleCAFiles(cfg.TempDir)
 
 	// The child dies with the thread that started it (Pdeathsig, Linux):

@@ -16,6 +16,7 @@ import (
 func BenchmarkConfine(b *testing.B) {
 	ca := newTestCA(b)
 	up := newUpstream(b, ca, true)
+	drainHits(b, up)
 	s := startServer(b, ca, serverOpts{})
 	s.putCredential("GITHUB_TOKEN", githubSecret)
 	s.putService("github", map[string]any{"host": up.hostPort(), "auth": map[string]any{"type": "bearer", "token": "GITHUB_TOKEN"}})
@@ -24,17 +25,17 @@ func BenchmarkConfine(b *testing.B) {
 	agent := `
 import sys, time, urllib.request
 url = sys.argv[1]
-urllib.request.urlopen(url).read()  # warm: imports, first handshake
+urllib.request.urlopen(url, timeout=30).read()  # warm: imports, first handshake
 t = time.perf_counter_ns()
 for _ in range(int(sys.argv[2])):
-    urllib.request.urlopen(url).read()
+    urllib.request.urlopen(url, timeout=30).read()
 print((time.perf_counter_ns() - t) // int(sys.argv[2]))
 `
 	for _, mode := range []string{"plain", "confine"} {
 		flags := []string{"--confine=" + strconv.FormatBool(mode == "confine")}
 		b.Run("start/"+mode, func(b *testing.B) {
 			for b.Loop() {
-				if out, errOut, code := confineLaunch(b, s, env, nil, flags, "true"); code != 0 {
+				if out, errOut, code := s.launchRaw(b, env, nil, flags, "true"); code != 0 {
 					b.Fatalf("exit %d: %s %s", code, out, errOut)
 				}
 			}
@@ -43,7 +44,7 @@ print((time.perf_counter_ns() - t) // int(sys.argv[2]))
 			var total int64
 			runs := 0
 			for b.Loop() {
-				out, errOut, code := confineLaunch(b, s, env, nil, flags, "python3", "-c", agent, "https://"+up.hostPort()+"/user", strconv.Itoa(perRun))
+				out, errOut, code := s.launchRaw(b, env, nil, flags, "python3", "-c", agent, "https://"+up.hostPort()+"/user", strconv.Itoa(perRun))
 				ns, err := strconv.ParseInt(strings.TrimSpace(out), 10, 64)
 				if code != 0 || err != nil {
 					b.Fatalf("exit %d: %s %s", code, out, errOut)

@@ -2,8 +2,8 @@ package e2etest
 
 import (
 	"bytes"
+	"errors"
 	"io"
-
 	"net"
 	"os"
 	"os/exec"
@@ -42,28 +42,6 @@ check unmount unshare -U -r -m umount $DATA
 check remount-rw unshare -U -r -m mount -o remount,rw $DATA
 python3 -c "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'confined', ('127.0.0.1', int(sys.argv[1])))" $UDP_PORT 2>&1; echo "udp-sent: $?"
 `
-
-// confineLaunch runs av-launch with flags and the given environment
-// additions (as the calling test's uid unless cred is set).
-func confineLaunch(t testing.TB, s *server, env []string, cred *syscall.Credential, flags []string, argv ...string) (stdout, stderr string, code int) {
-	t.Helper()
-	args := append([]string{"--addr", "http://" + s.apiAddr}, flags...)
-	args = append(append(args, "--"), argv...)
-	cmd := exec.Command(bin("av-launch"), args...)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
-	if cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	}
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return o.String(), e.String(), code
-}
 
 // confineSetup starts a server and an upstream with a credential bound
 // to it, and a UDP listener on the host's loopback.
@@ -153,7 +131,7 @@ func TestConfineJourney(t *testing.T) {
 		{"sh", "-c", "PPID_OF_AGENT=$PPID sh -c 'sh -c \"$0\"' \"$1\"", "sh", confineProbe},
 	} {
 		start := time.Now()
-		out, errOut, code := confineLaunch(t, s, env, nil, []string{"--confine"}, argv...)
+		out, errOut, code := s.launchRaw(t, env, nil, []string{"--confine"}, argv...)
 		t.Logf("confined run took %v", time.Since(start))
 		if code != 0 {
 			t.Fatalf("av-launch --confine: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
@@ -173,7 +151,7 @@ func TestConfineJourney(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bus.Close()
-	out, errOut, code := confineLaunch(t, s, append(env, "XDG_RUNTIME_DIR="+runtimeDir), nil, []string{"--confine"},
+	out, errOut, code := s.launchRaw(t, append(env, "XDG_RUNTIME_DIR="+runtimeDir), nil, []string{"--confine"},
 		"python3", "-c", "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])", filepath.Join(runtimeDir, "bus"))
 	if code == 0 {
 		t.Errorf("the confined command connected to $XDG_RUNTIME_DIR/bus: %s %s", out, errOut)
@@ -196,12 +174,12 @@ func TestConfineJourney(t *testing.T) {
 	first.Close()
 
 	// AGENT_VAULT_CONFINE=1 is the same as --confine; --confine=false wins.
-	out, errOut, code = confineLaunch(t, s, append(env, "AGENT_VAULT_CONFINE=1"), nil, nil,
+	out, errOut, code = s.launchRaw(t, append(env, "AGENT_VAULT_CONFINE=1"), nil, nil,
 		"python3", "-c", "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=20)", strings.Split(s.apiAddr, ":")[1])
 	if code == 0 || !strings.Contains(errOut, "Connection refused") {
 		t.Errorf("AGENT_VAULT_CONFINE=1: the management API was reachable: exit %d %s %s", code, out, errOut)
 	}
-	out, errOut, code = confineLaunch(t, s, append(env, "AGENT_VAULT_CONFINE=1"), nil, []string{"--confine=false"}, "cat", filepath.Join(s.dataDir, "agent.token"))
+	out, errOut, code = s.launchRaw(t, append(env, "AGENT_VAULT_CONFINE=1"), nil, []string{"--confine=false"}, "cat", filepath.Join(s.dataDir, "agent.token"))
 	if tok, _ := os.ReadFile(filepath.Join(s.dataDir, "agent.token")); code != 0 || out != string(tok) {
 		t.Errorf("--confine=false under AGENT_VAULT_CONFINE=1: exit %d, read %d bytes of the token file: %s", code, len(out), errOut)
 	}
@@ -209,12 +187,12 @@ func TestConfineJourney(t *testing.T) {
 	// --confine-hide hides more; a command inside a hidden path is not found.
 	extra := t.TempDir()
 	os.WriteFile(filepath.Join(extra, "id_ed25519"), []byte("private key"), 0o600)
-	out, errOut, code = confineLaunch(t, s, env, nil, []string{"--confine", "--confine-hide", extra}, "cat", filepath.Join(extra, "id_ed25519"))
+	out, errOut, code = s.launchRaw(t, env, nil, []string{"--confine", "--confine-hide", extra}, "cat", filepath.Join(extra, "id_ed25519"))
 	if code == 0 || strings.Contains(out, "private key") {
 		t.Errorf("--confine-hide: read the hidden file: exit %d %q %s", code, out, errOut)
 	}
-	_, errOut, code = confineLaunch(t, s, env, nil, []string{"--confine", "--confine-hide", "relative/path"}, "true")
-	if code != 2 || !strings.Contains(errOut, "absolute path") {
+	_, errOut, code = s.launchRaw(t, env, nil, []string{"--confine", "--confine-hide", "relative/path"}, "true")
+	if code != 2 || !strings.Contains(errOut, "invalid value for flag -confine-hide") {
 		t.Errorf("--confine-hide relative: exit %d %s", code, errOut)
 	}
 }
@@ -245,7 +223,7 @@ func TestConfineUnprivileged(t *testing.T) {
 	os.Chown(dir, 65534, 65534)
 	os.Chmod(dir, 0o700)
 	env := append(probeEnv(s, up, udp, dir), "HOME="+dir, "AGENT_VAULT_DATA_DIR="+dir)
-	out, errOut, code := confineLaunch(t, s, env, &syscall.Credential{Uid: 65534, Gid: 65534}, []string{"--confine"},
+	out, errOut, code := s.launchRaw(t, env, &syscall.Credential{Uid: 65534, Gid: 65534}, []string{"--confine"},
 		"sh", "-c", "PPID_OF_AGENT=$PPID; export PPID_OF_AGENT; id -u; "+confineProbe)
 	if code != 0 {
 		t.Fatalf("av-launch --confine as uid 65534: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
@@ -272,18 +250,19 @@ func TestConfineRefusedWithoutSupport(t *testing.T) {
 	}
 	before := s.sessionCount(t)
 
-	cmd := exec.Command(noUserNS("--addr", "http://"+s.apiAddr, "--confine", "--", "true")[0], noUserNS("--addr", "http://"+s.apiAddr, "--confine", "--", "true")[1:]...)
+	argv := noUserNS("--addr", "http://"+s.apiAddr, "--confine", "--", "true")
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
 	outB, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
-	if !errorsAs(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(outB), "cannot confine") || !strings.Contains(string(outB), "best-effort") {
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(outB), "cannot confine") || !strings.Contains(string(outB), "best-effort") {
 		t.Fatalf("--confine without user namespaces: %v\n%s", err, outB)
 	}
 	if after := s.sessionCount(t); after != before {
 		t.Errorf("a refused --confine created a session (%d -> %d)", before, after)
 	}
 
-	argv := noUserNS("--addr", "http://"+s.apiAddr, "--confine=best-effort", "--", "sh", "-c", "PPID_OF_AGENT=$PPID; export PPID_OF_AGENT; "+confineProbe)
+	argv = noUserNS("--addr", "http://"+s.apiAddr, "--confine=best-effort", "--", "sh", "-c", "PPID_OF_AGENT=$PPID; export PPID_OF_AGENT; "+confineProbe)
 	cmd = exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
 	var o, e bytes.Buffer
@@ -306,12 +285,4 @@ func (s *server) sessionCount(t *testing.T) int {
 	}
 	s.mustAPI("GET", "/api/v1/sessions", nil, 200, &list)
 	return len(list.Sessions)
-}
-
-func errorsAs(err error, target **exec.ExitError) bool {
-	e, ok := err.(*exec.ExitError)
-	if ok {
-		*target = e
-	}
-	return ok
 }

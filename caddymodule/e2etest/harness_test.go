@@ -14,6 +14,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -547,18 +548,29 @@ func (s *server) launch(flags []string, argv ...string) (stdout, stderr string, 
 // HOME=... there replaces the fresh temp dir).
 func (s *server) launchEnv(env, flags []string, argv ...string) (stdout, stderr string, code int) {
 	s.t.Helper()
+	return s.launchRaw(s.t, append([]string{"HOME=" + s.t.TempDir(), "AGENT_VAULT_TOKEN=" + s.adminToken()}, env...), nil, flags, argv...)
+}
+
+// launchRaw runs `av-launch --addr <s> [flags] -- argv...` with PATH and
+// env only (no token unless env has one: the data dir's agent.token
+// then), as cred's user if set; t is the (sub)test it reports to.
+func (s *server) launchRaw(t testing.TB, env []string, cred *syscall.Credential, flags []string, argv ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	args := append([]string{"--addr", "http://" + s.apiAddr}, flags...)
 	args = append(append(args, "--"), argv...)
 	cmd := exec.Command(bin("av-launch"), args...)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + s.t.TempDir(), "AGENT_VAULT_TOKEN=" + s.adminToken()}, env...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()
-	code = 0
-	if ee, ok := err.(*exec.ExitError); ok {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
 		code = ee.ExitCode()
 	} else if err != nil {
-		s.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return o.String(), e.String(), code
 }
