@@ -114,15 +114,28 @@ type confinePlan struct {
 	// ConnectPort is the only TCP port the child may connect to under
 	// Landlock alone (no network namespace); 0 for none.
 	ConnectPort int `json:"connect_port,omitempty"`
-	// HideDirs and HideFiles are covered by empty read-only mounts.
-	HideDirs  []string `json:"hide_dirs,omitempty"`
-	HideFiles []string `json:"hide_files,omitempty"`
+	// Hide are covered by empty read-only mounts.
+	Hide []hiddenPath `json:"hide,omitempty"`
+	// Landlock requires the Landlock domain (strict mode).
+	Landlock bool `json:"landlock"`
+	// Seccomp requires the seccomp filter (strict mode).
+	Seccomp bool `json:"seccomp"`
 	// ProgName prefixes the stage's messages.
 	ProgName string `json:"prog_name"`
 	// Path, Args and Env are the command the stage executes.
 	Path string   `json:"path"`
 	Args []string `json:"args"`
 	Env  []string `json:"env"`
+}
+
+// hiddenPath is a path to cover and the file it named when the
+// launcher looked: the stage covers it only if it still names that
+// file, so nothing can swap it (for a symbolic link, say) in between.
+type hiddenPath struct {
+	Path string `json:"path"`
+	Dir  bool   `json:"dir"`
+	Dev  uint64 `json:"dev"`
+	Ino  uint64 `json:"ino"`
 }
 
 // hiddenPaths lists what the child must not read: the broker's data dir,
@@ -142,7 +155,15 @@ func hiddenPaths(cfg *Config) (dirs, files []string, err error) {
 	if dir := filepath.Dir(candidates[0]); candidates[0] != "" {
 		candidates = append(candidates, dir)
 	}
-	candidates = append(candidates, cfg.secretFiles...)
+	for _, f := range cfg.secretFiles {
+		candidates = append(candidates, f)
+		// A token file given from a server's data dir (the server
+		// may run with a data dir the launcher's environment does not
+		// name): the whole dir goes, admin token and CA key included.
+		if dir := filepath.Dir(f); looksLikeDataDir(dir) {
+			candidates = append(candidates, dir)
+		}
+	}
 	candidates = append(candidates, getenv("AGENT_VAULT_MASTER_PASSWORD_FILE"), getenv("AGENT_VAULT_ADMIN_TOKEN_FILE"))
 	if xdg := getenv("XDG_DATA_HOME"); filepath.IsAbs(xdg) {
 		candidates = append(candidates, filepath.Join(xdg, "caddy"))
@@ -152,15 +173,19 @@ func hiddenPaths(cfg *Config) (dirs, files []string, err error) {
 	}
 	// Sockets through which a process outside would run commands or
 	// reach the network for the agent: the container engines, the
-	// user's systemd and D-Bus (systemd-run), tmux servers, ssh-agent.
+	// user's systemd and D-Bus (systemd-run), the system bus, tmux and
+	// screen servers, X11 (keystrokes into other windows), ssh-agent,
+	// and the resolvers that would look names up (DNS out) for it.
 	uid := strconv.Itoa(os.Getuid())
 	runtimeDir := getenv("XDG_RUNTIME_DIR")
 	if !filepath.IsAbs(runtimeDir) {
 		runtimeDir = "/run/user/" + uid
 	}
 	candidates = append(candidates, runtimeDir, "/run/docker.sock", "/var/run/docker.sock",
-		"/run/containerd/containerd.sock", "/run/podman/podman.sock", "/run/dbus/system_bus_socket",
-		filepath.Join(os.TempDir(), "tmux-"+uid), "/tmp/tmux-"+uid, getenv("SSH_AUTH_SOCK"))
+		"/run/containerd/containerd.sock", "/run/podman/podman.sock", "/run/dbus", "/var/run/dbus",
+		filepath.Join(os.TempDir(), "tmux-"+uid), "/tmp/tmux-"+uid, "/run/screen", "/tmp/.X11-unix",
+		"/run/systemd/resolve/io.systemd.Resolve", "/run/nscd", "/var/run/nscd", "/run/avahi-daemon",
+		getenv("SSH_AUTH_SOCK"))
 	for _, p := range cfg.ConfineHide {
 		if !filepath.IsAbs(p) {
 			return nil, nil, fmt.Errorf("--confine-hide %q: use an absolute path", p)
@@ -208,6 +233,17 @@ func hiddenPaths(cfg *Config) (dirs, files []string, err error) {
 	dirs = slices.DeleteFunc(slices.Clone(dirs), covered)
 	files = slices.DeleteFunc(files, covered)
 	return dirs, files, nil
+}
+
+// looksLikeDataDir reports whether dir holds what an agent-vault server
+// writes into its data dir.
+func looksLikeDataDir(dir string) bool {
+	for _, name := range []string{"admin.token", "instance.id", "state.db"} {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // within reports whether path is dir or below it.

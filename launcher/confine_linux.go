@@ -73,7 +73,15 @@ type confineStage struct {
 
 	ln      net.Listener
 	relayWG sync.WaitGroup
+	mu      sync.Mutex
+	open    map[net.Conn]struct{} // relayed connections, both ends
+	stopped bool
 }
+
+// maxRelays caps the connections forwarded at once: past it a new one is
+// closed at once (the command sees its proxy refuse), and the launcher
+// keeps descriptors for its own calls (lease renewal, revocation).
+const maxRelays = 512
 
 // startConfineStage starts the stage for cfg.Confine. In strict mode it
 // refuses, before anything is started, a kernel that cannot confine; in
@@ -89,6 +97,9 @@ func startConfineStage(cfg *Config) (*confineStage, error) {
 			missing = append(missing, fmt.Sprintf("Landlock ABI %d (at least %d is needed, Linux 5.19)", abi, minLandlockABI))
 		}
 		abi = 0
+	}
+	if !seccompSupported {
+		missing = append(missing, "a seccomp filter for this architecture (amd64 and arm64 have one): terminal input injection (TIOCSTI) and vsock stay open")
 	}
 	if cfg.Confine == ConfineStrict && len(missing) > 0 {
 		return nil, fmt.Errorf("--confine: this kernel cannot confine the command: no %s; use --confine=best-effort to run with what it offers", missing[0])
@@ -115,10 +126,20 @@ func startConfineStage(cfg *Config) (*confineStage, error) {
 
 // plan is what the stage is to apply for the command at path.
 func (st *confineStage) plan(cfg *Config, path string, env []string, proxyPort int) (confinePlan, error) {
-	p := confinePlan{Namespaces: st.namespaces, ProgName: cfg.ProgName, Path: path, Args: cfg.Command, Env: env}
+	strict := cfg.Confine == ConfineStrict
+	p := confinePlan{Namespaces: st.namespaces, ProgName: cfg.ProgName, Path: path, Args: cfg.Command, Env: env,
+		Landlock: strict, Seccomp: strict}
 	if st.namespaces {
 		p.ListenPort = proxyPort
-		p.HideDirs, p.HideFiles = st.hideDirs, st.hideFiles
+		for _, list := range [][]string{st.hideDirs, st.hideFiles} {
+			for _, path := range list {
+				var fi unix.Stat_t
+				if err := unix.Stat(path, &fi); err != nil {
+					return p, fmt.Errorf("--confine: %s: %v", path, err)
+				}
+				p.Hide = append(p.Hide, hiddenPath{Path: path, Dir: fi.Mode&unix.S_IFMT == unix.S_IFDIR, Dev: fi.Dev, Ino: fi.Ino})
+			}
+		}
 	} else if st.abi >= 4 {
 		p.ConnectPort = proxyPort
 	} else if st.abi > 0 {
@@ -249,27 +270,76 @@ func (st *confineStage) launch(plan confinePlan, proxyTarget string) (*os.Proces
 }
 
 // forward relays every connection the command makes to its loopback
-// proxy port to the session proxy.
+// proxy port to the session proxy, until stop.
 func (st *confineStage) forward(target string) {
 	defer st.relayWG.Done()
+	backoff := 5 * time.Millisecond
 	for {
 		c, err := st.ln.Accept()
 		if err != nil {
-			return // closed by stop
+			if st.isStopped() {
+				return
+			}
+			// Out of descriptors, say: wait and go on, as net/http does;
+			// the relay must not die while the command runs.
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
 		}
-		go relayConn(c, target)
+		backoff = 5 * time.Millisecond
+		if !st.track(c) {
+			c.Close()
+			continue
+		}
+		st.relayWG.Add(1)
+		go func() {
+			defer st.relayWG.Done()
+			defer st.untrack(c)
+			st.relayConn(c, target)
+		}()
 	}
+}
+
+func (st *confineStage) isStopped() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.stopped
+}
+
+// track registers a relayed connection; false past maxRelays or after
+// stop.
+func (st *confineStage) track(c net.Conn) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.stopped || len(st.open) >= 2*maxRelays {
+		return false
+	}
+	if st.open == nil {
+		st.open = make(map[net.Conn]struct{})
+	}
+	st.open[c] = struct{}{}
+	return true
+}
+
+func (st *confineStage) untrack(c net.Conn) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	delete(st.open, c)
+	c.Close()
 }
 
 // relayConn copies between the command's connection and one to target,
 // passing on each side's end of stream.
-func relayConn(c net.Conn, target string) {
-	defer c.Close()
+func (st *confineStage) relayConn(c net.Conn, target string) {
 	up, err := net.DialTimeout("tcp", target, 10*time.Second)
 	if err != nil {
 		return // the command sees the connection close, as a refused proxy
 	}
-	defer up.Close()
+	if !st.track(up) {
+		up.Close()
+		return
+	}
+	defer st.untrack(up)
 	done := make(chan struct{}, 2)
 	pipe := func(dst, src net.Conn) {
 		io.Copy(dst, src)
@@ -284,9 +354,15 @@ func relayConn(c net.Conn, target string) {
 	<-done
 }
 
-// stop closes the forwarded listener once the command is gone; open
-// connections end with their peers.
+// stop closes the forwarded listener and every relayed connection once
+// the command is gone: what it left running has no way out after that.
 func (st *confineStage) stop() {
+	st.mu.Lock()
+	st.stopped = true
+	for c := range st.open {
+		c.Close()
+	}
+	st.mu.Unlock()
 	if st.ln != nil {
 		st.ln.Close()
 		st.relayWG.Wait()

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strconv"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -70,10 +71,10 @@ func runStage(namespaces bool) int {
 			return fail("listening on 127.0.0.1:%d in the command's network namespace: %v", plan.ListenPort, err)
 		}
 		applied = append(applied, "own network namespace: TCP only to the proxy, no UDP/DNS out")
-		if err := hideAll(plan.HideDirs, plan.HideFiles); err != nil {
+		if err := hideAll(plan.Hide); err != nil {
 			return fail("%v", err)
 		}
-		if n := len(plan.HideDirs) + len(plan.HideFiles); n > 0 {
+		if n := len(plan.Hide); n > 0 {
 			applied = append(applied, fmt.Sprintf("%d broker paths hidden", n))
 		}
 		if err := dropCapabilities(); err != nil {
@@ -90,6 +91,22 @@ func runStage(namespaces bool) int {
 			return fail("%v", err)
 		}
 		applied = append(applied, got...)
+	} else if plan.Landlock {
+		return fail("Landlock ABI %d here, %d needed", abi, minLandlockABI)
+	}
+	if seccompSupported {
+		if err := seccompRestrict(); err != nil {
+			return fail("%v", err)
+		}
+		applied = append(applied, "seccomp: no terminal input injection (TIOCSTI), no vsock or other socket families, no io_uring")
+	} else if plan.Seccomp {
+		return fail("no seccomp filter for this architecture")
+	}
+	// Descriptors the launcher inherited from its own caller (the
+	// stage's are close-on-exec already) must not reach the command: a
+	// directory or socket opened outside goes around every rule above.
+	if err := closeInheritedFDs(); err != nil {
+		return fail("closing inherited descriptors: %v", err)
 	}
 	if plan.Namespaces {
 		// The bounding set and securebits are gone; this clears what
@@ -160,17 +177,61 @@ func listenLoopback(port int) (int, error) {
 	return fd, nil
 }
 
+// closeInheritedFDs marks every descriptor from 3 up close-on-exec.
+func closeInheritedFDs() error {
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err == nil {
+		return nil
+	}
+	// Before Linux 5.11: one by one.
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd >= 3 {
+			unix.CloseOnExec(fd)
+		}
+	}
+	return nil
+}
+
+// openHidden opens p by a descriptor that still names the file the
+// launcher saw, and returns the path that mounts over it.
+func openHidden(p hiddenPath) (target string, closeFD func(), err error) {
+	fd, err := unix.Open(p.Path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", nil, fmt.Errorf("hiding %s: %v", p.Path, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Dev != p.Dev || st.Ino != p.Ino || (st.Mode&unix.S_IFMT == unix.S_IFDIR) != p.Dir {
+		unix.Close(fd)
+		return "", nil, fmt.Errorf("hiding %s: it changed since the launcher looked at it", p.Path)
+	}
+	return "/proc/self/fd/" + strconv.Itoa(fd), func() { unix.Close(fd) }, nil
+}
+
 // hideAll covers each directory with an empty read-only tmpfs of mode
 // 000 and each file with /dev/null on a read-only nodev bind mount
 // (opening it fails: a device on a nodev mount). The command cannot
 // remove them: it has no capabilities, and Landlock denies unmounting
 // to its domain even in a user namespace of its own, where these
 // mounts are locked to the ones beneath anyway.
-func hideAll(dirs, files []string) error {
+func hideAll(paths []hiddenPath) error {
 	const flags = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
-	for _, d := range dirs {
-		if err := unix.Mount("agent-vault-hidden", d, "tmpfs", flags, "mode=000,size=4k,nr_inodes=2"); err != nil {
-			return fmt.Errorf("hiding %s: %v", d, err)
+	var files []hiddenPath
+	for _, p := range paths {
+		if !p.Dir {
+			files = append(files, p)
+			continue
+		}
+		target, done, err := openHidden(p)
+		if err != nil {
+			return err
+		}
+		err = unix.Mount("agent-vault-hidden", target, "tmpfs", flags, "mode=000,size=4k,nr_inodes=2")
+		done()
+		if err != nil {
+			return fmt.Errorf("hiding %s: %v", p.Path, err)
 		}
 	}
 	if len(files) == 0 {
@@ -193,11 +254,18 @@ func hideAll(dirs, files []string) error {
 		}
 	}
 	for _, f := range files {
-		if err := unix.Mount("/dev/null", f, "", unix.MS_BIND, ""); err != nil {
-			return fmt.Errorf("hiding %s: %v", f, err)
+		target, done, err := openHidden(f)
+		if err != nil {
+			return err
 		}
-		if err := unix.Mount("", f, "", unix.MS_REMOUNT|unix.MS_BIND|flags|locked, ""); err != nil {
-			return fmt.Errorf("hiding %s (read-only remount): %v", f, err)
+		err = unix.Mount("/dev/null", target, "", unix.MS_BIND, "")
+		done()
+		if err != nil {
+			return fmt.Errorf("hiding %s: %v", f.Path, err)
+		}
+		// The new mount is on top at the path now.
+		if err := unix.Mount("", f.Path, "", unix.MS_REMOUNT|unix.MS_BIND|flags|locked, ""); err != nil {
+			return fmt.Errorf("hiding %s (read-only remount): %v", f.Path, err)
 		}
 	}
 	return nil

@@ -40,6 +40,19 @@ check server-root ls /proc/$SERVER_PID/root/
 check server-signal kill -0 $SERVER_PID
 check unmount unshare -U -r -m umount $DATA
 check remount-rw unshare -U -r -m mount -o remount,rw $DATA
+check vsock python3 -c "import socket; socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)"
+echo "tiocsti: $(python3 -c "
+import fcntl, os, termios
+m, s = os.openpty()
+try:
+    fcntl.ioctl(s, termios.TIOCSTI, b'x'); print('pushed input')
+except OSError as e:
+    print('refused' if e.errno == 1 else 'errno %d' % e.errno)
+")"
+echo "inherited-fds: $(python3 -c "
+import os
+print(sorted(os.readlink('/proc/self/fd/' + f) for f in os.listdir('/proc/self/fd') if int(f) > 2 and os.path.exists('/proc/self/fd/' + f)))
+")"
 python3 -c "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'confined', ('127.0.0.1', int(sys.argv[1])))" $UDP_PORT 2>&1; echo "udp-sent: $?"
 `
 
@@ -88,7 +101,14 @@ func assertConfined(t *testing.T, where, out string, up *upstream, udp *net.UDPC
 	}
 	checks := []string{"direct-curl", "direct-socket", "management-api"}
 	if strict {
-		checks = append(checks, "admin-token", "agent-token", "data-dir", "launcher-environ", "server-root", "server-signal", "unmount", "remount-rw")
+		checks = append(checks, "admin-token", "agent-token", "data-dir", "launcher-environ", "server-root", "server-signal", "unmount", "remount-rw", "vsock")
+		// A pty's input cannot be pushed (the user's terminal would run it).
+		mustContain(t, where+": TIOCSTI", out, "tiocsti: refused")
+		// Nothing the launcher inherited reaches the command: python's
+		// own descriptors only (none is a directory or a socket).
+		if line := lineOf(out, "inherited-fds:"); strings.Contains(line, "socket:") || strings.Contains(line, "/data") {
+			t.Errorf("%s: descriptors from outside reached the command: %s", where, line)
+		}
 	}
 	for _, name := range checks {
 		if !strings.Contains(out, "\n"+name+": ok") && !strings.HasPrefix(out, name+": ok") {
@@ -125,13 +145,30 @@ func TestConfineJourney(t *testing.T) {
 	home := t.TempDir()
 	env := append(probeEnv(s, up, udp, s.dataDir), "HOME="+home, "AGENT_VAULT_DATA_DIR="+s.dataDir)
 
+	// Descriptors av-launch inherits (here the data dir and a
+	// connection to the management API, at fds 3 to 6) must not reach
+	// the command.
+	dataFD, err := os.Open(s.dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dataFD.Close()
+	apiConn, err := net.Dial("tcp", s.apiAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer apiConn.Close()
+	apiFD, _ := apiConn.(*net.TCPConn).File()
+	defer apiFD.Close()
+	inherited := []*os.File{dataFD, apiFD, dataFD, apiFD}
+
 	// The command itself, and a grandchild two shells down.
 	for _, argv := range [][]string{
 		{"sh", "-c", "PPID_OF_AGENT=$PPID; export PPID_OF_AGENT; " + confineProbe},
 		{"sh", "-c", "PPID_OF_AGENT=$PPID sh -c 'sh -c \"$0\"' \"$1\"", "sh", confineProbe},
 	} {
 		start := time.Now()
-		out, errOut, code := s.launchRaw(t, env, nil, []string{"--confine"}, argv...)
+		out, errOut, code := s.launchFiles(t, env, nil, inherited, []string{"--confine"}, argv...)
 		t.Logf("confined run took %v", time.Since(start))
 		if code != 0 {
 			t.Fatalf("av-launch --confine: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
@@ -172,6 +209,14 @@ func TestConfineJourney(t *testing.T) {
 		t.Errorf("the bus accepted another connection before the test's own (it read %q)", buf[:n])
 	}
 	first.Close()
+
+	// A token file from a data dir the launcher's environment does not
+	// name (the server runs with its own): the whole dir is hidden.
+	out, errOut, code = s.launchRaw(t, []string{"HOME=" + home}, nil, []string{"--confine", "--token-file", filepath.Join(s.dataDir, "agent.token")},
+		"sh", "-c", "cat "+filepath.Join(s.dataDir, "admin.token")+"; ls "+filepath.Join(s.dataDir, "caddy"))
+	if code == 0 || strings.Contains(out, "ava_") {
+		t.Errorf("--token-file from the data dir: the data dir was readable: exit %d %q %s", code, out, errOut)
+	}
 
 	// AGENT_VAULT_CONFINE=1 is the same as --confine; --confine=false wins.
 	out, errOut, code = s.launchRaw(t, append(env, "AGENT_VAULT_CONFINE=1"), nil, nil,

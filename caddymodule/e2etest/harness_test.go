@@ -556,10 +556,18 @@ func (s *server) launchEnv(env, flags []string, argv ...string) (stdout, stderr 
 // then), as cred's user if set; t is the (sub)test it reports to.
 func (s *server) launchRaw(t testing.TB, env []string, cred *syscall.Credential, flags []string, argv ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return s.launchFiles(t, env, cred, nil, flags, argv...)
+}
+
+// launchFiles is launchRaw with extra descriptors handed to av-launch
+// (fd 3 on).
+func (s *server) launchFiles(t testing.TB, env []string, cred *syscall.Credential, files []*os.File, flags []string, argv ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	args := append([]string{"--addr", "http://" + s.apiAddr}, flags...)
 	args = append(append(args, "--"), argv...)
 	cmd := exec.Command(bin("av-launch"), args...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+	cmd.ExtraFiles = files
 	if cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	}
