@@ -548,7 +548,13 @@ cat node_modules/`+matrixNPMPackage+`/package.json`, "sh", proj, base+"/npm/")
 
 	nodeV := toolVersion("node", "--version")
 	nodeFetch := `fetch(process.argv[1]).then(r => r.text()).then(t => console.log(t), e => { console.error("fetch failed:", (e.cause && e.cause.code) || e.message); process.exit(3) })`
-	nodeModern := strings.HasPrefix(nodeV, "v2") && nodeHonoursProxy(nodeV)
+	// Which Node this is, by av-launch's own rule (it warns for a Node
+	// that ignores the proxy variables).
+	nodeModern := false
+	if _, err := exec.LookPath("node"); err == nil {
+		_, errOut, _ := s.launchEnv(nil, nil, "node", "-e", "0")
+		nodeModern = !strings.Contains(errOut, "ignores HTTPS_PROXY")
+	}
 	row("node fetch (Node >= 22.21)", nodeV, func(t *testing.T) string {
 		if !nodeModern {
 			skipRow(t, "no Node >= 22.21 on this machine (node is %s); not a failure", nodeV)
@@ -593,14 +599,4 @@ cat node_modules/`+matrixNPMPackage+`/package.json`, "sh", proj, base+"/npm/")
 			t.Errorf("writing %s: %v", path, err)
 		}
 	}
-}
-
-// nodeHonoursProxy reports whether a Node version ("v22.21.0") reads
-// NODE_USE_ENV_PROXY: 22.21 and later 22s, and 24 on.
-func nodeHonoursProxy(version string) bool {
-	var major, minor int
-	if _, err := fmt.Sscanf(version, "v%d.%d", &major, &minor); err != nil {
-		return false
-	}
-	return major >= 24 || (major == 22 && minor >= 21)
 }
