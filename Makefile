@@ -5,7 +5,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/agentvault/caddy-agent-vault.Version=$(VERSION)
 
-.PHONY: build run test demo fuzz bench bench-scan bench-state xcaddy screenshots clean
+.PHONY: build run test demo fuzz bench bench-scan bench-state bench-confine xcaddy screenshots clean
 SHELL := /bin/bash
 
 build:
@@ -103,7 +103,17 @@ bench: build bench-scan
 	  BENCH_CPUPROFILE=$(BENCHPROFILE) BENCH_PROFILE_SECONDS=$(BENCHPROFILESECS) \
 	  $(GO) test -count=1 -timeout 30m -run '^$$' -bench '^(BenchmarkProxy(Body)?|BenchmarkWebSocketEcho)$$' -benchtime $(BENCHN) \
 	  ./caddymodule/e2etest/ | tee -a bench.out
+	$(MAKE) bench-confine
 	$(MAKE) bench-state
+
+# What av-launch --confine costs (caddymodule/e2etest/confine_bench_test.go):
+# start-up (av-launch -- true) and the latency of a Python agent's
+# requests, each on a new connection, plain and confined alternating in
+# each of BENCHCONFINEN rounds; appended to bench.out.
+BENCHCONFINEN ?= 40x
+bench-confine: build
+	set -o pipefail; AGENT_VAULT_BIN=$(CURDIR)/bin $(GO) test -count=1 -timeout 30m -run '^$$' -bench '^BenchmarkConfine$$' \
+	  -benchtime $(BENCHCONFINEN) ./caddymodule/e2etest/ | tee -a bench.out
 
 # The state database (caddymodule/e2etest/cluster_bench_test.go), on a
 # private PostgreSQL (internal/pgtest) and SQLite, appended to bench.out:
