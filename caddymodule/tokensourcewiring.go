@@ -19,6 +19,7 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/egress"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/tokensource"
+	"github.com/agentvault/caddy-agent-vault/storebackends"
 	builtinstore "github.com/agentvault/caddy-agent-vault/storebackends/builtin"
 	"github.com/agentvault/caddy-agent-vault/storebackends/storehttp"
 )
@@ -37,9 +38,24 @@ type tokenSources struct {
 	sealer  *builtinstore.Store // seals rotated refresh tokens of read-only stores; nil: none configured
 	client  *http.Client
 	logger  *zap.Logger
+	putMu   sync.Mutex // serializes put and delete, so the one-reader rule of refresh tokens holds
 	mu      sync.Mutex
-	rotated map[string]string // source name → refresh token kept in the state database
+	specs   map[string]tokensource.Spec // source name → its served definition
+	rotated map[string]string           // source name → newest rotated refresh token, until its store holds it
 }
+
+// newTokenSources returns an empty tokenSources; sealer may be nil.
+func newTokenSources(db *state.DB, creds *credentials.Set, sealer *builtinstore.Store, client *http.Client, logger *zap.Logger) *tokenSources {
+	return &tokenSources{db: db, creds: creds, sealer: sealer, client: client, logger: logger,
+		specs: map[string]tokensource.Spec{}, rotated: map[string]string{}}
+}
+
+// Write-back of a rotated refresh token: tries, and the first pause
+// between them (doubled each time).
+const (
+	saveRefreshTries = 3
+	saveRefreshPause = 50 * time.Millisecond
+)
 
 // openTokenSources builds the token endpoints' client (the stores'
 // hardened one, dialing through the egress policy) and loads every
@@ -52,12 +68,13 @@ func (a *App) openTokenSources(stores []any) error {
 	if err != nil {
 		return err
 	}
-	ts := &tokenSources{db: a.state.db, creds: a.creds, client: client, logger: a.logger, rotated: map[string]string{}}
+	var sealer *builtinstore.Store
 	for _, m := range stores {
-		if b, ok := m.(*builtinstore.Store); ok && ts.sealer == nil {
-			ts.sealer = b
+		if b, ok := m.(*builtinstore.Store); ok && sealer == nil {
+			sealer = b
 		}
 	}
+	ts := newTokenSources(a.state.db, a.creds, sealer, client, a.logger)
 	a.tokens = ts
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -72,6 +89,9 @@ func (ts *tokenSources) load(ctx context.Context) error {
 	}
 	for _, r := range rows {
 		spec, err := tokensource.ParseSpec(r.Doc)
+		if err == nil {
+			err = ts.checkRefreshReader(r.Name, spec)
+		}
 		if err == nil && len(r.RefreshSealed) > 0 {
 			err = ts.unseal(r.Name, spec, r.RefreshSealed)
 		}
@@ -114,7 +134,44 @@ func (ts *tokenSources) register(name string, spec tokensource.Spec, defined tim
 	if err != nil {
 		return false, err
 	}
-	return ts.creds.PutSource(src)
+	created, err := ts.creds.PutSource(src)
+	if err == nil {
+		ts.mu.Lock()
+		ts.specs[name] = spec
+		ts.mu.Unlock()
+	}
+	return created, err
+}
+
+// checkRefreshReader refuses a second token source reading the
+// refresh_token credential another one reads: a refresh token is
+// one-time when the server rotates it, so two sources presenting it
+// would lock each other out. One reader per refresh token is simpler
+// than sharing the rotation and the fetch between sources.
+func (ts *tokenSources) checkRefreshReader(name string, spec tokensource.Spec) error {
+	if spec.RefreshToken == "" {
+		return nil
+	}
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	for other, s := range ts.specs {
+		if other != name && s.RefreshToken == spec.RefreshToken {
+			return fmt.Errorf("%w: token source %s already reads refresh token credential %s (a rotated refresh token works once: give each source its own)",
+				credentials.ErrIsTokenSource, other, spec.RefreshToken)
+		}
+	}
+	return nil
+}
+
+// checkRefreshHome refuses an oauth2_refresh whose refresh token sits
+// in a read-only store when no built-in store can seal a rotated one:
+// a rotation would then live in memory only and die with the process.
+func (ts *tokenSources) checkRefreshHome(spec tokensource.Spec) error {
+	if spec.RefreshToken == "" || ts.sealer != nil || !ts.creds.Snapshot().Has(spec.RefreshToken) || ts.creds.WritableServes(spec.RefreshToken) {
+		return nil
+	}
+	return fmt.Errorf("%w: refresh token credential %s is in a read-only store and no built-in store is configured to keep a rotated one; configure a built-in store, or store the refresh token in the writable one",
+		credentials.ErrIsTokenSource, spec.RefreshToken)
 }
 
 // input reads one input credential of source name: a kept rotated
@@ -134,24 +191,40 @@ func (ts *tokenSources) input(name string, spec tokensource.Spec, cred string) (
 	return ts.creds.Snapshot().Lookup(cred, time.Now())
 }
 
-// saveRefresh keeps a rotated refresh token: written back to the
-// writable store when that store holds it, otherwise sealed by the
-// built-in store's key into the state database. Either way this
-// process uses it from now on.
+// saveRefresh keeps a rotated refresh token: in memory first (the old
+// one may be dead already), then written back to the writable store
+// when that store serves it (retried; once a write succeeded the
+// store's value wins again), otherwise sealed by the built-in store's
+// key into the state database.
 func (ts *tokenSources) saveRefresh(ctx context.Context, name string, spec tokensource.Spec, cred, v string) error {
-	ts.mu.Lock()
-	_, kept := ts.rotated[name]
-	ts.mu.Unlock()
-	if !kept && ts.creds.WritableServes(cred) {
-		m, _, err := ts.creds.Put(cred, v)
-		if err == nil {
-			ts.logger.Info("rotated refresh token written back", zap.String("token_source", name), zap.String("credential", cred), zap.String("version", m.Version))
-		}
-		return err
-	}
 	ts.mu.Lock()
 	ts.rotated[name] = v
 	ts.mu.Unlock()
+	if ts.creds.WritableServes(cred) {
+		var err error
+		pause := saveRefreshPause
+		for try := 0; try < saveRefreshTries; try++ {
+			if try > 0 {
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("the rotated refresh token is kept in memory only: writing it back to credential %s failed: %v", cred, err)
+				case <-time.After(pause):
+				}
+				pause *= 2
+			}
+			var m storebackends.Meta
+			if m, _, err = ts.creds.Put(cred, v); err == nil {
+				ts.mu.Lock()
+				if ts.rotated[name] == v {
+					delete(ts.rotated, name)
+				}
+				ts.mu.Unlock()
+				ts.logger.Info("rotated refresh token written back", zap.String("token_source", name), zap.String("credential", cred), zap.String("version", m.Version))
+				return nil
+			}
+		}
+		return fmt.Errorf("the rotated refresh token is kept in memory only: writing it back to credential %s failed: %v", cred, err)
+	}
 	if ts.sealer == nil {
 		return fmt.Errorf("credential %s is in a read-only store and no built-in store is configured to seal the new one: it is kept in memory only", cred)
 	}
@@ -168,8 +241,16 @@ func (ts *tokenSources) saveRefresh(ctx context.Context, name string, spec token
 // put defines (or redefines) a token source: stored first, then
 // served. A redefinition forgets a kept refresh token.
 func (ts *tokenSources) put(ctx context.Context, name string, spec tokensource.Spec, doc []byte) (bool, error) {
+	ts.putMu.Lock()
+	defer ts.putMu.Unlock()
 	if !ts.creds.IsSource(name) && ts.creds.Snapshot().Has(name) {
 		return false, fmt.Errorf("%w: a store holds a value named %s; delete it first, or pick another name", credentials.ErrIsTokenSource, name)
+	}
+	if err := ts.checkRefreshReader(name, spec); err != nil {
+		return false, err
+	}
+	if err := ts.checkRefreshHome(spec); err != nil {
+		return false, err
 	}
 	if err := ts.db.PutTokenSource(ctx, name, doc); err != nil {
 		return false, fromState(err)
@@ -182,12 +263,15 @@ func (ts *tokenSources) put(ctx context.Context, name string, spec tokensource.S
 
 // delete removes a token source; it reports whether there was one.
 func (ts *tokenSources) delete(ctx context.Context, name string) (bool, error) {
+	ts.putMu.Lock()
+	defer ts.putMu.Unlock()
 	found, err := ts.db.DeleteTokenSource(ctx, name)
 	if err != nil {
 		return false, fromState(err)
 	}
 	ts.mu.Lock()
 	delete(ts.rotated, name)
+	delete(ts.specs, name)
 	ts.mu.Unlock()
 	return ts.creds.DeleteSource(name) || found, nil
 }
