@@ -17,6 +17,7 @@ import (
 	"maps"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/tokensource"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
 	builtinstore "github.com/agentvault/caddy-agent-vault/storebackends/builtin"
@@ -243,16 +244,107 @@ func TestTokenSourceRotationReadOnlyStore(t *testing.T) {
 	if tok, err := ts2.creds.Snapshot().Resolve(ctx, "MAIL", time.Now()); err != nil || tok != "at-2" {
 		t.Fatalf("after restart: %q %v", tok, err)
 	}
-	// Redefining forgets it: the store's (now dead) value is read again.
-	if _, err := ts2.put(ctx, "MAIL", spec, doc); err != nil {
+	// An identical redefinition keeps the live source and the kept
+	// refresh token; one with another token_url forgets it: the
+	// store's (now dead) value is read again.
+	if created, err := ts2.put(ctx, "MAIL", spec, doc); err != nil || created {
+		t.Fatal(created, err)
+	}
+	src, _ := ts2.creds.Snapshot().Source("MAIL")
+	src.MarkStale("at-2")
+	if tok, err := ts2.creds.Snapshot().Resolve(ctx, "MAIL", time.Now()); err != nil || tok != "at-3" {
+		t.Fatalf("after an identical re-PUT: %q %v", tok, err)
+	}
+	moved := spec
+	moved.TokenURL = srv.URL + "/token2"
+	movedDoc, _ := json.Marshal(moved)
+	if _, err := ts2.put(ctx, "MAIL", moved, movedDoc); err != nil {
 		t.Fatal(err)
+	}
+	if rows, _ := db.ListTokenSources(ctx); len(rows[0].RefreshSealed) != 0 {
+		t.Fatal("the kept refresh token survived a changed token_url")
 	}
 	_, err = ts2.creds.Snapshot().Resolve(ctx, "MAIL", time.Now())
 	var un *credentials.UnavailableError
-	if !errors.As(err, &un) || un.Name != "MAIL" || !strings.Contains(err.Error(), "invalid_grant") {
+	if !errors.As(err, &un) || un.Name != "MAIL" {
 		t.Fatalf("want 503 naming MAIL, got %v", err)
 	}
 	if status, _, _ := errorResponse(err); status != http.StatusServiceUnavailable {
 		t.Fatalf("status %d", status)
+	}
+}
+
+// Brokers sharing one state database follow each other's token
+// sources: a rotation sealed by one is used by the other, a delete
+// stops both, and a fetch under an old definition keeps nothing.
+func TestTokenSourceFeedAcrossBrokers(t *testing.T) {
+	srv, seen := rotatingServer(t, "rt-0")
+	ctx := context.Background()
+	db := openTestStateDB(t, zap.NewNop())
+	broker := func() *tokenSources {
+		b, err := builtinstore.Open(ctx, builtinRecords{db: db, store: "builtin"}, []byte("pw"), builtinstore.Options{KDF: builtinstore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		set, err := credentials.New([]credentials.Store{{Name: "builtin", Store: b}, {Name: "vault", Store: builtin("RT", "rt-0")}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts := newTokenSources(db, set, b, srv.Client(), zap.NewNop())
+		if err := ts.load(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return ts
+	}
+	a, b := broker(), broker()
+	spec, doc := refreshSpec(srv, "RT")
+	if _, err := a.put(ctx, "MAIL", spec, doc); err != nil {
+		t.Fatal(err)
+	}
+	change := state.Change{Topic: state.TopicTokenSources, Key: "MAIL"}
+	if err := b.apply(ctx, change); err != nil || !b.creds.IsSource("MAIL") {
+		t.Fatalf("B does not serve MAIL: %v", err)
+	}
+	if tok, err := a.creds.Snapshot().Resolve(ctx, "MAIL", time.Now()); err != nil || tok != "at-1" {
+		t.Fatalf("A: %q %v", tok, err)
+	}
+	if err := b.apply(ctx, change); err != nil {
+		t.Fatal(err)
+	}
+	if tok, err := b.creds.Snapshot().Resolve(ctx, "MAIL", time.Now()); err != nil || tok != "at-2" {
+		t.Fatalf("B refreshed with the dead token: %q %v; presented %v", tok, err, seen())
+	}
+	// A hears of B's rotation (a whole-topic reload this time).
+	if err := a.apply(ctx, state.Change{Topic: state.TopicTokenSources}); err != nil {
+		t.Fatal(err)
+	}
+	src, _ := a.creds.Snapshot().Source("MAIL")
+	src.MarkStale("at-1")
+	if tok, err := a.creds.Snapshot().Resolve(ctx, "MAIL", time.Now()); err != nil || tok != "at-3" {
+		t.Fatalf("A: %q %v; presented %v", tok, err, seen())
+	}
+	// A fetch of generation 1 finishing after a redefinition that
+	// moved the token endpoint keeps nothing, here or in the database.
+	moved := spec
+	moved.TokenURL = srv.URL + "/v2/token"
+	movedDoc, _ := json.Marshal(moved)
+	if _, err := a.put(ctx, "MAIL", moved, movedDoc); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.saveRefresh(ctx, "MAIL", 1, spec, "RT", "rt-from-an-old-fetch"); err == nil {
+		t.Fatal("an old generation's rotation was kept")
+	}
+	a.mu.Lock()
+	_, kept := a.rotated["MAIL"]
+	a.mu.Unlock()
+	if r, _, _ := db.GetTokenSource(ctx, "MAIL"); kept || len(r.RefreshSealed) != 0 || r.Generation != 2 {
+		t.Fatalf("kept %v row %+v", kept, r)
+	}
+	// A delete on A stops B.
+	if _, err := a.delete(ctx, "MAIL"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.apply(ctx, change); err != nil || b.creds.IsSource("MAIL") {
+		t.Fatalf("B still serves MAIL: %v", err)
 	}
 }
