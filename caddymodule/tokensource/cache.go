@@ -20,6 +20,14 @@ const (
 	// the old token is still valid (so a down endpoint is not hammered by
 	// every request between 80% and expiry).
 	RetryAfterFailure = 2 * time.Second
+	// MinStaleAge is how old a token that replaced a rejected one must
+	// be before an upstream's 401 makes it stale too; each further
+	// rejected replacement doubles it, up to MaxStaleAge. The first 401
+	// after a scheduled fetch refreshes at once. So an upstream that
+	// rejects every request (a wrong scope, a revoked grant) costs a
+	// handful of token fetches, not one per request.
+	MinStaleAge = 30 * time.Second
+	MaxStaleAge = 15 * time.Minute
 )
 
 // Env is what a Source needs from the broker.
@@ -69,6 +77,7 @@ type Source struct {
 	lastErr   error
 	failedAt  time.Time
 	flight    *flight
+	streak    int // tokens in a row fetched because the one before was rejected
 }
 
 type flight struct {
@@ -109,6 +118,7 @@ func (s *Source) Token(ctx context.Context) (string, time.Time, error) {
 	if s.valid(now) {
 		// Past 80%: refresh in the background; the token still serves.
 		if !now.Before(s.refreshAt()) && s.flight == nil && now.Sub(s.failedAt) >= RetryAfterFailure {
+			s.streak = 0
 			s.startLocked(ctx)
 		}
 		tok, exp := s.token, s.expiry
@@ -122,6 +132,9 @@ func (s *Source) Token(ctx context.Context) (string, time.Time, error) {
 			err := s.lastErr
 			s.mu.Unlock()
 			return "", time.Time{}, fmt.Errorf("%w: %v", ErrExpired, err)
+		}
+		if !s.stale {
+			s.streak = 0
 		}
 		f = s.startLocked(ctx)
 	}
@@ -203,16 +216,31 @@ func (s *Source) fetch(ctx context.Context, f *flight) {
 // MarkStale says that an upstream rejected used (401): if it is still
 // the current token, the next Token call fetches a new one first. A
 // token already replaced is not marked again, so a burst of 401s
-// causes one refresh.
+// causes one refresh; a token that itself replaced a rejected one is
+// marked only once it is staleAge old (MinStaleAge, doubling).
 func (s *Source) MarkStale(used string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if used == "" || used != s.token || s.stale {
+	if used == "" || used != s.token || s.stale || s.env.Now().Sub(s.issued) < staleAge(s.streak) {
 		return false
 	}
+	s.streak++
 	s.stale = true
 	s.failedAt = time.Time{}
 	return true
+}
+
+// staleAge is the age a token must reach before a 401 makes it stale,
+// after streak rejected tokens in a row.
+func staleAge(streak int) time.Duration {
+	if streak == 0 {
+		return 0
+	}
+	d := MinStaleAge
+	for i := 1; i < streak && d < MaxStaleAge; i++ {
+		d *= 2
+	}
+	return min(d, MaxStaleAge)
 }
 
 // Current returns the tokens to recognise in answers (the current one

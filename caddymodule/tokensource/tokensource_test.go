@@ -417,3 +417,38 @@ func TestParseSpec(t *testing.T) {
 		}
 	}
 }
+
+// An upstream that answers 401 to every request does not turn each
+// request into a token fetch.
+func TestPersistent401DoesNotAmplify(t *testing.T) {
+	o := newOAuthServer(t)
+	c := &creds{m: map[string]string{"CS": "s3cr&t=", "RT": "rt-1"}}
+	clk := &clock{t: time.Unix(1_800_000_000, 0)}
+	src := newSource(t, refreshSpec(o.URL), o.Client(), c, clk)
+	for i := 0; i < 50; i++ { // 50 agent requests, 0.1 s apart, each answered 401
+		tok, _, err := src.Token(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		src.MarkStale(tok)
+		clk.Add(100 * time.Millisecond)
+	}
+	if n := o.calls.Load(); n > 2 {
+		t.Fatalf("%d token endpoint calls for 50 rejected requests", n)
+	}
+	// Later ones back off: 30 s, then 60 s.
+	tok, _, _ := src.Token(context.Background())
+	clk.Add(MinStaleAge)
+	if !src.MarkStale(tok) {
+		t.Fatal("a 30 s old replacement must be marked")
+	}
+	tok, _, _ = src.Token(context.Background())
+	clk.Add(MinStaleAge)
+	if src.MarkStale(tok) {
+		t.Fatal("the next one waits 60 s")
+	}
+	clk.Add(MinStaleAge)
+	if !src.MarkStale(tok) {
+		t.Fatal("a 60 s old one is marked")
+	}
+}
