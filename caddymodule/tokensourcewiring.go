@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -239,6 +240,39 @@ func (ts *tokenSources) register(name string, spec tokensource.Spec, gen int64, 
 	return ts.creds.PutSource(src)
 }
 
+// checkInputs refuses (400) a token source reading itself or another
+// token source, and one named like another source's input: a source's
+// inputs are stored values.
+func (ts *tokenSources) checkInputs(name string, spec tokensource.Spec) error {
+	for _, in := range spec.Inputs() {
+		if in == name {
+			return fmt.Errorf("%w: token source %s cannot read itself as an input", tokensource.ErrInvalidSpec, name)
+		}
+		if ts.creds.IsSource(in) {
+			return fmt.Errorf("%w: input %s is a token source itself; inputs are stored values", tokensource.ErrInvalidSpec, in)
+		}
+	}
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	for other, d := range ts.defs {
+		if other != name && slices.Contains(d.spec.Inputs(), name) {
+			return fmt.Errorf("%w: token source %s reads %s as a stored input; a token source cannot take that name", tokensource.ErrInvalidSpec, other, name)
+		}
+	}
+	return nil
+}
+
+// inputField is the Spec field through which spec reads cred.
+func inputField(spec tokensource.Spec, cred string) string {
+	switch cred {
+	case spec.RefreshToken:
+		return "refresh_token"
+	case spec.ClientSecret:
+		return "client_secret"
+	}
+	return "private_key"
+}
+
 // checkRefreshReader refuses a second token source reading the
 // refresh_token credential another one reads: a refresh token is
 // one-time when the server rotates it, so two sources presenting it
@@ -282,9 +316,15 @@ func (ts *tokenSources) input(name string, spec tokensource.Spec, cred string) (
 		}
 	}
 	if ts.creds.IsSource(cred) {
-		return "", fmt.Errorf("credential %s is a token source itself, not a stored value", cred)
+		return "", fmt.Errorf("its %s input is a token source itself, not a stored value", inputField(spec, cred))
 	}
-	return ts.creds.Snapshot().Lookup(cred, time.Now())
+	v, err := ts.creds.Snapshot().Lookup(cred, time.Now())
+	var un *credentials.UnavailableError
+	if errors.As(err, &un) && un.Err == nil {
+		// Named by its field: the name is the operator's to know.
+		return "", fmt.Errorf("its %s input is not in any store", inputField(spec, cred))
+	}
+	return v, err
 }
 
 // saveRefresh keeps a rotated refresh token of generation gen: in
@@ -365,6 +405,9 @@ func (ts *tokenSources) put(ctx context.Context, name string, spec tokensource.S
 	defer ts.putMu.Unlock()
 	if !ts.creds.IsSource(name) && ts.creds.Snapshot().Has(name) {
 		return false, fmt.Errorf("%w: a store holds a value named %s; delete it first, or pick another name", credentials.ErrIsTokenSource, name)
+	}
+	if err := ts.checkInputs(name, spec); err != nil {
+		return false, err
 	}
 	if err := ts.checkRefreshReader(name, spec); err != nil {
 		return false, err

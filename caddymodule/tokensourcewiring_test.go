@@ -348,3 +348,40 @@ func TestTokenSourceFeedAcrossBrokers(t *testing.T) {
 		t.Fatalf("B still serves MAIL: %v", err)
 	}
 }
+
+// A token source's inputs are stored values: itself, another source,
+// or a name another source reads are refused (400) at PUT; a missing
+// input is named by its field, not its name, in last_error.
+func TestTokenSourceInputsAreStoredValues(t *testing.T) {
+	srv, _ := rotatingServer(t, "rt-0")
+	ctx := context.Background()
+	st := &flakyStore{vals: map[string]string{"RT": "rt-0"}}
+	set, err := credentials.New([]credentials.Store{{Name: "builtin", Store: st}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := newTokenSources(openTestStateDB(t, zap.NewNop()), set, nil, srv.Client(), zap.NewNop())
+	cc := tokensource.Spec{Kind: tokensource.KindOAuth2ClientCredentials, TokenURL: srv.URL + "/token", ClientID: "c", ClientSecret: "CS_MISSING"}
+	doc, _ := json.Marshal(cc)
+	if _, err := ts.put(ctx, "CC", cc, doc); err != nil {
+		t.Fatal(err)
+	}
+	_, err = set.Snapshot().Resolve(ctx, "CC", time.Now())
+	if le := set.List()[0].LastError; err == nil || strings.Contains(le, "CS_MISSING") || !strings.Contains(le, "client_secret input is not in any store") {
+		t.Fatalf("%v; last_error %q", err, le)
+	}
+	for name, spec := range map[string]tokensource.Spec{
+		"SELF":       {Kind: tokensource.KindOAuth2ClientCredentials, TokenURL: srv.URL, ClientID: "c", ClientSecret: "SELF"},
+		"READS_CC":   {Kind: tokensource.KindOAuth2ClientCredentials, TokenURL: srv.URL, ClientID: "c", ClientSecret: "CC"},
+		"CS_MISSING": {Kind: tokensource.KindOAuth2Refresh, TokenURL: srv.URL, ClientID: "c", RefreshToken: "RT"},
+	} {
+		doc, _ := json.Marshal(spec)
+		_, err := ts.put(ctx, name, spec, doc)
+		if status, _, _ := errorResponse(err); !errors.Is(err, tokensource.ErrInvalidSpec) {
+			t.Errorf("%s: want 400, got %d %v", name, status, err)
+		}
+		if ts.creds.IsSource(name) {
+			t.Errorf("%s served", name)
+		}
+	}
+}

@@ -21,8 +21,8 @@ type Topic string
 //
 // An empty Key means everything in the topic.
 const (
-	TopicServices    Topic = "services"
-	TopicSessions    Topic = "sessions"
+	TopicServices     Topic = "services"
+	TopicSessions     Topic = "sessions"
 	TopicCredentials  Topic = "credentials"
 	TopicTokenSources Topic = "token_sources"
 )

@@ -409,11 +409,21 @@ func TestParseSpec(t *testing.T) {
 		`{"kind":"oauth2_refresh","token_url":"https://x/t","client_id":"c","refresh_token":"RT","client_auth":"private_key_jwt"}`: "client_auth",
 		`{"kind":"oauth2_refresh","token_url":"https://x/t","client_id":"c","refresh_token":"RT"} {}`:                              "trailing",
 		`{"kind":"github_app","app_id":"abc","private_key":"K","installation_id":"2"}`:                                             "app_id",
+		// Field names match exactly; another kind's field is refused even when null or "".
+		`{"kind":"oauth2_client_credentials","TOKEN_URL":"https://x/t","client_id":"c","client_secret":"CS"}`:                                                                 "unknown field",
+		`{"KIND":"oauth2_refresh","token_url":"https://x/t","client_id":"c","refresh_token":"RT"}`:                                                                            "unknown field",
+		`{"kind":"github_app","app_id":"1","private_key":"K","installation_id":"2","token_url":null}`:                                                                         "does not apply",
+		`{"kind":"github_app","app_id":"1","private_key":"K","installation_id":"2","refresh_token":""}`:                                                                       "does not apply",
+		`{"kind":"oauth2_client_credentials","token_url":"https://x/t","client_id":"c","client_secret":"CS","refresh_token":null}`:                                            "does not apply",
+		`{"kind":"oauth2_refresh","token_url":"https://x/t","client_id":"c","refresh_token":"ya29_a0AfBbyC2xq9vNdK3kLmP0qRsTuVwXyZ1234567890abcdefghijklmnopqrstuvwxyz0123"}`: "name a credential",
 	}
 	for doc, want := range bad {
 		_, err := ParseSpec([]byte(doc))
 		if err == nil || !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: want %q, got %v", doc, want, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "ya29") {
+			t.Errorf("the error echoes a pasted secret: %v", err)
 		}
 	}
 }
