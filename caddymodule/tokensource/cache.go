@@ -69,7 +69,7 @@ type Source struct {
 
 	mu        sync.Mutex
 	token     string
-	prev      string // the token before the last refresh, for scrubbing
+	recent    []string // up to RecentTokens tokens before the current one, newest first, for scrubbing
 	issued    time.Time
 	expiry    time.Time
 	stale     bool
@@ -203,8 +203,8 @@ func (s *Source) fetch(ctx context.Context, f *flight) {
 	if err != nil {
 		s.lastErr, s.failedAt = err, start
 	} else {
-		if s.token != got.Token {
-			s.prev = s.token
+		if s.token != "" && s.token != got.Token {
+			s.recent = append([]string{s.token}, s.recent[:min(len(s.recent), RecentTokens-1)]...)
 		}
 		s.token, s.issued, s.expiry, s.stale = got.Token, start, got.Expiry, false
 		s.lastErr, s.failedAt = saveErr, time.Time{}
@@ -243,18 +243,21 @@ func staleAge(streak int) time.Duration {
 	return min(d, MaxStaleAge)
 }
 
+// RecentTokens is how many replaced tokens a Source still scrubs from
+// answers (an upstream may echo a token it was sent a while ago).
+const RecentTokens = 4
+
 // Current returns the tokens to recognise in answers (the current one
-// and the one before it), for scrubbing only; never to send.
+// and up to RecentTokens before it, newest first), for scrubbing only;
+// never to send.
 func (s *Source) Current() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []string
-	for _, t := range []string{s.token, s.prev} {
-		if t != "" {
-			out = append(out, t)
-		}
+	if s.token != "" {
+		out = append(out, s.token)
 	}
-	return out
+	return append(out, s.recent...)
 }
 
 // Status describes the Source for the API.

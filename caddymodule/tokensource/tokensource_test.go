@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -460,5 +461,23 @@ func TestPersistent401DoesNotAmplify(t *testing.T) {
 	clk.Add(MinStaleAge)
 	if !src.MarkStale(tok) {
 		t.Fatal("a 60 s old one is marked")
+	}
+}
+
+// The current token and the last RecentTokens before it are scrubbed.
+func TestRecentTokensRing(t *testing.T) {
+	o := newOAuthServer(t)
+	c := &creds{m: map[string]string{"CS": "s3cr&t=", "RT": "rt-1"}}
+	clk := &clock{t: time.Unix(1_800_000_000, 0)}
+	src := newSource(t, refreshSpec(o.URL), o.Client(), c, clk)
+	for range 6 {
+		if _, _, err := src.Token(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		clk.Add(time.Hour) // past expiry: the next call fetches
+	}
+	want := []string{"at-6", "at-5", "at-4", "at-3", "at-2"}
+	if got := src.Current(); !slices.Equal(got, want) {
+		t.Fatalf("current %v, want %v", got, want)
 	}
 }
