@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 
 	"go.uber.org/zap"
@@ -88,12 +89,6 @@ func (a *API) putTokenSource(w http.ResponseWriter, r *http.Request, name string
 		a.answerError(w, r, err)
 		return
 	}
-	for _, in := range spec.Inputs() {
-		if in == name {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("token source %s cannot read itself as an input", name))
-			return
-		}
-	}
 	doc, _ := json.Marshal(spec)
 	ctx, cancel := writeContext(r)
 	defer cancel()
@@ -102,12 +97,21 @@ func (a *API) putTokenSource(w http.ResponseWriter, r *http.Request, name string
 		a.answerError(w, r, err)
 		return
 	}
+	// A missing input is named only to the operator who sent it (the
+	// answer): a name no store knows may be a value pasted in the
+	// wrong place, so the log and the audit trail count them instead.
 	var warnings []string
-	for _, in := range a.deps.creds.Missing(spec.Inputs()) {
+	missing := a.deps.creds.Missing(spec.Inputs())
+	for _, in := range missing {
 		warnings = append(warnings, fmt.Sprintf("credential %s is not in any store yet; requests that need %s are refused (503) until it is", in, name))
 	}
-	a.logger.Info("token source stored", zap.String("name", name), zap.String("kind", spec.Kind), zap.Strings("inputs", spec.Inputs()))
-	a.record(r, audit.CredentialPut, name, "token source "+spec.Kind+" reading "+strings.Join(spec.Inputs(), ", "))
+	present := slices.DeleteFunc(spec.Inputs(), func(in string) bool { return slices.Contains(missing, in) })
+	a.logger.Info("token source stored", zap.String("name", name), zap.String("kind", spec.Kind), zap.Strings("inputs", present), zap.Int("inputs_missing", len(missing)))
+	detail := "token source " + spec.Kind + " reading " + strings.Join(present, ", ")
+	if len(missing) > 0 {
+		detail += fmt.Sprintf(" (%d inputs not in any store)", len(missing))
+	}
+	a.record(r, audit.CredentialPut, name, detail)
 	status := http.StatusOK
 	if created {
 		status = http.StatusCreated

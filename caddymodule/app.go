@@ -198,6 +198,10 @@ type App struct {
 	// openStores). Both nil until then.
 	storeFeed       *changeWorker
 	cancelStoreFeed func()
+	// tokenFeed applies token source changes (tokenSources.apply);
+	// cancelTokenFeed ends its subscription.
+	tokenFeed       *changeWorker
+	cancelTokenFeed func()
 	storesFed       bool // some store reloads from the feed, so its freshness counts for health
 
 	stop chan struct{}
@@ -488,6 +492,10 @@ func (a *App) Cleanup() error {
 	if a.cancelStoreFeed != nil {
 		a.cancelStoreFeed()
 		a.storeFeed.stop()
+	}
+	if a.cancelTokenFeed != nil {
+		a.cancelTokenFeed()
+		a.tokenFeed.stop()
 	}
 	if a.state != nil {
 		_, err := sharedStates.Delete(a.sharedKey())

@@ -100,9 +100,16 @@ func (x *exchange) resolveInBody(ph string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	_, isSource := x.creds.Source(cred)
 	x.bodyMu.Lock()
 	if !slices.Contains(x.bodyCreds, cred) {
 		x.bodyCreds = append(x.bodyCreds, cred)
+	}
+	if isSource {
+		if x.bodyTokens == nil {
+			x.bodyTokens = map[string]string{}
+		}
+		x.bodyTokens[cred] = v
 	}
 	x.bodyMu.Unlock()
 	return v, nil

@@ -45,8 +45,11 @@ type exchange struct {
 	// run on the transport's goroutine while the answer is relayed.
 	bodyMu    sync.Mutex
 	bodyCreds []string
-	refusal   string // why it was refused or failed, for the log line
-	code      string // the activity log's code of the refusal or failure
+	// bodyTokens are the access tokens the body rewriter injected, by
+	// credential name (guarded by bodyMu; tokenRetry marks them).
+	bodyTokens map[string]string
+	refusal    string // why it was refused or failed, for the log line
+	code       string // the activity log's code of the refusal or failure
 }
 
 // forward is the path of one proxied request. Every step before send

@@ -258,7 +258,7 @@ func errorResponse(err error) (status int, reason, code string) {
 		if unavailable.Err == nil {
 			code = activity.CodeInternal // no store holds it: the configuration is wrong
 		}
-		return http.StatusServiceUnavailable, unavailable.Error(), code
+		return http.StatusServiceUnavailable, unavailable.Public(), code
 	case errors.As(err, &unusable):
 		return http.StatusInternalServerError, unusable.Error(), activity.CodeInternal
 	case errors.As(err, &rewrite):

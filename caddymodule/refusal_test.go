@@ -37,6 +37,7 @@ func TestErrorResponse(t *testing.T) {
 		{"refusal", refused(http.StatusForbidden, "credential %s is not bound", "K"), 403, "credential K is not bound", "forbidden"},
 		{"wrapped refusal", fmt.Errorf("x: %w", refused(421, "misdirected")), 421, "misdirected", "misdirected"},
 		{"unknown credential", &credentials.UnavailableError{Name: "K"}, 503, "credential K is not available", "internal"},
+		{"token source", &credentials.UnavailableError{Name: "K", TokenSource: true, Err: errors.New("token endpoint https://login.example/t: HTTP 400 invalid_grant; input RT")}, 503, "credential K cannot be used: its token could not be refreshed", "store_stale"},
 		{"stale store", &credentials.UnavailableError{Name: "K", Err: errors.New(`store "vault" is stale`)}, 503, `credential K cannot be used: store "vault" is stale`, "store_stale"},
 		{"unusable value", &services.UnusableCredentialError{Name: "K", Reason: "its value is empty"}, 500, "credential K cannot be injected", "internal"},
 		{"egress", denied, 403, "10.0.0.1", "egress_policy"},

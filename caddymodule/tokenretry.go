@@ -1,20 +1,34 @@
 package caddymodule
 
 import (
-	"github.com/agentvault/caddy-agent-vault/caddymodule/scrub"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/scrub"
 )
 
 // tokenRetry is the upstream transport's one rule for credentials that
-// mint tokens: a 401 to a request that carried a token marks that
-// token stale (the next request refreshes first), and a request without
-// a body is sent once more with the new token. Never more than once:
-// the retry goes to the bare transport.
+// mint tokens: a 401 to a request that carried a token (in its head or
+// its body) marks that token stale (the next request refreshes first),
+// and an idempotent request without a body is sent once more with the
+// new token. Never more than once: the retry goes to the bare
+// transport.
 type tokenRetry struct {
 	base http.RoundTripper
 	p    *Proxy
+}
+
+// retryable reports whether req may be sent twice: an idempotent
+// method (RFC 9110 §9.2.2) and no body. A POST or PATCH never is, even
+// bodiless: the upstream may have acted on it before answering 401.
+func retryable(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete:
+		return req.Body == nil || req.Body == http.NoBody
+	}
+	return false
 }
 
 func (t tokenRetry) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -23,10 +37,22 @@ func (t tokenRetry) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	x, ok := req.Context().Value(exchangeKey{}).(*exchange)
-	if !ok || len(x.tokens) == 0 {
+	if !ok {
 		return resp, nil
 	}
-	bodiless := req.Body == nil || req.Body == http.NoBody
+	// Tokens the body rewriter injected are only marked: a request
+	// with a body is never sent again.
+	x.bodyMu.Lock()
+	for name, tok := range x.bodyTokens {
+		if src, ok := x.creds.Source(name); ok {
+			src.MarkStale(tok)
+		}
+	}
+	x.bodyMu.Unlock()
+	if len(x.tokens) == 0 {
+		return resp, nil
+	}
+	retry := retryable(req)
 	out := req.Clone(req.Context())
 	swapped := false
 	for name, old := range x.tokens {
@@ -35,7 +61,7 @@ func (t tokenRetry) RoundTrip(req *http.Request) (*http.Response, error) {
 			continue
 		}
 		src.MarkStale(old) // false when another request marked it first
-		if !bodiless {
+		if !retry {
 			continue
 		}
 		tok, _, err := src.Token(req.Context())
@@ -60,8 +86,10 @@ func (t tokenRetry) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.base.RoundTrip(out)
 }
 
-// replaceToken writes tok where r carries old (headers, path, query);
-// it reports whether it found old anywhere.
+// replaceToken writes tok where r carries old: headers as is, the
+// query and the escaped path escaped the way injection wrote them
+// (url.QueryEscape, url.PathEscape). It reports whether it found old
+// anywhere.
 func replaceToken(r *http.Request, old, tok string) bool {
 	found := false
 	for k, vs := range r.Header {
@@ -73,11 +101,14 @@ func replaceToken(r *http.Request, old, tok string) bool {
 		}
 	}
 	u := *r.URL
-	if strings.Contains(u.RawQuery, old) {
-		u.RawQuery, found = strings.ReplaceAll(u.RawQuery, old, tok), true
+	if eo := url.QueryEscape(old); strings.Contains(u.RawQuery, eo) {
+		u.RawQuery, found = strings.ReplaceAll(u.RawQuery, eo, url.QueryEscape(tok)), true
 	}
 	if strings.Contains(u.Path, old) {
-		u.Path, u.RawPath, found = strings.ReplaceAll(u.Path, old, tok), strings.ReplaceAll(u.RawPath, old, tok), true
+		u.Path, found = strings.ReplaceAll(u.Path, old, tok), true
+		if u.RawPath != "" {
+			u.RawPath = strings.ReplaceAll(u.RawPath, url.PathEscape(old), url.PathEscape(tok))
+		}
 	}
 	r.URL = &u
 	return found

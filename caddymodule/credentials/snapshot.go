@@ -33,8 +33,20 @@ type value struct {
 type UnavailableError struct {
 	Name string
 	// Err is the store's freshness error, or nil when no store holds
-	// the name.
+	// the name; for a token source, why no token could be had.
 	Err error
+	// TokenSource is set when Name mints tokens: Err then names its
+	// token endpoint and inputs, for the log and last_error only.
+	TokenSource bool
+}
+
+// Public is the text for the agent: a token source's cause stays with
+// the operator (last_error, the log).
+func (e *UnavailableError) Public() string {
+	if e.TokenSource {
+		return fmt.Sprintf("credential %s cannot be used: its token could not be refreshed", e.Name)
+	}
+	return e.Error()
 }
 
 func (e *UnavailableError) Error() string {
@@ -73,7 +85,7 @@ func (s *Snapshot) Resolve(ctx context.Context, name string, now time.Time) (str
 			if errors.Is(err, context.Canceled) {
 				return "", err
 			}
-			return "", &UnavailableError{Name: name, Err: err}
+			return "", &UnavailableError{Name: name, Err: err, TokenSource: true}
 		}
 		return tok, nil
 	}

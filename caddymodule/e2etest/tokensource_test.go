@@ -236,10 +236,33 @@ func TestTokenSourceJourneys(t *testing.T) {
 		{"kind": "github_app", "app_id": "1", "private_key": "K", "installation_id": "2", "colour": "red"},
 		{"kind": "oauth2_refresh", "token_url": base + "/token", "client_id": "c", "refresh_token": "1//not a name"},
 		{"kind": "oauth2_refresh", "value": "x"},
+		// Field names match exactly; another kind's field is refused even when null.
+		{"kind": "oauth2_client_credentials", "TOKEN_URL": base + "/token", "client_id": "c", "client_secret": "GMAIL_CLIENT_SECRET"},
+		{"kind": "oauth2_client_credentials", "token_url": base + "/token", "client_id": "c", "client_secret": "GMAIL_CLIENT_SECRET", "refresh_token": nil},
+		// A secret pasted where a name belongs (a valid name's shape, too long).
+		{"kind": "oauth2_client_credentials", "token_url": base + "/token", "client_id": "c", "client_secret": "GOCSPX_" + strings.Repeat("k", 60)},
+		// An input that mints tokens itself, or the source itself.
+		{"kind": "oauth2_client_credentials", "token_url": base + "/token", "client_id": "c", "client_secret": "GMAIL"},
+		{"kind": "oauth2_client_credentials", "token_url": base + "/token", "client_id": "c", "client_secret": "BAD"},
 	} {
-		if code := s.api("PUT", "/api/v1/credentials/BAD", bad, nil); code != http.StatusBadRequest {
+		var answer map[string]any
+		if code := s.api("PUT", "/api/v1/credentials/BAD", bad, &answer); code != http.StatusBadRequest {
 			t.Errorf("PUT %v: %d, want 400", bad, code)
 		}
+		if strings.Contains(fmt.Sprint(answer), strings.Repeat("k", 60)) {
+			t.Errorf("the answer echoes the pasted value: %v", answer)
+		}
+	}
+	// A second source on the same refresh token is 409.
+	if code := s.api("PUT", "/api/v1/credentials/GMAIL2", map[string]any{"kind": "oauth2_refresh", "token_url": base + "/token",
+		"client_id": "c", "refresh_token": "GMAIL_REFRESH_TOKEN"}, nil); code != http.StatusConflict {
+		t.Errorf("second reader of one refresh token: %d, want 409", code)
+	}
+	// A missing input is named to the operator only, never logged.
+	var warned struct{ Warnings []string }
+	if code := s.api("PUT", "/api/v1/credentials/LATER", map[string]any{"kind": "oauth2_client_credentials", "token_url": base + "/token",
+		"client_id": "c", "client_secret": "NOT_STORED_YET_CS"}, &warned); code != http.StatusCreated || !strings.Contains(fmt.Sprint(warned.Warnings), "NOT_STORED_YET_CS") {
+		t.Errorf("PUT with a missing input: %d %v", code, warned)
 	}
 	host := strings.TrimPrefix(base, "https://")
 	s.putService("gmail", map[string]any{"host": host + "/api/gmail/*", "auth": map[string]any{"type": "bearer", "token": "GMAIL"}})
@@ -299,6 +322,18 @@ func TestTokenSourceJourneys(t *testing.T) {
 		// The new token works; nothing else refreshed.
 		if _, code := get("/api/gmail/messages"); code != 200 || st.oauth.Load()-before != 1 {
 			t.Fatalf("after the 401: %d, %d refreshes", code, st.oauth.Load()-before)
+		}
+	})
+
+	t.Run("a persistent 401 does not refresh per request", func(t *testing.T) {
+		before := st.oauth.Load()
+		for range 10 {
+			if _, code := get("/api/reject"); code != 401 {
+				t.Fatalf("status %d", code)
+			}
+		}
+		if d := st.oauth.Load() - before; d > 1 {
+			t.Fatalf("10 rejected requests caused %d refreshes", d)
 		}
 	})
 
@@ -402,7 +437,8 @@ func TestTokenSourceJourneys(t *testing.T) {
 			body, code = get("/api/gmail/messages")
 			return code == 503
 		})
-		mustContain(t, "refusal", body, "GMAIL")
+		mustContain(t, "refusal", body, "credential GMAIL cannot be used: its token could not be refreshed")
+		mustNotContain(t, "refusal", body, host)
 		var list struct{ Credentials []map[string]any }
 		s.mustAPI("GET", "/api/v1/credentials", nil, 200, &list)
 		for _, c := range list.Credentials {
@@ -413,6 +449,9 @@ func TestTokenSourceJourneys(t *testing.T) {
 	})
 
 	logs = append(logs, s.logs)
+	for _, l := range logs {
+		mustNotContain(t, "server log", l.String(), "NOT_STORED_YET_CS")
+	}
 	for _, secret := range append(st.secrets(), "GOCSPX-client-secret") {
 		mustNotContain(t, "agent's view", agentSaw.String(), secret)
 		for _, l := range logs {

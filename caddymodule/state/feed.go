@@ -15,17 +15,20 @@ type Topic string
 // The topics. A Change's Key is, per topic:
 //   - TopicServices: the service's name;
 //   - TopicSessions: the session's id;
-//   - TopicCredentials: the built-in store's name.
+//   - TopicCredentials: the built-in store's name;
+//   - TopicTokenSources: the token source's name (its definition, or
+//     the rotated refresh token kept for it, changed).
 //
 // An empty Key means everything in the topic.
 const (
-	TopicServices    Topic = "services"
-	TopicSessions    Topic = "sessions"
-	TopicCredentials Topic = "credentials"
+	TopicServices     Topic = "services"
+	TopicSessions     Topic = "sessions"
+	TopicCredentials  Topic = "credentials"
+	TopicTokenSources Topic = "token_sources"
 )
 
 // allTopics is every topic, in the order full reloads announce them.
-var allTopics = []Topic{TopicServices, TopicCredentials, TopicSessions}
+var allTopics = []Topic{TopicServices, TopicCredentials, TopicTokenSources, TopicSessions}
 
 // Change says that something in Topic changed: re-read Key, or the whole
 // topic when Key is "". It carries no data, so a subscriber always acts

@@ -20,6 +20,14 @@ const (
 	// the old token is still valid (so a down endpoint is not hammered by
 	// every request between 80% and expiry).
 	RetryAfterFailure = 2 * time.Second
+	// MinStaleAge is how old a token that replaced a rejected one must
+	// be before an upstream's 401 makes it stale too; each further
+	// rejected replacement doubles it, up to MaxStaleAge. The first 401
+	// after a scheduled fetch refreshes at once. So an upstream that
+	// rejects every request (a wrong scope, a revoked grant) costs a
+	// handful of token fetches, not one per request.
+	MinStaleAge = 30 * time.Second
+	MaxStaleAge = 15 * time.Minute
 )
 
 // Env is what a Source needs from the broker.
@@ -61,7 +69,7 @@ type Source struct {
 
 	mu        sync.Mutex
 	token     string
-	prev      string // the token before the last refresh, for scrubbing
+	recent    []string // up to RecentTokens tokens before the current one, newest first, for scrubbing
 	issued    time.Time
 	expiry    time.Time
 	stale     bool
@@ -69,6 +77,7 @@ type Source struct {
 	lastErr   error
 	failedAt  time.Time
 	flight    *flight
+	streak    int // tokens in a row fetched because the one before was rejected
 }
 
 type flight struct {
@@ -109,6 +118,7 @@ func (s *Source) Token(ctx context.Context) (string, time.Time, error) {
 	if s.valid(now) {
 		// Past 80%: refresh in the background; the token still serves.
 		if !now.Before(s.refreshAt()) && s.flight == nil && now.Sub(s.failedAt) >= RetryAfterFailure {
+			s.streak = 0
 			s.startLocked(ctx)
 		}
 		tok, exp := s.token, s.expiry
@@ -122,6 +132,9 @@ func (s *Source) Token(ctx context.Context) (string, time.Time, error) {
 			err := s.lastErr
 			s.mu.Unlock()
 			return "", time.Time{}, fmt.Errorf("%w: %v", ErrExpired, err)
+		}
+		if !s.stale {
+			s.streak = 0
 		}
 		f = s.startLocked(ctx)
 	}
@@ -190,8 +203,8 @@ func (s *Source) fetch(ctx context.Context, f *flight) {
 	if err != nil {
 		s.lastErr, s.failedAt = err, start
 	} else {
-		if s.token != got.Token {
-			s.prev = s.token
+		if s.token != "" && s.token != got.Token {
+			s.recent = append([]string{s.token}, s.recent[:min(len(s.recent), RecentTokens-1)]...)
 		}
 		s.token, s.issued, s.expiry, s.stale = got.Token, start, got.Expiry, false
 		s.lastErr, s.failedAt = saveErr, time.Time{}
@@ -203,30 +216,48 @@ func (s *Source) fetch(ctx context.Context, f *flight) {
 // MarkStale says that an upstream rejected used (401): if it is still
 // the current token, the next Token call fetches a new one first. A
 // token already replaced is not marked again, so a burst of 401s
-// causes one refresh.
+// causes one refresh; a token that itself replaced a rejected one is
+// marked only once it is staleAge old (MinStaleAge, doubling).
 func (s *Source) MarkStale(used string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if used == "" || used != s.token || s.stale {
+	if used == "" || used != s.token || s.stale || s.env.Now().Sub(s.issued) < staleAge(s.streak) {
 		return false
 	}
+	s.streak++
 	s.stale = true
 	s.failedAt = time.Time{}
 	return true
 }
 
+// staleAge is the age a token must reach before a 401 makes it stale,
+// after streak rejected tokens in a row.
+func staleAge(streak int) time.Duration {
+	if streak == 0 {
+		return 0
+	}
+	d := MinStaleAge
+	for i := 1; i < streak && d < MaxStaleAge; i++ {
+		d *= 2
+	}
+	return min(d, MaxStaleAge)
+}
+
+// RecentTokens is how many replaced tokens a Source still scrubs from
+// answers (an upstream may echo a token it was sent a while ago).
+const RecentTokens = 4
+
 // Current returns the tokens to recognise in answers (the current one
-// and the one before it), for scrubbing only; never to send.
+// and up to RecentTokens before it, newest first), for scrubbing only;
+// never to send.
 func (s *Source) Current() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []string
-	for _, t := range []string{s.token, s.prev} {
-		if t != "" {
-			out = append(out, t)
-		}
+	if s.token != "" {
+		out = append(out, s.token)
 	}
-	return out
+	return append(out, s.recent...)
 }
 
 // Status describes the Source for the API.

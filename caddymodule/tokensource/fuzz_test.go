@@ -16,6 +16,10 @@ func FuzzParseSpec(f *testing.F) {
 		`{"kind":"github_app","app_id":"1","private_key":"K","installation_id":"2","repositories":["r"],"permissions":{"contents":"read"}}`,
 		`{"kind":"github_app","app_id":"1","private_key":"K","installation_id":"2","token_url":"https://x"}`,
 		`{"kind":""}`, `[]`, `null`, `{"kind":"oauth2_refresh","scopes":null}`,
+		`{"kind":"oauth2_client_credentials","TOKEN_URL":"https://x/t","client_id":"c","client_secret":"CS"}`,
+		`{"kind":"github_app","app_id":"1","private_key":"K","installation_id":"2","token_url":null}`,
+		`{"kind":"github_app","app_id":"1","private_key":"K","installation_id":"2","refresh_token":""}`,
+		`{"kind":"oauth2_refresh","token_url":"https://x/t","client_id":"c","refresh_token":"ya29a0AfB_byC2xq9vNdK3kLmP0qRsTuVwXyZ1234567890abcdefghijkl"}`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -28,7 +32,7 @@ func FuzzParseSpec(f *testing.F) {
 			t.Fatalf("accepted but does not validate: %v", err)
 		}
 		for _, n := range s.Inputs() {
-			if !credName.MatchString(n) {
+			if !validInput(n) {
 				t.Fatalf("input %q is not a credential name", n)
 			}
 		}

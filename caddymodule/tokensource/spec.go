@@ -20,6 +20,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
 
 // The kinds of token source.
@@ -108,20 +110,53 @@ func invalid(format string, args ...any) error {
 // MaxSpecBytes bounds a Spec document.
 const MaxSpecBytes = 64 << 10
 
-// ParseSpec decodes one JSON Spec strictly (unknown fields, trailing
-// data and wrong types are errors) and validates it.
+// kindFields are the JSON fields each kind takes (besides kind).
+var kindFields = map[string][]string{
+	KindOAuth2Refresh:           {"token_url", "client_id", "client_secret", "refresh_token", "scopes", "client_auth"},
+	KindOAuth2ClientCredentials: {"token_url", "client_id", "client_secret", "scopes", "client_auth", "audience"},
+	KindGitHubApp:               {"app_id", "private_key", "installation_id", "api_url", "repositories", "permissions"},
+}
+
+// ParseSpec decodes one JSON Spec strictly and validates it: field
+// names match exactly (encoding/json alone would take TOKEN_URL), a
+// field of another kind is an error even when null or "", as are
+// unknown fields, trailing data and wrong types.
 func ParseSpec(data []byte) (Spec, error) {
 	if len(data) > MaxSpecBytes {
 		return Spec{}, invalid("over %d bytes", MaxSpecBytes)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	var s Spec
-	if err := dec.Decode(&s); err != nil {
+	var fields map[string]json.RawMessage
+	if err := dec.Decode(&fields); err != nil {
 		return Spec{}, invalid("%v", err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return Spec{}, invalid("trailing data after the object")
+	}
+	if fields == nil {
+		return Spec{}, invalid("want a JSON object")
+	}
+	var kind string
+	if raw, ok := fields["kind"]; ok {
+		if err := json.Unmarshal(raw, &kind); err != nil {
+			return Spec{}, invalid("kind must be a string")
+		}
+	}
+	allowed, known := kindFields[kind]
+	for k := range fields {
+		switch {
+		case k == "kind":
+		case !isField(k):
+			return Spec{}, invalid("unknown field %q (field names are lower case)", printableName(k))
+		case known && !contains(allowed, k):
+			return Spec{}, invalid("field %s does not apply to kind %s", k, kind)
+		}
+	}
+	dec = json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var s Spec
+	if err := dec.Decode(&s); err != nil {
+		return Spec{}, invalid("%v", err)
 	}
 	if err := s.Validate(); err != nil {
 		return Spec{}, err
@@ -129,8 +164,34 @@ func ParseSpec(data []byte) (Spec, error) {
 	return s, nil
 }
 
-// credName is the rule for credential names (storebackends.ValidateName).
-var credName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
+// isField reports whether k is exactly one of Spec's JSON fields.
+func isField(k string) bool {
+	for _, fs := range kindFields {
+		if contains(fs, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// printableName is k for an error, cut so that a value pasted as a
+// field name is not echoed whole.
+func printableName(k string) string {
+	if len(k) > 32 || !printable(k) {
+		return "…"
+	}
+	return k
+}
+
+// MaxInputName bounds the name of an input credential: names are
+// short, a long random string is more likely a pasted secret.
+const MaxInputName = 64
+
+// validInput reports whether name may name an input credential:
+// storebackends.ValidateName's rule, at most MaxInputName bytes.
+func validInput(name string) bool {
+	return len(name) <= MaxInputName && storebackends.ValidateName(name) == nil
+}
 
 // idRE is an App or installation id: digits (GitHub's are numbers).
 var idRE = regexp.MustCompile(`^[0-9]{1,20}$`)
@@ -145,18 +206,13 @@ var (
 // Validate checks the fields of the Spec's kind and that no other
 // kind's field is set.
 func (s Spec) Validate() error {
-	var allowed []string
-	switch s.Kind {
-	case KindOAuth2Refresh:
-		allowed = []string{"token_url", "client_id", "client_secret", "refresh_token", "scopes", "client_auth"}
-	case KindOAuth2ClientCredentials:
-		allowed = []string{"token_url", "client_id", "client_secret", "scopes", "client_auth", "audience"}
-	case KindGitHubApp:
-		allowed = []string{"app_id", "private_key", "installation_id", "api_url", "repositories", "permissions"}
-	case "":
+	allowed, ok := kindFields[s.Kind]
+	switch {
+	case ok:
+	case s.Kind == "":
 		return invalid("kind is required (%s, %s or %s)", KindOAuth2Refresh, KindOAuth2ClientCredentials, KindGitHubApp)
 	default:
-		return invalid("unknown kind %q (want %s, %s or %s)", s.Kind, KindOAuth2Refresh, KindOAuth2ClientCredentials, KindGitHubApp)
+		return invalid("unknown kind %q (want %s, %s or %s)", printableName(s.Kind), KindOAuth2Refresh, KindOAuth2ClientCredentials, KindGitHubApp)
 	}
 	for field, set := range s.setFields() {
 		if set && !contains(allowed, field) {
@@ -193,8 +249,8 @@ func (s Spec) validateOAuth() error {
 		return invalid("refresh_token (the name of the credential holding it) is required")
 	}
 	for field, name := range map[string]string{"client_secret": s.ClientSecret, "refresh_token": s.RefreshToken} {
-		if name != "" && !credName.MatchString(name) {
-			return invalid("%s must name a credential (letters, digits and '_'), not hold a value", field)
+		if name != "" && !validInput(name) {
+			return invalid("%s must name a credential (letters, digits and '_', at most %d), not hold a value", field, MaxInputName)
 		}
 	}
 	switch s.ClientAuth {
@@ -224,8 +280,8 @@ func (s Spec) validateGitHub() error {
 	if !idRE.MatchString(s.InstallationID) {
 		return invalid("installation_id is required: the installation's numeric id")
 	}
-	if !credName.MatchString(s.PrivateKey) {
-		return invalid("private_key must name the credential holding the App's PEM key, not hold a value")
+	if !validInput(s.PrivateKey) {
+		return invalid("private_key must name the credential holding the App's PEM key (at most %d characters), not hold a value", MaxInputName)
 	}
 	if s.APIURL != "" {
 		if err := checkURL("api_url", s.APIURL); err != nil {

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -409,11 +410,74 @@ func TestParseSpec(t *testing.T) {
 		`{"kind":"oauth2_refresh","token_url":"https://x/t","client_id":"c","refresh_token":"RT","client_auth":"private_key_jwt"}`: "client_auth",
 		`{"kind":"oauth2_refresh","token_url":"https://x/t","client_id":"c","refresh_token":"RT"} {}`:                              "trailing",
 		`{"kind":"github_app","app_id":"abc","private_key":"K","installation_id":"2"}`:                                             "app_id",
+		// Field names match exactly; another kind's field is refused even when null or "".
+		`{"kind":"oauth2_client_credentials","TOKEN_URL":"https://x/t","client_id":"c","client_secret":"CS"}`:                                                                 "unknown field",
+		`{"KIND":"oauth2_refresh","token_url":"https://x/t","client_id":"c","refresh_token":"RT"}`:                                                                            "unknown field",
+		`{"kind":"github_app","app_id":"1","private_key":"K","installation_id":"2","token_url":null}`:                                                                         "does not apply",
+		`{"kind":"github_app","app_id":"1","private_key":"K","installation_id":"2","refresh_token":""}`:                                                                       "does not apply",
+		`{"kind":"oauth2_client_credentials","token_url":"https://x/t","client_id":"c","client_secret":"CS","refresh_token":null}`:                                            "does not apply",
+		`{"kind":"oauth2_refresh","token_url":"https://x/t","client_id":"c","refresh_token":"ya29_a0AfBbyC2xq9vNdK3kLmP0qRsTuVwXyZ1234567890abcdefghijklmnopqrstuvwxyz0123"}`: "name a credential",
 	}
 	for doc, want := range bad {
 		_, err := ParseSpec([]byte(doc))
 		if err == nil || !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: want %q, got %v", doc, want, err)
 		}
+		if err != nil && strings.Contains(err.Error(), "ya29") {
+			t.Errorf("the error echoes a pasted secret: %v", err)
+		}
+	}
+}
+
+// An upstream that answers 401 to every request does not turn each
+// request into a token fetch.
+func TestPersistent401DoesNotAmplify(t *testing.T) {
+	o := newOAuthServer(t)
+	c := &creds{m: map[string]string{"CS": "s3cr&t=", "RT": "rt-1"}}
+	clk := &clock{t: time.Unix(1_800_000_000, 0)}
+	src := newSource(t, refreshSpec(o.URL), o.Client(), c, clk)
+	for i := 0; i < 50; i++ { // 50 agent requests, 0.1 s apart, each answered 401
+		tok, _, err := src.Token(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		src.MarkStale(tok)
+		clk.Add(100 * time.Millisecond)
+	}
+	if n := o.calls.Load(); n > 2 {
+		t.Fatalf("%d token endpoint calls for 50 rejected requests", n)
+	}
+	// Later ones back off: 30 s, then 60 s.
+	tok, _, _ := src.Token(context.Background())
+	clk.Add(MinStaleAge)
+	if !src.MarkStale(tok) {
+		t.Fatal("a 30 s old replacement must be marked")
+	}
+	tok, _, _ = src.Token(context.Background())
+	clk.Add(MinStaleAge)
+	if src.MarkStale(tok) {
+		t.Fatal("the next one waits 60 s")
+	}
+	clk.Add(MinStaleAge)
+	if !src.MarkStale(tok) {
+		t.Fatal("a 60 s old one is marked")
+	}
+}
+
+// The current token and the last RecentTokens before it are scrubbed.
+func TestRecentTokensRing(t *testing.T) {
+	o := newOAuthServer(t)
+	c := &creds{m: map[string]string{"CS": "s3cr&t=", "RT": "rt-1"}}
+	clk := &clock{t: time.Unix(1_800_000_000, 0)}
+	src := newSource(t, refreshSpec(o.URL), o.Client(), c, clk)
+	for range 6 {
+		if _, _, err := src.Token(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		clk.Add(time.Hour) // past expiry: the next call fetches
+	}
+	want := []string{"at-6", "at-5", "at-4", "at-3", "at-2"}
+	if got := src.Current(); !slices.Equal(got, want) {
+		t.Fatalf("current %v, want %v", got, want)
 	}
 }
