@@ -2,6 +2,9 @@ package webui
 
 // Credentials: names and metadata only (the API has no way to read a
 // value, and the UI never asks); a value is written, never shown.
+// Token sources (credentials that mint their own access tokens) are
+// listed apart with their kind, expiry, last refresh and last error;
+// they are defined through the API only, never from a form here.
 
 import (
 	"net/http"
@@ -10,7 +13,9 @@ import (
 )
 
 type credentialsData struct {
-	Credentials []apiwire.Credential
+	// Credentials are the stored values; TokenSources the credentials
+	// with a Kind. Both keep the API's order (by name).
+	Credentials, TokenSources []apiwire.Credential
 	Stores      []apiwire.StoreStatus
 	Err         string
 }
@@ -40,6 +45,13 @@ func (u *UI) credentials(c *call) {
 	if err := c.get("/api/v1/stores", &stores); err != nil && d.Err == "" {
 		d.Err = errText(err)
 	}
-	d.Credentials, d.Stores = list.Credentials, stores.Stores
+	for _, cr := range list.Credentials {
+		if cr.Kind != "" {
+			d.TokenSources = append(d.TokenSources, cr)
+		} else {
+			d.Credentials = append(d.Credentials, cr)
+		}
+	}
+	d.Stores = stores.Stores
 	c.render("credentials", "Credentials", d)
 }

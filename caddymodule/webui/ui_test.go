@@ -22,7 +22,9 @@ type fakeAPI struct {
 	// can is whoami's "can" object ("{}" when empty).
 	can string
 	// fail is a path the fake answers 503 to.
-	fail  string
+	fail string
+	// answers are bodies the fake sends for GET paths ("{}" otherwise).
+	answers map[string]string
 	calls atomic.Int64
 }
 
@@ -50,6 +52,10 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Header.Get(identity.CSRFHeader) != identity.CSRFToken(f.cookie) {
 		w.WriteHeader(http.StatusForbidden)
 		w.Write([]byte(`{"error":"no csrf header"}`))
+		return
+	}
+	if a, ok := f.answers[r.URL.Path]; ok && r.Method == http.MethodGet {
+		w.Write([]byte(a))
 		return
 	}
 	w.Write([]byte(`{}`))
@@ -345,5 +351,54 @@ func TestOverviewPanelErrors(t *testing.T) {
 			!strings.Contains(body, "<b>0</b> credentials") || !strings.Contains(body, `id="stores-table"`) {
 			t.Errorf("overview with %s failing: %d\n%s", path, w.Code, body)
 		}
+	}
+}
+
+// TestCredentialsShowTokenSources: a token source is listed with its
+// kind, expiry, last refresh and last error (escaped), apart from the
+// stored values; nothing but that metadata is shown, even when the
+// API's answer carried more; the form says token sources are the API's.
+func TestCredentialsShowTokenSources(t *testing.T) {
+	u, f := newFake(t, "admin")
+	f.can = `{"manage_secrets":true}`
+	f.answers = map[string]string{"/api/v1/credentials": `{"credentials":[
+		{"name":"GITHUB_TOKEN","store":"builtin","version":"3","updated_at":"2026-01-02T03:04:05Z","value":"ghp-stored-LEAK"},
+		{"name":"GMAIL","store":"token_source","version":"0","updated_at":"2026-01-02T03:04:05Z","kind":"oauth2_refresh",
+		 "expires_at":"2026-01-02T04:05:06Z","last_refresh":"2026-01-02T03:05:06Z","last_error":"token endpoint said <script>alert(1)</script>",
+		 "access_token":"ya29-access-LEAK","refresh_token":"1//refresh-LEAK","value":"ya29-value-LEAK"},
+		{"name":"GH_APP","store":"token_source","version":"0","updated_at":"2026-01-02T03:04:05Z","kind":"github_app"}]}`}
+	body := serve(u, "GET", "/credentials", f.cookie, nil).Body.String()
+	if strings.Contains(body, "LEAK") {
+		t.Fatalf("the page shows a value the API's answer carried:\n%s", body)
+	}
+	if strings.Contains(body, "<script>") || !strings.Contains(body, "token endpoint said &lt;script&gt;alert(1)&lt;/script&gt;") {
+		t.Fatalf("the last error is missing or not escaped:\n%s", body)
+	}
+	plain, sources, ok := strings.Cut(body, `id="token-sources-table"`)
+	if !ok {
+		t.Fatalf("no token sources table:\n%s", body)
+	}
+	if !strings.Contains(plain, `data-name="GITHUB_TOKEN"`) || strings.Contains(plain, `data-name="GMAIL"`) || strings.Contains(sources, `data-name="GITHUB_TOKEN"`) {
+		t.Fatalf("stored values and token sources are not apart:\n%s", body)
+	}
+	row := func(name string) string {
+		_, r, _ := strings.Cut(sources, `<tr data-name="`+name+`"`)
+		r, _, _ = strings.Cut(r, "</tr>")
+		return r
+	}
+	for _, want := range []string{"oauth2_refresh", "2026-01-02 04:05:06Z", "2026-01-02 03:05:06Z", `value="delete"`} {
+		if !strings.Contains(row("GMAIL"), want) {
+			t.Errorf("the GMAIL row lacks %q: %s", want, row("GMAIL"))
+		}
+	}
+	if r := row("GH_APP"); !strings.Contains(r, "github_app") || !strings.Contains(r, "not fetched yet") || !strings.Contains(r, "never") {
+		t.Errorf("the GH_APP row (never fetched) should say github_app, not fetched yet and never: %s", r)
+	}
+	if !strings.Contains(body, "token source (API)") {
+		t.Error("the page does not say token sources are defined through the API")
+	}
+	f.answers["/api/v1/credentials"] = `{"credentials":[{"name":"A","store":"builtin","version":"1","updated_at":"2026-01-02T03:04:05Z"}]}`
+	if body := serve(u, "GET", "/credentials", f.cookie, nil).Body.String(); !strings.Contains(body, `data-name="A"`) || strings.Contains(body, `id="token-sources-table"`) {
+		t.Errorf("with no token source the page should have no token sources table:\n%s", body)
 	}
 }
