@@ -16,8 +16,8 @@ type credentialsData struct {
 	// Credentials are the stored values; TokenSources the credentials
 	// with a Kind. Both keep the API's order (by name).
 	Credentials, TokenSources []apiwire.Credential
-	Stores      []apiwire.StoreStatus
-	Err         string
+	Stores                    []apiwire.StoreStatus
+	Err                       string
 }
 
 func (u *UI) credentials(c *call) {

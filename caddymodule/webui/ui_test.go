@@ -25,7 +25,7 @@ type fakeAPI struct {
 	fail string
 	// answers are bodies the fake sends for GET paths ("{}" otherwise).
 	answers map[string]string
-	calls atomic.Int64
+	calls   atomic.Int64
 }
 
 func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
