@@ -17,6 +17,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -185,8 +186,34 @@ func TestWebUIJourneys(t *testing.T) {
 	b.signIn("/credentials", "alice", ownerPass)
 	b.secret("alice's login cookie", b.cookie(loginCookie))
 
+	// A token source (defined through the API), used once through the
+	// proxy so it has fetched: the page shows its metadata, never the
+	// token or its client secret (the harness checks every page read).
+	st := newTokenStub(t, ca)
+	const uiClientSecret = "ui-client-secret-0123456789abcdef"
+	b.secret("the token source's client secret", uiClientSecret)
+	s.putCredential("UI_CLIENT_SECRET", uiClientSecret)
+	s.mustAPI("PUT", "/api/v1/credentials/UI_CC", map[string]any{"kind": "oauth2_client_credentials", "token_url": st.URL + "/token",
+		"client_id": "ui-client", "client_secret": "UI_CLIENT_SECRET"}, http.StatusCreated, nil)
+	s.putService("tokensvc", map[string]any{"host": strings.TrimPrefix(st.URL, "https://") + "/api/*", "auth": map[string]any{"type": "bearer", "token": "UI_CC"}})
+	tsess := s.newSession(t, []string{"tokensvc"}, "30m")
+	tsCA := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(tsCA, []byte(tsess.CAPEM), 0o600)
+	if body, code := curlCode(t, s, tsCA, tsess.Token, st.URL+"/api/ui"); code != http.StatusOK || st.oauth.Load() != 1 {
+		t.Fatalf("the token source's first use: %d %q after %d token calls", code, body, st.oauth.Load())
+	}
+	b.secret("the token source's access token", st.secrets()...)
+	b.secret("the token session's agent token", tsess.Token)
+
 	// Credentials synced from Vault: store, source path and version.
 	b.visit("/credentials")
+	if c := b.cells(`#token-sources-table tr[data-name="UI_CC"]`, ""); len(c) < 5 || c[0] != "UI_CC" || c[1] != "oauth2_client_credentials" ||
+		!regexp.MustCompile(`^\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ$`).MatchString(c[2]) || !regexp.MustCompile(`^\d{4}-`).MatchString(c[3]) || c[4] != "—" {
+		t.Fatalf("the credentials page's token source row %q: want UI_CC, oauth2_client_credentials, an expiry, a last refresh, no error\n%s", c, b.html())
+	}
+	if b.row("#credentials-table tr", "UI_CC") != "" {
+		t.Error("the token source is listed with the stored values")
+	}
 	if c := b.cells(`#credentials-table tr[data-name="GITHUB_TOKEN"]`, ""); !slices.Contains(c, "vault") || !slices.ContainsFunc(c, func(x string) bool { return strings.Contains(x, "agents/github") }) ||
 		!slices.Contains(c, "1") && !slices.Contains(c, "v1") {
 		t.Fatalf("the credentials page's GITHUB_TOKEN row %q lacks a cell with store vault, one with source agents/github, one with version 1 (or v1)\n%s", c, b.html())
