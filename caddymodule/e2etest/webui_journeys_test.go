@@ -190,11 +190,11 @@ func TestWebUIJourneys(t *testing.T) {
 	// proxy so it has fetched: the page shows its metadata, never the
 	// token or its client secret (the harness checks every page read).
 	st := newTokenStub(t, ca)
-	const uiClientSecret = "ui-client-secret-0123456789abcdef"
+	const uiClientSecret = "GOCSPX-client-secret" // the one tokenStub accepts
 	b.secret("the token source's client secret", uiClientSecret)
 	s.putCredential("UI_CLIENT_SECRET", uiClientSecret)
 	s.mustAPI("PUT", "/api/v1/credentials/UI_CC", map[string]any{"kind": "oauth2_client_credentials", "token_url": st.URL + "/token",
-		"client_id": "ui-client", "client_secret": "UI_CLIENT_SECRET"}, http.StatusCreated, nil)
+		"client_id": "123-abc.apps.googleusercontent.com", "client_secret": "UI_CLIENT_SECRET"}, http.StatusCreated, nil)
 	s.putService("tokensvc", map[string]any{"host": strings.TrimPrefix(st.URL, "https://") + "/api/*", "auth": map[string]any{"type": "bearer", "token": "UI_CC"}})
 	tsess := s.newSession(t, []string{"tokensvc"}, "30m")
 	tsCA := filepath.Join(t.TempDir(), "ca.pem")
