@@ -26,6 +26,7 @@
 //	/login        form#login-form: name, password, next
 //	              form#admin-login-form: admin_token, next
 //	/credentials  table#credentials-table (tr data-name=<name>)
+//	              table#token-sources-table (tr data-name=<name>; only when a token source exists)
 //	              table#stores-table
 //	              form#credential-form action=put: name, value (password)
 //	              form.delete-form action=delete: name
