@@ -183,9 +183,26 @@ func hiddenPaths(cfg *Config) (dirs, files []string, err error) {
 	}
 	candidates = append(candidates, runtimeDir, "/run/docker.sock", "/var/run/docker.sock",
 		"/run/containerd/containerd.sock", "/run/podman/podman.sock", "/run/dbus", "/var/run/dbus",
-		filepath.Join(os.TempDir(), "tmux-"+uid), "/tmp/tmux-"+uid, "/run/screen", "/tmp/.X11-unix",
+		"/run/screen", "/tmp/.X11-unix", "/run/systemd/private",
 		"/run/systemd/resolve/io.systemd.Resolve", "/run/nscd", "/var/run/nscd", "/run/avahi-daemon",
-		getenv("SSH_AUTH_SOCK"))
+		getenv("SSH_AUTH_SOCK"), getenv("SCREENDIR"), unixPathOf(getenv("DBUS_SESSION_BUS_ADDRESS")),
+		getenv("VSCODE_IPC_HOOK_CLI"))
+	if home != "" {
+		candidates = append(candidates, filepath.Join(home, ".screen"))
+	}
+	// tmux's socket directory is made now if absent (mode 0700, as tmux
+	// makes it and accepts it): a server started after the launch puts
+	// its socket there, under the cover.
+	for _, dir := range []string{getenv("TMUX_TMPDIR"), os.TempDir(), "/tmp"} {
+		if filepath.IsAbs(dir) {
+			tdir := filepath.Join(dir, "tmux-"+uid)
+			os.Mkdir(tdir, 0o700)
+			candidates = append(candidates, tdir)
+		}
+	}
+	if sock, _, _ := strings.Cut(getenv("TMUX"), ","); filepath.IsAbs(sock) {
+		candidates = append(candidates, sock)
+	}
 	for _, p := range cfg.ConfineHide {
 		if !filepath.IsAbs(p) {
 			return nil, nil, fmt.Errorf("--confine-hide %q: use an absolute path", p)
@@ -233,6 +250,17 @@ func hiddenPaths(cfg *Config) (dirs, files []string, err error) {
 	dirs = slices.DeleteFunc(slices.Clone(dirs), covered)
 	files = slices.DeleteFunc(files, covered)
 	return dirs, files, nil
+}
+
+// unixPathOf returns the socket path of a D-Bus address
+// ("unix:path=/run/user/1000/bus,guid=..."), "" for any other.
+func unixPathOf(addr string) string {
+	for _, part := range strings.Split(strings.TrimPrefix(addr, "unix:"), ",") {
+		if p, ok := strings.CutPrefix(part, "path="); ok && strings.HasPrefix(addr, "unix:") {
+			return p
+		}
+	}
+	return ""
 }
 
 // looksLikeDataDir reports whether dir holds what an agent-vault server

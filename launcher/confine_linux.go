@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -46,6 +47,12 @@ const (
 	// 1 denies every rename or link across directories.
 	minLandlockABI = 2
 )
+
+// stageError is a failure the stage reported (as opposed to one
+// starting it, which says the kernel has no user namespaces for us).
+type stageError string
+
+func (e stageError) Error() string { return string(e) }
 
 // stageHello is the stage's first message.
 type stageHello struct {
@@ -108,9 +115,33 @@ func startConfineStage(cfg *Config) (*confineStage, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A directory on a standard stream (av-launch ... < dir) would be a
+	// way into whatever gets hidden below it.
+	for i, stream := range []any{cfg.Stdin, cfg.Stdout, cfg.Stderr} {
+		if f, ok := stream.(*os.File); ok && f != nil {
+			if fi, err := f.Stat(); err == nil && fi.IsDir() {
+				return nil, fmt.Errorf("--confine: descriptor %d is a directory; it would reach what --confine hides", i)
+			}
+		}
+	}
+	if cwd, err := os.Getwd(); err == nil {
+		if real, err := filepath.EvalSymlinks(cwd); err == nil {
+			for _, d := range dirs {
+				if within(real, d) {
+					return nil, fmt.Errorf("--confine: the working directory is inside %s, which --confine hides: start from another directory", d)
+				}
+			}
+		}
+	}
 	st, err := spawnStage(cfg, true)
 	if err != nil {
 		why := fmt.Sprintf("user namespaces (%v; see /proc/sys/user/max_user_namespaces, kernel.unprivileged_userns_clone or AppArmor's restrict_unprivileged_userns)", unwrapSyscall(err))
+		var stageErr stageError
+		if errors.As(err, &stageErr) {
+			// They exist, but setting them up failed (a container that
+			// forbids mounts, say).
+			why = "usable namespaces (" + err.Error() + ")"
+		}
 		if cfg.Confine == ConfineStrict {
 			return nil, fmt.Errorf("--confine: this kernel cannot confine the command: no %s; use --confine=best-effort to run with what it offers", why)
 		}
@@ -229,7 +260,7 @@ func spawnStage(cfg *Config, namespaces bool) (*confineStage, error) {
 	}
 	if hello.Error != "" {
 		st.abort()
-		return nil, errors.New(hello.Error)
+		return nil, stageError(hello.Error)
 	}
 	return st, nil
 }

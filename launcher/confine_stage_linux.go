@@ -74,6 +74,21 @@ func runStage(namespaces bool) int {
 		if err := hideAll(plan.Hide); err != nil {
 			return fail("%v", err)
 		}
+		// A working directory inside a hidden path would still reach
+		// what is under the mount: refused, and any other is looked up
+		// again, through the mounts.
+		cwd, err := os.Getwd()
+		if err != nil {
+			return fail("the working directory: %v", err)
+		}
+		for _, h := range plan.Hide {
+			if within(cwd, h.Path) {
+				return fail("the working directory is inside %s, which --confine hides: start from another directory", h.Path)
+			}
+		}
+		if err := unix.Chdir(cwd); err != nil {
+			return fail("the working directory: %v", err)
+		}
 		if n := len(plan.Hide); n > 0 {
 			applied = append(applied, fmt.Sprintf("%d broker paths hidden", n))
 		}

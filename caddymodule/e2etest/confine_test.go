@@ -38,8 +38,9 @@ check data-dir ls $DATA
 check launcher-environ cat /proc/$PPID_OF_AGENT/environ
 check server-root ls /proc/$SERVER_PID/root/
 check server-signal kill -0 $SERVER_PID
-check unmount unshare -U -r -m umount $DATA
-check remount-rw unshare -U -r -m mount -o remount,rw $DATA
+echo "unmount: $(unshare -U -m --propagation unchanged umount $DATA 2>&1)"
+echo "remount-rw: $(unshare -U -m --propagation unchanged mount -o remount,rw $DATA 2>&1)"
+echo "cwd-inside: $(cd $DATA 2>&1 && cat admin.token)"
 check vsock python3 -c "import socket; socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)"
 echo "tiocsti: $(python3 -c "
 import fcntl, os, termios
@@ -101,7 +102,18 @@ func assertConfined(t *testing.T, where, out string, up *upstream, udp *net.UDPC
 	}
 	checks := []string{"direct-curl", "direct-socket", "management-api"}
 	if strict {
-		checks = append(checks, "admin-token", "agent-token", "data-dir", "launcher-environ", "server-root", "server-signal", "unmount", "remount-rw", "vsock")
+		checks = append(checks, "admin-token", "agent-token", "data-dir", "launcher-environ", "server-root", "server-signal", "vsock")
+		// From a user namespace of its own the command holds every
+		// capability, so what refuses these is the Landlock domain (the
+		// error comes from umount and mount, not from unshare).
+		for _, op := range []string{"unmount: umount:", "remount-rw: mount:"} {
+			if line := lineOf(out, strings.Split(op, " ")[0]); !strings.HasPrefix(line, op) || strings.Contains(line, "unshare:") {
+				t.Errorf("%s: %s", where, line)
+			}
+		}
+		if line := lineOf(out, "cwd-inside:"); strings.Contains(line, "ava_") {
+			t.Errorf("%s: the data dir was readable from inside it: %s", where, line)
+		}
 		// A pty's input cannot be pushed (the user's terminal would run it).
 		mustContain(t, where+": TIOCSTI", out, "tiocsti: refused")
 		// Nothing the launcher inherited reaches the command: python's
@@ -216,6 +228,30 @@ func TestConfineJourney(t *testing.T) {
 		"sh", "-c", "cat "+filepath.Join(s.dataDir, "admin.token")+"; ls "+filepath.Join(s.dataDir, "caddy"))
 	if code == 0 || strings.Contains(out, "ava_") {
 		t.Errorf("--token-file from the data dir: the data dir was readable: exit %d %q %s", code, out, errOut)
+	}
+
+	// Started from inside the data dir, or with a directory on stdin:
+	// either would reach what the mounts cover. Refused before any
+	// session exists.
+	before := s.sessionCount(t)
+	for _, how := range []string{"cwd", "stdin"} {
+		cmd := exec.Command(bin("av-launch"), "--addr", "http://"+s.apiAddr, "--confine", "--", "cat", "admin.token")
+		cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+		if how == "cwd" {
+			cmd.Dir = s.dataDir
+		} else {
+			dir, _ := os.Open(s.dataDir)
+			defer dir.Close()
+			cmd.Stdin = dir
+		}
+		outB, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || strings.Contains(string(outB), "ava_") {
+			t.Errorf("--confine with the data dir as %s: %v %s", how, err, outB)
+		}
+	}
+	if after := s.sessionCount(t); after != before {
+		t.Errorf("refused launches created sessions (%d -> %d)", before, after)
 	}
 
 	// AGENT_VAULT_CONFINE=1 is the same as --confine; --confine=false wins.
