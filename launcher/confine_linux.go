@@ -223,7 +223,9 @@ func spawnStage(cfg *Config, namespaces bool) (*confineStage, error) {
 		// /proc files of its children root's: a launcher that is not
 		// root could not write the stage's uid_map. Dumpable just while
 		// the stage is forked and mapped (within Start), before any
-		// agent code runs.
+		// agent code runs. What could trace the launcher in that window
+		// is an unconfined process of the same user, which could read
+		// the token file itself anyway; a confined one cannot (Landlock).
 	}
 	restoreDumpable := func() {}
 	if d, _ := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0); namespaces && d == 0 {
