@@ -5,8 +5,8 @@ package caddymodule
 // the stores, their access tokens only in memory.
 
 import (
-	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -22,7 +22,6 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/egress"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/tokensource"
-	"github.com/agentvault/caddy-agent-vault/storebackends"
 	builtinstore "github.com/agentvault/caddy-agent-vault/storebackends/builtin"
 	"github.com/agentvault/caddy-agent-vault/storebackends/storehttp"
 )
@@ -49,20 +48,27 @@ type tokenSources struct {
 	// rotated is source name → newest rotated refresh token, until its
 	// store holds it (a writable store) or for good (a read-only one).
 	rotated map[string]string
+	// refreshLocks is refresh_token credential → the lock its fetches
+	// take (a buffered channel of one), whichever Source runs them: a
+	// redefinition's new Source waits for the old one's fetch and then
+	// presents the refresh token that fetch kept.
+	refreshLocks map[string]chan struct{}
 }
 
-// tokenDef is a served definition: its generation (state.TokenSourceRow)
-// and the sealed refresh token last written or read for it.
+// tokenDef is a served definition: its generation and refresh_version
+// (state.TokenSourceRow) and the sealed refresh token last written or
+// read for it.
 type tokenDef struct {
 	spec   tokensource.Spec
 	gen    int64
+	rv     int64
 	sealed []byte
 }
 
 // newTokenSources returns an empty tokenSources; sealer may be nil.
 func newTokenSources(db *state.DB, creds *credentials.Set, sealer *builtinstore.Store, client *http.Client, logger *zap.Logger) *tokenSources {
 	return &tokenSources{db: db, creds: creds, sealer: sealer, client: client, logger: logger,
-		defs: map[string]tokenDef{}, rotated: map[string]string{}}
+		defs: map[string]tokenDef{}, rotated: map[string]string{}, refreshLocks: map[string]chan struct{}{}}
 }
 
 // Write-back of a rotated refresh token: tries, and the first pause
@@ -70,6 +76,17 @@ func newTokenSources(db *state.DB, creds *credentials.Set, sealer *builtinstore.
 const (
 	saveRefreshTries = 3
 	saveRefreshPause = 50 * time.Millisecond
+)
+
+// The fetch lease of a rotating source (state.AcquireTokenSourceFetch):
+// held for at most one fetch and the keeping of its rotated refresh
+// token; a broker finding it held re-reads the row, pausing from
+// fetchLeasePoll doubling to fetchLeasePollMax, for at most
+// tokensource.ExclusiveWait.
+const (
+	fetchLease        = tokensource.FetchTimeout + 10*time.Second
+	fetchLeasePoll    = 20 * time.Millisecond
+	fetchLeasePollMax = 500 * time.Millisecond
 )
 
 // openTokenSources builds the token endpoints' client (the stores'
@@ -164,20 +181,27 @@ func (ts *tokenSources) apply(ctx context.Context, ch state.Change) error {
 
 // applyRow serves the stored row r (ts.putMu held): the live source
 // stays when its definition did not change, and a refresh token that
-// another broker rotated and sealed is taken over. A row that does not
-// validate or open is not served (fail closed) and logged.
+// another broker rotated and sealed is taken over. A row older than the
+// one served (a smaller generation, or a smaller refresh_version of the
+// same one: read before a write this broker already applied) is
+// ignored, so the feed never brings back a dead refresh token. A row
+// that does not validate or open is not served (fail closed) and
+// logged.
 func (ts *tokenSources) applyRow(r state.TokenSourceRow) {
 	spec, err := tokensource.ParseSpec(r.Doc)
 	ts.mu.Lock()
 	d, had := ts.defs[r.Name]
 	ts.mu.Unlock()
+	if had && (r.Generation < d.gen || r.Generation == d.gen && r.RefreshVersion < d.rv) {
+		return
+	}
 	same := err == nil && had && d.gen == r.Generation && reflect.DeepEqual(d.spec, spec)
 	if err == nil && !same {
 		err = ts.checkRefreshReader(r.Name, spec)
 	}
 	var rotated string
-	news := len(r.RefreshSealed) > 0 && !(had && d.gen == r.Generation && bytes.Equal(d.sealed, r.RefreshSealed))
-	if err == nil && news {
+	news := !(had && d.gen == r.Generation && d.rv == r.RefreshVersion)
+	if err == nil && news && len(r.RefreshSealed) > 0 {
 		rotated, err = ts.unseal(r.Name, spec, r.RefreshSealed)
 	}
 	if err == nil && !same {
@@ -191,14 +215,16 @@ func (ts *tokenSources) applyRow(r state.TokenSourceRow) {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
 	d = ts.defs[r.Name]
-	if had && d.gen != r.Generation || !had {
-		delete(ts.rotated, r.Name)
-	}
 	if news {
-		ts.rotated[r.Name] = rotated
+		// A rotation kept sealed is taken over; one written back to its
+		// store (nothing sealed) is read from there.
+		delete(ts.rotated, r.Name)
+		if len(r.RefreshSealed) > 0 {
+			ts.rotated[r.Name] = rotated
+		}
 		d.sealed = r.RefreshSealed
 	}
-	d.spec, d.gen = spec, r.Generation
+	d.spec, d.gen, d.rv = spec, r.Generation, r.RefreshVersion
 	ts.defs[r.Name] = d
 }
 
@@ -232,6 +258,7 @@ func (ts *tokenSources) register(name string, spec tokensource.Spec, gen int64, 
 		Client:           ts.client,
 		Lookup:           func(cred string) (string, error) { return ts.input(name, spec, cred) },
 		SaveRefreshToken: func(ctx context.Context, cred, v string) error { return ts.saveRefresh(ctx, name, gen, spec, cred, v) },
+		Exclusive:        func(ctx context.Context, fetch func() error) error { return ts.exclusive(ctx, name, gen, spec, fetch) },
 		Defined:          defined,
 	})
 	if err != nil {
@@ -327,64 +354,184 @@ func (ts *tokenSources) input(name string, spec tokensource.Spec, cred string) (
 	return v, err
 }
 
+// lockRefresh takes the in-process lock of refresh_token credential
+// cred; the returned func releases it.
+func (ts *tokenSources) lockRefresh(ctx context.Context, cred string) (func(), error) {
+	ts.mu.Lock()
+	l, ok := ts.refreshLocks[cred]
+	if !ok {
+		l = make(chan struct{}, 1)
+		ts.refreshLocks[cred] = l
+	}
+	ts.mu.Unlock()
+	select {
+	case l <- struct{}{}:
+		return func() { <-l }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// exclusive runs fetch of source name at generation gen (an
+// oauth2_refresh) while no other fetch presents its refresh token: the
+// in-process lock of the refresh_token credential (any Source reading
+// it), then the fetch lease in the state database (any broker). A
+// broker finding the lease held waits for it, up to
+// tokensource.ExclusiveWait, then fails naming the credential; once it
+// has the lease it first takes over a refresh token the other broker
+// rotated meanwhile. Other kinds present no one-time token and run
+// directly.
+func (ts *tokenSources) exclusive(ctx context.Context, name string, gen int64, spec tokensource.Spec, fetch func() error) error {
+	if spec.Kind != tokensource.KindOAuth2Refresh {
+		return fetch()
+	}
+	wait, cancel := context.WithTimeout(ctx, tokensource.ExclusiveWait)
+	defer cancel()
+	unlock, err := ts.lockRefresh(wait, spec.RefreshToken)
+	if err != nil {
+		return fmt.Errorf("another fetch of refresh token credential %s did not end within %s", spec.RefreshToken, tokensource.ExclusiveWait)
+	}
+	defer unlock()
+	owner := rand.Text()
+	pause := fetchLeasePoll
+	for {
+		ok, row, found, err := ts.db.AcquireTokenSourceFetch(ctx, name, gen, owner, fetchLease)
+		switch {
+		case err != nil:
+			return fmt.Errorf("taking the fetch lease of refresh token credential %s: %w", spec.RefreshToken, err)
+		case !found:
+			return errors.New("the token source was redefined or deleted meanwhile")
+		case ok:
+			ts.takeOver(row)
+			defer func() {
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				defer cancel()
+				if err := ts.db.ReleaseTokenSourceFetch(rctx, name, owner); err != nil {
+					// It expires by itself after fetchLease.
+					ts.logger.Warn("fetch lease not released", zap.String("token_source", name), zap.Error(err))
+				}
+			}()
+			return fetch()
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-wait.Done():
+			t.Stop()
+			return fmt.Errorf("another broker is refreshing with refresh token credential %s and did not finish within %s", spec.RefreshToken, tokensource.ExclusiveWait)
+		case <-t.C:
+		}
+		pause = min(2*pause, fetchLeasePollMax)
+	}
+}
+
+// takeOver brings the kept refresh token of row's source to what the
+// row holds when it is newer than what this broker has: the fetch
+// about to run then presents the newest one.
+func (ts *tokenSources) takeOver(row state.TokenSourceRow) {
+	ts.putMu.Lock()
+	defer ts.putMu.Unlock()
+	ts.applyRow(row)
+}
+
+// sameRefreshSpec reports whether a and b take the refresh token from
+// the same place (kind, token_url and refresh_token credential).
+func sameRefreshSpec(a, b tokensource.Spec) bool {
+	return a.Kind == b.Kind && a.TokenURL == b.TokenURL && a.RefreshToken == b.RefreshToken
+}
+
 // saveRefresh keeps a rotated refresh token of generation gen: in
 // memory first (the old one may be dead already), then written back to
-// the writable store when that store serves it (retried; once a write
-// succeeded the store's value wins again), otherwise sealed by the
-// built-in store's key into the state database (which tells the other
-// brokers). A fetch that started before a redefinition changed where
-// the refresh token comes from keeps nothing.
+// the writable store when that store serves it (retried), otherwise,
+// or when the write-back fails, sealed by the built-in store's key into
+// the state database (which tells the other brokers). A fetch whose
+// definition was redefined meanwhile (another generation, or another
+// kind, token_url or refresh_token credential) or deleted keeps
+// nothing. An error says where the token is not persisted.
 func (ts *tokenSources) saveRefresh(ctx context.Context, name string, gen int64, spec tokensource.Spec, cred, v string) error {
 	ts.mu.Lock()
-	if d, ok := ts.defs[name]; !ok || d.gen != gen {
+	d, ok := ts.defs[name]
+	if !ok || d.gen != gen || !sameRefreshSpec(d.spec, spec) {
 		ts.mu.Unlock()
 		return errors.New("the token source was redefined or deleted meanwhile: its rotated refresh token is not kept")
 	}
 	ts.rotated[name] = v
+	rv := d.rv
 	ts.mu.Unlock()
 	if ts.creds.WritableServes(cred) {
-		var err error
-		pause := saveRefreshPause
-		for try := 0; try < saveRefreshTries; try++ {
-			if try > 0 {
-				select {
-				case <-ctx.Done():
-					return fmt.Errorf("the rotated refresh token is kept in memory only: writing it back to credential %s failed: %v", cred, err)
-				case <-time.After(pause):
-				}
-				pause *= 2
+		err := ts.writeBack(ctx, cred, v)
+		if err == nil {
+			ts.mu.Lock()
+			if ts.rotated[name] == v {
+				delete(ts.rotated, name)
 			}
-			var m storebackends.Meta
-			if m, _, err = ts.creds.Put(cred, v); err == nil {
-				ts.mu.Lock()
-				if ts.rotated[name] == v {
-					delete(ts.rotated, name)
-				}
-				ts.mu.Unlock()
-				ts.logger.Info("rotated refresh token written back", zap.String("token_source", name), zap.String("credential", cred), zap.String("version", m.Version))
-				return nil
+			ts.mu.Unlock()
+			// The other brokers read it from the store again, and a
+			// token sealed before is dropped (it would win on restart).
+			if err := ts.keep(ctx, name, gen, rv, nil); err != nil {
+				return fmt.Errorf("the rotated refresh token was written back to credential %s, but the state database still holds an older one: %v", cred, err)
 			}
+			ts.logger.Info("rotated refresh token written back", zap.String("token_source", name), zap.String("credential", cred))
+			return nil
 		}
-		return fmt.Errorf("the rotated refresh token is kept in memory only: writing it back to credential %s failed: %v", cred, err)
+		if ts.sealer == nil {
+			return fmt.Errorf("not persisted (kept in memory only): writing it back to credential %s failed: %v", cred, err)
+		}
+		if serr := ts.keep(ctx, name, gen, rv, ts.sealer.SealAux(refreshPurpose(name, spec), []byte(v))); serr != nil {
+			return fmt.Errorf("not persisted (kept in memory only): writing it back to credential %s failed: %v; sealing it into the state database failed: %v", cred, err, serr)
+		}
+		ts.logger.Warn("rotated refresh token not written back, kept sealed in the state database instead",
+			zap.String("token_source", name), zap.String("credential", cred), zap.Error(err))
+		return nil
 	}
 	if ts.sealer == nil {
-		return fmt.Errorf("credential %s is in a read-only store and no built-in store is configured to seal the new one: it is kept in memory only", cred)
+		return fmt.Errorf("not persisted (kept in memory only): credential %s is in a read-only store and no built-in store is configured to seal the new one", cred)
 	}
-	sealed := ts.sealer.SealAux(refreshPurpose(name, spec), []byte(v))
-	found, err := ts.db.SetTokenSourceRefresh(ctx, name, gen, sealed)
+	if err := ts.keep(ctx, name, gen, rv, ts.sealer.SealAux(refreshPurpose(name, spec), []byte(v))); err != nil {
+		return fmt.Errorf("not persisted (kept in memory only): %v", err)
+	}
+	ts.logger.Info("rotated refresh token kept sealed in the state database", zap.String("token_source", name), zap.String("credential", cred))
+	return nil
+}
+
+// writeBack writes a rotated refresh token to the writable store,
+// retried with a doubling pause.
+func (ts *tokenSources) writeBack(ctx context.Context, cred, v string) error {
+	var err error
+	pause := saveRefreshPause
+	for try := 0; try < saveRefreshTries; try++ {
+		if try > 0 {
+			t := time.NewTimer(pause)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return err
+			case <-t.C:
+			}
+			pause *= 2
+		}
+		if _, _, err = ts.creds.Put(cred, v); err == nil {
+			return nil
+		}
+	}
+	return err
+}
+
+// keep records a rotation in the row of name at generation gen whose
+// refresh_version is still rv: sealed, or nil when the store holds it.
+func (ts *tokenSources) keep(ctx context.Context, name string, gen, rv int64, sealed []byte) error {
+	found, err := ts.db.SetTokenSourceRefresh(ctx, name, gen, rv, sealed)
 	if err == nil && !found {
-		err = errors.New("the token source was redefined or deleted meanwhile")
+		err = errors.New("the token source was redefined, deleted or given another refresh token meanwhile")
 	}
 	if err != nil {
 		return err
 	}
 	ts.mu.Lock()
-	if d, ok := ts.defs[name]; ok && d.gen == gen {
-		d.sealed = sealed
+	if d, ok := ts.defs[name]; ok && d.gen == gen && d.rv == rv {
+		d.sealed, d.rv = sealed, rv+1
 		ts.defs[name] = d
 	}
 	ts.mu.Unlock()
-	ts.logger.Info("rotated refresh token kept sealed in the state database", zap.String("token_source", name), zap.String("credential", cred))
 	return nil
 }
 
@@ -393,7 +540,7 @@ func (ts *tokenSources) saveRefresh(ctx context.Context, name string, gen int64,
 // rotated refresh token kept for old then still holds.
 func sameRefresh(old []byte, spec tokensource.Spec) bool {
 	o, err := tokensource.ParseSpec(old)
-	return err == nil && o.Kind == spec.Kind && o.TokenURL == spec.TokenURL && o.RefreshToken == spec.RefreshToken
+	return err == nil && sameRefreshSpec(o, spec)
 }
 
 // put defines (or redefines) a token source: stored first, then
@@ -415,7 +562,10 @@ func (ts *tokenSources) put(ctx context.Context, name string, spec tokensource.S
 	if err := ts.checkRefreshHome(spec); err != nil {
 		return false, err
 	}
-	gen, err := ts.db.PutTokenSource(ctx, name, doc, func(old []byte) bool { return sameRefresh(old, spec) })
+	gen, err := ts.db.PutTokenSource(ctx, name, doc, spec.RefreshToken, func(old []byte) bool { return sameRefresh(old, spec) })
+	if errors.Is(err, state.ErrRefreshTaken) {
+		return false, fmt.Errorf("%w: %v (a rotated refresh token works once: give each source its own)", credentials.ErrIsTokenSource, err)
+	}
 	if err != nil {
 		return false, fromState(err)
 	}
@@ -433,7 +583,7 @@ func (ts *tokenSources) put(ctx context.Context, name string, spec tokensource.S
 	defer ts.mu.Unlock()
 	if !had || d.gen != gen {
 		delete(ts.rotated, name)
-		d.sealed = nil
+		d.sealed, d.rv = nil, 0
 	}
 	d.spec, d.gen = spec, gen
 	ts.defs[name] = d

@@ -16,6 +16,9 @@ const (
 	RefreshAt = 0.8
 	// FetchTimeout bounds one call of a token endpoint.
 	FetchTimeout = 30 * time.Second
+	// ExclusiveWait bounds how long a fetch waits (Env.Exclusive) for
+	// another one presenting the same refresh token.
+	ExclusiveWait = 20 * time.Second
 	// RetryAfterFailure is how long a failed fetch is not repeated while
 	// the old token is still valid (so a down endpoint is not hammered by
 	// every request between 80% and expiry).
@@ -42,6 +45,11 @@ type Env struct {
 	// SaveRefreshToken keeps a rotated refresh token for credential
 	// name; nil keeps it nowhere (the next restart uses the stored one).
 	SaveRefreshToken func(ctx context.Context, name, value string) error
+	// Exclusive runs one fetch (the endpoint call and the keeping of a
+	// rotated refresh token) while no other fetch presents the same
+	// refresh token, in this process or another broker; an error it
+	// returns is the fetch's. nil runs the fetch directly.
+	Exclusive func(ctx context.Context, fetch func() error) error
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 	// Defined is when the operator defined the source (listings).
@@ -178,23 +186,35 @@ func (s *Source) refreshAt() time.Time {
 // fetch runs one fetch for every waiter: detached from the caller's
 // cancellation (others wait on it too), bounded by FetchTimeout.
 func (s *Source) fetch(ctx context.Context, f *flight) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), FetchTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), FetchTimeout+ExclusiveWait)
 	defer cancel()
 	start := s.env.Now()
 	var got Fetched
-	var err error
-	if s.spec.Kind == KindGitHubApp {
-		got, err = fetchGitHub(ctx, &s.env, s.spec, start)
-	} else {
-		got, err = fetchOAuth(ctx, &s.env, s.spec, start)
-	}
 	var saveErr error
-	if err == nil && got.RefreshToken != "" && s.env.SaveRefreshToken != nil {
-		// The old refresh token may be dead now: failing to keep the
-		// new one is reported, but the access token is still good.
-		if serr := s.env.SaveRefreshToken(ctx, s.spec.RefreshToken, got.RefreshToken); serr != nil {
-			saveErr = fmt.Errorf("the rotated refresh token could not be kept: %v", serr)
+	one := func() error {
+		ctx, cancel := context.WithTimeout(ctx, FetchTimeout)
+		defer cancel()
+		var err error
+		start = s.env.Now()
+		if s.spec.Kind == KindGitHubApp {
+			got, err = fetchGitHub(ctx, &s.env, s.spec, start)
+		} else {
+			got, err = fetchOAuth(ctx, &s.env, s.spec, start)
 		}
+		if err == nil && got.RefreshToken != "" && s.env.SaveRefreshToken != nil {
+			// The old refresh token may be dead now: failing to keep the
+			// new one is reported, but the access token is still good.
+			if serr := s.env.SaveRefreshToken(ctx, s.spec.RefreshToken, got.RefreshToken); serr != nil {
+				saveErr = fmt.Errorf("the rotated refresh token could not be kept: %v", serr)
+			}
+		}
+		return err
+	}
+	var err error
+	if s.env.Exclusive != nil {
+		err = s.env.Exclusive(ctx, one)
+	} else {
+		err = one()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
