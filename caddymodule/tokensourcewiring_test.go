@@ -84,6 +84,26 @@ func rotatingServer(t *testing.T, initial string) (*httptest.Server, func() []st
 	return srv, func() []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(seen) }
 }
 
+// sealingBroker is one broker on db whose refresh token RT (rt-0) is in
+// a read-only store, with a built-in store to seal rotated ones.
+func sealingBroker(t *testing.T, db *state.DB, client *http.Client) *tokenSources {
+	t.Helper()
+	ctx := context.Background()
+	b, err := builtinstore.Open(ctx, builtinRecords{db: db, store: "builtin"}, []byte("pw"), builtinstore.Options{KDF: builtinstore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := credentials.New([]credentials.Store{{Name: "builtin", Store: b}, {Name: "vault", Store: builtin("RT", "rt-0")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := newTokenSources(db, set, b, client, zap.NewNop())
+	if err := ts.load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return ts
+}
+
 func refreshSpec(srv *httptest.Server, cred string) (tokensource.Spec, []byte) {
 	spec := tokensource.Spec{Kind: tokensource.KindOAuth2Refresh, TokenURL: srv.URL + "/token", ClientID: "c", RefreshToken: cred}
 	doc, _ := json.Marshal(spec)
@@ -281,22 +301,7 @@ func TestTokenSourceFeedAcrossBrokers(t *testing.T) {
 	srv, seen := rotatingServer(t, "rt-0")
 	ctx := context.Background()
 	db := openTestStateDB(t, zap.NewNop())
-	broker := func() *tokenSources {
-		b, err := builtinstore.Open(ctx, builtinRecords{db: db, store: "builtin"}, []byte("pw"), builtinstore.Options{KDF: builtinstore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		set, err := credentials.New([]credentials.Store{{Name: "builtin", Store: b}, {Name: "vault", Store: builtin("RT", "rt-0")}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ts := newTokenSources(db, set, b, srv.Client(), zap.NewNop())
-		if err := ts.load(ctx); err != nil {
-			t.Fatal(err)
-		}
-		return ts
-	}
-	a, b := broker(), broker()
+	a, b := sealingBroker(t, db, srv.Client()), sealingBroker(t, db, srv.Client())
 	spec, doc := refreshSpec(srv, "RT")
 	if _, err := a.put(ctx, "MAIL", spec, doc); err != nil {
 		t.Fatal(err)

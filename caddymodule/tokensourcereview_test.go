@@ -1,0 +1,198 @@
+package caddymodule
+
+// The second review of token sources (issue 14): each test is a user
+// journey that failed before its fix.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
+)
+
+// gatedServer is a rotating token endpoint (see rotatingServer) whose
+// calls each announce themselves on arrived and then wait for release.
+func gatedServer(t *testing.T, initial string) (srv *httptest.Server, arrived chan string, release chan struct{}, seen func() []string) {
+	var mu sync.Mutex
+	accepted, n := initial, 0
+	var got []string
+	arrived, release = make(chan string, 16), make(chan struct{})
+	srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.ParseForm()
+		presented := r.PostForm.Get("refresh_token")
+		arrived <- presented
+		<-release
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, presented)
+		if presented != accepted {
+			w.WriteHeader(400)
+			fmt.Fprint(w, `{"error":"invalid_grant"}`)
+			return
+		}
+		n++
+		accepted = fmt.Sprintf("rt-rotated-%d", n)
+		json.NewEncoder(w).Encode(map[string]any{"access_token": fmt.Sprintf("at-%d", n), "expires_in": 3600, "refresh_token": accepted})
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	return srv, arrived, release, func() []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(got) }
+}
+
+// A source deleted and defined again (another token_url, another
+// refresh token) while a fetch of the old definition runs: the new
+// definition presents its own refresh token to its own endpoint, never
+// the one the old fetch rotated.
+func TestTokenSourceDeleteRecreateDuringFetch(t *testing.T) {
+	old, arrived, release, _ := gatedServer(t, "rt-0")
+	nw, seen := rotatingServer(t, "rt-new-0")
+	ctx := context.Background()
+	st := &flakyStore{vals: map[string]string{"RT": "rt-0", "RT2": "rt-new-0"}, fail: true}
+	set, _ := credentials.New([]credentials.Store{{Name: "builtin", Store: st}})
+	// One client trusting both test servers.
+	client := old.Client()
+	client.Transport.(*http.Transport).TLSClientConfig.RootCAs.AddCert(nw.Certificate())
+	ts := newTokenSources(openTestStateDB(t, zap.NewNop()), set, nil, client, zap.NewNop())
+	spec1, doc1 := refreshSpec(old, "RT")
+	if _, err := ts.put(ctx, "MAIL", spec1, doc1); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { set.Snapshot().Resolve(ctx, "MAIL", time.Now()); close(done) }()
+	<-arrived
+	if _, err := ts.delete(ctx, "MAIL"); err != nil {
+		t.Fatal(err)
+	}
+	spec2, doc2 := refreshSpec(nw, "RT2")
+	if _, err := ts.put(ctx, "MAIL", spec2, doc2); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	<-done
+	tok, err := set.Snapshot().Resolve(ctx, "MAIL", time.Now())
+	if err != nil || tok != "at-1" || !slices.Equal(seen(), []string{"rt-new-0"}) {
+		t.Fatalf("new definition: %q %v; its endpoint saw %v", tok, err, seen())
+	}
+}
+
+// Two brokers on one database, both cold, both asked at once: one
+// presents the refresh token, the other waits for the fetch lease and
+// presents the rotated one; nobody gets invalid_grant.
+func TestTokenSourceTwoBrokersOneRefreshToken(t *testing.T) {
+	srv, arrived, release, seen := gatedServer(t, "rt-0")
+	ctx := context.Background()
+	db := openTestStateDB(t, zap.NewNop())
+	a, b := sealingBroker(t, db, srv.Client()), sealingBroker(t, db, srv.Client())
+	spec, doc := refreshSpec(srv, "RT")
+	if _, err := a.put(ctx, "MAIL", spec, doc); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.apply(ctx, state.Change{Topic: state.TopicTokenSources, Key: "MAIL"}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, x := range []*tokenSources{a, b} {
+		wg.Add(1)
+		go func() { defer wg.Done(); _, errs[i] = x.creds.Snapshot().Resolve(ctx, "MAIL", time.Now()) }()
+	}
+	// The first call is held until the other broker has had the time
+	// of a slow endpoint to present the same token (it must not).
+	<-arrived
+	select {
+	case rt := <-arrived:
+		t.Errorf("a second call presented %s while the first was running", rt)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	wg.Wait()
+	if errs[0] != nil || errs[1] != nil || !slices.Equal(seen(), []string{"rt-0", "rt-rotated-1"}) {
+		t.Fatalf("errors %v; presented %v", errs, seen())
+	}
+}
+
+// A re-PUT that keeps the refresh place (scopes changed) while a fetch
+// runs: the new Source waits for the old one's fetch and presents the
+// refresh token it rotated.
+func TestTokenSourceRePutDuringFetch(t *testing.T) {
+	srv, arrived, release, seen := gatedServer(t, "rt-0")
+	ctx := context.Background()
+	st := &flakyStore{vals: map[string]string{"RT": "rt-0"}}
+	set, _ := credentials.New([]credentials.Store{{Name: "builtin", Store: st}})
+	ts := newTokenSources(openTestStateDB(t, zap.NewNop()), set, nil, srv.Client(), zap.NewNop())
+	spec, doc := refreshSpec(srv, "RT")
+	if _, err := ts.put(ctx, "MAIL", spec, doc); err != nil {
+		t.Fatal(err)
+	}
+	oldDone := make(chan error, 1)
+	go func() { _, err := set.Snapshot().Resolve(ctx, "MAIL", time.Now()); oldDone <- err }()
+	<-arrived
+	spec.Scopes = []string{"more"}
+	doc, _ = json.Marshal(spec)
+	if _, err := ts.put(ctx, "MAIL", spec, doc); err != nil {
+		t.Fatal(err)
+	}
+	newDone := make(chan error, 1)
+	go func() { _, err := set.Snapshot().Resolve(ctx, "MAIL", time.Now()); newDone <- err }()
+	select {
+	case rt := <-arrived:
+		t.Errorf("the new Source presented %s while the old one's fetch was running", rt)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	if err := <-oldDone; err != nil {
+		t.Fatalf("old Source: %v", err)
+	}
+	if err := <-newDone; err != nil || !slices.Equal(seen(), []string{"rt-0", "rt-rotated-1"}) {
+		t.Fatalf("new Source: %v; presented %v", err, seen())
+	}
+}
+
+// The feed reads a row and applies it later: a row older than a
+// rotation already applied does not bring the dead refresh token back.
+func TestTokenSourceFeedIgnoresOlderRow(t *testing.T) {
+	srv, seen := rotatingServer(t, "rt-0")
+	ctx := context.Background()
+	db := openTestStateDB(t, zap.NewNop())
+	a := sealingBroker(t, db, srv.Client())
+	spec, doc := refreshSpec(srv, "RT")
+	if _, err := a.put(ctx, "MAIL", spec, doc); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := a.creds.Snapshot().Resolve(ctx, "MAIL", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _, _ := db.GetTokenSource(ctx, "MAIL") // holds rt-rotated-1
+	src, _ := a.creds.Snapshot().Source("MAIL")
+	src.MarkStale(tok)
+	if _, err := a.creds.Snapshot().Resolve(ctx, "MAIL", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	a.putMu.Lock()
+	a.applyRow(before)
+	a.putMu.Unlock()
+	a.mu.Lock()
+	kept := a.rotated["MAIL"]
+	a.mu.Unlock()
+	if kept != "rt-rotated-2" {
+		t.Fatalf("an older row brought back %q; presented %v", kept, seen())
+	}
+}
+
