@@ -195,4 +195,3 @@ func TestTokenSourceFeedIgnoresOlderRow(t *testing.T) {
 		t.Fatalf("an older row brought back %q; presented %v", kept, seen())
 	}
 }
-
