@@ -58,6 +58,11 @@ func (a *API) putCredential(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.logger.Info("credential stored", zap.String("name", name), zap.String("store", m.Store), zap.String("version", m.Version))
+	if a.deps.tokens != nil {
+		// The operator's value wins over a rotated refresh token kept
+		// for a source reading it.
+		a.deps.tokens.storedValue(r.Context(), name)
+	}
 	// The store and version say which write this was; the value never
 	// reaches the audit trail.
 	a.record(r, audit.CredentialPut, name, fmt.Sprintf("store %s version %s", m.Store, m.Version))

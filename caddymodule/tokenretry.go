@@ -7,7 +7,22 @@ import (
 	"strings"
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/scrub"
+	"github.com/agentvault/caddy-agent-vault/caddymodule/tokensource"
 )
+
+// eachToken calls fn with every token the exchange's request carried
+// (head and body) and the Source that minted it.
+func (x *exchange) eachToken(fn func(src *tokensource.Source, tok string)) {
+	x.bodyMu.Lock()
+	defer x.bodyMu.Unlock()
+	for _, m := range []map[string]string{x.tokens, x.bodyTokens} {
+		for name, tok := range m {
+			if src, ok := x.creds.Source(name); ok {
+				fn(src, tok)
+			}
+		}
+	}
+}
 
 // tokenRetry is the upstream transport's one rule for credentials that
 // mint tokens: a 401 to a request that carried a token (in its head or
@@ -33,11 +48,17 @@ func retryable(req *http.Request) bool {
 
 func (t tokenRetry) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.base.RoundTrip(req)
-	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+	if err != nil {
 		return resp, err
 	}
 	x, ok := req.Context().Value(exchangeKey{}).(*exchange)
 	if !ok {
+		return resp, nil
+	}
+	if resp.StatusCode != http.StatusUnauthorized {
+		// Accepted (or refused for another reason): the token works, so
+		// the next 401 refreshes at once again.
+		x.eachToken(func(src *tokensource.Source, tok string) { src.MarkAccepted(tok) })
 		return resp, nil
 	}
 	// Tokens the body rewriter injected are only marked: a request

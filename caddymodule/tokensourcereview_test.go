@@ -195,3 +195,100 @@ func TestTokenSourceFeedIgnoresOlderRow(t *testing.T) {
 		t.Fatalf("an older row brought back %q; presented %v", kept, seen())
 	}
 }
+
+// A redefinition (another token_url) and a delete followed by a new
+// definition keep scrubbing the tokens handed out before.
+func TestTokenSourceRedefinitionKeepsScrubbing(t *testing.T) {
+	srv, _ := rotatingServer(t, "rt-0")
+	ctx := context.Background()
+	st := &flakyStore{vals: map[string]string{"RT": "rt-0"}}
+	set, _ := credentials.New([]credentials.Store{{Name: "builtin", Store: st}})
+	ts := newTokenSources(openTestStateDB(t, zap.NewNop()), set, nil, srv.Client(), zap.NewNop())
+	spec, doc := refreshSpec(srv, "RT")
+	if _, err := ts.put(ctx, "MAIL", spec, doc); err != nil {
+		t.Fatal(err)
+	}
+	if tok, err := set.Snapshot().Resolve(ctx, "MAIL", time.Now()); err != nil || tok != "at-1" {
+		t.Fatalf("%q %v", tok, err)
+	}
+	spec.TokenURL = srv.URL + "/v2/token"
+	doc, _ = json.Marshal(spec)
+	if _, err := ts.put(ctx, "MAIL", spec, doc); err != nil {
+		t.Fatal(err)
+	}
+	if got := set.Snapshot().TokensForScrubbing("MAIL"); !slices.Contains(got, "at-1") {
+		t.Fatalf("after a redefinition MAIL scrubs %v", got)
+	}
+	if _, err := ts.delete(ctx, "MAIL"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.put(ctx, "MAIL", spec, doc); err != nil {
+		t.Fatal(err)
+	}
+	if got := set.Snapshot().TokensForScrubbing("MAIL"); !slices.Contains(got, "at-1") {
+		t.Fatalf("after a delete and a new definition MAIL scrubs %v", got)
+	}
+}
+
+// An operator's PUT of the refresh token credential wins over a
+// rotated one kept in memory (the write-back failed) or sealed.
+func TestTokenSourceOperatorPutWinsOverRotation(t *testing.T) {
+	srv, seen := rotatingServer(t, "rt-0")
+	ctx := context.Background()
+	st := &flakyStore{vals: map[string]string{"RT": "rt-0"}, fail: true}
+	set, _ := credentials.New([]credentials.Store{{Name: "builtin", Store: st}})
+	ts := newTokenSources(openTestStateDB(t, zap.NewNop()), set, nil, srv.Client(), zap.NewNop())
+	spec, doc := refreshSpec(srv, "RT")
+	if _, err := ts.put(ctx, "MAIL", spec, doc); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := set.Snapshot().Resolve(ctx, "MAIL", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.setFail(false)
+	if _, _, err := set.Put("RT", "rt-operator"); err != nil {
+		t.Fatal(err)
+	}
+	ts.storedValue(ctx, "RT")
+	src, _ := set.Snapshot().Source("MAIL")
+	src.MarkStale(tok)
+	set.Snapshot().Resolve(ctx, "MAIL", time.Now()) // invalid_grant: the server does not know rt-operator
+	if got := seen(); !slices.Equal(got, []string{"rt-0", "rt-operator"}) {
+		t.Fatalf("presented %v", got)
+	}
+}
+
+// A write-back that fails falls back to sealing into the state
+// database: a restart (a fresh broker on the same database) presents
+// the rotated token, not the dead one.
+func TestTokenSourceFailedWriteBackIsSealed(t *testing.T) {
+	srv, seen := rotatingServer(t, "rt-0")
+	ctx := context.Background()
+	db := openTestStateDB(t, zap.NewNop())
+	seal := sealingBroker(t, db, srv.Client()) // only its built-in store, to seal
+	st := &flakyStore{vals: map[string]string{"RT": "rt-0"}, fail: true}
+	broker := func() *tokenSources {
+		set, _ := credentials.New([]credentials.Store{{Name: "builtin", Store: st}})
+		ts := newTokenSources(db, set, seal.sealer, srv.Client(), zap.NewNop())
+		if err := ts.load(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return ts
+	}
+	a := broker()
+	spec, doc := refreshSpec(srv, "RT")
+	if _, err := a.put(ctx, "MAIL", spec, doc); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.creds.Snapshot().Resolve(ctx, "MAIL", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if le := a.creds.List()[0].LastError; le != "" {
+		t.Fatalf("sealed, yet last_error %q", le)
+	}
+	restarted := broker()
+	if tok, err := restarted.creds.Snapshot().Resolve(ctx, "MAIL", time.Now()); err != nil || tok != "at-2" {
+		t.Fatalf("after a restart: %q %v; presented %v", tok, err, seen())
+	}
+}

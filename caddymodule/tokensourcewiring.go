@@ -53,6 +53,10 @@ type tokenSources struct {
 	// redefinition's new Source waits for the old one's fetch and then
 	// presents the refresh token that fetch kept.
 	refreshLocks map[string]chan struct{}
+	// retired is source name → the Source a delete or a failed load
+	// stopped serving, until its token expires: a source defined again
+	// under that name keeps scrubbing its tokens (tokensource.Inherit).
+	retired map[string]*tokensource.Source
 }
 
 // tokenDef is a served definition: its generation and refresh_version
@@ -68,7 +72,7 @@ type tokenDef struct {
 // newTokenSources returns an empty tokenSources; sealer may be nil.
 func newTokenSources(db *state.DB, creds *credentials.Set, sealer *builtinstore.Store, client *http.Client, logger *zap.Logger) *tokenSources {
 	return &tokenSources{db: db, creds: creds, sealer: sealer, client: client, logger: logger,
-		defs: map[string]tokenDef{}, rotated: map[string]string{}, refreshLocks: map[string]chan struct{}{}}
+		defs: map[string]tokenDef{}, rotated: map[string]string{}, refreshLocks: map[string]chan struct{}{}, retired: map[string]*tokensource.Source{}}
 }
 
 // Write-back of a rotated refresh token: tries, and the first pause
@@ -230,11 +234,64 @@ func (ts *tokenSources) applyRow(r state.TokenSourceRow) {
 
 // forget stops serving name (ts.putMu held).
 func (ts *tokenSources) forget(name string) {
+	old, _ := ts.creds.Snapshot().Source(name)
 	ts.mu.Lock()
 	delete(ts.rotated, name)
 	delete(ts.defs, name)
+	if old != nil {
+		ts.retired[name] = old
+	}
+	for n, r := range ts.retired {
+		if !time.Now().Before(r.ScrubUntil()) {
+			delete(ts.retired, n)
+		}
+	}
 	ts.mu.Unlock()
 	ts.creds.DeleteSource(name)
+}
+
+// predecessor is the Source whose tokens a new Source for name keeps
+// scrubbing: the one served, or one retired whose token is still valid.
+func (ts *tokenSources) predecessor(name string) *tokensource.Source {
+	if old, ok := ts.creds.Snapshot().Source(name); ok {
+		return old
+	}
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	old := ts.retired[name]
+	delete(ts.retired, name)
+	if old != nil && time.Now().Before(old.ScrubUntil()) {
+		return old
+	}
+	return nil
+}
+
+// storedValue follows an operator's write of credential cred to a
+// store: a rotated refresh token kept for the source reading it (in
+// memory, or sealed in the state database) is dropped, so that the
+// value just stored is the one presented next.
+func (ts *tokenSources) storedValue(ctx context.Context, cred string) {
+	ts.putMu.Lock()
+	defer ts.putMu.Unlock()
+	ts.mu.Lock()
+	var name string
+	var d tokenDef
+	for n, def := range ts.defs {
+		if def.spec.RefreshToken == cred {
+			name, d = n, def
+		}
+	}
+	if name == "" {
+		ts.mu.Unlock()
+		return
+	}
+	delete(ts.rotated, name)
+	ts.mu.Unlock()
+	if len(d.sealed) > 0 {
+		if err := ts.keep(ctx, name, d.gen, d.rv, nil); err != nil {
+			ts.logger.Warn("the sealed refresh token was not dropped", zap.String("token_source", name), zap.Error(err))
+		}
+	}
 }
 
 func refreshPurpose(name string, spec tokensource.Spec) string {
@@ -264,6 +321,7 @@ func (ts *tokenSources) register(name string, spec tokensource.Spec, gen int64, 
 	if err != nil {
 		return false, err
 	}
+	src.Inherit(ts.predecessor(name))
 	return ts.creds.PutSource(src)
 }
 

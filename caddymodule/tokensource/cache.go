@@ -78,6 +78,9 @@ type Source struct {
 	mu        sync.Mutex
 	token     string
 	recent    []string // up to RecentTokens tokens before the current one, newest first, for scrubbing
+	// scrubUntil is when the last token scrubbed (current or recent)
+	// expires.
+	scrubUntil time.Time
 	issued    time.Time
 	expiry    time.Time
 	stale     bool
@@ -227,6 +230,9 @@ func (s *Source) fetch(ctx context.Context, f *flight) {
 			s.recent = append([]string{s.token}, s.recent[:min(len(s.recent), RecentTokens-1)]...)
 		}
 		s.token, s.issued, s.expiry, s.stale = got.Token, start, got.Expiry, false
+		if got.Expiry.After(s.scrubUntil) {
+			s.scrubUntil = got.Expiry
+		}
 		s.lastErr, s.failedAt = saveErr, time.Time{}
 	}
 	s.flight = nil
@@ -248,6 +254,43 @@ func (s *Source) MarkStale(used string) bool {
 	s.stale = true
 	s.failedAt = time.Time{}
 	return true
+}
+
+// MarkAccepted says that an upstream answered a request that carried
+// used with something other than 401: if it is the current token, the
+// rejection streak ends, so the next 401 refreshes at once again.
+func (s *Source) MarkAccepted(used string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if used != "" && used == s.token && !s.stale {
+		s.streak = 0
+	}
+}
+
+// Inherit makes the tokens old still scrubs (its current one and its
+// ring) this Source's ring, newest first and capped at RecentTokens, so
+// that a redefinition does not stop scrubbing tokens an upstream may
+// still echo. Call it before the Source serves.
+func (s *Source) Inherit(old *Source) {
+	if old == nil || old == s {
+		return
+	}
+	prev, until := old.Current(), old.ScrubUntil()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.recent = append(s.recent, prev...)
+	s.recent = s.recent[:min(len(s.recent), RecentTokens)]
+	if until.After(s.scrubUntil) {
+		s.scrubUntil = until
+	}
+}
+
+// ScrubUntil is when the last of the tokens Current returns expires
+// (zero: none was ever fetched).
+func (s *Source) ScrubUntil() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.scrubUntil
 }
 
 // staleAge is the age a token must reach before a 401 makes it stale,

@@ -481,3 +481,53 @@ func TestRecentTokensRing(t *testing.T) {
 		t.Fatalf("current %v, want %v", got, want)
 	}
 }
+
+// A token an upstream accepts ends the rejection streak: a later 401
+// refreshes at once instead of waiting out the back-off.
+func TestAcceptedTokenEndsTheStreak(t *testing.T) {
+	o := newOAuthServer(t)
+	c := &creds{m: map[string]string{"CS": "s3cr&t=", "RT": "rt-1"}}
+	clk := &clock{t: time.Unix(1_800_000_000, 0)}
+	src := newSource(t, refreshSpec(o.URL), o.Client(), c, clk)
+	tok, _, _ := src.Token(context.Background())
+	if !src.MarkStale(tok) {
+		t.Fatal("first 401 must mark")
+	}
+	tok, _, _ = src.Token(context.Background())
+	if src.MarkStale(tok) {
+		t.Fatal("a fresh replacement of a rejected token waits MinStaleAge")
+	}
+	src.MarkAccepted("an-old-token") // not the current one: no effect
+	if src.MarkStale(tok) {
+		t.Fatal("accepting another token ended the streak")
+	}
+	src.MarkAccepted(tok)
+	if !src.MarkStale(tok) {
+		t.Fatal("after an accepted request a 401 must refresh at once")
+	}
+}
+
+// A redefinition's new Source keeps scrubbing the old one's tokens.
+func TestInheritKeepsScrubbing(t *testing.T) {
+	o := newOAuthServer(t)
+	c := &creds{m: map[string]string{"CS": "s3cr&t=", "RT": "rt-1"}}
+	clk := &clock{t: time.Unix(1_800_000_000, 0)}
+	old := newSource(t, refreshSpec(o.URL), o.Client(), c, clk)
+	for range 2 {
+		if _, _, err := old.Token(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		clk.Add(time.Hour)
+	}
+	nw := newSource(t, refreshSpec(o.URL), o.Client(), c, clk)
+	nw.Inherit(old)
+	if got := nw.Current(); !slices.Equal(got, []string{"at-2", "at-1"}) {
+		t.Fatalf("new Source scrubs %v", got)
+	}
+	if _, _, err := nw.Token(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := nw.Current(); !slices.Equal(got, []string{"at-3", "at-2", "at-1"}) {
+		t.Fatalf("after its own fetch: %v", got)
+	}
+}
