@@ -75,20 +75,20 @@ type Source struct {
 	spec Spec
 	env  Env
 
-	mu        sync.Mutex
-	token     string
-	recent    []string // up to RecentTokens tokens before the current one, newest first, for scrubbing
+	mu     sync.Mutex
+	token  string
+	recent []string // up to RecentTokens tokens before the current one, newest first, for scrubbing
 	// scrubUntil is when the last token scrubbed (current or recent)
 	// expires.
 	scrubUntil time.Time
-	issued    time.Time
-	expiry    time.Time
-	stale     bool
-	lastFetch time.Time
-	lastErr   error
-	failedAt  time.Time
-	flight    *flight
-	streak    int // tokens in a row fetched because the one before was rejected
+	issued     time.Time
+	expiry     time.Time
+	stale      bool
+	lastFetch  time.Time
+	lastErr    error
+	failedAt   time.Time
+	flight     *flight
+	streak     int // tokens in a row fetched because the one before was rejected
 }
 
 type flight struct {
