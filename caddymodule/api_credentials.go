@@ -28,7 +28,11 @@ func (a *API) listStores(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (a *API) listCredentials(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, apiwire.CredentialList{Credentials: a.deps.creds.List()})
+	list := a.deps.creds.List()
+	if a.deps.tokens != nil {
+		list = a.deps.tokens.list(list)
+	}
+	writeJSON(w, http.StatusOK, apiwire.CredentialList{Credentials: list})
 }
 
 func (a *API) putCredential(w http.ResponseWriter, r *http.Request) {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
+	"github.com/agentvault/caddy-agent-vault/storebackends"
 )
 
 // gatedServer is a rotating token endpoint (see rotatingServer) whose
@@ -290,5 +292,38 @@ func TestTokenSourceFailedWriteBackIsSealed(t *testing.T) {
 	restarted := broker()
 	if tok, err := restarted.creds.Snapshot().Resolve(ctx, "MAIL", time.Now()); err != nil || tok != "at-2" {
 		t.Fatalf("after a restart: %q %v; presented %v", tok, err, seen())
+	}
+}
+
+// A database from before the one-reader rule, with two sources on one
+// refresh token: the second is not served, and the listing says why.
+func TestTokenSourceSecondReaderFromOldDatabaseIsListed(t *testing.T) {
+	srv, _ := rotatingServer(t, "rt-0")
+	ctx := context.Background()
+	db := openTestStateDB(t, zap.NewNop())
+	_, doc := refreshSpec(srv, "RT")
+	for _, name := range []string{"A", "B"} {
+		// Written as before 0008: no refresh_cred.
+		if _, err := db.PutTokenSource(ctx, name, doc, "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := &flakyStore{vals: map[string]string{"RT": "rt-0"}}
+	set, _ := credentials.New([]credentials.Store{{Name: "builtin", Store: st}})
+	ts := newTokenSources(db, set, nil, srv.Client(), zap.NewNop())
+	if err := ts.load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	list := ts.list(set.List())
+	i := slices.IndexFunc(list, func(m storebackends.Meta) bool { return m.Name == "B" })
+	if set.IsSource("B") || i < 0 || !strings.Contains(list[i].LastError, "not served") || !strings.Contains(list[i].LastError, "token source A already reads") {
+		t.Fatalf("B served %v; listing %+v", set.IsSource("B"), list)
+	}
+	// Deleting it clears the entry.
+	if _, err := ts.delete(ctx, "B"); err != nil {
+		t.Fatal(err)
+	}
+	if got := ts.list(set.List()); slices.ContainsFunc(got, func(m storebackends.Meta) bool { return m.Name == "B" }) {
+		t.Fatalf("after delete: %+v", got)
 	}
 }

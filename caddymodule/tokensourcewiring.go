@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/egress"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/tokensource"
+	"github.com/agentvault/caddy-agent-vault/storebackends"
 	builtinstore "github.com/agentvault/caddy-agent-vault/storebackends/builtin"
 	"github.com/agentvault/caddy-agent-vault/storebackends/storehttp"
 )
@@ -57,6 +59,18 @@ type tokenSources struct {
 	// stopped serving, until its token expires: a source defined again
 	// under that name keeps scrubbing its tokens (tokensource.Inherit).
 	retired map[string]*tokensource.Source
+	// unserved is source name → why its stored definition is not served
+	// (it does not validate, its sealed token does not open, or another
+	// source already reads its refresh token: a database from before
+	// that rule), for the listing's last_error.
+	unserved map[string]unservedDef
+}
+
+// unservedDef is a stored definition applyRow refused.
+type unservedDef struct {
+	kind    string
+	defined time.Time
+	err     string
 }
 
 // tokenDef is a served definition: its generation and refresh_version
@@ -72,7 +86,7 @@ type tokenDef struct {
 // newTokenSources returns an empty tokenSources; sealer may be nil.
 func newTokenSources(db *state.DB, creds *credentials.Set, sealer *builtinstore.Store, client *http.Client, logger *zap.Logger) *tokenSources {
 	return &tokenSources{db: db, creds: creds, sealer: sealer, client: client, logger: logger,
-		defs: map[string]tokenDef{}, rotated: map[string]string{}, refreshLocks: map[string]chan struct{}{}, retired: map[string]*tokensource.Source{}}
+		defs: map[string]tokenDef{}, rotated: map[string]string{}, refreshLocks: map[string]chan struct{}{}, retired: map[string]*tokensource.Source{}, unserved: map[string]unservedDef{}}
 }
 
 // Write-back of a rotated refresh token: tries, and the first pause
@@ -214,10 +228,14 @@ func (ts *tokenSources) applyRow(r state.TokenSourceRow) {
 	if err != nil {
 		ts.logger.Error("token source not served", zap.String("name", r.Name), zap.Error(err))
 		ts.forget(r.Name)
+		ts.mu.Lock()
+		ts.unserved[r.Name] = unservedDef{kind: spec.Kind, defined: r.UpdatedAt, err: "not served: " + err.Error()}
+		ts.mu.Unlock()
 		return
 	}
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
+	delete(ts.unserved, r.Name)
 	d = ts.defs[r.Name]
 	if news {
 		// A rotation kept sealed is taken over; one written back to its
@@ -236,6 +254,7 @@ func (ts *tokenSources) applyRow(r state.TokenSourceRow) {
 func (ts *tokenSources) forget(name string) {
 	old, _ := ts.creds.Snapshot().Source(name)
 	ts.mu.Lock()
+	delete(ts.unserved, name)
 	delete(ts.rotated, name)
 	delete(ts.defs, name)
 	if old != nil {
@@ -248,6 +267,22 @@ func (ts *tokenSources) forget(name string) {
 	}
 	ts.mu.Unlock()
 	ts.creds.DeleteSource(name)
+}
+
+// list adds the stored definitions that are not served (each with
+// its reason in LastError) to a listing of the credentials, by name.
+func (ts *tokenSources) list(served []storebackends.Meta) []storebackends.Meta {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if len(ts.unserved) == 0 {
+		return served
+	}
+	out := slices.Clone(served)
+	for name, u := range ts.unserved {
+		out = append(out, storebackends.Meta{Name: name, Store: credentials.TokenSourceStore, Version: "0", UpdatedAt: u.defined, Kind: u.kind, LastError: u.err})
+	}
+	slices.SortStableFunc(out, func(a, b storebackends.Meta) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }
 
 // predecessor is the Source whose tokens a new Source for name keeps
