@@ -497,6 +497,9 @@ func (a *App) Cleanup() error {
 		a.cancelTokenFeed()
 		a.tokenFeed.stop()
 	}
+	if a.tokens != nil {
+		a.tokens.close()
+	}
 	if a.state != nil {
 		_, err := sharedStates.Delete(a.sharedKey())
 		return err

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -325,5 +326,45 @@ func TestTokenSourceSecondReaderFromOldDatabaseIsListed(t *testing.T) {
 	}
 	if got := ts.list(set.List()); slices.ContainsFunc(got, func(m storebackends.Meta) bool { return m.Name == "B" }) {
 		t.Fatalf("after delete: %+v", got)
+	}
+}
+
+// A rotated refresh token that could not be written back (and cannot
+// be sealed: no built-in store) is retried in the background until it
+// is saved; last_error says so meanwhile and clears after.
+func TestTokenSourceWriteBackRetriedInBackground(t *testing.T) {
+	srv, _ := rotatingServer(t, "rt-0")
+	ctx := context.Background()
+	st := &flakyStore{vals: map[string]string{"RT": "rt-0"}, fail: true, stored: make(chan string, 1)}
+	set, _ := credentials.New([]credentials.Store{{Name: "builtin", Store: st}})
+	ts := newTokenSources(openTestStateDB(t, zap.NewNop()), set, nil, srv.Client(), zap.NewNop())
+	ts.persistPause = time.Millisecond
+	t.Cleanup(ts.close)
+	spec, doc := refreshSpec(srv, "RT")
+	if _, err := ts.put(ctx, "MAIL", spec, doc); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := set.Snapshot().Resolve(ctx, "MAIL", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if le := set.List()[0].LastError; !strings.Contains(le, "not persisted") || !strings.Contains(le, "retrying in the background") {
+		t.Fatalf("last_error %q", le)
+	}
+	st.setFail(false)
+	select {
+	case v := <-st.stored:
+		if v != "rt-rotated-1" {
+			t.Fatalf("stored %q", v)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("never written back")
+	}
+	// The retry clears last_error right after the write returns.
+	deadline := time.Now().Add(5 * time.Second)
+	for set.List()[0].LastError != "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("last_error stays %q", set.List()[0].LastError)
+		}
+		runtime.Gosched()
 	}
 }

@@ -64,6 +64,12 @@ type tokenSources struct {
 	// source already reads its refresh token: a database from before
 	// that rule), for the listing's last_error.
 	unserved map[string]unservedDef
+	// persistPause is the first pause of persist's background retries
+	// (persistRetryPause; tests shorten it).
+	persistPause time.Duration
+	// done ends the background retries of persist (close).
+	done      chan struct{}
+	closeOnce sync.Once
 }
 
 // unservedDef is a stored definition applyRow refused.
@@ -86,7 +92,7 @@ type tokenDef struct {
 // newTokenSources returns an empty tokenSources; sealer may be nil.
 func newTokenSources(db *state.DB, creds *credentials.Set, sealer *builtinstore.Store, client *http.Client, logger *zap.Logger) *tokenSources {
 	return &tokenSources{db: db, creds: creds, sealer: sealer, client: client, logger: logger,
-		defs: map[string]tokenDef{}, rotated: map[string]string{}, refreshLocks: map[string]chan struct{}{}, retired: map[string]*tokensource.Source{}, unserved: map[string]unservedDef{}}
+		defs: map[string]tokenDef{}, rotated: map[string]string{}, refreshLocks: map[string]chan struct{}{}, retired: map[string]*tokensource.Source{}, unserved: map[string]unservedDef{}, done: make(chan struct{}), persistPause: persistRetryPause}
 }
 
 // Write-back of a rotated refresh token: tries, and the first pause
@@ -95,6 +101,16 @@ const (
 	saveRefreshTries = 3
 	saveRefreshPause = 50 * time.Millisecond
 )
+
+// The background retries of a rotated refresh token not persisted:
+// the first pause, doubled up to the last.
+const (
+	persistRetryPause    = time.Second
+	persistRetryPauseMax = time.Minute
+)
+
+// close ends the background retries (App.Cleanup).
+func (ts *tokenSources) close() { ts.closeOnce.Do(func() { close(ts.done) }) }
 
 // The fetch lease of a rotating source (state.AcquireTokenSourceFetch):
 // held for at most one fetch and the keeping of its rotated refresh
@@ -548,7 +564,58 @@ func (ts *tokenSources) saveRefresh(ctx context.Context, name string, gen int64,
 		return errors.New("the token source was redefined or deleted meanwhile: its rotated refresh token is not kept")
 	}
 	ts.rotated[name] = v
-	rv := d.rv
+	ts.mu.Unlock()
+	err := ts.persist(ctx, name, gen, spec, cred, v)
+	if errors.Is(err, errNotPersisted) {
+		go ts.retryPersist(name, gen, spec, cred, v)
+		return fmt.Errorf("%w; retrying in the background", err)
+	}
+	return err
+}
+
+// errNotPersisted is persist's error when the rotated refresh token
+// lives in this process's memory only.
+var errNotPersisted = errors.New("not persisted (kept in memory only)")
+
+// retryPersist retries persist in the background, with a doubling
+// pause, until it works, the token is superseded (another rotation, a
+// redefinition, a delete, an operator's PUT) or ts closes.
+func (ts *tokenSources) retryPersist(name string, gen int64, spec tokensource.Spec, cred, v string) {
+	pause := ts.persistPause
+	for {
+		t := time.NewTimer(pause)
+		select {
+		case <-ts.done:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		pause = min(2*pause, persistRetryPauseMax)
+		ts.mu.Lock()
+		d, ok := ts.defs[name]
+		current := ok && d.gen == gen && ts.rotated[name] == v
+		ts.mu.Unlock()
+		if !current {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), tokensource.FetchTimeout)
+		err := ts.persist(ctx, name, gen, spec, cred, v)
+		cancel()
+		if err == nil {
+			if src, ok := ts.creds.Snapshot().Source(name); ok {
+				src.Saved()
+			}
+			return
+		}
+		ts.logger.Warn("rotated refresh token still not persisted", zap.String("token_source", name), zap.Error(err))
+	}
+}
+
+// persist writes a rotated refresh token kept in memory to where it
+// survives a restart (see saveRefresh).
+func (ts *tokenSources) persist(ctx context.Context, name string, gen int64, spec tokensource.Spec, cred, v string) error {
+	ts.mu.Lock()
+	rv := ts.defs[name].rv
 	ts.mu.Unlock()
 	if ts.creds.WritableServes(cred) {
 		err := ts.writeBack(ctx, cred, v)
@@ -567,20 +634,20 @@ func (ts *tokenSources) saveRefresh(ctx context.Context, name string, gen int64,
 			return nil
 		}
 		if ts.sealer == nil {
-			return fmt.Errorf("not persisted (kept in memory only): writing it back to credential %s failed: %v", cred, err)
+			return fmt.Errorf("%w: writing it back to credential %s failed: %v", errNotPersisted, cred, err)
 		}
 		if serr := ts.keep(ctx, name, gen, rv, ts.sealer.SealAux(refreshPurpose(name, spec), []byte(v))); serr != nil {
-			return fmt.Errorf("not persisted (kept in memory only): writing it back to credential %s failed: %v; sealing it into the state database failed: %v", cred, err, serr)
+			return fmt.Errorf("%w: writing it back to credential %s failed: %v; sealing it into the state database failed: %v", errNotPersisted, cred, err, serr)
 		}
 		ts.logger.Warn("rotated refresh token not written back, kept sealed in the state database instead",
 			zap.String("token_source", name), zap.String("credential", cred), zap.Error(err))
 		return nil
 	}
 	if ts.sealer == nil {
-		return fmt.Errorf("not persisted (kept in memory only): credential %s is in a read-only store and no built-in store is configured to seal the new one", cred)
+		return fmt.Errorf("%w: credential %s is in a read-only store and no built-in store is configured to seal the new one", errNotPersisted, cred)
 	}
 	if err := ts.keep(ctx, name, gen, rv, ts.sealer.SealAux(refreshPurpose(name, spec), []byte(v))); err != nil {
-		return fmt.Errorf("not persisted (kept in memory only): %v", err)
+		return fmt.Errorf("%w: %v", errNotPersisted, err)
 	}
 	ts.logger.Info("rotated refresh token kept sealed in the state database", zap.String("token_source", name), zap.String("credential", cred))
 	return nil

@@ -29,6 +29,8 @@ type flakyStore struct {
 	vals map[string]string
 	fail bool
 	n    int
+	// stored, when set, hears of every successful Put.
+	stored chan string
 }
 
 func (s *flakyStore) List() []storebackends.Meta {
@@ -53,6 +55,9 @@ func (s *flakyStore) Put(name, v string) (storebackends.Meta, error) {
 	}
 	s.n++
 	s.vals[name] = v
+	if s.stored != nil {
+		s.stored <- v
+	}
 	return storebackends.Meta{Name: name, Store: "builtin", Version: fmt.Sprint(s.n + 1)}, nil
 }
 func (s *flakyStore) Delete(name string) error { return nil }

@@ -86,6 +86,7 @@ type Source struct {
 	stale      bool
 	lastFetch  time.Time
 	lastErr    error
+	saveFailed bool // lastErr is SaveRefreshToken's
 	failedAt   time.Time
 	flight     *flight
 	streak     int // tokens in a row fetched because the one before was rejected
@@ -224,7 +225,7 @@ func (s *Source) fetch(ctx context.Context, f *flight) {
 	s.lastFetch = start
 	f.err = err
 	if err != nil {
-		s.lastErr, s.failedAt = err, start
+		s.lastErr, s.failedAt, s.saveFailed = err, start, false
 	} else {
 		if s.token != "" && s.token != got.Token {
 			s.recent = append([]string{s.token}, s.recent[:min(len(s.recent), RecentTokens-1)]...)
@@ -233,7 +234,7 @@ func (s *Source) fetch(ctx context.Context, f *flight) {
 		if got.Expiry.After(s.scrubUntil) {
 			s.scrubUntil = got.Expiry
 		}
-		s.lastErr, s.failedAt = saveErr, time.Time{}
+		s.lastErr, s.failedAt, s.saveFailed = saveErr, time.Time{}, saveErr != nil
 	}
 	s.flight = nil
 	close(f.done)
@@ -291,6 +292,17 @@ func (s *Source) ScrubUntil() time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.scrubUntil
+}
+
+// Saved says that a rotated refresh token SaveRefreshToken failed to
+// keep was kept later (a retry in the background): the error it left
+// in Status goes.
+func (s *Source) Saved() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.saveFailed {
+		s.lastErr, s.saveFailed = nil, false
+	}
 }
 
 // staleAge is the age a token must reach before a 401 makes it stale,
