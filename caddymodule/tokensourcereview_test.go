@@ -21,6 +21,7 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/credentials"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
+	builtinstore "github.com/agentvault/caddy-agent-vault/storebackends/builtin"
 )
 
 // gatedServer is a rotating token endpoint (see rotatingServer) whose
@@ -366,5 +367,60 @@ func TestTokenSourceWriteBackRetriedInBackground(t *testing.T) {
 			t.Fatalf("last_error stays %q", set.List()[0].LastError)
 		}
 		runtime.Gosched()
+	}
+}
+
+// The same with the refresh token in the built-in store both brokers
+// share: the second presents the token the first wrote back, without
+// waiting for the store's change feed.
+func TestTokenSourceTwoBrokersWriteBack(t *testing.T) {
+	srv, arrived, release, seen := gatedServer(t, "rt-0")
+	ctx := context.Background()
+	db := openTestStateDB(t, zap.NewNop())
+	broker := func(seed bool) *tokenSources {
+		b, err := builtinstore.Open(ctx, builtinRecords{db: db, store: "builtin"}, []byte("pw"), builtinstore.Options{KDF: builtinstore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seed {
+			if _, err := b.Put("RT", "rt-0"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		set, err := credentials.New([]credentials.Store{{Name: "builtin", Store: b}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts := newTokenSources(db, set, b, srv.Client(), zap.NewNop())
+		if err := ts.load(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return ts
+	}
+	a := broker(true)
+	b := broker(false)
+	spec, doc := refreshSpec(srv, "RT")
+	if _, err := a.put(ctx, "MAIL", spec, doc); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.apply(ctx, state.Change{Topic: state.TopicTokenSources, Key: "MAIL"}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, x := range []*tokenSources{a, b} {
+		wg.Add(1)
+		go func() { defer wg.Done(); _, errs[i] = x.creds.Snapshot().Resolve(ctx, "MAIL", time.Now()) }()
+	}
+	<-arrived
+	select {
+	case rt := <-arrived:
+		t.Errorf("a second call presented %s while the first was running", rt)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	wg.Wait()
+	if errs[0] != nil || errs[1] != nil || !slices.Equal(seen(), []string{"rt-0", "rt-rotated-1"}) {
+		t.Fatalf("errors %v; presented %v", errs, seen())
 	}
 }

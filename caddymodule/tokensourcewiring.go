@@ -511,7 +511,7 @@ func (ts *tokenSources) exclusive(ctx context.Context, name string, gen int64, s
 		case !found:
 			return errors.New("the token source was redefined or deleted meanwhile")
 		case ok:
-			ts.takeOver(row)
+			ts.takeOver(ctx, row)
 			defer func() {
 				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 				defer cancel()
@@ -535,8 +535,19 @@ func (ts *tokenSources) exclusive(ctx context.Context, name string, gen int64, s
 
 // takeOver brings the kept refresh token of row's source to what the
 // row holds when it is newer than what this broker has: the fetch
-// about to run then presents the newest one.
-func (ts *tokenSources) takeOver(row state.TokenSourceRow) {
+// about to run then presents the newest one. A rotation another broker
+// wrote back to the built-in store is read from the database at once,
+// not when the store's change feed arrives.
+func (ts *tokenSources) takeOver(ctx context.Context, row state.TokenSourceRow) {
+	ts.mu.Lock()
+	d, had := ts.defs[row.Name]
+	ts.mu.Unlock()
+	if had && d.gen == row.Generation && d.rv < row.RefreshVersion && len(row.RefreshSealed) == 0 && ts.sealer != nil {
+		if err := ts.sealer.Reload(ctx); err != nil {
+			ts.logger.Warn("built-in store not reloaded before a refresh", zap.String("token_source", row.Name), zap.Error(err))
+		}
+		ts.creds.Rebuild()
+	}
 	ts.putMu.Lock()
 	defer ts.putMu.Unlock()
 	ts.applyRow(row)
