@@ -108,6 +108,13 @@ func (db *DB) PutTokenSource(ctx context.Context, name string, doc []byte, refre
 		if err != nil {
 			return err
 		}
+		// Taken first, always: the counter's row lock orders every
+		// writer (no lock is taken in the other order), so the check
+		// below sees any definition committed before.
+		next, err := nextTokenSourceGeneration(ctx, t)
+		if err != nil {
+			return err
+		}
 		cred := sql.NullString{String: refreshCred, Valid: refreshCred != ""}
 		if cred.Valid {
 			var other string
@@ -118,12 +125,6 @@ func (db *DB) PutTokenSource(ctx context.Context, name string, doc []byte, refre
 			if !errors.Is(err, sql.ErrNoRows) {
 				return err
 			}
-		}
-		// Taken first, always: the counter's row lock then orders every
-		// writer (no lock is taken in the other order).
-		next, err := nextTokenSourceGeneration(ctx, t)
-		if err != nil {
-			return err
 		}
 		r, err := t.exec(ctx, "INSERT INTO token_sources (name, doc, refresh_sealed, generation, updated_at, refresh_cred) VALUES ($1, $2, '', $3, $4, $5) ON CONFLICT (name) DO NOTHING",
 			name, string(doc), next, updated, cred)

@@ -197,3 +197,36 @@ func TestTokenSourceConcurrentPutPostgres(t *testing.T) {
 		}
 	}
 }
+
+// Two brokers define two sources on one refresh token at once on
+// PostgreSQL: one wins, the other gets ErrRefreshTaken (not a
+// duplicate key error).
+func TestTokenSourceConcurrentRefreshReadersPostgres(t *testing.T) {
+	cfg := backends[1].config(t)
+	a, b := open(t, cfg), open(t, cfg)
+	for i := 0; i < 10; i++ {
+		cred := fmt.Sprintf("RT%d", i)
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for j, db := range []*DB{a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, errs[j] = db.PutTokenSource(ctx, fmt.Sprintf("S%d_%d", i, j), []byte(`{}`), cred, nil)
+			}()
+		}
+		wg.Wait()
+		taken := 0
+		for _, err := range errs {
+			switch {
+			case errors.Is(err, ErrRefreshTaken):
+				taken++
+			case err != nil:
+				t.Fatalf("%s: %v", cred, err)
+			}
+		}
+		if taken != 1 {
+			t.Fatalf("%s: errors %v", cred, errs)
+		}
+	}
+}
