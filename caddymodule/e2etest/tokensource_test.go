@@ -337,6 +337,20 @@ func TestTokenSourceJourneys(t *testing.T) {
 		}
 	})
 
+	t.Run("an accepted request ends the 401 back-off", func(t *testing.T) {
+		// The token works elsewhere: a later 401 refreshes at once again.
+		if _, code := get("/api/gmail/messages"); code != 200 {
+			t.Fatalf("status %d", code)
+		}
+		before := st.oauth.Load()
+		if _, code := get("/api/reject"); code != 401 {
+			t.Fatalf("status %d", code)
+		}
+		if d := st.oauth.Load() - before; d != 1 {
+			t.Fatalf("a 401 after an accepted request caused %d refreshes, want 1", d)
+		}
+	})
+
 	t.Run("burst of 100 causes one fetch", func(t *testing.T) {
 		s.putCredential("CC_SECRET", "GOCSPX-client-secret")
 		s.mustAPI("PUT", "/api/v1/credentials/CC", map[string]any{"kind": "oauth2_client_credentials", "token_url": base + "/token",
