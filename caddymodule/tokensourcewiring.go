@@ -92,7 +92,9 @@ type tokenDef struct {
 // newTokenSources returns an empty tokenSources; sealer may be nil.
 func newTokenSources(db *state.DB, creds *credentials.Set, sealer *builtinstore.Store, client *http.Client, logger *zap.Logger) *tokenSources {
 	return &tokenSources{db: db, creds: creds, sealer: sealer, client: client, logger: logger,
-		defs: map[string]tokenDef{}, rotated: map[string]string{}, refreshLocks: map[string]chan struct{}{}, retired: map[string]*tokensource.Source{}, unserved: map[string]unservedDef{}, done: make(chan struct{}), persistPause: persistRetryPause}
+		defs: map[string]tokenDef{}, rotated: map[string]string{}, refreshLocks: map[string]chan struct{}{},
+		retired: map[string]*tokensource.Source{}, unserved: map[string]unservedDef{},
+		done: make(chan struct{}), persistPause: persistRetryPause}
 }
 
 // Write-back of a rotated refresh token: tries, and the first pause
