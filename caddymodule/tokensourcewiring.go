@@ -24,7 +24,6 @@ import (
 	"github.com/agentvault/caddy-agent-vault/caddymodule/state"
 	"github.com/agentvault/caddy-agent-vault/caddymodule/tokensource"
 	"github.com/agentvault/caddy-agent-vault/storebackends"
-	builtinstore "github.com/agentvault/caddy-agent-vault/storebackends/builtin"
 	"github.com/agentvault/caddy-agent-vault/storebackends/storehttp"
 )
 
@@ -41,7 +40,7 @@ const maxTokenAnswer = 1 << 20
 type tokenSources struct {
 	db     *state.DB
 	creds  *credentials.Set
-	sealer *builtinstore.Store // seals rotated refresh tokens of read-only stores; nil: none configured
+	sealer storebackends.Sealer // seals rotated refresh tokens of read-only stores; nil: none configured
 	client *http.Client
 	logger *zap.Logger
 	putMu  sync.Mutex // serializes put, delete and apply, so the one-reader rule of refresh tokens holds
@@ -90,7 +89,7 @@ type tokenDef struct {
 }
 
 // newTokenSources returns an empty tokenSources; sealer may be nil.
-func newTokenSources(db *state.DB, creds *credentials.Set, sealer *builtinstore.Store, client *http.Client, logger *zap.Logger) *tokenSources {
+func newTokenSources(db *state.DB, creds *credentials.Set, sealer storebackends.Sealer, client *http.Client, logger *zap.Logger) *tokenSources {
 	return &tokenSources{db: db, creds: creds, sealer: sealer, client: client, logger: logger,
 		defs: map[string]tokenDef{}, rotated: map[string]string{}, refreshLocks: map[string]chan struct{}{},
 		retired: map[string]*tokensource.Source{}, unserved: map[string]unservedDef{},
@@ -136,10 +135,12 @@ func (a *App) openTokenSources(stores []any) error {
 	if err != nil {
 		return err
 	}
-	var sealer *builtinstore.Store
+	// The first store that can seal (the built-in one) keeps what a
+	// read-only store cannot take back.
+	var sealer storebackends.Sealer
 	for _, m := range stores {
-		if b, ok := m.(*builtinstore.Store); ok && sealer == nil {
-			sealer = b
+		if sl, ok := m.(storebackends.Sealer); ok && sealer == nil {
+			sealer = sl
 		}
 	}
 	ts := newTokenSources(a.state.db, a.creds, sealer, client, a.logger)
@@ -545,7 +546,7 @@ func (ts *tokenSources) takeOver(ctx context.Context, row state.TokenSourceRow) 
 	d, had := ts.defs[row.Name]
 	ts.mu.Unlock()
 	if had && d.gen == row.Generation && d.rv < row.RefreshVersion && len(row.RefreshSealed) == 0 && ts.sealer != nil {
-		if err := ts.sealer.Reload(ctx); err != nil {
+		if err := ts.reloadSealer(ctx); err != nil {
 			ts.logger.Warn("built-in store not reloaded before a refresh", zap.String("token_source", row.Name), zap.Error(err))
 		}
 		ts.creds.Rebuild()
@@ -553,6 +554,15 @@ func (ts *tokenSources) takeOver(ctx context.Context, row state.TokenSourceRow) 
 	ts.putMu.Lock()
 	defer ts.putMu.Unlock()
 	ts.applyRow(row)
+}
+
+// reloadSealer re-reads the sealing store (the built-in one, where
+// write-backs go) if it can.
+func (ts *tokenSources) reloadSealer(ctx context.Context) error {
+	if r, ok := ts.sealer.(storebackends.Reloader); ok {
+		return r.Reload(ctx)
+	}
+	return nil
 }
 
 // sameRefreshSpec reports whether a and b take the refresh token from

@@ -175,3 +175,12 @@ type Synced interface {
 	// LastSync is the start of the last successful sync.
 	LastSync() time.Time
 }
+
+// Sealer is a store that can seal secrets the broker keeps outside its
+// records (a rotated refresh token of a read-only store, kept in the
+// state database), with its own key; purpose binds each sealed value to
+// its use, so one cannot be opened as another.
+type Sealer interface {
+	SealAux(purpose string, plaintext []byte) []byte
+	OpenAux(purpose string, sealed []byte) ([]byte, error)
+}

@@ -460,3 +460,9 @@ func (s *Store) SealAux(purpose string, plaintext []byte) []byte {
 func (s *Store) OpenAux(purpose string, sealed []byte) ([]byte, error) {
 	return s.box.OpenJoined(sealed, []byte(adPrefix+"aux/"+purpose))
 }
+
+// Interface guards.
+var (
+	_ storebackends.Sealer   = (*Store)(nil)
+	_ storebackends.Reloader = (*Store)(nil)
+)
