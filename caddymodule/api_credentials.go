@@ -74,7 +74,7 @@ func (a *API) putCredential(w http.ResponseWriter, r *http.Request) {
 	if created {
 		status = http.StatusCreated
 	}
-	writeJSON(w, status, m)
+	writeJSON(w, status, apiwire.CredentialPutResponse{Credential: m})
 }
 
 // putTokenSource defines name as a credential that mints tokens

@@ -123,7 +123,8 @@ type CredentialPutRequest struct {
 	Value *string `json:"value"`
 }
 
-// CredentialPutResponse answers the definition of a token source.
+// CredentialPutResponse answers PUT /api/v1/credentials/{NAME}, a
+// value's or a token source's: one shape for both.
 type CredentialPutResponse struct {
 	Credential
 	// Warnings name input credentials no store holds yet; omitted when
