@@ -38,13 +38,17 @@ test: deps build vault-test-server
 # from Debian when missing and running as root with apt-get; otherwise
 # the missing packages are named and the run stops. Debian keeps the
 # PostgreSQL server binaries off PATH, in /usr/lib/postgresql/<version>/bin:
-# that "postgres" entry is a file check.
-DEPS := curl:curl git:git wget:wget python3:python3 node:nodejs npm:npm setcap:libcap2-bin ip:iproute2 unshare:util-linux postgres:postgresql chromium:chromium
+# that "postgres" entry is a file check. The client matrix
+# (e2etest/client_matrix_test.go) also runs pip and requests under the
+# python3 on PATH: "pip" and "pyrequests" check that one.
+DEPS := curl:curl git:git wget:wget python3:python3 pip:python3-pip pyrequests:python3-requests node:nodejs npm:npm setcap:libcap2-bin ip:iproute2 unshare:util-linux postgres:postgresql chromium:chromium
 .PHONY: deps
 deps:
 	@missing=""; for dep in $(DEPS); do \
 	  case $${dep%%:*} in \
 	  postgres) ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 ;; \
+	  pip) python3 -m pip --version >/dev/null 2>&1 ;; \
+	  pyrequests) python3 -c 'import requests' >/dev/null 2>&1 ;; \
 	  *) command -v $${dep%%:*} >/dev/null ;; \
 	  esac || missing="$$missing $${dep#*:}"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \

@@ -230,9 +230,42 @@ func (s *Server) Stop(t testing.TB) {
 // TCP connections for it, but nothing answers, so clients hang until
 // their timeout: the realistic shape of a Vault outage. Undo with Resume;
 // cleanup resumes a paused server before stopping it.
+//
+// It returns once every thread of the server is stopped: kill(2)
+// returns before the stop has reached a process running on another CPU,
+// and a request sent in between would still be answered.
 func (s *Server) Pause(t testing.TB) {
 	t.Helper()
 	s.signal(t, syscall.SIGSTOP)
+	deadline := time.Now().Add(10 * time.Second)
+	for !s.allStopped() {
+		if time.Now().After(deadline) {
+			t.Fatal("vaulttest: the server did not stop within 10s of SIGSTOP")
+		}
+		time.Sleep(time.Millisecond) // poll interval on /proc, not synchronization
+	}
+}
+
+// allStopped reports whether every thread of the server is in the
+// stopped state (T in /proc/PID/task/TID/stat).
+func (s *Server) allStopped() bool {
+	dir := "/proc/" + strconv.Itoa(s.cmd.Process.Pid) + "/task"
+	tasks, err := os.ReadDir(dir)
+	if err != nil || len(tasks) == 0 {
+		return false
+	}
+	for _, task := range tasks {
+		stat, err := os.ReadFile(dir + "/" + task.Name() + "/stat")
+		if err != nil {
+			return false
+		}
+		// pid (comm) state ...: the state follows the last ')'.
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 || i+2 >= len(stat) || stat[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
 }
 
 // Resume continues a server frozen by Pause (SIGCONT), with its data
